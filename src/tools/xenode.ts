@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+// The `xenode` command: a thin dispatcher. Each subcommand lives in its own
+// module and is imported lazily so `xenode run` pays only for what it uses.
+
+type Main = (argv: string[]) => Promise<number>;
+
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Main> }> = {
+  run: { summary: 'boot one domain in the foreground and stream its console', load: async () => (await import('./run.js')).main },
+  xenstored: { summary: 'run the xenstore daemon standalone', load: async () => (await import('./xenstored/main.js')).main },
+};
+
+function usage(): string {
+  const lines = ['usage: xenode <command> [args...]', '', 'commands:'];
+  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(12)} ${c.summary}`);
+  return lines.join('\n');
+}
+
+async function dispatch(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === '-h' || cmd === '--help' || cmd === 'help') {
+    console.log(usage());
+    return cmd === undefined ? 2 : 0;
+  }
+  const c = COMMANDS[cmd];
+  if (!c) {
+    console.error(`xenode: unknown command '${cmd}'\n${usage()}`);
+    return 2;
+  }
+  return (await c.load())(rest);
+}
+
+dispatch(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (err: unknown) => {
+    console.error(`xenode: ${err instanceof Error ? err.message : String(err)}`);
+    process.exitCode = 1;
+  },
+);
