@@ -1,0 +1,76 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Worker } from 'node:worker_threads';
+import { Kvm, EXIT, EXIT_INTERRUPTED, Segment, KvmError } from './kvm.js';
+import { SharedMemory } from './memory.js';
+import { RUN, RUN_IO, REG } from './abi.js';
+import { needsKvm } from './testing.js';
+
+const flat32 = (type: number, selector: number): Segment => ({ base: 0, limit: 0xffffffff, selector, type, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1 });
+
+/** A VM with 64 KiB of RAM at GPA 0 running `code` in flat 32-bit protected mode at 0x1000. */
+function tinyVm(code: number[]) {
+  const kvm = Kvm.open();
+  const vm = kvm.createVm();
+  const mem = SharedMemory.create('test-ram', 0x10000);
+  vm.setUserMemoryRegion(0, 0, mem.size, mem.address);
+  mem.bytes.set(code, 0x1000);
+  const vcpu = vm.createVcpu(0);
+  vcpu.setCpuid(kvm.supportedCpuid());
+  vcpu.setInitialState({
+    regs: { rip: 0x1000n, rsp: 0x8000n },
+    segs: { cs: flat32(11, 8), ds: flat32(3, 16), es: flat32(3, 16), ss: flat32(3, 16), fs: flat32(3, 16), gs: flat32(3, 16),
+      tr: { base: 0, limit: 0x67, selector: 0, type: 11, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0 } },
+    cr0: 0x11, cr4: 0, efer: 0,
+  });
+  const done = () => { vcpu.close(); vm.close(); mem.close(); kvm.close(); };
+  return { kvm, vm, mem, vcpu, done };
+}
+
+test('opening a missing device names the problem', () => {
+  assert.throws(() => Kvm.open('/dev/no-such-kvm'), (e: unknown) => e instanceof KvmError && /does not exist/.test(e.message));
+});
+
+test('a 32-bit guest writes to port 0xE9 and its registers come back through the sync area', needsKvm(), () => {
+  // mov al,'X'; out 0xe9,al; mov eax,0x1234; out 0x88,eax; hlt
+  const t = tinyVm([0xb0, 0x58, 0xe6, 0xe9, 0xb8, 0x34, 0x12, 0, 0, 0xe7, 0x88, 0xf4]);
+  try {
+    assert.equal(t.vcpu.enter(), EXIT.IO);
+    const io = RUN.exit;
+    assert.equal(t.vcpu.run.getUint16(io + RUN_IO.port, true), 0xe9);
+    const off = Number(t.vcpu.run.getBigUint64(io + RUN_IO.data_offset, true));
+    assert.equal(t.vcpu.runBytes[off], 0x58);
+    assert.equal(t.vcpu.enter(), EXIT.IO);
+    assert.equal(t.vcpu.run.getUint16(io + RUN_IO.port, true), 0x88);
+    assert.equal(t.vcpu.reg(REG.rax) & 0xffffffffn, 0x1234n);
+    assert.equal(t.vcpu.cpl, 0);
+    // a register written back through the sync area reaches the guest
+    t.vcpu.setReg(REG.rax, 0n);
+    assert.equal(t.vcpu.enter(), EXIT.HLT);
+    assert.equal(t.vcpu.reg(REG.rax), 0n);
+  } finally {
+    t.done();
+  }
+});
+
+test('a kick from another thread interrupts KVM_RUN without a JS signal handler', needsKvm(), async () => {
+  // The guest spins at CPL0 forever (jmp $); only a kick can end KVM_RUN.
+  const url = new URL('./kick.fixture.js', import.meta.url);
+  const w = new Worker(url);
+  const msg = await new Promise<{ ok: boolean; reason: number; kicks: number; error?: string }>((resolve, reject) => {
+    w.on('message', (m: { tid?: number } & Record<string, unknown>) => {
+      if (typeof m.tid === 'number') {
+        // the worker is about to enter the guest; kick it after a short while
+        setTimeout(async () => {
+          const { kick } = await import('./kick.js');
+          kick({ pid: process.pid, tid: m.tid! });
+        }, 50);
+      } else resolve(m as never);
+    });
+    w.on('error', reject);
+  });
+  await w.terminate();
+  assert.equal(msg.error, undefined);
+  assert.equal(msg.reason, EXIT_INTERRUPTED);
+  assert.equal(msg.kicks, 1, 'the pending kick was consumed exactly once');
+});

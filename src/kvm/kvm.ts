@@ -1,0 +1,481 @@
+// /dev/kvm, VMs and vCPUs over koffi. This is the hardware boundary: it knows
+// x86 and KVM, nothing of Xen. A vCPU's kvm_run page is viewed zero-copy, and
+// registers travel through its sync-regs area so an exit costs one ioctl.
+
+import * as libc from './libc.js';
+import {
+  CAP, CapName, CPUID_ENTRY, ENABLE_CAP_SIZE, EXIT, KVM_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VCPU,
+  KVM_CREATE_VM, KVM_ENABLE_CAP, KVM_GET_API_VERSION, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_SUPPORTED_CPUID,
+  KVM_GET_TSC_KHZ, KVM_GET_VCPU_MMAP_SIZE, KVM_INTERRUPT, KVM_REGS_SIZE, KVM_RUN, KVM_SET_CPUID2,
+  KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SIGNAL_MASK, KVM_SET_SREGS, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION,
+  KVM_SREGS_SIZE, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS, KVM_X86_SET_MSR_FILTER, MEMREGION_SIZE,
+  MSR_ENTRY_SIZE, MSR_FILTER_SIZE, KVM_MSR_FILTER_MAX_RANGES, REG, RUN, SEG, SegName, SREGS, SYNC,
+  KVM_GET_VCPU_EVENTS, VCPU_EVENTS_SIZE,
+} from './abi.js';
+
+export class KvmError extends Error {}
+
+const EINTR = 4;
+const EAGAIN = 11;
+
+export interface CpuidEntry {
+  function: number;
+  index: number;
+  flags: number;
+  eax: number;
+  ebx: number;
+  ecx: number;
+  edx: number;
+}
+
+export interface Segment {
+  base: number;
+  limit: number;
+  selector: number;
+  type: number;
+  present: number;
+  dpl: number;
+  db: number;
+  s: number;
+  l: number;
+  g: number;
+}
+
+/** Capabilities every xenode VM needs; probing names the ones a host lacks. */
+export const REQUIRED_CAPS: CapName[] = ['USER_MEMORY', 'SYNC_REGS', 'X86_USER_SPACE_MSR', 'X86_MSR_FILTER', 'EXT_CPUID', 'IMMEDIATE_EXIT', 'GET_TSC_KHZ'];
+
+/** The KVM system handle (/dev/kvm). One per thread that creates VMs. */
+export class Kvm {
+  readonly vcpuMmapSize: number;
+  private cpuidCache: CpuidEntry[] | null = null;
+
+  private constructor(readonly fd: number) {
+    const v = libc.ioctlInt(fd, KVM_GET_API_VERSION, 0);
+    if (v !== KVM_API_VERSION) throw new KvmError(`/dev/kvm speaks API version ${v}, expected ${KVM_API_VERSION}`);
+    this.vcpuMmapSize = libc.check(libc.ioctlInt(fd, KVM_GET_VCPU_MMAP_SIZE, 0), 'KVM_GET_VCPU_MMAP_SIZE');
+  }
+
+  /** Opens /dev/kvm; a clear KvmError says why it cannot be used. */
+  static open(path = '/dev/kvm'): Kvm {
+    const fd = libc.open(path, libc.O_RDWR | libc.O_CLOEXEC, 0);
+    if (fd < 0) {
+      const e = libc.errno();
+      const why = e === 2 ? 'does not exist (is the kvm module loaded? is this a VM without nested virtualisation?)'
+        : e === 13 ? 'is not accessible (add your user to the kvm group, or run as root)'
+        : libc.strerror(e);
+      throw new KvmError(`${path} ${why}`);
+    }
+    return new Kvm(fd);
+  }
+
+  checkExtension(cap: CapName | number): number {
+    const n = typeof cap === 'number' ? cap : CAP[cap];
+    return Math.max(0, libc.ioctlInt(this.fd, KVM_CHECK_EXTENSION, n));
+  }
+
+  /** Names of required capabilities this host lacks (empty when usable). */
+  missingCapabilities(): CapName[] {
+    return REQUIRED_CAPS.filter((c) => this.checkExtension(c) <= 0);
+  }
+
+  requireCapabilities(): void {
+    const missing = this.missingCapabilities();
+    if (missing.length) throw new KvmError(`this host's KVM lacks required capabilities: ${missing.map((c) => `KVM_CAP_${c}`).join(', ')}`);
+  }
+
+  supportedCpuid(): CpuidEntry[] {
+    if (this.cpuidCache) return this.cpuidCache.map((e) => ({ ...e }));
+    for (let n = 64; n <= 4096; n *= 2) {
+      const buf = new Uint8Array(8 + n * CPUID_ENTRY.size);
+      new DataView(buf.buffer).setUint32(0, n, true);
+      const r = libc.ioctlPtr(this.fd, KVM_GET_SUPPORTED_CPUID, buf);
+      if (r < 0 && libc.errno() === 7 /* E2BIG */) continue;
+      libc.check(r, 'KVM_GET_SUPPORTED_CPUID');
+      this.cpuidCache = decodeCpuid(buf);
+      return this.cpuidCache.map((e) => ({ ...e }));
+    }
+    throw new KvmError('KVM_GET_SUPPORTED_CPUID: too many entries');
+  }
+
+  createVm(): Vm {
+    const fd = libc.check(libc.ioctlInt(this.fd, KVM_CREATE_VM, 0), 'KVM_CREATE_VM');
+    return new Vm(this, fd);
+  }
+
+  close(): void {
+    libc.close(this.fd);
+  }
+}
+
+function decodeCpuid(buf: Uint8Array): CpuidEntry[] {
+  const dv = new DataView(buf.buffer, buf.byteOffset);
+  const n = dv.getUint32(0, true);
+  const out: CpuidEntry[] = [];
+  for (let i = 0; i < n; i++) {
+    const o = 8 + i * CPUID_ENTRY.size;
+    out.push({
+      function: dv.getUint32(o + CPUID_ENTRY.function, true),
+      index: dv.getUint32(o + CPUID_ENTRY.index, true),
+      flags: dv.getUint32(o + CPUID_ENTRY.flags, true),
+      eax: dv.getUint32(o + CPUID_ENTRY.eax, true),
+      ebx: dv.getUint32(o + CPUID_ENTRY.ebx, true),
+      ecx: dv.getUint32(o + CPUID_ENTRY.ecx, true),
+      edx: dv.getUint32(o + CPUID_ENTRY.edx, true),
+    });
+  }
+  return out;
+}
+
+export interface MsrFilterRange {
+  flags: number; // KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE
+  base: number;
+  nmsrs: number;
+  /** one bit per MSR: 1 = allow (KVM handles it), 0 = deny (exit to user space) */
+  bitmap: Uint8Array;
+}
+
+export class Vm {
+  private closed = false;
+
+  constructor(readonly kvm: Kvm, readonly fd: number) {}
+
+  setUserMemoryRegion(slot: number, guestPhys: number, size: number, hostAddr: bigint, flags = 0): void {
+    const b = new Uint8Array(MEMREGION_SIZE);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, slot, true);
+    dv.setUint32(4, flags, true);
+    dv.setBigUint64(8, BigInt(guestPhys), true);
+    dv.setBigUint64(16, BigInt(size), true);
+    dv.setBigUint64(24, hostAddr, true);
+    libc.check(libc.ioctlPtr(this.fd, KVM_SET_USER_MEMORY_REGION, b), `KVM_SET_USER_MEMORY_REGION(slot ${slot}, gpa 0x${guestPhys.toString(16)}, size 0x${size.toString(16)})`);
+  }
+
+  deleteMemoryRegion(slot: number): void {
+    this.setUserMemoryRegion(slot, 0, 0, 0n);
+  }
+
+  enableCap(cap: CapName | number, args: number[] = [], flags = 0): void {
+    const b = new Uint8Array(ENABLE_CAP_SIZE);
+    const dv = new DataView(b.buffer);
+    const n = typeof cap === 'number' ? cap : CAP[cap];
+    dv.setUint32(0, n, true);
+    dv.setUint32(4, flags, true);
+    args.forEach((a, i) => dv.setBigUint64(8 + 8 * i, BigInt(a), true));
+    libc.check(libc.ioctlPtr(this.fd, KVM_ENABLE_CAP, b), `KVM_ENABLE_CAP(${typeof cap === 'number' ? cap : 'KVM_CAP_' + cap})`);
+  }
+
+  setTssAddr(addr: number): void {
+    libc.check(libc.ioctlInt(this.fd, KVM_SET_TSS_ADDR, addr), 'KVM_SET_TSS_ADDR');
+  }
+
+  /** Default-allow filter with the given deny ranges (bitmap bit 0 = deny → exit to user space). */
+  setMsrFilter(ranges: MsrFilterRange[]): void {
+    if (ranges.length > KVM_MSR_FILTER_MAX_RANGES) throw new RangeError('too many MSR filter ranges');
+    const b = new Uint8Array(MSR_FILTER_SIZE);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, 0, true); // KVM_MSR_FILTER_DEFAULT_ALLOW
+    ranges.forEach((r, i) => {
+      const o = 8 + i * 24;
+      dv.setUint32(o, r.flags, true);
+      dv.setUint32(o + 4, r.nmsrs, true);
+      dv.setUint32(o + 8, r.base, true);
+      dv.setBigUint64(o + 16, libc.address(r.bitmap), true);
+    });
+    // KVM copies the bitmaps during the ioctl; the Uint8Arrays only need to live until it returns.
+    libc.check(libc.ioctlPtr(this.fd, KVM_X86_SET_MSR_FILTER, b), 'KVM_X86_SET_MSR_FILTER');
+  }
+
+  createVcpu(id: number): Vcpu {
+    const fd = libc.check(libc.ioctlInt(this.fd, KVM_CREATE_VCPU, id), `KVM_CREATE_VCPU(${id})`);
+    return new Vcpu(this, fd, id);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    libc.close(this.fd);
+  }
+}
+
+export interface RunResult {
+  /** KVM exit reason, or EXIT_INTERRUPTED when a kick (signal) or immediate_exit stopped KVM_RUN. */
+  reason: number;
+}
+
+/** Pseudo exit reason: KVM_RUN returned EINTR/EAGAIN (kicked). */
+export const EXIT_INTERRUPTED = -1;
+
+/**
+ * A vCPU. Its kvm_run page is mapped once and viewed zero-copy; after each exit
+ * the general and special registers are in the sync-regs area, and writes made
+ * through setReg/sregs setters are handed back to KVM on the next entry.
+ */
+export class Vcpu {
+  private mapping: unknown;
+  /** The kvm_run page. */
+  readonly run: DataView;
+  readonly runBytes: Uint8Array;
+  /** kvm_sync_regs.regs as 18 u64 (REG order). */
+  private readonly regs: BigUint64Array;
+  private readonly sregsBase = RUN.sync_regs + SYNC.sregs;
+  private dirty = 0;
+  private closed = false;
+
+  constructor(readonly vm: Vm, readonly fd: number, readonly id: number) {
+    const size = vm.kvm.vcpuMmapSize;
+    const p = libc.mmap(null, size, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd, 0);
+    if (libc.isMapFailed(p)) {
+      libc.close(fd);
+      throw new libc.OsError('mmap(kvm_run)', libc.errno());
+    }
+    this.mapping = p;
+    const ab = libc.view(p, size);
+    this.run = new DataView(ab);
+    this.runBytes = new Uint8Array(ab);
+    this.regs = new BigUint64Array(ab, RUN.sync_regs + SYNC.regs, 18);
+    this.run.setBigUint64(RUN.kvm_valid_regs, BigInt(KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS), true);
+  }
+
+  /**
+   * Enters the guest until the next exit. Returns the exit reason, or
+   * EXIT_INTERRUPTED if a kick signal or immediate_exit made KVM_RUN return
+   * EINTR. Registers read/written through this object are synced around it.
+   */
+  enter(): number {
+    const run = this.run;
+    if (this.dirty) {
+      run.setBigUint64(RUN.kvm_dirty_regs, BigInt(this.dirty), true);
+      this.dirty = 0;
+    }
+    const r = libc.ioctlInt(this.fd, KVM_RUN, 0);
+    if (r < 0) {
+      const e = libc.errno();
+      if (e === EINTR || e === EAGAIN) return EXIT_INTERRUPTED;
+      throw new libc.OsError('KVM_RUN', e);
+    }
+    return run.getUint32(RUN.exit_reason, true);
+  }
+
+  /** Makes the next enter() return at once (EINTR) without running the guest. */
+  set immediateExit(v: boolean) {
+    this.run.setUint8(RUN.immediate_exit, v ? 1 : 0);
+  }
+
+  get exitReason(): number {
+    return this.run.getUint32(RUN.exit_reason, true);
+  }
+
+  get readyForInterruptInjection(): boolean {
+    return this.run.getUint8(RUN.ready_for_interrupt_injection) !== 0;
+  }
+
+  get ifFlag(): boolean {
+    return this.run.getUint8(RUN.if_flag) !== 0;
+  }
+
+  set requestInterruptWindow(v: boolean) {
+    this.run.setUint8(RUN.request_interrupt_window, v ? 1 : 0);
+  }
+
+  // --- general registers, through the sync area ---
+  reg(i: number): bigint {
+    return this.regs[i]!;
+  }
+
+  setReg(i: number, v: bigint): void {
+    this.regs[i] = BigInt.asUintN(64, v);
+    this.dirty |= KVM_SYNC_X86_REGS;
+  }
+
+  get rip(): bigint {
+    return this.regs[REG.rip]!;
+  }
+
+  set rip(v: bigint) {
+    this.setReg(REG.rip, v);
+  }
+
+  // --- special registers, through the sync area ---
+  sreg64(off: number): bigint {
+    return this.run.getBigUint64(this.sregsBase + off, true);
+  }
+
+  setSreg64(off: number, v: bigint): void {
+    this.run.setBigUint64(this.sregsBase + off, v, true);
+    this.dirty |= KVM_SYNC_X86_SREGS;
+  }
+
+  get cr0(): number {
+    return Number(this.sreg64(SREGS.cr0) & 0xffffffffn);
+  }
+
+  get cr3(): bigint {
+    return this.sreg64(SREGS.cr3);
+  }
+
+  get cr4(): number {
+    return Number(this.sreg64(SREGS.cr4) & 0xffffffffn);
+  }
+
+  get efer(): number {
+    return Number(this.sreg64(SREGS.efer) & 0xffffffffn);
+  }
+
+  segment(name: SegName): Segment {
+    const o = this.sregsBase + SREGS[name];
+    const d = this.run;
+    return {
+      base: Number(d.getBigUint64(o + SEG.base, true)),
+      limit: d.getUint32(o + SEG.limit, true),
+      selector: d.getUint16(o + SEG.selector, true),
+      type: d.getUint8(o + SEG.type),
+      present: d.getUint8(o + SEG.present),
+      dpl: d.getUint8(o + SEG.dpl),
+      db: d.getUint8(o + SEG.db),
+      s: d.getUint8(o + SEG.s),
+      l: d.getUint8(o + SEG.l),
+      g: d.getUint8(o + SEG.g),
+    };
+  }
+
+  /** Current privilege level (from SS.DPL, which is the CPL on x86; CS.DPL differs for conforming code). */
+  get cpl(): number {
+    return this.run.getUint8(this.sregsBase + SREGS.ss + SEG.dpl);
+  }
+
+  /** True when CS is a 64-bit code segment (long mode active). */
+  get longMode64(): boolean {
+    return this.run.getUint8(this.sregsBase + SREGS.cs + SEG.l) !== 0;
+  }
+
+  // --- ioctl-based accessors (outside the exit path) ---
+  getRegs(): Uint8Array {
+    const b = new Uint8Array(KVM_REGS_SIZE);
+    libc.check(libc.ioctlPtr(this.fd, KVM_GET_REGS, b), 'KVM_GET_REGS');
+    return b;
+  }
+
+  setRegs(b: Uint8Array): void {
+    libc.check(libc.ioctlPtr(this.fd, KVM_SET_REGS, b), 'KVM_SET_REGS');
+  }
+
+  getSregs(): Uint8Array {
+    const b = new Uint8Array(KVM_SREGS_SIZE);
+    libc.check(libc.ioctlPtr(this.fd, KVM_GET_SREGS, b), 'KVM_GET_SREGS');
+    return b;
+  }
+
+  setSregs(b: Uint8Array): void {
+    libc.check(libc.ioctlPtr(this.fd, KVM_SET_SREGS, b), 'KVM_SET_SREGS');
+  }
+
+  getEvents(): Uint8Array {
+    const b = new Uint8Array(VCPU_EVENTS_SIZE);
+    libc.check(libc.ioctlPtr(this.fd, KVM_GET_VCPU_EVENTS, b), 'KVM_GET_VCPU_EVENTS');
+    return b;
+  }
+
+  /**
+   * Writes the full initial state: general registers and special registers
+   * with the given segments and control registers. Clears the sync-area dirty
+   * bits so a stale sync area is not written back over it.
+   */
+  setInitialState(st: { regs: Partial<Record<keyof typeof REG, bigint>>; segs: Partial<Record<SegName, Segment>>; gdt?: { base: number; limit: number }; idt?: { base: number; limit: number }; cr0: number; cr3?: number; cr4: number; efer: number }): void {
+    const sb = this.getSregs();
+    const sd = new DataView(sb.buffer);
+    for (const [name, s] of Object.entries(st.segs) as [SegName, Segment][]) {
+      const o = SREGS[name];
+      sd.setBigUint64(o + SEG.base, BigInt(s.base), true);
+      sd.setUint32(o + SEG.limit, s.limit >>> 0, true);
+      sd.setUint16(o + SEG.selector, s.selector, true);
+      sd.setUint8(o + SEG.type, s.type);
+      sd.setUint8(o + SEG.present, s.present);
+      sd.setUint8(o + SEG.dpl, s.dpl);
+      sd.setUint8(o + SEG.db, s.db);
+      sd.setUint8(o + SEG.s, s.s);
+      sd.setUint8(o + SEG.l, s.l);
+      sd.setUint8(o + SEG.g, s.g);
+      sd.setUint8(o + SEG.avl, 0);
+      sd.setUint8(o + SEG.unusable, s.present ? 0 : 1);
+    }
+    const dt = (o: number, t?: { base: number; limit: number }) => {
+      sd.setBigUint64(o, BigInt(t?.base ?? 0), true);
+      sd.setUint16(o + 8, t?.limit ?? 0xffff, true);
+    };
+    dt(SREGS.gdt, st.gdt);
+    dt(SREGS.idt, st.idt);
+    sd.setBigUint64(SREGS.cr0, BigInt(st.cr0), true);
+    sd.setBigUint64(SREGS.cr3, BigInt(st.cr3 ?? 0), true);
+    sd.setBigUint64(SREGS.cr4, BigInt(st.cr4), true);
+    sd.setBigUint64(SREGS.efer, BigInt(st.efer), true);
+    this.setSregs(sb);
+    const rb = new Uint8Array(KVM_REGS_SIZE);
+    const rd = new DataView(rb.buffer);
+    rd.setBigUint64(REG.rflags * 8, 2n, true);
+    for (const [k, v] of Object.entries(st.regs)) rd.setBigUint64(REG[k as keyof typeof REG] * 8, BigInt.asUintN(64, v!), true);
+    this.setRegs(rb);
+    this.dirty = 0;
+    this.run.setBigUint64(RUN.kvm_dirty_regs, 0n, true);
+  }
+
+  setCpuid(entries: CpuidEntry[]): void {
+    const buf = new Uint8Array(8 + entries.length * CPUID_ENTRY.size);
+    const dv = new DataView(buf.buffer);
+    dv.setUint32(0, entries.length, true);
+    entries.forEach((e, i) => {
+      const o = 8 + i * CPUID_ENTRY.size;
+      dv.setUint32(o + CPUID_ENTRY.function, e.function, true);
+      dv.setUint32(o + CPUID_ENTRY.index, e.index, true);
+      dv.setUint32(o + CPUID_ENTRY.flags, e.flags, true);
+      dv.setUint32(o + CPUID_ENTRY.eax, e.eax >>> 0, true);
+      dv.setUint32(o + CPUID_ENTRY.ebx, e.ebx >>> 0, true);
+      dv.setUint32(o + CPUID_ENTRY.ecx, e.ecx >>> 0, true);
+      dv.setUint32(o + CPUID_ENTRY.edx, e.edx >>> 0, true);
+    });
+    libc.check(libc.ioctlPtr(this.fd, KVM_SET_CPUID2, buf), 'KVM_SET_CPUID2');
+  }
+
+  setMsrs(msrs: { index: number; value: bigint }[]): void {
+    const b = new Uint8Array(8 + msrs.length * MSR_ENTRY_SIZE);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, msrs.length, true);
+    msrs.forEach((m, i) => {
+      dv.setUint32(8 + i * 16, m.index, true);
+      dv.setBigUint64(8 + i * 16 + 8, m.value, true);
+    });
+    const n = libc.check(libc.ioctlPtr(this.fd, KVM_SET_MSRS, b), 'KVM_SET_MSRS');
+    if (n !== msrs.length) throw new KvmError(`KVM_SET_MSRS: MSR 0x${msrs[n]!.index.toString(16)} refused`);
+  }
+
+  /** Queues an external interrupt (no in-kernel irqchip): delivered at the next entry with IF open. */
+  interrupt(vector: number): void {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, vector, true);
+    libc.check(libc.ioctlPtr(this.fd, KVM_INTERRUPT, b), 'KVM_INTERRUPT');
+  }
+
+  /**
+   * Sets the signal mask in force while this vCPU is inside KVM_RUN. Pass the
+   * thread's mask minus the kick signal, so a kick interrupts KVM_RUN and
+   * stays pending (blocked) outside it: no JS signal handler runs.
+   */
+  setSignalMask(kernelSigset: Uint8Array): void {
+    const b = new Uint8Array(4 + kernelSigset.length);
+    new DataView(b.buffer).setUint32(0, kernelSigset.length, true);
+    b.set(kernelSigset, 4);
+    libc.check(libc.ioctlPtr(this.fd, KVM_SET_SIGNAL_MASK, b), 'KVM_SET_SIGNAL_MASK');
+  }
+
+  get tscKhz(): number {
+    return libc.check(libc.ioctlInt(this.fd, KVM_GET_TSC_KHZ, 0), 'KVM_GET_TSC_KHZ');
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    libc.munmap(this.mapping, this.vm.kvm.vcpuMmapSize);
+    libc.close(this.fd);
+  }
+}
+
+export { EXIT };

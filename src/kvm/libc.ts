@@ -1,0 +1,66 @@
+// The few libc entry points the hardware boundary needs, bound with koffi.
+// Every call returns the raw C result; callers turn -1 into an OsError with
+// errno so the message names the call that failed.
+
+import koffi from 'koffi';
+
+const libc = koffi.load('libc.so.6');
+
+export const open = libc.func('int open(const char *path, int flags, int mode)') as (p: string, f: number, m: number) => number;
+export const close = libc.func('int close(int fd)') as (fd: number) => number;
+/** ioctl with a pointer argument (struct in a Buffer, or null). */
+export const ioctlPtr = libc.func('int ioctl(int fd, unsigned long req, void *arg)') as (fd: number, req: number, arg: Uint8Array | null) => number;
+/** ioctl with an integer argument (KVM_CREATE_VCPU, KVM_CHECK_EXTENSION...). */
+export const ioctlInt = libc.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']) as (fd: number, req: number, arg: number) => number;
+export const mmap = libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, long off)') as (a: null, len: number, prot: number, flags: number, fd: number, off: number) => unknown;
+export const munmap = libc.func('int munmap(void *addr, size_t len)') as (a: unknown, len: number) => number;
+export const memfdCreate = libc.func('int memfd_create(const char *name, unsigned int flags)') as (n: string, f: number) => number;
+export const ftruncate = libc.func('int ftruncate(int fd, long len)') as (fd: number, len: number) => number;
+export const fallocate = libc.func('int fallocate(int fd, int mode, long off, long len)') as (fd: number, mode: number, off: number, len: number) => number;
+export const gettid = libc.func('int gettid(void)') as () => number;
+export const getpid = libc.func('int getpid(void)') as () => number;
+const syscall3 = libc.func('syscall', 'long', ['long', 'long', 'long', 'long']) as (n: number, a: number, b: number, c: number) => number;
+export const pthreadSigmask = libc.func('int pthread_sigmask(int how, void *set, void *oldset)') as (how: number, set: Uint8Array | null, old: Uint8Array | null) => number;
+export const sigtimedwait = libc.func('int sigtimedwait(void *set, void *info, void *timeout)') as (set: Uint8Array, info: null, ts: Uint8Array) => number;
+export const strerror = libc.func('const char *strerror(int errnum)') as (e: number) => string;
+
+const SYS_tgkill = 234; // asm/unistd_64.h
+export function tgkill(pid: number, tid: number, sig: number): number {
+  return syscall3(SYS_tgkill, pid, tid, sig);
+}
+
+export const errno = (): number => koffi.errno();
+export const address = (p: unknown): bigint => koffi.address(p);
+export const view = (p: unknown, len: number): ArrayBuffer => koffi.view(p, len);
+
+// fcntl.h / sys/mman.h / signal.h values for x86-64 Linux.
+export const O_RDWR = 2;
+export const O_CLOEXEC = 0o2000000;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 1;
+export const MFD_CLOEXEC = 1;
+export const FALLOC_FL_KEEP_SIZE = 1;
+export const FALLOC_FL_PUNCH_HOLE = 2;
+export const SIG_BLOCK = 0;
+export const SIG_UNBLOCK = 1;
+export const SIG_SETMASK = 2;
+/** glibc's sigset_t is 1024 bits; the kernel's is 64. */
+export const SIGSET_BYTES = 128;
+export const KERNEL_SIGSET_BYTES = 8;
+
+export class OsError extends Error {
+  constructor(readonly call: string, readonly errno: number) {
+    super(`${call}: ${strerror(errno)} (errno ${errno})`);
+  }
+}
+
+/** Returns r, or throws OsError(call, errno) when r is negative. */
+export function check(r: number, call: string): number {
+  if (r < 0) throw new OsError(call, errno());
+  return r;
+}
+
+export function isMapFailed(p: unknown): boolean {
+  return p === null || address(p) === 0xffffffffffffffffn;
+}
