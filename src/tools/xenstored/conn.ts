@@ -1,0 +1,371 @@
+// Connections: the transport-independent part (watches, transactions,
+// identity) and the three transports: Unix socket, guest ring page, and
+// in-process.
+
+import type { Socket } from 'node:net';
+import type { Caller, Tx } from './store.js';
+import {
+  FrameReader, HEADER_SIZE, OutBuf, RING_CONNECTION, RING_ERROR, RING_REQ, RING_REQ_CONS, RING_REQ_PROD, RING_RSP,
+  RING_RSP_CONS, RING_RSP_PROD, RING_SERVER_FEATURES, XENSTORE_CONNECTED, XENSTORE_ERROR_NONE, XENSTORE_ERROR_PROTO,
+  XENSTORE_ERROR_RINGIDX, XENSTORE_RECONNECT, XENSTORE_RING_SIZE, XENSTORE_PAYLOAD_MAX, RING_PAGE_SIZE,
+  type XsMessage,
+} from './wire.js';
+
+export interface Watch {
+  /** Absolute path or special name ("@releaseDomain"...). */
+  readonly path: string;
+  readonly token: string;
+  /** True if registered with a relative path: events are reported relative too. */
+  readonly relative: boolean;
+  /** Maximum depth below path, or -1 for unlimited. */
+  readonly depth: number;
+}
+
+/** The page + event channel of a guest's xenstore ring, provided by the hypervisor integration. */
+export interface DomainRingPort {
+  /** The 4096-byte ring page (guest memory: may change at any time). */
+  page: Uint8Array;
+  /** Raise the guest's event channel. */
+  notify(): void;
+}
+
+export type NextResult = XsMessage | 'none' | 'oversize' | 'broken';
+
+export abstract class Conn {
+  private static nextId = 1;
+  readonly id = Conn.nextId++;
+  readonly watches = new Map<string, Watch>();
+  readonly txs = new Map<number, Tx>();
+  nextTxId = 1;
+  closed = false;
+  /** Set while the connection is in the daemon's ready queue. */
+  queued = false;
+  /** Set while it has output waiting for the end of the turn. */
+  dirty = false;
+  caller: Caller;
+
+  constructor(readonly domid: number, caller: Caller) {
+    this.caller = caller;
+  }
+
+  /** Next complete request, if the connection may take one now. */
+  abstract next(): NextResult;
+  /** Queue one message for the client. */
+  abstract send(type: number, reqId: number, txId: number, payload: Buffer | string): void;
+  /** Push queued output to the transport. */
+  abstract flush(): void;
+  /** True while the client is not consuming output fast enough to take more requests. */
+  abstract blocked(): boolean;
+  /** Bytes queued towards the client and not yet handed over. */
+  abstract pendingOutput(): number;
+  /** Tear the transport down (idempotent). */
+  abstract close(): void;
+  abstract describe(): string;
+}
+
+const SOCK_HIGH_WATER = 1 << 20;
+const SOCK_INPUT_PAUSE = 256 << 10;
+
+export class SocketConn extends Conn {
+  private readonly reader = new FrameReader();
+  private readonly out = new OutBuf();
+  private paused = false;
+  onInput: () => void = () => {};
+  onClosed: () => void = () => {};
+
+  constructor(private readonly sock: Socket, caller: Caller) {
+    super(0, caller);
+    sock.setNoDelay?.(true);
+    sock.on('data', (chunk: Buffer) => {
+      this.reader.push(chunk);
+      if (this.reader.buffered > SOCK_INPUT_PAUSE && !this.paused) {
+        this.paused = true;
+        sock.pause();
+      }
+      this.onInput();
+    });
+    sock.on('drain', () => this.onInput());
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      this.closed = true;
+      this.onClosed();
+    });
+  }
+
+  next(): NextResult {
+    if (this.closed) return 'broken';
+    const r = this.reader.next();
+    if (r === 'need-more') {
+      if (this.paused) {
+        this.paused = false;
+        this.sock.resume();
+      }
+      return 'none';
+    }
+    return r;
+  }
+
+  send(type: number, reqId: number, txId: number, payload: Buffer | string): void {
+    if (!this.closed) this.out.message(type, reqId, txId, payload);
+  }
+
+  flush(): void {
+    if (this.out.length === 0 || this.closed) return;
+    this.sock.write(this.out.take());
+  }
+
+  blocked(): boolean {
+    return this.sock.writableLength > SOCK_HIGH_WATER;
+  }
+
+  pendingOutput(): number {
+    return this.out.length + this.sock.writableLength;
+  }
+
+  close(): void {
+    if (!this.closed) {
+      this.closed = true;
+      this.sock.destroy();
+    }
+  }
+
+  describe(): string {
+    return `socket connection ${this.id}`;
+  }
+}
+
+/** In-process connection: requests are objects, replies are handed to a callback. */
+export class LocalConn extends Conn {
+  private inq: XsMessage[] = [];
+  private inHead = 0;
+  private outq: XsMessage[] = [];
+  private outBytes = 0;
+  onReply: (m: XsMessage) => void = () => {};
+
+  submit(m: XsMessage): void {
+    this.inq.push(m);
+  }
+
+  next(): NextResult {
+    if (this.closed) return 'broken';
+    if (this.inHead >= this.inq.length) return 'none';
+    const m = this.inq[this.inHead]!;
+    this.inq[this.inHead++] = undefined as unknown as XsMessage;
+    if (this.inHead === this.inq.length) {
+      this.inq = [];
+      this.inHead = 0;
+    }
+    return m;
+  }
+
+  send(type: number, reqId: number, txId: number, payload: Buffer | string): void {
+    const p = typeof payload === 'string' ? Buffer.from(payload, 'latin1') : payload;
+    this.outq.push({ type, reqId, txId, payload: p });
+    this.outBytes += p.length + HEADER_SIZE;
+  }
+
+  flush(): void {
+    const q = this.outq;
+    this.outq = [];
+    this.outBytes = 0;
+    for (const m of q) this.onReply(m);
+  }
+
+  blocked(): boolean {
+    return false;
+  }
+
+  pendingOutput(): number {
+    return this.outBytes;
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  describe(): string {
+    return `local connection ${this.id} (domain ${this.domid})`;
+  }
+}
+
+/**
+ * A guest's ring page (struct xenstore_domain_interface). The page is shared
+ * with the guest, so every index is read once into a local and checked, and
+ * message bytes are copied out before they are parsed.
+ */
+export class RingConn extends Conn {
+  private reader = new FrameReader();
+  private outq: Buffer[] = [];
+  private outOff = 0;
+  private outBytes = 0;
+  private view: DataView;
+  broken = false;
+  /** Messages dropped because the guest did not consume its events. */
+  droppedEvents = 0;
+  /** Max messages queued before we stop taking requests (quota "outstanding"). */
+  outstanding = 20;
+  log: (line: string) => void = () => {};
+  /** Called when the guest asked for a reconnect: the daemon drops watches and transactions. */
+  onReset: () => void = () => {};
+
+  constructor(domid: number, public port: DomainRingPort, caller: Caller) {
+    super(domid, caller);
+    this.view = RingConn.viewOf(port.page);
+  }
+
+  private static viewOf(page: Uint8Array): DataView {
+    if (page.length < RING_PAGE_SIZE) throw new Error('ring page must be 4096 bytes');
+    return new DataView(page.buffer, page.byteOffset, RING_PAGE_SIZE);
+  }
+
+  setPort(port: DomainRingPort): void {
+    this.port = port;
+    this.view = RingConn.viewOf(port.page);
+  }
+
+  setFeatures(f: number): void {
+    this.view.setUint32(RING_SERVER_FEATURES, f >>> 0, true);
+  }
+
+  private fail(code: number, why: string): void {
+    if (this.broken) return;
+    this.broken = true;
+    this.view.setUint32(RING_ERROR, code, true);
+    this.log(`domain ${this.domid}: ${why}; ring connection stopped`);
+    this.port.notify();
+  }
+
+  /** Handle a guest-requested reconnect; true if one happened. */
+  checkReconnect(): boolean {
+    if (this.view.getUint32(RING_CONNECTION, true) !== XENSTORE_RECONNECT) return false;
+    this.reader = new FrameReader();
+    this.outq = [];
+    this.outOff = 0;
+    this.outBytes = 0;
+    this.broken = false;
+    this.onReset();
+    const v = this.view;
+    v.setUint32(RING_REQ_CONS, 0, true);
+    v.setUint32(RING_REQ_PROD, 0, true);
+    v.setUint32(RING_RSP_CONS, 0, true);
+    v.setUint32(RING_RSP_PROD, 0, true);
+    v.setUint32(RING_ERROR, XENSTORE_ERROR_NONE, true);
+    v.setUint32(RING_CONNECTION, XENSTORE_CONNECTED, true);
+    this.port.notify();
+    return true;
+  }
+
+  /** Copy request bytes out of the ring (at most what completes one message). */
+  private pull(): void {
+    const v = this.view;
+    const cons = v.getUint32(RING_REQ_CONS, true);
+    const prod = v.getUint32(RING_REQ_PROD, true);
+    const avail = (prod - cons) >>> 0;
+    if (avail === 0) return;
+    if (avail > XENSTORE_RING_SIZE) {
+      this.fail(XENSTORE_ERROR_RINGIDX, `bad request ring indexes cons=${cons} prod=${prod}`);
+      return;
+    }
+    const chunk = Buffer.allocUnsafe(avail);
+    const page = this.port.page;
+    const start = cons & (XENSTORE_RING_SIZE - 1);
+    const first = Math.min(avail, XENSTORE_RING_SIZE - start);
+    chunk.set(page.subarray(RING_REQ + start, RING_REQ + start + first), 0);
+    if (first < avail) chunk.set(page.subarray(RING_REQ, RING_REQ + avail - first), first);
+    this.reader.push(chunk);
+    v.setUint32(RING_REQ_CONS, (cons + avail) >>> 0, true);
+    this.port.notify();
+  }
+
+  next(): NextResult {
+    if (this.closed || this.broken) return 'broken';
+    if (this.blocked()) return 'none';
+    let r = this.reader.next();
+    if (r === 'need-more') {
+      this.pull();
+      if (this.broken) return 'broken';
+      r = this.reader.next();
+    }
+    if (r === 'need-more') return 'none';
+    if (r === 'oversize') {
+      this.fail(XENSTORE_ERROR_PROTO, `request payload over ${XENSTORE_PAYLOAD_MAX} bytes`);
+      return 'oversize';
+    }
+    return r;
+  }
+
+  /** True if request bytes are waiting in the ring or in our reassembly buffer. */
+  hasInput(): boolean {
+    if (this.broken || this.closed) return false;
+    if (this.reader.buffered >= HEADER_SIZE) return true;
+    return this.view.getUint32(RING_REQ_PROD, true) !== this.view.getUint32(RING_REQ_CONS, true);
+  }
+
+  send(type: number, reqId: number, txId: number, payload: Buffer | string): void {
+    if (this.closed) return;
+    const plen = payload.length;
+    const b = Buffer.allocUnsafe(HEADER_SIZE + plen);
+    b.writeUInt32LE(type >>> 0, 0);
+    b.writeUInt32LE(reqId >>> 0, 4);
+    b.writeUInt32LE(txId >>> 0, 8);
+    b.writeUInt32LE(plen, 12);
+    if (typeof payload === 'string') b.write(payload, HEADER_SIZE, 'latin1');
+    else payload.copy(b, HEADER_SIZE);
+    this.outq.push(b);
+    this.outBytes += b.length;
+  }
+
+  flush(): void {
+    if (this.broken || this.closed || this.outq.length === 0) return;
+    const v = this.view;
+    const cons = v.getUint32(RING_RSP_CONS, true);
+    const prod = v.getUint32(RING_RSP_PROD, true);
+    const used = (prod - cons) >>> 0;
+    if (used > XENSTORE_RING_SIZE) {
+      this.fail(XENSTORE_ERROR_RINGIDX, `bad response ring indexes cons=${cons} prod=${prod}`);
+      return;
+    }
+    let space = XENSTORE_RING_SIZE - used;
+    let p = prod;
+    const page = this.port.page;
+    while (space > 0 && this.outq.length > 0) {
+      const m = this.outq[0]!;
+      const n = Math.min(space, m.length - this.outOff);
+      let done = 0;
+      while (done < n) {
+        const at = p & (XENSTORE_RING_SIZE - 1);
+        const k = Math.min(n - done, XENSTORE_RING_SIZE - at);
+        page.set(m.subarray(this.outOff + done, this.outOff + done + k), RING_RSP + at);
+        done += k;
+        p = (p + k) >>> 0;
+      }
+      space -= n;
+      this.outOff += n;
+      this.outBytes -= n;
+      if (this.outOff === m.length) {
+        this.outq.shift();
+        this.outOff = 0;
+      }
+    }
+    if (p !== prod) {
+      v.setUint32(RING_RSP_PROD, p, true);
+      this.port.notify();
+    }
+  }
+
+  blocked(): boolean {
+    return this.outq.length >= this.outstanding;
+  }
+
+  pendingOutput(): number {
+    return this.outBytes;
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  describe(): string {
+    return `domain ${this.domid} ring`;
+  }
+}
