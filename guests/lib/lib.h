@@ -9,7 +9,6 @@
 #include <stdint.h>
 
 #include <xen/xen.h>
-#include <xen/errno.h>
 #include <xen/sched.h>
 #include <xen/version.h>
 #include <xen/memory.h>
@@ -23,6 +22,12 @@
 #include <xen/io/console.h>
 
 #include "hypercall.h"
+
+/* Xen errno values (EPERM, ENOSYS...) straight from the public header. */
+enum xen_errno_values {
+#define XEN_ERRNO(name, value) name = value,
+#include <xen/errno.h>
+};
 
 #define barrier()   asm volatile ("" ::: "memory")
 #define NORETURN    __attribute__((noreturn))
