@@ -307,8 +307,9 @@ void console_write(const char *s, size_t n)
     if (sinks & SINK_IO) {
         if (console_io_write(s, n) < 0) {
             /* Not a console domain: fall back for good. */
-            sinks = pvcons_ring ? SINK_PV : SINK_E9;
-            console_sinks = (console_sinks & ~SINK_IO) | sinks;
+            unsigned int fallback = pvcons_ring ? SINK_PV : SINK_E9;
+            sinks = (sinks & ~SINK_IO) | fallback;
+            console_sinks = (console_sinks & ~SINK_IO) | fallback;
         }
     }
     if (sinks & SINK_PV)
