@@ -120,6 +120,8 @@ export interface Fixture {
   dom0: LocalClient;
   /** Introduce a guest with a ring in a plain buffer. */
   guest(domid: number): Promise<RingGuest>;
+  /** Make INTRODUCE of g.domid map g's page, without introducing it. */
+  attach(g: RingGuest): void;
   logs: string[];
   close(): Promise<void>;
 }
@@ -141,6 +143,9 @@ export async function fixture(opts: XenstoredOptions = {}): Promise<Fixture> {
     d,
     dom0,
     logs,
+    attach(g: RingGuest) {
+      guests.set(g.domid, g);
+    },
     async guest(domid: number): Promise<RingGuest> {
       const g = new RingGuest(d, domid);
       guests.set(domid, g);
