@@ -1,0 +1,162 @@
+import assert from 'node:assert/strict';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { after, before, test } from 'node:test';
+import { SocketClient } from './client.js';
+import { Xenstored } from './daemon.js';
+import { tmpDir, XENODE_JS } from './helpers.js';
+import { main } from './main.js';
+import { FrameReader, XsType, encodeMessage } from './wire.js';
+
+let d: Xenstored;
+let sock: string;
+const logs: string[] = [];
+before(async () => {
+  sock = path.join(tmpDir(), 'sub', 'socket');
+  d = new Xenstored({ socketPath: sock, log: (l) => logs.push(l) });
+  await d.start();
+});
+after(async () => {
+  await d.stop();
+});
+
+/** A bare socket that collects whole reply frames. */
+async function bare(): Promise<{ s: net.Socket; frames: { type: number; reqId: number; txId: number; body: string }[]; closed: Promise<void> }> {
+  const s = net.createConnection(sock);
+  await new Promise((r) => s.once('connect', r));
+  const r = new FrameReader();
+  const frames: { type: number; reqId: number; txId: number; body: string }[] = [];
+  s.on('data', (b) => {
+    r.push(b);
+    for (;;) {
+      const m = r.next();
+      if (typeof m !== 'object') break;
+      frames.push({ type: m.type, reqId: m.reqId, txId: m.txId, body: m.payload.toString('latin1') });
+    }
+  });
+  const closed = new Promise<void>((res) => s.once('close', () => res()));
+  return { s, frames, closed };
+}
+const until = async (cond: () => boolean): Promise<void> => {
+  for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(cond());
+};
+
+test('the socket directory is created; a connection is privileged dom0', async () => {
+  const c = await SocketClient.connect(sock);
+  await c.write('rel', '1');
+  assert.equal(await c.read('/local/domain/0/rel'), '1');
+  assert.equal(await c.control('check'), 'OK');
+  c.close();
+});
+
+test('req_id and tx_id are echoed; requests may be pipelined', async () => {
+  const b = await bare();
+  const msgs = [];
+  for (let i = 0; i < 50; i++) msgs.push(encodeMessage(XsType.GET_DOMAIN_PATH, 1000 + i, 0, `${i}\0`));
+  msgs.push(encodeMessage(XsType.READ, 0xfffffffe, 77, '/tool\0'));
+  b.s.write(Buffer.concat(msgs));
+  await until(() => b.frames.length === 51);
+  for (let i = 0; i < 50; i++) {
+    assert.deepEqual(b.frames[i], { type: XsType.GET_DOMAIN_PATH, reqId: 1000 + i, txId: 0, body: `/local/domain/${i}\0` });
+  }
+  assert.deepEqual(b.frames[50], { type: XsType.ERROR, reqId: 0xfffffffe, txId: 77, body: 'ENOENT\0' });
+  b.s.destroy();
+});
+
+test('a request split into single bytes is still understood', async () => {
+  const b = await bare();
+  const m = encodeMessage(XsType.GET_DOMAIN_PATH, 5, 0, '12\0');
+  for (const byte of m) {
+    b.s.write(Buffer.from([byte]));
+    await new Promise((r) => setImmediate(r));
+  }
+  await until(() => b.frames.length === 1);
+  assert.equal(b.frames[0]!.body, '/local/domain/12\0');
+  b.s.destroy();
+});
+
+test('an oversized message closes only that connection, with a log line', async () => {
+  const good = await SocketClient.connect(sock);
+  const b = await bare();
+  const h = Buffer.alloc(16);
+  h.writeUInt32LE(XsType.WRITE, 0);
+  h.writeUInt32LE(5000, 12);
+  b.s.write(h);
+  await b.closed;
+  assert.ok(logs.some((l) => l.includes('over 4096 bytes; closing')));
+  assert.equal(await good.getDomainPath(1), '/local/domain/1');
+  good.close();
+});
+
+test('unknown types get EINVAL and the connection stays up', async () => {
+  const b = await bare();
+  b.s.write(Buffer.concat([encodeMessage(99, 1, 0, 'x'), encodeMessage(XsType.GET_DOMAIN_PATH, 2, 0, '3\0')]));
+  await until(() => b.frames.length === 2);
+  assert.equal(b.frames[0]!.body, 'EINVAL\0');
+  assert.equal(b.frames[1]!.body, '/local/domain/3\0');
+  b.s.destroy();
+});
+
+test('a client vanishing mid-message or mid-transaction leaves no trace', async () => {
+  const c = await SocketClient.connect(sock);
+  const tx = await c.transactionStart();
+  await c.write('/sock/tx', '1', tx);
+  await c.watch('/sock', 'w');
+  c.writeRaw(encodeMessage(XsType.WRITE, 0, 0, '/sock/partial\0value').subarray(0, 20));
+  c.close();
+  await new Promise((r) => setTimeout(r, 30));
+  const c2 = await SocketClient.connect(sock);
+  assert.equal(await c2.tryRead('/sock/tx'), undefined);
+  assert.equal(await c2.tryRead('/sock/partial'), undefined);
+  assert.match(await c2.control('memreport'), /watches: 0\ntransactions: 0/);
+  c2.close();
+});
+
+test('watch events interleave with replies on the socket', async () => {
+  const a = await SocketClient.connect(sock);
+  const b = await SocketClient.connect(sock);
+  const first = a.waitWatch('tok', '/sock/w');
+  await a.watch('/sock/w', 'tok');
+  await first;
+  const ev = a.waitWatch('tok', '/sock/w/x');
+  await b.write('/sock/w/x', '1');
+  await ev;
+  a.close();
+  b.close();
+});
+
+test('one busy client does not starve another', async () => {
+  const busy = await SocketClient.connect(sock);
+  const other = await SocketClient.connect(sock);
+  await busy.write('/sock/v', 'x');
+  const flood: Promise<unknown>[] = [];
+  for (let i = 0; i < 20000; i++) flood.push(busy.read('/sock/v'));
+  const t0 = process.hrtime.bigint();
+  await other.getDomainPath(1);
+  const waited = Number(process.hrtime.bigint() - t0) / 1e6;
+  let done = 0;
+  for (const p of flood) await p.then(() => done++);
+  assert.equal(done, 20000);
+  assert.ok(waited < 1000, `other client waited ${waited} ms`);
+  busy.close();
+  other.close();
+});
+
+test('CLI: bad flags are a usage error (exit 2)', async () => {
+  const errs: string[] = [];
+  const orig = console.error;
+  console.error = (m: string) => errs.push(m);
+  try {
+    assert.equal(await main(['--bogus']), 2);
+    assert.equal(await main(['positional']), 2);
+    assert.equal(await main(['--socket']), 2);
+  } finally {
+    console.error = orig;
+  }
+  assert.match(errs.join('\n'), /usage: xenode xenstored/);
+  const r = spawnSync(process.execPath, [XENODE_JS, 'xenstored', '--nope'], { encoding: 'utf8' });
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /usage/);
+});
