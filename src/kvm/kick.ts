@@ -46,3 +46,46 @@ const zeroTimeout = new Uint8Array(16); // struct timespec {0, 0}
 export function consumeKick(): boolean {
   return libc.sigtimedwait(kickSet, null, zeroTimeout) === KICK_SIGNAL;
 }
+
+/**
+ * A POSIX timer that kicks one thread (SIGEV_THREAD_ID with the kick signal)
+ * at an absolute CLOCK_MONOTONIC time: how a pCPU worker preempts the guest
+ * at the end of a slice or at a guest timer's deadline while inside KVM_RUN.
+ */
+export class KickTimer {
+  private readonly id: unknown;
+  private readonly spec = new Uint8Array(32);
+  private readonly specView = new DataView(this.spec.buffer);
+  private armedAt = -1n;
+
+  constructor(tid: number) {
+    const sev = new Uint8Array(64); // struct sigevent
+    const dv = new DataView(sev.buffer);
+    dv.setInt32(8, KICK_SIGNAL, true); // sigev_signo
+    dv.setInt32(12, libc.SIGEV_THREAD_ID, true); // sigev_notify
+    dv.setInt32(16, tid, true); // _sigev_un._tid
+    const out = new Uint8Array(8);
+    libc.check(libc.timerCreate(libc.CLOCK_MONOTONIC, sev, out), 'timer_create');
+    this.id = koffiPtr(new DataView(out.buffer).getBigUint64(0, true));
+  }
+
+  /** Arms for absolute monotonic time `ns` (process.hrtime.bigint() clock); 0 disarms. */
+  arm(ns: bigint): void {
+    if (ns === this.armedAt) return;
+    this.armedAt = ns;
+    const dv = this.specView;
+    dv.setBigInt64(0, 0n, true);
+    dv.setBigInt64(8, 0n, true);
+    dv.setBigInt64(16, ns / 1_000_000_000n, true);
+    dv.setBigInt64(24, ns % 1_000_000_000n, true);
+    libc.check(libc.timerSettime(this.id, ns === 0n ? 0 : libc.TIMER_ABSTIME, this.spec, null), 'timer_settime');
+  }
+
+  close(): void {
+    libc.timerDelete(this.id);
+  }
+}
+
+function koffiPtr(v: bigint): unknown {
+  return libc.ptrFromAddress(v);
+}

@@ -10,7 +10,7 @@ import {
   KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SIGNAL_MASK, KVM_SET_SREGS, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION,
   KVM_SREGS_SIZE, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS, KVM_X86_SET_MSR_FILTER, MEMREGION_SIZE,
   MSR_ENTRY_SIZE, MSR_FILTER_SIZE, KVM_MSR_FILTER_MAX_RANGES, REG, RUN, SEG, SegName, SREGS, SYNC,
-  KVM_GET_VCPU_EVENTS, VCPU_EVENTS_SIZE,
+  KVM_GET_VCPU_EVENTS, VCPU_EVENTS_SIZE, KVM_GET_MSRS,
 } from './abi.js';
 
 export class KvmError extends Error {}
@@ -136,6 +136,11 @@ export interface MsrFilterRange {
 
 export class Vm {
   private closed = false;
+
+  /** Forgets the fd without closing it (another thread owns it now). */
+  release(): void {
+    this.closed = true;
+  }
 
   constructor(readonly kvm: Kvm, readonly fd: number) {}
 
@@ -447,6 +452,19 @@ export class Vcpu {
     if (n !== msrs.length) throw new KvmError(`KVM_SET_MSRS: MSR 0x${msrs[n]!.index.toString(16)} refused`);
   }
 
+  /** Reads one MSR (e.g. IA32_TSC, the guest's TSC now). */
+  getMsr(index: number): bigint {
+    const b = this.msrBuf;
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, 1, true);
+    dv.setUint32(8, index, true);
+    const n = libc.check(libc.ioctlPtr(this.fd, KVM_GET_MSRS, b), 'KVM_GET_MSRS');
+    if (n !== 1) throw new KvmError(`KVM_GET_MSRS: MSR 0x${index.toString(16)} refused`);
+    return dv.getBigUint64(16, true);
+  }
+
+  private readonly msrBuf = new Uint8Array(8 + MSR_ENTRY_SIZE);
+
   /** Queues an external interrupt (no in-kernel irqchip): delivered at the next entry with IF open. */
   interrupt(vector: number): void {
     const b = new Uint8Array(4);
@@ -470,10 +488,16 @@ export class Vcpu {
     return libc.check(libc.ioctlInt(this.fd, KVM_GET_TSC_KHZ, 0), 'KVM_GET_TSC_KHZ');
   }
 
-  close(): void {
+  /** Unmaps kvm_run here but keeps the fd open (another thread will run the vCPU). */
+  release(): void {
     if (this.closed) return;
     this.closed = true;
     libc.munmap(this.mapping, this.vm.kvm.vcpuMmapSize);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.release();
     libc.close(this.fd);
   }
 }

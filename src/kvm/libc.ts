@@ -64,3 +64,14 @@ export function check(r: number, call: string): number {
 export function isMapFailed(p: unknown): boolean {
   return p === null || address(p) === 0xffffffffffffffffn;
 }
+
+export const timerCreate = libc.func('int timer_create(int clockid, void *sevp, void *timerid)') as (c: number, sev: Uint8Array, out: Uint8Array) => number;
+export const timerSettime = libc.func('int timer_settime(void *timerid, int flags, void *newv, void *oldv)') as (t: unknown, flags: number, nv: Uint8Array, ov: null) => number;
+export const timerDelete = libc.func('int timer_delete(void *timerid)') as (t: unknown) => number;
+export const CLOCK_MONOTONIC = 1;
+export const TIMER_ABSTIME = 1;
+export const SIGEV_THREAD_ID = 4;
+/** A pointer value koffi accepts for `void *` parameters, from a raw address. */
+export function ptrFromAddress(a: bigint): unknown {
+  return koffi.as(koffi.decode(new BigUint64Array([a]), 'void *'), 'void *');
+}

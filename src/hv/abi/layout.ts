@@ -101,11 +101,16 @@ export function struct<F extends Fields>(name: string, size: number, fields: F):
 }
 
 /** A structure whose layout differs between the 64-bit and 32-bit (compat) ABIs. */
-export interface AbiPair<F extends Fields> {
-  readonly x64: Struct<F>;
-  readonly x32: Struct<F>;
+export interface AbiPair<A extends Fields, B extends Fields = A> {
+  readonly x64: Struct<A>;
+  readonly x32: Struct<B>;
 }
 
-export function abiPair<F extends Fields>(x64: Struct<F>, x32: Struct<F>): AbiPair<F> {
+export function abiPair<A extends Fields, B extends Fields>(x64: Struct<A>, x32: Struct<B>): AbiPair<A, B> {
   return { x64, x32 };
+}
+
+/** The layout of a pair for the caller's ABI, loosely typed (field widths differ between ABIs). */
+export function forAbi<A extends Fields, B extends Fields>(p: AbiPair<A, B>, x32: boolean): Struct<Fields> {
+  return (x32 ? p.x32 : p.x64) as unknown as Struct<Fields>;
 }

@@ -1,0 +1,78 @@
+// console_io (public/xen.h CONSOLEIO_*): the hypervisor console. Domains
+// flagged as console domains may write (and read Xen's console input);
+// others get -EPERM, as the dummy XSM policy decides. Output is sanitised to
+// printable characters and line-buffered, as Xen does for guests.
+
+import { registerHypercall, Hcall } from './hypercall.js';
+import { HYPERCALL } from './abi/xen.js';
+import { EINVAL, ENOSYS, EPERM, XenError } from './errno.js';
+import type { Domain } from './domain.js';
+
+export const CONSOLEIO_write = 0;
+export const CONSOLEIO_read = 1;
+
+/** Where finished console lines go (the worker forwards them to the control domain). */
+export interface ConsoleSink {
+  line(dom: Domain, source: 'console_io' | 'debugport', text: string): void;
+}
+
+let sink: ConsoleSink = { line: () => {} };
+export function setConsoleSink(s: ConsoleSink): void {
+  sink = s;
+}
+
+/** Input waiting for CONSOLEIO_read, per domain. */
+const input = new Map<number, number[]>();
+export function feedConsoleInput(domid: number, bytes: Uint8Array): void {
+  const q = input.get(domid) ?? [];
+  q.push(...bytes);
+  input.set(domid, q);
+}
+
+function printable(c: number): boolean {
+  return (c >= 0x20 && c < 0x7f) || c === 0x0a || c === 0x09;
+}
+
+/** Appends guest bytes to a line buffer, emitting each finished line. */
+export function emitConsoleBytes(dom: Domain, source: 'console_io' | 'debugport', bytes: Uint8Array): void {
+  let line = source === 'console_io' ? dom.consoleLine : dom.debugLine;
+  for (const c of bytes) {
+    if (c === 0x0a) {
+      sink.line(dom, source, line);
+      line = '';
+    } else if (printable(c)) {
+      line += String.fromCharCode(c);
+      if (line.length >= 4096) { sink.line(dom, source, line); line = ''; }
+    }
+  }
+  if (source === 'console_io') dom.consoleLine = line;
+  else dom.debugLine = line;
+}
+
+/** Flushes partial lines (at domain death). */
+export function flushConsole(dom: Domain): void {
+  if (dom.consoleLine) sink.line(dom, 'console_io', dom.consoleLine);
+  if (dom.debugLine) sink.line(dom, 'debugport', dom.debugLine);
+  dom.consoleLine = dom.debugLine = '';
+}
+
+function consoleIo(h: Hcall): number {
+  const cmd = h.int(0);
+  const count = h.uint(1);
+  const buf = h.ptr(2);
+  if (cmd !== CONSOLEIO_write && cmd !== CONSOLEIO_read) throw new XenError(ENOSYS);
+  if (h.dom.shared.get('isConsole') !== 1 && !h.dom.privileged) throw new XenError(EPERM);
+  if (cmd === CONSOLEIO_write) {
+    if (count > 1 << 20) throw new XenError(EINVAL);
+    emitConsoleBytes(h.dom, 'console_io', h.g.read(buf, count));
+    return 0;
+  }
+  const q = input.get(h.dom.domid);
+  if (!q || q.length === 0 || count === 0) return 0;
+  const n = Math.min(count, q.length);
+  h.g.write(buf, Uint8Array.from(q.slice(0, n)));
+  q.splice(0, n);
+  return n;
+}
+
+registerHypercall(HYPERCALL.console_io, consoleIo);

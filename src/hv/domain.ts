@@ -1,0 +1,231 @@
+// A domain as the hypervisor sees it on the pCPU worker that runs it: its KVM
+// VM, guest memory, physmap, vCPUs, HVM params, event-channel and grant-table
+// state. Cross-thread state (run state, port table, vcpu_info locations) is
+// in its DomainShared; the rest is owned by this thread.
+
+import { Kvm, Vm, Vcpu as KvmVcpu } from '../kvm/kvm.js';
+import { SharedMemory } from '../kvm/memory.js';
+import { Physmap, PhysmapLayout } from './physmap.js';
+import { GuestAccess } from './guest_access.js';
+import { DomainShared, DOMSTATE, RUNSTATE } from './shared.js';
+import type { EvtchnDomain } from './evtchn_core.js';
+import { PAGE_SIZE, SharedInfo, VcpuTimeInfo, VCPU_INFO_SIZE, XEN_PVCLOCK_TSC_STABLE_BIT, VcpuInfo } from './abi/xen.js';
+import { systemTimeNs, TimeBase, TscScale, tscScale } from './time.js';
+import { GrantTable } from './grant_table.js';
+
+/** Everything the builder hands to the worker that will run the domain. */
+export interface DomainSpec {
+  domid: number;
+  name: string;
+  vmFd: number;
+  memFd: number;
+  layout: PhysmapLayout;
+  vcpuFds: number[];
+  sharedSab: SharedArrayBuffer;
+  /** HVM params set by the builder (index -> value as decimal string, bigint-safe). */
+  params: Record<number, string>;
+  /** Initial vCPU 0 state is already in KVM; vCPU 0 starts online. */
+  maxPages: number;
+  totPages: number;
+  maxGrantFrames: number;
+  timeBase: TimeBase;
+  tscKhz: number;
+  privileged: boolean;
+  isConsole: boolean;
+  /** xen_domain_handle_t (the domain's UUID bytes). */
+  handle: Uint8Array;
+  /** The e820 the builder gave the domain, as XENMEM_memory_map's 20-byte entries. */
+  memoryMap: Uint8Array;
+}
+
+export interface VcpuTimer {
+  /** absolute system time (ns) of the single-shot timer, 0 = none */
+  singleshot: bigint;
+  /** periodic timer period (ns), 0 = none, and its next deadline */
+  period: bigint;
+  periodicNext: bigint;
+}
+
+export class VCpu {
+  /** Blocked waiting for an event (HLT / SCHEDOP_block / SCHEDOP_poll). */
+  blocked = false;
+  /** Taken off the runqueue for the rest of this slice (yield). */
+  yielded = false;
+  online: boolean;
+  timer: VcpuTimer = { singleshot: 0n, period: 0n, periodicNext: 0n };
+  /** SCHEDOP_poll: ports being polled and absolute timeout (0 = none). */
+  pollPorts: number[] | null = null;
+  pollTimeout = 0n;
+  /** Runstate accounting (ns) by RUNSTATE_* and the time the current state was entered. */
+  runstateTime: bigint[] = [0n, 0n, 0n, 0n];
+  runstateEntry = 0n;
+  runstateState: number;
+  /** register_runstate_memory_area guest virtual address (0 = none). */
+  runstateArea = 0n;
+  /** Registered vcpu_info guest frame (for re-registration checks). */
+  vcpuInfoRegistered = false;
+  /** Upcall vector from HVMOP_set_evtchn_upcall_vector (0 = use the domain's callback). */
+  upcallVector = 0;
+
+  constructor(readonly dom: Domain, readonly id: number, readonly hw: KvmVcpu) {
+    this.online = id === 0;
+    this.runstateState = this.online ? RUNSTATE.runnable : RUNSTATE.offline;
+  }
+
+  get key(): string {
+    return `${this.dom.domid}.${this.id}`;
+  }
+
+  /** Moves the runstate machine (accounting time in the old state). */
+  setRunstate(state: number, now: bigint): void {
+    if (state === this.runstateState) return;
+    this.runstateTime[this.runstateState]! += now - this.runstateEntry;
+    if (this.runstateState === RUNSTATE.running) this.dom.shared.addCpuTimeUs(Number((now - this.runstateEntry) / 1000n));
+    this.runstateState = state;
+    this.runstateEntry = now;
+    this.dom.shared.setVcpu(this.id, 'state', state);
+  }
+}
+
+export class Domain {
+  readonly domid: number;
+  readonly name: string;
+  readonly shared: DomainShared;
+  readonly vm: Vm;
+  readonly mem: SharedMemory;
+  readonly physmap: Physmap;
+  readonly access: GuestAccess;
+  readonly vcpus: VCpu[];
+  readonly params = new Map<number, bigint>();
+  /** (virq * 65536 + vcpu) -> port */
+  readonly virqs = new Map<number, number>();
+  readonly grant: GrantTable;
+  readonly evtchn: EvtchnDomain;
+  readonly timeBase: TimeBase;
+  readonly tscKhz: number;
+  readonly scale: TscScale;
+  maxPages: number;
+  totPages: number;
+  /** Line buffers for the debug port and console_io output. */
+  consoleLine = '';
+  debugLine = '';
+  /** A hypercall page was written (the guest speaks Xen). */
+  hypercallPageGfn = -1;
+  /** Set when the domain must stop running (shutdown, crash, destroy). */
+  stopping = false;
+  /** The e820 the guest set with XENMEM_set_memory_map, or null for the builder's. */
+  memoryMap: Uint8Array | null = null;
+  /** SCHEDOP_watchdog timers: id -> absolute expiry (ns). */
+  readonly watchdogs = new Map<number, bigint>();
+  /** VMASST_* bits enabled by vm_assist. */
+  vmAssist = 0;
+  readonly handle: Uint8Array;
+  readonly builderMemoryMap: Uint8Array;
+
+  constructor(kvm: Kvm, spec: DomainSpec) {
+    this.domid = spec.domid;
+    this.name = spec.name;
+    this.shared = new DomainShared(spec.sharedSab);
+    this.vm = new Vm(kvm, spec.vmFd);
+    this.physmap = new Physmap(spec.layout);
+    this.mem = SharedMemory.attach(spec.memFd, this.physmap.bytes);
+    this.physmap.attach(this.vm, this.mem.address);
+    this.access = new GuestAccess(this.mem.bytes, this.physmap);
+    this.vcpus = spec.vcpuFds.map((fd, i) => new VCpu(this, i, new KvmVcpu(this.vm, fd, i)));
+    for (const [k, v] of Object.entries(spec.params)) this.params.set(Number(k), BigInt(v));
+    this.grant = new GrantTable(this, spec.maxGrantFrames);
+    this.evtchn = { shared: this.shared, mem: this.mem.bytes };
+    this.timeBase = spec.timeBase;
+    this.tscKhz = spec.tscKhz;
+    this.scale = tscScale(spec.tscKhz);
+    this.handle = spec.handle;
+    this.builderMemoryMap = spec.memoryMap;
+    this.maxPages = spec.maxPages;
+    this.totPages = spec.totPages;
+    this.shared.set('sharedInfoOffset', this.physmap.sharedInfoPage * PAGE_SIZE);
+    this.shared.set('isPrivileged', spec.privileged ? 1 : 0);
+    this.shared.set('isConsole', spec.isConsole ? 1 : 0);
+  }
+
+  get privileged(): boolean {
+    return this.shared.get('isPrivileged') === 1;
+  }
+
+  get abi32(): boolean {
+    return this.shared.get('abi') === 1;
+  }
+
+  now(): bigint {
+    return systemTimeNs(this.timeBase);
+  }
+
+  /** Byte offset of shared_info in the domain memory. */
+  get sharedInfoOffset(): number {
+    return this.physmap.sharedInfoPage * PAGE_SIZE;
+  }
+
+  /** Writes the wallclock (wc_*) into shared_info under its version counter. */
+  updateWallclock(): void {
+    const si = this.abi32 ? SharedInfo.x32 : SharedInfo.x64;
+    const dv = this.access.dv;
+    const base = this.sharedInfoOffset;
+    const wall = this.timeBase.bootWallNs;
+    const sec = wall / 1_000_000_000n;
+    const ver = si.get(dv, base, 'wc_version') as number;
+    si.set(dv, base, 'wc_version', (ver + 1) | 1);
+    si.set(dv, base, 'wc_sec', Number(sec & 0xffffffffn));
+    si.set(dv, base, 'wc_nsec', Number(wall % 1_000_000_000n));
+    si.set(dv, base, 'wc_sec_hi', Number(sec >> 32n));
+    si.set(dv, base, 'wc_version', (ver + 2) & ~1);
+  }
+
+  /**
+   * Publishes pvclock for a vCPU (in its vcpu_info): the guest's TSC now,
+   * system time now, and the scale. Called at start, on every reschedule and
+   * after a block, so guest time tracks the host's monotonic clock.
+   */
+  updatePvclock(v: VCpu, guestTsc: bigint): void {
+    const off = this.vcpuInfoOffset(v.id);
+    if (off < 0) return;
+    const t = off + (this.abi32 ? VcpuInfo.x32 : VcpuInfo.x64).offsetOf('time');
+    const dv = this.access.dv;
+    const ver = VcpuTimeInfo.get(dv, t, 'version') as number;
+    VcpuTimeInfo.set(dv, t, 'version', (ver + 1) | 1);
+    VcpuTimeInfo.set(dv, t, 'tsc_timestamp', guestTsc);
+    VcpuTimeInfo.set(dv, t, 'system_time', this.now());
+    VcpuTimeInfo.set(dv, t, 'tsc_to_system_mul', this.scale.mul);
+    VcpuTimeInfo.set(dv, t, 'tsc_shift', this.scale.shift);
+    VcpuTimeInfo.set(dv, t, 'flags', XEN_PVCLOCK_TSC_STABLE_BIT);
+    VcpuTimeInfo.set(dv, t, 'version', (ver + 2) & ~1);
+  }
+
+  vcpuInfoOffset(vcpu: number): number {
+    const reg = this.shared.vcpu(vcpu, 'vcpuInfoOffset');
+    if (reg >= 0) return reg;
+    return vcpu < 32 ? this.sharedInfoOffset + vcpu * VCPU_INFO_SIZE : -1;
+  }
+
+  isUpcallPending(v: VCpu): boolean {
+    const off = this.vcpuInfoOffset(v.id);
+    return off >= 0 && this.mem.bytes[off] !== 0;
+  }
+
+  get state(): number {
+    return this.shared.get('state');
+  }
+
+  get paused(): boolean {
+    return this.shared.get('pauseCount') > 0;
+  }
+
+  isRunnable(): boolean {
+    const s = this.state;
+    return s === DOMSTATE.running && !this.paused && !this.stopping;
+  }
+
+  close(): void {
+    for (const v of this.vcpus) v.hw.close();
+    this.vm.close();
+    this.mem.close();
+  }
+}

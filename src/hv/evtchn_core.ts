@@ -1,0 +1,292 @@
+// The 2-level event-channel machinery (Xen's common/event_channel.c and
+// event_2l.c): the port state machine in a DomainShared port table, and the
+// pending/mask/selector/upcall updates in the domain's shared_info and
+// vcpu_info, done with atomic byte operations on guest memory so a guest
+// clearing bits on another CPU never loses an event. Any thread can call
+// these; delivery that needs the vCPU's own thread goes through EvtchnHost.
+
+import { DomainShared, PORT } from './shared.js';
+import { EINVAL, ENOSPC, EEXIST, ENOENT, ESRCH, XenError } from './errno.js';
+import { SharedInfo, VcpuInfo, XEN_LEGACY_MAX_VCPUS, VCPU_INFO_SIZE, DOMID_SELF } from './abi/xen.js';
+
+/** EVTCHNSTAT_* (public/event_channel.h). */
+export const ECS = { closed: 0, unbound: 1, interdomain: 2, pirq: 3, virq: 4, ipi: 5 } as const;
+
+/** VIRQs (public/xen.h); per-vCPU ones may be bound once per vCPU. */
+export const VIRQ = { TIMER: 0, DEBUG: 1, CONSOLE: 2, DOM_EXC: 3, TBUF: 4, DEBUGGER: 6, XENOPROF: 7, CON_RING: 8, PCPU_STATE: 9, MEM_EVENT: 10, ARGO: 11, ENOMEM: 12, XENPMU: 13 } as const;
+export const NR_VIRQS = 24;
+export const PER_VCPU_VIRQS = new Set<number>([VIRQ.TIMER, VIRQ.DEBUG, VIRQ.XENOPROF, VIRQ.XENPMU]);
+
+/** A domain as the event-channel core sees it from the current thread. */
+export interface EvtchnDomain {
+  shared: DomainShared;
+  /** The domain's memory as mapped in this thread (shared_info and vcpu_info live there). */
+  mem: Uint8Array;
+}
+
+/** What the core needs from the hypervisor around it. */
+export interface EvtchnHost {
+  lookup(domid: number): EvtchnDomain | null;
+  /** evtchn_upcall_pending of `vcpu` went 0 -> 1: get the vCPU to notice (wake, kick or callback). */
+  upcall(d: EvtchnDomain, vcpu: number): void;
+  /** `port` became pending: wake vCPUs of `d` polling it (SCHEDOP_poll). */
+  wakePollers(d: EvtchnDomain, port: number): void;
+}
+
+// --- port records -------------------------------------------------------
+
+export interface PortInfo {
+  state: number;
+  vcpu: number;
+  remoteDom: number; // unbound: allowed remote; interdomain: peer; virq: virq number
+  remotePort: number;
+}
+
+export function portInfo(s: DomainShared, port: number): PortInfo {
+  const i = s.portIndex(port);
+  const sv = Atomics.load(s.w, i + PORT.stateVcpu);
+  return { state: sv & 0xff, vcpu: sv >>> 8, remoteDom: Atomics.load(s.w, i + PORT.remoteDom), remotePort: Atomics.load(s.w, i + PORT.remotePort) };
+}
+
+function setPort(s: DomainShared, port: number, p: PortInfo): void {
+  const i = s.portIndex(port);
+  Atomics.store(s.w, i + PORT.remoteDom, p.remoteDom);
+  Atomics.store(s.w, i + PORT.remotePort, p.remotePort);
+  Atomics.store(s.w, i + PORT.stateVcpu, (p.state & 0xff) | (p.vcpu << 8));
+}
+
+export function portValid(s: DomainShared, port: number): boolean {
+  return Number.isInteger(port) && port > 0 && port <= s.maxPort;
+}
+
+/** Lowest free port from 1 (call with the port lock held). */
+function allocPort(s: DomainShared): number {
+  for (let p = 1; p <= s.maxPort; p++) if ((Atomics.load(s.w, s.portIndex(p) + PORT.stateVcpu) & 0xff) === ECS.closed) return p;
+  throw new XenError(ENOSPC, 'no free event-channel port');
+}
+
+// --- bit operations in shared_info / vcpu_info ---------------------------
+
+function layout(s: DomainShared) {
+  const x32 = s.get('abi') === 1;
+  const si = x32 ? SharedInfo.x32 : SharedInfo.x64;
+  const vi = x32 ? VcpuInfo.x32 : VcpuInfo.x64;
+  return {
+    base: s.get('sharedInfoOffset'),
+    pending: si.offsetOf('evtchn_pending'),
+    mask: si.offsetOf('evtchn_mask'),
+    sel: vi.offsetOf('evtchn_pending_sel'),
+    wordShift: x32 ? 5 : 6,
+  };
+}
+
+/** Byte offset (in the domain memory) of a vCPU's vcpu_info. */
+export function vcpuInfoOffset(s: DomainShared, vcpu: number): number {
+  const reg = s.vcpu(vcpu, 'vcpuInfoOffset');
+  if (reg >= 0) return reg;
+  if (vcpu < XEN_LEGACY_MAX_VCPUS) return s.get('sharedInfoOffset') + vcpu * VCPU_INFO_SIZE;
+  return -1;
+}
+
+const testAndSet = (m: Uint8Array, byte: number, bit: number): boolean => (Atomics.or(m, byte, 1 << bit) & (1 << bit)) !== 0;
+const testAndClear = (m: Uint8Array, byte: number, bit: number): boolean => (Atomics.and(m, byte, ~(1 << bit) & 0xff) & (1 << bit)) !== 0;
+const testBit = (m: Uint8Array, byte: number, bit: number): boolean => (Atomics.load(m, byte) & (1 << bit)) !== 0;
+
+/** Marks the vCPU's upcall pending; true if it was newly set. */
+export function markUpcallPending(d: EvtchnDomain, vcpu: number): boolean {
+  const vi = vcpuInfoOffset(d.shared, vcpu);
+  if (vi < 0) return false;
+  return !testAndSet(d.mem, vi, 0);
+}
+
+function selectAndNotify(host: EvtchnHost, d: EvtchnDomain, port: number, vcpu: number): void {
+  const l = layout(d.shared);
+  const vi = vcpuInfoOffset(d.shared, vcpu);
+  if (vi < 0) return;
+  const word = port >> l.wordShift;
+  if (!testAndSet(d.mem, vi + l.sel + (word >> 3), word & 7)) {
+    if (markUpcallPending(d, vcpu)) host.upcall(d, vcpu);
+  }
+}
+
+/** evtchn_2l_set_pending: the order matters (pending, then mask check, selector, upcall, pollers). */
+export function setPending(host: EvtchnHost, d: EvtchnDomain, port: number): void {
+  const l = layout(d.shared);
+  if (testAndSet(d.mem, l.base + l.pending + (port >> 3), port & 7)) return;
+  if (!testBit(d.mem, l.base + l.mask + (port >> 3), port & 7)) selectAndNotify(host, d, port, portInfo(d.shared, port).vcpu);
+  host.wakePollers(d, port);
+}
+
+export function isPending(d: EvtchnDomain, port: number): boolean {
+  const l = layout(d.shared);
+  return testBit(d.mem, l.base + l.pending + (port >> 3), port & 7);
+}
+
+export function isMasked(d: EvtchnDomain, port: number): boolean {
+  const l = layout(d.shared);
+  return testBit(d.mem, l.base + l.mask + (port >> 3), port & 7);
+}
+
+function clearPending(d: EvtchnDomain, port: number): void {
+  const l = layout(d.shared);
+  testAndClear(d.mem, l.base + l.pending + (port >> 3), port & 7);
+}
+
+/** evtchn_2l_unmask. */
+export function unmask(host: EvtchnHost, d: EvtchnDomain, port: number): void {
+  if (!portValid(d.shared, port)) throw new XenError(EINVAL, `bad port ${port}`);
+  const l = layout(d.shared);
+  if (testAndClear(d.mem, l.base + l.mask + (port >> 3), port & 7) && isPending(d, port)) {
+    selectAndNotify(host, d, port, portInfo(d.shared, port).vcpu);
+  }
+}
+
+// --- the state machine ----------------------------------------------------
+
+/** EVTCHNOP_alloc_unbound: a port in `d` that `remoteDom` may bind to. */
+export function allocUnbound(d: EvtchnDomain, remoteDom: number): number {
+  const s = d.shared;
+  return s.withPortLock(() => {
+    const p = allocPort(s);
+    setPort(s, p, { state: ECS.unbound, vcpu: 0, remoteDom, remotePort: 0 });
+    return p;
+  });
+}
+
+/**
+ * EVTCHNOP_bind_interdomain: connects a new port of `ld` to `remotePort` of
+ * `rd`, which must be unbound and accept `ld`. The new local port is marked
+ * pending (an event may have been sent before the bind).
+ */
+export function bindInterdomain(host: EvtchnHost, ld: EvtchnDomain, rd: EvtchnDomain, remotePort: number): number {
+  if (!portValid(rd.shared, remotePort)) throw new XenError(EINVAL, `bad remote port ${remotePort}`);
+  const lid = ld.shared.domid;
+  const rid = rd.shared.domid;
+  // Lock both tables in domid order (one lock if it is a loopback).
+  const [first, second] = lid <= rid ? [ld.shared, rd.shared] : [rd.shared, ld.shared];
+  const local = first.withPortLock(() => (first === second ? inner() : second.withPortLock(inner)));
+  function inner(): number {
+    const r = portInfo(rd.shared, remotePort);
+    if (r.state !== ECS.unbound) throw new XenError(EINVAL, `remote port ${remotePort} is not unbound`);
+    if (r.remoteDom !== lid && !(r.remoteDom === DOMID_SELF && lid === rid)) throw new XenError(EINVAL, `remote port ${remotePort} does not accept domain ${lid}`);
+    const p = allocPort(ld.shared);
+    setPort(ld.shared, p, { state: ECS.interdomain, vcpu: 0, remoteDom: rid, remotePort });
+    setPort(rd.shared, remotePort, { state: ECS.interdomain, vcpu: r.vcpu, remoteDom: lid, remotePort: p });
+    return p;
+  }
+  setPending(host, ld, local);
+  return local;
+}
+
+/** EVTCHNOP_bind_virq. `bound` maps (virq, vcpu) to a port for the domain. */
+export function bindVirq(d: EvtchnDomain, virq: number, vcpu: number, bound: Map<number, number>): number {
+  if (!Number.isInteger(virq) || virq < 0 || virq >= NR_VIRQS) throw new XenError(EINVAL, `bad virq ${virq}`);
+  if (!PER_VCPU_VIRQS.has(virq) && vcpu !== 0) throw new XenError(EINVAL, 'global VIRQs bind on vCPU 0');
+  if (vcpu < 0 || vcpu >= d.shared.nrVcpus) throw new XenError(ENOENT, `no vCPU ${vcpu}`);
+  const key = virq * 65536 + vcpu;
+  return d.shared.withPortLock(() => {
+    if (bound.has(key)) throw new XenError(EEXIST, `VIRQ ${virq} already bound on vCPU ${vcpu}`);
+    const p = allocPort(d.shared);
+    setPort(d.shared, p, { state: ECS.virq, vcpu, remoteDom: virq, remotePort: 0 });
+    bound.set(key, p);
+    return p;
+  });
+}
+
+/** EVTCHNOP_bind_ipi. */
+export function bindIpi(d: EvtchnDomain, vcpu: number): number {
+  if (vcpu < 0 || vcpu >= d.shared.nrVcpus) throw new XenError(ENOENT, `no vCPU ${vcpu}`);
+  return d.shared.withPortLock(() => {
+    const p = allocPort(d.shared);
+    setPort(d.shared, p, { state: ECS.ipi, vcpu, remoteDom: 0, remotePort: 0 });
+    return p;
+  });
+}
+
+/** EVTCHNOP_bind_vcpu: only unbound, interdomain and global-VIRQ ports may move. */
+export function bindVcpu(d: EvtchnDomain, port: number, vcpu: number): void {
+  if (!portValid(d.shared, port)) throw new XenError(EINVAL, `bad port ${port}`);
+  if (vcpu < 0 || vcpu >= d.shared.nrVcpus) throw new XenError(ENOENT, `no vCPU ${vcpu}`);
+  d.shared.withPortLock(() => {
+    const p = portInfo(d.shared, port);
+    const movable = p.state === ECS.unbound || p.state === ECS.interdomain || (p.state === ECS.virq && !PER_VCPU_VIRQS.has(p.remoteDom));
+    if (!movable) throw new XenError(EINVAL, `port ${port} cannot be rebound`);
+    setPort(d.shared, port, { ...p, vcpu });
+  });
+}
+
+/**
+ * EVTCHNOP_close. The peer of an interdomain port reverts to unbound (for
+ * the closer); a VIRQ binding is forgotten. Pending is cleared.
+ */
+export function close(host: EvtchnHost, d: EvtchnDomain, port: number, virqs?: Map<number, number>): void {
+  if (!portValid(d.shared, port)) throw new XenError(EINVAL, `bad port ${port}`);
+  const p = portInfo(d.shared, port);
+  if (p.state === ECS.closed) throw new XenError(EINVAL, `port ${port} is not in use`);
+  if (p.state === ECS.interdomain) {
+    const rd = host.lookup(p.remoteDom);
+    const lid = d.shared.domid;
+    const locks = rd && rd.shared !== d.shared ? (lid <= rd.shared.domid ? [d.shared, rd.shared] : [rd.shared, d.shared]) : [d.shared];
+    const body = () => {
+      const cur = portInfo(d.shared, port);
+      if (cur.state !== ECS.interdomain) return;
+      if (rd) {
+        const rp = portInfo(rd.shared, cur.remotePort);
+        if (rp.state === ECS.interdomain && rp.remoteDom === lid && rp.remotePort === port) {
+          setPort(rd.shared, cur.remotePort, { state: ECS.unbound, vcpu: rp.vcpu, remoteDom: lid, remotePort: 0 });
+        }
+      }
+      setPort(d.shared, port, { state: ECS.closed, vcpu: 0, remoteDom: 0, remotePort: 0 });
+    };
+    if (locks.length === 2) locks[0]!.withPortLock(() => locks[1]!.withPortLock(body));
+    else locks[0]!.withPortLock(body);
+  } else {
+    d.shared.withPortLock(() => setPort(d.shared, port, { state: ECS.closed, vcpu: 0, remoteDom: 0, remotePort: 0 }));
+    if (p.state === ECS.virq && virqs) virqs.delete(p.remoteDom * 65536 + p.vcpu);
+  }
+  clearPending(d, port);
+}
+
+/**
+ * EVTCHNOP_send from `d` on `port`: interdomain → the peer's port; IPI → own
+ * port; unbound → nothing (success); VIRQ/PIRQ/closed → -EINVAL.
+ */
+export function send(host: EvtchnHost, d: EvtchnDomain, port: number): void {
+  if (!portValid(d.shared, port)) throw new XenError(EINVAL, `bad port ${port}`);
+  const p = portInfo(d.shared, port);
+  switch (p.state) {
+    case ECS.interdomain: {
+      const rd = host.lookup(p.remoteDom);
+      if (rd) setPending(host, rd, p.remotePort);
+      return;
+    }
+    case ECS.ipi:
+      setPending(host, d, port);
+      return;
+    case ECS.unbound:
+      return;
+    default:
+      throw new XenError(EINVAL, `cannot send on port ${port} (state ${p.state})`);
+  }
+}
+
+/** Raises a VIRQ on a domain if it has bound it (Xen's send_guest_vcpu_virq / send_guest_global_virq). */
+export function raiseVirq(host: EvtchnHost, d: EvtchnDomain, virq: number, vcpu: number, virqs: Map<number, number>): boolean {
+  const port = virqs.get(virq * 65536 + (PER_VCPU_VIRQS.has(virq) ? vcpu : 0));
+  if (port === undefined) return false;
+  setPending(host, d, port);
+  return true;
+}
+
+/** EVTCHNOP_reset: closes every port of the domain. */
+export function reset(host: EvtchnHost, d: EvtchnDomain, virqs?: Map<number, number>): void {
+  for (let p = 1; p <= d.shared.maxPort; p++) {
+    if (portInfo(d.shared, p).state !== ECS.closed) close(host, d, p, virqs);
+  }
+}
+
+export function checkDomain(host: EvtchnHost, domid: number): EvtchnDomain {
+  const d = host.lookup(domid);
+  if (!d) throw new XenError(ESRCH, `no domain ${domid}`);
+  return d;
+}

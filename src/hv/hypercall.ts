@@ -1,0 +1,106 @@
+// Hypercall dispatch (Xen's hypercall_table / hvm_hypercall): decode the
+// arguments for the caller's ABI, refuse callers above CPL0, run the family's
+// handler, and turn XenError / GuestFault into -errno in RAX.
+
+import { REG } from '../kvm/abi.js';
+import type { Domain, VCpu } from './domain.js';
+import { GuestAccess, GuestFault } from './guest_access.js';
+import { EFAULT, ENOSYS, EPERM, XenError } from './errno.js';
+import type { Abi } from './abi/xen.js';
+
+/** What a handler sees of the call. */
+export class Hcall {
+  abi: Abi = 'x64';
+  nr = 0;
+  readonly args: bigint[] = [0n, 0n, 0n, 0n, 0n, 0n];
+  /** Set by handlers that stop the vCPU's slice (block, poll, yield, shutdown). */
+  deschedule = false;
+
+  constructor(readonly dom: Domain, readonly vcpu: VCpu) {}
+
+  get g(): GuestAccess {
+    return this.dom.access;
+  }
+
+  get x32(): boolean {
+    return this.abi === 'x32';
+  }
+
+  /** Argument i as an unsigned machine word (a guest pointer, an unsigned long). */
+  ptr(i: number): bigint {
+    return this.args[i]!;
+  }
+
+  /** Argument i as a C int (sub-op numbers, counts). */
+  int(i: number): number {
+    return Number(BigInt.asIntN(32, this.args[i]!));
+  }
+
+  /** Argument i as an unsigned int. */
+  uint(i: number): number {
+    return Number(BigInt.asUintN(32, this.args[i]!));
+  }
+
+  /** Argument i as a signed long of the caller's ABI. */
+  long(i: number): bigint {
+    return this.x32 ? BigInt.asIntN(32, this.args[i]!) : BigInt.asIntN(64, this.args[i]!);
+  }
+
+  /** Argument i as a u64 scalar (split lo/hi over two registers in the 32-bit ABI). */
+  u64(i: number): bigint {
+    return this.x32 ? (this.args[i]! & 0xffffffffn) | ((this.args[i + 1]! & 0xffffffffn) << 32n) : this.args[i]!;
+  }
+}
+
+export type HypercallHandler = (h: Hcall) => number | bigint;
+
+const table: (HypercallHandler | undefined)[] = new Array(64);
+
+/** Registers a hypercall family (each family module calls this once). */
+export function registerHypercall(nr: number, fn: HypercallHandler): void {
+  table[nr] = fn;
+}
+
+/** Debug hook: set XENODE_TRACE_HYPERCALLS=1 to log every call and its result. */
+const trace = process.env.XENODE_TRACE_HYPERCALLS === '1';
+
+export interface HypercallOutcome {
+  result: bigint;
+  deschedule: boolean;
+}
+
+/**
+ * Performs the hypercall the vCPU just trapped with (number `nr`), reading
+ * arguments from the sync-regs area and writing the result to RAX.
+ */
+export function doHypercall(h: Hcall, nr: number): boolean {
+  const hw = h.vcpu.hw;
+  const long = hw.longMode64;
+  h.abi = long ? 'x64' : 'x32';
+  h.nr = nr;
+  h.deschedule = false;
+  let result: bigint;
+  if (hw.cpl !== 0) {
+    result = -BigInt(EPERM);
+  } else {
+    const a = h.args;
+    if (long) {
+      a[0] = hw.reg(REG.rdi); a[1] = hw.reg(REG.rsi); a[2] = hw.reg(REG.rdx); a[3] = hw.reg(REG.r10); a[4] = hw.reg(REG.r8); a[5] = hw.reg(REG.r9);
+    } else {
+      const m = 0xffffffffn;
+      a[0] = hw.reg(REG.rbx) & m; a[1] = hw.reg(REG.rcx) & m; a[2] = hw.reg(REG.rdx) & m; a[3] = hw.reg(REG.rsi) & m; a[4] = hw.reg(REG.rdi) & m; a[5] = hw.reg(REG.rbp) & m;
+    }
+    h.dom.access.setContext({ cr0: hw.cr0, cr3: hw.cr3, cr4: hw.cr4, efer: hw.efer });
+    const fn = nr < table.length ? table[nr] : undefined;
+    try {
+      result = fn ? BigInt(fn(h)) : -BigInt(ENOSYS);
+    } catch (e) {
+      if (e instanceof XenError) result = -BigInt(e.errno);
+      else if (e instanceof GuestFault) result = -BigInt(EFAULT);
+      else throw e; // a bug of ours: the caller crashes the domain with the stack
+    }
+  }
+  if (trace) process.stderr.write(`d${h.dom.domid}v${h.vcpu.id} hypercall ${nr}(${h.args.slice(0, 3).map((x) => '0x' + x.toString(16)).join(', ')}) = ${result}\n`);
+  hw.setReg(REG.rax, long ? result : BigInt.asUintN(32, result));
+  return h.deschedule;
+}

@@ -1,0 +1,464 @@
+// The hypervisor as the control domain (main thread) drives it: Xen's domctl
+// and the control domain's own event channels. It owns the pCPU workers,
+// creates domains (KVM VM, memory, vCPUs with Xen's CPUID) for the domain
+// builder, hands each built domain to a worker, and reports domain state
+// changes. The control domain is a domain without vCPUs: its event channels
+// live in a shared_info-shaped SharedArrayBuffer and its "upcall" wakes the
+// main thread's event loop, where port handlers run as callbacks.
+
+import { Worker } from 'node:worker_threads';
+import { EventEmitter } from 'node:events';
+import os from 'node:os';
+import { Kvm, Vm, Vcpu } from '../kvm/kvm.js';
+import { SharedMemory } from '../kvm/memory.js';
+import { KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_READ, KVM_MSR_FILTER_WRITE } from '../kvm/abi.js';
+import { kick } from '../kvm/kick.js';
+import { Physmap } from './physmap.js';
+import { HostShared, DomainShared, DOMSTATE, RUNSTATE, DOM0_DOORBELL } from './shared.js';
+import { xenCpuid, XEN_HYPERCALL_MSR } from './x86/cpuid.js';
+import { localTimeBase } from './time.js';
+import * as core from './evtchn_core.js';
+import type { DomainSpec } from './domain.js';
+import type { MainToWorker, WorkerToMain } from './messages.js';
+import { PAGE_SIZE, SharedInfo, VcpuInfo } from './abi/xen.js';
+import type { PvhEntryState } from './x86/pvh.js';
+
+export interface DomainCreateOptions {
+  name: string;
+  memoryMiB: number;
+  maxMemMiB?: number;
+  vcpus: number;
+  maxGrantFrames?: number;
+  maxEvtchnPort?: number;
+  privileged?: boolean;
+  /** console_io allowed (Xen: dom0less domains and debug builds) */
+  isConsole?: boolean;
+  uuid?: Uint8Array;
+}
+
+/** A domain being built: the builder's access to its memory before it runs. */
+export interface DomainBuild {
+  domid: number;
+  name: string;
+  physmap: Physmap;
+  /** the domain's memory as mapped in the control domain */
+  mem: SharedMemory;
+  shared: DomainShared;
+  params: Record<number, bigint>;
+  options: DomainCreateOptions;
+}
+
+export interface DomainInfo {
+  domid: number;
+  name: string;
+  state: number;
+  paused: boolean;
+  shutdownReason: number;
+  vcpus: number;
+  onlineVcpus: number;
+  cpuTimeUs: number;
+  memoryKiB: number;
+}
+
+interface Record_ {
+  domid: number;
+  name: string;
+  shared: DomainShared;
+  mem: SharedMemory;
+  pcpu: number;
+  memoryMap: Uint8Array;
+  memoryKiB: number;
+  spec?: DomainSpec;
+  vm?: Vm;
+  vcpuFds: number[];
+  destroyed?: () => void;
+}
+
+export type HypervisorEvents = {
+  console: [domid: number, source: 'console_io' | 'debugport', text: string];
+  shutdown: [domid: number, reason: number, detail: string];
+  destroyed: [domid: number];
+  log: [level: string, text: string];
+};
+
+const DOM0_PORTS = 4095;
+
+export class Hypervisor extends EventEmitter<HypervisorEvents> {
+  readonly kvm: Kvm;
+  readonly host = new HostShared();
+  readonly timeBase = localTimeBase;
+  readonly workers: Worker[] = [];
+  readonly tids: number[] = [];
+  private readonly domains = new Map<number, Record_>();
+  private nextDomid = 1;
+  private readonly tscKhz: number;
+  // the control domain (domain 0) as an event-channel endpoint
+  readonly dom0Shared = DomainShared.create(0, 1, DOM0_PORTS);
+  readonly dom0Mem = new SharedArrayBuffer(PAGE_SIZE);
+  readonly dom0: core.EvtchnDomain = { shared: this.dom0Shared, mem: new Uint8Array(this.dom0Mem) };
+  private readonly dom0Handlers = new Map<number, (port: number) => void>();
+  private readonly dom0Doorbell = new Int32Array(this.dom0Mem, DOM0_DOORBELL, 1);
+  private stopping = false;
+  readonly evtchnHost: core.EvtchnHost;
+
+  private constructor(readonly nrPcpus: number, readonly sliceNs: number) {
+    super();
+    this.kvm = Kvm.open();
+    this.kvm.requireCapabilities();
+    // the TSC rate guests see (KVM_GET_TSC_KHZ on a throw-away vCPU)
+    const vm = this.kvm.createVm();
+    const v = vm.createVcpu(0);
+    this.tscKhz = v.tscKhz;
+    v.close();
+    vm.close();
+    this.dom0Shared.set('sharedInfoOffset', 0);
+    this.dom0Shared.set('isPrivileged', 1);
+    const self = this;
+    this.evtchnHost = {
+      lookup: (domid) => (domid === 0 ? this.dom0 : this.evtchnDomain(domid)),
+      upcall(d, vcpu) {
+        if (d === self.dom0) queueMicrotask(() => self.dispatchDom0());
+        else self.wake(d.shared.domid, vcpu);
+      },
+      wakePollers(d) {
+        if (d === self.dom0) return;
+        for (let v = 0; v < d.shared.nrVcpus; v++) if (d.shared.vcpu(v, 'pollMask')) self.wake(d.shared.domid, v);
+      },
+    };
+  }
+
+  /** Starts the hypervisor with `pcpus` workers (default: one per host CPU). */
+  static async start(opts: { pcpus?: number; sliceMs?: number } = {}): Promise<Hypervisor> {
+    const n = Math.max(1, Math.min(opts.pcpus ?? os.availableParallelism(), 64));
+    const hv = new Hypervisor(n, (opts.sliceMs ?? 10) * 1e6);
+    await Promise.all(Array.from({ length: n }, (_, i) => hv.spawn(i)));
+    hv.watchDom0();
+    return hv;
+  }
+
+  private spawn(pcpu: number): Promise<void> {
+    const w = new Worker(new URL('./pcpu.js', import.meta.url), {
+      workerData: {
+        kind: 'pcpu',
+        init: { pcpu, hostSab: this.host.sab, dom0Sab: this.dom0Shared.sab, dom0Mem: this.dom0Mem, timeBase: this.timeBase, sliceNs: this.sliceNs },
+      },
+    });
+    this.workers[pcpu] = w;
+    return new Promise((resolve, reject) => {
+      w.once('error', reject);
+      w.on('message', (m: WorkerToMain) => {
+        if (m.type === 'ready') {
+          this.tids[pcpu] = m.tid;
+          w.off('error', reject);
+          w.on('error', (e) => this.emit('log', 'error', `pCPU ${pcpu} worker failed: ${e.stack ?? e}`));
+          resolve();
+        } else this.onWorkerMessage(m);
+      });
+
+    });
+  }
+
+  private onWorkerMessage(m: WorkerToMain): void {
+    switch (m.type) {
+      case 'console':
+        this.emit('console', m.domid, m.source, m.text);
+        return;
+      case 'shutdown':
+        this.emit('shutdown', m.domid, m.reason, m.detail);
+        return;
+      case 'destroyed': {
+        const r = this.domains.get(m.domid);
+        if (r) {
+          this.domains.delete(m.domid);
+          r.mem.close();
+          r.destroyed?.();
+        }
+        this.emit('destroyed', m.domid);
+        return;
+      }
+      case 'adopted':
+        if (m.error) this.emit('log', 'error', `d${m.domid}: could not start: ${m.error}`);
+        return;
+      case 'log':
+        this.emit('log', m.level, m.text);
+        return;
+      case 'ready':
+        return;
+    }
+  }
+
+  private send(pcpu: number, m: MainToWorker): void {
+    this.workers[pcpu]!.postMessage(m);
+    this.host.ring(pcpu);
+  }
+
+  // --- domctl ----------------------------------------------------------------
+
+  /** XEN_DOMCTL_createdomain + max_vcpus + memory: a paused domain ready for the builder. */
+  createDomain(o: DomainCreateOptions): DomainBuild {
+    if (!Number.isInteger(o.vcpus) || o.vcpus < 1 || o.vcpus > 128) throw new RangeError(`vcpus must be 1..128, got ${o.vcpus}`);
+    if (!(o.memoryMiB >= 1) || o.memoryMiB > 1 << 20) throw new RangeError(`memory must be at least 1 MiB, got ${o.memoryMiB}`);
+    const ramPages = Math.floor(o.memoryMiB * 256);
+    const maxPages = Math.max(ramPages, Math.floor((o.maxMemMiB ?? o.memoryMiB) * 256));
+    const domid = this.allocDomid();
+    const maxPort = o.maxEvtchnPort ?? 1023;
+    const shared = DomainShared.create(domid, o.vcpus, maxPort);
+    const physmap = new Physmap({ ramPages, maxGrantFrames: o.maxGrantFrames ?? 32, poolPages: maxPages - ramPages + 64 });
+    const mem = SharedMemory.create(`xenode-d${domid}`, physmap.bytes);
+    let vm: Vm | null = null;
+    const vcpus: Vcpu[] = [];
+    try {
+      vm = this.kvm.createVm();
+      vm.enableCap('X86_USER_SPACE_MSR', [KVM_MSR_EXIT_REASON_INVAL | KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_FILTER]);
+      // Deny (trap to us) reads and writes of the hypercall MSR.
+      vm.setMsrFilter([{ flags: KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE, base: XEN_HYPERCALL_MSR, nmsrs: 1, bitmap: new Uint8Array(8) }]);
+      const host = this.kvm.supportedCpuid();
+      for (let i = 0; i < o.vcpus; i++) {
+        const v = vm.createVcpu(i);
+        v.setCpuid(xenCpuid(host, { domid, vcpuId: i, tscKhz: this.tscKhz }));
+        vcpus.push(v);
+      }
+    } catch (e) {
+      for (const v of vcpus) v.close();
+      vm?.close();
+      mem.close();
+      throw e;
+    }
+    shared.set('state', DOMSTATE.building);
+    shared.set('pauseCount', 1);
+    shared.set('isPrivileged', o.privileged ? 1 : 0);
+    shared.set('isConsole', o.isConsole ? 1 : 0);
+    shared.set('sharedInfoOffset', physmap.sharedInfoPage * PAGE_SIZE);
+    shared.setVcpu(0, 'state', RUNSTATE.runnable);
+    const rec: Record_ = { domid, name: o.name, shared, mem, pcpu: -1, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, vm, vcpuFds: vcpus.map((v) => v.fd) };
+    this.domains.set(domid, rec);
+    this.pendingVcpus.set(domid, vcpus);
+    return { domid, name: o.name, physmap, mem, shared, params: {}, options: o };
+  }
+
+  private pendingVcpus = new Map<number, Vcpu[]>();
+
+  /** Sets vCPU `id`'s initial register state (the builder's job before unpause). */
+  setVcpuContext(domid: number, id: number, st: PvhEntryState): void {
+    const v = this.pendingVcpus.get(domid)?.[id];
+    if (!v) throw new Error(`d${domid}: no vCPU ${id} being built`);
+    v.setInitialState({ regs: st.regs, segs: st.segs, gdt: st.gdt, idt: st.idt, cr0: st.cr0, cr3: st.cr3, cr4: st.cr4, efer: st.efer });
+    if (st.msrs.length) v.setMsrs(st.msrs);
+  }
+
+  /** Hands the built domain to a pCPU and lets it run. */
+  startDomain(b: DomainBuild, memoryMap: Uint8Array): void {
+    const rec = this.domains.get(b.domid);
+    const vcpus = this.pendingVcpus.get(b.domid);
+    if (!rec || !vcpus) throw new Error(`d${b.domid} is not being built`);
+    this.pendingVcpus.delete(b.domid);
+    for (const v of vcpus) v.release();
+    rec.vm!.release();
+    rec.memoryMap = memoryMap;
+    const pcpu = this.pickPcpu();
+    rec.pcpu = pcpu;
+    const o = b.options;
+    const spec: DomainSpec = {
+      domid: b.domid, name: b.name, vmFd: rec.vm!.fd, memFd: b.mem.fd, layout: b.physmap.layout, vcpuFds: rec.vcpuFds,
+      sharedSab: b.shared.sab, params: Object.fromEntries(Object.entries(b.params).map(([k, v]) => [k, v.toString()])),
+      maxPages: b.physmap.layout.ramPages + b.physmap.layout.poolPages - 64, totPages: b.physmap.layout.ramPages,
+      maxGrantFrames: b.physmap.layout.maxGrantFrames, timeBase: this.timeBase, tscKhz: this.tscKhz,
+      privileged: !!o.privileged, isConsole: !!o.isConsole, handle: o.uuid ?? new Uint8Array(16), memoryMap,
+    };
+    rec.spec = spec;
+    b.shared.set('pauseCount', 0);
+    this.send(pcpu, { type: 'adopt', spec });
+  }
+
+  private pickPcpu(): number {
+    const load = new Array<number>(this.nrPcpus).fill(0);
+    for (const r of this.domains.values()) if (r.pcpu >= 0) load[r.pcpu]! += r.shared.nrVcpus;
+    let best = 0;
+    for (let i = 1; i < load.length; i++) if (load[i]! < load[best]!) best = i;
+    return best;
+  }
+
+  private allocDomid(): number {
+    for (let tries = 0; tries < 0x7fef; tries++) {
+      const id = this.nextDomid;
+      this.nextDomid = this.nextDomid >= 0x7fef ? 1 : this.nextDomid + 1;
+      if (!this.domains.has(id)) return id;
+    }
+    throw new Error('no free domain id');
+  }
+
+  pause(domid: number): void {
+    const r = this.record(domid);
+    r.shared.add('pauseCount', 1);
+    if (r.pcpu >= 0) {
+      this.send(r.pcpu, { type: 'pause', domid });
+      this.kickDomain(r);
+    }
+  }
+
+  unpause(domid: number): void {
+    const r = this.record(domid);
+    if (r.shared.get('pauseCount') > 0) r.shared.add('pauseCount', -1);
+    if (r.pcpu >= 0) this.send(r.pcpu, { type: 'unpause', domid });
+  }
+
+  /** Destroys a domain (any state); resolves when its worker has released it. */
+  destroy(domid: number): Promise<void> {
+    const r = this.domains.get(domid);
+    if (!r) return Promise.resolve();
+    r.shared.set('state', DOMSTATE.dying);
+    if (r.pcpu < 0) {
+      // never started: release what the builder held
+      for (const v of this.pendingVcpus.get(domid) ?? []) v.close();
+      this.pendingVcpus.delete(domid);
+      r.vm?.close();
+      r.mem.close();
+      this.domains.delete(domid);
+      this.emit('destroyed', domid);
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      r.destroyed = resolve;
+      this.send(r.pcpu, { type: 'destroy', domid });
+      this.kickDomain(r);
+    });
+  }
+
+  private kickDomain(r: Record_): void {
+    for (let v = 0; v < r.shared.nrVcpus; v++) {
+      if (r.shared.vcpu(v, 'state') === RUNSTATE.running) {
+        kick({ pid: process.pid, tid: this.tids[r.pcpu]! });
+        return;
+      }
+    }
+  }
+
+  /** Gets a vCPU of a domain to re-check its pending events (wake if blocked, kick if running). */
+  wake(domid: number, vcpu: number): void {
+    const r = this.domains.get(domid);
+    if (!r || r.pcpu < 0) return;
+    const st = r.shared.vcpu(vcpu, 'state');
+    if (st === RUNSTATE.running) kick({ pid: process.pid, tid: this.tids[r.pcpu]! });
+    else if (st === RUNSTATE.blocked) this.send(r.pcpu, { type: 'wake', domid, vcpu });
+  }
+
+  private record(domid: number): Record_ {
+    const r = this.domains.get(domid);
+    if (!r) throw new Error(`no domain ${domid}`);
+    return r;
+  }
+
+  info(domid: number): DomainInfo | null {
+    const r = this.domains.get(domid);
+    if (!r) return null;
+    let online = 0;
+    for (let v = 0; v < r.shared.nrVcpus; v++) if (r.shared.vcpu(v, 'state') !== RUNSTATE.offline) online++;
+    return {
+      domid, name: r.name, state: r.shared.get('state'), paused: r.shared.get('pauseCount') > 0,
+      shutdownReason: r.shared.get('shutdownReason'), vcpus: r.shared.nrVcpus, onlineVcpus: online,
+      cpuTimeUs: r.shared.cpuTimeUs(), memoryKiB: r.memoryKiB,
+    };
+  }
+
+  list(): DomainInfo[] {
+    return [...this.domains.keys()].sort((a, b) => a - b).map((d) => this.info(d)!);
+  }
+
+  /** The domain's memory as the control domain maps it. */
+  memory(domid: number): SharedMemory {
+    return this.record(domid).mem;
+  }
+
+  // --- the control domain's event channels ----------------------------------
+
+  evtchnDomain(domid: number): core.EvtchnDomain | null {
+    if (domid === 0) return this.dom0;
+    const r = this.domains.get(domid);
+    return r ? { shared: r.shared, mem: r.mem.bytes } : null;
+  }
+
+  /** An unbound port in domain `domid` for `remote` (the builder's alloc_unbound). */
+  allocUnbound(domid: number, remote: number): number {
+    const d = this.evtchnDomain(domid);
+    if (!d) throw new Error(`no domain ${domid}`);
+    return core.allocUnbound(d, remote);
+  }
+
+  /** Binds a control-domain port to `remotePort` of `domid`; `handler` runs on each event. */
+  bindDom0(domid: number, remotePort: number, handler: (port: number) => void): number {
+    const rd = this.evtchnDomain(domid);
+    if (!rd) throw new Error(`no domain ${domid}`);
+    const port = core.bindInterdomain(this.evtchnHost, this.dom0, rd, remotePort);
+    this.dom0Handlers.set(port, handler);
+    queueMicrotask(() => this.dispatchDom0());
+    return port;
+  }
+
+  /** Sends an event from the control domain on `port`. */
+  notify(port: number): void {
+    core.send(this.evtchnHost, this.dom0, port);
+  }
+
+  closeDom0(port: number): void {
+    this.dom0Handlers.delete(port);
+    try { core.close(this.evtchnHost, this.dom0, port); } catch { /* already closed */ }
+  }
+
+  /** The control domain's upcall handler: scan pending & ~mask as a guest would. */
+  private dispatchDom0(): void {
+    const m = this.dom0.mem;
+    const vi = 0; // vcpu_info[0]
+    const si = SharedInfo.x64;
+    Atomics.store(m, vi, 0); // evtchn_upcall_pending
+    const selOff = vi + VcpuInfo.x64.offsetOf('evtchn_pending_sel');
+    for (let byte = 0; byte < 8; byte++) {
+      let sel = Atomics.exchange(m, selOff + byte, 0);
+      while (sel) {
+        const bit = 31 - Math.clz32(sel & -sel);
+        sel &= sel - 1;
+        const word = byte * 8 + bit; // 64-port word index
+        for (let b = 0; b < 8; b++) {
+          const pOff = si.offsetOf('evtchn_pending') + word * 8 + b;
+          const pend = Atomics.load(m, pOff) & ~Atomics.load(m, si.offsetOf('evtchn_mask') + word * 8 + b);
+          if (!pend) continue;
+          Atomics.and(m, pOff, ~pend & 0xff);
+          for (let k = 0; k < 8; k++) {
+            if (!(pend & (1 << k))) continue;
+            const port = word * 64 + b * 8 + k;
+            const h = this.dom0Handlers.get(port);
+            if (h) {
+              try { h(port); } catch (e) { this.emit('log', 'error', `dom0 port ${port} handler: ${e instanceof Error ? e.stack : e}`); }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /** Workers bump the doorbell word and notify it after marking dom0's upcall pending. */
+  private watchDom0(): void {
+    const loop = () => {
+      if (this.stopping) return;
+      const seen = Atomics.load(this.dom0Doorbell, 0);
+      this.dispatchDom0();
+      const r = Atomics.waitAsync(this.dom0Doorbell, 0, seen);
+      if (r.async) r.value.then(loop);
+      else setImmediate(loop);
+    };
+    loop();
+  }
+
+  /** Stops every worker (destroying their domains). */
+  async shutdownAll(): Promise<void> {
+    const ids = [...this.domains.keys()];
+    await Promise.all(ids.map((d) => this.destroy(d)));
+    this.stopping = true;
+    Atomics.add(this.dom0Doorbell, 0, 1);
+    Atomics.notify(this.dom0Doorbell, 0);
+    await Promise.all(this.workers.map((w, i) => new Promise<void>((resolve) => {
+      w.once('exit', () => resolve());
+      this.send(i, { type: 'stop' });
+    })));
+    this.kvm.close();
+  }
+}

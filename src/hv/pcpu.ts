@@ -1,0 +1,516 @@
+// A physical CPU of the hypervisor: a worker thread running Xen's scheduler
+// loop for the vCPUs placed on it. Pick a vCPU, inject a pending upcall,
+// KVM_RUN, handle the exit inline (hypercalls, port I/O, MSRs, HLT, faults),
+// repeat. A vCPU that blocks gives the pCPU to the next; an idle pCPU sleeps
+// on its doorbell until a wakeup or its next timer. The loop is synchronous:
+// control messages are read with receiveMessageOnPort, never via the event
+// loop, so nothing on the hot path waits for another thread.
+
+import { parentPort, receiveMessageOnPort, workerData, MessagePort } from 'node:worker_threads';
+import { Kvm, EXIT, EXIT_INTERRUPTED } from '../kvm/kvm.js';
+import { RUN, RUN_IO, RUN_MSR, RUN_INTERNAL, RUN_EMULATION_FAILURE, KVM_EXIT_IO_OUT, KVM_INTERNAL_ERROR_EMULATION, EXIT_NAMES, REG } from '../kvm/abi.js';
+import { prepareVcpuThread, consumeKick, KickTimer } from '../kvm/kick.js';
+import { Domain, DomainSpec, VCpu } from './domain.js';
+import { HostShared, DomainShared, DOMSTATE, RUNSTATE } from './shared.js';
+import { doHypercall, Hcall } from './hypercall.js';
+import { HYPERCALL_PORT, fillHypercallPage } from './x86/hypercall_page.js';
+import { XEN_HYPERCALL_MSR } from './x86/cpuid.js';
+import * as core from './evtchn_core.js';
+import { setEvtchnHost, evtchnHost } from './event_channel.js';
+import { setSchedHooks, SHUTDOWN, blockVcpu } from './sched_op.js';
+import { setConsoleSink, emitConsoleBytes, flushConsole } from './console.js';
+import type { TimeBase } from './time.js';
+import { PAGE_SIZE } from './abi/xen.js';
+import type { WorkerToMain, MainToWorker } from './messages.js';
+import { DOM0_DOORBELL } from './shared.js';
+// Hypercall families register themselves on import.
+import './version.js';
+import './console.js';
+import './hvm.js';
+import './memory.js';
+import './grant_table.js';
+import './event_channel.js';
+import './sched_op.js';
+import './vcpu_op.js';
+import './misc_ops.js';
+
+export interface PcpuInit {
+  pcpu: number;
+  hostSab: SharedArrayBuffer;
+  dom0Sab: SharedArrayBuffer;
+  dom0Mem: SharedArrayBuffer;
+  timeBase: TimeBase;
+  /** Scheduler time slice (ns). */
+  sliceNs: number;
+}
+
+const IA32_TSC = 0x10;
+/** The debug console port (Xen's HVM debug port, as QEMU's debugcon). */
+const DEBUG_PORT = 0xe9;
+const MSR_ERROR_GP = 1;
+
+class Pcpu {
+  readonly kvm = Kvm.open();
+  readonly host: HostShared;
+  readonly domains = new Map<number, Domain>();
+  readonly dom0: core.EvtchnDomain;
+  /** Round-robin runqueue of runnable vCPUs (Xen's schedulers plug in here later). */
+  runq: VCpu[] = [];
+  current: VCpu | null = null;
+  readonly runMask: Uint8Array;
+  readonly tid: number;
+  readonly timer: KickTimer;
+  readonly sliceNs: bigint;
+  private stopped = false;
+  private readonly doorbell: number;
+  readonly dom0Doorbell: Int32Array;
+
+  constructor(readonly init: PcpuInit, readonly port: MessagePort) {
+    const { runMask, target } = prepareVcpuThread();
+    this.runMask = runMask;
+    this.tid = target.tid;
+    this.host = new HostShared(init.hostSab);
+    this.host.setTid(init.pcpu, target.tid);
+    this.doorbell = this.host.doorbellIndex(init.pcpu);
+    this.dom0 = { shared: new DomainShared(init.dom0Sab), mem: new Uint8Array(init.dom0Mem) };
+    this.dom0Doorbell = new Int32Array(init.dom0Mem, DOM0_DOORBELL, 1);
+    this.timer = new KickTimer(target.tid);
+    this.sliceNs = BigInt(init.sliceNs);
+    this.installHooks();
+  }
+
+  post(m: WorkerToMain): void {
+    this.port.postMessage(m);
+  }
+
+  private installHooks(): void {
+    const self = this;
+    setEvtchnHost({
+      lookup(domid) {
+        if (domid === 0) return self.dom0;
+        return self.domains.get(domid)?.evtchn ?? null;
+      },
+      upcall(d, vcpu) {
+        if (d === self.dom0) {
+          // The control domain's "upcall": wake the main thread's event loop.
+          Atomics.add(self.dom0Doorbell, 0, 1);
+          Atomics.notify(self.dom0Doorbell, 0);
+          return;
+        }
+        self.wakeVcpu(d.shared.domid, vcpu);
+      },
+      wakePollers(d, port) {
+        const dom = self.domains.get(d.shared.domid);
+        if (!dom) return;
+        for (const v of dom.vcpus) if (v.pollPorts?.includes(port)) self.wakeVcpu(dom.domid, v.id);
+      },
+    });
+    setSchedHooks({
+      shutdown: (d, reason) => this.shutdown(d, reason),
+      timerChanged: () => {},
+    });
+    setConsoleSink({
+      line: (dom, source, text) => this.post({ type: 'console', domid: dom.domid, source, text }),
+    });
+  }
+
+  /** A vCPU of a domain on this pCPU should re-check whether it can run. */
+  wakeVcpu(domid: number, vcpu: number): void {
+    const d = this.domains.get(domid);
+    const v = d?.vcpus[vcpu];
+    if (!v || !v.blocked) return;
+    if (this.canUnblock(v)) this.unblock(v);
+  }
+
+  private canUnblock(v: VCpu): boolean {
+    const d = v.dom;
+    if (v.pollPorts) {
+      if (v.pollPorts.some((p) => core.isPending(d.evtchn, p))) return true;
+      if (v.pollTimeout !== 0n && v.pollTimeout <= d.now()) return true;
+    }
+    return d.isUpcallPending(v);
+  }
+
+  private unblock(v: VCpu): void {
+    v.blocked = false;
+    if (v.pollPorts) {
+      v.pollPorts = null;
+      v.dom.shared.setVcpu(v.id, 'pollMask', 0);
+    }
+    v.setRunstate(RUNSTATE.runnable, v.dom.now());
+    if (!this.runq.includes(v) && v !== this.current) this.runq.push(v);
+  }
+
+  // --- domain lifecycle ---------------------------------------------------
+
+  adopt(spec: DomainSpec): void {
+    const d = new Domain(this.kvm, spec);
+    d.shared.set('homePcpu', this.init.pcpu);
+    for (const v of d.vcpus) v.hw.setSignalMask(this.runMask);
+    this.domains.set(d.domid, d);
+    d.updateWallclock();
+    d.shared.set('state', DOMSTATE.running);
+    for (const v of d.vcpus) {
+      if (!v.online) continue;
+      v.runstateEntry = d.now();
+      v.setRunstate(RUNSTATE.runnable, d.now());
+      this.runq.push(v);
+    }
+  }
+
+  /** Xen's domain_shutdown: latch the reason (shutdown_code wins), stop the vCPUs, tell the toolstack. */
+  shutdown(d: Domain, reason: number, detail?: string): void {
+    if (d.stopping) return;
+    const code = d.shared.get('shutdownCode');
+    const r = code >= 0 ? code : reason;
+    d.stopping = true;
+    d.shared.set('shutdownReason', r);
+    d.shared.set('state', r === SHUTDOWN.crash ? DOMSTATE.crashed : DOMSTATE.shutdown);
+    flushConsole(d);
+    this.runq = this.runq.filter((v) => v.dom !== d);
+    const now = d.now();
+    for (const v of d.vcpus) if (v.online) v.setRunstate(RUNSTATE.offline, now);
+    this.post({ type: 'shutdown', domid: d.domid, reason: r, detail: detail ?? '' });
+  }
+
+  crash(d: Domain, why: string): void {
+    this.post({ type: 'log', level: 'error', text: `d${d.domid}: crashed: ${why}` });
+    this.shutdown(d, SHUTDOWN.crash, why);
+  }
+
+  destroy(domid: number): void {
+    const d = this.domains.get(domid);
+    if (!d) return;
+    if (!d.stopping) {
+      d.stopping = true;
+      flushConsole(d);
+    }
+    this.runq = this.runq.filter((v) => v.dom !== d);
+    this.domains.delete(domid);
+    d.shared.set('state', DOMSTATE.dead);
+    d.close();
+    this.post({ type: 'destroyed', domid });
+  }
+
+  // --- control messages ---------------------------------------------------
+
+  private drainMailbox(): void {
+    for (;;) {
+      const m = receiveMessageOnPort(this.port);
+      if (!m) return;
+      this.handle(m.message as MainToWorker);
+    }
+  }
+
+  private handle(m: MainToWorker): void {
+    switch (m.type) {
+      case 'adopt':
+        try {
+          this.adopt(m.spec);
+          this.post({ type: 'adopted', domid: m.spec.domid });
+        } catch (e) {
+          this.post({ type: 'adopted', domid: m.spec.domid, error: e instanceof Error ? e.stack ?? e.message : String(e) });
+        }
+        return;
+      case 'unpause':
+      case 'pause': {
+        // pauseCount lives in the shared header; the message just makes us look again.
+        const d = this.domains.get(m.domid);
+        if (d && m.type === 'unpause' && d.isRunnable()) {
+          for (const v of d.vcpus) if (v.online && !v.blocked && !this.runq.includes(v)) this.runq.push(v);
+        }
+        return;
+      }
+      case 'destroy':
+        this.destroy(m.domid);
+        return;
+      case 'stop':
+        for (const id of [...this.domains.keys()]) this.destroy(id);
+        this.stopped = true;
+        return;
+      case 'wake':
+        this.wakeVcpu(m.domid, m.vcpu);
+        return;
+    }
+  }
+
+  // --- timers ---------------------------------------------------------------
+
+  /** Fires due guest timers and watchdogs; returns the earliest future deadline (system time, 0 = none). */
+  private runTimers(): bigint {
+    let next = 0n;
+    const earliest = (t: bigint) => { if (t !== 0n && (next === 0n || t < next)) next = t; };
+    for (const d of this.domains.values()) {
+      if (d.stopping) continue;
+      const now = d.now();
+      for (const [id, t] of d.watchdogs) {
+        if (t <= now) {
+          d.watchdogs.delete(id);
+          this.post({ type: 'log', level: 'warn', text: `d${d.domid}: watchdog ${id} expired` });
+          this.shutdown(d, SHUTDOWN.watchdog);
+        } else earliest(t);
+      }
+      if (d.stopping) continue;
+      for (const v of d.vcpus) {
+        if (!v.online) continue;
+        const t = v.timer;
+        if (t.singleshot !== 0n) {
+          if (t.singleshot <= now) {
+            t.singleshot = 0n;
+            core.raiseVirq(evtchnHost(), d.evtchn, core.VIRQ.TIMER, v.id, d.virqs);
+          } else earliest(t.singleshot);
+        }
+        if (t.period !== 0n) {
+          if (t.periodicNext <= now) {
+            t.periodicNext = now + t.period;
+            core.raiseVirq(evtchnHost(), d.evtchn, core.VIRQ.TIMER, v.id, d.virqs);
+          }
+          earliest(t.periodicNext);
+        }
+        if (v.blocked && v.pollPorts && v.pollTimeout !== 0n) {
+          if (v.pollTimeout <= now) this.unblock(v);
+          else earliest(v.pollTimeout);
+        }
+        if (v.blocked && this.canUnblock(v)) this.unblock(v);
+      }
+    }
+    return next;
+  }
+
+  // --- the scheduler loop ---------------------------------------------------
+
+  loop(): void {
+    const words = this.host.words;
+    while (!this.stopped) {
+      const seen = Atomics.load(words, this.doorbell);
+      this.drainMailbox();
+      if (this.stopped) break;
+      const nextTimer = this.runTimers();
+      const v = this.pick();
+      if (!v) {
+        this.timer.arm(0n);
+        const wait = nextTimer === 0n ? Infinity : Math.max(0, Number(nextTimer - this.nowSys()) / 1e6);
+        if (wait > 0) Atomics.wait(words, this.doorbell, seen, wait);
+        continue;
+      }
+      this.runSlice(v, nextTimer);
+    }
+    this.timer.close();
+  }
+
+  private nowSys(): bigint {
+    return process.hrtime.bigint() - this.init.timeBase.bootNs;
+  }
+
+  private pick(): VCpu | null {
+    while (this.runq.length) {
+      const v = this.runq.shift()!;
+      if (v.dom.isRunnable() && v.online && !v.blocked) return v;
+      if (v.dom.paused && !v.dom.stopping && !v.blocked) {
+        // keep it for when the domain is unpaused (the unpause message re-queues)
+        continue;
+      }
+    }
+    return null;
+  }
+
+  private runSlice(v: VCpu, nextTimer: bigint): void {
+    const d = v.dom;
+    const hw = v.hw;
+    const start = d.now();
+    this.current = v;
+    v.yielded = false;
+    v.setRunstate(RUNSTATE.running, start);
+    d.updatePvclock(v, hw.getMsr(IA32_TSC));
+    // Preempt at the end of the slice if others wait, and at the next guest timer.
+    let deadline = this.runq.length ? start + this.sliceNs : 0n;
+    if (nextTimer !== 0n && (deadline === 0n || nextTimer < deadline)) deadline = nextTimer;
+    this.timer.arm(deadline === 0n ? 0n : deadline + this.init.timeBase.bootNs);
+    const h = new Hcall(d, v);
+    try {
+      for (;;) {
+        if (!d.isRunnable() || v.blocked) break;
+        this.injectUpcall(v);
+        const reason = hw.enter();
+        if (reason === EXIT_INTERRUPTED) {
+          consumeKick();
+          if (this.serviceInterrupt(v, start)) break;
+          continue;
+        }
+        if (this.handleExit(v, h, reason)) break;
+      }
+    } catch (e) {
+      this.crash(d, `hypervisor error handling an exit of vCPU ${v.id}: ${e instanceof Error ? e.stack : String(e)}`);
+    }
+    this.current = null;
+    const now = d.now();
+    if (d.stopping || !v.online) return;
+    if (v.blocked) v.setRunstate(RUNSTATE.blocked, now);
+    else {
+      v.setRunstate(RUNSTATE.runnable, now);
+      if (d.isRunnable()) this.runq.push(v);
+    }
+  }
+
+  /** After a kick: look at mail, timers, wakes. True if the vCPU should give up the pCPU. */
+  private serviceInterrupt(v: VCpu, start: bigint): boolean {
+    this.drainMailbox();
+    this.runTimers();
+    if (this.stopped || !v.dom.isRunnable()) return true;
+    return this.runq.length > 0 && v.dom.now() - start >= this.sliceNs;
+  }
+
+  /**
+   * Xen's HVM upcall delivery for CALLBACK_IRQ type vector: level-triggered on
+   * evtchn_upcall_pending, injected when interrupts are open; otherwise ask
+   * KVM to exit as soon as the guest opens an interrupt window.
+   */
+  private injectUpcall(v: VCpu): void {
+    const d = v.dom;
+    const vector = v.upcallVector || d.shared.get('callbackVector');
+    if (!vector || !d.isUpcallPending(v)) {
+      v.hw.requestInterruptWindow = false;
+      return;
+    }
+    const hw = v.hw;
+    if (hw.readyForInterruptInjection && hw.ifFlag) {
+      hw.interrupt(vector);
+      hw.requestInterruptWindow = false;
+    } else {
+      hw.requestInterruptWindow = true;
+    }
+  }
+
+  /** Handles one exit; true when the vCPU leaves the pCPU. */
+  private handleExit(v: VCpu, h: Hcall, reason: number): boolean {
+    const d = v.dom;
+    const hw = v.hw;
+    const run = hw.run;
+    switch (reason) {
+      case EXIT.IO: {
+        const io = RUN.exit;
+        const port = run.getUint16(io + RUN_IO.port, true);
+        const size = run.getUint8(io + RUN_IO.size);
+        const count = run.getUint32(io + RUN_IO.count, true);
+        const out = run.getUint8(io + RUN_IO.direction) === KVM_EXIT_IO_OUT;
+        const off = Number(run.getBigUint64(io + RUN_IO.data_offset, true));
+        if (port === HYPERCALL_PORT && out && size === 4) {
+          if (d.hypercallPageGfn < 0) {
+            // `out` to the hypercall port without a hypercall page: not a Xen guest's doing.
+            hw.setReg(REG.rax, -38n);
+            return false;
+          }
+          const nr = run.getUint32(off, true);
+          const desched = doHypercall(h, nr);
+          return desched || d.stopping || v.blocked;
+        }
+        if (port === DEBUG_PORT && out) {
+          emitConsoleBytes(d, 'debugport', hw.runBytes.subarray(off, off + size * count));
+          return false;
+        }
+        if (!out) hw.runBytes.fill(port === DEBUG_PORT ? 0xe9 : 0xff, off, off + size * count);
+        return false; // no device there: reads float high, writes vanish
+      }
+      case EXIT.HLT: {
+        // HLT with interrupts disabled takes the vCPU down (Xen's hvm_hlt);
+        // with every vCPU down the domain powers off.
+        if (!(hw.reg(REG.rflags) & 0x200n)) {
+          v.online = false;
+          v.setRunstate(RUNSTATE.offline, d.now());
+          if (d.vcpus.every((x) => !x.online)) {
+            this.post({ type: 'log', level: 'info', text: `d${d.domid}: all vCPUs offline -- powering off` });
+            this.shutdown(d, SHUTDOWN.poweroff);
+          }
+          return true;
+        }
+        blockVcpu(h);
+        return true;
+      }
+      case EXIT.IRQ_WINDOW_OPEN:
+        return false;
+      case EXIT.MMIO: {
+        const m = RUN.exit;
+        const isWrite = run.getUint8(m + 20) !== 0;
+        if (!isWrite) hw.runBytes.fill(0xff, m + 8, m + 16);
+        return false;
+      }
+      case EXIT.X86_WRMSR: {
+        const idx = run.getUint32(RUN.exit + RUN_MSR.index, true);
+        const val = run.getBigUint64(RUN.exit + RUN_MSR.data, true);
+        if (idx === XEN_HYPERCALL_MSR && this.writeHypercallPage(v, val)) run.setUint8(RUN.exit + RUN_MSR.error, 0);
+        else run.setUint8(RUN.exit + RUN_MSR.error, MSR_ERROR_GP);
+        return false;
+      }
+      case EXIT.X86_RDMSR: {
+        const idx = run.getUint32(RUN.exit + RUN_MSR.index, true);
+        if (idx === XEN_HYPERCALL_MSR) {
+          run.setBigUint64(RUN.exit + RUN_MSR.data, 0n, true);
+          run.setUint8(RUN.exit + RUN_MSR.error, 0);
+        } else run.setUint8(RUN.exit + RUN_MSR.error, MSR_ERROR_GP);
+        return false;
+      }
+      case EXIT.SHUTDOWN:
+        this.crash(d, `triple fault on vCPU ${v.id} at rip 0x${hw.rip.toString(16)}`);
+        return true;
+      case EXIT.INTERNAL_ERROR:
+        this.crash(d, this.describeInternalError(v));
+        return true;
+      case EXIT.FAIL_ENTRY:
+        this.crash(d, `KVM could not enter vCPU ${v.id} (hardware reason 0x${run.getBigUint64(RUN.exit, true).toString(16)})`);
+        return true;
+      default:
+        this.crash(d, `unexpected KVM exit ${EXIT_NAMES[reason] ?? reason} on vCPU ${v.id} at rip 0x${hw.rip.toString(16)}`);
+        return true;
+    }
+  }
+
+  /** WRMSR to the hypercall MSR: page GPA | index (only index 0 exists). */
+  private writeHypercallPage(v: VCpu, val: bigint): boolean {
+    const d = v.dom;
+    if ((val & 0xfffn) !== 0n) return false;
+    const gfn = Number(val >> 12n);
+    const hp = d.physmap.hostPageOf(gfn);
+    const kind = hp < 0 ? null : d.physmap.kindOfHostPage(hp);
+    if (kind !== 'ram' && kind !== 'pool') return false;
+    fillHypercallPage(d.mem.bytes.subarray(hp * PAGE_SIZE, hp * PAGE_SIZE + PAGE_SIZE));
+    d.hypercallPageGfn = gfn;
+    // The shared-info layout follows the mode of the guest that wrote the page.
+    d.shared.set('abi', v.hw.longMode64 ? 0 : 1);
+    return true;
+  }
+
+  private describeInternalError(v: VCpu): string {
+    const run = v.hw.run;
+    const base = RUN.exit;
+    const sub = run.getUint32(base + RUN_INTERNAL.suberror, true);
+    const rip = v.hw.rip;
+    if (sub === KVM_INTERNAL_ERROR_EMULATION) {
+      let bytes = '';
+      const flags = run.getBigUint64(base + RUN_EMULATION_FAILURE.flags, true);
+      if (flags & 1n) {
+        const n = Math.min(15, run.getUint8(base + RUN_EMULATION_FAILURE.insn_size));
+        bytes = Array.from(v.hw.runBytes.subarray(base + RUN_EMULATION_FAILURE.insn_bytes, base + RUN_EMULATION_FAILURE.insn_bytes + n), (b) => b.toString(16).padStart(2, '0')).join(' ');
+      } else {
+        try {
+          const d = v.dom;
+          d.access.setContext({ cr0: v.hw.cr0, cr3: v.hw.cr3, cr4: v.hw.cr4, efer: v.hw.efer });
+          const cs = BigInt(v.hw.segment('cs').base);
+          bytes = Array.from(d.access.read(cs + rip, 15), (b) => b.toString(16).padStart(2, '0')).join(' ');
+        } catch {
+          bytes = '(unreadable)';
+        }
+      }
+      return `KVM could not emulate an instruction (a limitation of this host's KVM) on vCPU ${v.id} at rip 0x${rip.toString(16)}, CPL ${v.hw.cpl}: bytes ${bytes}`;
+    }
+    return `KVM internal error, suberror ${sub}, on vCPU ${v.id} at rip 0x${rip.toString(16)}`;
+  }
+}
+
+if (parentPort && workerData && (workerData as { kind?: string }).kind === 'pcpu') {
+  const init = (workerData as { init: PcpuInit }).init;
+  const port = parentPort;
+  const pcpu = new Pcpu(init, port);
+  port.postMessage({ type: 'ready', pcpu: init.pcpu, tid: pcpu.tid } satisfies WorkerToMain);
+  pcpu.loop();
+  port.close();
+}

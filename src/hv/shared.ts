@@ -1,0 +1,187 @@
+// State that more than one thread reads or writes lives in SharedArrayBuffers,
+// changed with Atomics. This module owns those layouts:
+//
+// HostShared (one per hypervisor): one record per pCPU worker: a doorbell word
+//   the worker sleeps on (Atomics.wait) and its Linux thread id for kicks.
+//
+// DomainShared (one per domain): a header (run state, shutdown reason, ABI,
+//   where shared_info lives in the domain's memfd), one record per vCPU
+//   (state, which pCPU it is on, where its vcpu_info lives, wake requests) and
+//   the event-channel port table, so any thread can deliver an event to the
+//   domain without waiting for the thread that runs it.
+
+export const MAX_PCPUS = 256;
+/** Offset, in the control domain's shared_info-shaped SAB, of the word workers bump to wake the main thread. */
+export const DOM0_DOORBELL = 3584;
+const PCPU_WORDS = 4;
+export const PCPU = { doorbell: 0, tid: 1, running: 2 } as const;
+
+export class HostShared {
+  readonly words: Int32Array;
+
+  constructor(readonly sab: SharedArrayBuffer = new SharedArrayBuffer(MAX_PCPUS * PCPU_WORDS * 4)) {
+    this.words = new Int32Array(sab);
+  }
+
+  /** Rings a worker's doorbell: wakes it if it sleeps in Atomics.wait. */
+  ring(pcpu: number): void {
+    const i = pcpu * PCPU_WORDS + PCPU.doorbell;
+    Atomics.add(this.words, i, 1);
+    Atomics.notify(this.words, i);
+  }
+
+  doorbellIndex(pcpu: number): number {
+    return pcpu * PCPU_WORDS + PCPU.doorbell;
+  }
+
+  tid(pcpu: number): number {
+    return Atomics.load(this.words, pcpu * PCPU_WORDS + PCPU.tid);
+  }
+
+  setTid(pcpu: number, tid: number): void {
+    Atomics.store(this.words, pcpu * PCPU_WORDS + PCPU.tid, tid);
+  }
+
+  /** 1 while the worker is inside KVM_RUN (a kick is needed to reach it). */
+  setRunning(pcpu: number, v: boolean): void {
+    Atomics.store(this.words, pcpu * PCPU_WORDS + PCPU.running, v ? 1 : 0);
+  }
+
+  isRunning(pcpu: number): boolean {
+    return Atomics.load(this.words, pcpu * PCPU_WORDS + PCPU.running) === 1;
+  }
+}
+
+/** Domain run states (as xl shows them) and flags. */
+export const DOMSTATE = { building: 0, running: 1, shutdown: 2, crashed: 3, dying: 4, dead: 5 } as const;
+
+/** vCPU run states: Xen's RUNSTATE_* values (public/vcpu.h) plus offline. */
+export const RUNSTATE = { running: 0, runnable: 1, blocked: 2, offline: 3 } as const;
+
+const HDR = {
+  state: 0, // DOMSTATE
+  pauseCount: 1, // >0: paused by the toolstack
+  shutdownReason: 2, // SHUTDOWN_* or -1
+  abi: 3, // 0 = 64-bit, 1 = 32-bit shared-info layout
+  sharedInfoOffset: 4, // byte offset of shared_info in the memfd
+  nrVcpus: 5,
+  maxPort: 6, // highest usable event-channel port
+  portLock: 7, // spinlock for port allocation and state changes
+  homePcpu: 8,
+  domid: 9,
+  cpuTimeLo: 10, // accumulated vCPU time in microseconds (lo/hi)
+  cpuTimeHi: 11,
+  shutdownCode: 12, // SCHEDOP_shutdown_code latch, -1 = none
+  isPrivileged: 13,
+  isConsole: 14, // console_io allowed
+  callbackVector: 15, // HVM_PARAM_CALLBACK_IRQ vector (type 2), 0 = none
+} as const;
+const HDR_WORDS = 16;
+
+const VCPU = {
+  state: 0, // RUNSTATE
+  pcpu: 1,
+  vcpuInfoOffset: 2, // byte offset of this vCPU's vcpu_info in the memfd, -1 = none
+  wake: 3, // set by any thread to ask the owning worker to re-check this vCPU
+  upcallVector: 4, // per-vCPU vector from HVMOP_set_evtchn_upcall_vector, 0 = none
+  pollMask: 5, // non-zero while blocked in SCHEDOP_poll
+} as const;
+const VCPU_WORDS = 8;
+
+/** Port record: [state | notifyVcpu << 8, remoteDom or virq, remotePort, flags]. */
+export const PORT_WORDS = 4;
+export const PORT = { stateVcpu: 0, remoteDom: 1, remotePort: 2, flags: 3 } as const;
+
+export class DomainShared {
+  readonly w: Int32Array;
+  readonly vcpuBase: number;
+  readonly portBase: number;
+
+  constructor(readonly sab: SharedArrayBuffer) {
+    this.w = new Int32Array(sab);
+    const nrVcpus = this.w[HDR.nrVcpus]!;
+    this.vcpuBase = HDR_WORDS;
+    this.portBase = HDR_WORDS + nrVcpus * VCPU_WORDS;
+  }
+
+  static create(domid: number, nrVcpus: number, maxPort: number): DomainShared {
+    const words = HDR_WORDS + nrVcpus * VCPU_WORDS + (maxPort + 1) * PORT_WORDS;
+    const sab = new SharedArrayBuffer(words * 4);
+    const w = new Int32Array(sab);
+    w[HDR.nrVcpus] = nrVcpus;
+    w[HDR.maxPort] = maxPort;
+    w[HDR.domid] = domid;
+    w[HDR.shutdownReason] = -1;
+    w[HDR.shutdownCode] = -1;
+    w[HDR.homePcpu] = -1;
+    const d = new DomainShared(sab);
+    for (let v = 0; v < nrVcpus; v++) {
+      d.setVcpu(v, 'vcpuInfoOffset', -1);
+      d.setVcpu(v, 'state', RUNSTATE.offline);
+      d.setVcpu(v, 'pcpu', -1);
+    }
+    return d;
+  }
+
+  get domid(): number { return this.w[HDR.domid]!; }
+  get nrVcpus(): number { return this.w[HDR.nrVcpus]!; }
+  get maxPort(): number { return this.w[HDR.maxPort]!; }
+
+  get<K extends keyof typeof HDR>(k: K): number {
+    return Atomics.load(this.w, HDR[k]);
+  }
+
+  set<K extends keyof typeof HDR>(k: K, v: number): void {
+    Atomics.store(this.w, HDR[k], v);
+  }
+
+  add<K extends keyof typeof HDR>(k: K, delta: number): number {
+    return Atomics.add(this.w, HDR[k], delta);
+  }
+
+  /** Atomically sets `k` to `v` only if it is `expect`; returns the old value. */
+  cas<K extends keyof typeof HDR>(k: K, expect: number, v: number): number {
+    return Atomics.compareExchange(this.w, HDR[k], expect, v);
+  }
+
+  addCpuTimeUs(us: number): void {
+    const lo = Atomics.add(this.w, HDR.cpuTimeLo, us) >>> 0;
+    if (lo + us > 0xffffffff) Atomics.add(this.w, HDR.cpuTimeHi, 1);
+  }
+
+  cpuTimeUs(): number {
+    return (Atomics.load(this.w, HDR.cpuTimeHi) >>> 0) * 2 ** 32 + (Atomics.load(this.w, HDR.cpuTimeLo) >>> 0);
+  }
+
+  vcpu<K extends keyof typeof VCPU>(v: number, k: K): number {
+    return Atomics.load(this.w, this.vcpuBase + v * VCPU_WORDS + VCPU[k]);
+  }
+
+  setVcpu<K extends keyof typeof VCPU>(v: number, k: K, val: number): void {
+    Atomics.store(this.w, this.vcpuBase + v * VCPU_WORDS + VCPU[k], val);
+  }
+
+  /** Sets a vCPU's wake flag; true if it was clear (the caller should ring the owner). */
+  requestWake(v: number): boolean {
+    return Atomics.exchange(this.w, this.vcpuBase + v * VCPU_WORDS + VCPU.wake, 1) === 0;
+  }
+
+  takeWake(v: number): boolean {
+    return Atomics.exchange(this.w, this.vcpuBase + v * VCPU_WORDS + VCPU.wake, 0) !== 0;
+  }
+
+  portIndex(port: number): number {
+    return this.portBase + port * PORT_WORDS;
+  }
+
+  /** Runs `fn` holding the domain's port lock (a short spinlock; holders never block). */
+  withPortLock<T>(fn: () => T): T {
+    const i = HDR.portLock;
+    while (Atomics.compareExchange(this.w, i, 0, 1) !== 0) { /* spin: critical sections are a few loads and stores */ }
+    try {
+      return fn();
+    } finally {
+      Atomics.store(this.w, i, 0);
+    }
+  }
+}

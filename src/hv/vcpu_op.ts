@@ -1,0 +1,112 @@
+// vcpu_op (public/vcpu.h): vcpu_info registration, runstate information and
+// the per-vCPU timers. Bringing secondary vCPUs up (initialise/up/down) comes
+// with SMP support.
+
+import { registerHypercall, Hcall } from './hypercall.js';
+import { HYPERCALL, PAGE_SIZE, VCPU_INFO_SIZE } from './abi/xen.js';
+import { struct, abiPair, forAbi } from './abi/layout.js';
+import { EBUSY, EINVAL, ENOENT, ENOSYS, XenError } from './errno.js';
+import type { VCpu } from './domain.js';
+
+export const VCPUOP = {
+  initialise: 0, up: 1, down: 2, is_up: 3, get_runstate_info: 4, register_runstate_memory_area: 5,
+  set_periodic_timer: 6, stop_periodic_timer: 7, set_singleshot_timer: 8, stop_singleshot_timer: 9,
+  register_vcpu_info: 10, send_nmi: 11, get_physid: 12, register_vcpu_time_memory_area: 13,
+} as const;
+export const VCPU_SSHOTTMR_future = 1;
+
+export const VcpuRegisterVcpuInfo = struct('vcpu_register_vcpu_info', 16, { mfn: [0, 'u64'], offset: [8, 'u32'], rsvd: [12, 'u32'] });
+export const VcpuSetPeriodicTimer = struct('vcpu_set_periodic_timer', 8, { period_ns: [0, 'u64'] });
+export const VcpuSetSingleshotTimer = abiPair(
+  struct('vcpu_set_singleshot_timer', 16, { timeout_abs_ns: [0, 'u64'], flags: [8, 'u32'] }),
+  struct('vcpu_set_singleshot_timer_32', 12, { timeout_abs_ns: [0, 'u64'], flags: [8, 'u32'] }),
+);
+/** vcpu_runstate_info: state i32, state_entry_time u64, time[4] u64 (48 bytes; 44 packed on i386). */
+export const VcpuRunstateInfo = abiPair(
+  struct('vcpu_runstate_info', 48, { state: [0, 'i32'], state_entry_time: [8, 'u64'], time0: [16, 'u64'], time1: [24, 'u64'], time2: [32, 'u64'], time3: [40, 'u64'] }),
+  struct('vcpu_runstate_info_32', 44, { state: [0, 'i32'], state_entry_time: [4, 'u64'], time0: [12, 'u64'], time1: [20, 'u64'], time2: [28, 'u64'], time3: [36, 'u64'] }),
+);
+
+const MILLISECS = 1_000_000n;
+
+export function runstateBytes(v: VCpu, x32: boolean, now: bigint): Uint8Array {
+  const t = v.runstateTime.slice();
+  t[v.runstateState]! += now - v.runstateEntry;
+  return (x32 ? VcpuRunstateInfo.x32 : VcpuRunstateInfo.x64).encode({
+    state: v.runstateState, state_entry_time: v.runstateEntry, time0: t[0]!, time1: t[1]!, time2: t[2]!, time3: t[3]!,
+  } as never);
+}
+
+function vcpuOp(h: Hcall): number {
+  const cmd = h.int(0);
+  const id = h.int(1);
+  const arg = h.ptr(2);
+  const d = h.dom;
+  const v = d.vcpus[id];
+  if (id < 0 || !v) throw new XenError(ENOENT);
+  const g = h.g;
+  switch (cmd) {
+    case VCPUOP.is_up:
+      return v.online ? 1 : 0;
+    case VCPUOP.get_runstate_info:
+      g.write(arg, runstateBytes(v, h.x32, d.now()));
+      return 0;
+    case VCPUOP.register_runstate_memory_area: {
+      const va = h.x32 ? BigInt(g.readU32(arg)) : g.readU64(arg);
+      v.runstateArea = va;
+      if (va !== 0n && v === h.vcpu) g.write(va, runstateBytes(v, h.x32, d.now()));
+      return 0;
+    }
+    case VCPUOP.register_vcpu_info: {
+      const a = g.readStruct(VcpuRegisterVcpuInfo, arg);
+      if (a.offset > PAGE_SIZE - VCPU_INFO_SIZE) throw new XenError(EINVAL);
+      if (v.vcpuInfoRegistered) throw new XenError(EBUSY);
+      if (v !== h.vcpu && v.online) throw new XenError(EINVAL);
+      const gfn = Number(a.mfn);
+      const hp = d.physmap.hostPageOf(gfn);
+      if (hp < 0 || d.physmap.kindOfHostPage(hp) !== 'ram' && d.physmap.kindOfHostPage(hp) !== 'pool') throw new XenError(EINVAL);
+      const newOff = hp * PAGE_SIZE + a.offset;
+      const oldOff = d.vcpuInfoOffset(v.id);
+      const bytes = d.mem.bytes;
+      if (oldOff >= 0) bytes.copyWithin(newOff, oldOff, oldOff + VCPU_INFO_SIZE);
+      else bytes.fill(0, newOff, newOff + VCPU_INFO_SIZE);
+      d.shared.setVcpu(v.id, 'vcpuInfoOffset', newOff);
+      v.vcpuInfoRegistered = true;
+      // Mark everything pending so nothing raised during the move is lost (as Xen does).
+      const selOff = h.x32 ? 4 : 8;
+      bytes.fill(0xff, newOff + selOff, newOff + selOff + (h.x32 ? 4 : 8));
+      Atomics.store(bytes, newOff, 1);
+      return 0;
+    }
+    case VCPUOP.set_periodic_timer: {
+      const { period_ns } = g.readStruct(VcpuSetPeriodicTimer, arg);
+      if (period_ns < MILLISECS || period_ns > 1n << 62n) throw new XenError(EINVAL);
+      v.timer.period = period_ns;
+      v.timer.periodicNext = d.now() + period_ns;
+      return 0;
+    }
+    case VCPUOP.stop_periodic_timer:
+      v.timer.period = 0n;
+      return 0;
+    case VCPUOP.set_singleshot_timer: {
+      if (v !== h.vcpu) throw new XenError(EINVAL);
+      const S = forAbi(VcpuSetSingleshotTimer, h.x32);
+      const a = S.decode(g.read(arg, S.size));
+      // VCPU_SSHOTTMR_future is accepted and ignored, as Xen's code does: past deadlines fire at once.
+      const t = BigInt(a.timeout_abs_ns!);
+      v.timer.singleshot = t === 0n ? 1n : t;
+      return 0;
+    }
+    case VCPUOP.stop_singleshot_timer:
+      if (v !== h.vcpu) throw new XenError(EINVAL);
+      v.timer.singleshot = 0n;
+      return 0;
+    case VCPUOP.get_physid:
+      throw new XenError(EINVAL);
+    default:
+      // initialise/up/down (SMP) and the rest are not offered yet.
+      throw new XenError(ENOSYS);
+  }
+}
+
+registerHypercall(HYPERCALL.vcpu_op, vcpuOp);

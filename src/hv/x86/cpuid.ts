@@ -1,0 +1,57 @@
+// The CPUID a Xen HVM/PVH guest sees: the host's supported leaves with KVM's
+// own hypervisor leaves removed and Xen's put at 0x40000000
+// (public/arch-x86/cpuid.h), carrying the domid and vCPU id.
+
+import type { CpuidEntry } from '../../kvm/kvm.js';
+import { XEN_MAJOR, XEN_MINOR } from '../abi/xen.js';
+
+export const XEN_CPUID_BASE = 0x40000000;
+/** The hypercall-page MSR named in leaf base+2 (Solo5 always writes this one). */
+export const XEN_HYPERCALL_MSR = 0x40000000;
+
+// public/arch-x86/cpuid.h: leaf 4 EAX flags
+export const XEN_HVM_CPUID_APIC_ACCESS_VIRT = 1 << 0;
+export const XEN_HVM_CPUID_X2APIC_VIRT = 1 << 1;
+export const XEN_HVM_CPUID_IOMMU_MAPPINGS = 1 << 2;
+export const XEN_HVM_CPUID_VCPU_ID_PRESENT = 1 << 3;
+export const XEN_HVM_CPUID_DOMID_PRESENT = 1 << 4;
+export const XEN_HVM_CPUID_UPCALL_VECTOR = 1 << 6;
+
+const sig = (s: string): number => s.charCodeAt(0) | (s.charCodeAt(1) << 8) | (s.charCodeAt(2) << 16) | (s.charCodeAt(3) << 24);
+
+const CPUID1_ECX_HYPERVISOR = 1 << 31;
+const CPUID1_ECX_X2APIC = 1 << 21;
+const CPUID1_ECX_TSC_DEADLINE = 1 << 24;
+
+export interface XenCpuidOptions {
+  domid: number;
+  vcpuId: number;
+  tscKhz: number;
+}
+
+export function xenCpuid(host: CpuidEntry[], o: XenCpuidOptions): CpuidEntry[] {
+  const out = host.filter((e) => e.function < 0x40000000 || e.function > 0x400000ff).map((e) => ({ ...e }));
+  for (const e of out) {
+    if (e.function === 1) {
+      e.ecx |= CPUID1_ECX_HYPERVISOR;
+      // No in-kernel LAPIC: x2APIC and TSC-deadline would promise hardware we do not model yet.
+      e.ecx &= ~(CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE);
+      // initial APIC id = vCPU id (bits 31:24 of EBX)
+      e.ebx = (e.ebx & 0x00ffffff) | ((o.vcpuId & 0xff) << 24);
+    }
+  }
+  const leaf = (fn: number, eax: number, ebx = 0, ecx = 0, edx = 0, index = 0, flags = 0): CpuidEntry => ({ function: fn, index, flags, eax, ebx, ecx, edx });
+  const B = XEN_CPUID_BASE;
+  out.push(
+    leaf(B, B + 4, sig('XenV'), sig('MMXe'), sig('nVMM')),
+    leaf(B + 1, (XEN_MAJOR << 16) | XEN_MINOR),
+    leaf(B + 2, 1, XEN_HYPERCALL_MSR, 0, 0),
+    // leaf 3 (time): subleaf 0 flags/mode/guest kHz, 1 offset/mul/shift, 2 host kHz; index-significant
+    leaf(B + 3, 0, 0, o.tscKhz, 0, 0, 1),
+    leaf(B + 3, 0, 0, 0, 0, 1, 1),
+    leaf(B + 3, o.tscKhz, 0, 0, 0, 2, 1),
+    leaf(B + 4, XEN_HVM_CPUID_IOMMU_MAPPINGS | XEN_HVM_CPUID_VCPU_ID_PRESENT | XEN_HVM_CPUID_DOMID_PRESENT | XEN_HVM_CPUID_UPCALL_VECTOR,
+      o.vcpuId, o.domid, 0, 0, 1),
+  );
+  return out;
+}

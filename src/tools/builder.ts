@@ -1,0 +1,87 @@
+// The domain builder (libxl + libxenguest's job for a PVH guest): create the
+// domain, load the kernel with its start_info, set up the console and
+// xenstore rings with their event channels toward the control domain, seed
+// the reserved grant entries, write the HVM params, set vCPU 0's entry state
+// and hand the domain to the hypervisor.
+
+import type { Hypervisor, DomainBuild } from '../hv/hypervisor.js';
+import { parsePvhElf, loadPvh, pvhEntryState, PvhLoadResult } from '../hv/x86/pvh.js';
+import { buildPvhE820, encodeE820Xenmem, SPECIALPAGE, specialPfn } from '../hv/x86/e820.js';
+import { HVM_PARAM } from '../hv/hvm.js';
+import { GrantEntryV1, GTF_permit_access, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE } from '../hv/grant_table.js';
+import { PAGE_SIZE } from '../hv/abi/xen.js';
+
+export interface BuildConfig {
+  name: string;
+  kernel: Uint8Array;
+  memoryMiB: number;
+  maxMemMiB?: number;
+  vcpus: number;
+  cmdline?: string;
+  ramdisk?: Uint8Array;
+  maxGrantFrames?: number;
+  maxEvtchnPort?: number;
+  isConsole?: boolean;
+  uuid?: Uint8Array;
+}
+
+export interface BuiltDomain {
+  domid: number;
+  build: DomainBuild;
+  load: PvhLoadResult;
+  consolePort: number; // the guest's port
+  storePort: number; // the guest's port
+  consoleGfn: number;
+  storeGfn: number;
+}
+
+export const CONSOLE_GFN = specialPfn(SPECIALPAGE.CONSOLE);
+export const STORE_GFN = specialPfn(SPECIALPAGE.XENSTORE);
+
+/** Builds a paused PVH domain; the caller connects backends, then calls hv.startDomain. */
+export function buildPvhDomain(hv: Hypervisor, cfg: BuildConfig): BuiltDomain {
+  const image = parsePvhElf(cfg.kernel); // throws PvhLoadError with a clear message
+  const b = hv.createDomain({
+    name: cfg.name, memoryMiB: cfg.memoryMiB, maxMemMiB: cfg.maxMemMiB, vcpus: cfg.vcpus,
+    maxGrantFrames: cfg.maxGrantFrames, maxEvtchnPort: cfg.maxEvtchnPort, isConsole: cfg.isConsole ?? true, uuid: cfg.uuid,
+  });
+  try {
+    const pm = b.physmap;
+    const e820 = buildPvhE820(pm.layout.ramPages * PAGE_SIZE);
+    const ram = b.mem.bytes.subarray(0, pm.lowRamPages * PAGE_SIZE);
+    const load = loadPvh(ram, image, {
+      cmdline: cfg.cmdline ?? '',
+      memmap: e820,
+      modules: cfg.ramdisk ? [{ data: cfg.ramdisk }] : [],
+    });
+    hv.setVcpuContext(b.domid, 0, pvhEntryState(load.entry, load.startInfoGpa));
+    // Rings toward the control domain: fresh pages, unbound ports it will bind.
+    const consolePort = hv.allocUnbound(b.domid, 0);
+    const storePort = hv.allocUnbound(b.domid, 0);
+    b.params[HVM_PARAM.CONSOLE_PFN] = BigInt(CONSOLE_GFN);
+    b.params[HVM_PARAM.CONSOLE_EVTCHN] = BigInt(consolePort);
+    b.params[HVM_PARAM.STORE_PFN] = BigInt(STORE_GFN);
+    b.params[HVM_PARAM.STORE_EVTCHN] = BigInt(storePort);
+    // Grant refs 0 and 1 let the console and xenstore backends map those pages (xc_dom_gnttab_seed).
+    const g0 = pm.grantBase * PAGE_SIZE;
+    const dv = new DataView(b.mem.buffer);
+    GrantEntryV1.write(dv, g0 + GNTTAB_RESERVED_CONSOLE * GrantEntryV1.size, { domid: 0, frame: CONSOLE_GFN, flags: GTF_permit_access });
+    GrantEntryV1.write(dv, g0 + GNTTAB_RESERVED_XENSTORE * GrantEntryV1.size, { domid: 0, frame: STORE_GFN, flags: GTF_permit_access });
+    const built: BuiltDomain = { domid: b.domid, build: b, load, consolePort, storePort, consoleGfn: CONSOLE_GFN, storeGfn: STORE_GFN };
+    (built as { e820?: Uint8Array }).e820 = encodeE820Xenmem(e820);
+    return built;
+  } catch (e) {
+    void hv.destroy(b.domid);
+    throw e;
+  }
+}
+
+/** Lets a built domain run. */
+export function startBuiltDomain(hv: Hypervisor, d: BuiltDomain): void {
+  hv.startDomain(d.build, (d as { e820?: Uint8Array }).e820!);
+}
+
+/** Host byte offset of a special page (console/xenstore ring) in the domain memory. */
+export function specialPageOffset(b: DomainBuild, gfn: number): number {
+  return b.physmap.hostPageOf(gfn) * PAGE_SIZE;
+}

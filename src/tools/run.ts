@@ -1,0 +1,86 @@
+// `xenode run <kernel>`: boot one domain in the foreground, stream its
+// console (console_io, the 0xE9 debug port and the PV console ring), and exit
+// with a code that says how it ended.
+
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { Hypervisor } from '../hv/hypervisor.js';
+import { buildPvhDomain, startBuiltDomain, specialPageOffset } from './builder.js';
+import { ConsoleBackend } from './console.js';
+import { SHUTDOWN_NAMES } from '../hv/sched_op.js';
+import { PvhLoadError } from '../hv/x86/pvh.js';
+
+/** Exit status of `xenode run` for each SHUTDOWN_* reason (crash distinct from poweroff). */
+export const EXIT_CODES: Record<number, number> = { 0: 0, 1: 10, 2: 11, 3: 12, 4: 13, 5: 14 };
+export const EXIT_INTERRUPTED = 130;
+const USAGE = `usage: xenode run <kernel> [--memory MiB] [--vcpus N] [--cmdline S] [--quiet]
+
+Boots a PVH kernel as one domain and streams its console. Exit status:
+  0 poweroff, 10 reboot, 11 suspend, 12 crash, 13 watchdog, 14 soft_reset,
+  1 error starting the domain, 2 bad usage, 130 interrupted (domain destroyed).`;
+
+export async function main(argv: string[]): Promise<number> {
+  let args;
+  try {
+    args = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        memory: { type: 'string', short: 'm', default: '32' },
+        vcpus: { type: 'string', default: '1' },
+        cmdline: { type: 'string', default: '' },
+        quiet: { type: 'boolean', short: 'q', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (e) {
+    console.error(`xenode run: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (args.values.help) { console.log(USAGE); return 0; }
+  const kernelPath = args.positionals[0];
+  if (!kernelPath || args.positionals.length > 1) { console.error(USAGE); return 2; }
+  const memoryMiB = Number(args.values.memory);
+  const vcpus = Number(args.values.vcpus);
+  if (!Number.isInteger(memoryMiB) || memoryMiB < 1) { console.error(`xenode run: --memory must be a whole number of MiB, got '${args.values.memory}'`); return 2; }
+  if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 128) { console.error(`xenode run: --vcpus must be 1..128, got '${args.values.vcpus}'`); return 2; }
+  let kernel: Uint8Array;
+  try {
+    kernel = readFileSync(kernelPath);
+  } catch (e) {
+    console.error(`xenode run: cannot read kernel '${kernelPath}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    return 1;
+  }
+
+  const hv = await Hypervisor.start({ pcpus: Math.min(vcpus, 2) });
+  const quiet = args.values.quiet;
+  const out = (s: string) => { if (!quiet) process.stdout.write(s); };
+  hv.on('log', (level, text) => { if (level !== 'info' || !quiet) process.stderr.write(`(XEN) ${text}\n`); });
+  hv.on('console', (_domid, _src, text) => out(text + '\n'));
+
+  let built;
+  try {
+    built = buildPvhDomain(hv, { name: 'xenode-run', kernel, memoryMiB, vcpus, cmdline: args.values.cmdline });
+  } catch (e) {
+    await hv.shutdownAll();
+    console.error(`xenode run: ${e instanceof PvhLoadError ? `${kernelPath}: ${e.message}` : (e as Error).message}`);
+    return 1;
+  }
+  const con = new ConsoleBackend(hv, built.domid, specialPageOffset(built.build, built.consoleGfn), built.consolePort, (b) => out(Buffer.from(b).toString('latin1')));
+  const ended = new Promise<number>((resolve) => {
+    hv.on('shutdown', (domid, reason, detail) => {
+      if (domid !== built.domid) return;
+      con.drain();
+      const name = SHUTDOWN_NAMES[reason] ?? `reason ${reason}`;
+      if (!quiet || reason !== 0) process.stderr.write(`xenode: domain ${domid} shut down: ${name}${detail ? ` (${detail.split('\n')[0]})` : ''}\n`);
+      resolve(EXIT_CODES[reason] ?? 12);
+    });
+    process.once('SIGINT', () => resolve(EXIT_INTERRUPTED));
+    process.once('SIGTERM', () => resolve(EXIT_INTERRUPTED));
+  });
+  startBuiltDomain(hv, built);
+  const code = await ended;
+  con.close();
+  await hv.shutdownAll();
+  return code;
+}
