@@ -1,0 +1,107 @@
+// Transaction conflicts under load: concurrent read-modify-write never loses an update.
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { after, before, test } from 'node:test';
+import { SocketClient, type XsClientBase } from './client.js';
+import { fixture, tmpDir, type Fixture } from './helpers.js';
+import { XsError } from './wire.js';
+
+let f: Fixture;
+let sock: string;
+before(async () => {
+  sock = path.join(tmpDir(), 'socket');
+  f = await fixture({ socketPath: sock });
+});
+after(async () => {
+  await f.close();
+});
+
+async function increment(c: XsClientBase, key: string): Promise<number> {
+  let attempts = 0;
+  for (;;) {
+    attempts++;
+    const tx = await c.transactionStart();
+    const v = Number(await c.read(key, tx));
+    await c.write(key, String(v + 1), tx);
+    try {
+      await c.transactionEnd(tx, true);
+      return attempts;
+    } catch (e) {
+      if (!(e instanceof XsError) || e.errno !== 'EAGAIN') throw e;
+    }
+  }
+}
+
+test('16 socket clients increment one counter 50 times each', async () => {
+  await f.dom0.write('/stress/counter', '0');
+  const clients = await Promise.all(Array.from({ length: 16 }, () => SocketClient.connect(sock)));
+  const before = f.d.stats.conflicts;
+  let retries = 0;
+  await Promise.all(clients.map(async (c) => {
+    for (let i = 0; i < 50; i++) {
+      const attempts = await increment(c, '/stress/counter');
+      retries += attempts - 1;
+    }
+  }));
+  assert.equal(await f.dom0.read('/stress/counter'), '800');
+  assert.ok(f.d.stats.conflicts - before > 0, 'some commits conflicted');
+  assert.equal(f.d.stats.conflicts - before, retries);
+  clients.forEach((c) => c.close());
+});
+
+test('socket clients and guests on rings share counters; transfers keep the total', async () => {
+  const guests = await Promise.all([11, 12, 13, 14].map((d) => f.guest(d)));
+  await f.dom0.mkdir('/stress/bank');
+  await f.dom0.setPerms('/stress/bank', ['b0', 'b11', 'b12', 'b13', 'b14']);
+  const accounts = ['a', 'b', 'c', 'd', 'e'];
+  for (const a of accounts) await f.dom0.write(`/stress/bank/${a}`, '100');
+  const socks = await Promise.all(Array.from({ length: 4 }, () => SocketClient.connect(sock)));
+  const all: XsClientBase[] = [...guests, ...socks];
+  let seed = 7;
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  await Promise.all(all.map(async (c) => {
+    for (let i = 0; i < 60; i++) {
+      const from = accounts[rnd(5)]!;
+      const to = accounts[rnd(5)]!;
+      await c.transaction(async (tx) => {
+        const a = Number(await c.read(`/stress/bank/${from}`, tx));
+        const b = Number(await c.read(`/stress/bank/${to}`, tx));
+        if (from === to) return;
+        await c.write(`/stress/bank/${from}`, String(a - 1), tx);
+        await c.write(`/stress/bank/${to}`, String(b + 1), tx);
+      }, 10000);
+    }
+  }));
+  let total = 0;
+  for (const a of accounts) total += Number(await f.dom0.read(`/stress/bank/${a}`));
+  assert.equal(total, 500);
+  assert.deepEqual(f.d.store.check(), []);
+  socks.forEach((c) => c.close());
+  for (const g of guests) await f.dom0.release(g.domid);
+});
+
+test('readers are never blocked by a writer storm', async () => {
+  const writer = await SocketClient.connect(sock);
+  const reader = await SocketClient.connect(sock);
+  await writer.write('/stress/r', 'x');
+  let stop = false;
+  const storm = (async () => {
+    let i = 0;
+    while (!stop) await Promise.all(Array.from({ length: 32 }, () => writer.write(`/stress/storm/${i++ % 100}`, 'y')));
+  })();
+  const lat: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const t0 = process.hrtime.bigint();
+    await reader.read('/stress/r');
+    lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  stop = true;
+  await storm;
+  lat.sort((a, b) => a - b);
+  assert.ok(lat[Math.floor(lat.length * 0.99)]! < 200, `p99 read latency ${lat[Math.floor(lat.length * 0.99)]} ms`);
+  writer.close();
+  reader.close();
+});
