@@ -7,7 +7,7 @@ import { Kvm, Vm, Vcpu as KvmVcpu } from '../kvm/kvm.js';
 import { SharedMemory } from '../kvm/memory.js';
 import { Physmap, PhysmapLayout } from './physmap.js';
 import { GuestAccess } from './guest_access.js';
-import { DomainShared, DOMSTATE, RUNSTATE } from './shared.js';
+import { DomainShared, HostShared, DOMSTATE, RUNSTATE } from './shared.js';
 import type { EvtchnDomain } from './evtchn_core.js';
 import { PAGE_SIZE, SharedInfo, VcpuTimeInfo, VCPU_INFO_SIZE, XEN_PVCLOCK_TSC_STABLE_BIT, VcpuInfo } from './abi/xen.js';
 import { systemTimeNs, TimeBase, TscScale, tscScale } from './time.js';
@@ -122,7 +122,7 @@ export class Domain {
   readonly handle: Uint8Array;
   readonly builderMemoryMap: Uint8Array;
 
-  constructor(kvm: Kvm, spec: DomainSpec) {
+  constructor(kvm: Kvm, spec: DomainSpec, readonly host: HostShared) {
     this.domid = spec.domid;
     this.name = spec.name;
     this.shared = new DomainShared(spec.sharedSab);

@@ -6,7 +6,7 @@
 import { registerHypercall, Hcall } from './hypercall.js';
 import { HYPERCALL, DOMID_SELF } from './abi/xen.js';
 import { struct } from './abi/layout.js';
-import { EINVAL, ENOSYS, EPERM, XenError } from './errno.js';
+import { EINVAL, ENOSYS, EPERM, ESRCH, XenError } from './errno.js';
 import * as core from './evtchn_core.js';
 import type { EvtchnHost } from './evtchn_core.js';
 
@@ -41,6 +41,14 @@ function isSelf(h: Hcall, dom: number): boolean {
   return dom === DOMID_SELF || dom === h.dom.domid;
 }
 
+/** The port table a sub-op names: own, or (for the privileged) another domain's. */
+function domainFor(h: Hcall, H: EvtchnHost, dom: number): core.EvtchnDomain {
+  if (isSelf(h, dom)) return h.dom.evtchn;
+  if (!h.dom.host.domainExists(dom)) throw new XenError(ESRCH);
+  if (!h.dom.privileged) throw new XenError(EPERM);
+  return core.checkDomain(H, dom);
+}
+
 function eventChannelOp(h: Hcall): number {
   const cmd = h.uint(0);
   const arg = h.ptr(1);
@@ -50,8 +58,7 @@ function eventChannelOp(h: Hcall): number {
   switch (cmd) {
     case EVTCHNOP.alloc_unbound: {
       const a = g.readStruct(EvtchnAllocUnbound, arg);
-      if (!isSelf(h, a.dom) && !h.dom.privileged) throw new XenError(EPERM);
-      const d = isSelf(h, a.dom) ? me : core.checkDomain(H, a.dom);
+      const d = domainFor(h, H, a.dom);
       const remote = a.remote_dom === DOMID_SELF ? h.dom.domid : a.remote_dom;
       const port = core.allocUnbound(d, remote);
       g.writeFields(EvtchnAllocUnbound, arg, { port });
@@ -90,9 +97,9 @@ function eventChannelOp(h: Hcall): number {
       return 0;
     case EVTCHNOP.status: {
       const a = g.readStruct(EvtchnStatus, arg);
-      if (!isSelf(h, a.dom) && !h.dom.privileged) throw new XenError(EPERM);
-      const d = isSelf(h, a.dom) ? me : core.checkDomain(H, a.dom);
-      if (!core.portValid(d.shared, a.port)) throw new XenError(EINVAL);
+      const d = domainFor(h, H, a.dom);
+      // Port 0 exists (reserved): it reads as closed.
+      if (!core.portInRange(d.shared, a.port)) throw new XenError(EINVAL);
       const p = core.portInfo(d.shared, a.port);
       const out = { status: p.state, vcpu: p.vcpu, u_dom: 0, u_port: 0 } as Record<string, number>;
       if (p.state === core.ECS.unbound) out.u_dom = p.remoteDom;
@@ -108,8 +115,7 @@ function eventChannelOp(h: Hcall): number {
     }
     case EVTCHNOP.reset: {
       const a = g.readStruct(EvtchnReset, arg);
-      if (!isSelf(h, a.dom) && !h.dom.privileged) throw new XenError(EPERM);
-      const d = isSelf(h, a.dom) ? me : core.checkDomain(H, a.dom);
+      const d = domainFor(h, H, a.dom);
       core.reset(H, d, d === me ? h.dom.virqs : undefined);
       return 0;
     }

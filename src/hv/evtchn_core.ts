@@ -55,8 +55,14 @@ function setPort(s: DomainShared, port: number, p: PortInfo): void {
   Atomics.store(s.w, i + PORT.stateVcpu, (p.state & 0xff) | (p.vcpu << 8));
 }
 
+/** A port that can carry events (port 0 is reserved). */
 export function portValid(s: DomainShared, port: number): boolean {
   return Number.isInteger(port) && port > 0 && port <= s.maxPort;
+}
+
+/** Xen's port_is_valid: within the table, port 0 included. */
+export function portInRange(s: DomainShared, port: number): boolean {
+  return Number.isInteger(port) && port >= 0 && port <= s.maxPort;
 }
 
 /** Lowest free port from 1 (call with the port lock held). */
@@ -134,7 +140,7 @@ function clearPending(d: EvtchnDomain, port: number): void {
 
 /** evtchn_2l_unmask. */
 export function unmask(host: EvtchnHost, d: EvtchnDomain, port: number): void {
-  if (!portValid(d.shared, port)) throw new XenError(EINVAL, `bad port ${port}`);
+  if (!portInRange(d.shared, port)) throw new XenError(EINVAL, `bad port ${port}`);
   const l = layout(d.shared);
   if (testAndClear(d.mem, l.base + l.mask + (port >> 3), port & 7) && isPending(d, port)) {
     selectAndNotify(host, d, port, portInfo(d.shared, port).vcpu);

@@ -6,7 +6,7 @@
 import { registerHypercall, Hcall } from './hypercall.js';
 import { HYPERCALL, DOMID_SELF, PAGE_SIZE } from './abi/xen.js';
 import { struct, abiPair, forAbi } from './abi/layout.js';
-import { EINVAL, ENOSYS, EPERM, ESRCH, XenError } from './errno.js';
+import { EINVAL, ENOSYS, EOPNOTSUPP, XenError } from './errno.js';
 import type { Domain } from './domain.js';
 
 export const GNTTABOP = {
@@ -63,9 +63,10 @@ export class GrantTable {
   }
 }
 
-function target(h: Hcall, dom: number): Domain | null {
+/** The table's domain, or the GNTST_ status that refuses it (bad_domain when it does not exist). */
+function target(h: Hcall, dom: number): Domain | number {
   if (dom === DOMID_SELF || dom === h.dom.domid) return h.dom;
-  return null;
+  return h.dom.host.domainExists(dom) && !h.dom.privileged ? GNTST.permission_denied : GNTST.bad_domain;
 }
 
 function grantTableOp(h: Hcall): number {
@@ -79,7 +80,7 @@ function grantTableOp(h: Hcall): number {
       const S = forAbi(GnttabSetupTable, h.x32);
       const a = S.decode(g.read(uop, S.size)) as { dom: number; nr_frames: number; frame_list: bigint | number };
       const d = target(h, a.dom);
-      if (!d) { g.writeFields(S, uop, { status: h.dom.privileged ? GNTST.bad_domain : GNTST.permission_denied }); return 0; }
+      if (typeof d === 'number') { g.writeFields(S, uop, { status: d }); return 0; }
       if (a.nr_frames > d.grant.maxFrames) { g.writeFields(S, uop, { status: GNTST.general_error }); return 0; }
       d.grant.grow(Math.max(1, a.nr_frames));
       const ul = h.x32 ? 4 : 8;
@@ -96,17 +97,18 @@ function grantTableOp(h: Hcall): number {
       if (count !== 1) throw new XenError(EINVAL);
       const a = g.readStruct(GnttabQuerySize, uop);
       const d = target(h, a.dom);
-      if (!d) { g.writeFields(GnttabQuerySize, uop, { status: h.dom.privileged ? GNTST.bad_domain : GNTST.permission_denied }); return 0; }
+      if (typeof d === 'number') { g.writeFields(GnttabQuerySize, uop, { status: d }); return 0; }
       g.writeFields(GnttabQuerySize, uop, { nr_frames: d.grant.nrFrames, max_nr_frames: d.grant.maxFrames, status: GNTST.okay });
       return 0;
     }
     case GNTTABOP.set_version: {
       if (count !== 1) throw new XenError(EINVAL);
       const a = g.readStruct(GnttabSetVersion, uop);
-      // Only version 1 is offered (max_grant_version 1): asking for 2 fails, the current version is reported.
+      // Only version 1 is offered (as with max_grant_version = 1): 2 is -EOPNOTSUPP, others -EINVAL;
+      // the current version is reported either way.
       if (a.version !== 1) {
         g.writeFields(GnttabSetVersion, uop, { version: h.dom.grant.version });
-        throw new XenError(EINVAL, `grant table version ${a.version}`);
+        throw new XenError(a.version === 2 ? EOPNOTSUPP : EINVAL, `grant table version ${a.version}`);
       }
       g.writeFields(GnttabSetVersion, uop, { version: 1 });
       return 0;
@@ -114,8 +116,7 @@ function grantTableOp(h: Hcall): number {
     case GNTTABOP.get_version: {
       if (count !== 1) throw new XenError(EINVAL);
       const a = g.readStruct(GnttabGetVersion, uop);
-      const d = target(h, a.dom);
-      if (!d) throw new XenError(h.dom.privileged ? ESRCH : EPERM);
+      const d = h.target(a.dom);
       g.writeFields(GnttabGetVersion, uop, { version: d.grant.version });
       return 0;
     }

@@ -3,9 +3,9 @@
 // the few other sub-ops a PVH guest uses.
 
 import { registerHypercall, Hcall } from './hypercall.js';
-import { HYPERCALL, DOMID_SELF } from './abi/xen.js';
+import { HYPERCALL } from './abi/xen.js';
 import { struct } from './abi/layout.js';
-import { EINVAL, ENOENT, ENOSYS, EPERM, ESRCH, EEXIST, XenError } from './errno.js';
+import { EINVAL, ENOENT, ENOSYS, EPERM, EEXIST, XenError } from './errno.js';
 import type { Domain } from './domain.js';
 
 export const HVMOP = { set_param: 0, get_param: 1, flush_tlbs: 5, pagetable_dying: 9, get_time: 10, get_mem_type: 15, set_evtchn_upcall_vector: 23 } as const;
@@ -58,9 +58,7 @@ export function applyParam(d: Domain, index: number, value: bigint, callerAbi32?
 }
 
 function targetDomain(h: Hcall, domid: number): Domain {
-  if (domid === DOMID_SELF || domid === h.dom.domid) return h.dom;
-  // Other domains live on other threads; only the toolstack acts on them (through the builder).
-  throw new XenError(h.dom.privileged ? ESRCH : EPERM);
+  return h.target(domid);
 }
 
 function hvmOp(h: Hcall): number {

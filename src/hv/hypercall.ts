@@ -5,8 +5,8 @@
 import { REG } from '../kvm/abi.js';
 import type { Domain, VCpu } from './domain.js';
 import { GuestAccess, GuestFault } from './guest_access.js';
-import { EFAULT, ENOSYS, EPERM, XenError } from './errno.js';
-import type { Abi } from './abi/xen.js';
+import { EFAULT, ENOSYS, EPERM, ESRCH, XenError } from './errno.js';
+import { Abi, DOMID_SELF } from './abi/xen.js';
 
 /** What a handler sees of the call. */
 export class Hcall {
@@ -20,6 +20,18 @@ export class Hcall {
 
   get g(): GuestAccess {
     return this.dom.access;
+  }
+
+  /**
+   * The domain a sub-op names: the caller itself for DOMID_SELF or its own id.
+   * Xen looks the domain up before the permission check, so a domain that
+   * does not exist is -ESRCH and another domain is -EPERM for a domU. (A
+   * privileged guest acting on other domains is not supported yet: -ESRCH.)
+   */
+  target(domid: number): Domain {
+    if (domid === DOMID_SELF || domid === this.dom.domid) return this.dom;
+    if (!this.dom.host.domainExists(domid) || this.dom.privileged) throw new XenError(ESRCH);
+    throw new XenError(EPERM);
   }
 
   get x32(): boolean {

@@ -170,6 +170,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
         const r = this.domains.get(m.domid);
         if (r) {
           this.domains.delete(m.domid);
+          this.host.setDomainExists(m.domid, false);
           r.mem.close();
           r.destroyed?.();
         }
@@ -232,6 +233,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     shared.setVcpu(0, 'state', RUNSTATE.runnable);
     const rec: Record_ = { domid, name: o.name, shared, mem, pcpu: -1, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, vm, vcpuFds: vcpus.map((v) => v.fd) };
     this.domains.set(domid, rec);
+    this.host.setDomainExists(domid, true);
     this.pendingVcpus.set(domid, vcpus);
     return { domid, name: o.name, physmap, mem, shared, params: {}, options: o };
   }
@@ -314,6 +316,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       r.vm?.close();
       r.mem.close();
       this.domains.delete(domid);
+      this.host.setDomainExists(domid, false);
       this.emit('destroyed', domid);
       return Promise.resolve();
     }

@@ -6,11 +6,12 @@
 // preempt.
 
 import { registerHypercall, Hcall } from './hypercall.js';
-import { HYPERCALL, DOMID_SELF, PAGE_SIZE, Abi } from './abi/xen.js';
+import { HYPERCALL, PAGE_SIZE, Abi } from './abi/xen.js';
 import { struct, abiPair, forAbi } from './abi/layout.js';
-import { EINVAL, ENOENT, ENOSYS, EPERM, ESRCH, XenError } from './errno.js';
+import { EINVAL, ENOENT, ENOSYS, XenError } from './errno.js';
 import { decodeE820Xenmem } from './x86/e820.js';
 import type { Domain } from './domain.js';
+import { GuestFault } from './guest_access.js';
 
 export const XENMEM = {
   increase_reservation: 0, decrease_reservation: 1, maximum_ram_page: 2, current_reservation: 3,
@@ -58,8 +59,7 @@ export const XenForeignMemoryMap = abiPair(
 const ulong = (abi: Abi) => (abi === 'x32' ? 4 : 8);
 
 function self(h: Hcall, domid: number): Domain {
-  if (domid === DOMID_SELF || domid === h.dom.domid) return h.dom;
-  throw new XenError(h.dom.privileged ? ESRCH : EPERM);
+  return h.target(domid);
 }
 
 function readPfn(h: Hcall, base: bigint, i: number): number {
@@ -81,7 +81,10 @@ function releasePage(d: Domain, hp: number): void {
 
 function reservation(h: Hcall, cmd: number, start: number): number {
   const R = forAbi(XenMemoryReservation, h.x32);
-  const r = R.decode(h.g.read(h.ptr(1), R.size)) as { extent_start: bigint | number; nr_extents: bigint | number; extent_order: number; mem_flags: number; domid: number };
+  let raw: Uint8Array;
+  // Xen answers an unreadable reservation with the start extent, not -EFAULT.
+  try { raw = h.g.read(h.ptr(1), R.size); } catch (e) { if (e instanceof GuestFault) return start; throw e; }
+  const r = R.decode(raw) as { extent_start: bigint | number; nr_extents: bigint | number; extent_order: number; mem_flags: number; domid: number };
   const d = self(h, r.domid);
   const nr = Number(r.nr_extents);
   const base = BigInt(r.extent_start);
@@ -90,8 +93,12 @@ function reservation(h: Hcall, cmd: number, start: number): number {
   const pages = 1 << r.extent_order;
   let i = start;
   for (; i < nr; i++) {
+    // A bad extent list ends the operation with the extents done so far (Xen's `goto out`).
+    let gfn = 0;
+    if (cmd !== XENMEM.increase_reservation) {
+      try { gfn = readPfn(h, base, i); } catch (e) { if (e instanceof GuestFault) break; throw e; }
+    }
     if (cmd === XENMEM.populate_physmap) {
-      const gfn = readPfn(h, base, i);
       // Every page of the extent must be free to take; stop at the first that is not.
       if (d.totPages + pages > d.maxPages) break;
       let ok = true;
@@ -104,7 +111,6 @@ function reservation(h: Hcall, cmd: number, start: number): number {
       }
       if (!ok) break;
     } else if (cmd === XENMEM.decrease_reservation) {
-      const gfn = readPfn(h, base, i);
       let ok = true;
       for (let p = 0; p < pages; p++) {
         const hp = d.physmap.hostPageOf(gfn + p);

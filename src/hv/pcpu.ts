@@ -144,7 +144,7 @@ class Pcpu {
   // --- domain lifecycle ---------------------------------------------------
 
   adopt(spec: DomainSpec): void {
-    const d = new Domain(this.kvm, spec);
+    const d = new Domain(this.kvm, spec, this.host);
     d.shared.set('homePcpu', this.init.pcpu);
     for (const v of d.vcpus) v.hw.setSignalMask(this.runMask);
     this.domains.set(d.domid, d);

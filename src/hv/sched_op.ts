@@ -6,7 +6,7 @@
 import { registerHypercall, Hcall } from './hypercall.js';
 import { HYPERCALL } from './abi/xen.js';
 import { struct, abiPair, forAbi } from './abi/layout.js';
-import { EINVAL, ENOSPC, ENOSYS, EPERM, XenError } from './errno.js';
+import { EINVAL, ENOSPC, ENOSYS, EPERM, ESRCH, XenError } from './errno.js';
 import * as core from './evtchn_core.js';
 import type { Domain, VCpu } from './domain.js';
 
@@ -102,7 +102,8 @@ function schedOp(h: Hcall): number {
       return 0;
     }
     case SCHEDOP.remote_shutdown: {
-      g.readStruct(SchedRemoteShutdown, arg);
+      const r = g.readStruct(SchedRemoteShutdown, arg);
+      if (r.domain_id !== d.domid && !d.host.domainExists(r.domain_id)) throw new XenError(ESRCH);
       // Device-model / control-domain privilege; the toolstack acts on other domains itself.
       if (!d.privileged) throw new XenError(EPERM);
       throw new XenError(ENOSYS, 'remote_shutdown from a guest control domain is not supported yet');

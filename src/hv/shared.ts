@@ -16,11 +16,27 @@ export const DOM0_DOORBELL = 3584;
 const PCPU_WORDS = 4;
 export const PCPU = { doorbell: 0, tid: 1, running: 2 } as const;
 
+const DOMID_BITS_WORDS = 32768 / 32;
+
 export class HostShared {
   readonly words: Int32Array;
+  /** One bit per domid: set while the domain exists (lets any thread answer -ESRCH). */
+  private readonly domids: Int32Array;
 
-  constructor(readonly sab: SharedArrayBuffer = new SharedArrayBuffer(MAX_PCPUS * PCPU_WORDS * 4)) {
-    this.words = new Int32Array(sab);
+  constructor(readonly sab: SharedArrayBuffer = new SharedArrayBuffer((MAX_PCPUS * PCPU_WORDS + DOMID_BITS_WORDS) * 4)) {
+    this.words = new Int32Array(sab, 0, MAX_PCPUS * PCPU_WORDS);
+    this.domids = new Int32Array(sab, MAX_PCPUS * PCPU_WORDS * 4, DOMID_BITS_WORDS);
+  }
+
+  setDomainExists(domid: number, exists: boolean): void {
+    if (exists) Atomics.or(this.domids, domid >>> 5, 1 << (domid & 31));
+    else Atomics.and(this.domids, domid >>> 5, ~(1 << (domid & 31)));
+  }
+
+  domainExists(domid: number): boolean {
+    if (domid === 0) return true;
+    if (domid < 0 || domid >= 32768) return false;
+    return (Atomics.load(this.domids, domid >>> 5) & (1 << (domid & 31))) !== 0;
   }
 
   /** Rings a worker's doorbell: wakes it if it sleeps in Atomics.wait. */

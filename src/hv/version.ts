@@ -77,7 +77,7 @@ function xenVersion(h: Hcall): number {
       return 0;
     }
     case XENVER.pagesize:
-      return PAGE_SIZE;
+      return arg === 0n ? PAGE_SIZE : -EINVAL;
     case XENVER.guest_handle:
       g.write(arg, h.dom.handle);
       return 0;
