@@ -186,7 +186,7 @@ export class Xenstored {
 
   private acceptSocket(s: net.Socket): void {
     const c = new SocketConn(s, PRIV);
-    c.onInput = () => this.kick(c);
+    c.onInput = () => this.socketInput(c);
     c.onClosed = () => this.dropConn(c);
     this.conns.add(c);
   }
@@ -233,6 +233,24 @@ export class Xenstored {
     }
   }
 
+  /**
+   * Socket input is handled straight away (no extra event-loop hop) unless a
+   * turn is already pending, in which case it joins that turn. Replies leave
+   * at once when nothing needs syncing; otherwise they wait for the next
+   * scheduled turn, which group-commits every change made meanwhile.
+   */
+  private socketInput(c: Conn): void {
+    if (this.scheduled || this.inTurn) {
+      this.kick(c);
+      return;
+    }
+    if (!c.queued) {
+      c.queued = true;
+      this.ready.push(c);
+    }
+    this.turn(true);
+  }
+
   private markDirty(c: Conn): void {
     if (!c.dirty) {
       c.dirty = true;
@@ -241,15 +259,21 @@ export class Xenstored {
   }
   private dirtyList: Conn[] = [];
 
-  private readonly turnFn = (): void => this.turn();
+  private readonly turnFn = (): void => {
+    this.scheduled = false;
+    this.turn(false);
+  };
+  private inTurn = false;
 
   /**
    * One scheduling turn: every ready connection handles up to `budget`
    * requests (round robin, so no client starves the others), then the journal
-   * is synced and only then is any reply released.
+   * is synced and only then is any reply released. With mayDefer, a turn
+   * that left journal records unsynced hands the sync and the replies over to
+   * a scheduled turn instead (group commit).
    */
-  private turn(): void {
-    this.scheduled = false;
+  private turn(mayDefer: boolean): void {
+    this.inTurn = true;
     this.stats.turns++;
     const work = this.ready;
     this.ready = [];
@@ -276,7 +300,14 @@ export class Xenstored {
       if (n === this.budget && !c.closed) this.kick(c);
       if (n > 0) this.markDirty(c);
     }
-    this.flushPersist();
+    this.inTurn = false;
+    if (this.persist?.dirty) {
+      if (mayDefer) {
+        this.kickFlush();
+        return;
+      }
+      this.flushPersist();
+    }
     const dirty = this.dirtyList;
     this.dirtyList = [];
     for (const c of dirty) {

@@ -230,10 +230,17 @@ export class OutBuf {
     this.count++;
   }
 
-  /** Hand over the buffered bytes (a view no longer touched by this object). */
+  /** Hand over the buffered bytes (a buffer no longer touched by this object). */
   take(): Buffer {
-    const out = this.buf.subarray(0, this.len);
-    this.buf = Buffer.allocUnsafe(Math.max(this.initial, 1024));
+    let out: Buffer;
+    if (this.len <= 4096) {
+      // Small batches are copied into a pooled buffer; ours is reused.
+      out = Buffer.allocUnsafe(this.len);
+      this.buf.copy(out, 0, 0, this.len);
+    } else {
+      out = this.buf.subarray(0, this.len);
+      this.buf = Buffer.allocUnsafe(this.initial);
+    }
     this.len = 0;
     this.count = 0;
     return out;

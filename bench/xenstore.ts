@@ -1,0 +1,120 @@
+// xenstored benchmark: ops/s and latency over the Unix socket.
+//
+//   node dist/bench/xenstore.js [--seconds S] [--db none|PATH] [--no-fsync] [--iterations N]
+//
+// Runs `xenode xenstored` as a child process and drives it from this process:
+//   * sync: each client keeps one request in flight (like libxenstore);
+//     latency per operation (median, p99) and aggregate ops/s, 1 and 16 clients;
+//   * pipelined: one client keeps 64 requests in flight (req_id pipelining) -
+//     the daemon's throughput limit for small reads;
+//   * test-xenstore -i N (Xen's own C client) if it has been extracted.
+
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs, promisify } from 'node:util';
+import { SocketClient } from '../src/tools/xenstored/client.js';
+import { REPO_ROOT, spawnDaemon, tmpDir } from '../src/tools/xenstored/helpers.js';
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '2' },
+    db: { type: 'string' },
+    'no-fsync': { type: 'boolean' },
+    iterations: { type: 'string', default: '1000' },
+  },
+});
+const seconds = Number(values.seconds);
+const dir = tmpDir('xs-bench-');
+const sock = path.join(dir, 'socket');
+const db = values.db ?? path.join(dir, 'db');
+
+type Op = (c: SocketClient, id: number) => Promise<unknown>;
+const OPS: Record<string, Op> = {
+  read: (c) => c.readBuffer('/bench/small'),
+  write: (c, id) => c.write(`/bench/w/${id}`, 'value'),
+  directory: (c) => c.directory('/bench/dir'),
+  transaction: async (c, id) => {
+    const tx = await c.transactionStart();
+    await c.readBuffer(`/bench/t/${id}`, tx);
+    await c.write(`/bench/t/${id}`, 'x', tx);
+    await c.transactionEnd(tx, true);
+  },
+};
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
+}
+
+async function runSync(op: Op, clients: SocketClient[]): Promise<{ ops: number; median: number; p99: number }> {
+  const lat: number[] = [];
+  const end = performance.now() + seconds * 1000;
+  await Promise.all(clients.map(async (c, id) => {
+    while (performance.now() < end) {
+      const t0 = performance.now();
+      await op(c, id);
+      lat.push(performance.now() - t0);
+    }
+  }));
+  lat.sort((a, b) => a - b);
+  return { ops: lat.length / seconds, median: pct(lat, 0.5) * 1000, p99: pct(lat, 0.99) * 1000 };
+}
+
+async function runPipelined(op: Op, c: SocketClient, window: number): Promise<number> {
+  let n = 0;
+  const end = performance.now() + seconds * 1000;
+  await Promise.all(Array.from({ length: window }, async (_, k) => {
+    while (performance.now() < end) {
+      await op(c, k);
+      n++;
+    }
+  }));
+  return n / seconds;
+}
+
+async function main(): Promise<void> {
+  const args = values.db === 'none' ? ['--db', 'none'] : ['--db', db];
+  if (values['no-fsync']) args.push('--no-fsync');
+  const daemon = await spawnDaemon(sock, args);
+  const setup = await SocketClient.connect(sock);
+  await setup.write('/bench/small', 'x');
+  for (let i = 0; i < 10; i++) await setup.write(`/bench/dir/entry-${i}`, '');
+  for (let i = 0; i < 16; i++) await setup.write(`/bench/t/${i}`, '0');
+
+  console.log(`xenstored benchmark: node ${process.version}, ${seconds}s per case, journal ${values.db === 'none' ? 'none' : `${db}${values['no-fsync'] ? ' (no fsync)' : ' (fdatasync per turn)'}`}`);
+  console.log('op           clients   ops/s      median us   p99 us');
+  for (const [name, op] of Object.entries(OPS)) {
+    for (const n of [1, 16]) {
+      const cs = await Promise.all(Array.from({ length: n }, () => SocketClient.connect(sock)));
+      await runSync(op, cs.slice(0, 1)).catch(() => undefined); // warm-up is cheap: reuse one short pass
+      const r = await runSync(op, cs);
+      console.log(`${name.padEnd(12)} ${String(n).padStart(7)} ${r.ops.toFixed(0).padStart(9)} ${r.median.toFixed(1).padStart(11)} ${r.p99.toFixed(1).padStart(9)}`);
+      cs.forEach((c) => c.close());
+    }
+  }
+  const one = await SocketClient.connect(sock);
+  for (const name of ['read', 'write', 'directory']) {
+    const r = await runPipelined(OPS[name]!, one, 64);
+    console.log(`${`${name} pipelined`.padEnd(20)} 1 client, 64 in flight: ${r.toFixed(0)} ops/s`);
+  }
+  one.close();
+
+  const tx = path.join(REPO_ROOT, '.cache', 'xen-utils', 'usr', 'lib', 'xen-4.17', 'bin', 'test-xenstore');
+  if (fs.existsSync(tx)) {
+    const it = values.iterations;
+    const r = await promisify(execFile)(tx, ['-i', it], { env: { ...process.env, XENSTORED_PATH: sock } });
+    console.log(`test-xenstore -i ${it}:`);
+    process.stdout.write(r.stdout.replace(/^/gm, '  '));
+  } else {
+    console.log('test-xenstore: not extracted (scripts/fetch-test-xenstore.sh); skipped');
+  }
+  console.log((await setup.control('memreport')).split('\n').filter((l) => /^(nodes|requests|journal|process)/.test(l)).join('\n'));
+  setup.close();
+  await daemon.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exitCode = 1;
+});
