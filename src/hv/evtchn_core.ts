@@ -55,19 +55,28 @@ function setPort(s: DomainShared, port: number, p: PortInfo): void {
   Atomics.store(s.w, i + PORT.stateVcpu, (p.state & 0xff) | (p.vcpu << 8));
 }
 
+/**
+ * Highest usable port: maxPort, capped by what the 2-level bitmaps of the
+ * domain's shared_info can hold (Xen's max_evtchns: 32*32 ports with the
+ * 32-bit layout, 64*64 with the 64-bit one).
+ */
+export function lastPort(s: DomainShared): number {
+  return Math.min(s.maxPort, s.get('abi') === 1 ? 1023 : 4095);
+}
+
 /** A port that can carry events (port 0 is reserved). */
 export function portValid(s: DomainShared, port: number): boolean {
-  return Number.isInteger(port) && port > 0 && port <= s.maxPort;
+  return Number.isInteger(port) && port > 0 && port <= lastPort(s);
 }
 
 /** Xen's port_is_valid: within the table, port 0 included. */
 export function portInRange(s: DomainShared, port: number): boolean {
-  return Number.isInteger(port) && port >= 0 && port <= s.maxPort;
+  return Number.isInteger(port) && port >= 0 && port <= lastPort(s);
 }
 
 /** Lowest free port from 1 (call with the port lock held). */
 function allocPort(s: DomainShared): number {
-  for (let p = 1; p <= s.maxPort; p++) if ((Atomics.load(s.w, s.portIndex(p) + PORT.stateVcpu) & 0xff) === ECS.closed) return p;
+  for (let p = 1, last = lastPort(s); p <= last; p++) if ((Atomics.load(s.w, s.portIndex(p) + PORT.stateVcpu) & 0xff) === ECS.closed) return p;
   throw new XenError(ENOSPC, 'no free event-channel port');
 }
 
@@ -286,7 +295,7 @@ export function raiseVirq(host: EvtchnHost, d: EvtchnDomain, virq: number, vcpu:
 
 /** EVTCHNOP_reset: closes every port of the domain. */
 export function reset(host: EvtchnHost, d: EvtchnDomain, virqs?: Map<number, number>): void {
-  for (let p = 1; p <= d.shared.maxPort; p++) {
+  for (let p = 1, last = lastPort(d.shared); p <= last; p++) {
     if (portInfo(d.shared, p).state !== ECS.closed) close(host, d, p, virqs);
   }
 }
