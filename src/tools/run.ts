@@ -5,8 +5,10 @@
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { Hypervisor } from '../hv/hypervisor.js';
-import { buildPvhDomain, startBuiltDomain, specialPageOffset } from './builder.js';
-import { ConsoleBackend } from './console.js';
+import { randomUUID } from 'node:crypto';
+import { buildPvhDomain, startBuiltDomain, specialPageOffset, BuiltDomain } from './builder.js';
+import { Xenstored, LocalClient } from './xenstored/index.js';
+import { XenstoreRings, connectServices } from './services.js';
 import { SHUTDOWN_NAMES } from '../hv/sched_op.js';
 import { PvhLoadError } from '../hv/x86/pvh.js';
 
@@ -58,21 +60,49 @@ export async function main(argv: string[]): Promise<number> {
   hv.on('log', (level, text) => { if (level !== 'info' || !quiet) process.stderr.write(`(XEN) ${text}\n`); });
   hv.on('console', (_domid, _src, text) => out(text + '\n'));
 
-  let built;
+  // The control domain's xenstored (in memory: `run` keeps no state).
+  const builds = new Map<number, BuiltDomain>();
+  const rings = new XenstoreRings(hv, (domid, gfn) => {
+    const b = builds.get(domid);
+    return b && gfn === b.storeGfn ? specialPageOffset(b.build, gfn) : null;
+  });
+  const xs = new Xenstored({ hooks: rings, log: (l) => { if (!quiet) process.stderr.write(`xenstored: ${l}\n`); } });
+  rings.xs = xs;
+  await xs.start();
+  const client = new LocalClient(xs);
+
+  let built: BuiltDomain;
+  const name = 'xenode-run';
   try {
-    built = buildPvhDomain(hv, { name: 'xenode-run', kernel, memoryMiB, vcpus, cmdline: args.values.cmdline });
+    built = buildPvhDomain(hv, { name, kernel, memoryMiB, vcpus, cmdline: args.values.cmdline });
   } catch (e) {
+    await xs.stop();
     await hv.shutdownAll();
     console.error(`xenode run: ${e instanceof PvhLoadError ? `${kernelPath}: ${e.message}` : (e as Error).message}`);
     return 1;
   }
-  const con = new ConsoleBackend(hv, built.domid, specialPageOffset(built.build, built.consoleGfn), built.consolePort, (b) => out(Buffer.from(b).toString('latin1')));
+  builds.set(built.domid, built);
+  let services;
+  try {
+    services = await connectServices(hv, xs, client, built, {
+      name, uuid: randomUUID(), vcpus, memoryKiB: memoryMiB * 1024,
+      output: (b) => out(Buffer.from(b).toString('latin1')),
+    });
+  } catch (e) {
+    client.close();
+    await xs.stop();
+    await hv.shutdownAll();
+    console.error(`xenode run: connecting the domain's console and xenstore failed: ${(e as Error).message}`);
+    return 1;
+  }
+  const con = services.console;
   const ended = new Promise<number>((resolve) => {
     hv.on('shutdown', (domid, reason, detail) => {
       if (domid !== built.domid) return;
       con.drain();
-      const name = SHUTDOWN_NAMES[reason] ?? `reason ${reason}`;
-      if (!quiet || reason !== 0) process.stderr.write(`xenode: domain ${domid} shut down: ${name}${detail ? ` (${detail.split('\n')[0]})` : ''}\n`);
+      xs.domainDied(domid);
+      const why = SHUTDOWN_NAMES[reason] ?? `reason ${reason}`;
+      if (!quiet || reason !== 0) process.stderr.write(`xenode: domain ${domid} shut down: ${why}${detail ? ` (${detail.split('\n')[0]})` : ''}\n`);
       resolve(EXIT_CODES[reason] ?? 12);
     });
     process.once('SIGINT', () => resolve(EXIT_INTERRUPTED));
@@ -80,7 +110,9 @@ export async function main(argv: string[]): Promise<number> {
   });
   startBuiltDomain(hv, built);
   const code = await ended;
-  con.close();
+  services.close();
+  client.close();
+  await xs.stop();
   await hv.shutdownAll();
   return code;
 }

@@ -1,0 +1,114 @@
+// The control domain's services for a domain the builder made: the console
+// backend on its PV console ring and xenstored on its xenstore ring (each
+// reached through the ring's grant-seeded special page and an event channel
+// bound by the control domain), and libxl's xenstore skeleton for it.
+
+import type { Hypervisor } from '../hv/hypervisor.js';
+import { Xenstored, LocalClient, type DomainRingPort, type XenstoredHooks } from './xenstored/index.js';
+import type { BuiltDomain } from './builder.js';
+import { specialPageOffset } from './builder.js';
+import { ConsoleBackend } from './console.js';
+
+/**
+ * xenstored's hooks into the hypervisor: on INTRODUCE, reach the guest's
+ * ring page and bind a control-domain port to the guest's store port; on
+ * release, unbind it. `ringOffset` says where a domain's ring GFN lives in
+ * its memory (null: not a ring we know, INTRODUCE fails with EINVAL).
+ */
+export class XenstoreRings implements XenstoredHooks {
+  xs: Xenstored | null = null;
+  private readonly bound = new Map<number, number>(); // domid -> control-domain port
+
+  constructor(private readonly hv: Hypervisor, private readonly ringOffset: (domid: number, gfn: number) => number | null) {}
+
+  // arrow properties: xenstored calls the hooks detached from this object
+  readonly mapDomainRing = (domid: number, gfn: number, port: number): DomainRingPort | null => {
+    const off = this.ringOffset(domid, gfn);
+    if (off === null) return null;
+    let mem;
+    try { mem = this.hv.memory(domid); } catch { return null; }
+    this.unmapDomainRing(domid);
+    let local: number;
+    try {
+      local = this.hv.bindDom0(domid, port, () => this.xs?.ringNotified(domid));
+    } catch {
+      return null;
+    }
+    this.bound.set(domid, local);
+    return { page: mem.bytes.subarray(off, off + 4096), notify: () => this.hv.notify(local) };
+  };
+
+  readonly unmapDomainRing = (domid: number): void => {
+    const p = this.bound.get(domid);
+    if (p !== undefined) this.hv.closeDom0(p);
+    this.bound.delete(domid);
+  };
+}
+
+export interface DomainServices {
+  console: ConsoleBackend;
+  close(): void;
+}
+
+/**
+ * Writes libxl's xenstore skeleton for a domain (xen-abi.md §6): read-only
+ * nodes owned by dom0 with read access for the domain, and the writable ones.
+ */
+export async function writeSkeleton(c: LocalClient, d: { domid: number; name: string; uuid: string; memoryKiB: number; vcpus: number; storePort: number; storeGfn: number; consolePort: number; consoleGfn: number }): Promise<void> {
+  const D = d.domid;
+  const dom = `/local/domain/${D}`;
+  const ro = ['n0', `r${D}`];
+  const rw = [`n${D}`];
+  const tx = await c.transactionStart();
+  const w = async (p: string, v: string, perms = ro) => { await c.write(p, v, tx); await c.setPerms(p, perms, tx); };
+  await w(dom, '');
+  await w(`/vm/${d.uuid}`, '');
+  await w(`/vm/${d.uuid}/uuid`, d.uuid);
+  await w(`/vm/${d.uuid}/name`, d.name);
+  await w(`/libxl/${D}`, '', ['n0']);
+  await w(`${dom}/vm`, `/vm/${d.uuid}`);
+  await w(`${dom}/name`, d.name);
+  await w(`${dom}/domid`, String(D));
+  await w(`${dom}/cpu`, '');
+  for (let i = 0; i < d.vcpus; i++) await w(`${dom}/cpu/${i}/availability`, 'online');
+  await w(`${dom}/memory`, '');
+  await w(`${dom}/memory/static-max`, String(d.memoryKiB));
+  await w(`${dom}/memory/target`, String(d.memoryKiB));
+  await w(`${dom}/memory/videoram`, '-1');
+  await w(`${dom}/device`, '');
+  await w(`${dom}/device/suspend`, '');
+  await w(`${dom}/device/suspend/event-channel`, '', rw);
+  await w(`${dom}/control`, '');
+  await w(`${dom}/control/shutdown`, '', rw);
+  await w(`${dom}/control/feature-poweroff`, '', rw);
+  await w(`${dom}/control/feature-reboot`, '', rw);
+  await w(`${dom}/control/feature-suspend`, '', rw);
+  await w(`${dom}/control/sysrq`, '', rw);
+  await w(`${dom}/control/platform-feature-multiprocessor-suspend`, '1');
+  await w(`${dom}/control/platform-feature-xs_reset_watches`, '1');
+  for (const k of ['data', 'drivers', 'feature', 'attr', 'error']) await w(`${dom}/${k}`, '', rw);
+  await w(`${dom}/store`, '');
+  await w(`${dom}/store/port`, String(d.storePort));
+  await w(`${dom}/store/ring-ref`, String(d.storeGfn));
+  await w(`${dom}/console`, '');
+  await w(`${dom}/console/port`, String(d.consolePort));
+  await w(`${dom}/console/ring-ref`, String(d.consoleGfn));
+  await w(`${dom}/console/type`, 'xenconsoled');
+  await w(`${dom}/console/output`, 'pty');
+  await w(`${dom}/console/limit`, '1048576');
+  await c.transactionEnd(tx, true);
+}
+
+/** Connects the console backend and xenstored to a built (not yet started) domain. */
+export async function connectServices(hv: Hypervisor, xs: Xenstored, client: LocalClient, d: BuiltDomain, opts: { name: string; uuid: string; vcpus: number; memoryKiB: number; output: (b: Uint8Array) => void }): Promise<DomainServices> {
+  const con = new ConsoleBackend(hv, d.domid, specialPageOffset(d.build, d.consoleGfn), d.consolePort, opts.output);
+  await writeSkeleton(client, { domid: d.domid, name: opts.name, uuid: opts.uuid, memoryKiB: opts.memoryKiB, vcpus: opts.vcpus, storePort: d.storePort, storeGfn: d.storeGfn, consolePort: d.consolePort, consoleGfn: d.consoleGfn });
+  await client.introduce(d.domid, d.storeGfn, d.storePort);
+  return {
+    console: con,
+    close: () => {
+      con.close();
+      try { xs.release(d.domid); } catch { /* not introduced */ }
+    },
+  };
+}
