@@ -78,13 +78,13 @@ export class SocketConn extends Conn {
     sock.setNoDelay?.(true);
     sock.on('data', (chunk: Buffer) => {
       this.reader.push(chunk);
-      if (this.reader.buffered > SOCK_INPUT_PAUSE && !this.paused) {
-        this.paused = true;
-        sock.pause();
-      }
+      this.updateFlow();
       this.onInput();
     });
-    sock.on('drain', () => this.onInput());
+    sock.on('drain', () => {
+      this.updateFlow();
+      this.onInput();
+    });
     sock.on('error', () => {});
     sock.on('close', () => {
       this.closed = true;
@@ -92,14 +92,31 @@ export class SocketConn extends Conn {
     });
   }
 
+  /**
+   * Stop reading from the socket while too much input is waiting or the
+   * client is not reading its replies; start again when both have drained.
+   */
+  updateFlow(): void {
+    if (this.closed) return;
+    const stop = this.reader.buffered > SOCK_INPUT_PAUSE || this.sock.writableLength > SOCK_HIGH_WATER;
+    if (stop && !this.paused) {
+      this.paused = true;
+      this.sock.pause();
+    } else if (!stop && this.paused) {
+      this.paused = false;
+      this.sock.resume();
+    }
+  }
+
   next(): NextResult {
     if (this.closed) return 'broken';
+    if (this.sock.writableLength > SOCK_HIGH_WATER) {
+      this.updateFlow();
+      return 'none';
+    }
     const r = this.reader.next();
     if (r === 'need-more') {
-      if (this.paused) {
-        this.paused = false;
-        this.sock.resume();
-      }
+      if (this.paused) this.updateFlow();
       return 'none';
     }
     return r;

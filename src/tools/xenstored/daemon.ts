@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { LocalClient } from './client.js';
 import { Conn, LocalConn, RingConn, SocketConn, type DomainRingPort, type Watch } from './conn.js';
 import { Persist } from './persist.js';
 import {
@@ -189,6 +190,15 @@ export class Xenstored {
     c.onInput = () => this.socketInput(c);
     c.onClosed = () => this.dropConn(c);
     this.conns.add(c);
+  }
+
+  /**
+   * The toolstack's handle: an in-process client with async read/write/
+   * mkdir/rm/directory/setPerms/watch/transaction/introduce/release/...
+   * (domid 0 is privileged; another domid acts as that guest).
+   */
+  openClient(domid = 0): LocalClient {
+    return new LocalClient(this, domid);
   }
 
   /** An in-process connection. domid 0 is privileged; others are treated as that guest. */

@@ -144,6 +144,27 @@ test('one busy client does not starve another', async () => {
   other.close();
 });
 
+test('a client that never reads its replies cannot make the daemon buffer without bound', async () => {
+  const c = await SocketClient.connect(sock);
+  await c.write('/sock/fat', Buffer.alloc(3000, 0x66));
+  c.close();
+  const s = net.createConnection(sock);
+  await new Promise((r) => s.once('connect', r));
+  s.on('error', () => {});
+  s.pause(); // never read
+  const req = encodeMessage(XsType.READ, 0, 0, '/sock/fat\0');
+  const batch = Buffer.concat(Array.from({ length: 1000 }, () => req));
+  // 20000 requests would produce ~60 MB of replies.
+  for (let i = 0; i < 20; i++) s.write(batch);
+  await new Promise((r) => setTimeout(r, 300));
+  const queued = Number(d.memreport().match(/queued output bytes: (\d+)/)![1]);
+  assert.ok(queued < 4 << 20, `daemon holds ${queued} bytes for a client that does not read`);
+  const other = await SocketClient.connect(sock);
+  assert.equal(await other.getDomainPath(2), '/local/domain/2');
+  other.close();
+  s.destroy();
+});
+
 test('CLI: bad flags are a usage error (exit 2)', async () => {
   const errs: string[] = [];
   const orig = console.error;

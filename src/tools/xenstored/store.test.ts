@@ -247,3 +247,22 @@ describe('protocol odds and ends', () => {
     assert.deepEqual(f.d.store.check(), []);
   });
 });
+
+describe('embedding', () => {
+  test('openClient gives the toolstack a privileged in-process client', async () => {
+    const c = f.d.openClient();
+    await c.write('/embed/x', '1');
+    assert.equal(await c.read('/embed/x'), '1');
+    assert.equal(c.domid, 0);
+    c.close();
+    await assert.rejects(c.read('/embed/x'), /closed/);
+  });
+  test('two daemons in one process share nothing', async () => {
+    const { Xenstored } = await import('./daemon.js');
+    const other = new Xenstored({ log: () => {} });
+    await other.start();
+    const c = other.openClient();
+    assert.equal(await c.tryRead('/embed/x'), undefined);
+    await other.stop();
+  });
+});
