@@ -1,0 +1,329 @@
+// The physmap (a PVH domain's p2m) without KVM: its layout, mapping frames
+// into holes and over RAM, moving and unmapping frames, the populate pool,
+// and the KVM memory slots it mirrors itself into, checked against a fake VM
+// and a reference model over random operation sequences.
+
+import { strict as assert } from 'node:assert';
+import { describe, test } from 'node:test';
+
+import { Physmap, GIB4, MMIO_HOLE_START, SPECIAL_PFN_BASE, SPECIAL_PAGES, type PhysmapLayout } from './physmap.js';
+import type { Vm } from '../kvm/kvm.js';
+
+const PAGE = 4096;
+const HOST_BASE = 0x7f00_0000_0000n;
+
+interface Slot {
+  gpa: number;
+  size: number;
+  host: bigint;
+}
+
+/** Records KVM_SET_USER_MEMORY_REGION as KVM would apply it, refusing what KVM refuses. */
+class FakeVm {
+  readonly slots = new Map<number, Slot>();
+  calls = 0;
+  setUserMemoryRegion(slot: number, gpa: number, size: number, host: bigint): void {
+    this.calls++;
+    if (size === 0) {
+      assert.ok(this.slots.has(slot), `delete of unused slot ${slot}`);
+      this.slots.delete(slot);
+      return;
+    }
+    assert.ok(!this.slots.has(slot), `slot ${slot} reused without being deleted first`);
+    assert.equal(gpa % PAGE, 0);
+    assert.equal(size % PAGE, 0);
+    assert.equal(host % BigInt(PAGE), 0n);
+    for (const [id, s] of this.slots) {
+      assert.ok(gpa + size <= s.gpa || s.gpa + s.size <= gpa, `slot ${slot} [${gpa.toString(16)}+${size.toString(16)}) overlaps slot ${id}`);
+    }
+    this.slots.set(slot, { gpa, size, host });
+  }
+  deleteMemoryRegion(slot: number): void {
+    this.setUserMemoryRegion(slot, 0, 0, 0n);
+  }
+  /** The host page KVM would use for `gfn` (or -1). */
+  hostPageOf(gfn: number): number {
+    for (const s of this.slots.values()) {
+      const gpa = gfn * PAGE;
+      if (gpa >= s.gpa && gpa < s.gpa + s.size) return Number((s.host - HOST_BASE) / BigInt(PAGE)) + (gpa - s.gpa) / PAGE;
+    }
+    return -1;
+  }
+  mappedPages(): number {
+    let n = 0;
+    for (const s of this.slots.values()) n += s.size / PAGE;
+    return n;
+  }
+}
+
+function attached(layout: PhysmapLayout): { pm: Physmap; vm: FakeVm } {
+  const pm = new Physmap(layout);
+  const vm = new FakeVm();
+  pm.attach(vm as unknown as Vm, HOST_BASE);
+  return { pm, vm };
+}
+
+/** Every slot matches the physmap's truth and covers exactly the mapped GFNs. */
+function checkSlots(pm: Physmap, vm: FakeVm, model?: Map<number, number>): void {
+  let mapped = 0;
+  for (const s of pm.segments()) {
+    mapped += s.count;
+    const slot = vm.slots.get(s.slot);
+    assert.ok(slot, `segment at gfn ${s.gfn.toString(16)} has no slot`);
+    assert.deepEqual(slot, { gpa: s.gfn * PAGE, size: s.count * PAGE, host: HOST_BASE + BigInt(s.hostPage * PAGE) });
+  }
+  assert.equal(vm.slots.size, pm.segments().length, 'no stale slots');
+  assert.equal(vm.mappedPages(), mapped);
+  if (model) {
+    assert.equal(mapped, model.size, 'slots cover exactly the mapped GFNs');
+    for (const [gfn, hp] of model) assert.equal(vm.hostPageOf(gfn), hp, `KVM view of gfn ${gfn.toString(16)}`);
+  }
+}
+
+const small: PhysmapLayout = { ramPages: 64, maxGrantFrames: 4, poolPages: 8 };
+
+describe('physmap: layout', () => {
+  test('small domain: low RAM from 0, Xen frames and specials after RAM in the memfd', () => {
+    const pm = new Physmap(small);
+    assert.equal(pm.lowRamPages, 64);
+    assert.equal(pm.highRamPages, 0);
+    assert.equal(pm.sharedInfoPage, 64);
+    assert.equal(pm.grantBase, 65);
+    assert.equal(pm.specialBase, 69);
+    assert.equal(pm.poolBase, 69 + SPECIAL_PAGES);
+    assert.equal(pm.totalPages, 69 + SPECIAL_PAGES + 8);
+    assert.equal(pm.bytes, pm.totalPages * PAGE);
+    assert.deepEqual(pm.segments().map((s) => [s.gfn, s.count, s.hostPage]), [
+      [0, 64, 0],
+      [SPECIAL_PFN_BASE, SPECIAL_PAGES, pm.specialBase],
+    ]);
+    assert.equal(SPECIAL_PFN_BASE, 0xfeff8);
+    assert.equal(SPECIAL_PFN_BASE + SPECIAL_PAGES - 1, 0xfefff);
+    assert.equal(pm.hostPageOf(0), 0);
+    assert.equal(pm.hostPageOf(63), 63);
+    assert.equal(pm.hostPageOf(64), -1);
+    for (let i = 0; i < SPECIAL_PAGES; i++) assert.equal(pm.hostPageOf(0xfeff8 + i), pm.specialBase + i);
+    assert.equal(pm.hostPageOf(0xfeff7), -1);
+    assert.equal(pm.hostPageOf(0xff000), -1);
+    assert.equal(pm.gfnOfHostPage(pm.sharedInfoPage), -1, 'shared_info is not mapped until the guest asks');
+  });
+
+  test('large domain: RAM beyond the MMIO hole continues at 4 GiB', () => {
+    const lowMax = MMIO_HOLE_START / PAGE;
+    const pm = new Physmap({ ramPages: lowMax + 100, maxGrantFrames: 32, poolPages: 0 });
+    assert.equal(pm.lowRamPages, lowMax);
+    assert.equal(pm.highRamPages, 100);
+    assert.deepEqual(pm.segments().map((s) => [s.gfn, s.count, s.hostPage]), [
+      [0, lowMax, 0],
+      [SPECIAL_PFN_BASE, SPECIAL_PAGES, pm.specialBase],
+      [GIB4 / PAGE, 100, lowMax],
+    ]);
+    assert.equal(pm.hostOffsetOf(MMIO_HOLE_START - 1), MMIO_HOLE_START - 1);
+    assert.equal(pm.hostOffsetOf(MMIO_HOLE_START), -1);
+    assert.equal(pm.hostOffsetOf(GIB4 + 7), lowMax * PAGE + 7);
+    assert.equal(pm.hostOffsetOf(GIB4 + 100 * PAGE), -1);
+    assert.equal(pm.kindOfHostPage(lowMax + 99), 'ram');
+    assert.equal(pm.kindOfHostPage(lowMax + 100), 'shared_info');
+  });
+
+  test('exactly the low-RAM maximum leaves nothing above 4 GiB', () => {
+    const lowMax = MMIO_HOLE_START / PAGE;
+    const pm = new Physmap({ ramPages: lowMax, maxGrantFrames: 1, poolPages: 0 });
+    assert.equal(pm.highRamPages, 0);
+    assert.equal(pm.segments().length, 2);
+  });
+
+  test('hostOffsetOf keeps the offset within the page; kinds of host pages', () => {
+    const pm = new Physmap(small);
+    assert.equal(pm.hostOffsetOf(0x1234), 0x1234);
+    assert.equal(pm.hostOffsetOf(63 * PAGE + 4095), 63 * PAGE + 4095);
+    assert.equal(pm.hostOffsetOf(64 * PAGE), -1);
+    assert.equal(pm.hostOffsetOf(0xfeffc000 + 5), (pm.specialBase + 4) * PAGE + 5);
+    assert.equal(pm.kindOfHostPage(0), 'ram');
+    assert.equal(pm.kindOfHostPage(63), 'ram');
+    assert.equal(pm.kindOfHostPage(pm.sharedInfoPage), 'shared_info');
+    assert.equal(pm.kindOfHostPage(pm.grantBase), 'grant');
+    assert.equal(pm.kindOfHostPage(pm.grantBase + 3), 'grant');
+    assert.equal(pm.kindOfHostPage(pm.specialBase), 'special');
+    assert.equal(pm.kindOfHostPage(pm.poolBase - 1), 'special');
+    assert.equal(pm.kindOfHostPage(pm.poolBase), 'pool');
+  });
+});
+
+describe('physmap: mapping frames', () => {
+  test('into a hole: nothing displaced, one new slot', () => {
+    const { pm, vm } = attached(small);
+    assert.equal(pm.map(0x80000, pm.sharedInfoPage), -1);
+    assert.equal(pm.hostPageOf(0x80000), pm.sharedInfoPage);
+    assert.equal(pm.gfnOfHostPage(pm.sharedInfoPage), 0x80000);
+    assert.equal(pm.hostOffsetOf(0x80000 * PAGE + 8), pm.sharedInfoPage * PAGE + 8);
+    checkSlots(pm, vm);
+    assert.equal(vm.slots.size, 3);
+  });
+
+  test('over RAM: the RAM page is displaced, its neighbours stay mapped', () => {
+    const { pm, vm } = attached(small);
+    assert.equal(pm.map(10, pm.sharedInfoPage), 10);
+    assert.equal(pm.hostPageOf(9), 9);
+    assert.equal(pm.hostPageOf(10), pm.sharedInfoPage);
+    assert.equal(pm.hostPageOf(11), 11);
+    assert.equal(pm.hostPageOf(63), 63);
+    assert.equal(pm.gfnOfHostPage(10), -1, 'the displaced RAM page is not mapped anywhere');
+    checkSlots(pm, vm);
+    // at the edges of a segment
+    assert.equal(pm.map(0, pm.grantBase), 0);
+    assert.equal(pm.map(63, pm.grantBase + 1), 63);
+    assert.equal(pm.hostPageOf(1), 1);
+    assert.equal(pm.hostPageOf(62), 62);
+    checkSlots(pm, vm);
+  });
+
+  test('moving a frame: it leaves its old GFN (which becomes a hole)', () => {
+    const { pm, vm } = attached(small);
+    pm.map(10, pm.sharedInfoPage);
+    assert.equal(pm.map(0x90000, pm.sharedInfoPage), -1);
+    assert.equal(pm.hostPageOf(10), -1, 'old GFN is a hole (the displaced RAM does not come back)');
+    assert.equal(pm.hostPageOf(0x90000), pm.sharedInfoPage);
+    // moving a RAM page
+    assert.equal(pm.map(0x90001, 5), -1);
+    assert.equal(pm.hostPageOf(5), -1);
+    assert.equal(pm.hostPageOf(0x90001), 5);
+    checkSlots(pm, vm);
+  });
+
+  test('mapping a frame where it already is changes nothing', () => {
+    const { pm, vm } = attached(small);
+    pm.map(0x80000, pm.sharedInfoPage);
+    const calls = vm.calls;
+    assert.equal(pm.map(0x80000, pm.sharedInfoPage), -1);
+    assert.equal(pm.map(7, 7), -1);
+    assert.equal(vm.calls, calls, 'no slot churn');
+    assert.equal(pm.hostPageOf(7), 7);
+  });
+
+  test('over a special page', () => {
+    const { pm, vm } = attached(small);
+    assert.equal(pm.map(0xfeffa, pm.sharedInfoPage), pm.specialBase + 2);
+    assert.equal(pm.hostPageOf(0xfeff9), pm.specialBase + 1);
+    assert.equal(pm.hostPageOf(0xfeffb), pm.specialBase + 3);
+    checkSlots(pm, vm);
+  });
+
+  test('unmap: the GFN becomes a hole; unmapping a hole is -1', () => {
+    const { pm, vm } = attached(small);
+    assert.equal(pm.unmap(20), 20);
+    assert.equal(pm.hostPageOf(20), -1);
+    assert.equal(pm.hostOffsetOf(20 * PAGE), -1);
+    assert.equal(pm.hostPageOf(19), 19);
+    assert.equal(pm.hostPageOf(21), 21);
+    assert.equal(pm.unmap(20), -1);
+    assert.equal(pm.unmap(0x12345), -1);
+    checkSlots(pm, vm);
+    // a page mapped later into the hole
+    assert.equal(pm.map(20, pm.poolBase), -1);
+    assert.equal(pm.hostPageOf(20), pm.poolBase);
+    checkSlots(pm, vm);
+  });
+
+  test('lookups after a change never use a stale cached segment', () => {
+    const pm = new Physmap(small);
+    assert.equal(pm.hostPageOf(30), 30); // caches the RAM segment
+    pm.map(30, pm.sharedInfoPage);
+    assert.equal(pm.hostPageOf(30), pm.sharedInfoPage);
+    assert.equal(pm.hostPageOf(31), 31);
+    pm.unmap(31);
+    assert.equal(pm.hostPageOf(31), -1);
+  });
+
+  test('slots installed before attach are mirrored on attach', () => {
+    const pm = new Physmap(small);
+    pm.map(10, pm.sharedInfoPage);
+    const vm = new FakeVm();
+    pm.attach(vm as unknown as Vm, HOST_BASE);
+    checkSlots(pm, vm);
+    assert.equal(vm.slots.size, 4);
+  });
+});
+
+describe('physmap: populate pool', () => {
+  test('hands out each pool page once, -1 when exhausted, takes pages back', () => {
+    const pm = new Physmap(small);
+    const got: number[] = [];
+    for (let i = 0; i < 8; i++) got.push(pm.allocPoolPage());
+    assert.deepEqual([...got].sort((a, b) => a - b), Array.from({ length: 8 }, (_, i) => pm.poolBase + i));
+    assert.equal(pm.allocPoolPage(), -1);
+    pm.freePoolPage(got[3]!);
+    assert.equal(pm.allocPoolPage(), got[3]);
+    assert.equal(pm.allocPoolPage(), -1);
+    // non-pool pages are never taken into the pool
+    pm.freePoolPage(5);
+    pm.freePoolPage(pm.sharedInfoPage);
+    pm.freePoolPage(pm.totalPages);
+    assert.equal(pm.allocPoolPage(), -1);
+  });
+
+  test('a domain without a pool has none', () => {
+    const pm = new Physmap({ ramPages: 16, maxGrantFrames: 1, poolPages: 0 });
+    assert.equal(pm.allocPoolPage(), -1);
+  });
+});
+
+/** Small deterministic PRNG (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe('physmap: property test against a model', () => {
+  for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+    test(`random map/unmap sequence (seed ${seed}): slots never overlap and cover exactly the mapped GFNs`, () => {
+      const r = rng(seed);
+      const { pm, vm } = attached(small);
+      const model = new Map<number, number>();
+      for (let g = 0; g < 64; g++) model.set(g, g);
+      for (let i = 0; i < SPECIAL_PAGES; i++) model.set(SPECIAL_PFN_BASE + i, pm.specialBase + i);
+      const gfns = () => {
+        const k = r();
+        if (k < 0.5) return Math.floor(r() * 72);
+        if (k < 0.8) return SPECIAL_PFN_BASE - 4 + Math.floor(r() * 16);
+        return 0x80000 + Math.floor(r() * 8);
+      };
+      for (let step = 0; step < 400; step++) {
+        const gfn = gfns();
+        if (r() < 0.65) {
+          const hp = Math.floor(r() * pm.totalPages);
+          let prev = -1;
+          for (const [g, h] of model) if (h === hp) prev = g;
+          let expect = -1;
+          if (prev !== gfn) {
+            if (prev >= 0) model.delete(prev);
+            expect = model.get(gfn) ?? -1;
+            model.set(gfn, hp);
+          }
+          assert.equal(pm.map(gfn, hp), expect, `step ${step}: map(${gfn.toString(16)}, ${hp})`);
+        } else {
+          const expect = model.get(gfn) ?? -1;
+          model.delete(gfn);
+          assert.equal(pm.unmap(gfn), expect, `step ${step}: unmap(${gfn.toString(16)})`);
+        }
+        checkSlots(pm, vm, model);
+        const segs = pm.segments();
+        for (let i = 1; i < segs.length; i++) assert.ok(segs[i - 1]!.gfn + segs[i - 1]!.count <= segs[i]!.gfn, 'segments sorted, disjoint');
+        for (const [g, h] of model) {
+          assert.equal(pm.hostPageOf(g), h);
+          assert.equal(pm.gfnOfHostPage(h), g);
+        }
+        for (let k = 0; k < 8; k++) {
+          const g = gfns();
+          assert.equal(pm.hostPageOf(g), model.get(g) ?? -1);
+        }
+      }
+    });
+  }
+});
