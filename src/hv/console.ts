@@ -13,7 +13,8 @@ export const CONSOLEIO_read = 1;
 
 /** Where finished console lines go (the worker forwards them to the control domain). */
 export interface ConsoleSink {
-  line(dom: Domain, source: 'console_io' | 'debugport', text: string): void;
+  /** A line of output; `eol` is false for a partial line flushed at the domain's death. */
+  line(dom: Domain, source: 'console_io' | 'debugport', text: string, eol: boolean): void;
 }
 
 let sink: ConsoleSink = { line: () => {} };
@@ -38,11 +39,11 @@ export function emitConsoleBytes(dom: Domain, source: 'console_io' | 'debugport'
   let line = source === 'console_io' ? dom.consoleLine : dom.debugLine;
   for (const c of bytes) {
     if (c === 0x0a) {
-      sink.line(dom, source, line);
+      sink.line(dom, source, line, true);
       line = '';
     } else if (printable(c)) {
       line += String.fromCharCode(c);
-      if (line.length >= 4096) { sink.line(dom, source, line); line = ''; }
+      if (line.length >= 4096) { sink.line(dom, source, line, false); line = ''; }
     }
   }
   if (source === 'console_io') dom.consoleLine = line;
@@ -51,8 +52,8 @@ export function emitConsoleBytes(dom: Domain, source: 'console_io' | 'debugport'
 
 /** Flushes partial lines (at domain death). */
 export function flushConsole(dom: Domain): void {
-  if (dom.consoleLine) sink.line(dom, 'console_io', dom.consoleLine);
-  if (dom.debugLine) sink.line(dom, 'debugport', dom.debugLine);
+  if (dom.consoleLine) sink.line(dom, 'console_io', dom.consoleLine, false);
+  if (dom.debugLine) sink.line(dom, 'debugport', dom.debugLine, false);
   dom.consoleLine = dom.debugLine = '';
 }
 

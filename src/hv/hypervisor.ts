@@ -75,7 +75,8 @@ interface Record_ {
 }
 
 export type HypervisorEvents = {
-  console: [domid: number, source: 'console_io' | 'debugport', text: string];
+  /** A line (eol) or a partial line flushed when the domain died. */
+  console: [domid: number, source: 'console_io' | 'debugport', text: string, eol: boolean];
   shutdown: [domid: number, reason: number, detail: string];
   destroyed: [domid: number];
   log: [level: string, text: string];
@@ -161,7 +162,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   private onWorkerMessage(m: WorkerToMain): void {
     switch (m.type) {
       case 'console':
-        this.emit('console', m.domid, m.source, m.text);
+        this.emit('console', m.domid, m.source, m.text, m.eol);
         return;
       case 'shutdown':
         this.emit('shutdown', m.domid, m.reason, m.detail);

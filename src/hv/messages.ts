@@ -15,7 +15,7 @@ export type MainToWorker =
 export type WorkerToMain =
   | { type: 'ready'; pcpu: number; tid: number }
   | { type: 'adopted'; domid: number; error?: string }
-  | { type: 'console'; domid: number; source: 'console_io' | 'debugport'; text: string }
+  | { type: 'console'; domid: number; source: 'console_io' | 'debugport'; text: string; eol: boolean }
   | { type: 'shutdown'; domid: number; reason: number; detail: string }
   | { type: 'destroyed'; domid: number }
   | { type: 'log'; level: 'info' | 'warn' | 'error'; text: string };

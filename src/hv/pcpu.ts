@@ -110,7 +110,7 @@ class Pcpu {
       timerChanged: () => {},
     });
     setConsoleSink({
-      line: (dom, source, text) => this.post({ type: 'console', domid: dom.domid, source, text }),
+      line: (dom, source, text, eol) => this.post({ type: 'console', domid: dom.domid, source, text, eol }),
     });
   }
 

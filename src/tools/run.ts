@@ -55,10 +55,11 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   const hv = await Hypervisor.start({ pcpus: Math.min(vcpus, 2) });
+  // --quiet silences xenode's own messages, never the guest's console.
   const quiet = args.values.quiet;
-  const out = (s: string) => { if (!quiet) process.stdout.write(s); };
+  const out = (s: string) => process.stdout.write(s);
   hv.on('log', (level, text) => { if (level !== 'info' || !quiet) process.stderr.write(`(XEN) ${text}\n`); });
-  hv.on('console', (_domid, _src, text) => out(text + '\n'));
+  hv.on('console', (_domid, _src, text, eol) => out(eol ? text + '\n' : text));
 
   // The control domain's xenstored (in memory: `run` keeps no state).
   const builds = new Map<number, BuiltDomain>();

@@ -209,8 +209,10 @@ export function parseNotes(bytes: Uint8Array, offset: bigint, size: bigint, alig
   while (end - at >= ElfNhdr.size) {
     const n = ElfNhdr.read(dv, at);
     const nameAt = at + ElfNhdr.size;
-    const descAt = nameAt + roundUp(n.n_namesz);
-    const next = descAt + roundUp(n.n_descsz);
+    // Padding aligns positions (relative to the container), not sizes: with
+    // 8-byte alignment the 12-byte header plus a 4-byte name needs none.
+    const descAt = start + roundUp(nameAt + n.n_namesz - start);
+    const next = start + roundUp(descAt + n.n_descsz - start);
     if (nameAt + n.n_namesz > end || descAt + n.n_descsz > end) {
       throw new ElfFormatError(`${source}: note at file offset ${hex(at)} (namesz ${n.n_namesz}, descsz ${n.n_descsz}) overruns its ${len}-byte container`);
     }

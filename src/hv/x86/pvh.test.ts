@@ -62,12 +62,15 @@ const cat = (...parts: Uint8Array[]): Uint8Array => {
   return out;
 };
 
+/** Notes as binutils lays them out: padding aligns the position of desc and of the next note. */
 function encodeNotes(notes: TNote[], align: number): Uint8Array {
   const parts: Uint8Array[] = [];
-  const pad = (b: Uint8Array) => cat(b, new Uint8Array((align - (b.length % align)) % align));
+  let at = 0;
+  const put = (b: Uint8Array) => { parts.push(b); at += b.length; };
+  const alignTo = () => put(new Uint8Array((align - (at % align)) % align));
   for (const n of notes) {
     const name = n.name === undefined ? str('Xen') : n.name === '' ? new Uint8Array(0) : str(n.name);
-    parts.push(u32(name.length), u32(n.desc.length), u32(n.type), pad(name), pad(n.desc));
+    put(u32(name.length)); put(u32(n.desc.length)); put(u32(n.type)); put(name); alignTo(); put(n.desc); alignTo();
   }
   return cat(...parts);
 }
