@@ -74,16 +74,19 @@ export class GuestAccess {
   translate(va: bigint, write: boolean): number {
     const { cr0, cr4, efer } = this.ctx;
     if (!(cr0 & CR0_PG)) return Number(va & 0xffffffffn);
+    const fail = (why: string): never => { throw new GuestFault(va, why); };
+    // Before the TLB: the cache is keyed on bits 47:12, which a non-canonical alias shares.
+    if (efer & EFER_LMA) {
+      const top = va >> 47n;
+      if (top !== 0n && top !== 0x1ffffn) fail('non-canonical address');
+    }
     const page = Number((va >> 12n) & 0xfffffffffn);
     if (page === this.tlbVa && (!write || this.tlbWritable)) return this.tlbGpa + Number(va & 0xfffn);
     let gpa: number;
     let writable = true;
     const cr3 = Number(this.ctx.cr3 & 0xffffffffff000n);
     const wp = (cr0 & CR0_WP) !== 0;
-    const fail = (why: string): never => { throw new GuestFault(va, why); };
     if (efer & EFER_LMA) {
-      const top = va >> 47n;
-      if (top !== 0n && top !== 0x1ffffn) fail('non-canonical address');
       let table = cr3;
       let shift = 39n;
       for (let level = 4; ; level--, shift -= 9n) {
