@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=.cache/xen-utils
-bin="$dest/usr/lib/xen-4.17/bin/test-xenstore"
+bin="$dest/usr/lib/xen-4.17/bin/readnotes"
 if [ -x "$bin" ]; then
   echo "fetch-test-xenstore: $bin already present"
   exit 0
@@ -22,7 +22,7 @@ chmod 755 "$work"  # apt's download sandbox user must be able to write here
 mkdir -p "$dest"
 dpkg-deb -x "$work"/xen-utils-4.17_*.deb "$work/x"
 mkdir -p "$dest/usr/lib/xen-4.17/bin"
-for b in test-xenstore xenstore-control; do
+for b in test-xenstore xenstore-control readnotes; do
   cp "$work/x/usr/lib/xen-4.17/bin/$b" "$dest/usr/lib/xen-4.17/bin/"
 done
 echo "fetch-test-xenstore: extracted into $dest"

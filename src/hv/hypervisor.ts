@@ -114,16 +114,15 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     vm.close();
     this.dom0Shared.set('sharedInfoOffset', 0);
     this.dom0Shared.set('isPrivileged', 1);
-    const self = this;
     this.evtchnHost = {
       lookup: (domid) => (domid === 0 ? this.dom0 : this.evtchnDomain(domid)),
-      upcall(d, vcpu) {
-        if (d === self.dom0) queueMicrotask(() => self.dispatchDom0());
-        else self.wake(d.shared.domid, vcpu);
+      upcall: (d, vcpu) => {
+        if (d === this.dom0) queueMicrotask(() => this.dispatchDom0());
+        else this.wake(d.shared.domid, vcpu);
       },
-      wakePollers(d) {
-        if (d === self.dom0) return;
-        for (let v = 0; v < d.shared.nrVcpus; v++) if (d.shared.vcpu(v, 'pollMask')) self.wake(d.shared.domid, v);
+      wakePollers: (d) => {
+        if (d === this.dom0) return;
+        for (let v = 0; v < d.shared.nrVcpus; v++) if (d.shared.vcpu(v, 'pollMask')) this.wake(d.shared.domid, v);
       },
     };
   }

@@ -84,25 +84,21 @@ class Pcpu {
   }
 
   private installHooks(): void {
-    const self = this;
     setEvtchnHost({
-      lookup(domid) {
-        if (domid === 0) return self.dom0;
-        return self.domains.get(domid)?.evtchn ?? null;
-      },
-      upcall(d, vcpu) {
-        if (d === self.dom0) {
+      lookup: (domid) => (domid === 0 ? this.dom0 : this.domains.get(domid)?.evtchn ?? null),
+      upcall: (d, vcpu) => {
+        if (d === this.dom0) {
           // The control domain's "upcall": wake the main thread's event loop.
-          Atomics.add(self.dom0Doorbell, 0, 1);
-          Atomics.notify(self.dom0Doorbell, 0);
+          Atomics.add(this.dom0Doorbell, 0, 1);
+          Atomics.notify(this.dom0Doorbell, 0);
           return;
         }
-        self.wakeVcpu(d.shared.domid, vcpu);
+        this.wakeVcpu(d.shared.domid, vcpu);
       },
-      wakePollers(d, port) {
-        const dom = self.domains.get(d.shared.domid);
+      wakePollers: (d, port) => {
+        const dom = this.domains.get(d.shared.domid);
         if (!dom) return;
-        for (const v of dom.vcpus) if (v.pollPorts?.includes(port)) self.wakeVcpu(dom.domid, v.id);
+        for (const v of dom.vcpus) if (v.pollPorts?.includes(port)) this.wakeVcpu(dom.domid, v.id);
       },
     });
     setSchedHooks({
@@ -485,7 +481,7 @@ class Pcpu {
     const sub = run.getUint32(base + RUN_INTERNAL.suberror, true);
     const rip = v.hw.rip;
     if (sub === KVM_INTERNAL_ERROR_EMULATION) {
-      let bytes = '';
+      let bytes: string;
       const flags = run.getBigUint64(base + RUN_EMULATION_FAILURE.flags, true);
       if (flags & 1n) {
         const n = Math.min(15, run.getUint8(base + RUN_EMULATION_FAILURE.insn_size));

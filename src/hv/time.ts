@@ -27,13 +27,13 @@ export interface TscScale {
 export function tscScale(khz: number): TscScale {
   if (!(khz > 0)) throw new RangeError(`bad TSC frequency ${khz} kHz`);
   const target = 1_000_000_000; // ns per second
-  let tps = khz * 1000;
+  // ns = delta * 2^shift * mul / 2^32, so mul = target * 2^32 / (tps * 2^shift).
+  // Bring tps * 2^shift into (target, 2 * target] so mul lies in [2^31, 2^32).
+  let scaled = khz * 1000;
   let shift = 0;
-  // Bring tps into (target/2, target] so mul = target*2^32/tps lies in [2^32/2, 2^32).
-  while (tps > target) { tps /= 2; shift--; }
-  while (tps <= target / 2) { tps *= 2; shift++; }
-  let mul = Math.floor((target * 2 ** 32) / tps);
-  if (mul >= 2 ** 32) { mul = Math.floor(mul / 2); shift--; }
+  while (scaled > 2 * target) { scaled /= 2; shift--; }
+  while (scaled <= target) { scaled *= 2; shift++; }
+  const mul = Math.floor((target * 2 ** 32) / scaled);
   return { mul: mul >>> 0, shift };
 }
 

@@ -725,7 +725,7 @@ function which(cmd: string): string | null {
 }
 
 function findReadnotes(): string | null {
-  const candidates = [process.env.XEN_READNOTES, '/tmp/xu/usr/lib/xen-4.17/bin/readnotes', '/usr/lib/xen-4.17/bin/readnotes'];
+  const candidates = [process.env.XEN_READNOTES, '.cache/xen-utils/usr/lib/xen-4.17/bin/readnotes', '/tmp/xu/usr/lib/xen-4.17/bin/readnotes', '/usr/lib/xen-4.17/bin/readnotes'];
   for (const c of candidates) if (c && existsSync(c)) return c;
   return which('readnotes');
 }
