@@ -69,6 +69,17 @@ describe('xenstore-utils', () => {
     assert.match(lsp.out, /\(n0\)/);
     assert.equal((await sh('xenstore-list', '/xu')).out, 'a\nb\ntree\n');
   });
+  test('xenstore-list of a directory too big for one reply (libxenstore falls back to DIRECTORY_PART)', async (t) => {
+    if (!have('xenstore-list', UTILS, t)) return;
+    const names = Array.from({ length: 300 }, (_, i) => `child-number-${i}`);
+    await dom0.transaction(async (tx) => {
+      for (const n of names) await dom0.write(`/xubig/${n}`, '', tx);
+    });
+    const r = await sh('xenstore-list', '/xubig');
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(r.out.trim().split('\n'), names);
+    await dom0.rm('/xubig');
+  });
   test('xenstore-exists', async (t) => {
     if (!have('xenstore-exists', UTILS, t)) return;
     assert.equal((await sh('xenstore-exists', '/xu/a')).code, 0);
