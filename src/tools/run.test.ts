@@ -127,3 +127,20 @@ test('bad usage exits 2 with the usage text', async () => {
     assert.match(r.stderr, /usage: xenode run|must be/);
   }
 });
+
+test('the demo system boots every sample guest side by side and each ends as expected', needsKvm(), async () => {
+  const r = await new Promise<Result>((resolve, reject) => {
+    const child = spawn(process.execPath, [xenode, 'demo'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`demo timed out\n${stdout}\n${stderr}`)); }, 60_000);
+    child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
+    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+    child.on('exit', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+  });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /\[hello\s*\] Hello from xenode guest \(PV console\)/);
+  assert.match(r.stdout, /\[hypercalls\] RESULT: \d+ passed, 0 failed/);
+  assert.match(r.stdout, /crash\s+\d+\s+crash\s+crash/);
+  assert.match(r.stdout, /all ended as expected/);
+});

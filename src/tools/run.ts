@@ -4,11 +4,7 @@
 
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { Hypervisor } from '../hv/hypervisor.js';
-import { randomUUID } from 'node:crypto';
-import { buildPvhDomain, startBuiltDomain, specialPageOffset, BuiltDomain } from './builder.js';
-import { Xenstored, LocalClient } from './xenstored/index.js';
-import { XenstoreRings, connectServices } from './services.js';
+import { Toolstack, ToolstackDomain } from './toolstack.js';
 import { SHUTDOWN_NAMES } from '../hv/sched_op.js';
 import { PvhLoadError } from '../hv/x86/pvh.js';
 
@@ -54,54 +50,18 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
 
-  const hv = await Hypervisor.start({ pcpus: Math.min(vcpus, 2) });
   // --quiet silences xenode's own messages, never the guest's console.
   const quiet = args.values.quiet;
   const out = (s: string) => process.stdout.write(s);
+  const ts = await Toolstack.start({ pcpus: Math.min(vcpus, 2), log: (l) => { if (!quiet) process.stderr.write(`xenstored: ${l}\n`); } });
+  const hv = ts.hv;
   hv.on('log', (level, text) => { if (level !== 'info' || !quiet) process.stderr.write(`(XEN) ${text}\n`); });
   hv.on('console', (_domid, _src, text, eol) => out(eol ? text + '\n' : text));
 
-  // The control domain's xenstored (in memory: `run` keeps no state).
-  const builds = new Map<number, BuiltDomain>();
-  const rings = new XenstoreRings(hv, (domid, gfn) => {
-    const b = builds.get(domid);
-    return b && gfn === b.storeGfn ? specialPageOffset(b.build, gfn) : null;
-  });
-  const xs = new Xenstored({ hooks: rings, log: (l) => { if (!quiet) process.stderr.write(`xenstored: ${l}\n`); } });
-  rings.xs = xs;
-  await xs.start();
-  const client = new LocalClient(xs);
-
-  let built: BuiltDomain;
-  const name = 'xenode-run';
-  try {
-    built = buildPvhDomain(hv, { name, kernel, memoryMiB, vcpus, cmdline: args.values.cmdline });
-  } catch (e) {
-    await xs.stop();
-    await hv.shutdownAll();
-    console.error(`xenode run: ${e instanceof PvhLoadError ? `${kernelPath}: ${e.message}` : (e as Error).message}`);
-    return 1;
-  }
-  builds.set(built.domid, built);
-  let services;
-  try {
-    services = await connectServices(hv, xs, client, built, {
-      name, uuid: randomUUID(), vcpus, memoryKiB: memoryMiB * 1024,
-      output: (b) => out(Buffer.from(b).toString('latin1')),
-    });
-  } catch (e) {
-    client.close();
-    await xs.stop();
-    await hv.shutdownAll();
-    console.error(`xenode run: connecting the domain's console and xenstore failed: ${(e as Error).message}`);
-    return 1;
-  }
-  const con = services.console;
+  let dom: ToolstackDomain;
   const ended = new Promise<number>((resolve) => {
     hv.on('shutdown', (domid, reason, detail) => {
-      if (domid !== built.domid) return;
-      con.drain();
-      xs.domainDied(domid);
+      if (domid !== dom?.domid) return;
       const why = SHUTDOWN_NAMES[reason] ?? `reason ${reason}`;
       if (!quiet || reason !== 0) process.stderr.write(`xenode: domain ${domid} shut down: ${why}${detail ? ` (${detail.split('\n')[0]})` : ''}\n`);
       resolve(EXIT_CODES[reason] ?? 12);
@@ -109,11 +69,14 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGINT', () => resolve(EXIT_INTERRUPTED));
     process.once('SIGTERM', () => resolve(EXIT_INTERRUPTED));
   });
-  startBuiltDomain(hv, built);
+  try {
+    dom = await ts.create({ name: 'xenode-run', kernel, memoryMiB, vcpus, cmdline: args.values.cmdline }, (b) => out(Buffer.from(b).toString('latin1')));
+  } catch (e) {
+    await ts.shutdown();
+    console.error(`xenode run: ${e instanceof PvhLoadError ? `${kernelPath}: ${e.message}` : (e as Error).message}`);
+    return 1;
+  }
   const code = await ended;
-  services.close();
-  client.close();
-  await xs.stop();
-  await hv.shutdownAll();
+  await ts.shutdown();
   return code;
 }
