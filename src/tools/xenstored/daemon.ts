@@ -757,9 +757,13 @@ export class Xenstored {
   /** INTRODUCE: map the guest's ring and start serving it. */
   introduce(domid: number, gfn: number, port: number): void {
     const existing = this.domains.get(domid);
-    const map = this.hooks.mapDomainRing;
-    const ring = map ? map(domid, gfn, port) : null;
-    if (!ring) throw new XsError('EINVAL', 'cannot map the ring');
+    let ring: DomainRingPort | null = null;
+    try {
+      ring = this.hooks.mapDomainRing ? this.hooks.mapDomainRing(domid, gfn, port) : null;
+    } catch (e) {
+      this.log(`INTRODUCE ${domid}: mapping gfn ${gfn} port ${port} failed: ${(e as Error).message}`);
+    }
+    if (!ring || !(ring.page instanceof Uint8Array) || ring.page.length < 4096) throw new XsError('EINVAL', 'cannot map the ring');
     if (existing) {
       // Re-introduction rebinds the event channel (and page) but keeps the connection state.
       existing.gfn = gfn;
