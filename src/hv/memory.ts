@@ -25,6 +25,13 @@ export const MEMOP_CMD_MASK = (1 << MEMOP_EXTENT_SHIFT) - 1;
 export const XENMAPSPACE = { shared_info: 0, grant_table: 1, gmfn: 2, gmfn_range: 3, gmfn_foreign: 4, dev_mmio: 5 } as const;
 export const XENMAPIDX_grant_table_status = 0x80000000;
 
+/**
+ * GFNs a guest may populate or map frames at: below 2^39 bytes, which every
+ * x86-64 host's KVM can back (a larger address would fail KVM's memory-slot
+ * ioctl, and that must be the guest's -EINVAL, not a hypervisor error).
+ */
+export const MAX_GFN = 2 ** (39 - 12);
+
 /** Largest extent order a domU may use (Xen's CONFIG_DOMU_MAX_ORDER default). */
 export const DOMU_MAX_ORDER = 9;
 /** E820MAX in Xen: the largest map a guest may set. */
@@ -101,6 +108,7 @@ function reservation(h: Hcall, cmd: number, start: number): number {
     if (cmd === XENMEM.populate_physmap) {
       // Every page of the extent must be free to take; stop at the first that is not.
       if (d.totPages + pages > d.maxPages) break;
+      if (gfn + pages > MAX_GFN) break;
       let ok = true;
       for (let p = 0; p < pages; p++) {
         if (d.physmap.hostPageOf(gfn + p) >= 0) continue; // already populated: nothing to do
@@ -207,7 +215,7 @@ function memoryOp(h: Hcall): number {
       const d = self(h, a.domid);
       const idx = Number(a.idx);
       const gpfn = Number(a.gpfn);
-      if (!Number.isSafeInteger(gpfn) || gpfn >= 2 ** 40) throw new XenError(EINVAL);
+      if (!Number.isSafeInteger(gpfn) || gpfn + Math.max(1, a.size) > MAX_GFN) throw new XenError(EINVAL);
       if (a.space === XENMAPSPACE.gmfn_range) {
         // Moves `size` frames; on return idx/gpfn/size are advanced (continuation state).
         for (let i = 0; i < a.size; i++) addToPhysmap(d, XENMAPSPACE.gmfn, idx + i, gpfn + i);
