@@ -140,17 +140,24 @@ function reservation(h: Hcall, cmd: number, start: number): number {
   return i;
 }
 
-/** XENMAPSPACE_* placement (shared by add_to_physmap and the batch form). */
+/**
+ * XENMAPSPACE_* placement (shared by add_to_physmap and the batch form).
+ * Whatever sat at `gpfn` is displaced: guest RAM there is freed, Xen-owned
+ * frames are only unhooked (Xen's xenmem_add_to_physmap_one).
+ */
 export function addToPhysmap(d: Domain, space: number, idx: number, gpfn: number): void {
   switch (space) {
-    case XENMAPSPACE.shared_info:
+    case XENMAPSPACE.shared_info: {
       if (idx !== 0) throw new XenError(EINVAL);
-      d.physmap.map(gpfn, d.physmap.sharedInfoPage);
+      const displaced = d.physmap.map(gpfn, d.physmap.sharedInfoPage);
+      if (displaced >= 0) releasePage(d, displaced);
       return;
+    }
     case XENMAPSPACE.grant_table: {
       if (idx & XENMAPIDX_grant_table_status) throw new XenError(EINVAL, 'grant status frames need grant table v2');
       d.grant.grow(idx + 1);
-      d.physmap.map(gpfn, d.grant.hostPage(idx));
+      const displaced = d.physmap.map(gpfn, d.grant.hostPage(idx));
+      if (displaced >= 0) releasePage(d, displaced);
       return;
     }
     case XENMAPSPACE.gmfn: {
