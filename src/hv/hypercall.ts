@@ -103,6 +103,8 @@ export function doHypercall(h: Hcall, nr: number): boolean {
       a[0] = hw.reg(REG.rbx) & m; a[1] = hw.reg(REG.rcx) & m; a[2] = hw.reg(REG.rdx) & m; a[3] = hw.reg(REG.rsi) & m; a[4] = hw.reg(REG.rdi) & m; a[5] = hw.reg(REG.rbp) & m;
     }
     h.dom.access.setContext({ cr0: hw.cr0, cr3: hw.cr3, cr4: hw.cr4, efer: hw.efer });
+    // The guest may have changed its page tables since the last call (same CR3): walk afresh.
+    h.dom.access.flush();
     const fn = nr < table.length ? table[nr] : undefined;
     try {
       result = fn ? BigInt(fn(h)) : -BigInt(ENOSYS);
