@@ -1,0 +1,1201 @@
+// The hypercall families through doHypercall, without KVM: a Domain whose
+// guest memory is a plain buffer (identity-mapped by a 1 GiB page in long
+// mode, unpaged in 32-bit mode) and vCPUs whose `hw` is a fake exposing the
+// registers and control state the dispatcher reads. Argument structures are
+// written with offsets from Xen's public headers (not from our Struct
+// objects). Each family: the good path and every error path, both ABIs where
+// the layouts differ.
+
+import { strict as assert } from 'node:assert';
+import { before, describe, test } from 'node:test';
+
+import { doHypercall, Hcall } from './hypercall.js';
+import { Domain, VCpu } from './domain.js';
+import { Physmap } from './physmap.js';
+import { GuestAccess } from './guest_access.js';
+import { DomainShared, HostShared } from './shared.js';
+import { GrantTable } from './grant_table.js';
+import { localTimeBase, tscScale } from './time.js';
+import { REG } from '../kvm/abi.js';
+import { DOMID_SELF, HYPERCALL as HC } from './abi/xen.js';
+import { EBUSY, EEXIST, EFAULT, EINVAL, ENOENT, ENOSPC, ENOSYS, EOPNOTSUPP, EPERM, ESRCH } from './errno.js';
+import { setEvtchnHost } from './event_channel.js';
+import { setSchedHooks } from './sched_op.js';
+import { setConsoleSink, feedConsoleInput } from './console.js';
+import { ECS, portInfo, type EvtchnDomain, type EvtchnHost } from './evtchn_core.js';
+import './version.js';
+import './hvm.js';
+import './memory.js';
+import './grant_table.js';
+import './vcpu_op.js';
+import './misc_ops.js';
+
+const PAGE = 4096;
+const RAM_PAGES = 256; // 1 MiB
+const ARG = 0x10000;
+const BUF = 0x11000;
+const HOLE = 0x200000; // beyond RAM: a physmap hole (a fault for both ABIs)
+const GARBAGE = 0xdead_beef_0000_0000n; // upper halves of 32-bit-ABI argument registers
+
+type Abi = 'x64' | 'x32';
+
+class FakeHw {
+  readonly regs: bigint[] = new Array<bigint>(18).fill(0n);
+  cpl = 0;
+  longMode64 = true;
+  cr0 = 0;
+  cr3 = 0n;
+  cr4 = 0;
+  efer = 0;
+  reg(i: number): bigint { return this.regs[i]!; }
+  setReg(i: number, v: bigint): void { this.regs[i] = BigInt.asUintN(64, v); }
+  close(): void {}
+}
+
+// --- module-level fakes --------------------------------------------------
+
+const shutdowns: [number, number][] = [];
+const timerChanges: string[] = [];
+const lines: [number, string, string][] = [];
+const evDomains = new Map<number, EvtchnDomain>();
+const upcalls: [number, number][] = [];
+const evHost: EvtchnHost = {
+  lookup: (id) => evDomains.get(id) ?? null,
+  upcall: (d, v) => { upcalls.push([d.shared.domid, v]); },
+  wakePollers: () => {},
+};
+
+before(() => {
+  setSchedHooks({
+    shutdown: (d, reason) => { shutdowns.push([d.domid, reason]); },
+    timerChanged: (v) => { timerChanges.push(v.key); },
+  });
+  setEvtchnHost(evHost);
+  setConsoleSink({ line: (d, src, text) => { lines.push([d.domid, src, text]); } });
+});
+
+let nextDomid = 11;
+
+interface Env {
+  abi: Abi;
+  d: Domain;
+  v: VCpu[];
+  hw: FakeHw[];
+  h: Hcall;
+  mem: Uint8Array;
+  dv: DataView;
+  discards: number[];
+  desched: boolean;
+}
+
+interface EnvOpts {
+  abi?: Abi;
+  privileged?: boolean;
+  isConsole?: boolean;
+  vcpus?: number;
+  maxPages?: number;
+  poolPages?: number;
+  memoryMap?: Uint8Array;
+  /** other domains that exist (for -EPERM vs -ESRCH) */
+  others?: number[];
+}
+
+function e820(entries: [number, number, number][]): Uint8Array {
+  const b = new Uint8Array(entries.length * 20);
+  const dv = new DataView(b.buffer);
+  entries.forEach(([addr, size, type], i) => {
+    dv.setBigUint64(i * 20, BigInt(addr), true);
+    dv.setBigUint64(i * 20 + 8, BigInt(size), true);
+    dv.setUint32(i * 20 + 16, type, true);
+  });
+  return b;
+}
+
+function mkEnv(o: EnvOpts = {}): Env {
+  const abi = o.abi ?? 'x64';
+  const domid = nextDomid++;
+  const physmap = new Physmap({ ramPages: RAM_PAGES, maxGrantFrames: 4, poolPages: o.poolPages ?? 16 });
+  const bytes = new Uint8Array(physmap.bytes);
+  const discards: number[] = [];
+  const mem = {
+    bytes,
+    discard(off: number, len: number) { bytes.fill(0, off, off + len); discards.push(off / PAGE); },
+    close() {},
+  };
+  const nv = o.vcpus ?? 2;
+  const shared = DomainShared.create(domid, nv, 63);
+  shared.set('sharedInfoOffset', physmap.sharedInfoPage * PAGE);
+  shared.set('abi', abi === 'x32' ? 1 : 0);
+  shared.set('isPrivileged', o.privileged ? 1 : 0);
+  shared.set('isConsole', o.isConsole ? 1 : 0);
+  const host = new HostShared();
+  for (const id of o.others ?? []) host.setDomainExists(id, true);
+  host.setDomainExists(domid, true);
+  const d = Object.create(Domain.prototype) as Domain;
+  Object.assign(d, {
+    domid, name: `d${domid}`, shared, physmap, mem, access: new GuestAccess(bytes, physmap), host,
+    params: new Map<number, bigint>(), virqs: new Map<number, number>(), evtchn: { shared, mem: bytes },
+    timeBase: localTimeBase, tscKhz: 2_000_000, scale: tscScale(2_000_000), maxPages: o.maxPages ?? RAM_PAGES + 8,
+    totPages: RAM_PAGES, consoleLine: '', debugLine: '', hypercallPageGfn: -1, stopping: false, memoryMap: null,
+    watchdogs: new Map<number, bigint>(), vmAssist: 0, handle: Uint8Array.from({ length: 16 }, (_, i) => 0xa0 + i),
+    builderMemoryMap: o.memoryMap ?? e820([[0, RAM_PAGES * PAGE, 1], [0xfeff8000, 0x8000, 2], [0xfc000000, 0x4000000, 2]]),
+  });
+  Object.assign(d, { grant: new GrantTable(d, 4) });
+  const hws: FakeHw[] = [];
+  const vcpus: VCpu[] = [];
+  for (let i = 0; i < nv; i++) {
+    const hw = new FakeHw();
+    if (abi === 'x64') {
+      // 4-level paging with VA = GPA below 1 GiB: PML4 @0x1000 -> PDPT @0x2000 -> 1 GiB page at 0.
+      hw.cr0 = 0x80010001; hw.cr3 = 0x1000n; hw.cr4 = 0x20; hw.efer = 0x500;
+    } else {
+      hw.longMode64 = false; hw.cr0 = 0x11;
+    }
+    hws.push(hw);
+    vcpus.push(new VCpu(d, i, hw as never));
+  }
+  Object.assign(d, { vcpus });
+  const dv = new DataView(bytes.buffer);
+  dv.setBigUint64(0x1000, 0x2003n, true);
+  dv.setBigUint64(0x2000, 0x83n, true);
+  evDomains.set(domid, d.evtchn);
+  return { abi, d, v: vcpus, hw: hws, h: new Hcall(d, vcpus[0]!), mem: bytes, dv, discards, desched: false };
+}
+
+/** Performs hypercall `nr` on vCPU `vi` with the ABI's argument registers; returns RAX as a signed long. */
+function call(e: Env, nr: number, args: (number | bigint)[], vi = 0): number {
+  const hw = e.hw[vi]!;
+  const regs = e.abi === 'x32' ? [REG.rbx, REG.rcx, REG.rdx, REG.rsi, REG.rdi] : [REG.rdi, REG.rsi, REG.rdx, REG.r10, REG.r8];
+  args.forEach((a, i) => {
+    const v = BigInt(a);
+    hw.setReg(regs[i]!, e.abi === 'x32' ? GARBAGE | BigInt.asUintN(32, v) : BigInt.asUintN(64, v));
+  });
+  const h = vi === 0 ? e.h : new Hcall(e.d, e.v[vi]!);
+  e.desched = doHypercall(h, nr);
+  const rax = hw.reg(REG.rax);
+  if (e.abi === 'x32') {
+    assert.equal(rax >> 32n, 0n, 'a 32-bit caller gets a 32-bit result');
+    return Number(BigInt.asIntN(32, rax));
+  }
+  return Number(BigInt.asIntN(64, rax));
+}
+
+type F = [off: number, type: 'u8' | 'u16' | 'u32' | 'u64' | 'i16', v: number | bigint];
+function put(e: Env, gpa: number, fields: F[], size = 0): void {
+  if (size) e.mem.fill(0, gpa, gpa + size);
+  for (const [off, t, v] of fields) {
+    const a = gpa + off;
+    if (t === 'u8') e.dv.setUint8(a, Number(v));
+    else if (t === 'u16') e.dv.setUint16(a, Number(v), true);
+    else if (t === 'i16') e.dv.setInt16(a, Number(v), true);
+    else if (t === 'u32') e.dv.setUint32(a, Number(v) >>> 0, true);
+    else e.dv.setBigUint64(a, BigInt.asUintN(64, BigInt(v)), true);
+  }
+}
+const u16 = (e: Env, a: number) => e.dv.getUint16(a, true);
+const i16 = (e: Env, a: number) => e.dv.getInt16(a, true);
+const u32 = (e: Env, a: number) => e.dv.getUint32(a, true);
+const u64 = (e: Env, a: number) => e.dv.getBigUint64(a, true);
+/** A native unsigned long of the ABI. */
+const ulong = (e: Env, a: number) => (e.abi === 'x32' ? BigInt(u32(e, a)) : u64(e, a));
+const cstr = (e: Env, a: number, max: number) => {
+  const b = e.mem.subarray(a, a + max);
+  const z = b.indexOf(0);
+  return Buffer.from(b.subarray(0, z < 0 ? max : z)).toString('latin1');
+};
+
+const ABIS: Abi[] = ['x64', 'x32'];
+
+// --- dispatch ------------------------------------------------------------
+
+describe('hypercall dispatch', () => {
+  for (const abi of ABIS) {
+    test(`${abi}: CPL3 callers get -EPERM and nothing runs`, () => {
+      const e = mkEnv({ abi });
+      e.hw[0]!.cpl = 3;
+      assert.equal(call(e, HC.xen_version, [0, 0]), -EPERM);
+      put(e, ARG, [[0, 'u32', 0]]);
+      assert.equal(call(e, HC.sched_op, [2, ARG]), -EPERM);
+      assert.deepEqual(shutdowns.filter(([id]) => id === e.d.domid), []);
+      e.hw[0]!.cpl = 0;
+      assert.equal(call(e, HC.xen_version, [0, 0]), 0x40011);
+    });
+
+    test(`${abi}: unknown and PV-only hypercalls are -ENOSYS`, () => {
+      const e = mkEnv({ abi });
+      for (const nr of [0, 1, 2, 3, 4, 5, 6, 14, 16, 19, 23, 26, 36, 41, 42, 63, 64, 1000, 0xffffffff]) {
+        assert.equal(call(e, nr, [0, 0, 0]), -ENOSYS, `hypercall ${nr}`);
+      }
+    });
+  }
+
+  test('x32: only the low 32 bits of EBX ECX EDX ESI EDI are arguments', () => {
+    const e = mkEnv({ abi: 'x32' });
+    // xen_version(XENVER_pagesize, NULL): a NULL with garbage above bit 31 is still NULL.
+    assert.equal(call(e, HC.xen_version, [7, 0]), 4096);
+    // vm_assist(enable, 5): cmd and type through EBX, ECX
+    assert.equal(call(e, HC.vm_assist, [0, 5]), 0);
+    assert.equal(e.d.vmAssist, 1 << 5);
+  });
+
+  test('x64: arguments in RDI RSI RDX R10 R8, a negative result is a 64-bit -errno', () => {
+    const e = mkEnv();
+    e.hw[0]!.setReg(REG.rdi, 1n << 40n); // xen_version cmd is an int: 1<<40 truncates to 0
+    assert.equal(call(e, HC.xen_version, []), 0x40011);
+    assert.equal(e.hw[0]!.reg(REG.rax), 0x40011n);
+    call(e, 999, []);
+    assert.equal(e.hw[0]!.reg(REG.rax), BigInt.asUintN(64, -38n));
+  });
+
+  test('each hypercall walks the guest page tables afresh (no stale translation between calls)', () => {
+    const e = mkEnv();
+    // VA 0x80000000 -> PDPT[2] -> PD @0x3000 -> PT @0x4000 -> PT[0] -> 0x20000
+    put(e, 0x2000, [[16, 'u64', 0x3003n]]);
+    put(e, 0x3000, [[0, 'u64', 0x4003n]]);
+    put(e, 0x4000, [[0, 'u64', 0x20003n]]);
+    assert.equal(call(e, HC.xen_version, [1, 0x80000000]), 0);
+    assert.equal(cstr(e, 0x20000, 16), '.0-xenode');
+    // The guest remaps the page (and invlpg's it: invisible to the hypervisor) and calls again.
+    put(e, 0x4000, [[0, 'u64', 0x21003n]]);
+    assert.equal(call(e, HC.xen_version, [4, 0x80000000]), 0);
+    assert.equal(cstr(e, 0x21000, 64), 'xenode', 'the second call writes through the new mapping');
+    assert.equal(cstr(e, 0x20000, 16), '.0-xenode', 'the old page is untouched');
+    // and a page the guest unmapped is -EFAULT, not the old frame
+    put(e, 0x4000, [[0, 'u64', 0n]]);
+    assert.equal(call(e, HC.xen_version, [1, 0x80000000]), -EFAULT);
+  });
+});
+
+// --- xen_version ---------------------------------------------------------
+
+describe('xen_version', () => {
+  for (const abi of ABIS) {
+    test(`${abi}: every sub-op`, () => {
+      const e = mkEnv({ abi });
+      assert.equal(call(e, HC.xen_version, [0, 0]), (4 << 16) | 17);
+      e.mem.fill(0xcc, BUF, BUF + 2048);
+      assert.equal(call(e, HC.xen_version, [1, BUF]), 0);
+      assert.equal(cstr(e, BUF, 16), '.0-xenode');
+      assert.equal(e.mem[BUF + 15], 0, 'xen_extraversion_t is 16 bytes, NUL-padded');
+      assert.equal(e.mem[BUF + 16], 0xcc, 'nothing beyond it');
+      e.mem.fill(0xcc, BUF, BUF + 2048);
+      assert.equal(call(e, HC.xen_version, [2, BUF]), 0);
+      assert.match(cstr(e, BUF, 64), /^node v/);
+      assert.equal(cstr(e, BUF + 64, 16), 'xenode');
+      assert.equal(e.mem[BUF + 144], 0xcc, 'xen_compile_info_t is 144 bytes');
+      e.mem.fill(0xcc, BUF, BUF + 2048);
+      assert.equal(call(e, HC.xen_version, [3, BUF]), 0);
+      assert.match(cstr(e, BUF, 1024), /hvm-3\.0-x86_64/);
+      assert.equal(e.mem[BUF + 1023], 0);
+      assert.equal(e.mem[BUF + 1024], 0xcc);
+      e.mem.fill(0xcc, BUF, BUF + 2048);
+      assert.equal(call(e, HC.xen_version, [4, BUF]), 0);
+      assert.equal(e.mem[BUF + 64], 0xcc, 'xen_changeset_info_t is 64 bytes');
+      e.mem.fill(0xcc, BUF, BUF + 16);
+      assert.equal(call(e, HC.xen_version, [5, BUF]), 0);
+      const ul = abi === 'x32' ? 4 : 8;
+      assert.deepEqual([...e.mem.subarray(BUF, BUF + ul)], new Array(ul).fill(0), 'virt_start = 0');
+      assert.equal(e.mem[BUF + ul], 0xcc, 'platform_parameters is one unsigned long');
+      put(e, ARG, [[0, 'u32', 0], [4, 'u32', 0xffffffff]]);
+      assert.equal(call(e, HC.xen_version, [6, ARG]), 0);
+      const f = u32(e, ARG + 4);
+      for (const bit of [0, 2, 8, 9]) assert.ok(f & (1 << bit), `XENFEAT bit ${bit}`);
+      assert.equal(f & (1 << 11), 0, 'not dom0');
+      assert.equal(u32(e, ARG), 0);
+      put(e, ARG, [[0, 'u32', 1]]);
+      assert.equal(call(e, HC.xen_version, [6, ARG]), -EINVAL);
+      assert.equal(call(e, HC.xen_version, [7, 0]), 4096);
+      assert.equal(call(e, HC.xen_version, [7, BUF]), -EINVAL);
+      assert.equal(call(e, HC.xen_version, [8, BUF]), 0);
+      assert.deepEqual([...e.mem.subarray(BUF, BUF + 16)], [...e.d.handle]);
+      assert.equal(call(e, HC.xen_version, [9, BUF]), 0);
+      assert.equal(cstr(e, BUF, 1024), '<denied>');
+      assert.equal(call(e, HC.xen_version, [10, BUF]), -EPERM);
+      assert.equal(call(e, HC.xen_version, [11, BUF]), -ENOSYS);
+      assert.equal(call(e, HC.xen_version, [-1, BUF]), -ENOSYS);
+    });
+  }
+
+  test('privileged: dom0 feature, command line readable, build_id not available', () => {
+    const e = mkEnv({ privileged: true });
+    put(e, ARG, [[0, 'u32', 0]]);
+    assert.equal(call(e, HC.xen_version, [6, ARG]), 0);
+    assert.ok(u32(e, ARG + 4) & (1 << 11));
+    e.mem.fill(0xcc, BUF, BUF + 1024);
+    assert.equal(call(e, HC.xen_version, [9, BUF]), 0);
+    assert.equal(e.mem[BUF], 0);
+    assert.equal(call(e, HC.xen_version, [10, BUF]), -ENOSYS);
+  });
+
+  test('unmapped buffers are -EFAULT', () => {
+    const e = mkEnv();
+    for (const cmd of [1, 2, 3, 4, 5, 6, 8, 9]) assert.equal(call(e, HC.xen_version, [cmd, HOLE]), -EFAULT, `cmd ${cmd}`);
+    // a buffer that runs off the end of RAM faults without writing its first part
+    const end = RAM_PAGES * PAGE - 8;
+    e.mem.fill(0xcc, end, end + 8);
+    assert.equal(call(e, HC.xen_version, [1, end]), -EFAULT);
+    assert.deepEqual([...e.mem.subarray(end, end + 8)], new Array(8).fill(0xcc));
+  });
+});
+
+// --- console_io ----------------------------------------------------------
+
+describe('console_io', () => {
+  const mine = (e: Env) => lines.filter(([id]) => id === e.d.domid).map(([, src, t]) => [src, t]);
+
+  test('write: sanitised, line-buffered output', () => {
+    const e = mkEnv({ isConsole: true });
+    const text = Buffer.from('hello\x07 world\nsecond\tline\r\npartial');
+    e.mem.set(text, BUF);
+    assert.equal(call(e, HC.console_io, [0, text.length, BUF]), 0);
+    assert.deepEqual(mine(e), [['console_io', 'hello world'], ['console_io', 'second\tline']]);
+    e.mem.set(Buffer.from('!\n'), BUF);
+    assert.equal(call(e, HC.console_io, [0, 2, BUF]), 0);
+    assert.deepEqual(mine(e).at(-1), ['console_io', 'partial!']);
+    assert.equal(call(e, HC.console_io, [0, 0, HOLE]), 0, 'zero bytes touch nothing');
+  });
+
+  test('errors: not a console domain, unknown command, oversize, unmapped buffer', () => {
+    const plain = mkEnv();
+    assert.equal(call(plain, HC.console_io, [0, 1, BUF]), -EPERM);
+    assert.equal(call(plain, HC.console_io, [1, 1, BUF]), -EPERM);
+    assert.equal(call(plain, HC.console_io, [2, 1, BUF]), -ENOSYS);
+    const e = mkEnv({ isConsole: true });
+    assert.equal(call(e, HC.console_io, [0, (1 << 20) + 1, BUF]), -EINVAL);
+    assert.equal(call(e, HC.console_io, [0, 4, HOLE]), -EFAULT);
+    assert.equal(call(e, HC.console_io, [-1, 4, BUF]), -ENOSYS);
+    const priv = mkEnv({ privileged: true });
+    priv.mem.set(Buffer.from('x\n'), BUF);
+    assert.equal(call(priv, HC.console_io, [0, 2, BUF]), 0, 'a privileged domain may write');
+  });
+
+  test('read: returns queued input up to count', () => {
+    const e = mkEnv({ isConsole: true });
+    assert.equal(call(e, HC.console_io, [1, 16, BUF]), 0, 'nothing queued');
+    feedConsoleInput(e.d.domid, Buffer.from('abcdef'));
+    assert.equal(call(e, HC.console_io, [1, 0, BUF]), 0);
+    assert.equal(call(e, HC.console_io, [1, 4, BUF]), 4);
+    assert.equal(cstr(e, BUF, 4), 'abcd');
+    assert.equal(call(e, HC.console_io, [1, 16, BUF + 100]), 2);
+    assert.equal(cstr(e, BUF + 100, 2), 'ef');
+    feedConsoleInput(e.d.domid, Buffer.from('z'));
+    assert.equal(call(e, HC.console_io, [1, 1, HOLE]), -EFAULT);
+  });
+});
+
+// --- hvm_op --------------------------------------------------------------
+
+describe('hvm_op', () => {
+  const param = (e: Env, domid: number, index: number, value: bigint = 0n) =>
+    put(e, ARG, [[0, 'u16', domid], [4, 'u32', index], [8, 'u64', value]], 16);
+
+  for (const abi of ABIS) {
+    test(`${abi}: CALLBACK_IRQ of type vector sets the callback and latches the shared-info ABI`, () => {
+      const e = mkEnv({ abi });
+      e.d.shared.set('abi', abi === 'x32' ? 0 : 1); // the opposite, to see the latch
+      param(e, DOMID_SELF, 0, 0x02000000000000f3n);
+      assert.equal(call(e, HC.hvm_op, [0, ARG]), 0);
+      assert.equal(e.d.shared.get('callbackVector'), 0xf3);
+      assert.equal(e.d.shared.get('abi'), abi === 'x32' ? 1 : 0);
+      param(e, e.d.domid, 0);
+      assert.equal(call(e, HC.hvm_op, [1, ARG]), 0);
+      assert.equal(u64(e, ARG + 8), 0x02000000000000f3n);
+      assert.equal(u16(e, ARG), e.d.domid, 'only value is written back');
+      param(e, DOMID_SELF, 0, 0n);
+      assert.equal(call(e, HC.hvm_op, [0, ARG]), 0);
+      assert.equal(e.d.shared.get('callbackVector'), 0);
+    });
+  }
+
+  test('CALLBACK_IRQ: GSI / PCI INTx types and low vectors are -EINVAL', () => {
+    const e = mkEnv();
+    for (const v of [0x05n, 0x01000000000a0b01n, 0x020000000000000fn, 0x0300000000000040n]) {
+      param(e, DOMID_SELF, 0, v);
+      assert.equal(call(e, HC.hvm_op, [0, ARG]), -EINVAL, v.toString(16));
+    }
+    assert.equal(e.d.shared.get('callbackVector'), 0);
+  });
+
+  test('per-index access rules for the domain itself', () => {
+    const e = mkEnv();
+    e.d.params.set(1, 0xfeffcn); // STORE_PFN set by the builder
+    e.d.params.set(5, 0x1234n); // IOREQ_PFN
+    const readable = [0, 1, 2, 15, 17, 18, 19, 34, 35, 36, 37];
+    const writable = [0, 2, 15, 18, 19, 34, 36, 37];
+    const deprecated = [4, 13, 20, 21, 22, 23, 24, 25, 26, 30];
+    for (let i = 0; i < 39; i++) {
+      param(e, DOMID_SELF, i);
+      const r = call(e, HC.hvm_op, [1, ARG]);
+      assert.equal(r, deprecated.includes(i) ? -EINVAL : readable.includes(i) ? 0 : -EPERM, `get ${i}`);
+      param(e, DOMID_SELF, i, i === 0 ? 0x0200000000000040n : 7n);
+      const w = call(e, HC.hvm_op, [0, ARG]);
+      assert.equal(w, deprecated.includes(i) ? -EINVAL : writable.includes(i) ? 0 : -EPERM, `set ${i}`);
+    }
+    param(e, DOMID_SELF, 1);
+    call(e, HC.hvm_op, [1, ARG]);
+    assert.equal(u64(e, ARG + 8), 0xfeffcn);
+    assert.equal(e.d.params.get(5), 0x1234n, 'refused writes change nothing');
+    param(e, DOMID_SELF, 18);
+    call(e, HC.hvm_op, [1, ARG]);
+    assert.equal(u64(e, ARG + 8), 7n);
+    for (const i of [39, 40, 0xffffffff]) {
+      param(e, DOMID_SELF, i);
+      assert.equal(call(e, HC.hvm_op, [1, ARG]), -EINVAL);
+      assert.equal(call(e, HC.hvm_op, [0, ARG]), -EINVAL);
+    }
+  });
+
+  test('another domain: -EPERM if it exists, -ESRCH if not; a bad index is -EINVAL first', () => {
+    const e = mkEnv({ others: [3] });
+    param(e, 3, 1);
+    assert.equal(call(e, HC.hvm_op, [1, ARG]), -EPERM);
+    assert.equal(call(e, HC.hvm_op, [0, ARG]), -EPERM);
+    param(e, 4, 1);
+    assert.equal(call(e, HC.hvm_op, [1, ARG]), -ESRCH);
+    param(e, 4, 39);
+    assert.equal(call(e, HC.hvm_op, [1, ARG]), -EINVAL);
+  });
+
+  test('set_evtchn_upcall_vector, flush_tlbs, pagetable_dying, get_time, unknown ops, faults', () => {
+    const e = mkEnv();
+    put(e, ARG, [[0, 'u32', 1], [4, 'u8', 0x40]], 8);
+    assert.equal(call(e, HC.hvm_op, [23, ARG]), 0);
+    assert.equal(e.v[1]!.upcallVector, 0x40);
+    assert.equal(e.d.shared.vcpu(1, 'upcallVector'), 0x40);
+    put(e, ARG, [[0, 'u32', 0], [4, 'u8', 0x0f]], 8);
+    assert.equal(call(e, HC.hvm_op, [23, ARG]), -EINVAL);
+    put(e, ARG, [[0, 'u32', 2], [4, 'u8', 0x40]], 8);
+    assert.equal(call(e, HC.hvm_op, [23, ARG]), -ENOENT);
+    assert.equal(call(e, HC.hvm_op, [5, 0]), 0);
+    assert.equal(call(e, HC.hvm_op, [5, ARG]), -EINVAL);
+    assert.equal(call(e, HC.hvm_op, [9, ARG]), 0);
+    const t0 = e.d.now();
+    assert.equal(call(e, HC.hvm_op, [10, ARG]), 0);
+    const t = u64(e, ARG);
+    assert.ok(t >= t0 && t <= e.d.now());
+    for (const op of [2, 3, 4, 15, 25, 99]) assert.equal(call(e, HC.hvm_op, [op, ARG]), -ENOSYS, `op ${op}`);
+    for (const op of [0, 1, 10, 23]) assert.equal(call(e, HC.hvm_op, [op, HOLE]), -EFAULT, `op ${op}`);
+  });
+});
+
+// --- memory_op -----------------------------------------------------------
+
+/** xen_memory_reservation for the ABI. */
+function reservation(e: Env, a: { list: number; nr: number; order?: number; domid?: number }): void {
+  if (e.abi === 'x64') put(e, ARG, [[0, 'u64', a.list], [8, 'u64', a.nr], [16, 'u32', a.order ?? 0], [24, 'u16', a.domid ?? DOMID_SELF]], 32);
+  else put(e, ARG, [[0, 'u32', a.list], [4, 'u32', a.nr], [8, 'u32', a.order ?? 0], [16, 'u16', a.domid ?? DOMID_SELF]], 20);
+}
+function pfnList(e: Env, at: number, pfns: number[]): void {
+  pfns.forEach((p, i) => (e.abi === 'x64' ? e.dv.setBigUint64(at + i * 8, BigInt(p), true) : e.dv.setUint32(at + i * 4, p, true)));
+}
+function addToPhysmap(e: Env, a: { space: number; idx: number; gpfn: number | bigint; size?: number; domid?: number }): void {
+  if (e.abi === 'x64') put(e, ARG, [[0, 'u16', a.domid ?? DOMID_SELF], [2, 'u16', a.size ?? 0], [4, 'u32', a.space], [8, 'u64', a.idx], [16, 'u64', a.gpfn]], 24);
+  else put(e, ARG, [[0, 'u16', a.domid ?? DOMID_SELF], [2, 'u16', a.size ?? 0], [4, 'u32', a.space], [8, 'u32', a.idx], [12, 'u32', a.gpfn]], 16);
+}
+function removeFromPhysmap(e: Env, gpfn: number, domid = DOMID_SELF): void {
+  if (e.abi === 'x64') put(e, ARG, [[0, 'u16', domid], [8, 'u64', gpfn]], 16);
+  else put(e, ARG, [[0, 'u16', domid], [4, 'u32', gpfn]], 8);
+}
+
+describe('memory_op', () => {
+  for (const abi of ABIS) {
+    test(`${abi}: memory_map returns the builder's map, clipped to nr_entries`, () => {
+      const e = mkEnv({ abi });
+      const memmap = (nr: number) => (abi === 'x64' ? put(e, ARG, [[0, 'u32', nr], [8, 'u64', BUF]], 16) : put(e, ARG, [[0, 'u32', nr], [4, 'u32', BUF]], 8));
+      e.mem.fill(0xcc, BUF, BUF + 100);
+      memmap(2);
+      assert.equal(call(e, HC.memory_op, [9, ARG]), 0);
+      assert.equal(u32(e, ARG), 2);
+      assert.deepEqual(e.mem.slice(BUF, BUF + 40), e.d.builderMemoryMap.slice(0, 40));
+      assert.equal(e.mem[BUF + 40], 0xcc);
+      memmap(100);
+      assert.equal(call(e, HC.memory_op, [9, ARG]), 0);
+      assert.equal(u32(e, ARG), 3);
+      assert.deepEqual(e.mem.slice(BUF, BUF + 60), e.d.builderMemoryMap);
+      memmap(0);
+      assert.equal(call(e, HC.memory_op, [9, ARG]), 0);
+      assert.equal(u32(e, ARG), 0);
+      memmap(3);
+      (abi === 'x64' ? put(e, ARG, [[8, 'u64', HOLE]]) : put(e, ARG, [[4, 'u32', HOLE]]));
+      assert.equal(call(e, HC.memory_op, [9, ARG]), -EFAULT);
+      assert.equal(call(e, HC.memory_op, [9, HOLE]), -EFAULT);
+    });
+
+    test(`${abi}: set_memory_map replaces what memory_map returns`, () => {
+      const e = mkEnv({ abi, others: [2] });
+      const mine = e820([[0, 0x9f000, 1], [0x100000, 0x100000, 1]]);
+      e.mem.set(mine, BUF);
+      const setmap = (domid: number, nr: number) => (abi === 'x64'
+        ? put(e, ARG, [[0, 'u16', domid], [8, 'u32', nr], [16, 'u64', BUF]], 24)
+        : put(e, ARG, [[0, 'u16', domid], [4, 'u32', nr], [8, 'u32', BUF]], 12));
+      setmap(DOMID_SELF, 1025);
+      assert.equal(call(e, HC.memory_op, [13, ARG]), -EINVAL);
+      setmap(2, 2);
+      assert.equal(call(e, HC.memory_op, [13, ARG]), -EPERM);
+      setmap(9, 2);
+      assert.equal(call(e, HC.memory_op, [13, ARG]), -ESRCH);
+      setmap(DOMID_SELF, 2);
+      assert.equal(call(e, HC.memory_op, [13, ARG]), 0);
+      const out = BUF + 0x400;
+      abi === 'x64' ? put(e, ARG, [[0, 'u32', 10], [8, 'u64', out]], 16) : put(e, ARG, [[0, 'u32', 10], [4, 'u32', out]], 8);
+      assert.equal(call(e, HC.memory_op, [9, ARG]), 0);
+      assert.equal(u32(e, ARG), 2);
+      assert.deepEqual(e.mem.slice(out, out + 40), mine);
+    });
+  }
+
+  test('current/maximum_reservation and maximum_gpfn', () => {
+    const e = mkEnv({ others: [2] });
+    put(e, ARG, [[0, 'u16', DOMID_SELF]]);
+    assert.equal(call(e, HC.memory_op, [3, ARG]), RAM_PAGES);
+    assert.equal(call(e, HC.memory_op, [4, ARG]), RAM_PAGES + 8);
+    assert.equal(call(e, HC.memory_op, [14, ARG]), 0xfefff);
+    put(e, ARG, [[0, 'u16', e.d.domid]]);
+    assert.equal(call(e, HC.memory_op, [3, ARG]), RAM_PAGES);
+    put(e, ARG, [[0, 'u16', 2]]);
+    for (const c of [3, 4, 14]) assert.equal(call(e, HC.memory_op, [c, ARG]), -EPERM);
+    put(e, ARG, [[0, 'u16', 7]]);
+    for (const c of [3, 4, 14]) assert.equal(call(e, HC.memory_op, [c, ARG]), -ESRCH);
+    for (const c of [3, 4, 14]) assert.equal(call(e, HC.memory_op, [c, HOLE]), -EFAULT);
+  });
+
+  test('unknown commands are -ENOSYS', () => {
+    const e = mkEnv();
+    for (const c of [2, 5, 8, 10, 11, 12, 16, 23, 26, 28, 63]) assert.equal(call(e, HC.memory_op, [c, ARG]), -ENOSYS, `cmd ${c}`);
+  });
+
+  for (const abi of ABIS) {
+    test(`${abi}: add_to_physmap shared_info: into a hole, moved, over RAM (the RAM page is freed)`, () => {
+      const e = mkEnv({ abi });
+      const si = e.d.physmap.sharedInfoPage;
+      addToPhysmap(e, { space: 0, idx: 0, gpfn: 0x80000 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), 0);
+      assert.equal(e.d.physmap.hostPageOf(0x80000), si);
+      assert.equal(e.d.totPages, RAM_PAGES);
+      addToPhysmap(e, { space: 0, idx: 0, gpfn: 0x50 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), 0);
+      assert.equal(e.d.physmap.hostPageOf(0x80000), -1, 'left its old GFN');
+      assert.equal(e.d.physmap.hostPageOf(0x50), si);
+      assert.equal(e.d.physmap.hostPageOf(0x4f), 0x4f);
+      assert.equal(e.d.physmap.hostPageOf(0x51), 0x51);
+      assert.deepEqual(e.discards, [0x50], 'the displaced RAM page is given back');
+      put(e, ARG, [[0, 'u16', DOMID_SELF]]);
+      assert.equal(call(e, HC.memory_op, [3, ARG]), RAM_PAGES - 1, 'and no longer counted');
+      addToPhysmap(e, { space: 0, idx: 1, gpfn: 0x80000 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), -EINVAL);
+    });
+
+    test(`${abi}: add_to_physmap grant_table frames grow the table up to its maximum`, () => {
+      const e = mkEnv({ abi });
+      addToPhysmap(e, { space: 1, idx: 2, gpfn: 0x80010 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), 0);
+      assert.equal(e.d.physmap.hostPageOf(0x80010), e.d.physmap.grantBase + 2);
+      assert.equal(e.d.grant.nrFrames, 3);
+      addToPhysmap(e, { space: 1, idx: 4, gpfn: 0x80011 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), -EINVAL, 'beyond max_grant_frames');
+      addToPhysmap(e, { space: 1, idx: 0x80000000, gpfn: 0x80011 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), -EINVAL, 'status frames need v2');
+      assert.equal(e.d.physmap.hostPageOf(0x80011), -1);
+      // over RAM: the RAM page is freed
+      addToPhysmap(e, { space: 1, idx: 0, gpfn: 0x60 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), 0);
+      assert.deepEqual(e.discards, [0x60]);
+      assert.equal(e.d.totPages, RAM_PAGES - 1);
+      // over a special page: unhooked, not freed
+      addToPhysmap(e, { space: 1, idx: 1, gpfn: 0xfeffa });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), 0);
+      assert.deepEqual(e.discards, [0x60]);
+      assert.equal(e.d.totPages, RAM_PAGES - 1);
+    });
+
+    test(`${abi}: add_to_physmap gmfn and gmfn_range move RAM frames`, () => {
+      const e = mkEnv({ abi });
+      addToPhysmap(e, { space: 2, idx: 5, gpfn: 0x90000 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), 0);
+      assert.equal(e.d.physmap.hostPageOf(0x90000), 5);
+      assert.equal(e.d.physmap.hostPageOf(5), -1);
+      addToPhysmap(e, { space: 2, idx: 5, gpfn: 0x90001 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), -EINVAL, 'gfn 5 is no longer populated');
+      // a RAM frame moved over another RAM frame frees the one displaced
+      addToPhysmap(e, { space: 2, idx: 0x90000, gpfn: 7 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), 0);
+      assert.equal(e.d.physmap.hostPageOf(7), 5);
+      assert.deepEqual(e.discards, [7]);
+      addToPhysmap(e, { space: 3, idx: 0x20, gpfn: 0x91000, size: 3 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), 0);
+      for (let i = 0; i < 3; i++) assert.equal(e.d.physmap.hostPageOf(0x91000 + i), 0x20 + i);
+      assert.equal(e.d.physmap.hostPageOf(0x20), -1);
+      assert.equal(u16(e, ARG + 2), 0, 'size consumed');
+      assert.equal(Number(e.abi === 'x64' ? u64(e, ARG + 8) : u32(e, ARG + 8)), 0x23);
+      assert.equal(Number(e.abi === 'x64' ? u64(e, ARG + 16) : u32(e, ARG + 12)), 0x91003);
+    });
+
+    test(`${abi}: add_to_physmap errors`, () => {
+      const e = mkEnv({ abi, others: [2] });
+      addToPhysmap(e, { space: 4, idx: 1, gpfn: 0x90000 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), -EINVAL, 'gmfn_foreign only in the batch');
+      for (const space of [5, 6, 100]) {
+        addToPhysmap(e, { space, idx: 0, gpfn: 0x90000 });
+        assert.equal(call(e, HC.memory_op, [7, ARG]), -EINVAL, `space ${space}`);
+      }
+      addToPhysmap(e, { space: 0, idx: 0, gpfn: 0x90000, domid: 2 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), -EPERM);
+      addToPhysmap(e, { space: 0, idx: 0, gpfn: 0x90000, domid: 9 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), -ESRCH);
+      assert.equal(call(e, HC.memory_op, [7, HOLE]), -EFAULT);
+      assert.equal(e.d.physmap.hostPageOf(0x90000), -1);
+    });
+  }
+
+  test('x64: add_to_physmap refuses a GFN beyond the guest address width', () => {
+    const e = mkEnv();
+    addToPhysmap(e, { space: 0, idx: 0, gpfn: 1n << 40n });
+    assert.equal(call(e, HC.memory_op, [7, ARG]), -EINVAL);
+    addToPhysmap(e, { space: 0, idx: 0, gpfn: -1n });
+    assert.equal(call(e, HC.memory_op, [7, ARG]), -EINVAL);
+  });
+
+  for (const abi of ABIS) {
+    test(`${abi}: remove_from_physmap`, () => {
+      const e = mkEnv({ abi, others: [2] });
+      removeFromPhysmap(e, 0x30);
+      assert.equal(call(e, HC.memory_op, [15, ARG]), 0);
+      assert.equal(e.d.physmap.hostPageOf(0x30), -1);
+      assert.deepEqual(e.discards, [0x30]);
+      assert.equal(e.d.totPages, RAM_PAGES - 1);
+      assert.equal(call(e, HC.memory_op, [15, ARG]), -ENOENT);
+      removeFromPhysmap(e, 0x31, 2);
+      assert.equal(call(e, HC.memory_op, [15, ARG]), -EPERM);
+      assert.equal(call(e, HC.memory_op, [15, HOLE]), -EFAULT);
+      // a Xen frame is unhooked, not freed
+      addToPhysmap(e, { space: 0, idx: 0, gpfn: 0x80000 });
+      call(e, HC.memory_op, [7, ARG]);
+      removeFromPhysmap(e, 0x80000);
+      assert.equal(call(e, HC.memory_op, [15, ARG]), 0);
+      assert.equal(e.d.totPages, RAM_PAGES - 1);
+      assert.deepEqual(e.discards, [0x30]);
+    });
+
+    test(`${abi}: populate_physmap and decrease_reservation (extents done, continuation start)`, () => {
+      const e = mkEnv({ abi, maxPages: RAM_PAGES + 6, poolPages: 8 });
+      const LIST = BUF;
+      pfnList(e, LIST, [0x90000, 0x90001, 0x10]);
+      reservation(e, { list: LIST, nr: 3 });
+      assert.equal(call(e, HC.memory_op, [6, ARG]), 3);
+      assert.ok(e.d.physmap.hostPageOf(0x90000) >= e.d.physmap.poolBase);
+      assert.ok(e.d.physmap.hostPageOf(0x90001) >= e.d.physmap.poolBase);
+      assert.equal(e.d.physmap.hostPageOf(0x10), 0x10, 'already populated: left alone');
+      assert.equal(e.d.totPages, RAM_PAGES + 2);
+      // order 1 extents, starting at extent 1 via cmd >> 6
+      pfnList(e, LIST, [0x90000, 0x92000, 0x94000]);
+      reservation(e, { list: LIST, nr: 3, order: 1 });
+      assert.equal(call(e, HC.memory_op, [6 | (1 << 6), ARG]), 3);
+      assert.equal(e.d.physmap.hostPageOf(0x92001) >= 0, true);
+      assert.equal(e.d.physmap.hostPageOf(0x94001) >= 0, true);
+      assert.equal(e.d.totPages, RAM_PAGES + 6);
+      // the reservation is full: nothing more
+      pfnList(e, LIST, [0x96000]);
+      reservation(e, { list: LIST, nr: 1 });
+      assert.equal(call(e, HC.memory_op, [6, ARG]), 0);
+      assert.equal(e.d.physmap.hostPageOf(0x96000), -1);
+      // decrease: RAM and pool pages go back; a hole stops the operation
+      pfnList(e, LIST, [0x90000, 0x31, 0x12345, 0x32]);
+      reservation(e, { list: LIST, nr: 4 });
+      assert.equal(call(e, HC.memory_op, [1, ARG]), 2);
+      assert.equal(e.d.physmap.hostPageOf(0x90000), -1);
+      assert.equal(e.d.physmap.hostPageOf(0x31), -1);
+      assert.equal(e.d.physmap.hostPageOf(0x32), 0x32);
+      assert.equal(e.d.totPages, RAM_PAGES + 4);
+      assert.ok(e.discards.includes(0x31));
+      // the pool page came back: populate can use it again
+      pfnList(e, LIST, [0x98000]);
+      reservation(e, { list: LIST, nr: 1 });
+      assert.equal(call(e, HC.memory_op, [6, ARG]), 1);
+    });
+  }
+
+  test('reservation edge cases: order, start beyond nr, unreadable arguments, foreign domain, non-RAM frames', () => {
+    const e = mkEnv({ others: [2], maxPages: RAM_PAGES + 1000, poolPages: 4 });
+    pfnList(e, BUF, [0x90000]);
+    reservation(e, { list: BUF, nr: 1, order: 10 });
+    assert.equal(call(e, HC.memory_op, [6, ARG]), 0, 'order above the domU maximum: nothing done');
+    reservation(e, { list: BUF, nr: 1 });
+    assert.equal(call(e, HC.memory_op, [6 | (5 << 6), ARG]), 5, 'start >= nr returns start');
+    assert.equal(call(e, HC.memory_op, [6 | (2 << 6), HOLE]), 2, 'unreadable reservation: the start extent, not -EFAULT');
+    reservation(e, { list: HOLE, nr: 2 });
+    assert.equal(call(e, HC.memory_op, [6, ARG]), 0, 'unreadable extent list: stops there');
+    pfnList(e, RAM_PAGES * PAGE - 8, [0x90000]);
+    reservation(e, { list: RAM_PAGES * PAGE - 8, nr: 2 });
+    assert.equal(call(e, HC.memory_op, [6, ARG]), 1, 'the second extent is in the hole');
+    reservation(e, { list: BUF, nr: 1, domid: 2 });
+    assert.equal(call(e, HC.memory_op, [6, ARG]), -EPERM);
+    reservation(e, { list: BUF, nr: 1, domid: 9 });
+    assert.equal(call(e, HC.memory_op, [1, ARG]), -ESRCH);
+    // pool exhaustion
+    pfnList(e, BUF, [0xa0000]);
+    reservation(e, { list: BUF, nr: 1, order: 3 });
+    assert.equal(call(e, HC.memory_op, [6, ARG]), 0, '4 pool pages cannot back an order-3 extent');
+    // decrease refuses a Xen frame
+    addToPhysmap(e, { space: 0, idx: 0, gpfn: 0x80000 });
+    call(e, HC.memory_op, [7, ARG]);
+    pfnList(e, BUF, [0x80000]);
+    reservation(e, { list: BUF, nr: 1 });
+    assert.equal(call(e, HC.memory_op, [1, ARG]), 0);
+    assert.equal(e.d.physmap.hostPageOf(0x80000), e.d.physmap.sharedInfoPage);
+  });
+
+  test('increase_reservation accounts pages up to the maximum', () => {
+    const e = mkEnv({ maxPages: RAM_PAGES + 3 });
+    reservation(e, { list: 0, nr: 5 });
+    assert.equal(call(e, HC.memory_op, [0, ARG]), 3);
+    assert.equal(e.d.totPages, RAM_PAGES + 3);
+  });
+});
+
+// --- grant_table_op ------------------------------------------------------
+
+describe('grant_table_op', () => {
+  const GNTST_general_error = -1;
+  const GNTST_bad_domain = -2;
+  const GNTST_permission_denied = -8;
+
+  test('query_size', () => {
+    const e = mkEnv({ others: [2] });
+    put(e, ARG, [[0, 'u16', DOMID_SELF], [12, 'i16', 99]], 16);
+    assert.equal(call(e, HC.grant_table_op, [6, ARG, 1]), 0);
+    assert.deepEqual([u32(e, ARG + 4), u32(e, ARG + 8), i16(e, ARG + 12)], [1, 4, 0]);
+    put(e, ARG, [[0, 'u16', 2]], 16);
+    assert.equal(call(e, HC.grant_table_op, [6, ARG, 1]), 0);
+    assert.equal(i16(e, ARG + 12), GNTST_permission_denied);
+    put(e, ARG, [[0, 'u16', 9]], 16);
+    assert.equal(call(e, HC.grant_table_op, [6, ARG, 1]), 0);
+    assert.equal(i16(e, ARG + 12), GNTST_bad_domain);
+    assert.equal(call(e, HC.grant_table_op, [6, ARG, 2]), -EINVAL);
+    assert.equal(call(e, HC.grant_table_op, [6, ARG, 0]), -EINVAL);
+    assert.equal(call(e, HC.grant_table_op, [6, HOLE, 1]), -EFAULT);
+  });
+
+  for (const abi of ABIS) {
+    test(`${abi}: setup_table grows the table and lists where its frames are mapped`, () => {
+      const e = mkEnv({ abi, others: [2] });
+      const setup = (dom: number, nr: number, list: number) => (abi === 'x64'
+        ? put(e, ARG, [[0, 'u16', dom], [4, 'u32', nr], [8, 'i16', 99], [16, 'u64', list]], 24)
+        : put(e, ARG, [[0, 'u16', dom], [4, 'u32', nr], [8, 'i16', 99], [12, 'u32', list]], 16));
+      const ul = abi === 'x64' ? 8 : 4;
+      const none = abi === 'x64' ? 0xffffffffffffffffn : 0xffffffffn;
+      addToPhysmap(e, { space: 1, idx: 0, gpfn: 0x80010 });
+      assert.equal(call(e, HC.memory_op, [7, ARG]), 0);
+      e.mem.fill(0xcc, BUF, BUF + 64);
+      setup(DOMID_SELF, 2, BUF);
+      assert.equal(call(e, HC.grant_table_op, [2, ARG, 1]), 0);
+      assert.equal(i16(e, ARG + 8), 0);
+      assert.equal(ulong(e, BUF), 0x80010n);
+      assert.equal(ulong(e, BUF + ul), none);
+      assert.equal(e.mem[BUF + 2 * ul], 0xcc, 'nothing beyond nr_frames entries');
+      assert.equal(e.d.grant.nrFrames, 2);
+      setup(DOMID_SELF, 5, BUF);
+      assert.equal(call(e, HC.grant_table_op, [2, ARG, 1]), 0);
+      assert.equal(i16(e, ARG + 8), GNTST_general_error);
+      assert.equal(e.d.grant.nrFrames, 2);
+      setup(2, 1, BUF);
+      assert.equal(call(e, HC.grant_table_op, [2, ARG, 1]), 0);
+      assert.equal(i16(e, ARG + 8), GNTST_permission_denied);
+      setup(9, 1, BUF);
+      assert.equal(call(e, HC.grant_table_op, [2, ARG, 1]), 0);
+      assert.equal(i16(e, ARG + 8), GNTST_bad_domain);
+      setup(DOMID_SELF, 1, HOLE);
+      assert.equal(call(e, HC.grant_table_op, [2, ARG, 1]), -EFAULT);
+      assert.equal(call(e, HC.grant_table_op, [2, ARG, 2]), -EINVAL);
+    });
+  }
+
+  test('set_version / get_version', () => {
+    const e = mkEnv({ others: [2] });
+    put(e, ARG, [[0, 'u32', 1]]);
+    assert.equal(call(e, HC.grant_table_op, [8, ARG, 1]), 0);
+    assert.equal(u32(e, ARG), 1);
+    put(e, ARG, [[0, 'u32', 2]]);
+    assert.equal(call(e, HC.grant_table_op, [8, ARG, 1]), -EOPNOTSUPP);
+    assert.equal(u32(e, ARG), 1, 'the current version is reported');
+    for (const v of [0, 3]) {
+      put(e, ARG, [[0, 'u32', v]]);
+      assert.equal(call(e, HC.grant_table_op, [8, ARG, 1]), -EINVAL);
+      assert.equal(u32(e, ARG), 1);
+    }
+    assert.equal(call(e, HC.grant_table_op, [8, ARG, 0]), -EINVAL);
+    put(e, ARG, [[0, 'u16', DOMID_SELF], [4, 'u32', 0]], 8);
+    assert.equal(call(e, HC.grant_table_op, [10, ARG, 1]), 0);
+    assert.equal(u32(e, ARG + 4), 1);
+    put(e, ARG, [[0, 'u16', 2]], 8);
+    assert.equal(call(e, HC.grant_table_op, [10, ARG, 1]), -EPERM);
+    put(e, ARG, [[0, 'u16', 9]], 8);
+    assert.equal(call(e, HC.grant_table_op, [10, ARG, 1]), -ESRCH);
+    assert.equal(call(e, HC.grant_table_op, [10, ARG, 3]), -EINVAL);
+    assert.equal(call(e, HC.grant_table_op, [10, HOLE, 1]), -EFAULT);
+  });
+
+  test('map/unmap/copy and PV-only ops are not offered: -ENOSYS', () => {
+    const e = mkEnv();
+    for (const c of [0, 1, 3, 4, 5, 7, 9, 11, 12, 13, 100]) assert.equal(call(e, HC.grant_table_op, [c, ARG, 1]), -ENOSYS, `cmd ${c}`);
+  });
+});
+
+// --- event_channel_op ----------------------------------------------------
+
+describe('event_channel_op', () => {
+  test('alloc_unbound (loopback via DOMID_SELF), bind_interdomain, status, send, unmask, close', () => {
+    const e = mkEnv();
+    put(e, ARG, [[0, 'u16', DOMID_SELF], [2, 'u16', DOMID_SELF]], 8);
+    assert.equal(call(e, HC.event_channel_op, [6, ARG]), 0);
+    const p = u32(e, ARG + 4);
+    assert.equal(p, 1);
+    assert.deepEqual(portInfo(e.d.shared, p), { state: ECS.unbound, vcpu: 0, remoteDom: e.d.domid, remotePort: 0 });
+    put(e, ARG, [[0, 'u16', DOMID_SELF], [4, 'u32', p]], 12);
+    assert.equal(call(e, HC.event_channel_op, [0, ARG]), 0);
+    const q = u32(e, ARG + 8);
+    assert.equal(q, 2);
+    // status of both ends
+    const status = (port: number, dom = DOMID_SELF) => {
+      put(e, ARG, [[0, 'u16', dom], [4, 'u32', port]], 24);
+      return call(e, HC.event_channel_op, [5, ARG]);
+    };
+    assert.equal(status(p), 0);
+    assert.deepEqual([u32(e, ARG + 8), u32(e, ARG + 12), u16(e, ARG + 16), u32(e, ARG + 20)], [2, 0, e.d.domid, q]);
+    assert.equal(status(0), 0);
+    assert.equal(u32(e, ARG + 8), 0, 'port 0 reads as closed');
+    assert.equal(status(64), -EINVAL);
+    // send from q lands on p
+    const si = e.d.physmap.sharedInfoPage * PAGE;
+    e.mem[si + 2048] = 0;
+    put(e, ARG, [[0, 'u32', q]]);
+    assert.equal(call(e, HC.event_channel_op, [4, ARG]), 0);
+    assert.ok(e.mem[si + 2048]! & (1 << p));
+    // unmask of a masked pending port raises it
+    e.mem[si + 2048] = 1 << p;
+    e.mem[si + 2560] = 1 << p;
+    e.mem[si] = 0;
+    e.mem[si + 8] = 0;
+    put(e, ARG, [[0, 'u32', p]]);
+    assert.equal(call(e, HC.event_channel_op, [9, ARG]), 0);
+    assert.equal(e.mem[si + 2560], 0);
+    assert.equal(e.mem[si], 1, 'upcall pending on vCPU 0');
+    put(e, ARG, [[0, 'u32', 64]]);
+    assert.equal(call(e, HC.event_channel_op, [9, ARG]), -EINVAL);
+    // close q: p reverts to unbound for us
+    put(e, ARG, [[0, 'u32', q]]);
+    assert.equal(call(e, HC.event_channel_op, [3, ARG]), 0);
+    assert.equal(call(e, HC.event_channel_op, [3, ARG]), -EINVAL);
+    assert.equal(status(p), 0);
+    assert.deepEqual([u32(e, ARG + 8), u16(e, ARG + 16)], [1, e.d.domid]);
+    put(e, ARG, [[0, 'u32', 0]]);
+    assert.equal(call(e, HC.event_channel_op, [3, ARG]), -EINVAL);
+    assert.equal(call(e, HC.event_channel_op, [4, ARG]), -EINVAL);
+  });
+
+  test('toward another domain (the control domain end of a ring)', () => {
+    const ctl = mkEnv();
+    const e = mkEnv({ others: [ctl.d.domid] });
+    put(ctl, ARG, [[0, 'u16', DOMID_SELF], [2, 'u16', e.d.domid]], 8);
+    assert.equal(call(ctl, HC.event_channel_op, [6, ARG]), 0);
+    const cp = u32(ctl, ARG + 4);
+    put(e, ARG, [[0, 'u16', ctl.d.domid], [4, 'u32', cp]], 12);
+    upcalls.length = 0;
+    assert.equal(call(e, HC.event_channel_op, [0, ARG]), 0);
+    const lp = u32(e, ARG + 8);
+    assert.deepEqual(upcalls, [[e.d.domid, 0]], 'the new local port is pending');
+    put(e, ARG, [[0, 'u32', lp]]);
+    upcalls.length = 0;
+    assert.equal(call(e, HC.event_channel_op, [4, ARG]), 0);
+    assert.deepEqual(upcalls, [[ctl.d.domid, 0]]);
+    // the caller may not look at or allocate in another domain's table
+    put(e, ARG, [[0, 'u16', ctl.d.domid], [4, 'u32', cp]], 24);
+    assert.equal(call(e, HC.event_channel_op, [5, ARG]), -EPERM);
+    put(e, ARG, [[0, 'u16', ctl.d.domid], [2, 'u16', DOMID_SELF]], 8);
+    assert.equal(call(e, HC.event_channel_op, [6, ARG]), -EPERM);
+    put(e, ARG, [[0, 'u16', 0x7000]], 24);
+    assert.equal(call(e, HC.event_channel_op, [5, ARG]), -ESRCH);
+    put(e, ARG, [[0, 'u16', 0x7000], [4, 'u32', 1]], 12);
+    assert.equal(call(e, HC.event_channel_op, [0, ARG]), -ESRCH);
+    put(e, ARG, [[0, 'u16', 0x7000]], 2);
+    assert.equal(call(e, HC.event_channel_op, [10, ARG]), -ESRCH);
+  });
+
+  test('bind_virq, bind_ipi, bind_vcpu, reset', () => {
+    const e = mkEnv();
+    const bindVirq = (virq: number, vcpu: number) => {
+      put(e, ARG, [[0, 'u32', virq], [4, 'u32', vcpu]], 12);
+      return call(e, HC.event_channel_op, [1, ARG]);
+    };
+    assert.equal(bindVirq(0, 1), 0);
+    const t = u32(e, ARG + 8);
+    assert.equal(bindVirq(0, 1), -EEXIST);
+    assert.equal(bindVirq(0, 2), -ENOENT);
+    assert.equal(bindVirq(2, 1), -EINVAL);
+    assert.equal(bindVirq(24, 0), -EINVAL);
+    assert.equal(bindVirq(2, 0), 0);
+    const c = u32(e, ARG + 8);
+    put(e, ARG, [[0, 'u16', DOMID_SELF], [4, 'u32', t]], 24);
+    assert.equal(call(e, HC.event_channel_op, [5, ARG]), 0);
+    assert.deepEqual([u32(e, ARG + 8), u32(e, ARG + 12), u32(e, ARG + 16)], [4, 1, 0], 'virq status: VIRQ_TIMER on vCPU 1');
+    put(e, ARG, [[0, 'u32', 1]], 8);
+    assert.equal(call(e, HC.event_channel_op, [7, ARG]), 0);
+    const ipi = u32(e, ARG + 4);
+    put(e, ARG, [[0, 'u32', 2]], 8);
+    assert.equal(call(e, HC.event_channel_op, [7, ARG]), -ENOENT);
+    const bindVcpu = (port: number, vcpu: number) => {
+      put(e, ARG, [[0, 'u32', port], [4, 'u32', vcpu]], 8);
+      return call(e, HC.event_channel_op, [8, ARG]);
+    };
+    assert.equal(bindVcpu(c, 1), 0);
+    assert.equal(portInfo(e.d.shared, c).vcpu, 1);
+    assert.equal(bindVcpu(ipi, 0), -EINVAL);
+    assert.equal(bindVcpu(t, 0), -EINVAL);
+    assert.equal(bindVcpu(c, 2), -ENOENT);
+    assert.equal(bindVcpu(50, 0), -EINVAL);
+    put(e, ARG, [[0, 'u32', t]]);
+    assert.equal(call(e, HC.event_channel_op, [4, ARG]), -EINVAL, 'no send on a VIRQ');
+    put(e, ARG, [[0, 'u16', DOMID_SELF]], 2);
+    assert.equal(call(e, HC.event_channel_op, [10, ARG]), 0);
+    for (const p of [t, c, ipi]) assert.equal(portInfo(e.d.shared, p).state, ECS.closed);
+    assert.equal(bindVirq(0, 1), 0, 'VIRQ bindings were forgotten');
+  });
+
+  test('bind_pirq, FIFO ops, unknown ops, faults', () => {
+    const e = mkEnv();
+    assert.equal(call(e, HC.event_channel_op, [2, ARG]), -EINVAL);
+    for (const c of [11, 12, 13, 14, 15, 99]) assert.equal(call(e, HC.event_channel_op, [c, ARG]), -ENOSYS, `cmd ${c}`);
+    for (const c of [0, 1, 3, 4, 5, 6, 7, 8, 9, 10]) assert.equal(call(e, HC.event_channel_op, [c, HOLE]), -EFAULT, `cmd ${c}`);
+  });
+});
+
+// --- sched_op and set_timer_op -------------------------------------------
+
+describe('sched_op', () => {
+  test('yield and block', () => {
+    const e = mkEnv();
+    assert.equal(call(e, HC.sched_op, [0, 0]), 0);
+    assert.ok(e.desched && e.v[0]!.yielded && !e.v[0]!.blocked);
+    const vi = e.d.vcpuInfoOffset(0);
+    e.mem[vi + 1] = 1; // upcall mask set
+    assert.equal(call(e, HC.sched_op, [1, 0]), 0);
+    assert.ok(e.desched && e.v[0]!.blocked);
+    assert.equal(e.mem[vi + 1], 0, 'block re-enables event delivery');
+    e.v[0]!.blocked = false;
+    e.mem[vi] = 1; // an event is pending: do not sleep
+    assert.equal(call(e, HC.sched_op, [1, 0]), 0);
+    assert.ok(e.desched && !e.v[0]!.blocked);
+  });
+
+  test('shutdown (every reason) and shutdown_code (first wins)', () => {
+    const e = mkEnv();
+    for (const reason of [0, 1, 2, 3, 4, 5]) {
+      put(e, ARG, [[0, 'u32', reason]]);
+      assert.equal(call(e, HC.sched_op, [2, ARG]), 0);
+      assert.ok(e.desched);
+      assert.deepEqual(shutdowns.at(-1), [e.d.domid, reason]);
+    }
+    assert.equal(call(e, HC.sched_op, [2, HOLE]), -EFAULT);
+    put(e, ARG, [[0, 'u32', 1]]);
+    assert.equal(call(e, HC.sched_op, [5, ARG]), 0);
+    put(e, ARG, [[0, 'u32', 3]]);
+    assert.equal(call(e, HC.sched_op, [5, ARG]), 0);
+    assert.equal(e.d.shared.get('shutdownCode'), 1);
+    assert.equal(call(e, HC.sched_op, [5, HOLE]), -EFAULT);
+  });
+
+  for (const abi of ABIS) {
+    test(`${abi}: poll`, () => {
+      const e = mkEnv({ abi });
+      const poll = (ports: number, nr: number, timeout: bigint) => (abi === 'x64'
+        ? put(e, ARG, [[0, 'u64', ports], [8, 'u32', nr], [16, 'u64', timeout]], 24)
+        : put(e, ARG, [[0, 'u32', ports], [4, 'u32', nr], [8, 'u64', timeout]], 16));
+      const si = e.d.physmap.sharedInfoPage * PAGE;
+      put(e, BUF, [[0, 'u32', 3], [4, 'u32', 5]]);
+      poll(BUF, 129, 0n);
+      assert.equal(call(e, HC.sched_op, [3, ARG]), -EINVAL);
+      put(e, BUF + 8, [[0, 'u32', 0]]);
+      poll(BUF, 3, 0n);
+      assert.equal(call(e, HC.sched_op, [3, ARG]), -EINVAL, 'port 0');
+      put(e, BUF + 8, [[0, 'u32', 64]]);
+      assert.equal(call(e, HC.sched_op, [3, ARG]), -EINVAL, 'port beyond the table');
+      poll(HOLE, 2, 0n);
+      assert.equal(call(e, HC.sched_op, [3, ARG]), -EFAULT);
+      // port 5 pending: returns at once
+      e.mem[si + 2048] = 1 << 5;
+      poll(BUF, 2, 0n);
+      assert.equal(call(e, HC.sched_op, [3, ARG]), 0);
+      assert.ok(!e.v[0]!.blocked && !e.desched);
+      // a timeout already past: returns at once
+      e.mem[si + 2048] = 0;
+      poll(BUF, 2, 1n);
+      assert.equal(call(e, HC.sched_op, [3, ARG]), 0);
+      assert.ok(!e.v[0]!.blocked);
+      // otherwise the vCPU blocks polling those ports
+      const before = timerChanges.length;
+      const deadline = e.d.now() + 1_000_000_000n;
+      poll(BUF, 2, deadline);
+      assert.equal(call(e, HC.sched_op, [3, ARG]), 0);
+      assert.ok(e.v[0]!.blocked && e.desched);
+      assert.deepEqual(e.v[0]!.pollPorts, [3, 5]);
+      assert.equal(e.v[0]!.pollTimeout, deadline);
+      assert.equal(e.d.shared.vcpu(0, 'pollMask'), 1);
+      assert.deepEqual(timerChanges.slice(before), [e.v[0]!.key]);
+    });
+  }
+
+  test('remote_shutdown, watchdog, pin_override, unknown', () => {
+    const e = mkEnv({ others: [2] });
+    put(e, ARG, [[0, 'u16', 9], [4, 'u32', 0]], 8);
+    assert.equal(call(e, HC.sched_op, [4, ARG]), -ESRCH);
+    put(e, ARG, [[0, 'u16', 2], [4, 'u32', 0]], 8);
+    assert.equal(call(e, HC.sched_op, [4, ARG]), -EPERM);
+    put(e, ARG, [[0, 'u16', e.d.domid], [4, 'u32', 0]], 8);
+    assert.equal(call(e, HC.sched_op, [4, ARG]), -EPERM, 'even on itself for a domU');
+    const priv = mkEnv({ privileged: true, others: [2] });
+    put(priv, ARG, [[0, 'u16', 2], [4, 'u32', 0]], 8);
+    assert.equal(call(priv, HC.sched_op, [4, ARG]), -ENOSYS);
+    const wd = (id: number, timeout: number) => { put(e, ARG, [[0, 'u32', id], [4, 'u32', timeout]]); return call(e, HC.sched_op, [6, ARG]); };
+    const t0 = e.d.now();
+    assert.equal(wd(0, 10), 1);
+    assert.equal(wd(0, 10), 2);
+    assert.equal(wd(0, 10), -ENOSPC);
+    const exp = e.d.watchdogs.get(1)!;
+    assert.ok(exp >= t0 + 10_000_000_000n && exp <= e.d.now() + 10_000_000_000n);
+    assert.equal(wd(1, 0), 0);
+    assert.ok(!e.d.watchdogs.has(1));
+    assert.equal(wd(1, 5), -EINVAL, 'a deleted watchdog cannot be re-armed');
+    assert.equal(wd(2, 30), 0);
+    assert.ok(e.d.watchdogs.get(2)! >= t0 + 30_000_000_000n);
+    assert.equal(wd(3, 5), -EINVAL);
+    assert.equal(wd(0, 1), 1, 'a free slot is reused');
+    assert.equal(call(e, HC.sched_op, [6, HOLE]), -EFAULT);
+    assert.equal(call(e, HC.sched_op, [7, ARG]), -EPERM);
+    for (const c of [8, 100, -1]) assert.equal(call(e, HC.sched_op, [c, ARG]), -ENOSYS, `cmd ${c}`);
+  });
+
+  for (const abi of ABIS) {
+    test(`${abi}: set_timer_op takes a u64 absolute time (split over two registers on 32-bit)`, () => {
+      const e = mkEnv({ abi });
+      const t = 0x1_2345_6789n;
+      const args = abi === 'x64' ? [t] : [t & 0xffffffffn, t >> 32n];
+      const before = timerChanges.length;
+      assert.equal(call(e, HC.set_timer_op, args), 0);
+      assert.equal(e.v[0]!.timer.singleshot, t);
+      assert.deepEqual(timerChanges.slice(before), [e.v[0]!.key]);
+      assert.equal(call(e, HC.set_timer_op, abi === 'x64' ? [0] : [0, 0]), 0);
+      assert.equal(e.v[0]!.timer.singleshot, 0n, '0 cancels');
+    });
+  }
+});
+
+// --- vcpu_op -------------------------------------------------------------
+
+describe('vcpu_op', () => {
+  test('is_up, unknown vCPUs, not-offered ops', () => {
+    const e = mkEnv();
+    assert.equal(call(e, HC.vcpu_op, [3, 0, 0]), 1);
+    assert.equal(call(e, HC.vcpu_op, [3, 1, 0]), 0);
+    assert.equal(call(e, HC.vcpu_op, [3, 2, 0]), -ENOENT);
+    assert.equal(call(e, HC.vcpu_op, [3, -1, 0]), -ENOENT);
+    assert.equal(call(e, HC.vcpu_op, [12, 0, ARG]), -EINVAL);
+    for (const c of [0, 1, 2, 11, 13, 14, 15, 99]) assert.equal(call(e, HC.vcpu_op, [c, 0, ARG]), -ENOSYS, `cmd ${c}`);
+  });
+
+  for (const abi of ABIS) {
+    test(`${abi}: runstate info (48 bytes, 44 packed on 32-bit)`, () => {
+      const e = mkEnv({ abi });
+      const v = e.v[1]!;
+      v.runstateState = 2;
+      v.runstateEntry = 1000n;
+      v.runstateTime = [10n, 20n, 30n, 40n];
+      e.mem.fill(0xcc, BUF, BUF + 64);
+      assert.equal(call(e, HC.vcpu_op, [4, 1, BUF]), 0);
+      const size = abi === 'x64' ? 48 : 44;
+      const o = abi === 'x64' ? 8 : 4;
+      assert.equal(u32(e, BUF), 2);
+      assert.equal(u64(e, BUF + o), 1000n);
+      assert.deepEqual([u64(e, BUF + o + 8), u64(e, BUF + o + 16)], [10n, 20n]);
+      assert.ok(u64(e, BUF + o + 24) > 30n, 'time in the current state accrues');
+      assert.equal(u64(e, BUF + o + 32), 40n);
+      assert.equal(e.mem[BUF + size], 0xcc);
+      assert.equal(call(e, HC.vcpu_op, [4, 1, HOLE]), -EFAULT);
+      // register_runstate_memory_area: the area is written at once for the calling vCPU
+      abi === 'x64' ? put(e, ARG, [[0, 'u64', BUF + 0x100]]) : put(e, ARG, [[0, 'u32', BUF + 0x100]]);
+      assert.equal(call(e, HC.vcpu_op, [5, 0, ARG]), 0);
+      assert.equal(e.v[0]!.runstateArea, BigInt(BUF + 0x100));
+      assert.equal(u32(e, BUF + 0x100), e.v[0]!.runstateState);
+      assert.equal(call(e, HC.vcpu_op, [5, 0, HOLE]), -EFAULT);
+    });
+
+    test(`${abi}: register_vcpu_info moves vcpu_info and marks everything pending`, () => {
+      const e = mkEnv({ abi });
+      const legacy = e.d.vcpuInfoOffset(0);
+      e.mem[legacy + 1] = 1; // upcall mask travels with the structure
+      e.mem[legacy + 40] = 0x5a; // part of vcpu_time_info
+      const reg = (mfn: number | bigint, offset: number, vcpu = 0) => {
+        put(e, ARG, [[0, 'u64', mfn], [8, 'u32', offset], [12, 'u32', 0]], 16);
+        return call(e, HC.vcpu_op, [10, vcpu, ARG]);
+      };
+      assert.equal(reg(0x40, 4096 - 63), -EINVAL, 'must not cross the page');
+      assert.equal(reg(0x123456, 0), -EINVAL, 'a hole');
+      assert.equal(reg(0xfeff8, 0), -EINVAL, 'a special page is not guest RAM');
+      assert.equal(reg(0x40, 4096 - 64), 0);
+      const off = 0x40 * PAGE + 4096 - 64;
+      assert.equal(e.d.shared.vcpu(0, 'vcpuInfoOffset'), off);
+      assert.equal(e.d.vcpuInfoOffset(0), off);
+      assert.equal(e.mem[off], 1, 'evtchn_upcall_pending');
+      assert.equal(e.mem[off + 1], 1);
+      assert.equal(e.mem[off + 40], 0x5a);
+      const sel = abi === 'x64' ? [8, 8] : [4, 4];
+      assert.deepEqual([...e.mem.subarray(off + sel[0]!, off + sel[0]! + sel[1]!)], new Array(sel[1]).fill(0xff), 'all selector bits');
+      assert.equal(reg(0x41, 0), -EBUSY, 'once only');
+      assert.equal(reg(0x41, 0, 2), -ENOENT);
+      e.v[1]!.online = true;
+      assert.equal(reg(0x41, 0, 1), -EINVAL, 'another online vCPU');
+      e.v[1]!.online = false;
+      assert.equal(reg(0x41, 64, 1), 0, 'an offline one is fine');
+      assert.equal(e.d.vcpuInfoOffset(1), 0x41 * PAGE + 64);
+      assert.equal(call(e, HC.vcpu_op, [10, 0, HOLE]), -EFAULT);
+    });
+
+    test(`${abi}: periodic and single-shot timers`, () => {
+      const e = mkEnv({ abi });
+      put(e, ARG, [[0, 'u64', 999_999n]]);
+      assert.equal(call(e, HC.vcpu_op, [6, 0, ARG]), -EINVAL, 'under 1 ms');
+      put(e, ARG, [[0, 'u64', (1n << 62n) + 1n]]);
+      assert.equal(call(e, HC.vcpu_op, [6, 0, ARG]), -EINVAL);
+      put(e, ARG, [[0, 'u64', 10_000_000n]]);
+      assert.equal(call(e, HC.vcpu_op, [6, 1, ARG]), 0);
+      assert.equal(e.v[1]!.timer.period, 10_000_000n);
+      assert.ok(e.v[1]!.timer.periodicNext > e.d.now() - 1n);
+      assert.equal(call(e, HC.vcpu_op, [7, 1, 0]), 0);
+      assert.equal(e.v[1]!.timer.period, 0n);
+      // single-shot: 16 bytes [12 on 32-bit]; place it so the 32-bit form ends at the end of RAM
+      const at = RAM_PAGES * PAGE - (abi === 'x64' ? 16 : 12);
+      put(e, at, [[0, 'u64', 0x5555_0000n], [8, 'u32', 1]]);
+      assert.equal(call(e, HC.vcpu_op, [8, 0, at]), 0);
+      assert.equal(e.v[0]!.timer.singleshot, 0x5555_0000n);
+      assert.equal(call(e, HC.vcpu_op, [8, 1, at]), -EINVAL, 'only the calling vCPU');
+      assert.equal(call(e, HC.vcpu_op, [9, 1, 0]), -EINVAL);
+      assert.equal(call(e, HC.vcpu_op, [9, 0, 0]), 0);
+      assert.equal(e.v[0]!.timer.singleshot, 0n);
+      assert.equal(call(e, HC.vcpu_op, [8, 0, HOLE]), -EFAULT);
+      assert.equal(call(e, HC.vcpu_op, [6, 0, HOLE]), -EFAULT);
+    });
+  }
+});
+
+// --- vm_assist -----------------------------------------------------------
+
+describe('vm_assist', () => {
+  test('only runstate_update_flag, enable and disable', () => {
+    const e = mkEnv();
+    assert.equal(call(e, HC.vm_assist, [0, 5]), 0);
+    assert.equal(e.d.vmAssist, 1 << 5);
+    assert.equal(call(e, HC.vm_assist, [1, 5]), 0);
+    assert.equal(e.d.vmAssist, 0);
+    for (const type of [0, 1, 2, 3, 4, 6, 31, 32, 64]) assert.equal(call(e, HC.vm_assist, [0, type]), -EINVAL, `type ${type}`);
+    assert.equal(call(e, HC.vm_assist, [2, 5]), -EINVAL);
+    assert.equal(e.d.vmAssist, 0);
+  });
+});
