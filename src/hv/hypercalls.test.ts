@@ -516,7 +516,8 @@ describe('memory_op', () => {
       assert.equal(call(e, HC.memory_op, [9, ARG]), 0);
       assert.equal(u32(e, ARG), 0);
       memmap(3);
-      (abi === 'x64' ? put(e, ARG, [[8, 'u64', HOLE]]) : put(e, ARG, [[4, 'u32', HOLE]]));
+      if (abi === 'x64') put(e, ARG, [[8, 'u64', HOLE]]);
+      else put(e, ARG, [[4, 'u32', HOLE]]);
       assert.equal(call(e, HC.memory_op, [9, ARG]), -EFAULT);
       assert.equal(call(e, HC.memory_op, [9, HOLE]), -EFAULT);
     });
@@ -537,7 +538,8 @@ describe('memory_op', () => {
       setmap(DOMID_SELF, 2);
       assert.equal(call(e, HC.memory_op, [13, ARG]), 0);
       const out = BUF + 0x400;
-      abi === 'x64' ? put(e, ARG, [[0, 'u32', 10], [8, 'u64', out]], 16) : put(e, ARG, [[0, 'u32', 10], [4, 'u32', out]], 8);
+      if (abi === 'x64') put(e, ARG, [[0, 'u32', 10], [8, 'u64', out]], 16);
+      else put(e, ARG, [[0, 'u32', 10], [4, 'u32', out]], 8);
       assert.equal(call(e, HC.memory_op, [9, ARG]), 0);
       assert.equal(u32(e, ARG), 2);
       assert.deepEqual(e.mem.slice(out, out + 40), mine);
@@ -1120,7 +1122,8 @@ describe('vcpu_op', () => {
       assert.equal(e.mem[BUF + size], 0xcc);
       assert.equal(call(e, HC.vcpu_op, [4, 1, HOLE]), -EFAULT);
       // register_runstate_memory_area: the area is written at once for the calling vCPU
-      abi === 'x64' ? put(e, ARG, [[0, 'u64', BUF + 0x100]]) : put(e, ARG, [[0, 'u32', BUF + 0x100]]);
+      if (abi === 'x64') put(e, ARG, [[0, 'u64', BUF + 0x100]]);
+      else put(e, ARG, [[0, 'u32', BUF + 0x100]]);
       assert.equal(call(e, HC.vcpu_op, [5, 0, ARG]), 0);
       assert.equal(e.v[0]!.runstateArea, BigInt(BUF + 0x100));
       assert.equal(u32(e, BUF + 0x100), e.v[0]!.runstateState);
