@@ -61,8 +61,8 @@ export const VcpuInfo = abiPair(
     evtchn_upcall_pending: [0, 'u8'],
     evtchn_upcall_mask: [1, 'u8'],
     evtchn_pending_sel: [4, 'u32'],
-    cr2: [8, 'u32'],
-    time: [16, 'u8'],
+    cr2: [8, 'u32'], // arch_vcpu_info {cr2, pad[5]}: 24 bytes on i386
+    time: [32, 'u8'],
   }),
 );
 export const VCPU_INFO_SIZE = 64;
@@ -85,7 +85,7 @@ export const SharedInfo = abiPair(
     wc_version: [2304, 'u32'],
     wc_sec: [2308, 'u32'],
     wc_nsec: [2312, 'u32'],
-    wc_sec_hi: [2328, 'u32'], // arch_shared_info.wc_sec_hi on i386 (after max_pfn, frame list, nmi_reason)
+    wc_sec_hi: [2340, 'u32'], // arch_shared_info (@2316).wc_sec_hi on i386, after max_pfn, frame list, nmi_reason, p2m_cr3/vaddr/generation
   }),
 );
 
