@@ -32,7 +32,7 @@ export const CHANGESET = 'xenode';
 const DENIED = '<denied>';
 
 /** xen_feature_info {u32 submap_idx; u32 submap} (public/version.h). */
-const FeatureInfo = struct('xen_feature_info', 8, { submap_idx: [0, 'u32'], submap: [4, 'u32'] });
+export const FeatureInfo = struct('xen_feature_info', 8, { submap_idx: [0, 'u32'], submap: [4, 'u32'] });
 
 function cstr(s: string, size: number): Uint8Array {
   const b = new Uint8Array(size);
