@@ -188,9 +188,11 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     }
   }
 
+  /** Posts a control message and makes sure the worker sees it soon: rings its doorbell, kicks it out of KVM_RUN. */
   private send(pcpu: number, m: MainToWorker): void {
     this.workers[pcpu]!.postMessage(m);
     this.host.ring(pcpu);
+    if (this.host.isRunning(pcpu)) kick({ pid: process.pid, tid: this.tids[pcpu]! });
   }
 
   // --- domctl ----------------------------------------------------------------

@@ -20,6 +20,8 @@ import { setEvtchnHost, evtchnHost } from './event_channel.js';
 import { setSchedHooks, SHUTDOWN, blockVcpu } from './sched_op.js';
 import { setConsoleSink, emitConsoleBytes, flushConsole } from './console.js';
 import type { TimeBase } from './time.js';
+import type { SchedulerPolicy } from './sched/scheduler.js';
+import { RoundRobin } from './sched/rr.js';
 import { PAGE_SIZE } from './abi/xen.js';
 import type { WorkerToMain, MainToWorker } from './messages.js';
 import { DOM0_DOORBELL } from './shared.js';
@@ -54,8 +56,8 @@ class Pcpu {
   readonly host: HostShared;
   readonly domains = new Map<number, Domain>();
   readonly dom0: core.EvtchnDomain;
-  /** Round-robin runqueue of runnable vCPUs (Xen's schedulers plug in here later). */
-  runq: VCpu[] = [];
+  /** The scheduling policy that owns this pCPU's runqueue. */
+  readonly sched: SchedulerPolicy;
   current: VCpu | null = null;
   readonly runMask: Uint8Array;
   readonly tid: number;
@@ -76,6 +78,7 @@ class Pcpu {
     this.dom0Doorbell = new Int32Array(init.dom0Mem, DOM0_DOORBELL, 1);
     this.timer = new KickTimer(target.tid);
     this.sliceNs = BigInt(init.sliceNs);
+    this.sched = new RoundRobin(this.sliceNs);
     this.installHooks();
   }
 
@@ -134,7 +137,7 @@ class Pcpu {
       v.dom.shared.setVcpu(v.id, 'pollMask', 0);
     }
     v.setRunstate(RUNSTATE.runnable, v.dom.now());
-    if (!this.runq.includes(v) && v !== this.current) this.runq.push(v);
+    if (v !== this.current) this.sched.insert(v);
   }
 
   // --- domain lifecycle ---------------------------------------------------
@@ -150,7 +153,7 @@ class Pcpu {
       if (!v.online) continue;
       v.runstateEntry = d.now();
       v.setRunstate(RUNSTATE.runnable, d.now());
-      this.runq.push(v);
+      this.sched.insert(v);
     }
   }
 
@@ -163,7 +166,7 @@ class Pcpu {
     d.shared.set('shutdownReason', r);
     d.shared.set('state', r === SHUTDOWN.crash ? DOMSTATE.crashed : DOMSTATE.shutdown);
     flushConsole(d);
-    this.runq = this.runq.filter((v) => v.dom !== d);
+    this.sched.removeDomain(d.domid);
     const now = d.now();
     for (const v of d.vcpus) if (v.online) v.setRunstate(RUNSTATE.offline, now);
     this.post({ type: 'shutdown', domid: d.domid, reason: r, detail: detail ?? '' });
@@ -181,7 +184,7 @@ class Pcpu {
       d.stopping = true;
       flushConsole(d);
     }
-    this.runq = this.runq.filter((v) => v.dom !== d);
+    this.sched.removeDomain(domid);
     this.domains.delete(domid);
     d.shared.set('state', DOMSTATE.dead);
     d.close();
@@ -213,7 +216,7 @@ class Pcpu {
         // pauseCount lives in the shared header; the message just makes us look again.
         const d = this.domains.get(m.domid);
         if (d && m.type === 'unpause' && d.isRunnable()) {
-          for (const v of d.vcpus) if (v.online && !v.blocked && !this.runq.includes(v)) this.runq.push(v);
+          for (const v of d.vcpus) if (v.online && !v.blocked) this.sched.insert(v);
         }
         return;
       }
@@ -299,13 +302,9 @@ class Pcpu {
   }
 
   private pick(): VCpu | null {
-    while (this.runq.length) {
-      const v = this.runq.shift()!;
+    // A vCPU of a paused domain is dropped here; the unpause message re-queues it.
+    for (let v = this.sched.pick(this.nowSys()); v; v = this.sched.pick(this.nowSys())) {
       if (v.dom.isRunnable() && v.online && !v.blocked) return v;
-      if (v.dom.paused && !v.dom.stopping && !v.blocked) {
-        // keep it for when the domain is unpaused (the unpause message re-queues)
-        continue;
-      }
     }
     return null;
   }
@@ -319,9 +318,8 @@ class Pcpu {
     v.setRunstate(RUNSTATE.running, start);
     d.updatePvclock(v, hw.getMsr(IA32_TSC));
     // Preempt at the end of the slice if others wait, and at the next guest timer.
-    let deadline = this.runq.length ? start + this.sliceNs : 0n;
-    if (nextTimer !== 0n && (deadline === 0n || nextTimer < deadline)) deadline = nextTimer;
-    this.timer.arm(deadline === 0n ? 0n : deadline + this.init.timeBase.bootNs);
+    this.armPreemption(v, start, nextTimer);
+    this.host.setRunning(this.init.pcpu, true);
     const h = new Hcall(d, v);
     try {
       for (;;) {
@@ -338,22 +336,38 @@ class Pcpu {
     } catch (e) {
       this.crash(d, `hypervisor error handling an exit of vCPU ${v.id}: ${e instanceof Error ? e.stack : String(e)}`);
     }
+    this.host.setRunning(this.init.pcpu, false);
     this.current = null;
     const now = d.now();
     if (d.stopping || !v.online) return;
     if (v.blocked) v.setRunstate(RUNSTATE.blocked, now);
     else {
       v.setRunstate(RUNSTATE.runnable, now);
-      if (d.isRunnable()) this.runq.push(v);
+      if (d.isRunnable()) this.sched.insert(v);
     }
+  }
+
+  /**
+   * Arms the pCPU timer for whichever comes first: the end of the vCPU's
+   * slice (when others wait) or the next guest timer.
+   */
+  private armPreemption(v: VCpu, start: bigint, nextTimer: bigint): void {
+    const slice = this.sched.slice(v, start);
+    let deadline = slice ? start + slice : 0n;
+    if (nextTimer !== 0n && (deadline === 0n || nextTimer < deadline)) deadline = nextTimer;
+    this.timer.arm(deadline === 0n ? 0n : deadline + this.init.timeBase.bootNs);
   }
 
   /** After a kick: look at mail, timers, wakes. True if the vCPU should give up the pCPU. */
   private serviceInterrupt(v: VCpu, start: bigint): boolean {
     this.drainMailbox();
-    this.runTimers();
+    const nextTimer = this.runTimers();
     if (this.stopped || !v.dom.isRunnable()) return true;
-    return this.runq.length > 0 && v.dom.now() - start >= this.sliceNs;
+    const slice = this.sched.slice(v, start);
+    if (slice !== 0n && v.dom.now() - start >= slice) return true;
+    // Someone may have become runnable meanwhile: make sure the slice will end.
+    this.armPreemption(v, start, nextTimer);
+    return false;
   }
 
   /**
