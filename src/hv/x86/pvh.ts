@@ -24,6 +24,7 @@
 //   to the lowest RAM above BOOT_DATA_MIN_GPA that is clear of the image. It
 //   always lies below 4 GiB, inside RAM in the memory map and in the buffer.
 
+import type { Segment } from '../../kvm/kvm.js';
 import {
   HvmMemmapTableEntry, HvmModlistEntry, HvmStartInfo, HVM_START_INFO_VERSION, XEN_HVM_START_MAGIC_VALUE,
 } from '../abi/start_info.js';
@@ -407,18 +408,8 @@ function rangesText(ranges: [number, number][]): string {
 // ---------------------------------------------------------------------------
 // Entry state
 
-/** A segment register as KVM's kvm_segment describes it (flags 0/1). */
-export interface SegmentState {
-  base: number;
-  limit: number;
-  selector: number;
-  type: number;
-  present: number;
-  dpl: number;
-  db: number;
-  s: number;
-  l: number;
-  g: number;
+/** A segment register as KVM's kvm_segment describes it (flags 0/1), plus the avl/unusable bits. */
+export interface SegmentState extends Segment {
   avl: number;
   unusable: number;
 }
