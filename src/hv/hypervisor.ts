@@ -60,7 +60,7 @@ export interface DomainInfo {
   memoryKiB: number;
 }
 
-interface Record_ {
+interface DomainRecord {
   domid: number;
   name: string;
   shared: DomainShared;
@@ -90,7 +90,9 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   readonly timeBase = localTimeBase;
   readonly workers: Worker[] = [];
   readonly tids: number[] = [];
-  private readonly domains = new Map<number, Record_>();
+  private readonly domains = new Map<number, DomainRecord>();
+  /** vCPUs of domains being built, held here until a worker adopts them. */
+  private readonly pendingVcpus = new Map<number, Vcpu[]>();
   private nextDomid = 1;
   private readonly tscKhz: number;
   // the control domain (domain 0) as an event-channel endpoint
@@ -233,14 +235,12 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     shared.set('isConsole', o.isConsole ? 1 : 0);
     shared.set('sharedInfoOffset', physmap.sharedInfoPage * PAGE_SIZE);
     shared.setVcpu(0, 'state', RUNSTATE.runnable);
-    const rec: Record_ = { domid, name: o.name, shared, mem, pcpu: -1, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, vm, vcpuFds: vcpus.map((v) => v.fd) };
+    const rec: DomainRecord = { domid, name: o.name, shared, mem, pcpu: -1, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, vm, vcpuFds: vcpus.map((v) => v.fd) };
     this.domains.set(domid, rec);
     this.host.setDomainExists(domid, true);
     this.pendingVcpus.set(domid, vcpus);
     return { domid, name: o.name, physmap, mem, shared, params: {}, options: o };
   }
-
-  private pendingVcpus = new Map<number, Vcpu[]>();
 
   /** Sets vCPU `id`'s initial register state (the builder's job before unpause). */
   setVcpuContext(domid: number, id: number, st: PvhEntryState): void {
@@ -329,7 +329,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     });
   }
 
-  private kickDomain(r: Record_): void {
+  private kickDomain(r: DomainRecord): void {
     for (let v = 0; v < r.shared.nrVcpus; v++) {
       if (r.shared.vcpu(v, 'state') === RUNSTATE.running) {
         kick({ pid: process.pid, tid: this.tids[r.pcpu]! });
@@ -347,7 +347,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     else if (st === RUNSTATE.blocked) this.send(r.pcpu, { type: 'wake', domid, vcpu });
   }
 
-  private record(domid: number): Record_ {
+  private record(domid: number): DomainRecord {
     const r = this.domains.get(domid);
     if (!r) throw new Error(`no domain ${domid}`);
     return r;

@@ -33,6 +33,8 @@ export interface BuiltDomain {
   storePort: number; // the guest's port
   consoleGfn: number;
   storeGfn: number;
+  /** the memory map as XENMEM_memory_map returns it (20-byte entries) */
+  e820: Uint8Array;
 }
 
 export const CONSOLE_GFN = specialPfn(SPECIALPAGE.CONSOLE);
@@ -67,9 +69,7 @@ export function buildPvhDomain(hv: Hypervisor, cfg: BuildConfig): BuiltDomain {
     const dv = new DataView(b.mem.buffer);
     GrantEntryV1.write(dv, g0 + GNTTAB_RESERVED_CONSOLE * GrantEntryV1.size, { domid: 0, frame: CONSOLE_GFN, flags: GTF_permit_access });
     GrantEntryV1.write(dv, g0 + GNTTAB_RESERVED_XENSTORE * GrantEntryV1.size, { domid: 0, frame: STORE_GFN, flags: GTF_permit_access });
-    const built: BuiltDomain = { domid: b.domid, build: b, load, consolePort, storePort, consoleGfn: CONSOLE_GFN, storeGfn: STORE_GFN };
-    (built as { e820?: Uint8Array }).e820 = encodeE820Xenmem(e820);
-    return built;
+    return { domid: b.domid, build: b, load, consolePort, storePort, consoleGfn: CONSOLE_GFN, storeGfn: STORE_GFN, e820: encodeE820Xenmem(e820) };
   } catch (e) {
     void hv.destroy(b.domid);
     throw e;
@@ -78,7 +78,7 @@ export function buildPvhDomain(hv: Hypervisor, cfg: BuildConfig): BuiltDomain {
 
 /** Lets a built domain run. */
 export function startBuiltDomain(hv: Hypervisor, d: BuiltDomain): void {
-  hv.startDomain(d.build, (d as { e820?: Uint8Array }).e820!);
+  hv.startDomain(d.build, d.e820);
 }
 
 /** Host byte offset of a special page (console/xenstore ring) in the domain memory. */

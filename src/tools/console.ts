@@ -16,7 +16,6 @@ const OUT_OFF = 1024;
 const OUT_SIZE = 2048;
 
 export class ConsoleBackend {
-  private readonly dv: DataView;
   private readonly u32: Uint32Array;
   private readonly bytes: Uint8Array;
   readonly dom0Port: number;
@@ -31,7 +30,6 @@ export class ConsoleBackend {
   ) {
     const mem = hv.memory(domid);
     this.bytes = mem.bytes.subarray(ringOffset, ringOffset + 4096);
-    this.dv = new DataView(mem.buffer, ringOffset, 4096);
     this.u32 = new Uint32Array(mem.buffer, ringOffset, 1024);
     this.dom0Port = hv.bindDom0(domid, guestPort, () => this.drain());
   }
@@ -76,6 +74,5 @@ export class ConsoleBackend {
   close(): void {
     this.closed = true;
     this.hv.closeDom0(this.dom0Port);
-    void this.dv;
   }
 }
