@@ -8,7 +8,7 @@ import {
   FrameReader, HEADER_SIZE, OutBuf, RING_CONNECTION, RING_ERROR, RING_REQ, RING_REQ_CONS, RING_REQ_PROD, RING_RSP,
   RING_RSP_CONS, RING_RSP_PROD, RING_SERVER_FEATURES, XENSTORE_CONNECTED, XENSTORE_ERROR_NONE, XENSTORE_ERROR_PROTO,
   XENSTORE_ERROR_RINGIDX, XENSTORE_RECONNECT, XENSTORE_RING_SIZE, XENSTORE_PAYLOAD_MAX, RING_PAGE_SIZE,
-  type XsMessage,
+  type XsMessage, encodeMessage,
 } from './wire.js';
 
 export interface Watch {
@@ -320,14 +320,7 @@ export class RingConn extends Conn {
 
   send(type: number, reqId: number, txId: number, payload: Buffer | string): void {
     if (this.closed) return;
-    const plen = payload.length;
-    const b = Buffer.allocUnsafe(HEADER_SIZE + plen);
-    b.writeUInt32LE(type >>> 0, 0);
-    b.writeUInt32LE(reqId >>> 0, 4);
-    b.writeUInt32LE(txId >>> 0, 8);
-    b.writeUInt32LE(plen, 12);
-    if (typeof payload === 'string') b.write(payload, HEADER_SIZE, 'latin1');
-    else payload.copy(b, HEADER_SIZE);
+    const b = encodeMessage(type, reqId, txId, payload);
     this.outq.push(b);
     this.outBytes += b.length;
   }
