@@ -15,6 +15,8 @@ export class Hcall {
   readonly args: bigint[] = [0n, 0n, 0n, 0n, 0n, 0n];
   /** Set by handlers that stop the vCPU's slice (block, poll, yield, shutdown). */
   deschedule = false;
+  /** Set by preempt(): argument registers to rewrite before the call is re-executed. */
+  continuation: Map<number, bigint> | null = null;
 
   constructor(readonly dom: Domain, readonly vcpu: VCpu) {}
 
@@ -58,6 +60,16 @@ export class Hcall {
     return this.x32 ? BigInt.asIntN(32, this.args[i]!) : BigInt.asIntN(64, this.args[i]!);
   }
 
+  /**
+   * Xen's hypercall_create_continuation: the call stops here and the guest
+   * re-executes it (with the given arguments changed), so a long operation
+   * driven by guest-chosen counts never holds the pCPU for long.
+   */
+  preempt(args: Record<number, bigint> = {}): number {
+    this.continuation = new Map(Object.entries(args).map(([k, v]) => [Number(k), v]));
+    return 0;
+  }
+
   /** Argument i as a u64 scalar (split lo/hi over two registers in the 32-bit ABI). */
   u64(i: number): bigint {
     return this.x32 ? (this.args[i]! & 0xffffffffn) | ((this.args[i + 1]! & 0xffffffffn) << 32n) : this.args[i]!;
@@ -67,6 +79,16 @@ export class Hcall {
 export type HypercallHandler = (h: Hcall) => number | bigint;
 
 const table: (HypercallHandler | undefined)[] = new Array(64);
+
+const ARG_REGS_64 = [REG.rdi, REG.rsi, REG.rdx, REG.r10, REG.r8, REG.r9];
+const ARG_REGS_32 = [REG.rbx, REG.rcx, REG.rdx, REG.rsi, REG.rdi, REG.rbp];
+/**
+ * Stubs are 32-byte aligned in the hypercall page. A continuation restarts
+ * the whole stub (mov $nr,%eax; out): KVM may report RIP at the `out` (fast
+ * PIO, skipped on re-entry unless RIP changed) or after it (emulated), and
+ * the stub's start is right in both cases.
+ */
+const STUB_ALIGN_MASK = ~31n;
 
 /** Registers a hypercall family (each family module calls this once). */
 export function registerHypercall(nr: number, fn: HypercallHandler): void {
@@ -91,17 +113,15 @@ export function doHypercall(h: Hcall, nr: number): boolean {
   h.abi = long ? 'x64' : 'x32';
   h.nr = nr;
   h.deschedule = false;
+  h.continuation = null;
   let result: bigint;
   if (hw.cpl !== 0) {
     result = -BigInt(EPERM);
   } else {
     const a = h.args;
-    if (long) {
-      a[0] = hw.reg(REG.rdi); a[1] = hw.reg(REG.rsi); a[2] = hw.reg(REG.rdx); a[3] = hw.reg(REG.r10); a[4] = hw.reg(REG.r8); a[5] = hw.reg(REG.r9);
-    } else {
-      const m = 0xffffffffn;
-      a[0] = hw.reg(REG.rbx) & m; a[1] = hw.reg(REG.rcx) & m; a[2] = hw.reg(REG.rdx) & m; a[3] = hw.reg(REG.rsi) & m; a[4] = hw.reg(REG.rdi) & m; a[5] = hw.reg(REG.rbp) & m;
-    }
+    const regs = long ? ARG_REGS_64 : ARG_REGS_32;
+    const mask = long ? 0xffffffffffffffffn : 0xffffffffn;
+    for (let i = 0; i < 6; i++) a[i] = hw.reg(regs[i]!) & mask;
     h.dom.access.setContext({ cr0: hw.cr0, cr3: hw.cr3, cr4: hw.cr4, efer: hw.efer });
     // The guest may have changed its page tables since the last call (same CR3): walk afresh.
     h.dom.access.flush();
@@ -113,6 +133,16 @@ export function doHypercall(h: Hcall, nr: number): boolean {
       else if (e instanceof GuestFault) result = -BigInt(EFAULT);
       else throw e; // a bug of ours: the caller crashes the domain with the stack
     }
+  }
+  const cont = h.continuation as Map<number, bigint> | null; // set by the handler, if at all
+  if (cont) {
+    // Re-execute the stub with the updated arguments.
+    const regs = long ? ARG_REGS_64 : ARG_REGS_32;
+    for (const [i, v] of cont) hw.setReg(regs[i]!, v);
+    hw.setReg(REG.rax, BigInt(nr));
+    hw.rip = hw.rip & STUB_ALIGN_MASK;
+    if (trace) process.stderr.write(`d${h.dom.domid}v${h.vcpu.id} hypercall ${nr} preempted (continuation)\n`);
+    return h.deschedule;
   }
   if (trace) process.stderr.write(`d${h.dom.domid}v${h.vcpu.id} hypercall ${nr}(${h.args.slice(0, 3).map((x) => '0x' + x.toString(16)).join(', ')}) = ${result}\n`);
   hw.setReg(REG.rax, long ? result : BigInt.asUintN(32, result));

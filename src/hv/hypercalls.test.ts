@@ -49,6 +49,8 @@ class FakeHw {
   efer = 0;
   reg(i: number): bigint { return this.regs[i]!; }
   setReg(i: number, v: bigint): void { this.regs[i] = BigInt.asUintN(64, v); }
+  get rip(): bigint { return this.regs[16]!; }
+  set rip(v: bigint) { this.regs[16] = v; }
   close(): void {}
 }
 
@@ -1202,3 +1204,29 @@ describe('vm_assist', () => {
     assert.equal(e.d.vmAssist, 0);
   });
 });
+
+for (const abi of ['x64', 'x32'] as const) {
+  test(`${abi}: a long memory_op continues itself (RIP back to the stub, EAX = nr, start extent in cmd)`, () => {
+    const e = mkEnv({ abi });
+    const n = 1200;
+    pfnList(e, BUF, new Array<number>(n).fill(0x10)); // already populated: each extent is done at once
+    reservation(e, { list: BUF, nr: n });
+    const STUB = 0x100000n + 32n * BigInt(HC.memory_op);
+    const RIP = STUB + 7n; // after `mov $nr,%eax; out %eax,$0x88`
+    let calls = 0;
+    let cmd = 6;
+    for (;;) {
+      e.hw[0]!.rip = RIP;
+      const r = call(e, HC.memory_op, [cmd, ARG]);
+      calls++;
+      if (e.hw[0]!.rip === RIP) { assert.equal(r, n, 'the last round returns every extent done'); break; }
+      assert.equal(e.hw[0]!.rip, STUB, 'restarts the stub');
+      assert.equal(r, HC.memory_op, 'EAX holds the hypercall number again');
+      const argReg = abi === 'x64' ? 5 /* rdi */ : 1 /* rbx */;
+      cmd = Number(e.hw[0]!.regs[argReg]! & 0xffffffffn);
+      assert.equal(cmd & 0x3f, 6);
+      assert.equal(cmd >>> 6, calls * 512, 'the start extent advanced by one batch');
+    }
+    assert.equal(calls, 3);
+  });
+}

@@ -32,6 +32,9 @@ export const XENMAPIDX_grant_table_status = 0x80000000;
  */
 export const MAX_GFN = 2 ** (39 - 12);
 
+/** Extents (or gmfn_range frames) handled before a memory_op continues itself. */
+export const PREEMPT_EVERY = 512;
+
 /** Largest extent order a domU may use (Xen's CONFIG_DOMU_MAX_ORDER default). */
 export const DOMU_MAX_ORDER = 9;
 /** E820MAX in Xen: the largest map a guest may set. */
@@ -97,9 +100,12 @@ function reservation(h: Hcall, cmd: number, start: number): number {
   const base = BigInt(r.extent_start);
   if (start >= nr) return start;
   if (r.extent_order > DOMU_MAX_ORDER) return start;
+  // A count too large to carry in a continuation is refused as Xen does (nothing done).
+  if (nr > 0xffffffff >>> MEMOP_EXTENT_SHIFT) return start;
   const pages = 1 << r.extent_order;
   let i = start;
   for (; i < nr; i++) {
+    if (i - start >= PREEMPT_EVERY) return h.preempt({ 0: BigInt(((i << MEMOP_EXTENT_SHIFT) | cmd) >>> 0) });
     // A bad extent list ends the operation with the extents done so far (Xen's `goto out`).
     let gfn = 0;
     if (cmd !== XENMEM.increase_reservation) {
@@ -224,9 +230,12 @@ function memoryOp(h: Hcall): number {
       const gpfn = Number(a.gpfn);
       if (!Number.isSafeInteger(gpfn) || gpfn + Math.max(1, a.size) > MAX_GFN) throw new XenError(EINVAL);
       if (a.space === XENMAPSPACE.gmfn_range) {
-        // Moves `size` frames; on return idx/gpfn/size are advanced (continuation state).
-        for (let i = 0; i < a.size; i++) addToPhysmap(d, XENMAPSPACE.gmfn, idx + i, gpfn + i);
-        g.writeFields(A, arg, { idx: idx + a.size, gpfn: gpfn + a.size, size: 0 });
+        // Moves `size` frames, a batch at a time; idx/gpfn/size in the guest's
+        // structure carry the progress, and the call continues itself until size is 0.
+        const n = Math.min(a.size, PREEMPT_EVERY);
+        for (let i = 0; i < n; i++) addToPhysmap(d, XENMAPSPACE.gmfn, idx + i, gpfn + i);
+        g.writeFields(A, arg, { idx: idx + n, gpfn: gpfn + n, size: a.size - n });
+        if (a.size > n) { g.flush(); return h.preempt(); }
       } else if (a.space === XENMAPSPACE.gmfn_foreign) {
         throw new XenError(EINVAL, 'gmfn_foreign is only valid in add_to_physmap_batch');
       } else {
