@@ -129,7 +129,7 @@ export class Domain {
     this.vm = new Vm(kvm, spec.vmFd);
     this.physmap = new Physmap(spec.layout);
     this.mem = SharedMemory.attach(spec.memFd, this.physmap.bytes);
-    this.physmap.attach(this.vm, this.mem.address);
+    this.physmap.attach(this.vm, this.mem.address, kvm.checkExtension('NR_MEMSLOTS') || Infinity);
     this.access = new GuestAccess(this.mem.bytes, this.physmap);
     this.vcpus = spec.vcpuFds.map((fd, i) => new VCpu(this, i, new KvmVcpu(this.vm, fd, i)));
     for (const [k, v] of Object.entries(spec.params)) this.params.set(Number(k), BigInt(v));

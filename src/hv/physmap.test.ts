@@ -8,6 +8,7 @@ import { describe, test } from 'node:test';
 
 import { Physmap, GIB4, MMIO_HOLE_START, SPECIAL_PFN_BASE, SPECIAL_PAGES, type PhysmapLayout } from './physmap.js';
 import type { Vm } from '../kvm/kvm.js';
+import { ENOMEM, XenError } from './errno.js';
 
 const PAGE = 4096;
 const HOST_BASE = 0x7f00_0000_0000n;
@@ -326,4 +327,15 @@ describe('physmap: property test against a model', () => {
       }
     });
   }
+});
+
+test('a map that would need more KVM slots than the host has is refused with -ENOMEM and changes nothing', () => {
+  const vm = { setUserMemoryRegion: () => {}, deleteMemoryRegion: () => {} } as unknown as Vm;
+  const p = new Physmap({ ramPages: 64, maxGrantFrames: 2, poolPages: 8 });
+  p.attach(vm, 0n, 6); // RAM + special pages use 2 slots
+  p.map(10, p.sharedInfoPage); // splits RAM: 4 slots
+  const before = p.segments().map((s) => ({ ...s }));
+  assert.throws(() => p.map(20, p.grantBase), (e: unknown) => e instanceof XenError && e.errno === ENOMEM);
+  assert.deepEqual(p.segments().map((s) => ({ ...s })), before);
+  assert.equal(p.hostPageOf(20), 20, 'the RAM page is still there');
 });

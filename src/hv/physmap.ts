@@ -12,6 +12,7 @@
 
 import type { Vm } from '../kvm/kvm.js';
 import { PAGE_SIZE } from './abi/xen.js';
+import { ENOMEM, XenError } from './errno.js';
 
 export const GIB4 = 0x1_0000_0000;
 /** Start of the MMIO hole below 4 GiB in libxl's PVH layout (xen-abi.md §1). */
@@ -55,6 +56,7 @@ export class Physmap {
   private nextSlot = 0;
   private poolFree: number[];
   private vm: Vm | null = null;
+  private maxSlots = Infinity;
   private hostAddress = 0n;
   /** Last lookup, for runs of accesses to the same segment. */
   private last: Segment | null = null;
@@ -80,9 +82,10 @@ export class Physmap {
     return this.totalPages * PAGE_SIZE;
   }
 
-  /** Mirrors the map into KVM memory slots from now on. */
-  attach(vm: Vm, hostAddress: bigint): void {
+  /** Mirrors the map into KVM memory slots from now on (at most `maxSlots` of them). */
+  attach(vm: Vm, hostAddress: bigint, maxSlots = Infinity): void {
     this.vm = vm;
+    this.maxSlots = maxSlots;
     this.hostAddress = hostAddress;
     for (const s of this.segs) this.installSlot(s);
   }
@@ -126,6 +129,9 @@ export class Physmap {
   map(gfn: number, hp: number): number {
     const prevGfn = this.gfnOfHostPage(hp);
     if (prevGfn === gfn) return -1;
+    // Two splits and the new page add at most three slots: refuse before changing anything
+    // (a guest fragmenting its physmap runs out of KVM slots, not the hypervisor).
+    if (this.segs.length + 3 > this.maxSlots) throw new XenError(ENOMEM, 'no KVM memory slot left for this mapping');
     if (prevGfn >= 0) this.unmap(prevGfn);
     const displaced = this.unmap(gfn);
     this.insert({ gfn, count: 1, hostPage: hp, slot: -1 }, true);
