@@ -1178,8 +1178,10 @@ describe('vcpu_op', () => {
       // single-shot: 16 bytes [12 on 32-bit]; place it so the 32-bit form ends at the end of RAM
       const at = RAM_PAGES * PAGE - (abi === 'x64' ? 16 : 12);
       put(e, at, [[0, 'u64', 0x5555_0000n], [8, 'u32', 1]]);
+      const changes = timerChanges.length;
       assert.equal(call(e, HC.vcpu_op, [8, 0, at]), 0);
       assert.equal(e.v[0]!.timer.singleshot, 0x5555_0000n);
+      assert.deepEqual(timerChanges.slice(changes), [e.v[0]!.key], 'the pCPU is told to re-arm its timer');
       assert.equal(call(e, HC.vcpu_op, [8, 1, at]), -EINVAL, 'only the calling vCPU');
       assert.equal(call(e, HC.vcpu_op, [9, 1, 0]), -EINVAL);
       assert.equal(call(e, HC.vcpu_op, [9, 0, 0]), 0);

@@ -64,6 +64,7 @@ class Pcpu {
   readonly timer: KickTimer;
   readonly sliceNs: bigint;
   private stopped = false;
+  private timersDirty = false;
   private readonly doorbell: number;
   readonly dom0Doorbell: Int32Array;
 
@@ -106,7 +107,8 @@ class Pcpu {
     });
     setSchedHooks({
       shutdown: (d, reason) => this.shutdown(d, reason),
-      timerChanged: () => {},
+      // A guest timer set during a hypercall may fall before the armed preemption: re-arm after the exit.
+      timerChanged: () => { this.timersDirty = true; },
     });
     setConsoleSink({
       line: (dom, source, text, eol) => this.post({ type: 'console', domid: dom.domid, source, text, eol }),
@@ -332,6 +334,10 @@ class Pcpu {
           continue;
         }
         if (this.handleExit(v, h, reason)) break;
+        if (this.timersDirty) {
+          this.timersDirty = false;
+          this.armPreemption(v, start, this.runTimers());
+        }
       }
     } catch (e) {
       this.crash(d, `hypervisor error handling an exit of vCPU ${v.id}: ${e instanceof Error ? e.stack : String(e)}`);

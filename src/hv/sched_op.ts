@@ -43,6 +43,11 @@ function schedHooks(): SchedHooks {
   return hooks;
 }
 
+/** A vCPU's timers changed (any family that sets them calls this). */
+export function timerChanged(v: VCpu): void {
+  schedHooks().timerChanged(v);
+}
+
 /** Blocks the vCPU unless an event is already pending for it (SCHEDOP_block, HLT). */
 export function blockVcpu(h: Hcall): void {
   const d = h.dom;
@@ -98,7 +103,7 @@ function schedOp(h: Hcall): number {
       h.vcpu.blocked = true;
       d.shared.setVcpu(h.vcpu.id, 'pollMask', 1);
       h.deschedule = true;
-      schedHooks().timerChanged(h.vcpu);
+      timerChanged(h.vcpu);
       return 0;
     }
     case SCHEDOP.remote_shutdown: {
@@ -115,7 +120,7 @@ function schedOp(h: Hcall): number {
         for (let i = 1; i <= NR_DOMAIN_WATCHDOG_TIMERS; i++) {
           if (!d.watchdogs.has(i)) {
             d.watchdogs.set(i, now + BigInt(timeout) * 1_000_000_000n);
-            schedHooks().timerChanged(h.vcpu);
+            timerChanged(h.vcpu);
             return i;
           }
         }
@@ -124,7 +129,7 @@ function schedOp(h: Hcall): number {
       if (id > NR_DOMAIN_WATCHDOG_TIMERS || !d.watchdogs.has(id)) throw new XenError(EINVAL);
       if (timeout === 0) d.watchdogs.delete(id);
       else d.watchdogs.set(id, now + BigInt(timeout) * 1_000_000_000n);
-      schedHooks().timerChanged(h.vcpu);
+      timerChanged(h.vcpu);
       return 0;
     }
     case SCHEDOP.pin_override:
@@ -139,7 +144,7 @@ function setTimerOp(h: Hcall): number {
   const t = h.u64(0);
   h.vcpu.timer.singleshot = t;
   // A deadline already past fires at once (Xen sends the event immediately).
-  schedHooks().timerChanged(h.vcpu);
+  timerChanged(h.vcpu);
   return 0;
 }
 

@@ -7,6 +7,7 @@ import { HYPERCALL, PAGE_SIZE, VCPU_INFO_SIZE } from './abi/xen.js';
 import { struct, abiPair, forAbi } from './abi/layout.js';
 import { EBUSY, EINVAL, ENOENT, ENOSYS, XenError } from './errno.js';
 import type { VCpu } from './domain.js';
+import { timerChanged } from './sched_op.js';
 
 export const VCPUOP = {
   initialise: 0, up: 1, down: 2, is_up: 3, get_runstate_info: 4, register_runstate_memory_area: 5,
@@ -83,10 +84,12 @@ function vcpuOp(h: Hcall): number {
       if (period_ns < MILLISECS || period_ns > 1n << 62n) throw new XenError(EINVAL);
       v.timer.period = period_ns;
       v.timer.periodicNext = d.now() + period_ns;
+      timerChanged(v);
       return 0;
     }
     case VCPUOP.stop_periodic_timer:
       v.timer.period = 0n;
+      timerChanged(v);
       return 0;
     case VCPUOP.set_singleshot_timer: {
       if (v !== h.vcpu) throw new XenError(EINVAL);
@@ -95,11 +98,13 @@ function vcpuOp(h: Hcall): number {
       // VCPU_SSHOTTMR_future is accepted and ignored, as Xen's code does: past deadlines fire at once.
       const t = BigInt(a.timeout_abs_ns!);
       v.timer.singleshot = t === 0n ? 1n : t;
+      timerChanged(v);
       return 0;
     }
     case VCPUOP.stop_singleshot_timer:
       if (v !== h.vcpu) throw new XenError(EINVAL);
       v.timer.singleshot = 0n;
+      timerChanged(v);
       return 0;
     case VCPUOP.get_physid:
       throw new XenError(EINVAL);
