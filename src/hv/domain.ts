@@ -8,8 +8,8 @@ import { SharedMemory } from '../kvm/memory.js';
 import { Physmap, PhysmapLayout } from './physmap.js';
 import { GuestAccess } from './guest_access.js';
 import { DomainShared, HostShared, DOMSTATE, RUNSTATE } from './shared.js';
-import type { EvtchnDomain } from './evtchn_core.js';
-import { PAGE_SIZE, SharedInfo, VcpuTimeInfo, VCPU_INFO_SIZE, XEN_PVCLOCK_TSC_STABLE_BIT, VcpuInfo } from './abi/xen.js';
+import { vcpuInfoOffset, type EvtchnDomain } from './evtchn_core.js';
+import { PAGE_SIZE, SharedInfo, VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT, VcpuInfo } from './abi/xen.js';
 import { systemTimeNs, TimeBase, TscScale, tscScale } from './time.js';
 import { GrantTable } from './grant_table.js';
 
@@ -22,16 +22,13 @@ export interface DomainSpec {
   layout: PhysmapLayout;
   vcpuFds: number[];
   sharedSab: SharedArrayBuffer;
-  /** HVM params set by the builder (index -> value as decimal string, bigint-safe). */
-  params: Record<number, string>;
+  /** HVM params set by the builder (BigInt survives postMessage's structured clone). */
+  params: Record<number, bigint>;
   /** Initial vCPU 0 state is already in KVM; vCPU 0 starts online. */
   maxPages: number;
   totPages: number;
-  maxGrantFrames: number;
   timeBase: TimeBase;
   tscKhz: number;
-  privileged: boolean;
-  isConsole: boolean;
   /** xen_domain_handle_t (the domain's UUID bytes). */
   handle: Uint8Array;
   /** The e820 the builder gave the domain, as XENMEM_memory_map's 20-byte entries. */
@@ -132,8 +129,8 @@ export class Domain {
     this.physmap.attach(this.vm, this.mem.address, kvm.checkExtension('NR_MEMSLOTS') || Infinity);
     this.access = new GuestAccess(this.mem.bytes, this.physmap);
     this.vcpus = spec.vcpuFds.map((fd, i) => new VCpu(this, i, new KvmVcpu(this.vm, fd, i)));
-    for (const [k, v] of Object.entries(spec.params)) this.params.set(Number(k), BigInt(v));
-    this.grant = new GrantTable(this, spec.maxGrantFrames);
+    for (const [k, v] of Object.entries(spec.params)) this.params.set(Number(k), v);
+    this.grant = new GrantTable(this, spec.layout.maxGrantFrames);
     this.evtchn = { shared: this.shared, mem: this.mem.bytes };
     this.timeBase = spec.timeBase;
     this.tscKhz = spec.tscKhz;
@@ -142,9 +139,6 @@ export class Domain {
     this.builderMemoryMap = spec.memoryMap;
     this.maxPages = spec.maxPages;
     this.totPages = spec.totPages;
-    this.shared.set('sharedInfoOffset', this.physmap.sharedInfoPage * PAGE_SIZE);
-    this.shared.set('isPrivileged', spec.privileged ? 1 : 0);
-    this.shared.set('isConsole', spec.isConsole ? 1 : 0);
   }
 
   get privileged(): boolean {
@@ -200,9 +194,7 @@ export class Domain {
   }
 
   vcpuInfoOffset(vcpu: number): number {
-    const reg = this.shared.vcpu(vcpu, 'vcpuInfoOffset');
-    if (reg >= 0) return reg;
-    return vcpu < 32 ? this.sharedInfoOffset + vcpu * VCPU_INFO_SIZE : -1;
+    return vcpuInfoOffset(this.shared, vcpu);
   }
 
   isUpcallPending(v: VCpu): boolean {

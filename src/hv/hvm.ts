@@ -57,10 +57,6 @@ export function applyParam(d: Domain, index: number, value: bigint, callerAbi32?
   d.params.set(index, value);
 }
 
-function targetDomain(h: Hcall, domid: number): Domain {
-  return h.target(domid);
-}
-
 function hvmOp(h: Hcall): number {
   const op = h.uint(0);
   const arg = h.ptr(1);
@@ -69,7 +65,7 @@ function hvmOp(h: Hcall): number {
     case HVMOP.get_param: {
       const a = h.g.readStruct(XenHvmParam, arg);
       if (a.index >= HVM_NR_PARAMS) throw new XenError(EINVAL);
-      const d = targetDomain(h, a.domid);
+      const d = h.target(a.domid);
       if (DEPRECATED.has(a.index)) throw new XenError(EINVAL);
       const self = d === h.dom;
       if (op === HVMOP.get_param) {

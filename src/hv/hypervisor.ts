@@ -45,6 +45,8 @@ export interface DomainBuild {
   mem: SharedMemory;
   shared: DomainShared;
   params: Record<number, bigint>;
+  /** the reservation limit (maxmem); the populate pool leaves slack above it */
+  maxPages: number;
   options: DomainCreateOptions;
 }
 
@@ -83,6 +85,8 @@ export type HypervisorEvents = {
 };
 
 const DOM0_PORTS = 4095;
+/** Pool pages beyond maxmem, so a guest can repopulate frames it gave back while shared_info or grant frames sit over RAM. */
+const POOL_SLACK_PAGES = 64;
 
 export class Hypervisor extends EventEmitter<HypervisorEvents> {
   readonly kvm: Kvm;
@@ -208,7 +212,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const domid = this.allocDomid();
     const maxPort = o.maxEvtchnPort ?? 1023;
     const shared = DomainShared.create(domid, o.vcpus, maxPort);
-    const physmap = new Physmap({ ramPages, maxGrantFrames: o.maxGrantFrames ?? 32, poolPages: maxPages - ramPages + 64 });
+    const physmap = new Physmap({ ramPages, maxGrantFrames: o.maxGrantFrames ?? 32, poolPages: maxPages - ramPages + POOL_SLACK_PAGES });
     const mem = SharedMemory.create(`xenode-d${domid}`, physmap.bytes);
     let vm: Vm | null = null;
     const vcpus: Vcpu[] = [];
@@ -239,7 +243,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     this.domains.set(domid, rec);
     this.host.setDomainExists(domid, true);
     this.pendingVcpus.set(domid, vcpus);
-    return { domid, name: o.name, physmap, mem, shared, params: {}, options: o };
+    return { domid, name: o.name, physmap, mem, shared, params: {}, maxPages, options: o };
   }
 
   /** Sets vCPU `id`'s initial register state (the builder's job before unpause). */
@@ -264,10 +268,9 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const o = b.options;
     const spec: DomainSpec = {
       domid: b.domid, name: b.name, vmFd: rec.vm!.fd, memFd: b.mem.fd, layout: b.physmap.layout, vcpuFds: rec.vcpuFds,
-      sharedSab: b.shared.sab, params: Object.fromEntries(Object.entries(b.params).map(([k, v]) => [k, v.toString()])),
-      maxPages: b.physmap.layout.ramPages + b.physmap.layout.poolPages - 64, totPages: b.physmap.layout.ramPages,
-      maxGrantFrames: b.physmap.layout.maxGrantFrames, timeBase: this.timeBase, tscKhz: this.tscKhz,
-      privileged: !!o.privileged, isConsole: !!o.isConsole, handle: o.uuid ?? new Uint8Array(16), memoryMap,
+      sharedSab: b.shared.sab, params: b.params,
+      maxPages: b.maxPages, totPages: b.physmap.layout.ramPages,
+      timeBase: this.timeBase, tscKhz: this.tscKhz, handle: o.uuid ?? new Uint8Array(16), memoryMap,
     };
     rec.spec = spec;
     b.shared.set('pauseCount', 0);

@@ -68,9 +68,6 @@ export const XenForeignMemoryMap = abiPair(
 
 const ulong = (abi: Abi) => (abi === 'x32' ? 4 : 8);
 
-function self(h: Hcall, domid: number): Domain {
-  return h.target(domid);
-}
 
 function readPfn(h: Hcall, base: bigint, i: number): number {
   const va = base + BigInt(i * ulong(h.abi));
@@ -95,7 +92,7 @@ function reservation(h: Hcall, cmd: number, start: number): number {
   // Xen answers an unreadable reservation with the start extent, not -EFAULT.
   try { raw = h.g.read(h.ptr(1), R.size); } catch (e) { if (e instanceof GuestFault) return start; throw e; }
   const r = R.decode(raw) as { extent_start: bigint | number; nr_extents: bigint | number; extent_order: number; mem_flags: number; domid: number };
-  const d = self(h, r.domid);
+  const d = h.target(r.domid);
   const nr = Number(r.nr_extents);
   const base = BigInt(r.extent_start);
   if (start >= nr) return start;
@@ -192,12 +189,12 @@ function memoryOp(h: Hcall): number {
     case XENMEM.current_reservation:
     case XENMEM.maximum_reservation: {
       const domid = g.read(arg, 2);
-      const d = self(h, domid[0]! | (domid[1]! << 8));
+      const d = h.target(domid[0]! | (domid[1]! << 8));
       return cmd === XENMEM.current_reservation ? d.totPages : d.maxPages;
     }
     case XENMEM.maximum_gpfn: {
       const domid = g.read(arg, 2);
-      const d = self(h, domid[0]! | (domid[1]! << 8));
+      const d = h.target(domid[0]! | (domid[1]! << 8));
       const segs = d.physmap.segments();
       const last = segs[segs.length - 1];
       return last ? last.gfn + last.count - 1 : 0;
@@ -215,7 +212,7 @@ function memoryOp(h: Hcall): number {
     case XENMEM.set_memory_map: {
       const F = forAbi(XenForeignMemoryMap, h.x32);
       const f = F.decode(g.read(arg, F.size)) as { domid: number; nr_entries: number; buffer: bigint | number };
-      const d = self(h, f.domid);
+      const d = h.target(f.domid);
       if (f.nr_entries > E820MAX) throw new XenError(EINVAL);
       const bytes = g.read(BigInt(f.buffer), f.nr_entries * 20);
       decodeE820Xenmem(bytes, f.nr_entries); // validates the entries decode
@@ -225,7 +222,7 @@ function memoryOp(h: Hcall): number {
     case XENMEM.add_to_physmap: {
       const A = forAbi(XenAddToPhysmap, h.x32);
       const a = A.decode(g.read(arg, A.size)) as { domid: number; size: number; space: number; idx: bigint | number; gpfn: bigint | number };
-      const d = self(h, a.domid);
+      const d = h.target(a.domid);
       const idx = Number(a.idx);
       const gpfn = Number(a.gpfn);
       if (!Number.isSafeInteger(gpfn) || gpfn + Math.max(1, a.size) > MAX_GFN) throw new XenError(EINVAL);
@@ -247,7 +244,7 @@ function memoryOp(h: Hcall): number {
     case XENMEM.remove_from_physmap: {
       const R = forAbi(XenRemoveFromPhysmap, h.x32);
       const r = R.decode(g.read(arg, R.size)) as { domid: number; gpfn: bigint | number };
-      const d = self(h, r.domid);
+      const d = h.target(r.domid);
       const gpfn = Number(r.gpfn);
       const hp = d.physmap.hostPageOf(gpfn);
       if (hp < 0) throw new XenError(ENOENT);

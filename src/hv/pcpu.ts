@@ -410,12 +410,8 @@ class Pcpu {
         const count = run.getUint32(io + RUN_IO.count, true);
         const out = run.getUint8(io + RUN_IO.direction) === KVM_EXIT_IO_OUT;
         const off = Number(run.getBigUint64(io + RUN_IO.data_offset, true));
-        if (port === HYPERCALL_PORT && out && size === 4) {
-          if (d.hypercallPageGfn < 0) {
-            // `out` to the hypercall port without a hypercall page: not a Xen guest's doing.
-            hw.setReg(REG.rax, -38n);
-            return false;
-          }
+        // Without a hypercall page the port is just an empty I/O port (handled below).
+        if (port === HYPERCALL_PORT && out && size === 4 && d.hypercallPageGfn >= 0) {
           const nr = run.getUint32(off, true);
           const desched = doHypercall(h, nr);
           return desched || d.stopping || v.blocked;

@@ -6,9 +6,11 @@
 import { strict as assert } from 'node:assert';
 import { describe, test } from 'node:test';
 
-import { Physmap, GIB4, MMIO_HOLE_START, SPECIAL_PFN_BASE, SPECIAL_PAGES, type PhysmapLayout } from './physmap.js';
+import { Physmap, type PhysmapLayout } from './physmap.js';
+import { FOUR_GIB as GIB4, MMIO_HOLE_START, SPECIAL_PAGES_START_PFN as SPECIAL_PFN_BASE, NR_SPECIAL_PAGES as SPECIAL_PAGES } from './x86/e820.js';
 import type { Vm } from '../kvm/kvm.js';
 import { ENOMEM, XenError } from './errno.js';
+import { prng as rng } from '../testing/prng.js';
 
 const PAGE = 4096;
 const HOST_BASE = 0x7f00_0000_0000n;
@@ -269,17 +271,6 @@ describe('physmap: populate pool', () => {
   });
 });
 
-/** Small deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('physmap: property test against a model', () => {
   for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {

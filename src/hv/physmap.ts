@@ -12,14 +12,9 @@
 
 import type { Vm } from '../kvm/kvm.js';
 import { PAGE_SIZE } from './abi/xen.js';
+import { FOUR_GIB, MMIO_HOLE_START, NR_SPECIAL_PAGES, SPECIAL_PAGES_START_PFN } from './x86/e820.js';
 import { ENOMEM, XenError } from './errno.js';
 
-export const GIB4 = 0x1_0000_0000;
-/** Start of the MMIO hole below 4 GiB in libxl's PVH layout (xen-abi.md §1). */
-export const MMIO_HOLE_START = 0xfc000000;
-/** Special pages: pfn 0xFF000 - 8 .. 0xFEFFF (libxl's PVH special pages region). */
-export const SPECIAL_PFN_BASE = 0xfeff8;
-export const SPECIAL_PAGES = 8;
 
 export interface PhysmapLayout {
   /** total initial RAM in pages */
@@ -68,13 +63,13 @@ export class Physmap {
     this.sharedInfoPage = layout.ramPages;
     this.grantBase = this.sharedInfoPage + 1;
     this.specialBase = this.grantBase + layout.maxGrantFrames;
-    this.poolBase = this.specialBase + SPECIAL_PAGES;
+    this.poolBase = this.specialBase + NR_SPECIAL_PAGES;
     this.totalPages = this.poolBase + layout.poolPages;
     this.poolFree = [];
     for (let i = layout.poolPages - 1; i >= 0; i--) this.poolFree.push(this.poolBase + i);
     if (this.lowRamPages) this.insert({ gfn: 0, count: this.lowRamPages, hostPage: 0, slot: -1 });
-    if (this.highRamPages) this.insert({ gfn: GIB4 / PAGE_SIZE, count: this.highRamPages, hostPage: this.lowRamPages, slot: -1 });
-    this.insert({ gfn: SPECIAL_PFN_BASE, count: SPECIAL_PAGES, hostPage: this.specialBase, slot: -1 });
+    if (this.highRamPages) this.insert({ gfn: FOUR_GIB / PAGE_SIZE, count: this.highRamPages, hostPage: this.lowRamPages, slot: -1 });
+    this.insert({ gfn: SPECIAL_PAGES_START_PFN, count: NR_SPECIAL_PAGES, hostPage: this.specialBase, slot: -1 });
   }
 
   /** Bytes the backing memfd needs. */

@@ -6,7 +6,7 @@
 
 import type { Hypervisor, DomainBuild } from '../hv/hypervisor.js';
 import { parsePvhElf, loadPvh, pvhEntryState, PvhLoadResult } from '../hv/x86/pvh.js';
-import { buildPvhE820, encodeE820Xenmem, SPECIALPAGE, specialPfn } from '../hv/x86/e820.js';
+import { buildPvhE820, encodeE820Xenmem, CONSOLE_RING_PFN as CONSOLE_GFN, XENSTORE_RING_PFN as STORE_GFN } from '../hv/x86/e820.js';
 import { HVM_PARAM } from '../hv/hvm.js';
 import { GrantEntryV1, GTF_permit_access, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE } from '../hv/grant_table.js';
 import { PAGE_SIZE } from '../hv/abi/xen.js';
@@ -37,8 +37,6 @@ export interface BuiltDomain {
   e820: Uint8Array;
 }
 
-export const CONSOLE_GFN = specialPfn(SPECIALPAGE.CONSOLE);
-export const STORE_GFN = specialPfn(SPECIALPAGE.XENSTORE);
 
 /** Builds a paused PVH domain; the caller connects backends, then calls hv.startDomain. */
 export function buildPvhDomain(hv: Hypervisor, cfg: BuildConfig): BuiltDomain {

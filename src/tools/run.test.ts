@@ -17,12 +17,19 @@ const guest = (name: string) => path.join(root, 'guests/build', `${name}.elf`);
 
 interface Result { code: number | null; stdout: string; stderr: string }
 
-function run(args: string[], opts: { timeoutMs?: number; onStdout?: (s: string, child: ReturnType<typeof spawn>) => void } = {}): Promise<Result> {
+interface RunOpts { timeoutMs?: number; onStdout?: (s: string, child: ReturnType<typeof spawn>) => void }
+
+/** Runs `xenode run <args>`. */
+function run(args: string[], opts: RunOpts = {}): Promise<Result> {
+  return xenodeCmd(['run', ...args], opts);
+}
+
+function xenodeCmd(argv: string[], opts: RunOpts = {}): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [xenode, 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [xenode, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`xenode run ${args.join(' ')} timed out\n${stdout}\n${stderr}`)); }, opts.timeoutMs ?? 30_000);
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`xenode ${argv.join(' ')} timed out\n${stdout}\n${stderr}`)); }, opts.timeoutMs ?? 30_000);
     child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); opts.onStdout?.(stdout, child); });
     child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
     child.on('exit', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
@@ -129,15 +136,7 @@ test('bad usage exits 2 with the usage text', async () => {
 });
 
 test('the demo system boots every sample guest side by side and each ends as expected', needsKvm(), async () => {
-  const r = await new Promise<Result>((resolve, reject) => {
-    const child = spawn(process.execPath, [xenode, 'demo'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`demo timed out\n${stdout}\n${stderr}`)); }, 60_000);
-    child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    child.on('exit', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
-  });
+  const r = await xenodeCmd(['demo'], { timeoutMs: 60_000 });
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /\[hello\s*\] Hello from xenode guest \(PV console\)/);
   assert.match(r.stdout, /\[hypercalls\] RESULT: \d+ passed, 0 failed/);

@@ -22,10 +22,9 @@ export interface ToolstackDomain {
 }
 
 export class Toolstack {
-  private readonly builds = new Map<number, BuiltDomain>();
   private readonly live = new Map<number, ToolstackDomain>();
 
-  private constructor(readonly hv: Hypervisor, readonly xs: Xenstored, readonly client: LocalClient) {
+  private constructor(readonly hv: Hypervisor, readonly xs: Xenstored, readonly client: LocalClient, private readonly builds: Map<number, BuiltDomain>) {
     hv.on('shutdown', (domid) => {
       this.live.get(domid)?.services.console.drain();
       xs.domainDied(domid);
@@ -34,17 +33,15 @@ export class Toolstack {
 
   static async start(o: ToolstackOptions = {}): Promise<Toolstack> {
     const hv = await Hypervisor.start({ pcpus: o.pcpus });
-    const ts: { builds?: Map<number, BuiltDomain> } = {};
+    const builds = new Map<number, BuiltDomain>();
     const rings = new XenstoreRings(hv, (domid, gfn) => {
-      const b = ts.builds?.get(domid);
+      const b = builds.get(domid);
       return b && gfn === b.storeGfn ? specialPageOffset(b.build, gfn) : null;
     });
     const xs = new Xenstored({ hooks: rings, log: o.log });
     rings.xs = xs;
     await xs.start();
-    const t = new Toolstack(hv, xs, new LocalClient(xs));
-    ts.builds = t.builds;
-    return t;
+    return new Toolstack(hv, xs, new LocalClient(xs), builds);
   }
 
   /**

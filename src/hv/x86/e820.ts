@@ -11,12 +11,12 @@
 // [MMIO_HOLE_START, 4 GiB) is otherwise unlisted; guests (GRUB, Mini-OS) pick
 // GPAs there for grant frames and shared_info.
 
+import { PAGE_SHIFT, PAGE_SIZE } from '../abi/xen.js';
 import {
   E820Entry20, HvmMemmapTableEntry, XEN_HVM_MEMMAP_TYPE_RAM, XEN_HVM_MEMMAP_TYPE_RESERVED,
 } from '../abi/start_info.js';
 
-export const PAGE_SHIFT = 12;
-export const PAGE_SIZE = 1 << PAGE_SHIFT;
+export { PAGE_SHIFT, PAGE_SIZE };
 export const FOUR_GIB = 0x1_0000_0000;
 
 /**

@@ -6,18 +6,8 @@ import { after, before, test } from 'node:test';
 import { SocketClient } from './client.js';
 import { fixture, tmpDir, type Fixture, RingGuest } from './helpers.js';
 import { RING_CONNECTION, RING_REQ_CONS, RING_REQ_PROD, RING_RSP_CONS, RING_RSP_PROD, XsError, XsType } from './wire.js';
+import { prng } from '../../testing/prng.js';
 
-/** Small deterministic PRNG (mulberry32) so failures reproduce. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const SEED = Number(process.env['XS_FUZZ_SEED'] ?? 20240601);
 
 let f: Fixture;
