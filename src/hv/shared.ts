@@ -98,7 +98,7 @@ const VCPU = {
   state: 0, // RUNSTATE
   pcpu: 1,
   vcpuInfoOffset: 2, // byte offset of this vCPU's vcpu_info in the memfd, -1 = none
-  wake: 3, // set by any thread to ask the owning worker to re-check this vCPU
+  // 3: free
   upcallVector: 4, // per-vCPU vector from HVMOP_set_evtchn_upcall_vector, 0 = none
   pollMask: 5, // non-zero while blocked in SCHEDOP_poll
 } as const;
@@ -175,15 +175,6 @@ export class DomainShared {
 
   setVcpu<K extends keyof typeof VCPU>(v: number, k: K, val: number): void {
     Atomics.store(this.w, this.vcpuBase + v * VCPU_WORDS + VCPU[k], val);
-  }
-
-  /** Sets a vCPU's wake flag; true if it was clear (the caller should ring the owner). */
-  requestWake(v: number): boolean {
-    return Atomics.exchange(this.w, this.vcpuBase + v * VCPU_WORDS + VCPU.wake, 1) === 0;
-  }
-
-  takeWake(v: number): boolean {
-    return Atomics.exchange(this.w, this.vcpuBase + v * VCPU_WORDS + VCPU.wake, 0) !== 0;
   }
 
   portIndex(port: number): number {

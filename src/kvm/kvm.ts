@@ -7,10 +7,10 @@ import {
   CAP, CapName, CPUID_ENTRY, ENABLE_CAP_SIZE, EXIT, KVM_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VCPU,
   KVM_CREATE_VM, KVM_ENABLE_CAP, KVM_GET_API_VERSION, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_SUPPORTED_CPUID,
   KVM_GET_TSC_KHZ, KVM_GET_VCPU_MMAP_SIZE, KVM_INTERRUPT, KVM_REGS_SIZE, KVM_RUN, KVM_SET_CPUID2,
-  KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SIGNAL_MASK, KVM_SET_SREGS, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION,
+  KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SIGNAL_MASK, KVM_SET_SREGS, KVM_SET_USER_MEMORY_REGION,
   KVM_SREGS_SIZE, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS, KVM_X86_SET_MSR_FILTER, MEMREGION_SIZE,
   MSR_ENTRY_SIZE, MSR_FILTER_SIZE, KVM_MSR_FILTER_MAX_RANGES, REG, RUN, SEG, SegName, SREGS, SYNC,
-  KVM_GET_VCPU_EVENTS, VCPU_EVENTS_SIZE, KVM_GET_MSRS,
+  KVM_GET_MSRS,
 } from './abi.js';
 
 export class KvmError extends Error {}
@@ -169,9 +169,6 @@ export class Vm {
     libc.check(libc.ioctlPtr(this.fd, KVM_ENABLE_CAP, b), `KVM_ENABLE_CAP(${typeof cap === 'number' ? cap : 'KVM_CAP_' + cap})`);
   }
 
-  setTssAddr(addr: number): void {
-    libc.check(libc.ioctlInt(this.fd, KVM_SET_TSS_ADDR, addr), 'KVM_SET_TSS_ADDR');
-  }
 
   /** Default-allow filter with the given deny ranges (bitmap bit 0 = deny → exit to user space). */
   setMsrFilter(ranges: MsrFilterRange[]): void {
@@ -259,11 +256,6 @@ export class Vcpu {
       throw new libc.OsError('KVM_RUN', e);
     }
     return run.getUint32(RUN.exit_reason, true);
-  }
-
-  /** Makes the next enter() return at once (EINTR) without running the guest. */
-  set immediateExit(v: boolean) {
-    this.run.setUint8(RUN.immediate_exit, v ? 1 : 0);
   }
 
   get exitReason(): number {
@@ -374,11 +366,6 @@ export class Vcpu {
     libc.check(libc.ioctlPtr(this.fd, KVM_SET_SREGS, b), 'KVM_SET_SREGS');
   }
 
-  getEvents(): Uint8Array {
-    const b = new Uint8Array(VCPU_EVENTS_SIZE);
-    libc.check(libc.ioctlPtr(this.fd, KVM_GET_VCPU_EVENTS, b), 'KVM_GET_VCPU_EVENTS');
-    return b;
-  }
 
   /**
    * Writes the full initial state: general registers and special registers
