@@ -243,39 +243,49 @@ class Pcpu {
     const earliest = (t: bigint) => { if (t !== 0n && (next === 0n || t < next)) next = t; };
     for (const d of this.domains.values()) {
       if (d.stopping) continue;
-      const now = d.now();
-      for (const [id, t] of d.watchdogs) {
-        if (t <= now) {
-          d.watchdogs.delete(id);
-          this.post({ type: 'log', level: 'warn', text: `d${d.domid}: watchdog ${id} expired` });
-          this.shutdown(d, SHUTDOWN.watchdog);
-        } else earliest(t);
-      }
-      if (d.stopping) continue;
-      for (const v of d.vcpus) {
-        if (!v.online) continue;
-        const t = v.timer;
-        if (t.singleshot !== 0n) {
-          if (t.singleshot <= now) {
-            t.singleshot = 0n;
-            core.raiseVirq(evtchnHost(), d.evtchn, core.VIRQ.TIMER, v.id, d.virqs);
-          } else earliest(t.singleshot);
-        }
-        if (t.period !== 0n) {
-          if (t.periodicNext <= now) {
-            t.periodicNext = now + t.period;
-            core.raiseVirq(evtchnHost(), d.evtchn, core.VIRQ.TIMER, v.id, d.virqs);
-          }
-          earliest(t.periodicNext);
-        }
-        if (v.blocked && v.pollPorts && v.pollTimeout !== 0n) {
-          if (v.pollTimeout <= now) this.unblock(v);
-          else earliest(v.pollTimeout);
-        }
-        if (v.blocked && this.canUnblock(v)) this.unblock(v);
+      try {
+        this.runDomainTimers(d, earliest);
+      } catch (e) {
+        // A bug of ours while serving one domain's timers ends that domain, not the pCPU.
+        this.crash(d, `hypervisor error in timer handling: ${e instanceof Error ? e.stack : String(e)}`);
       }
     }
     return next;
+  }
+
+  private runDomainTimers(d: Domain, earliest: (t: bigint) => void): void {
+    const now = d.now();
+    for (const [id, t] of d.watchdogs) {
+      if (t <= now) {
+        d.watchdogs.delete(id);
+        this.post({ type: 'log', level: 'warn', text: `d${d.domid}: watchdog ${id} expired` });
+        this.shutdown(d, SHUTDOWN.watchdog);
+        return;
+      }
+      earliest(t);
+    }
+    for (const v of d.vcpus) {
+      if (!v.online) continue;
+      const t = v.timer;
+      if (t.singleshot !== 0n) {
+        if (t.singleshot <= now) {
+          t.singleshot = 0n;
+          core.raiseVirq(evtchnHost(), d.evtchn, core.VIRQ.TIMER, v.id, d.virqs);
+        } else earliest(t.singleshot);
+      }
+      if (t.period !== 0n) {
+        if (t.periodicNext <= now) {
+          t.periodicNext = now + t.period;
+          core.raiseVirq(evtchnHost(), d.evtchn, core.VIRQ.TIMER, v.id, d.virqs);
+        }
+        earliest(t.periodicNext);
+      }
+      if (v.blocked && v.pollPorts && v.pollTimeout !== 0n) {
+        if (v.pollTimeout <= now) this.unblock(v);
+        else earliest(v.pollTimeout);
+      }
+      if (v.blocked && this.canUnblock(v)) this.unblock(v);
+    }
   }
 
   // --- the scheduler loop ---------------------------------------------------
