@@ -1,0 +1,108 @@
+// The host daemon's local API (version 1): newline-delimited JSON over a Unix
+// socket. Every request carries the protocol version and an id; the daemon
+// answers each request exactly once with the same id, and may then send
+// stream events for requests that open a stream (console.attach, events).
+// Documented for users in docs/api.md; this file is the contract.
+
+import type { DomainConfig } from '../xl/config.js';
+
+export const API_VERSION = 1;
+
+export interface Request<Op extends keyof Ops = keyof Ops> {
+  v: typeof API_VERSION;
+  id: number;
+  op: Op;
+  args: Ops[Op]['args'];
+}
+
+export type Response =
+  | { id: number; ok: true; result: unknown }
+  | { id: number; ok: false; error: ApiError };
+
+/** An event of a stream opened by request `id`; `end` closes the stream. */
+export type StreamEvent =
+  | { id: number; event: 'console'; data: string /* base64 */ }
+  | { id: number; event: 'domain'; change: DomainChange }
+  | { id: number; event: 'end'; reason: string };
+
+export interface ApiError {
+  /** errno-style: ENOENT (no such domain), EEXIST (name taken), EINVAL (bad arguments), EBUSY, ETIMEDOUT, EIO, EPROTO (bad request, version mismatch) */
+  code: string;
+  message: string;
+}
+
+/** A domain as `xl list` and the API show it. */
+export interface DomainSummary {
+  domid: number;
+  name: string;
+  uuid: string;
+  /** KiB */
+  memory: number;
+  maxmem: number;
+  vcpus: number;
+  onlineVcpus: number;
+  /** xl's state flags */
+  running: boolean;
+  blocked: boolean;
+  paused: boolean;
+  shutdown: boolean;
+  crashed: boolean; // shut down with SHUTDOWN_crash
+  dying: boolean;
+  /** SHUTDOWN_* code when shut down, else -1 */
+  shutdownReason: number;
+  cpuTime: number; // seconds
+  /** ns since the daemon's boot (for uptime) */
+  startTime: number;
+  seclabel: string;
+}
+
+export interface VcpuSummary {
+  domid: number;
+  name: string;
+  vcpu: number;
+  pcpu: number; // -1 when not running anywhere
+  state: 'running' | 'runnable' | 'blocked' | 'offline';
+  cpuTime: number; // seconds
+  hard: number[] | null; // null = all
+  soft: number[] | null;
+}
+
+export interface DomainChange {
+  domid: number;
+  name: string;
+  what: 'created' | 'shutdown' | 'destroyed' | 'restarted' | 'renamed' | 'paused' | 'unpaused';
+  reason?: number;
+  /** for 'restarted': the new domain id */
+  newDomid?: number;
+}
+
+/** `dom` is a domain id or a name, as xl accepts either. */
+type Dom = { dom: string | number };
+
+export interface Ops {
+  hello: { args: Record<string, never>; result: { version: number; daemonPid: number; xenVersion: string; socket: string; stateDir: string } };
+  'domain.create': { args: { config: DomainConfig; paused?: boolean }; result: { domid: number; name: string } };
+  'domain.list': { args: Record<string, never>; result: DomainSummary[] };
+  /** `xl list -l`: the stored config with the live summary */
+  'domain.config': { args: Dom; result: { summary: DomainSummary; config: DomainConfig } };
+  'domain.resolve': { args: Dom; result: { domid: number; name: string } };
+  'domain.destroy': { args: Dom; result: null };
+  /** via control/shutdown; after `timeoutMs` without the guest acting, `force` destroys it */
+  'domain.shutdown': { args: Dom & { reboot?: boolean; wait?: boolean; force?: boolean; timeoutMs?: number }; result: { reason: number | null } };
+  'domain.pause': { args: Dom; result: null };
+  'domain.unpause': { args: Dom; result: null };
+  'domain.rename': { args: Dom & { name: string }; result: null };
+  /** attach: replays the kept log tail if `replay`, then streams console events until detach or the domain dies */
+  'console.attach': { args: Dom & { replay?: boolean }; result: { domid: number } };
+  'console.write': { args: Dom & { data: string /* base64 */ }; result: { written: number } };
+  'console.detach': { args: { stream: number }; result: null };
+  'host.info': { args: Record<string, never>; result: Record<string, string | number> };
+  /** the hypervisor log (`xl dmesg`); clear empties it after reading */
+  'host.dmesg': { args: { clear?: boolean }; result: { text: string } };
+  'vcpu.list': { args: Partial<Dom>; result: VcpuSummary[] };
+  'vcpu.pin': { args: Dom & { vcpu: number | 'all'; hard: number[] | null; soft?: number[] | null }; result: null };
+  /** a stream of DomainChange events */
+  'events.subscribe': { args: Record<string, never>; result: null };
+  /** the path of xenstored's socket, for xenstore-* passthroughs */
+  'xenstore.socket': { args: Record<string, never>; result: { path: string } };
+}
