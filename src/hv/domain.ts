@@ -77,7 +77,7 @@ export class VCpu {
   setRunstate(state: number, now: bigint): void {
     if (state === this.runstateState) return;
     this.runstateTime[this.runstateState]! += now - this.runstateEntry;
-    if (this.runstateState === RUNSTATE.running) this.dom.shared.addCpuTimeUs(Number((now - this.runstateEntry) / 1000n));
+    if (this.runstateState === RUNSTATE.running) this.dom.shared.addCpuTimeUs(Number((now - this.runstateEntry) / 1000n), this.id);
     this.runstateState = state;
     this.runstateEntry = now;
     this.dom.shared.setVcpu(this.id, 'state', state);

@@ -62,6 +62,15 @@ export interface DomainInfo {
   memoryKiB: number;
 }
 
+export interface VcpuInfoSummary {
+  vcpu: number;
+  /** RUNSTATE_* (offline = 3) */
+  state: number;
+  /** the pCPU worker it is placed on, -1 when none */
+  pcpu: number;
+  cpuTimeUs: number;
+}
+
 interface DomainRecord {
   domid: number;
   name: string;
@@ -366,6 +375,17 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       shutdownReason: r.shared.get('shutdownReason'), vcpus: r.shared.nrVcpus, onlineVcpus: online,
       cpuTimeUs: r.shared.cpuTimeUs(), memoryKiB: r.memoryKiB,
     };
+  }
+
+  /** Per-vCPU state (xl vcpu-list): run state, the pCPU it is placed on, time run. */
+  vcpus(domid: number): VcpuInfoSummary[] {
+    const r = this.domains.get(domid);
+    if (!r) return [];
+    const out: VcpuInfoSummary[] = [];
+    for (let v = 0; v < r.shared.nrVcpus; v++) {
+      out.push({ vcpu: v, state: r.shared.vcpu(v, 'state'), pcpu: r.shared.vcpu(v, 'pcpu'), cpuTimeUs: r.shared.vcpuCpuTimeUs(v) });
+    }
+    return out;
   }
 
   list(): DomainInfo[] {

@@ -147,7 +147,10 @@ class Pcpu {
   adopt(spec: DomainSpec): void {
     const d = new Domain(this.kvm, spec, this.host);
     d.shared.set('homePcpu', this.init.pcpu);
-    for (const v of d.vcpus) v.hw.setSignalMask(this.runMask);
+    for (const v of d.vcpus) {
+      v.hw.setSignalMask(this.runMask);
+      d.shared.setVcpu(v.id, 'pcpu', this.init.pcpu);
+    }
     this.domains.set(d.domid, d);
     d.updateWallclock();
     d.shared.set('state', DOMSTATE.running);

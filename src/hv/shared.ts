@@ -101,6 +101,8 @@ const VCPU = {
   // 3: free
   upcallVector: 4, // per-vCPU vector from HVMOP_set_evtchn_upcall_vector, 0 = none
   pollMask: 5, // non-zero while blocked in SCHEDOP_poll
+  cpuTimeLo: 6, // time spent running, microseconds (lo/hi)
+  cpuTimeHi: 7,
 } as const;
 const VCPU_WORDS = 8;
 
@@ -160,13 +162,18 @@ export class DomainShared {
     return Atomics.compareExchange(this.w, HDR[k], expect, v);
   }
 
-  addCpuTimeUs(us: number): void {
-    const lo = Atomics.add(this.w, HDR.cpuTimeLo, us) >>> 0;
-    if (lo + us > 0xffffffff) Atomics.add(this.w, HDR.cpuTimeHi, 1);
+  /** Accounts running time to the domain and to vCPU `v`. */
+  addCpuTimeUs(us: number, v: number): void {
+    addSplit(this.w, HDR.cpuTimeLo, us);
+    addSplit(this.w, this.vcpuBase + v * VCPU_WORDS + VCPU.cpuTimeLo, us);
+  }
+
+  vcpuCpuTimeUs(v: number): number {
+    return readSplit(this.w, this.vcpuBase + v * VCPU_WORDS + VCPU.cpuTimeLo);
   }
 
   cpuTimeUs(): number {
-    return (Atomics.load(this.w, HDR.cpuTimeHi) >>> 0) * 2 ** 32 + (Atomics.load(this.w, HDR.cpuTimeLo) >>> 0);
+    return readSplit(this.w, HDR.cpuTimeLo);
   }
 
   vcpu<K extends keyof typeof VCPU>(v: number, k: K): number {
@@ -191,4 +198,14 @@ export class DomainShared {
       Atomics.store(this.w, i, 0);
     }
   }
+}
+
+/** A 64-bit counter kept as two words (lo at i, hi at i + 1); one writer at a time per counter. */
+function addSplit(w: Int32Array, i: number, n: number): void {
+  const lo = Atomics.add(w, i, n) >>> 0;
+  if (lo + n > 0xffffffff) Atomics.add(w, i + 1, 1);
+}
+
+function readSplit(w: Int32Array, i: number): number {
+  return (Atomics.load(w, i + 1) >>> 0) * 2 ** 32 + (Atomics.load(w, i) >>> 0);
 }
