@@ -103,6 +103,8 @@ export interface Ops {
   'vcpu.pin': { args: Dom & { vcpu: number | 'all'; hard: number[] | null; soft?: number[] | null }; result: null };
   /** a stream of DomainChange events */
   'events.subscribe': { args: Record<string, never>; result: null };
+  /** ends any stream this connection opened (console or events); `stream` is the opening request's id */
+  'stream.close': { args: { stream: number }; result: null };
   /** the path of xenstored's socket, for xenstore-* passthroughs */
   'xenstore.socket': { args: Record<string, never>; result: { path: string } };
 }
