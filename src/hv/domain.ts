@@ -49,6 +49,8 @@ export class VCpu {
   /** Taken off the runqueue for the rest of this slice (yield). */
   yielded = false;
   online: boolean;
+  /** Has an initial register state (vCPU 0 from the builder, others from VCPUOP_initialise). */
+  initialised: boolean;
   timer: VcpuTimer = { singleshot: 0n, period: 0n, periodicNext: 0n };
   /** SCHEDOP_poll: ports being polled and absolute timeout (0 = none). */
   pollPorts: number[] | null = null;
@@ -66,6 +68,7 @@ export class VCpu {
 
   constructor(readonly dom: Domain, readonly id: number, readonly hw: KvmVcpu) {
     this.online = id === 0;
+    this.initialised = id === 0;
     this.runstateState = this.online ? RUNSTATE.runnable : RUNSTATE.offline;
   }
 

@@ -28,6 +28,7 @@ import './hvm.js';
 import './memory.js';
 import './grant_table.js';
 import './vcpu_op.js';
+import { VcpuHvmX86_32, VcpuHvmX86_64 } from './x86/hvm_vcpu.js';
 import './misc_ops.js';
 
 const PAGE = 4096;
@@ -51,6 +52,11 @@ class FakeHw {
   setReg(i: number, v: bigint): void { this.regs[i] = BigInt.asUintN(64, v); }
   get rip(): bigint { return this.regs[16]!; }
   set rip(v: bigint) { this.regs[16] = v; }
+  /** What VCPUOP_initialise loaded (KVM's job on a real vCPU). */
+  initial: { regs: Record<string, bigint>; segs: Record<string, { l: number; type: number }>; cr3?: number; efer: number } | null = null;
+  msrs: { index: number; value: bigint }[] = [];
+  setInitialState(st: NonNullable<FakeHw['initial']>): void { this.initial = st; }
+  setMsrs(m: { index: number; value: bigint }[]): void { this.msrs.push(...m); }
   close(): void {}
 }
 
@@ -71,6 +77,8 @@ before(() => {
   setSchedHooks({
     shutdown: (d, reason) => { shutdowns.push([d.domid, reason]); },
     timerChanged: (v) => { timerChanges.push(v.key); },
+    vcpuUp: (v) => { v.online = true; },
+    vcpuDown: (v) => { v.online = false; },
   });
   setEvtchnHost(evHost);
   setConsoleSink({ line: (d, src, text) => { lines.push([d.domid, src, text]); } });
@@ -1102,7 +1110,74 @@ describe('vcpu_op', () => {
     assert.equal(call(e, HC.vcpu_op, [3, 2, 0]), -ENOENT);
     assert.equal(call(e, HC.vcpu_op, [3, -1, 0]), -ENOENT);
     assert.equal(call(e, HC.vcpu_op, [12, 0, ARG]), -EINVAL);
-    for (const c of [0, 1, 2, 11, 13, 14, 15, 99]) assert.equal(call(e, HC.vcpu_op, [c, 0, ARG]), -ENOSYS, `cmd ${c}`);
+    for (const c of [11, 13, 14, 15, 99]) assert.equal(call(e, HC.vcpu_op, [c, 0, ARG]), -ENOSYS, `cmd ${c}`);
+  });
+
+  /** Writes a vcpu_hvm_context at ARG: mode, then the 64-bit or 32-bit register block at +8. */
+  function hvmContext(e: Env, mode: number, regs: Record<string, number | bigint>): void {
+    e.mem.fill(0, ARG, ARG + 128);
+    e.dv.setUint32(ARG, mode, true);
+    const S = mode === 1 ? VcpuHvmX86_64 : VcpuHvmX86_32;
+    e.mem.set(S.encode(regs as never), ARG + 8);
+  }
+  const LONG = { rip: 0x101000n, rsp: 0x8000n, rdi: 7n, cr0: 0x80000011n, cr3: 0x1000n, cr4: 0x20n, efer: 0x100n };
+
+  test('initialise (64-bit mode) loads the state once; up makes the vCPU run; down takes it off', () => {
+    const e = mkEnv({ vcpus: 3 });
+    assert.equal(call(e, HC.vcpu_op, [1, 1, 0]), -EINVAL, 'up before initialise');
+    hvmContext(e, 1, LONG);
+    assert.equal(call(e, HC.vcpu_op, [0, 1, ARG]), 0);
+    const st = e.hw[1]!.initial!;
+    assert.equal(st.regs.rip, 0x101000n);
+    assert.equal(st.regs.rsp, 0x8000n);
+    assert.equal(st.regs.rdi, 7n);
+    assert.equal(st.regs.rflags, 2n, 'reserved EFLAGS bit set');
+    assert.equal(st.cr3, 0x1000);
+    assert.equal(st.efer, 0x500, 'LMA follows LME with paging on');
+    assert.equal(st.segs.cs!.l, 1, '64-bit code segment');
+    assert.equal(st.segs.tr!.type, 0xb, 'busy TSS');
+    assert.equal(call(e, HC.vcpu_op, [0, 1, ARG]), -EEXIST, 'initialised once');
+    assert.equal(call(e, HC.vcpu_op, [3, 1, 0]), 0, 'still down');
+    assert.equal(call(e, HC.vcpu_op, [1, 1, 0]), 0);
+    assert.equal(call(e, HC.vcpu_op, [3, 1, 0]), 1);
+    assert.equal(call(e, HC.vcpu_op, [1, 1, 0]), 0, 'up again is a no-op');
+    assert.equal(call(e, HC.vcpu_op, [2, 1, 0]), 0);
+    assert.equal(call(e, HC.vcpu_op, [3, 1, 0]), 0);
+    assert.equal(call(e, HC.vcpu_op, [0, 5, ARG]), -ENOENT);
+  });
+
+  test('down of the last vCPU that is up powers the domain off', () => {
+    const e = mkEnv({ vcpus: 2 });
+    const before = shutdowns.length;
+    assert.equal(call(e, HC.vcpu_op, [2, 0, 0]), 0);
+    assert.deepEqual(shutdowns.slice(before), [[e.d.domid, 0]]);
+  });
+
+  test('initialise refuses impossible states with -EINVAL and changes nothing', () => {
+    const e = mkEnv({ vcpus: 2 });
+    hvmContext(e, 7, {});
+    assert.equal(call(e, HC.vcpu_op, [0, 1, ARG]), -EINVAL, 'unknown mode');
+    hvmContext(e, 1, { ...LONG, cr0: 0x11n });
+    assert.equal(call(e, HC.vcpu_op, [0, 1, ARG]), -EINVAL, '64-bit mode without paging');
+    hvmContext(e, 1, { ...LONG, cr4: 0 });
+    assert.equal(call(e, HC.vcpu_op, [0, 1, ARG]), -EINVAL, 'long mode without PAE');
+    hvmContext(e, 1, { ...LONG, cr4: 0x20n | (1n << 40n) });
+    assert.equal(call(e, HC.vcpu_op, [0, 1, ARG]), -EINVAL, 'reserved CR4 bits');
+    const flat32 = { eip: 0x2000, cr0: 0x11, cs_limit: 0xfffff, cs_ar: 0xc9b, ds_limit: 0xfffff, ds_ar: 0xc93, ss_limit: 0xfffff, ss_ar: 0xc93, es_limit: 0xfffff, es_ar: 0xc93, tr_limit: 0x67, tr_ar: 0x8b };
+    hvmContext(e, 0, { ...flat32, cs_ar: 0xc93 });
+    assert.equal(call(e, HC.vcpu_op, [0, 1, ARG]), -EINVAL, 'CS must be code');
+    hvmContext(e, 0, { ...flat32, cs_limit: 0x1, cs_ar: 0x49b });
+    assert.equal(call(e, HC.vcpu_op, [0, 1, ARG]), -EINVAL, 'EIP beyond the CS limit');
+    hvmContext(e, 0, { ...flat32, tr_ar: 0 });
+    assert.equal(call(e, HC.vcpu_op, [0, 1, ARG]), -EINVAL, 'no TSS');
+    assert.equal(e.hw[1]!.initial, null, 'nothing loaded');
+    assert.equal(call(e, HC.vcpu_op, [0, 1, HOLE]), -EFAULT);
+    hvmContext(e, 0, flat32);
+    assert.equal(call(e, HC.vcpu_op, [0, 1, ARG]), 0, 'flat 32-bit protected mode');
+    const st = e.hw[1]!.initial!;
+    assert.equal(st.regs.rip, 0x2000n);
+    assert.equal(st.segs.cs!.l, 0);
+    assert.equal(st.efer, 0);
   });
 
   for (const abi of ABIS) {

@@ -109,10 +109,25 @@ class Pcpu {
       shutdown: (d, reason) => this.shutdown(d, reason),
       // A guest timer set during a hypercall may fall before the armed preemption: re-arm after the exit.
       timerChanged: () => { this.timersDirty = true; },
+      vcpuUp: (v) => {
+        v.online = true;
+        v.blocked = false;
+        v.setRunstate(RUNSTATE.runnable, v.dom.now());
+        if (v.dom.isRunnable()) this.sched.insert(v);
+      },
+      vcpuDown: (v) => this.vcpuDown(v),
     });
     setConsoleSink({
       line: (dom, source, text, eol) => this.post({ type: 'console', domid: dom.domid, source, text, eol }),
     });
+  }
+
+  /** Takes a vCPU offline (VCPUOP_down, HLT with interrupts off); the runqueue drops it at the next pick. */
+  vcpuDown(v: VCpu): void {
+    v.online = false;
+    v.blocked = false;
+    v.pollPorts = null;
+    v.setRunstate(RUNSTATE.offline, v.dom.now());
   }
 
   /** A vCPU of a domain on this pCPU should re-check whether it can run. */
@@ -440,8 +455,7 @@ class Pcpu {
         // HLT with interrupts disabled takes the vCPU down (Xen's hvm_hlt);
         // with every vCPU down the domain powers off.
         if (!(hw.reg(REG.rflags) & 0x200n)) {
-          v.online = false;
-          v.setRunstate(RUNSTATE.offline, d.now());
+          this.vcpuDown(v);
           if (d.vcpus.every((x) => !x.online)) {
             this.post({ type: 'log', level: 'info', text: `d${d.domid}: all vCPUs offline -- powering off` });
             this.shutdown(d, SHUTDOWN.poweroff);

@@ -31,6 +31,10 @@ export interface SchedHooks {
   shutdown(d: Domain, reason: number): void;
   /** The vCPU's single-shot timer changed (re-arm the pCPU's timer). */
   timerChanged(v: VCpu): void;
+  /** VCPUOP_up of an initialised, down vCPU: make it runnable. */
+  vcpuUp(v: VCpu): void;
+  /** VCPUOP_down (or HLT with interrupts off): take the vCPU off its pCPU. */
+  vcpuDown(v: VCpu): void;
 }
 
 let hooks: SchedHooks | null = null;
@@ -38,7 +42,7 @@ export function setSchedHooks(h: SchedHooks): void {
   hooks = h;
 }
 
-function schedHooks(): SchedHooks {
+export function schedHooks(): SchedHooks {
   if (!hooks) throw new Error('scheduler hooks not set');
   return hooks;
 }

@@ -1,13 +1,15 @@
-// vcpu_op (public/vcpu.h): vcpu_info registration, runstate information and
-// the per-vCPU timers. Bringing secondary vCPUs up (initialise/up/down) comes
-// with SMP support.
+// vcpu_op (public/vcpu.h): bringing secondary vCPUs up and down
+// (initialise/up/down/is_up), vcpu_info registration, runstate information
+// and the per-vCPU timers.
 
 import { registerHypercall, Hcall } from './hypercall.js';
 import { HYPERCALL, PAGE_SIZE, VCPU_INFO_SIZE } from './abi/xen.js';
 import { struct, abiPair, forAbi } from './abi/layout.js';
-import { EBUSY, EINVAL, ENOENT, ENOSYS, XenError } from './errno.js';
+import { EBUSY, EEXIST, EINVAL, ENOENT, ENOSYS, XenError } from './errno.js';
 import type { VCpu } from './domain.js';
-import { timerChanged } from './sched_op.js';
+import { timerChanged, schedHooks, SHUTDOWN } from './sched_op.js';
+import { hvmContextToEntryState, VcpuHvmContextHeader } from './x86/hvm_vcpu.js';
+import { MSR_MTRR_DEF_TYPE } from './x86/pvh.js';
 
 export const VCPUOP = {
   initialise: 0, up: 1, down: 2, is_up: 3, get_runstate_info: 4, register_runstate_memory_area: 5,
@@ -29,6 +31,8 @@ export const VcpuRunstateInfo = abiPair(
 );
 
 const MILLISECS = 1_000_000n;
+/** IA32_MTRR_DEF_TYPE: MTRRs enabled, default write-back (what the builder gives vCPU 0). */
+const MTRR_DEF_WB = BigInt((1 << 11) | 6);
 
 export function runstateBytes(v: VCpu, x32: boolean, now: bigint): Uint8Array {
   const t = v.runstateTime.slice();
@@ -47,6 +51,33 @@ function vcpuOp(h: Hcall): number {
   if (id < 0 || !v) throw new XenError(ENOENT);
   const g = h.g;
   switch (cmd) {
+    case VCPUOP.initialise: {
+      // A vCPU without a vcpu_info (id >= 32 before register_vcpu_info) cannot take events: Xen refuses it.
+      if (d.vcpuInfoOffset(v.id) < 0) throw new XenError(EINVAL);
+      const ctx = g.read(arg, VcpuHvmContextHeader.size);
+      if (v.initialised) throw new XenError(EEXIST);
+      const st = hvmContextToEntryState(ctx);
+      // The vCPU is down (never started), so no thread runs it: its registers can be set from here.
+      v.hw.setInitialState(st);
+      v.hw.setMsrs([{ index: MSR_MTRR_DEF_TYPE, value: MTRR_DEF_WB }]);
+      v.initialised = true;
+      return 0;
+    }
+    case VCPUOP.up:
+      if (!v.initialised) throw new XenError(EINVAL);
+      if (!v.online) schedHooks().vcpuUp(v);
+      return 0;
+    case VCPUOP.down: {
+      // The last vCPU going down powers the domain off (Xen's do_vcpu_op).
+      if (!d.vcpus.some((x) => x !== v && x.online)) {
+        schedHooks().shutdown(d, SHUTDOWN.poweroff);
+        h.deschedule = true;
+        return 0;
+      }
+      if (v.online) schedHooks().vcpuDown(v);
+      if (v === h.vcpu) h.deschedule = true;
+      return 0;
+    }
     case VCPUOP.is_up:
       return v.online ? 1 : 0;
     case VCPUOP.get_runstate_info:
@@ -109,7 +140,7 @@ function vcpuOp(h: Hcall): number {
     case VCPUOP.get_physid:
       throw new XenError(EINVAL);
     default:
-      // initialise/up/down (SMP) and the rest are not offered yet.
+      // send_nmi and register_vcpu_time_memory_area are not offered.
       throw new XenError(ENOSYS);
   }
 }

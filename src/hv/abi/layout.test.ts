@@ -22,6 +22,7 @@ import * as grant from '../grant_table.js';
 import * as evtchn from '../event_channel.js';
 import * as sched from '../sched_op.js';
 import * as vcpu from '../vcpu_op.js';
+import * as hvmVcpu from '../x86/hvm_vcpu.js';
 
 type Abi = 'x64' | 'x32';
 const WIDTH: Record<string, number> = { u8: 1, i8: 1, u16: 2, i16: 2, u32: 4, i32: 4, u64: 8, i64: 8 };
@@ -75,6 +76,9 @@ const C: Record<string, CSpec> = {
   vcpu_register_vcpu_info: { c: 'struct vcpu_register_vcpu_info' },
   vcpu_set_periodic_timer: { c: 'struct vcpu_set_periodic_timer' },
   vcpu_set_singleshot_timer: { c: 'struct vcpu_set_singleshot_timer' },
+  vcpu_hvm_context: { c: 'struct vcpu_hvm_context' },
+  vcpu_hvm_x86: { c: 'struct vcpu_hvm_x86_32' }, // our name minus _32 (the compat suffix)
+  vcpu_hvm_x86_64: { c: 'struct vcpu_hvm_x86_64' },
   vcpu_runstate_info: { c: 'struct vcpu_runstate_info', members: { time0: 'time[0]', time1: 'time[1]', time2: 'time[2]', time3: 'time[3]' } },
 };
 
@@ -85,7 +89,7 @@ const NOT_XEN: Record<string, string> = {
 
 const HEADERS = [
   'xen/xen.h', 'xen/version.h', 'xen/memory.h', 'xen/event_channel.h', 'xen/grant_table.h', 'xen/sched.h', 'xen/vcpu.h',
-  'xen/hvm/hvm_op.h', 'xen/hvm/params.h', 'xen/arch-x86/hvm/start_info.h',
+  'xen/hvm/hvm_op.h', 'xen/hvm/params.h', 'xen/hvm/hvm_vcpu.h', 'xen/arch-x86/hvm/start_info.h',
 ];
 
 interface Entry {
@@ -96,7 +100,7 @@ interface Entry {
 
 /** Every Struct and ABI pair the modules export. */
 function collect(): Entry[] {
-  const mods: Record<string, Record<string, unknown>> = { xen, startInfo, version, hvm, memory, grant, evtchn, sched, vcpu };
+  const mods: Record<string, Record<string, unknown>> = { xen, startInfo, version, hvm, memory, grant, evtchn, sched, vcpu, hvmVcpu };
   const out: Entry[] = [];
   for (const [m, mod] of Object.entries(mods)) {
     for (const [k, v] of Object.entries(mod)) {
