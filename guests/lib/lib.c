@@ -517,20 +517,31 @@ struct idt_entry {
     uint16_t off_mid;
     uint32_t off_hi, zero;
 };
-static struct idt_entry idt[22] __attribute__((aligned(16)));
+/* All 256 vectors (bss, zeroed: not present) so samples can add interrupt gates. */
+static struct idt_entry idt[256] __attribute__((aligned(16)));
+#define NR_EXCEPTION_STUBS 22
 extern uint8_t trap_stubs[];
 extern uint64_t gdt_tss[2];
 
-static void idt_init(void)
+void idt_set_gate(unsigned int vector, void (*entry)(void))
 {
-    for (unsigned i = 0; i < ARRAY_SIZE(idt); i++) {
-        uint64_t a = (uintptr_t)trap_stubs + 16 * i;
-        idt[i] = (struct idt_entry){ (uint16_t)a, 0x08, 0, 0x8e, (uint16_t)(a >> 16),
-                                     (uint32_t)(a >> 32), 0 };
-    }
+    uint64_t a = (uintptr_t)entry;
+    idt[vector & 0xff] = (struct idt_entry){ (uint16_t)a, 0x08, 0, 0x8e, (uint16_t)(a >> 16),
+                                             (uint32_t)(a >> 32), 0 };
+}
+
+void idt_load(void)
+{
     struct { uint16_t limit; uint64_t base; } __attribute__((packed)) p = {
         sizeof(idt) - 1, (uintptr_t)idt };
     asm volatile ("lidt %0" :: "m" (p));
+}
+
+static void idt_init(void)
+{
+    for (unsigned i = 0; i < NR_EXCEPTION_STUBS; i++)
+        idt_set_gate(i, (void (*)(void))(trap_stubs + 16 * i));
+    idt_load();
 }
 
 static struct {

@@ -157,5 +157,10 @@ struct trap_frame {
  * frame may be edited, e.g. rip advanced). */
 extern int (*trap_hook)(struct trap_frame *f);
 void tss_init(uint64_t rsp0);
+/* An interrupt gate (DPL0, IST 0) for `vector` to `entry`, which must end in
+ * iretq; vectors 0-21 go to the exception stubs.  idt_load() loads the one
+ * IDT on the calling vCPU (the boot vCPU's is loaded at start). */
+void idt_set_gate(unsigned int vector, void (*entry)(void));
+void idt_load(void);
 
 #endif
