@@ -54,6 +54,12 @@ export interface DomainConfig {
   /** hard affinity, pCPU numbers; null = all */
   cpus: number[] | null;
   cpusSoft: number[] | null;
+  /**
+   * per-vCPU hard/soft affinity when `cpus`/`cpus_soft` is a list (entry i for
+   * vCPU i, null = all; vCPUs past the list: all); `cpus`/`cpusSoft` then hold the union
+   */
+  cpusPerVcpu?: (number[] | null)[];
+  cpusSoftPerVcpu?: (number[] | null)[];
   /** absolute path of the kernel image */
   kernel: string;
   ramdisk?: string;
