@@ -186,6 +186,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
         if (r) {
           this.domains.delete(m.domid);
           this.host.setDomainExists(m.domid, false);
+          for (let i = 0; i < this.nrPcpus; i++) if (i !== r.pcpu) this.workers[i]!.postMessage({ type: 'forget', domid: m.domid } satisfies MainToWorker);
           r.mem.close();
           r.destroyed?.();
         }
@@ -283,6 +284,10 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     };
     rec.spec = spec;
     b.shared.set('pauseCount', 0);
+    // Every other worker learns of it first, so its vCPUs can send events to this domain.
+    for (let i = 0; i < this.nrPcpus; i++) {
+      if (i !== pcpu) this.workers[i]!.postMessage({ type: 'known', domid: b.domid, sharedSab: b.shared.sab, memFd: b.mem.fd, bytes: b.physmap.bytes } satisfies MainToWorker);
+    }
     this.send(pcpu, { type: 'adopt', spec });
   }
 

@@ -10,6 +10,9 @@ export type MainToWorker =
   | { type: 'unpause'; domid: number }
   | { type: 'destroy'; domid: number }
   | { type: 'wake'; domid: number; vcpu: number }
+  /** A domain exists (on whichever worker): enough to deliver events to it from this one. */
+  | { type: 'known'; domid: number; sharedSab: SharedArrayBuffer; memFd: number; bytes: number }
+  | { type: 'forget'; domid: number }
   | { type: 'stop' };
 
 export type WorkerToMain =

@@ -8,6 +8,8 @@
 
 import { parentPort, receiveMessageOnPort, workerData, MessagePort } from 'node:worker_threads';
 import { Kvm, EXIT, EXIT_INTERRUPTED } from '../kvm/kvm.js';
+import { SharedMemory } from '../kvm/memory.js';
+import { kick } from '../kvm/kick.js';
 import { RUN, RUN_IO, RUN_MSR, RUN_INTERNAL, RUN_EMULATION_FAILURE, KVM_EXIT_IO_OUT, KVM_INTERNAL_ERROR_EMULATION, EXIT_NAMES, REG } from '../kvm/abi.js';
 import { prepareVcpuThread, consumeKick, KickTimer } from '../kvm/kick.js';
 import { Domain, DomainSpec, VCpu } from './domain.js';
@@ -65,6 +67,10 @@ class Pcpu {
   readonly sliceNs: bigint;
   private stopped = false;
   private timersDirty = false;
+  /** Domains that run elsewhere, as far as delivering events to them goes (memory mapped on first use). */
+  private readonly remote = new Map<number, { sharedSab: SharedArrayBuffer; memFd: number; bytes: number; ev?: core.EvtchnDomain; mem?: SharedMemory }>();
+  /** Control messages read early (while looking for a 'known'), handled at the next drain. */
+  private readonly deferred: MainToWorker[] = [];
   private readonly doorbell: number;
   readonly dom0Doorbell: Int32Array;
 
@@ -89,7 +95,7 @@ class Pcpu {
 
   private installHooks(): void {
     setEvtchnHost({
-      lookup: (domid) => (domid === 0 ? this.dom0 : this.domains.get(domid)?.evtchn ?? null),
+      lookup: (domid) => this.lookupEvtchn(domid),
       upcall: (d, vcpu) => {
         if (d === this.dom0) {
           // The control domain's "upcall": wake the main thread's event loop.
@@ -97,11 +103,14 @@ class Pcpu {
           Atomics.notify(this.dom0Doorbell, 0);
           return;
         }
-        this.wakeVcpu(d.shared.domid, vcpu);
+        this.notifyVcpu(d.shared, vcpu);
       },
       wakePollers: (d, port) => {
         const dom = this.domains.get(d.shared.domid);
-        if (!dom) return;
+        if (!dom) {
+          for (let v = 0; v < d.shared.nrVcpus; v++) if (d.shared.vcpu(v, 'pollMask')) this.notifyVcpu(d.shared, v);
+          return;
+        }
         for (const v of dom.vcpus) if (v.pollPorts?.includes(port)) this.wakeVcpu(dom.domid, v.id);
       },
     });
@@ -120,6 +129,45 @@ class Pcpu {
     setConsoleSink({
       line: (dom, source, text, eol) => this.post({ type: 'console', domid: dom.domid, source, text, eol }),
     });
+  }
+
+  /** A domain's event-channel endpoint from this thread: its own, or a domain another worker runs. */
+  private lookupEvtchn(domid: number): core.EvtchnDomain | null {
+    if (domid === 0) return this.dom0;
+    const local = this.domains.get(domid);
+    if (local) return local.evtchn;
+    let r = this.remote.get(domid);
+    if (!r && this.host.domainExists(domid)) {
+      // Its 'known' message may still be in the mailbox: read ahead for it (nothing else is acted on here).
+      this.readMail();
+      r = this.remote.get(domid);
+    }
+    if (!r) return null;
+    if (!r.ev) {
+      try {
+        r.mem = SharedMemory.attach(r.memFd, r.bytes);
+      } catch {
+        return null; // destroyed meanwhile: its memfd is gone
+      }
+      r.ev = { shared: new DomainShared(r.sharedSab), mem: r.mem.bytes };
+    }
+    return r.ev;
+  }
+
+  /**
+   * Gets vCPU `vcpu` of a domain to look at its pending events: here, wake it
+   * if blocked; on another worker, ring that worker's doorbell (its loop
+   * re-checks blocked vCPUs) and kick it out of KVM_RUN if it is in there.
+   * Nothing waits for the other thread.
+   */
+  private notifyVcpu(s: DomainShared, vcpu: number): void {
+    const pc = s.vcpu(vcpu, 'pcpu');
+    if (pc === this.init.pcpu || pc < 0) {
+      this.wakeVcpu(s.domid, vcpu);
+      return;
+    }
+    this.host.ring(pc);
+    if (this.host.isRunning(pc)) kick({ pid: process.pid, tid: this.host.tid(pc) });
   }
 
   /** Takes a vCPU offline (VCPUOP_down, HLT with interrupts off); the runqueue drops it at the next pick. */
@@ -214,10 +262,18 @@ class Pcpu {
   // --- control messages ---------------------------------------------------
 
   private drainMailbox(): void {
+    this.readMail();
+    while (this.deferred.length) this.handle(this.deferred.shift()!);
+  }
+
+  /** Moves the mailbox into `deferred`, acting at once only on 'known' (safe at any point). */
+  private readMail(): void {
     for (;;) {
       const m = receiveMessageOnPort(this.port);
       if (!m) return;
-      this.handle(m.message as MainToWorker);
+      const msg = m.message as MainToWorker;
+      if (msg.type === 'known') this.remote.set(msg.domid, { sharedSab: msg.sharedSab, memFd: msg.memFd, bytes: msg.bytes });
+      else this.deferred.push(msg);
     }
   }
 
@@ -250,6 +306,14 @@ class Pcpu {
       case 'wake':
         this.wakeVcpu(m.domid, m.vcpu);
         return;
+      case 'known':
+        return; // taken in readMail
+      case 'forget': {
+        const r = this.remote.get(m.domid);
+        r?.mem?.close();
+        this.remote.delete(m.domid);
+        return;
+      }
     }
   }
 
