@@ -1,0 +1,152 @@
+// `xl create`: read the xl.cfg client-side (cfg.ts, with the command line's
+// key=value overrides appended), hand the typed config to the daemon, and
+// optionally attach the console (-c) or stay until the domain dies (-F).
+// Messages and exit statuses follow xl's main_create/create_domain.
+
+import { readFileSync } from 'node:fs';
+import type { DomainChange } from '../../daemon/protocol.js';
+import type { StreamHandle } from '../../daemon/client.js';
+import { XlCfgError, parseXlCfg, toDomainConfig } from '../cfg.js';
+import type { DomainConfig } from '../config.js';
+import type { XlCommand, XlContext } from '../command.js';
+import { commandHelp } from '../command.js';
+import { attachConsole, DEFAULT_ESCAPE } from './console.js';
+import { ERROR_FAIL, ERROR_INVAL, reportDaemonError } from './common.js';
+
+/** Splits create's positionals as xl does: `k=v` are config lines, the one other word is the file. */
+export function splitCreateArgs(args: string[], defconfig: string | undefined): { file: string | undefined; extra: string[] } | null {
+  let file = defconfig;
+  const extra: string[] = [];
+  for (const a of args) {
+    if (a.includes('=')) extra.push(a);
+    else if (file === undefined) file = a;
+    else return null;
+  }
+  return { file, extra };
+}
+
+/** Follows one domain (across on_*=restart, which gives it a new domid) until it is gone. */
+function followUntilGone(ctx: XlContext, first: { domid: number }, name: string, events: DomainChange[], wakeup: { fn: (() => void) | null }): Promise<void> {
+  let domid = first.domid;
+  ctx.err(`Waiting for domain ${name} (domid ${domid}) to die [pid ${process.pid}]\n`);
+  return new Promise<void>((resolve) => {
+    const drain = (): void => {
+      while (events.length) {
+        const ev = events.shift()!;
+        if (ev.domid !== domid) continue;
+        if (ev.what === 'shutdown') ctx.err(`Domain ${domid} has shut down, reason code ${ev.reason ?? -1} 0x${(ev.reason ?? 0).toString(16)}\n`);
+        if (ev.what === 'restarted' && ev.newDomid !== undefined) {
+          ctx.err(`Done. Rebooting now\n`);
+          domid = ev.newDomid;
+        }
+        if (ev.what === 'destroyed') {
+          ctx.err(`Domain ${domid} has been destroyed.\n`);
+          resolve();
+          return;
+        }
+      }
+    };
+    wakeup.fn = drain;
+    drain();
+  });
+}
+
+export const create: XlCommand = {
+  name: 'create',
+  desc: 'Create a domain from config file <filename>',
+  usage: '<ConfigFile> [options] [vars]',
+  help: [
+    '-h                      Print this help.',
+    '-p                      Leave the domain paused after it is created.',
+    '-c                      Connect to the console after the domain is created.',
+    '-f FILE, --defconfig=FILE',
+    '                     Use the given configuration file.',
+    '-q, --quiet             Quiet.',
+    '-n, --dryrun            Dry run - prints the resulting configuration (JSON).',
+    '-d                      Enable debug messages (print the configuration to stderr).',
+    '-F                      Run in foreground until death of the domain.',
+    '-e                      Do not wait in the background for the death of the domain',
+    '                        (accepted: the daemon, not xl, watches domains on xenode).',
+  ].join('\n'),
+  options: {
+    paused: { type: 'boolean', short: 'p' },
+    console: { type: 'boolean', short: 'c' },
+    defconfig: { type: 'string', short: 'f' },
+    quiet: { type: 'boolean', short: 'q' },
+    dryrun: { type: 'boolean', short: 'n' },
+    debug: { type: 'boolean', short: 'd' },
+    foreground: { type: 'boolean', short: 'F' },
+    'no-wait': { type: 'boolean', short: 'e' },
+  },
+  async run(ctx, v, args) {
+    const split = splitCreateArgs(args, v['defconfig'] as string | undefined);
+    if (!split) {
+      ctx.out(commandHelp(create));
+      return 2;
+    }
+    const { file, extra } = split;
+    if (file === undefined) {
+      ctx.err('Config file not specified and none in save file\n');
+      return -ERROR_INVAL;
+    }
+    let text: Uint8Array;
+    try {
+      // /dev/null stands for "everything is on the command line", as in xl
+      text = file === '/dev/null' ? new Uint8Array(0) : readFileSync(file);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      ctx.err(`Failed to read config file: ${file}: ${err.code === 'ENOENT' ? 'No such file or directory' : err.message}\n`);
+      return -ERROR_FAIL;
+    }
+    if (!v['quiet']) ctx.err(`Parsing config from ${file}\n`);
+    let config: DomainConfig;
+    try {
+      config = toDomainConfig(parseXlCfg(text, file, extra), { file, warn: (w) => ctx.err(`${w}\n`) });
+    } catch (e) {
+      if (e instanceof XlCfgError) {
+        ctx.err(`${e.message}\n`);
+        return 1;
+      }
+      throw e;
+    }
+    if (v['dryrun']) {
+      ctx.out(`${JSON.stringify(config, null, 4)}\n`);
+      return 0;
+    }
+    if (v['debug']) ctx.err(`${JSON.stringify(config, null, 4)}\n`);
+
+    const c = await ctx.client();
+    const paused = v['paused'] === true;
+    const withConsole = v['console'] === true;
+    // -F: subscribe first so a guest that dies at once is not missed
+    const events: DomainChange[] = [];
+    const wakeup: { fn: (() => void) | null } = { fn: null };
+    let sub: StreamHandle | undefined;
+    if (v['foreground']) sub = await c.subscribe((ch) => { events.push(ch); wakeup.fn?.(); });
+
+    let created: { domid: number; name: string };
+    try {
+      // with -c the domain starts paused and is unpaused once the console
+      // is attached, so not one byte of its output is missed (xl waits for
+      // xenconsole the same way)
+      created = await c.call('domain.create', { config, paused: paused || withConsole });
+    } catch (e) {
+      reportDaemonError(ctx, e);
+      await sub?.close();
+      return -ERROR_FAIL;
+    }
+    try {
+      if (withConsole) {
+        return await attachConsole(c, created.domid, {
+          escape: DEFAULT_ESCAPE,
+          replay: false,
+          onAttached: async () => { if (!paused) await c.call('domain.unpause', { dom: created.domid }); },
+        });
+      }
+      if (sub) await followUntilGone(ctx, created, created.name, events, wakeup);
+      return 0;
+    } finally {
+      await sub?.close().catch(() => {});
+    }
+  },
+};

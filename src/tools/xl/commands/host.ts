@@ -1,0 +1,262 @@
+// Listing and host commands: list, vcpu-list, vcpu-pin, info, uptime, dmesg, top.
+
+import type { DomainSummary, VcpuSummary } from '../../daemon/protocol.js';
+import { XlExit, type XlCommand, type XlContext } from '../command.js';
+import { infoLines, listHeader, listRow, topScreen, uptimeHeader, uptimeRow, vcpuListHeader, vcpuListRow, type TopSample } from '../format.js';
+import { parseCpuSet } from '../cfg.js';
+import { findDomain, reportDaemonError } from './common.js';
+
+async function hostInfo(ctx: XlContext): Promise<Record<string, string | number>> {
+  return (await ctx.client()).call('host.info', {});
+}
+
+function num(v: string | number | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+/** The daemon's domains in domid order (Domain-0, the daemon itself, first). */
+async function domains(ctx: XlContext): Promise<DomainSummary[]> {
+  const l = await (await ctx.client()).call('domain.list', {});
+  return l.sort((a, b) => a.domid - b.domid);
+}
+
+/** Domains named on the command line, in that order; an unknown one ends the command as xl does. */
+async function selected(ctx: XlContext, args: string[]): Promise<DomainSummary[]> {
+  const all = await domains(ctx);
+  const out: DomainSummary[] = [];
+  for (const a of args) {
+    const { domid } = await findDomain(ctx, a);
+    const d = all.find((x) => x.domid === domid);
+    if (!d) {
+      ctx.err(`Error: Domain '${a}' does not exist.\n`);
+      throw new XlExit(1);
+    }
+    out.push(d);
+  }
+  return out;
+}
+
+export const list: XlCommand = {
+  name: 'list',
+  desc: 'List information about all/some domains',
+  usage: '[options] [Domain]\n',
+  help: [
+    '-l, --long              Output all VM details (the stored configurations, as JSON)',
+    '-v, --verbose           Prints out UUIDs and security context',
+    '-Z, --context           Prints out security context',
+  ].join('\n'),
+  options: {
+    long: { type: 'boolean', short: 'l' },
+    verbose: { type: 'boolean', short: 'v' },
+    context: { type: 'boolean', short: 'Z' },
+  },
+  async run(ctx, v, args) {
+    const doms = args.length ? await selected(ctx, args) : await domains(ctx);
+    if (v['long']) {
+      // libxl prints each domain's stored configuration; Domain-0 has none
+      const c = await ctx.client();
+      const out: { domid: number; config: unknown }[] = [];
+      for (const d of doms) {
+        if (d.domid === 0) continue;
+        try {
+          const r = await c.call('domain.config', { dom: d.domid });
+          out.push({ domid: d.domid, config: r.config });
+        } catch { /* gone meanwhile: skipped, as libxl does */ }
+      }
+      ctx.out(`${JSON.stringify(out, null, 4)}\n`);
+      return 0;
+    }
+    const opts = { verbose: v['verbose'] === true, context: v['context'] === true };
+    ctx.out(`${listHeader(opts)}\n`);
+    for (const d of doms) ctx.out(`${listRow(d, opts)}\n`);
+    return 0;
+  },
+};
+
+export const vcpuList: XlCommand = {
+  name: 'vcpu-list',
+  desc: 'List the VCPUs for all/some domains',
+  usage: '[Domain, ...]',
+  async run(ctx, _v, args) {
+    const c = await ctx.client();
+    const nrCpus = num((await hostInfo(ctx))['nr_cpus']) ?? 0;
+    const rows: VcpuSummary[] = [];
+    if (args.length === 0) {
+      rows.push(...await c.call('vcpu.list', {}));
+    } else {
+      for (const a of args) {
+        const { domid } = await findDomain(ctx, a);
+        rows.push(...await c.call('vcpu.list', { dom: domid }));
+      }
+    }
+    ctx.out(`${vcpuListHeader()}\n`);
+    for (const r of rows) ctx.out(`${vcpuListRow(r, nrCpus)}\n`);
+    return 0;
+  },
+};
+
+export const vcpuPin: XlCommand = {
+  name: 'vcpu-pin',
+  desc: 'Set which CPUs a VCPU can use',
+  usage: '<Domain> <VCPU|all> <Hard affinity|-|all> <Soft affinity|-|all>',
+  minArgs: 3,
+  async run(ctx, _v, args) {
+    const [dom, vcpuArg, hardArg, softArg] = args as [string, string, string, string | undefined];
+    const { domid } = await findDomain(ctx, dom);
+    let vcpu: number | 'all';
+    if (/^[0-9]+$/.test(vcpuArg)) vcpu = Number(vcpuArg);
+    else if (vcpuArg === 'all') vcpu = 'all';
+    else {
+      ctx.err(`Error: Invalid argument ${vcpuArg} as VCPU.\n`);
+      return 1;
+    }
+    const c = await ctx.client();
+    const nrCpus = num((await hostInfo(ctx))['nr_cpus']) ?? 0;
+    let hard: number[] | null | undefined, soft: number[] | null | undefined;
+    try {
+      hard = hardArg === '-' ? undefined : parseCpuSet(hardArg, nrCpus);
+      soft = softArg === undefined || softArg === '-' ? undefined : parseCpuSet(softArg, nrCpus);
+    } catch (e) {
+      ctx.err(`${(e as Error).message}\n`);
+      return 1;
+    }
+    try {
+      // "-" leaves the hard affinity as it is: the API always takes one, so
+      // each vCPU's current hard affinity is sent back unchanged.
+      if (hard === undefined) {
+        const cur = (await c.call('vcpu.list', { dom: domid })).filter((x) => vcpu === 'all' || x.vcpu === vcpu);
+        if (cur.length === 0) throw new Error(`no vCPU ${vcpu}`);
+        for (const x of cur) await c.call('vcpu.pin', { dom: domid, vcpu: x.vcpu, hard: x.hard, ...(soft !== undefined ? { soft } : {}) });
+      } else {
+        await c.call('vcpu.pin', { dom: domid, vcpu, hard, ...(soft !== undefined ? { soft } : {}) });
+      }
+    } catch (e) {
+      if (e instanceof Error && !('code' in e)) ctx.err(`xl: ${e.message}\n`);
+      else reportDaemonError(ctx, e);
+      ctx.err(vcpu === 'all' ? 'Could not set affinity.\n' : `Could not set affinity for vcpu \`${vcpu}'.\n`);
+      return 1;
+    }
+    return 0;
+  },
+};
+
+export const info: XlCommand = {
+  name: 'info',
+  desc: 'Get information about Xen host',
+  usage: '[name]',
+  async run(ctx, _v, args) {
+    for (const l of infoLines(await hostInfo(ctx), args[0])) ctx.out(`${l}\n`);
+    return 0;
+  },
+};
+
+export const dmesg: XlCommand = {
+  name: 'dmesg',
+  desc: 'Read and/or clear dmesg buffer',
+  usage: '[-c]',
+  help: '  -c                        Clear dmesg buffer as well as printing it',
+  options: { clear: { type: 'boolean', short: 'c' } },
+  async run(ctx, v) {
+    const { text } = await (await ctx.client()).call('host.dmesg', { clear: v['clear'] === true });
+    ctx.out(text);
+    return 0;
+  },
+};
+
+/**
+ * Uptime of each domain from the daemon's clock: DomainSummary.startTime
+ * and host.info's `uptime` are both seconds-since-daemon-start figures in
+ * ns / s; Domain-0's uptime is the daemon's.
+ */
+export const uptime: XlCommand = {
+  name: 'uptime',
+  desc: 'Print uptime for all/some domains',
+  usage: '[-s] [Domain]',
+  options: { short: { type: 'boolean', short: 's' } },
+  async run(ctx, v, args) {
+    const short = v['short'] === true;
+    const hi = await hostInfo(ctx);
+    const nowNs = num(hi['uptime_ns']);
+    if (nowNs === undefined) {
+      ctx.err('xl: the daemon does not report its clock (host.info uptime_ns); cannot compute uptimes\n');
+      return 1;
+    }
+    const doms = args.length ? await selected(ctx, args) : await domains(ctx);
+    const now = new Date();
+    if (!short) ctx.out(`${uptimeHeader()}\n`);
+    for (const d of doms) ctx.out(`${uptimeRow(d.name, d.domid, (nowNs - d.startTime) / 1e9, short, now)}\n`);
+    return 0;
+  },
+};
+
+export const top: XlCommand = {
+  name: 'top',
+  desc: 'Monitor a host and the domains in real time',
+  usage: '[-b] [-i ITERATIONS] [-d SECONDS]',
+  help: [
+    '-b, --batch             output in batch mode (no screen control, no keys)',
+    '-i, --iterations=N      number of screens before exiting',
+    '-d, --delay=SECONDS     seconds between updates (default 1)',
+  ].join('\n'),
+  options: {
+    batch: { type: 'boolean', short: 'b' },
+    iterations: { type: 'string', short: 'i' },
+    delay: { type: 'string', short: 'd' },
+  },
+  async run(ctx, v) {
+    const batch = v['batch'] === true;
+    const iterations = v['iterations'] === undefined ? Infinity : Number(v['iterations']);
+    const delay = v['delay'] === undefined ? 1 : Number(v['delay']);
+    if (!(iterations >= 1) || (iterations !== Infinity && !Number.isInteger(iterations))) {
+      ctx.err(`xl top: -i wants a whole number >= 1, got '${String(v['iterations'])}'\n`);
+      return 2;
+    }
+    if (!(delay > 0)) {
+      ctx.err(`xl top: -d wants a number of seconds > 0, got '${String(v['delay'])}'\n`);
+      return 2;
+    }
+    const c = await ctx.client();
+    const interactive = !batch && process.stdin.isTTY === true && process.stdout.isTTY === true;
+    let quit = false;
+    let wake: (() => void) | null = null;
+    const onKey = (b: Buffer): void => {
+      if (b.includes(0x71) || b.includes(0x51) || b.includes(0x03) || b.includes(0x1b)) { quit = true; wake?.(); }
+    };
+    if (interactive) {
+      process.stdin.setRawMode(true);
+      process.stdin.on('data', onKey);
+      process.stdin.resume();
+    }
+    try {
+      let prev: TopSample | null = null;
+      for (let i = 0; i < iterations && !quit; i++) {
+        const [doms, hi] = await Promise.all([c.call('domain.list', {}), c.call('host.info', {})]);
+        const cur: TopSample = { at: Date.now(), domains: doms.sort((a, b) => a.domid - b.domid) };
+        const total = num(hi['total_memory']), free = num(hi['free_memory']);
+        const lines = topScreen(cur, prev, {
+          ...(total !== undefined ? { totalMemKiB: total * 1024 } : {}),
+          ...(free !== undefined ? { freeMemKiB: free * 1024 } : {}),
+          ...(num(hi['nr_cpus']) !== undefined ? { nrCpus: num(hi['nr_cpus'])! } : {}),
+          ...(hi['cpu_mhz'] !== undefined ? { cpuMhz: String(hi['cpu_mhz']) } : {}),
+          ...(hi['xen_version'] !== undefined ? { version: String(hi['xen_version']) } : {}),
+        }, new Date());
+        ctx.out(interactive ? `\x1b[H\x1b[2J${lines.join('\r\n')}\r\n` : `${lines.join('\n')}\n`);
+        prev = cur;
+        if (i + 1 < iterations && !quit) {
+          await new Promise<void>((r) => { wake = r; setTimeout(r, delay * 1000); });
+          wake = null;
+        }
+      }
+    } finally {
+      if (interactive) {
+        process.stdin.off('data', onKey);
+        process.stdin.setRawMode(false);
+        process.stdin.pause();
+      }
+    }
+    return 0;
+  },
+};
+

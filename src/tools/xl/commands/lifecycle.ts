@@ -1,0 +1,185 @@
+// Domain lifecycle commands: destroy, shutdown, reboot, pause, unpause,
+// rename, domid, domname. Messages and exit statuses follow xl's
+// (tools/xl/xl_vmcontrol.c, xl_misc.c, xl_info.c).
+
+import type { DomainSummary } from '../../daemon/protocol.js';
+import { XlExit, type XlCommand, type XlContext } from '../command.js';
+import { findDomain, rcOf, reportDaemonError } from './common.js';
+
+async function destroyDomain(ctx: XlContext, domid: number, force: boolean): Promise<void> {
+  if (domid === 0 && !force) {
+    ctx.err('Not destroying domain 0; use -f to force.\nThis can only be done when using a disaggregated hardware domain and toolstack.\n\n');
+    throw new XlExit(1);
+  }
+  try {
+    await (await ctx.client()).call('domain.destroy', { dom: domid });
+  } catch (e) {
+    reportDaemonError(ctx, e);
+    ctx.err(`destroy failed (rc=${rcOf(e)})\n`);
+    throw new XlExit(1);
+  }
+}
+
+export const destroy: XlCommand = {
+  name: 'destroy',
+  desc: 'Terminate a domain immediately',
+  usage: '[options] <Domain>',
+  help: '-f                      Permit destroying domain 0 (refused by xenode: domain 0 is the daemon itself).',
+  options: { force: { type: 'boolean', short: 'f' } },
+  minArgs: 1,
+  async run(ctx, v, args) {
+    const { domid } = await findDomain(ctx, args[0]!);
+    await destroyDomain(ctx, domid, v['force'] === true);
+    return 0;
+  },
+};
+
+/** How long `-F` lets a guest act on control/shutdown before the daemon destroys it. */
+const FORCE_TIMEOUT_MS = 10_000;
+
+function shutdownOrReboot(reboot: boolean): XlCommand {
+  const what = reboot ? 'reboot' : 'shutdown';
+  return {
+    name: what,
+    desc: reboot ? 'Issue a reboot signal to a domain' : 'Issue a shutdown signal to a domain',
+    usage: '[options] <-a|Domain>',
+    help: [
+      `-a, --all               ${reboot ? 'Reboot' : 'Shutdown'} all guest domains.`,
+      '-h                      Print this help.',
+      `-F                      If the guest does not act on control/shutdown within ${FORCE_TIMEOUT_MS / 1000} s,`,
+      '                        destroy it (xenode has no ACPI event to fall back to).',
+      `-w, --wait              Wait for guest(s) to ${what}.`,
+    ].join('\n'),
+    options: {
+      all: { type: 'boolean', short: 'a' },
+      wait: { type: 'boolean', short: 'w' },
+      F: { type: 'boolean', short: 'F' },
+    },
+    async run(ctx, v, args) {
+      const all = v['all'] === true;
+      const wait = v['wait'] === true;
+      const force = v['F'] === true;
+      if (args.length === 0 && !all) {
+        ctx.err('You must specify -a or a domain id.\n\n');
+        return 1;
+      }
+      const c = await ctx.client();
+      let targets: { domid: number; name: string }[];
+      if (all) {
+        targets = (await c.call('domain.list', {})).filter((d) => d.domid !== 0);
+      } else {
+        targets = [await findDomain(ctx, args[0]!)];
+      }
+      // All requests go out at once (one connection pipelines them); with
+      // -w each answer comes when that domain has shut down or is gone.
+      const calls = targets.map((t) => {
+        ctx.err(`${reboot ? 'Rebooting' : 'Shutting down'} domain ${t.domid}\n`);
+        return c.call('domain.shutdown', { dom: t.domid, reboot, wait, ...(force ? { force, timeoutMs: FORCE_TIMEOUT_MS } : {}) }).then(
+          (r) => ({ t, r, e: null as unknown }),
+          (e: unknown) => ({ t, r: null, e }),
+        );
+      });
+      if (wait) ctx.err(`Waiting for ${targets.length} domains\n`);
+      let status = 0;
+      for (const { t, r, e } of await Promise.all(calls)) {
+        if (e !== null) {
+          reportDaemonError(ctx, e);
+          ctx.err(`${what} failed (rc=${rcOf(e)})\n`);
+          status = 1;
+        } else if (wait) {
+          if (r?.reason === null || r?.reason === undefined) ctx.err(`Domain ${t.domid} has been destroyed\n`);
+          else ctx.err(`Domain ${t.domid} has been shut down, reason code ${r.reason}\n`);
+        }
+      }
+      return status;
+    },
+  };
+}
+
+export const shutdown = shutdownOrReboot(false);
+export const reboot = shutdownOrReboot(true);
+
+function pauseOrUnpause(pause: boolean): XlCommand {
+  return {
+    name: pause ? 'pause' : 'unpause',
+    desc: pause ? 'Pause execution of a domain' : 'Unpause a paused domain',
+    usage: '<Domain>',
+    minArgs: 1,
+    async run(ctx, _v, args) {
+      const { domid } = await findDomain(ctx, args[0]!);
+      try {
+        await (await ctx.client()).call(pause ? 'domain.pause' : 'domain.unpause', { dom: domid });
+      } catch (e) {
+        // xl ignores libxl's failure here (libxl logs it); we report it and say so in the status
+        reportDaemonError(ctx, e);
+        return 1;
+      }
+      return 0;
+    },
+  };
+}
+
+export const pause = pauseOrUnpause(true);
+export const unpause = pauseOrUnpause(false);
+
+export const rename: XlCommand = {
+  name: 'rename',
+  desc: 'Rename a domain',
+  usage: '<Domain> <NewDomainName>',
+  minArgs: 2,
+  async run(ctx, _v, args) {
+    const { domid } = await findDomain(ctx, args[0]!);
+    try {
+      await (await ctx.client()).call('domain.rename', { dom: domid, name: args[1]! });
+    } catch (e) {
+      reportDaemonError(ctx, e);
+      ctx.err(`Can't rename domain '${args[0]!}'.\n`);
+      return 1;
+    }
+    return 0;
+  },
+};
+
+async function listAll(ctx: XlContext): Promise<DomainSummary[]> {
+  return (await ctx.client()).call('domain.list', {});
+}
+
+export const domid: XlCommand = {
+  name: 'domid',
+  desc: 'Convert a domain name to domain id',
+  usage: '<DomainName>',
+  minArgs: 1,
+  async run(ctx, _v, args) {
+    const d = (await listAll(ctx)).find((x) => x.name === args[0]);
+    if (!d) {
+      ctx.err(`Can't get domid of domain name '${args[0]!}', maybe this domain does not exist.\n`);
+      return 1;
+    }
+    ctx.out(`${d.domid}\n`);
+    return 0;
+  },
+};
+
+export const domname: XlCommand = {
+  name: 'domname',
+  desc: 'Convert a domain id to domain name',
+  usage: '<DomainId>',
+  minArgs: 1,
+  async run(ctx, _v, args) {
+    // strtol semantics: leading digits count, no digits at all is an error
+    const m = /^\s*[+-]?[0-9]+/.exec(args[0]!);
+    if (!m) {
+      ctx.err('Invalid domain id.\n\n');
+      return 1;
+    }
+    const id = Number(m[0]) >>> 0;
+    const d = (await listAll(ctx)).find((x) => x.domid === id);
+    if (!d) {
+      ctx.err(`Can't get domain name of domain id '${id}', maybe this domain does not exist.\n`);
+      return 1;
+    }
+    ctx.out(`${d.name}\n`);
+    return 0;
+  },
+};
+
