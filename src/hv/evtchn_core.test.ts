@@ -409,6 +409,7 @@ describe('evtchn_core: VIRQ, IPI and bind_vcpu', () => {
     assert.equal(portInfo(a.shared, timer).vcpu, 0);
     for (const p of [0, 128]) throwsErrno(() => bindVcpu(a, p, 1), EINVAL);
     throwsErrno(() => bindVcpu(a, unbound, 2), ENOENT);
+    throwsErrno(() => bindVcpu(a, 100000, 1000), ENOENT); // the vCPU is checked before the port, as in Xen
   });
 
   test('after bind_vcpu, events go to the new vCPU selector', () => {

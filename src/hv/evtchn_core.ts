@@ -220,8 +220,9 @@ export function bindIpi(d: EvtchnDomain, vcpu: number): number {
 
 /** EVTCHNOP_bind_vcpu: only unbound, interdomain and global-VIRQ ports may move. */
 export function bindVcpu(d: EvtchnDomain, port: number, vcpu: number): void {
-  if (!portValid(d.shared, port)) throw new XenError(EINVAL, `bad port ${port}`);
+  // Xen looks the vCPU up before the port.
   if (vcpu < 0 || vcpu >= d.shared.nrVcpus) throw new XenError(ENOENT, `no vCPU ${vcpu}`);
+  if (!portValid(d.shared, port)) throw new XenError(EINVAL, `bad port ${port}`);
   d.shared.withPortLock(() => {
     const p = portInfo(d.shared, port);
     const movable = p.state === ECS.unbound || p.state === ECS.interdomain || (p.state === ECS.virq && !PER_VCPU_VIRQS.has(p.remoteDom));

@@ -1,0 +1,54 @@
+// The event-channel sample guests on /dev/kvm: `evtchn` checks every
+// EVTCHNOP and its error cases against the headers and the upcall path
+// through HVM_PARAM_CALLBACK_IRQ's vector (booted with `xenode run`).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { needsKvm } from '../kvm/testing.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const xenode = path.join(root, 'dist/src/tools/xenode.js');
+const guest = (name: string) => path.join(root, 'guests/build', `${name}.elf`);
+
+interface Result { code: number | null; stdout: string; stderr: string }
+
+function run(args: string[], timeoutMs = 60_000): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [xenode, 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`xenode run ${args.join(' ')} timed out\n${stdout}\n${stderr}`)); }, timeoutMs);
+    child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
+    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+    child.on('exit', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+  });
+}
+
+/** The guest's FAIL lines, its RESULT counts, and its exit status. */
+function verdict(r: Result): { fails: string[]; passed: number; failed: number } {
+  const m = /RESULT: (\d+) passed, (\d+) failed/.exec(r.stdout);
+  assert.ok(m, `the guest printed its RESULT line\n${r.stdout}\n${r.stderr}`);
+  return { fails: r.stdout.split('\n').filter((l) => l.startsWith('FAIL')), passed: Number(m[1]), failed: Number(m[2]) };
+}
+
+for (const vcpus of [1, 2]) {
+  test(`the evtchn guest passes every event-channel check (${vcpus} vCPU${vcpus > 1 ? 's' : ''})`, needsKvm(), async () => {
+    const r = await run(['--vcpus', String(vcpus), guest('evtchn')]);
+    const v = verdict(r);
+    assert.deepEqual(v.fails, []);
+    assert.equal(v.failed, 0);
+    // With a second vCPU the per-vCPU rules are checked too.
+    assert.ok(v.passed >= (vcpus > 1 ? 200 : 170), `ran ${v.passed} checks`);
+    for (const name of ['bind_interdomain-new-local-port-pending', 'peer-reverts-to-unbound-status', 'bind_virq-global-on-vcpu1-EINVAL',
+      'bind_ipi-no-such-vcpu-ENOENT', 'alloc_until-ENOSPC', 'max_evtchn_port-default-1023', 'init_control-ENOSYS',
+      'upcall-delivered-on-sti', 'masked-send-no-upcall', 'unmask-redelivers-upcall', 'wait_for_event-hlt-timer-wakes',
+      'wait_for_event-schedop_block-timer-wakes', 'reset-closes-every-port']) {
+      assert.match(r.stdout, new RegExp(`^PASS ${name}$`, 'm'));
+    }
+    if (vcpus > 1) assert.match(r.stdout, /^PASS bind_vcpu-interdomain-to-vcpu1$/m);
+    assert.equal(r.code, 0, 'the guest powers off when all checks pass');
+  });
+}
