@@ -166,9 +166,9 @@ export const dmesg: XlCommand = {
 };
 
 /**
- * Uptime of each domain from the daemon's clock: DomainSummary.startTime
- * and host.info's `uptime` are both seconds-since-daemon-start figures in
- * ns / s; Domain-0's uptime is the daemon's.
+ * Uptime of each domain from the daemon's clock: host.info's daemon_uptime
+ * (seconds since the daemon started) less the domain's startTime (ns since
+ * the same start). Domain-0, the daemon itself, started at 0.
  */
 export const uptime: XlCommand = {
   name: 'uptime',
@@ -178,15 +178,15 @@ export const uptime: XlCommand = {
   async run(ctx, v, args) {
     const short = v['short'] === true;
     const hi = await hostInfo(ctx);
-    const nowNs = num(hi['uptime_ns']);
-    if (nowNs === undefined) {
-      ctx.err('xl: the daemon does not report its clock (host.info uptime_ns); cannot compute uptimes\n');
+    const daemonUp = num(hi['daemon_uptime']);
+    if (daemonUp === undefined) {
+      ctx.err('xl: the daemon does not report its uptime (host.info daemon_uptime); cannot compute uptimes\n');
       return 1;
     }
     const doms = args.length ? await selected(ctx, args) : await domains(ctx);
     const now = new Date();
     if (!short) ctx.out(`${uptimeHeader()}\n`);
-    for (const d of doms) ctx.out(`${uptimeRow(d.name, d.domid, (nowNs - d.startTime) / 1e9, short, now)}\n`);
+    for (const d of doms) ctx.out(`${uptimeRow(d.name, d.domid, daemonUp - d.startTime / 1e9, short, now)}\n`);
     return 0;
   },
 };
