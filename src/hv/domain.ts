@@ -7,8 +7,8 @@ import { Kvm, Vm, Vcpu as KvmVcpu } from '../kvm/kvm.js';
 import { SharedMemory } from '../kvm/memory.js';
 import { Physmap, PhysmapLayout } from './physmap.js';
 import { GuestAccess } from './guest_access.js';
-import { DomainShared, HostShared, DOMSTATE, RUNSTATE } from './shared.js';
-import { vcpuInfoOffset, type EvtchnDomain } from './evtchn_core.js';
+import { DomainShared, HostShared, DOMSTATE, RUNSTATE, VCPU_FLAG_INITIALISED } from './shared.js';
+import { vcpuInfoOffset, type EvtchnDomain, type VirqBindings } from './evtchn_core.js';
 import { PAGE_SIZE, SharedInfo, VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT, VcpuInfo } from './abi/xen.js';
 import { systemTimeNs, TimeBase, TscScale, tscScale } from './time.js';
 import { GrantTable } from './grant_table.js';
@@ -33,6 +33,8 @@ export interface DomainSpec {
   handle: Uint8Array;
   /** The e820 the builder gave the domain, as XENMEM_memory_map's 20-byte entries. */
   memoryMap: Uint8Array;
+  /** The pCPU worker each vCPU runs on; vCPU 0's is the domain's home. */
+  placement: number[];
 }
 
 export interface VcpuTimer {
@@ -46,11 +48,12 @@ export interface VcpuTimer {
 export class VCpu {
   /** Blocked waiting for an event (HLT / SCHEDOP_block / SCHEDOP_poll). */
   blocked = false;
+  /** Waiting for the domain's home worker to perform a hypercall for it. */
+  awaitingHome = false;
   /** Taken off the runqueue for the rest of this slice (yield). */
   yielded = false;
+  /** Up and scheduled on this worker (only meaningful where the vCPU is local; see Domain.vcpuUp for any). */
   online: boolean;
-  /** Has an initial register state (vCPU 0 from the builder, others from VCPUOP_initialise). */
-  initialised: boolean;
   timer: VcpuTimer = { singleshot: 0n, period: 0n, periodicNext: 0n };
   /** SCHEDOP_poll: ports being polled and absolute timeout (0 = none). */
   pollPorts: number[] | null = null;
@@ -66,10 +69,23 @@ export class VCpu {
   /** Upcall vector from HVMOP_set_evtchn_upcall_vector (0 = use the domain's callback). */
   upcallVector = 0;
 
-  constructor(readonly dom: Domain, readonly id: number, readonly hw: KvmVcpu) {
-    this.online = id === 0;
-    this.initialised = id === 0;
+  /**
+   * `local`: this worker runs the vCPU. A domain's vCPUs may be spread over
+   * workers; each worker holds the whole domain but runs only its local ones.
+   */
+  constructor(readonly dom: Domain, readonly id: number, readonly hw: KvmVcpu, readonly local = true) {
+    this.online = id === 0 && local;
     this.runstateState = this.online ? RUNSTATE.runnable : RUNSTATE.offline;
+  }
+
+  /** Has an initial register state (vCPU 0 from the builder, others from VCPUOP_initialise); shared by all workers. */
+  get initialised(): boolean {
+    return this.id === 0 || (this.dom.shared.vcpu(this.id, 'flags') & VCPU_FLAG_INITIALISED) !== 0;
+  }
+
+  set initialised(v: boolean) {
+    const f = this.dom.shared.vcpu(this.id, 'flags');
+    this.dom.shared.setVcpu(this.id, 'flags', v ? f | VCPU_FLAG_INITIALISED : f & ~VCPU_FLAG_INITIALISED);
   }
 
   get key(): string {
@@ -97,8 +113,8 @@ export class Domain {
   readonly access: GuestAccess;
   readonly vcpus: VCpu[];
   readonly params = new Map<number, bigint>();
-  /** (virq * 65536 + vcpu) -> port */
-  readonly virqs = new Map<number, number>();
+  /** (virq * 65536 + vcpu) -> port, shared by the workers holding the domain */
+  readonly virqs: VirqBindings;
   readonly grant: GrantTable;
   readonly evtchn: EvtchnDomain;
   readonly timeBase: TimeBase;
@@ -109,8 +125,10 @@ export class Domain {
   /** Line buffers for the debug port and console_io output. */
   consoleLine = '';
   debugLine = '';
-  /** A hypercall page was written (the guest speaks Xen). */
-  hypercallPageGfn = -1;
+  /** This worker runs vCPU 0 and owns the domain-wide state (physmap and KVM slots, grant table, memory). */
+  readonly isHome: boolean;
+  /** Other workers that hold this domain for its vCPUs there. */
+  readonly replicas: number[];
   /** Set when the domain must stop running (shutdown, crash, destroy). */
   stopping = false;
   /** The e820 the guest set with XENMEM_set_memory_map, or null for the builder's. */
@@ -122,16 +140,20 @@ export class Domain {
   readonly handle: Uint8Array;
   readonly builderMemoryMap: Uint8Array;
 
-  constructor(kvm: Kvm, spec: DomainSpec, readonly host: HostShared) {
+  constructor(kvm: Kvm, spec: DomainSpec, readonly host: HostShared, pcpu = spec.placement[0]!) {
     this.domid = spec.domid;
     this.name = spec.name;
     this.shared = new DomainShared(spec.sharedSab);
+    this.virqs = this.shared.virqs;
+    this.isHome = spec.placement[0] === pcpu;
+    this.replicas = [...new Set(spec.placement)].filter((p) => p !== spec.placement[0]);
     this.vm = new Vm(kvm, spec.vmFd);
     this.physmap = new Physmap(spec.layout);
     this.mem = SharedMemory.attach(spec.memFd, this.physmap.bytes);
-    this.physmap.attach(this.vm, this.mem.address, kvm.checkExtension('NR_MEMSLOTS') || Infinity);
+    // KVM's memory slots are the VM's: only the home worker changes them; the others follow its map.
+    if (this.isHome) this.physmap.attach(this.vm, this.mem.address, kvm.checkExtension('NR_MEMSLOTS') || Infinity);
     this.access = new GuestAccess(this.mem.bytes, this.physmap);
-    this.vcpus = spec.vcpuFds.map((fd, i) => new VCpu(this, i, new KvmVcpu(this.vm, fd, i)));
+    this.vcpus = spec.vcpuFds.map((fd, i) => new VCpu(this, i, new KvmVcpu(this.vm, fd, i), spec.placement[i] === pcpu));
     for (const [k, v] of Object.entries(spec.params)) this.params.set(Number(k), v);
     this.grant = new GrantTable(this, spec.layout.maxGrantFrames);
     this.evtchn = { shared: this.shared, mem: this.mem.bytes };
@@ -142,6 +164,20 @@ export class Domain {
     this.builderMemoryMap = spec.memoryMap;
     this.maxPages = spec.maxPages;
     this.totPages = spec.totPages;
+  }
+
+  /** A hypercall page was written (the guest speaks Xen); -1 before. */
+  get hypercallPageGfn(): number {
+    return this.shared.get('hypercallPage') - 1;
+  }
+
+  set hypercallPageGfn(gfn: number) {
+    this.shared.set('hypercallPage', gfn + 1);
+  }
+
+  /** VCPUOP_is_up for any vCPU of the domain, wherever it runs. */
+  vcpuUp(id: number): boolean {
+    return this.shared.vcpu(id, 'state') !== RUNSTATE.offline;
   }
 
   get privileged(): boolean {
@@ -218,9 +254,13 @@ export class Domain {
     return s === DOMSTATE.running && !this.paused && !this.stopping;
   }
 
+  /** Releases this worker's hold: its own vCPUs' fds; the VM fd is the home's to close. */
   close(): void {
-    for (const v of this.vcpus) v.hw.close();
-    this.vm.close();
+    for (const v of this.vcpus) {
+      if (v.local) v.hw.close();
+      else v.hw.release();
+    }
+    if (this.isHome) this.vm.close();
     this.mem.close();
   }
 }

@@ -17,6 +17,14 @@ export const VIRQ = { TIMER: 0, DEBUG: 1, CONSOLE: 2, DOM_EXC: 3, TBUF: 4, DEBUG
 export const NR_VIRQS = 24;
 export const PER_VCPU_VIRQS = new Set<number>([VIRQ.TIMER, VIRQ.DEBUG, VIRQ.XENOPROF, VIRQ.XENPMU]);
 
+/** (virq * 65536 + vcpu) -> port: a Map in tests, the domain's shared VirqTable in the hypervisor. */
+export interface VirqBindings {
+  get(key: number): number | undefined;
+  has(key: number): boolean;
+  set(key: number, port: number): void;
+  delete(key: number): void;
+}
+
 /** A domain as the event-channel core sees it from the current thread. */
 export interface EvtchnDomain {
   shared: DomainShared;
@@ -194,7 +202,7 @@ export function bindInterdomain(host: EvtchnHost, ld: EvtchnDomain, rd: EvtchnDo
 }
 
 /** EVTCHNOP_bind_virq. `bound` maps (virq, vcpu) to a port for the domain. */
-export function bindVirq(d: EvtchnDomain, virq: number, vcpu: number, bound: Map<number, number>): number {
+export function bindVirq(d: EvtchnDomain, virq: number, vcpu: number, bound: VirqBindings): number {
   if (!Number.isInteger(virq) || virq < 0 || virq >= NR_VIRQS) throw new XenError(EINVAL, `bad virq ${virq}`);
   if (!PER_VCPU_VIRQS.has(virq) && vcpu !== 0) throw new XenError(EINVAL, 'global VIRQs bind on vCPU 0');
   if (vcpu < 0 || vcpu >= d.shared.nrVcpus) throw new XenError(ENOENT, `no vCPU ${vcpu}`);
@@ -235,7 +243,7 @@ export function bindVcpu(d: EvtchnDomain, port: number, vcpu: number): void {
  * EVTCHNOP_close. The peer of an interdomain port reverts to unbound (for
  * the closer); a VIRQ binding is forgotten. Pending is cleared.
  */
-export function close(host: EvtchnHost, d: EvtchnDomain, port: number, virqs?: Map<number, number>): void {
+export function close(host: EvtchnHost, d: EvtchnDomain, port: number, virqs?: VirqBindings): void {
   if (!portValid(d.shared, port)) throw new XenError(EINVAL, `bad port ${port}`);
   const p = portInfo(d.shared, port);
   if (p.state === ECS.closed) throw new XenError(EINVAL, `port ${port} is not in use`);
@@ -287,7 +295,7 @@ export function send(host: EvtchnHost, d: EvtchnDomain, port: number): void {
 }
 
 /** Raises a VIRQ on a domain if it has bound it (Xen's send_guest_vcpu_virq / send_guest_global_virq). */
-export function raiseVirq(host: EvtchnHost, d: EvtchnDomain, virq: number, vcpu: number, virqs: Map<number, number>): boolean {
+export function raiseVirq(host: EvtchnHost, d: EvtchnDomain, virq: number, vcpu: number, virqs: VirqBindings): boolean {
   const port = virqs.get(virq * 65536 + (PER_VCPU_VIRQS.has(virq) ? vcpu : 0));
   if (port === undefined) return false;
   setPending(host, d, port);
@@ -295,7 +303,7 @@ export function raiseVirq(host: EvtchnHost, d: EvtchnDomain, virq: number, vcpu:
 }
 
 /** EVTCHNOP_reset: closes every port of the domain. */
-export function reset(host: EvtchnHost, d: EvtchnDomain, virqs?: Map<number, number>): void {
+export function reset(host: EvtchnHost, d: EvtchnDomain, virqs?: VirqBindings): void {
   for (let p = 1, last = lastPort(d.shared); p <= last; p++) {
     if (portInfo(d.shared, p).state !== ECS.closed) close(host, d, p, virqs);
   }

@@ -17,6 +17,8 @@ export class Hcall {
   deschedule = false;
   /** Set by preempt(): argument registers to rewrite before the call is re-executed. */
   continuation: Map<number, bigint> | null = null;
+  /** The caller's paging state, for guest pointers. */
+  context: CallerContext = { cr0: 0, cr3: 0n, cr4: 0, efer: 0 };
 
   constructor(readonly dom: Domain, readonly vcpu: VCpu) {}
 
@@ -98,53 +100,74 @@ export function registerHypercall(nr: number, fn: HypercallHandler): void {
 /** Debug hook: set XENODE_TRACE_HYPERCALLS=1 to log every call and its result. */
 const trace = process.env.XENODE_TRACE_HYPERCALLS === '1';
 
-export interface HypercallOutcome {
-  result: bigint;
-  deschedule: boolean;
+
+/** The paging context of the vCPU that made a call (to translate its pointers elsewhere). */
+export interface CallerContext {
+  cr0: number;
+  cr3: bigint;
+  cr4: number;
+  efer: number;
 }
 
 /**
- * Performs the hypercall the vCPU just trapped with (number `nr`), reading
- * arguments from the sync-regs area and writing the result to RAX.
+ * Reads the trapped call's ABI and arguments from the vCPU's registers; false
+ * when the caller may not make hypercalls at all (CPL > 0: -EPERM).
  */
-export function doHypercall(h: Hcall, nr: number): boolean {
+export function beginHypercall(h: Hcall, nr: number): boolean {
   const hw = h.vcpu.hw;
   const long = hw.longMode64;
   h.abi = long ? 'x64' : 'x32';
   h.nr = nr;
   h.deschedule = false;
   h.continuation = null;
-  let result: bigint;
-  if (hw.cpl !== 0) {
-    result = -BigInt(EPERM);
-  } else {
-    const a = h.args;
-    const regs = long ? ARG_REGS_64 : ARG_REGS_32;
-    const mask = long ? 0xffffffffffffffffn : 0xffffffffn;
-    for (let i = 0; i < 6; i++) a[i] = hw.reg(regs[i]!) & mask;
-    h.dom.access.setContext({ cr0: hw.cr0, cr3: hw.cr3, cr4: hw.cr4, efer: hw.efer });
-    // The guest may have changed its page tables since the last call (same CR3): walk afresh.
-    h.dom.access.flush();
-    const fn = nr < table.length ? table[nr] : undefined;
-    try {
-      result = fn ? BigInt(fn(h)) : -BigInt(ENOSYS);
-    } catch (e) {
-      if (e instanceof XenError) result = -BigInt(e.errno);
-      else if (e instanceof GuestFault) result = -BigInt(EFAULT);
-      else throw e; // a bug of ours: the caller crashes the domain with the stack
-    }
+  if (hw.cpl !== 0) return false;
+  const a = h.args;
+  const regs = long ? ARG_REGS_64 : ARG_REGS_32;
+  const mask = long ? 0xffffffffffffffffn : 0xffffffffn;
+  for (let i = 0; i < 6; i++) a[i] = hw.reg(regs[i]!) & mask;
+  h.context = { cr0: hw.cr0, cr3: hw.cr3, cr4: hw.cr4, efer: hw.efer };
+  return true;
+}
+
+/** Runs the family handler for a decoded call; XenError and GuestFault become -errno. */
+export function runHypercall(h: Hcall): bigint {
+  h.dom.access.setContext(h.context);
+  // The guest may have changed its page tables since the last call (same CR3): walk afresh.
+  h.dom.access.flush();
+  const fn = h.nr < table.length ? table[h.nr] : undefined;
+  try {
+    return fn ? BigInt(fn(h)) : -BigInt(ENOSYS);
+  } catch (e) {
+    if (e instanceof XenError) return -BigInt(e.errno);
+    if (e instanceof GuestFault) return -BigInt(EFAULT);
+    throw e; // a bug of ours: the caller crashes the domain with the stack
   }
+}
+
+/** Writes the outcome back: the result in RAX, or the continuation (the stub re-executes). */
+export function endHypercall(h: Hcall, result: bigint): boolean {
+  const hw = h.vcpu.hw;
+  const long = h.abi === 'x64';
   const cont = h.continuation as Map<number, bigint> | null; // set by the handler, if at all
   if (cont) {
-    // Re-execute the stub with the updated arguments.
     const regs = long ? ARG_REGS_64 : ARG_REGS_32;
     for (const [i, v] of cont) hw.setReg(regs[i]!, v);
-    hw.setReg(REG.rax, BigInt(nr));
+    hw.setReg(REG.rax, BigInt(h.nr));
     hw.rip = hw.rip & STUB_ALIGN_MASK;
-    if (trace) process.stderr.write(`d${h.dom.domid}v${h.vcpu.id} hypercall ${nr} preempted (continuation)\n`);
+    if (trace) process.stderr.write(`d${h.dom.domid}v${h.vcpu.id} hypercall ${h.nr} preempted (continuation)\n`);
     return h.deschedule;
   }
-  if (trace) process.stderr.write(`d${h.dom.domid}v${h.vcpu.id} hypercall ${nr}(${h.args.slice(0, 3).map((x) => '0x' + x.toString(16)).join(', ')}) = ${result}\n`);
+  if (trace) process.stderr.write(`d${h.dom.domid}v${h.vcpu.id} hypercall ${h.nr}(${h.args.slice(0, 3).map((x) => '0x' + x.toString(16)).join(', ')}) = ${result}\n`);
   hw.setReg(REG.rax, long ? result : BigInt.asUintN(32, result));
   return h.deschedule;
+}
+
+/**
+ * Performs the hypercall the vCPU just trapped with (number `nr`), reading
+ * arguments from the sync-regs area and writing the result to RAX. True when
+ * the vCPU should leave the pCPU.
+ */
+export function doHypercall(h: Hcall, nr: number): boolean {
+  const result = beginHypercall(h, nr) ? runHypercall(h) : -BigInt(EPERM);
+  return endHypercall(h, result);
 }

@@ -13,7 +13,7 @@ import { doHypercall, Hcall } from './hypercall.js';
 import { Domain, VCpu } from './domain.js';
 import { Physmap } from './physmap.js';
 import { GuestAccess } from './guest_access.js';
-import { DomainShared, HostShared } from './shared.js';
+import { DomainShared, HostShared, RUNSTATE } from './shared.js';
 import { GrantTable } from './grant_table.js';
 import { localTimeBase, tscScale } from './time.js';
 import { REG } from '../kvm/abi.js';
@@ -77,8 +77,8 @@ before(() => {
   setSchedHooks({
     shutdown: (d, reason) => { shutdowns.push([d.domid, reason]); },
     timerChanged: (v) => { timerChanges.push(v.key); },
-    vcpuUp: (v) => { v.online = true; },
-    vcpuDown: (v) => { v.online = false; },
+    vcpuUp: (v) => { v.online = true; v.dom.shared.setVcpu(v.id, 'state', RUNSTATE.runnable); },
+    vcpuDown: (v) => { v.online = false; v.dom.shared.setVcpu(v.id, 'state', RUNSTATE.offline); },
   });
   setEvtchnHost(evHost);
   setConsoleSink({ line: (d, src, text) => { lines.push([d.domid, src, text]); } });
@@ -138,6 +138,7 @@ function mkEnv(o: EnvOpts = {}): Env {
   shared.set('abi', abi === 'x32' ? 1 : 0);
   shared.set('isPrivileged', o.privileged ? 1 : 0);
   shared.set('isConsole', o.isConsole ? 1 : 0);
+  shared.setVcpu(0, 'state', RUNSTATE.runnable); // vCPU 0 is up, the others down (as the builder leaves them)
   const host = new HostShared();
   for (const id of o.others ?? []) host.setDomainExists(id, true);
   host.setDomainExists(domid, true);

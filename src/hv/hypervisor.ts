@@ -19,7 +19,7 @@ import { xenCpuid, XEN_HYPERCALL_MSR } from './x86/cpuid.js';
 import { localTimeBase } from './time.js';
 import * as core from './evtchn_core.js';
 import type { DomainSpec } from './domain.js';
-import type { MainToWorker, WorkerToMain } from './messages.js';
+import type { MainToWorker, WorkerToMain, Relay } from './messages.js';
 import { PAGE_SIZE, SharedInfo, VcpuInfo } from './abi/xen.js';
 import type { PvhEntryState } from './x86/pvh.js';
 
@@ -76,7 +76,13 @@ interface DomainRecord {
   name: string;
   shared: DomainShared;
   mem: SharedMemory;
+  /** the home worker (vCPU 0's), -1 before start */
   pcpu: number;
+  /** the worker of each vCPU, and the distinct workers holding the domain */
+  placement: number[];
+  hosts: number[];
+  /** workers that have not yet released the domain after a destroy */
+  releasing: number;
   memoryMap: Uint8Array;
   memoryKiB: number;
   spec?: DomainSpec;
@@ -178,18 +184,28 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       case 'console':
         this.emit('console', m.domid, m.source, m.text, m.eol);
         return;
-      case 'shutdown':
+      case 'shutdown': {
+        // vCPUs of the domain on other workers stop at their next exit: make that now.
+        const r = this.domains.get(m.domid);
+        if (r) this.kickDomain(r);
         this.emit('shutdown', m.domid, m.reason, m.detail);
+        return;
+      }
+      case 'hcall':
+      case 'physmap':
+      case 'vcpu-up':
+      case 'vcpu-down':
+      case 'hcall-done':
+        this.relay(m);
         return;
       case 'destroyed': {
         const r = this.domains.get(m.domid);
-        if (r) {
-          this.domains.delete(m.domid);
-          this.host.setDomainExists(m.domid, false);
-          for (let i = 0; i < this.nrPcpus; i++) if (i !== r.pcpu) this.workers[i]!.postMessage({ type: 'forget', domid: m.domid } satisfies MainToWorker);
-          r.mem.close();
-          r.destroyed?.();
-        }
+        if (!r || --r.releasing > 0) return; // gone already, or other workers still hold it
+        this.domains.delete(m.domid);
+        this.host.setDomainExists(m.domid, false);
+        for (let i = 0; i < this.nrPcpus; i++) if (!r.hosts.includes(i)) this.workers[i]!.postMessage({ type: 'forget', domid: m.domid } satisfies MainToWorker);
+        r.mem.close();
+        r.destroyed?.();
         this.emit('destroyed', m.domid);
         return;
       }
@@ -201,6 +217,19 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
         return;
       case 'ready':
         return;
+    }
+  }
+
+  /** Passes a message between the workers holding one domain. */
+  private relay(m: Relay): void {
+    const r = this.domains.get(m.domid);
+    if (!r || r.pcpu < 0) return;
+    switch (m.type) {
+      case 'hcall': this.send(r.pcpu, m); return;
+      case 'hcall-done': this.send(m.to, m); return;
+      case 'physmap': for (const p of r.hosts) if (p !== r.pcpu) this.send(p, m); return;
+      case 'vcpu-up':
+      case 'vcpu-down': this.send(r.placement[m.vcpu]!, m); return;
     }
   }
 
@@ -249,7 +278,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     shared.set('isConsole', o.isConsole ? 1 : 0);
     shared.set('sharedInfoOffset', physmap.sharedInfoPage * PAGE_SIZE);
     shared.setVcpu(0, 'state', RUNSTATE.runnable);
-    const rec: DomainRecord = { domid, name: o.name, shared, mem, pcpu: -1, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, vm, vcpuFds: vcpus.map((v) => v.fd) };
+    const rec: DomainRecord = { domid, name: o.name, shared, mem, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, vm, vcpuFds: vcpus.map((v) => v.fd) };
     this.domains.set(domid, rec);
     this.host.setDomainExists(domid, true);
     this.pendingVcpus.set(domid, vcpus);
@@ -273,30 +302,46 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     for (const v of vcpus) v.release();
     rec.vm!.release();
     rec.memoryMap = memoryMap;
-    const pcpu = this.pickPcpu();
+    const placement = this.place(rec.shared.nrVcpus);
+    const pcpu = placement[0]!;
     rec.pcpu = pcpu;
+    rec.placement = placement;
+    rec.hosts = [...new Set(placement)];
+    rec.releasing = rec.hosts.length;
     const o = b.options;
     const spec: DomainSpec = {
       domid: b.domid, name: b.name, vmFd: rec.vm!.fd, memFd: b.mem.fd, layout: b.physmap.layout, vcpuFds: rec.vcpuFds,
       sharedSab: b.shared.sab, params: b.params,
       maxPages: b.maxPages, totPages: b.physmap.layout.ramPages,
-      timeBase: this.timeBase, tscKhz: this.tscKhz, handle: o.uuid ?? new Uint8Array(16), memoryMap,
+      timeBase: this.timeBase, tscKhz: this.tscKhz, handle: o.uuid ?? new Uint8Array(16), memoryMap, placement,
     };
     rec.spec = spec;
     b.shared.set('pauseCount', 0);
     // Every other worker learns of it first, so its vCPUs can send events to this domain.
     for (let i = 0; i < this.nrPcpus; i++) {
-      if (i !== pcpu) this.workers[i]!.postMessage({ type: 'known', domid: b.domid, sharedSab: b.shared.sab, memFd: b.mem.fd, bytes: b.physmap.bytes } satisfies MainToWorker);
+      if (!rec.hosts.includes(i)) this.workers[i]!.postMessage({ type: 'known', domid: b.domid, sharedSab: b.shared.sab, memFd: b.mem.fd, bytes: b.physmap.bytes } satisfies MainToWorker);
     }
+    // The other holders first: whatever the home worker relays to them later finds the domain there.
+    for (const p of rec.hosts) if (p !== pcpu) this.send(p, { type: 'adopt', spec });
     this.send(pcpu, { type: 'adopt', spec });
   }
 
-  private pickPcpu(): number {
+  /**
+   * Places each vCPU of a new domain on the least-loaded worker (counting
+   * vCPUs already placed, this domain's included), so a domain's vCPUs run in
+   * parallel when there are workers for them.
+   */
+  private place(nrVcpus: number): number[] {
     const load = new Array<number>(this.nrPcpus).fill(0);
-    for (const r of this.domains.values()) if (r.pcpu >= 0) load[r.pcpu]! += r.shared.nrVcpus;
-    let best = 0;
-    for (let i = 1; i < load.length; i++) if (load[i]! < load[best]!) best = i;
-    return best;
+    for (const r of this.domains.values()) for (const p of r.placement) load[p]!++;
+    const out: number[] = [];
+    for (let v = 0; v < nrVcpus; v++) {
+      let best = 0;
+      for (let i = 1; i < load.length; i++) if (load[i]! < load[best]!) best = i;
+      out.push(best);
+      load[best]!++;
+    }
+    return out;
   }
 
   private allocDomid(): number {
@@ -311,16 +356,14 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   pause(domid: number): void {
     const r = this.record(domid);
     r.shared.add('pauseCount', 1);
-    if (r.pcpu >= 0) {
-      this.send(r.pcpu, { type: 'pause', domid });
-      this.kickDomain(r);
-    }
+    for (const p of r.hosts) this.send(p, { type: 'pause', domid });
+    this.kickDomain(r);
   }
 
   unpause(domid: number): void {
     const r = this.record(domid);
     if (r.shared.get('pauseCount') > 0) r.shared.add('pauseCount', -1);
-    if (r.pcpu >= 0) this.send(r.pcpu, { type: 'unpause', domid });
+    for (const p of r.hosts) this.send(p, { type: 'unpause', domid });
   }
 
   /** Destroys a domain (any state); resolves when its worker has released it. */
@@ -339,19 +382,17 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       this.emit('destroyed', domid);
       return Promise.resolve();
     }
+    if (r.destroyed) return new Promise((resolve) => { const prev = r.destroyed!; r.destroyed = () => { prev(); resolve(); }; });
     return new Promise((resolve) => {
       r.destroyed = resolve;
-      this.send(r.pcpu, { type: 'destroy', domid });
+      for (const p of r.hosts) this.send(p, { type: 'destroy', domid });
       this.kickDomain(r);
     });
   }
 
   private kickDomain(r: DomainRecord): void {
     for (let v = 0; v < r.shared.nrVcpus; v++) {
-      if (r.shared.vcpu(v, 'state') === RUNSTATE.running) {
-        kick({ pid: process.pid, tid: this.tids[r.pcpu]! });
-        return;
-      }
+      if (r.shared.vcpu(v, 'state') === RUNSTATE.running) kick({ pid: process.pid, tid: this.tids[r.placement[v]!]! });
     }
   }
 
@@ -359,9 +400,11 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   wake(domid: number, vcpu: number): void {
     const r = this.domains.get(domid);
     if (!r || r.pcpu < 0) return;
+    const p = r.placement[vcpu];
+    if (p === undefined) return;
     const st = r.shared.vcpu(vcpu, 'state');
-    if (st === RUNSTATE.running) kick({ pid: process.pid, tid: this.tids[r.pcpu]! });
-    else if (st === RUNSTATE.blocked) this.send(r.pcpu, { type: 'wake', domid, vcpu });
+    if (st === RUNSTATE.running) kick({ pid: process.pid, tid: this.tids[p]! });
+    else if (st === RUNSTATE.blocked) this.send(p, { type: 'wake', domid, vcpu });
   }
 
   private record(domid: number): DomainRecord {

@@ -3,6 +3,23 @@
 // for one.
 
 import type { DomainSpec } from './domain.js';
+import type { CallerContext } from './hypercall.js';
+import type { Segment } from './physmap.js';
+
+/**
+ * A hypercall a vCPU made on a worker other than its domain's home, performed
+ * by the home worker (which owns the domain-wide state: physmap and KVM
+ * slots, grant table, reservation), as Xen's continue_hypercall_on_cpu.
+ */
+export interface ForwardedCall { domid: number; vcpu: number; nr: number; abi: 'x64' | 'x32'; args: bigint[]; context: CallerContext; from: number }
+export interface ForwardedResult { domid: number; vcpu: number; result: bigint; continuation: [number, bigint][] | null; to: number }
+
+/** Messages the main thread relays between workers holding the same domain. */
+export type Relay =
+  | ({ type: 'hcall' } & ForwardedCall)
+  | ({ type: 'hcall-done' } & ForwardedResult)
+  | { type: 'physmap'; domid: number; segments: Segment[] }
+  | { type: 'vcpu-up' | 'vcpu-down'; domid: number; vcpu: number };
 
 export type MainToWorker =
   | { type: 'adopt'; spec: DomainSpec }
@@ -13,6 +30,7 @@ export type MainToWorker =
   /** A domain exists (on whichever worker): enough to deliver events to it from this one. */
   | { type: 'known'; domid: number; sharedSab: SharedArrayBuffer; memFd: number; bytes: number }
   | { type: 'forget'; domid: number }
+  | Relay
   | { type: 'stop' };
 
 export type WorkerToMain =
@@ -20,5 +38,6 @@ export type WorkerToMain =
   | { type: 'adopted'; domid: number; error?: string }
   | { type: 'console'; domid: number; source: 'console_io' | 'debugport'; text: string; eol: boolean }
   | { type: 'shutdown'; domid: number; reason: number; detail: string }
-  | { type: 'destroyed'; domid: number }
+  | { type: 'destroyed'; domid: number; pcpu: number }
+  | Relay
   | { type: 'log'; level: 'info' | 'warn' | 'error'; text: string };

@@ -14,7 +14,9 @@ import { RUN, RUN_IO, RUN_MSR, RUN_INTERNAL, RUN_EMULATION_FAILURE, KVM_EXIT_IO_
 import { prepareVcpuThread, consumeKick, KickTimer } from '../kvm/kick.js';
 import { Domain, DomainSpec, VCpu } from './domain.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE } from './shared.js';
-import { doHypercall, Hcall } from './hypercall.js';
+import { doHypercall, beginHypercall, runHypercall, endHypercall, Hcall } from './hypercall.js';
+import { EPERM } from './errno.js';
+import { HYPERCALL } from './abi/xen.js';
 import { HYPERCALL_PORT, fillHypercallPage } from './x86/hypercall_page.js';
 import { XEN_HYPERCALL_MSR } from './x86/cpuid.js';
 import * as core from './evtchn_core.js';
@@ -25,7 +27,7 @@ import type { TimeBase } from './time.js';
 import type { SchedulerPolicy } from './sched/scheduler.js';
 import { RoundRobin } from './sched/rr.js';
 import { PAGE_SIZE } from './abi/xen.js';
-import type { WorkerToMain, MainToWorker } from './messages.js';
+import type { WorkerToMain, MainToWorker, ForwardedCall, ForwardedResult } from './messages.js';
 import { DOM0_DOORBELL } from './shared.js';
 // Hypercall families register themselves on import.
 import './version.js';
@@ -52,6 +54,9 @@ const IA32_TSC = 0x10;
 /** The debug console port (Xen's HVM debug port, as QEMU's debugcon). */
 const DEBUG_PORT = 0xe9;
 const MSR_ERROR_GP = 1;
+/** Families that change domain-wide state the home worker owns: a vCPU elsewhere has them done there. */
+const HOME_FAMILIES = new Set<number>([HYPERCALL.memory_op, HYPERCALL.grant_table_op, HYPERCALL.vm_assist, HYPERCALL.hvm_op]);
+const SCHEDOP_WATCHDOG = 6;
 
 class Pcpu {
   readonly kvm = Kvm.open();
@@ -71,6 +76,8 @@ class Pcpu {
   private readonly remote = new Map<number, { sharedSab: SharedArrayBuffer; memFd: number; bytes: number; ev?: core.EvtchnDomain; mem?: SharedMemory }>();
   /** Control messages read early (while looking for a 'known'), handled at the next drain. */
   private readonly deferred: MainToWorker[] = [];
+  /** Calls of local vCPUs being performed by their domain's home worker. */
+  private readonly awaiting = new Map<string, Hcall>();
   private readonly doorbell: number;
   readonly dom0Doorbell: Int32Array;
 
@@ -118,13 +125,17 @@ class Pcpu {
       shutdown: (d, reason) => this.shutdown(d, reason),
       // A guest timer set during a hypercall may fall before the armed preemption: re-arm after the exit.
       timerChanged: () => { this.timersDirty = true; },
+      // A vCPU placed on another worker: mark the shared state now (is_up answers at once), let its worker act.
       vcpuUp: (v) => {
-        v.online = true;
-        v.blocked = false;
-        v.setRunstate(RUNSTATE.runnable, v.dom.now());
-        if (v.dom.isRunnable()) this.sched.insert(v);
+        if (v.local) return this.vcpuUpLocal(v);
+        v.dom.shared.setVcpu(v.id, 'state', RUNSTATE.runnable);
+        this.post({ type: 'vcpu-up', domid: v.dom.domid, vcpu: v.id });
       },
-      vcpuDown: (v) => this.vcpuDown(v),
+      vcpuDown: (v) => {
+        if (v.local) return this.vcpuDown(v);
+        v.dom.shared.setVcpu(v.id, 'state', RUNSTATE.offline);
+        this.post({ type: 'vcpu-down', domid: v.dom.domid, vcpu: v.id });
+      },
     });
     setConsoleSink({
       line: (dom, source, text, eol) => this.post({ type: 'console', domid: dom.domid, source, text, eol }),
@@ -170,8 +181,23 @@ class Pcpu {
     if (this.host.isRunning(pc)) kick({ pid: process.pid, tid: this.host.tid(pc) });
   }
 
+  private vcpuUpLocal(v: VCpu): void {
+    if (v.online) return;
+    const now = v.dom.now();
+    v.online = true;
+    v.blocked = false;
+    v.runstateState = RUNSTATE.offline;
+    v.runstateEntry = now;
+    v.setRunstate(RUNSTATE.runnable, now);
+    if (v.dom.isRunnable()) this.sched.insert(v);
+  }
+
   /** Takes a vCPU offline (VCPUOP_down, HLT with interrupts off); the runqueue drops it at the next pick. */
   vcpuDown(v: VCpu): void {
+    if (!v.online) {
+      v.dom.shared.setVcpu(v.id, 'state', RUNSTATE.offline);
+      return;
+    }
     v.online = false;
     v.blocked = false;
     v.pollPorts = null;
@@ -208,15 +234,19 @@ class Pcpu {
   // --- domain lifecycle ---------------------------------------------------
 
   adopt(spec: DomainSpec): void {
-    const d = new Domain(this.kvm, spec, this.host);
-    d.shared.set('homePcpu', this.init.pcpu);
+    const d = new Domain(this.kvm, spec, this.host, this.init.pcpu);
     for (const v of d.vcpus) {
+      if (!v.local) continue;
       v.hw.setSignalMask(this.runMask);
       d.shared.setVcpu(v.id, 'pcpu', this.init.pcpu);
     }
+    this.remote.delete(d.domid);
     this.domains.set(d.domid, d);
-    d.updateWallclock();
-    d.shared.set('state', DOMSTATE.running);
+    if (d.isHome) {
+      d.shared.set('homePcpu', this.init.pcpu);
+      d.updateWallclock();
+      d.shared.set('state', DOMSTATE.running);
+    }
     for (const v of d.vcpus) {
       if (!v.online) continue;
       v.runstateEntry = d.now();
@@ -231,10 +261,11 @@ class Pcpu {
     const code = d.shared.get('shutdownCode');
     const r = code >= 0 ? code : reason;
     d.stopping = true;
-    d.shared.set('shutdownReason', r);
-    d.shared.set('state', r === SHUTDOWN.crash ? DOMSTATE.crashed : DOMSTATE.shutdown);
     flushConsole(d);
     this.sched.removeDomain(d.domid);
+    // Workers holding the same domain may race here: the one that moves the state reports it.
+    if (d.shared.cas('state', DOMSTATE.running, r === SHUTDOWN.crash ? DOMSTATE.crashed : DOMSTATE.shutdown) !== DOMSTATE.running) return;
+    d.shared.set('shutdownReason', r);
     const now = d.now();
     for (const v of d.vcpus) if (v.online) v.setRunstate(RUNSTATE.offline, now);
     this.post({ type: 'shutdown', domid: d.domid, reason: r, detail: detail ?? '' });
@@ -254,9 +285,9 @@ class Pcpu {
     }
     this.sched.removeDomain(domid);
     this.domains.delete(domid);
-    d.shared.set('state', DOMSTATE.dead);
+    if (d.isHome) d.shared.set('state', DOMSTATE.dead);
     d.close();
-    this.post({ type: 'destroyed', domid });
+    this.post({ type: 'destroyed', domid, pcpu: this.init.pcpu });
   }
 
   // --- control messages ---------------------------------------------------
@@ -308,6 +339,25 @@ class Pcpu {
         return;
       case 'known':
         return; // taken in readMail
+      case 'hcall':
+        this.performForHome(m);
+        return;
+      case 'hcall-done':
+        this.forwardedDone(m);
+        return;
+      case 'physmap': {
+        const d = this.domains.get(m.domid);
+        if (d && !d.isHome) d.physmap.load(m.segments);
+        return;
+      }
+      case 'vcpu-up':
+      case 'vcpu-down': {
+        const v = this.domains.get(m.domid)?.vcpus[m.vcpu];
+        if (!v?.local) return;
+        if (m.type === 'vcpu-up') this.vcpuUpLocal(v);
+        else this.vcpuDown(v);
+        return;
+      }
       case 'forget': {
         const r = this.remote.get(m.domid);
         r?.mem?.close();
@@ -324,7 +374,7 @@ class Pcpu {
     let next = 0n;
     const earliest = (t: bigint) => { if (t !== 0n && (next === 0n || t < next)) next = t; };
     for (const d of this.domains.values()) {
-      if (d.stopping) continue;
+      if (d.stopping || d.state !== DOMSTATE.running) continue;
       try {
         this.runDomainTimers(d, earliest);
       } catch (e) {
@@ -398,7 +448,7 @@ class Pcpu {
   private pick(): VCpu | null {
     // A vCPU of a paused domain is dropped here; the unpause message re-queues it.
     for (let v = this.sched.pick(this.nowSys()); v; v = this.sched.pick(this.nowSys())) {
-      if (v.dom.isRunnable() && v.online && !v.blocked) return v;
+      if (v.dom.isRunnable() && v.online && !v.blocked && !v.awaitingHome) return v;
     }
     return null;
   }
@@ -417,7 +467,7 @@ class Pcpu {
     const h = new Hcall(d, v);
     try {
       for (;;) {
-        if (!d.isRunnable() || v.blocked) break;
+        if (!d.isRunnable() || v.blocked || !v.online || v.awaitingHome) break;
         this.injectUpcall(v);
         const reason = hw.enter();
         if (reason === EXIT_INTERRUPTED) {
@@ -437,7 +487,11 @@ class Pcpu {
     this.host.setRunning(this.init.pcpu, false);
     this.current = null;
     const now = d.now();
-    if (d.stopping || !v.online) return;
+    if (d.stopping || !v.online || d.state !== DOMSTATE.running) return;
+    if (v.awaitingHome) {
+      v.setRunstate(RUNSTATE.runnable, now);
+      return; // back on the runqueue when the home worker answers
+    }
     if (v.blocked) v.setRunstate(RUNSTATE.blocked, now);
     else {
       v.setRunstate(RUNSTATE.runnable, now);
@@ -460,7 +514,7 @@ class Pcpu {
   private serviceInterrupt(v: VCpu, start: bigint): boolean {
     this.drainMailbox();
     const nextTimer = this.runTimers();
-    if (this.stopped || !v.dom.isRunnable()) return true;
+    if (this.stopped || !v.dom.isRunnable() || !v.online) return true;
     const slice = this.sched.slice(v, start);
     if (slice !== 0n && v.dom.now() - start >= slice) return true;
     // Someone may have become runnable meanwhile: make sure the slice will end.
@@ -475,7 +529,7 @@ class Pcpu {
    */
   private injectUpcall(v: VCpu): void {
     const d = v.dom;
-    const vector = v.upcallVector || d.shared.get('callbackVector');
+    const vector = d.shared.vcpu(v.id, 'upcallVector') || d.shared.get('callbackVector');
     if (!vector || !d.isUpcallPending(v)) {
       v.hw.requestInterruptWindow = false;
       return;
@@ -505,8 +559,13 @@ class Pcpu {
         // Without a hypercall page the port is just an empty I/O port (handled below).
         if (port === HYPERCALL_PORT && out && size === 4 && d.hypercallPageGfn >= 0) {
           const nr = run.getUint32(off, true);
+          if (!d.isHome) {
+            const r = this.forHome(h, nr);
+            if (r !== null) return r;
+          }
           const desched = doHypercall(h, nr);
-          return desched || d.stopping || v.blocked;
+          if (d.replicas.length && d.physmap.version !== this.publishedPhysmap.get(d.domid)) this.publishPhysmap(d);
+          return desched || d.stopping || v.blocked || !v.online;
         }
         if (port === DEBUG_PORT && out) {
           emitConsoleBytes(d, 'debugport', hw.runBytes.subarray(off, off + size * count));
@@ -565,6 +624,73 @@ class Pcpu {
         this.crash(d, `unexpected KVM exit ${EXIT_NAMES[reason] ?? reason} on vCPU ${v.id} at rip 0x${hw.rip.toString(16)}`);
         return true;
     }
+  }
+
+  // --- vCPUs of one domain on several workers ---------------------------------
+
+  private readonly publishedPhysmap = new Map<number, number>();
+
+  /** The home worker tells the others holding the domain that its physmap changed. */
+  private publishPhysmap(d: Domain): void {
+    this.publishedPhysmap.set(d.domid, d.physmap.version);
+    this.post({ type: 'physmap', domid: d.domid, segments: d.physmap.segments().map((x) => ({ ...x, slot: -1 })) });
+  }
+
+  /**
+   * On a worker that is not the domain's home: a call that changes
+   * domain-wide state is sent to the home worker, and the vCPU waits off the
+   * runqueue (other vCPUs run meanwhile). Null: not such a call, perform it
+   * here; else whether the vCPU leaves the pCPU.
+   */
+  private forHome(h: Hcall, nr: number): boolean | null {
+    if (!HOME_FAMILIES.has(nr) && nr !== HYPERCALL.sched_op) return null;
+    if (!beginHypercall(h, nr)) return endHypercall(h, -BigInt(EPERM));
+    if (nr === HYPERCALL.sched_op && h.int(0) !== SCHEDOP_WATCHDOG) {
+      // Only the watchdog is domain-wide: run the rest here, as decoded.
+      const desched = endHypercall(h, runHypercall(h));
+      return desched || h.dom.stopping || h.vcpu.blocked || !h.vcpu.online;
+    }
+    const v = h.vcpu;
+    v.awaitingHome = true;
+    this.awaiting.set(v.key, h);
+    this.post({ type: 'hcall', domid: h.dom.domid, vcpu: v.id, nr, abi: h.abi, args: [...h.args], context: h.context, from: this.init.pcpu });
+    return true;
+  }
+
+  /** The home worker performs a call a vCPU made elsewhere and sends the outcome back. */
+  private performForHome(m: ForwardedCall): void {
+    const d = this.domains.get(m.domid);
+    const v = d?.vcpus[m.vcpu];
+    if (!d || !v || d.stopping) return;
+    const h = new Hcall(d, v);
+    h.abi = m.abi;
+    h.nr = m.nr;
+    m.args.forEach((a, i) => { h.args[i] = a; });
+    h.context = m.context;
+    let result: bigint;
+    try {
+      result = runHypercall(h);
+    } catch (e) {
+      this.crash(d, `hypervisor error in hypercall ${m.nr} for vCPU ${m.vcpu}: ${e instanceof Error ? e.stack : String(e)}`);
+      return;
+    }
+    if (d.replicas.length && d.physmap.version !== this.publishedPhysmap.get(d.domid)) this.publishPhysmap(d);
+    const cont = h.continuation as Map<number, bigint> | null;
+    this.post({ type: 'hcall-done', domid: m.domid, vcpu: m.vcpu, result, continuation: cont ? [...cont] : null, to: m.from });
+  }
+
+  /** The home worker's answer: finish the call on the vCPU and let it run again. */
+  private forwardedDone(m: ForwardedResult): void {
+    const d = this.domains.get(m.domid);
+    const v = d?.vcpus[m.vcpu];
+    if (!d || !v) return;
+    const h = this.awaiting.get(v.key);
+    this.awaiting.delete(v.key);
+    v.awaitingHome = false;
+    if (!h) return;
+    h.continuation = m.continuation ? new Map(m.continuation) : null;
+    endHypercall(h, m.result);
+    if (d.isRunnable() && v.online && !v.blocked) this.sched.insert(v);
   }
 
   /** WRMSR to the hypercall MSR: page GPA | index (only index 0 exists). */

@@ -330,3 +330,18 @@ test('a map that would need more KVM slots than the host has is refused with -EN
   assert.deepEqual(p.segments().map((s) => ({ ...s })), before);
   assert.equal(p.hostPageOf(20), 20, 'the RAM page is still there');
 });
+
+describe('physmap: copies on other workers', () => {
+  test('a copy loaded with the owner\'s segments translates as the owner does; changes bump the version', () => {
+    const owner = new Physmap({ ramPages: 64, maxGrantFrames: 2, poolPages: 4 });
+    const copy = new Physmap({ ramPages: 64, maxGrantFrames: 2, poolPages: 4 });
+    const v0 = owner.version;
+    owner.map(10, owner.sharedInfoPage);
+    assert.ok(owner.version > v0);
+    assert.notEqual(copy.hostPageOf(10), owner.sharedInfoPage);
+    const before = copy.version;
+    copy.load(owner.segments());
+    assert.ok(copy.version > before);
+    for (const gfn of [0, 9, 10, 11, 63, 64]) assert.equal(copy.hostPageOf(gfn), owner.hostPageOf(gfn), `gfn ${gfn}`);
+  });
+});

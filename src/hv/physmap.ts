@@ -55,6 +55,8 @@ export class Physmap {
   private hostAddress = 0n;
   /** Last lookup, for runs of accesses to the same segment. */
   private last: Segment | null = null;
+  /** Bumped by every change of the map (so copies on other threads know to follow). */
+  version = 0;
 
   constructor(readonly layout: PhysmapLayout) {
     const lowMax = MMIO_HOLE_START / PAGE_SIZE;
@@ -147,6 +149,7 @@ export class Physmap {
     this.segs.splice(i, 1, ...pieces);
     for (const p of pieces) this.installSlot(p);
     this.last = null;
+    this.version++;
     return hp;
   }
 
@@ -163,6 +166,18 @@ export class Physmap {
   /** Snapshot of the segments (for tests and for handing the map to another thread). */
   segments(): readonly Segment[] {
     return this.segs;
+  }
+
+  /**
+   * Follows a map changed on another thread (a worker running some of the
+   * domain's vCPUs, while the home worker owns the KVM slots). Only for a
+   * map that is not attached to KVM.
+   */
+  load(segs: readonly Segment[]): void {
+    if (this.vm) throw new Error('physmap: load() is for copies, not the map that owns the KVM slots');
+    this.segs = segs.map((s) => ({ ...s, slot: -1 }));
+    this.last = null;
+    this.version++;
   }
 
   private find(gfn: number): Segment | null {
@@ -189,6 +204,7 @@ export class Physmap {
     this.segs.splice(i, 0, seg);
     if (install) this.installSlot(seg);
     this.last = null;
+    this.version++;
   }
 
   private installSlot(s: Segment): void {

@@ -91,20 +91,24 @@ const HDR = {
   isPrivileged: 13,
   isConsole: 14, // console_io allowed
   callbackVector: 15, // HVM_PARAM_CALLBACK_IRQ vector (type 2), 0 = none
+  hypercallPage: 16, // GFN + 1 of the hypercall page, 0 = none written yet
 } as const;
-const HDR_WORDS = 16;
+const HDR_WORDS = 24;
 
 const VCPU = {
   state: 0, // RUNSTATE
   pcpu: 1,
   vcpuInfoOffset: 2, // byte offset of this vCPU's vcpu_info in the memfd, -1 = none
-  // 3: free
+  flags: 3, // VCPU_FLAG_*
   upcallVector: 4, // per-vCPU vector from HVMOP_set_evtchn_upcall_vector, 0 = none
   pollMask: 5, // non-zero while blocked in SCHEDOP_poll
   cpuTimeLo: 6, // time spent running, microseconds (lo/hi)
   cpuTimeHi: 7,
 } as const;
 const VCPU_WORDS = 8;
+
+/** The vCPU has an initial register state (vCPU 0 from the builder, others from VCPUOP_initialise). */
+export const VCPU_FLAG_INITIALISED = 1;
 
 /** Port record: [state | notifyVcpu << 8, remoteDom or virq, remotePort, flags]. */
 export const PORT_WORDS = 4;
@@ -114,16 +118,22 @@ export class DomainShared {
   readonly w: Int32Array;
   readonly vcpuBase: number;
   readonly portBase: number;
+  /** (virq, vcpu) -> bound port, 0 = none: NR_VIRQS words per vCPU. */
+  readonly virqBase: number;
+  /** The domain's VIRQ bindings, as the event-channel core uses them, visible to every worker. */
+  readonly virqs: VirqTable;
 
   constructor(readonly sab: SharedArrayBuffer) {
     this.w = new Int32Array(sab);
     const nrVcpus = this.w[HDR.nrVcpus]!;
     this.vcpuBase = HDR_WORDS;
     this.portBase = HDR_WORDS + nrVcpus * VCPU_WORDS;
+    this.virqBase = this.portBase + (this.w[HDR.maxPort]! + 1) * PORT_WORDS;
+    this.virqs = new VirqTable(this.w, this.virqBase, nrVcpus);
   }
 
   static create(domid: number, nrVcpus: number, maxPort: number): DomainShared {
-    const words = HDR_WORDS + nrVcpus * VCPU_WORDS + (maxPort + 1) * PORT_WORDS;
+    const words = HDR_WORDS + nrVcpus * VCPU_WORDS + (maxPort + 1) * PORT_WORDS + nrVcpus * NR_VIRQ_SLOTS;
     const sab = new SharedArrayBuffer(words * 4);
     const w = new Int32Array(sab);
     w[HDR.nrVcpus] = nrVcpus;
@@ -197,6 +207,46 @@ export class DomainShared {
     } finally {
       Atomics.store(this.w, i, 0);
     }
+  }
+}
+
+/** Slots per vCPU in the VIRQ table (public/xen.h NR_VIRQS). */
+const NR_VIRQ_SLOTS = 24;
+
+/**
+ * VIRQ bindings keyed as the event-channel core keys them (virq * 65536 +
+ * vCPU), stored in the domain's SAB so a worker raising VIRQ_TIMER for its
+ * vCPU sees a binding another worker's vCPU made.
+ */
+export class VirqTable {
+  constructor(private readonly w: Int32Array, private readonly base: number, private readonly nrVcpus: number) {}
+
+  private index(key: number): number {
+    const virq = Math.floor(key / 65536);
+    const vcpu = key % 65536;
+    if (virq >= NR_VIRQ_SLOTS || vcpu >= this.nrVcpus) return -1;
+    return this.base + vcpu * NR_VIRQ_SLOTS + virq;
+  }
+
+  get(key: number): number | undefined {
+    const i = this.index(key);
+    const p = i < 0 ? 0 : Atomics.load(this.w, i);
+    return p === 0 ? undefined : p;
+  }
+
+  has(key: number): boolean {
+    return this.get(key) !== undefined;
+  }
+
+  set(key: number, port: number): void {
+    const i = this.index(key);
+    if (i < 0) throw new RangeError(`VIRQ key ${key} out of range`);
+    Atomics.store(this.w, i, port);
+  }
+
+  delete(key: number): void {
+    const i = this.index(key);
+    if (i >= 0) Atomics.store(this.w, i, 0);
   }
 }
 

@@ -65,21 +65,21 @@ function vcpuOp(h: Hcall): number {
     }
     case VCPUOP.up:
       if (!v.initialised) throw new XenError(EINVAL);
-      if (!v.online) schedHooks().vcpuUp(v);
+      if (!d.vcpuUp(v.id)) schedHooks().vcpuUp(v);
       return 0;
     case VCPUOP.down: {
       // The last vCPU going down powers the domain off (Xen's do_vcpu_op).
-      if (!d.vcpus.some((x) => x !== v && x.online)) {
+      if (!d.vcpus.some((x) => x !== v && d.vcpuUp(x.id))) {
         schedHooks().shutdown(d, SHUTDOWN.poweroff);
         h.deschedule = true;
         return 0;
       }
-      if (v.online) schedHooks().vcpuDown(v);
+      if (d.vcpuUp(v.id)) schedHooks().vcpuDown(v);
       if (v === h.vcpu) h.deschedule = true;
       return 0;
     }
     case VCPUOP.is_up:
-      return v.online ? 1 : 0;
+      return d.vcpuUp(v.id) ? 1 : 0;
     case VCPUOP.get_runstate_info:
       g.write(arg, runstateBytes(v, h.x32, d.now()));
       return 0;

@@ -1,0 +1,44 @@
+// The cross-thread domain records: what one worker writes, another sees.
+
+import { strict as assert } from 'node:assert';
+import { test } from 'node:test';
+import { DomainShared, RUNSTATE, VCPU_FLAG_INITIALISED } from './shared.js';
+import { bindVirq, close, raiseVirq, VIRQ, type EvtchnHost } from './evtchn_core.js';
+
+const host: EvtchnHost = { lookup: () => null, upcall: () => {}, wakePollers: () => {} };
+
+test('VIRQ bindings live in the shared record: a binding made through one view is raised through another', () => {
+  const a = DomainShared.create(5, 3, 63);
+  const b = new DomainShared(a.sab); // the same domain as a second worker holds it
+  const mem = new Uint8Array(8192);
+  a.set('sharedInfoOffset', 0);
+  const port = bindVirq({ shared: a, mem }, VIRQ.TIMER, 2, a.virqs);
+  assert.equal(b.virqs.get(VIRQ.TIMER * 65536 + 2), port);
+  assert.equal(b.virqs.has(VIRQ.TIMER * 65536 + 1), false);
+  assert.equal(raiseVirq(host, { shared: b, mem }, VIRQ.TIMER, 2, b.virqs), true);
+  assert.equal(raiseVirq(host, { shared: b, mem }, VIRQ.TIMER, 1, b.virqs), false, 'not bound on vCPU 1');
+  close(host, { shared: b, mem }, port, b.virqs);
+  assert.equal(a.virqs.get(VIRQ.TIMER * 65536 + 2), undefined, 'close forgets it for every view');
+  assert.throws(() => a.virqs.set(VIRQ.TIMER * 65536 + 3, 1), RangeError, 'no vCPU 3');
+  assert.equal(a.virqs.get(99 * 65536), undefined, 'out-of-range keys are simply unbound');
+});
+
+test('the VIRQ table does not overlap the port table or the vCPU records', () => {
+  const s = DomainShared.create(1, 2, 1023);
+  for (let v = 0; v < 2; v++) for (let q = 0; q < 24; q++) s.virqs.set(q * 65536 + v, 0x7fffffff);
+  assert.equal(s.vcpu(1, 'state'), RUNSTATE.offline);
+  assert.equal(s.w[s.portIndex(1023) + 3], 0, 'last port record untouched');
+  assert.equal(s.sab.byteLength / 4, s.virqBase + 2 * 24);
+});
+
+test('per-vCPU flags and time accounting are per vCPU', () => {
+  const s = DomainShared.create(1, 2, 63);
+  s.setVcpu(1, 'flags', VCPU_FLAG_INITIALISED);
+  assert.equal(s.vcpu(0, 'flags'), 0);
+  s.addCpuTimeUs(2 ** 32 - 1, 1);
+  s.addCpuTimeUs(5, 1);
+  s.addCpuTimeUs(7, 0);
+  assert.equal(s.vcpuCpuTimeUs(1), 2 ** 32 + 4);
+  assert.equal(s.vcpuCpuTimeUs(0), 7);
+  assert.equal(s.cpuTimeUs(), 2 ** 32 + 11);
+});
