@@ -119,6 +119,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   readonly dom0Mem = new SharedArrayBuffer(PAGE_SIZE);
   readonly dom0: core.EvtchnDomain = { shared: this.dom0Shared, mem: new Uint8Array(this.dom0Mem) };
   private readonly dom0Handlers = new Map<number, (port: number) => void>();
+  /** The control domain's VIRQ bindings (DOM_EXC: a domain shut down or died). */
+  private readonly dom0Virqs = new Map<number, number>();
   private readonly dom0Doorbell = new Int32Array(this.dom0Mem, DOM0_DOORBELL, 1);
   private stopping = false;
   readonly evtchnHost: core.EvtchnHost;
@@ -189,6 +191,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
         const r = this.domains.get(m.domid);
         if (r) this.kickDomain(r);
         this.emit('shutdown', m.domid, m.reason, m.detail);
+        this.raiseDomExc();
         return;
       }
       case 'hcall':
@@ -207,6 +210,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
         r.mem.close();
         r.destroyed?.();
         this.emit('destroyed', m.domid);
+        this.raiseDomExc();
         return;
       }
       case 'adopted':
@@ -470,6 +474,21 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     return port;
   }
 
+  /**
+   * Binds a global VIRQ of the control domain (EVTCHNOP_bind_virq on vCPU
+   * 0): VIRQ_DOM_EXC fires whenever a domain shuts down or is destroyed, as
+   * Xen raises it for the toolstack and xenstored (@releaseDomain).
+   */
+  bindDom0Virq(virq: number, handler: (port: number) => void): number {
+    const port = core.bindVirq(this.dom0, virq, 0, this.dom0Virqs);
+    this.dom0Handlers.set(port, handler);
+    return port;
+  }
+
+  private raiseDomExc(): void {
+    core.raiseVirq(this.evtchnHost, this.dom0, core.VIRQ.DOM_EXC, 0, this.dom0Virqs);
+  }
+
   /** Sends an event from the control domain on `port`. */
   notify(port: number): void {
     core.send(this.evtchnHost, this.dom0, port);
@@ -477,7 +496,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
 
   closeDom0(port: number): void {
     this.dom0Handlers.delete(port);
-    try { core.close(this.evtchnHost, this.dom0, port); } catch { /* already closed */ }
+    try { core.close(this.evtchnHost, this.dom0, port, this.dom0Virqs); } catch { /* already closed */ }
   }
 
   /** The control domain's upcall handler: scan pending & ~mask as a guest would. */
