@@ -4,7 +4,9 @@
 // the reserved grant entries, write the HVM params, set vCPU 0's entry state
 // and hand the domain to the hypervisor.
 
+import { readFileSync } from 'node:fs';
 import type { Hypervisor, DomainBuild } from '../hv/hypervisor.js';
+import type { DomainConfig } from './xl/config.js';
 import { parsePvhElf, loadPvh, pvhEntryState, PvhLoadResult } from '../hv/x86/pvh.js';
 import { buildPvhE820, encodeE820Xenmem, CONSOLE_RING_PFN as CONSOLE_GFN, XENSTORE_RING_PFN as STORE_GFN } from '../hv/x86/e820.js';
 import { HVM_PARAM } from '../hv/hvm.js';
@@ -37,6 +39,39 @@ export interface BuiltDomain {
   e820: Uint8Array;
 }
 
+
+/** A kernel or ramdisk that cannot be read (the message names the file and why). */
+export class ImageError extends Error {
+  constructor(readonly path: string, what: string, cause: NodeJS.ErrnoException) {
+    const why = cause.code === 'ENOENT' ? 'no such file' : cause.code === 'EACCES' ? 'permission denied' : cause.code === 'EISDIR' ? 'is a directory' : cause.message;
+    super(`cannot read ${what} '${path}': ${why}`);
+    this.name = 'ImageError';
+  }
+}
+
+function readImage(path: string, what: string): Uint8Array {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new ImageError(path, what, e as NodeJS.ErrnoException);
+  }
+}
+
+/** What the builder needs from an xl.cfg: the config's numbers plus the kernel and ramdisk read from disk. */
+export function buildConfigFor(cfg: DomainConfig): BuildConfig {
+  return {
+    name: cfg.name,
+    kernel: readImage(cfg.kernel, 'kernel'),
+    ramdisk: cfg.ramdisk ? readImage(cfg.ramdisk, 'ramdisk') : undefined,
+    cmdline: cfg.cmdline,
+    memoryMiB: cfg.memory,
+    maxMemMiB: cfg.maxmem,
+    vcpus: cfg.vcpus,
+    maxGrantFrames: cfg.maxGrantFrames,
+    // max_event_channels counts ports, the hypervisor takes the highest port number
+    maxEvtchnPort: cfg.maxEventChannels - 1,
+  };
+}
 
 /** Builds a paused PVH domain; the caller connects backends, then calls hv.startDomain. */
 export function buildPvhDomain(hv: Hypervisor, cfg: BuildConfig): BuiltDomain {

@@ -54,7 +54,7 @@ export interface DomainServices {
  * Writes libxl's xenstore skeleton for a domain (xen-abi.md §6): read-only
  * nodes owned by dom0 with read access for the domain, and the writable ones.
  */
-export async function writeSkeleton(c: LocalClient, d: { domid: number; name: string; uuid: string; memoryKiB: number; vcpus: number; storePort: number; storeGfn: number; consolePort: number; consoleGfn: number }): Promise<void> {
+export async function writeSkeleton(c: LocalClient, d: { domid: number; name: string; uuid: string; memoryKiB: number; maxMemKiB?: number; vcpus: number; storePort: number; storeGfn: number; consolePort: number; consoleGfn: number }): Promise<void> {
   const D = d.domid;
   const dom = `/local/domain/${D}`;
   const ro = ['n0', `r${D}`];
@@ -72,7 +72,7 @@ export async function writeSkeleton(c: LocalClient, d: { domid: number; name: st
   await w(`${dom}/cpu`, '');
   for (let i = 0; i < d.vcpus; i++) await w(`${dom}/cpu/${i}/availability`, 'online');
   await w(`${dom}/memory`, '');
-  await w(`${dom}/memory/static-max`, String(d.memoryKiB));
+  await w(`${dom}/memory/static-max`, String(d.maxMemKiB ?? d.memoryKiB));
   await w(`${dom}/memory/target`, String(d.memoryKiB));
   await w(`${dom}/memory/videoram`, '-1');
   await w(`${dom}/device`, '');
@@ -100,10 +100,15 @@ export async function writeSkeleton(c: LocalClient, d: { domid: number; name: st
 }
 
 /** Connects the console backend and xenstored to a built (not yet started) domain. */
-export async function connectServices(hv: Hypervisor, xs: Xenstored, client: LocalClient, d: BuiltDomain, opts: { name: string; uuid: string; vcpus: number; memoryKiB: number; output: (b: Uint8Array) => void }): Promise<DomainServices> {
+export async function connectServices(hv: Hypervisor, xs: Xenstored, client: LocalClient, d: BuiltDomain, opts: { name: string; uuid: string; vcpus: number; memoryKiB: number; maxMemKiB?: number; output: (b: Uint8Array) => void }): Promise<DomainServices> {
   const con = new ConsoleBackend(hv, d.domid, specialPageOffset(d.build, d.consoleGfn), d.consolePort, opts.output);
-  await writeSkeleton(client, { domid: d.domid, name: opts.name, uuid: opts.uuid, memoryKiB: opts.memoryKiB, vcpus: opts.vcpus, storePort: d.storePort, storeGfn: d.storeGfn, consolePort: d.consolePort, consoleGfn: d.consoleGfn });
-  await client.introduce(d.domid, d.storeGfn, d.storePort);
+  try {
+    await writeSkeleton(client, { domid: d.domid, name: opts.name, uuid: opts.uuid, memoryKiB: opts.memoryKiB, maxMemKiB: opts.maxMemKiB, vcpus: opts.vcpus, storePort: d.storePort, storeGfn: d.storeGfn, consolePort: d.consolePort, consoleGfn: d.consoleGfn });
+    await client.introduce(d.domid, d.storeGfn, d.storePort);
+  } catch (e) {
+    con.close();
+    throw e;
+  }
   return {
     console: con,
     close: () => {
@@ -111,4 +116,13 @@ export async function connectServices(hv: Hypervisor, xs: Xenstored, client: Loc
       try { xs.release(d.domid); } catch { /* not introduced */ }
     },
   };
+}
+
+/** libxl's tear-down of a domain's xenstore nodes (libxl__destroy_domid); `uuid` null keeps /vm/<uuid>. */
+export async function removeDomainNodes(c: LocalClient, domid: number, uuid: string | null): Promise<void> {
+  const paths = [`/local/domain/${domid}`, `/libxl/${domid}`];
+  if (uuid) paths.push(`/vm/${uuid}`);
+  for (const p of paths) {
+    try { await c.rm(p); } catch { /* already gone */ }
+  }
 }

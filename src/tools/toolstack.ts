@@ -1,22 +1,50 @@
 // The control domain's toolstack core (libxl's role), shared by `xenode run`,
-// `xenode demo` and later the daemon: one hypervisor, one xenstored, and for
-// each domain the builder, the console backend and the xenstore connection.
+// `xenode demo` and the daemon: one hypervisor, one xenstored, and for each
+// domain the builder, the console backend and the xenstore connection.
 
 import { randomUUID } from 'node:crypto';
 import { Hypervisor } from '../hv/hypervisor.js';
 import { Xenstored, LocalClient } from './xenstored/index.js';
 import { buildPvhDomain, startBuiltDomain, specialPageOffset, BuiltDomain, BuildConfig } from './builder.js';
-import { XenstoreRings, connectServices, DomainServices } from './services.js';
+import { XenstoreRings, connectServices, removeDomainNodes, DomainServices } from './services.js';
+
+/** The 16 bytes of a canonical UUID string (the domain handle Xen keeps). */
+export function uuidBytes(uuid: string): Uint8Array {
+  const hex = uuid.replace(/-/g, '');
+  if (!/^[0-9a-fA-F]{32}$/.test(hex)) throw new RangeError(`not a UUID: '${uuid}'`);
+  return Uint8Array.from(Buffer.from(hex, 'hex'));
+}
 
 export interface ToolstackOptions {
   pcpus?: number;
   /** xenstored log sink (default: stderr) */
   log?: (line: string) => void;
+  /** also serve xenstored on this Unix socket (for xenstore-* tools, XENSTORED_PATH) */
+  xenstoredSocket?: string;
+}
+
+export interface CreateOptions {
+  /** the domain's UUID (canonical text form); random when absent */
+  uuid?: string;
+  /** leave the domain paused after building it (xl create -p) */
+  paused?: boolean;
+  /** filled in with where the time went (ms) */
+  timings?: CreateTimings;
+}
+
+export interface CreateTimings {
+  /** domain creation, kernel load, rings, grant seeds */
+  build: number;
+  /** console backend, xenstore skeleton, INTRODUCE */
+  xenstore: number;
+  /** handing the domain to a pCPU (or pausing it) */
+  unpause: number;
 }
 
 export interface ToolstackDomain {
   domid: number;
   name: string;
+  uuid: string;
   built: BuiltDomain;
   services: DomainServices;
 }
@@ -38,7 +66,7 @@ export class Toolstack {
       const b = builds.get(domid);
       return b && gfn === b.storeGfn ? specialPageOffset(b.build, gfn) : null;
     });
-    const xs = new Xenstored({ hooks: rings, log: o.log });
+    const xs = new Xenstored({ hooks: rings, log: o.log, socketPath: o.xenstoredSocket });
     rings.xs = xs;
     await xs.start();
     return new Toolstack(hv, xs, new LocalClient(xs), builds);
@@ -49,32 +77,49 @@ export class Toolstack {
    * writes its xenstore skeleton and unpauses it. Throws (leaving nothing
    * behind) if the kernel cannot be loaded.
    */
-  async create(cfg: BuildConfig, output: (b: Uint8Array) => void): Promise<ToolstackDomain> {
-    const built = buildPvhDomain(this.hv, cfg);
+  async create(cfg: BuildConfig, output: (b: Uint8Array) => void, opts: CreateOptions = {}): Promise<ToolstackDomain> {
+    const t0 = performance.now();
+    const uuid = opts.uuid ?? randomUUID();
+    const built = buildPvhDomain(this.hv, { ...cfg, uuid: cfg.uuid ?? uuidBytes(uuid) });
     this.builds.set(built.domid, built);
+    const t1 = performance.now();
     let services: DomainServices;
     try {
       services = await connectServices(this.hv, this.xs, this.client, built, {
-        name: cfg.name, uuid: randomUUID(), vcpus: cfg.vcpus, memoryKiB: cfg.memoryMiB * 1024, output,
+        name: cfg.name, uuid, vcpus: cfg.vcpus, memoryKiB: cfg.memoryMiB * 1024, maxMemKiB: (cfg.maxMemMiB ?? cfg.memoryMiB) * 1024, output,
       });
     } catch (e) {
       this.builds.delete(built.domid);
       await this.hv.destroy(built.domid);
+      await removeDomainNodes(this.client, built.domid, uuid);
       throw e;
     }
-    const d: ToolstackDomain = { domid: built.domid, name: cfg.name, built, services };
+    const t2 = performance.now();
+    const d: ToolstackDomain = { domid: built.domid, name: cfg.name, uuid, built, services };
     this.live.set(d.domid, d);
     startBuiltDomain(this.hv, built);
+    // pauseCount lives in shared memory, so the worker never runs a vCPU before this lands
+    if (opts.paused) this.hv.pause(d.domid);
+    if (opts.timings) Object.assign(opts.timings, { build: t1 - t0, xenstore: t2 - t1, unpause: performance.now() - t2 });
     return d;
   }
 
-  /** Destroys a domain and releases it from xenstore (@releaseDomain fires). */
-  async destroy(domid: number): Promise<void> {
+  domain(domid: number): ToolstackDomain | undefined {
+    return this.live.get(domid);
+  }
+
+  /**
+   * Destroys a domain, releases it from xenstore (@releaseDomain fires) and
+   * removes its xenstore nodes as libxl does (/local/domain/<id>, /libxl/<id>,
+   * and /vm/<uuid> unless `keepVm`: a restarted domain reuses it).
+   */
+  async destroy(domid: number, o: { keepVm?: boolean } = {}): Promise<void> {
     const d = this.live.get(domid);
     this.live.delete(domid);
     d?.services.close();
     this.builds.delete(domid);
     await this.hv.destroy(domid);
+    await removeDomainNodes(this.client, domid, d && !o.keepVm ? d.uuid : null);
   }
 
   async shutdown(): Promise<void> {

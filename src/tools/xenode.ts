@@ -5,6 +5,7 @@
 type Main = (argv: string[]) => Promise<number>;
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Main> }> = {
+  daemon: { summary: 'run the host daemon (domains, xenstored, consoles, the API socket)', load: async () => (await import('./daemon/main.js')).main },
   demo: { summary: 'boot the sample guests together (the built-in demo system)', load: async () => (await import('./demo.js')).main },
   run: { summary: 'boot one domain in the foreground and stream its console', load: async () => (await import('./run.js')).main },
   xl: { summary: 'the xl toolstack CLI, talking to `xenode daemon` (docs/xl.md)', load: async () => (await import('./xl/cli.js')).main },

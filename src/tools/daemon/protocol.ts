@@ -76,12 +76,33 @@ export interface DomainChange {
   newDomid?: number;
 }
 
+/** Milliseconds spent in each step of a domain.create, measured inside the daemon. */
+export interface CreateTimings {
+  /** checking the config and reading the kernel/ramdisk */
+  parse: number;
+  /** domain, memory, vCPUs, kernel load, rings */
+  build: number;
+  /** console backend, xenstore skeleton, INTRODUCE */
+  xenstore: number;
+  /** handing it to a pCPU */
+  unpause: number;
+}
+
+export interface CreateRecord extends CreateTimings {
+  domid: number;
+  name: string;
+  /** request received to create answered */
+  total: number;
+  /** request received to the domain's first console byte; null if none yet */
+  firstByte: number | null;
+}
+
 /** `dom` is a domain id or a name, as xl accepts either. */
 type Dom = { dom: string | number };
 
 export interface Ops {
   hello: { args: Record<string, never>; result: { version: number; daemonPid: number; xenVersion: string; socket: string; stateDir: string } };
-  'domain.create': { args: { config: DomainConfig; paused?: boolean }; result: { domid: number; name: string } };
+  'domain.create': { args: { config: DomainConfig; paused?: boolean }; result: { domid: number; name: string; timings?: CreateTimings } };
   'domain.list': { args: Record<string, never>; result: DomainSummary[] };
   /** `xl list -l`: the stored config with the live summary */
   'domain.config': { args: Dom; result: { summary: DomainSummary; config: DomainConfig } };
@@ -107,4 +128,6 @@ export interface Ops {
   'stream.close': { args: { stream: number }; result: null };
   /** the path of xenstored's socket, for xenstore-* passthroughs */
   'xenstore.socket': { args: Record<string, never>; result: { path: string } };
+  /** diagnostics: where the time of recent creates went (the daemon keeps the last 1024) */
+  'host.timings': { args: Record<string, never>; result: { creates: CreateRecord[] } };
 }

@@ -1,0 +1,375 @@
+// The host daemon: one Toolstack (pCPU workers, xenstored, console backends),
+// the domains it runs, and the API socket serving protocol.ts. xenstored
+// also listens on its own socket next to the API one, so Xen's xenstore-*
+// tools work with XENSTORED_PATH.
+
+import os from 'node:os';
+import fs from 'node:fs';
+import net from 'node:net';
+import { Toolstack } from '../toolstack.js';
+import { XEN_MAJOR, XEN_MINOR } from '../../hv/abi/xen.js';
+import { EXTRAVERSION, CAPABILITIES, CHANGESET } from '../../hv/version.js';
+import { API_VERSION, type DomainSummary, type CreateRecord, type DomainChange } from './protocol.js';
+import { ApiServer, type Handlers } from './server.js';
+import { DomainManager, DEFAULT_POLICY, type DomainPolicy } from './domains.js';
+import { StateDir } from './state.js';
+import { ApiFailure, checkConfig, einval } from './validate.js';
+
+export interface DaemonOptions {
+  socketPath: string;
+  stateDir: string;
+  /** pCPU workers (default: one per host CPU) */
+  pcpus?: number;
+  policy?: Partial<DomainPolicy>;
+  /** bytes of hypervisor log kept for host.dmesg (default 64 KiB) */
+  dmesgBytes?: number;
+  /** also copy the daemon log here (e.g. stderr in the foreground) */
+  echo?: (line: string) => void;
+}
+
+/** The xenstored socket that goes with an API socket: xenode.sock -> xenode-xenstored.sock. */
+export function xenstoredSocketFor(apiSocket: string): string {
+  return apiSocket.replace(/(\.sock)?$/, '-xenstored.sock');
+}
+
+export class DaemonStartError extends Error {}
+
+/**
+ * Is someone serving `socketPath`? A daemon that answers hello is reported
+ * (pid); a socket file nobody listens on is stale and removed; anything else
+ * (a non-socket file, a listener that does not speak our protocol) refuses.
+ */
+export async function probeSocket(socketPath: string, timeoutMs = 2000): Promise<void> {
+  let st: fs.Stats;
+  try { st = fs.lstatSync(socketPath); } catch { return; }
+  if (!st.isSocket()) throw new DaemonStartError(`${socketPath} exists and is not a socket: refusing to replace it`);
+  const answer = await new Promise<{ pid: number } | 'stale' | 'foreign'>((resolve) => {
+    const s = net.createConnection(socketPath);
+    let buf = '';
+    const done = (r: { pid: number } | 'stale' | 'foreign') => { clearTimeout(t); s.destroy(); resolve(r); };
+    const t = setTimeout(() => done('foreign'), timeoutMs);
+    s.on('error', (e: NodeJS.ErrnoException) => done(e.code === 'ECONNREFUSED' || e.code === 'ENOENT' ? 'stale' : 'foreign'));
+    s.on('connect', () => s.write(JSON.stringify({ v: API_VERSION, id: 1, op: 'hello', args: {} }) + '\n'));
+    s.on('data', (d) => {
+      buf += d.toString();
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      try {
+        const r = JSON.parse(buf.slice(0, nl)) as { ok?: boolean; result?: { daemonPid?: number } };
+        done(r.ok && typeof r.result?.daemonPid === 'number' ? { pid: r.result.daemonPid } : 'foreign');
+      } catch { done('foreign'); }
+    });
+    s.on('close', () => done('stale'));
+  });
+  if (answer === 'stale') {
+    fs.unlinkSync(socketPath);
+    return;
+  }
+  if (answer === 'foreign') throw new DaemonStartError(`${socketPath} is in use by something that is not a xenode daemon`);
+  throw new DaemonStartError(`a xenode daemon (pid ${answer.pid}) is already serving ${socketPath}`);
+}
+
+/** The hypervisor's console ring as `xl dmesg` shows it: (XEN) lines, oldest dropped beyond the cap. */
+class Dmesg {
+  private lines: string[] = [];
+  private head = 0;
+  private bytes = 0;
+  constructor(private readonly cap: number) {}
+  add(line: string): void {
+    this.lines.push(line);
+    this.bytes += line.length + 1;
+    while (this.bytes > this.cap && this.head < this.lines.length - 1) this.bytes -= this.lines[this.head++]!.length + 1;
+    if (this.head > 1024) { this.lines = this.lines.slice(this.head); this.head = 0; }
+  }
+  text(): string {
+    const l = this.lines.slice(this.head);
+    return l.length ? l.join('\n') + '\n' : '';
+  }
+  clear(): void {
+    this.lines = [];
+    this.head = 0;
+    this.bytes = 0;
+  }
+}
+
+function bool(v: unknown, name: string): boolean | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'boolean') throw einval(`${name} must be true or false`);
+  return v;
+}
+
+function cpus(v: unknown, name: string): number[] | null {
+  if (v === null) return null;
+  if (!Array.isArray(v) || !v.every((c) => Number.isInteger(c))) throw einval(`${name} must be a list of pCPU numbers or null (all)`);
+  return v as number[];
+}
+
+export class Daemon {
+  private readonly dmesg: Dmesg;
+  private readonly creates: CreateRecord[] = [];
+  private stopped: Promise<void> | null = null;
+
+  private constructor(
+    readonly opts: DaemonOptions,
+    readonly state: StateDir,
+    readonly ts: Toolstack,
+    readonly domains: DomainManager,
+    readonly server: ApiServer,
+    readonly xenstoredSocket: string,
+    dmesg: Dmesg,
+  ) {
+    this.dmesg = dmesg;
+  }
+
+  get xenVersion(): string {
+    return `${XEN_MAJOR}.${XEN_MINOR}${EXTRAVERSION}`;
+  }
+
+  /** Starts everything; refuses (DaemonStartError) if a daemon already serves the socket. */
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    await probeSocket(opts.socketPath);
+    const state = new StateDir(opts.stateDir);
+    state.init();
+    const log = (m: string) => { state.log(m); opts.echo?.(m); };
+    const xsSock = xenstoredSocketFor(opts.socketPath);
+    const dmesg = new Dmesg(opts.dmesgBytes ?? 64 << 10);
+    let ts: Toolstack;
+    try {
+      ts = await Toolstack.start({ pcpus: opts.pcpus, log: (l) => log(`xenstored: ${l}`), xenstoredSocket: xsSock });
+    } catch (e) {
+      state.close();
+      throw e;
+    }
+    ts.hv.on('log', (level, text) => dmesg.add(`(XEN) ${level === 'info' ? '' : `${level}: `}${text}`));
+    dmesg.add(`(XEN) xenode hypervisor ${XEN_MAJOR}.${XEN_MINOR}${EXTRAVERSION} on Linux KVM, ${ts.hv.nrPcpus} pCPU worker(s)`);
+    const domains = new DomainManager(ts, state, { ...DEFAULT_POLICY, ...opts.policy }, log);
+    const holder: { d?: Daemon } = {};
+    const server = new ApiServer(opts.socketPath, makeHandlers(() => holder.d!), log);
+    const d = new Daemon(opts, state, ts, domains, server, xsSock, dmesg);
+    holder.d = d;
+    try {
+      await server.listen();
+    } catch (e) {
+      await ts.shutdown();
+      state.close();
+      throw e instanceof Error && /in use/.test(e.message) ? new DaemonStartError(e.message) : e;
+    }
+    log(`daemon started: pid ${process.pid}, API ${opts.socketPath}, xenstored ${xsSock}, state ${opts.stateDir}, ${ts.hv.nrPcpus} pCPU(s)`);
+    for (const r of state.staleDomains()) log(`${r.name}: domain ${r.domid} did not survive the previous daemon; dropping its record`);
+    state.clearDomains();
+    await d.autostart();
+    return d;
+  }
+
+  private async autostart(): Promise<void> {
+    const log = (m: string) => { this.state.log(m); this.opts.echo?.(m); };
+    for (const raw of this.state.autoConfigs((f, e) => log(`autostart: cannot read ${f}: ${e.message}`))) {
+      try {
+        const cfg = checkConfig(raw);
+        const r = await this.domains.create(cfg);
+        log(`autostart: ${cfg.name} started as domain ${r.domid}`);
+      } catch (e) {
+        log(`autostart: ${(raw as { name?: string }).name ?? '?'}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  recordCreate(r: CreateRecord): void {
+    this.creates.push(r);
+    if (this.creates.length > 1024) this.creates.shift();
+  }
+
+  get createRecords(): CreateRecord[] {
+    return this.creates;
+  }
+
+  dmesgText(clear: boolean): string {
+    const t = this.dmesg.text();
+    if (clear) this.dmesg.clear();
+    return t;
+  }
+
+  /** The control domain's row in `xl list`. */
+  dom0Summary(): DomainSummary {
+    const cpu = process.cpuUsage();
+    const n = this.ts.hv.nrPcpus;
+    return {
+      domid: 0, name: 'Domain-0', uuid: '00000000-0000-0000-0000-000000000000',
+      memory: Math.round(process.memoryUsage.rss() / 1024), maxmem: Math.round(os.totalmem() / 1024),
+      vcpus: n, onlineVcpus: n, running: true, blocked: false, paused: false, shutdown: false, crashed: false, dying: false,
+      shutdownReason: -1, cpuTime: (cpu.user + cpu.system) / 1e6, startTime: 0, seclabel: '',
+    };
+  }
+
+  /** SIGTERM/SIGINT: destroy every domain, close the socket, stop the hypervisor. */
+  stop(): Promise<void> {
+    this.stopped ??= (async () => {
+      this.state.log('daemon stopping');
+      await this.domains.destroyAll();
+      await this.server.close();
+      await this.ts.shutdown();
+      this.state.log('daemon stopped');
+      this.state.close();
+    })();
+    return this.stopped;
+  }
+}
+
+function makeHandlers(daemon: () => Daemon): Handlers {
+  const D = () => daemon().domains;
+  const one = (a: Record<string, unknown>) => D().resolve(a.dom);
+  return {
+    hello: () => {
+      const d = daemon();
+      return { version: API_VERSION, daemonPid: process.pid, xenVersion: d.xenVersion, socket: d.opts.socketPath, stateDir: d.opts.stateDir };
+    },
+
+    'domain.create': async (a) => {
+      const t0 = performance.now();
+      const config = checkConfig(a.config);
+      const paused = bool(a.paused, 'paused');
+      let firstByte: number | null = null;
+      let rec: CreateRecord | null = null;
+      const r = await D().create(config, {
+        paused, t0,
+        onFirstByte: (t) => { firstByte = t - t0; if (rec) rec.firstByte = firstByte; },
+      });
+      rec = { domid: r.domid, name: r.name, ...r.timings, total: performance.now() - t0, firstByte };
+      daemon().recordCreate(rec);
+      return { domid: r.domid, name: r.name, timings: r.timings };
+    },
+
+    'domain.list': () => [daemon().dom0Summary(), ...D().all().map((d) => D().summary(d))],
+
+    'domain.config': (a) => {
+      const d = one(a);
+      return { summary: D().summary(d), config: d.config };
+    },
+
+    'domain.resolve': (a) => {
+      if (a.dom === 0 || a.dom === '0' || a.dom === 'Domain-0') return { domid: 0, name: 'Domain-0' };
+      const d = one(a);
+      return { domid: d.domid, name: d.name };
+    },
+
+    'domain.destroy': async (a) => {
+      await D().destroy(one(a), 'destroyed on request', { forget: true });
+      return null;
+    },
+
+    'domain.shutdown': async (a) => {
+      const d = one(a);
+      const timeoutMs = a.timeoutMs;
+      if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0))) throw einval('timeoutMs must be a non-negative number');
+      const reason = await D().shutdown(d, { reboot: bool(a.reboot, 'reboot'), wait: bool(a.wait, 'wait'), force: bool(a.force, 'force'), timeoutMs: timeoutMs as number | undefined });
+      return { reason };
+    },
+
+    'domain.pause': (a) => { D().pause(one(a)); return null; },
+    'domain.unpause': (a) => { D().unpause(one(a)); return null; },
+    'domain.rename': async (a) => { await D().rename(one(a), a.name); return null; },
+
+    'console.attach': (a, { conn, id }) => {
+      const d = one(a);
+      if (d.state === 'dying') throw new ApiFailure('ENOENT', `domain ${d.domid} is being destroyed`);
+      const replay = bool(a.replay, 'replay');
+      const detach = d.console.attach({
+        data: (b) => conn.event({ id, event: 'console', data: b.toString('base64') }),
+        end: (reason) => conn.endStream(id, reason),
+      });
+      conn.streams.set(id, { kind: 'console', close: detach });
+      if (replay) {
+        const tail = d.console.tail();
+        // after the response, which the server sends when this handler returns
+        if (tail.length) queueMicrotask(() => conn.event({ id, event: 'console', data: tail.toString('base64') }));
+      }
+      return { domid: d.domid };
+    },
+
+    'console.write': (a) => {
+      const d = one(a);
+      if (typeof a.data !== 'string') throw einval('data must be base64 text');
+      const td = daemon().ts.domain(d.domid);
+      if (!td || d.state !== 'running') throw new ApiFailure('EINVAL', `domain ${d.domid} is not running`);
+      return { written: td.services.console.write(Buffer.from(a.data, 'base64')) };
+    },
+
+    'console.detach': (a, { conn }) => {
+      const s = typeof a.stream === 'number' ? conn.streams.get(a.stream) : undefined;
+      if (!s || s.kind !== 'console') throw new ApiFailure('ENOENT', `no console stream ${JSON.stringify(a.stream)} on this connection`);
+      conn.endStream(a.stream as number, 'detached');
+      return null;
+    },
+
+    'stream.close': (a, { conn }) => {
+      if (typeof a.stream !== 'number' || !conn.streams.has(a.stream)) throw new ApiFailure('ENOENT', `no stream ${JSON.stringify(a.stream)} on this connection`);
+      conn.endStream(a.stream, 'closed');
+      return null;
+    },
+
+    'events.subscribe': (_a, { conn, id }) => {
+      const listener = (change: DomainChange) => conn.event({ id, event: 'domain', change });
+      D().on('change', listener);
+      conn.streams.set(id, { kind: 'events', close: () => D().off('change', listener) });
+      return null;
+    },
+
+    'host.info': () => hostInfo(daemon()),
+
+    'host.dmesg': (a) => ({ text: daemon().dmesgText(bool(a.clear, 'clear') ?? false) }),
+
+    'host.timings': () => ({ creates: daemon().createRecords }),
+
+    'vcpu.list': (a) => {
+      const doms = a.dom === undefined ? D().all() : [one(a)];
+      return doms.flatMap((d) => D().vcpuList(d));
+    },
+
+    'vcpu.pin': (a) => {
+      const d = one(a);
+      const vcpu = a.vcpu === 'all' ? 'all' : a.vcpu;
+      if (vcpu !== 'all' && (typeof vcpu !== 'number' || !Number.isInteger(vcpu))) throw einval("vcpu must be a vCPU number or 'all'");
+      D().pin(d, vcpu as number | 'all', cpus(a.hard, 'hard'), a.soft === undefined ? undefined : cpus(a.soft, 'soft'));
+      return null;
+    },
+
+    'xenstore.socket': () => ({ path: daemon().xenstoredSocket }),
+  };
+}
+
+/** `xl info`'s fields that mean something here. */
+function hostInfo(d: Daemon): Record<string, string | number> {
+  const cpus = os.cpus();
+  const hv = d.ts.hv;
+  return {
+    host: os.hostname(),
+    release: os.release(),
+    version: os.version(),
+    machine: os.machine(),
+    nr_cpus: hv.nrPcpus,
+    max_cpu_id: hv.nrPcpus - 1,
+    nr_nodes: 1,
+    cores_per_socket: cpus.length,
+    threads_per_core: 1,
+    cpu_mhz: cpus[0]?.speed ?? 0,
+    virt_caps: 'pvh',
+    total_memory: Math.floor(os.totalmem() / 2 ** 20),
+    free_memory: Math.floor(os.freemem() / 2 ** 20),
+    xen_major: XEN_MAJOR,
+    xen_minor: XEN_MINOR,
+    xen_extra: EXTRAVERSION,
+    xen_version: d.xenVersion,
+    xen_caps: CAPABILITIES,
+    xen_scheduler: 'rr',
+    xen_pagesize: 4096,
+    platform_params: 'virt_start=0x0',
+    xen_changeset: CHANGESET,
+    xen_commandline: '',
+    cc_compiler: `node ${process.version}`,
+    xend_config_format: 4,
+    daemon_pid: process.pid,
+    daemon_uptime: Math.floor(d.domains.nsSinceBoot / 1e9),
+    nr_domains: d.domains.all().length,
+    xenstored_socket: d.xenstoredSocket,
+  };
+}

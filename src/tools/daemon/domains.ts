@@ -1,0 +1,490 @@
+// The daemon's domains (libxl + xl's domain-death handling): create from a
+// DomainConfig, keep each one's config, console and state, apply the
+// on_poweroff/on_reboot/on_crash/on_watchdog/on_soft_reset action when a
+// domain shuts down, shut domains down through control/shutdown, and report
+// every change as a DomainChange.
+
+import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import type { Toolstack, CreateTimings } from '../toolstack.js';
+import { buildConfigFor, ImageError } from '../builder.js';
+import { PvhLoadError } from '../../hv/x86/pvh.js';
+import { SHUTDOWN, SHUTDOWN_NAMES } from '../../hv/sched_op.js';
+import { RUNSTATE } from '../../hv/shared.js';
+import type { DomainConfig, ShutdownAction } from '../xl/config.js';
+import type { DomainChange, DomainSummary, VcpuSummary } from './protocol.js';
+import { DomainConsole, consoleLogPath } from './consoles.js';
+import type { StateDir } from './state.js';
+import { ApiFailure, checkName, einval } from './validate.js';
+
+export interface DomainPolicy {
+  /** wait between destroying a domain and re-creating it (xl sleeps 2 s) */
+  restartDelayMs: number;
+  /** restarts allowed within restartWindowMs before the domain is left shut down */
+  restartLimit: number;
+  restartWindowMs: number;
+}
+
+export const DEFAULT_POLICY: DomainPolicy = { restartDelayMs: 2000, restartLimit: 5, restartWindowMs: 60_000 };
+
+type State = 'running' | 'shutdown' | 'dying';
+
+interface Domain {
+  domid: number;
+  name: string;
+  config: DomainConfig;
+  console: DomainConsole;
+  /** ns since the daemon started */
+  startNs: number;
+  state: State;
+  shutdownReason: number;
+  /** restart times (ms) of this domain's line, for the restart-loop guard */
+  restarts: number[];
+  /** per-vCPU affinity set by vcpu.pin (null = from the config) */
+  pins: ({ hard: number[] | null; soft: number[] | null } | null)[];
+  /** resolves when the domain is gone or its shutdown action left it in place */
+  settled: Promise<number | null>;
+  settle: (reason: number | null) => void;
+  gone: Promise<void>;
+  markGone: () => void;
+}
+
+export interface CreateResult {
+  domid: number;
+  name: string;
+  timings: CreateTimings & { parse: number };
+}
+
+type Events = { change: [DomainChange] };
+
+/** xl's defaults when an action cannot be applied as configured. */
+function effectiveAction(a: ShutdownAction, log: (m: string) => void, name: string): 'destroy' | 'restart' | 'rename-restart' | 'preserve' {
+  switch (a) {
+    case 'coredump-destroy':
+      log(`${name}: on_* is coredump-destroy: core dumps are not supported yet, destroying without one`);
+      return 'destroy';
+    case 'coredump-restart':
+      log(`${name}: on_* is coredump-restart: core dumps are not supported yet, restarting without one`);
+      return 'restart';
+    case 'soft-reset':
+      log(`${name}: soft-reset is not supported yet (it needs the domain's memory kept): restarting the domain instead`);
+      return 'restart';
+    default:
+      return a;
+  }
+}
+
+/** libxl_domain_preserve's suffix: -YYYYMMDDTHHMMZ (UTC). */
+function preserveSuffix(d = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `-${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}T${p(d.getUTCHours())}${p(d.getUTCMinutes())}Z`;
+}
+
+export class DomainManager extends EventEmitter<Events> {
+  private readonly doms = new Map<number, Domain>();
+  /** names being created or between destroy and re-create of a restart */
+  private readonly reserved = new Set<string>();
+  private readonly bootNs = process.hrtime.bigint();
+  private stopping = false;
+  private readonly timers = new Set<NodeJS.Timeout>();
+
+  constructor(
+    readonly ts: Toolstack,
+    private readonly state: StateDir,
+    private readonly policy: DomainPolicy,
+    private readonly log: (m: string) => void,
+  ) {
+    super();
+    const hv = ts.hv;
+    hv.on('console', (domid, _src, text, eol) => {
+      this.doms.get(domid)?.console.write(Buffer.from(eol ? text + '\n' : text, 'latin1'));
+    });
+    hv.on('shutdown', (domid, reason, detail) => this.onShutdown(domid, reason, detail));
+    hv.on('destroyed', (domid) => {
+      // a domain the hypervisor lost by itself (a worker could not start it)
+      const d = this.doms.get(domid);
+      if (d && d.state !== 'dying') void this.destroy(d, 'the hypervisor destroyed it');
+    });
+  }
+
+  get nsSinceBoot(): number {
+    return Number(process.hrtime.bigint() - this.bootNs);
+  }
+
+  // --- lookup ----------------------------------------------------------------
+
+  /** A domain by id (number or digits) or name, as xl takes either. */
+  resolve(dom: unknown): Domain {
+    if (typeof dom === 'number' || (typeof dom === 'string' && /^\d+$/.test(dom))) {
+      const id = Number(dom);
+      if (!Number.isInteger(id) || id < 0) throw einval(`bad domain id ${JSON.stringify(dom)}`);
+      if (id === 0) throw new ApiFailure('EINVAL', 'domain 0 is the control domain (the daemon itself)');
+      const d = this.doms.get(id);
+      if (!d) throw new ApiFailure('ENOENT', `no domain with id ${id}`);
+      return d;
+    }
+    if (typeof dom !== 'string' || dom === '') throw einval('dom must be a domain id or name');
+    if (dom === 'Domain-0') throw new ApiFailure('EINVAL', 'Domain-0 is the control domain (the daemon itself)');
+    for (const d of this.doms.values()) if (d.name === dom) return d;
+    throw new ApiFailure('ENOENT', `no domain named '${dom}'`);
+  }
+
+  has(domid: number): boolean {
+    return this.doms.has(domid);
+  }
+
+  all(): Domain[] {
+    return [...this.doms.values()].sort((a, b) => a.domid - b.domid);
+  }
+
+  private nameTaken(name: string): boolean {
+    if (this.reserved.has(name) || name === 'Domain-0') return true;
+    for (const d of this.doms.values()) if (d.name === name) return true;
+    return false;
+  }
+
+  // --- create ----------------------------------------------------------------
+
+  /**
+   * Creates a domain from a checked config. `restartOf` carries a restarted
+   * domain's history (its name is already reserved by the restart).
+   */
+  async create(config: DomainConfig, o: { paused?: boolean; restartOf?: Domain; t0?: number; onFirstByte?: (t: number) => void } = {}): Promise<CreateResult> {
+    const t0 = o.t0 ?? performance.now();
+    if (this.stopping) throw new ApiFailure('EBUSY', 'the daemon is stopping');
+    if (!o.restartOf) {
+      if (this.nameTaken(config.name)) throw new ApiFailure('EEXIST', `a domain named '${config.name}' already exists`);
+      for (const d of this.doms.values()) {
+        if (d.config.uuid === config.uuid) throw new ApiFailure('EEXIST', `domain '${d.name}' (${d.domid}) already has uuid ${config.uuid}`);
+      }
+    }
+    this.reserved.add(config.name);
+    try {
+      let bc;
+      try {
+        bc = buildConfigFor(config);
+      } catch (e) {
+        throw e instanceof ImageError ? new ApiFailure('ENOENT', e.message) : e;
+      }
+      const tParsed = performance.now();
+      const console = new DomainConsole(consoleLogPath(this.state.dir, config.name));
+      if (o.onFirstByte) console.onFirstByte(o.onFirstByte);
+      const timings = {} as CreateTimings;
+      let td;
+      try {
+        td = await this.ts.create(bc, (b) => console.write(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), { uuid: config.uuid, paused: o.paused, timings });
+      } catch (e) {
+        if (e instanceof PvhLoadError) throw einval(`${config.kernel}: ${e.message}`);
+        if (e instanceof RangeError) throw einval(e.message);
+        throw e;
+      }
+      let settle!: (r: number | null) => void;
+      const settled = new Promise<number | null>((r) => { settle = r; });
+      let markGone!: () => void;
+      const gone = new Promise<void>((r) => { markGone = r; });
+      const d: Domain = {
+        domid: td.domid, name: config.name, config, console, startNs: this.nsSinceBoot, state: 'running', shutdownReason: -1,
+        restarts: o.restartOf?.restarts ?? [], pins: [], settled, settle, gone, markGone,
+      };
+      this.doms.set(d.domid, d);
+      this.persist(d);
+      if (config.autostart) this.state.saveAuto(config);
+      this.log(`${d.name}: created domain ${d.domid} (uuid ${config.uuid}, ${config.memory} MiB, ${config.vcpus} vCPU, kernel ${config.kernel})${o.paused ? ', paused' : ''}`);
+      this.emit('change', { domid: d.domid, name: d.name, what: 'created' });
+      return { domid: d.domid, name: d.name, timings: { parse: tParsed - t0, ...timings } };
+    } finally {
+      if (!o.restartOf) this.reserved.delete(config.name);
+    }
+  }
+
+  private persist(d: Domain): void {
+    try {
+      this.state.saveDomain({ domid: d.domid, name: d.name, uuid: d.config.uuid, created: new Date().toISOString(), config: d.config });
+    } catch (e) {
+      this.log(`${d.name}: cannot save its config: ${(e as Error).message}`);
+    }
+  }
+
+  // --- destroy ---------------------------------------------------------------
+
+  /**
+   * Destroys a domain: hypervisor, xenstore (@releaseDomain), console readers
+   * get `end`, its saved config goes. `forget` also drops the autostart entry
+   * (a user's destroy); `keepVm` leaves /vm/<uuid> for a restart.
+   */
+  async destroy(d: Domain, why: string, o: { forget?: boolean; keepVm?: boolean } = {}): Promise<void> {
+    if (d.state === 'dying') return d.gone;
+    d.state = 'dying';
+    try {
+      await this.ts.destroy(d.domid, { keepVm: o.keepVm });
+    } catch (e) {
+      this.log(`${d.name}: destroying domain ${d.domid}: ${(e as Error).message}`);
+    }
+    this.doms.delete(d.domid);
+    this.state.removeDomain(d.domid);
+    if (o.forget && d.config.autostart) this.state.removeAuto(d.config.uuid);
+    d.console.end('domain destroyed');
+    this.log(`${d.name}: domain ${d.domid} destroyed (${why})`);
+    this.emit('change', { domid: d.domid, name: d.name, what: 'destroyed' });
+    d.settle(d.shutdownReason >= 0 ? d.shutdownReason : null);
+    d.markGone();
+  }
+
+  /** Destroys everything (daemon stop): autostart entries stay. */
+  async destroyAll(): Promise<void> {
+    this.stopping = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    await Promise.all(this.all().map((d) => this.destroy(d, 'daemon stopping')));
+  }
+
+  // --- shutdown and its actions ---------------------------------------------
+
+  private onShutdown(domid: number, reason: number, detail: string): void {
+    const d = this.doms.get(domid);
+    if (!d || d.state !== 'running') return;
+    d.state = 'shutdown';
+    d.shutdownReason = reason;
+    const why = SHUTDOWN_NAMES[reason] ?? `reason ${reason}`;
+    this.log(`${d.name}: domain ${domid} shut down: ${why}${detail ? ` (${detail.split('\n')[0]})` : ''}`);
+    this.emit('change', { domid, name: d.name, what: 'shutdown', reason });
+    if (this.stopping) return;
+    void this.applyAction(d, reason).catch((e: unknown) => this.log(`${d.name}: shutdown action failed: ${e instanceof Error ? e.stack : String(e)}`));
+  }
+
+  private actionFor(c: DomainConfig, reason: number): ShutdownAction | null {
+    switch (reason) {
+      case SHUTDOWN.poweroff: return c.onPoweroff;
+      case SHUTDOWN.reboot: return c.onReboot;
+      case SHUTDOWN.crash: return c.onCrash;
+      case SHUTDOWN.watchdog: return c.onWatchdog;
+      case SHUTDOWN.soft_reset: return c.onSoftReset;
+      case SHUTDOWN.suspend: return null; // xl: "Domain has suspended": left for save/migrate
+      default: return 'destroy'; // xl: unknown reason code, destroying
+    }
+  }
+
+  private async applyAction(d: Domain, reason: number): Promise<void> {
+    const configured = this.actionFor(d.config, reason);
+    if (configured === null) {
+      this.log(`${d.name}: domain ${d.domid} has suspended; left as it is`);
+      d.settle(reason);
+      return;
+    }
+    const action = effectiveAction(configured, this.log, d.name);
+    this.log(`${d.name}: action for ${SHUTDOWN_NAMES[reason] ?? reason} is ${configured}`);
+    if (action === 'preserve') {
+      d.settle(reason);
+      return;
+    }
+    if (action === 'destroy') {
+      await this.destroy(d, `on_${SHUTDOWN_NAMES[reason] ?? 'shutdown'}=destroy`);
+      return;
+    }
+    // restart, rename-restart: guard against a domain that keeps dying
+    const now = Date.now();
+    d.restarts = d.restarts.filter((t) => now - t < this.policy.restartWindowMs);
+    if (d.restarts.length >= this.policy.restartLimit) {
+      this.log(`${d.name}: domain ${d.domid} restarted ${d.restarts.length} times within ${this.policy.restartWindowMs / 1000} s: not restarting it again, leaving it shut down (destroy it to clear)`);
+      d.settle(reason);
+      return;
+    }
+    d.restarts.push(now);
+    const oldId = d.domid;
+    const name = d.name;
+    const lineConfig = d.config; // the preserved copy gets a new name and uuid, the restarted one keeps these
+    this.reserved.add(name);
+    try {
+      if (action === 'rename-restart') {
+        await this.preserveUnderNewName(d);
+        d.settle(reason);
+      } else {
+        await this.destroy(d, `on_${SHUTDOWN_NAMES[reason] ?? 'shutdown'}=restart`, { keepVm: true });
+      }
+      if (this.policy.restartDelayMs > 0) {
+        await new Promise<void>((r) => {
+          const t = setTimeout(() => { this.timers.delete(t); r(); }, this.policy.restartDelayMs);
+          this.timers.add(t);
+        });
+      }
+      if (this.stopping) return;
+      const r = await this.create(lineConfig, { restartOf: d });
+      this.log(`${name}: restarted as domain ${r.domid} (was ${oldId})`);
+      this.emit('change', { domid: oldId, name, what: 'restarted', newDomid: r.domid });
+    } catch (e) {
+      this.log(`${name}: restart failed: ${e instanceof Error ? e.message : String(e)}`);
+    } finally {
+      this.reserved.delete(name);
+    }
+  }
+
+  /**
+   * libxl_domain_preserve: the shut-down domain stays, renamed <name>-<UTC
+   * time> with a fresh uuid, so the restarted one can have the name and uuid.
+   */
+  private async preserveUnderNewName(d: Domain): Promise<void> {
+    const base = d.name + preserveSuffix();
+    let newName = base;
+    for (let i = 1; this.nameTaken(newName); i++) newName = `${base}-${i}`;
+    const newUuid = randomUUID();
+    const oldName = d.name;
+    await this.renameInStore(d, newName, newUuid);
+    d.config = { ...d.config, name: newName, uuid: newUuid, autostart: false };
+    d.name = newName;
+    d.console.rename(consoleLogPath(this.state.dir, newName));
+    this.persist(d);
+    this.log(`${oldName}: preserving domain ${d.domid} as '${newName}' (uuid ${newUuid})`);
+    this.emit('change', { domid: d.domid, name: newName, what: 'renamed' });
+  }
+
+  private async renameInStore(d: Domain, name: string, uuid = d.config.uuid): Promise<void> {
+    const c = this.ts.client;
+    const dom = `/local/domain/${d.domid}`;
+    const tx = await c.transactionStart();
+    try {
+      if (uuid !== d.config.uuid) {
+        const vm = `/vm/${uuid}`;
+        await c.write(vm, '', tx);
+        await c.write(`${vm}/uuid`, uuid, tx);
+        await c.write(`${vm}/name`, name, tx);
+        await c.write(`${dom}/vm`, vm, tx);
+      } else {
+        await c.write(`/vm/${uuid}/name`, name, tx);
+      }
+      await c.write(`${dom}/name`, name, tx);
+      await c.transactionEnd(tx, true);
+    } catch (e) {
+      await c.transactionEnd(tx, false).catch(() => {});
+      throw e;
+    }
+  }
+
+  /**
+   * SCHEDOP_remote_shutdown as the toolstack sees it (xl shutdown -F on a
+   * guest without PV control): the hypervisor has no call for it yet, so the
+   * domain is paused and treated as shut down with `reason`; its action runs.
+   */
+  forceShutdown(d: Domain, reason: number): void {
+    if (d.state !== 'running') return;
+    try { this.ts.hv.pause(d.domid); } catch { /* already gone */ }
+    this.ts.domain(d.domid)?.services.console.drain();
+    this.ts.xs.domainDied(d.domid);
+    this.log(`${d.name}: forced shutdown (${SHUTDOWN_NAMES[reason]}): the domain is paused and treated as shut down (no hypervisor remote_shutdown yet)`);
+    this.onShutdown(d.domid, reason, 'forced by the toolstack');
+  }
+
+  /**
+   * libxl_domain_shutdown/reboot: write control/shutdown when the guest
+   * advertises control/feature-poweroff (or -reboot); otherwise only `force`
+   * can shut it down (xl shutdown -F). With `wait` or `force`, waits up to
+   * timeoutMs for the domain to go (or settle in its preserved state).
+   */
+  async shutdown(d: Domain, o: { reboot?: boolean; wait?: boolean; force?: boolean; timeoutMs?: number }): Promise<number | null> {
+    if (d.state === 'dying') throw new ApiFailure('EBUSY', `domain ${d.domid} is already being destroyed`);
+    const reason = o.reboot ? SHUTDOWN.reboot : SHUTDOWN.poweroff;
+    if (d.state === 'running') {
+      const word = o.reboot ? 'reboot' : 'poweroff';
+      const c = this.ts.client;
+      const dom = `/local/domain/${d.domid}`;
+      const feature = await c.tryRead(`${dom}/control/feature-${word}`);
+      if (feature === '1') {
+        await c.write(`${dom}/control/shutdown`, word);
+        this.log(`${d.name}: asked domain ${d.domid} to ${word} (control/shutdown)`);
+      } else if (o.force) {
+        this.forceShutdown(d, reason);
+      } else {
+        throw new ApiFailure('EOPNOTSUPP', `domain ${d.domid} has no PV control interface (control/feature-${word} is not set): it cannot be asked to ${word}; use force (xl ${o.reboot ? 'reboot' : 'shutdown'} -F)`);
+      }
+    }
+    if (!o.wait && !o.force) return null;
+    const limit = o.timeoutMs ?? (o.force ? 10_000 : 0);
+    if (limit <= 0) return d.settled;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), limit); });
+    const r = await Promise.race([d.settled, timedOut]);
+    clearTimeout(timer);
+    if (r !== 'timeout') return r;
+    if (!o.force) throw new ApiFailure('ETIMEDOUT', `domain ${d.domid} did not shut down within ${limit} ms`);
+    this.forceShutdown(d, reason);
+    return d.settled;
+  }
+
+  // --- other controls ---------------------------------------------------------
+
+  pause(d: Domain): void {
+    if (d.state === 'dying') throw new ApiFailure('EBUSY', `domain ${d.domid} is being destroyed`);
+    this.ts.hv.pause(d.domid);
+    this.emit('change', { domid: d.domid, name: d.name, what: 'paused' });
+  }
+
+  unpause(d: Domain): void {
+    if (d.state === 'dying') throw new ApiFailure('EBUSY', `domain ${d.domid} is being destroyed`);
+    if (!this.ts.hv.info(d.domid)?.paused) throw new ApiFailure('EINVAL', `domain ${d.domid} is not paused`);
+    this.ts.hv.unpause(d.domid);
+    this.emit('change', { domid: d.domid, name: d.name, what: 'unpaused' });
+  }
+
+  async rename(d: Domain, name: unknown): Promise<void> {
+    const newName = checkName(name);
+    if (newName === d.name) return;
+    if (this.nameTaken(newName)) throw new ApiFailure('EEXIST', `a domain named '${newName}' already exists`);
+    await this.renameInStore(d, newName);
+    const old = d.name;
+    d.config = { ...d.config, name: newName };
+    d.name = newName;
+    d.console.rename(consoleLogPath(this.state.dir, newName));
+    this.persist(d);
+    if (d.config.autostart) this.state.saveAuto(d.config);
+    this.log(`${old}: renamed to '${newName}'`);
+    this.emit('change', { domid: d.domid, name: newName, what: 'renamed' });
+  }
+
+  pin(d: Domain, vcpu: number | 'all', hard: number[] | null, soft: number[] | null | undefined): void {
+    const n = d.config.vcpus;
+    const ids = vcpu === 'all' ? [...Array(n).keys()] : [vcpu];
+    for (const v of ids) {
+      if (!Number.isInteger(v) || v < 0 || v >= n) throw einval(`domain ${d.domid} has no vCPU ${v}`);
+    }
+    for (const c of [...(hard ?? []), ...(soft ?? [])]) {
+      if (!Number.isInteger(c) || c < 0 || c >= this.ts.hv.nrPcpus) throw einval(`no pCPU ${c} (this host has ${this.ts.hv.nrPcpus})`);
+    }
+    for (const v of ids) {
+      const cur = d.pins[v] ?? { hard: d.config.cpus, soft: d.config.cpusSoft };
+      d.pins[v] = { hard, soft: soft === undefined ? cur.soft : soft };
+    }
+    this.log(`${d.name}: vCPU ${vcpu} affinity set to hard ${hard ? hard.join(',') : 'all'} (recorded; the scheduler does not apply affinity yet)`);
+  }
+
+  // --- views ------------------------------------------------------------------
+
+  summary(d: Domain): DomainSummary {
+    const info = this.ts.hv.info(d.domid);
+    const vcpus = this.ts.hv.vcpus(d.domid);
+    const shutdown = d.state === 'shutdown';
+    const live = !shutdown && d.state === 'running';
+    const online = vcpus.filter((v) => v.state !== RUNSTATE.offline);
+    const running = live && online.some((v) => v.state === RUNSTATE.running);
+    return {
+      domid: d.domid, name: d.name, uuid: d.config.uuid,
+      memory: info?.memoryKiB ?? d.config.memory * 1024, maxmem: d.config.maxmem * 1024,
+      vcpus: info?.vcpus ?? d.config.vcpus, onlineVcpus: info?.onlineVcpus ?? 0,
+      running, blocked: live && !running && online.length > 0 && online.every((v) => v.state === RUNSTATE.blocked),
+      paused: info?.paused ?? false, shutdown, crashed: shutdown && d.shutdownReason === SHUTDOWN.crash, dying: d.state === 'dying',
+      shutdownReason: shutdown ? d.shutdownReason : -1,
+      cpuTime: (info?.cpuTimeUs ?? 0) / 1e6, startTime: d.startNs, seclabel: d.config.seclabel ?? '',
+    };
+  }
+
+  vcpuList(d: Domain): VcpuSummary[] {
+    const names = ['running', 'runnable', 'blocked', 'offline'] as const;
+    return this.ts.hv.vcpus(d.domid).map((v) => {
+      const pin = d.pins[v.vcpu] ?? { hard: d.config.cpus, soft: d.config.cpusSoft };
+      return {
+        domid: d.domid, name: d.name, vcpu: v.vcpu, pcpu: v.state === RUNSTATE.offline ? -1 : v.pcpu,
+        state: names[v.state] ?? 'offline', cpuTime: v.cpuTimeUs / 1e6, hard: pin.hard, soft: pin.soft,
+      };
+    });
+  }
+}
+
+export type { Domain };

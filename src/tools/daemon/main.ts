@@ -1,0 +1,81 @@
+// `xenode daemon`: run the host daemon in the foreground (as a service
+// manager expects). SIGTERM/SIGINT destroy the domains and exit 0.
+
+import { parseArgs } from 'node:util';
+import { defaultSocketPath, defaultStateDir } from './client.js';
+import { Daemon, DaemonStartError } from './daemon.js';
+
+const USAGE = `usage: xenode daemon [--socket PATH] [--state-dir DIR] [--pcpus N] [--restart-delay MS]
+                     [--restart-limit N] [--verbose]
+
+Runs the xenode host daemon: the hypervisor's pCPU workers, xenstored, the
+console backends, and the API on a Unix socket (docs/api.md).
+
+  --socket PATH        API socket (default: $XENODE_SOCKET, <state>/xenode.sock when
+                       $XENODE_STATE_DIR is set, /run/xenode/xenode.sock for root,
+                       $XDG_RUNTIME_DIR/xenode/xenode.sock otherwise)
+  --state-dir DIR      configs, logs, consoles (default: $XENODE_STATE_DIR,
+                       /var/lib/xenode for root, ~/.local/state/xenode otherwise)
+  --pcpus N            pCPU workers (default: one per host CPU)
+  --restart-delay MS   pause before re-creating a restarted domain (default 2000, as xl)
+  --restart-limit N    restarts allowed per minute before a domain is left shut down (default 5)
+  --verbose            copy the daemon log to stderr`;
+
+function intOpt(v: string | undefined, name: string, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got '${v}'`);
+  return n;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let values;
+  let pcpus, restartDelayMs, restartLimit;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        socket: { type: 'string' },
+        'state-dir': { type: 'string' },
+        pcpus: { type: 'string' },
+        'restart-delay': { type: 'string' },
+        'restart-limit': { type: 'string' },
+        verbose: { type: 'boolean', short: 'v', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    }));
+    pcpus = intOpt(values.pcpus, 'pcpus', 1);
+    restartDelayMs = intOpt(values['restart-delay'], 'restart-delay', 0);
+    restartLimit = intOpt(values['restart-limit'], 'restart-limit', 0);
+  } catch (e) {
+    console.error(`xenode daemon: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) { console.log(USAGE); return 0; }
+  const env = { ...process.env };
+  if (values['state-dir']) env.XENODE_STATE_DIR = values['state-dir'];
+  const stateDir = defaultStateDir(env);
+  const socketPath = values.socket ?? defaultSocketPath(env);
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.start({
+      socketPath, stateDir, pcpus,
+      policy: { ...(restartDelayMs !== undefined && { restartDelayMs }), ...(restartLimit !== undefined && { restartLimit }) },
+      echo: values.verbose ? (l) => process.stderr.write(`xenode daemon: ${l}\n`) : undefined,
+    });
+  } catch (e) {
+    console.error(`xenode daemon: ${e instanceof DaemonStartError ? e.message : e instanceof Error ? e.message : String(e)}`);
+    return 1;
+  }
+  process.stderr.write(`xenode daemon: listening on ${socketPath} (pid ${process.pid}, state ${stateDir})\n`);
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      process.stderr.write(`xenode daemon: ${sig}: destroying domains and stopping\n`);
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await daemon.stop();
+  return 0;
+}
