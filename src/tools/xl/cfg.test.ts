@@ -290,8 +290,8 @@ test('memory and maxmem in MiB; maxmem defaults to memory and may not be below i
   assert.deepEqual([convert('memory = 64').c.memory, convert('memory = 64').c.maxmem], [64, 64]);
   assert.deepEqual([convert('memory = 64\nmaxmem = 128').c.memory, convert('memory = 64\nmaxmem = 128').c.maxmem], [64, 128]);
   assert.equal(convertError('memory = 64\nmaxmem = 32'), 'hello.cfg:4:10: maxmem (32 MiB) must not be below memory (64 MiB)');
-  assert.equal(convertError('memory = 0'), "hello.cfg:3:10: 'memory' is 0, outside 1..2147483647");
-  assert.equal(convertError('memory = 99999999999999999999999'), "hello.cfg:3:10: 'memory' is 99999999999999999999999, outside 1..2147483647");
+  assert.equal(convertError('memory = 0'), "hello.cfg:3:10: 'memory' is 0, outside 1..1048576");
+  assert.equal(convertError('memory = 99999999999999999999999'), "hello.cfg:3:10: 'memory' is 99999999999999999999999, outside 1..1048576");
 });
 
 test('a number may be written as a string holding one, as xl converts both', () => {
@@ -389,7 +389,8 @@ test('pool and scheduling parameters are stored under sched', () => {
 test('max_grant_frames (libxl default 64) and max_event_channels (1023)', () => {
   const { c } = convert('max_grant_frames = 32\nmax_event_channels = 4095');
   assert.deepEqual([c.maxGrantFrames, c.maxEventChannels], [32, 4095]);
-  assert.equal(convertError('max_event_channels = 0x20001'), "hello.cfg:3:22: 'max_event_channels' is 131073, outside 1..131072");
+  assert.equal(convertError('max_event_channels = 0x1001'), "hello.cfg:3:22: 'max_event_channels' is 4097, outside 1..4096");
+  assert.equal(convertError('max_grant_frames = 4097'), "hello.cfg:3:20: 'max_grant_frames' is 4097, outside 1..4096");
 });
 
 test('seclabel and init_seclabel are FLASK labels', () => {
@@ -442,7 +443,7 @@ test('wrong types are errors at the value', () => {
 test('command-line overrides apply before validation (xl create cfg memory=64)', () => {
   const { c } = convert('memory = 32\n', ['memory=64', 'name="other"']);
   assert.deepEqual([c.memory, c.name], [64, 'other']);
-  assert.equal(convertError('', ['memory=0']), "<command line>:1:8: 'memory' is 0, outside 1..2147483647");
+  assert.equal(convertError('', ['memory=0']), "<command line>:1:8: 'memory' is 0, outside 1..1048576");
 });
 
 // ---- writing -------------------------------------------------------------

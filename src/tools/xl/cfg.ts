@@ -348,8 +348,14 @@ export const DEFAULTS = {
 
 /** HVM_MAX_VCPUS (xen/include/public/hvm/hvm_info_table.h), the vCPU limit of an HVM/PVH domain. */
 export const MAX_VCPUS = 128;
-/** EVTCHN_FIFO_NR_CHANNELS (xen/include/public/event_channel.h), the largest event-channel space. */
-const MAX_EVENT_CHANNELS = 1 << 17;
+/**
+ * xenode implements the 2-level event-channel ABI only: EVTCHN_2L_NR_CHANNELS
+ * (xen/include/public/event_channel.h) for a 64-bit guest, 64 * 64.
+ */
+const MAX_EVENT_CHANNELS = 4096;
+/** The daemon's limits (src/tools/daemon/validate.ts): 1 TiB of memory, 4096 grant-table frames. */
+const MAX_MEMORY_MIB = 1 << 20;
+const MAX_GRANT_FRAMES = 4096;
 const MAX_NAME_BYTES = 64;
 const INT_MAX = 0x7fffffff;
 
@@ -478,9 +484,9 @@ class Converter {
     const name = this.name();
     const uuid = this.uuid();
 
-    const memory = this.number('memory', 1, INT_MAX) ?? DEFAULTS.memory;
+    const memory = this.number('memory', 1, MAX_MEMORY_MIB) ?? DEFAULTS.memory;
     const maxmemAt = this.cfg.get('maxmem');
-    const maxmem = this.number('maxmem', 1, INT_MAX) ?? memory;
+    const maxmem = this.number('maxmem', 1, MAX_MEMORY_MIB) ?? memory;
     if (maxmem < memory) this.fail(maxmemAt!.value.pos, `maxmem (${maxmem} MiB) must not be below memory (${memory} MiB)`);
 
     const vcpus = this.number('vcpus', 1, MAX_VCPUS) ?? DEFAULTS.vcpus;
@@ -507,7 +513,7 @@ class Converter {
       onWatchdog: this.action('on_watchdog', DEFAULTS.onWatchdog),
       onSoftReset: this.action('on_soft_reset', DEFAULTS.onSoftReset),
       sched: this.sched(maxvcpus),
-      maxGrantFrames: this.number('max_grant_frames', 1, INT_MAX) ?? DEFAULTS.maxGrantFrames,
+      maxGrantFrames: this.number('max_grant_frames', 1, MAX_GRANT_FRAMES) ?? DEFAULTS.maxGrantFrames,
       maxEventChannels: this.number('max_event_channels', 1, MAX_EVENT_CHANNELS) ?? DEFAULTS.maxEventChannels,
       disks: this.disks(),
       vifs: this.vifs(),
