@@ -147,17 +147,19 @@ export class Daemon {
     const server = new ApiServer(opts.socketPath, makeHandlers(() => holder.d!), log);
     const d = new Daemon(opts, state, ts, domains, server, xsSock, dmesg);
     holder.d = d;
+    for (const r of state.staleDomains()) log(`${r.name}: domain ${r.domid} did not survive the previous daemon; dropping its record`);
+    state.clearDomains();
+    // before listening: once the socket answers, autostart domains are there
+    await d.autostart();
     try {
       await server.listen();
     } catch (e) {
+      await domains.destroyAll();
       await ts.shutdown();
       state.close();
       throw e instanceof Error && /in use/.test(e.message) ? new DaemonStartError(e.message) : e;
     }
     log(`daemon started: pid ${process.pid}, API ${opts.socketPath}, xenstored ${xsSock}, state ${opts.stateDir}, ${ts.hv.nrPcpus} pCPU(s)`);
-    for (const r of state.staleDomains()) log(`${r.name}: domain ${r.domid} did not survive the previous daemon; dropping its record`);
-    state.clearDomains();
-    await d.autostart();
     return d;
   }
 

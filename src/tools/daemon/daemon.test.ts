@@ -1,0 +1,352 @@
+// The host daemon through its API (DaemonClient) against a real `xenode
+// daemon` process: domain life cycle, consoles, shutdown actions, errors,
+// the state directory, single instance and signals, and the xenstore view
+// Xen's own tools get.
+
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { needsKvm } from '../../kvm/testing.js';
+import { DaemonClient, ApiCallError } from './client.js';
+import type { DomainChange } from './protocol.js';
+import type { DomainConfig } from '../xl/config.js';
+import { SocketClient } from '../xenstored/client.js';
+import { which } from '../xenstored/helpers.js';
+import { startDaemon, spawnDaemon, tmpStateDir, guest, until, type TestDaemon } from './testing.js';
+
+const run = promisify(execFile);
+
+function cfg(name: string, elf: string, extra: Partial<DomainConfig> = {}): Partial<DomainConfig> {
+  return { name, kernel: guest(elf), memory: 4, ...extra };
+}
+
+async function rejects(p: Promise<unknown>, code: string, msg?: RegExp): Promise<ApiCallError> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof ApiCallError, `expected ApiCallError, got ${String(e)}`);
+    assert.equal(e.code, code, e.message);
+    if (msg) assert.match(e.message, msg);
+    return e;
+  }
+  assert.fail(`expected ${code}`);
+}
+
+/** Sends raw bytes on the API socket and collects the response lines. */
+async function raw(socket: string, bytes: string, lines: number): Promise<Record<string, unknown>[]> {
+  return new Promise((resolve, reject) => {
+    const s = net.createConnection(socket);
+    let buf = '';
+    const t = setTimeout(() => { s.destroy(); reject(new Error(`only got: ${buf}`)); }, 5000);
+    s.on('connect', () => s.write(bytes));
+    s.on('data', (d) => {
+      buf += d.toString();
+      const got = buf.split('\n').filter((l) => l);
+      if (got.length >= lines) { clearTimeout(t); s.destroy(); resolve(got.map((l) => JSON.parse(l) as Record<string, unknown>)); }
+    });
+    s.on('error', reject);
+  });
+}
+
+describe('xenode daemon', needsKvm(), () => {
+  let d: TestDaemon;
+  let c: DaemonClient;
+  const changes: DomainChange[] = [];
+
+  before(async () => {
+    d = await startDaemon(tmpStateDir(), ['--restart-delay', '0', '--restart-limit', '3']);
+    c = await DaemonClient.connect(d.socket);
+    await c.subscribe((ch) => changes.push(ch));
+  });
+  after(async () => {
+    c?.close();
+    if (d) assert.equal(await d.stop(), 0, d.output());
+  });
+
+  test('hello reports the version, pid, socket and state directory', async () => {
+    const h = await c.call('hello', {});
+    assert.equal(h.version, 1);
+    assert.equal(h.daemonPid, d.proc.pid);
+    assert.equal(h.socket, d.socket);
+    assert.equal(h.stateDir, d.stateDir);
+    assert.match(h.xenVersion, /^4\.\d+/);
+  });
+
+  test('create, list, console (two readers, replay), destroy: readers get end, the record and xenstore nodes go', async () => {
+    const r = await c.call('domain.create', { config: cfg('life', 'idle') as DomainConfig });
+    assert.equal(r.name, 'life');
+    assert.ok(r.domid > 0);
+    const got: string[] = ['', ''];
+    const a = await c.attachConsole('life', (b) => { got[0] += b.toString(); });
+    const c2 = await DaemonClient.connect(d.socket);
+    const b = await c2.attachConsole(r.domid, (x) => { got[1] += x.toString(); });
+    await until('console output on both readers', () => got[0]!.includes('idle: blocking') && got[1]!.includes('idle: blocking'));
+    // a late reader asks for the kept tail
+    let late = '';
+    const l = await c2.attachConsole('life', (x) => { late += x.toString(); }, { replay: true });
+    await until('replay', () => late.includes('idle: blocking'));
+    const list = await c.call('domain.list', {});
+    assert.equal(list[0]!.name, 'Domain-0');
+    const me = list.find((s) => s.domid === r.domid)!;
+    assert.equal(me.name, 'life');
+    assert.equal(me.memory, 4096);
+    assert.equal(me.shutdown, false);
+    await until('blocked', async () => (await c.call('domain.config', { dom: 'life' })).summary.blocked);
+    assert.ok(fs.existsSync(path.join(d.stateDir, 'domains', `${r.domid}.json`)));
+    const saved = JSON.parse(fs.readFileSync(path.join(d.stateDir, 'domains', `${r.domid}.json`), 'utf8')) as { config: DomainConfig };
+    assert.equal(saved.config.name, 'life');
+    await c.call('domain.destroy', { dom: 'life' });
+    assert.equal(await a.ended, 'domain destroyed');
+    assert.equal(await b.ended, 'domain destroyed');
+    assert.equal(await l.ended, 'domain destroyed');
+    assert.ok(!(await c.call('domain.list', {})).some((s) => s.domid === r.domid));
+    assert.ok(!fs.existsSync(path.join(d.stateDir, 'domains', `${r.domid}.json`)));
+    assert.match(fs.readFileSync(path.join(d.stateDir, 'console', 'life.log'), 'utf8'), /idle: blocking/);
+    assert.ok(changes.some((ch) => ch.domid === r.domid && ch.what === 'created'));
+    assert.ok(changes.some((ch) => ch.domid === r.domid && ch.what === 'destroyed'));
+    c2.close();
+  });
+
+  test('errors: unknown domain, duplicate name and uuid, unreadable or non-ELF kernel, bad config fields', async () => {
+    await rejects(c.call('domain.destroy', { dom: 'nosuch' }), 'ENOENT', /nosuch/);
+    await rejects(c.call('domain.pause', { dom: 4242 }), 'ENOENT');
+    await rejects(c.call('domain.destroy', { dom: 0 }), 'EINVAL', /control domain/);
+    const r = await c.call('domain.create', { config: cfg('dup', 'idle') as DomainConfig });
+    await rejects(c.call('domain.create', { config: cfg('dup', 'idle') as DomainConfig }), 'EEXIST', /'dup'/);
+    const uuid = (await c.call('domain.config', { dom: r.domid })).config.uuid;
+    await rejects(c.call('domain.create', { config: cfg('dup2', 'idle', { uuid }) as DomainConfig }), 'EEXIST', /uuid/);
+    await rejects(c.call('domain.create', { config: cfg('nok', 'idle', { kernel: '/nonexistent/kernel' }) as DomainConfig }), 'ENOENT', /cannot read kernel '\/nonexistent\/kernel': no such file/);
+    const junk = path.join(d.stateDir, 'junk.bin');
+    fs.writeFileSync(junk, 'not an ELF image');
+    await rejects(c.call('domain.create', { config: cfg('junk', 'idle', { kernel: junk }) as DomainConfig }), 'EINVAL', /junk\.bin/);
+    await rejects(c.call('domain.create', { config: cfg('rel', 'idle', { kernel: 'guests/build/idle.elf' }) as DomainConfig }), 'EINVAL', /absolute/);
+    await rejects(c.call('domain.create', { config: cfg('m', 'idle', { memory: -1 }) as DomainConfig }), 'EINVAL', /memory/);
+    await rejects(c.call('domain.create', { config: cfg('a', 'idle', { onCrash: 'explode' as never }) as DomainConfig }), 'EINVAL', /onCrash/);
+    await rejects(c.call('domain.create', { config: cfg('123', 'idle') as DomainConfig }), 'EINVAL', /digits/);
+    await rejects(c.call('domain.rename', { dom: 'dup', name: 'Domain-0' }), 'EEXIST');
+    // nothing of the failed creates is left behind
+    const names = (await c.call('domain.list', {})).map((s) => s.name);
+    assert.deepEqual(names.filter((n) => ['nok', 'junk', 'rel', 'm', 'a', 'dup2'].includes(n)), []);
+    await c.call('domain.destroy', { dom: 'dup' });
+  });
+
+  test('malformed requests get EPROTO/EINVAL answers and the connection and daemon stay up', async () => {
+    const res = await raw(d.socket, [
+      'this is not json',
+      '[1,2]',
+      JSON.stringify({ v: 2, id: 5, op: 'hello', args: {} }),
+      JSON.stringify({ v: 1, id: 6, op: 'no.such.op', args: {} }),
+      JSON.stringify({ v: 1, id: 7, op: 'domain.create', args: { config: 'x' } }),
+      JSON.stringify({ v: 1, id: 8, op: 'domain.list', args: 3 }),
+      JSON.stringify({ v: 1, id: 9, op: 'hello', args: {} }),
+    ].join('\n') + '\n', 7);
+    const byId = (id: number) => res.filter((m) => m.id === id);
+    assert.deepEqual(byId(0).map((m) => (m.error as { code: string }).code), ['EPROTO', 'EPROTO']);
+    assert.equal((byId(5)[0]!.error as { code: string }).code, 'EPROTO');
+    assert.match((byId(5)[0]!.error as { message: string }).message, /version 2/);
+    assert.equal((byId(6)[0]!.error as { code: string }).code, 'EPROTO');
+    assert.equal((byId(7)[0]!.error as { code: string }).code, 'EINVAL');
+    assert.equal((byId(8)[0]!.error as { code: string }).code, 'EINVAL');
+    assert.equal(byId(9)[0]!.ok, true);
+    // a client vanishing in the middle of a console stream is harmless
+    const r = await c.call('domain.create', { config: cfg('vanish', 'idle') as DomainConfig });
+    const s = net.createConnection(d.socket);
+    await new Promise((ok) => s.on('connect', ok));
+    s.write(JSON.stringify({ v: 1, id: 1, op: 'console.attach', args: { dom: r.domid, replay: true } }) + '\n');
+    await new Promise((ok) => s.once('data', ok));
+    s.destroy();
+    assert.equal((await c.call('hello', {})).version, 1);
+    await c.call('domain.destroy', { dom: r.domid });
+  });
+
+  test('pause/unpause and rename show in the summary; the console log follows the name', async () => {
+    const r = await c.call('domain.create', { config: cfg('p1', 'idle') as DomainConfig, paused: true });
+    assert.equal((await c.call('domain.config', { dom: r.domid })).summary.paused, true);
+    await c.call('domain.unpause', { dom: 'p1' });
+    await until('unpaused and blocked', async () => {
+      const s = (await c.call('domain.config', { dom: r.domid })).summary;
+      return !s.paused && s.blocked;
+    });
+    await c.call('domain.rename', { dom: 'p1', name: 'p2' });
+    assert.deepEqual(await c.call('domain.resolve', { dom: 'p2' }), { domid: r.domid, name: 'p2' });
+    await rejects(c.call('domain.resolve', { dom: 'p1' }), 'ENOENT');
+    assert.ok(fs.existsSync(path.join(d.stateDir, 'console', 'p2.log')));
+    await c.call('domain.destroy', { dom: 'p2' });
+  });
+
+  test('on_crash=restart: restarted with a new domid, same name and uuid, until the loop guard leaves it crashed', async () => {
+    const mark = changes.length;
+    const r = await c.call('domain.create', { config: cfg('crashy', 'shutdown-crash', { onCrash: 'restart' }) as DomainConfig });
+    const uuid = (await c.call('domain.config', { dom: r.domid })).config.uuid;
+    // --restart-limit 3: three restarts, then the fourth crash is left in place
+    const final = await until('the restart guard to stop', async () => {
+      const s = (await c.call('domain.list', {})).find((x) => x.name === 'crashy');
+      return s && s.crashed && changes.slice(mark).filter((ch) => ch.what === 'restarted').length === 3 ? s : null;
+    }, 20_000);
+    const restarts = changes.slice(mark).filter((ch) => ch.what === 'restarted');
+    assert.equal(restarts.length, 3);
+    const ids = [r.domid, ...restarts.map((x) => x.newDomid!)];
+    assert.equal(new Set(ids).size, 4, `distinct domids ${ids.join(',')}`);
+    for (let i = 0; i < 3; i++) assert.equal(restarts[i]!.domid, ids[i]);
+    assert.equal(final!.domid, ids[3]);
+    assert.equal(final!.shutdownReason, 3);
+    assert.equal((await c.call('domain.config', { dom: 'crashy' })).config.uuid, uuid);
+    assert.match(fs.readFileSync(path.join(d.stateDir, 'xenode.log'), 'utf8'), /crashy: .*restarted 3 times within 60 s: not restarting/);
+    await c.call('domain.destroy', { dom: 'crashy' });
+  });
+
+  test('on_poweroff=preserve keeps the domain listed as shut down until destroyed', async () => {
+    const r = await c.call('domain.create', { config: cfg('keep', 'shutdown-poweroff', { onPoweroff: 'preserve' }) as DomainConfig });
+    const s = await until('shut down', async () => {
+      const x = (await c.call('domain.list', {})).find((y) => y.domid === r.domid);
+      return x?.shutdown ? x : null;
+    });
+    assert.equal(s!.shutdownReason, 0);
+    assert.equal(s!.crashed, false);
+    await new Promise((ok) => setTimeout(ok, 200));
+    assert.ok((await c.call('domain.list', {})).some((y) => y.domid === r.domid), 'still listed');
+    await c.call('domain.destroy', { dom: r.domid });
+    assert.ok(!(await c.call('domain.list', {})).some((y) => y.domid === r.domid));
+  });
+
+  test('on_reboot=rename-restart preserves the old domain as <name>-<UTC time> with a new uuid and starts a new one', async () => {
+    const mark = changes.length;
+    const r = await c.call('domain.create', { config: cfg('rr', 'shutdown-reboot', { onReboot: 'rename-restart', onPoweroff: 'destroy' }) as DomainConfig });
+    const uuid = (await c.call('domain.config', { dom: r.domid })).config.uuid;
+    await until('a restart', () => changes.slice(mark).some((ch) => ch.what === 'restarted'));
+    const old = (await c.call('domain.config', { dom: r.domid }));
+    assert.match(old.summary.name, /^rr-\d{8}T\d{4}Z(-\d+)?$/);
+    assert.equal(old.summary.shutdown, true);
+    assert.equal(old.summary.shutdownReason, 1);
+    assert.notEqual(old.config.uuid, uuid);
+    const renamed = changes.slice(mark).find((ch) => ch.what === 'renamed' && ch.domid === r.domid);
+    assert.equal(renamed?.name, old.summary.name);
+    // the guard stops the line after 3 restarts; everything gets destroyed
+    await until('the guard', async () => {
+      const rr = (await c.call('domain.list', {})).filter((s) => s.name.startsWith('rr'));
+      return changes.slice(mark).filter((ch) => ch.what === 'restarted').length === 3 && rr.length === 4 && rr.every((s) => s.shutdown);
+    }, 20_000);
+    const line = (await c.call('domain.list', {})).filter((s) => s.name.startsWith('rr'));
+    assert.equal(line.filter((s) => s.name === 'rr').length, 1, 'the newest keeps the name');
+    for (const s of (await c.call('domain.list', {})).filter((x) => x.name.startsWith('rr'))) await c.call('domain.destroy', { dom: s.domid });
+    assert.ok(!(await c.call('domain.list', {})).some((s) => s.name.startsWith('rr')));
+  });
+
+  test('shutdown: no PV control -> EOPNOTSUPP; control/shutdown written when advertised; timeout; force', async () => {
+    const r = await c.call('domain.create', { config: cfg('sd', 'idle') as DomainConfig });
+    await rejects(c.call('domain.shutdown', { dom: 'sd' }), 'EOPNOTSUPP', /feature-poweroff/);
+    const xs = await SocketClient.connect((await c.call('xenstore.socket', {})).path);
+    // the guest's driver would write this; dom0 may write it too
+    await xs.write(`/local/domain/${r.domid}/control/feature-poweroff`, '1');
+    await rejects(c.call('domain.shutdown', { dom: 'sd', wait: true, timeoutMs: 300 }), 'ETIMEDOUT');
+    assert.equal(await xs.read(`/local/domain/${r.domid}/control/shutdown`), 'poweroff');
+    const res = await c.call('domain.shutdown', { dom: 'sd', force: true, timeoutMs: 200 });
+    assert.equal(res.reason, 0);
+    assert.ok(!(await c.call('domain.list', {})).some((s) => s.domid === r.domid));
+    xs.close();
+  });
+
+  test('xenstore: libxl\'s skeleton as xenstore-ls sees it, nodes removed and @releaseDomain fired on destroy', async (t) => {
+    const r = await c.call('domain.create', { config: cfg('xsk', 'idle', { memory: 8, maxmem: 16 }) as DomainConfig });
+    const { config } = await c.call('domain.config', { dom: r.domid });
+    const xsPath = (await c.call('xenstore.socket', {})).path;
+    const dom = `/local/domain/${r.domid}`;
+    if (!which('xenstore-ls')) {
+      t.diagnostic('xenstore-utils not installed: skeleton checked through our client only');
+    } else {
+      const env = { ...process.env, XENSTORED_PATH: xsPath };
+      const ls = (await run('xenstore-ls', [dom], { env })).stdout;
+      for (const line of [`name = "xsk"`, `domid = "${r.domid}"`, `vm = "/vm/${config.uuid}"`, 'static-max = "16384"', 'target = "8192"',
+        'shutdown = ""', 'ring-ref = ', 'type = "xenconsoled"']) assert.ok(ls.includes(line), `${line} in\n${ls}`);
+      const vm = (await run('xenstore-ls', [`/vm/${config.uuid}`], { env })).stdout;
+      assert.match(vm, /uuid = "[0-9a-f-]{36}"\nname = "xsk"/);
+    }
+    const xs = await SocketClient.connect(xsPath);
+    const events: string[] = [];
+    xs.on('watch', (e: { path: string; token: string }) => { if (e.token === 'rel') events.push(e.path); });
+    await xs.watch('@releaseDomain', 'rel');
+    await until('the initial watch event', () => events.length >= 1);
+    const n = events.length;
+    await c.call('domain.destroy', { dom: r.domid });
+    await until('@releaseDomain on destroy', () => events.length > n);
+    assert.equal(events[n], '@releaseDomain');
+    assert.equal(await xs.tryRead(dom), undefined);
+    assert.equal(await xs.tryRead(`/vm/${config.uuid}`), undefined);
+    xs.close();
+  });
+
+  test('dmesg keeps the hypervisor log and clear empties it', async () => {
+    const t1 = (await c.call('host.dmesg', {})).text;
+    assert.match(t1, /^\(XEN\) /m);
+    assert.equal((await c.call('host.dmesg', { clear: true })).text, t1);
+    assert.equal((await c.call('host.dmesg', {})).text, '');
+    const info = await c.call('host.info', {});
+    assert.equal(info.xen_major, 4);
+    assert.ok(Number(info.nr_cpus) >= 1);
+  });
+
+  test('a second daemon on the same socket is refused with a clear message', async () => {
+    const second = spawnDaemon(d.stateDir);
+    assert.equal(await second.exited, 1);
+    assert.match(second.output(), new RegExp(`a xenode daemon \\(pid ${d.proc.pid}\\) is already serving ${d.socket.replace(/[.]/g, '\\.')}`));
+    assert.equal((await c.call('hello', {})).daemonPid, d.proc.pid);
+  });
+});
+
+describe('daemon lifecycle', needsKvm(), () => {
+  test('autostart domains come back under their name after a restart; SIGTERM destroys domains and removes the socket', async () => {
+    const dir = tmpStateDir();
+    const d1 = await startDaemon(dir);
+    const c1 = await DaemonClient.connect(d1.socket);
+    const r = await c1.call('domain.create', { config: cfg('auto1', 'idle', { autostart: true }) as DomainConfig });
+    await c1.call('domain.create', { config: cfg('plain', 'idle') as DomainConfig });
+    const uuid = (await c1.call('domain.config', { dom: r.domid })).config.uuid;
+    assert.ok(fs.existsSync(path.join(dir, 'auto', `${uuid}.json`)));
+    c1.close();
+    assert.equal(await d1.stop(), 0);
+    assert.ok(!fs.existsSync(d1.socket), 'socket removed');
+    assert.deepEqual(fs.readdirSync(path.join(dir, 'domains')), []);
+    assert.match(fs.readFileSync(path.join(dir, 'xenode.log'), 'utf8'), /auto1: domain \d+ destroyed \(daemon stopping\)/);
+
+    const d2 = await startDaemon(dir);
+    const c2 = await DaemonClient.connect(d2.socket);
+    const names = (await c2.call('domain.list', {})).map((s) => s.name);
+    assert.deepEqual(names, ['Domain-0', 'auto1']);
+    assert.equal((await c2.call('domain.config', { dom: 'auto1' })).config.uuid, uuid);
+    // a user's destroy forgets the autostart entry
+    await c2.call('domain.destroy', { dom: 'auto1' });
+    assert.ok(!fs.existsSync(path.join(dir, 'auto', `${uuid}.json`)));
+    c2.close();
+    assert.equal(await d2.stop(), 0);
+  });
+
+  test('a stale socket and domain records from a killed daemon are cleaned up on start', async () => {
+    const dir = tmpStateDir();
+    const d1 = await startDaemon(dir);
+    const c1 = await DaemonClient.connect(d1.socket);
+    await c1.call('domain.create', { config: cfg('ghost', 'idle') as DomainConfig });
+    c1.close();
+    d1.proc.kill('SIGKILL');
+    await d1.exited;
+    assert.ok(fs.existsSync(d1.socket), 'the killed daemon left its socket');
+    const d2 = await startDaemon(dir);
+    const c2 = await DaemonClient.connect(d2.socket);
+    assert.deepEqual((await c2.call('domain.list', {})).map((s) => s.name), ['Domain-0']);
+    assert.match(fs.readFileSync(path.join(dir, 'xenode.log'), 'utf8'), /ghost: domain \d+ did not survive the previous daemon/);
+    c2.close();
+    assert.equal(await d2.stop(), 0);
+  });
+
+  test('a socket path that is not a socket is never replaced', async () => {
+    const dir = tmpStateDir();
+    fs.writeFileSync(path.join(dir, 'xenode.sock'), 'precious');
+    const d = spawnDaemon(dir);
+    assert.equal(await d.exited, 1);
+    assert.match(d.output(), /exists and is not a socket/);
+    assert.equal(fs.readFileSync(path.join(dir, 'xenode.sock'), 'utf8'), 'precious');
+  });
+});
