@@ -96,6 +96,9 @@ describe('xenode daemon', needsKvm(), () => {
     assert.equal(me.memory, 4096);
     assert.equal(me.shutdown, false);
     await until('blocked', async () => (await c.call('domain.config', { dom: 'life' })).summary.blocked);
+    // input goes into the ring (the idle guest never reads it, so it fills at 1024 bytes)
+    assert.equal((await c.call('console.write', { dom: 'life', data: Buffer.from('hi\n').toString('base64') })).written, 3);
+    assert.equal((await c.call('console.write', { dom: 'life', data: Buffer.alloc(2000).toString('base64') })).written, 1021);
     assert.ok(fs.existsSync(path.join(d.stateDir, 'domains', `${r.domid}.json`)));
     const saved = JSON.parse(fs.readFileSync(path.join(d.stateDir, 'domains', `${r.domid}.json`), 'utf8')) as { config: DomainConfig };
     assert.equal(saved.config.name, 'life');

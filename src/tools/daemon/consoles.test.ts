@@ -1,0 +1,50 @@
+// The per-domain console log: bounded file with one rotation, bounded tail,
+// several readers, end on death.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { DomainConsole } from './consoles.js';
+import { tmpStateDir } from './testing.js';
+
+test('the log file is capped: beyond the cap it rotates to .1 and starts again', () => {
+  const f = path.join(tmpStateDir(), 'g.log');
+  const c = new DomainConsole(f, { fileBytes: 1000 });
+  for (let i = 0; i < 50; i++) c.write(Buffer.from(`line ${String(i).padStart(3, '0')} ${'x'.repeat(40)}\n`));
+  assert.ok(fs.statSync(f).size <= 1000);
+  assert.ok(fs.statSync(f + '.1').size <= 1000);
+  assert.match(fs.readFileSync(f, 'utf8'), /line 049/);
+  assert.doesNotMatch(fs.readFileSync(f, 'utf8') + fs.readFileSync(f + '.1', 'utf8'), /line 000/);
+  // a new console on the same file (a restarted domain) appends and knows the size
+  const again = new DomainConsole(f, { fileBytes: 1000 });
+  again.write(Buffer.from('after restart\n'));
+  assert.match(fs.readFileSync(f, 'utf8'), /line 049[^]*after restart/);
+});
+
+test('the tail keeps about tailBytes of the newest output', () => {
+  const c = new DomainConsole(path.join(tmpStateDir(), 't.log'), { tailBytes: 100 });
+  for (let i = 0; i < 50; i++) c.write(Buffer.from(`${String(i).padStart(2, '0')}-------\n`));
+  const t = c.tail().toString();
+  assert.ok(t.length >= 100 && t.length < 120, `tail ${t.length}`);
+  assert.ok(t.endsWith('49-------\n'));
+});
+
+test('every reader gets the output; detached readers stop; all get end once when the domain dies', () => {
+  const c = new DomainConsole(path.join(tmpStateDir(), 'r.log'));
+  const got = ['', '', ''];
+  const ends: string[] = [];
+  const det = [0, 1, 2].map((i) => c.attach({ data: (b) => { got[i] += b.toString(); }, end: (r) => ends.push(`${i}:${r}`) }));
+  c.write(Buffer.from('a'));
+  det[1]!();
+  c.write(Buffer.from('b'));
+  assert.deepEqual(got, ['ab', 'a', 'ab']);
+  c.end('domain destroyed');
+  c.end('again');
+  assert.deepEqual(ends, ['0:domain destroyed', '2:domain destroyed']);
+  c.write(Buffer.from('late'));
+  assert.equal(got[0], 'ab');
+  let lateEnd = '';
+  c.attach({ data: () => {}, end: (r) => { lateEnd = r; } });
+  assert.equal(lateEnd, 'domain is gone');
+});
