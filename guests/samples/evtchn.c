@@ -422,6 +422,19 @@ static void test_upcalls(void)
     evtchn_unbind_handler(a);
     evtchn_unbind_handler(b);
     local_irq_disable();
+
+    /* Opening interrupts alone (no exit, no hypercall) must be enough: Xen
+     * injects at the next entry once IF is set. Spin up to 2M TSC cycles
+     * (under 1 ms on current hosts) with IF=1 and no hypercall; the upcall
+     * has to arrive meanwhile. */
+    uint64_t up_sti = c->upcalls;
+    evtchn_send(ipi_port);
+    asm volatile ("sti" ::: "memory");
+    uint64_t deadline = rdtsc() + 2000000ULL;
+    while (c->upcalls == up_sti && rdtsc() < deadline)
+        asm volatile ("pause" ::: "memory");
+    local_irq_disable();
+    check_eq("upcall-delivered-after-plain-sti", c->upcalls - up_sti, 1);
 }
 
 /* -------------------------------------------------------- limit and reset */

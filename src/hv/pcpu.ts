@@ -57,6 +57,12 @@ const MSR_ERROR_GP = 1;
 /** Families that change domain-wide state the home worker owns: a vCPU elsewhere has them done there. */
 const HOME_FAMILIES = new Set<number>([HYPERCALL.memory_op, HYPERCALL.grant_table_op, HYPERCALL.vm_assist, HYPERCALL.hvm_op]);
 const SCHEDOP_WATCHDOG = 6;
+/**
+ * How soon to look again when an upcall waits for the guest to open
+ * interrupts: this host's KVM (PVM) never reports KVM_EXIT_IRQ_WINDOW_OPEN, so
+ * the pCPU timer stands in for it.
+ */
+const WINDOW_POLL_NS = 50_000n;
 
 class Pcpu {
   readonly kvm = Kvm.open();
@@ -431,6 +437,7 @@ class Pcpu {
       const nextTimer = this.runTimers();
       const v = this.pick();
       if (!v) {
+        this.armed = 0n;
         this.timer.arm(0n);
         const wait = nextTimer === 0n ? Infinity : Math.max(0, Number(nextTimer - this.nowSys()) / 1e6);
         if (wait > 0) Atomics.wait(words, this.doorbell, seen, wait);
@@ -468,7 +475,7 @@ class Pcpu {
     try {
       for (;;) {
         if (!d.isRunnable() || v.blocked || !v.online || v.awaitingHome) break;
-        this.injectUpcall(v);
+        if (this.injectUpcall(v)) this.armWindowPoll(d.now());
         const reason = hw.enter();
         if (reason === EXIT_INTERRUPTED) {
           consumeKick();
@@ -507,7 +514,19 @@ class Pcpu {
     const slice = this.sched.slice(v, start);
     let deadline = slice ? start + slice : 0n;
     if (nextTimer !== 0n && (deadline === 0n || nextTimer < deadline)) deadline = nextTimer;
+    this.armed = deadline;
     this.timer.arm(deadline === 0n ? 0n : deadline + this.init.timeBase.bootNs);
+  }
+
+  /** System time the pCPU timer is armed for (0 = not armed). */
+  private armed = 0n;
+
+  /** Makes sure the guest is interrupted soon to re-check a pending upcall (see WINDOW_POLL_NS). */
+  private armWindowPoll(now: bigint): void {
+    const t = now + WINDOW_POLL_NS;
+    if (this.armed !== 0n && this.armed <= t) return;
+    this.armed = t;
+    this.timer.arm(t + this.init.timeBase.bootNs);
   }
 
   /** After a kick: look at mail, timers, wakes. True if the vCPU should give up the pCPU. */
@@ -525,22 +544,24 @@ class Pcpu {
   /**
    * Xen's HVM upcall delivery for CALLBACK_IRQ type vector: level-triggered on
    * evtchn_upcall_pending, injected when interrupts are open; otherwise ask
-   * KVM to exit as soon as the guest opens an interrupt window.
+   * KVM to exit as soon as the guest opens an interrupt window. True when the
+   * upcall has to wait for that window.
    */
-  private injectUpcall(v: VCpu): void {
+  private injectUpcall(v: VCpu): boolean {
     const d = v.dom;
     const vector = d.shared.vcpu(v.id, 'upcallVector') || d.shared.get('callbackVector');
     if (!vector || !d.isUpcallPending(v)) {
       v.hw.requestInterruptWindow = false;
-      return;
+      return false;
     }
     const hw = v.hw;
     if (hw.readyForInterruptInjection && hw.ifFlag) {
       hw.interrupt(vector);
       hw.requestInterruptWindow = false;
-    } else {
-      hw.requestInterruptWindow = true;
+      return false;
     }
+    hw.requestInterruptWindow = true;
+    return true;
   }
 
   /** Handles one exit; true when the vCPU leaves the pCPU. */
