@@ -265,6 +265,7 @@ describe('xenode daemon', needsKvm(), () => {
       const ls = (await run('xenstore-ls', [dom], { env })).stdout;
       for (const line of [`name = "xsk"`, `domid = "${r.domid}"`, `vm = "/vm/${config.uuid}"`, 'static-max = "16384"', 'target = "8192"',
         'shutdown = ""', 'ring-ref = ', 'type = "xenconsoled"']) assert.ok(ls.includes(line), `${line} in\n${ls}`);
+      assert.equal((await run('xenstore-read', ['/local/domain/0/name'], { env })).stdout, 'Domain-0\n');
       const vm = (await run('xenstore-ls', [`/vm/${config.uuid}`], { env })).stdout;
       assert.match(vm, /uuid = "[0-9a-f-]{36}"\nname = "xsk"/);
     }

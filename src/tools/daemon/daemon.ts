@@ -140,6 +140,9 @@ export class Daemon {
       state.close();
       throw e;
     }
+    // what xen-init-dom0 writes at boot on Xen, so tools find the control domain
+    await ts.client.write('/local/domain/0/name', 'Domain-0');
+    await ts.client.write('/local/domain/0/domid', '0');
     ts.hv.on('log', (level, text) => dmesg.add(`(XEN) ${level === 'info' ? '' : `${level}: `}${text}`));
     dmesg.add(`(XEN) xenode hypervisor ${XEN_MAJOR}.${XEN_MINOR}${EXTRAVERSION} on Linux KVM, ${ts.hv.nrPcpus} pCPU worker(s)`);
     const domains = new DomainManager(ts, state, { ...DEFAULT_POLICY, ...opts.policy }, log);
