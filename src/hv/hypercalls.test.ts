@@ -1162,6 +1162,8 @@ describe('vcpu_op', () => {
     assert.equal(call(e, HC.vcpu_op, [0, 1, ARG]), -EINVAL, '64-bit mode without paging');
     hvmContext(e, 1, { ...LONG, cr4: 0 });
     assert.equal(call(e, HC.vcpu_op, [0, 1, ARG]), -EINVAL, 'long mode without PAE');
+    hvmContext(e, 1, { ...LONG, rip: 0x0000_8000_0000_0000n });
+    assert.equal(call(e, HC.vcpu_op, [0, 1, ARG]), -EINVAL, 'non-canonical RIP');
     hvmContext(e, 1, { ...LONG, cr4: 0x20n | (1n << 40n) });
     assert.equal(call(e, HC.vcpu_op, [0, 1, ARG]), -EINVAL, 'reserved CR4 bits');
     const flat32 = { eip: 0x2000, cr0: 0x11, cs_limit: 0xfffff, cs_ar: 0xc9b, ds_limit: 0xfffff, ds_ar: 0xc93, ss_limit: 0xfffff, ss_ar: 0xc93, es_limit: 0xfffff, es_ar: 0xc93, tr_limit: 0x67, tr_ar: 0x8b };

@@ -600,7 +600,7 @@ class Pcpu {
         // with every vCPU down the domain powers off.
         if (!(hw.reg(REG.rflags) & 0x200n)) {
           this.vcpuDown(v);
-          if (d.vcpus.every((x) => !x.online)) {
+          if (d.vcpus.every((x) => !d.vcpuUp(x.id))) {
             this.post({ type: 'log', level: 'info', text: `d${d.domid}: all vCPUs offline -- powering off` });
             this.shutdown(d, SHUTDOWN.poweroff);
           }

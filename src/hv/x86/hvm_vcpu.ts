@@ -111,6 +111,9 @@ export function hvmContextToEntryState(bytes: Uint8Array): PvhEntryState {
     const cr0 = r.cr0!, cr3 = r.cr3!, cr4 = r.cr4!;
     if (!(cr0 & CR0_PG) || !(cr4 & CR4_PAE) || !(r.efer! & EFER_LME)) bad('64-bit mode needs CR0.PG, CR4.PAE and EFER.LME');
     if (cr3 >> 52n) bad('CR3 beyond the physical address width');
+    // 48-bit virtual addresses: bits 63..47 all equal.
+    const top = r.rip! >> 47n;
+    if (top !== 0n && top !== 0x1ffffn) bad(`RIP 0x${r.rip!.toString(16)} is not canonical`);
     const efer = checkControl(cr0, cr4, r.efer!);
     // Xen's SEG(~0u, 0xa9b) etc.: flat 64-bit code, flat data, a busy 64-bit TSS.
     const code = segmentFromAr(0, 0xffffffff, 0xa9b);
