@@ -4,9 +4,10 @@
 import { ApiCallError } from '../../daemon/client.js';
 import { XlExit, type XlContext } from '../command.js';
 
-/** libxl's error numbers xl prints in "(rc=N)" (libxl_types.idl: ERROR_FAIL, ERROR_INVAL, ERROR_DOMAIN_NOTFOUND). */
+/** libxl's error numbers xl prints in "(rc=N)" (libxl_types.idl / _libxl_types.h: ERROR_FAIL, ERROR_INVAL, ERROR_NOPARAVIRT, ERROR_DOMAIN_NOTFOUND). */
 export const ERROR_FAIL = -3;
 export const ERROR_INVAL = -6;
+export const ERROR_NOPARAVIRT = -10;
 export const ERROR_DOMAIN_NOTFOUND = -21;
 
 /** What xl's libxl_domain_qualifier_to_domid treats as a domain id: all digits. */

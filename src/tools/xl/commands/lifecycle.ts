@@ -4,7 +4,8 @@
 
 import type { DomainSummary } from '../../daemon/protocol.js';
 import { XlExit, type XlCommand, type XlContext } from '../command.js';
-import { findDomain, rcOf, reportDaemonError } from './common.js';
+import { ApiCallError } from '../../daemon/client.js';
+import { ERROR_NOPARAVIRT, findDomain, rcOf, reportDaemonError } from './common.js';
 
 async function destroyDomain(ctx: XlContext, domid: number, force: boolean): Promise<void> {
   if (domid === 0 && !force) {
@@ -46,8 +47,8 @@ function shutdownOrReboot(reboot: boolean): XlCommand {
     help: [
       `-a, --all               ${reboot ? 'Reboot' : 'Shutdown'} all guest domains.`,
       '-h                      Print this help.',
-      `-F                      If the guest does not act on control/shutdown within ${FORCE_TIMEOUT_MS / 1000} s,`,
-      '                        destroy it (xenode has no ACPI event to fall back to).',
+      '-F                      Force it: at once if the guest has no PV control interface (xl sends',
+      `                        an ACPI event there), else if it has not acted within ${FORCE_TIMEOUT_MS / 1000} s.`,
       `-w, --wait              Wait for guest(s) to ${what}.`,
     ].join('\n'),
     options: {
@@ -82,7 +83,13 @@ function shutdownOrReboot(reboot: boolean): XlCommand {
       if (wait) ctx.err(`Waiting for ${targets.length} domains\n`);
       let status = 0;
       for (const { t, r, e } of await Promise.all(calls)) {
-        if (e !== null) {
+        if (e instanceof ApiCallError && e.code === 'EOPNOTSUPP') {
+          // the guest never set control/feature-poweroff (-reboot): libxl's ERROR_NOPARAVIRT
+          ctx.err(`PV control interface not available: external graceful ${what} not possible.\n`);
+          ctx.err('Use "-F" to force it (xenode has no ACPI event to fall back to).\n');
+          ctx.err(`${what} failed (rc=${ERROR_NOPARAVIRT})\n`);
+          status = 1;
+        } else if (e !== null) {
           reportDaemonError(ctx, e);
           ctx.err(`${what} failed (rc=${rcOf(e)})\n`);
           status = 1;
