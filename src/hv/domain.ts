@@ -12,6 +12,9 @@ import { vcpuInfoOffset, type EvtchnDomain, type VirqBindings } from './evtchn_c
 import { PAGE_SIZE, SharedInfo, VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT, VcpuInfo } from './abi/xen.js';
 import { systemTimeNs, TimeBase, TscScale, tscScale } from './time.js';
 import { GrantTable } from './grant_table.js';
+import { Vlapic } from './x86/vlapic.js';
+
+const IA32_TSC = 0x10;
 
 /** Everything the builder hands to the worker that will run the domain. */
 export interface DomainSpec {
@@ -68,6 +71,8 @@ export class VCpu {
   vcpuInfoRegistered = false;
   /** Upcall vector from HVMOP_set_evtchn_upcall_vector (0 = use the domain's callback). */
   upcallVector = 0;
+  /** The vCPU's local APIC, on the worker that runs it (elsewhere its page is reached through the shared view). */
+  readonly lapic: Vlapic | null;
 
   /**
    * `local`: this worker runs the vCPU. A domain's vCPUs may be spread over
@@ -76,6 +81,15 @@ export class VCpu {
   constructor(readonly dom: Domain, readonly id: number, readonly hw: KvmVcpu, readonly local = true) {
     this.online = id === 0 && local;
     this.runstateState = this.online ? RUNSTATE.runnable : RUNSTATE.offline;
+    this.lapic = local && dom.shared ? new Vlapic({
+      vcpuId: id, x2apic: true, tscDeadline: true, shared: dom.shared.lapicView(id),
+      clock: { now: () => dom.now(), guestTsc: () => hw.getMsr(IA32_TSC), tscKhz: dom.tscKhz },
+    }) : null;
+  }
+
+  /** An interrupt waits in the local APIC (HLT and SCHEDOP_block return for it). */
+  get lapicPending(): boolean {
+    return this.lapic !== null && this.lapic.pendingVector() >= 0;
   }
 
   /** Has an initial register state (vCPU 0 from the builder, others from VCPUOP_initialise); shared by all workers. */
@@ -153,13 +167,13 @@ export class Domain {
     // KVM's memory slots are the VM's: only the home worker changes them; the others follow its map.
     if (this.isHome) this.physmap.attach(this.vm, this.mem.address, kvm.checkExtension('NR_MEMSLOTS') || Infinity);
     this.access = new GuestAccess(this.mem.bytes, this.physmap);
+    this.timeBase = spec.timeBase;
+    this.tscKhz = spec.tscKhz;
+    this.scale = tscScale(spec.tscKhz);
     this.vcpus = spec.vcpuFds.map((fd, i) => new VCpu(this, i, new KvmVcpu(this.vm, fd, i), spec.placement[i] === pcpu));
     for (const [k, v] of Object.entries(spec.params)) this.params.set(Number(k), v);
     this.grant = new GrantTable(this, spec.layout.maxGrantFrames);
     this.evtchn = { shared: this.shared, mem: this.mem.bytes };
-    this.timeBase = spec.timeBase;
-    this.tscKhz = spec.tscKhz;
-    this.scale = tscScale(spec.tscKhz);
     this.handle = spec.handle;
     this.builderMemoryMap = spec.memoryMap;
     this.maxPages = spec.maxPages;

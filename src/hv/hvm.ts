@@ -7,6 +7,7 @@ import { HYPERCALL } from './abi/xen.js';
 import { struct } from './abi/layout.js';
 import { EINVAL, ENOENT, ENOSYS, EPERM, EEXIST, XenError } from './errno.js';
 import type { Domain } from './domain.js';
+import { setIrq } from './x86/vlapic.js';
 
 export const HVMOP = { set_param: 0, get_param: 1, flush_tlbs: 5, pagetable_dying: 9, get_time: 10, get_mem_type: 15, set_evtchn_upcall_vector: 23 } as const;
 
@@ -85,6 +86,8 @@ function hvmOp(h: Hcall): number {
       if (!v) throw new XenError(ENOENT);
       v.upcallVector = a.vector;
       h.dom.shared.setVcpu(a.vcpu, 'upcallVector', a.vector);
+      // An upcall already pending is not lost: raise it now (Xen's hvm_assert_evtchn_irq).
+      if (h.dom.isUpcallPending(v)) setIrq(h.dom.shared.lapicView(a.vcpu), a.vector);
       return 0;
     }
     case HVMOP.flush_tlbs:

@@ -22,6 +22,7 @@ import type { DomainSpec } from './domain.js';
 import type { MainToWorker, WorkerToMain, Relay } from './messages.js';
 import { PAGE_SIZE, SharedInfo, VcpuInfo } from './abi/xen.js';
 import type { PvhEntryState } from './x86/pvh.js';
+import { setIrq, MSR_IA32_APICBASE, MSR_IA32_TSC_DEADLINE, MSR_X2APIC_FIRST } from './x86/vlapic.js';
 
 export interface DomainCreateOptions {
   name: string;
@@ -140,8 +141,10 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     this.evtchnHost = {
       lookup: (domid) => (domid === 0 ? this.dom0 : this.evtchnDomain(domid)),
       upcall: (d, vcpu) => {
-        if (d === this.dom0) queueMicrotask(() => this.dispatchDom0());
-        else this.wake(d.shared.domid, vcpu);
+        if (d === this.dom0) { queueMicrotask(() => this.dispatchDom0()); return; }
+        const vec = d.shared.vcpu(vcpu, 'upcallVector');
+        if (vec) setIrq(d.shared.lapicView(vcpu), vec); // through the vCPU's local APIC (edge)
+        this.wake(d.shared.domid, vcpu);
       },
       wakePollers: (d) => {
         if (d === this.dom0) return;
@@ -262,8 +265,10 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     try {
       vm = this.kvm.createVm();
       vm.enableCap('X86_USER_SPACE_MSR', [KVM_MSR_EXIT_REASON_INVAL | KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_FILTER]);
-      // Deny (trap to us) reads and writes of the hypercall MSR.
-      vm.setMsrFilter([{ flags: KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE, base: XEN_HYPERCALL_MSR, nmsrs: 1, bitmap: new Uint8Array(8) }]);
+      // Deny (trap to us) reads and writes of the hypercall MSR,
+      // and the local APIC's MSRs (the model in vlapic.ts serves them: there is no in-kernel APIC).
+      const deny = (base: number, nmsrs: number) => ({ flags: KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE, base, nmsrs, bitmap: new Uint8Array(Math.ceil(nmsrs / 8)) });
+      vm.setMsrFilter([deny(XEN_HYPERCALL_MSR, 1), deny(MSR_IA32_APICBASE, 1), deny(MSR_IA32_TSC_DEADLINE, 1), deny(MSR_X2APIC_FIRST, 256)]);
       const host = this.kvm.supportedCpuid();
       for (let i = 0; i < o.vcpus; i++) {
         const v = vm.createVcpu(i);

@@ -27,6 +27,7 @@ import type { TimeBase } from './time.js';
 import type { SchedulerPolicy } from './sched/scheduler.js';
 import { RoundRobin } from './sched/rr.js';
 import { PAGE_SIZE } from './abi/xen.js';
+import { Vlapic, ipiTargets, acceptInterrupt, setIrq, type Ipi } from './x86/vlapic.js';
 import type { WorkerToMain, MainToWorker, ForwardedCall, ForwardedResult } from './messages.js';
 import { DOM0_DOORBELL } from './shared.js';
 // Hypercall families register themselves on import.
@@ -116,6 +117,9 @@ class Pcpu {
           Atomics.notify(this.dom0Doorbell, 0);
           return;
         }
+        // HVMOP_set_evtchn_upcall_vector: an edge interrupt in the vCPU's local APIC (the guest EOIs).
+        const vec = d.shared.vcpu(vcpu, 'upcallVector');
+        if (vec) setIrq(d.shared.lapicView(vcpu), vec);
         this.notifyVcpu(d.shared, vcpu);
       },
       wakePollers: (d, port) => {
@@ -224,7 +228,7 @@ class Pcpu {
       if (v.pollPorts.some((p) => core.isPending(d.evtchn, p))) return true;
       if (v.pollTimeout !== 0n && v.pollTimeout <= d.now()) return true;
     }
-    return d.isUpcallPending(v);
+    return d.isUpcallPending(v) || v.lapicPending;
   }
 
   private unblock(v: VCpu): void {
@@ -418,6 +422,10 @@ class Pcpu {
         }
         earliest(t.periodicNext);
       }
+      if (v.lapic) {
+        v.lapic.tick(now);
+        earliest(v.lapic.nextDeadline());
+      }
       if (v.blocked && v.pollPorts && v.pollTimeout !== 0n) {
         if (v.pollTimeout <= now) this.unblock(v);
         else earliest(v.pollTimeout);
@@ -475,7 +483,7 @@ class Pcpu {
     try {
       for (;;) {
         if (!d.isRunnable() || v.blocked || !v.online || v.awaitingHome) break;
-        if (this.injectUpcall(v)) this.armWindowPoll(d.now());
+        if (this.injectInterrupt(v)) this.armWindowPoll(d.now());
         const reason = hw.enter();
         if (reason === EXIT_INTERRUPTED) {
           consumeKick();
@@ -547,21 +555,50 @@ class Pcpu {
    * KVM to exit as soon as the guest opens an interrupt window. True when the
    * upcall has to wait for that window.
    */
-  private injectUpcall(v: VCpu): boolean {
+  private injectInterrupt(v: VCpu): boolean {
     const d = v.dom;
-    const vector = d.shared.vcpu(v.id, 'upcallVector') || d.shared.get('callbackVector');
-    if (!vector || !d.isUpcallPending(v)) {
-      v.hw.requestInterruptWindow = false;
+    const hw = v.hw;
+    // CALLBACK_IRQ's vector first, as Xen checks it first; a per-vCPU upcall vector goes through the LAPIC.
+    const callback = d.shared.vcpu(v.id, 'upcallVector') ? 0 : d.shared.get('callbackVector');
+    let vector = callback && d.isUpcallPending(v) ? callback : -1;
+    let fromLapic = false;
+    if (vector < 0 && v.lapic) {
+      vector = v.lapic.pendingVector();
+      fromLapic = vector >= 0;
+    }
+    if (vector < 0) {
+      hw.requestInterruptWindow = false;
       return false;
     }
-    const hw = v.hw;
     if (hw.readyForInterruptInjection && hw.ifFlag) {
       hw.interrupt(vector);
+      if (fromLapic) v.lapic!.ackInterrupt(vector);
       hw.requestInterruptWindow = false;
       return false;
     }
     hw.requestInterruptWindow = true;
     return true;
+  }
+
+  /**
+   * Delivers an IPI a vCPU wrote into its ICR: fixed and lowest-priority
+   * interrupts go into the targets' IRRs (from this thread, whatever worker
+   * runs them) and wake or kick them. PVH starts vCPUs with VCPUOP_initialise,
+   * so INIT/SIPI are not offered; NMI, SMI and remote read are dropped with a
+   * log line; ExtINT crashes the domain, as Xen does.
+   */
+  private deliverIpi(v: VCpu, ipi: Ipi): void {
+    const d = v.dom;
+    if (ipi.mode === 'fixed' || ipi.mode === 'lowest') {
+      const views = d.vcpus.map((x) => d.shared.lapicView(x.id));
+      for (const id of ipiTargets(ipi, views)) if (acceptInterrupt(views[id]!, ipi.vector)) this.notifyVcpu(d.shared, id);
+      return;
+    }
+    if (ipi.mode === 'extint') {
+      this.crash(d, `vCPU ${v.id}: IPI with unsupported delivery mode ExtINT (ICR 0x${ipi.icrHigh.toString(16)}:${ipi.icrLow.toString(16)})`);
+      return;
+    }
+    this.post({ type: 'log', level: 'warn', text: `d${d.domid}v${v.id}: ${ipi.mode} IPI not offered (ICR 0x${ipi.icrHigh.toString(16)}:${ipi.icrLow.toString(16)}), dropped` });
   }
 
   /** Handles one exit; true when the vCPU leaves the pCPU. */
@@ -612,21 +649,49 @@ class Pcpu {
       case EXIT.IRQ_WINDOW_OPEN:
         return false;
       case EXIT.MMIO: {
+        // struct kvm_run.mmio: phys_addr u64, data[8], len u32, is_write u8 (linux/kvm.h)
         const m = RUN.exit;
+        const gpa = run.getBigUint64(m, true);
+        const len = run.getUint32(m + 16, true);
         const isWrite = run.getUint8(m + 20) !== 0;
-        if (!isWrite) hw.runBytes.fill(0xff, m + 8, m + 16);
+        const off = v.lapic ? v.lapic.mmioOffset(gpa) : -1;
+        if (off >= 0 && len <= 4) {
+          if (isWrite) {
+            let val = 0;
+            for (let i = len - 1; i >= 0; i--) val = val * 256 + run.getUint8(m + 8 + i);
+            const ipi = v.lapic!.mmioWrite(off, len, val);
+            if (ipi) this.deliverIpi(v, ipi);
+            this.timersDirty = true;
+          } else {
+            const val = v.lapic!.mmioRead(off, len);
+            for (let i = 0; i < 8; i++) run.setUint8(m + 8 + i, i < len ? (val >>> (8 * i)) & 0xff : 0);
+          }
+          return false;
+        }
+        if (!isWrite) hw.runBytes.fill(0xff, m + 8, m + 16); // no device there: reads float high
         return false;
       }
       case EXIT.X86_WRMSR: {
         const idx = run.getUint32(RUN.exit + RUN_MSR.index, true);
         const val = run.getBigUint64(RUN.exit + RUN_MSR.data, true);
+        if (v.lapic && Vlapic.handlesMsr(idx)) {
+          const r = v.lapic.wrmsr(idx, val);
+          run.setUint8(RUN.exit + RUN_MSR.error, r.gp ? MSR_ERROR_GP : 0);
+          if (r.ipi) this.deliverIpi(v, r.ipi);
+          this.timersDirty = true;
+          return false;
+        }
         if (idx === XEN_HYPERCALL_MSR && this.writeHypercallPage(v, val)) run.setUint8(RUN.exit + RUN_MSR.error, 0);
         else run.setUint8(RUN.exit + RUN_MSR.error, MSR_ERROR_GP);
         return false;
       }
       case EXIT.X86_RDMSR: {
         const idx = run.getUint32(RUN.exit + RUN_MSR.index, true);
-        if (idx === XEN_HYPERCALL_MSR) {
+        if (v.lapic && Vlapic.handlesMsr(idx)) {
+          const r = v.lapic.rdmsr(idx);
+          run.setBigUint64(RUN.exit + RUN_MSR.data, r.value, true);
+          run.setUint8(RUN.exit + RUN_MSR.error, r.gp ? MSR_ERROR_GP : 0);
+        } else if (idx === XEN_HYPERCALL_MSR) {
           run.setBigUint64(RUN.exit + RUN_MSR.data, 0n, true);
           run.setUint8(RUN.exit + RUN_MSR.error, 0);
         } else run.setUint8(RUN.exit + RUN_MSR.error, MSR_ERROR_GP);

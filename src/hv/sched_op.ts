@@ -59,7 +59,7 @@ export function blockVcpu(h: Hcall): void {
   // Xen re-enables event delivery (evtchn_upcall_mask = 0) before blocking.
   const vi = d.vcpuInfoOffset(v.id);
   if (vi >= 0) d.mem.bytes[vi + 1] = 0;
-  if (!d.isUpcallPending(v)) v.blocked = true;
+  if (!d.isUpcallPending(v) && !v.lapicPending) v.blocked = true;
   h.deschedule = true;
 }
 

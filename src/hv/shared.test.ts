@@ -28,7 +28,8 @@ test('the VIRQ table does not overlap the port table or the vCPU records', () =>
   for (let v = 0; v < 2; v++) for (let q = 0; q < 24; q++) s.virqs.set(q * 65536 + v, 0x7fffffff);
   assert.equal(s.vcpu(1, 'state'), RUNSTATE.offline);
   assert.equal(s.w[s.portIndex(1023) + 3], 0, 'last port record untouched');
-  assert.equal(s.sab.byteLength / 4, s.virqBase + 2 * 24);
+  assert.equal(s.lapicBase, s.virqBase + 2 * 24);
+  assert.equal(s.lapicView(1).byteOffset / 4 + s.lapicView(1).length, s.sab.byteLength / 4, 'the last LAPIC page ends the record');
 });
 
 test('per-vCPU flags and time accounting are per vCPU', () => {

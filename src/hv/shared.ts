@@ -10,6 +10,8 @@
 //   the event-channel port table, so any thread can deliver an event to the
 //   domain without waiting for the thread that runs it.
 
+import { VLAPIC_SHARED_WORDS } from './x86/vlapic.js';
+
 export const MAX_PCPUS = 256;
 /** Offset, in the control domain's shared_info-shaped SAB, of the word workers bump to wake the main thread. */
 export const DOM0_DOORBELL = 3584;
@@ -122,6 +124,8 @@ export class DomainShared {
   readonly virqBase: number;
   /** The domain's VIRQ bindings, as the event-channel core uses them, visible to every worker. */
   readonly virqs: VirqTable;
+  /** Each vCPU's local APIC registers (vlapic.ts), so any thread can raise an interrupt in it. */
+  readonly lapicBase: number;
 
   constructor(readonly sab: SharedArrayBuffer) {
     this.w = new Int32Array(sab);
@@ -130,10 +134,16 @@ export class DomainShared {
     this.portBase = HDR_WORDS + nrVcpus * VCPU_WORDS;
     this.virqBase = this.portBase + (this.w[HDR.maxPort]! + 1) * PORT_WORDS;
     this.virqs = new VirqTable(this.w, this.virqBase, nrVcpus);
+    this.lapicBase = this.virqBase + nrVcpus * NR_VIRQ_SLOTS;
+  }
+
+  /** vCPU `v`'s local APIC page (VLAPIC_SHARED_WORDS words). */
+  lapicView(v: number): Int32Array {
+    return new Int32Array(this.sab, (this.lapicBase + v * VLAPIC_SHARED_WORDS) * 4, VLAPIC_SHARED_WORDS);
   }
 
   static create(domid: number, nrVcpus: number, maxPort: number): DomainShared {
-    const words = HDR_WORDS + nrVcpus * VCPU_WORDS + (maxPort + 1) * PORT_WORDS + nrVcpus * NR_VIRQ_SLOTS;
+    const words = HDR_WORDS + nrVcpus * VCPU_WORDS + (maxPort + 1) * PORT_WORDS + nrVcpus * (NR_VIRQ_SLOTS + VLAPIC_SHARED_WORDS);
     const sab = new SharedArrayBuffer(words * 4);
     const w = new Int32Array(sab);
     w[HDR.nrVcpus] = nrVcpus;

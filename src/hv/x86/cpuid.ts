@@ -22,6 +22,7 @@ const sig = (s: string): number => s.charCodeAt(0) | (s.charCodeAt(1) << 8) | (s
 const CPUID1_ECX_HYPERVISOR = 1 << 31;
 const CPUID1_ECX_X2APIC = 1 << 21;
 const CPUID1_ECX_TSC_DEADLINE = 1 << 24;
+const CPUID1_EDX_APIC = 1 << 9;
 
 export interface XenCpuidOptions {
   domid: number;
@@ -34,8 +35,9 @@ export function xenCpuid(host: CpuidEntry[], o: XenCpuidOptions): CpuidEntry[] {
   for (const e of out) {
     if (e.function === 1) {
       e.ecx |= CPUID1_ECX_HYPERVISOR;
-      // No in-kernel LAPIC: x2APIC and TSC-deadline would promise hardware we do not model yet.
-      e.ecx &= ~(CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE);
+      // The local APIC model (vlapic.ts) offers x2APIC and the TSC-deadline timer, whatever the host has.
+      e.ecx |= CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE;
+      e.edx |= CPUID1_EDX_APIC;
       // initial APIC id = vCPU id (bits 31:24 of EBX)
       e.ebx = (e.ebx & 0x00ffffff) | ((o.vcpuId & 0xff) << 24);
     }
