@@ -59,44 +59,55 @@ export async function writeSkeleton(c: LocalClient, d: { domid: number; name: st
   const dom = `/local/domain/${D}`;
   const ro = ['n0', `r${D}`];
   const rw = [`n${D}`];
-  const tx = await c.transactionStart();
-  const w = async (p: string, v: string, perms = ro) => { await c.write(p, v, tx); await c.setPerms(p, perms, tx); };
-  await w(dom, '');
-  await w(`/vm/${d.uuid}`, '');
-  await w(`/vm/${d.uuid}/uuid`, d.uuid);
-  await w(`/vm/${d.uuid}/name`, d.name);
-  await w(`/libxl/${D}`, '', ['n0']);
-  await w(`${dom}/vm`, `/vm/${d.uuid}`);
-  await w(`${dom}/name`, d.name);
-  await w(`${dom}/domid`, String(D));
-  await w(`${dom}/cpu`, '');
-  for (let i = 0; i < d.vcpus; i++) await w(`${dom}/cpu/${i}/availability`, 'online');
-  await w(`${dom}/memory`, '');
-  await w(`${dom}/memory/static-max`, String(d.maxMemKiB ?? d.memoryKiB));
-  await w(`${dom}/memory/target`, String(d.memoryKiB));
-  await w(`${dom}/memory/videoram`, '-1');
-  await w(`${dom}/device`, '');
-  await w(`${dom}/device/suspend`, '');
-  await w(`${dom}/device/suspend/event-channel`, '', rw);
-  await w(`${dom}/control`, '');
-  await w(`${dom}/control/shutdown`, '', rw);
-  await w(`${dom}/control/feature-poweroff`, '', rw);
-  await w(`${dom}/control/feature-reboot`, '', rw);
-  await w(`${dom}/control/feature-suspend`, '', rw);
-  await w(`${dom}/control/sysrq`, '', rw);
-  await w(`${dom}/control/platform-feature-multiprocessor-suspend`, '1');
-  await w(`${dom}/control/platform-feature-xs_reset_watches`, '1');
-  for (const k of ['data', 'drivers', 'feature', 'attr', 'error']) await w(`${dom}/${k}`, '', rw);
-  await w(`${dom}/store`, '');
-  await w(`${dom}/store/port`, String(d.storePort));
-  await w(`${dom}/store/ring-ref`, String(d.storeGfn));
-  await w(`${dom}/console`, '');
-  await w(`${dom}/console/port`, String(d.consolePort));
-  await w(`${dom}/console/ring-ref`, String(d.consoleGfn));
-  await w(`${dom}/console/type`, 'xenconsoled');
-  await w(`${dom}/console/output`, 'pty');
-  await w(`${dom}/console/limit`, '1048576');
-  await c.transactionEnd(tx, true);
+  // retried on EAGAIN: other domains' nodes change while this one is written (libxl loops the same way)
+  await c.transaction(async (tx) => {
+    // pipelined: the requests go out in order and xenstored answers them in order, so parents precede children
+    const pending: Promise<void>[] = [];
+    // a node dom0 creates inherits its parent's permissions, so only nodes that differ need SET_PERMS
+    const permsOf = new Map<string, string>();
+    const w = (p: string, v: string, perms = ro) => {
+      const key = perms.join(',');
+      pending.push(c.write(p, v, tx));
+      if (permsOf.get(p.slice(0, p.lastIndexOf('/'))) !== key) pending.push(c.setPerms(p, perms, tx));
+      permsOf.set(p, key);
+    };
+    w(dom, '');
+    w(`/vm/${d.uuid}`, '');
+    w(`/vm/${d.uuid}/uuid`, d.uuid);
+    w(`/vm/${d.uuid}/name`, d.name);
+    w(`/libxl/${D}`, '', ['n0']);
+    w(`${dom}/vm`, `/vm/${d.uuid}`);
+    w(`${dom}/name`, d.name);
+    w(`${dom}/domid`, String(D));
+    w(`${dom}/cpu`, '');
+    for (let i = 0; i < d.vcpus; i++) w(`${dom}/cpu/${i}/availability`, 'online');
+    w(`${dom}/memory`, '');
+    w(`${dom}/memory/static-max`, String(d.maxMemKiB ?? d.memoryKiB));
+    w(`${dom}/memory/target`, String(d.memoryKiB));
+    w(`${dom}/memory/videoram`, '-1');
+    w(`${dom}/device`, '');
+    w(`${dom}/device/suspend`, '');
+    w(`${dom}/device/suspend/event-channel`, '', rw);
+    w(`${dom}/control`, '');
+    w(`${dom}/control/shutdown`, '', rw);
+    w(`${dom}/control/feature-poweroff`, '', rw);
+    w(`${dom}/control/feature-reboot`, '', rw);
+    w(`${dom}/control/feature-suspend`, '', rw);
+    w(`${dom}/control/sysrq`, '', rw);
+    w(`${dom}/control/platform-feature-multiprocessor-suspend`, '1');
+    w(`${dom}/control/platform-feature-xs_reset_watches`, '1');
+    for (const k of ['data', 'drivers', 'feature', 'attr', 'error']) w(`${dom}/${k}`, '', rw);
+    w(`${dom}/store`, '');
+    w(`${dom}/store/port`, String(d.storePort));
+    w(`${dom}/store/ring-ref`, String(d.storeGfn));
+    w(`${dom}/console`, '');
+    w(`${dom}/console/port`, String(d.consolePort));
+    w(`${dom}/console/ring-ref`, String(d.consoleGfn));
+    w(`${dom}/console/type`, 'xenconsoled');
+    w(`${dom}/console/output`, 'pty');
+    w(`${dom}/console/limit`, '1048576');
+    await Promise.all(pending);
+  });
 }
 
 /** Connects the console backend and xenstored to a built (not yet started) domain. */

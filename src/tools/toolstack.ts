@@ -51,6 +51,14 @@ export interface ToolstackDomain {
 
 export class Toolstack {
   private readonly live = new Map<number, ToolstackDomain>();
+  /** the control domain's own store transactions run one at a time: concurrent skeletons would only conflict and retry */
+  private storeQueue: Promise<unknown> = Promise.resolve();
+
+  private serialized<T>(f: () => Promise<T>): Promise<T> {
+    const r = this.storeQueue.then(f, f);
+    this.storeQueue = r.catch(() => {});
+    return r;
+  }
 
   private constructor(readonly hv: Hypervisor, readonly xs: Xenstored, readonly client: LocalClient, private readonly builds: Map<number, BuiltDomain>) {
     hv.on('shutdown', (domid) => {
@@ -85,13 +93,13 @@ export class Toolstack {
     const t1 = performance.now();
     let services: DomainServices;
     try {
-      services = await connectServices(this.hv, this.xs, this.client, built, {
+      services = await this.serialized(() => connectServices(this.hv, this.xs, this.client, built, {
         name: cfg.name, uuid, vcpus: cfg.vcpus, memoryKiB: cfg.memoryMiB * 1024, maxMemKiB: (cfg.maxMemMiB ?? cfg.memoryMiB) * 1024, output,
-      });
+      }));
     } catch (e) {
       this.builds.delete(built.domid);
       await this.hv.destroy(built.domid);
-      await removeDomainNodes(this.client, built.domid, uuid);
+      await this.serialized(() => removeDomainNodes(this.client, built.domid, uuid));
       throw e;
     }
     const t2 = performance.now();
@@ -119,7 +127,7 @@ export class Toolstack {
     d?.services.close();
     this.builds.delete(domid);
     await this.hv.destroy(domid);
-    await removeDomainNodes(this.client, domid, d && !o.keepVm ? d.uuid : null);
+    await this.serialized(() => removeDomainNodes(this.client, domid, d && !o.keepVm ? d.uuid : null));
   }
 
   async shutdown(): Promise<void> {

@@ -6,6 +6,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
@@ -77,13 +78,15 @@ describe('xenode daemon', needsKvm(), () => {
   });
 
   test('create, list, console (two readers, replay), destroy: readers get end, the record and xenstore nodes go', async () => {
-    const r = await c.call('domain.create', { config: cfg('life', 'idle') as DomainConfig });
+    // paused (xl create -p) so both readers are there before the guest prints
+    const r = await c.call('domain.create', { config: cfg('life', 'idle') as DomainConfig, paused: true });
     assert.equal(r.name, 'life');
     assert.ok(r.domid > 0);
     const got: string[] = ['', ''];
     const a = await c.attachConsole('life', (b) => { got[0] += b.toString(); });
     const c2 = await DaemonClient.connect(d.socket);
     const b = await c2.attachConsole(r.domid, (x) => { got[1] += x.toString(); });
+    await c.call('domain.unpause', { dom: r.domid });
     await until('console output on both readers', () => got[0]!.includes('idle: blocking') && got[1]!.includes('idle: blocking'));
     // a late reader asks for the kept tail
     let late = '';
@@ -183,8 +186,8 @@ describe('xenode daemon', needsKvm(), () => {
 
   test('on_crash=restart: restarted with a new domid, same name and uuid, until the loop guard leaves it crashed', async () => {
     const mark = changes.length;
-    const r = await c.call('domain.create', { config: cfg('crashy', 'shutdown-crash', { onCrash: 'restart' }) as DomainConfig });
-    const uuid = (await c.call('domain.config', { dom: r.domid })).config.uuid;
+    const uuid = randomUUID();
+    const r = await c.call('domain.create', { config: cfg('crashy', 'shutdown-crash', { uuid, onCrash: 'restart' }) as DomainConfig });
     // --restart-limit 3: three restarts, then the fourth crash is left in place
     const final = await until('the restart guard to stop', async () => {
       const s = (await c.call('domain.list', {})).find((x) => x.name === 'crashy');
@@ -218,8 +221,9 @@ describe('xenode daemon', needsKvm(), () => {
 
   test('on_reboot=rename-restart preserves the old domain as <name>-<UTC time> with a new uuid and starts a new one', async () => {
     const mark = changes.length;
-    const r = await c.call('domain.create', { config: cfg('rr', 'shutdown-reboot', { onReboot: 'rename-restart', onPoweroff: 'destroy' }) as DomainConfig });
-    const uuid = (await c.call('domain.config', { dom: r.domid })).config.uuid;
+    // the guest reboots at once: the uuid is chosen here, not read back (it may already be preserved)
+    const uuid = randomUUID();
+    const r = await c.call('domain.create', { config: cfg('rr', 'shutdown-reboot', { uuid, onReboot: 'rename-restart', onPoweroff: 'destroy' }) as DomainConfig });
     await until('a restart', () => changes.slice(mark).some((ch) => ch.what === 'restarted'));
     const old = (await c.call('domain.config', { dom: r.domid }));
     assert.match(old.summary.name, /^rr-\d{8}T\d{4}Z(-\d+)?$/);
@@ -266,6 +270,11 @@ describe('xenode daemon', needsKvm(), () => {
       for (const line of [`name = "xsk"`, `domid = "${r.domid}"`, `vm = "/vm/${config.uuid}"`, 'static-max = "16384"', 'target = "8192"',
         'shutdown = ""', 'ring-ref = ', 'type = "xenconsoled"']) assert.ok(ls.includes(line), `${line} in\n${ls}`);
       assert.equal((await run('xenstore-read', ['/local/domain/0/name'], { env })).stdout, 'Domain-0\n');
+      // libxl's permissions: read-only for the guest, writable where the guest reports back
+      const lsp = (await run('xenstore-ls', ['-p', dom], { env })).stdout;
+      assert.match(lsp, new RegExp(`^name = "xsk".*\\(n0,r${r.domid}\\)$`, 'm'));
+      assert.match(lsp, new RegExp(`^ shutdown = "".*\\(n${r.domid}\\)$`, 'm'));
+      assert.match(lsp, new RegExp(`^ port = "\\d+".*\\(n0,r${r.domid}\\)$`, 'm'));
       const vm = (await run('xenstore-ls', [`/vm/${config.uuid}`], { env })).stdout;
       assert.match(vm, /uuid = "[0-9a-f-]{36}"\nname = "xsk"/);
     }

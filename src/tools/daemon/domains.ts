@@ -340,8 +340,7 @@ export class DomainManager extends EventEmitter<Events> {
   private async renameInStore(d: Domain, name: string, uuid = d.config.uuid): Promise<void> {
     const c = this.ts.client;
     const dom = `/local/domain/${d.domid}`;
-    const tx = await c.transactionStart();
-    try {
+    await c.transaction(async (tx) => {
       if (uuid !== d.config.uuid) {
         const vm = `/vm/${uuid}`;
         await c.write(vm, '', tx);
@@ -352,11 +351,7 @@ export class DomainManager extends EventEmitter<Events> {
         await c.write(`/vm/${uuid}/name`, name, tx);
       }
       await c.write(`${dom}/name`, name, tx);
-      await c.transactionEnd(tx, true);
-    } catch (e) {
-      await c.transactionEnd(tx, false).catch(() => {});
-      throw e;
-    }
+    });
   }
 
   /**
