@@ -255,6 +255,11 @@ export class Domain {
     return off >= 0 && this.mem.bytes[off] !== 0;
   }
 
+  /** evtchn_upcall_pending with a way to deliver it (CALLBACK_IRQ's vector or the vCPU's upcall vector). */
+  upcallDeliverable(v: VCpu): boolean {
+    return this.isUpcallPending(v) && (this.shared.get('callbackVector') !== 0 || this.shared.vcpu(v.id, 'upcallVector') !== 0);
+  }
+
   get state(): number {
     return this.shared.get('state');
   }

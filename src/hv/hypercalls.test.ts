@@ -22,7 +22,7 @@ import { EBUSY, EEXIST, EFAULT, EINVAL, ENOENT, ENOSPC, ENOSYS, EOPNOTSUPP, EPER
 import { setEvtchnHost } from './event_channel.js';
 import { setSchedHooks } from './sched_op.js';
 import { setConsoleSink, feedConsoleInput } from './console.js';
-import { ECS, portInfo, type EvtchnDomain, type EvtchnHost } from './evtchn_core.js';
+import { ECS, portInfo, allocUnbound, type EvtchnDomain, type EvtchnHost } from './evtchn_core.js';
 import './version.js';
 import './hvm.js';
 import './memory.js';
@@ -994,7 +994,11 @@ describe('sched_op', () => {
     assert.ok(e.desched && e.v[0]!.blocked);
     assert.equal(e.mem[vi + 1], 0, 'block re-enables event delivery');
     e.v[0]!.blocked = false;
-    e.mem[vi] = 1; // an event is pending: do not sleep
+    e.mem[vi] = 1; // an event is pending, but with no callback it cannot be delivered: sleep (Xen's local_events_need_delivery)
+    assert.equal(call(e, HC.sched_op, [1, 0]), 0);
+    assert.ok(e.desched && e.v[0]!.blocked);
+    e.v[0]!.blocked = false;
+    e.d.shared.set('callbackVector', 0xf3); // deliverable: do not sleep
     assert.equal(call(e, HC.sched_op, [1, 0]), 0);
     assert.ok(e.desched && !e.v[0]!.blocked);
   });
@@ -1024,6 +1028,9 @@ describe('sched_op', () => {
         : put(e, ARG, [[0, 'u32', ports], [4, 'u32', nr], [8, 'u64', timeout]], 16));
       const si = e.d.physmap.sharedInfoPage * PAGE;
       put(e, BUF, [[0, 'u32', 3], [4, 'u32', 5]]);
+      poll(BUF, 2, 0n);
+      assert.equal(call(e, HC.sched_op, [3, ARG]), -EINVAL, 'ports not in use');
+      for (let i = 0; i < 5; i++) allocUnbound(e.d.evtchn, 0); // ports 1..5 in use
       poll(BUF, 129, 0n);
       assert.equal(call(e, HC.sched_op, [3, ARG]), -EINVAL);
       put(e, BUF + 8, [[0, 'u32', 0]]);
@@ -1097,6 +1104,13 @@ describe('sched_op', () => {
       assert.deepEqual(timerChanges.slice(before), [e.v[0]!.key]);
       assert.equal(call(e, HC.set_timer_op, abi === 'x64' ? [0] : [0, 0]), 0);
       assert.equal(e.v[0]!.timer.singleshot, 0n, '0 cancels');
+      // Xen's Linux workaround: wrapped negative, or more than 2^50 ns ahead, fires in 100 ms.
+      for (const far of [e.d.now() + (1n << 50n) + 1_000_000_000n, 1n << 63n]) {
+        const now = e.d.now();
+        assert.equal(call(e, HC.set_timer_op, abi === 'x64' ? [far] : [far & 0xffffffffn, far >> 32n]), 0);
+        const s = e.v[0]!.timer.singleshot;
+        assert.ok(s >= now + 100_000_000n && s < now + 200_000_000n, `deadline ${far} -> ${s - now} ns from now`);
+      }
     });
   }
 });
@@ -1245,12 +1259,14 @@ describe('vcpu_op', () => {
       const e = mkEnv({ abi });
       put(e, ARG, [[0, 'u64', 999_999n]]);
       assert.equal(call(e, HC.vcpu_op, [6, 0, ARG]), -EINVAL, 'under 1 ms');
-      put(e, ARG, [[0, 'u64', (1n << 62n) + 1n]]);
-      assert.equal(call(e, HC.vcpu_op, [6, 0, ARG]), -EINVAL);
+      put(e, ARG, [[0, 'u64', 1n << 62n]]);
+      assert.equal(call(e, HC.vcpu_op, [6, 0, ARG]), -EINVAL, 'beyond STIME_DELTA_MAX');
+      put(e, ARG, [[0, 'u64', (1n << 62n) - 1n]]);
+      assert.equal(call(e, HC.vcpu_op, [6, 0, ARG]), 0);
       put(e, ARG, [[0, 'u64', 10_000_000n]]);
       assert.equal(call(e, HC.vcpu_op, [6, 1, ARG]), 0);
       assert.equal(e.v[1]!.timer.period, 10_000_000n);
-      assert.ok(e.v[1]!.timer.periodicNext > e.d.now() - 1n);
+      assert.ok(e.v[1]!.timer.periodicNext <= e.d.now(), 'the first tick is due at once');
       assert.equal(call(e, HC.vcpu_op, [7, 1, 0]), 0);
       assert.equal(e.v[1]!.timer.period, 0n);
       // single-shot: 16 bytes [12 on 32-bit]; place it so the 32-bit form ends at the end of RAM

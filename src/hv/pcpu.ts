@@ -22,6 +22,8 @@ import { XEN_HYPERCALL_MSR } from './x86/cpuid.js';
 import * as core from './evtchn_core.js';
 import { setEvtchnHost, evtchnHost } from './event_channel.js';
 import { setSchedHooks, SHUTDOWN, blockVcpu } from './sched_op.js';
+import { updateRunstateArea } from './vcpu_op.js';
+import { VCPU_FLAG_WAKE } from './shared.js';
 import { setConsoleSink, emitConsoleBytes, flushConsole } from './console.js';
 import type { TimeBase } from './time.js';
 import type { SchedulerPolicy } from './sched/scheduler.js';
@@ -64,6 +66,12 @@ const SCHEDOP_WATCHDOG = 6;
  * the pCPU timer stands in for it.
  */
 const WINDOW_POLL_NS = 50_000n;
+/**
+ * A vCPU woken while another runs on this pCPU gets it once the runner has
+ * had this long in its slice (credit2's default ratelimit, 1 ms), instead of
+ * at the end of the slice: wake-up latency for I/O and timers.
+ */
+const RATELIMIT_NS = 1_000_000n;
 
 class Pcpu {
   readonly kvm = Kvm.open();
@@ -152,6 +160,12 @@ class Pcpu {
     });
   }
 
+  /** Moves a local vCPU's runstate and refreshes its registered runstate area, as Xen does at every switch. */
+  private runstate(v: VCpu, state: number, now: bigint): void {
+    v.setRunstate(state, now);
+    updateRunstateArea(v);
+  }
+
   /** A domain's event-channel endpoint from this thread: its own, or a domain another worker runs. */
   private lookupEvtchn(domid: number): core.EvtchnDomain | null {
     if (domid === 0) return this.dom0;
@@ -184,9 +198,10 @@ class Pcpu {
   private notifyVcpu(s: DomainShared, vcpu: number): void {
     const pc = s.vcpu(vcpu, 'pcpu');
     if (pc === this.init.pcpu || pc < 0) {
-      this.wakeVcpu(s.domid, vcpu);
+      this.wakeVcpu(s.domid, vcpu, true);
       return;
     }
+    s.setVcpuFlag(vcpu, VCPU_FLAG_WAKE);
     this.host.ring(pc);
     if (this.host.isRunning(pc)) kick({ pid: process.pid, tid: this.host.tid(pc) });
   }
@@ -198,7 +213,7 @@ class Pcpu {
     v.blocked = false;
     v.runstateState = RUNSTATE.offline;
     v.runstateEntry = now;
-    v.setRunstate(RUNSTATE.runnable, now);
+    this.runstate(v, RUNSTATE.runnable, now);
     if (v.dom.isRunnable()) this.sched.insert(v);
   }
 
@@ -211,15 +226,16 @@ class Pcpu {
     v.online = false;
     v.blocked = false;
     v.pollPorts = null;
-    v.setRunstate(RUNSTATE.offline, v.dom.now());
+    this.runstate(v, RUNSTATE.offline, v.dom.now());
   }
 
   /** A vCPU of a domain on this pCPU should re-check whether it can run. */
-  wakeVcpu(domid: number, vcpu: number): void {
+  wakeVcpu(domid: number, vcpu: number, kicked = false): void {
     const d = this.domains.get(domid);
     const v = d?.vcpus[vcpu];
     if (!v || !v.blocked) return;
-    if (this.canUnblock(v)) this.unblock(v);
+    // An event that newly raised the upcall kicks the vCPU out of a block even when it cannot be delivered (Xen's vcpu_kick).
+    if (kicked || this.canUnblock(v)) this.unblock(v);
   }
 
   private canUnblock(v: VCpu): boolean {
@@ -228,16 +244,17 @@ class Pcpu {
       if (v.pollPorts.some((p) => core.isPending(d.evtchn, p))) return true;
       if (v.pollTimeout !== 0n && v.pollTimeout <= d.now()) return true;
     }
-    return d.isUpcallPending(v) || v.lapicPending;
+    return d.upcallDeliverable(v) || v.lapicPending;
   }
 
   private unblock(v: VCpu): void {
     v.blocked = false;
+    if (this.current && this.current !== v) this.wokeDuringSlice = true;
     if (v.pollPorts) {
       v.pollPorts = null;
       v.dom.shared.setVcpu(v.id, 'pollMask', 0);
     }
-    v.setRunstate(RUNSTATE.runnable, v.dom.now());
+    this.runstate(v, RUNSTATE.runnable, v.dom.now());
     if (v !== this.current) this.sched.insert(v);
   }
 
@@ -260,7 +277,7 @@ class Pcpu {
     for (const v of d.vcpus) {
       if (!v.online) continue;
       v.runstateEntry = d.now();
-      v.setRunstate(RUNSTATE.runnable, d.now());
+      this.runstate(v, RUNSTATE.runnable, d.now());
       this.sched.insert(v);
     }
   }
@@ -345,7 +362,7 @@ class Pcpu {
         this.stopped = true;
         return;
       case 'wake':
-        this.wakeVcpu(m.domid, m.vcpu);
+        this.wakeVcpu(m.domid, m.vcpu, true);
         return;
       case 'known':
         return; // taken in readMail
@@ -430,7 +447,7 @@ class Pcpu {
         if (v.pollTimeout <= now) this.unblock(v);
         else earliest(v.pollTimeout);
       }
-      if (v.blocked && this.canUnblock(v)) this.unblock(v);
+      if (v.blocked && (d.shared.clearVcpuFlag(v.id, VCPU_FLAG_WAKE) || this.canUnblock(v))) this.unblock(v);
     }
   }
 
@@ -473,8 +490,9 @@ class Pcpu {
     const hw = v.hw;
     const start = d.now();
     this.current = v;
+    this.wokeDuringSlice = false;
     v.yielded = false;
-    v.setRunstate(RUNSTATE.running, start);
+    this.runstate(v, RUNSTATE.running, start);
     d.updatePvclock(v, hw.getMsr(IA32_TSC));
     // Preempt at the end of the slice if others wait, and at the next guest timer.
     this.armPreemption(v, start, nextTimer);
@@ -491,6 +509,7 @@ class Pcpu {
           continue;
         }
         if (this.handleExit(v, h, reason)) break;
+        if (this.wokeDuringSlice && this.preemptForWoken(start, d.now())) break;
         if (this.timersDirty) {
           this.timersDirty = false;
           this.armPreemption(v, start, this.runTimers());
@@ -504,12 +523,12 @@ class Pcpu {
     const now = d.now();
     if (d.stopping || !v.online || d.state !== DOMSTATE.running) return;
     if (v.awaitingHome) {
-      v.setRunstate(RUNSTATE.runnable, now);
+      this.runstate(v, RUNSTATE.runnable, now);
       return; // back on the runqueue when the home worker answers
     }
-    if (v.blocked) v.setRunstate(RUNSTATE.blocked, now);
+    if (v.blocked) this.runstate(v, RUNSTATE.blocked, now);
     else {
-      v.setRunstate(RUNSTATE.runnable, now);
+      this.runstate(v, RUNSTATE.runnable, now);
       if (d.isRunnable()) this.sched.insert(v);
     }
   }
@@ -528,6 +547,20 @@ class Pcpu {
 
   /** System time the pCPU timer is armed for (0 = not armed). */
   private armed = 0n;
+  /** A vCPU became runnable while the current one runs. */
+  private wokeDuringSlice = false;
+
+  /** True when the current vCPU should make way for one woken meanwhile; else arms the timer for when it should. */
+  private preemptForWoken(start: bigint, now: bigint): boolean {
+    if (!this.wokeDuringSlice) return false;
+    const t = start + RATELIMIT_NS;
+    if (now >= t) return true;
+    if (this.armed === 0n || this.armed > t) {
+      this.armed = t;
+      this.timer.arm(t + this.init.timeBase.bootNs);
+    }
+    return false;
+  }
 
   /** Makes sure the guest is interrupted soon to re-check a pending upcall (see WINDOW_POLL_NS). */
   private armWindowPoll(now: bigint): void {
@@ -546,7 +579,7 @@ class Pcpu {
     if (slice !== 0n && v.dom.now() - start >= slice) return true;
     // Someone may have become runnable meanwhile: make sure the slice will end.
     this.armPreemption(v, start, nextTimer);
-    return false;
+    return this.preemptForWoken(start, v.dom.now());
   }
 
   /**

@@ -9,6 +9,7 @@ import { struct, abiPair, forAbi } from './abi/layout.js';
 import { EINVAL, ENOSPC, ENOSYS, EPERM, ESRCH, XenError } from './errno.js';
 import * as core from './evtchn_core.js';
 import type { Domain, VCpu } from './domain.js';
+import { VCPU_FLAG_WAKE } from './shared.js';
 
 export const SCHEDOP = { yield: 0, block: 1, shutdown: 2, poll: 3, remote_shutdown: 4, shutdown_code: 5, watchdog: 6, pin_override: 7 } as const;
 export const SHUTDOWN = { poweroff: 0, reboot: 1, suspend: 2, crash: 3, watchdog: 4, soft_reset: 5 } as const;
@@ -59,7 +60,9 @@ export function blockVcpu(h: Hcall): void {
   // Xen re-enables event delivery (evtchn_upcall_mask = 0) before blocking.
   const vi = d.vcpuInfoOffset(v.id);
   if (vi >= 0) d.mem.bytes[vi + 1] = 0;
-  if (!d.isUpcallPending(v) && !v.lapicPending) v.blocked = true;
+  // Xen's local_events_need_delivery: a pending upcall counts only where it can be delivered (a callback vector is set).
+  d.shared.clearVcpuFlag(v.id, VCPU_FLAG_WAKE);
+  if (!d.upcallDeliverable(v) && !v.lapicPending) v.blocked = true;
   h.deschedule = true;
 }
 
@@ -94,7 +97,8 @@ function schedOp(h: Hcall): number {
       const ports = new Array<number>(p.nr_ports);
       for (let i = 0; i < p.nr_ports; i++) {
         const port = g.readU32(BigInt(p.ports) + BigInt(i * 4));
-        if (!core.portValid(d.shared, port)) throw new XenError(EINVAL);
+        // Only ports in use may be polled (Xen's evtchn_port_poll).
+        if (!core.portValid(d.shared, port) || core.portInfo(d.shared, port).state === core.ECS.closed) throw new XenError(EINVAL);
         ports[i] = port;
       }
       // Xen re-enables delivery, then returns at once if any polled port is pending.
@@ -146,7 +150,11 @@ function schedOp(h: Hcall): number {
 /** set_timer_op(u64 timeout): one-shot VIRQ_TIMER at an absolute system time; 0 cancels. */
 function setTimerOp(h: Hcall): number {
   const t = h.u64(0);
-  h.vcpu.timer.singleshot = t;
+  const now = h.dom.now();
+  // Xen's do_set_timer_op: a deadline wrapped negative or more than 2^50 ns (~13 days) ahead is a
+  // guest's "no timer" (old Linux): fire in 100 ms rather than never or at once.
+  const wrapped = t !== 0n && (BigInt.asIntN(64, t) < 0n || t - now > 1n << 50n);
+  h.vcpu.timer.singleshot = wrapped ? now + 100_000_000n : t;
   // A deadline already past fires at once (Xen sends the event immediately).
   timerChanged(h.vcpu);
   return 0;

@@ -111,6 +111,8 @@ const VCPU_WORDS = 8;
 
 /** The vCPU has an initial register state (vCPU 0 from the builder, others from VCPUOP_initialise). */
 export const VCPU_FLAG_INITIALISED = 1;
+/** An event kicked the vCPU (Xen's vcpu_kick): a blocked vCPU wakes even if nothing is deliverable. */
+export const VCPU_FLAG_WAKE = 2;
 
 /** Port record: [state | notifyVcpu << 8, remoteDom or virq, remotePort, flags]. */
 export const PORT_WORDS = 4;
@@ -202,6 +204,15 @@ export class DomainShared {
 
   setVcpu<K extends keyof typeof VCPU>(v: number, k: K, val: number): void {
     Atomics.store(this.w, this.vcpuBase + v * VCPU_WORDS + VCPU[k], val);
+  }
+
+  setVcpuFlag(v: number, flag: number): void {
+    Atomics.or(this.w, this.vcpuBase + v * VCPU_WORDS + VCPU.flags, flag);
+  }
+
+  /** Clears `flag`; true if it was set. */
+  clearVcpuFlag(v: number, flag: number): boolean {
+    return (Atomics.and(this.w, this.vcpuBase + v * VCPU_WORDS + VCPU.flags, ~flag) & flag) !== 0;
   }
 
   portIndex(port: number): number {

@@ -3,6 +3,7 @@
 // and the per-vCPU timers.
 
 import { registerHypercall, Hcall } from './hypercall.js';
+import { GuestFault } from './guest_access.js';
 import { HYPERCALL, PAGE_SIZE, VCPU_INFO_SIZE } from './abi/xen.js';
 import { struct, abiPair, forAbi } from './abi/layout.js';
 import { EBUSY, EEXIST, EINVAL, ENOENT, ENOSYS, XenError } from './errno.js';
@@ -40,6 +41,24 @@ export function runstateBytes(v: VCpu, x32: boolean, now: bigint): Uint8Array {
   return (x32 ? VcpuRunstateInfo.x32 : VcpuRunstateInfo.x64).encode({
     state: v.runstateState, state_entry_time: v.runstateEntry, time0: t[0]!, time1: t[1]!, time2: t[2]!, time3: t[3]!,
   } as never);
+}
+
+/**
+ * Writes a vCPU's runstate into the area it registered (Xen's
+ * update_runstate_area at each switch), through the vCPU's own page tables.
+ * An area the guest unmapped is skipped, as Xen does.
+ */
+export function updateRunstateArea(v: VCpu): void {
+  if (v.runstateArea === 0n) return;
+  const d = v.dom;
+  const hw = v.hw;
+  try {
+    d.access.setContext({ cr0: hw.cr0, cr3: hw.cr3, cr4: hw.cr4, efer: hw.efer });
+    d.access.flush();
+    d.access.write(v.runstateArea, runstateBytes(v, d.abi32, v.runstateEntry));
+  } catch (e) {
+    if (!(e instanceof GuestFault)) throw e;
+  }
 }
 
 function vcpuOp(h: Hcall): number {
@@ -86,7 +105,8 @@ function vcpuOp(h: Hcall): number {
     case VCPUOP.register_runstate_memory_area: {
       const va = h.x32 ? BigInt(g.readU32(arg)) : g.readU64(arg);
       v.runstateArea = va;
-      if (va !== 0n && v === h.vcpu) g.write(va, runstateBytes(v, h.x32, d.now()));
+      // Xen copies the record as it stands (the current state's time so far is not added).
+      if (va !== 0n && v === h.vcpu) g.write(va, runstateBytes(v, h.x32, v.runstateEntry));
       return 0;
     }
     case VCPUOP.register_vcpu_info: {
@@ -112,9 +132,11 @@ function vcpuOp(h: Hcall): number {
     }
     case VCPUOP.set_periodic_timer: {
       const { period_ns } = g.readStruct(VcpuSetPeriodicTimer, arg);
-      if (period_ns < MILLISECS || period_ns > 1n << 62n) throw new XenError(EINVAL);
+      // Xen: at least 1 ms, at most STIME_DELTA_MAX (2^62 - 1).
+      if (period_ns < MILLISECS || period_ns > (1n << 62n) - 1n) throw new XenError(EINVAL);
       v.timer.period = period_ns;
-      v.timer.periodicNext = d.now() + period_ns;
+      // The first tick is due at once (Xen's last periodic event starts at 0).
+      v.timer.periodicNext = d.now();
       timerChanged(v);
       return 0;
     }
