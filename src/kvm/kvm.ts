@@ -98,7 +98,8 @@ export class Kvm {
   }
 
   createVm(): Vm {
-    const fd = libc.check(libc.ioctlInt(this.fd, KVM_CREATE_VM, 0), 'KVM_CREATE_VM');
+    // Creating a VM takes long enough for a signal (a profiler's, SIGCHLD) to interrupt it: retry.
+    const fd = libc.retryEintr(() => libc.ioctlInt(this.fd, KVM_CREATE_VM, 0), 'KVM_CREATE_VM');
     return new Vm(this, fd);
   }
 

@@ -61,6 +61,18 @@ export function check(r: number, call: string): number {
   return r;
 }
 
+const EINTR = 4;
+
+/** Runs a call that a signal may interrupt before it did anything (EINTR), retrying it. */
+export function retryEintr(fn: () => number, call: string): number {
+  for (;;) {
+    const r = fn();
+    if (r >= 0) return r;
+    const e = errno();
+    if (e !== EINTR) throw new OsError(call, e);
+  }
+}
+
 export function isMapFailed(p: unknown): boolean {
   return p === null || address(p) === 0xffffffffffffffffn;
 }
