@@ -4,35 +4,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { needsKvm } from '../kvm/testing.js';
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const xenode = path.join(root, 'dist/src/tools/xenode.js');
-const guest = (name: string) => path.join(root, 'guests/build', `${name}.elf`);
-
-interface Result { code: number | null; stdout: string; stderr: string }
-
-function run(args: string[], timeoutMs = 60_000): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [xenode, 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`xenode run ${args.join(' ')} timed out\n${stdout}\n${stderr}`)); }, timeoutMs);
-    child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    child.on('exit', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
-  });
-}
-
-/** The guest's FAIL lines, its RESULT counts, and its exit status. */
-function verdict(r: Result): { fails: string[]; passed: number; failed: number } {
-  const m = /RESULT: (\d+) passed, (\d+) failed/.exec(r.stdout);
-  assert.ok(m, `the guest printed its RESULT line\n${r.stdout}\n${r.stderr}`);
-  return { fails: r.stdout.split('\n').filter((l) => l.startsWith('FAIL')), passed: Number(m[1]), failed: Number(m[2]) };
-}
+import { guest, verdict, xenodeRun as run } from '../testing/xenode.js';
 
 for (const vcpus of [1, 2]) {
   test(`the evtchn guest passes every event-channel check (${vcpus} vCPU${vcpus > 1 ? 's' : ''})`, needsKvm(), async () => {

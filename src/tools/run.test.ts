@@ -4,37 +4,15 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { needsKvm } from '../kvm/testing.js';
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const xenode = path.join(root, 'dist/src/tools/xenode.js');
-const guest = (name: string) => path.join(root, 'guests/build', `${name}.elf`);
-
-interface Result { code: number | null; stdout: string; stderr: string }
-
-interface RunOpts { timeoutMs?: number; onStdout?: (s: string, child: ReturnType<typeof spawn>) => void }
+import { guest, xenodeCmd, xenodeRun, type RunOpts } from '../testing/xenode.js';
 
 /** Runs `xenode run <args>`. */
-function run(args: string[], opts: RunOpts = {}): Promise<Result> {
-  return xenodeCmd(['run', ...args], opts);
-}
-
-function xenodeCmd(argv: string[], opts: RunOpts = {}): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [xenode, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`xenode ${argv.join(' ')} timed out\n${stdout}\n${stderr}`)); }, opts.timeoutMs ?? 30_000);
-    child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); opts.onStdout?.(stdout, child); });
-    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    child.on('exit', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
-  });
-}
+const run = (args: string[], opts: RunOpts = {}) => xenodeRun(args, opts);
 
 test('hello prints through console_io, the 0xE9 port and the PV console ring, then powers off (exit 0)', needsKvm(), async () => {
   const r = await run([guest('hello')]);
