@@ -69,8 +69,6 @@ export class VCpu {
   runstateArea = 0n;
   /** Registered vcpu_info guest frame (for re-registration checks). */
   vcpuInfoRegistered = false;
-  /** Upcall vector from HVMOP_set_evtchn_upcall_vector (0 = use the domain's callback). */
-  upcallVector = 0;
   /** The vCPU's local APIC, on the worker that runs it (elsewhere its page is reached through the shared view). */
   readonly lapic: Vlapic | null;
 

@@ -84,7 +84,6 @@ function hvmOp(h: Hcall): number {
       if (a.vector < 0x10) throw new XenError(EINVAL, `upcall vector ${a.vector}`);
       const v = h.dom.vcpus[a.vcpu];
       if (!v) throw new XenError(ENOENT);
-      v.upcallVector = a.vector;
       h.dom.shared.setVcpu(a.vcpu, 'upcallVector', a.vector);
       // An upcall already pending is not lost: raise it now (Xen's hvm_assert_evtchn_irq).
       if (h.dom.isUpcallPending(v)) setIrq(h.dom.shared.lapicView(a.vcpu), a.vector);

@@ -471,7 +471,6 @@ describe('hvm_op', () => {
     const e = mkEnv();
     put(e, ARG, [[0, 'u32', 1], [4, 'u8', 0x40]], 8);
     assert.equal(call(e, HC.hvm_op, [23, ARG]), 0);
-    assert.equal(e.v[1]!.upcallVector, 0x40);
     assert.equal(e.d.shared.vcpu(1, 'upcallVector'), 0x40);
     put(e, ARG, [[0, 'u32', 0], [4, 'u8', 0x0f]], 8);
     assert.equal(call(e, HC.hvm_op, [23, ARG]), -EINVAL);

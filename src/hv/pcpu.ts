@@ -30,7 +30,7 @@ import type { SchedulerPolicy } from './sched/scheduler.js';
 import { RoundRobin } from './sched/rr.js';
 import { PAGE_SIZE } from './abi/xen.js';
 import { Vlapic, ipiTargets, acceptInterrupt, setIrq, type Ipi } from './x86/vlapic.js';
-import type { WorkerToMain, MainToWorker, ForwardedCall, ForwardedResult } from './messages.js';
+import type { WorkerToMain, MainToWorker, ForwardedCall, ForwardedResult, Relay } from './messages.js';
 import { DOM0_DOORBELL } from './shared.js';
 // Hypercall families register themselves on import.
 import './version.js';
@@ -312,6 +312,8 @@ class Pcpu {
     }
     this.sched.removeDomain(domid);
     this.domains.delete(domid);
+    this.publishedPhysmap.delete(domid);
+    for (const v of d.vcpus) this.awaiting.delete(v.key);
     if (d.isHome) d.shared.set('state', DOMSTATE.dead);
     d.close();
     this.post({ type: 'destroyed', domid, pcpu: this.init.pcpu });
@@ -367,28 +369,47 @@ class Pcpu {
       case 'known':
         return; // taken in readMail
       case 'hcall':
-        this.performForHome(m);
-        return;
       case 'hcall-done':
-        this.forwardedDone(m);
-        return;
-      case 'physmap': {
-        const d = this.domains.get(m.domid);
-        if (d && !d.isHome) d.physmap.load(m.segments);
-        return;
-      }
+      case 'physmap':
       case 'vcpu-up':
       case 'vcpu-down': {
-        const v = this.domains.get(m.domid)?.vcpus[m.vcpu];
-        if (!v?.local) return;
-        if (m.type === 'vcpu-up') this.vcpuUpLocal(v);
-        else this.vcpuDown(v);
+        const d = this.domains.get(m.domid);
+        if (!d) return;
+        try {
+          this.relayed(d, m);
+        } catch (e) {
+          // A bug of ours while serving one domain ends that domain, not the pCPU.
+          this.crash(d, `hypervisor error handling '${m.type}': ${e instanceof Error ? e.stack : String(e)}`);
+        }
         return;
       }
       case 'forget': {
         const r = this.remote.get(m.domid);
         r?.mem?.close();
         this.remote.delete(m.domid);
+        return;
+      }
+    }
+  }
+
+  /** A message another worker holding `d` sent through the main thread. */
+  private relayed(d: Domain, m: Relay): void {
+    switch (m.type) {
+      case 'hcall':
+        this.performForHome(d, m);
+        return;
+      case 'hcall-done':
+        this.forwardedDone(d, m);
+        return;
+      case 'physmap':
+        if (!d.isHome) d.physmap.load(m.segments);
+        return;
+      case 'vcpu-up':
+      case 'vcpu-down': {
+        const v = d.vcpus[m.vcpu];
+        if (!v?.local) return;
+        if (m.type === 'vcpu-up') this.vcpuUpLocal(v);
+        else this.vcpuDown(v);
         return;
       }
     }
@@ -623,7 +644,7 @@ class Pcpu {
   private deliverIpi(v: VCpu, ipi: Ipi): void {
     const d = v.dom;
     if (ipi.mode === 'fixed' || ipi.mode === 'lowest') {
-      const views = d.vcpus.map((x) => d.shared.lapicView(x.id));
+      const views = d.shared.lapicViews();
       for (const id of ipiTargets(ipi, views)) if (acceptInterrupt(views[id]!, ipi.vector)) this.notifyVcpu(d.shared, id);
       return;
     }
@@ -777,32 +798,24 @@ class Pcpu {
   }
 
   /** The home worker performs a call a vCPU made elsewhere and sends the outcome back. */
-  private performForHome(m: ForwardedCall): void {
-    const d = this.domains.get(m.domid);
-    const v = d?.vcpus[m.vcpu];
-    if (!d || !v || d.stopping) return;
+  private performForHome(d: Domain, m: ForwardedCall): void {
+    const v = d.vcpus[m.vcpu];
+    if (!v || d.stopping) return;
     const h = new Hcall(d, v);
     h.abi = m.abi;
     h.nr = m.nr;
     m.args.forEach((a, i) => { h.args[i] = a; });
     h.context = m.context;
-    let result: bigint;
-    try {
-      result = runHypercall(h);
-    } catch (e) {
-      this.crash(d, `hypervisor error in hypercall ${m.nr} for vCPU ${m.vcpu}: ${e instanceof Error ? e.stack : String(e)}`);
-      return;
-    }
+    const result = runHypercall(h); // a bug of ours throws: the caller crashes the domain
     if (d.replicas.length && d.physmap.version !== this.publishedPhysmap.get(d.domid)) this.publishPhysmap(d);
     const cont = h.continuation as Map<number, bigint> | null;
     this.post({ type: 'hcall-done', domid: m.domid, vcpu: m.vcpu, result, continuation: cont ? [...cont] : null, to: m.from });
   }
 
   /** The home worker's answer: finish the call on the vCPU and let it run again. */
-  private forwardedDone(m: ForwardedResult): void {
-    const d = this.domains.get(m.domid);
-    const v = d?.vcpus[m.vcpu];
-    if (!d || !v) return;
+  private forwardedDone(d: Domain, m: ForwardedResult): void {
+    const v = d.vcpus[m.vcpu];
+    if (!v) return;
     const h = this.awaiting.get(v.key);
     this.awaiting.delete(v.key);
     v.awaitingHome = false;

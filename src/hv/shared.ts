@@ -141,8 +141,16 @@ export class DomainShared {
 
   /** vCPU `v`'s local APIC page (VLAPIC_SHARED_WORDS words). */
   lapicView(v: number): Int32Array {
-    return new Int32Array(this.sab, (this.lapicBase + v * VLAPIC_SHARED_WORDS) * 4, VLAPIC_SHARED_WORDS);
+    return this.lapicViews()[v]!;
   }
+
+  /** Every vCPU's local APIC page, by vCPU id (made once: IPIs and upcalls use them on hot paths). */
+  lapicViews(): readonly Int32Array[] {
+    this.lapics ??= Array.from({ length: this.nrVcpus }, (_, v) => new Int32Array(this.sab, (this.lapicBase + v * VLAPIC_SHARED_WORDS) * 4, VLAPIC_SHARED_WORDS));
+    return this.lapics;
+  }
+
+  private lapics: Int32Array[] | null = null;
 
   static create(domid: number, nrVcpus: number, maxPort: number): DomainShared {
     const words = HDR_WORDS + nrVcpus * VCPU_WORDS + (maxPort + 1) * PORT_WORDS + nrVcpus * (NR_VIRQ_SLOTS + VLAPIC_SHARED_WORDS);
