@@ -117,9 +117,7 @@ export function hvmContextToEntryState(bytes: Uint8Array): PvhEntryState {
     const efer = checkControl(cr0, cr4, r.efer!);
     // Xen's SEG(~0u, 0xa9b) etc.: flat 64-bit code, flat data, a busy 64-bit TSS.
     const code = segmentFromAr(0, 0xffffffff, 0xa9b);
-    code.limit = 0xffffffff;
     const data = segmentFromAr(0, 0xffffffff, 0xc93);
-    data.limit = 0xffffffff;
     return {
       regs: {
         rax: r.rax!, rbx: r.rbx!, rcx: r.rcx!, rdx: r.rdx!, rsi: r.rsi!, rdi: r.rdi!, rsp: r.rsp!, rbp: r.rbp!, rip: r.rip!,
