@@ -302,8 +302,12 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     if (st.msrs.length) v.setMsrs(st.msrs);
   }
 
-  /** Hands the built domain to a pCPU and lets it run. */
-  startDomain(b: DomainBuild, memoryMap: Uint8Array): void {
+  /**
+   * Hands the built domain to its pCPUs and lets it run, or leaves it paused
+   * (pause count 1) when `paused`: the count is set before any worker hears of
+   * the domain, so not one guest instruction runs before the caller unpauses.
+   */
+  startDomain(b: DomainBuild, memoryMap: Uint8Array, start: { paused?: boolean } = {}): void {
     const rec = this.domains.get(b.domid);
     const vcpus = this.pendingVcpus.get(b.domid);
     if (!rec || !vcpus) throw new Error(`d${b.domid} is not being built`);
@@ -325,7 +329,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       timeBase: this.timeBase, tscKhz: this.tscKhz, handle: o.uuid ?? new Uint8Array(16), memoryMap, placement,
     };
     rec.spec = spec;
-    b.shared.set('pauseCount', 0);
+    b.shared.set('pauseCount', start.paused ? 1 : 0);
     // Every other worker learns of it first, so its vCPUs can send events to this domain.
     for (let i = 0; i < this.nrPcpus; i++) {
       if (!rec.hosts.includes(i)) this.workers[i]!.postMessage({ type: 'known', domid: b.domid, sharedSab: b.shared.sab, memFd: b.mem.fd, bytes: b.physmap.bytes } satisfies MainToWorker);

@@ -109,9 +109,9 @@ export function buildPvhDomain(hv: Hypervisor, cfg: BuildConfig): BuiltDomain {
   }
 }
 
-/** Lets a built domain run. */
-export function startBuiltDomain(hv: Hypervisor, d: BuiltDomain): void {
-  hv.startDomain(d.build, d.e820);
+/** Lets a built domain run (or hands it over paused). */
+export function startBuiltDomain(hv: Hypervisor, d: BuiltDomain, o: { paused?: boolean } = {}): void {
+  hv.startDomain(d.build, d.e820, o);
 }
 
 /** Host byte offset of a special page (console/xenstore ring) in the domain memory. */

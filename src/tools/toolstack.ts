@@ -105,9 +105,7 @@ export class Toolstack {
     const t2 = performance.now();
     const d: ToolstackDomain = { domid: built.domid, name: cfg.name, uuid, built, services };
     this.live.set(d.domid, d);
-    startBuiltDomain(this.hv, built);
-    // pauseCount lives in shared memory, so the worker never runs a vCPU before this lands
-    if (opts.paused) this.hv.pause(d.domid);
+    startBuiltDomain(this.hv, built, { paused: opts.paused });
     if (opts.timings) Object.assign(opts.timings, { build: t1 - t0, xenstore: t2 - t1, unpause: performance.now() - t2 });
     return d;
   }
