@@ -111,7 +111,7 @@ export class VCpu {
     if (this.runstateState === RUNSTATE.running) this.dom.shared.addCpuTimeUs(Number((now - this.runstateEntry) / 1000n), this.id);
     this.runstateState = state;
     this.runstateEntry = now;
-    this.dom.shared.setVcpu(this.id, 'state', state);
+    this.dom.shared.enterRunstate(this.id, state, Number(now / 1000n));
   }
 }
 

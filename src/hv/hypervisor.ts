@@ -16,7 +16,7 @@ import { kick } from '../kvm/kick.js';
 import { Physmap } from './physmap.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE, DOM0_DOORBELL } from './shared.js';
 import { xenCpuid, XEN_HYPERCALL_MSR } from './x86/cpuid.js';
-import { localTimeBase } from './time.js';
+import { localTimeBase, systemTimeNs } from './time.js';
 import * as core from './evtchn_core.js';
 import type { DomainSpec } from './domain.js';
 import type { MainToWorker, WorkerToMain, Relay } from './messages.js';
@@ -379,6 +379,24 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     for (const p of r.hosts) this.send(p, { type: 'unpause', domid });
   }
 
+  /**
+   * SCHEDOP_remote_shutdown as the control domain issues it (xc_domain_shutdown):
+   * shuts the domain down with `reason` as if it had called SCHEDOP_shutdown
+   * itself (a code latched with SHUTDOWN_code still wins), paused or not. The
+   * 'shutdown' event follows from its home worker; false when the domain is
+   * not running (already shut down, dying, or never started). A domain just
+   * started may still be 'building' until its worker adopts it: the request
+   * follows the adoption on the same worker's queue.
+   */
+  remoteShutdown(domid: number, reason: number, detail = 'shut down by the control domain'): boolean {
+    if (!Number.isInteger(reason) || reason < 0 || reason > 0xff) throw new RangeError(`shutdown reason must be 0..255, got ${reason}`);
+    const r = this.record(domid);
+    const state = r.shared.get('state');
+    if (r.pcpu < 0 || (state !== DOMSTATE.running && state !== DOMSTATE.building)) return false;
+    this.send(r.pcpu, { type: 'shutdown', domid, reason, detail });
+    return true;
+  }
+
   /** Destroys a domain (any state); resolves when its worker has released it. */
   destroy(domid: number): Promise<void> {
     const r = this.domains.get(domid);
@@ -426,6 +444,11 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     return r;
   }
 
+  /** System time in microseconds, the clock the workers account CPU time on. */
+  private nowUs(): number {
+    return Number(systemTimeNs(this.timeBase) / 1000n);
+  }
+
   info(domid: number): DomainInfo | null {
     const r = this.domains.get(domid);
     if (!r) return null;
@@ -434,7 +457,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     return {
       domid, name: r.name, state: r.shared.get('state'), paused: r.shared.get('pauseCount') > 0,
       shutdownReason: r.shared.get('shutdownReason'), vcpus: r.shared.nrVcpus, onlineVcpus: online,
-      cpuTimeUs: r.shared.cpuTimeUs(), memoryKiB: r.memoryKiB,
+      cpuTimeUs: r.shared.cpuTimeUs(this.nowUs()), memoryKiB: r.memoryKiB,
     };
   }
 
@@ -443,8 +466,9 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const r = this.domains.get(domid);
     if (!r) return [];
     const out: VcpuInfoSummary[] = [];
+    const now = this.nowUs();
     for (let v = 0; v < r.shared.nrVcpus; v++) {
-      out.push({ vcpu: v, state: r.shared.vcpu(v, 'state'), pcpu: r.shared.vcpu(v, 'pcpu'), cpuTimeUs: r.shared.vcpuCpuTimeUs(v) });
+      out.push({ vcpu: v, state: r.shared.vcpu(v, 'state'), pcpu: r.shared.vcpu(v, 'pcpu'), cpuTimeUs: r.shared.vcpuCpuTimeUs(v, now) });
     }
     return out;
   }

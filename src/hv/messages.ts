@@ -26,6 +26,8 @@ export type MainToWorker =
   | { type: 'pause'; domid: number }
   | { type: 'unpause'; domid: number }
   | { type: 'destroy'; domid: number }
+  /** SCHEDOP_remote_shutdown from the control domain */
+  | { type: 'shutdown'; domid: number; reason: number; detail: string }
   | { type: 'wake'; domid: number; vcpu: number }
   /** A domain exists (on whichever worker): enough to deliver events to it from this one. */
   | { type: 'known'; domid: number; sharedSab: SharedArrayBuffer; memFd: number; bytes: number }

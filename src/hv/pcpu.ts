@@ -359,6 +359,11 @@ class Pcpu {
       case 'destroy':
         this.destroy(m.domid);
         return;
+      case 'shutdown': {
+        const d = this.domains.get(m.domid);
+        if (d) this.shutdown(d, m.reason, m.detail);
+        return;
+      }
       case 'stop':
         for (const id of [...this.domains.keys()]) this.destroy(id);
         this.stopped = true;

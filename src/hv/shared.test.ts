@@ -39,7 +39,20 @@ test('per-vCPU flags and time accounting are per vCPU', () => {
   s.addCpuTimeUs(2 ** 32 - 1, 1);
   s.addCpuTimeUs(5, 1);
   s.addCpuTimeUs(7, 0);
-  assert.equal(s.vcpuCpuTimeUs(1), 2 ** 32 + 4);
-  assert.equal(s.vcpuCpuTimeUs(0), 7);
-  assert.equal(s.cpuTimeUs(), 2 ** 32 + 11);
+  assert.equal(s.vcpuCpuTimeUs(1, 0), 2 ** 32 + 4);
+  assert.equal(s.vcpuCpuTimeUs(0, 0), 7);
+  assert.equal(s.cpuTimeUs(0), 2 ** 32 + 11);
+});
+
+test('a running period in progress counts in CPU time (a vCPU that never leaves KVM_RUN still shows time)', () => {
+  const s = DomainShared.create(1, 2, 63);
+  s.addCpuTimeUs(100, 0);
+  s.enterRunstate(0, RUNSTATE.running, 2 ** 33 + 1000);
+  s.enterRunstate(1, RUNSTATE.blocked, 2 ** 33);
+  assert.equal(s.vcpu(0, 'state'), RUNSTATE.running);
+  assert.equal(s.vcpuCpuTimeUs(0, 2 ** 33 + 1500), 600);
+  assert.equal(s.vcpuCpuTimeUs(1, 2 ** 33 + 1500), 0, 'blocked time is not CPU time');
+  assert.equal(s.cpuTimeUs(2 ** 33 + 1500), 600);
+  // a clock read from before the entry never subtracts
+  assert.equal(s.cpuTimeUs(2 ** 33), 100);
 });

@@ -104,10 +104,12 @@ const VCPU = {
   flags: 3, // VCPU_FLAG_*
   upcallVector: 4, // per-vCPU vector from HVMOP_set_evtchn_upcall_vector, 0 = none
   pollMask: 5, // non-zero while blocked in SCHEDOP_poll
-  cpuTimeLo: 6, // time spent running, microseconds (lo/hi)
+  cpuTimeLo: 6, // time spent running, microseconds (lo/hi), periods that ended
   cpuTimeHi: 7,
+  entryLo: 8, // system time (us) the current runstate began (lo/hi): a running period in progress counts too
+  entryHi: 9,
 } as const;
-const VCPU_WORDS = 8;
+const VCPU_WORDS = 10;
 
 /** The vCPU has an initial register state (vCPU 0 from the builder, others from VCPUOP_initialise). */
 export const VCPU_FLAG_INITIALISED = 1;
@@ -198,12 +200,33 @@ export class DomainShared {
     addSplit(this.w, this.vcpuBase + v * VCPU_WORDS + VCPU.cpuTimeLo, us);
   }
 
-  vcpuCpuTimeUs(v: number): number {
-    return readSplit(this.w, this.vcpuBase + v * VCPU_WORDS + VCPU.cpuTimeLo);
+  /**
+   * vCPU `v` enters runstate `state` at `nowUs` (system time). The entry time
+   * is stored first, so a reader that sees the new state sees its entry.
+   */
+  enterRunstate(v: number, state: number, nowUs: number): void {
+    const i = this.vcpuBase + v * VCPU_WORDS;
+    Atomics.store(this.w, i + VCPU.entryHi, Math.floor(nowUs / 2 ** 32));
+    Atomics.store(this.w, i + VCPU.entryLo, nowUs >>> 0);
+    Atomics.store(this.w, i + VCPU.state, state);
   }
 
-  cpuTimeUs(): number {
-    return readSplit(this.w, HDR.cpuTimeLo);
+  /** CPU time of vCPU `v` up to `nowUs`, counting a running period in progress (Xen's vcpu_runstate_get). */
+  vcpuCpuTimeUs(v: number, nowUs: number): number {
+    const i = this.vcpuBase + v * VCPU_WORDS;
+    const done = readSplit(this.w, i + VCPU.cpuTimeLo);
+    if (Atomics.load(this.w, i + VCPU.state) !== RUNSTATE.running) return done;
+    return done + Math.max(0, nowUs - readSplit(this.w, i + VCPU.entryLo));
+  }
+
+  /** The domain's CPU time up to `nowUs`, running periods in progress included. */
+  cpuTimeUs(nowUs: number): number {
+    let t = readSplit(this.w, HDR.cpuTimeLo);
+    for (let v = 0; v < this.nrVcpus; v++) {
+      const i = this.vcpuBase + v * VCPU_WORDS;
+      if (Atomics.load(this.w, i + VCPU.state) === RUNSTATE.running) t += Math.max(0, nowUs - readSplit(this.w, i + VCPU.entryLo));
+    }
+    return t;
   }
 
   vcpu<K extends keyof typeof VCPU>(v: number, k: K): number {

@@ -278,6 +278,13 @@ describe('xenode daemon', needsKvm(), () => {
     assert.equal(res.reason, 0);
     assert.ok(!(await c.call('domain.list', {})).some((s) => s.domid === r.domid));
     xs.close();
+    // forced at once (no PV control): the hypervisor shuts it down with the
+    // reason, as a guest's own SCHEDOP_shutdown would; on_reboot=preserve keeps it
+    const p = await c.call('domain.create', { config: cfg('sdr', 'idle', { onReboot: 'preserve' }) as DomainConfig });
+    assert.equal((await c.call('domain.shutdown', { dom: 'sdr', reboot: true, force: true })).reason, 1);
+    const s = (await c.call('domain.config', { dom: p.domid })).summary;
+    assert.deepEqual([s.shutdown, s.shutdownReason, s.paused, s.running], [true, 1, false, false]);
+    await c.call('domain.destroy', { dom: p.domid });
   });
 
   test('xenstore: libxl\'s skeleton as xenstore-ls sees it, nodes removed and @releaseDomain fired on destroy', async (t) => {

@@ -355,17 +355,16 @@ export class DomainManager extends EventEmitter<Events> {
   }
 
   /**
-   * SCHEDOP_remote_shutdown as the toolstack sees it (xl shutdown -F on a
-   * guest without PV control): the hypervisor has no call for it yet, so the
-   * domain is paused and treated as shut down with `reason`; its action runs.
+   * xc_domain_shutdown (SCHEDOP_remote_shutdown), what xl shutdown -F falls
+   * back to for a guest without PV control: the hypervisor shuts the domain
+   * down with `reason` as if the guest had asked, and its action runs from
+   * the 'shutdown' event like any other shutdown.
    */
   forceShutdown(d: Domain, reason: number): void {
     if (d.state !== 'running') return;
-    try { this.ts.hv.pause(d.domid); } catch { /* already gone */ }
-    this.ts.domain(d.domid)?.services.console.drain();
-    this.ts.xs.domainDied(d.domid);
-    this.log(`${d.name}: forced shutdown (${SHUTDOWN_NAMES[reason]}): the domain is paused and treated as shut down (no hypervisor remote_shutdown yet)`);
-    this.onShutdown(d.domid, reason, 'forced by the toolstack');
+    if (this.ts.hv.remoteShutdown(d.domid, reason, 'forced by the toolstack')) {
+      this.log(`${d.name}: forcing domain ${d.domid} to shut down (${SHUTDOWN_NAMES[reason]})`);
+    }
   }
 
   /**
