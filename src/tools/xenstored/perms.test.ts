@@ -93,6 +93,24 @@ test('relative paths of a guest resolve under its own home', async () => {
   assert.deepEqual(await g2.directory('data'), ['secret', 'from-dm', 'rel']);
 });
 
+test('the nodes a domain owns are indexed: outermost ones only, following chown, rm and transactions', async () => {
+  const s = f.d.store;
+  await f.dom0.write('/own/a/b/c/d', '');
+  await f.dom0.setPerms('/own/a/b', ['n7']);
+  await f.dom0.setPerms('/own/a/b/c/d', ['n7', 'r0']); // below another of its nodes: not a root
+  await f.dom0.transaction(async (tx) => {
+    await f.dom0.write('/own/x', '', tx);
+    await f.dom0.setPerms('/own/x', ['n7'], tx);
+  });
+  assert.deepEqual(s.ownedRoots(7), ['/own/a/b', '/own/x']);
+  await f.dom0.setPerms('/own/x', ['n0']);
+  await f.dom0.setPerms('/own/a/b', ['n0']);
+  // /own/a/b/c (dom0's) now stands between: d is a root of its own
+  assert.deepEqual(s.ownedRoots(7), ['/own/a/b/c/d']);
+  await f.dom0.rm('/own');
+  assert.deepEqual(s.ownedRoots(7), []);
+});
+
 test('released domains lose the nodes they own', async () => {
   await g2.write('data/x/y', '1');
   await f.dom0.release(2);

@@ -207,6 +207,8 @@ export class Store {
   /** Global generation counter; every modification gets a new value. */
   gen = 0;
   private readonly acct = new Map<number, Acct>();
+  /** paths of the nodes each domain owns, kept with the accounting: releasing a domain must not walk the whole store */
+  private readonly owned = new Map<number, Set<string>>();
   journal: Journal | null = null;
   /** Called for every change made outside a transaction and for each change of a committed one. */
   onChange: (c: Change) => void = () => {};
@@ -243,6 +245,14 @@ export class Store {
     a.nodes += sign;
     a.mem += sign * nodeMem(path, n);
     if (a.nodes === 0 && a.mem === 0) this.acct.delete(o);
+    let paths = this.owned.get(o);
+    if (sign > 0) {
+      if (!paths) this.owned.set(o, (paths = new Set()));
+      paths.add(path);
+    } else if (paths) {
+      paths.delete(path);
+      if (paths.size === 0) this.owned.delete(o);
+    }
   }
 
   // ---- raw access (main store or transaction view) ----
@@ -502,18 +512,17 @@ export class Store {
 
   /** Paths (pre-order) of nodes owned by domid that are not below another such node. */
   ownedRoots(domid: number): string[] {
+    const mine = this.owned.get(domid);
+    if (!mine) return [];
     const out: string[] = [];
-    const walk = (p: string): void => {
-      const n = this.nodes.get(p);
-      if (!n) return;
-      if (p !== '/' && n.owner === domid) {
-        out.push(p);
-        return;
-      }
-      for (const k of n.children) walk(joinPath(p, k));
-    };
-    walk('/');
-    return out;
+    for (const p of mine) {
+      if (p === '/') continue;
+      // a root: no ancestor is the domain's too (removing the root takes its subtree)
+      let q = parentOf(p);
+      while (q !== '/' && !mine.has(q)) q = parentOf(q);
+      if (q === '/') out.push(p);
+    }
+    return out.sort();
   }
 
   /** Visit every node in pre-order (parents before children). */
