@@ -322,9 +322,13 @@ class Pcpu {
   // --- control messages ---------------------------------------------------
 
   private drainMailbox(): void {
+    this.doorbellSeen = Atomics.load(this.host.words, this.doorbell);
     this.readMail();
     while (this.deferred.length) this.handle(this.deferred.shift()!);
   }
+
+  /** The doorbell count when the mailbox was last drained: a newer count means mail (or a wake-up) came since. */
+  private doorbellSeen = 0;
 
   /** Moves the mailbox into `deferred`, acting at once only on 'known' (safe at any point). */
   private readMail(): void {
@@ -527,6 +531,13 @@ class Pcpu {
     try {
       for (;;) {
         if (!d.isRunnable() || v.blocked || !v.online || v.awaitingHome) break;
+        // Mail that came after the last drain but before we were marked running
+        // got no kick: look now, or KVM_RUN could sit on it for a whole slice
+        // (or forever, for a guest spinning at CPL3 with no timer).
+        if (Atomics.load(this.host.words, this.doorbell) !== this.doorbellSeen) {
+          if (this.serviceInterrupt(v, start)) break;
+          continue;
+        }
         if (this.injectInterrupt(v)) this.armWindowPoll(d.now());
         const reason = hw.enter();
         if (reason === EXIT_INTERRUPTED) {
