@@ -13,6 +13,8 @@ export const ioctlPtr = libc.func('int ioctl(int fd, unsigned long req, void *ar
 /** ioctl with an integer argument (KVM_CREATE_VCPU, KVM_CHECK_EXTENSION...). */
 export const ioctlInt = libc.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']) as (fd: number, req: number, arg: number) => number;
 export const mmap = libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, long off)') as (a: null, len: number, prot: number, flags: number, fd: number, off: number) => unknown;
+/** mmap at a given address (MAP_FIXED use): the address as a number, the result as a pointer. */
+export const mmapAt = libc.func('mmap', 'void *', ['uint64', 'size_t', 'int', 'int', 'int', 'long']) as (a: bigint, len: number, prot: number, flags: number, fd: number, off: number) => unknown;
 export const munmap = libc.func('int munmap(void *addr, size_t len)') as (a: unknown, len: number) => number;
 export const memfdCreate = libc.func('int memfd_create(const char *name, unsigned int flags)') as (n: string, f: number) => number;
 export const ftruncate = libc.func('int ftruncate(int fd, long len)') as (fd: number, len: number) => number;
@@ -38,7 +40,12 @@ export const O_RDWR = 2;
 export const O_CLOEXEC = 0o2000000;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
+export const PROT_NONE = 0;
 export const MAP_SHARED = 1;
+export const MAP_PRIVATE = 2;
+export const MAP_FIXED = 0x10;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
 export const MFD_CLOEXEC = 1;
 export const FALLOC_FL_KEEP_SIZE = 1;
 export const FALLOC_FL_PUNCH_HOLE = 2;
