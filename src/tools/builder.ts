@@ -99,7 +99,7 @@ export function buildPvhDomain(hv: Hypervisor, cfg: BuildConfig): BuiltDomain {
     b.params[HVM_PARAM.STORE_EVTCHN] = BigInt(storePort);
     // Grant refs 0 and 1 let the console and xenstore backends map those pages (xc_dom_gnttab_seed).
     const g0 = pm.grantBase * PAGE_SIZE;
-    const dv = new DataView(b.mem.buffer);
+    const dv = b.mem.dataView();
     GrantEntryV1.write(dv, g0 + GNTTAB_RESERVED_CONSOLE * GrantEntryV1.size, { domid: 0, frame: CONSOLE_GFN, flags: GTF_permit_access });
     GrantEntryV1.write(dv, g0 + GNTTAB_RESERVED_XENSTORE * GrantEntryV1.size, { domid: 0, frame: STORE_GFN, flags: GTF_permit_access });
     return { domid: b.domid, build: b, load, consolePort, storePort, consoleGfn: CONSOLE_GFN, storeGfn: STORE_GFN, e820: encodeE820Xenmem(e820) };

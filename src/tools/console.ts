@@ -30,7 +30,7 @@ export class ConsoleBackend {
   ) {
     const mem = hv.memory(domid);
     this.bytes = mem.bytes.subarray(ringOffset, ringOffset + 4096);
-    this.u32 = new Uint32Array(mem.buffer, ringOffset, 1024);
+    this.u32 = new Uint32Array(mem.buffer, mem.bytes.byteOffset + ringOffset, 1024);
     this.dom0Port = hv.bindDom0(domid, guestPort, () => this.drain());
   }
 

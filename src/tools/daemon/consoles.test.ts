@@ -48,3 +48,19 @@ test('every reader gets the output; detached readers stop; all get end once when
   c.attach({ data: () => {}, end: (r) => { lateEnd = r; } });
   assert.equal(lateEnd, 'domain is gone');
 });
+
+test('the log is opened at the first byte and closed at the end; a renamed domain keeps writing to its renamed log', () => {
+  const dir = tmpStateDir();
+  const fds = () => fs.readdirSync('/proc/self/fd').length;
+  const before = fds();
+  const c = new DomainConsole(path.join(dir, 'old.log'));
+  assert.equal(fds(), before, 'nothing open before output');
+  c.write(Buffer.from('one\n'));
+  assert.equal(fds(), before + 1);
+  c.rename(path.join(dir, 'new.log'));
+  c.write(Buffer.from('two\n'));
+  assert.equal(fs.readFileSync(path.join(dir, 'new.log'), 'utf8'), 'one\ntwo\n');
+  assert.equal(fs.existsSync(path.join(dir, 'old.log')), false);
+  c.end('domain destroyed');
+  assert.equal(fds(), before);
+});

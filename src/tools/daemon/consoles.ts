@@ -23,7 +23,9 @@ export class DomainConsole {
   private readonly readers = new Set<ConsoleReader>();
   private tailChunks: Buffer[] = [];
   private tailLen = 0;
-  private fileLen: number;
+  private fileLen = 0;
+  /** the log, opened at the first byte and kept open until the domain is gone (an open per write cost more than the rest of a small guest's create) */
+  private fd = -1;
   private ended = false;
   private firstByte: ((t: number) => void) | null = null;
   private readonly fileBytes: number;
@@ -32,7 +34,6 @@ export class DomainConsole {
   constructor(private file: string, o: ConsoleLogOptions = {}) {
     this.fileBytes = o.fileBytes ?? 1 << 20;
     this.tailBytes = o.tailBytes ?? 16 << 10;
-    try { this.fileLen = fs.statSync(file).size; } catch { this.fileLen = 0; }
   }
 
   get path(): string {
@@ -61,15 +62,28 @@ export class DomainConsole {
 
   private appendFile(b: Buffer): void {
     try {
+      if (this.fd < 0) this.openLog();
       if (this.fileLen + b.length > this.fileBytes && this.fileLen > 0) {
+        this.closeLog();
         fs.renameSync(this.file, this.file + '.1');
-        this.fileLen = 0;
+        this.openLog();
       }
-      fs.appendFileSync(this.file, b);
+      for (let off = 0; off < b.length;) off += fs.writeSync(this.fd, b, off);
       this.fileLen += b.length;
     } catch {
       // a full or read-only disk must not take the console down: readers still get the output
     }
+  }
+
+  private openLog(): void {
+    this.fd = fs.openSync(this.file, 'a', 0o600);
+    this.fileLen = fs.fstatSync(this.fd).size;
+  }
+
+  private closeLog(): void {
+    if (this.fd < 0) return;
+    try { fs.closeSync(this.fd); } catch { /* already closed */ }
+    this.fd = -1;
   }
 
   /** The last bytes written (at most tailBytes, whole chunks). */
@@ -91,7 +105,7 @@ export class DomainConsole {
     return this.readers.size;
   }
 
-  /** The domain was renamed: its log follows the name. */
+  /** The domain was renamed: its log follows the name (an open log stays open: the rename keeps the file). */
   rename(file: string): void {
     try { fs.renameSync(this.file, file); } catch { /* nothing written yet */ }
     this.file = file;
@@ -101,6 +115,7 @@ export class DomainConsole {
   end(reason: string): void {
     if (this.ended) return;
     this.ended = true;
+    this.closeLog();
     for (const r of this.readers) r.end(reason);
     this.readers.clear();
   }

@@ -102,7 +102,8 @@ describe('xenode daemon', needsKvm(), () => {
     // input goes into the ring (the idle guest never reads it, so it fills at 1024 bytes)
     assert.equal((await c.call('console.write', { dom: 'life', data: Buffer.from('hi\n').toString('base64') })).written, 3);
     assert.equal((await c.call('console.write', { dom: 'life', data: Buffer.alloc(2000).toString('base64') })).written, 1021);
-    assert.ok(fs.existsSync(path.join(d.stateDir, 'domains', `${r.domid}.json`)));
+    // the record is written in the background
+    await until('the domain record', () => fs.existsSync(path.join(d.stateDir, 'domains', `${r.domid}.json`)));
     const saved = JSON.parse(fs.readFileSync(path.join(d.stateDir, 'domains', `${r.domid}.json`), 'utf8')) as { config: DomainConfig };
     assert.equal(saved.config.name, 'life');
     await c.call('domain.destroy', { dom: 'life' });
@@ -110,7 +111,7 @@ describe('xenode daemon', needsKvm(), () => {
     assert.equal(await b.ended, 'domain destroyed');
     assert.equal(await l.ended, 'domain destroyed');
     assert.ok(!(await c.call('domain.list', {})).some((s) => s.domid === r.domid));
-    assert.ok(!fs.existsSync(path.join(d.stateDir, 'domains', `${r.domid}.json`)));
+    await until('the record removed', () => !fs.existsSync(path.join(d.stateDir, 'domains', `${r.domid}.json`)));
     assert.match(fs.readFileSync(path.join(d.stateDir, 'console', 'life.log'), 'utf8'), /idle: blocking/);
     assert.ok(changes.some((ch) => ch.domid === r.domid && ch.what === 'created'));
     assert.ok(changes.some((ch) => ch.domid === r.domid && ch.what === 'destroyed'));
@@ -371,8 +372,9 @@ describe('daemon lifecycle', needsKvm(), () => {
     const dir = tmpStateDir();
     const d1 = await startDaemon(dir);
     const c1 = await DaemonClient.connect(d1.socket);
-    await c1.call('domain.create', { config: cfg('ghost', 'idle') as DomainConfig });
+    const ghost = await c1.call('domain.create', { config: cfg('ghost', 'idle') as DomainConfig });
     c1.close();
+    await until('its record written (in the background)', () => fs.existsSync(path.join(dir, 'domains', `${ghost.domid}.json`)));
     d1.proc.kill('SIGKILL');
     await d1.exited;
     assert.ok(fs.existsSync(d1.socket), 'the killed daemon left its socket');

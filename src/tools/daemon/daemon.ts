@@ -213,6 +213,7 @@ export class Daemon {
       await this.domains.destroyAll();
       await this.server.close();
       await this.ts.shutdown();
+      await this.state.flush();
       this.state.log('daemon stopped');
       this.state.close();
     })();

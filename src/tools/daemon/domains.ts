@@ -198,11 +198,7 @@ export class DomainManager extends EventEmitter<Events> {
   }
 
   private persist(d: Domain): void {
-    try {
-      this.state.saveDomain({ domid: d.domid, name: d.name, uuid: d.config.uuid, created: new Date().toISOString(), config: d.config });
-    } catch (e) {
-      this.log(`${d.name}: cannot save its config: ${(e as Error).message}`);
-    }
+    this.state.saveDomain({ domid: d.domid, name: d.name, uuid: d.config.uuid, created: new Date().toISOString(), config: d.config });
   }
 
   // --- destroy ---------------------------------------------------------------

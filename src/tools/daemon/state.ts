@@ -25,6 +25,8 @@ export class StateDir {
   readonly consoleDir: string;
   readonly logFile: string;
   private logFd = -1;
+  /** per-file chains of background writes: a file's writes land in order, none on the main thread's time */
+  private readonly writes = new Map<string, Promise<void>>();
 
   constructor(readonly dir: string) {
     this.domainsDir = path.join(dir, 'domains');
@@ -49,12 +51,38 @@ export class StateDir {
     this.logFd = -1;
   }
 
+  /**
+   * Records a live domain, in the background: the record only tells a
+   * restarted daemon which domains died with the last one, so it need not
+   * hold up the create (the write costs more than the rest of the create's
+   * main-thread work on a slow disk). Failures go to the log.
+   */
   saveDomain(r: DomainRecordFile): void {
-    writeJsonAtomic(path.join(this.domainsDir, `${r.domid}.json`), r);
+    const file = path.join(this.domainsDir, `${r.domid}.json`);
+    const text = JSON.stringify(r, null, 2) + '\n';
+    this.inBackground(file, async () => {
+      const tmp = `${file}.tmp`;
+      await fs.promises.writeFile(tmp, text, { mode: 0o600 });
+      await fs.promises.rename(tmp, file);
+    });
   }
 
   removeDomain(domid: number): void {
-    rmQuiet(path.join(this.domainsDir, `${domid}.json`));
+    const file = path.join(this.domainsDir, `${domid}.json`);
+    this.inBackground(file, () => fs.promises.rm(file, { force: true }));
+  }
+
+  private inBackground(file: string, op: () => Promise<void>): void {
+    const p = (this.writes.get(file) ?? Promise.resolve())
+      .then(op)
+      .catch((e: unknown) => this.log(`${file}: ${e instanceof Error ? e.message : String(e)}`))
+      .then(() => { if (this.writes.get(file) === p) this.writes.delete(file); });
+    this.writes.set(file, p);
+  }
+
+  /** Resolves once every background write has landed (daemon stop, tests). */
+  async flush(): Promise<void> {
+    while (this.writes.size) await Promise.all(this.writes.values());
   }
 
   /** Records left by a daemon that did not stop cleanly: those domains died with it. */

@@ -1,6 +1,7 @@
 // Test support: a real `xenode daemon` child process on a temporary state
 // directory (XENODE_STATE_DIR, so the socket is <state>/xenode.sock).
 
+import { after } from 'node:test';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,6 +15,16 @@ export const XENODE_JS = path.resolve(here, '..', 'xenode.js');
 /** The repository root (dist/src/tools/daemon -> ../../../..). */
 export const REPO_ROOT = path.resolve(here, '..', '..', '..', '..');
 export const guest = (name: string): string => path.join(REPO_ROOT, 'guests', 'build', `${name}.elf`);
+
+/**
+ * Daemons still running when a test file's tests are over (a test failed
+ * before stopping its daemon) are killed: their pipes would otherwise keep the
+ * test process, and the whole run, waiting forever.
+ */
+const live = new Set<ChildProcess>();
+after(() => {
+  for (const p of live) p.kill('SIGKILL');
+});
 
 export function tmpStateDir(): string {
   // short: a Unix socket path must fit in 108 bytes
@@ -38,6 +49,8 @@ export function spawnDaemon(stateDir: string, args: string[] = []): TestDaemon {
     env: { ...process.env, XENODE_STATE_DIR: stateDir, XENODE_SOCKET: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  live.add(proc);
+  proc.once('exit', () => live.delete(proc));
   let out = '';
   proc.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
   proc.stderr!.on('data', (b: Buffer) => { out += b.toString(); });
