@@ -11,6 +11,7 @@ import { EventEmitter } from 'node:events';
 import os from 'node:os';
 import { Kvm, Vm, Vcpu } from '../kvm/kvm.js';
 import { SharedMemory } from '../kvm/memory.js';
+import { VmPool, type VmRecipe } from '../kvm/vm_pool.js';
 import { KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_READ, KVM_MSR_FILTER_WRITE } from '../kvm/abi.js';
 import { kick } from '../kvm/kick.js';
 import { Physmap } from './physmap.js';
@@ -50,6 +51,13 @@ export interface DomainBuild {
   maxPages: number;
   options: DomainCreateOptions;
 }
+
+/** Every domain's VM: MSR accesses KVM cannot serve exit to us, and a filter denies (traps to us) the hypercall MSR and the local APIC's MSRs (the model in vlapic.ts serves them: there is no in-kernel APIC). */
+const denyMsrs = (base: number, nmsrs: number) => ({ flags: KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE, base, nmsrs, bitmap: new Uint8Array(Math.ceil(nmsrs / 8)) });
+const XEN_VM_RECIPE: VmRecipe = {
+  caps: [{ cap: 'X86_USER_SPACE_MSR', args: [KVM_MSR_EXIT_REASON_INVAL | KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_FILTER] }],
+  msrFilter: [denyMsrs(XEN_HYPERCALL_MSR, 1), denyMsrs(MSR_IA32_APICBASE, 1), denyMsrs(MSR_IA32_TSC_DEADLINE, 1), denyMsrs(MSR_X2APIC_FIRST, 256)],
+};
 
 export interface DomainInfo {
   domid: number;
@@ -106,6 +114,7 @@ const POOL_SLACK_PAGES = 64;
 
 export class Hypervisor extends EventEmitter<HypervisorEvents> {
   readonly kvm: Kvm;
+  private readonly vmPool: VmPool;
   readonly host = new HostShared();
   readonly timeBase = localTimeBase;
   readonly workers: Worker[] = [];
@@ -126,10 +135,11 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   private stopping = false;
   readonly evtchnHost: core.EvtchnHost;
 
-  private constructor(readonly nrPcpus: number, readonly sliceNs: number) {
+  private constructor(readonly nrPcpus: number, readonly sliceNs: number, vmPool: number) {
     super();
     this.kvm = Kvm.open();
     this.kvm.requireCapabilities();
+    this.vmPool = new VmPool(this.kvm, XEN_VM_RECIPE, vmPool);
     // the TSC rate guests see (KVM_GET_TSC_KHZ on a throw-away vCPU)
     const vm = this.kvm.createVm();
     const v = vm.createVcpu(0);
@@ -153,10 +163,14 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     };
   }
 
-  /** Starts the hypervisor with `pcpus` workers (default: one per host CPU). */
-  static async start(opts: { pcpus?: number; sliceMs?: number } = {}): Promise<Hypervisor> {
+  /**
+   * Starts the hypervisor with `pcpus` workers (default: one per host CPU).
+   * `vmPool` VMs are kept made ahead by a helper thread (a host daemon
+   * creating domains on demand wants 2; a one-guest run wants none).
+   */
+  static async start(opts: { pcpus?: number; sliceMs?: number; vmPool?: number } = {}): Promise<Hypervisor> {
     const n = Math.max(1, Math.min(opts.pcpus ?? os.availableParallelism(), 64));
-    const hv = new Hypervisor(n, (opts.sliceMs ?? 10) * 1e6);
+    const hv = new Hypervisor(n, (opts.sliceMs ?? 10) * 1e6, opts.vmPool ?? 0);
     await Promise.all(Array.from({ length: n }, (_, i) => hv.spawn(i)));
     hv.watchDom0();
     return hv;
@@ -263,12 +277,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     let vm: Vm | null = null;
     const vcpus: Vcpu[] = [];
     try {
-      vm = this.kvm.createVm();
-      vm.enableCap('X86_USER_SPACE_MSR', [KVM_MSR_EXIT_REASON_INVAL | KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_FILTER]);
-      // Deny (trap to us) reads and writes of the hypercall MSR,
-      // and the local APIC's MSRs (the model in vlapic.ts serves them: there is no in-kernel APIC).
-      const deny = (base: number, nmsrs: number) => ({ flags: KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE, base, nmsrs, bitmap: new Uint8Array(Math.ceil(nmsrs / 8)) });
-      vm.setMsrFilter([deny(XEN_HYPERCALL_MSR, 1), deny(MSR_IA32_APICBASE, 1), deny(MSR_IA32_TSC_DEADLINE, 1), deny(MSR_X2APIC_FIRST, 256)]);
+      vm = this.vmPool.take();
       const host = this.kvm.supportedCpuid();
       for (let i = 0; i < o.vcpus; i++) {
         const v = vm.createVcpu(i);
@@ -587,6 +596,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       w.once('exit', () => resolve());
       this.send(i, { type: 'stop' });
     })));
+    await this.vmPool.close();
     this.kvm.close();
   }
 }

@@ -21,6 +21,8 @@ export interface ToolstackOptions {
   log?: (line: string) => void;
   /** also serve xenstored on this Unix socket (for xenstore-* tools, XENSTORED_PATH) */
   xenstoredSocket?: string;
+  /** KVM VMs kept made ahead for new domains (Hypervisor.start's vmPool; default none) */
+  vmPool?: number;
 }
 
 export interface CreateOptions {
@@ -68,7 +70,7 @@ export class Toolstack {
   }
 
   static async start(o: ToolstackOptions = {}): Promise<Toolstack> {
-    const hv = await Hypervisor.start({ pcpus: o.pcpus });
+    const hv = await Hypervisor.start({ pcpus: o.pcpus, vmPool: o.vmPool });
     const builds = new Map<number, BuiltDomain>();
     const rings = new XenstoreRings(hv, (domid, gfn) => {
       const b = builds.get(domid);

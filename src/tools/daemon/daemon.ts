@@ -135,7 +135,8 @@ export class Daemon {
     const dmesg = new Dmesg(opts.dmesgBytes ?? 64 << 10);
     let ts: Toolstack;
     try {
-      ts = await Toolstack.start({ pcpus: opts.pcpus, log: (l) => log(`xenstored: ${l}`), xenstoredSocket: xsSock });
+      // a daemon creates domains on demand: keep two VMs made ahead (vm_pool.ts)
+      ts = await Toolstack.start({ pcpus: opts.pcpus, log: (l) => log(`xenstored: ${l}`), xenstoredSocket: xsSock, vmPool: 2 });
     } catch (e) {
       state.close();
       throw e;
