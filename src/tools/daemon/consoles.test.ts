@@ -8,10 +8,11 @@ import path from 'node:path';
 import { DomainConsole } from './consoles.js';
 import { tmpStateDir } from './testing.js';
 
-test('the log file is capped: beyond the cap it rotates to .1 and starts again', () => {
+test('the log file is capped: beyond the cap it rotates to .1 and starts again', async () => {
   const f = path.join(tmpStateDir(), 'g.log');
   const c = new DomainConsole(f, { fileBytes: 1000 });
   for (let i = 0; i < 50; i++) c.write(Buffer.from(`line ${String(i).padStart(3, '0')} ${'x'.repeat(40)}\n`));
+  await c.flushed();
   assert.ok(fs.statSync(f).size <= 1000);
   assert.ok(fs.statSync(f + '.1').size <= 1000);
   assert.match(fs.readFileSync(f, 'utf8'), /line 049/);
@@ -19,6 +20,7 @@ test('the log file is capped: beyond the cap it rotates to .1 and starts again',
   // a new console on the same file (a restarted domain) appends and knows the size
   const again = new DomainConsole(f, { fileBytes: 1000 });
   again.write(Buffer.from('after restart\n'));
+  await again.flushed();
   assert.match(fs.readFileSync(f, 'utf8'), /line 049[^]*after restart/);
 });
 
@@ -49,18 +51,34 @@ test('every reader gets the output; detached readers stop; all get end once when
   assert.equal(lateEnd, 'domain is gone');
 });
 
-test('the log is opened at the first byte and closed at the end; a renamed domain keeps writing to its renamed log', () => {
+test('the log is opened at the first byte and closed at the end; a renamed domain keeps writing to its renamed log', async () => {
   const dir = tmpStateDir();
-  const fds = () => fs.readdirSync('/proc/self/fd').length;
-  const before = fds();
+  // descriptors of this process open on a file under `dir`
+  const open = () => fs.readdirSync('/proc/self/fd').filter((fd) => { try { return fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir); } catch { return false; } }).length;
   const c = new DomainConsole(path.join(dir, 'old.log'));
-  assert.equal(fds(), before, 'nothing open before output');
+  assert.equal(open(), 0, 'nothing open before output');
   c.write(Buffer.from('one\n'));
-  assert.equal(fds(), before + 1);
+  await c.flushed();
+  assert.equal(open(), 1);
   c.rename(path.join(dir, 'new.log'));
   c.write(Buffer.from('two\n'));
+  await c.flushed();
   assert.equal(fs.readFileSync(path.join(dir, 'new.log'), 'utf8'), 'one\ntwo\n');
   assert.equal(fs.existsSync(path.join(dir, 'old.log')), false);
   c.end('domain destroyed');
-  assert.equal(fds(), before);
+  await c.flushed();
+  for (let i = 0; i < 50 && open() > 0; i++) await new Promise((r) => setTimeout(r, 10)); // the close is asynchronous too
+  assert.equal(open(), 0);
+});
+
+test('output the disk has not taken beyond the backlog cap is counted, not logged; readers still get it', async () => {
+  const f = path.join(tmpStateDir(), 'b.log');
+  const c = new DomainConsole(f, { backlogBytes: 100 });
+  let seen = 0;
+  c.attach({ data: (b) => { seen += b.length; }, end: () => {} });
+  for (let i = 0; i < 10; i++) c.write(Buffer.alloc(30, 0x41));
+  assert.equal(seen, 300);
+  await c.flushed();
+  assert.equal(fs.statSync(f).size + c.dropped, 300);
+  assert.ok(c.dropped > 0);
 });

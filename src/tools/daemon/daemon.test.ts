@@ -112,7 +112,8 @@ describe('xenode daemon', needsKvm(), () => {
     assert.equal(await l.ended, 'domain destroyed');
     assert.ok(!(await c.call('domain.list', {})).some((s) => s.domid === r.domid));
     await until('the record removed', () => !fs.existsSync(path.join(d.stateDir, 'domains', `${r.domid}.json`)));
-    assert.match(fs.readFileSync(path.join(d.stateDir, 'console', 'life.log'), 'utf8'), /idle: blocking/);
+    // the log is written in the background
+    await until('the console log', () => /idle: blocking/.test(fs.readFileSync(path.join(d.stateDir, 'console', 'life.log'), 'utf8')));
     assert.ok(changes.some((ch) => ch.domid === r.domid && ch.what === 'created'));
     assert.ok(changes.some((ch) => ch.domid === r.domid && ch.what === 'destroyed'));
     c2.close();
@@ -204,7 +205,7 @@ describe('xenode daemon', needsKvm(), () => {
     await c.call('domain.rename', { dom: 'p1', name: 'p2' });
     assert.deepEqual(await c.call('domain.resolve', { dom: 'p2' }), { domid: r.domid, name: 'p2' });
     await rejects(c.call('domain.resolve', { dom: 'p1' }), 'ENOENT');
-    assert.ok(fs.existsSync(path.join(d.stateDir, 'console', 'p2.log')));
+    await until('the log under the new name', () => fs.existsSync(path.join(d.stateDir, 'console', 'p2.log')));
     await c.call('domain.destroy', { dom: 'p2' });
   });
 

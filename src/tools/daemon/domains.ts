@@ -231,7 +231,10 @@ export class DomainManager extends EventEmitter<Events> {
     this.stopping = true;
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-    await Promise.all(this.all().map((d) => this.destroy(d, 'daemon stopping')));
+    const all = this.all();
+    await Promise.all(all.map((d) => this.destroy(d, 'daemon stopping')));
+    // the console logs are written in the background: let the last bytes land
+    await Promise.all(all.map((d) => d.console.flushed()));
   }
 
   // --- shutdown and its actions ---------------------------------------------
