@@ -35,11 +35,11 @@ export interface CreateOptions {
 }
 
 export interface CreateTimings {
-  /** domain creation, kernel load, rings, grant seeds */
+  /** domain creation, kernel load, rings, grant seeds, handing it (paused) to its pCPU */
   build: number;
-  /** console backend, xenstore skeleton, INTRODUCE */
+  /** console backend, xenstore skeleton, INTRODUCE (the pCPU sets the domain up meanwhile) */
   xenstore: number;
-  /** handing the domain to a pCPU (or pausing it) */
+  /** the unpause (nothing when created paused) */
   unpause: number;
 }
 
@@ -92,6 +92,10 @@ export class Toolstack {
     const uuid = opts.uuid ?? randomUUID();
     const built = buildPvhDomain(this.hv, { ...cfg, uuid: cfg.uuid ?? uuidBytes(uuid) });
     this.builds.set(built.domid, built);
+    // Handed to its pCPU now, still paused: the worker sets it up while the
+    // xenstore skeleton is written, and not one guest instruction runs before
+    // the unpause below (libxl's order: build, xenstore, introduce, unpause).
+    startBuiltDomain(this.hv, built, { paused: true });
     const t1 = performance.now();
     let services: DomainServices;
     try {
@@ -107,7 +111,7 @@ export class Toolstack {
     const t2 = performance.now();
     const d: ToolstackDomain = { domid: built.domid, name: cfg.name, uuid, built, services };
     this.live.set(d.domid, d);
-    startBuiltDomain(this.hv, built, { paused: opts.paused });
+    if (!opts.paused) this.hv.unpause(d.domid);
     if (opts.timings) Object.assign(opts.timings, { build: t1 - t0, xenstore: t2 - t1, unpause: performance.now() - t2 });
     return d;
   }
