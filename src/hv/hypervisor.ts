@@ -123,7 +123,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   /** vCPUs of domains being built, held here until a worker adopts them. */
   private readonly pendingVcpus = new Map<number, Vcpu[]>();
   private nextDomid = 1;
-  private readonly tscKhz: number;
+  /** the TSC rate guests see (Xen's cpu_khz in physinfo) */
+  readonly tscKhz: number;
   // the control domain (domain 0) as an event-channel endpoint
   readonly dom0Shared = DomainShared.create(0, 1, DOM0_PORTS);
   readonly dom0Mem = new SharedArrayBuffer(PAGE_SIZE);

@@ -358,7 +358,8 @@ function hostInfo(d: Daemon): Record<string, string | number> {
     nr_nodes: 1,
     cores_per_socket: cpus.length,
     threads_per_core: 1,
-    cpu_mhz: cpus[0]?.speed ?? 0,
+    // Xen's physinfo reports its calibrated TSC rate (cpu_khz); a VM host's /proc/cpuinfo often says 0
+    cpu_mhz: Math.round(hv.tscKhz / 1000) || cpus[0]?.speed || 0,
     virt_caps: 'pvh',
     total_memory: Math.floor(os.totalmem() / 2 ** 20),
     free_memory: Math.floor(os.freemem() / 2 ** 20),

@@ -232,6 +232,7 @@ describe('xl against a running daemon', needsKvm(), () => {
     assert.equal(info.code, 0);
     assert.match(info.out, /^host {19}: \S+/m);
     assert.match(info.out, /^nr_cpus {16}: \d+$/m);
+    assert.match(info.out, /^cpu_mhz {16}: [1-9]\d*$/m, 'the TSC rate, as Xen reports its cpu_khz');
     assert.match(info.out, /^xend_config_format {5}: 4\n$/m);
     assert.match((await xl('info', 'nr_cpus')).out, /^\d+\n$/);
 
