@@ -1,12 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { Kvm, EXIT, EXIT_INTERRUPTED, Segment, KvmError } from './kvm.js';
+import { Kvm, EXIT, EXIT_INTERRUPTED, KvmError } from './kvm.js';
 import { SharedMemory } from './memory.js';
 import { RUN, RUN_IO, REG } from './abi.js';
-import { needsKvm } from './testing.js';
-
-const flat32 = (type: number, selector: number): Segment => ({ base: 0, limit: 0xffffffff, selector, type, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1 });
+import { needsKvm, flat32AtPage1 } from './testing.js';
 
 /** A VM with 64 KiB of RAM at GPA 0 running `code` in flat 32-bit protected mode at 0x1000. */
 function tinyVm(code: number[]) {
@@ -16,13 +14,7 @@ function tinyVm(code: number[]) {
   vm.setUserMemoryRegion(0, 0, mem.size, mem.address);
   mem.bytes.set(code, 0x1000);
   const vcpu = vm.createVcpu(0);
-  vcpu.setCpuid(kvm.supportedCpuid());
-  vcpu.setInitialState({
-    regs: { rip: 0x1000n, rsp: 0x8000n },
-    segs: { cs: flat32(11, 8), ds: flat32(3, 16), es: flat32(3, 16), ss: flat32(3, 16), fs: flat32(3, 16), gs: flat32(3, 16),
-      tr: { base: 0, limit: 0x67, selector: 0, type: 11, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0 } },
-    cr0: 0x11, cr4: 0, efer: 0,
-  });
+  flat32AtPage1(kvm, vcpu);
   const done = () => { vcpu.close(); vm.close(); mem.close(); kvm.close(); };
   return { kvm, vm, mem, vcpu, done };
 }

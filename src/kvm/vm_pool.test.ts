@@ -5,10 +5,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { Kvm, EXIT, type Segment } from './kvm.js';
+import { Kvm, EXIT } from './kvm.js';
 import { SharedMemory } from './memory.js';
 import { RUN, RUN_MSR, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_FILTER_READ, KVM_MSR_FILTER_WRITE } from './abi.js';
-import { needsKvm } from './testing.js';
+import { needsKvm, flat32AtPage1 } from './testing.js';
 import { VmPool, type VmRecipe } from './vm_pool.js';
 
 const TRAPPED_MSR = 0x40000000;
@@ -16,7 +16,6 @@ const recipe: VmRecipe = {
   caps: [{ cap: 'X86_USER_SPACE_MSR', args: [KVM_MSR_EXIT_REASON_FILTER] }],
   msrFilter: [{ flags: KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE, base: TRAPPED_MSR, nmsrs: 1, bitmap: new Uint8Array(1) }],
 };
-const flat32 = (type: number, selector: number): Segment => ({ base: 0, limit: 0xffffffff, selector, type, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1 });
 const openFds = () => fs.readdirSync('/proc/self/fd').length;
 
 async function until(f: () => boolean): Promise<void> {
@@ -35,13 +34,7 @@ test('a VM from the pool comes with the recipe applied: the filtered MSR exits t
       vm.setUserMemoryRegion(0, 0, mem.size, mem.address);
       mem.bytes.set([0xb9, 0x00, 0x00, 0x00, 0x40, 0x0f, 0x32, 0xf4], 0x1000); // mov ecx,0x40000000; rdmsr; hlt
       const vcpu = vm.createVcpu(0);
-      vcpu.setCpuid(kvm.supportedCpuid());
-      vcpu.setInitialState({
-        regs: { rip: 0x1000n, rsp: 0x8000n },
-        segs: { cs: flat32(11, 8), ds: flat32(3, 16), es: flat32(3, 16), ss: flat32(3, 16), fs: flat32(3, 16), gs: flat32(3, 16),
-          tr: { base: 0, limit: 0x67, selector: 0, type: 11, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0 } },
-        cr0: 0x11, cr4: 0, efer: 0,
-      });
+      flat32AtPage1(kvm, vcpu);
       assert.equal(vcpu.enter(), EXIT.X86_RDMSR);
       assert.equal(vcpu.run.getUint32(RUN.exit + RUN_MSR.index, true), TRAPPED_MSR);
       assert.equal(vcpu.run.getUint32(RUN.exit + RUN_MSR.reason, true), KVM_MSR_EXIT_REASON_FILTER);
