@@ -18,7 +18,7 @@ import * as libc from './libc.js';
 const ARENA_CHUNK = 2 ** 32;
 /** Memories larger than this get a mapping (and ArrayBuffer) of their own. */
 export const ARENA_MAX_RANGE = 2 ** 30;
-/** Ranges start on 2 MiB boundaries (huge-page friendly for KVM's host mapping). */
+/** Ranges are whole 2 MiB units of a chunk (so they can be backed by huge pages if the chunk is aligned). */
 const ARENA_ALIGN = 2 << 20;
 
 function reserve(size: number): unknown {
