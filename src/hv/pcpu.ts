@@ -131,12 +131,15 @@ class Pcpu {
         this.notifyVcpu(d.shared, vcpu);
       },
       wakePollers: (d, port) => {
+        // A vCPU run here: wake it if it polls this port. One run elsewhere (even of a domain this worker
+        // also holds, whose copy here knows nothing of its poll): its worker re-checks it.
         const dom = this.domains.get(d.shared.domid);
-        if (!dom) {
-          for (let v = 0; v < d.shared.nrVcpus; v++) if (d.shared.vcpu(v, 'pollMask')) this.notifyVcpu(d.shared, v);
-          return;
+        for (let v = 0; v < d.shared.nrVcpus; v++) {
+          const local = dom?.vcpus[v];
+          if (local?.local) {
+            if (local.pollPorts?.includes(port)) this.wakeVcpu(local.dom.domid, v);
+          } else if (d.shared.vcpu(v, 'pollMask')) this.notifyVcpu(d.shared, v);
         }
-        for (const v of dom.vcpus) if (v.pollPorts?.includes(port)) this.wakeVcpu(dom.domid, v.id);
       },
     });
     setSchedHooks({
