@@ -56,6 +56,11 @@ export function portInfo(s: DomainShared, port: number): PortInfo {
   return { state: sv & 0xff, vcpu: sv >>> 8, remoteDom: Atomics.load(s.w, i + PORT.remoteDom), remotePort: Atomics.load(s.w, i + PORT.remotePort) };
 }
 
+/** The vCPU a port notifies (portInfo's vcpu, without building the record: it is read per event). */
+function portVcpu(s: DomainShared, port: number): number {
+  return Atomics.load(s.w, s.portIndex(port) + PORT.stateVcpu) >>> 8;
+}
+
 function setPort(s: DomainShared, port: number, p: PortInfo): void {
   const i = s.portIndex(port);
   Atomics.store(s.w, i + PORT.remoteDom, p.remoteDom);
@@ -90,17 +95,17 @@ function allocPort(s: DomainShared): number {
 
 // --- bit operations in shared_info / vcpu_info ---------------------------
 
-function layout(s: DomainShared) {
-  const x32 = s.get('abi') === 1;
+/** Offsets of the 2-level bitmaps and the selector, per shared-info ABI (fixed: computed once). */
+const LAYOUTS = [false, true].map((x32) => {
   const si = x32 ? SharedInfo.x32 : SharedInfo.x64;
   const vi = x32 ? VcpuInfo.x32 : VcpuInfo.x64;
-  return {
-    base: s.get('sharedInfoOffset'),
-    pending: si.offsetOf('evtchn_pending'),
-    mask: si.offsetOf('evtchn_mask'),
-    sel: vi.offsetOf('evtchn_pending_sel'),
-    wordShift: x32 ? 5 : 6,
-  };
+  return { pending: si.offsetOf('evtchn_pending'), mask: si.offsetOf('evtchn_mask'), sel: vi.offsetOf('evtchn_pending_sel'), wordShift: x32 ? 5 : 6 };
+});
+
+function layout(s: DomainShared) {
+  const l = LAYOUTS[s.get('abi') === 1 ? 1 : 0]!;
+  const base = s.get('sharedInfoOffset');
+  return { pending: base + l.pending, mask: base + l.mask, sel: l.sel, wordShift: l.wordShift };
 }
 
 /** Byte offset (in the domain memory) of a vCPU's vcpu_info. */
@@ -118,49 +123,46 @@ const testBit = (m: Uint8Array, byte: number, bit: number): boolean => (Atomics.
 /** Marks the vCPU's upcall pending; true if it was newly set. */
 export function markUpcallPending(d: EvtchnDomain, vcpu: number): boolean {
   const vi = vcpuInfoOffset(d.shared, vcpu);
-  if (vi < 0) return false;
-  return !testAndSet(d.mem, vi, 0);
+  return vi >= 0 && !testAndSet(d.mem, vi, 0);
 }
 
-function selectAndNotify(host: EvtchnHost, d: EvtchnDomain, port: number, vcpu: number): void {
-  const l = layout(d.shared);
+function selectAndNotify(host: EvtchnHost, d: EvtchnDomain, l: ReturnType<typeof layout>, port: number): void {
+  const vcpu = portVcpu(d.shared, port);
   const vi = vcpuInfoOffset(d.shared, vcpu);
   if (vi < 0) return;
   const word = port >> l.wordShift;
-  if (!testAndSet(d.mem, vi + l.sel + (word >> 3), word & 7)) {
-    if (markUpcallPending(d, vcpu)) host.upcall(d, vcpu);
-  }
+  if (!testAndSet(d.mem, vi + l.sel + (word >> 3), word & 7) && !testAndSet(d.mem, vi, 0)) host.upcall(d, vcpu);
 }
 
 /** evtchn_2l_set_pending: the order matters (pending, then mask check, selector, upcall, pollers). */
 export function setPending(host: EvtchnHost, d: EvtchnDomain, port: number): void {
   const l = layout(d.shared);
-  if (testAndSet(d.mem, l.base + l.pending + (port >> 3), port & 7)) return;
-  if (!testBit(d.mem, l.base + l.mask + (port >> 3), port & 7)) selectAndNotify(host, d, port, portInfo(d.shared, port).vcpu);
+  if (testAndSet(d.mem, l.pending + (port >> 3), port & 7)) return;
+  if (!testBit(d.mem, l.mask + (port >> 3), port & 7)) selectAndNotify(host, d, l, port);
   host.wakePollers(d, port);
 }
 
 export function isPending(d: EvtchnDomain, port: number): boolean {
   const l = layout(d.shared);
-  return testBit(d.mem, l.base + l.pending + (port >> 3), port & 7);
+  return testBit(d.mem, l.pending + (port >> 3), port & 7);
 }
 
 export function isMasked(d: EvtchnDomain, port: number): boolean {
   const l = layout(d.shared);
-  return testBit(d.mem, l.base + l.mask + (port >> 3), port & 7);
+  return testBit(d.mem, l.mask + (port >> 3), port & 7);
 }
 
 function clearPending(d: EvtchnDomain, port: number): void {
   const l = layout(d.shared);
-  testAndClear(d.mem, l.base + l.pending + (port >> 3), port & 7);
+  testAndClear(d.mem, l.pending + (port >> 3), port & 7);
 }
 
 /** evtchn_2l_unmask. */
 export function unmask(host: EvtchnHost, d: EvtchnDomain, port: number): void {
   if (!portInRange(d.shared, port)) throw new XenError(EINVAL, `bad port ${port}`);
   const l = layout(d.shared);
-  if (testAndClear(d.mem, l.base + l.mask + (port >> 3), port & 7) && isPending(d, port)) {
-    selectAndNotify(host, d, port, portInfo(d.shared, port).vcpu);
+  if (testAndClear(d.mem, l.mask + (port >> 3), port & 7) && testBit(d.mem, l.pending + (port >> 3), port & 7)) {
+    selectAndNotify(host, d, l, port);
   }
 }
 
