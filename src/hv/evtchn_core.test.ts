@@ -222,6 +222,22 @@ describe('evtchn_core: send', () => {
     assert.deepEqual(h.log, []);
   });
 
+  test('interdomain toward a domid reused by a domain with a smaller port table: dropped, the new table untouched', () => {
+    const a = mkDom(1, { maxPort: 1023 });
+    const b = mkDom(2);
+    const h = new FakeHost().add(a, b);
+    let pa = 0;
+    for (let i = 0; i < 200; i++) pa = allocUnbound(a, 2); // the last lies beyond a 127-port table
+    const pb = bindInterdomain(h, b, a, pa);
+    const reused = mkDom(1); // domid 1 again, ports 1..127
+    h.add(reused);
+    h.clear();
+    send(h, b, pb);
+    assert.deepEqual(h.log, []);
+    close(h, b, pb);
+    assert.equal(portInfo(b.shared, pb).state, ECS.closed);
+  });
+
   test('IPI: own port on the bound vCPU', () => {
     const a = mkDom(1);
     const h = new FakeHost().add(a);

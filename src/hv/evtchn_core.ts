@@ -256,7 +256,8 @@ export function close(host: EvtchnHost, d: EvtchnDomain, port: number, virqs?: V
     const body = () => {
       const cur = portInfo(d.shared, port);
       if (cur.state !== ECS.interdomain) return;
-      if (rd) {
+      // The peer's table is checked before it is read: a stale port may name a domid reused since.
+      if (rd && portValid(rd.shared, cur.remotePort)) {
         const rp = portInfo(rd.shared, cur.remotePort);
         if (rp.state === ECS.interdomain && rp.remoteDom === lid && rp.remotePort === port) {
           setPort(rd.shared, cur.remotePort, { state: ECS.unbound, vcpu: rp.vcpu, remoteDom: lid, remotePort: 0 });
@@ -283,7 +284,7 @@ export function send(host: EvtchnHost, d: EvtchnDomain, port: number): void {
   switch (p.state) {
     case ECS.interdomain: {
       const rd = host.lookup(p.remoteDom);
-      if (rd) setPending(host, rd, p.remotePort);
+      if (rd && portValid(rd.shared, p.remotePort)) setPending(host, rd, p.remotePort);
       return;
     }
     case ECS.ipi:
