@@ -6,7 +6,7 @@
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { API_VERSION, type Ops, type Request, type Response, type StreamEvent, type ApiError, type DomainChange } from './protocol.js';
+import { API_VERSION, LineReader, type Ops, type Request, type Response, type StreamEvent, type ApiError, type DomainChange } from './protocol.js';
 
 /** An error the daemon answered with (or a transport failure, code ECONNREFUSED/ENOENT/ECONNRESET/EPROTO). */
 export class ApiCallError extends Error implements ApiError {
@@ -77,7 +77,7 @@ export class DaemonClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private readonly streams = new Map<number, Stream>();
-  private buf = '';
+  private readonly lines = new LineReader();
   private closed = false;
   /** the daemon's answer to `hello` */
   hello!: Hello;
@@ -175,12 +175,9 @@ export class DaemonClient {
   }
 
   private onData(chunk: string): void {
-    this.buf += chunk;
-    let nl: number;
-    while ((nl = this.buf.indexOf('\n')) >= 0) {
-      const line = this.buf.slice(0, nl);
-      this.buf = this.buf.slice(nl + 1);
-      if (line.trim() === '') continue;
+    this.lines.push(chunk);
+    let line: string | null;
+    while (!this.closed && (line = this.lines.shift()) !== null) {
       let msg: Response | StreamEvent;
       try { msg = JSON.parse(line) as Response | StreamEvent; } catch {
         this.fail(new ApiCallError('EPROTO', `daemon sent a malformed message: ${line.slice(0, 80)}`));

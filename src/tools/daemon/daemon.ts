@@ -9,7 +9,7 @@ import net from 'node:net';
 import { Toolstack } from '../toolstack.js';
 import { XEN_MAJOR, XEN_MINOR } from '../../hv/abi/xen.js';
 import { EXTRAVERSION, CAPABILITIES, CHANGESET } from '../../hv/version.js';
-import { API_VERSION, type DomainSummary, type CreateRecord, type DomainChange } from './protocol.js';
+import { API_VERSION, LineReader, type DomainSummary, type CreateRecord, type DomainChange } from './protocol.js';
 import { ApiServer, type Handlers } from './server.js';
 import { DomainManager, DEFAULT_POLICY, type DomainPolicy } from './domains.js';
 import { StateDir } from './state.js';
@@ -45,17 +45,18 @@ export async function probeSocket(socketPath: string, timeoutMs = 2000): Promise
   if (!st.isSocket()) throw new DaemonStartError(`${socketPath} exists and is not a socket: refusing to replace it`);
   const answer = await new Promise<{ pid: number } | 'stale' | 'foreign'>((resolve) => {
     const s = net.createConnection(socketPath);
-    let buf = '';
+    const lines = new LineReader(1 << 16, () => done('foreign'));
     const done = (r: { pid: number } | 'stale' | 'foreign') => { clearTimeout(t); s.destroy(); resolve(r); };
     const t = setTimeout(() => done('foreign'), timeoutMs);
     s.on('error', (e: NodeJS.ErrnoException) => done(e.code === 'ECONNREFUSED' || e.code === 'ENOENT' ? 'stale' : 'foreign'));
     s.on('connect', () => s.write(JSON.stringify({ v: API_VERSION, id: 1, op: 'hello', args: {} }) + '\n'));
-    s.on('data', (d) => {
-      buf += d.toString();
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => {
+      lines.push(d);
+      const line = lines.shift();
+      if (line === null) return;
       try {
-        const r = JSON.parse(buf.slice(0, nl)) as { ok?: boolean; result?: { daemonPid?: number } };
+        const r = JSON.parse(line) as { ok?: boolean; result?: { daemonPid?: number } };
         done(r.ok && typeof r.result?.daemonPid === 'number' ? { pid: r.result.daemonPid } : 'foreign');
       } catch { done('foreign'); }
     });

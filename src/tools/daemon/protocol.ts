@@ -131,3 +131,37 @@ export interface Ops {
   /** diagnostics: where the time of recent creates went (the daemon keeps the last 1024) */
   'host.timings': { args: Record<string, never>; result: { creates: CreateRecord[] } };
 }
+
+/**
+ * The framing both ends read: text in, complete non-blank lines out. A line
+ * longer than `maxLine` is dropped whole, `onOverlong` called once for it.
+ */
+export class LineReader {
+  private buf = '';
+  private skipping = false;
+
+  constructor(private readonly maxLine = Infinity, private readonly onOverlong: () => void = () => {}) {}
+
+  push(chunk: string): void {
+    this.buf += chunk;
+  }
+
+  /** The next complete line, or null until more text arrives. */
+  shift(): string | null {
+    for (;;) {
+      const nl = this.buf.indexOf('\n');
+      if (nl < 0) {
+        if (this.buf.length > this.maxLine) {
+          this.buf = '';
+          if (!this.skipping) this.onOverlong();
+          this.skipping = true;
+        }
+        return null;
+      }
+      const line = this.buf.slice(0, nl);
+      this.buf = this.buf.slice(nl + 1);
+      if (this.skipping) this.skipping = false;
+      else if (line.trim() !== '') return line;
+    }
+  }
+}

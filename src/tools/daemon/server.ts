@@ -6,7 +6,7 @@
 import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
-import { API_VERSION, type Ops, type Response, type StreamEvent } from './protocol.js';
+import { API_VERSION, LineReader, type Ops, type Response, type StreamEvent } from './protocol.js';
 import { ApiFailure } from './validate.js';
 
 /** Longest request line accepted (a DomainConfig is a few KiB). */
@@ -23,8 +23,7 @@ export interface Stream {
 /** One client connection as handlers see it. */
 export class Connection {
   readonly streams = new Map<number, Stream>();
-  private buf = '';
-  private discarding = false;
+  private readonly lines = new LineReader(MAX_LINE, () => this.fail(0, 'EPROTO', `request longer than ${MAX_LINE} bytes`));
   closed = false;
 
   constructor(readonly sock: net.Socket, private readonly server: ApiServer) {
@@ -67,19 +66,13 @@ export class Connection {
   }
 
   private onData(chunk: string): void {
-    this.buf += chunk;
-    let nl: number;
-    while ((nl = this.buf.indexOf('\n')) >= 0) {
-      const line = this.buf.slice(0, nl);
-      this.buf = this.buf.slice(nl + 1);
-      if (this.discarding) { this.discarding = false; continue; }
-      if (line.trim() !== '') this.server.handleLine(this, line);
-    }
-    if (this.buf.length > MAX_LINE) {
-      this.buf = '';
-      if (!this.discarding) this.fail(0, 'EPROTO', `request longer than ${MAX_LINE} bytes`);
-      this.discarding = true;
-    }
+    this.lines.push(chunk);
+    this.serveLines();
+  }
+
+  private serveLines(): void {
+    let line: string | null;
+    while (!this.closed && (line = this.lines.shift()) !== null) this.server.handleLine(this, line);
   }
 
   private onClose(): void {
