@@ -285,7 +285,7 @@ function makeHandlers(daemon: () => Daemon): Handlers {
         data: (b) => conn.event({ id, event: 'console', data: b.toString('base64') }),
         end: (reason) => conn.endStream(id, reason),
       });
-      conn.streams.set(id, { kind: 'console', close: detach });
+      conn.addStream(id, { kind: 'console', close: detach });
       if (replay) {
         const tail = d.console.tail();
         // after the response, which the server sends when this handler returns
@@ -318,7 +318,7 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     'events.subscribe': (_a, { conn, id }) => {
       const listener = (change: DomainChange) => conn.event({ id, event: 'domain', change });
       D().on('change', listener);
-      conn.streams.set(id, { kind: 'events', close: () => D().off('change', listener) });
+      conn.addStream(id, { kind: 'events', close: () => D().off('change', listener) });
       return null;
     },
 

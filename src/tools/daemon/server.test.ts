@@ -1,8 +1,13 @@
-// The API socket's framing.
+// The API socket's framing and its defences against a hostile client, on a
+// server with stand-in handlers (no hypervisor).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
+import path from 'node:path';
 import { LineReader } from './protocol.js';
+import { ApiServer, type Handlers } from './server.js';
+import { tmpStateDir } from './testing.js';
 
 test('LineReader: lines across chunks, blank lines skipped, an overlong line dropped whole once', () => {
   let overlong = 0;
@@ -21,4 +26,56 @@ test('LineReader: lines across chunks, blank lines skipped, an overlong line dro
   assert.equal(overlong, 1);
   r.push('end of it\nnext\n');
   assert.deepEqual(all(), ['next']);
+});
+
+async function serve(handlers: Partial<Handlers>): Promise<ApiServer> {
+  const s = new ApiServer(path.join(tmpStateDir(), 'api.sock'), handlers as Handlers, () => {});
+  await s.listen();
+  return s;
+}
+
+function connect(s: ApiServer): Promise<net.Socket> {
+  return new Promise((ok, fail) => {
+    const c = net.createConnection(s.socketPath);
+    c.once('connect', () => ok(c)).once('error', fail);
+  });
+}
+
+/** Reads `n` response lines. */
+function read(c: net.Socket, n: number): Promise<Record<string, unknown>[]> {
+  const lines = new LineReader();
+  const out: Record<string, unknown>[] = [];
+  return new Promise((ok) => {
+    c.setEncoding('utf8');
+    c.on('data', (d: string) => {
+      lines.push(d);
+      let l;
+      while ((l = lines.shift()) !== null) out.push(JSON.parse(l) as Record<string, unknown>);
+      if (out.length >= n) ok(out);
+    });
+    c.resume();
+  });
+}
+
+const req = (id: number, op: string) => JSON.stringify({ v: 1, id, op, args: {} }) + '\n';
+
+test('a stream id already open on the connection is refused, and the refused source is closed', async () => {
+  let open = 0;
+  const s = await serve({
+    'events.subscribe': (_a, { conn, id }) => {
+      open++;
+      conn.addStream(id, { kind: 'events', close: () => { open--; } });
+      return null;
+    },
+  });
+  const c = await connect(s);
+  const answers = read(c, 3);
+  c.write(req(1, 'events.subscribe') + req(1, 'events.subscribe') + req(2, 'events.subscribe'));
+  const r = await answers;
+  assert.deepEqual(r.map((m) => [m.id, m.ok, (m.error as { code?: string } | undefined)?.code]), [[1, true, undefined], [1, false, 'EBUSY'], [2, true, undefined]]);
+  assert.equal(open, 2);
+  c.destroy();
+  await new Promise((ok) => setTimeout(ok, 50));
+  assert.equal(open, 0);
+  await s.close();
 });

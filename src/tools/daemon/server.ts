@@ -56,6 +56,15 @@ export class Connection {
     this.send(e);
   }
 
+  /** Registers a stream opened by request `id`; an id already streaming is refused (its source would leak). */
+  addStream(id: number, s: Stream): void {
+    if (this.streams.has(id)) {
+      s.close();
+      throw new ApiFailure('EBUSY', `stream ${id} is already open on this connection`);
+    }
+    this.streams.set(id, s);
+  }
+
   /** Ends a stream from the daemon's side (domain died, daemon stopping). */
   endStream(id: number, reason: string): void {
     const s = this.streams.get(id);
