@@ -86,6 +86,17 @@ function releasePage(d: Domain, hp: number): void {
   }
 }
 
+/** Runs a physmap change; false when it was refused (out of KVM slots), which ends a reservation op early. */
+function physmapChanged(change: () => void): boolean {
+  try {
+    change();
+    return true;
+  } catch (e) {
+    if (e instanceof XenError) return false;
+    throw e;
+  }
+}
+
 function reservation(h: Hcall, cmd: number, start: number): number {
   const R = forAbi(XenMemoryReservation, h.x32);
   let raw: Uint8Array;
@@ -116,8 +127,11 @@ function reservation(h: Hcall, cmd: number, start: number): number {
       for (let p = 0; p < pages; p++) {
         if (d.physmap.hostPageOf(gfn + p) >= 0) continue; // already populated: nothing to do
         const hp = d.physmap.allocPoolPage();
-        if (hp < 0) { ok = false; break; }
-        d.physmap.map(gfn + p, hp);
+        if (hp < 0 || !physmapChanged(() => d.physmap.map(gfn + p, hp))) {
+          if (hp >= 0) d.physmap.freePoolPage(hp);
+          ok = false;
+          break;
+        }
         d.totPages++;
       }
       if (!ok) break;
@@ -127,8 +141,7 @@ function reservation(h: Hcall, cmd: number, start: number): number {
         const hp = d.physmap.hostPageOf(gfn + p);
         if (hp < 0) { ok = false; break; }
         const kind = d.physmap.kindOfHostPage(hp);
-        if (kind !== 'ram' && kind !== 'pool') { ok = false; break; }
-        d.physmap.unmap(gfn + p);
+        if ((kind !== 'ram' && kind !== 'pool') || !physmapChanged(() => d.physmap.unmap(gfn + p))) { ok = false; break; }
         releasePage(d, hp);
       }
       if (!ok) break;

@@ -331,6 +331,19 @@ test('a map that would need more KVM slots than the host has is refused with -EN
   assert.equal(p.hostPageOf(20), 20, 'the RAM page is still there');
 });
 
+test('a hole that would split a run when no KVM slot is left is refused with -ENOMEM and changes nothing', () => {
+  const vm = { setUserMemoryRegion: () => {}, deleteMemoryRegion: () => {} } as unknown as Vm;
+  const p = new Physmap({ ramPages: 64, maxGrantFrames: 2, poolPages: 8 });
+  p.attach(vm, 0n, 3); // RAM + special pages use 2 slots
+  assert.equal(p.unmap(10), 10, 'the first split takes the last slot');
+  const before = p.segments().map((s) => ({ ...s }));
+  assert.throws(() => p.unmap(20), (e: unknown) => e instanceof XenError && e.errno === ENOMEM);
+  assert.deepEqual(p.segments().map((s) => ({ ...s })), before);
+  assert.equal(p.hostPageOf(20), 20, 'the RAM page is still there');
+  assert.equal(p.unmap(63), 63, 'trimming the end of a run needs no new slot');
+  assert.equal(p.unmap(11), 11, 'nor does trimming its start');
+});
+
 describe('physmap: copies on other workers', () => {
   test('a copy loaded with the owner\'s segments translates as the owner does; changes bump the version', () => {
     const owner = new Physmap({ ramPages: 64, maxGrantFrames: 2, poolPages: 4 });

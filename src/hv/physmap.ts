@@ -135,11 +135,18 @@ export class Physmap {
     return displaced;
   }
 
-  /** Removes `gfn` from the map (becomes a hole). Returns the host page it had, or -1. */
+  /**
+   * Removes `gfn` from the map (becomes a hole). Returns the host page it had, or -1.
+   * A hole inside a run splits its slot in two: refused with ENOMEM, nothing changed,
+   * when no KVM slot is left (a guest ballooning out every other page runs out of slots).
+   */
   unmap(gfn: number): number {
     const i = this.indexOf(gfn);
     if (i < 0) return -1;
     const s = this.segs[i]!;
+    if (gfn > s.gfn && gfn < s.gfn + s.count - 1 && this.segs.length + 1 > this.maxSlots) {
+      throw new XenError(ENOMEM, 'no KVM memory slot left to split this mapping');
+    }
     const hp = s.hostPage + (gfn - s.gfn);
     this.removeSlot(s);
     const pieces: Segment[] = [];
