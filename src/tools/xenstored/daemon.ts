@@ -539,7 +539,7 @@ export class Xenstored {
         let id = c.nextTxId;
         while (id === 0 || c.txs.has(id)) id = (id + 1) >>> 0;
         c.nextTxId = (id + 1) >>> 0;
-        c.txs.set(id, new Tx(id, s.gen));
+        c.txs.set(id, new Tx(id, s.gen, q?.transactionNodes));
         this.reply(c, m, `${id}\0`);
         return;
       }

@@ -180,11 +180,14 @@ export class Tx {
   /** Node count and memory changes per owner inside the transaction. */
   readonly nodeDelta = new Map<number, number>();
   readonly memDelta = new Map<number, number>();
-  /** Set when an operation inside failed in a way that dooms the commit. */
-  failed = false;
   constructor(
     public readonly id: number,
     public readonly startGen: number,
+    /**
+     * Most distinct nodes the transaction may access (the caller's transaction-nodes quota, as
+     * cxenstored since XSA-326): every node read, written or found absent is remembered until the end.
+     */
+    public readonly maxNodes = Infinity,
   ) {}
 }
 
@@ -264,6 +267,9 @@ export class Store {
     if (o !== undefined) return o ?? undefined;
     const r = tx.reads.get(path);
     if (r !== undefined) return r ?? undefined;
+    // Every node an operation touches is looked up here before the operation changes anything,
+    // so refusing the access keeps the operation all-or-nothing.
+    if (tx.reads.size >= tx.maxNodes) throw new XsError('ENOSPC', 'too many nodes in transaction');
     const n = this.nodes.get(path);
     tx.reads.set(path, n ?? null);
     return n;
@@ -278,9 +284,6 @@ export class Store {
       this.journal?.put(path, n);
       if (c && c.quota) this.checkSoft(n.owner, c.quota);
       return;
-    }
-    if (c && c.quota && !tx.overlay.has(path) && tx.overlay.size >= c.quota.transactionNodes) {
-      throw new XsError('ENOSPC', 'too many nodes in transaction');
     }
     n.gen = this.gen;
     tx.overlay.set(path, n);
@@ -482,7 +485,6 @@ export class Store {
 
   /** Apply a transaction or throw EAGAIN if a node it read has changed since. */
   commit(tx: Tx): Change[] {
-    if (tx.failed) throw new XsError('EAGAIN', 'transaction failed');
     if (this.gen !== tx.startGen) {
       for (const [p, seen] of tx.reads) {
         if ((this.nodes.get(p) ?? null) !== seen) throw new XsError('EAGAIN');

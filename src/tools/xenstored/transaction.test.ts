@@ -143,3 +143,29 @@ test('a transaction dies with its connection', async () => {
   await f.dom0.release(4);
   assert.deepEqual(f.d.store.check(), []);
 });
+
+test('a create refused by the transaction-nodes quota leaves nothing half-made to commit', async () => {
+  const g = await f.guest(5);
+  await f.dom0.mkdir('/local/domain/5');
+  await f.dom0.setPerms('/local/domain/5', ['n5']);
+  await f.dom0.setQuota('transaction-nodes', 4, 5);
+  const t = await g.transactionStart();
+  await g.write('n1', '', t);
+  assert.equal(await raw(g, XsType.WRITE, 'n2/x/y\0', t), 'ERROR ENOSPC|');
+  await g.transactionEnd(t, true);
+  assert.deepEqual(f.d.store.check(), []);
+  assert.deepEqual(await f.dom0.directory('/local/domain/5'), ['n1']);
+  await f.dom0.release(5);
+});
+
+test('a guest transaction cannot record unbounded reads (transaction-nodes counts accessed nodes)', async () => {
+  const g = await f.guest(6);
+  await f.dom0.setQuota('transaction-nodes', 8, 6);
+  const t = await g.transactionStart();
+  for (let i = 0; i < 8; i++) assert.equal(await raw(g, XsType.READ, `absent${i}\0`, t), 'ERROR ENOENT|');
+  assert.equal(await raw(g, XsType.READ, 'absent8\0', t), 'ERROR ENOSPC|');
+  // Nodes already accessed stay readable.
+  assert.equal(await raw(g, XsType.READ, 'absent0\0', t), 'ERROR ENOENT|');
+  await g.transactionEnd(t, false);
+  await f.dom0.release(6);
+});
