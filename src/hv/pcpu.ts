@@ -306,6 +306,11 @@ class Pcpu {
     this.shutdown(d, SHUTDOWN.crash, why);
   }
 
+  /** A bug of ours while serving `d` (`what` it was doing): it ends that domain, not the pCPU. */
+  private bug(d: Domain, what: string, e: unknown): void {
+    this.crash(d, `hypervisor error ${what}: ${e instanceof Error ? e.stack : String(e)}`);
+  }
+
   destroy(domid: number): void {
     const d = this.domains.get(domid);
     if (!d) return;
@@ -318,7 +323,12 @@ class Pcpu {
     this.publishedPhysmap.delete(domid);
     for (const v of d.vcpus) this.awaiting.delete(v.key);
     if (d.isHome) d.shared.set('state', DOMSTATE.dead);
-    d.close();
+    try {
+      d.close();
+    } catch (e) {
+      // Whatever failed to close, the toolstack must hear that this worker let go.
+      this.post({ type: 'log', level: 'error', text: `d${domid}: releasing it: ${e instanceof Error ? e.stack : String(e)}` });
+    }
     this.post({ type: 'destroyed', domid, pcpu: this.init.pcpu });
   }
 
@@ -375,11 +385,9 @@ class Pcpu {
         for (const id of [...this.domains.keys()]) this.destroy(id);
         this.stopped = true;
         return;
-      case 'wake':
-        this.wakeVcpu(m.domid, m.vcpu, true);
-        return;
       case 'known':
         return; // taken in readMail
+      case 'wake':
       case 'hcall':
       case 'hcall-done':
       case 'physmap':
@@ -390,8 +398,7 @@ class Pcpu {
         try {
           this.relayed(d, m);
         } catch (e) {
-          // A bug of ours while serving one domain ends that domain, not the pCPU.
-          this.crash(d, `hypervisor error handling '${m.type}': ${e instanceof Error ? e.stack : String(e)}`);
+          this.bug(d, `handling '${m.type}'`, e);
         }
         return;
       }
@@ -404,9 +411,12 @@ class Pcpu {
     }
   }
 
-  /** A message another worker holding `d` sent through the main thread. */
-  private relayed(d: Domain, m: Relay): void {
+  /** A message about `d`: from the main thread (wake) or another worker holding `d`, through it. */
+  private relayed(d: Domain, m: Relay | Extract<MainToWorker, { type: 'wake' }>): void {
     switch (m.type) {
+      case 'wake':
+        this.wakeVcpu(d.domid, m.vcpu, true);
+        return;
       case 'hcall':
         this.performForHome(d, m);
         return;
@@ -438,8 +448,7 @@ class Pcpu {
       try {
         this.runDomainTimers(d, earliest);
       } catch (e) {
-        // A bug of ours while serving one domain's timers ends that domain, not the pCPU.
-        this.crash(d, `hypervisor error in timer handling: ${e instanceof Error ? e.stack : String(e)}`);
+        this.bug(d, 'in timer handling', e);
       }
     }
     return next;
@@ -525,13 +534,14 @@ class Pcpu {
     this.current = v;
     this.wokeDuringSlice = false;
     v.yielded = false;
-    this.runstate(v, RUNSTATE.running, start);
-    d.updatePvclock(v, hw.getMsr(IA32_TSC));
-    // Preempt at the end of the slice if others wait, and at the next guest timer.
-    this.armPreemption(v, start, nextTimer);
-    this.host.setRunning(this.init.pcpu, true);
     const h = new Hcall(d, v);
+    // Everything that touches the guest's state is in here: a bug of ours ends the domain, not the pCPU.
     try {
+      this.runstate(v, RUNSTATE.running, start);
+      d.updatePvclock(v, hw.getMsr(IA32_TSC));
+      // Preempt at the end of the slice if others wait, and at the next guest timer.
+      this.armPreemption(v, start, nextTimer);
+      this.host.setRunning(this.init.pcpu, true);
       for (;;) {
         if (!d.isRunnable() || v.blocked || !v.online || v.awaitingHome) break;
         // Mail that came after the last drain but before we were marked running
@@ -556,10 +566,20 @@ class Pcpu {
         }
       }
     } catch (e) {
-      this.crash(d, `hypervisor error handling an exit of vCPU ${v.id}: ${e instanceof Error ? e.stack : String(e)}`);
+      this.bug(d, `handling an exit of vCPU ${v.id}`, e);
     }
     this.host.setRunning(this.init.pcpu, false);
     this.current = null;
+    try {
+      this.endSlice(v);
+    } catch (e) {
+      this.bug(d, `ending the slice of vCPU ${v.id}`, e);
+    }
+  }
+
+  /** After a slice: the vCPU's runstate, and back on the runqueue if it can run. */
+  private endSlice(v: VCpu): void {
+    const d = v.dom;
     const now = d.now();
     if (d.stopping || !v.online || d.state !== DOMSTATE.running) return;
     if (v.awaitingHome) {
