@@ -79,3 +79,23 @@ test('a stream id already open on the connection is refused, and the refused sou
   assert.equal(open, 0);
   await s.close();
 });
+
+test('a client that sends requests without reading the answers is read no further until it catches up; none is lost', async () => {
+  const big = 'x'.repeat(64 << 10);
+  let served = 0;
+  const s = await serve({ 'host.dmesg': () => { served++; return { text: big }; } });
+  const c = await connect(s);
+  c.pause();
+  const N = 400; // 25 MiB of answers, over the 8 MiB backlog
+  c.write(Array.from({ length: N }, (_, i) => req(i + 1, 'host.dmesg')).join(''));
+  await new Promise((ok) => setTimeout(ok, 300));
+  const conn = [...s.conns][0]!;
+  assert.ok(conn.sock.isPaused(), 'the daemon stopped reading');
+  assert.ok(served < N, `served ${served}`);
+  assert.ok(conn.sock.writableLength < 10 << 20, `backlog ${conn.sock.writableLength}`);
+  const r = await read(c, N);
+  assert.deepEqual(r.map((m) => m.id), Array.from({ length: N }, (_, i) => i + 1));
+  assert.equal(served, N);
+  c.destroy();
+  await s.close();
+});

@@ -11,7 +11,10 @@ import { ApiFailure } from './validate.js';
 
 /** Longest request line accepted (a DomainConfig is a few KiB). */
 const MAX_LINE = 1 << 20;
-/** A stream whose client reads slower than this backlog is ended ('overrun'). */
+/**
+ * Unread output beyond which a client is slowed: its streams end ('overrun')
+ * and its further requests wait until it has read what it was sent.
+ */
 const MAX_BACKLOG = 8 << 20;
 
 export interface Stream {
@@ -24,6 +27,8 @@ export interface Stream {
 export class Connection {
   readonly streams = new Map<number, Stream>();
   private readonly lines = new LineReader(MAX_LINE, () => this.fail(0, 'EPROTO', `request longer than ${MAX_LINE} bytes`));
+  /** reading paused until the client reads its backlog */
+  private throttled = false;
   closed = false;
 
   constructor(readonly sock: net.Socket, private readonly server: ApiServer) {
@@ -36,6 +41,16 @@ export class Connection {
   private send(m: Response | StreamEvent): void {
     if (this.closed) return;
     this.sock.write(JSON.stringify(m) + '\n');
+    if (!this.throttled && this.sock.writableLength > MAX_BACKLOG) {
+      // a client pipelining requests without reading the answers would grow the daemon without bound
+      this.throttled = true;
+      this.sock.pause();
+      this.sock.once('drain', () => {
+        this.throttled = false;
+        this.sock.resume();
+        this.serveLines();
+      });
+    }
   }
 
   respond(id: number, result: unknown): void {
@@ -81,7 +96,7 @@ export class Connection {
 
   private serveLines(): void {
     let line: string | null;
-    while (!this.closed && (line = this.lines.shift()) !== null) this.server.handleLine(this, line);
+    while (!this.throttled && !this.closed && (line = this.lines.shift()) !== null) this.server.handleLine(this, line);
   }
 
   private onClose(): void {
