@@ -306,6 +306,14 @@ export class Store {
     if (a && a.mem > q.memorySoft) this.onSoftQuota(domid, a.mem);
   }
 
+  /**
+   * A transaction keeps one change per modifying request until it ends; like oxenstored's
+   * per-transaction request quota, the node quota also bounds those (rewriting one node forever).
+   */
+  private checkTxChanges(tx: Tx | null): void {
+    if (tx && tx.changes.length >= tx.maxNodes) throw new XsError('ENOSPC', 'too many changes in transaction');
+  }
+
   private emit(tx: Tx | null, ch: Change): void {
     if (tx) tx.changes.push(ch);
     else this.onChange(ch);
@@ -399,6 +407,7 @@ export class Store {
   }
 
   write(c: Caller, tx: Tx | null, path: string, value: Buffer): void {
+    this.checkTxChanges(tx);
     if (path === '/') {
       const root = this.get(tx, '/')!;
       this.need(c, root, PERM_WRITE);
@@ -429,6 +438,7 @@ export class Store {
   }
 
   mkdir(c: Caller, tx: Tx | null, path: string): void {
+    this.checkTxChanges(tx);
     const cur = this.get(tx, path);
     if (cur) return;
     this.create(c, tx, path, EMPTY_VALUE);
@@ -436,6 +446,7 @@ export class Store {
   }
 
   rm(c: Caller, tx: Tx | null, path: string): void {
+    this.checkTxChanges(tx);
     if (path === '/') throw new XsError('EINVAL', 'cannot remove the root');
     const cur = this.get(tx, path);
     if (!cur) {
@@ -468,6 +479,7 @@ export class Store {
   }
 
   setPerms(c: Caller, tx: Tx | null, path: string, perms: Perms): void {
+    this.checkTxChanges(tx);
     const cur = this.get(tx, path);
     if (!cur) throw new XsError('ENOENT');
     this.need(c, cur, PERM_OWNER);

@@ -169,3 +169,17 @@ test('a guest transaction cannot record unbounded reads (transaction-nodes count
   await g.transactionEnd(t, false);
   await f.dom0.release(6);
 });
+
+test('a guest transaction cannot pile up changes by rewriting one node', async () => {
+  const g = await f.guest(7);
+  await f.dom0.mkdir('/local/domain/7');
+  await f.dom0.setPerms('/local/domain/7', ['n7']);
+  await g.write('c', '0');
+  await f.dom0.setQuota('transaction-nodes', 8, 7);
+  const t = await g.transactionStart();
+  for (let i = 0; i < 8; i++) await g.write('c', String(i), t);
+  assert.equal(await raw(g, XsType.WRITE, 'c\0x', t), 'ERROR ENOSPC|');
+  await g.transactionEnd(t, true);
+  assert.equal(await g.read('c'), '7');
+  await f.dom0.release(7);
+});
