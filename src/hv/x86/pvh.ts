@@ -28,7 +28,7 @@ import type { Segment } from '../../kvm/kvm.js';
 import {
   HvmMemmapTableEntry, HvmModlistEntry, HvmStartInfo, HVM_START_INFO_VERSION, XEN_HVM_START_MAGIC_VALUE,
 } from '../abi/start_info.js';
-import { FOUR_GIB, PAGE_SIZE, ramRanges, type E820Entry } from './e820.js';
+import { FOUR_GIB, PAGE_SIZE, encodeHvmMemmap, ramRanges, type E820Entry } from './e820.js';
 import {
   EM_386, EM_X86_64, ET_DYN, ET_EXEC, ElfFormatError, PT_LOAD, XEN_ELFNOTE, elfNotes, fileRange, noteNumber,
   parseElf, xenNotes, type XenNote,
@@ -365,11 +365,7 @@ export function loadPvh(ram: Uint8Array, image: PvhImage, opts: PvhLoadOptions):
     const c = modCmdlines[i];
     if (c) ram.set(c, m.cmdlinePaddr);
   });
-  opts.memmap.forEach((e, i) => {
-    HvmMemmapTableEntry.write(dv, meta + memmapOff + i * HvmMemmapTableEntry.size, {
-      addr: BigInt(e.addr), size: BigInt(e.size), type: e.type, reserved: 0,
-    });
-  });
+  ram.set(encodeHvmMemmap(opts.memmap), meta + memmapOff);
   if (cmdline) ram.set(cmdline, meta + cmdlineOff);
   const result: PvhLoadResult = {
     entry,
