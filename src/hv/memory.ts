@@ -9,7 +9,7 @@ import { registerHypercall, Hcall } from './hypercall.js';
 import { HYPERCALL, PAGE_SIZE, Abi } from './abi/xen.js';
 import { struct, abiPair, forAbi } from './abi/layout.js';
 import { EINVAL, ENOENT, ENOSYS, XenError } from './errno.js';
-import { decodeE820Xenmem } from './x86/e820.js';
+import { E820Entry20 } from './abi/start_info.js';
 import type { Domain } from './domain.js';
 import { GuestFault } from './guest_access.js';
 
@@ -216,9 +216,8 @@ function memoryOp(h: Hcall): number {
       const M = forAbi(XenMemoryMap, h.x32);
       const m = M.decode(g.read(arg, M.size)) as { nr_entries: number; buffer: bigint | number };
       const map = h.dom.memoryMap ?? h.dom.builderMemoryMap;
-      const total = map.length / 20;
-      const n = Math.min(m.nr_entries, total);
-      g.write(BigInt(m.buffer), map.subarray(0, n * 20));
+      const n = Math.min(m.nr_entries, map.length / E820Entry20.size);
+      g.write(BigInt(m.buffer), map.subarray(0, n * E820Entry20.size));
       g.writeFields(M, arg, { nr_entries: n });
       return 0;
     }
@@ -227,9 +226,8 @@ function memoryOp(h: Hcall): number {
       const f = F.decode(g.read(arg, F.size)) as { domid: number; nr_entries: number; buffer: bigint | number };
       const d = h.target(f.domid);
       if (f.nr_entries > E820MAX) throw new XenError(EINVAL);
-      const bytes = g.read(BigInt(f.buffer), f.nr_entries * 20);
-      decodeE820Xenmem(bytes, f.nr_entries); // validates the entries decode
-      d.memoryMap = bytes;
+      // Kept as the guest gave it (as Xen does): XENMEM_memory_map hands the same bytes back.
+      d.memoryMap = g.read(BigInt(f.buffer), f.nr_entries * E820Entry20.size);
       return 0;
     }
     case XENMEM.add_to_physmap: {
