@@ -31,7 +31,8 @@ type State = 'running' | 'shutdown' | 'dying';
 
 interface Domain {
   domid: number;
-  name: string;
+  /** config.name: a rename replaces the config */
+  readonly name: string;
   config: DomainConfig;
   console: DomainConsole;
   /** ns since the daemon started */
@@ -183,7 +184,7 @@ export class DomainManager extends EventEmitter<Events> {
       let markGone!: () => void;
       const gone = new Promise<void>((r) => { markGone = r; });
       const d: Domain = {
-        domid: td.domid, name: config.name, config, console, startNs: this.nsSinceBoot, state: 'running', shutdownReason: -1,
+        domid: td.domid, get name() { return this.config.name; }, config, console, startNs: this.nsSinceBoot, state: 'running', shutdownReason: -1,
         restarts: o.restartOf?.restarts ?? [], pins: [], settled, settle, gone, markGone,
       };
       this.doms.set(d.domid, d);
@@ -329,7 +330,6 @@ export class DomainManager extends EventEmitter<Events> {
     const oldName = d.name;
     await this.renameInStore(d, newName, newUuid);
     d.config = { ...d.config, name: newName, uuid: newUuid, autostart: false };
-    d.name = newName;
     d.console.rename(consoleLogPath(this.state.dir, newName));
     this.persist(d);
     this.log(`${oldName}: preserving domain ${d.domid} as '${newName}' (uuid ${newUuid})`);
@@ -424,7 +424,6 @@ export class DomainManager extends EventEmitter<Events> {
     await this.renameInStore(d, newName);
     const old = d.name;
     d.config = { ...d.config, name: newName };
-    d.name = newName;
     d.console.rename(consoleLogPath(this.state.dir, newName));
     this.persist(d);
     if (d.config.autostart) this.state.saveAuto(d.config);
