@@ -141,6 +141,8 @@ export class Domain {
   readonly isHome: boolean;
   /** Other workers that hold this domain for its vCPUs there. */
   readonly replicas: number[];
+  /** On the home worker: the physmap version the replicas were last sent (-1: none yet). */
+  physmapPublished = -1;
   /** Set when the domain must stop running (shutdown, crash, destroy). */
   stopping = false;
   /** The e820 the guest set with XENMEM_set_memory_map, or null for the builder's. */

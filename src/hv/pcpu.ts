@@ -320,7 +320,6 @@ class Pcpu {
     }
     this.sched.removeDomain(domid);
     this.domains.delete(domid);
-    this.publishedPhysmap.delete(domid);
     for (const v of d.vcpus) this.awaiting.delete(v.key);
     if (d.isHome) d.shared.set('state', DOMSTATE.dead);
     try {
@@ -715,7 +714,7 @@ class Pcpu {
             if (r !== null) return r;
           }
           const desched = doHypercall(h, nr);
-          if (d.replicas.length && d.physmap.version !== this.publishedPhysmap.get(d.domid)) this.publishPhysmap(d);
+          this.publishPhysmap(d);
           return desched || d.stopping || v.blocked || !v.online;
         }
         if (port === DEBUG_PORT && out) {
@@ -807,11 +806,15 @@ class Pcpu {
 
   // --- vCPUs of one domain on several workers ---------------------------------
 
-  private readonly publishedPhysmap = new Map<number, number>();
-
-  /** The home worker tells the others holding the domain that its physmap changed. */
+  /**
+   * The home worker tells the others holding the domain that its physmap
+   * changed. Only the home: a copy's version moves when it loads the home's
+   * map, and publishing that would echo it back (to itself too), on every
+   * call, and could overwrite a newer map with an older one.
+   */
   private publishPhysmap(d: Domain): void {
-    this.publishedPhysmap.set(d.domid, d.physmap.version);
+    if (!d.isHome || !d.replicas.length || d.physmap.version === d.physmapPublished) return;
+    d.physmapPublished = d.physmap.version;
     this.post({ type: 'physmap', domid: d.domid, segments: d.physmap.segments().map((x) => ({ ...x, slot: -1 })) });
   }
 
@@ -846,7 +849,7 @@ class Pcpu {
     m.args.forEach((a, i) => { h.args[i] = a; });
     h.context = m.context;
     const result = runHypercall(h); // a bug of ours throws: the caller crashes the domain
-    if (d.replicas.length && d.physmap.version !== this.publishedPhysmap.get(d.domid)) this.publishPhysmap(d);
+    this.publishPhysmap(d);
     const cont = h.continuation as Map<number, bigint> | null;
     this.post({ type: 'hcall-done', domid: m.domid, vcpu: m.vcpu, result, continuation: cont ? [...cont] : null, to: m.from });
   }
