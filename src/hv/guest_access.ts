@@ -5,7 +5,7 @@
 // throws GuestFault, which hypercall dispatch turns into -EFAULT.
 
 import type { Physmap } from './physmap.js';
-import type { Struct, Fields, Values } from './abi/layout.js';
+import { FIELD_WIDTH, type Struct, type Fields, type Values } from './abi/layout.js';
 
 export class GuestFault extends Error {
   constructor(readonly va: bigint, why: string) {
@@ -215,8 +215,7 @@ export class GuestAccess {
     const b = s.encode(v);
     for (const k of Object.keys(v)) {
       const [off, t] = s.fields[k]!;
-      const w = t === 'u64' || t === 'i64' ? 8 : t === 'u32' || t === 'i32' ? 4 : t === 'u16' || t === 'i16' ? 2 : 1;
-      this.write(va + BigInt(off), b.subarray(off, off + w));
+      this.write(va + BigInt(off), b.subarray(off, off + FIELD_WIDTH[t]));
     }
   }
 

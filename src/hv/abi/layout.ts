@@ -13,7 +13,8 @@ type ValueOf<T extends FieldType> = T extends 'u64' | 'i64' ? bigint : number;
 export type Fields = Record<string, FieldSpec>;
 export type Values<F extends Fields> = { [K in keyof F]: ValueOf<F[K][1]> };
 
-const WIDTH: Record<FieldType, number> = { u8: 1, i8: 1, u16: 2, i16: 2, u32: 4, i32: 4, u64: 8, i64: 8 };
+/** Bytes of each field type. */
+export const FIELD_WIDTH: Record<FieldType, number> = { u8: 1, i8: 1, u16: 2, i16: 2, u32: 4, i32: 4, u64: 8, i64: 8 };
 
 export function readField(dv: DataView, at: number, type: FieldType): number | bigint {
   switch (type) {
@@ -48,7 +49,7 @@ export function writeField(dv: DataView, at: number, type: FieldType, v: number 
 export class Struct<F extends Fields> {
   constructor(readonly name: string, readonly size: number, readonly fields: F) {
     for (const [k, [off, t]] of Object.entries(fields)) {
-      if (off < 0 || off + WIDTH[t] > size) throw new Error(`${name}.${k} lies outside ${size} bytes`);
+      if (off < 0 || off + FIELD_WIDTH[t] > size) throw new Error(`${name}.${k} lies outside ${size} bytes`);
     }
   }
 
