@@ -431,10 +431,8 @@ export class Xenstored {
       case XsType.DIRECTORY: {
         const p = this.canonical(c, oneArg(m.payload));
         const n = s.dirNode(c.caller, this.txOf(c, m.txId), p);
-        let len = 0;
-        for (const k of n.children) len += k.length + 1;
-        if (len > XENSTORE_PAYLOAD_MAX) throw new XsError('E2BIG', 'use DIRECTORY_PART');
-        const b = Buffer.allocUnsafe(len);
+        if (n.childBytes > XENSTORE_PAYLOAD_MAX) throw new XsError('E2BIG', 'use DIRECTORY_PART');
+        const b = Buffer.allocUnsafe(n.childBytes);
         let o = 0;
         for (const k of n.children) {
           o += b.write(k, o, 'latin1');

@@ -45,6 +45,12 @@ export function parsePerm(s: string): Perm | null {
 
 export const DOMID_FIRST_RESERVED = 0x7ff0;
 
+function namesBytes(names: readonly string[]): number {
+  let s = 0;
+  for (const c of names) s += c.length + 1;
+  return s;
+}
+
 /** A node of the tree. Nodes are never mutated once published: changes create a new node. */
 export class XsNode {
   constructor(
@@ -52,18 +58,37 @@ export class XsNode {
     public readonly perms: Perms,
     public readonly children: readonly string[],
     public gen: number,
+    /**
+     * Bytes of the children's names with their NULs (the DIRECTORY payload), carried from node to
+     * node so that sizing a big directory such as /local/domain is not a walk over its names.
+     */
+    public readonly childBytes = namesBytes(children),
   ) {}
 
   get owner(): number {
     return this.perms[0]!.id;
   }
+
+  /** This node with another value and perms, and the same children. */
+  with(value: Buffer, perms: Perms, gen = 0): XsNode {
+    return new XsNode(value, perms, this.children, gen, this.childBytes);
+  }
+
+  /** This node with one more child. */
+  adding(name: string, gen = 0): XsNode {
+    return new XsNode(this.value, this.perms, [...this.children, name], gen, this.childBytes + name.length + 1);
+  }
+
+  /** This node without the child name. */
+  removing(name: string, gen = 0): XsNode {
+    const kids = this.children.filter((k) => k !== name);
+    return new XsNode(this.value, this.perms, kids, gen, this.childBytes - (this.children.length - kids.length) * (name.length + 1));
+  }
 }
 
 /** Bytes charged to the owner of a node (memory quota) and the size checked against node-size. */
 export function nodeSize(n: XsNode): number {
-  let s = n.value.length + n.perms.length * 8;
-  for (const c of n.children) s += c.length + 1;
-  return s;
+  return n.value.length + n.perms.length * 8 + n.childBytes;
 }
 function nodeMem(path: string, n: XsNode): number {
   return path.length + nodeSize(n) + 64;
@@ -396,7 +421,7 @@ export class Store {
     }
     // Link the topmost missing node into the existing ancestor.
     const top = missing[missing.length - 1]!;
-    const grown = new XsNode(ancNode.value, ancNode.perms, [...ancNode.children, baseName(top)], 0);
+    const grown = ancNode.adding(baseName(top));
     if (c.quota && grown.owner === c.domid) this.checkNodeSize(c, grown);
     this.put(c, tx, anc, grown, ancNode);
     for (let i = missing.length - 1; i >= 0; i--) {
@@ -411,7 +436,7 @@ export class Store {
     if (path === '/') {
       const root = this.get(tx, '/')!;
       this.need(c, root, PERM_WRITE);
-      const n = new XsNode(value, root.perms, root.children, 0);
+      const n = root.with(value, root.perms);
       this.checkNodeSize(c, n);
       this.put(c, tx, '/', n, root);
       this.emit(tx, { kind: 'change', path, perms: n.perms });
@@ -420,7 +445,7 @@ export class Store {
     const cur = this.get(tx, path);
     if (cur) {
       this.need(c, cur, PERM_WRITE);
-      const n = new XsNode(value, cur.perms, cur.children, 0);
+      const n = cur.with(value, cur.perms);
       if (c.quota) {
         this.checkNodeSize(c, n);
         const a = this.acct.get(cur.owner);
@@ -470,7 +495,7 @@ export class Store {
     };
     walk(path, cur);
     const name = baseName(path);
-    const np = new XsNode(parent.value, parent.perms, parent.children.filter((k) => k !== name), 0);
+    const np = parent.removing(name);
     for (const r of removed) this.del(tx, r.path, r.node);
     this.del(tx, path, cur);
     if (tx === null) this.journal?.del(path);
@@ -484,7 +509,7 @@ export class Store {
     if (!cur) throw new XsError('ENOENT');
     this.need(c, cur, PERM_OWNER);
     if (!c.priv && perms[0]!.id !== cur.perms[0]!.id) throw new XsError('EPERM', 'only privileged domains change owners');
-    const n = new XsNode(cur.value, perms, cur.children, 0);
+    const n = cur.with(cur.value, perms);
     if (c.quota) {
       if (perms.length > c.quota.permissions) throw new XsError('ENOSPC', 'too many permissions');
       this.checkNodeSize(c, n);
@@ -567,6 +592,7 @@ export class Store {
         seen.add(k);
         if (!this.nodes.has(joinPath(p, k))) problems.push(`${p}: missing child ${k}`);
       }
+      if (n.childBytes !== namesBytes(n.children)) problems.push(`${p}: children size off`);
       if (n.perms.length === 0) problems.push(`${p}: no perms`);
     });
     if (reached !== this.nodes.size) problems.push(`${this.nodes.size - reached} unreachable nodes`);
@@ -582,7 +608,7 @@ export class Store {
   replayPut(path: string, value: Buffer, perms: Perms): void {
     const prev = this.nodes.get(path);
     if (prev) {
-      const n = new XsNode(value, perms, prev.children, ++this.gen);
+      const n = prev.with(value, perms, ++this.gen);
       this.charge(path, prev, -1);
       this.nodes.set(path, n);
       this.charge(path, n, 1);
@@ -592,7 +618,7 @@ export class Store {
       const pp = parentOf(path);
       if (!this.nodes.has(pp)) this.replayPut(pp, EMPTY_VALUE, perms);
       const parent = this.nodes.get(pp)!;
-      const np = new XsNode(parent.value, parent.perms, [...parent.children, baseName(path)], ++this.gen);
+      const np = parent.adding(baseName(path), ++this.gen);
       this.charge(pp, parent, -1);
       this.nodes.set(pp, np);
       this.charge(pp, np, 1);
@@ -619,7 +645,7 @@ export class Store {
     const parent = this.nodes.get(pp);
     if (parent) {
       const name = baseName(path);
-      const np = new XsNode(parent.value, parent.perms, parent.children.filter((k) => k !== name), ++this.gen);
+      const np = parent.removing(name, ++this.gen);
       this.charge(pp, parent, -1);
       this.nodes.set(pp, np);
       this.charge(pp, np, 1);
