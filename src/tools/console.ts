@@ -14,6 +14,11 @@ const IN_OFF = 0;
 const IN_SIZE = 1024;
 const OUT_OFF = 1024;
 const OUT_SIZE = 2048;
+// the indexes as Uint32Array slots
+const IN_CONS = XenconsInterface.offsetOf('in_cons') / 4;
+const IN_PROD = XenconsInterface.offsetOf('in_prod') / 4;
+const OUT_CONS = XenconsInterface.offsetOf('out_cons') / 4;
+const OUT_PROD = XenconsInterface.offsetOf('out_prod') / 4;
 
 export class ConsoleBackend {
   private readonly u32: Uint32Array;
@@ -37,10 +42,8 @@ export class ConsoleBackend {
   /** Reads everything the guest produced; acknowledges and notifies it. */
   drain(): void {
     if (this.closed) return;
-    const prodIdx = XenconsInterface.offsetOf('out_prod') / 4;
-    const consIdx = XenconsInterface.offsetOf('out_cons') / 4;
-    const prod = Atomics.load(this.u32, prodIdx);
-    let cons = Atomics.load(this.u32, consIdx);
+    const prod = Atomics.load(this.u32, OUT_PROD);
+    let cons = Atomics.load(this.u32, OUT_CONS);
     let avail = (prod - cons) >>> 0;
     if (avail === 0) return;
     if (avail > OUT_SIZE) {
@@ -48,25 +51,27 @@ export class ConsoleBackend {
       cons = (prod - OUT_SIZE) >>> 0;
       avail = OUT_SIZE;
     }
+    // at most two pieces: up to the ring's end, then from its start
+    const start = cons & (OUT_SIZE - 1);
+    const first = Math.min(avail, OUT_SIZE - start);
     const out = new Uint8Array(avail);
-    for (let i = 0; i < avail; i++) out[i] = this.bytes[OUT_OFF + ((cons + i) & (OUT_SIZE - 1))]!;
-    Atomics.store(this.u32, consIdx, prod);
+    out.set(this.bytes.subarray(OUT_OFF + start, OUT_OFF + start + first));
+    out.set(this.bytes.subarray(OUT_OFF, OUT_OFF + avail - first), first);
+    Atomics.store(this.u32, OUT_CONS, prod);
     this.output(out);
     this.hv.notify(this.dom0Port);
   }
 
   /** Puts input for the guest into the `in` ring (what fits); returns bytes written. */
   write(data: Uint8Array): number {
-    const consIdx = XenconsInterface.offsetOf('in_cons') / 4;
-    const prodIdx = XenconsInterface.offsetOf('in_prod') / 4;
-    const cons = Atomics.load(this.u32, consIdx);
-    let prod = Atomics.load(this.u32, prodIdx);
+    const cons = Atomics.load(this.u32, IN_CONS);
+    let prod = Atomics.load(this.u32, IN_PROD);
     let n = 0;
     while (n < data.length && ((prod - cons) >>> 0) < IN_SIZE) {
       this.bytes[IN_OFF + (prod & (IN_SIZE - 1))] = data[n++]!;
       prod = (prod + 1) >>> 0;
     }
-    Atomics.store(this.u32, prodIdx, prod);
+    Atomics.store(this.u32, IN_PROD, prod);
     if (n) this.hv.notify(this.dom0Port);
     return n;
   }

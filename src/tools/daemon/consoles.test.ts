@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DomainConsole } from './consoles.js';
+import { ConsoleBackend } from '../console.js';
+import type { Hypervisor } from '../../hv/hypervisor.js';
 import { tmpStateDir } from './testing.js';
 
 test('the log file is capped: beyond the cap it rotates to .1 and starts again', async () => {
@@ -81,4 +83,42 @@ test('output the disk has not taken beyond the backlog cap is counted, not logge
   await c.flushed();
   assert.equal(fs.statSync(f).size + c.dropped, 300);
   assert.ok(c.dropped > 0);
+});
+
+test('the PV console ring (console.ts): output read across the wrap, indexes a guest garbled stay inside the ring', () => {
+  const page = new Uint8Array(4096);
+  const u32 = new Uint32Array(page.buffer);
+  const [IN_CONS, IN_PROD, OUT_CONS, OUT_PROD] = [768, 769, 770, 771]; // xencons_interface's indexes at 3072..3087
+  let notified = 0;
+  const hv = { memory: () => ({ bytes: page, buffer: page.buffer }), bindDom0: () => 7, notify: () => { notified++; }, closeDom0: () => {} } as unknown as Hypervisor;
+  const got: string[] = [];
+  const con = new ConsoleBackend(hv, 1, 0, 3, (b) => got.push(Buffer.from(b).toString('latin1')));
+  const put = (at: number, text: string) => { for (let i = 0; i < text.length; i++) page[1024 + ((at + i) & 2047)] = text.charCodeAt(i); };
+  // across the end of out[2048], with the indexes about to wrap at 2^32
+  const cons = 2 ** 32 - 3;
+  put(cons, 'wrapped!');
+  u32[OUT_CONS] = cons;
+  u32[OUT_PROD] = (cons + 8) >>> 0;
+  con.drain();
+  assert.deepEqual(got, ['wrapped!']);
+  assert.equal(u32[OUT_CONS], 5);
+  assert.equal(notified, 1);
+  // prod more than a ring ahead: the last 2048 bytes, once
+  put(0, 'x'.repeat(2048));
+  u32[OUT_CONS] = 0;
+  u32[OUT_PROD] = 100_000;
+  con.drain();
+  assert.equal(got[1]!.length, 2048);
+  assert.equal(u32[OUT_CONS], 100_000);
+  con.drain();
+  assert.equal(got.length, 2);
+  // input: what fits in in[1024]; a consumer index ahead of prod takes nothing; out[] untouched
+  const out = page.slice(1024, 3072);
+  u32[IN_CONS] = 10;
+  u32[IN_PROD] = 10;
+  assert.equal(con.write(Buffer.alloc(1500, 0x41)), 1024);
+  assert.equal(u32[IN_PROD], 1034);
+  u32[IN_CONS] = 2000;
+  assert.equal(con.write(Buffer.from('more')), 0);
+  assert.deepEqual(page.slice(1024, 3072), out);
 });
