@@ -13,6 +13,7 @@ import { PAGE_SIZE, SharedInfo, VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT, VcpuIn
 import { systemTimeNs, TimeBase, TscScale, tscScale } from './time.js';
 import { GrantTable } from './grant_table.js';
 import { Vlapic } from './x86/vlapic.js';
+import type { Hcall } from './hypercall.js';
 
 const IA32_TSC = 0x10;
 
@@ -51,8 +52,10 @@ export interface VcpuTimer {
 export class VCpu {
   /** Blocked waiting for an event (HLT / SCHEDOP_block / SCHEDOP_poll). */
   blocked = false;
-  /** Waiting for the domain's home worker to perform a hypercall for it. */
+  /** Waiting for the domain's home worker to perform a hypercall for it (the call is in `hcall`). */
   awaitingHome = false;
+  /** Its hypercalls on the worker that runs it: one at a time, so one record reused. */
+  hcall: Hcall | null = null;
   /** Taken off the runqueue for the rest of this slice (yield). */
   yielded = false;
   /** Up and scheduled on this worker (only meaningful where the vCPU is local; see Domain.vcpuUp for any). */

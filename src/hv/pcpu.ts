@@ -14,7 +14,7 @@ import { RUN, RUN_IO, RUN_MSR, RUN_INTERNAL, RUN_EMULATION_FAILURE, KVM_EXIT_IO_
 import { prepareVcpuThread, consumeKick, KickTimer } from '../kvm/kick.js';
 import { Domain, DomainSpec, VCpu } from './domain.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE } from './shared.js';
-import { doHypercall, beginHypercall, runHypercall, endHypercall, Hcall } from './hypercall.js';
+import { beginHypercall, runHypercall, endHypercall, Hcall } from './hypercall.js';
 import { EPERM } from './errno.js';
 import { HYPERCALL } from './abi/xen.js';
 import { HYPERCALL_PORT, fillHypercallPage } from './x86/hypercall_page.js';
@@ -91,8 +91,6 @@ class Pcpu {
   private readonly remote = new Map<number, { sharedSab: SharedArrayBuffer; memFd: number; bytes: number; ev?: core.EvtchnDomain; mem?: SharedMemory }>();
   /** Control messages read early (while looking for a 'known'), handled at the next drain. */
   private readonly deferred: MainToWorker[] = [];
-  /** Calls of local vCPUs being performed by their domain's home worker. */
-  private readonly awaiting = new Map<string, Hcall>();
   private readonly doorbell: number;
   readonly dom0Doorbell: Int32Array;
 
@@ -320,7 +318,6 @@ class Pcpu {
     }
     this.sched.removeDomain(domid);
     this.domains.delete(domid);
-    for (const v of d.vcpus) this.awaiting.delete(v.key);
     if (d.isHome) d.shared.set('state', DOMSTATE.dead);
     try {
       d.close();
@@ -533,7 +530,7 @@ class Pcpu {
     this.current = v;
     this.wokeDuringSlice = false;
     v.yielded = false;
-    const h = new Hcall(d, v);
+    const h = (v.hcall ??= new Hcall(d, v));
     // Everything that touches the guest's state is in here: a bug of ours ends the domain, not the pCPU.
     try {
       this.runstate(v, RUNSTATE.running, start);
@@ -708,12 +705,9 @@ class Pcpu {
         const off = Number(run.getBigUint64(io + RUN_IO.data_offset, true));
         // Without a hypercall page the port is just an empty I/O port (handled below).
         if (port === HYPERCALL_PORT && out && size === 4 && d.hypercallPageGfn >= 0) {
-          const nr = run.getUint32(off, true);
-          if (!d.isHome) {
-            const r = this.forHome(h, nr);
-            if (r !== null) return r;
-          }
-          const desched = doHypercall(h, nr);
+          if (!beginHypercall(h, run.getUint32(off, true))) return endHypercall(h, -BigInt(EPERM));
+          if (!d.isHome && this.forHome(h)) return true;
+          const desched = endHypercall(h, runHypercall(h));
           this.publishPhysmap(d);
           return desched || d.stopping || v.blocked || !v.online;
         }
@@ -819,23 +813,17 @@ class Pcpu {
   }
 
   /**
-   * On a worker that is not the domain's home: a call that changes
+   * On a worker that is not the domain's home: a decoded call that changes
    * domain-wide state is sent to the home worker, and the vCPU waits off the
-   * runqueue (other vCPUs run meanwhile). Null: not such a call, perform it
-   * here; else whether the vCPU leaves the pCPU.
+   * runqueue (other vCPUs run meanwhile; its Hcall keeps the call). False:
+   * not such a call, perform it here.
    */
-  private forHome(h: Hcall, nr: number): boolean | null {
-    if (!HOME_FAMILIES.has(nr) && nr !== HYPERCALL.sched_op) return null;
-    if (!beginHypercall(h, nr)) return endHypercall(h, -BigInt(EPERM));
-    if (nr === HYPERCALL.sched_op && h.int(0) !== SCHEDOP_WATCHDOG) {
-      // Only the watchdog is domain-wide: run the rest here, as decoded.
-      const desched = endHypercall(h, runHypercall(h));
-      return desched || h.dom.stopping || h.vcpu.blocked || !h.vcpu.online;
-    }
+  private forHome(h: Hcall): boolean {
+    // Of sched_op, only the watchdog is domain-wide.
+    if (h.nr === HYPERCALL.sched_op ? h.int(0) !== SCHEDOP_WATCHDOG : !HOME_FAMILIES.has(h.nr)) return false;
     const v = h.vcpu;
     v.awaitingHome = true;
-    this.awaiting.set(v.key, h);
-    this.post({ type: 'hcall', domid: h.dom.domid, vcpu: v.id, nr, abi: h.abi, args: [...h.args], context: h.context, from: this.init.pcpu });
+    this.post({ type: 'hcall', domid: h.dom.domid, vcpu: v.id, nr: h.nr, abi: h.abi, args: [...h.args], context: h.context, from: this.init.pcpu });
     return true;
   }
 
@@ -857,11 +845,9 @@ class Pcpu {
   /** The home worker's answer: finish the call on the vCPU and let it run again. */
   private forwardedDone(d: Domain, m: ForwardedResult): void {
     const v = d.vcpus[m.vcpu];
-    if (!v) return;
-    const h = this.awaiting.get(v.key);
-    this.awaiting.delete(v.key);
+    const h = v?.hcall;
+    if (!v?.awaitingHome || !h) return;
     v.awaitingHome = false;
-    if (!h) return;
     h.continuation = m.continuation ? new Map(m.continuation) : null;
     endHypercall(h, m.result);
     if (d.isRunnable() && v.online && !v.blocked) this.sched.insert(v);
