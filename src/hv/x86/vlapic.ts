@@ -114,6 +114,9 @@ export const VLAPIC_SHARED_BYTES = VLAPIC_SHARED_WORDS * 4;
 const W_PENDING_ESR = 256;
 const W_BASE_FLAGS = 257; // APIC base MSR bits 11:0 (BSP, EXTD, ENABLE)
 
+/** TDCR's divisor: 2^(n+1) for n = bits 3,1:0; n = 7 means divide by 1. */
+const tdcrDivisor = (tdcr: number): number => 1 << ((((tdcr & 3) | ((tdcr & 8) >> 1)) + 1) & 7);
+
 const BASE_ENABLE = Number(APIC_BASE.ENABLE);
 const BASE_EXTD = Number(APIC_BASE.EXTD);
 
@@ -401,6 +404,11 @@ export class Vlapic {
 
   private set(off: number, val: number): void {
     this.shared[off >> 2] = val | 0;
+  }
+
+  /** Bits of the APIC base MSR this vCPU has (EXTD only when x2APIC is offered). */
+  private get baseWritable(): bigint {
+    return APIC_BASE.ADDR_MASK | APIC_BASE.ENABLE | APIC_BASE.BSP | (this.canX2apic ? APIC_BASE.EXTD : 0n);
   }
 
   private setBase(v: bigint): void {
@@ -704,8 +712,7 @@ export class Vlapic {
         const old = this.divisor;
         val &= 0xb;
         this.set(off, val);
-        // Divide by 2^(n+1) for n = bits 3,1:0; n = 7 means divide by 1.
-        this.divisor = 1 << ((((val & 3) | ((val & 8) >> 1)) + 1) & 7);
+        this.divisor = tdcrDivisor(val);
         this.recount(now, old, this.timerMode);
         return null;
       }
@@ -859,8 +866,7 @@ export class Vlapic {
    * the read-only cluster LDR.
    */
   private writeBase(value: bigint): boolean {
-    const allowed = APIC_BASE.ADDR_MASK | APIC_BASE.ENABLE | APIC_BASE.BSP | (this.canX2apic ? APIC_BASE.EXTD : 0n);
-    if (value & ~allowed) return false;
+    if (value & ~this.baseWritable) return false;
     const en = (value & APIC_BASE.ENABLE) !== 0n;
     const extd = (value & APIC_BASE.EXTD) !== 0n;
     if (en && !extd && (value & APIC_BASE.ADDR_MASK) !== APIC_DEFAULT_PHYS_BASE) return false;
@@ -904,8 +910,7 @@ export class Vlapic {
     if (typeof s.apicBase !== 'bigint' || typeof s.tdtMsr !== 'bigint' || typeof s.timerElapsedNs !== 'bigint') bad('apicBase/tdtMsr/timerElapsedNs must be bigints');
     if (s.timerDueInNs !== null && typeof s.timerDueInNs !== 'bigint') bad('timerDueInNs');
     const b = s.apicBase;
-    const allowed = APIC_BASE.ADDR_MASK | APIC_BASE.ENABLE | APIC_BASE.BSP | (this.canX2apic ? APIC_BASE.EXTD : 0n);
-    if (b & ~allowed) bad(`APIC base 0x${b.toString(16)} has bits this vCPU does not offer`);
+    if (b & ~this.baseWritable) bad(`APIC base 0x${b.toString(16)} has bits this vCPU does not offer`);
     if ((b & APIC_BASE.EXTD) && !(b & APIC_BASE.ENABLE)) bad('x2APIC mode with the APIC disabled');
     if ((b & (APIC_BASE.ENABLE | APIC_BASE.EXTD)) === APIC_BASE.ENABLE && (b & APIC_BASE.ADDR_MASK) !== APIC_DEFAULT_PHYS_BASE) bad('relocated xAPIC window');
     const tdcr = s.regs[APIC.TDCR >> 2]!;
@@ -916,7 +921,7 @@ export class Vlapic {
     for (let i = 0; i < 256; i++) this.shared[i] = s.regs[i]! | 0;
     Atomics.store(this.shared, W_PENDING_ESR, s.pendingEsr | 0);
     this.setBase(b);
-    this.divisor = 1 << ((((tdcr & 3) | ((tdcr & 8) >> 1)) + 1) & 7);
+    this.divisor = tdcrDivisor(tdcr);
     this.tdtMsr = s.tdtMsr;
     this.timerStart = s.timerElapsedNs < 0n ? null : now - s.timerElapsedNs;
     this.timerDeadline = s.timerDueInNs === null ? null : now + s.timerDueInNs;
