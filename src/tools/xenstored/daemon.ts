@@ -593,9 +593,7 @@ export class Xenstored {
       }
       case XsType.RESUME: {
         this.needPriv(c);
-        const d = this.domains.get(parseDomid(oneArg(m.payload)));
-        if (!d) throw new XsError('ENOENT');
-        d.shutdown = false;
+        this.domain(parseDomid(oneArg(m.payload))).shutdown = false;
         this.reply(c, m, OK);
         return;
       }
@@ -603,9 +601,8 @@ export class Xenstored {
         this.needPriv(c);
         const a = splitNul(m.payload);
         if (a.length !== 2) throw new XsError('EINVAL');
-        const d = this.domains.get(parseDomid(a[0]));
         const target = parseDomid(a[1]);
-        if (!d) throw new XsError('ENOENT');
+        const d = this.domain(parseDomid(a[0]));
         if (target !== 0 && !this.domains.has(target)) throw new XsError('ENOENT');
         d.target = target;
         this.refreshCaller(d);
@@ -625,17 +622,14 @@ export class Xenstored {
           this.reply(c, m, `${SERVER_FEATURES}\0`);
           return;
         }
-        const d = this.domains.get(domid);
-        if (!d) throw new XsError('ENOENT');
-        this.reply(c, m, `${d.features}\0`);
+        this.reply(c, m, `${this.domain(domid).features}\0`);
         return;
       }
       case XsType.SET_FEATURE: {
         this.needPriv(c);
         const a = splitNul(m.payload);
         if (a.length !== 2) throw new XsError('EINVAL');
-        const d = this.domains.get(parseDomid(a[0]));
-        if (!d) throw new XsError('ENOENT');
+        const d = this.domain(parseDomid(a[0]));
         const v = parseUint(a[1]);
         if ((v & ~SERVER_FEATURES) !== 0) throw new XsError('EINVAL', 'unsupported feature bits');
         d.features = v;
@@ -653,12 +647,7 @@ export class Xenstored {
         if (a.length > 2) throw new XsError('EINVAL');
         const key = QUOTA_NAMES[a[a.length - 1]!];
         if (!key) throw new XsError('EINVAL', 'unknown quota');
-        let q = this.quota;
-        if (a.length === 2) {
-          const d = this.domains.get(parseDomid(a[0]));
-          if (!d) throw new XsError('ENOENT');
-          q = d.quota;
-        }
+        const q = a.length === 2 ? this.domain(parseDomid(a[0])).quota : this.quota;
         this.reply(c, m, `${q[key]}\0`);
         return;
       }
@@ -684,6 +673,13 @@ export class Xenstored {
       default:
         throw new XsError('EINVAL', `unknown message type ${m.type}`);
     }
+  }
+
+  /** The introduced domain domid (ENOENT if it is not). */
+  private domain(domid: number): Domain {
+    const d = this.domains.get(domid);
+    if (!d) throw new XsError('ENOENT', 'domain not introduced');
+    return d;
   }
 
   private special(c: Conn, p: string, right: number): Perms {
@@ -793,8 +789,7 @@ export class Xenstored {
 
   /** RELEASE: forget the domain, drop its connection and the nodes it owns, fire @releaseDomain. */
   release(domid: number): void {
-    const d = this.domains.get(domid);
-    if (!d) throw new XsError('ENOENT', 'domain not introduced');
+    const d = this.domain(domid);
     this.domains.delete(domid);
     this.dropConn(d.conn);
     this.hooks.unmapDomainRing?.(domid, d.conn.port);
@@ -857,18 +852,14 @@ export class Xenstored {
   }
 
   setDomainQuota(domid: number, key: keyof Quota, v: number): void {
-    const d = this.domains.get(domid);
-    if (!d) throw new XsError('ENOENT');
+    const d = this.domain(domid);
     d.quotaOverride = { ...d.quotaOverride, [key]: v };
     d.quota = { ...this.quota, ...d.quotaOverride };
     this.refreshCaller(d);
   }
 
   getQuota(domid?: number): Quota {
-    if (domid === undefined) return { ...this.quota };
-    const d = this.domains.get(domid);
-    if (!d) throw new XsError('ENOENT');
-    return { ...d.quota };
+    return { ...(domid === undefined ? this.quota : this.domain(domid).quota) };
   }
 
   // ---- CONTROL ----
@@ -925,8 +916,7 @@ export class Xenstored {
       return 'OK';
     }
     if (args.length !== 1) throw new XsError('EINVAL');
-    const d = this.domains.get(domid);
-    if (!d) throw new XsError('ENOENT');
+    const d = this.domain(domid);
     const a = this.store.accounting(domid);
     return `${fmt(d.quota)}used nodes: ${a.nodes}\nused memory: ${a.mem}\nwatches: ${d.conn.watches.size}\ntransactions: ${d.conn.txs.size}\n`;
   }
