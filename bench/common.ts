@@ -52,12 +52,17 @@ export interface Stats {
   mean: number;
 }
 
+/** Nearest-rank percentile `p` (0..1) of ascending `sorted`. */
+export function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!;
+}
+
 /** Order statistics (nearest-rank percentiles). */
 export function stats(xs: number[]): Stats {
   const s = [...xs].sort((a, b) => a - b);
   const n = s.length;
   if (n === 0) return { n: 0, median: NaN, p10: NaN, p90: NaN, min: NaN, max: NaN, mean: NaN };
-  const q = (p: number) => s[Math.min(n - 1, Math.max(0, Math.ceil(p * n) - 1))]!;
+  const q = (p: number) => percentile(s, p);
   const median = n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
   return { n, median, p10: q(0.1), p90: q(0.9), min: s[0]!, max: s[n - 1]!, mean: s.reduce((a, b) => a + b, 0) / n };
 }

@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Toolstack } from '../src/tools/toolstack.js';
-import { GUESTS, fmt, machine, printMachine, table, writeJson } from './common.js';
+import { GUESTS, fmt, machine, percentile, printMachine, table, writeJson } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -75,16 +75,11 @@ async function measure(withSpin: boolean): Promise<Lateness> {
   }
 }
 
-/** Nearest-rank percentile. */
-function pct(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!;
-}
-
 interface Row { setting: string; n: number; median: number; p90: number; p99: number; max: number; min: number; early: number; wallMs: number }
 
 function summarise(setting: string, l: Lateness): Row {
   const s = [...l.us].sort((a, b) => a - b);
-  return { setting, n: s.length, median: pct(s, 0.5), p90: pct(s, 0.9), p99: pct(s, 0.99), max: s[s.length - 1]!, min: s[0]!, early: l.early, wallMs: l.wallMs };
+  return { setting, n: s.length, median: percentile(s, 0.5), p90: percentile(s, 0.9), p99: percentile(s, 0.99), max: s[s.length - 1]!, min: s[0]!, early: l.early, wallMs: l.wallMs };
 }
 
 printMachine();
