@@ -1,24 +1,15 @@
 // Random and malformed input: the daemon must stay up and the store consistent.
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
-import * as path from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { SocketClient } from './client.js';
-import { fixture, tmpDir, type Fixture, RingGuest } from './helpers.js';
+import { socketFixture, RingGuest } from './helpers.js';
 import { RING_CONNECTION, RING_REQ_CONS, RING_REQ_PROD, RING_RSP_CONS, RING_RSP_PROD, XsError, XsType } from './wire.js';
 import { prng } from '../../testing/prng.js';
 
 const SEED = Number(process.env['XS_FUZZ_SEED'] ?? 20240601);
 
-let f: Fixture;
-let sock: string;
-before(async () => {
-  sock = path.join(tmpDir(), 'socket');
-  f = await fixture({ socketPath: sock });
-});
-after(async () => {
-  await f.close();
-});
+const ctx = socketFixture();
 
 const PIECES = ['/', 'a', 'b', 'local', 'domain', '0', '1', '@releaseDomain', '@introduceDomain', 'T', 'F', 'n0', 'r1', 'b2', '..', ' ', '//', '\0', '\0\0', 'x'.repeat(300), '-1', '99999999999', '\xff', 'w5'];
 
@@ -50,7 +41,7 @@ test('random and malformed frames over the socket', async () => {
   const r = prng(SEED);
   let closedByDaemon = 0;
   for (let round = 0; round < 40; round++) {
-    const s = net.createConnection(sock);
+    const s = net.createConnection(ctx.sock);
     await new Promise((res) => s.once('connect', res));
     s.on('error', () => {});
     s.on('data', () => {});
@@ -75,19 +66,19 @@ test('random and malformed frames over the socket', async () => {
     s.destroy();
   }
   assert.ok(closedByDaemon >= 8, `oversize frames closed ${closedByDaemon} connections`);
-  const c = await SocketClient.connect(sock);
+  const c = await SocketClient.connect(ctx.sock);
   assert.equal(await c.getDomainPath(4), '/local/domain/4');
   assert.equal(await c.control('check'), 'OK');
   c.close();
-  assert.deepEqual(f.d.store.check(), []);
+  assert.deepEqual(ctx.f.d.store.check(), []);
 });
 
 test('hostile guests: garbage in the ring, bad indexes, reconnect storms', async () => {
   const r = prng(SEED + 1);
-  const honest = await f.guest(100);
+  const honest = await ctx.f.guest(100);
   for (let round = 0; round < 30; round++) {
     const domid = 200 + round;
-    const g = await f.guest(domid);
+    const g = await ctx.f.guest(domid);
     for (let i = 0; i < 20; i++) {
       const what = r();
       if (what < 0.5) {
@@ -97,29 +88,29 @@ test('hostile guests: garbage in the ring, bad indexes, reconnect storms', async
       } else if (what < 0.7) {
         const off = [RING_REQ_CONS, RING_REQ_PROD, RING_RSP_CONS, RING_RSP_PROD][Math.floor(r() * 4)]!;
         g.view.setUint32(off, Math.floor(r() * 2 ** 32), true);
-        f.d.ringNotified(domid);
+        ctx.f.d.ringNotified(domid);
       } else if (what < 0.75) {
         g.view.setUint32(RING_CONNECTION, Math.floor(r() * 3), true);
-        f.d.ringNotified(domid);
+        ctx.f.d.ringNotified(domid);
       } else if (what < 0.8) {
         g.page.set(Buffer.from(Array.from({ length: 64 }, () => Math.floor(r() * 256))), Math.floor(r() * 4000));
-        f.d.ringNotified(domid);
+        ctx.f.d.ringNotified(domid);
       } else {
-        f.d.ringNotified(domid);
+        ctx.f.d.ringNotified(domid);
       }
       await new Promise((res) => setImmediate(res));
     }
     assert.equal(await honest.getDomainPath(100), '/local/domain/100');
-    await f.dom0.release(domid);
+    await ctx.f.dom0.release(domid);
   }
-  assert.deepEqual(f.d.store.check(), []);
-  await f.dom0.release(100);
+  assert.deepEqual(ctx.f.d.store.check(), []);
+  await ctx.f.dom0.release(100);
 });
 
 test('random operations against a model of the tree', async () => {
   const r = prng(SEED + 2);
   const model = new Map<string, string>([['/m', '']]);
-  await f.dom0.mkdir('/m');
+  await ctx.f.dom0.mkdir('/m');
   const names = ['a', 'b', 'c'];
   const randPath = (): string => {
     let p = '/m';
@@ -132,60 +123,60 @@ test('random operations against a model of the tree', async () => {
     const p = randPath();
     const op = r();
     const inTx = r() < 0.2;
-    const tx = inTx ? await f.dom0.transactionStart() : 0;
+    const tx = inTx ? await ctx.f.dom0.transactionStart() : 0;
     const commit = !inTx || r() < 0.7;
     const next = new Map(model);
     if (op < 0.4) {
       const v = `v${i}`;
-      await f.dom0.write(p, v, tx);
+      await ctx.f.dom0.write(p, v, tx);
       for (let q = parent(p); q !== '/m' && !next.has(q); q = parent(q)) next.set(q, '');
       next.set(p, v);
     } else if (op < 0.55) {
-      await f.dom0.mkdir(p, tx);
+      await ctx.f.dom0.mkdir(p, tx);
       if (!next.has(p)) {
         for (let q = parent(p); q !== '/m' && !next.has(q); q = parent(q)) next.set(q, '');
         next.set(p, '');
       }
     } else if (op < 0.75) {
       try {
-        await f.dom0.rm(p, tx);
+        await ctx.f.dom0.rm(p, tx);
         for (const k of [...next.keys()]) if (k === p || k.startsWith(`${p}/`)) next.delete(k);
       } catch (e) {
         assert.ok(e instanceof XsError && e.errno === 'ENOENT');
         assert.ok(!next.has(parent(p)));
       }
     } else {
-      const got = await f.dom0.tryRead(p, tx);
+      const got = await ctx.f.dom0.tryRead(p, tx);
       assert.equal(got, model.get(p), `read ${p} at step ${i}`);
-      const kids = await f.dom0.directory(p, tx).catch(() => null);
+      const kids = await ctx.f.dom0.directory(p, tx).catch(() => null);
       if (kids) {
         const want = [...model.keys()].filter((k) => parent(k) === p).map((k) => k.slice(p.length + 1));
         assert.deepEqual([...kids].sort(), want.sort(), `directory ${p}`);
       }
     }
-    if (inTx) await f.dom0.transactionEnd(tx, commit);
+    if (inTx) await ctx.f.dom0.transactionEnd(tx, commit);
     if (commit) {
       model.clear();
       for (const [k, v] of next) model.set(k, v);
     }
   }
-  assert.deepEqual(f.d.store.check(), []);
+  assert.deepEqual(ctx.f.d.store.check(), []);
 });
 
 test('a guest sending fuzz through the typed client gets errors, never a crash', async () => {
   const r = prng(SEED + 3);
-  const g: RingGuest = await f.guest(300);
+  const g: RingGuest = await ctx.f.guest(300);
   for (let i = 0; i < 500; i++) {
     const type = Math.floor(r() * 27);
     await g.request(type, randomPayload(r), r() < 0.9 ? 0 : 1).catch((e: unknown) => {
       assert.ok(e instanceof XsError, String(e));
     });
   }
-  assert.deepEqual(f.d.store.check(), []);
-  await f.dom0.release(300);
+  assert.deepEqual(ctx.f.d.store.check(), []);
+  await ctx.f.dom0.release(300);
 });
 
 test('no request ever hit an internal error', () => {
-  const bad = f.logs.filter((l) => l.includes('internal error'));
+  const bad = ctx.f.logs.filter((l) => l.includes('internal error'));
   assert.deepEqual(bad, []);
 });

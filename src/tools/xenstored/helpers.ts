@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { LocalClient, XsClientBase } from './client.js';
 import type { DomainRingPort } from './conn.js';
@@ -157,6 +158,20 @@ export async function fixture(opts: XenstoredOptions = {}): Promise<Fixture> {
       await d.stop();
     },
   };
+}
+
+/**
+ * One fixture listening on a Unix socket in a fresh directory, set up before a test file's
+ * tests and closed after them: read ctx.f and ctx.sock inside the tests.
+ */
+export function socketFixture(): { f: Fixture; sock: string } {
+  const ctx = { f: undefined as unknown as Fixture, sock: '' };
+  before(async () => {
+    ctx.sock = path.join(tmpDir(), 'socket');
+    ctx.f = await fixture({ socketPath: ctx.sock });
+  });
+  after(() => ctx.f.close());
+  return ctx;
 }
 
 /** Send a raw request and describe the reply as "TYPE payload" with NULs shown as '|'. */

@@ -1,20 +1,11 @@
 // Transaction conflicts under load: concurrent read-modify-write never loses an update.
 import assert from 'node:assert/strict';
-import * as path from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { SocketClient, type XsClientBase } from './client.js';
-import { fixture, tmpDir, type Fixture } from './helpers.js';
+import { socketFixture } from './helpers.js';
 import { XsError } from './wire.js';
 
-let f: Fixture;
-let sock: string;
-before(async () => {
-  sock = path.join(tmpDir(), 'socket');
-  f = await fixture({ socketPath: sock });
-});
-after(async () => {
-  await f.close();
-});
+const ctx = socketFixture();
 
 async function increment(c: XsClientBase, key: string): Promise<number> {
   let attempts = 0;
@@ -33,9 +24,9 @@ async function increment(c: XsClientBase, key: string): Promise<number> {
 }
 
 test('16 socket clients increment one counter 50 times each', async () => {
-  await f.dom0.write('/stress/counter', '0');
-  const clients = await Promise.all(Array.from({ length: 16 }, () => SocketClient.connect(sock)));
-  const before = f.d.stats.conflicts;
+  await ctx.f.dom0.write('/stress/counter', '0');
+  const clients = await Promise.all(Array.from({ length: 16 }, () => SocketClient.connect(ctx.sock)));
+  const before = ctx.f.d.stats.conflicts;
   let retries = 0;
   await Promise.all(clients.map(async (c) => {
     for (let i = 0; i < 50; i++) {
@@ -43,19 +34,19 @@ test('16 socket clients increment one counter 50 times each', async () => {
       retries += attempts - 1;
     }
   }));
-  assert.equal(await f.dom0.read('/stress/counter'), '800');
-  assert.ok(f.d.stats.conflicts - before > 0, 'some commits conflicted');
-  assert.equal(f.d.stats.conflicts - before, retries);
+  assert.equal(await ctx.f.dom0.read('/stress/counter'), '800');
+  assert.ok(ctx.f.d.stats.conflicts - before > 0, 'some commits conflicted');
+  assert.equal(ctx.f.d.stats.conflicts - before, retries);
   clients.forEach((c) => c.close());
 });
 
 test('socket clients and guests on rings share counters; transfers keep the total', async () => {
-  const guests = await Promise.all([11, 12, 13, 14].map((d) => f.guest(d)));
-  await f.dom0.mkdir('/stress/bank');
-  await f.dom0.setPerms('/stress/bank', ['b0', 'b11', 'b12', 'b13', 'b14']);
+  const guests = await Promise.all([11, 12, 13, 14].map((d) => ctx.f.guest(d)));
+  await ctx.f.dom0.mkdir('/stress/bank');
+  await ctx.f.dom0.setPerms('/stress/bank', ['b0', 'b11', 'b12', 'b13', 'b14']);
   const accounts = ['a', 'b', 'c', 'd', 'e'];
-  for (const a of accounts) await f.dom0.write(`/stress/bank/${a}`, '100');
-  const socks = await Promise.all(Array.from({ length: 4 }, () => SocketClient.connect(sock)));
+  for (const a of accounts) await ctx.f.dom0.write(`/stress/bank/${a}`, '100');
+  const socks = await Promise.all(Array.from({ length: 4 }, () => SocketClient.connect(ctx.sock)));
   const all: XsClientBase[] = [...guests, ...socks];
   let seed = 7;
   const rnd = (n: number): number => {
@@ -76,16 +67,16 @@ test('socket clients and guests on rings share counters; transfers keep the tota
     }
   }));
   let total = 0;
-  for (const a of accounts) total += Number(await f.dom0.read(`/stress/bank/${a}`));
+  for (const a of accounts) total += Number(await ctx.f.dom0.read(`/stress/bank/${a}`));
   assert.equal(total, 500);
-  assert.deepEqual(f.d.store.check(), []);
+  assert.deepEqual(ctx.f.d.store.check(), []);
   socks.forEach((c) => c.close());
-  for (const g of guests) await f.dom0.release(g.domid);
+  for (const g of guests) await ctx.f.dom0.release(g.domid);
 });
 
 test('readers are never blocked by a writer storm', async () => {
-  const writer = await SocketClient.connect(sock);
-  const reader = await SocketClient.connect(sock);
+  const writer = await SocketClient.connect(ctx.sock);
+  const reader = await SocketClient.connect(ctx.sock);
   await writer.write('/stress/r', 'x');
   let stop = false;
   const storm = (async () => {
