@@ -116,7 +116,8 @@ function eventChannelOp(h: Hcall): number {
     case EVTCHNOP.reset: {
       const a = g.readStruct(EvtchnReset, arg);
       const d = domainFor(h, H, a.dom);
-      core.reset(H, d, d === me ? h.dom.virqs : undefined);
+      // The target's VIRQ bindings go with its ports (another domain's are in its shared table).
+      core.reset(H, d, d === me ? h.dom.virqs : d.shared.virqs);
       return 0;
     }
     default:
