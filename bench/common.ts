@@ -5,7 +5,9 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { DaemonClient } from '../src/tools/daemon/client.js';
 
 /** The repository root (this file runs from dist/bench/). */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -170,3 +172,12 @@ export function idleGuestElf(): Uint8Array {
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Waits until the daemon process `p` answers hello on `socket` (20 s); `output` explains a failure. */
+export async function untilDaemonAnswers(p: ChildProcess, socket: string, output: () => string = () => ''): Promise<void> {
+  for (let i = 0; ; i++) {
+    if (p.exitCode !== null) throw new Error(`daemon exited with ${p.exitCode}: ${output()}`);
+    try { (await DaemonClient.connect(socket)).close(); return; } catch { if (i >= 400) throw new Error(`daemon did not come up: ${output()}`); }
+    await sleep(50);
+  }
+}

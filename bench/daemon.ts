@@ -22,7 +22,7 @@ import { parseArgs } from 'node:util';
 import { DaemonClient } from '../src/tools/daemon/client.js';
 import type { DomainConfig } from '../src/tools/xl/config.js';
 import type { CreateRecord } from '../src/tools/daemon/protocol.js';
-import { GUESTS, XENODE_JS, fmt, printMachine, procStatus, stats, statsRow, STATS_HEADERS, table, writeJson, sleep } from './common.js';
+import { GUESTS, XENODE_JS, fmt, printMachine, procStatus, stats, statsRow, STATS_HEADERS, table, untilDaemonAnswers, writeJson, sleep } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -49,11 +49,7 @@ async function startDaemon(): Promise<{ pid: number; socket: string; stop: () =>
   let err = '';
   p.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
   const socket = path.join(dir, 'xenode.sock');
-  for (let i = 0; ; i++) {
-    if (p.exitCode !== null) throw new Error(`daemon exited: ${err}`);
-    try { (await DaemonClient.connect(socket)).close(); break; } catch { if (i > 400) throw new Error(`daemon did not start: ${err}`); }
-    await sleep(50);
-  }
+  await untilDaemonAnswers(p, socket, () => err);
   return {
     pid: p.pid!, socket,
     stop: async () => {

@@ -18,7 +18,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DaemonClient } from '../src/tools/daemon/client.js';
 import { parseXlCfg, toDomainConfig } from '../src/tools/xl/cfg.js';
-import { GUESTS, REPO_ROOT, XENODE_JS, fmt, idleGuestElf, printMachine, procStatus, stats, statsRow, STATS_HEADERS, table, writeJson, sleep } from './common.js';
+import { GUESTS, REPO_ROOT, XENODE_JS, fmt, idleGuestElf, printMachine, procStatus, stats, statsRow, STATS_HEADERS, table, untilDaemonAnswers, writeJson, sleep } from './common.js';
 
 const XL_JS = path.join(REPO_ROOT, 'dist', 'src', 'tools', 'xl', 'xl.js');
 
@@ -36,15 +36,10 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-xl-'));
 const SOCK = path.join(dir, 'xenode.sock');
 const env = { ...process.env, XENODE_SOCKET: SOCK, XENODE_STATE_DIR: path.join(dir, 'state') };
 
-function startDaemon(): Promise<ChildProcess> {
+async function startDaemon(): Promise<ChildProcess> {
   const d = spawn(process.execPath, [XENODE_JS, 'daemon'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-  return (async () => {
-    for (let i = 0; i < 400; i++) {
-      if (d.exitCode !== null) throw new Error(`daemon exited with ${d.exitCode}`);
-      try { (await DaemonClient.connect(SOCK)).close(); return d; } catch { await sleep(50); }
-    }
-    throw new Error('daemon did not come up');
-  })();
+  await untilDaemonAnswers(d, SOCK);
+  return d;
 }
 
 interface Spawned { firstByteMs: number; exitMs: number; code: number | null; out: string }
