@@ -96,6 +96,8 @@ export class DomainManager extends EventEmitter<Events> {
     private readonly log: (m: string) => void,
   ) {
     super();
+    // one 'change' listener per open events stream: bounded per connection (server.ts), not a leak
+    this.setMaxListeners(0);
     const hv = ts.hv;
     hv.on('console', (domid, _src, text, eol) => {
       this.doms.get(domid)?.console.write(Buffer.from(eol ? text + '\n' : text, 'latin1'));

@@ -74,6 +74,12 @@ test('a stream id already open on the connection is refused, and the refused sou
   const r = await answers;
   assert.deepEqual(r.map((m) => [m.id, m.ok, (m.error as { code?: string } | undefined)?.code]), [[1, true, undefined], [1, false, 'EBUSY'], [2, true, undefined]]);
   assert.equal(open, 2);
+  // and a connection holds at most 1024
+  const more = read(c, 1023);
+  c.write(Array.from({ length: 1023 }, (_, i) => req(i + 3, 'events.subscribe')).join(''));
+  const refused = (await more).filter((m) => !m.ok);
+  assert.deepEqual(refused.map((m) => [m.id, (m.error as { code: string }).code]), [[1025, 'EBUSY']]);
+  assert.equal(open, 1024);
   c.destroy();
   await new Promise((ok) => setTimeout(ok, 50));
   assert.equal(open, 0);

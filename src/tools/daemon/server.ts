@@ -11,6 +11,8 @@ import { ApiFailure } from './validate.js';
 
 /** Longest request line accepted (a DomainConfig is a few KiB). */
 const MAX_LINE = 1 << 20;
+/** Streams one connection may hold open (each is a console reader or an event listener in the daemon). */
+const MAX_STREAMS = 1024;
 /**
  * Unread output beyond which a client is slowed: its streams end ('overrun')
  * and its further requests wait until it has read what it was sent.
@@ -76,6 +78,10 @@ export class Connection {
     if (this.streams.has(id)) {
       s.close();
       throw new ApiFailure('EBUSY', `stream ${id} is already open on this connection`);
+    }
+    if (this.streams.size >= MAX_STREAMS) {
+      s.close();
+      throw new ApiFailure('EBUSY', `this connection already has ${MAX_STREAMS} streams open`);
     }
     this.streams.set(id, s);
   }
