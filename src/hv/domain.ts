@@ -68,10 +68,6 @@ export class VCpu {
   runstateTime: bigint[] = [0n, 0n, 0n, 0n];
   runstateEntry = 0n;
   runstateState: number;
-  /** register_runstate_memory_area guest virtual address (0 = none). */
-  runstateArea = 0n;
-  /** Registered vcpu_info guest frame (for re-registration checks). */
-  vcpuInfoRegistered = false;
   /** The vCPU's local APIC, on the worker that runs it (elsewhere its page is reached through the shared view). */
   readonly lapic: Vlapic | null;
 
@@ -101,6 +97,20 @@ export class VCpu {
   set initialised(v: boolean) {
     const f = this.dom.shared.vcpu(this.id, 'flags');
     this.dom.shared.setVcpu(this.id, 'flags', v ? f | VCPU_FLAG_INITIALISED : f & ~VCPU_FLAG_INITIALISED);
+  }
+
+  /** VCPUOP_register_vcpu_info was done (by any worker: the location is in the shared record). */
+  get vcpuInfoRegistered(): boolean {
+    return this.dom.shared.vcpu(this.id, 'vcpuInfoOffset') >= 0;
+  }
+
+  /** register_runstate_memory_area guest virtual address (0 = none), in the shared record: the vCPU that registers it may run on another worker. */
+  get runstateArea(): bigint {
+    return this.dom.shared.runstateArea(this.id);
+  }
+
+  set runstateArea(va: bigint) {
+    this.dom.shared.setRunstateArea(this.id, va);
   }
 
   get key(): string {

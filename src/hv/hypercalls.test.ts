@@ -1221,6 +1221,12 @@ describe('vcpu_op', () => {
       assert.equal(e.v[0]!.runstateArea, BigInt(BUF + 0x100));
       assert.equal(u32(e, BUF + 0x100), e.v[0]!.runstateState);
       assert.equal(call(e, HC.vcpu_op, [5, 0, HOLE]), -EFAULT);
+      // vCPU 0 registers vCPU 1's area: kept in the shared record, for the worker that runs vCPU 1
+      if (abi === 'x64') put(e, ARG, [[0, 'u64', 0xffff_8880_0000_1000n]]);
+      else put(e, ARG, [[0, 'u32', 0xc000_1000]]);
+      assert.equal(call(e, HC.vcpu_op, [5, 1, ARG]), 0);
+      assert.equal(e.d.shared.runstateArea(1), abi === 'x64' ? 0xffff_8880_0000_1000n : 0xc000_1000n);
+      assert.equal(e.d.shared.runstateArea(0), BigInt(BUF + 0x100));
     });
 
     test(`${abi}: register_vcpu_info moves vcpu_info and marks everything pending`, () => {
@@ -1246,9 +1252,12 @@ describe('vcpu_op', () => {
       assert.deepEqual([...e.mem.subarray(off + sel[0]!, off + sel[0]! + sel[1]!)], new Array(sel[1]).fill(0xff), 'all selector bits');
       assert.equal(reg(0x41, 0), -EBUSY, 'once only');
       assert.equal(reg(0x41, 0, 2), -ENOENT);
+      // up as the scheduler hook brings it up (the shared state is what every worker sees)
       e.v[1]!.online = true;
+      e.d.shared.setVcpu(1, 'state', RUNSTATE.runnable);
       assert.equal(reg(0x41, 0, 1), -EINVAL, 'another online vCPU');
       e.v[1]!.online = false;
+      e.d.shared.setVcpu(1, 'state', RUNSTATE.offline);
       assert.equal(reg(0x41, 64, 1), 0, 'an offline one is fine');
       assert.equal(e.d.vcpuInfoOffset(1), 0x41 * PAGE + 64);
       assert.equal(call(e, HC.vcpu_op, [10, 0, HOLE]), -EFAULT);

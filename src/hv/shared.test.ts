@@ -56,3 +56,14 @@ test('a running period in progress counts in CPU time (a vCPU that never leaves 
   // a clock read from before the entry never subtracts
   assert.equal(s.cpuTimeUs(2 ** 33), 100);
 });
+
+test('a runstate area registered through one view is seen through another (64-bit addresses, per vCPU)', () => {
+  const a = DomainShared.create(1, 2, 63);
+  const b = new DomainShared(a.sab);
+  assert.equal(b.runstateArea(1), 0n, 'none at first');
+  a.setRunstateArea(1, 0xffff_8880_1234_5678n);
+  assert.equal(b.runstateArea(1), 0xffff_8880_1234_5678n);
+  assert.equal(b.runstateArea(0), 0n, 'vCPU 0 untouched');
+  a.setRunstateArea(1, 0n);
+  assert.equal(b.runstateArea(1), 0n);
+});

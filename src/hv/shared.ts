@@ -108,8 +108,10 @@ const VCPU = {
   cpuTimeHi: 7,
   entryLo: 8, // system time (us) the current runstate began (lo/hi): a running period in progress counts too
   entryHi: 9,
+  runstateAreaLo: 10, // VCPUOP_register_runstate_memory_area guest virtual address (lo/hi), 0 = none
+  runstateAreaHi: 11,
 } as const;
-const VCPU_WORDS = 10;
+const VCPU_WORDS = 12;
 
 /** The vCPU has an initial register state (vCPU 0 from the builder, others from VCPUOP_initialise). */
 export const VCPU_FLAG_INITIALISED = 1;
@@ -227,6 +229,20 @@ export class DomainShared {
       if (Atomics.load(this.w, i + VCPU.state) === RUNSTATE.running) t += Math.max(0, nowUs - readSplit(this.w, i + VCPU.entryLo));
     }
     return t;
+  }
+
+  /** vCPU `v`'s registered runstate area (a guest virtual address, 0 = none): any vCPU may register another's. */
+  runstateArea(v: number): bigint {
+    const i = this.vcpuBase + v * VCPU_WORDS;
+    const lo = Atomics.load(this.w, i + VCPU.runstateAreaLo) >>> 0;
+    const hi = Atomics.load(this.w, i + VCPU.runstateAreaHi) >>> 0;
+    return lo === 0 && hi === 0 ? 0n : (BigInt(hi) << 32n) | BigInt(lo);
+  }
+
+  setRunstateArea(v: number, va: bigint): void {
+    const i = this.vcpuBase + v * VCPU_WORDS;
+    Atomics.store(this.w, i + VCPU.runstateAreaHi, Number(BigInt.asUintN(64, va) >> 32n) | 0);
+    Atomics.store(this.w, i + VCPU.runstateAreaLo, Number(va & 0xffffffffn) | 0);
   }
 
   vcpu<K extends keyof typeof VCPU>(v: number, k: K): number {

@@ -113,7 +113,8 @@ function vcpuOp(h: Hcall): number {
       const a = g.readStruct(VcpuRegisterVcpuInfo, arg);
       if (a.offset > PAGE_SIZE - VCPU_INFO_SIZE) throw new XenError(EINVAL);
       if (v.vcpuInfoRegistered) throw new XenError(EBUSY);
-      if (v !== h.vcpu && v.online) throw new XenError(EINVAL);
+      // Another vCPU only while it is down (wherever it runs: `online` is only this worker's view).
+      if (v !== h.vcpu && d.vcpuUp(v.id)) throw new XenError(EINVAL);
       const gfn = Number(a.mfn);
       const hp = d.physmap.hostPageOf(gfn);
       if (hp < 0 || d.physmap.kindOfHostPage(hp) !== 'ram' && d.physmap.kindOfHostPage(hp) !== 'pool') throw new XenError(EINVAL);
@@ -123,7 +124,6 @@ function vcpuOp(h: Hcall): number {
       if (oldOff >= 0) bytes.copyWithin(newOff, oldOff, oldOff + VCPU_INFO_SIZE);
       else bytes.fill(0, newOff, newOff + VCPU_INFO_SIZE);
       d.shared.setVcpu(v.id, 'vcpuInfoOffset', newOff);
-      v.vcpuInfoRegistered = true;
       // Mark everything pending so nothing raised during the move is lost (as Xen does).
       const selOff = h.x32 ? 4 : 8;
       bytes.fill(0xff, newOff + selOff, newOff + selOff + (h.x32 ? 4 : 8));
