@@ -159,6 +159,7 @@ describe('xenode daemon', needsKvm(), () => {
     await rejects(c.call('domain.create', { config: cfg('a', 'idle', { onCrash: 'explode' as never }) as DomainConfig }), 'EINVAL', /onCrash/);
     await rejects(c.call('domain.create', { config: cfg('123', 'idle') as DomainConfig }), 'EINVAL', /digits/);
     await rejects(c.call('domain.rename', { dom: 'dup', name: 'Domain-0' }), 'EEXIST');
+    await rejects(c.call('domain.shutdown', { dom: 'dup', wait: true, timeoutMs: 2 ** 31 }), 'EINVAL', /timeoutMs/);
     // nothing of the failed creates is left behind
     const names = (await c.call('domain.list', {})).map((s) => s.name);
     assert.deepEqual(names.filter((n) => ['nok', 'junk', 'rel', 'm', 'a', 'dup2'].includes(n)), []);

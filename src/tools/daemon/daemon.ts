@@ -268,7 +268,8 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     'domain.shutdown': async (a) => {
       const d = one(a);
       const timeoutMs = a.timeoutMs;
-      if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0))) throw einval('timeoutMs must be a non-negative number');
+      // setTimeout's range: a longer delay would fire at once (TimeoutOverflowWarning)
+      if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0 && timeoutMs <= 0x7fffffff))) throw einval('timeoutMs must be a number of milliseconds in 0..2147483647');
       const reason = await D().shutdown(d, { reboot: bool(a.reboot, 'reboot'), wait: bool(a.wait, 'wait'), force: bool(a.force, 'force'), timeoutMs: timeoutMs as number | undefined });
       return { reason };
     },
