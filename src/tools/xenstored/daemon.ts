@@ -792,7 +792,12 @@ export class Xenstored {
     const d = this.domain(domid);
     this.domains.delete(domid);
     this.dropConn(d.conn);
-    this.hooks.unmapDomainRing?.(domid, d.conn.port);
+    try {
+      this.hooks.unmapDomainRing?.(domid, d.conn.port);
+    } catch (e) {
+      // as for mapping: a failing hook must not leave the domain's nodes behind or @releaseDomain unsaid
+      this.log(`release of domain ${domid}: unmapping its ring failed: ${(e as Error).message}`);
+    }
     for (const p of this.store.ownedRoots(domid)) {
       try {
         this.store.rm(PRIV, null, p);

@@ -147,3 +147,24 @@ test('RING_RSP_PROD only moves forward by what was written', async () => {
   assert.equal((after - before) >>> 0, 16 + '/local/domain/11\0'.length);
   await f.dom0.release(11);
 });
+
+test('a failing unmap hook still releases the domain: its nodes go and @releaseDomain fires', async () => {
+  const h = await fixture({ hooks: { unmapDomainRing: () => { throw new Error('port already closed'); } } });
+  try {
+    await h.guest(12);
+    await h.dom0.mkdir('/local/domain/12');
+    await h.dom0.setPerms('/local/domain/12', ['n12']);
+    let events = 0;
+    h.dom0.on('watch', () => events++);
+    await h.dom0.watch('@releaseDomain/12', 'rel');
+    await settle();
+    assert.equal(events, 1); // the event every new watch fires
+    await h.dom0.release(12);
+    await settle();
+    assert.equal(events, 2);
+    assert.equal(await h.dom0.tryRead('/local/domain/12'), undefined);
+    assert.ok(h.logs.some((l) => l.includes('unmapping its ring failed')));
+  } finally {
+    await h.close();
+  }
+});
