@@ -85,6 +85,8 @@ interface DomainRecord {
   name: string;
   shared: DomainShared;
   mem: SharedMemory;
+  /** the domain as an event-channel endpoint from this thread (made once: every control-domain send looks it up) */
+  evtchn: core.EvtchnDomain;
   /** the home worker (vCPU 0's), -1 before start */
   pcpu: number;
   /** the worker of each vCPU, and the distinct workers holding the domain */
@@ -109,6 +111,12 @@ export type HypervisorEvents = {
 };
 
 const DOM0_PORTS = 4095;
+/** Where the control domain's upcall handler looks, in its shared_info-shaped page (64-bit layout, vcpu_info[0]). */
+const DOM0_LAYOUT = {
+  selOff: VcpuInfo.x64.offsetOf('evtchn_pending_sel'),
+  pendingOff: SharedInfo.x64.offsetOf('evtchn_pending'),
+  maskOff: SharedInfo.x64.offsetOf('evtchn_mask'),
+};
 /** Pool pages beyond maxmem, so a guest can repopulate frames it gave back while shared_info or grant frames sit over RAM. */
 const POOL_SLACK_PAGES = 64;
 
@@ -297,7 +305,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     shared.set('isConsole', o.isConsole ? 1 : 0);
     shared.set('sharedInfoOffset', physmap.sharedInfoPage * PAGE_SIZE);
     shared.setVcpu(0, 'state', RUNSTATE.runnable);
-    const rec: DomainRecord = { domid, name: o.name, shared, mem, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, vm, vcpuFds: vcpus.map((v) => v.fd) };
+    const rec: DomainRecord = { domid, name: o.name, shared, mem, evtchn: { shared, mem: mem.bytes }, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, vm, vcpuFds: vcpus.map((v) => v.fd) };
     this.domains.set(domid, rec);
     this.host.setDomainExists(domid, true);
     this.pendingVcpus.set(domid, vcpus);
@@ -496,8 +504,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
 
   evtchnDomain(domid: number): core.EvtchnDomain | null {
     if (domid === 0) return this.dom0;
-    const r = this.domains.get(domid);
-    return r ? { shared: r.shared, mem: r.mem.bytes } : null;
+    return this.domains.get(domid)?.evtchn ?? null;
   }
 
   /** An unbound port in domain `domid` for `remote` (the builder's alloc_unbound). */
@@ -545,10 +552,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   /** The control domain's upcall handler: scan pending & ~mask as a guest would. */
   private dispatchDom0(): void {
     const m = this.dom0.mem;
-    const vi = 0; // vcpu_info[0]
-    const si = SharedInfo.x64;
-    Atomics.store(m, vi, 0); // evtchn_upcall_pending
-    const selOff = vi + VcpuInfo.x64.offsetOf('evtchn_pending_sel');
+    Atomics.store(m, 0, 0); // vcpu_info[0].evtchn_upcall_pending
+    const { selOff, pendingOff, maskOff } = DOM0_LAYOUT;
     for (let byte = 0; byte < 8; byte++) {
       let sel = Atomics.exchange(m, selOff + byte, 0);
       while (sel) {
@@ -556,8 +561,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
         sel &= sel - 1;
         const word = byte * 8 + bit; // 64-port word index
         for (let b = 0; b < 8; b++) {
-          const pOff = si.offsetOf('evtchn_pending') + word * 8 + b;
-          const pend = Atomics.load(m, pOff) & ~Atomics.load(m, si.offsetOf('evtchn_mask') + word * 8 + b);
+          const pOff = pendingOff + word * 8 + b;
+          const pend = Atomics.load(m, pOff) & ~Atomics.load(m, maskOff + word * 8 + b);
           if (!pend) continue;
           Atomics.and(m, pOff, ~pend & 0xff);
           for (let k = 0; k < 8; k++) {
