@@ -125,7 +125,12 @@ export function beginHypercall(h: Hcall, nr: number): boolean {
   const regs = long ? ARG_REGS_64 : ARG_REGS_32;
   const mask = long ? 0xffffffffffffffffn : 0xffffffffn;
   for (let i = 0; i < 6; i++) a[i] = hw.reg(regs[i]!) & mask;
-  h.context = { cr0: hw.cr0, cr3: hw.cr3, cr4: hw.cr4, efer: hw.efer };
+  // Filled in place (no object per call): a forwarded call's copy is made when its message is posted.
+  const c = h.context;
+  c.cr0 = hw.cr0;
+  c.cr3 = hw.cr3;
+  c.cr4 = hw.cr4;
+  c.efer = hw.efer;
   return true;
 }
 
