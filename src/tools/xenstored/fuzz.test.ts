@@ -4,7 +4,7 @@ import * as net from 'node:net';
 import { test } from 'node:test';
 import { SocketClient } from './client.js';
 import { socketFixture, RingGuest } from './helpers.js';
-import { RING_CONNECTION, RING_REQ_CONS, RING_REQ_PROD, RING_RSP_CONS, RING_RSP_PROD, XsError, XsType } from './wire.js';
+import { RING_CONNECTION, RING_REQ_CONS, RING_REQ_PROD, RING_RSP_CONS, RING_RSP_PROD, XsError, XsType, encodeMessage } from './wire.js';
 import { prng } from '../../testing/prng.js';
 
 const SEED = Number(process.env['XS_FUZZ_SEED'] ?? 20240601);
@@ -29,12 +29,9 @@ function randomPayload(r: () => number): Buffer {
 }
 
 function frame(type: number, reqId: number, txId: number, payload: Buffer, lenOverride?: number): Buffer {
-  const h = Buffer.alloc(16);
-  h.writeUInt32LE(type >>> 0, 0);
-  h.writeUInt32LE(reqId >>> 0, 4);
-  h.writeUInt32LE(txId >>> 0, 8);
-  h.writeUInt32LE(lenOverride ?? payload.length, 12);
-  return Buffer.concat([h, payload]);
+  const b = encodeMessage(type, reqId, txId, payload);
+  if (lenOverride !== undefined) b.writeUInt32LE(lenOverride, 12);
+  return b;
 }
 
 test('random and malformed frames over the socket', async () => {

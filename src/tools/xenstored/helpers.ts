@@ -12,8 +12,8 @@ import { LocalClient, XsClientBase } from './client.js';
 import type { DomainRingPort } from './conn.js';
 import { Xenstored, type XenstoredOptions } from './daemon.js';
 import {
-  FrameReader, HEADER_SIZE, RING_CONNECTION, RING_REQ, RING_REQ_CONS, RING_REQ_PROD, RING_RSP, RING_RSP_CONS,
-  RING_RSP_PROD, XENSTORE_RING_SIZE, XsType, type XsMessage,
+  FrameReader, RING_CONNECTION, RING_REQ, RING_REQ_CONS, RING_REQ_PROD, RING_RSP, RING_RSP_CONS,
+  RING_RSP_PROD, XENSTORE_RING_SIZE, XsType, encodeMessage, type XsMessage,
 } from './wire.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -50,12 +50,7 @@ export class RingGuest extends XsClientBase {
   }
 
   protected transmit(type: number, reqId: number, txId: number, payload: Buffer): void {
-    const h = Buffer.alloc(HEADER_SIZE);
-    h.writeUInt32LE(type, 0);
-    h.writeUInt32LE(reqId, 4);
-    h.writeUInt32LE(txId, 8);
-    h.writeUInt32LE(payload.length, 12);
-    this.sendBytes(Buffer.concat([h, payload]));
+    this.sendBytes(encodeMessage(type, reqId, txId, payload));
   }
 
   /** Queue raw bytes towards the daemon (for malformed-input tests). */
