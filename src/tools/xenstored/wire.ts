@@ -215,7 +215,7 @@ export class OutBuf {
 
   /** Append one framed message. */
   message(type: number, reqId: number, txId: number, payload: Buffer | string): void {
-    const plen = typeof payload === 'string' ? payload.length : payload.length;
+    const plen = payload.length; // latin1: one byte per character
     this.reserve(HEADER_SIZE + plen);
     const b = this.buf;
     let o = this.len;
