@@ -9,7 +9,7 @@ import { describe, test } from 'node:test';
 
 import { DomainShared } from './shared.js';
 import {
-  ECS, VIRQ, NR_VIRQS, allocUnbound, bindInterdomain, bindIpi, bindVcpu, bindVirq, close, isMasked, isPending,
+  ECS, VIRQ, NR_VIRQS, allocUnbound, bindInterdomain, bindIpi, bindVcpu, bindVirq, close, closeInterdomain, isMasked, isPending,
   portInfo, raiseVirq, reset, send, setPending, unmask, checkDomain, type EvtchnDomain, type EvtchnHost,
 } from './evtchn_core.js';
 import { EEXIST, EINVAL, ENOENT, ENOSPC, ESRCH, XenError } from './errno.js';
@@ -268,6 +268,20 @@ describe('evtchn_core: send', () => {
 });
 
 describe('evtchn_core: close', () => {
+  test('a dying domain\'s interdomain ports are all closed: its peers go back to unbound toward it (evtchn_destroy)', () => {
+    const a = mkDom(1);
+    const b = mkDom(2);
+    const c = mkDom(3);
+    const h = new FakeHost().add(a, b, c);
+    const toB = bindInterdomain(h, b, a, allocUnbound(a, 2));
+    const toC = bindInterdomain(h, c, a, allocUnbound(a, 3));
+    const ipi = bindIpi(a, 0);
+    closeInterdomain(h, a);
+    assert.deepEqual(portInfo(b.shared, toB), { state: ECS.unbound, vcpu: 0, remoteDom: 1, remotePort: 0 });
+    assert.deepEqual(portInfo(c.shared, toC), { state: ECS.unbound, vcpu: 0, remoteDom: 1, remotePort: 0 });
+    assert.equal(portInfo(a.shared, ipi).state, ECS.ipi, 'its own local ports are its own business');
+  });
+
   test('interdomain: the peer reverts to unbound for the closer, and can be bound again', () => {
     const a = mkDom(1);
     const b = mkDom(2);

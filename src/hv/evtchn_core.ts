@@ -275,6 +275,18 @@ export function close(host: EvtchnHost, d: EvtchnDomain, port: number, virqs?: V
 }
 
 /**
+ * Xen's evtchn_destroy for a dying domain: every interdomain port is closed,
+ * so each peer's end goes back to unbound toward it. Without this a peer
+ * keeps a port naming the dead domid, and once the domid is reused its events
+ * would reach the new domain.
+ */
+export function closeInterdomain(host: EvtchnHost, d: EvtchnDomain): void {
+  for (let port = 1, last = lastPort(d.shared); port <= last; port++) {
+    if (portInfo(d.shared, port).state === ECS.interdomain) close(host, d, port);
+  }
+}
+
+/**
  * EVTCHNOP_send from `d` on `port`: interdomain → the peer's port; IPI → own
  * port; unbound → nothing (success); VIRQ/PIRQ/closed → -EINVAL.
  */

@@ -230,6 +230,13 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       case 'destroyed': {
         const r = this.domains.get(m.domid);
         if (!r || --r.releasing > 0) return; // gone already, or other workers still hold it
+        // no vCPU of it runs any more: its peers' ports toward it become unbound
+        const ev = this.evtchnDomain(m.domid);
+        try {
+          if (ev) core.closeInterdomain(this.evtchnHost, ev);
+        } catch (e) {
+          this.emit('log', 'error', `d${m.domid}: closing its event channels: ${e instanceof Error ? e.stack : String(e)}`);
+        }
         this.domains.delete(m.domid);
         this.host.setDomainExists(m.domid, false);
         for (let i = 0; i < this.nrPcpus; i++) if (!r.hosts.includes(i)) this.workers[i]!.postMessage({ type: 'forget', domid: m.domid } satisfies MainToWorker);
