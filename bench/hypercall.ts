@@ -78,7 +78,7 @@ function jsSide(): Record<string, number> {
   const r: Record<string, number> = {};
   r.doHypercall = nsPerOp(JS_ITERS, () => { doHypercall(h, nr); });
   // the reads handleExit does for an IO exit before dispatch
-  const run = hw.run;
+  const run = hw.runPage;
   r.ioExitDecode = nsPerOp(JS_ITERS, () => {
     const port = run.getUint16(8 + 2, true) + run.getUint8(8 + 1) + run.getUint32(8 + 4, true) + run.getUint8(8);
     if (port === -1) throw new Error();

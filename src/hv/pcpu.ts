@@ -7,10 +7,11 @@
 // loop, so nothing on the hot path waits for another thread.
 
 import { parentPort, receiveMessageOnPort, workerData, MessagePort } from 'node:worker_threads';
-import { Kvm, EXIT, EXIT_INTERRUPTED } from '../kvm/kvm.js';
+import { Kvm } from '../kvm/kvm.js';
+import type { VcpuExit } from '../accel/vcpu.js';
 import { SharedMemory } from '../kvm/memory.js';
 import { kick } from '../kvm/kick.js';
-import { RUN, RUN_IO, RUN_MSR, RUN_INTERNAL, RUN_EMULATION_FAILURE, KVM_EXIT_IO_OUT, KVM_INTERNAL_ERROR_EMULATION, EXIT_NAMES, REG } from '../kvm/abi.js';
+import { REG } from '../accel/vcpu.js';
 import { prepareVcpuThread, consumeKick, KickTimer } from '../kvm/kick.js';
 import { Domain, DomainSpec, VCpu } from './domain.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE } from './shared.js';
@@ -56,7 +57,6 @@ export interface PcpuInit {
 const IA32_TSC = 0x10;
 /** The debug console port (Xen's HVM debug port, as QEMU's debugcon). */
 const DEBUG_PORT = 0xe9;
-const MSR_ERROR_GP = 1;
 /** Families that change domain-wide state the home worker owns: a vCPU elsewhere has them done there. */
 const HOME_FAMILIES = new Set<number>([HYPERCALL.memory_op, HYPERCALL.grant_table_op, HYPERCALL.vm_assist, HYPERCALL.hvm_op]);
 const SCHEDOP_WATCHDOG = 6;
@@ -548,13 +548,13 @@ class Pcpu {
           continue;
         }
         if (this.injectInterrupt(v)) this.armWindowPoll(d.now());
-        const reason = hw.enter();
-        if (reason === EXIT_INTERRUPTED) {
+        const x = hw.run();
+        if (x.kind === 'interrupted') {
           consumeKick();
           if (this.serviceInterrupt(v, start)) break;
           continue;
         }
-        if (this.handleExit(v, h, reason)) break;
+        if (this.handleExit(v, h, x)) break;
         if (this.wokeDuringSlice && this.preemptForWoken(start, d.now())) break;
         if (this.timersDirty) {
           this.timersDirty = false;
@@ -691,39 +691,33 @@ class Pcpu {
   }
 
   /** Handles one exit; true when the vCPU leaves the pCPU. */
-  private handleExit(v: VCpu, h: Hcall, reason: number): boolean {
+  private handleExit(v: VCpu, h: Hcall, x: VcpuExit): boolean {
     const d = v.dom;
     const hw = v.hw;
-    const run = hw.run;
-    switch (reason) {
-      case EXIT.IO: {
-        const io = RUN.exit;
-        const port = run.getUint16(io + RUN_IO.port, true);
-        const size = run.getUint8(io + RUN_IO.size);
-        const count = run.getUint32(io + RUN_IO.count, true);
-        const out = run.getUint8(io + RUN_IO.direction) === KVM_EXIT_IO_OUT;
-        const off = Number(run.getBigUint64(io + RUN_IO.data_offset, true));
+    switch (x.kind) {
+      case 'io': {
+        const io = x.io;
         // Without a hypercall page the port is just an empty I/O port (handled below).
-        if (port === HYPERCALL_PORT && out && size === 4 && d.hypercallPageGfn >= 0) {
-          if (!beginHypercall(h, run.getUint32(off, true))) return endHypercall(h, -BigInt(EPERM));
-          if (!d.isHome && this.forHome(h)) return true;
-          const desched = endHypercall(h, runHypercall(h));
-          this.publishPhysmap(d);
-          return desched || d.stopping || v.blocked || !v.online;
+        if (io.port === HYPERCALL_PORT && io.out && io.size === 4 && d.hypercallPageGfn >= 0) {
+          const nr = new DataView(io.data.buffer, io.data.byteOffset + io.offset, 4).getUint32(0, true);
+          return this.hypercall(v, h, nr);
         }
-        if (port === DEBUG_PORT && out) {
-          emitConsoleBytes(d, 'debugport', hw.runBytes.subarray(off, off + size * count));
+        if (io.port === DEBUG_PORT && io.out) {
+          emitConsoleBytes(d, 'debugport', io.data.subarray(io.offset, io.offset + io.size * io.count));
           return false;
         }
-        if (!out) hw.runBytes.fill(port === DEBUG_PORT ? 0xe9 : 0xff, off, off + size * count);
+        if (!io.out) io.data.fill(io.port === DEBUG_PORT ? 0xe9 : 0xff, io.offset, io.offset + io.size * io.count);
         return false; // no device there: reads float high, writes vanish
       }
-      case EXIT.HLT: {
+      case 'hypercall':
+        // VMCALL/VMMCALL: the hypercall number is in RAX, as Xen's HVM hypercall path takes it.
+        return this.hypercall(v, h, Number(hw.reg(REG.rax) & 0xffffffffn));
+      case 'hlt': {
         // HLT with interrupts disabled takes the vCPU down (Xen's hvm_hlt);
         // with every vCPU down the domain powers off.
         if (!(hw.reg(REG.rflags) & 0x200n)) {
           this.vcpuDown(v);
-          if (d.vcpus.every((x) => !d.vcpuUp(x.id))) {
+          if (d.vcpus.every((y) => !d.vcpuUp(y.id))) {
             this.post({ type: 'log', level: 'info', text: `d${d.domid}: all vCPUs offline -- powering off` });
             this.shutdown(d, SHUTDOWN.poweroff);
           }
@@ -732,70 +726,85 @@ class Pcpu {
         blockVcpu(h);
         return true;
       }
-      case EXIT.IRQ_WINDOW_OPEN:
+      case 'irq-window':
+      case 'interrupted':
         return false;
-      case EXIT.MMIO: {
-        // struct kvm_run.mmio: phys_addr u64, data[8], len u32, is_write u8 (linux/kvm.h)
-        const m = RUN.exit;
-        const gpa = run.getBigUint64(m, true);
-        const len = run.getUint32(m + 16, true);
-        const isWrite = run.getUint8(m + 20) !== 0;
-        const off = v.lapic ? v.lapic.mmioOffset(gpa) : -1;
-        if (off >= 0 && len <= 4) {
-          if (isWrite) {
-            let val = 0;
-            for (let i = len - 1; i >= 0; i--) val = val * 256 + run.getUint8(m + 8 + i);
-            const ipi = v.lapic!.mmioWrite(off, len, val);
-            if (ipi) this.deliverIpi(v, ipi);
-            this.timersDirty = true;
-          } else {
-            const val = v.lapic!.mmioRead(off, len);
-            for (let i = 0; i < 8; i++) run.setUint8(m + 8 + i, i < len ? (val >>> (8 * i)) & 0xff : 0);
-          }
-          return false;
-        }
-        if (!isWrite) hw.runBytes.fill(0xff, m + 8, m + 16); // no device there: reads float high
+      case 'mmio':
+        this.mmio(v, x.mmio);
         return false;
-      }
-      case EXIT.X86_WRMSR: {
-        const idx = run.getUint32(RUN.exit + RUN_MSR.index, true);
-        const val = run.getBigUint64(RUN.exit + RUN_MSR.data, true);
-        if (v.lapic && Vlapic.handlesMsr(idx)) {
-          const r = v.lapic.wrmsr(idx, val);
-          run.setUint8(RUN.exit + RUN_MSR.error, r.gp ? MSR_ERROR_GP : 0);
-          if (r.ipi) this.deliverIpi(v, r.ipi);
-          this.timersDirty = true;
-          return false;
-        }
-        if (idx === XEN_HYPERCALL_MSR && this.writeHypercallPage(v, val)) run.setUint8(RUN.exit + RUN_MSR.error, 0);
-        else run.setUint8(RUN.exit + RUN_MSR.error, MSR_ERROR_GP);
+      case 'wrmsr':
+      case 'rdmsr':
+        this.msr(v, x);
         return false;
-      }
-      case EXIT.X86_RDMSR: {
-        const idx = run.getUint32(RUN.exit + RUN_MSR.index, true);
-        if (v.lapic && Vlapic.handlesMsr(idx)) {
-          const r = v.lapic.rdmsr(idx);
-          run.setBigUint64(RUN.exit + RUN_MSR.data, r.value, true);
-          run.setUint8(RUN.exit + RUN_MSR.error, r.gp ? MSR_ERROR_GP : 0);
-        } else if (idx === XEN_HYPERCALL_MSR) {
-          run.setBigUint64(RUN.exit + RUN_MSR.data, 0n, true);
-          run.setUint8(RUN.exit + RUN_MSR.error, 0);
-        } else run.setUint8(RUN.exit + RUN_MSR.error, MSR_ERROR_GP);
-        return false;
-      }
-      case EXIT.SHUTDOWN:
+      case 'shutdown':
         this.crash(d, `triple fault on vCPU ${v.id} at rip 0x${hw.rip.toString(16)}`);
         return true;
-      case EXIT.INTERNAL_ERROR:
-        this.crash(d, this.describeInternalError(v));
-        return true;
-      case EXIT.FAIL_ENTRY:
-        this.crash(d, `KVM could not enter vCPU ${v.id} (hardware reason 0x${run.getBigUint64(RUN.exit, true).toString(16)})`);
-        return true;
-      default:
-        this.crash(d, `unexpected KVM exit ${EXIT_NAMES[reason] ?? reason} on vCPU ${v.id} at rip 0x${hw.rip.toString(16)}`);
+      case 'failure':
+        this.crash(d, this.describeFailure(v, x));
         return true;
     }
+  }
+
+  /** A trapped hypercall (page stub or VMCALL): true when the vCPU leaves the pCPU. */
+  private hypercall(v: VCpu, h: Hcall, nr: number): boolean {
+    const d = v.dom;
+    if (!beginHypercall(h, nr)) return endHypercall(h, -BigInt(EPERM));
+    if (!d.isHome && this.forHome(h)) return true;
+    const desched = endHypercall(h, runHypercall(h));
+    this.publishPhysmap(d);
+    return desched || d.stopping || v.blocked || !v.online;
+  }
+
+  /**
+   * An access to guest-physical memory that is not RAM: the local APIC's page,
+   * else nothing (reads float high). Called from the exit (KVM) or during the
+   * access itself (the software CPU), with the same data buffer either way.
+   */
+  mmio(v: VCpu, m: VcpuExit['mmio']): void {
+    const off = v.lapic ? v.lapic.mmioOffset(m.gpa) : -1;
+    const data = m.data;
+    if (off >= 0 && m.len <= 4) {
+      if (m.write) {
+        let val = 0;
+        for (let i = m.len - 1; i >= 0; i--) val = val * 256 + data[i]!;
+        const ipi = v.lapic!.mmioWrite(off, m.len, val);
+        if (ipi) this.deliverIpi(v, ipi);
+        this.timersDirty = true;
+      } else {
+        const val = v.lapic!.mmioRead(off, m.len);
+        for (let i = 0; i < 8; i++) data[i] = i < m.len ? (val >>> (8 * i)) & 0xff : 0;
+      }
+      return;
+    }
+    if (!m.write) data.fill(0xff); // no device there: reads float high
+  }
+
+  /** RDMSR/WRMSR the CPU let us see: the local APIC's, the hypercall page's; the rest #GP. */
+  private msr(v: VCpu, x: VcpuExit): void {
+    const m = x.msr;
+    const idx = m.index;
+    if (v.lapic && Vlapic.handlesMsr(idx)) {
+      if (x.kind === 'wrmsr') {
+        const r = v.lapic.wrmsr(idx, m.value);
+        m.error = r.gp;
+        if (r.ipi) this.deliverIpi(v, r.ipi);
+        this.timersDirty = true;
+      } else {
+        const r = v.lapic.rdmsr(idx);
+        m.value = r.value;
+        m.error = r.gp;
+      }
+      return;
+    }
+    if (idx === XEN_HYPERCALL_MSR) {
+      if (x.kind === 'wrmsr') m.error = !this.writeHypercallPage(v, m.value);
+      else {
+        m.value = 0n;
+        m.error = false;
+      }
+      return;
+    }
+    m.error = true;
   }
 
   // --- vCPUs of one domain on several workers ---------------------------------
@@ -868,30 +877,20 @@ class Pcpu {
     return true;
   }
 
-  private describeInternalError(v: VCpu): string {
-    const run = v.hw.run;
-    const base = RUN.exit;
-    const sub = run.getUint32(base + RUN_INTERNAL.suberror, true);
+  private describeFailure(v: VCpu, x: VcpuExit): string {
     const rip = v.hw.rip;
-    if (sub === KVM_INTERNAL_ERROR_EMULATION) {
-      let bytes: string;
-      const flags = run.getBigUint64(base + RUN_EMULATION_FAILURE.flags, true);
-      if (flags & 1n) {
-        const n = Math.min(15, run.getUint8(base + RUN_EMULATION_FAILURE.insn_size));
-        bytes = Array.from(v.hw.runBytes.subarray(base + RUN_EMULATION_FAILURE.insn_bytes, base + RUN_EMULATION_FAILURE.insn_bytes + n), (b) => b.toString(16).padStart(2, '0')).join(' ');
-      } else {
-        try {
-          const d = v.dom;
-          d.access.setContext({ cr0: v.hw.cr0, cr3: v.hw.cr3, cr4: v.hw.cr4, efer: v.hw.efer });
-          const cs = BigInt(v.hw.segment('cs').base);
-          bytes = Array.from(d.access.read(cs + rip, 15), (b) => b.toString(16).padStart(2, '0')).join(' ');
-        } catch {
-          bytes = '(unreadable)';
-        }
+    let bytes = x.insnBytes;
+    if (!bytes) {
+      try {
+        const d = v.dom;
+        d.access.setContext({ cr0: v.hw.cr0, cr3: v.hw.cr3, cr4: v.hw.cr4, efer: v.hw.efer });
+        bytes = d.access.read(BigInt(v.hw.segment('cs').base) + rip, 15);
+      } catch {
+        bytes = null;
       }
-      return `KVM could not emulate an instruction (a limitation of this host's KVM) on vCPU ${v.id} at rip 0x${rip.toString(16)}, CPL ${v.hw.cpl}: bytes ${bytes}`;
     }
-    return `KVM internal error, suberror ${sub}, on vCPU ${v.id} at rip 0x${rip.toString(16)}`;
+    const hex = bytes ? Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join(' ') : '(unreadable)';
+    return `${x.detail} on vCPU ${v.id} at rip 0x${rip.toString(16)}, CPL ${v.hw.cpl}: bytes ${hex}`;
   }
 }
 

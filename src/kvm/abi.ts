@@ -126,12 +126,8 @@ export const RUN_SYSTEM_EVENT = { type: 0, ndata: 4, data: 8 } as const;
 export const SYNC = { regs: 0, sregs: 144, events: 456 } as const;
 
 /** struct kvm_regs (asm/kvm.h): 18 u64 in this order, 144 bytes. */
-export const REG = {
-  rax: 0, rbx: 1, rcx: 2, rdx: 3, rsi: 4, rdi: 5, rsp: 6, rbp: 7,
-  r8: 8, r9: 9, r10: 10, r11: 11, r12: 12, r13: 13, r14: 14, r15: 15,
-  rip: 16, rflags: 17,
-} as const;
-export type RegName = keyof typeof REG;
+// struct kvm_regs order (asm/kvm.h): the accelerator interface uses the same indices.
+export { REG, type RegName } from '../accel/vcpu.js';
 export const KVM_REGS_SIZE = 144;
 
 /** struct kvm_sregs (asm/kvm.h), 312 bytes. */
@@ -142,7 +138,7 @@ export const SREGS = {
   interrupt_bitmap: 280,
 } as const;
 export const KVM_SREGS_SIZE = 312;
-export type SegName = 'cs' | 'ds' | 'es' | 'fs' | 'gs' | 'ss' | 'tr' | 'ldt';
+export type { SegName } from '../accel/vcpu.js';
 
 /** struct kvm_segment (asm/kvm.h), 24 bytes. */
 export const SEG = {

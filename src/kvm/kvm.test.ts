@@ -29,11 +29,11 @@ test('a 32-bit guest writes to port 0xE9 and its registers come back through the
   try {
     assert.equal(t.vcpu.enter(), EXIT.IO);
     const io = RUN.exit;
-    assert.equal(t.vcpu.run.getUint16(io + RUN_IO.port, true), 0xe9);
-    const off = Number(t.vcpu.run.getBigUint64(io + RUN_IO.data_offset, true));
+    assert.equal(t.vcpu.runPage.getUint16(io + RUN_IO.port, true), 0xe9);
+    const off = Number(t.vcpu.runPage.getBigUint64(io + RUN_IO.data_offset, true));
     assert.equal(t.vcpu.runBytes[off], 0x58);
     assert.equal(t.vcpu.enter(), EXIT.IO);
-    assert.equal(t.vcpu.run.getUint16(io + RUN_IO.port, true), 0x88);
+    assert.equal(t.vcpu.runPage.getUint16(io + RUN_IO.port, true), 0x88);
     assert.equal(t.vcpu.reg(REG.rax) & 0xffffffffn, 0x1234n);
     assert.equal(t.vcpu.cpl, 0);
     // a register written back through the sync area reaches the guest

@@ -10,36 +10,17 @@ import {
   KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SIGNAL_MASK, KVM_SET_SREGS, KVM_SET_USER_MEMORY_REGION,
   KVM_SREGS_SIZE, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS, KVM_X86_SET_MSR_FILTER, MEMREGION_SIZE,
   MSR_ENTRY_SIZE, MSR_FILTER_SIZE, KVM_MSR_FILTER_MAX_RANGES, REG, RUN, SEG, SegName, SREGS, SYNC,
-  KVM_GET_MSRS,
+  KVM_GET_MSRS, RUN_IO, RUN_MSR, RUN_INTERNAL, RUN_EMULATION_FAILURE, KVM_EXIT_IO_OUT, KVM_INTERNAL_ERROR_EMULATION,
+  EXIT_NAMES,
 } from './abi.js';
+import { VcpuExit, type AccelVcpu, type CpuidEntry, type GuestMemorySlots, type InitialState, type Segment } from '../accel/vcpu.js';
+
+export type { CpuidEntry, Segment };
 
 export class KvmError extends Error {}
 
 const EINTR = 4;
 const EAGAIN = 11;
-
-export interface CpuidEntry {
-  function: number;
-  index: number;
-  flags: number;
-  eax: number;
-  ebx: number;
-  ecx: number;
-  edx: number;
-}
-
-export interface Segment {
-  base: number;
-  limit: number;
-  selector: number;
-  type: number;
-  present: number;
-  dpl: number;
-  db: number;
-  s: number;
-  l: number;
-  g: number;
-}
 
 /** Capabilities every xenode VM needs; probing names the ones a host lacks. */
 export const REQUIRED_CAPS: CapName[] = ['USER_MEMORY', 'SYNC_REGS', 'X86_USER_SPACE_MSR', 'X86_MSR_FILTER', 'EXT_CPUID', 'IMMEDIATE_EXIT', 'GET_TSC_KHZ'];
@@ -135,7 +116,7 @@ export interface MsrFilterRange {
   bitmap: Uint8Array;
 }
 
-export class Vm {
+export class Vm implements GuestMemorySlots {
   private closed = false;
 
   /** Forgets the fd without closing it (another thread owns it now). */
@@ -213,10 +194,12 @@ export const EXIT_INTERRUPTED = -1;
  * the general and special registers are in the sync-regs area, and writes made
  * through setReg/sregs setters are handed back to KVM on the next entry.
  */
-export class Vcpu {
+export class Vcpu implements AccelVcpu {
+  readonly accel = 'kvm' as const;
+  readonly exit = new VcpuExit();
   private mapping: unknown;
   /** The kvm_run page. */
-  readonly run: DataView;
+  readonly runPage: DataView;
   readonly runBytes: Uint8Array;
   /** kvm_sync_regs.regs as 18 u64 (REG order). */
   private readonly regs: BigUint64Array;
@@ -233,11 +216,15 @@ export class Vcpu {
     }
     this.mapping = p;
     const ab = libc.view(p, size);
-    this.run = new DataView(ab);
+    this.runPage = new DataView(ab);
     this.runBytes = new Uint8Array(ab);
     this.regs = new BigUint64Array(ab, RUN.sync_regs + SYNC.regs, 18);
-    this.run.setBigUint64(RUN.kvm_valid_regs, BigInt(KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS), true);
+    this.runPage.setBigUint64(RUN.kvm_valid_regs, BigInt(KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS), true);
+    // Port I/O data lives in the kvm_run page; an MMIO exit's data at mmio.data (linux/kvm.h).
+    this.exit.io.data = this.runBytes;
+    this.exit.mmio.data = this.runBytes.subarray(RUN.exit + 8, RUN.exit + 16);
   }
+
 
   /**
    * Enters the guest until the next exit. Returns the exit reason, or
@@ -245,7 +232,7 @@ export class Vcpu {
    * EINTR. Registers read/written through this object are synced around it.
    */
   enter(): number {
-    const run = this.run;
+    const run = this.runPage;
     if (this.dirty) {
       run.setBigUint64(RUN.kvm_dirty_regs, BigInt(this.dirty), true);
       this.dirty = 0;
@@ -259,20 +246,87 @@ export class Vcpu {
     return run.getUint32(RUN.exit_reason, true);
   }
 
+  /** Runs until the next exit, completing the last one first (an MSR's answer), and decodes it. */
+  run(): VcpuExit {
+    const x = this.exit;
+    const run = this.runPage;
+    if (x.kind === 'rdmsr' || x.kind === 'wrmsr') {
+      run.setUint8(RUN.exit + RUN_MSR.error, x.msr.error ? 1 : 0);
+      if (x.kind === 'rdmsr') run.setBigUint64(RUN.exit + RUN_MSR.data, x.msr.value, true);
+    }
+    const reason = this.enter();
+    x.insnBytes = null;
+    x.hostLimitation = false;
+    switch (reason) {
+      case EXIT_INTERRUPTED: x.kind = 'interrupted'; break;
+      case EXIT.IO: {
+        const io = x.io;
+        io.port = run.getUint16(RUN.exit + RUN_IO.port, true);
+        io.size = run.getUint8(RUN.exit + RUN_IO.size);
+        io.count = run.getUint32(RUN.exit + RUN_IO.count, true);
+        io.out = run.getUint8(RUN.exit + RUN_IO.direction) === KVM_EXIT_IO_OUT;
+        io.offset = Number(run.getBigUint64(RUN.exit + RUN_IO.data_offset, true));
+        x.kind = 'io';
+        break;
+      }
+      case EXIT.MMIO: {
+        // struct kvm_run.mmio: phys_addr u64, data[8], len u32, is_write u8 (linux/kvm.h)
+        const m = x.mmio;
+        m.gpa = run.getBigUint64(RUN.exit, true);
+        m.len = run.getUint32(RUN.exit + 16, true);
+        m.write = run.getUint8(RUN.exit + 20) !== 0;
+        x.kind = 'mmio';
+        break;
+      }
+      case EXIT.X86_RDMSR:
+      case EXIT.X86_WRMSR:
+        x.kind = reason === EXIT.X86_RDMSR ? 'rdmsr' : 'wrmsr';
+        x.msr.index = run.getUint32(RUN.exit + RUN_MSR.index, true);
+        x.msr.value = reason === EXIT.X86_WRMSR ? run.getBigUint64(RUN.exit + RUN_MSR.data, true) : 0n;
+        x.msr.error = false;
+        break;
+      case EXIT.HLT: x.kind = 'hlt'; break;
+      case EXIT.IRQ_WINDOW_OPEN: x.kind = 'irq-window'; break;
+      case EXIT.SHUTDOWN: x.kind = 'shutdown'; break;
+      case EXIT.INTERNAL_ERROR: {
+        x.kind = 'failure';
+        const sub = run.getUint32(RUN.exit + RUN_INTERNAL.suberror, true);
+        if (sub === KVM_INTERNAL_ERROR_EMULATION) {
+          x.detail = "KVM could not emulate an instruction (a limitation of this host's KVM)";
+          x.hostLimitation = true;
+          if (run.getBigUint64(RUN.exit + RUN_EMULATION_FAILURE.flags, true) & 1n) {
+            const n = Math.min(15, run.getUint8(RUN.exit + RUN_EMULATION_FAILURE.insn_size));
+            const at = RUN.exit + RUN_EMULATION_FAILURE.insn_bytes;
+            x.insnBytes = this.runBytes.slice(at, at + n);
+          }
+        } else x.detail = `KVM internal error, suberror ${sub}`;
+        break;
+      }
+      case EXIT.FAIL_ENTRY:
+        x.kind = 'failure';
+        x.detail = `KVM could not enter the vCPU (hardware reason 0x${run.getBigUint64(RUN.exit, true).toString(16)})`;
+        break;
+      default:
+        x.kind = 'failure';
+        x.detail = `unexpected KVM exit ${EXIT_NAMES[reason] ?? reason}`;
+    }
+    return x;
+  }
+
   get exitReason(): number {
-    return this.run.getUint32(RUN.exit_reason, true);
+    return this.runPage.getUint32(RUN.exit_reason, true);
   }
 
   get readyForInterruptInjection(): boolean {
-    return this.run.getUint8(RUN.ready_for_interrupt_injection) !== 0;
+    return this.runPage.getUint8(RUN.ready_for_interrupt_injection) !== 0;
   }
 
   get ifFlag(): boolean {
-    return this.run.getUint8(RUN.if_flag) !== 0;
+    return this.runPage.getUint8(RUN.if_flag) !== 0;
   }
 
   set requestInterruptWindow(v: boolean) {
-    this.run.setUint8(RUN.request_interrupt_window, v ? 1 : 0);
+    this.runPage.setUint8(RUN.request_interrupt_window, v ? 1 : 0);
   }
 
   // --- general registers, through the sync area ---
@@ -295,11 +349,11 @@ export class Vcpu {
 
   // --- special registers, through the sync area ---
   sreg64(off: number): bigint {
-    return this.run.getBigUint64(this.sregsBase + off, true);
+    return this.runPage.getBigUint64(this.sregsBase + off, true);
   }
 
   setSreg64(off: number, v: bigint): void {
-    this.run.setBigUint64(this.sregsBase + off, v, true);
+    this.runPage.setBigUint64(this.sregsBase + off, v, true);
     this.dirty |= KVM_SYNC_X86_SREGS;
   }
 
@@ -321,7 +375,7 @@ export class Vcpu {
 
   segment(name: SegName): Segment {
     const o = this.sregsBase + SREGS[name];
-    const d = this.run;
+    const d = this.runPage;
     return {
       base: Number(d.getBigUint64(o + SEG.base, true)),
       limit: d.getUint32(o + SEG.limit, true),
@@ -338,12 +392,12 @@ export class Vcpu {
 
   /** Current privilege level (from SS.DPL, which is the CPL on x86; CS.DPL differs for conforming code). */
   get cpl(): number {
-    return this.run.getUint8(this.sregsBase + SREGS.ss + SEG.dpl);
+    return this.runPage.getUint8(this.sregsBase + SREGS.ss + SEG.dpl);
   }
 
   /** True when CS is a 64-bit code segment (long mode active). */
   get longMode64(): boolean {
-    return this.run.getUint8(this.sregsBase + SREGS.cs + SEG.l) !== 0;
+    return this.runPage.getUint8(this.sregsBase + SREGS.cs + SEG.l) !== 0;
   }
 
   // --- ioctl-based accessors (outside the exit path) ---
@@ -373,7 +427,7 @@ export class Vcpu {
    * with the given segments and control registers. Clears the sync-area dirty
    * bits so a stale sync area is not written back over it.
    */
-  setInitialState(st: { regs: Partial<Record<keyof typeof REG, bigint>>; segs: Partial<Record<SegName, Segment>>; gdt?: { base: number; limit: number }; idt?: { base: number; limit: number }; cr0: number; cr3?: number; cr4: number; efer: number }): void {
+  setInitialState(st: InitialState): void {
     const sb = this.getSregs();
     const sd = new DataView(sb.buffer);
     for (const [name, s] of Object.entries(st.segs) as [SegName, Segment][]) {
@@ -408,7 +462,7 @@ export class Vcpu {
     for (const [k, v] of Object.entries(st.regs)) rd.setBigUint64(REG[k as keyof typeof REG] * 8, BigInt.asUintN(64, v!), true);
     this.setRegs(rb);
     this.dirty = 0;
-    this.run.setBigUint64(RUN.kvm_dirty_regs, 0n, true);
+    this.runPage.setBigUint64(RUN.kvm_dirty_regs, 0n, true);
   }
 
   setCpuid(entries: CpuidEntry[]): void {

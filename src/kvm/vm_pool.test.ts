@@ -36,8 +36,8 @@ test('a VM from the pool comes with the recipe applied: the filtered MSR exits t
       const vcpu = vm.createVcpu(0);
       flat32AtPage1(kvm, vcpu);
       assert.equal(vcpu.enter(), EXIT.X86_RDMSR);
-      assert.equal(vcpu.run.getUint32(RUN.exit + RUN_MSR.index, true), TRAPPED_MSR);
-      assert.equal(vcpu.run.getUint32(RUN.exit + RUN_MSR.reason, true), KVM_MSR_EXIT_REASON_FILTER);
+      assert.equal(vcpu.runPage.getUint32(RUN.exit + RUN_MSR.index, true), TRAPPED_MSR);
+      assert.equal(vcpu.runPage.getUint32(RUN.exit + RUN_MSR.reason, true), KVM_MSR_EXIT_REASON_FILTER);
       vcpu.close();
     } finally {
       vm.close();
