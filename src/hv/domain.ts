@@ -4,6 +4,9 @@
 // in its DomainShared; the rest is owned by this thread.
 
 import { Kvm, Vm, Vcpu as KvmVcpu } from '../kvm/kvm.js';
+import { TcgVm } from '../tcg/vm.js';
+import { TcgVcpu, type TcgVcpuOptions } from '../tcg/vcpu.js';
+import type { AccelVcpu, CpuidEntry, GuestMemorySlots, InitialState, VcpuExit } from '../accel/vcpu.js';
 import { SharedMemory } from '../kvm/memory.js';
 import { Physmap, PhysmapLayout } from './physmap.js';
 import { GuestAccess } from './guest_access.js';
@@ -39,6 +42,20 @@ export interface DomainSpec {
   memoryMap: Uint8Array;
   /** The pCPU worker each vCPU runs on; vCPU 0's is the domain's home. */
   placement: number[];
+  /** Which CPU runs the domain's vCPUs. */
+  accel: 'kvm' | 'tcg';
+  /**
+   * The software CPU's vCPUs are made by the worker that runs them: vCPU 0's
+   * entry state, every vCPU's CPUID table (KVM's are set in the vCPU fds).
+   */
+  tcg?: { entry: InitialState & { msrs: { index: number; value: bigint }[] }; cpuid: CpuidEntry[][] };
+}
+
+/** What a worker lends a domain's software-CPU vCPUs: its kicker, and where their MMIO accesses go. */
+export interface TcgHost {
+  kicker: TcgVcpuOptions['kicker'];
+  mmio(v: VCpu, m: VcpuExit['mmio']): void;
+  msrExits(index: number): boolean;
 }
 
 export interface VcpuTimer {
@@ -75,7 +92,7 @@ export class VCpu {
    * `local`: this worker runs the vCPU. A domain's vCPUs may be spread over
    * workers; each worker holds the whole domain but runs only its local ones.
    */
-  constructor(readonly dom: Domain, readonly id: number, readonly hw: KvmVcpu, readonly local = true) {
+  constructor(readonly dom: Domain, readonly id: number, readonly hw: AccelVcpu, readonly local = true) {
     this.online = id === 0 && local;
     this.runstateState = this.online ? RUNSTATE.runnable : RUNSTATE.offline;
     this.lapic = local && dom.shared ? new Vlapic({
@@ -132,7 +149,8 @@ export class Domain {
   readonly domid: number;
   readonly name: string;
   readonly shared: DomainShared;
-  readonly vm: Vm;
+  /** Where guest memory is mapped for the CPU: the KVM VM, or the software CPU's address space. */
+  readonly vm: GuestMemorySlots & { close(): void };
   readonly mem: SharedMemory;
   readonly physmap: Physmap;
   readonly access: GuestAccess;
@@ -167,23 +185,48 @@ export class Domain {
   readonly handle: Uint8Array;
   readonly builderMemoryMap: Uint8Array;
 
-  constructor(kvm: Kvm, spec: DomainSpec, readonly host: HostShared, pcpu = spec.placement[0]!) {
+  constructor(kvm: Kvm | null, spec: DomainSpec, readonly host: HostShared, pcpu = spec.placement[0]!, tcgHost?: TcgHost) {
     this.domid = spec.domid;
     this.name = spec.name;
     this.shared = new DomainShared(spec.sharedSab);
     this.virqs = this.shared.virqs;
     this.isHome = spec.placement[0] === pcpu;
     this.replicas = [...new Set(spec.placement)].filter((p) => p !== spec.placement[0]);
-    this.vm = new Vm(kvm, spec.vmFd);
     this.physmap = new Physmap(spec.layout);
     this.mem = SharedMemory.attach(spec.memFd, this.physmap.bytes);
-    // KVM's memory slots are the VM's: only the home worker changes them; the others follow its map.
-    if (this.isHome) this.physmap.attach(this.vm, this.mem.address, kvm.checkExtension('NR_MEMSLOTS') || Infinity);
+    if (spec.accel === 'tcg') {
+      this.vm = new TcgVm(spec.tscKhz, spec.timeBase.bootNs);
+      this.physmap.attach(this.vm, this.mem.address);
+    } else {
+      if (!kvm) throw new Error('a KVM domain on a worker without /dev/kvm');
+      this.vm = new Vm(kvm, spec.vmFd);
+      // KVM's memory slots are the VM's: only the home worker changes them; the others follow its map.
+      if (this.isHome) this.physmap.attach(this.vm, this.mem.address, kvm.checkExtension('NR_MEMSLOTS') || Infinity);
+    }
     this.access = new GuestAccess(this.mem.bytes, this.physmap);
     this.timeBase = spec.timeBase;
     this.tscKhz = spec.tscKhz;
     this.scale = tscScale(spec.tscKhz);
-    this.vcpus = spec.vcpuFds.map((fd, i) => new VCpu(this, i, new KvmVcpu(this.vm, fd, i), spec.placement[i] === pcpu));
+    if (spec.accel === 'tcg') {
+      // All of a software-CPU domain's vCPUs run on its home worker: the engines' locked
+      // instructions are atomic only against each other on one thread, not across threads.
+      if (!tcgHost || !spec.tcg) throw new Error('a software-CPU domain without its worker\'s kicker or entry state');
+      const vm = this.vm as TcgVm;
+      this.vcpus = spec.placement.map((_, i) => {
+        let self: VCpu | null = null;
+        const hw = new TcgVcpu(i, vm, { kicker: tcgHost.kicker, msrExits: tcgHost.msrExits, onMmio: (m) => tcgHost.mmio(self!, m) });
+        hw.setCpuid(spec.tcg!.cpuid[i]!);
+        if (i === 0) {
+          hw.setInitialState(spec.tcg!.entry);
+          hw.setMsrs(spec.tcg!.entry.msrs);
+        }
+        self = new VCpu(this, i, hw, true);
+        return self;
+      });
+    } else {
+      const vm = this.vm as Vm;
+      this.vcpus = spec.vcpuFds.map((fd, i) => new VCpu(this, i, new KvmVcpu(vm, fd, i), spec.placement[i] === pcpu));
+    }
     for (const [k, v] of Object.entries(spec.params)) this.params.set(Number(k), v);
     this.grant = new GrantTable(this, spec.layout.maxGrantFrames);
     this.evtchn = { shared: this.shared, mem: this.mem.bytes };
@@ -292,7 +335,7 @@ export class Domain {
       if (v.local) v.hw.close();
       else v.hw.release();
     }
-    if (this.isHome) this.vm.close();
+    if (this.isHome || this.vm instanceof TcgVm) this.vm.close();
     this.mem.close();
   }
 }

@@ -17,6 +17,9 @@ import { kick } from '../kvm/kick.js';
 import { Physmap } from './physmap.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE, DOM0_DOORBELL } from './shared.js';
 import { xenCpuid, XEN_HYPERCALL_MSR } from './x86/cpuid.js';
+import { chooseAccel, type AccelChoice, type AccelMode } from './accel.js';
+import { tcgSupportedCpuid } from '../tcg/cpuid.js';
+import type { CpuidEntry, InitialState } from '../accel/vcpu.js';
 import { localTimeBase, systemTimeNs } from './time.js';
 import * as core from './evtchn_core.js';
 import type { DomainSpec } from './domain.js';
@@ -120,9 +123,13 @@ const DOM0_LAYOUT = {
 /** Pool pages beyond maxmem, so a guest can repopulate frames it gave back while shared_info or grant frames sit over RAM. */
 const POOL_SLACK_PAGES = 64;
 
+/** The TSC rate software-CPU guests see when no KVM reports the host's (a round 2 GHz). */
+const TCG_TSC_KHZ = 2_000_000;
+
 export class Hypervisor extends EventEmitter<HypervisorEvents> {
-  readonly kvm: Kvm;
-  private readonly vmPool: VmPool;
+  /** /dev/kvm, when the domains run on KVM. */
+  readonly kvm: Kvm | null;
+  private readonly vmPool: VmPool | null;
   readonly host = new HostShared();
   readonly timeBase = localTimeBase;
   readonly workers: Worker[] = [];
@@ -130,6 +137,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   private readonly domains = new Map<number, DomainRecord>();
   /** vCPUs of domains being built, held here until a worker adopts them. */
   private readonly pendingVcpus = new Map<number, Vcpu[]>();
+  /** Software-CPU domains being built: each vCPU's CPUID and vCPU 0's entry state, made into engines by the worker. */
+  private readonly pendingTcg = new Map<number, { cpuid: CpuidEntry[][]; entry: (InitialState & { msrs: { index: number; value: bigint }[] }) | null }>();
   private nextDomid = 1;
   /** the TSC rate guests see (Xen's cpu_khz in physinfo) */
   readonly tscKhz: number;
@@ -144,17 +153,23 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   private stopping = false;
   readonly evtchnHost: core.EvtchnHost;
 
-  private constructor(readonly nrPcpus: number, readonly sliceNs: number, vmPool: number) {
+  private constructor(readonly nrPcpus: number, readonly sliceNs: number, vmPool: number, readonly accel: AccelChoice) {
     super();
-    this.kvm = Kvm.open();
-    this.kvm.requireCapabilities();
-    this.vmPool = new VmPool(this.kvm, XEN_VM_RECIPE, vmPool);
-    // the TSC rate guests see (KVM_GET_TSC_KHZ on a throw-away vCPU)
-    const vm = this.kvm.createVm();
-    const v = vm.createVcpu(0);
-    this.tscKhz = v.tscKhz;
-    v.close();
-    vm.close();
+    if (accel.accel === 'kvm') {
+      this.kvm = Kvm.open();
+      this.kvm.requireCapabilities();
+      this.vmPool = new VmPool(this.kvm, XEN_VM_RECIPE, vmPool);
+      // the TSC rate guests see (KVM_GET_TSC_KHZ on a throw-away vCPU)
+      const vm = this.kvm.createVm();
+      const v = vm.createVcpu(0);
+      this.tscKhz = v.tscKhz;
+      v.close();
+      vm.close();
+    } else {
+      this.kvm = null;
+      this.vmPool = null;
+      this.tscKhz = TCG_TSC_KHZ;
+    }
     this.dom0Shared.set('sharedInfoOffset', 0);
     this.dom0Shared.set('isPrivileged', 1);
     this.evtchnHost = {
@@ -177,9 +192,9 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
    * `vmPool` VMs are kept made ahead by a helper thread (a host daemon
    * creating domains on demand wants 2; a one-guest run wants none).
    */
-  static async start(opts: { pcpus?: number; sliceMs?: number; vmPool?: number } = {}): Promise<Hypervisor> {
+  static async start(opts: { pcpus?: number; sliceMs?: number; vmPool?: number; accel?: AccelMode } = {}): Promise<Hypervisor> {
     const n = Math.max(1, Math.min(opts.pcpus ?? os.availableParallelism(), 64));
-    const hv = new Hypervisor(n, (opts.sliceMs ?? 10) * 1e6, opts.vmPool ?? 0);
+    const hv = new Hypervisor(n, (opts.sliceMs ?? 10) * 1e6, opts.vmPool ?? 0, chooseAccel(opts.accel ?? 'auto'));
     await Promise.all(Array.from({ length: n }, (_, i) => hv.spawn(i)));
     hv.watchDom0();
     return hv;
@@ -189,7 +204,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const w = new Worker(new URL('./pcpu.js', import.meta.url), {
       workerData: {
         kind: 'pcpu',
-        init: { pcpu, hostSab: this.host.sab, dom0Sab: this.dom0Shared.sab, dom0Mem: this.dom0Mem, timeBase: this.timeBase, sliceNs: this.sliceNs },
+        init: { pcpu, hostSab: this.host.sab, dom0Sab: this.dom0Shared.sab, dom0Mem: this.dom0Mem, timeBase: this.timeBase, sliceNs: this.sliceNs, kvm: this.kvm !== null },
       },
     });
     this.workers[pcpu] = w;
@@ -292,7 +307,10 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const mem = SharedMemory.create(`xenode-d${domid}`, physmap.bytes);
     let vm: Vm | null = null;
     const vcpus: Vcpu[] = [];
-    try {
+    if (!this.kvm || !this.vmPool) {
+      const host = tcgSupportedCpuid();
+      this.pendingTcg.set(domid, { cpuid: Array.from({ length: o.vcpus }, (_, i) => xenCpuid(host, { domid, vcpuId: i, tscKhz: this.tscKhz })), entry: null });
+    } else try {
       vm = this.vmPool.take();
       const host = this.kvm.supportedCpuid();
       for (let i = 0; i < o.vcpus; i++) {
@@ -312,15 +330,22 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     shared.set('isConsole', o.isConsole ? 1 : 0);
     shared.set('sharedInfoOffset', physmap.sharedInfoPage * PAGE_SIZE);
     shared.setVcpu(0, 'state', RUNSTATE.runnable);
-    const rec: DomainRecord = { domid, name: o.name, shared, mem, evtchn: { shared, mem: mem.bytes }, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, vm, vcpuFds: vcpus.map((v) => v.fd) };
+    const rec: DomainRecord = { domid, name: o.name, shared, mem, evtchn: { shared, mem: mem.bytes }, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, vm: vm ?? undefined, vcpuFds: vcpus.map((v) => v.fd) };
     this.domains.set(domid, rec);
     this.host.setDomainExists(domid, true);
-    this.pendingVcpus.set(domid, vcpus);
+    if (vm) this.pendingVcpus.set(domid, vcpus);
     return { domid, name: o.name, physmap, mem, shared, params: {}, maxPages, options: o };
   }
 
   /** Sets vCPU `id`'s initial register state (the builder's job before unpause). */
   setVcpuContext(domid: number, id: number, st: PvhEntryState): void {
+    const t = this.pendingTcg.get(domid);
+    if (t) {
+      // The software CPU's vCPUs start with vCPU 0's entry; the others are brought up by VCPUOP_initialise.
+      if (id !== 0) throw new Error(`d${domid}: only vCPU 0 has an entry state before start`);
+      t.entry = { regs: st.regs, segs: st.segs, gdt: st.gdt, idt: st.idt, cr0: st.cr0, cr3: st.cr3, cr4: st.cr4, efer: st.efer, msrs: st.msrs };
+      return;
+    }
     const v = this.pendingVcpus.get(domid)?.[id];
     if (!v) throw new Error(`d${domid}: no vCPU ${id} being built`);
     v.setInitialState({ regs: st.regs, segs: st.segs, gdt: st.gdt, idt: st.idt, cr0: st.cr0, cr3: st.cr3, cr4: st.cr4, efer: st.efer });
@@ -335,12 +360,15 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   startDomain(b: DomainBuild, memoryMap: Uint8Array, start: { paused?: boolean } = {}): void {
     const rec = this.domains.get(b.domid);
     const vcpus = this.pendingVcpus.get(b.domid);
-    if (!rec || !vcpus) throw new Error(`d${b.domid} is not being built`);
+    const tcg = this.pendingTcg.get(b.domid);
+    if (!rec || (!vcpus && !tcg)) throw new Error(`d${b.domid} is not being built`);
+    if (tcg && !tcg.entry) throw new Error(`d${b.domid}: vCPU 0 has no entry state`);
     this.pendingVcpus.delete(b.domid);
-    for (const v of vcpus) v.release();
-    rec.vm!.release();
+    this.pendingTcg.delete(b.domid);
+    for (const v of vcpus ?? []) v.release();
+    rec.vm?.release();
     rec.memoryMap = memoryMap;
-    const placement = this.place(rec.shared.nrVcpus);
+    const placement = this.place(rec.shared.nrVcpus, tcg !== undefined);
     const pcpu = placement[0]!;
     rec.pcpu = pcpu;
     rec.placement = placement;
@@ -348,7 +376,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     rec.releasing = rec.hosts.length;
     const o = b.options;
     const spec: DomainSpec = {
-      domid: b.domid, name: b.name, vmFd: rec.vm!.fd, memFd: b.mem.fd, layout: b.physmap.layout, vcpuFds: rec.vcpuFds,
+      domid: b.domid, name: b.name, vmFd: rec.vm?.fd ?? -1, memFd: b.mem.fd, layout: b.physmap.layout, vcpuFds: rec.vcpuFds,
+      accel: tcg ? 'tcg' : 'kvm', tcg: tcg ? { entry: tcg.entry!, cpuid: tcg.cpuid } : undefined,
       sharedSab: b.shared.sab, params: b.params,
       maxPages: b.maxPages, totPages: b.physmap.layout.ramPages,
       timeBase: this.timeBase, tscKhz: this.tscKhz, handle: o.uuid ?? new Uint8Array(16), memoryMap, placement,
@@ -369,10 +398,16 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
    * vCPUs already placed, this domain's included), so a domain's vCPUs run in
    * parallel when there are workers for them.
    */
-  private place(nrVcpus: number): number[] {
+  private place(nrVcpus: number, oneWorker = false): number[] {
     const load = new Array<number>(this.nrPcpus).fill(0);
     for (const r of this.domains.values()) for (const p of r.placement) load[p]!++;
     const out: number[] = [];
+    if (oneWorker) {
+      // A software-CPU domain's vCPUs share one worker (see Domain: locked instructions are atomic only there).
+      let best = 0;
+      for (let i = 1; i < load.length; i++) if (load[i]! < load[best]!) best = i;
+      return new Array<number>(nrVcpus).fill(best);
+    }
     for (let v = 0; v < nrVcpus; v++) {
       let best = 0;
       for (let i = 1; i < load.length; i++) if (load[i]! < load[best]!) best = i;
@@ -609,7 +644,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       w.once('exit', () => resolve());
       this.send(i, { type: 'stop' });
     })));
-    await this.vmPool.close();
-    this.kvm.close();
+    await this.vmPool?.close();
+    this.kvm?.close();
   }
 }

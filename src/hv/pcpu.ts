@@ -7,13 +7,14 @@
 // loop, so nothing on the hot path waits for another thread.
 
 import { parentPort, receiveMessageOnPort, workerData, MessagePort } from 'node:worker_threads';
-import { Kvm } from '../kvm/kvm.js';
+import { Kvm, Vcpu as KvmVcpu } from '../kvm/kvm.js';
+import { TcgKicker } from '../tcg/kicker.js';
 import type { VcpuExit } from '../accel/vcpu.js';
 import { SharedMemory } from '../kvm/memory.js';
 import { kick } from '../kvm/kick.js';
 import { REG } from '../accel/vcpu.js';
 import { prepareVcpuThread, consumeKick, KickTimer } from '../kvm/kick.js';
-import { Domain, DomainSpec, VCpu } from './domain.js';
+import { Domain, DomainSpec, VCpu, type TcgHost } from './domain.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE } from './shared.js';
 import { beginHypercall, runHypercall, endHypercall, Hcall } from './hypercall.js';
 import { EPERM } from './errno.js';
@@ -52,6 +53,8 @@ export interface PcpuInit {
   timeBase: TimeBase;
   /** Scheduler time slice (ns). */
   sliceNs: number;
+  /** The domains run on KVM (else on the software CPU only, and /dev/kvm may be absent). */
+  kvm: boolean;
 }
 
 const IA32_TSC = 0x10;
@@ -74,7 +77,9 @@ const WINDOW_POLL_NS = 50_000n;
 const RATELIMIT_NS = 1_000_000n;
 
 class Pcpu {
-  readonly kvm = Kvm.open();
+  readonly kvm: Kvm | null;
+  /** Stops a software-CPU vCPU from other threads; made with the first such domain. */
+  private kicker: TcgKicker | null = null;
   readonly host: HostShared;
   readonly domains = new Map<number, Domain>();
   readonly dom0: core.EvtchnDomain;
@@ -95,6 +100,7 @@ class Pcpu {
   readonly dom0Doorbell: Int32Array;
 
   constructor(readonly init: PcpuInit, readonly port: MessagePort) {
+    this.kvm = init.kvm ? Kvm.open() : null;
     const { runMask, target } = prepareVcpuThread();
     this.runMask = runMask;
     this.tid = target.tid;
@@ -262,10 +268,10 @@ class Pcpu {
   // --- domain lifecycle ---------------------------------------------------
 
   adopt(spec: DomainSpec): void {
-    const d = new Domain(this.kvm, spec, this.host, this.init.pcpu);
+    const d = new Domain(this.kvm, spec, this.host, this.init.pcpu, spec.accel === 'tcg' ? this.tcgHost() : undefined);
     for (const v of d.vcpus) {
       if (!v.local) continue;
-      v.hw.setSignalMask(this.runMask);
+      if (v.hw instanceof KvmVcpu) v.hw.setSignalMask(this.runMask);
       d.shared.setVcpu(v.id, 'pcpu', this.init.pcpu);
     }
     this.remote.delete(d.domid);
@@ -281,6 +287,23 @@ class Pcpu {
       this.runstate(v, RUNSTATE.runnable, d.now());
       this.sched.insert(v);
     }
+  }
+
+  /** What this worker lends software-CPU vCPUs: its kicker, the MMIO path, the MSRs the hypervisor handles. */
+  private tcgHost(): TcgHost {
+    this.kicker ??= new TcgKicker(this.host.sab, this.doorbell, () => this.doorbellSeen);
+    return {
+      kicker: this.kicker,
+      mmio: (v, m) => this.mmio(v, m),
+      // the same MSRs KVM's filter sends to user space
+      msrExits: (i) => i === XEN_HYPERCALL_MSR || Vlapic.handlesMsr(i),
+    };
+  }
+
+  /** Arms the pCPU timer (absolute monotonic ns, 0 = off): a signal for KVM_RUN, the kicker for the software CPU. */
+  private armTimer(ns: bigint): void {
+    this.timer.arm(ns);
+    this.kicker?.arm(ns);
   }
 
   /** Xen's domain_shutdown: latch the reason (shutdown_code wins), stop the vCPUs, tell the toolstack. */
@@ -501,7 +524,7 @@ class Pcpu {
       const v = this.pick();
       if (!v) {
         this.armed = 0n;
-        this.timer.arm(0n);
+        this.armTimer(0n);
         const wait = nextTimer === 0n ? Infinity : Math.max(0, Number(nextTimer - this.nowSys()) / 1e6);
         if (wait > 0) Atomics.wait(words, this.doorbell, seen, wait);
         continue;
@@ -509,6 +532,7 @@ class Pcpu {
       this.runSlice(v, nextTimer);
     }
     this.timer.close();
+    this.kicker?.close();
   }
 
   private nowSys(): bigint {
@@ -598,7 +622,7 @@ class Pcpu {
     let deadline = slice ? start + slice : 0n;
     if (nextTimer !== 0n && (deadline === 0n || nextTimer < deadline)) deadline = nextTimer;
     this.armed = deadline;
-    this.timer.arm(deadline === 0n ? 0n : deadline + this.init.timeBase.bootNs);
+    this.armTimer(deadline === 0n ? 0n : deadline + this.init.timeBase.bootNs);
   }
 
   /** System time the pCPU timer is armed for (0 = not armed). */
@@ -613,7 +637,7 @@ class Pcpu {
     if (now >= t) return true;
     if (this.armed === 0n || this.armed > t) {
       this.armed = t;
-      this.timer.arm(t + this.init.timeBase.bootNs);
+      this.armTimer(t + this.init.timeBase.bootNs);
     }
     return false;
   }
@@ -623,7 +647,7 @@ class Pcpu {
     const t = now + WINDOW_POLL_NS;
     if (this.armed !== 0n && this.armed <= t) return;
     this.armed = t;
-    this.timer.arm(t + this.init.timeBase.bootNs);
+    this.armTimer(t + this.init.timeBase.bootNs);
   }
 
   /** After a kick: look at mail, timers, wakes. True if the vCPU should give up the pCPU. */

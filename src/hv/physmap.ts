@@ -10,7 +10,7 @@
 // The GFN -> host page mapping is mirrored into KVM memory slots; mapping a
 // frame over RAM splits the RAM slot (the RAM page is displaced, as in Xen).
 
-import type { Vm } from '../kvm/kvm.js';
+import type { GuestMemorySlots } from '../accel/vcpu.js';
 import { PAGE_SIZE } from './abi/xen.js';
 import { FOUR_GIB, MMIO_HOLE_START, NR_SPECIAL_PAGES, SPECIAL_PAGES_START_PFN } from './x86/e820.js';
 import { ENOMEM, XenError } from './errno.js';
@@ -50,7 +50,7 @@ export class Physmap {
   private freeSlots: number[] = [];
   private nextSlot = 0;
   private poolFree: number[];
-  private vm: Vm | null = null;
+  private vm: GuestMemorySlots | null = null;
   private maxSlots = Infinity;
   private hostAddress = 0n;
   /** Last lookup, for runs of accesses to the same segment. */
@@ -80,7 +80,7 @@ export class Physmap {
   }
 
   /** Mirrors the map into KVM memory slots from now on (at most `maxSlots` of them). */
-  attach(vm: Vm, hostAddress: bigint, maxSlots = Infinity): void {
+  attach(vm: GuestMemorySlots, hostAddress: bigint, maxSlots = Infinity): void {
     this.vm = vm;
     this.maxSlots = maxSlots;
     this.hostAddress = hostAddress;

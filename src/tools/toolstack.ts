@@ -3,6 +3,7 @@
 // domain the builder, the console backend and the xenstore connection.
 
 import { randomUUID } from 'node:crypto';
+import type { AccelMode } from '../hv/accel.js';
 import { Hypervisor } from '../hv/hypervisor.js';
 import { Xenstored, LocalClient } from './xenstored/index.js';
 import { buildPvhDomain, startBuiltDomain, specialPageOffset, BuiltDomain, BuildConfig } from './builder.js';
@@ -23,6 +24,8 @@ export interface ToolstackOptions {
   xenstoredSocket?: string;
   /** KVM VMs kept made ahead for new domains (Hypervisor.start's vmPool; default none) */
   vmPool?: number;
+  /** which CPU runs guests (default auto) */
+  accel?: AccelMode;
 }
 
 export interface CreateOptions {
@@ -70,7 +73,7 @@ export class Toolstack {
   }
 
   static async start(o: ToolstackOptions = {}): Promise<Toolstack> {
-    const hv = await Hypervisor.start({ pcpus: o.pcpus, vmPool: o.vmPool });
+    const hv = await Hypervisor.start({ pcpus: o.pcpus, vmPool: o.vmPool, accel: o.accel });
     const builds = new Map<number, BuiltDomain>();
     const rings = new XenstoreRings(hv, (domid, gfn) => {
       const b = builds.get(domid);

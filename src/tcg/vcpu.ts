@@ -1,0 +1,557 @@
+// A vCPU on the software CPU: one Unicorn engine per vCPU over the domain's
+// own guest memory (mapped, never copied: every write the hypervisor or
+// another vCPU makes is seen at once). It implements the same accelerator
+// interface as KVM: run() stops at port I/O, the MSRs the hypervisor asked to
+// see, VMCALL/VMMCALL, HLT, a kick or the pCPU timer, and returns the typed
+// exit; exceptions and interrupts are delivered through the guest's IDT here
+// (deliver.ts), as the CPU would. A code hook that is a C no-op makes every
+// instruction a point where a stop takes effect, so an exit leaves RIP exactly
+// after the instruction that caused it, as on KVM.
+
+import koffi, { type TypeObject } from 'koffi';
+import {
+  unicorn, check, UnicornError, type UnicornLib, UC_ARCH_X86, UC_MODE_64, UC_CPU_X86_EPYC, UC_CTL_CPU_MODEL_WRITE,
+  UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_CPUID, UC_X86_INS_RDTSC, UC_X86_INS_RDTSCP, UC_X86_REG, UC_PROT_READ, UC_PROT_WRITE, UC_ERR_OK,
+  UC_ERR_INSN_INVALID, XENODE_MSR_EXIT,
+} from './unicorn.js';
+import { calibrate, X86State, QEMU_REG_OF, HF_CS64, HF_INHIBIT_IRQ, segFlags, DESC_B, DESC_DPL_SHIFT, DESC_G, DESC_L, DESC_P, DESC_S, DESC_TYPE_SHIFT, SEGS } from './cpu_state.js';
+import { deliver, type Event } from './deliver.js';
+import type { TcgVm, TcgEngine } from './vm.js';
+import type { TcgKicker } from './kicker.js';
+import { VcpuExit, REG, type AccelVcpu, type CpuidEntry, type InitialState, type Segment, type SegName } from '../accel/vcpu.js';
+
+const IA32_TSC = 0x10;
+const IA32_TSC_AUX = 0xc0000103;
+/** Never reached (non-canonical): emulation runs until a stop, not to an address. */
+const UNTIL_NEVER = 0x8000_0000_0000_0000n;
+const EFLAGS_IF = 1n << 9n;
+/** Deliveries handled inside one run() before the pCPU gets to look at its timers again. */
+const MAX_INTERNAL_EVENTS = 64;
+const VEC_UD = 6;
+const VEC_GP = 13;
+
+/**
+ * MSRs QEMU's TCG implements itself (helper_rdmsr/helper_wrmsr): the rest,
+ * unless the hypervisor asked for them, are unknown to the CPU and exit like
+ * KVM's "unknown MSR" exits (the hypervisor answers #GP).
+ */
+function tcgKnowsMsr(i: number): boolean {
+  return i === 0x1b || (i >= 0x174 && i <= 0x176) || i === 0x179 || i === 0x17a || i === 0x17b || i === 0x1a0
+    || (i >= 0x200 && i <= 0x20f) || i === 0x250 || i === 0x258 || i === 0x259 || (i >= 0x268 && i <= 0x26f)
+    || i === 0x277 || i === 0x2ff || (i >= 0x400 && i < 0x400 + 4 * 10)
+    || i === 0xc0000080 || i === 0xc0000081 || i === 0xc0000082 || i === 0xc0000083 || i === 0xc0000084
+    || i === 0xc0000100 || i === 0xc0000101 || i === 0xc0000102 || i === 0xc0000103;
+}
+
+export interface TcgVcpuOptions {
+  /** MSRs that exit to the hypervisor (KVM's MSR filter): index -> true */
+  msrExits: (index: number) => boolean;
+  /** Accesses to guest-physical memory that is not RAM, during the access (reads must be answered then). */
+  onMmio: (m: VcpuExit['mmio']) => void;
+  /** Stops the engine from other threads (kicks, the pCPU timer). */
+  kicker: TcgKicker;
+}
+
+export class TcgVcpu implements AccelVcpu, TcgEngine {
+  readonly accel = 'tcg' as const;
+  readonly exit = new VcpuExit();
+  readonly u: UnicornLib;
+  readonly uc: unknown;
+  readonly ucAddress: bigint;
+  private readonly st: X86State;
+  private readonly ctx: unknown;
+  /** The saved state matches the engine's. */
+  private fresh = false;
+  /** The saved state was changed here and goes back before the next run. */
+  private dirty = false;
+  /** An exit from a hook this run (the hook stopped the engine). */
+  private hookExit = false;
+  private hookEvent: Event | null = null;
+  /** The RIP of the instruction that exited (for #GP on a refused MSR). */
+  private exitRip = 0n;
+  private pendingIrq = -1;
+  private cpuid: CpuidEntry[] = [];
+  private tscOffset = 0n;
+  private readonly scratch = new Uint8Array(16);
+  private readonly scratchView = new DataView(this.scratch.buffer);
+  private readonly callbacks: unknown[] = [];
+  requestInterruptWindow = false;
+  private closed = false;
+
+  constructor(readonly id: number, readonly vm: TcgVm, private readonly opts: TcgVcpuOptions) {
+    const u = (this.u = unicorn());
+    const out: unknown[] = [null];
+    check(u, u.open(UC_ARCH_X86, UC_MODE_64, out), 'uc_open');
+    this.uc = out[0];
+    this.ucAddress = koffi.address(this.uc);
+    check(u, u.ctl(this.uc, UC_CTL_CPU_MODEL_WRITE, 'int', UC_CPU_X86_EPYC), 'uc_ctl(CPU model)');
+    const layout = calibrate(u, this.uc);
+    const c: unknown[] = [null];
+    check(u, u.contextAlloc(this.uc, c), 'uc_context_alloc');
+    this.ctx = c[0];
+    this.st = new X86State(layout, this.ctx);
+    this.exit.io.data = this.scratch;
+    this.installHooks();
+    // x87 and SSE control as after reset (FNINIT's control word; MXCSR's default).
+    this.regWrite16(UC_X86_REG.FPCW, 0x37f);
+    this.regWrite32(UC_X86_REG.MXCSR, 0x1f80);
+    vm.addEngine(this);
+  }
+
+  // --- hooks: each records an exit and stops the engine (the code hook makes the stop exact) ---
+
+  private installHooks(): void {
+    const u = this.u;
+    const uc = this.uc;
+    const h: bigint[] = [0n];
+    const reg = (cb: unknown, proto: TypeObject) => { const p = koffi.register(cb as never, koffi.pointer(proto)); this.callbacks.push(p); return p; };
+    check(u, u.hookAddRaw(uc, h, UC_HOOK_CODE, u.noopCallback, null, 1n, 0n), 'uc_hook_add(code)');
+    check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg((_: unknown, port: number, size: number, value: number) => this.onOut(port, size, value), u.protos.out), null, 1n, 0n, UC_X86_INS_OUT), 'uc_hook_add(out)');
+    check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg((_: unknown, port: number, size: number) => this.onIn(port, size), u.protos.in), null, 1n, 0n, UC_X86_INS_IN), 'uc_hook_add(in)');
+    check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onCpuid(), u.protos.insn), null, 1n, 0n, UC_X86_INS_CPUID), 'uc_hook_add(cpuid)');
+    check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onRdtsc(false), u.protos.insn), null, 1n, 0n, UC_X86_INS_RDTSC), 'uc_hook_add(rdtsc)');
+    check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onRdtsc(true), u.protos.insn), null, 1n, 0n, UC_X86_INS_RDTSCP), 'uc_hook_add(rdtscp)');
+    check(u, u.hookAddRaw(uc, h, UC_HOOK_INTR, reg((_: unknown, intno: number) => this.onIntr(intno), u.protos.intr), null, 1n, 0n), 'uc_hook_add(intr)');
+  }
+
+  private stop(): void {
+    this.hookExit = true;
+    this.u.emuStop(this.uc);
+  }
+
+  private onOut(port: number, size: number, value: number): void {
+    const io = this.exit.io;
+    io.port = port; io.size = size; io.count = 1; io.out = true; io.offset = 0;
+    this.scratchView.setUint32(0, value >>> 0, true);
+    this.exit.kind = 'io';
+    this.stop();
+  }
+
+  private onIn(port: number, size: number): number {
+    const io = this.exit.io;
+    io.port = port; io.size = size; io.count = 1; io.out = false; io.offset = 0;
+    this.scratchView.setUint32(0, 0, true);
+    this.exit.kind = 'io';
+    this.stop();
+    return 0; // the data goes into AL/AX/EAX when the exit is completed
+  }
+
+  /**
+   * RDMSR/WRMSR, stopped at the instruction (the native shim's pseudo-exception):
+   * the TSC and QEMU's own MSRs are done here and the guest goes on; the rest
+   * exit to the hypervisor, which answers in exit.msr. False: exited.
+   */
+  private msrAccess(write: boolean): boolean {
+    this.sync();
+    const st = this.st;
+    const idx = Number(st.reg(1) & 0xffffffffn); // ECX
+    const value = ((st.reg(2) & 0xffffffffn) << 32n) | (st.reg(0) & 0xffffffffn); // EDX:EAX
+    const len = this.msrInsnLength();
+    if (!this.opts.msrExits(idx) && (idx === IA32_TSC || tcgKnowsMsr(idx))) {
+      let result = 0n;
+      if (idx === IA32_TSC) {
+        if (write) this.tscOffset = value - this.tscNow();
+        else result = this.tsc();
+      } else {
+        if (this.dirty) this.flushState();
+        if (write) this.msrWrite(idx, value);
+        else result = this.msrRead(idx);
+        this.fresh = false;
+        this.sync();
+      }
+      if (!write) {
+        st.setReg(0, result & 0xffffffffn);
+        st.setReg(2, (result >> 32n) & 0xffffffffn);
+      }
+      st.eip += BigInt(len);
+      this.dirty = true;
+      return true;
+    }
+    const m = this.exit.msr;
+    m.index = idx;
+    m.value = write ? value : 0n;
+    m.error = false;
+    this.exitRip = st.eip;
+    this.exitLen = len;
+    this.exit.kind = write ? 'wrmsr' : 'rdmsr';
+    return false;
+  }
+
+  /** RDMSR/WRMSR are 0f 32 / 0f 30, after any prefixes (legal, if pointless). */
+  private msrInsnLength(): number {
+    const b = this.linear.read(BigInt(this.segment('cs').base) + this.st.eip, 15);
+    if (!b) return 2;
+    let i = 0;
+    while (i < 13 && (b[i] === 0x66 || b[i] === 0x67 || b[i] === 0xf2 || b[i] === 0xf3 || b[i] === 0x2e || b[i] === 0x3e || b[i] === 0x26 || b[i] === 0x36 || b[i] === 0x64 || b[i] === 0x65 || (this.longMode64 && (b[i]! & 0xf0) === 0x40))) i++;
+    return i + 2;
+  }
+
+  private exitLen = 2;
+
+  private onCpuid(): number {
+    const leaf = Number(this.regRead64(UC_X86_REG.RAX) & 0xffffffffn);
+    const sub = Number(this.regRead64(UC_X86_REG.RCX) & 0xffffffffn);
+    // KVM_CPUID_FLAG_SIGNIFCANT_INDEX (1): the subleaf selects the entry.
+    const e = this.cpuid.find((x) => x.function === leaf && (!(x.flags & 1) || x.index === sub));
+    this.regWrite64(UC_X86_REG.RAX, BigInt(e?.eax ?? 0) & 0xffffffffn);
+    this.regWrite64(UC_X86_REG.RBX, BigInt(e?.ebx ?? 0) & 0xffffffffn);
+    this.regWrite64(UC_X86_REG.RCX, BigInt(e?.ecx ?? 0) & 0xffffffffn);
+    this.regWrite64(UC_X86_REG.RDX, BigInt(e?.edx ?? 0) & 0xffffffffn);
+    return 1;
+  }
+
+  private onRdtsc(p: boolean): number {
+    this.setEdxEax(this.tsc());
+    if (p) this.regWrite64(UC_X86_REG.RCX, this.msrRead(IA32_TSC_AUX) & 0xffffffffn);
+    return 1;
+  }
+
+  private onIntr(intno: number): void {
+    // The state is exact here (the faulting instruction, or the one after INT n).
+    this.u.contextSave(this.uc, this.ctx);
+    const st = this.st;
+    const software = st.exceptionIsInt;
+    this.hookEvent = { vector: intno, errorCode: st.errorCode, software, returnRip: software ? st.exceptionNextEip : st.eip };
+    this.u.emuStop(this.uc);
+  }
+
+  private readonly mmioAccess = { gpa: 0n, len: 0, write: false, data: new Uint8Array(8) };
+
+  mmioRead(gpa: bigint, size: number): bigint {
+    const m = this.mmioAccess;
+    m.gpa = gpa; m.len = size; m.write = false;
+    m.data.fill(0);
+    this.opts.onMmio(m);
+    let v = 0n;
+    for (let i = size - 1; i >= 0; i--) v = (v << 8n) | BigInt(m.data[i]!);
+    return v;
+  }
+
+  mmioWrite(gpa: bigint, size: number, value: bigint): void {
+    const m = this.mmioAccess;
+    m.gpa = gpa; m.len = size; m.write = true;
+    for (let i = 0; i < 8; i++) m.data[i] = i < size ? Number((value >> BigInt(8 * i)) & 0xffn) : 0;
+    this.opts.onMmio(m);
+  }
+
+  private setEdxEax(v: bigint): void {
+    this.regWrite64(UC_X86_REG.RAX, v & 0xffffffffn);
+    this.regWrite64(UC_X86_REG.RDX, (v >> 32n) & 0xffffffffn);
+  }
+
+  // --- time: the TSC runs at the domain's rate from the monotonic clock ---
+
+  private tscNow(): bigint {
+    return this.vm.tscAt(process.hrtime.bigint());
+  }
+
+  private tsc(): bigint {
+    return BigInt.asUintN(64, this.tscNow() + this.tscOffset);
+  }
+
+  // --- running ---
+
+  run(): VcpuExit {
+    const x = this.exit;
+    this.complete();
+    x.insnBytes = null;
+    x.hostLimitation = false;
+    for (let events = 0; ; events++) {
+      if (this.pendingIrq >= 0 && this.readyForInterruptInjection && this.ifFlag) {
+        const vector = this.pendingIrq;
+        this.pendingIrq = -1;
+        if (!this.deliverEvent({ vector, errorCode: null, software: false, returnRip: this.st.eip })) return x;
+      }
+      if (this.dirty) {
+        this.u.contextRestore(this.uc, this.ctx);
+        this.dirty = false;
+      }
+      const begin = this.fresh ? this.st.eip : this.regRead64(UC_X86_REG.RIP);
+      this.fresh = false;
+      this.hookExit = false;
+      this.hookEvent = null;
+      this.opts.kicker.enter(this.ucAddress);
+      const err = this.u.emuStart(this.uc, begin, UNTIL_NEVER, 0, 0);
+      const kicked = this.opts.kicker.leave();
+      // Set by the hooks during emuStart (TypeScript cannot see that).
+      const ev = this.hookEvent as Event | null;
+      if (this.hookExit as boolean) return x;
+      if (ev?.vector === XENODE_MSR_EXIT) {
+        if (!this.msrAccess(ev.errorCode === 1)) return x;
+      } else if (ev) {
+        if (!this.deliverEvent(ev)) return x;
+      } else if (err === UC_ERR_INSN_INVALID) {
+        this.sync();
+        if (this.isVmcall()) {
+          this.st.eip += 3n;
+          this.dirty = true;
+          x.kind = 'hypercall';
+          return x;
+        }
+        if (!this.deliverEvent({ vector: VEC_UD, errorCode: null, software: false, returnRip: this.st.eip })) return x;
+      } else if (err !== UC_ERR_OK) {
+        x.kind = 'failure';
+        x.detail = `the software CPU stopped: ${this.u.strerror(err)}`;
+        return x;
+      } else {
+        x.kind = kicked && !this.afterHlt() ? 'interrupted' : 'hlt';
+        return x;
+      }
+      if (kicked || events >= MAX_INTERNAL_EVENTS) {
+        x.kind = 'interrupted';
+        return x;
+      }
+    }
+  }
+
+  /** Completes the last exit as the CPU would (KVM does the same at the next KVM_RUN). */
+  private complete(): void {
+    const x = this.exit;
+    if (x.kind === 'io' && !x.io.out) {
+      this.sync();
+      const old = this.st.reg(0);
+      const v = BigInt(this.scratchView.getUint32(0, true));
+      const size = x.io.size;
+      this.st.setReg(0, size === 4 ? v : size === 2 ? (old & ~0xffffn) | (v & 0xffffn) : (old & ~0xffn) | (v & 0xffn));
+      this.dirty = true;
+    } else if (x.kind === 'rdmsr' || x.kind === 'wrmsr') {
+      this.sync();
+      if (x.msr.error) {
+        this.st.eip = this.exitRip;
+        this.pendingFault = { vector: VEC_GP, errorCode: 0, software: false, returnRip: this.exitRip };
+      } else {
+        if (x.kind === 'rdmsr') {
+          this.st.setReg(0, x.msr.value & 0xffffffffn);
+          this.st.setReg(2, (x.msr.value >> 32n) & 0xffffffffn);
+        }
+        this.st.eip = this.exitRip + BigInt(this.exitLen);
+      }
+      this.dirty = true;
+    }
+    x.kind = 'interrupted';
+    if (this.pendingFault) {
+      const f = this.pendingFault;
+      this.pendingFault = null;
+      this.deliverEvent(f);
+    }
+  }
+
+  private pendingFault: Event | null = null;
+
+  /** Delivers through the IDT; false (and a 'shutdown' exit) on a triple fault. */
+  private deliverEvent(ev: Event): boolean {
+    this.sync();
+    const r = deliver(this.st, this.linear, ev);
+    this.dirty = true;
+    if (!r.ok) {
+      this.exit.kind = 'shutdown';
+      this.exit.detail = r.why;
+      return false;
+    }
+    return true;
+  }
+
+  private readonly linear = {
+    read: (addr: bigint, len: number): Uint8Array | null => {
+      if (this.dirty) this.flushState();
+      const b = new Uint8Array(len);
+      return this.u.vmemRead(this.uc, addr, UC_PROT_READ, b, len) === UC_ERR_OK ? b : null;
+    },
+    write: (addr: bigint, data: Uint8Array): boolean => {
+      if (this.dirty) this.flushState();
+      return this.u.vmemWrite(this.uc, addr, UC_PROT_WRITE, data, data.length) === UC_ERR_OK;
+    },
+  };
+
+  /** Paging in force is the saved state's (CR3 and all): hand the engine the state before walking with it. */
+  private flushState(): void {
+    this.u.contextRestore(this.uc, this.ctx);
+    this.dirty = false;
+  }
+
+  private isVmcall(): boolean {
+    const b = this.linear.read(BigInt(this.segment('cs').base) + this.st.eip, 3);
+    // 0f 01 c1 vmcall (Intel), 0f 01 d9 vmmcall (AMD)
+    return b !== null && b[0] === 0x0f && b[1] === 0x01 && (b[2] === 0xc1 || b[2] === 0xd9);
+  }
+
+  /** Whether the instruction before RIP is a HLT (a kick and a HLT may end the same run). */
+  private afterHlt(): boolean {
+    this.sync();
+    const b = this.linear.read(BigInt(this.segment('cs').base) + this.st.eip - 1n, 1);
+    return b !== null && b[0] === 0xf4;
+  }
+
+  // --- state ---
+
+  private sync(): void {
+    if (this.fresh) return;
+    if (this.dirty) throw new UnicornError('software CPU: saved state changed while stale');
+    this.u.contextSave(this.uc, this.ctx);
+    this.fresh = true;
+  }
+
+  reg(i: number): bigint {
+    this.sync();
+    if (i === REG.rip) return this.st.eip;
+    if (i === REG.rflags) return this.st.eflags;
+    return this.st.reg(QEMU_REG_OF[i]!);
+  }
+
+  setReg(i: number, v: bigint): void {
+    this.sync();
+    if (i === REG.rip) this.st.eip = v;
+    else if (i === REG.rflags) this.st.eflags = v;
+    else this.st.setReg(QEMU_REG_OF[i]!, v);
+    this.dirty = true;
+  }
+
+  get rip(): bigint { return this.reg(REG.rip); }
+  set rip(v: bigint) { this.setReg(REG.rip, v); }
+  get cr0(): number { this.sync(); return Number(this.st.cr(0) & 0xffffffffn); }
+  get cr3(): bigint { this.sync(); return this.st.cr(3); }
+  get cr4(): number { this.sync(); return Number(this.st.cr(4) & 0xffffffffn); }
+  get efer(): number { this.sync(); return Number(this.st.efer & 0xffffffffn); }
+  get cpl(): number { this.sync(); return this.st.hflags & 3; }
+  get longMode64(): boolean { this.sync(); return (this.st.hflags & HF_CS64) !== 0; }
+  get readyForInterruptInjection(): boolean { this.sync(); return (this.st.hflags & HF_INHIBIT_IRQ) === 0; }
+  get ifFlag(): boolean { this.sync(); return (this.st.eflags & EFLAGS_IF) !== 0n; }
+
+  segment(name: SegName): Segment {
+    this.sync();
+    const c = this.st.seg(name);
+    const f = c.flags;
+    return {
+      base: Number(c.base), limit: c.limit, selector: c.selector, type: (f >>> DESC_TYPE_SHIFT) & 0xf,
+      present: f & DESC_P ? 1 : 0, dpl: (f >>> DESC_DPL_SHIFT) & 3, db: f & DESC_B ? 1 : 0, s: f & DESC_S ? 1 : 0,
+      l: f & DESC_L ? 1 : 0, g: f & DESC_G ? 1 : 0,
+    };
+  }
+
+  setInitialState(s: InitialState): void {
+    const u = this.u;
+    if (this.dirty) this.flushState();
+    // EFER first (CR0.PG with EFER.LME activates long mode), then the control registers through
+    // the API (they flush the TLB and update QEMU's derived flags), then the rest in the saved state.
+    this.fresh = false;
+    this.sync();
+    this.st.efer = BigInt(s.efer);
+    u.contextRestore(this.uc, this.ctx);
+    this.regWrite64(UC_X86_REG.CR4, BigInt(s.cr4));
+    this.regWrite64(UC_X86_REG.CR3, BigInt(s.cr3 ?? 0));
+    this.regWrite64(UC_X86_REG.CR0, BigInt(s.cr0));
+    this.fresh = false;
+    this.sync();
+    const st = this.st;
+    for (let i = 0; i < 16; i++) st.setReg(i, 0n);
+    for (const [k, v] of Object.entries(s.regs) as [keyof typeof REG, bigint][]) {
+      if (k === 'rip') st.eip = v;
+      else if (k === 'rflags') st.eflags = v;
+      else st.setReg(QEMU_REG_OF[REG[k]]!, v);
+    }
+    if (s.regs.rflags === undefined) st.eflags = 2n;
+    for (const [name, seg] of Object.entries(s.segs) as [SegName, Segment & { unusable?: number }][]) {
+      const flags = seg.unusable ? 0 : segFlags(seg);
+      if (name in SEGS || name === 'tr' || name === 'ldt') st.setSeg(name as keyof typeof SEGS, { selector: seg.selector, base: BigInt(seg.base), limit: seg.limit, flags });
+    }
+    st.setSeg('gdt', { selector: 0, base: BigInt(s.gdt?.base ?? 0), limit: s.gdt?.limit ?? 0xffff, flags: 0 });
+    st.setSeg('idt', { selector: 0, base: BigInt(s.idt?.base ?? 0), limit: s.idt?.limit ?? 0xffff, flags: 0 });
+    st.setCr(2, 0n);
+    st.hflags &= ~HF_INHIBIT_IRQ;
+    st.recomputeSegmentFlags();
+    this.dirty = true;
+    this.pendingIrq = -1;
+    this.pendingFault = null;
+    this.exit.kind = 'interrupted';
+    this.flushState();
+    u.ctl(this.uc, 0x4000000b); // UC_CTL_TLB_FLUSH
+  }
+
+  setMsrs(msrs: { index: number; value: bigint }[]): void {
+    if (this.dirty) this.flushState();
+    for (const m of msrs) {
+      if (m.index === IA32_TSC) this.tscOffset = m.value - this.tscNow();
+      else this.msrWrite(m.index, m.value);
+    }
+    this.fresh = false;
+  }
+
+  getMsr(index: number): bigint {
+    if (index === IA32_TSC) return this.tsc();
+    if (this.dirty) this.flushState();
+    return this.msrRead(index);
+  }
+
+  setCpuid(entries: CpuidEntry[]): void {
+    this.cpuid = entries.map((e) => ({ ...e }));
+  }
+
+  interrupt(vector: number): void {
+    this.pendingIrq = vector;
+  }
+
+  // --- the register API, for hooks (the saved state is stale while the engine runs) ---
+
+  private regRead64(id: number): bigint {
+    this.u.regRead(this.uc, id, this.scratch);
+    return this.scratchView.getBigUint64(0, true);
+  }
+
+  private regWrite64(id: number, v: bigint): void {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, BigInt.asUintN(64, v), true);
+    this.u.regWrite(this.uc, id, b);
+  }
+
+  private regWrite32(id: number, v: number): void {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, v >>> 0, true);
+    this.u.regWrite(this.uc, id, b);
+  }
+
+  private regWrite16(id: number, v: number): void {
+    const b = new Uint8Array(2);
+    new DataView(b.buffer).setUint16(0, v, true);
+    this.u.regWrite(this.uc, id, b);
+  }
+
+  private msrRead(index: number): bigint {
+    const b = new Uint8Array(16);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, index, true);
+    this.viaQemu(() => this.u.regRead(this.uc, UC_X86_REG.MSR, b));
+    return dv.getBigUint64(8, true);
+  }
+
+  private msrWrite(index: number, value: bigint): void {
+    const b = new Uint8Array(16);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, index, true);
+    dv.setBigUint64(8, value, true);
+    this.viaQemu(() => this.u.regWrite(this.uc, UC_X86_REG.MSR, b));
+  }
+
+  /** MSR access through the API goes to QEMU's helpers, not to the shim's exit (msr_exit.c). */
+  private viaQemu(f: () => void): void {
+    this.u.passthrough(1);
+    try {
+      f();
+    } finally {
+      this.u.passthrough(0);
+    }
+  }
+
+  release(): void {
+    this.close();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.opts.kicker.forget(this.ucAddress);
+    this.vm.removeEngine(this);
+    this.u.contextFree(this.ctx);
+    this.u.close(this.uc);
+    for (const cb of this.callbacks) koffi.unregister(cb as never);
+  }
+}
