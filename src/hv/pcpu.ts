@@ -295,6 +295,12 @@ class Pcpu {
     return {
       kicker: this.kicker,
       mmio: (v, m) => this.mmio(v, m),
+      // a hypercall exits (it reads and writes registers, and may deschedule); other ports are done during the access
+      io: (v, io) => {
+        if (this.isHypercallPort(v.dom, io)) return true;
+        this.portIo(v.dom, io);
+        return false;
+      },
       // the same MSRs KVM's filter sends to user space
       msrExits: (i) => i === XEN_HYPERCALL_MSR || Vlapic.handlesMsr(i),
     };
@@ -721,17 +727,12 @@ class Pcpu {
     switch (x.kind) {
       case 'io': {
         const io = x.io;
-        // Without a hypercall page the port is just an empty I/O port (handled below).
-        if (io.port === HYPERCALL_PORT && io.out && io.size === 4 && d.hypercallPageGfn >= 0) {
+        if (this.isHypercallPort(d, io)) {
           const nr = new DataView(io.data.buffer, io.data.byteOffset + io.offset, 4).getUint32(0, true);
           return this.hypercall(v, h, nr);
         }
-        if (io.port === DEBUG_PORT && io.out) {
-          emitConsoleBytes(d, 'debugport', io.data.subarray(io.offset, io.offset + io.size * io.count));
-          return false;
-        }
-        if (!io.out) io.data.fill(io.port === DEBUG_PORT ? 0xe9 : 0xff, io.offset, io.offset + io.size * io.count);
-        return false; // no device there: reads float high, writes vanish
+        this.portIo(d, io);
+        return false;
       }
       case 'hypercall':
         // VMCALL/VMMCALL: the hypercall number is in RAX, as Xen's HVM hypercall path takes it.
@@ -761,12 +762,28 @@ class Pcpu {
         this.msr(v, x);
         return false;
       case 'shutdown':
-        this.crash(d, `triple fault on vCPU ${v.id} at rip 0x${hw.rip.toString(16)}`);
+        this.crash(d, `triple fault on vCPU ${v.id} at rip 0x${hw.rip.toString(16)}${x.detail ? ` (${x.detail})` : ''}`);
         return true;
       case 'failure':
         this.crash(d, this.describeFailure(v, x));
         return true;
     }
+  }
+
+  /** The hypercall page's OUT (without a hypercall page the port is just an empty I/O port). */
+  isHypercallPort(d: Domain, io: VcpuExit['io']): boolean {
+    return io.port === HYPERCALL_PORT && io.out && io.size === 4 && d.hypercallPageGfn >= 0;
+  }
+
+  /**
+   * Port I/O other than a hypercall: the debug console port, and nothing else
+   * (reads float high, writes vanish). Called from the exit (KVM) or during
+   * the access itself (the software CPU), with the same data either way.
+   */
+  portIo(d: Domain, io: VcpuExit['io']): void {
+    const n = io.size * io.count;
+    if (io.port === DEBUG_PORT && io.out) emitConsoleBytes(d, 'debugport', io.data.subarray(io.offset, io.offset + n));
+    else if (!io.out) io.data.fill(io.port === DEBUG_PORT ? 0xe9 : 0xff, io.offset, io.offset + n);
   }
 
   /** A trapped hypercall (page stub or VMCALL): true when the vCPU leaves the pCPU. */

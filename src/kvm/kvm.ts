@@ -255,6 +255,7 @@ export class Vcpu implements AccelVcpu {
       if (x.kind === 'rdmsr') run.setBigUint64(RUN.exit + RUN_MSR.data, x.msr.value, true);
     }
     const reason = this.enter();
+    x.detail = '';
     x.insnBytes = null;
     x.hostLimitation = false;
     switch (reason) {

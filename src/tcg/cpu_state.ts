@@ -27,6 +27,8 @@ export interface StateLayout {
   /** env->error_code, exception_is_int, exception_next_eip (the three fields before env->dr) */
   errorCode: number; exceptionIsInt: number; exceptionNextEip: number;
   dr: number;
+  /** env->old_exception, after dr[8] and the four breakpoint/watchpoint pointers */
+  oldException: number;
 }
 
 // QEMU's general-register order (R_EAX, R_ECX, R_EDX, R_EBX, R_ESP, R_EBP, R_ESI, R_EDI, R8..R15)
@@ -128,9 +130,10 @@ export function calibrate(u: UnicornLib, uc: unknown): StateLayout {
       if (was !== raw.getBigUint64(o, true) && raw.getBigUint64(o, true) === (was | BigInt(EFER_SCE)) && (was & BigInt(EFER_LMA)) !== 0n) { efer = i; break; }
     }
     if (efer < 0) throw bad('efer');
+    if (raw.getInt32(data + dr + 96, true) !== -1) throw bad('old_exception (expected -1 after reset)');
     cached = {
       data, size, ...FIXED, efer,
-      errorCode: dr - 16, exceptionIsInt: dr - 12, exceptionNextEip: dr - 8, dr,
+      errorCode: dr - 16, exceptionIsInt: dr - 12, exceptionNextEip: dr - 8, dr, oldException: dr + 96,
     };
     return cached;
   } finally {
@@ -170,6 +173,8 @@ export class X86State {
   get errorCode(): number { return this.dv.getInt32(this.o + this.L.errorCode, true); }
   get exceptionIsInt(): boolean { return this.dv.getInt32(this.o + this.L.exceptionIsInt, true) !== 0; }
   get exceptionNextEip(): bigint { return this.dv.getBigUint64(this.o + this.L.exceptionNextEip, true); }
+  get oldException(): number { return this.dv.getInt32(this.o + this.L.oldException, true); }
+  set oldException(v: number) { this.dv.setInt32(this.o + this.L.oldException, v, true); }
 
   private segOff(which: keyof typeof SEGS | 'ldt' | 'tr' | 'gdt' | 'idt'): number {
     if (which === 'ldt' || which === 'tr' || which === 'gdt' || which === 'idt') return this.o + this.L[which];

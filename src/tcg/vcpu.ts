@@ -48,6 +48,12 @@ export interface TcgVcpuOptions {
   msrExits: (index: number) => boolean;
   /** Accesses to guest-physical memory that is not RAM, during the access (reads must be answered then). */
   onMmio: (m: VcpuExit['mmio']) => void;
+  /**
+   * Port I/O during the access; true when it must be an exit instead (the
+   * access completes, RIP moves past it). Done during the access, a REP INS/OUTS
+   * keeps every element (a stop in the middle of one would replay it).
+   */
+  onIo: (io: VcpuExit['io']) => boolean;
   /** Stops the engine from other threads (kicks, the pCPU timer). */
   kicker: TcgKicker;
 }
@@ -123,6 +129,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     const io = this.exit.io;
     io.port = port; io.size = size; io.count = 1; io.out = true; io.offset = 0;
     this.scratchView.setUint32(0, value >>> 0, true);
+    if (!this.opts.onIo(io)) return;
     this.exit.kind = 'io';
     this.stop();
   }
@@ -131,6 +138,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     const io = this.exit.io;
     io.port = port; io.size = size; io.count = 1; io.out = false; io.offset = 0;
     this.scratchView.setUint32(0, 0, true);
+    if (!this.opts.onIo(io)) return this.scratchView.getUint32(0, true);
     this.exit.kind = 'io';
     this.stop();
     return 0; // the data goes into AL/AX/EAX when the exit is completed
@@ -187,6 +195,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
   }
 
   private exitLen = 2;
+  spurious = 0;
 
   private onCpuid(): number {
     const leaf = Number(this.regRead64(UC_X86_REG.RAX) & 0xffffffffn);
@@ -254,6 +263,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
   run(): VcpuExit {
     const x = this.exit;
     this.complete();
+    x.detail = '';
     x.insnBytes = null;
     x.hostLimitation = false;
     for (let events = 0; ; events++) {
@@ -261,6 +271,13 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
         const vector = this.pendingIrq;
         this.pendingIrq = -1;
         if (!this.deliverEvent({ vector, errorCode: null, software: false, returnRip: this.st.eip })) return x;
+      }
+      // QEMU forgets the last exception when it delivers one (do_interrupt); Unicorn never
+      // delivers, so its memory of a #GP would turn the next fault into #DF, then a triple fault.
+      this.sync();
+      if (this.st.oldException !== -1) {
+        this.st.oldException = -1;
+        this.dirty = true;
       }
       if (this.dirty) {
         this.u.contextRestore(this.uc, this.ctx);
@@ -280,6 +297,16 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
         if (!this.msrAccess(ev.errorCode === 1)) return x;
       } else if (ev) {
         if (!this.deliverEvent(ev)) return x;
+      } else if (err === UC_ERR_OK && kicked) {
+        // A kick (or the timer) stopped it. A HLT may have ended the same run: resuming after it
+        // is what an interrupt would do, and a guest re-checks its condition and halts again.
+        x.kind = 'interrupted';
+        return x;
+      } else if (err === UC_ERR_OK && this.afterHlt()) {
+        x.kind = 'hlt';
+        return x;
+      } else if (err === UC_ERR_OK) {
+        this.spurious++;
       } else if (err === UC_ERR_INSN_INVALID) {
         this.sync();
         if (this.isVmcall()) {
@@ -289,12 +316,9 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
           return x;
         }
         if (!this.deliverEvent({ vector: VEC_UD, errorCode: null, software: false, returnRip: this.st.eip })) return x;
-      } else if (err !== UC_ERR_OK) {
+      } else {
         x.kind = 'failure';
         x.detail = `the software CPU stopped: ${this.u.strerror(err)}`;
-        return x;
-      } else {
-        x.kind = kicked && !this.afterHlt() ? 'interrupted' : 'hlt';
         return x;
       }
       if (kicked || events >= MAX_INTERNAL_EVENTS) {
