@@ -103,13 +103,15 @@ class Pcpu {
     this.kvm = init.kvm ? Kvm.open() : null;
     const { runMask, target } = prepareVcpuThread();
     this.runMask = runMask;
-    this.tid = target.tid;
+    // A software-CPU pCPU is kicked through its helper thread (kicker.ts): kicks and its timer go there.
+    if (!init.kvm) this.kicker = new TcgKicker();
+    this.tid = this.kicker?.tid ?? target.tid;
     this.host = new HostShared(init.hostSab);
-    this.host.setTid(init.pcpu, target.tid);
+    this.host.setTid(init.pcpu, this.tid);
     this.doorbell = this.host.doorbellIndex(init.pcpu);
     this.dom0 = { shared: new DomainShared(init.dom0Sab), mem: new Uint8Array(init.dom0Mem) };
     this.dom0Doorbell = new Int32Array(init.dom0Mem, DOM0_DOORBELL, 1);
-    this.timer = new KickTimer(target.tid);
+    this.timer = new KickTimer(this.tid);
     this.sliceNs = BigInt(init.sliceNs);
     this.sched = new RoundRobin(this.sliceNs);
     this.installHooks();
@@ -291,7 +293,7 @@ class Pcpu {
 
   /** What this worker lends software-CPU vCPUs: its kicker, the MMIO path, the MSRs the hypervisor handles. */
   private tcgHost(): TcgHost {
-    this.kicker ??= new TcgKicker(this.host.sab, this.doorbell, () => this.doorbellSeen);
+    if (!this.kicker) throw new Error('a software-CPU domain on a KVM pCPU');
     return {
       kicker: this.kicker,
       mmio: (v, m) => this.mmio(v, m),
@@ -306,10 +308,9 @@ class Pcpu {
     };
   }
 
-  /** Arms the pCPU timer (absolute monotonic ns, 0 = off): a signal for KVM_RUN, the kicker for the software CPU. */
+  /** Arms the pCPU timer (absolute monotonic ns, 0 = off): it kicks this thread, or the software CPU's helper. */
   private armTimer(ns: bigint): void {
     this.timer.arm(ns);
-    this.kicker?.arm(ns);
   }
 
   /** Xen's domain_shutdown: latch the reason (shutdown_code wins), stop the vCPUs, tell the toolstack. */

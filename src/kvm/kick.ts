@@ -40,6 +40,23 @@ export function kick(t: KickTarget): void {
 }
 
 const kickSet = sigsetWith(libc.SIGSET_BYTES, KICK_SIGNAL);
+
+/**
+ * Makes the calling thread the one that takes kicks by waiting for them (the
+ * software CPU's helper): blocks the kick signal here; returns the thread id to aim at.
+ */
+export function takeKickSignal(): number {
+  libc.check(libc.pthreadSigmask(libc.SIG_BLOCK, kickSet, null), 'pthread_sigmask');
+  return libc.gettid();
+}
+
+/** Waits up to `ms` for a kick aimed at this thread; true if one came. */
+export function waitKick(ms: number): boolean {
+  const ts = new DataView(new ArrayBuffer(16));
+  ts.setBigInt64(0, BigInt(Math.floor(ms / 1000)), true);
+  ts.setBigInt64(8, BigInt((ms % 1000) * 1_000_000), true);
+  return libc.sigtimedwait(kickSet, null, new Uint8Array(ts.buffer)) === KICK_SIGNAL;
+}
 const zeroTimeout = new Uint8Array(16); // struct timespec {0, 0}
 
 /** Consumes a pending kick on the calling thread; true if there was one. */

@@ -1,78 +1,68 @@
-// Stopping a software-CPU vCPU from outside its run: a KVM vCPU is kicked out
-// of KVM_RUN by a signal, but an engine inside uc_emu_start only stops when
-// someone calls uc_emu_stop. Each pCPU thread that runs engines has a small
-// helper thread for that: it sleeps on the pCPU's doorbell (every kick rings it
-// first) and on the pCPU timer's deadline, and stops the running engine when
-// either moves. Nothing waits for the helper on the hot path.
+// Stopping a software-CPU vCPU from outside its run. A KVM vCPU is kicked out
+// of KVM_RUN by the kick signal; an engine inside uc_emu_start only stops
+// when someone calls uc_emu_stop. So a pCPU that runs engines has a helper
+// thread that takes the kick signal in its place: other threads' kicks and
+// the pCPU timer (a POSIX timer aimed at the helper) reach it, and it stops
+// the engine that is running, or, between runs, leaves word that the next run
+// must not start. Nothing waits for the helper on the hot path.
 
 import { Worker } from 'node:worker_threads';
 
 // Int32 slots of the shared state
-const STATE = 0;
-const KICKED = 1;
-const SEEN = 2;
-// BigInt64 slots (bytes 16, 24)
-const DEADLINE = 2;
-const ENGINE = 3;
-export const KICKER_BYTES = 32;
+export const KICKER_SLOT = { state: 0, kicked: 1, pending: 2, tid: 3 } as const;
+// BigInt64 slot (byte 16): the running engine's address
+export const KICKER_ENGINE = 2;
+export const KICKER_BYTES = 24;
+export const KICKER_STATE = { idle: 0, running: 1, stopping: 2, quit: 3 } as const;
 
-export const KICKER_STATE = { idle: 0, running: 1, stopping: 2, stopped: 3, quit: 4 } as const;
+const { state: STATE, kicked: KICKED, pending: PENDING, tid: TID } = KICKER_SLOT;
 
 export class TcgKicker {
   private readonly words: Int32Array;
   private readonly big: BigInt64Array;
   private readonly worker: Worker;
-  private armedAt = -1n;
+  /** The helper's thread id: kicks and the pCPU timer are aimed at it. */
+  readonly tid: number;
 
-  /** `doorbell`: the pCPU's doorbell word in `hostSab`; `seen()`: the doorbell value its loop has acted on. */
-  constructor(private readonly hostSab: SharedArrayBuffer, private readonly doorbell: number, private readonly seen: () => number) {
+  constructor() {
     const sab = new SharedArrayBuffer(KICKER_BYTES);
     this.words = new Int32Array(sab);
     this.big = new BigInt64Array(sab);
-    this.worker = new Worker(new URL('./kicker_worker.js', import.meta.url), { workerData: { sab, hostSab, doorbell } });
+    this.worker = new Worker(new URL('./kicker_worker.js', import.meta.url), { workerData: { sab } });
     this.worker.unref();
+    // The helper publishes its thread id once its signal mask is in place.
+    for (let waited = 0; Atomics.load(this.words, TID) === 0; waited += 10) {
+      if (waited >= 10_000) throw new Error('software CPU: the kick helper thread did not start within 10 s');
+      Atomics.wait(this.words, TID, 0, 10);
+    }
+    this.tid = Atomics.load(this.words, TID);
   }
 
-  private wake(): void {
-    Atomics.notify(new Int32Array(this.hostSab), this.doorbell);
-  }
-
-  /** The pCPU timer: stop the running engine at absolute monotonic time `ns` (0: never). */
-  arm(ns: bigint): void {
-    if (ns === this.armedAt) return;
-    this.armedAt = ns;
-    Atomics.store(this.big, DEADLINE, ns);
-    this.wake();
-  }
-
-  /** Before uc_emu_start of the engine at `address`. */
-  enter(address: bigint): void {
-    Atomics.store(this.big, ENGINE, address);
+  /**
+   * Before uc_emu_start of the engine at `address`; false when a kick came
+   * since the last run (the run must not start: the pCPU has to look first).
+   */
+  enter(address: bigint): boolean {
+    Atomics.store(this.big, KICKER_ENGINE, address);
     Atomics.store(this.words, KICKED, 0);
-    Atomics.store(this.words, SEEN, this.seen());
     Atomics.store(this.words, STATE, KICKER_STATE.running);
-    this.wake();
+    if (Atomics.exchange(this.words, PENDING, 0) !== 0 && Atomics.compareExchange(this.words, STATE, KICKER_STATE.running, KICKER_STATE.idle) === KICKER_STATE.running) return false;
+    return true;
   }
 
   /** After uc_emu_start returns; true when the helper stopped it. */
   leave(): boolean {
     if (Atomics.compareExchange(this.words, STATE, KICKER_STATE.running, KICKER_STATE.idle) !== KICKER_STATE.running) {
-      // The helper is stopping it (or has): wait for it to be done with the engine.
-      while (Atomics.load(this.words, STATE) === KICKER_STATE.stopping) Atomics.wait(this.words, STATE, KICKER_STATE.stopping, 10);
+      // The helper is stopping it (or has, if enter() found a kick): let it finish with the engine.
+      while (Atomics.load(this.words, STATE) === KICKER_STATE.stopping) Atomics.wait(this.words, STATE, KICKER_STATE.stopping, 1);
       Atomics.store(this.words, STATE, KICKER_STATE.idle);
+      return true;
     }
     return Atomics.load(this.words, KICKED) === 1;
   }
 
-  /** An engine is going away: the helper never touches an engine outside a run, so nothing to do but check. */
-  forget(address: bigint): void {
-    if (Atomics.load(this.words, STATE) !== KICKER_STATE.idle && Atomics.load(this.big, ENGINE) === address) throw new Error('software CPU: closing an engine that is running');
-  }
-
   close(): void {
     Atomics.store(this.words, STATE, KICKER_STATE.quit);
-    this.wake();
+    void this.worker.terminate();
   }
 }
-
-export { STATE as KICKER_STATE_SLOT, KICKED as KICKER_KICKED_SLOT, SEEN as KICKER_SEEN_SLOT, DEADLINE as KICKER_DEADLINE_SLOT, ENGINE as KICKER_ENGINE_SLOT };

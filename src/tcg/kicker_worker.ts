@@ -1,34 +1,38 @@
-// The helper thread of a TcgKicker (kicker.ts): stops the pCPU's running
-// engine when its doorbell moves past what the pCPU has seen, or at the armed deadline.
+// The helper thread of a TcgKicker (kicker.ts): takes the kick signal for its
+// pCPU and stops the running engine, or marks the next run as kicked.
 
 import { workerData } from 'node:worker_threads';
 import { unicorn } from './unicorn.js';
-import { KICKER_STATE, KICKER_STATE_SLOT, KICKER_KICKED_SLOT, KICKER_SEEN_SLOT, KICKER_DEADLINE_SLOT, KICKER_ENGINE_SLOT } from './kicker.js';
+import { takeKickSignal, waitKick } from '../kvm/kick.js';
+import { KICKER_SLOT, KICKER_STATE, KICKER_ENGINE } from './kicker.js';
 
-const { sab, hostSab, doorbell } = workerData as { sab: SharedArrayBuffer; hostSab: SharedArrayBuffer; doorbell: number };
+const { sab } = workerData as { sab: SharedArrayBuffer };
 const words = new Int32Array(sab);
 const big = new BigInt64Array(sab);
-const host = new Int32Array(hostSab);
 const emuStop = unicorn().emuStopAddress;
+const tid = takeKickSignal();
+Atomics.store(words, KICKER_SLOT.tid, tid);
+Atomics.notify(words, KICKER_SLOT.tid);
 
 for (;;) {
-  const db = Atomics.load(host, doorbell);
-  const state = Atomics.load(words, KICKER_STATE_SLOT);
-  if (state === KICKER_STATE.quit) break;
-  let timeout = Infinity;
-  if (state === KICKER_STATE.running) {
-    const deadline = Atomics.load(big, KICKER_DEADLINE_SLOT);
-    const now = process.hrtime.bigint();
-    if (db !== Atomics.load(words, KICKER_SEEN_SLOT) || (deadline !== 0n && now >= deadline)) {
-      if (Atomics.compareExchange(words, KICKER_STATE_SLOT, KICKER_STATE.running, KICKER_STATE.stopping) === KICKER_STATE.running) {
-        Atomics.store(words, KICKER_KICKED_SLOT, 1);
-        emuStop(Atomics.load(big, KICKER_ENGINE_SLOT));
-        Atomics.store(words, KICKER_STATE_SLOT, KICKER_STATE.stopped);
-        Atomics.notify(words, KICKER_STATE_SLOT);
-      }
-      continue;
-    }
-    if (deadline !== 0n) timeout = Number(deadline - now) / 1e6;
+  if (!waitKick(1000)) {
+    if (Atomics.load(words, KICKER_SLOT.state) === KICKER_STATE.quit) break;
+    continue;
   }
-  Atomics.wait(host, doorbell, db, timeout);
+  for (;;) {
+    const s = Atomics.load(words, KICKER_SLOT.state);
+    if (s === KICKER_STATE.quit) process.exit(0);
+    if (s === KICKER_STATE.running) {
+      if (Atomics.compareExchange(words, KICKER_SLOT.state, KICKER_STATE.running, KICKER_STATE.stopping) !== KICKER_STATE.running) continue;
+      Atomics.store(words, KICKER_SLOT.kicked, 1);
+      emuStop(Atomics.load(big, KICKER_ENGINE));
+      Atomics.store(words, KICKER_SLOT.state, KICKER_STATE.idle);
+      Atomics.notify(words, KICKER_SLOT.state);
+      break;
+    }
+    // Between runs: the next run must not start before the pCPU has looked (then re-check:
+    // a run may have begun meanwhile, and it would not see the mark).
+    Atomics.store(words, KICKER_SLOT.pending, 1);
+    if (Atomics.load(words, KICKER_SLOT.state) !== KICKER_STATE.running) break;
+  }
 }

@@ -241,6 +241,10 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     m.gpa = gpa; m.len = size; m.write = true;
     for (let i = 0; i < 8; i++) m.data[i] = i < size ? Number((value >> BigInt(8 * i)) & 0xffn) : 0;
     this.opts.onMmio(m);
+    // A device write (an EOI, a TPR, a timer, an IPI) may make an interrupt deliverable or move a
+    // deadline: stop after the instruction so the hypervisor looks, as after KVM's MMIO exit.
+    this.exit.kind = 'irq-window';
+    this.stop();
   }
 
   private setEdxEax(v: bigint): void {
@@ -287,7 +291,10 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
       this.fresh = false;
       this.hookExit = false;
       this.hookEvent = null;
-      this.opts.kicker.enter(this.ucAddress);
+      if (!this.opts.kicker.enter(this.ucAddress)) {
+        x.kind = 'interrupted';
+        return x;
+      }
       const err = this.u.emuStart(this.uc, begin, UNTIL_NEVER, 0, 0);
       const kicked = this.opts.kicker.leave();
       // Set by the hooks during emuStart (TypeScript cannot see that).
@@ -572,7 +579,6 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.opts.kicker.forget(this.ucAddress);
     this.vm.removeEngine(this);
     this.u.contextFree(this.ctx);
     this.u.close(this.uc);
