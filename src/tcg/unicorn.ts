@@ -90,8 +90,7 @@ export interface UnicornLib {
   vmemWrite(uc: unknown, addr: bigint, prot: number, data: Uint8Array, size: number): number;
   emuStart(uc: unknown, begin: bigint, until: bigint, timeout: number, count: number): number;
   emuStop(uc: unknown): number;
-  /** uc_emu_stop by the engine's address (from another thread; on x86-64 a pointer passes as this number does). */
-  emuStopAddress(uc: bigint): number;
+
   contextAlloc(uc: unknown, out: unknown[]): number;
   contextSave(uc: unknown, ctx: unknown): number;
   contextRestore(uc: unknown, ctx: unknown): number;
@@ -101,6 +100,12 @@ export interface UnicornLib {
   hookAddRaw(uc: unknown, out: bigint[], type: number, cb: unknown, ud: unknown, begin: bigint, end: bigint): number;
   /** A C function that does nothing with its arguments: a code hook that makes every instruction a stop point. */
   readonly noopCallback: unknown;
+  /** The shim's code hook (msr_exit.c): stops before an instruction when its flag (user data) asks. */
+  readonly stopHook: unknown;
+  /** A new stop flag (native memory, for stopFlagRequest from any thread). */
+  stopFlagNew(): unknown;
+  stopFlagRequest(flag: bigint): void;
+  stopFlagTaken(flag: unknown): number;
   readonly protos: {
     out: TypeObject;
     in: TypeObject;
@@ -161,7 +166,8 @@ export function unicorn(): UnicornLib {
     loadError = new UnicornError(`${p} has no raise_exception_err_ra_x86_64: not a Unicorn 2.1 x86 build xenode knows`);
     throw loadError;
   }
-  (shim.func('void xenode_tcg_init(void *raise, int vector)') as (r: unknown, v: number) => void)(raise, XENODE_MSR_EXIT);
+  (shim.func('void xenode_tcg_init(void *raise, void *stop, int vector)') as (r: unknown, s: unknown, v: number) => void)(raise, dlsymIn(libc, handle, 'uc_emu_stop'), XENODE_MSR_EXIT);
+  const shimHandle = (libc.func('void *dlopen(const char *path, int flags)') as (p: string, f: number) => unknown)(shimLibraryPath(), 2 | 4);
   loaded = {
     path: p,
     passthrough: shim.func('void xenode_tcg_passthrough(int on)') as (on: number) => void,
@@ -179,7 +185,6 @@ export function unicorn(): UnicornLib {
     vmemWrite: f('int uc_vmem_write(void *uc, uint64_t address, int prot, const void *bytes, size_t size)'),
     emuStart: f('int uc_emu_start(void *uc, uint64_t begin, uint64_t until, uint64_t timeout, size_t count)'),
     emuStop: f('int uc_emu_stop(void *uc)'),
-    emuStopAddress: lib.func('uc_emu_stop', 'int', ['uint64']) as (uc: bigint) => number,
     contextAlloc: f('int uc_context_alloc(void *uc, _Out_ void **context)'),
     contextSave: f('int uc_context_save(void *uc, void *context)'),
     contextRestore: f('int uc_context_restore(void *uc, void *context)'),
@@ -190,6 +195,10 @@ export function unicorn(): UnicornLib {
     hookAddRaw: ((uc: unknown, out: bigint[], type: number, cb: unknown, ud: unknown, begin: bigint, end: bigint) =>
       hookAdd(uc, out, type, cb, ud, begin, end)) as UnicornLib['hookAddRaw'],
     noopCallback: dlsym(null, 'abs'),
+    stopHook: dlsymIn(libc, shimHandle, 'xenode_code_hook'),
+    stopFlagNew: shim.func('void *xenode_stop_flag_new(void)') as () => unknown,
+    stopFlagRequest: shim.func('xenode_stop_request', 'void', ['uint64']) as (f: bigint) => void,
+    stopFlagTaken: shim.func('int xenode_stop_taken(void *flag)') as (f: unknown) => number,
     protos: { out: OutCb, in: InCb, insn: InsnCb, intr: IntrCb, mmioRead: MmioRead, mmioWrite: MmioWrite, memFault: MemFault },
   };
   return loaded;

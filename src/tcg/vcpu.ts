@@ -63,7 +63,6 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
   readonly exit = new VcpuExit();
   readonly u: UnicornLib;
   readonly uc: unknown;
-  readonly ucAddress: bigint;
   private readonly st: X86State;
   private readonly ctx: unknown;
   /** The saved state matches the engine's. */
@@ -89,7 +88,6 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     const out: unknown[] = [null];
     check(u, u.open(UC_ARCH_X86, UC_MODE_64, out), 'uc_open');
     this.uc = out[0];
-    this.ucAddress = koffi.address(this.uc);
     check(u, u.ctl(this.uc, UC_CTL_CPU_MODEL_WRITE, 'int', UC_CPU_X86_EPYC), 'uc_ctl(CPU model)');
     const layout = calibrate(u, this.uc);
     const c: unknown[] = [null];
@@ -111,7 +109,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     const uc = this.uc;
     const h: bigint[] = [0n];
     const reg = (cb: unknown, proto: TypeObject) => { const p = koffi.register(cb as never, koffi.pointer(proto)); this.callbacks.push(p); return p; };
-    check(u, u.hookAddRaw(uc, h, UC_HOOK_CODE, u.noopCallback, null, 1n, 0n), 'uc_hook_add(code)');
+    check(u, u.hookAddRaw(uc, h, UC_HOOK_CODE, u.stopHook, this.opts.kicker.flag, 1n, 0n), 'uc_hook_add(code)');
     check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg((_: unknown, port: number, size: number, value: number) => this.onOut(port, size, value), u.protos.out), null, 1n, 0n, UC_X86_INS_OUT), 'uc_hook_add(out)');
     check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg((_: unknown, port: number, size: number) => this.onIn(port, size), u.protos.in), null, 1n, 0n, UC_X86_INS_IN), 'uc_hook_add(in)');
     check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onCpuid(), u.protos.insn), null, 1n, 0n, UC_X86_INS_CPUID), 'uc_hook_add(cpuid)');
@@ -243,8 +241,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     this.opts.onMmio(m);
     // A device write (an EOI, a TPR, a timer, an IPI) may make an interrupt deliverable or move a
     // deadline: stop after the instruction so the hypervisor looks, as after KVM's MMIO exit.
-    this.exit.kind = 'irq-window';
-    this.stop();
+    this.opts.kicker.request();
   }
 
   private setEdxEax(v: bigint): void {
@@ -291,12 +288,8 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
       this.fresh = false;
       this.hookExit = false;
       this.hookEvent = null;
-      if (!this.opts.kicker.enter(this.ucAddress)) {
-        x.kind = 'interrupted';
-        return x;
-      }
       const err = this.u.emuStart(this.uc, begin, UNTIL_NEVER, 0, 0);
-      const kicked = this.opts.kicker.leave();
+      const kicked = this.opts.kicker.taken();
       // Set by the hooks during emuStart (TypeScript cannot see that).
       const ev = this.hookEvent as Event | null;
       if (this.hookExit as boolean) return x;

@@ -1,30 +1,41 @@
 /*
- * The software CPU's one native piece: it makes RDMSR and WRMSR precise exits.
+ * The software CPU's native pieces (libxenode_tcg.so, loaded RTLD_GLOBAL
+ * before libunicorn):
  *
- * Unicorn 2.1.4 offers no hook on RDMSR/WRMSR: QEMU's helpers handle the MSRs
- * QEMU knows, ignore writes to the others and read them as 0, with no #GP. Both
- * helpers first call QEMU's SVM intercept check through the PLT; this library,
- * loaded RTLD_GLOBAL before libunicorn, provides that symbol and raises a
- * pseudo-exception from there instead (QEMU's own raise path, from the
- * helper's return address), so the engine stops exactly at the instruction and
- * the hypervisor decides: its own MSRs, QEMU's (done with passthrough on), or
- * #GP. xenode never runs guests in SVM guest mode (SVM is hidden from them),
- * where the original check would do anything else.
+ * 1. RDMSR and WRMSR as precise exits. Unicorn 2.1.4 offers no hook on them:
+ *    QEMU's helpers handle the MSRs QEMU knows, ignore writes to the others and
+ *    read them as 0, with no #GP. Both helpers first call QEMU's SVM intercept
+ *    check through the PLT; this library provides that symbol and raises a
+ *    pseudo-exception from there (QEMU's own raise path, from the helper's
+ *    return address), so the engine stops exactly at the instruction and the
+ *    hypervisor decides: its own MSRs, QEMU's (done with passthrough on), or
+ *    #GP. xenode never runs guests in SVM guest mode (SVM is hidden from them),
+ *    where the original check would do anything else.
+ *
+ * 2. Stopping between instructions. uc_emu_stop from another thread, or from
+ *    inside an MMIO access, aborts the instruction in progress, which then runs
+ *    again (a device would see the access twice). Instead a stop is asked for
+ *    by setting a flag; the code hook, called before every instruction, sees
+ *    it and stops there.
  */
 #include <stdint.h>
+#include <stdlib.h>
 
 #define SVM_EXIT_MSR 0x7c
 
 typedef void (*raise_fn)(void *env, int exception_index, int error_code, uintptr_t retaddr);
+typedef int (*stop_fn)(void *uc);
 
 static raise_fn xenode_raise;
+static stop_fn xenode_stop;
 static int xenode_vector;
 static __thread int xenode_pass;
 
-/* raise: libunicorn's raise_exception_err_ra; vector: the pseudo-exception number the intr hook sees */
-void xenode_tcg_init(raise_fn raise, int vector)
+/* raise: libunicorn's raise_exception_err_ra; stop: uc_emu_stop; vector: the pseudo-exception the intr hook sees */
+void xenode_tcg_init(raise_fn raise, stop_fn stop, int vector)
 {
     xenode_raise = raise;
+    xenode_stop = stop;
     xenode_vector = vector;
 }
 
@@ -38,4 +49,34 @@ void cpu_svm_check_intercept_param_x86_64(void *env, uint32_t type, uint64_t par
 {
     if (type == SVM_EXIT_MSR && !xenode_pass && xenode_raise)
         xenode_raise(env, xenode_vector, (int)param, retaddr);
+}
+
+/* A stop flag: 0 none, 1 asked for, 2 taken (the engine stopped for it). */
+int *xenode_stop_flag_new(void)
+{
+    return calloc(1, sizeof(int));
+}
+
+/* Asks for a stop before the next instruction (any thread). */
+void xenode_stop_request(int *flag)
+{
+    __atomic_store_n(flag, 1, __ATOMIC_SEQ_CST);
+}
+
+/* After a run: whether it stopped for a request (and forgets that it did). */
+int xenode_stop_taken(int *flag)
+{
+    int taken = 2;
+    return __atomic_compare_exchange_n(flag, &taken, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
+/* The code hook: every instruction is a point where an asked-for stop happens. */
+void xenode_code_hook(void *uc, uint64_t address, uint32_t size, int *flag)
+{
+    (void)address;
+    (void)size;
+    if (__atomic_load_n(flag, __ATOMIC_RELAXED) == 1) {
+        __atomic_store_n(flag, 2, __ATOMIC_SEQ_CST);
+        xenode_stop(uc);
+    }
 }
