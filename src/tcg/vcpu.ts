@@ -292,7 +292,11 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
       const kicked = this.opts.kicker.taken();
       // Set by the hooks during emuStart (TypeScript cannot see that).
       const ev = this.hookEvent as Event | null;
-      if (this.hookExit as boolean) return x;
+      if (this.hookExit as boolean) {
+        // A kick that came with this exit is for the next run: keep it asked for.
+        if (kicked) this.opts.kicker.request();
+        return x;
+      }
       if (ev?.vector === XENODE_MSR_EXIT) {
         if (!this.msrAccess(ev.errorCode === 1)) return x;
       } else if (ev) {
