@@ -39,7 +39,12 @@ export class TcgKicker {
     unicorn().stopFlagRequest(koffi.address(this.flag));
   }
 
-  /** After a run: whether it stopped for a kick, the timer or request(). */
+  /** Also stop the next run when the guest opens interrupts (an interrupt waits for it). */
+  atWindow(on: boolean): void {
+    unicorn().stopFlagAtWindow(this.flag, on ? 1 : 0);
+  }
+
+  /** After a run: whether it stopped for a kick, the timer, request() or the window. */
   taken(): boolean {
     return unicorn().stopFlagTaken(this.flag) !== 0;
   }

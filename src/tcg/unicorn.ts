@@ -106,6 +106,7 @@ export interface UnicornLib {
   stopFlagNew(): unknown;
   stopFlagRequest(flag: bigint): void;
   stopFlagTaken(flag: unknown): number;
+  stopFlagAtWindow(flag: unknown, on: number): void;
   readonly protos: {
     out: TypeObject;
     in: TypeObject;
@@ -166,7 +167,8 @@ export function unicorn(): UnicornLib {
     loadError = new UnicornError(`${p} has no raise_exception_err_ra_x86_64: not a Unicorn 2.1 x86 build xenode knows`);
     throw loadError;
   }
-  (shim.func('void xenode_tcg_init(void *raise, void *stop, int vector)') as (r: unknown, s: unknown, v: number) => void)(raise, dlsymIn(libc, handle, 'uc_emu_stop'), XENODE_MSR_EXIT);
+  (shim.func('void xenode_tcg_init(void *raise, void *stop, void *reg_read, int vector)') as (r: unknown, s: unknown, rr: unknown, v: number) => void)(
+    raise, dlsymIn(libc, handle, 'uc_emu_stop'), dlsymIn(libc, handle, 'uc_reg_read'), XENODE_MSR_EXIT);
   const shimHandle = (libc.func('void *dlopen(const char *path, int flags)') as (p: string, f: number) => unknown)(shimLibraryPath(), 2 | 4);
   loaded = {
     path: p,
@@ -199,6 +201,7 @@ export function unicorn(): UnicornLib {
     stopFlagNew: shim.func('void *xenode_stop_flag_new(void)') as () => unknown,
     stopFlagRequest: shim.func('xenode_stop_request', 'void', ['uint64']) as (f: bigint) => void,
     stopFlagTaken: shim.func('int xenode_stop_taken(void *flag)') as (f: unknown) => number,
+    stopFlagAtWindow: shim.func('void xenode_stop_at_window(void *flag, int on)') as (f: unknown, on: number) => void,
     protos: { out: OutCb, in: InCb, insn: InsnCb, intr: IntrCb, mmioRead: MmioRead, mmioWrite: MmioWrite, memFault: MemFault },
   };
   return loaded;

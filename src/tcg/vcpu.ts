@@ -284,11 +284,15 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
         this.u.contextRestore(this.uc, this.ctx);
         this.dirty = false;
       }
-      const begin = this.fresh ? this.st.eip : this.regRead64(UC_X86_REG.RIP);
+      const begin = this.st.eip; // fresh: synced above
+      // An interrupt waiting for the guest's IF: stop as soon as it opens (KVM's interrupt window).
+      const window = this.requestInterruptWindow && (this.st.eflags & EFLAGS_IF) === 0n;
       this.fresh = false;
       this.hookExit = false;
       this.hookEvent = null;
+      if (window) this.opts.kicker.atWindow(true);
       const err = this.u.emuStart(this.uc, begin, UNTIL_NEVER, 0, 0);
+      if (window) this.opts.kicker.atWindow(false);
       const kicked = this.opts.kicker.taken();
       // Set by the hooks during emuStart (TypeScript cannot see that).
       const ev = this.hookEvent as Event | null;
