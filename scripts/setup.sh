@@ -18,5 +18,14 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-[ -e /dev/kvm ] || echo "setup: WARNING: /dev/kvm is absent: guests cannot run here (KVM tests will skip)"
+# The software CPU's engine: Unicorn 2.1 (QEMU's TCG as a library), from its Python wheel, which
+# carries the C library itself (unicorn/lib/libunicorn.so.2). Debian 12's libunicorn2 is 2.0,
+# which does not translate through guest page tables.
+UNICORN_VERSION=2.1.4
+if [ ! -f .cache/unicorn/unicorn/lib/libunicorn.so.2 ] || ! grep -qs "^Version: $UNICORN_VERSION$" .cache/unicorn/unicorn-*.dist-info/METADATA; then
+  echo "setup: installing Unicorn $UNICORN_VERSION (the software CPU) into .cache/unicorn"
+  rm -rf .cache/unicorn
+  python3 -m pip install --quiet --no-deps --retries 0 --target .cache/unicorn "unicorn==$UNICORN_VERSION"
+fi
+[ -e /dev/kvm ] || echo "setup: /dev/kvm is absent: guests run on the software CPU (--accel tcg)"
 npm ci --no-audit --no-fund --loglevel=error
