@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { RoundRobin } from './rr.js';
 import type { VCpu } from '../domain.js';
 import { needsKvm } from '../../kvm/testing.js';
+import { within } from '../../testing/wait.js';
 
 const fake = (domid: number, id = 0) => ({ id, dom: { domid } }) as unknown as VCpu;
 
@@ -48,7 +49,7 @@ test('two CPU-bound guests on one pCPU are preempted at slice end and both progr
     });
     const a = await ts.create({ name: 'a', kernel, memoryMiB: 8, vcpus: 1, cmdline: 'rounds=3' }, () => {});
     const b = await ts.create({ name: 'b', kernel, memoryMiB: 8, vcpus: 1, cmdline: 'rounds=3' }, () => {});
-    await done;
+    await within('both spin guests powering off', done, 60_000);
     const rounds = lines.filter((l) => /spin: round \d/.test(l)).map((l) => Number(l.split(':')[0]));
     assert.equal(rounds.filter((d) => d === a.domid).length, 3);
     assert.equal(rounds.filter((d) => d === b.domid).length, 3);

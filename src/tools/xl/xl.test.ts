@@ -12,7 +12,10 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { needsKvm } from '../../kvm/testing.js';
 import { DaemonClient } from '../daemon/client.js';
+import { SocketClient } from '../xenstored/client.js';
 import { listHeader, uptimeHeader } from './format.js';
+import { havePeer, which } from '../../testing/peers.js';
+import { DEFAULT_WAIT_MS, until as waitUntil, within } from '../../testing/wait.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const XENODE_JS = path.resolve(here, '..', 'xenode.js');
@@ -63,13 +66,19 @@ async function list(): Promise<Row[]> {
   return parseList(r.out);
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+/** Resolves with what `fn` gives once it gives something (not undefined); bounded, says what never came. */
+async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = DEFAULT_WAIT_MS): Promise<T> {
+  const got = await waitUntil(what, async (): Promise<{ v: T } | undefined> => { const v = await fn(); return v === undefined ? undefined : { v }; }, ms);
+  return got.v;
+}
+
+/** A client of the daemon's xenstore socket. */
+async function xenstore(): Promise<SocketClient> {
+  const c = await DaemonClient.connect(SOCK);
+  try {
+    return await SocketClient.connect((await c.call('xenstore.socket', {})).path);
+  } finally {
+    c.close();
   }
 }
 
@@ -89,8 +98,13 @@ describe('xl against a running daemon', needsKvm(), () => {
 
   after(async () => {
     if (daemon && daemon.exitCode === null) {
+      const exited = new Promise((r) => daemon!.once('exit', r));
       daemon.kill('SIGTERM');
-      await new Promise((r) => daemon!.once('exit', r));
+      try {
+        await within('the daemon exiting on SIGTERM', exited);
+      } finally {
+        daemon.kill('SIGKILL');
+      }
     }
     fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -184,26 +198,43 @@ describe('xl against a running daemon', needsKvm(), () => {
     assert.equal((await xl('destroy', 'e2e-crash')).code, 0);
   });
 
-  test('shutdown: refused without a PV control interface (as libxl\'s NOPARAVIRT), written to control/shutdown with one; xenstore-* passthroughs', async (t) => {
+  test('shutdown: refused without a PV control interface (as libxl\'s NOPARAVIRT), written to control/shutdown with one', async () => {
     assert.equal((await xl('create', '-q', idleCfg('e2e-sd'))).code, 0);
     const id = (await list()).find((r) => r.name === 'e2e-sd')!.domid;
-    const ls = await xl('xenstore-ls', `/local/domain/${id}`);
-    if (ls.code === 127) { t.skip('xenstore-utils not installed'); return; }
-    assert.equal(ls.code, 0, ls.err);
-    assert.match(ls.out, /^name = "e2e-sd"$/m);
-    assert.match(ls.out, new RegExp(`^domid = "${id}"$`, 'm'));
-    assert.match(ls.out, /^control = ""$/m);
-    // idle.elf never advertises control/feature-poweroff
-    const no = await xl('shutdown', 'e2e-sd');
-    assert.equal(no.code, 1);
-    assert.equal(no.err, `Shutting down domain ${id}\nPV control interface not available: external graceful shutdown not possible.\n` +
-      'Use "-F" to force it (xenode has no ACPI event to fall back to).\nshutdown failed (rc=-10)\n');
-    // advertise it as a PV guest would, then the request lands in control/shutdown
-    assert.deepEqual(await xl('xenstore-write', `/local/domain/${id}/control/feature-poweroff`, '1'), { code: 0, out: '', err: '' });
-    assert.deepEqual(await xl('shutdown', 'e2e-sd'), { code: 0, out: '', err: `Shutting down domain ${id}\n` });
-    assert.deepEqual(await xl('xenstore-read', `/local/domain/${id}/control/shutdown`), { code: 0, out: 'poweroff\n', err: '' });
-    assert.equal((await xl('xenstore-exists', `/local/domain/${id}/nosuch`)).code, 1);
-    assert.equal((await xl('destroy', 'e2e-sd')).code, 0);
+    const xs = await xenstore();
+    try {
+      // idle.elf never advertises control/feature-poweroff
+      const no = await xl('shutdown', 'e2e-sd');
+      assert.equal(no.code, 1);
+      assert.equal(no.err, `Shutting down domain ${id}\nPV control interface not available: external graceful shutdown not possible.\n` +
+        'Use "-F" to force it (xenode has no ACPI event to fall back to).\nshutdown failed (rc=-10)\n');
+      // advertise it as a PV guest would, then the request lands in control/shutdown
+      await xs.write(`/local/domain/${id}/control/feature-poweroff`, '1');
+      assert.deepEqual(await xl('shutdown', 'e2e-sd'), { code: 0, out: '', err: `Shutting down domain ${id}\n` });
+      assert.equal(await xs.read(`/local/domain/${id}/control/shutdown`), 'poweroff');
+    } finally {
+      xs.close();
+      assert.equal((await xl('destroy', 'e2e-sd')).code, 0);
+    }
+  });
+
+  test('xenstore-ls, -write, -read and -exists passthroughs reach the daemon\'s xenstore', async (t) => {
+    if (!havePeer(t, which('xenstore-ls') !== null, 'xenstore-utils', 'apt-get install xenstore-utils')) return;
+    assert.equal((await xl('create', '-q', idleCfg('e2e-xs'))).code, 0);
+    const id = (await list()).find((r) => r.name === 'e2e-xs')!.domid;
+    try {
+      const ls = await xl('xenstore-ls', `/local/domain/${id}`);
+      assert.equal(ls.code, 0, ls.err);
+      assert.match(ls.out, /^name = "e2e-xs"$/m);
+      assert.match(ls.out, new RegExp(`^domid = "${id}"$`, 'm'));
+      assert.match(ls.out, /^control = ""$/m);
+      assert.deepEqual(await xl('xenstore-write', `/local/domain/${id}/data/k`, 'v'), { code: 0, out: '', err: '' });
+      assert.deepEqual(await xl('xenstore-read', `/local/domain/${id}/data/k`), { code: 0, out: 'v\n', err: '' });
+      assert.equal((await xl('xenstore-exists', `/local/domain/${id}/data/k`)).code, 0);
+      assert.equal((await xl('xenstore-exists', `/local/domain/${id}/nosuch`)).code, 1);
+    } finally {
+      assert.equal((await xl('destroy', 'e2e-xs')).code, 0);
+    }
   });
 
   test('shutdown -F -w of a guest without a PV control interface: forced, waited for, gone (on_poweroff=destroy)', async () => {
@@ -266,7 +297,7 @@ describe('xl against a running daemon', needsKvm(), () => {
   });
 
   test('console through a pty: output shown, Ctrl-] detaches with status 0, the domain keeps running', async (t) => {
-    if (spawnSync('script', ['--version']).error) { t.skip('util-linux script not installed'); return; }
+    if (!havePeer(t, !spawnSync('script', ['--version']).error, 'util-linux script', 'apt-get install bsdutils')) return;
     assert.equal((await xl('create', '-q', idleCfg('e2e-con'))).code, 0);
     const p = spawn('script', ['-qfec', `${process.execPath} ${XL_JS} console e2e-con`, '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
@@ -276,8 +307,12 @@ describe('xl against a running daemon', needsKvm(), () => {
     await until('the guest line', async () => (out.includes('idle: blocking') ? true : undefined));
     p.stdin.write('typed\r');
     p.stdin.write(Buffer.from([0x1d]));
-    const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('hung'), 5000))]);
-    if (code === 'hung') p.kill('SIGKILL');
+    let code: number | null;
+    try {
+      code = await within('xl console exiting on Ctrl-]', exited);
+    } finally {
+      p.kill('SIGKILL');
+    }
     assert.equal(code, 0, out);
     // the terminal came back out of raw mode: script restores it, but our own restore must have run without error
     assert.doesNotMatch(out, /Error|xl:/);
