@@ -15,7 +15,7 @@ import { VmPool, type VmRecipe } from '../kvm/vm_pool.js';
 import { KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_READ, KVM_MSR_FILTER_WRITE } from '../kvm/abi.js';
 import { kick } from '../kvm/kick.js';
 import { Physmap } from './physmap.js';
-import { HostShared, DomainShared, DOMSTATE, RUNSTATE, DOM0_DOORBELL } from './shared.js';
+import { HostShared, DomainShared, DOMSTATE, RUNSTATE, DOM0_DOORBELL, VCPU_FLAG_INITIALISED } from './shared.js';
 import { xenCpuid, XEN_HYPERCALL_MSR } from './x86/cpuid.js';
 import { localTimeBase, systemTimeNs } from './time.js';
 import * as core from './evtchn_core.js';
@@ -78,6 +78,8 @@ export interface VcpuInfoSummary {
   /** the pCPU worker it is placed on, -1 when none */
   pcpu: number;
   cpuTimeUs: number;
+  /** up (Xen's !VPF_down): a stopped vCPU of a shut-down domain is up, one never brought up or taken down is not */
+  up: boolean;
 }
 
 interface DomainRecord {
@@ -478,7 +480,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const r = this.domains.get(domid);
     if (!r) return null;
     let online = 0;
-    for (let v = 0; v < r.shared.nrVcpus; v++) if (r.shared.vcpu(v, 'state') !== RUNSTATE.offline) online++;
+    for (let v = 0; v < r.shared.nrVcpus; v++) if (this.vcpuUp(r, v)) online++;
     return {
       domid, name: r.name, state: r.shared.get('state'), paused: r.shared.get('pauseCount') > 0,
       shutdownReason: r.shared.get('shutdownReason'), vcpus: r.shared.nrVcpus, onlineVcpus: online,
@@ -486,14 +488,25 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     };
   }
 
-  /** Per-vCPU state (xl vcpu-list): run state, the pCPU it is placed on, time run. */
+  /**
+   * Is the vCPU up (Xen: no VPF_down)? A shut-down domain's vCPUs are
+   * stopped, not down, so Xen still counts them online and xl list shows a
+   * preserved domain's vCPUs; their run state here is offline all the same.
+   */
+  private vcpuUp(r: DomainRecord, v: number): boolean {
+    const st = r.shared.get('state');
+    if (st === DOMSTATE.shutdown || st === DOMSTATE.crashed) return v === 0 || (r.shared.vcpu(v, 'flags') & VCPU_FLAG_INITIALISED) !== 0;
+    return r.shared.vcpu(v, 'state') !== RUNSTATE.offline;
+  }
+
+  /** Per-vCPU state (xl vcpu-list): run state, the pCPU it is placed on, time run, whether it is up. */
   vcpus(domid: number): VcpuInfoSummary[] {
     const r = this.domains.get(domid);
     if (!r) return [];
     const out: VcpuInfoSummary[] = [];
     const now = this.nowUs();
     for (let v = 0; v < r.shared.nrVcpus; v++) {
-      out.push({ vcpu: v, state: r.shared.vcpu(v, 'state'), pcpu: r.shared.vcpu(v, 'pcpu'), cpuTimeUs: r.shared.vcpuCpuTimeUs(v, now) });
+      out.push({ vcpu: v, state: r.shared.vcpu(v, 'state'), pcpu: r.shared.vcpu(v, 'pcpu'), cpuTimeUs: r.shared.vcpuCpuTimeUs(v, now), up: this.vcpuUp(r, v) });
     }
     return out;
   }

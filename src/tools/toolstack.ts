@@ -100,7 +100,7 @@ export class Toolstack {
     let services: DomainServices;
     try {
       services = await this.serialized(() => connectServices(this.hv, this.xs, this.client, built, {
-        name: cfg.name, uuid, vcpus: cfg.vcpus, memoryKiB: cfg.memoryMiB * 1024, maxMemKiB: (cfg.maxMemMiB ?? cfg.memoryMiB) * 1024, output,
+        name: cfg.name, uuid, vcpus: Math.max(cfg.vcpus, cfg.maxVcpus ?? 0), onlineVcpus: cfg.vcpus, memoryKiB: cfg.memoryMiB * 1024, maxMemKiB: (cfg.maxMemMiB ?? cfg.memoryMiB) * 1024, output,
       }));
     } catch (e) {
       this.builds.delete(built.domid);

@@ -8,8 +8,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { Toolstack } from '../toolstack.js';
 import { XEN_MAJOR, XEN_MINOR } from '../../hv/abi/xen.js';
-import { EXTRAVERSION, CAPABILITIES, CHANGESET } from '../../hv/version.js';
-import { API_VERSION, LineReader, type DomainSummary, type CreateRecord, type DomainChange } from './protocol.js';
+import { EXTRAVERSION, CAPABILITIES, CHANGESET, COMPILE_INFO } from '../../hv/version.js';
+import { API_VERSION, LineReader, type DomainSummary, type CreateRecord, type DomainChange, type VcpuSummary } from './protocol.js';
 import { ApiServer, type Handlers } from './server.js';
 import { DomainManager, DEFAULT_POLICY, type DomainPolicy } from './domains.js';
 import { StateDir } from './state.js';
@@ -196,16 +196,23 @@ export class Daemon {
     return t;
   }
 
-  /** The control domain's row in `xl list`. */
+  /**
+   * The control domain's row in `xl list`: the daemon process, whose one
+   * vCPU is its main thread (the toolstack, xenstored and the console
+   * backends run there; guest vCPUs run on the pCPU workers).
+   */
   dom0Summary(): DomainSummary {
-    const cpu = process.cpuUsage();
-    const n = this.ts.hv.nrPcpus;
     return {
       domid: 0, name: 'Domain-0', uuid: '00000000-0000-0000-0000-000000000000',
       memory: Math.round(process.memoryUsage.rss() / 1024), maxmem: Math.round(os.totalmem() / 1024),
-      vcpus: n, onlineVcpus: n, running: true, blocked: false, paused: false, shutdown: false, crashed: false, dying: false,
-      shutdownReason: -1, cpuTime: (cpu.user + cpu.system) / 1e6, startTime: 0, seclabel: '',
+      vcpus: 1, onlineVcpus: 1, running: true, blocked: false, paused: false, shutdown: false, crashed: false, dying: false,
+      shutdownReason: -1, cpuTime: mainThreadCpuSeconds(), startTime: 0, seclabel: '',
     };
+  }
+
+  /** Domain-0's vCPU in `xl vcpu-list`: running (it is answering), on no pCPU worker. */
+  dom0Vcpus(): VcpuSummary[] {
+    return [{ domid: 0, name: 'Domain-0', vcpu: 0, pcpu: -1, state: 'running', cpuTime: mainThreadCpuSeconds(), hard: null, soft: null }];
   }
 
   /** SIGTERM/SIGINT: destroy every domain, close the socket, stop the hypervisor. */
@@ -235,6 +242,8 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     'domain.create': async (a) => {
       const t0 = performance.now();
       const config = checkConfig(a.config);
+      // libxl__domain_config_setdefault: a pool that does not exist is refused (Pool-0, id 0, is the only one)
+      if (config.pool !== undefined && config.pool !== 'Pool-0' && !/^0+$/.test(config.pool)) throw einval(`Illegal pool specified: ${config.pool}`);
       const paused = bool(a.paused, 'paused');
       let firstByte: number | null = null;
       let rec: CreateRecord | null = null;
@@ -330,8 +339,9 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     'host.timings': () => ({ creates: daemon().createRecords }),
 
     'vcpu.list': (a) => {
-      const doms = a.dom === undefined ? D().all() : [one(a)];
-      return doms.flatMap((d) => D().vcpuList(d));
+      if (a.dom === undefined) return [...daemon().dom0Vcpus(), ...D().all().flatMap((d) => D().vcpuList(d))];
+      if (a.dom === 0 || a.dom === '0' || a.dom === 'Domain-0') return daemon().dom0Vcpus();
+      return D().vcpuList(one(a));
     },
 
     'vcpu.pin': (a) => {
@@ -346,40 +356,117 @@ function makeHandlers(daemon: () => Daemon): Handlers {
   };
 }
 
-/** `xl info`'s fields that mean something here. */
+/** The thread's CPU time from /proc (utime + stime in USER_HZ ticks, 100 on x86 Linux). */
+function threadCpuSeconds(tid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'latin1');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields 14 and 15 of stat(5); f[0] is field 3
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+function mainThreadCpuSeconds(): number {
+  const cpu = process.cpuUsage();
+  return threadCpuSeconds(process.pid) ?? (cpu.user + cpu.system) / 1e6;
+}
+
+/** Does KVM here use the CPU's nested paging (EPT/NPT), or shadow page tables? */
+function kvmPaging(): 'hap' | 'shadow' {
+  for (const f of ['/sys/module/kvm_intel/parameters/ept', '/sys/module/kvm_amd/parameters/npt']) {
+    try {
+      if (/^(Y|1)/.test(fs.readFileSync(f, 'latin1'))) return 'hap';
+    } catch { /* module not loaded */ }
+  }
+  return 'shadow';
+}
+
+/**
+ * physinfo's hw_cap: the first eight words of Xen's x86 featureset
+ * (public/arch-x86/cpufeatureset.h: 1.edx, 1.ecx, e1.edx, e1.ecx, Da1.eax,
+ * 7b0.ebx, 7c0.ecx, e7.edx), read from the CPUID KVM offers, the hardware
+ * xenode runs on.
+ */
+function hwCaps(d: Daemon): string | undefined {
+  let leaves;
+  try {
+    leaves = d.ts.hv.kvm.supportedCpuid();
+  } catch {
+    return undefined;
+  }
+  const leaf = (fn: number, index = 0) => leaves.find((e) => e.function === fn && e.index === index);
+  const words = [
+    leaf(1)?.edx, leaf(1)?.ecx, leaf(0x80000001)?.edx, leaf(0x80000001)?.ecx,
+    leaf(0xd, 1)?.eax, leaf(7)?.ebx, leaf(7)?.ecx, leaf(0x80000007)?.edx,
+  ];
+  return words.map((w) => ((w ?? 0) >>> 0).toString(16).padStart(8, '0')).join(':');
+}
+
+/**
+ * libxl_scheduler_to_string's names: Xen's schedulers are reported by their
+ * name, any other policy (xenode's round robin) as LIBXL_SCHEDULER_UNKNOWN.
+ */
+const LIBXL_SCHEDULERS = ['sedf', 'credit', 'credit2', 'arinc653', 'rtds', 'null'];
+export function libxlSchedulerName(policy: string): string {
+  return LIBXL_SCHEDULERS.includes(policy) ? policy : 'unknown';
+}
+
+/** The pCPU workers' scheduling policy (src/hv/sched). */
+const SCHEDULER = 'rr';
+
+/** `xl info`'s fields, each a true value for xenode, then xenode's own. */
 function hostInfo(d: Daemon): Record<string, string | number> {
-  const cpus = os.cpus();
   const hv = d.ts.hv;
-  return {
+  const khz = hv.tscKhz;
+  const hw = hwCaps(d);
+  const info: Record<string, string | number> = {
     host: os.hostname(),
     release: os.release(),
     version: os.version(),
     machine: os.machine(),
+    // the pCPUs are the worker threads: one socket, one node, a core each
     nr_cpus: hv.nrPcpus,
     max_cpu_id: hv.nrPcpus - 1,
     nr_nodes: 1,
-    cores_per_socket: cpus.length,
+    cores_per_socket: hv.nrPcpus,
     threads_per_core: 1,
-    // Xen's physinfo reports its calibrated TSC rate (cpu_khz); a VM host's /proc/cpuinfo often says 0
-    cpu_mhz: Math.round(hv.tscKhz / 1000) || cpus[0]?.speed || 0,
-    virt_caps: 'pvh',
+    // Xen's physinfo reports its calibrated TSC rate (cpu_khz), printed "%d.%03d"
+    cpu_mhz: `${Math.floor(khz / 1000)}.${String(khz % 1000).padStart(3, '0')}`,
+    ...(hw !== undefined ? { hw_caps: hw } : {}),
+    // PVH runs in an HVM container; grant tables are v1 only
+    virt_caps: ['hvm', kvmPaging(), 'gnttab-v1'].join(' '),
     total_memory: Math.floor(os.totalmem() / 2 ** 20),
     free_memory: Math.floor(os.freemem() / 2 ** 20),
+    // no page sharing and no claims exist; every pCPU is in Pool-0
+    sharing_freed_memory: 0,
+    sharing_used_memory: 0,
+    outstanding_claims: 0,
+    free_cpus: 0,
     xen_major: XEN_MAJOR,
     xen_minor: XEN_MINOR,
     xen_extra: EXTRAVERSION,
     xen_version: d.xenVersion,
     xen_caps: CAPABILITIES,
-    xen_scheduler: 'rr',
+    xen_scheduler: libxlSchedulerName(SCHEDULER),
     xen_pagesize: 4096,
     platform_params: 'virt_start=0x0',
     xen_changeset: CHANGESET,
     xen_commandline: '',
-    cc_compiler: `node ${process.version}`,
+    cc_compiler: COMPILE_INFO.compiler,
+    cc_compile_by: COMPILE_INFO.by,
+    cc_compile_domain: COMPILE_INFO.domain,
+    cc_compile_date: COMPILE_INFO.date,
+    // XENVER_build_id has none to give
+    build_id: '',
     xend_config_format: 4,
+    xenode_scheduler: SCHEDULER,
     daemon_pid: process.pid,
     daemon_uptime: Math.floor(d.domains.nsSinceBoot / 1e9),
-    nr_domains: d.domains.all().length,
+    // as many as `xl list` shows: Domain-0 and the guests
+    nr_domains: d.domains.all().length + 1,
     xenstored_socket: d.xenstoredSocket,
   };
+  return info;
 }

@@ -474,8 +474,10 @@ export class DomainManager extends EventEmitter<Events> {
     return this.ts.hv.vcpus(d.domid).map((v) => {
       const pin = d.pins[v.vcpu] ?? { hard: d.config.cpus, soft: d.config.cpusSoft };
       return {
-        domid: d.domid, name: d.name, vcpu: v.vcpu, pcpu: v.state === RUNSTATE.offline ? -1 : v.pcpu,
-        state: names[v.state] ?? 'offline', cpuTime: v.cpuTimeUs / 1e6, hard: pin.hard, soft: pin.soft,
+        // an up vCPU of a shut-down domain is stopped there: neither running nor blocked
+        domid: d.domid, name: d.name, vcpu: v.vcpu, pcpu: v.up ? v.pcpu : -1,
+        state: !v.up ? 'offline' : v.state === RUNSTATE.offline ? 'runnable' : names[v.state] ?? 'offline',
+        cpuTime: v.cpuTimeUs / 1e6, hard: pin.hard, soft: pin.soft,
       };
     });
   }

@@ -142,7 +142,8 @@ describe('xl against a running daemon', needsKvm(), () => {
 
   test('unknown domains: xl\'s messages and exit 1', async () => {
     assert.deepEqual(await xl('destroy', 'nosuch'), { code: 1, out: '', err: 'nosuch is an invalid domain identifier (rc=-6)\n' });
-    assert.deepEqual(await xl('pause', '999'), { code: 1, out: '', err: '999 is an invalid domain identifier (rc=-21)\n' });
+    // digits are a domid taken as they are (libxl_domain_qualifier_to_domid): the command meets the missing domain
+    assert.deepEqual(await xl('pause', '999'), { code: 1, out: '', err: 'xl: no domain with id 999\n' });
     assert.deepEqual(await xl('domid', 'nosuch'), { code: 1, out: '', err: "Can't get domid of domain name 'nosuch', maybe this domain does not exist.\n" });
     assert.deepEqual(await xl('domname', '999'), { code: 1, out: '', err: "Can't get domain name of domain id '999', maybe this domain does not exist.\n" });
     assert.deepEqual(await xl('domname', 'abc'), { code: 1, out: '', err: 'Invalid domain id.\n\n' });
@@ -263,7 +264,7 @@ describe('xl against a running daemon', needsKvm(), () => {
     assert.equal(info.code, 0);
     assert.match(info.out, /^host {19}: \S+/m);
     assert.match(info.out, /^nr_cpus {16}: \d+$/m);
-    assert.match(info.out, /^cpu_mhz {16}: [1-9]\d*$/m, 'the TSC rate, as Xen reports its cpu_khz');
+    assert.match(info.out, /^cpu_mhz {16}: [1-9]\d*\.\d{3}$/m, 'the TSC rate, as Xen reports its cpu_khz');
     assert.match(info.out, /^xend_config_format {5}: 4\n$/m);
     assert.match((await xl('info', 'nr_cpus')).out, /^\d+\n$/);
 
