@@ -418,13 +418,28 @@ describe('hvm_op', () => {
     });
   }
 
-  test('CALLBACK_IRQ: GSI / PCI INTx types and low vectors are -EINVAL', () => {
+  test('CALLBACK_IRQ: GSI and PCI INTx values are stored and leave a vector callback in place', () => {
+    // Xen's hvm_set_callback_via ignores them on a domain without an IOAPIC (PVH);
+    // Linux sets GSI 1 after registering per-vCPU upcall vectors.
     const e = mkEnv();
-    for (const v of [0x05n, 0x01000000000a0b01n, 0x020000000000000fn, 0x0300000000000040n]) {
+    param(e, DOMID_SELF, 0, 0x02000000000000f3n);
+    assert.equal(call(e, HC.hvm_op, [0, ARG]), 0);
+    for (const v of [0x1n, 0x05n, 0x0100000000000a0bn | 1n, 0x0300000000000040n]) {
       param(e, DOMID_SELF, 0, v);
-      assert.equal(call(e, HC.hvm_op, [0, ARG]), -EINVAL, v.toString(16));
+      assert.equal(call(e, HC.hvm_op, [0, ARG]), 0, v.toString(16));
+      param(e, DOMID_SELF, 0);
+      assert.equal(call(e, HC.hvm_op, [1, ARG]), 0);
+      assert.equal(u64(e, ARG + 8), v, 'the value reads back as written');
+      assert.equal(e.d.shared.get('callbackVector'), 0xf3, 'delivery still through the vector');
     }
+  });
+
+  test('CALLBACK_IRQ: a vector below 16 is -EINVAL and changes nothing', () => {
+    const e = mkEnv();
+    param(e, DOMID_SELF, 0, 0x020000000000000fn);
+    assert.equal(call(e, HC.hvm_op, [0, ARG]), -EINVAL);
     assert.equal(e.d.shared.get('callbackVector'), 0);
+    assert.equal(e.d.params.get(0), undefined);
   });
 
   test('per-index access rules for the domain itself', () => {
