@@ -206,6 +206,7 @@ function put(e: Env, gpa: number, fields: F[], size = 0): void {
 const u16 = (e: Env, a: number) => e.dv.getUint16(a, true);
 const i16 = (e: Env, a: number) => e.dv.getInt16(a, true);
 const u32 = (e: Env, a: number) => e.dv.getUint32(a, true);
+const u8 = (e: Env, a: number) => e.dv.getUint8(a);
 const u64 = (e: Env, a: number) => e.dv.getBigUint64(a, true);
 /** A native unsigned long of the ABI. */
 const ulong = (e: Env, a: number) => (e.abi === 'x32' ? BigInt(u32(e, a)) : u64(e, a));
@@ -987,11 +988,48 @@ describe('event_channel_op', () => {
     assert.equal(bindVirq(0, 1), 0, 'VIRQ bindings were forgotten');
   });
 
-  test('bind_pirq, FIFO ops, unknown ops, faults', () => {
+  test('bind_pirq, unknown ops, faults', () => {
     const e = mkEnv();
     assert.equal(call(e, HC.event_channel_op, [2, ARG]), -EINVAL);
-    for (const c of [11, 12, 13, 14, 15, 99]) assert.equal(call(e, HC.event_channel_op, [c, ARG]), -ENOSYS, `cmd ${c}`);
-    for (const c of [0, 1, 3, 4, 5, 6, 7, 8, 9, 10]) assert.equal(call(e, HC.event_channel_op, [c, HOLE]), -EFAULT, `cmd ${c}`);
+    for (const c of [15, 99]) assert.equal(call(e, HC.event_channel_op, [c, ARG]), -ENOSYS, `cmd ${c}`);
+    for (const c of [0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]) assert.equal(call(e, HC.event_channel_op, [c, HOLE]), -EFAULT, `cmd ${c}`);
+  });
+
+  test('FIFO: init_control, expand_array and set_priority decode and answer as Xen', () => {
+    const e = mkEnv();
+    const initControl = (gfn: bigint, offset: number, vcpu: number) => {
+      put(e, ARG, [[0, 'u64', gfn], [8, 'u32', offset], [12, 'u32', vcpu], [16, 'u8', 0xee]], 24);
+      return call(e, HC.event_channel_op, [11, ARG]);
+    };
+    const expand = (gfn: bigint) => { put(e, ARG, [[0, 'u64', gfn]], 8); return call(e, HC.event_channel_op, [12, ARG]); };
+    const setPrio = (port: number, prio: number) => { put(e, ARG, [[0, 'u32', port], [4, 'u32', prio]], 8); return call(e, HC.event_channel_op, [13, ARG]); };
+    // Still 2-level: no array to expand, no priorities.
+    assert.equal(expand(0x30n), -EOPNOTSUPP);
+    assert.equal(setPrio(1, 3), -ENOSYS);
+    // Bad control blocks change nothing.
+    assert.equal(initControl(BigInt(HOLE / PAGE), 0, 0), -EINVAL, 'a GFN that is a hole');
+    assert.equal(initControl(1n << 60n, 0, 0), -EINVAL, 'a GFN beyond any address');
+    assert.equal(initControl(0x20n, 4096 - 64, 0), -EINVAL, 'crosses the page');
+    assert.equal(initControl(0x20n, 4, 0), -EINVAL, 'not 8-aligned');
+    assert.equal(initControl(0x20n, 0, 2), -ENOENT, 'no such vCPU');
+    assert.equal(u8(e, ARG + 16), 0xee, 'link_bits is written only on success');
+    assert.equal(e.d.shared.get('evtchnFifo'), 0);
+    // The real one: FIFO from now on, LINK_BITS reported.
+    assert.equal(initControl(0x20n, 4096 - 72, 0), 0);
+    assert.equal(u8(e, ARG + 16), 17);
+    assert.equal(e.d.shared.get('evtchnFifo'), 1);
+    assert.equal(initControl(0x21n, 0, 0), -EINVAL, 'vCPU 0 has its control block');
+    assert.equal(initControl(0x21n, 8, 1), 0, 'vCPU 1 gets its own');
+    assert.equal(expand(BigInt(HOLE / PAGE)), -EINVAL);
+    assert.equal(expand(0x30n), 0);
+    assert.equal(setPrio(1, 16), -EINVAL, 'priorities are 0..15');
+    assert.equal(setPrio(64, 3), -EINVAL, 'port out of range');
+    assert.equal(setPrio(1, 3), 0);
+    // reset goes back to 2-level.
+    put(e, ARG, [[0, 'u16', DOMID_SELF]], 2);
+    assert.equal(call(e, HC.event_channel_op, [10, ARG]), 0);
+    assert.equal(e.d.shared.get('evtchnFifo'), 0);
+    assert.equal(expand(0x30n), -EOPNOTSUPP);
   });
 });
 

@@ -18,6 +18,7 @@ import { Physmap } from './physmap.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE, DOM0_DOORBELL, VCPU_FLAG_INITIALISED } from './shared.js';
 import { xenCpuid, XEN_HYPERCALL_MSR } from './x86/cpuid.js';
 import { localTimeBase, systemTimeNs } from './time.js';
+import { EVTCHN_FIFO_NR_CHANNELS } from './abi/event_channel.js';
 import * as core from './evtchn_core.js';
 import type { DomainSpec } from './domain.js';
 import type { MainToWorker, WorkerToMain, Relay } from './messages.js';
@@ -289,6 +290,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const maxPages = Math.max(ramPages, Math.floor((o.maxMemMiB ?? o.memoryMiB) * 256));
     const domid = this.allocDomid();
     const maxPort = o.maxEvtchnPort ?? 1023;
+    // Ports above 4095 are usable only once the guest switches to FIFO; none exist beyond its 17-bit LINK field.
+    if (!Number.isInteger(maxPort) || maxPort < 1 || maxPort >= EVTCHN_FIFO_NR_CHANNELS) throw new RangeError(`max event-channel port must be 1..${EVTCHN_FIFO_NR_CHANNELS - 1}, got ${maxPort}`);
     const shared = DomainShared.create(domid, o.vcpus, maxPort);
     const physmap = new Physmap({ ramPages, maxGrantFrames: o.maxGrantFrames ?? 32, poolPages: maxPages - ramPages + POOL_SLACK_PAGES });
     const mem = SharedMemory.create(`xenode-d${domid}`, physmap.bytes);
