@@ -98,6 +98,12 @@ function lastQueue(s: DomainShared, port: number): number {
 
 // --- linking ----------------------------------------------------------------
 
+/** Tail words this thread found changed under its CAS (a guest unlinking or masking at the same moment). */
+let linkRaces = 0;
+export function linkRaceCount(): number {
+  return linkRaces;
+}
+
 /**
  * Sets the LINK field of the word at `i` to `link` if the word is still
  * LINKED. 1: linked; 0: the guest had unlinked it (the queue is empty);
@@ -125,6 +131,7 @@ function setLink(m: Int32Array, i: number, link: number): boolean {
   const cur = { w: Atomics.load(m, i) };
   let r = trySetLink(m, i, cur, link);
   if (r >= 0) return r === 1;
+  linkRaces++;
   Atomics.or(m, i, BUSY);
   cur.w = Atomics.load(m, i);
   for (let tries = 0; tries < 4; tries++) {
