@@ -101,7 +101,7 @@ function consume(d: FDom, cb: number): number[] {
   let rdy = Atomics.exchange(d.w, cb / 4, 0) >>> 0;
   while (rdy) {
     const q = 31 - Math.clz32(rdy & -rdy); // lowest set bit: highest priority first
-    let port = local[q] || Atomics.load(d.w, cb / 4 + 2 + q);
+    const port = local[q] || Atomics.load(d.w, cb / 4 + 2 + q);
     const i = wordAt(port);
     let w = Atomics.load(d.w, i);
     for (;;) {
@@ -116,7 +116,6 @@ function consume(d: FDom, cb: number): number[] {
       got.push(port);
     }
     local[q] = next;
-    port = next;
   }
   return got;
 }
