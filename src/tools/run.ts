@@ -7,11 +7,12 @@ import { readFileSync } from 'node:fs';
 import { Toolstack, ToolstackDomain } from './toolstack.js';
 import { SHUTDOWN_NAMES } from '../hv/sched_op.js';
 import { PvhLoadError } from '../hv/x86/pvh.js';
+import { EVTCHN_FIFO_NR_CHANNELS } from '../hv/abi/event_channel.js';
 
 /** Exit status of `xenode run` for each SHUTDOWN_* reason (crash distinct from poweroff). */
 export const EXIT_CODES: Record<number, number> = { 0: 0, 1: 10, 2: 11, 3: 12, 4: 13, 5: 14 };
 export const EXIT_INTERRUPTED = 130;
-const USAGE = `usage: xenode run <kernel> [--memory MiB] [--vcpus N] [--cmdline S] [--quiet]
+const USAGE = `usage: xenode run <kernel> [--memory MiB] [--vcpus N] [--cmdline S] [--max-event-channels N] [--quiet]
 
 Boots a PVH kernel as one domain and streams its console. Exit status:
   0 poweroff, 10 reboot, 11 suspend, 12 crash, 13 watchdog, 14 soft_reset,
@@ -27,6 +28,7 @@ export async function main(argv: string[]): Promise<number> {
         memory: { type: 'string', short: 'm', default: '32' },
         vcpus: { type: 'string', default: '1' },
         cmdline: { type: 'string', default: '' },
+        'max-event-channels': { type: 'string', default: '1024' },
         quiet: { type: 'boolean', short: 'q', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -42,6 +44,12 @@ export async function main(argv: string[]): Promise<number> {
   const vcpus = Number(args.values.vcpus);
   if (!Number.isInteger(memoryMiB) || memoryMiB < 1) { console.error(`xenode run: --memory must be a whole number of MiB, got '${args.values.memory}'`); return 2; }
   if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 128) { console.error(`xenode run: --vcpus must be 1..128, got '${args.values.vcpus}'`); return 2; }
+  // xl.cfg's max_event_channels: ports 0..N-1 (above 4096 usable once the guest switches to FIFO).
+  const channels = Number(args.values['max-event-channels']);
+  if (!Number.isInteger(channels) || channels < 2 || channels > EVTCHN_FIFO_NR_CHANNELS) {
+    console.error(`xenode run: --max-event-channels must be 2..${EVTCHN_FIFO_NR_CHANNELS}, got '${args.values['max-event-channels']}'`);
+    return 2;
+  }
   let kernel: Uint8Array;
   try {
     kernel = readFileSync(kernelPath);
@@ -70,7 +78,7 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => resolve(EXIT_INTERRUPTED));
   });
   try {
-    dom = await ts.create({ name: 'xenode-run', kernel, memoryMiB, vcpus, cmdline: args.values.cmdline }, (b) => out(Buffer.from(b).toString('latin1')));
+    dom = await ts.create({ name: 'xenode-run', kernel, memoryMiB, vcpus, cmdline: args.values.cmdline, maxEvtchnPort: channels - 1 }, (b) => out(Buffer.from(b).toString('latin1')));
   } catch (e) {
     await ts.shutdown();
     console.error(`xenode run: ${e instanceof PvhLoadError ? `${kernelPath}: ${e.message}` : (e as Error).message}`);
