@@ -55,7 +55,7 @@ test('the self-checking hypercall guest passes every check', needsKvm(), async (
 
 test('the minimal 32-bit guest (same ELF as boots under QEMU microvm) prints and powers off', needsKvm(), async () => {
   const r = await run([guest('minimal'), '--quiet']);
-  assert.equal(r.stdout, 'M');
+  assert.equal(r.stdout, 'M\n');
   assert.equal(r.code, 0);
 });
 
