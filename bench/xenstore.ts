@@ -7,6 +7,7 @@
 //     latency per operation (median, p99) and aggregate ops/s, 1 and 16 clients;
 //   * pipelined: one client keeps 64 requests in flight (req_id pipelining) -
 //     the daemon's throughput limit for small reads;
+//   * read latency while another client storms with writes;
 //   * test-xenstore -i N (Xen's own C client) if it has been extracted.
 // Only operations that completed within the S seconds are counted (the ones
 // still in flight at the deadline are awaited, not counted). A warm-up pass
@@ -121,6 +122,32 @@ async function main(): Promise<void> {
     console.log(`${`${name} pipelined`.padEnd(20)} 1 client, 64 in flight: ${r.toFixed(0)} ops/s`);
   }
   one.close();
+
+  // What stress.test.ts proves by counting (a reader is served in turn during a
+  // writer storm), here in time: read latency while another client keeps 32
+  // writes in flight.
+  {
+    const writer = await SocketClient.connect(sock);
+    const reader = await SocketClient.connect(sock);
+    let stop = false;
+    let written = 0;
+    const storm = (async () => {
+      let i = 0;
+      while (!stop) await Promise.all(Array.from({ length: 32 }, () => writer.write(`/bench/storm/${i++ % 100}`, 'y').then(() => { written++; })));
+    })();
+    try {
+      await runSync(OPS.read!, [reader], WARMUP_S);
+      const w0 = written;
+      const r = await runSync(OPS.read!, [reader]);
+      console.log(`read during a writer storm (32 writes in flight on another client, ${((written - w0) / seconds).toFixed(0)} writes/s): ` +
+        `${r.ops.toFixed(0)} reads/s, median ${r.median.toFixed(1)} us, p99 ${r.p99.toFixed(1)} us`);
+    } finally {
+      stop = true;
+      await storm;
+      writer.close();
+      reader.close();
+    }
+  }
 
   const tx = path.join(REPO_ROOT, '.cache', 'xen-utils', 'usr', 'lib', 'xen-4.17', 'bin', 'test-xenstore');
   if (fs.existsSync(tx)) {
