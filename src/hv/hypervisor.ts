@@ -24,6 +24,10 @@ import type { DomainSpec } from './domain.js';
 import type { MainToWorker, WorkerToMain, Relay } from './messages.js';
 import { PAGE_SIZE, SharedInfo, VcpuInfo } from './abi/xen.js';
 import type { PvhEntryState } from './x86/pvh.js';
+import { createScheduler, isSchedulerName, DEFAULT_SCHEDULER, SCHEDULERS, type SchedulerName } from './sched/schedulers.js';
+import type { SchedulerPolicy, SchedParams } from './sched/scheduler.js';
+import { checkSchedule, type Arinc653Schedule } from './sched/arinc653.js';
+import { TraceRing, type TraceRecord } from './sched/trace.js';
 import { setIrq, MSR_IA32_APICBASE, MSR_IA32_TSC_DEADLINE, MSR_X2APIC_FIRST } from './x86/vlapic.js';
 
 export interface DomainCreateOptions {
@@ -147,8 +151,16 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   private stopping = false;
   readonly evtchnHost: core.EvtchnHost;
 
-  private constructor(readonly nrPcpus: number, readonly sliceNs: number, vmPool: number) {
+  /** One scheduling trace ring per pCPU, shared with its worker. */
+  readonly traces: TraceRing[];
+  /** The scheduler's parameters as the toolstack set them: checked here before any worker sees them. */
+  private readonly schedShadow: SchedulerPolicy;
+  private arinc653: { schedule: Arinc653Schedule; epoch: bigint } | null = null;
+
+  private constructor(readonly nrPcpus: number, readonly sliceNs: number, vmPool: number, readonly sched: SchedulerName = DEFAULT_SCHEDULER, traceRecords?: number) {
     super();
+    this.traces = Array.from({ length: nrPcpus }, () => TraceRing.create(traceRecords));
+    this.schedShadow = createScheduler(sched);
     this.kvm = Kvm.open();
     this.kvm.requireCapabilities();
     this.vmPool = new VmPool(this.kvm, XEN_VM_RECIPE, vmPool);
@@ -180,9 +192,11 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
    * `vmPool` VMs are kept made ahead by a helper thread (a host daemon
    * creating domains on demand wants 2; a one-guest run wants none).
    */
-  static async start(opts: { pcpus?: number; sliceMs?: number; vmPool?: number } = {}): Promise<Hypervisor> {
+  static async start(opts: { pcpus?: number; sliceMs?: number; vmPool?: number; sched?: string; traceRecords?: number } = {}): Promise<Hypervisor> {
     const n = Math.max(1, Math.min(opts.pcpus ?? os.availableParallelism(), 64));
-    const hv = new Hypervisor(n, (opts.sliceMs ?? 10) * 1e6, opts.vmPool ?? 0);
+    const sched = opts.sched ?? DEFAULT_SCHEDULER;
+    if (!isSchedulerName(sched)) throw new RangeError(`sched=${sched}: unknown scheduler (known: ${SCHEDULERS.join(', ')})`);
+    const hv = new Hypervisor(n, (opts.sliceMs ?? 10) * 1e6, opts.vmPool ?? 0, sched, opts.traceRecords);
     await Promise.all(Array.from({ length: n }, (_, i) => hv.spawn(i)));
     hv.watchDom0();
     return hv;
@@ -192,7 +206,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const w = new Worker(new URL('./pcpu.js', import.meta.url), {
       workerData: {
         kind: 'pcpu',
-        init: { pcpu, hostSab: this.host.sab, dom0Sab: this.dom0Shared.sab, dom0Mem: this.dom0Mem, timeBase: this.timeBase, sliceNs: this.sliceNs },
+        init: { pcpu, hostSab: this.host.sab, dom0Sab: this.dom0Shared.sab, dom0Mem: this.dom0Mem, timeBase: this.timeBase, sliceNs: this.sliceNs, sched: this.sched, traceSab: this.traces[pcpu]!.sab },
       },
     });
     this.workers[pcpu] = w;
@@ -241,6 +255,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
           this.emit('log', 'error', `d${m.domid}: closing its event channels: ${e instanceof Error ? e.stack : String(e)}`);
         }
         this.domains.delete(m.domid);
+        this.schedShadow.removeDomain(m.domid);
         this.host.setDomainExists(m.domid, false);
         for (let i = 0; i < this.nrPcpus; i++) if (!r.hosts.includes(i)) this.workers[i]!.postMessage({ type: 'forget', domid: m.domid } satisfies MainToWorker);
         r.mem.close();
@@ -428,6 +443,53 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   }
 
   /** Destroys a domain (any state); resolves when its worker has released it. */
+  // --- scheduling (XEN_DOMCTL_scheduler_op, XEN_SYSCTL_scheduler_op) ---------
+
+  /** XEN_DOMCTL_SCHEDOP_putinfo: a domain's (or one vCPU's) parameters; RangeError for bad ones, which change nothing. */
+  schedAdjust(domid: number, params: SchedParams, vcpu?: number): void {
+    if (!this.domains.has(domid)) throw new RangeError(`no domain ${domid}`);
+    this.schedShadow.adjust(domid, params, vcpu);
+    for (let p = 0; p < this.nrPcpus; p++) this.send(p, { type: 'sched-adjust', domid, params: { ...params }, vcpu });
+  }
+
+  /** XEN_DOMCTL_SCHEDOP_getinfo. */
+  schedParams(domid: number, vcpu?: number): SchedParams {
+    if (!this.domains.has(domid)) throw new RangeError(`no domain ${domid}`);
+    return this.schedShadow.params(domid, vcpu);
+  }
+
+  /**
+   * xc_sched_arinc653_schedule_set: every pCPU gets the schedule with the
+   * same epoch (the next millisecond boundary from now), so their frames
+   * stay in step.
+   */
+  setArinc653Schedule(s: Arinc653Schedule): bigint {
+    if (this.sched !== 'arinc653') throw new RangeError(`the scheduler is ${this.sched}, not arinc653`);
+    checkSchedule(s);
+    const epoch = (systemTimeNs(this.timeBase) / 1_000_000n + 2n) * 1_000_000n;
+    const schedule = { majorFrame: s.majorFrame, entries: s.entries.map((e) => ({ ...e })) };
+    this.arinc653 = { schedule, epoch };
+    for (let p = 0; p < this.nrPcpus; p++) this.send(p, { type: 'sched-arinc653', schedule, epoch });
+    return epoch;
+  }
+
+  /** xc_sched_arinc653_schedule_get. */
+  getArinc653Schedule(): { schedule: Arinc653Schedule; epoch: bigint } | null {
+    return this.arinc653;
+  }
+
+  /** Turns the scheduling trace on or off on every pCPU (xentrace starting and stopping). */
+  setSchedTrace(on: boolean): void {
+    for (const t of this.traces) t.enabled = on;
+  }
+
+  /** The trace records of one pCPU written after `since` (see TraceRing.read). */
+  readSchedTrace(pcpu: number, since = 0): { records: TraceRecord[]; next: number; lost: number } {
+    const t = this.traces[pcpu];
+    if (!t) throw new RangeError(`no pCPU ${pcpu}`);
+    return t.read(since);
+  }
+
   destroy(domid: number): Promise<void> {
     const r = this.domains.get(domid);
     if (!r) return Promise.resolve();

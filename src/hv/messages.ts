@@ -5,6 +5,7 @@
 import type { DomainSpec } from './domain.js';
 import type { CallerContext } from './hypercall.js';
 import type { Segment } from './physmap.js';
+import type { Arinc653Schedule } from './sched/arinc653.js';
 
 /**
  * A hypercall a vCPU made on a worker other than its domain's home, performed
@@ -32,6 +33,10 @@ export type MainToWorker =
   /** A domain exists (on whichever worker): enough to deliver events to it from this one. */
   | { type: 'known'; domid: number; sharedSab: SharedArrayBuffer; memFd: number; bytes: number }
   | { type: 'forget'; domid: number }
+  /** XEN_DOMCTL_SCHEDOP_putinfo, checked by the main thread already. */
+  | { type: 'sched-adjust'; domid: number; params: Record<string, number>; vcpu?: number }
+  /** The ARINC 653 schedule, with the system time its first major frame starts (the same for every pCPU). */
+  | { type: 'sched-arinc653'; schedule: Arinc653Schedule; epoch: bigint }
   | Relay
   | { type: 'stop' };
 

@@ -27,7 +27,9 @@ import { VCPU_FLAG_WAKE } from './shared.js';
 import { setConsoleSink, emitConsoleBytes, flushConsole } from './console.js';
 import type { TimeBase } from './time.js';
 import type { SchedulerPolicy } from './sched/scheduler.js';
-import { RoundRobin } from './sched/rr.js';
+import { createScheduler, DEFAULT_SCHEDULER } from './sched/schedulers.js';
+import { TraceRing } from './sched/trace.js';
+import { Arinc653 } from './sched/arinc653.js';
 import { PAGE_SIZE } from './abi/xen.js';
 import { Vlapic, ipiTargets, acceptInterrupt, setIrq, type Ipi } from './x86/vlapic.js';
 import type { WorkerToMain, MainToWorker, ForwardedCall, ForwardedResult, Relay } from './messages.js';
@@ -49,8 +51,12 @@ export interface PcpuInit {
   dom0Sab: SharedArrayBuffer;
   dom0Mem: SharedArrayBuffer;
   timeBase: TimeBase;
-  /** Scheduler time slice (ns). */
+  /** Scheduler time slice (ns), for the rr policy. */
   sliceNs: number;
+  /** The pool's scheduler (Xen's opt_name; default credit2). */
+  sched?: string;
+  /** This pCPU's scheduling trace ring (see sched/trace.ts). */
+  traceSab?: SharedArrayBuffer;
 }
 
 const IA32_TSC = 0x10;
@@ -66,12 +72,6 @@ const SCHEDOP_WATCHDOG = 6;
  * the pCPU timer stands in for it.
  */
 const WINDOW_POLL_NS = 50_000n;
-/**
- * A vCPU woken while another runs on this pCPU gets it once the runner has
- * had this long in its slice (credit2's default ratelimit, 1 ms), instead of
- * at the end of the slice: wake-up latency for I/O and timers.
- */
-const RATELIMIT_NS = 1_000_000n;
 
 class Pcpu {
   readonly kvm = Kvm.open();
@@ -80,6 +80,9 @@ class Pcpu {
   readonly dom0: core.EvtchnDomain;
   /** The scheduling policy that owns this pCPU's runqueue. */
   readonly sched: SchedulerPolicy;
+  readonly trace: TraceRing | null;
+  /** The vCPU last switched to, for the trace (null: idle). */
+  private traced: VCpu | null = null;
   current: VCpu | null = null;
   readonly runMask: Uint8Array;
   readonly tid: number;
@@ -105,7 +108,9 @@ class Pcpu {
     this.dom0Doorbell = new Int32Array(init.dom0Mem, DOM0_DOORBELL, 1);
     this.timer = new KickTimer(target.tid);
     this.sliceNs = BigInt(init.sliceNs);
-    this.sched = new RoundRobin(this.sliceNs);
+    this.sched = createScheduler(init.sched ?? DEFAULT_SCHEDULER, { sliceNs: this.sliceNs });
+    this.trace = init.traceSab ? new TraceRing(init.traceSab) : null;
+    this.sched.trace = this.trace;
     this.installHooks();
   }
 
@@ -215,7 +220,7 @@ class Pcpu {
     v.runstateState = RUNSTATE.offline;
     v.runstateEntry = now;
     this.runstate(v, RUNSTATE.runnable, now);
-    if (v.dom.isRunnable()) this.sched.insert(v);
+    if (v.dom.isRunnable()) this.sched.insert(v, now);
   }
 
   /** Takes a vCPU offline (VCPUOP_down, HLT with interrupts off); the runqueue drops it at the next pick. */
@@ -255,8 +260,10 @@ class Pcpu {
       v.pollPorts = null;
       v.dom.shared.setVcpu(v.id, 'pollMask', 0);
     }
-    this.runstate(v, RUNSTATE.runnable, v.dom.now());
-    if (v !== this.current) this.sched.insert(v);
+    const now = v.dom.now();
+    this.runstate(v, RUNSTATE.runnable, now);
+    this.trace?.record('wake', now, v.dom.domid, v.id);
+    if (v !== this.current) this.sched.insert(v, now);
   }
 
   // --- domain lifecycle ---------------------------------------------------
@@ -279,7 +286,7 @@ class Pcpu {
       if (!v.online) continue;
       v.runstateEntry = d.now();
       this.runstate(v, RUNSTATE.runnable, d.now());
-      this.sched.insert(v);
+      this.sched.insert(v, d.now());
     }
   }
 
@@ -365,7 +372,7 @@ class Pcpu {
         // pauseCount lives in the shared header; the message just makes us look again.
         const d = this.domains.get(m.domid);
         if (d && m.type === 'unpause' && d.isRunnable()) {
-          for (const v of d.vcpus) if (v.online && !v.blocked) this.sched.insert(v);
+          for (const v of d.vcpus) if (v.online && !v.blocked) this.sched.insert(v, d.now());
         }
         return;
       }
@@ -402,8 +409,18 @@ class Pcpu {
         const r = this.remote.get(m.domid);
         r?.mem?.close();
         this.remote.delete(m.domid);
+        this.sched.removeDomain(m.domid); // parameters it was given without hosting it
         return;
       }
+      case 'sched-adjust':
+      case 'sched-arinc653':
+        try {
+          if (m.type === 'sched-adjust') this.sched.adjust(m.domid, m.params, m.vcpu);
+          else if (this.sched instanceof Arinc653) this.sched.setSchedule(m.schedule, m.epoch);
+        } catch (e) {
+          this.post({ type: 'log', level: 'error', text: `pCPU ${this.init.pcpu}: ${m.type}: ${e instanceof Error ? e.message : String(e)}` });
+        }
+        return;
     }
   }
 
@@ -500,9 +517,14 @@ class Pcpu {
       const nextTimer = this.runTimers();
       const v = this.pick();
       if (!v) {
+        if (this.traced) this.trace?.record('switch', this.nowSys(), 0x7fff, -1);
+        this.traced = null;
         this.armed = 0n;
         this.timer.arm(0n);
-        const wait = nextTimer === 0n ? Infinity : Math.max(0, Number(nextTimer - this.nowSys()) / 1e6);
+        // The policy may want to look again before any guest timer (a window boundary, a replenishment).
+        const decide = this.sched.nextDecision(this.nowSys());
+        const next = decide !== 0n && (nextTimer === 0n || decide < nextTimer) ? decide : nextTimer;
+        const wait = next === 0n ? Infinity : Math.max(0, Number(next - this.nowSys()) / 1e6);
         if (wait > 0) Atomics.wait(words, this.doorbell, seen, wait);
         continue;
       }
@@ -529,6 +551,8 @@ class Pcpu {
     const start = d.now();
     this.current = v;
     this.wokeDuringSlice = false;
+    if (this.traced !== v) this.trace?.record('switch', start, d.domid, v.id);
+    this.traced = v;
     v.yielded = false;
     const h = (v.hcall ??= new Hcall(d, v));
     // Everything that touches the guest's state is in here: a bug of ours ends the domain, not the pCPU.
@@ -555,7 +579,7 @@ class Pcpu {
           continue;
         }
         if (this.handleExit(v, h, reason)) break;
-        if (this.wokeDuringSlice && this.preemptForWoken(start, d.now())) break;
+        if (this.wokeDuringSlice && this.preemptForWoken(v, start, d.now())) break;
         if (this.timersDirty) {
           this.timersDirty = false;
           this.armPreemption(v, start, this.runTimers());
@@ -577,6 +601,9 @@ class Pcpu {
   private endSlice(v: VCpu): void {
     const d = v.dom;
     const now = d.now();
+    const runnable = !d.stopping && v.online && d.state === DOMSTATE.running && !v.awaitingHome && !v.blocked;
+    this.sched.descheduled(v, now, runnable && d.isRunnable());
+    if (v.blocked) this.trace?.record('block', now, d.domid, v.id);
     if (d.stopping || !v.online || d.state !== DOMSTATE.running) return;
     if (v.awaitingHome) {
       this.runstate(v, RUNSTATE.runnable, now);
@@ -585,7 +612,7 @@ class Pcpu {
     if (v.blocked) this.runstate(v, RUNSTATE.blocked, now);
     else {
       this.runstate(v, RUNSTATE.runnable, now);
-      if (d.isRunnable()) this.sched.insert(v);
+      if (d.isRunnable()) this.sched.insert(v, now);
     }
   }
 
@@ -606,10 +633,13 @@ class Pcpu {
   /** A vCPU became runnable while the current one runs. */
   private wokeDuringSlice = false;
 
-  /** True when the current vCPU should make way for one woken meanwhile; else arms the timer for when it should. */
-  private preemptForWoken(start: bigint, now: bigint): boolean {
+  /** A vCPU woke meanwhile: asks the policy again; true when the current vCPU should make way now, else arms the timer for when. */
+  private preemptForWoken(v: VCpu, start: bigint, now: bigint): boolean {
     if (!this.wokeDuringSlice) return false;
-    const t = start + RATELIMIT_NS;
+    this.wokeDuringSlice = false;
+    const slice = this.sched.slice(v, start);
+    if (slice === 0n) return false;
+    const t = start + slice;
     if (now >= t) return true;
     if (this.armed === 0n || this.armed > t) {
       this.armed = t;
@@ -635,7 +665,7 @@ class Pcpu {
     if (slice !== 0n && v.dom.now() - start >= slice) return true;
     // Someone may have become runnable meanwhile: make sure the slice will end.
     this.armPreemption(v, start, nextTimer);
-    return this.preemptForWoken(start, v.dom.now());
+    return this.preemptForWoken(v, start, v.dom.now());
   }
 
   /**
@@ -850,7 +880,7 @@ class Pcpu {
     v.awaitingHome = false;
     h.continuation = m.continuation ? new Map(m.continuation) : null;
     endHypercall(h, m.result);
-    if (d.isRunnable() && v.online && !v.blocked) this.sched.insert(v);
+    if (d.isRunnable() && v.online && !v.blocked) this.sched.insert(v, d.now());
   }
 
   /** WRMSR to the hypercall MSR: page GPA | index (only index 0 exists). */

@@ -13,11 +13,11 @@ const fake = (domid: number, id = 0) => ({ id, dom: { domid } }) as unknown as V
 test('round robin runs vCPUs in turn and gives a slice only when others wait', () => {
   const rr = new RoundRobin(10n);
   const [a, b, c] = [fake(1), fake(2), fake(3)];
-  rr.insert(a); rr.insert(b); rr.insert(a); // a second insert of a queued vCPU is ignored
+  rr.insert(a, 0n); rr.insert(b, 0n); rr.insert(a, 0n); // a second insert of a queued vCPU is ignored
   assert.equal(rr.pick(0n), a);
   assert.equal(rr.slice(a, 0n), 10n, 'b waits, so a is preempted after a slice');
-  rr.insert(a);
-  rr.insert(c);
+  rr.insert(a, 0n);
+  rr.insert(c, 0n);
   assert.equal(rr.pick(0n), b);
   assert.equal(rr.pick(0n), a);
   assert.equal(rr.pick(0n), c);
@@ -25,10 +25,23 @@ test('round robin runs vCPUs in turn and gives a slice only when others wait', (
   assert.equal(rr.pick(0n), null);
 });
 
+test('a vCPU woken during a run gets the pCPU after the ratelimit, not a whole slice', () => {
+  const rr = new RoundRobin(10_000_000n, 1000);
+  const [a, b] = [fake(1), fake(2)];
+  rr.insert(a, 0n);
+  rr.insert(b, 0n);
+  assert.equal(rr.pick(0n), a);
+  assert.equal(rr.slice(a, 0n), 10_000_000n, 'b was queued before a started: a full slice');
+  rr.insert(a, 10_000_000n);
+  assert.equal(rr.pick(10_000_000n), b);
+  rr.insert(fake(3), 10_500_000n);
+  assert.equal(rr.slice(b, 10_000_000n), 1_000_000n, 'a wake-up after b started: ratelimit');
+});
+
 test('removing a domain takes all its vCPUs off the runqueue', () => {
   const rr = new RoundRobin(10n);
   const v = [fake(1, 0), fake(2, 0), fake(1, 1)];
-  v.forEach((x) => rr.insert(x));
+  v.forEach((x) => rr.insert(x, 0n));
   rr.removeDomain(1);
   assert.equal(rr.has(v[0]!), false);
   assert.equal(rr.pick(0n), v[1]);
