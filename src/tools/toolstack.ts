@@ -23,6 +23,10 @@ export interface ToolstackOptions {
   xenstoredSocket?: string;
   /** KVM VMs kept made ahead for new domains (Hypervisor.start's vmPool; default none) */
   vmPool?: number;
+  /** the pCPUs' scheduler (Xen's sched=; default credit2) */
+  sched?: string;
+  /** records per pCPU scheduling trace ring (Hypervisor.start's traceRecords) */
+  traceRecords?: number;
 }
 
 export interface CreateOptions {
@@ -70,7 +74,7 @@ export class Toolstack {
   }
 
   static async start(o: ToolstackOptions = {}): Promise<Toolstack> {
-    const hv = await Hypervisor.start({ pcpus: o.pcpus, vmPool: o.vmPool });
+    const hv = await Hypervisor.start({ pcpus: o.pcpus, vmPool: o.vmPool, sched: o.sched, traceRecords: o.traceRecords });
     const builds = new Map<number, BuiltDomain>();
     const rings = new XenstoreRings(hv, (domid, gfn) => {
       const b = builds.get(domid);

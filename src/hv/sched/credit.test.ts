@@ -37,6 +37,17 @@ test('credit: a cap parks a CPU hog once it is a cap\'s worth in debt, holding i
   }
 });
 
+test('credit: a capped hog beside an uncapped one gets its cap, not less: parked and unparked at accounting', () => {
+  for (const cap of [10, 25, 50]) {
+    const c = new Credit();
+    const [a, b] = [unit(1), unit(2)];
+    c.adjust(1, { cap });
+    const r = simulate(c, [{ unit: a }, { unit: b }], 6n * S);
+    const got = share(r, a, 6n * S) * 100;
+    assert.ok(Math.abs(got - cap) <= 0.05 * cap, `cap ${cap}: ran ${got.toFixed(2)}%`);
+  }
+});
+
 test('credit: a vCPU waking with credit is boosted and preempts a hog within the ratelimit', () => {
   const c = new Credit();
   const hog = unit(1);
@@ -62,10 +73,11 @@ test('credit: a boost lasts to the first tick; then vCPUs take 30 ms timeslices 
   c.descheduled(b, 20_000_000n, true);
   c.insert(b, 20_000_000n);
   assert.equal(c.pick(20_000_000n), a);
-  assert.equal(c.slice(a, 20_000_000n), 30_000_000n, 'no boost left: a whole timeslice');
-  c.descheduled(a, 50_000_000n, true);
-  c.insert(a, 50_000_000n);
-  assert.equal(c.pick(50_000_000n), b, 'b, queued before a came back, goes next');
+  assert.equal(c.slice(a, 20_000_000n), 10_000_000n, 'to the accounting at 30 ms, which may reorder them');
+  c.descheduled(a, 30_000_000n, true);
+  c.insert(a, 30_000_000n);
+  assert.equal(c.pick(30_000_000n), b, 'b, queued before a came back, goes next');
+  assert.equal(c.slice(b, 30_000_000n), 30_000_000n, 'no boost left: a whole timeslice');
 });
 
 test('credit: pool and domain parameters are checked, defaults are Xen\'s', () => {

@@ -218,7 +218,7 @@ export class Credit<U extends SchedUnit = VCpu> implements SchedulerPolicy<U> {
     return u.v;
   }
 
-  /** A timeslice when others wait (the ratelimit if one of higher priority woke); bounded by the next accounting when capped, the next tick when boosted. */
+  /** A timeslice when others wait (the ratelimit if one of higher priority woke); bounded by the next accounting when capped or others wait, the next tick when boosted. */
   slice(v: U, startNs: bigint): bigint {
     const u = this.units.get(v);
     if (!u || u !== this.running) return 0n;
@@ -227,7 +227,8 @@ export class Credit<U extends SchedUnit = VCpu> implements SchedulerPolicy<U> {
     let time = 0;
     if (wait) time = wait.pri > u.pri ? Math.max(this.ratelimit, 1) : this.tslice;
     const bound = (t: number) => { time = time ? Math.min(time, t) : t; };
-    if (this.dom(v.dom.domid).cap) bound((Math.floor(start / this.tslice) + 1) * this.tslice - start);
+    // Accounting may park this vCPU (capped) or unpark or reorder a waiter: look again then.
+    if (this.dom(v.dom.domid).cap || this.queuedCount) bound((Math.floor(start / this.tslice) + 1) * this.tslice - start);
     // A boost lasts until the runner is ticked (csched_tick every tslice/3): look again then.
     const tick = this.tslice / TICKS_PER_TSLICE;
     if (u.pri === PRI.boost) bound((Math.floor(start / tick) + 1) * tick - start);
