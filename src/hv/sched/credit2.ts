@@ -27,6 +27,8 @@ const CAP_MAX = 100 * 128;
 
 interface Unit<U> {
   readonly v: U;
+  /** Its domain's parameters (the same object while the domain exists). */
+  readonly d: Dom;
   credit: number;
   queued: boolean;
   /** Queue order among equal credits: the earlier queued goes first. */
@@ -79,7 +81,7 @@ export class Credit2<U extends SchedUnit = VCpu> implements SchedulerPolicy<U> {
   private unit(v: U): Unit<U> {
     let u = this.units.get(v);
     if (!u) {
-      u = { v, credit: CREDIT_INIT, queued: false, seq: 0 };
+      u = { v, d: this.dom(v.dom.domid), credit: CREDIT_INIT, queued: false, seq: 0 };
       this.units.set(v, u);
       this.updateMaxWeight();
     }
@@ -88,7 +90,7 @@ export class Credit2<U extends SchedUnit = VCpu> implements SchedulerPolicy<U> {
 
   private updateMaxWeight(): void {
     let m = 1;
-    for (const u of this.units.values()) m = Math.max(m, this.dom(u.v.dom.domid).weight);
+    for (const u of this.units.values()) m = Math.max(m, u.d.weight);
     this.maxWeight = m;
   }
 
@@ -103,8 +105,7 @@ export class Credit2<U extends SchedUnit = VCpu> implements SchedulerPolicy<U> {
   }
 
   private parked(u: Unit<U>, now: number): boolean {
-    const d = this.dom(u.v.dom.domid);
-    return d.cap !== 0 && this.budgetOf(d, now) <= 0;
+    return u.d.cap !== 0 && this.budgetOf(u.d, now) <= 0;
   }
 
   insert(v: U, _now: bigint): void {
@@ -136,7 +137,7 @@ export class Credit2<U extends SchedUnit = VCpu> implements SchedulerPolicy<U> {
   /** Burns `u`'s credit (t2c: time scaled by max_weight / weight) and its domain's budget for a run [from, to). */
   private burn(u: Unit<U>, from: number, to: number): void {
     if (to <= from) return;
-    const d = this.dom(u.v.dom.domid);
+    const d = u.d;
     u.credit -= ((to - from) * this.maxWeight) / d.weight;
     if (d.cap === 0) return;
     // Only the part of the run inside the current period draws on its budget: the rest was an earlier period's.
@@ -190,7 +191,7 @@ export class Credit2<U extends SchedUnit = VCpu> implements SchedulerPolicy<U> {
     const u = this.units.get(v);
     if (!u || u !== this.running) return 0n;
     const start = Number(startNs);
-    const d = this.dom(v.dom.domid);
+    const d = u.d;
     const capped = d.cap !== 0;
     const wait = this.candidate(start);
     // Alone, it still stops when its credit runs out, so the reset keeps its credit bounded (as in Xen).
