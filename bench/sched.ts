@@ -30,21 +30,38 @@ import { Arinc653 } from '../src/hv/sched/arinc653.js';
 import { simulate, unit } from '../src/hv/sched/sim.js';
 import type { SchedUnit } from '../src/hv/sched/scheduler.js';
 import type { TraceRecord } from '../src/hv/sched/trace.js';
-import { GUESTS, fmt, machine, percentile, printMachine, table, writeJson } from './common.js';
+import { GUESTS, benchArgs, fmt, machine, percentile, printMachine, table, writeJson } from './common.js';
 
-const { values } = parseArgs({
+const USAGE = `
+usage: node dist/bench/sched.js [--seconds S] [--n N] [--only share,jitter,wake,cost] [--json FILE]
+
+The schedulers measured: CPU share error of spin guests (credit2, credit; live
+and simulated), ARINC 653 and RTDS window-start jitter (with and without extra
+host load), wake-up latency of a blocked vCPU per scheduler, and the cost of
+one scheduling decision with 10..1000 domains on a runqueue.
+
+  --seconds S  live measuring time per run (default 3, at most 120)
+  --n N        timer deadlines for the wake-up part, and the largest runqueue
+               for the cost part (default 1000, at least 10)
+  --only LIST  the parts to run (default all four)
+  --json FILE  also write the figures as JSON
+`;
+const PARTS = ['share', 'jitter', 'wake', 'cost'];
+const { values } = benchArgs(USAGE, (args) => parseArgs({
+  args,
   options: {
     seconds: { type: 'string', default: '3' },
     n: { type: 'string', default: '1000' },
-    only: { type: 'string', default: 'share,jitter,wake,cost' },
+    only: { type: 'string', default: PARTS.join(',') },
     json: { type: 'string' },
   },
-});
+}));
 const SECONDS = Number(values.seconds);
 const N = Number(values.n);
 const ONLY = new Set(values.only!.split(','));
-if (!(SECONDS > 0 && SECONDS <= 120) || !Number.isInteger(N) || N < 10) {
-  console.error('sched bench: --seconds in (0, 120], --n an integer >= 10');
+const unknown = [...ONLY].filter((p) => !PARTS.includes(p));
+if (!(SECONDS > 0 && SECONDS <= 120) || !Number.isInteger(N) || N < 10 || unknown.length) {
+  console.error(`sched bench: --seconds in (0, 120], --n an integer >= 10, --only of ${PARTS.join(',')}${unknown.length ? ` (not ${unknown.join(',')})` : ''}\n${USAGE}`);
   process.exit(2);
 }
 const SPIN = fs.readFileSync(path.join(GUESTS, 'spin.elf'));
