@@ -73,7 +73,9 @@ export interface DomainInfo {
   vcpus: number;
   onlineVcpus: number;
   cpuTimeUs: number;
+  /** tot_pages and max_pages, in KiB (xl list's Mem, xentop's MAXMEM) */
   memoryKiB: number;
+  maxMemKiB: number;
 }
 
 export interface VcpuInfoSummary {
@@ -103,6 +105,8 @@ interface DomainRecord {
   releasing: number;
   memoryMap: Uint8Array;
   memoryKiB: number;
+  /** the max_pages the domain was built with: its memory has room for no more */
+  maxPages: number;
   spec?: DomainSpec;
   vm?: Vm;
   vcpuFds: number[];
@@ -332,7 +336,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     shared.set('isConsole', o.isConsole ? 1 : 0);
     shared.set('sharedInfoOffset', physmap.sharedInfoPage * PAGE_SIZE);
     shared.setVcpu(0, 'state', RUNSTATE.runnable);
-    const rec: DomainRecord = { domid, name: o.name, shared, mem, evtchn: { shared, mem: mem.bytes }, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, vm, vcpuFds: vcpus.map((v) => v.fd) };
+    const rec: DomainRecord = { domid, name: o.name, shared, mem, evtchn: { shared, mem: mem.bytes }, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, maxPages, vm, vcpuFds: vcpus.map((v) => v.fd) };
     this.domains.set(domid, rec);
     this.host.setDomainExists(domid, true);
     this.pendingVcpus.set(domid, vcpus);
@@ -370,10 +374,11 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const spec: DomainSpec = {
       domid: b.domid, name: b.name, vmFd: rec.vm!.fd, memFd: b.mem.fd, layout: b.physmap.layout, vcpuFds: rec.vcpuFds,
       sharedSab: b.shared.sab, params: b.params,
-      maxPages: b.maxPages, totPages: b.physmap.layout.ramPages,
       timeBase: this.timeBase, tscKhz: this.tscKhz, handle: o.uuid ?? new Uint8Array(16), memoryMap, placement,
     };
     rec.spec = spec;
+    b.shared.set('maxPages', b.maxPages);
+    b.shared.set('totPages', b.physmap.layout.ramPages);
     b.shared.set('pauseCount', start.paused ? 1 : 0);
     // Every other worker learns of it first, so its vCPUs can send events to this domain.
     for (let i = 0; i < this.nrPcpus; i++) {
@@ -440,6 +445,35 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     if (r.pcpu < 0 || (state !== DOMSTATE.running && state !== DOMSTATE.building)) return false;
     this.send(r.pcpu, { type: 'shutdown', domid, reason, detail });
     return true;
+  }
+
+  /** tot_pages: the builder's RAM until the domain starts, then what the hypervisor accounts. */
+  private totPagesOf(r: DomainRecord): number {
+    return r.pcpu < 0 ? r.memoryKiB / 4 : r.shared.get('totPages');
+  }
+
+  private maxPagesOf(r: DomainRecord): number {
+    return r.pcpu < 0 ? r.maxPages : r.shared.get('maxPages');
+  }
+
+  /** The most max_pages may be: the frames the domain's memory was made with room for. */
+  maxMemLimitKiB(domid: number): number {
+    return this.record(domid).maxPages * 4;
+  }
+
+  /**
+   * XEN_DOMCTL_max_mem: the reservation limit populate_physmap and
+   * increase_reservation enforce from the next call on. Frames already held
+   * above it stay (Xen takes nothing back). Above the room the domain's
+   * memory was made with it is a RangeError: nothing could back the frames.
+   */
+  setMaxMem(domid: number, kib: number): void {
+    const r = this.record(domid);
+    const pages = Math.ceil(kib / 4);
+    if (!Number.isInteger(pages) || pages < 0 || pages > r.maxPages) {
+      throw new RangeError(`max memory ${kib} KiB: d${domid}'s memory was made for at most ${r.maxPages * 4} KiB`);
+    }
+    r.shared.set('maxPages', pages);
   }
 
   /** Destroys a domain (any state); resolves when its worker has released it. */
@@ -549,7 +583,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     return {
       domid, name: r.name, state: r.shared.get('state'), paused: r.shared.get('pauseCount') > 0,
       shutdownReason: r.shared.get('shutdownReason'), vcpus: r.shared.nrVcpus, onlineVcpus: online,
-      cpuTimeUs: r.shared.cpuTimeUs(this.nowUs()), memoryKiB: r.memoryKiB,
+      cpuTimeUs: r.shared.cpuTimeUs(this.nowUs()), memoryKiB: this.totPagesOf(r) * 4, maxMemKiB: this.maxPagesOf(r) * 4,
     };
   }
 

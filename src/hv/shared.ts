@@ -99,6 +99,8 @@ const HDR = {
   hypercallPage: 16, // GFN + 1 of the hypercall page, 0 = none written yet
   evtchnFifo: 17, // 1 once EVTCHNOP_init_control switched the domain to the FIFO ABI
   fifoEventPages: 18, // event array pages added by EVTCHNOP_expand_array
+  maxPages: 19, // Xen's max_pages: the reservation limit (XEN_DOMCTL_max_mem sets it)
+  totPages: 20, // Xen's tot_pages: frames the domain holds now
 } as const;
 const HDR_WORDS = 24;
 

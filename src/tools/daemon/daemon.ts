@@ -286,6 +286,8 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     'domain.pause': (a) => { D().pause(one(a)); return null; },
     'domain.unpause': (a) => { D().unpause(one(a)); return null; },
     'domain.rename': async (a) => { await D().rename(one(a), a.name); return null; },
+    'domain.memset': async (a) => { await D().setMemoryTarget(one(a), a.targetKiB as number); return null; },
+    'domain.memmax': async (a) => { await D().setMaxMemory(one(a), a.maxKiB as number); return null; },
 
     'console.attach': (a, { conn, id }) => {
       const d = one(a);

@@ -25,6 +25,9 @@ export interface DomainPolicy {
   restartWindowMs: number;
 }
 
+/** libxl's LIBXL_MAXMEM_CONSTANT: the slack (KiB) libxl leaves between a target and Xen's limit. */
+export const LIBXL_MAXMEM_CONSTANT = 1024;
+
 export const DEFAULT_POLICY: DomainPolicy = { restartDelayMs: 2000, restartLimit: 5, restartWindowMs: 60_000 };
 
 type State = 'running' | 'shutdown' | 'dying';
@@ -433,6 +436,61 @@ export class DomainManager extends EventEmitter<Events> {
     this.emit('change', { domid: d.domid, name: newName, what: 'renamed' });
   }
 
+  /** The memory nodes libxl keeps for a domain, in KiB (memory/target, static-max, videoram: negative reads as none). */
+  private async memoryNodes(d: Domain): Promise<{ target: number; staticMax: number; videoram: number }> {
+    const c = this.ts.client;
+    const dom = `/local/domain/${d.domid}/memory`;
+    const read = async (k: string): Promise<number> => {
+      const v = await c.tryRead(`${dom}/${k}`);
+      if (v === undefined || !/^-?\d+$/.test(v)) throw new ApiFailure('EIO', `cannot get memory info from ${dom}/${k}`);
+      return Number(v);
+    };
+    return { target: await read('target'), staticMax: await read('static-max'), videoram: Math.max(0, await read('videoram')) };
+  }
+
+  /** The limit set with a target or a maximum: LIBXL_MAXMEM_CONSTANT above it, within what the domain's memory has room for. */
+  private setMaxMem(d: Domain, kib: number): void {
+    this.ts.hv.setMaxMem(d.domid, Math.min(kib + LIBXL_MAXMEM_CONSTANT, this.ts.hv.maxMemLimitKiB(d.domid)));
+  }
+
+  /**
+   * libxl_set_memory_target (enforce, as xl mem-set asks): the new target
+   * goes to memory/target, where the guest's balloon driver reads it, and
+   * the reservation limit follows it so the guest cannot take more; above
+   * memory/static-max is refused as libxl does.
+   */
+  async setMemoryTarget(d: Domain, targetKiB: number): Promise<void> {
+    if (d.state !== 'running') throw new ApiFailure('EINVAL', `domain ${d.domid} is not running`);
+    if (!Number.isSafeInteger(targetKiB) || targetKiB < 0) throw einval('the target must be a whole number of KiB');
+    const m = await this.memoryNodes(d);
+    const target = targetKiB - m.videoram;
+    if (target > m.staticMax) throw new ApiFailure('EINVAL', 'memory_dynamic_max must be less than or equal to memory_static_max');
+    this.setMaxMem(d, target + m.videoram);
+    await this.ts.client.write(`/local/domain/${d.domid}/memory/target`, String(target));
+    // the stored configuration follows (libxl keeps the new target for a reboot) when it is whole MiB
+    if (target % 1024 === 0 && target > 0) {
+      d.config = { ...d.config, memory: target / 1024 };
+      this.persist(d);
+    }
+    this.log(`${d.name}: memory target of domain ${d.domid} set to ${target} KiB`);
+  }
+
+  /**
+   * libxl_domain_setmaxmem: Xen's limit on what the domain may hold, never
+   * below its current target; what it holds above a lower limit stays until
+   * it gives it back.
+   */
+  async setMaxMemory(d: Domain, maxKiB: number): Promise<void> {
+    if (d.state !== 'running') throw new ApiFailure('EINVAL', `domain ${d.domid} is not running`);
+    if (!Number.isSafeInteger(maxKiB) || maxKiB < 0) throw einval('the maximum must be a whole number of KiB');
+    const m = await this.memoryNodes(d);
+    if (maxKiB < m.target) throw new ApiFailure('EINVAL', 'memory_static_max must be greater than or equal to memory_dynamic_max');
+    const limit = this.ts.hv.maxMemLimitKiB(d.domid);
+    if (maxKiB > limit) throw new ApiFailure('EINVAL', `domain ${d.domid}'s memory was made for at most ${limit} KiB (its maxmem): xenode cannot raise the maximum past it`);
+    this.setMaxMem(d, maxKiB);
+    this.log(`${d.name}: maximum memory of domain ${d.domid} set to ${maxKiB} KiB`);
+  }
+
   pin(d: Domain, vcpu: number | 'all', hard: number[] | null, soft: number[] | null | undefined): void {
     const n = d.config.vcpus;
     const ids = vcpu === 'all' ? [...Array(n).keys()] : [vcpu];
@@ -460,7 +518,7 @@ export class DomainManager extends EventEmitter<Events> {
     const running = live && online.some((v) => v.state === RUNSTATE.running);
     return {
       domid: d.domid, name: d.name, uuid: d.config.uuid,
-      memory: info?.memoryKiB ?? d.config.memory * 1024, maxmem: d.config.maxmem * 1024,
+      memory: info?.memoryKiB ?? d.config.memory * 1024, maxmem: info?.maxMemKiB ?? d.config.maxmem * 1024,
       vcpus: info?.vcpus ?? d.config.vcpus, onlineVcpus: info?.onlineVcpus ?? 0,
       running, blocked: live && !running && online.length > 0 && online.every((v) => v.state === RUNSTATE.blocked),
       paused: info?.paused ?? false, shutdown, crashed: shutdown && d.shutdownReason === SHUTDOWN.crash, dying: d.state === 'dying',

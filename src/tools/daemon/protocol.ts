@@ -113,6 +113,10 @@ export interface Ops {
   'domain.pause': { args: Dom; result: null };
   'domain.unpause': { args: Dom; result: null };
   'domain.rename': { args: Dom & { name: string }; result: null };
+  /** xl mem-set: memory/target for the guest's balloon driver, with the reservation limit following it (libxl_set_memory_target, enforce) */
+  'domain.memset': { args: Dom & { targetKiB: number }; result: null };
+  /** xl mem-max: the hypervisor's reservation limit (libxl_domain_setmaxmem) */
+  'domain.memmax': { args: Dom & { maxKiB: number }; result: null };
   /** attach: replays the kept log tail if `replay`, then streams console events until detach or the domain dies */
   'console.attach': { args: Dom & { replay?: boolean }; result: { domid: number } };
   'console.write': { args: Dom & { data: string /* base64 */ }; result: { written: number } };

@@ -11,12 +11,13 @@ import { console_ } from './commands/console.js';
 import { dmesg, info, list, top, uptime, vcpuList, vcpuPin } from './commands/host.js';
 import { destroy, domid, domname, pause, reboot, rename, shutdown, unpause } from './commands/lifecycle.js';
 import { xenstoreCommands } from './commands/xenstore.js';
+import { memMax, memSet } from './commands/memory.js';
 import { logPrefix } from './commands/common.js';
 
 /** In the order `xl help` lists them (xl's own order, then the xenstore passthroughs). */
 export const COMMANDS: XlCommand[] = [
   create, list, destroy, shutdown, reboot, pause, unpause, console_,
-  vcpuList, vcpuPin, info, domid, domname, rename, dmesg, top, uptime,
+  memMax, memSet, vcpuList, vcpuPin, info, domid, domname, rename, dmesg, top, uptime,
   ...xenstoreCommands,
 ];
 
