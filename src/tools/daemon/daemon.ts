@@ -14,6 +14,7 @@ import { ApiServer, type Handlers } from './server.js';
 import { DomainManager, DEFAULT_POLICY, type DomainPolicy } from './domains.js';
 import { StateDir } from './state.js';
 import { ApiFailure, checkConfig, einval } from './validate.js';
+import { debugKeys } from './debug_keys.js';
 
 export interface DaemonOptions {
   socketPath: string;
@@ -190,6 +191,11 @@ export class Daemon {
     return this.creates;
   }
 
+  /** Lines from the hypervisor for `xl dmesg`, as its console ring holds them. */
+  dmesgLines(lines: string[]): void {
+    for (const l of lines) this.dmesg.add(`(XEN) ${l}`);
+  }
+
   dmesgText(clear: boolean): string {
     const t = this.dmesg.text();
     if (clear) this.dmesg.clear();
@@ -286,6 +292,7 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     'domain.pause': (a) => { D().pause(one(a)); return null; },
     'domain.unpause': (a) => { D().unpause(one(a)); return null; },
     'domain.rename': async (a) => { await D().rename(one(a), a.name); return null; },
+    'domain.configUpdate': (a) => { D().updateConfig(one(a), checkConfig(a.config)); return null; },
     'domain.memset': async (a) => { await D().setMemoryTarget(one(a), a.targetKiB as number); return null; },
     'domain.memmax': async (a) => { await D().setMaxMemory(one(a), a.maxKiB as number); return null; },
 
@@ -335,6 +342,14 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     },
 
     'host.info': () => hostInfo(daemon()),
+
+    'host.debugKeys': (a) => {
+      if (typeof a.keys !== 'string' || a.keys.length === 0 || a.keys.length > 64) throw einval('keys must be 1..64 characters');
+      const d = daemon();
+      const names = (id: number) => (D().has(id) ? D().resolve(id).name : '?');
+      d.dmesgLines(debugKeys(d.ts.hv, a.keys, names));
+      return null;
+    },
 
     'host.dmesg': (a) => ({ text: daemon().dmesgText(bool(a.clear, 'clear') ?? false) }),
 
@@ -408,15 +423,12 @@ function hwCaps(d: Daemon): string | undefined {
 
 /**
  * libxl_scheduler_to_string's names: Xen's schedulers are reported by their
- * name, any other policy (xenode's round robin) as LIBXL_SCHEDULER_UNKNOWN.
+ * name, any other policy (xenode's rr) as LIBXL_SCHEDULER_UNKNOWN.
  */
 const LIBXL_SCHEDULERS = ['sedf', 'credit', 'credit2', 'arinc653', 'rtds', 'null'];
 export function libxlSchedulerName(policy: string): string {
   return LIBXL_SCHEDULERS.includes(policy) ? policy : 'unknown';
 }
-
-/** The pCPU workers' scheduling policy (src/hv/sched). */
-const SCHEDULER = 'rr';
 
 /** `xl info`'s fields, each a true value for xenode, then xenode's own. */
 function hostInfo(d: Daemon): Record<string, string | number> {
@@ -451,7 +463,7 @@ function hostInfo(d: Daemon): Record<string, string | number> {
     xen_extra: EXTRAVERSION,
     xen_version: d.xenVersion,
     xen_caps: CAPABILITIES,
-    xen_scheduler: libxlSchedulerName(SCHEDULER),
+    xen_scheduler: libxlSchedulerName(hv.sched),
     xen_pagesize: 4096,
     platform_params: 'virt_start=0x0',
     xen_changeset: CHANGESET,
@@ -463,7 +475,7 @@ function hostInfo(d: Daemon): Record<string, string | number> {
     // XENVER_build_id has none to give
     build_id: '',
     xend_config_format: 4,
-    xenode_scheduler: SCHEDULER,
+    xenode_scheduler: hv.sched,
     daemon_pid: process.pid,
     daemon_uptime: Math.floor(d.domains.nsSinceBoot / 1e9),
     // as many as `xl list` shows: Domain-0 and the guests

@@ -44,6 +44,8 @@ interface Domain {
   shutdownReason: number;
   /** restart times (ms) of this domain's line, for the restart-loop guard */
   restarts: number[];
+  /** xl config-update's configuration, used when the domain is next restarted (libxl's "xl" userdata) */
+  nextConfig?: DomainConfig;
   /** per-vCPU affinity set by vcpu.pin (null = from the config) */
   pins: ({ hard: number[] | null; soft: number[] | null } | null)[];
   /** resolves when the domain is gone or its shutdown action left it in place */
@@ -297,7 +299,10 @@ export class DomainManager extends EventEmitter<Events> {
     d.restarts.push(now);
     const oldId = d.domid;
     const name = d.name;
-    const lineConfig = d.config; // the preserved copy gets a new name and uuid, the restarted one keeps these
+    // the preserved copy gets a new name and uuid, the restarted one keeps these; config-update's
+    // configuration replaces the rest, as xl's reload_domain_config takes the stored one
+    const lineConfig = d.nextConfig ? { ...d.nextConfig, name: d.name, uuid: d.config.uuid } : d.config;
+    if (d.nextConfig) this.log(`${d.name}: restarting domain ${d.domid} with the configuration config-update stored`);
     this.reserved.add(name);
     try {
       if (action === 'rename-restart') {
@@ -489,6 +494,17 @@ export class DomainManager extends EventEmitter<Events> {
     if (maxKiB > limit) throw new ApiFailure('EINVAL', `domain ${d.domid}'s memory was made for at most ${limit} KiB (its maxmem): xenode cannot raise the maximum past it`);
     this.setMaxMem(d, maxKiB);
     this.log(`${d.name}: maximum memory of domain ${d.domid} set to ${maxKiB} KiB`);
+  }
+
+  /**
+   * xl config-update: keeps a new configuration for the domain's next
+   * restart (libxl_userdata_store of "xl"); the running domain is unchanged.
+   * The domain keeps its name and uuid across that restart.
+   */
+  updateConfig(d: Domain, config: DomainConfig): void {
+    if (d.state === 'dying') throw new ApiFailure('EBUSY', `domain ${d.domid} is being destroyed`);
+    d.nextConfig = config;
+    this.log(`${d.name}: configuration for domain ${d.domid}'s next restart updated`);
   }
 
   pin(d: Domain, vcpu: number | 'all', hard: number[] | null, soft: number[] | null | undefined): void {

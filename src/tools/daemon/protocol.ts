@@ -115,6 +115,8 @@ export interface Ops {
   'domain.rename': { args: Dom & { name: string }; result: null };
   /** xl mem-set: memory/target for the guest's balloon driver, with the reservation limit following it (libxl_set_memory_target, enforce) */
   'domain.memset': { args: Dom & { targetKiB: number }; result: null };
+  /** xl config-update: the configuration the domain is restarted with next (its name and uuid stay) */
+  'domain.configUpdate': { args: Dom & { config: DomainConfig }; result: null };
   /** xl mem-max: the hypervisor's reservation limit (libxl_domain_setmaxmem) */
   'domain.memmax': { args: Dom & { maxKiB: number }; result: null };
   /** attach: replays the kept log tail if `replay`, then streams console events until detach or the domain dies */
@@ -122,6 +124,8 @@ export interface Ops {
   'console.write': { args: Dom & { data: string /* base64 */ }; result: { written: number } };
   'console.detach': { args: { stream: number }; result: null };
   'host.info': { args: Record<string, never>; result: Record<string, string | number> };
+  /** xl debug-keys: Xen's keyhandlers that mean something here report to the hypervisor log */
+  'host.debugKeys': { args: { keys: string }; result: null };
   /** the hypervisor log (`xl dmesg`); clear empties it after reading */
   'host.dmesg': { args: { clear?: boolean }; result: { text: string } };
   'vcpu.list': { args: Partial<Dom>; result: VcpuSummary[] };

@@ -429,8 +429,8 @@ test('settings taken but not acted on yet are said loudly: disk, vif, affinity, 
     "hello.cfg:4: WARNING: 'vif' is not applied: xenode has no network backend yet, so the domain gets no network interfaces",
     "hello.cfg:5: WARNING: 'cpus' is not applied: the scheduler does not honour vCPU affinity yet (vcpu-list shows it; vCPUs run on any pCPU)",
     "hello.cfg:6: WARNING: 'cpus_soft' is not applied: the scheduler does not honour vCPU affinity yet (vcpu-list shows it; vCPUs run on any pCPU)",
-    "hello.cfg:7: WARNING: 'cpu_weight' is not applied: the round-robin scheduler has no per-domain parameters yet",
-    "hello.cfg:8: WARNING: 'cap' is not applied: the round-robin scheduler has no per-domain parameters yet",
+    "hello.cfg:7: WARNING: 'cpu_weight' is not applied: the daemon does not pass scheduler parameters from the config to the scheduler yet",
+    "hello.cfg:8: WARNING: 'cap' is not applied: the daemon does not pass scheduler parameters from the config to the scheduler yet",
   ]);
 });
 

@@ -6,18 +6,19 @@
 
 import { ApiCallError, DaemonClient, defaultSocketPath } from '../daemon/client.js';
 import { XlExit, commandHelp, parseCommandArgs, type GlobalOptions, type Io, type XlCommand, type XlContext } from './command.js';
-import { create } from './commands/create.js';
+import { configUpdate, create } from './commands/create.js';
 import { console_ } from './commands/console.js';
 import { dmesg, info, list, top, uptime, vcpuList, vcpuPin } from './commands/host.js';
 import { destroy, domid, domname, pause, reboot, rename, shutdown, unpause } from './commands/lifecycle.js';
 import { xenstoreCommands } from './commands/xenstore.js';
 import { memMax, memSet } from './commands/memory.js';
+import { buttonPress, debugKeys, trigger } from './commands/misc.js';
 import { logPrefix } from './commands/common.js';
 
 /** In the order `xl help` lists them (xl's own order, then the xenstore passthroughs). */
 export const COMMANDS: XlCommand[] = [
-  create, list, destroy, shutdown, reboot, pause, unpause, console_,
-  memMax, memSet, vcpuList, vcpuPin, info, domid, domname, rename, dmesg, top, uptime,
+  create, configUpdate, list, destroy, shutdown, reboot, pause, unpause, console_,
+  memMax, memSet, buttonPress, vcpuList, vcpuPin, info, domid, domname, rename, trigger, debugKeys, dmesg, top, uptime,
   ...xenstoreCommands,
 ];
 

@@ -220,4 +220,43 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
     const t = await run('-T', 'pause', '4242');
     assert.match(t.err, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \[\d+\] xl: no domain with id 4242\n$/);
   });
+
+  test('config-update keeps a configuration for the next restart; the running domain is unchanged until then', async () => {
+    assert.equal((await run('create', '-q', cfg('fv-cu', ''))).code, 0);
+    const id = await domid('fv-cu');
+    const next = cfg('fv-cu-next', 'memory = 24\n');
+    const r = await run('config-update', 'fv-cu', next);
+    assert.deepEqual(r, { code: 0, signal: null, out: '', err: 'WARNING: xl now has better capability to manage domain configuration, avoid using this command when possible\n' +
+      `setting dom${id} configuration\n` });
+    assert.match((await run('list', 'fv-cu')).out.split('\n')[1]!, /^fv-cu\s+\d+\s+16\s/);
+    // idle.elf has no PV control interface: -F reboots it by force, and on_reboot=restart rebuilds it
+    assert.equal((await run('reboot', '-F', 'fv-cu')).code, 0);
+    const row = await until('the restart with the new configuration', async () => (await run('list', 'fv-cu')).out.split('\n')[1]?.match(/^fv-cu\s+(\d+)\s+(\d+)\s/) ?? undefined);
+    assert.ok(row);
+    assert.notEqual(Number(row[1]), id);
+    assert.equal(row[2], '24');
+    assert.equal((await run('destroy', 'fv-cu')).code, 0);
+    assert.deepEqual(await run('config-update', '4242', next), { code: 1, signal: null, out: '', err: 'WARNING: xl now has better capability to manage domain configuration, avoid using this command when possible\n' +
+      'setting dom4242 configuration\nxl: no domain with id 4242\nfailed to update configuration\n' });
+  });
+
+  test('trigger and button-press: the names xl takes, refused for PVH as Xen refuses them; debug-keys report to xl dmesg', async () => {
+    assert.equal((await run('create', '-q', cfg('fv-trig', ''))).code, 0);
+    const id = await domid('fv-trig');
+    assert.deepEqual(await run('trigger', 'fv-trig', 'bogus'), { code: 1, signal: null, out: '', err: 'Invalid trigger "bogus"\n' });
+    assert.deepEqual(await run('trigger', 'fv-trig', 'power'), { code: 1, signal: null, out: '',
+      err: `xl: Send trigger 'power' to domain ${id} vCPU 0 failed: a PVH domain has no ACPI power button (Xen: -ENODEV); use xl shutdown\n` });
+    const b = await run('button-press', 'fv-trig', 'lid');
+    assert.deepEqual(b, { code: 1, signal: null, out: '', err: 'WARNING: "button-press" is deprecated. Please use "trigger"\nlid is an invalid button identifier\n' });
+
+    assert.deepEqual(await run('debug-keys', 'hqer'), { code: 0, signal: null, out: '', err: '' });
+    const log = (await run('dmesg')).out;
+    assert.match(log, /^\(XEN\) 'h' pressed -> showing installed handlers\n\(XEN\) {2}key 'h' \(ascii '68'\) => show this message$/m);
+    assert.match(log, new RegExp(`^\\(XEN\\) General information for domain ${id} \\(fv-trig\\):$`, 'm'));
+    assert.match(log, new RegExp(`^\\(XEN\\) Event channel information for domain ${id} \\(fv-trig\\):$`, 'm'));
+    // the console and xenstore rings are bound to the control domain
+    assert.match(log, /^\(XEN\) {8}\d: s=interdomain n=0 pending=[01] masked=[01] d=0 p=\d+$/m);
+    assert.match(log, /^\(XEN\) CPU\[00\] /m);
+    assert.equal((await run('destroy', 'fv-trig')).code, 0);
+  });
 });

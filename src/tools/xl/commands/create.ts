@@ -11,7 +11,7 @@ import type { DomainConfig, ShutdownAction } from '../config.js';
 import type { XlCommand, XlContext } from '../command.js';
 import { commandHelp } from '../command.js';
 import { attachConsole, DEFAULT_ESCAPE } from './console.js';
-import { ERROR_FAIL, ERROR_INVAL, reportDaemonError } from './common.js';
+import { ERROR_FAIL, ERROR_INVAL, findDomain, reportDaemonError } from './common.js';
 
 /** Splits create's positionals as xl does: `k=v` are config lines, the one other word is the file. */
 export function splitCreateArgs(args: string[], defconfig: string | undefined): { file: string | undefined; extra: string[] } | null {
@@ -95,6 +95,44 @@ function followUntilGone(ctx: XlContext, first: { domid: number }, config: Domai
   });
 }
 
+/**
+ * Reads and checks an xl.cfg with its command-line lines (xl's
+ * parse_config_data); on failure prints xl's lines and gives the exit status.
+ * `beforeParse` runs once the file is read (create's "Parsing config from").
+ */
+export function readConfig(ctx: XlContext, file: string, extra: string[], beforeParse: () => void = () => {}): DomainConfig | number {
+  let text: Uint8Array;
+  try {
+    // /dev/null stands for "everything is on the command line", as in xl
+    text = file === '/dev/null' ? new Uint8Array(0) : readFileSync(file);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    ctx.err(`Failed to read config file: ${file}: ${err.code === 'ENOENT' ? 'No such file or directory' : err.message}\n`);
+    return -ERROR_FAIL;
+  }
+  beforeParse();
+  let parsed: XlCfg;
+  try {
+    parsed = parseXlCfg(text, file, extra);
+  } catch (e) {
+    if (e instanceof XlCfgError) {
+      // libxlu reports where, then xl says why it gives up (xlu_cfg_readdata's EINVAL)
+      ctx.err(`${e.message}\nFailed to parse config: Invalid argument\n`);
+      return 1;
+    }
+    throw e;
+  }
+  try {
+    return toDomainConfig(parsed, { file, warn: (w) => ctx.err(`${w}\n`) });
+  } catch (e) {
+    if (e instanceof XlCfgError) {
+      ctx.err(`${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
 export const create: XlCommand = {
   name: 'create',
   canDryrun: true,
@@ -136,37 +174,8 @@ export const create: XlCommand = {
       ctx.err('Config file not specified and none in save file\n');
       return -ERROR_INVAL;
     }
-    let text: Uint8Array;
-    try {
-      // /dev/null stands for "everything is on the command line", as in xl
-      text = file === '/dev/null' ? new Uint8Array(0) : readFileSync(file);
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      ctx.err(`Failed to read config file: ${file}: ${err.code === 'ENOENT' ? 'No such file or directory' : err.message}\n`);
-      return -ERROR_FAIL;
-    }
-    if (!v['quiet']) ctx.err(`Parsing config from ${file}\n`);
-    let parsed: XlCfg;
-    try {
-      parsed = parseXlCfg(text, file, extra);
-    } catch (e) {
-      if (e instanceof XlCfgError) {
-        // libxlu reports where, then xl says why it gives up (xlu_cfg_readdata's EINVAL)
-        ctx.err(`${e.message}\nFailed to parse config: Invalid argument\n`);
-        return 1;
-      }
-      throw e;
-    }
-    let config: DomainConfig;
-    try {
-      config = toDomainConfig(parsed, { file, warn: (w) => ctx.err(`${w}\n`) });
-    } catch (e) {
-      if (e instanceof XlCfgError) {
-        ctx.err(`${e.message}\n`);
-        return 1;
-      }
-      throw e;
-    }
+    const config = readConfig(ctx, file, extra, () => { if (!v['quiet']) ctx.err(`Parsing config from ${file}\n`); });
+    if (typeof config === 'number') return config;
     if (v['dryrun'] || ctx.global.dryRun) {
       // printf_info: the configuration in xl's {"domid": null, "config": ...} envelope
       ctx.out(`${JSON.stringify({ domid: null, config }, null, 4)}\n`);
@@ -207,5 +216,57 @@ export const create: XlCommand = {
     } finally {
       await sub?.close().catch(() => {});
     }
+  },
+};
+
+/**
+ * xl config-update: the configuration a running domain is rebuilt from when
+ * it next restarts (xl_misc.c main_config_update); the domain itself is not
+ * changed. The file may come first, with -f, or among the key=value lines.
+ */
+export const configUpdate: XlCommand = {
+  name: 'config-update',
+  canDryrun: true,
+  modifies: true,
+  desc: "Update a running domain's saved configuration, used when rebuilding the domain after reboot.\n" +
+    'WARNING: xl now has better capability to manage domain configuration, avoid using this command when possible',
+  usage: '<Domain> <ConfigFile> [options] [vars]',
+  help: [
+    '-h                      Print this help.',
+    '-f FILE, --defconfig=FILE',
+    '                     Use the given configuration file.',
+    '-d                      Enable debug messages.',
+  ].join('\n'),
+  options: {
+    defconfig: { type: 'string', short: 'f' },
+    debug: { type: 'boolean', short: 'd' },
+    quiet: { type: 'boolean', short: 'q' },
+  },
+  minArgs: 1,
+  async run(ctx, v, args) {
+    ctx.err('WARNING: xl now has better capability to manage domain configuration, avoid using this command when possible\n');
+    const domid = await findDomain(ctx, args[0]!);
+    const split = splitCreateArgs(args.slice(1), v['defconfig'] as string | undefined);
+    if (!split) {
+      ctx.out(commandHelp(create));
+      return 2;
+    }
+    if (split.file === undefined) {
+      ctx.err('Config file not specified\n');
+      return 1;
+    }
+    const config = readConfig(ctx, split.file, split.extra);
+    if (typeof config === 'number') return config;
+    if (v['debug'] || ctx.global.dryRun) ctx.out(`${JSON.stringify({ domid: null, config }, null, 4)}\n`);
+    if (ctx.global.dryRun) return 0;
+    ctx.err(`setting dom${domid} configuration\n`);
+    try {
+      await (await ctx.client()).call('domain.configUpdate', { dom: domid, config });
+    } catch (e) {
+      reportDaemonError(ctx, e);
+      ctx.err('failed to update configuration\n');
+      return 1;
+    }
+    return 0;
   },
 };
