@@ -1,6 +1,7 @@
 // `xenode run <kernel>`: boot one domain in the foreground, stream its
-// console (console_io, the 0xE9 debug port and the PV console ring), and exit
-// with a code that says how it ended.
+// console (the PV console ring) and its lines on the hypervisor console
+// (console_io, the 0xE9 debug port) to stdout, and exit with a code that says
+// how it ended.
 
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
@@ -64,9 +65,12 @@ export async function main(argv: string[]): Promise<number> {
   const ts = await Toolstack.start({ pcpus: Math.min(vcpus, 2), log: (l) => { if (!quiet) process.stderr.write(`xenstored: ${l}\n`); } });
   const hv = ts.hv;
   hv.on('log', (level, text) => { if (level !== 'info' || !quiet) process.stderr.write(`(XEN) ${text}\n`); });
-  hv.on('console', (_domid, _src, text, eol) => out(eol ? text + '\n' : text));
+  const merged = new MergedConsole(out);
+  // The only domain here is the one being run (its lines may come before create() returns).
+  hv.on('console', (_domid, src, text, eol) => merged.hypervisorLine(src, text, eol));
 
   let dom: ToolstackDomain;
+
   const ended = new Promise<number>((resolve) => {
     hv.on('shutdown', (domid, reason, detail) => {
       if (domid !== dom?.domid) return;
@@ -78,7 +82,7 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => resolve(EXIT_INTERRUPTED));
   });
   try {
-    dom = await ts.create({ name: 'xenode-run', kernel, memoryMiB, vcpus, cmdline: args.values.cmdline, maxEvtchnPort: channels - 1 }, (b) => out(Buffer.from(b).toString('latin1')));
+    dom = await ts.create({ name: 'xenode-run', kernel, memoryMiB, vcpus, cmdline: args.values.cmdline, maxEvtchnPort: channels - 1 }, (b) => merged.ring(b));
   } catch (e) {
     await ts.shutdown();
     console.error(`xenode run: ${e instanceof PvhLoadError ? `${kernelPath}: ${e.message}` : (e as Error).message}`);
@@ -87,4 +91,83 @@ export async function main(argv: string[]): Promise<number> {
   const code = await ended;
   await ts.shutdown();
   return code;
+}
+
+/** Copies of one line on different outputs are merged when they come within this long of each other. */
+export const MERGE_WINDOW_MS = 2000;
+
+/**
+ * The domain's two outputs merged for one terminal. On Xen they are two
+ * places, `xl console` (the PV ring) and `xl dmesg` (console_io and 0xE9, as
+ * "(dN) " lines), and nobody reads both at once; but guests commonly write
+ * every line to both (Mini-OS and Solo5 do, Linux with earlyprintk=xen and
+ * console=hvc0 does while it boots, our samples with console=all write all
+ * three), so shown together every line would come two or three times.
+ *
+ * So each line is shown once, from whichever output brings it first, with
+ * no delay: a line that was shown from another output within
+ * MERGE_WINDOW_MS is that line's copy and is dropped. Ring output is written
+ * as it comes, byte for byte; only its complete lines can be recognised as
+ * copies, so a line whose start was written before its end arrived (a ring
+ * drained mid-line) is not dropped. A line repeated on one output is never
+ * merged with itself.
+ */
+export class MergedConsole {
+  /** Ring bytes of the current line not yet written (a partial line is written at once; see ring()). */
+  private ringPending = '';
+  /** Part of the current ring line already written out. */
+  private ringWritten = '';
+  /** Lines shown lately (text, when, by which outputs), oldest first. */
+  private readonly shown: { text: string; at: number; from: Set<string> }[] = [];
+
+  constructor(private readonly write: (s: string) => void, private readonly now: () => number = () => performance.now()) {}
+
+  /** Bytes from the PV console ring. */
+  ring(bytes: Uint8Array): void {
+    const lines = (this.ringPending + Buffer.from(bytes).toString('latin1')).split('\n');
+    this.ringPending = '';
+    const partial = lines.pop()!;
+    for (const raw of lines) {
+      const text = (this.ringWritten + raw).replace(/\r$/, '');
+      const copy = this.ringWritten === '' && this.absorb(text, 'ring');
+      if (!copy) {
+        this.write(raw + '\n');
+        this.remember(text, 'ring');
+      }
+      this.ringWritten = '';
+    }
+    // A partial line (a prompt, or a line cut by the drain) is shown now: it cannot wait for its end.
+    if (partial) {
+      this.write(partial);
+      this.ringWritten = (this.ringWritten + partial).slice(-4096);
+    }
+  }
+
+  /** A line the domain wrote to the hypervisor console (`eol` false: a partial line flushed at its end). */
+  hypervisorLine(src: string, text: string, eol: boolean): void {
+    if (!eol) return this.write(text);
+    if (this.absorb(text, src)) return;
+    this.write(text + '\n');
+    this.remember(text, src);
+  }
+
+  /** True if `text` was shown lately from another output (this is its copy): `src` joins that line. */
+  private absorb(text: string, src: string): boolean {
+    this.prune();
+    const e = this.shown.find((x) => x.text === text && !x.from.has(src));
+    if (!e) return false;
+    e.from.add(src);
+    return true;
+  }
+
+  private remember(text: string, src: string): void {
+    this.prune();
+    this.shown.push({ text, at: this.now(), from: new Set([src]) });
+    if (this.shown.length > 256) this.shown.shift();
+  }
+
+  private prune(): void {
+    const old = this.now() - MERGE_WINDOW_MS;
+    while (this.shown.length && this.shown[0]!.at < old) this.shown.shift();
+  }
 }
