@@ -79,7 +79,8 @@ describe('xenode daemon', needsKvm(), () => {
 
   test('create, list, console (two readers, replay), destroy: readers get end, the record and xenstore nodes go', async () => {
     // paused (xl create -p) so both readers are there before the guest prints
-    const r = await c.call('domain.create', { config: cfg('life', 'idle') as DomainConfig, paused: true });
+    // console=pv: the domain console is the PV ring (console_io lines go to xl dmesg)
+    const r = await c.call('domain.create', { config: cfg('life', 'idle', { cmdline: 'console=pv' }) as DomainConfig, paused: true });
     assert.equal(r.name, 'life');
     assert.ok(r.domid > 0);
     const got: string[] = ['', ''];
@@ -142,7 +143,11 @@ describe('xenode daemon', needsKvm(), () => {
     for (const [i, m] of made.entries()) {
       // on_poweroff=destroy: the stream ends after the last byte
       assert.equal(await attached[i]!.ended, 'domain destroyed', m.name);
-      for (const via of ['console_io', 'port 0xE9', 'PV console']) assert.ok(out[i]!.includes(`Hello from xenode guest (${via})`), `${m.name}: ${out[i]}`);
+      // the console is the PV ring; console_io and 0xE9 went to the hypervisor console
+      assert.ok(out[i]!.includes('Hello from xenode guest (PV console)'), `${m.name}: ${out[i]}`);
+      for (const via of ['console_io', 'port 0xE9']) assert.ok(!out[i]!.includes(`Hello from xenode guest (${via})`), `${m.name}: ${out[i]}`);
+      const dmesg = (await c.call('host.dmesg', {})).text;
+      for (const via of ['console_io', 'port 0xE9']) assert.ok(dmesg.includes(`(d${m.domid}) Hello from xenode guest (${via})\n`), `${m.name} in xl dmesg:\n${dmesg}`);
     }
   });
 
@@ -200,7 +205,7 @@ describe('xenode daemon', needsKvm(), () => {
   });
 
   test('pause/unpause and rename show in the summary; the console log follows the name', async () => {
-    const r = await c.call('domain.create', { config: cfg('p1', 'idle') as DomainConfig, paused: true });
+    const r = await c.call('domain.create', { config: cfg('p1', 'idle', { cmdline: 'console=pv' }) as DomainConfig, paused: true });
     assert.equal((await c.call('domain.config', { dom: r.domid })).summary.paused, true);
     await c.call('domain.unpause', { dom: 'p1' });
     await until('unpaused and blocked', async () => {

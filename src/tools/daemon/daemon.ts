@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { Toolstack } from '../toolstack.js';
 import { XEN_MAJOR, XEN_MINOR } from '../../hv/abi/xen.js';
+import { guestConsoleLine } from '../../hv/console.js';
 import { EXTRAVERSION, CAPABILITIES, CHANGESET, COMPILE_INFO } from '../../hv/version.js';
 import { API_VERSION, LineReader, type DomainSummary, type CreateRecord, type DomainChange, type VcpuSummary } from './protocol.js';
 import { ApiServer, type Handlers } from './server.js';
@@ -71,7 +72,7 @@ export async function probeSocket(socketPath: string, timeoutMs = 2000): Promise
   throw new DaemonStartError(`a xenode daemon (pid ${answer.pid}) is already serving ${socketPath}`);
 }
 
-/** The hypervisor's console ring as `xl dmesg` shows it: (XEN) lines, oldest dropped beyond the cap. */
+/** The hypervisor's console ring as `xl dmesg` shows it: (XEN) lines and domains' (dN) lines, oldest dropped beyond the cap. */
 class Dmesg {
   private lines: string[] = [];
   private head = 0;
@@ -147,6 +148,7 @@ export class Daemon {
     await ts.client.write('/local/domain/0/name', 'Domain-0');
     await ts.client.write('/local/domain/0/domid', '0');
     ts.hv.on('log', (level, text) => dmesg.add(`(XEN) ${level === 'info' ? '' : `${level}: `}${text}`));
+    ts.hv.on('console', (domid, _src, text) => dmesg.add(guestConsoleLine(domid, text)));
     dmesg.add(`(XEN) xenode hypervisor ${XEN_MAJOR}.${XEN_MINOR}${EXTRAVERSION} on Linux KVM, ${ts.hv.nrPcpus} pCPU worker(s)`);
     const domains = new DomainManager(ts, state, { ...DEFAULT_POLICY, ...opts.policy }, log);
     const holder: { d?: Daemon } = {};

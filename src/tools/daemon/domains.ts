@@ -104,9 +104,8 @@ export class DomainManager extends EventEmitter<Events> {
     // one 'change' listener per open events stream: bounded per connection (server.ts), not a leak
     this.setMaxListeners(0);
     const hv = ts.hv;
-    hv.on('console', (domid, _src, text, eol) => {
-      this.doms.get(domid)?.console.write(Buffer.from(eol ? text + '\n' : text, 'latin1'));
-    });
+    // A domain's console is its PV console ring (the output callback of create below); its console_io
+    // and 0xE9 lines go to the hypervisor console (xl dmesg), as on Xen: the daemon puts them there.
     hv.on('shutdown', (domid, reason, detail) => this.onShutdown(domid, reason, detail));
     hv.on('destroyed', (domid) => {
       // a domain the hypervisor lost by itself (a worker could not start it)
