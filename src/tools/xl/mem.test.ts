@@ -61,7 +61,8 @@ describe('mem-set and mem-max with a ballooning guest', needsKvm(), () => {
 
   test('mem-set: the guest gives frames back to the target and xl list shows it; mem-max bounds what it takes back', async () => {
     const cfg = path.join(daemon.stateDir, 'bal.cfg');
-    fs.writeFileSync(cfg, `name = "bal"\ntype = "pvh"\nkernel = "${guest('balloon')}"\nmemory = 16\nmaxmem = 16\n`);
+    fs.writeFileSync(cfg, `name = "bal"\ntype = "pvh"\nkernel = "${guest('balloon')}"\nmemory = 16\nmaxmem = 16\ncmdline = "console=pv"\n`);
+    // console=pv: the console log is the PV ring (console_io lines go to xl dmesg)
     assert.equal((await xl('create', '-q', cfg)).code, 0);
     await until('the balloon guest to start', () => consoleLog('bal').includes('balloon: target 16384 KiB'));
     // the frame shared_info was mapped over went back to the host, as in Xen: what the guest holds is what xl list shows
