@@ -12,9 +12,10 @@ import os from 'node:os';
 import { Kvm, Vm, Vcpu } from '../kvm/kvm.js';
 import { SharedMemory } from '../kvm/memory.js';
 import { VmPool, type VmRecipe } from '../kvm/vm_pool.js';
-import { KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_READ, KVM_MSR_FILTER_WRITE } from '../kvm/abi.js';
+import { KVM_GET_REGS, KVM_GET_SREGS, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_READ, KVM_MSR_FILTER_WRITE, KVM_REGS_SIZE, KVM_SREGS_SIZE, RUN, SYNC } from '../kvm/abi.js';
+import * as libc from '../kvm/libc.js';
 import { kick } from '../kvm/kick.js';
-import { Physmap } from './physmap.js';
+import { Physmap, type Segment } from './physmap.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE, DOM0_DOORBELL, VCPU_FLAG_INITIALISED } from './shared.js';
 import { xenCpuid, XEN_HYPERCALL_MSR } from './x86/cpuid.js';
 import { localTimeBase, systemTimeNs } from './time.js';
@@ -154,6 +155,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   private readonly dom0Doorbell = new Int32Array(this.dom0Mem, DOM0_DOORBELL, 1);
   private stopping = false;
   readonly evtchnHost: core.EvtchnHost;
+  /** physmap-query answers awaited, by domid */
+  private readonly physmapQueries = new Map<number, ((segments: Segment[]) => void)[]>();
 
   /** One scheduling trace ring per pCPU, shared with its worker. */
   readonly traces: TraceRing[];
@@ -271,6 +274,12 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       case 'adopted':
         if (m.error) this.emit('log', 'error', `d${m.domid}: could not start: ${m.error}`);
         return;
+      case 'physmap-report': {
+        const waiting = this.physmapQueries.get(m.domid) ?? [];
+        this.physmapQueries.delete(m.domid);
+        for (const w of waiting) w(m.segments);
+        return;
+      }
       case 'log':
         this.emit('log', m.level, m.text);
         return;
@@ -474,6 +483,71 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       throw new RangeError(`max memory ${kib} KiB: d${domid}'s memory was made for at most ${r.maxPages * 4} KiB`);
     }
     r.shared.set('maxPages', pages);
+  }
+
+  /**
+   * The domain's physmap as its home worker has it now (the worker that
+   * changes it); for a paused domain it then stays so. Rejects if the worker
+   * does not answer within `timeoutMs` (the domain went away meanwhile).
+   */
+  queryPhysmap(domid: number, timeoutMs = 5000): Promise<Segment[]> {
+    const r = this.record(domid);
+    if (r.pcpu < 0) return Promise.reject(new Error(`d${domid} has not started`));
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        const list = this.physmapQueries.get(domid);
+        if (list) this.physmapQueries.set(domid, list.filter((w) => w !== done));
+        reject(new Error(`d${domid}: its pCPU worker did not report the physmap within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const done = (segments: Segment[]): void => { clearTimeout(t); resolve(segments); };
+      const list = this.physmapQueries.get(domid) ?? [];
+      list.push(done);
+      this.physmapQueries.set(domid, list);
+      this.send(r.pcpu, { type: 'physmap-query', domid });
+    });
+  }
+
+  /**
+   * Each vCPU's registers as KVM holds them (kvm_regs and kvm_sregs), for a
+   * domain whose vCPUs are all out of KVM_RUN (paused, or shut down). The
+   * kvm_run page is mapped here as well: after an exit its sync area has the
+   * state KVM left plus what the worker wrote back (a hypercall's result),
+   * which KVM_GET_REGS would not show until the next entry; a vCPU never
+   * entered has its initial state in KVM only.
+   */
+  vcpuRegisters(domid: number): { regs: Uint8Array; sregs: Uint8Array }[] {
+    const r = this.record(domid);
+    if (!r.vm) throw new Error(`d${domid} has no KVM vCPUs to read`);
+    for (let v = 0; v < r.shared.nrVcpus; v++) {
+      if (r.shared.vcpu(v, 'state') === RUNSTATE.running) throw new Error(`d${domid} vCPU ${v} is running: pause the domain first`);
+    }
+    const size = r.vm.kvm.vcpuMmapSize;
+    return r.vcpuFds.map((fd) => {
+      // our own read-only view of the kvm_run page: nothing here can disturb the vCPU the worker runs
+      const p = libc.mmap(null, size, libc.PROT_READ, libc.MAP_SHARED, fd, 0);
+      if (libc.isMapFailed(p)) throw new libc.OsError('mmap(kvm_run)', libc.errno());
+      try {
+        const run = new Uint8Array(libc.view(p, size));
+        if (new DataView(run.buffer).getUint32(RUN.exit_reason, true) !== 0) {
+          const base = RUN.sync_regs;
+          return { regs: run.slice(base + SYNC.regs, base + SYNC.regs + KVM_REGS_SIZE), sregs: run.slice(base + SYNC.sregs, base + SYNC.sregs + KVM_SREGS_SIZE) };
+        }
+        const regs = new Uint8Array(KVM_REGS_SIZE);
+        const sregs = new Uint8Array(KVM_SREGS_SIZE);
+        libc.check(libc.ioctlPtr(fd, KVM_GET_REGS, regs), 'KVM_GET_REGS');
+        libc.check(libc.ioctlPtr(fd, KVM_GET_SREGS, sregs), 'KVM_GET_SREGS');
+        return { regs, sregs };
+      } finally {
+        libc.munmap(p, size);
+      }
+    });
+  }
+
+  /** A copy of the domain's shared_info page (Xen-owned, wherever the guest mapped it). */
+  sharedInfoCopy(domid: number): Uint8Array {
+    const r = this.record(domid);
+    const off = r.shared.get('sharedInfoOffset');
+    return r.mem.bytes.slice(off, off + PAGE_SIZE);
   }
 
   /** Destroys a domain (any state); resolves when its worker has released it. */

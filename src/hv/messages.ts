@@ -37,6 +37,8 @@ export type MainToWorker =
   | { type: 'sched-adjust'; domid: number; params: Record<string, number>; vcpu?: number }
   /** The ARINC 653 schedule, with the system time its first major frame starts (the same for every pCPU). */
   | { type: 'sched-arinc653'; schedule: Arinc653Schedule; epoch: bigint }
+  /** The home worker answers with its physmap (physmap-report): the toolstack's view of a paused domain's memory (dump-core). */
+  | { type: 'physmap-query'; domid: number }
   | Relay
   | { type: 'stop' };
 
@@ -46,5 +48,6 @@ export type WorkerToMain =
   | { type: 'console'; domid: number; source: 'console_io' | 'debugport'; text: string; eol: boolean }
   | { type: 'shutdown'; domid: number; reason: number; detail: string }
   | { type: 'destroyed'; domid: number; pcpu: number }
+  | { type: 'physmap-report'; domid: number; segments: Segment[] }
   | Relay
   | { type: 'log'; level: 'info' | 'warn' | 'error'; text: string };

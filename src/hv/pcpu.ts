@@ -405,6 +405,11 @@ class Pcpu {
         }
         return;
       }
+      case 'physmap-query': {
+        const d = this.domains.get(m.domid);
+        if (d?.isHome) this.post({ type: 'physmap-report', domid: d.domid, segments: d.physmap.segments().map((x) => ({ ...x, slot: -1 })) });
+        return;
+      }
       case 'forget': {
         const r = this.remote.get(m.domid);
         r?.mem?.close();

@@ -6,6 +6,7 @@
 import os from 'node:os';
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { Toolstack } from '../toolstack.js';
 import { XEN_MAJOR, XEN_MINOR } from '../../hv/abi/xen.js';
 import { guestConsoleLine } from '../../hv/console.js';
@@ -294,6 +295,10 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     'domain.pause': (a) => { D().pause(one(a)); return null; },
     'domain.unpause': (a) => { D().unpause(one(a)); return null; },
     'domain.rename': async (a) => { await D().rename(one(a), a.name); return null; },
+    'domain.dumpCore': async (a) => {
+      if (typeof a.path !== 'string' || !path.isAbsolute(a.path)) throw einval('path must be an absolute file name');
+      return { pages: await D().dumpCore(one(a), a.path) };
+    },
     'domain.configUpdate': (a) => { D().updateConfig(one(a), checkConfig(a.config)); return null; },
     'domain.memset': async (a) => { await D().setMemoryTarget(one(a), a.targetKiB as number); return null; },
     'domain.memmax': async (a) => { await D().setMaxMemory(one(a), a.maxKiB as number); return null; },

@@ -115,6 +115,8 @@ export interface Ops {
   'domain.rename': { args: Dom & { name: string }; result: null };
   /** xl mem-set: memory/target for the guest's balloon driver, with the reservation limit following it (libxl_set_memory_target, enforce) */
   'domain.memset': { args: Dom & { targetKiB: number }; result: null };
+  /** xl dump-core: the domain's memory and vCPU state to `path` (absolute, written by the daemon) in xc_core's ELF layout */
+  'domain.dumpCore': { args: Dom & { path: string }; result: { pages: number } };
   /** xl config-update: the configuration the domain is restarted with next (its name and uuid stay) */
   'domain.configUpdate': { args: Dom & { config: DomainConfig }; result: null };
   /** xl mem-max: the hypervisor's reservation limit (libxl_domain_setmaxmem) */

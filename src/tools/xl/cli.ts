@@ -12,13 +12,13 @@ import { dmesg, info, list, top, uptime, vcpuList, vcpuPin } from './commands/ho
 import { destroy, domid, domname, pause, reboot, rename, shutdown, unpause } from './commands/lifecycle.js';
 import { xenstoreCommands } from './commands/xenstore.js';
 import { memMax, memSet } from './commands/memory.js';
-import { buttonPress, debugKeys, trigger } from './commands/misc.js';
+import { buttonPress, debugKeys, dumpCore, trigger } from './commands/misc.js';
 import { logPrefix } from './commands/common.js';
 
 /** In the order `xl help` lists them (xl's own order, then the xenstore passthroughs). */
 export const COMMANDS: XlCommand[] = [
   create, configUpdate, list, destroy, shutdown, reboot, pause, unpause, console_,
-  memMax, memSet, buttonPress, vcpuList, vcpuPin, info, domid, domname, rename, trigger, debugKeys, dmesg, top, uptime,
+  dumpCore, memMax, memSet, buttonPress, vcpuList, vcpuPin, info, domid, domname, rename, trigger, debugKeys, dmesg, top, uptime,
   ...xenstoreCommands,
 ];
 

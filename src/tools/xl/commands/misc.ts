@@ -1,11 +1,12 @@
-// trigger, button-press and debug-keys (xl_misc.c). A PVH domain has no
+// trigger, button-press, debug-keys and dump-core (xl_misc.c). A PVH domain has no
 // ACPI power or sleep button and no emulated platform to reset, so those
 // triggers are refused as Xen refuses them for PVH (no ACPI PM device:
 // hvm_acpi_power_button's -ENODEV); xl would print libxl's error and exit 0,
 // xenode exits 1 with the reason, as for pause.
 
+import path from 'node:path';
 import type { XlCommand, XlContext } from '../command.js';
-import { findDomain, logPrefix, reportDaemonError } from './common.js';
+import { findDomain, logPrefix, rcOf, reportDaemonError } from './common.js';
 
 /** libxl_trigger's names (libxl_types.idl). */
 const TRIGGERS = ['power', 'sleep', 'nmi', 'init', 'reset', 's3resume'] as const;
@@ -88,6 +89,26 @@ export const debugKeys: XlCommand = {
     } catch (e) {
       reportDaemonError(ctx, e);
       ctx.err(`cannot send debug keys: ${keys}\n`);
+      return 1;
+    }
+    return 0;
+  },
+};
+
+/** xl dump-core: the file is written by the daemon, so a relative name is taken from here first. */
+export const dumpCore: XlCommand = {
+  name: 'dump-core',
+  modifies: true,
+  desc: 'Core dump a domain',
+  usage: '<Domain> <filename>',
+  minArgs: 2,
+  async run(ctx, _v, args) {
+    const domid = await findDomain(ctx, args[0]!);
+    try {
+      await (await ctx.client()).call('domain.dumpCore', { dom: domid, path: path.resolve(args[1]!) });
+    } catch (e) {
+      reportDaemonError(ctx, e);
+      ctx.err(`core dump failed (rc=${rcOf(e)})\n`);
       return 1;
     }
     return 0;
