@@ -170,8 +170,11 @@ function unmask2l(host: EvtchnHost, d: EvtchnDomain, port: number): void {
 
 /** Raises `port` of `d` (evtchn_port_set_pending). */
 export function setPending(host: EvtchnHost, d: EvtchnDomain, port: number): void {
+  if (fifo.isFifo(d.shared)) return fifo.setPending(host, d, port);
+  setPending2l(host, d, port);
+  // The domain may have switched to FIFO on another thread since the check: its switch reads the 2-level
+  // bits only after it set the flag, so either it saw this bit or this sees the flag. Raise it there too.
   if (fifo.isFifo(d.shared)) fifo.setPending(host, d, port);
-  else setPending2l(host, d, port);
 }
 
 export function isPending(d: EvtchnDomain, port: number): boolean {
@@ -206,7 +209,6 @@ export function unmask(host: EvtchnHost, d: EvtchnDomain, port: number): void {
  * over with their pending state (evtchn_fifo_init_control's setup_ports).
  */
 export function initControl(d: EvtchnDomain, vcpu: number, offset: number, at: number): void {
-  fifo.checkControl(d.shared, vcpu, offset);
   d.shared.withPortLock(() => {
     const s = d.shared;
     const prevLast = fifo.isFifo(s) ? 0 : lastPort2l(s);

@@ -65,13 +65,12 @@ function wordIndex(d: EvtchnDomain, port: number): number {
   const page = Math.floor(port / WORDS_PER_PAGE);
   // The page's offset is stored before the count is raised (expandArray), so a page counted here is there.
   if (page >= s.get('fifoEventPages')) return -1;
-  return ((Atomics.load(s.w, s.fifoPageBase + page) - 1) >>> 2) + (port % WORDS_PER_PAGE);
+  return Atomics.load(s.w, s.fifoPageBase + page) - 1 + (port % WORDS_PER_PAGE);
 }
 
 /** Index (in words(d)) of vCPU `vcpu`'s control block, or -1 if it has none. */
 function controlBlock(d: EvtchnDomain, vcpu: number): number {
-  const cb = Atomics.load(d.shared.w, vcpuWord(d.shared, vcpu, FIFO_VCPU.controlBlock));
-  return cb === 0 ? -1 : (cb - 1) >>> 2;
+  return Atomics.load(d.shared.w, vcpuWord(d.shared, vcpu, FIFO_VCPU.controlBlock)) - 1;
 }
 
 // --- queue locks ------------------------------------------------------------
@@ -268,10 +267,15 @@ export function priorityOf(s: DomainShared, port: number): number {
  * The checks of evtchn_fifo_init_control that come before any state
  * changes: the vCPU exists, the control block lies in one page, 8-aligned.
  */
-export function checkControl(s: DomainShared, vcpu: number, offset: number): void {
+function checkControl(s: DomainShared, vcpu: number, offset: number): void {
   if (!Number.isInteger(vcpu) || vcpu < 0 || vcpu >= s.nrVcpus) throw new XenError(ENOENT, `no vCPU ${vcpu}`);
   if (offset > PAGE_SIZE - CB_SIZE) throw new XenError(EINVAL, `control block at ${offset} crosses its page`);
   if (offset % 8 !== 0) throw new XenError(EINVAL, `control block at ${offset} is not 8-aligned`);
+}
+
+/** Where a FIFO page is kept is a 32-bit word index into the domain memory: the first 8 GiB of it. */
+function checkReach(at: number): void {
+  if ((at + PAGE_SIZE) / 4 > 0x7fffffff) throw new XenError(EINVAL, 'FIFO structures must lie in the first 8 GiB of guest memory here');
 }
 
 /**
@@ -286,22 +290,29 @@ export function initControl(d: EvtchnDomain, vcpu: number, offset: number, at: n
   const s = d.shared;
   checkControl(s, vcpu, offset);
   if (at < 0) throw new XenError(EINVAL, 'control block GFN is not a writable guest page');
+  checkReach(at);
   const cbWord = vcpuWord(s, vcpu, FIFO_VCPU.controlBlock);
   if (Atomics.load(s.w, cbWord) !== 0) throw new XenError(EINVAL, `vCPU ${vcpu} has a control block already`);
-  if (!isFifo(s)) {
-    for (let v = 0; v < s.nrVcpus; v++) {
-      for (let k = 0; k < FIFO_VCPU_WORDS; k++) Atomics.store(s.w, vcpuWord(s, v, k), 0);
-    }
-    for (let p = 0; p < FIFO_MAX_EVENT_PAGES; p++) Atomics.store(s.w, s.fifoPageBase + p, 0);
-    s.set('fifoEventPages', 0);
-    for (let port = 1; port <= prevLast; port++) {
-      portInit(s, port);
-      Atomics.store(s.w, portWord(s, port, FIFO_PORT.lastq), 0);
-      if (wasPending(port)) Atomics.store(s.w, portWord(s, port, FIFO_PORT.savedPending), 1);
-    }
+  if (isFifo(s)) {
+    Atomics.store(s.w, cbWord, (at + offset) / 4 + 1);
+    return;
   }
-  Atomics.store(s.w, cbWord, at + offset + 1);
+  for (let v = 0; v < s.nrVcpus; v++) {
+    for (let k = 0; k < FIFO_VCPU_WORDS; k++) Atomics.store(s.w, vcpuWord(s, v, k), 0);
+  }
+  for (let p = 0; p < FIFO_MAX_EVENT_PAGES; p++) Atomics.store(s.w, s.fifoPageBase + p, 0);
+  s.set('fifoEventPages', 0);
+  for (let port = 1; port <= prevLast; port++) {
+    portInit(s, port);
+    Atomics.store(s.w, portWord(s, port, FIFO_PORT.lastq), 0);
+  }
+  Atomics.store(s.w, cbWord, (at + offset) / 4 + 1);
   s.set('evtchnFifo', 1);
+  // The pending bits are read after the switch: a sender on another thread that still saw 2-level either
+  // set its bit before this reads it, or sees FIFO afterwards and raises the port there (evtchn_core).
+  for (let port = 1; port <= prevLast; port++) {
+    if (wasPending(port)) Atomics.store(s.w, portWord(s, port, FIFO_PORT.savedPending), 1);
+  }
 }
 
 /**
@@ -315,7 +326,8 @@ export function expandArray(host: EvtchnHost, d: EvtchnDomain, at: number, lastP
   const slot = s.get('fifoEventPages');
   if (slot >= FIFO_MAX_EVENT_PAGES) throw new XenError(ENOSPC, 'event array is full');
   if (at < 0) throw new XenError(EINVAL, 'event array GFN is not a writable guest page');
-  Atomics.store(s.w, s.fifoPageBase + slot, at + 1);
+  checkReach(at);
+  Atomics.store(s.w, s.fifoPageBase + slot, at / 4 + 1);
   s.set('fifoEventPages', slot + 1);
   for (let port = Math.max(1, slot * WORDS_PER_PAGE), end = Math.min(lastPort, (slot + 1) * WORDS_PER_PAGE - 1); port <= end; port++) {
     const saved = portWord(s, port, FIFO_PORT.savedPending);

@@ -130,10 +130,10 @@ export const PORT_WORDS = 4;
 export const PORT = { stateVcpu: 0, remoteDom: 1, remotePort: 2, flags: 3 } as const;
 
 /**
- * FIFO event-channel words (public/event_channel.h sizes): per vCPU the
- * control block's memfd offset + 1 (0 = none), then per priority queue its
- * tail port and its spinlock; per domain the memfd offset + 1 of each event
- * array page; per port its priority, its last queue (priority | vCPU << 8)
+ * FIFO event-channel words (public/event_channel.h sizes): per vCPU where
+ * its control block is (memfd offset / 4 + 1: 32-bit words reach 8 GiB;
+ * 0 = none), then per priority queue its tail port and its spinlock; per
+ * domain where each event array page is (the same way); per port its priority, its last queue (priority | vCPU << 8)
  * and whether it was raised while it had no event word.
  */
 export const FIFO_QUEUES = 16;

@@ -113,9 +113,7 @@ export const MERGE_WINDOW_MS = 2000;
  * merged with itself.
  */
 export class MergedConsole {
-  /** Ring bytes of the current line not yet written (a partial line is written at once; see ring()). */
-  private ringPending = '';
-  /** Part of the current ring line already written out. */
+  /** Part of the current ring line already written out (a partial line is written at once; see ring()). */
   private ringWritten = '';
   /** Lines shown lately (text, when, by which outputs), oldest first. */
   private readonly shown: { text: string; at: number; from: Set<string> }[] = [];
@@ -124,8 +122,7 @@ export class MergedConsole {
 
   /** Bytes from the PV console ring. */
   ring(bytes: Uint8Array): void {
-    const lines = (this.ringPending + Buffer.from(bytes).toString('latin1')).split('\n');
-    this.ringPending = '';
+    const lines = Buffer.from(bytes).toString('latin1').split('\n');
     const partial = lines.pop()!;
     for (const raw of lines) {
       const text = (this.ringWritten + raw).replace(/\r$/, '');
