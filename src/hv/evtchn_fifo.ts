@@ -181,27 +181,31 @@ export function setPending(host: EvtchnHost, d: EvtchnDomain, port: number): voi
   const wasPending = (Atomics.or(m, word, PENDING) & PENDING) !== 0;
   let linked = true; // "no new head": nothing to make READY
   const cb = controlBlock(d, vcpu);
-  // No lock (a priority changing all the time): the event stays PENDING, unlinked (Xen drops it too).
-  // No control block: the guest must not have unmasked anything on this vCPU yet; the event stays PENDING.
-  if (locked && cb >= 0 && (Atomics.load(m, word) & MASKED) === 0 && (Atomics.or(m, word, LINKED) & LINKED) === 0) {
-    // It may be the tail of the queue it was on last, which is empty now: forget that tail, or a
-    // later event there would link behind a port that belongs to another queue.
-    const oldTail = tailIndex(s, oldQ);
-    if (Atomics.load(s.w, oldTail) === port) Atomics.store(s.w, oldTail, 0);
-    if (oldQ !== q) {
-      Atomics.store(s.w, portWord(s, port, FIFO_PORT.lastq), (q % FIFO_QUEUES) | (vcpu << 8));
-      unlockQueue(s, oldQ);
-      oldQ = q;
+  try {
+    // No lock (a priority changing all the time): the event stays PENDING, unlinked (Xen drops it too).
+    // No control block: the guest must not have unmasked anything on this vCPU yet; the event stays PENDING.
+    if (locked && cb >= 0 && (Atomics.load(m, word) & MASKED) === 0 && (Atomics.or(m, word, LINKED) & LINKED) === 0) {
+      // It may be the tail of the queue it was on last, which is empty now: forget that tail, or a
+      // later event there would link behind a port that belongs to another queue.
+      const oldTail = tailIndex(s, oldQ);
+      if (Atomics.load(s.w, oldTail) === port) Atomics.store(s.w, oldTail, 0);
+      if (oldQ !== q) {
+        Atomics.store(s.w, portWord(s, port, FIFO_PORT.lastq), (q % FIFO_QUEUES) | (vcpu << 8));
+        unlockQueue(s, oldQ);
+        oldQ = q;
+      }
+      const tail = Atomics.load(s.w, tailIndex(s, q));
+      const tailWord = tail === 0 ? -1 : wordIndex(d, tail);
+      linked = tailWord >= 0 && setLink(m, tailWord, port);
+      if (!linked) Atomics.store(m, cb + CB_HEAD + (q % FIFO_QUEUES), port);
+      Atomics.store(s.w, tailIndex(s, q), port);
     }
-    const tail = Atomics.load(s.w, tailIndex(s, q));
-    const tailWord = tail === 0 ? -1 : wordIndex(d, tail);
-    linked = tailWord >= 0 && setLink(m, tailWord, port);
-    if (!linked) Atomics.store(m, cb + CB_HEAD + (q % FIFO_QUEUES), port);
-    Atomics.store(s.w, tailIndex(s, q), port);
-  }
-  if (locked) {
-    if (oldQ !== q) unlockQueue(s, oldQ);
-    unlockQueue(s, q);
+  } finally {
+    // Never left held, whatever happened: every thread raising events on this domain would spin on it.
+    if (locked) {
+      if (oldQ !== q) unlockQueue(s, oldQ);
+      unlockQueue(s, q);
+    }
   }
   if (!linked) {
     const bit = 1 << (q % FIFO_QUEUES);
