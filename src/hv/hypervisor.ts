@@ -25,10 +25,13 @@ import type { DomainSpec } from './domain.js';
 import type { MainToWorker, WorkerToMain, Relay } from './messages.js';
 import { PAGE_SIZE, SharedInfo, VcpuInfo } from './abi/xen.js';
 import type { PvhEntryState } from './x86/pvh.js';
-import { createScheduler, isSchedulerName, DEFAULT_SCHEDULER, SCHEDULERS, type SchedulerName } from './sched/schedulers.js';
-import type { SchedulerPolicy, SchedParams } from './sched/scheduler.js';
+import { isSchedulerName, DEFAULT_SCHEDULER, SCHEDULERS, type SchedulerName } from './sched/schedulers.js';
+import type { SchedParams } from './sched/scheduler.js';
 import { checkSchedule, type Arinc653Schedule } from './sched/arinc653.js';
+import { Credit2 } from './sched/credit2.js';
+import { Credit } from './sched/credit.js';
 import { TraceRing, type TraceRecord } from './sched/trace.js';
+import { Cpupools, CpupoolError, type Cpupool, type CpupoolInfo } from './cpupool.js';
 import { setIrq, MSR_IA32_APICBASE, MSR_IA32_TSC_DEADLINE, MSR_X2APIC_FIRST } from './x86/vlapic.js';
 
 export interface DomainCreateOptions {
@@ -42,6 +45,11 @@ export interface DomainCreateOptions {
   /** console_io allowed (Xen: dom0less domains and debug builds) */
   isConsole?: boolean;
   uuid?: Uint8Array;
+  /** the cpupool (id) its vCPUs run in; default Pool-0 */
+  pool?: number;
+  /** per-vCPU hard and soft affinity (pCPU numbers; null or absent = any), as cpus=/cpus_soft= give it */
+  hard?: (number[] | null)[];
+  soft?: (number[] | null)[];
 }
 
 /** A domain being built: the builder's access to its memory before it runs. */
@@ -104,6 +112,10 @@ interface DomainRecord {
   hosts: number[];
   /** workers that have not yet released the domain after a destroy */
   releasing: number;
+  /** its cpupool, and the per-vCPU affinity placement honours */
+  pool: number;
+  hard: (number[] | null)[];
+  soft: (number[] | null)[];
   memoryMap: Uint8Array;
   memoryKiB: number;
   /** the max_pages the domain was built with: its memory has room for no more */
@@ -160,14 +172,13 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
 
   /** One scheduling trace ring per pCPU, shared with its worker. */
   readonly traces: TraceRing[];
-  /** The scheduler's parameters as the toolstack set them: checked here before any worker sees them. */
-  private readonly schedShadow: SchedulerPolicy;
-  private arinc653: { schedule: Arinc653Schedule; epoch: bigint } | null = null;
+  /** Pool-0 (every pCPU, the boot scheduler) and any pools made since. */
+  readonly cpupools: Cpupools;
 
   private constructor(readonly nrPcpus: number, readonly sliceNs: number, vmPool: number, readonly sched: SchedulerName = DEFAULT_SCHEDULER, traceRecords?: number) {
     super();
     this.traces = Array.from({ length: nrPcpus }, () => TraceRing.create(traceRecords));
-    this.schedShadow = createScheduler(sched);
+    this.cpupools = new Cpupools(nrPcpus, sched);
     this.kvm = Kvm.open();
     this.kvm.requireCapabilities();
     this.vmPool = new VmPool(this.kvm, XEN_VM_RECIPE, vmPool);
@@ -262,7 +273,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
           this.emit('log', 'error', `d${m.domid}: closing its event channels: ${e instanceof Error ? e.stack : String(e)}`);
         }
         this.domains.delete(m.domid);
-        this.schedShadow.removeDomain(m.domid);
+        for (const p of this.cpupools.list()) this.cpupools.get(p.id).shadow.removeDomain(m.domid);
         this.host.setDomainExists(m.domid, false);
         for (let i = 0; i < this.nrPcpus; i++) if (!r.hosts.includes(i)) this.workers[i]!.postMessage({ type: 'forget', domid: m.domid } satisfies MainToWorker);
         r.mem.close();
@@ -313,6 +324,10 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   /** XEN_DOMCTL_createdomain + max_vcpus + memory: a paused domain ready for the builder. */
   createDomain(o: DomainCreateOptions): DomainBuild {
     if (!Number.isInteger(o.vcpus) || o.vcpus < 1 || o.vcpus > 128) throw new RangeError(`vcpus must be 1..128, got ${o.vcpus}`);
+    const pool = o.pool ?? 0;
+    const cp = this.cpupools.find(pool);
+    if (!cp || typeof pool !== 'number') throw new RangeError(`no cpupool ${pool}`);
+    for (let v = 0; v < o.vcpus; v++) this.candidates(cp, o.hard?.[v] ?? null, v); // throws if vCPU v could run nowhere
     if (!(o.memoryMiB >= 1) || o.memoryMiB > 1 << 20) throw new RangeError(`memory must be at least 1 MiB, got ${o.memoryMiB}`);
     const ramPages = Math.floor(o.memoryMiB * 256);
     const maxPages = Math.max(ramPages, Math.floor((o.maxMemMiB ?? o.memoryMiB) * 256));
@@ -345,7 +360,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     shared.set('isConsole', o.isConsole ? 1 : 0);
     shared.set('sharedInfoOffset', physmap.sharedInfoPage * PAGE_SIZE);
     shared.setVcpu(0, 'state', RUNSTATE.runnable);
-    const rec: DomainRecord = { domid, name: o.name, shared, mem, evtchn: { shared, mem: mem.bytes }, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, maxPages, vm, vcpuFds: vcpus.map((v) => v.fd) };
+    const rec: DomainRecord = { domid, name: o.name, shared, mem, evtchn: { shared, mem: mem.bytes }, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, maxPages, vm, vcpuFds: vcpus.map((v) => v.fd), pool, hard: o.hard ?? [], soft: o.soft ?? [] };
     this.domains.set(domid, rec);
     this.host.setDomainExists(domid, true);
     this.pendingVcpus.set(domid, vcpus);
@@ -373,7 +388,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     for (const v of vcpus) v.release();
     rec.vm!.release();
     rec.memoryMap = memoryMap;
-    const placement = this.place(rec.shared.nrVcpus);
+    const placement = this.place(rec);
     const pcpu = placement[0]!;
     rec.pcpu = pcpu;
     rec.placement = placement;
@@ -398,18 +413,33 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     this.send(pcpu, { type: 'adopt', spec });
   }
 
+  /** The pCPUs vCPU `v` may run on: its pool's, within its hard affinity; an error if none. */
+  private candidates(pool: Cpupool, hard: number[] | null, v: number): number[] {
+    const cpus = [...pool.cpus].sort((a, b) => a - b).filter((c) => !hard || hard.includes(c));
+    if (!cpus.length) {
+      throw new RangeError(pool.cpus.size ? `vCPU ${v}: no pCPU of cpupool '${pool.name}' (${[...pool.cpus].join(',')}) is in its hard affinity (${hard!.join(',')})` : `cpupool '${pool.name}' has no cpus`);
+    }
+    return cpus;
+  }
+
   /**
-   * Places each vCPU of a new domain on the least-loaded worker (counting
-   * vCPUs already placed, this domain's included), so a domain's vCPUs run in
-   * parallel when there are workers for them.
+   * Places each vCPU of a new domain on the least-loaded pCPU of its cpupool
+   * within its hard affinity, preferring its soft affinity (counting vCPUs
+   * already placed, this domain's included), so a domain's vCPUs run in
+   * parallel when there are pCPUs for them.
    */
-  private place(nrVcpus: number): number[] {
+  private place(rec: DomainRecord): number[] {
     const load = new Array<number>(this.nrPcpus).fill(0);
     for (const r of this.domains.values()) for (const p of r.placement) load[p]!++;
+    const pool = this.cpupools.get(rec.pool);
     const out: number[] = [];
-    for (let v = 0; v < nrVcpus; v++) {
-      let best = 0;
-      for (let i = 1; i < load.length; i++) if (load[i]! < load[best]!) best = i;
+    for (let v = 0; v < rec.shared.nrVcpus; v++) {
+      const hard = this.candidates(pool, rec.hard[v] ?? null, v);
+      const soft = rec.soft[v];
+      const preferred = soft ? hard.filter((c) => soft.includes(c)) : [];
+      const from = preferred.length ? preferred : hard;
+      let best = from[0]!;
+      for (const c of from) if (load[c]! < load[best]!) best = c;
       out.push(best);
       load[best]!++;
     }
@@ -553,37 +583,123 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   /** Destroys a domain (any state); resolves when its worker has released it. */
   // --- scheduling (XEN_DOMCTL_scheduler_op, XEN_SYSCTL_scheduler_op) ---------
 
-  /** XEN_DOMCTL_SCHEDOP_putinfo: a domain's (or one vCPU's) parameters; RangeError for bad ones, which change nothing. */
+  /** XEN_DOMCTL_SCHEDOP_putinfo: a domain's (or one vCPU's) parameters under its pool's scheduler; RangeError for bad ones, which change nothing. */
   schedAdjust(domid: number, params: SchedParams, vcpu?: number): void {
-    if (!this.domains.has(domid)) throw new RangeError(`no domain ${domid}`);
-    this.schedShadow.adjust(domid, params, vcpu);
-    for (let p = 0; p < this.nrPcpus; p++) this.send(p, { type: 'sched-adjust', domid, params: { ...params }, vcpu });
+    const r = this.domains.get(domid);
+    if (!r) throw new RangeError(`no domain ${domid}`);
+    if (vcpu !== undefined && (!Number.isInteger(vcpu) || vcpu < 0 || vcpu >= r.shared.nrVcpus)) throw new RangeError(`d${domid} has no vCPU ${vcpu}`);
+    const pool = this.cpupools.get(r.pool);
+    pool.shadow.adjust(domid, params, vcpu);
+    for (const p of pool.cpus) this.send(p, { type: 'sched-adjust', domid, params: { ...params }, vcpu });
   }
 
-  /** XEN_DOMCTL_SCHEDOP_getinfo. */
+  /** XEN_DOMCTL_SCHEDOP_getinfo, with the scheduler it is under. */
   schedParams(domid: number, vcpu?: number): SchedParams {
-    if (!this.domains.has(domid)) throw new RangeError(`no domain ${domid}`);
-    return this.schedShadow.params(domid, vcpu);
+    const r = this.domains.get(domid);
+    if (!r) throw new RangeError(`no domain ${domid}`);
+    return this.cpupools.get(r.pool).shadow.params(domid, vcpu);
+  }
+
+  /** The cpupool a domain is in. */
+  domainPool(domid: number): number {
+    const r = this.domains.get(domid);
+    if (!r) throw new RangeError(`no domain ${domid}`);
+    return r.pool;
+  }
+
+  /** XEN_SYSCTL_SCHEDOP_putinfo for credit2 (ratelimit_us) and credit (tslice_ms, ratelimit_us). */
+  schedPoolSet(poolId: number, p: { ratelimitUs?: number; tsliceMs?: number }): void {
+    const pool = this.cpupools.get(poolId);
+    const sh = pool.shadow;
+    if (sh instanceof Credit2) {
+      if (p.tsliceMs !== undefined) throw new RangeError('credit2 has no tslice_ms');
+      if (p.ratelimitUs !== undefined) sh.setRatelimit(p.ratelimitUs);
+    } else if (sh instanceof Credit) sh.setPoolParams(p);
+    else throw new RangeError(`the ${pool.sched} scheduler has no pool parameters`);
+    for (const c of pool.cpus) this.send(c, { type: 'sched-pool', ...this.schedPoolGet(poolId) });
+  }
+
+  schedPoolGet(poolId: number): { ratelimitUs?: number; tsliceMs?: number } {
+    const sh = this.cpupools.get(poolId).shadow;
+    if (sh instanceof Credit2) return { ratelimitUs: sh.ratelimitUs };
+    if (sh instanceof Credit) return sh.poolParams;
+    return {};
   }
 
   /**
-   * xc_sched_arinc653_schedule_set: every pCPU gets the schedule with the
-   * same epoch (the next millisecond boundary from now), so their frames
-   * stay in step.
+   * xc_sched_arinc653_schedule_set: every pCPU of the pool gets the schedule
+   * with the same epoch (the next millisecond boundary but one from now), so
+   * their frames stay in step.
    */
-  setArinc653Schedule(s: Arinc653Schedule): bigint {
-    if (this.sched !== 'arinc653') throw new RangeError(`the scheduler is ${this.sched}, not arinc653`);
+  setArinc653Schedule(s: Arinc653Schedule, poolId = 0): bigint {
+    const pool = this.cpupools.get(poolId);
+    if (pool.sched !== 'arinc653') throw new RangeError(`cpupool '${pool.name}' runs ${pool.sched}, not arinc653`);
     checkSchedule(s);
     const epoch = (systemTimeNs(this.timeBase) / 1_000_000n + 2n) * 1_000_000n;
     const schedule = { majorFrame: s.majorFrame, entries: s.entries.map((e) => ({ ...e })) };
-    this.arinc653 = { schedule, epoch };
-    for (let p = 0; p < this.nrPcpus; p++) this.send(p, { type: 'sched-arinc653', schedule, epoch });
+    pool.arinc653 = { schedule, epoch };
+    for (const p of pool.cpus) this.send(p, { type: 'sched-arinc653', schedule, epoch });
     return epoch;
   }
 
   /** xc_sched_arinc653_schedule_get. */
-  getArinc653Schedule(): { schedule: Arinc653Schedule; epoch: bigint } | null {
-    return this.arinc653;
+  getArinc653Schedule(poolId = 0): { schedule: Arinc653Schedule; epoch: bigint } | null {
+    return this.cpupools.get(poolId).arinc653;
+  }
+
+  // --- cpupools (XEN_SYSCTL_cpupool_op) ---------------------------------------
+
+  /** Pools with their domain counts. */
+  cpupoolList(): (CpupoolInfo & { domains: number })[] {
+    return this.cpupools.list().map((p) => ({ ...p, domains: this.poolDomains(p.id).length }));
+  }
+
+  private poolDomains(id: number): number[] {
+    return [...this.domains.values()].filter((r) => r.pool === id).map((r) => r.domid);
+  }
+
+  cpupoolCreate(name: string, sched: string): number {
+    return this.cpupools.create(name, sched).id;
+  }
+
+  /** libxl_cpupool_destroy: with no domains left, its pCPUs become free and the pool goes. */
+  cpupoolDestroy(id: number): void {
+    const pool = this.cpupools.get(id);
+    const n = this.poolDomains(id).length;
+    if (id !== 0 && !n) for (const c of [...pool.cpus]) this.cpupools.removeCpu(id, c, null, 0);
+    this.cpupools.destroy(id, n);
+  }
+
+  cpupoolRename(id: number, name: string): void {
+    this.cpupools.rename(id, name);
+  }
+
+  /** A free pCPU joins a pool: its worker switches to the pool's scheduler, with the pool's parameters. */
+  cpupoolCpuAdd(id: number, cpu: number): void {
+    const pool = this.cpupools.addCpu(id, cpu);
+    const params: { domid: number; vcpu?: number; params: SchedParams }[] = [];
+    for (const domid of this.poolDomains(id)) {
+      params.push({ domid, params: pool.shadow.params(domid) });
+      if (pool.sched === 'rtds') for (let v = 0; v < this.domains.get(domid)!.shared.nrVcpus; v++) params.push({ domid, vcpu: v, params: pool.shadow.params(domid, v) });
+    }
+    this.send(cpu, { type: 'sched-set', sched: pool.sched, pool: this.schedPoolGet(id), params, arinc653: pool.arinc653 });
+  }
+
+  /** The pCPU leaves the pool, free; refused while vCPUs are placed on it (they are not moved between pCPUs). */
+  cpupoolCpuRemove(id: number, cpu: number): void {
+    const on = [...this.domains.values()].filter((r) => r.placement.includes(cpu)).map((r) => `d${r.domid}`);
+    this.cpupools.removeCpu(id, cpu, on.length ? `vCPUs of ${on.join(', ')} (xenode does not move a placed vCPU)` : null, this.poolDomains(id).length);
+  }
+
+  /** xl cpupool-migrate: a domain not yet placed on pCPUs changes pool (a running one would need its vCPUs moved). */
+  cpupoolMigrate(domid: number, id: number): void {
+    const r = this.domains.get(domid);
+    if (!r) throw new RangeError(`no domain ${domid}`);
+    const pool = this.cpupools.get(id);
+    if (r.pool === id) return;
+    if (r.pcpu >= 0) throw new CpupoolError('EBUSY', `d${domid} is running on pCPUs of cpupool '${this.cpupools.get(r.pool).name}': xenode does not move a placed vCPU`);
+    for (let v = 0; v < r.shared.nrVcpus; v++) this.candidates(pool, r.hard[v] ?? null, v);
+    r.pool = id;
   }
 
   /** Turns the scheduling trace on or off on every pCPU (xentrace starting and stopping). */

@@ -39,6 +39,10 @@ export type MainToWorker =
   | { type: 'sched-arinc653'; schedule: Arinc653Schedule; epoch: bigint }
   /** The home worker answers with its physmap (physmap-report): the toolstack's view of a paused domain's memory (dump-core). */
   | { type: 'physmap-query'; domid: number }
+  /** The pCPU joined a cpupool: its scheduler, the pool's parameters and its domains' (it holds no vCPU yet). */
+  | { type: 'sched-set'; sched: string; pool: { ratelimitUs?: number; tsliceMs?: number }; params: { domid: number; vcpu?: number; params: Record<string, number> }[]; arinc653: { schedule: Arinc653Schedule; epoch: bigint } | null }
+  /** XEN_SYSCTL_SCHEDOP_putinfo: the pool's ratelimit / timeslice. */
+  | { type: 'sched-pool'; ratelimitUs?: number; tsliceMs?: number }
   | Relay
   | { type: 'stop' };
 

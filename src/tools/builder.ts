@@ -28,6 +28,10 @@ export interface BuildConfig {
   maxEvtchnPort?: number;
   isConsole?: boolean;
   uuid?: Uint8Array;
+  /** cpupool id, and per-vCPU hard/soft affinity (see DomainCreateOptions) */
+  pool?: number;
+  hard?: (number[] | null)[];
+  soft?: (number[] | null)[];
 }
 
 export interface BuiltDomain {
@@ -83,6 +87,7 @@ export function buildPvhDomain(hv: Hypervisor, cfg: BuildConfig): BuiltDomain {
   const b = hv.createDomain({
     name: cfg.name, memoryMiB: cfg.memoryMiB, maxMemMiB: cfg.maxMemMiB, vcpus: Math.max(cfg.vcpus, cfg.maxVcpus ?? 0),
     maxGrantFrames: cfg.maxGrantFrames, maxEvtchnPort: cfg.maxEvtchnPort, isConsole: cfg.isConsole ?? true, uuid: cfg.uuid,
+    pool: cfg.pool, hard: cfg.hard, soft: cfg.soft,
   });
   try {
     const pm = b.physmap;

@@ -36,6 +36,8 @@ export interface CreateOptions {
   paused?: boolean;
   /** filled in with where the time went (ms) */
   timings?: CreateTimings;
+  /** scheduling parameters under the domain's pool's scheduler (weight, cap; period, budget, extratime) */
+  sched?: Record<string, number>;
 }
 
 export interface CreateTimings {
@@ -95,6 +97,13 @@ export class Toolstack {
     const t0 = performance.now();
     const uuid = opts.uuid ?? randomUUID();
     const built = buildPvhDomain(this.hv, { ...cfg, uuid: cfg.uuid ?? uuidBytes(uuid) });
+    // Scheduling parameters before any worker runs it (a bad one undoes the build).
+    try {
+      if (opts.sched && Object.keys(opts.sched).length) this.hv.schedAdjust(built.domid, opts.sched);
+    } catch (e) {
+      await this.hv.destroy(built.domid);
+      throw e;
+    }
     this.builds.set(built.domid, built);
     // Handed to its pCPU now, still paused: the worker sets it up while the
     // xenstore skeleton is written, and not one guest instruction runs before

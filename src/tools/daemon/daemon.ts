@@ -17,12 +17,15 @@ import { DomainManager, DEFAULT_POLICY, type DomainPolicy } from './domains.js';
 import { StateDir } from './state.js';
 import { ApiFailure, checkConfig, einval } from './validate.js';
 import { debugKeys } from './debug_keys.js';
+import { schedHandlers } from './sched.js';
 
 export interface DaemonOptions {
   socketPath: string;
   stateDir: string;
   /** pCPU workers (default: one per host CPU) */
   pcpus?: number;
+  /** Pool-0's scheduler (Xen's sched=) */
+  sched?: string;
   policy?: Partial<DomainPolicy>;
   /** bytes of hypervisor log kept for host.dmesg (default 64 KiB) */
   dmesgBytes?: number;
@@ -140,7 +143,7 @@ export class Daemon {
     let ts: Toolstack;
     try {
       // a daemon creates domains on demand: keep two VMs made ahead (vm_pool.ts)
-      ts = await Toolstack.start({ pcpus: opts.pcpus, log: (l) => log(`xenstored: ${l}`), xenstoredSocket: xsSock, vmPool: 2 });
+      ts = await Toolstack.start({ pcpus: opts.pcpus, sched: opts.sched, log: (l) => log(`xenstored: ${l}`), xenstoredSocket: xsSock, vmPool: 2 });
     } catch (e) {
       state.close();
       throw e;
@@ -251,8 +254,6 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     'domain.create': async (a) => {
       const t0 = performance.now();
       const config = checkConfig(a.config);
-      // libxl__domain_config_setdefault: a pool that does not exist is refused (Pool-0, id 0, is the only one)
-      if (config.pool !== undefined && config.pool !== 'Pool-0' && !/^0+$/.test(config.pool)) throw einval(`Illegal pool specified: ${config.pool}`);
       const paused = bool(a.paused, 'paused');
       let firstByte: number | null = null;
       let rec: CreateRecord | null = null;
@@ -377,6 +378,8 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     },
 
     'xenstore.socket': () => ({ path: daemon().xenstoredSocket }),
+
+    ...schedHandlers(() => daemon().ts.hv, (a) => one(a).domid),
   };
 }
 
@@ -460,17 +463,17 @@ function hostInfo(d: Daemon): Record<string, string | number> {
     virt_caps: ['hvm', kvmPaging(), 'gnttab-v1'].join(' '),
     total_memory: Math.floor(os.totalmem() / 2 ** 20),
     free_memory: Math.floor(os.freemem() / 2 ** 20),
-    // no page sharing and no claims exist; every pCPU is in Pool-0
+    // no page sharing and no claims exist; pCPUs in no cpupool are free
     sharing_freed_memory: 0,
     sharing_used_memory: 0,
     outstanding_claims: 0,
-    free_cpus: 0,
+    free_cpus: hv.cpupools.freeCpus().length,
     xen_major: XEN_MAJOR,
     xen_minor: XEN_MINOR,
     xen_extra: EXTRAVERSION,
     xen_version: d.xenVersion,
     xen_caps: CAPABILITIES,
-    xen_scheduler: libxlSchedulerName(hv.sched),
+    xen_scheduler: libxlSchedulerName(hv.cpupools.get(0).sched),
     xen_pagesize: 4096,
     platform_params: 'virt_start=0x0',
     xen_changeset: CHANGESET,
@@ -482,7 +485,7 @@ function hostInfo(d: Daemon): Record<string, string | number> {
     // XENVER_build_id has none to give
     build_id: '',
     xend_config_format: 4,
-    xenode_scheduler: hv.sched,
+    xenode_scheduler: hv.cpupools.get(0).sched,
     daemon_pid: process.pid,
     daemon_uptime: Math.floor(d.domains.nsSinceBoot / 1e9),
     // as many as `xl list` shows: Domain-0 and the guests

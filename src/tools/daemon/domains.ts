@@ -21,6 +21,7 @@ import type { DomainChange, DomainSummary, VcpuSummary } from './protocol.js';
 import { DomainConsole, consoleLogPath } from './consoles.js';
 import type { StateDir } from './state.js';
 import { ApiFailure, checkName, einval } from './validate.js';
+import { createSettings } from './sched.js';
 
 export interface DomainPolicy {
   /** wait between destroying a domain and re-creating it (xl sleeps 2 s) */
@@ -171,8 +172,12 @@ export class DomainManager extends EventEmitter<Events> {
     this.reserved.add(config.name);
     try {
       let bc;
+      let sched;
       try {
-        bc = buildConfigFor(config);
+        // libxl__domain_config_setdefault: a pool that does not exist is refused; affinity and parameters go with the build
+        const s = createSettings(this.ts.hv, config);
+        sched = s.sched;
+        bc = { ...buildConfigFor(config), pool: s.pool, hard: s.hard, soft: s.soft };
       } catch (e) {
         throw e instanceof ImageError ? new ApiFailure('ENOENT', e.message) : e;
       }
@@ -182,7 +187,7 @@ export class DomainManager extends EventEmitter<Events> {
       const timings = {} as CreateTimings;
       let td;
       try {
-        td = await this.ts.create(bc, (b) => console.write(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), { uuid: config.uuid, paused: o.paused, timings });
+        td = await this.ts.create(bc, (b) => console.write(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), { uuid: config.uuid, paused: o.paused, timings, sched });
       } catch (e) {
         if (e instanceof PvhLoadError) throw einval(`${config.kernel}: ${e.message}`);
         if (e instanceof RangeError) throw einval(e.message);

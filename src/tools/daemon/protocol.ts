@@ -97,6 +97,11 @@ export interface CreateRecord extends CreateTimings {
   firstByte: number | null;
 }
 
+export type { CpupoolSummary } from './sched.js';
+import type { CpupoolSummary } from './sched.js';
+/** cpupool.cpu-add/remove: each cpu on its own (libxl's *_cpumap), the ones that failed with why. */
+export interface CpuChange { done: number[]; failed: { cpu: number; message: string }[] }
+
 /** `dom` is a domain id or a name, as xl accepts either. */
 type Dom = { dom: string | number };
 
@@ -132,6 +137,17 @@ export interface Ops {
   'host.dmesg': { args: { clear?: boolean }; result: { text: string } };
   'vcpu.list': { args: Partial<Dom>; result: VcpuSummary[] };
   'vcpu.pin': { args: Dom & { vcpu: number | 'all'; hard: number[] | null; soft?: number[] | null }; result: null };
+
+  'cpupool.list': { args: Record<string, never>; result: CpupoolSummary[] };
+  'cpupool.create': { args: { name: string; sched?: string; cpus?: number[] }; result: { poolid: number } };
+  'cpupool.destroy': { args: { pool: string | number }; result: null };
+  'cpupool.rename': { args: { pool: string | number; name: string }; result: null };
+  'cpupool.cpu-add': { args: { pool: string | number; cpus: number[] }; result: CpuChange };
+  'cpupool.cpu-remove': { args: { pool: string | number; cpus: number[] }; result: CpuChange };
+  'cpupool.migrate': { args: Dom & { pool: string | number }; result: null };
+  'sched.get': { args: Dom & { vcpus?: number[] | 'all' }; result: { sched: string; poolid: number; params: Record<string, number>; vcpus?: (Record<string, number> & { vcpuid: number })[] } };
+  'sched.set': { args: Dom & { sched: string; params?: Record<string, number>; vcpus?: { vcpuid: number; params: Record<string, number> }[] }; result: null };
+  'sched.pool': { args: { pool: string | number; set?: { ratelimitUs?: number; tsliceMs?: number } }; result: { poolid: number; sched: string; ratelimitUs?: number; tsliceMs?: number } };
   /** a stream of DomainChange events */
   'events.subscribe': { args: Record<string, never>; result: null };
   /** ends any stream this connection opened (console or events); `stream` is the opening request's id */

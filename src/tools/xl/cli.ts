@@ -14,11 +14,14 @@ import { xenstoreCommands } from './commands/xenstore.js';
 import { memMax, memSet } from './commands/memory.js';
 import { buttonPress, debugKeys, dumpCore, trigger } from './commands/misc.js';
 import { logPrefix } from './commands/common.js';
+import { schedCredit, schedCredit2, schedRtds } from './commands/sched.js';
+import { cpupoolCreate, cpupoolList, cpupoolDestroy, cpupoolRename, cpupoolCpuAdd, cpupoolCpuRemove, cpupoolMigrate } from './commands/cpupool.js';
 
 /** In the order `xl help` lists them (xl's own order, then the xenstore passthroughs). */
 export const COMMANDS: XlCommand[] = [
   create, configUpdate, list, destroy, shutdown, reboot, pause, unpause, console_,
-  dumpCore, memMax, memSet, buttonPress, vcpuList, vcpuPin, info, domid, domname, rename, trigger, debugKeys, dmesg, top, uptime,
+  dumpCore, memMax, memSet, buttonPress, vcpuList, vcpuPin, info, schedCredit, schedCredit2, schedRtds, domid, domname, rename, trigger, debugKeys,
+  dmesg, top, uptime, cpupoolCreate, cpupoolList, cpupoolDestroy, cpupoolRename, cpupoolCpuAdd, cpupoolCpuRemove, cpupoolMigrate,
   ...xenstoreCommands,
 ];
 
