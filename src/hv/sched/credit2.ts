@@ -49,7 +49,10 @@ export class Credit2<U extends SchedUnit = VCpu> implements SchedulerPolicy<U> {
   private readonly units = new Map<U, Unit<U>>();
   private readonly doms = new Map<number, Dom>();
   private running: Unit<U> | null = null;
+  /** Since when the runner's credit is not yet burned (its pick, or the wake-up that ended its running alone). */
   private runStart = 0;
+  /** Someone was queued since the runner was picked: until then it ran alone. */
+  private othersDuring = false;
   private seq = 0;
   private queuedCount = 0;
   private maxWeight = CSCHED2_DEFAULT_WEIGHT;
@@ -108,9 +111,15 @@ export class Credit2<U extends SchedUnit = VCpu> implements SchedulerPolicy<U> {
     return u.d.cap !== 0 && this.budgetOf(u.d, now) <= 0;
   }
 
-  insert(v: U, _now: bigint): void {
+  insert(v: U, now: bigint): void {
     const u = this.unit(v);
     if (u.queued || u === this.running) return;
+    // The runner ran alone until now: charge that part as Xen's resets every 10 ms would have.
+    if (this.running && !this.othersDuring) {
+      this.burn(this.running, this.runStart, Number(now), true);
+      this.runStart = Number(now);
+      this.othersDuring = true;
+    }
     u.queued = true;
     u.seq = this.seq++;
     this.queuedCount++;
@@ -134,11 +143,18 @@ export class Credit2<U extends SchedUnit = VCpu> implements SchedulerPolicy<U> {
     this.updateMaxWeight();
   }
 
-  /** Burns `u`'s credit (t2c: time scaled by max_weight / weight) and its domain's budget for a run [from, to). */
-  private burn(u: Unit<U>, from: number, to: number): void {
+  /**
+   * Burns `u`'s credit (t2c: time scaled by max_weight / weight) and its
+   * domain's budget for a run [from, to). A vCPU running alone is not
+   * preempted here (nothing to be fair to, and a lone guest runs undisturbed);
+   * Xen would have stopped it each time its credit ran out and reset
+   * everyone's, so `alone` does those resets now.
+   */
+  private burn(u: Unit<U>, from: number, to: number, alone: boolean): void {
     if (to <= from) return;
     const d = u.d;
     u.credit -= ((to - from) * this.maxWeight) / d.weight;
+    if (alone && u.credit <= 0) this.resetCredit(u);
     if (d.cap === 0) return;
     // Only the part of the run inside the current period draws on its budget: the rest was an earlier period's.
     const periodStart = Math.floor(to / BDGT_REPL_PERIOD) * BDGT_REPL_PERIOD;
@@ -150,7 +166,7 @@ export class Credit2<U extends SchedUnit = VCpu> implements SchedulerPolicy<U> {
   descheduled(v: U, now: bigint, _runnable: boolean): void {
     const u = this.running;
     if (!u || u.v !== v) return;
-    this.burn(u, this.runStart, Number(now));
+    this.burn(u, this.runStart, Number(now), !this.othersDuring);
     this.running = null;
   }
 
@@ -183,28 +199,39 @@ export class Credit2<U extends SchedUnit = VCpu> implements SchedulerPolicy<U> {
     this.queuedCount--;
     this.running = u;
     this.runStart = now;
+    this.othersDuring = this.queuedCount > 0;
     return u.v;
   }
 
-  /** csched2_runtime: until the runner's credit falls to the next waiter's, within [MIN_TIMER or the ratelimit, MAX_TIMER], and within the cap's budget. */
+  /**
+   * csched2_runtime: until the runner's credit falls to the next waiter's,
+   * within [MIN_TIMER or the ratelimit, MAX_TIMER], and within the cap's
+   * budget; alone and uncapped, until someone wakes (which asks again).
+   */
   slice(v: U, startNs: bigint): bigint {
     const u = this.units.get(v);
     if (!u || u !== this.running) return 0n;
     const start = Number(startNs);
     const d = u.d;
     const capped = d.cap !== 0;
-    const wait = this.candidate(start);
-    // Alone, it still stops when its credit runs out, so the reset keeps its credit bounded (as in Xen).
-    const rtCredit = wait && wait.credit > 0 ? u.credit - wait.credit : u.credit;
-    let time = rtCredit <= 0 ? 0 : (rtCredit * d.weight) / this.maxWeight;
-    time = Math.min(Math.max(time, MIN_TIMER, this.ratelimit), MAX_TIMER);
-    if (capped) {
-      const budget = this.budgetOf(d, start);
-      const periodEnd = (Math.floor(start / BDGT_REPL_PERIOD) + 1) * BDGT_REPL_PERIOD;
-      // Out of budget at the period's end means parked; otherwise look again at the refill.
-      time = Math.min(time, Math.max(budget, 1), periodEnd - start);
+    // The credit is as of runStart (the pick, or when the runner stopped being alone).
+    const base = Math.max(this.runStart, start);
+    const wait = this.candidate(base);
+    if (!wait && !capped) {
+      if (!this.queuedCount) return 0n;
+      // Only parked vCPUs wait: look again at their budget's refill.
+      return BigInt(Math.max(1, Math.ceil((Math.floor(base / BDGT_REPL_PERIOD) + 1) * BDGT_REPL_PERIOD - start)));
     }
-    return BigInt(Math.max(1, Math.ceil(time)));
+    const rtCredit = wait && wait.credit > 0 ? u.credit - wait.credit : u.credit;
+    const time = rtCredit <= 0 ? 0 : (rtCredit * d.weight) / this.maxWeight;
+    let end = Math.min(Math.max(base + time, start + Math.max(MIN_TIMER, this.ratelimit)), base + MAX_TIMER);
+    if (capped) {
+      const budget = this.budgetOf(d, base);
+      const periodEnd = (Math.floor(base / BDGT_REPL_PERIOD) + 1) * BDGT_REPL_PERIOD;
+      // Out of budget at the period's end means parked; otherwise look again at the refill.
+      end = Math.min(end, base + Math.max(budget, 1), periodEnd);
+    }
+    return BigInt(Math.max(1, Math.ceil(end - start)));
   }
 
   nextDecision(nowNs: bigint): bigint {
