@@ -1,6 +1,6 @@
 // xenstored benchmark: ops/s and latency over the Unix socket.
 //
-//   node dist/bench/xenstore.js [--seconds S] [--db none|PATH] [--no-fsync] [--iterations N]
+//   node dist/bench/xenstore.js [--seconds S] [--db none|PATH] [--no-fsync] [--iterations N] [--json FILE]
 //
 // Runs `xenode xenstored` as a child process and drives it from this process:
 //   * sync: each client keeps one request in flight (like libxenstore);
@@ -19,10 +19,10 @@ import * as path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { SocketClient } from '../src/tools/xenstored/client.js';
 import { REPO_ROOT, spawnDaemon, tmpDir } from '../src/tools/xenstored/helpers.js';
-import { benchArgs, numArg } from './common.js';
+import { benchArgs, machine, numArg, printMachine, writeJson } from './common.js';
 
 const USAGE = `
-usage: node dist/bench/xenstore.js [--seconds S] [--db none|PATH] [--no-fsync] [--iterations N]
+usage: node dist/bench/xenstore.js [--seconds S] [--db none|PATH] [--no-fsync] [--iterations N] [--json FILE]
 
 xenstored over its Unix socket (a \`xenode xenstored\` child): read, write,
 directory and transaction ops/s and latency with 1 and 16 synchronous clients,
@@ -32,6 +32,7 @@ then 64 requests in flight on one client, then Xen's test-xenstore -i N.
   --db none|PATH  the daemon's journal (default: a temporary file)
   --no-fsync      journal without fdatasync
   --iterations N  test-xenstore -i N (default 1000)
+  --json FILE     also write the figures as JSON
 `;
 const { values } = benchArgs(USAGE, (args) => parseArgs({
   args,
@@ -40,6 +41,7 @@ const { values } = benchArgs(USAGE, (args) => parseArgs({
     db: { type: 'string' },
     'no-fsync': { type: 'boolean' },
     iterations: { type: 'string', default: '1000' },
+    json: { type: 'string' },
   },
 }));
 const seconds = numArg(values.seconds, '--seconds', USAGE, 0.1);
@@ -104,6 +106,10 @@ async function main(): Promise<void> {
   for (let i = 0; i < 10; i++) await setup.write(`/bench/dir/entry-${i}`, '');
   for (let i = 0; i < 16; i++) await setup.write(`/bench/t/${i}`, '0');
 
+  const out: Record<string, unknown> = { bench: 'xenstore', machine: machine(), seconds, journal: values.db === 'none' ? 'none' : values['no-fsync'] ? 'no fsync' : 'fdatasync per turn' };
+  const sync: Record<string, unknown>[] = [];
+  const pipelined: Record<string, number> = {};
+  printMachine();
   console.log(`xenstored benchmark: node ${process.version}, ${seconds}s per case, journal ${values.db === 'none' ? 'none' : `${db}${values['no-fsync'] ? ' (no fsync)' : ' (fdatasync per turn)'}`}`);
   console.log('op           clients   ops/s      median us   p99 us');
   for (const [name, op] of Object.entries(OPS)) {
@@ -111,6 +117,7 @@ async function main(): Promise<void> {
       const cs = await Promise.all(Array.from({ length: n }, () => SocketClient.connect(sock)));
       await runSync(op, cs, WARMUP_S); // warm-up (JIT, daemon caches): not counted, but its errors stop the bench
       const r = await runSync(op, cs);
+      sync.push({ op: name, clients: n, opsPerSecond: r.ops, medianUs: r.median, p99Us: r.p99 });
       console.log(`${name.padEnd(12)} ${String(n).padStart(7)} ${r.ops.toFixed(0).padStart(9)} ${r.median.toFixed(1).padStart(11)} ${r.p99.toFixed(1).padStart(9)}`);
       cs.forEach((c) => c.close());
     }
@@ -119,6 +126,7 @@ async function main(): Promise<void> {
   for (const name of ['read', 'write', 'directory']) {
     await runPipelined(OPS[name]!, one, 64, WARMUP_S);
     const r = await runPipelined(OPS[name]!, one, 64);
+    pipelined[name] = r;
     console.log(`${`${name} pipelined`.padEnd(20)} 1 client, 64 in flight: ${r.toFixed(0)} ops/s`);
   }
   one.close();
@@ -139,6 +147,7 @@ async function main(): Promise<void> {
       await runSync(OPS.read!, [reader], WARMUP_S);
       const w0 = written;
       const r = await runSync(OPS.read!, [reader]);
+      out.readDuringStorm = { writesPerSecond: (written - w0) / seconds, readsPerSecond: r.ops, medianUs: r.median, p99Us: r.p99 };
       console.log(`read during a writer storm (32 writes in flight on another client, ${((written - w0) / seconds).toFixed(0)} writes/s): ` +
         `${r.ops.toFixed(0)} reads/s, median ${r.median.toFixed(1)} us, p99 ${r.p99.toFixed(1)} us`);
     } finally {
@@ -152,6 +161,7 @@ async function main(): Promise<void> {
   const tx = path.join(REPO_ROOT, '.cache', 'xen-utils', 'usr', 'lib', 'xen-4.17', 'bin', 'test-xenstore');
   if (fs.existsSync(tx)) {
     const r = await promisify(execFile)(tx, ['-i', String(iterations)], { env: { ...process.env, XENSTORED_PATH: sock } });
+    out.testXenstore = r.stdout;
     console.log(`test-xenstore -i ${iterations}:`);
     process.stdout.write(r.stdout.replace(/^/gm, '  '));
   } else {
@@ -161,6 +171,7 @@ async function main(): Promise<void> {
   setup.close();
   await daemon.stop();
   fs.rmSync(dir, { recursive: true, force: true });
+  writeJson(values.json, { ...out, sync, pipelined64: pipelined });
 }
 
 main().catch((e: unknown) => {
