@@ -1,8 +1,9 @@
 // xl through the whole CLI round trip, against a `xenode daemon` started here
 // on a temporary socket:
-//   1. `xl create -c` of the hello guest (PV console), spawned as a person
-//      runs it: process start to the first byte on its stdout (the guest's
-//      PV console output) and to its exit (the guest powers off); with the
+//   1. `xl create -c` of the hello guest, spawned as a person
+//      runs it: process start to the first byte on its stdout (hello.elf's
+//      first console line, "Hello from xenode guest (console_io)", which the
+//      hypervisor passes on whole) and to its exit (the guest powers off); with the
 //      same figure for a bare `node` start and for an in-process DaemonClient
 //      create(paused)+attach+unpause, so the CLI's own share shows. The
 //      daemon's own record of each create (host.timings) is reported
@@ -30,9 +31,9 @@ const USAGE = `
 usage: node dist/bench/xl.js [--n N] [--idle M] [--json FILE]
 
 xl against a xenode daemon started on a temporary socket: \`xl create -c\` of
-hello.elf spawned N times (spawn to the first byte of the guest's PV console
-on xl's stdout, and to exit), against node's own start and an in-process
-create; then \`xl list\` with M idle domains held.
+hello.elf spawned N times (spawn to the first byte on xl's stdout: the guest's
+first console line, written with console_io; and to exit), against node's own
+start and an in-process create; then \`xl list\` with M idle domains held.
 
   --n N        create rounds (default 30)
   --idle M     idle domains for the xl list case (default 1000)
@@ -131,7 +132,7 @@ async function main(): Promise<void> {
     const daemonCli = daemonRows(/^bench-hello-\d+$/);
     const daemonInproc = daemonRows(/^bench-inproc-\d+$/);
 
-    console.log(`\n1. xl create -c of hello.elf (16 MiB, PV console): spawn to the first byte on xl's stdout (the guest's PV console), n=${N}`);
+    console.log(`\n1. xl create -c of hello.elf (16 MiB): spawn to the first byte on xl's stdout (the guest's first console line, console_io), n=${N}`);
     table(STATS_HEADERS('ms'), [
       statsRow('node start to first stdout byte (baseline)', stats(nodeStart)),
       statsRow('xl create -c: spawn to first console byte', stats(cliFirst)),
