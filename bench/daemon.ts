@@ -3,15 +3,16 @@
 //
 //   node dist/bench/daemon.js [--n 200] [--rate 320] [--idle 1000] [--pcpus P] [--json FILE]
 //
-// 1. latency of guests/build/minimal.elf (writes the line "M\n" on port 0xE9,
-//    powers off; on_poweroff=preserve keeps it until destroyed here): inside
-//    the daemon, create request received -> the guest's first console line
-//    reaching the daemon's console log (the hypervisor passes 0xE9 output on
-//    per line), with the breakdown the daemon records (host.timings: parse =
-//    config check + kernel read, build, xenstore = console backend + skeleton
-//    + INTRODUCE, unpause); from the client, the domain.create round trip and
-//    the create call -> that line through console.attach(replay). The 20
-//    warm-up creates are in none of these rows.
+// 1. latency of guests/build/idle.elf with console=pv (writes "idle: blocking"
+//    to its PV console ring, the domain's console as on Xen, then blocks until
+//    destroyed here): inside the daemon, create request received -> the first
+//    bytes from that ring reaching the daemon's console log, with the
+//    breakdown the daemon records (host.timings: parse = config check +
+//    kernel read, build, xenstore = console backend + skeleton + INTRODUCE,
+//    unpause); from the client, the domain.create round trip and the create
+//    call -> those bytes through console.attach(replay). The 20 warm-up
+//    creates are in none of these rows. (minimal.elf's 0xE9 line goes to the
+//    hypervisor console, xl dmesg, not to the domain's console.)
 // 2. creation rate: `--rate` creates of the minimal guest, 16 in flight.
 // 3. density: `--idle` idle domains (guests/build/idle.elf, memory=4) under
 //    one daemon: its memory per domain (RSS without the guests' shared
@@ -31,8 +32,9 @@ const USAGE = `
 usage: node dist/bench/daemon.js [--n N] [--rate R] [--idle M] [--pcpus P] [--json FILE]
 
 Domain creation through a xenode daemon child: create to the guest's first
-console line (minimal.elf, "M\\n" on port 0xE9) as the daemon and a client see
-it, creation rate with 16 in flight, and M idle domains under one daemon.
+PV console output (idle.elf console=pv, "idle: blocking") as the daemon and a
+client see it, creation rate (minimal.elf) with 16 in flight, and M idle
+domains under one daemon.
 
   --n N        latency samples (default 200)
   --rate R     creates for the rate case (default 320)

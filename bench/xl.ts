@@ -1,9 +1,10 @@
 // xl through the whole CLI round trip, against a `xenode daemon` started here
 // on a temporary socket:
 //   1. `xl create -c` of the hello guest, spawned as a person
-//      runs it: process start to the first byte on its stdout (hello.elf's
-//      first console line, "Hello from xenode guest (console_io)", which the
-//      hypervisor passes on whole) and to its exit (the guest powers off); with the
+//      runs it: process start to the first byte on its stdout (the first
+//      bytes of hello.elf's PV console ring, the domain's console as on Xen:
+//      "Hello from xenode guest (PV console)"; its console_io and 0xE9 lines
+//      go to xl dmesg) and to its exit (the guest powers off); with the
 //      same figure for a bare `node` start and for an in-process DaemonClient
 //      create(paused)+attach+unpause, so the CLI's own share shows. The
 //      daemon's own record of each create (host.timings) is reported
@@ -32,8 +33,8 @@ usage: node dist/bench/xl.js [--n N] [--idle M] [--json FILE]
 
 xl against a xenode daemon started on a temporary socket: \`xl create -c\` of
 hello.elf spawned N times (spawn to the first byte on xl's stdout: the guest's
-first console line, written with console_io; and to exit), against node's own
-start and an in-process create; then \`xl list\` with M idle domains held.
+PV console output; and to exit), against node's own start and an in-process
+create; then \`xl list\` with M idle domains held.
 
   --n N        create rounds (default 30)
   --idle M     idle domains for the xl list case (default 1000)
@@ -132,7 +133,7 @@ async function main(): Promise<void> {
     const daemonCli = daemonRows(/^bench-hello-\d+$/);
     const daemonInproc = daemonRows(/^bench-inproc-\d+$/);
 
-    console.log(`\n1. xl create -c of hello.elf (16 MiB): spawn to the first byte on xl's stdout (the guest's first console line, console_io), n=${N}`);
+    console.log(`\n1. xl create -c of hello.elf (16 MiB): spawn to the first byte on xl's stdout (the guest's PV console), n=${N}`);
     table(STATS_HEADERS('ms'), [
       statsRow('node start to first stdout byte (baseline)', stats(nodeStart)),
       statsRow('xl create -c: spawn to first console byte', stats(cliFirst)),
