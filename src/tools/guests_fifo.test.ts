@@ -32,3 +32,11 @@ test('with 8192 event channels the fifo guest binds ports above 4095 only under 
   for (const name of [...ALWAYS, ...HIGH]) assert.match(r.stdout, new RegExp(`^PASS ${name}$`, 'm'));
   assert.equal(r.code, 0);
 });
+
+test('xenode run --max-event-channels takes 2..131072 (EVTCHN_FIFO_NR_CHANNELS) and refuses the rest (exit 2)', async () => {
+  for (const bad of ['0', '1', '131073', 'x', '2.5']) {
+    const r = await run(['--max-event-channels', bad, guest('fifo')]);
+    assert.equal(r.code, 2, bad);
+    assert.match(r.stderr, new RegExp(`--max-event-channels must be 2\\.\\.131072, got '${bad.replace('.', '\\.')}'`));
+  }
+});
