@@ -249,7 +249,12 @@ describe('xl against a running daemon', needsKvm(), () => {
 
   test('vcpu-list, vcpu-pin, info, uptime, dmesg, top -b', async () => {
     assert.equal((await xl('create', '-q', idleCfg('e2e-v'))).code, 0);
-    const vl = await xl('vcpu-list', 'e2e-v');
+    // create returns once the domain is built; a pCPU worker takes its vCPU
+    // up a moment later (on a loaded host, many moments)
+    const vl = await until('e2e-v\'s vCPU 0 on a pCPU in vcpu-list', async () => {
+      const r = await xl('vcpu-list', 'e2e-v');
+      return /^e2e-v\s+\d+\s+0\s+\d+\s/m.test(r.out) ? r : undefined;
+    });
     assert.equal(vl.code, 0, vl.err);
     const [head, row] = vl.out.trimEnd().split('\n');
     assert.equal(head, 'Name                                ID  VCPU   CPU State   Time(s) Affinity (Hard / Soft)');
