@@ -181,3 +181,32 @@ export async function untilDaemonAnswers(p: ChildProcess, socket: string, output
     await sleep(50);
   }
 }
+
+/**
+ * Command-line handling every bench shares: `--help`/`-h` prints `usage` and
+ * exits 0; a bad flag prints the reason and the usage and exits 2, with no
+ * stack trace. `parse` is the bench's own parseArgs call.
+ */
+export function benchArgs<T>(usage: string, parse: (args: string[]) => T): T {
+  const args = process.argv.slice(2);
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(usage.trim());
+    process.exit(0);
+  }
+  try {
+    return parse(args);
+  } catch (e) {
+    console.error(`${(e as Error).message}\n\n${usage.trim()}`);
+    process.exit(2);
+  }
+}
+
+/** A numeric flag's value, or a usage error (exit 2) naming the flag. */
+export function numArg(value: string | undefined, flag: string, usage: string, min = 1): number {
+  const n = Number(value);
+  if (value === undefined || !Number.isFinite(n) || n < min) {
+    console.error(`${flag} must be a number >= ${min}, not ${JSON.stringify(value)}\n\n${usage.trim()}`);
+    process.exit(2);
+  }
+  return n;
+}

@@ -18,9 +18,23 @@ import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { Toolstack } from '../src/tools/toolstack.js';
 import { runPingPong, PINGPONG_ELF } from '../src/testing/pingpong.js';
-import { fmt, machine, printMachine, stats, table, writeJson } from './common.js';
+import { benchArgs, fmt, machine, printMachine, stats, table, writeJson } from './common.js';
 
-const { values } = parseArgs({
+const USAGE = `
+usage: node dist/bench/evtchn.js [--n N] [--runs R] [--waits hlt,block,poll] [--upcall-n U] [--json FILE]
+
+Event-channel ping-pong round trip between two domains (pingpong.elf, its own
+TSC figures) on one pCPU worker and on two, per way of waiting; then the cost
+of one upcall.
+
+  --n N         round trips per run, 10..100000 (default 2000)
+  --runs R      runs per case (default 5)
+  --waits LIST  how both sides wait: hlt, block, poll (default all three)
+  --upcall-n U  events for the upcall cost, 10..100000 (default 2000)
+  --json FILE   also write the figures as JSON
+`;
+const { values } = benchArgs(USAGE, (args) => parseArgs({
+  args,
   options: {
     n: { type: 'string', default: '2000' },
     runs: { type: 'string', default: '5' },
@@ -28,13 +42,17 @@ const { values } = parseArgs({
     'upcall-n': { type: 'string', default: '2000' },
     json: { type: 'string' },
   },
-});
+}));
 const N = Number(values.n);
 const RUNS = Number(values.runs);
 const WAITS = values.waits.split(',');
 const UPCALL_N = Number(values['upcall-n']);
 if (!(N >= 10 && N <= 100000) || !(RUNS >= 1) || !(UPCALL_N >= 10 && UPCALL_N <= 100000)) {
-  console.error('bench/evtchn: --n and --upcall-n must be 10..100000, --runs >= 1');
+  console.error(`bench/evtchn: --n and --upcall-n must be 10..100000, --runs >= 1\n${USAGE}`);
+  process.exit(2);
+}
+if (WAITS.some((w) => !['hlt', 'block', 'poll'].includes(w))) {
+  console.error(`bench/evtchn: --waits takes hlt, block and poll, not ${JSON.stringify(values.waits)}\n${USAGE}`);
   process.exit(2);
 }
 

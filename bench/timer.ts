@@ -18,19 +18,31 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Toolstack } from '../src/tools/toolstack.js';
-import { GUESTS, fmt, machine, percentile, printMachine, table, writeJson } from './common.js';
+import { GUESTS, benchArgs, fmt, machine, percentile, printMachine, table, writeJson } from './common.js';
 
-const { values } = parseArgs({
+const USAGE = `
+usage: node dist/bench/timer.js [--n N] [--runs R] [--json FILE]
+
+How late a one-shot VIRQ_TIMER reaches the guest (timer.elf bench=N: N
+deadlines at random 50 us..5 ms offsets, lateness = pvclock at wake - deadline)
+on one pCPU worker, alone and beside a CPU-bound spin guest.
+
+  --n N        deadlines per run (default 2000)
+  --runs R     runs per setting (default 1)
+  --json FILE  also write the figures as JSON
+`;
+const { values } = benchArgs(USAGE, (args) => parseArgs({
+  args,
   options: {
     n: { type: 'string', default: '2000' },
     runs: { type: 'string', default: '1' },
     json: { type: 'string' },
   },
-});
+}));
 const N = Number(values.n);
 const RUNS = Number(values.runs);
 if (!Number.isInteger(N) || N < 1 || !Number.isInteger(RUNS) || RUNS < 1) {
-  console.error('timer bench: --n and --runs must be positive integers');
+  console.error(`timer bench: --n and --runs must be positive integers\n${USAGE}`);
   process.exit(2);
 }
 

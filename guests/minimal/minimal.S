@@ -1,7 +1,10 @@
 /*
  * minimal: the smallest PVH guest, for boot-latency comparisons.
  *
- * 32-bit PVH entry, paging never enabled.  Writes 'M' to port 0xE9.  If CPUID
+ * 32-bit PVH entry, paging never enabled.  Writes the line "M\n" to port
+ * 0xE9: a whole line, so that a host that passes 0xE9 on a line at a time
+ * (xenode) and one that passes each byte at once (QEMU's -debugcon) show the
+ * same event, the guest's first line, at the same point of the guest.  If CPUID
  * leaf 0x40000000 says "XenVMMXenVMM" it installs the hypercall page (MSR from
  * leaf 0x40000002) and calls SCHEDOP_shutdown(SHUTDOWN_poweroff) with the
  * 32-bit hypercall ABI (EBX ECX).  Otherwise (e.g. QEMU microvm) it writes 0
@@ -26,6 +29,8 @@
         .globl  _start
 _start:
         movb    $'M', %al
+        outb    %al, $0xe9
+        movb    $'\n', %al
         outb    %al, $0xe9
         movl    $stack_top, %esp
         movl    $0x40000000, %eax

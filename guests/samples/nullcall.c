@@ -5,7 +5,10 @@
  * through the hypercall page; N = n=... on the command line, default 10000)
  * and N `outb` to port 0x80 (an unused port the hypervisor ignores: the bare
  * I/O-exit cost), and prints TSC cycles per operation for both, their ratio,
- * and nanoseconds when the pvclock gives the TSC scale.
+ * and nanoseconds when the pvclock gives the TSC scale.  Every timed call's
+ * result is checked (OR and AND of them all equal the version exactly when
+ * each one does: one `or` and one `and` per call); a wrong or failed call
+ * ends the guest with SHUTDOWN_crash and no figures.
  */
 #include "lib.h"
 
@@ -28,20 +31,32 @@ int main(void)
     if (!n)
         n = 10;
     uint64_t hc = 0, io, t0;
-    long rc = 0;
 
     if (xen_present) {
         if (!shared_info_map())
             printf("nullcall: shared_info not mapped, reporting cycles only\n");
-        for (int i = 0; i < 10; i++)                       /* warm up */
-            rc |= HYPERVISOR_xen_version(XENVER_version, NULL);
+        long version = HYPERVISOR_xen_version(XENVER_version, NULL);
+        if (version <= 0) {
+            printf("nullcall: FAIL xen_version(XENVER_version) returned %ld\n", version);
+            return 1;
+        }
+        long any = 0, all = -1;
+        for (int i = 0; i < 10; i++) {                     /* warm up */
+            long r = HYPERVISOR_xen_version(XENVER_version, NULL);
+            any |= r;
+            all &= r;
+        }
         t0 = rdtsc();
         for (uint64_t i = 0; i < n / 10; i++) {
-            REP10(rc |= HYPERVISOR_xen_version(XENVER_version, NULL));
+            REP10({ long r = HYPERVISOR_xen_version(XENVER_version, NULL); any |= r; all &= r; });
         }
         hc = rdtsc() - t0;
-        if (rc < 0)
-            printf("nullcall: xen_version returned an error (%ld)\n", rc);
+        if (any != version || all != version) {
+            printf("nullcall: FAIL a timed xen_version returned something else than 0x%lx (OR 0x%lx, AND 0x%lx)\n",
+                   version, any, all);
+            return 1;
+        }
+        printf("nullcall: all %lu timed xen_version calls (and 10 warm-up ones) returned 0x%lx\n", n, version);
     }
 
     for (int i = 0; i < 10; i++)

@@ -8,9 +8,13 @@
  * works on PVM where `int $N` from CPL3 arrives as #UD anyway).  rounds=N on
  * the command line stops after N rounds (default 0 = run forever),
  * round_bits=B sets 2^B iterations per round (default 26).  Before leaving,
- * ring 3 calls xen_version through the hypercall page, which must not run:
- * Xen refuses it with -EPERM (hypercalls are for CPL0 only), or the stub's OUT
- * takes #GP first (IOPL is 3, but PVM hosts do not honour it).  The exit
+ * ring 3 calls xen_version through the hypercall page, which must not run.
+ * Which answer proves that depends on the host, so ring 3 first probes it
+ * with an OUT to port 0x80 (where writes vanish): where that OUT reaches the
+ * hypervisor (IOPL is 3), so does the stub's, and Xen's CPL3 check must
+ * answer -EPERM; where the host CPU refuses OUT at CPL3 whatever IOPL says
+ * (PVM), the probe takes #GP, the hypervisor is never asked, and the guest
+ * says so instead of counting the #GP as the hypervisor's refusal.  The exit
  * system call then powers off from ring 0.
  */
 #include "lib.h"
@@ -26,14 +30,22 @@ static volatile uint64_t sink;
 #define SYS_WRITE 1
 #define SYS_EXIT  2
 #define HC_GP     0x6770   /* marker: the ring-3 hypercall stub took #GP */
+#define IO_GP     0x6771   /* marker: the ring-3 port 0x80 probe took #GP */
 
 long spin_syscall(uint64_t a1, uint64_t a2, uint64_t nr);
+extern char spin_io_probe[];
+static volatile long io_probe;    /* 0: the probe's OUT went through; IO_GP: it faulted */
 
-/* Ring 3 hypercall attempts fault on hosts that do not honour IOPL for the
- * stub's OUT (PVM): skip the stub and report the #GP to the caller. */
+/* Ring 3 OUTs fault on hosts that do not honour IOPL (PVM): skip the probe or
+ * the hypercall stub and report the #GP to the caller. */
 static int gp_hook(struct trap_frame *f)
 {
     uintptr_t page = (uintptr_t)hypercall_page;
+    if (f->vector == 13 && (f->cs & 3) == 3 && f->rip == (uintptr_t)spin_io_probe) {
+        f->rip += 2;                       /* outb %al, $0x80 */
+        f->rax = IO_GP;
+        return 1;
+    }
     if (f->vector == 13 && (f->cs & 3) == 3 && f->rip >= page && f->rip < page + 4096) {
         f->rip = *(uint64_t *)f->rsp;      /* return address of the call */
         f->rsp += 8;
@@ -59,10 +71,16 @@ long spin_syscall(uint64_t a1, uint64_t a2, uint64_t nr)
     long rc = (long)a1;
     printf("spin: back in ring 0 after %lu rounds\n", a2);
     if (xen_present) {
-        if (rc == HC_GP)
-            printf("spin: the ring-3 hypercall stub took #GP (its OUT is not allowed at CPL3 here)\n");
-        check_true("cpl3-hypercall-refused", rc == -EPERM || rc == HC_GP,
-                   "got %ld want -EPERM (%d) or a #GP", rc, -EPERM);
+        if (io_probe == IO_GP) {
+            printf("spin: this host's CPU refuses OUT at CPL3 (the port 0x80 probe took #GP): "
+                   "the hypercall stub cannot reach the hypervisor, whose CPL3 -> -EPERM check is not exercised here\n");
+            check_true("cpl3-hypercall-stopped-by-host-cpu", rc == HC_GP,
+                       "got %ld, want the stub's #GP like the probe's", rc);
+        } else {
+            printf("spin: OUT at CPL3 reaches the hypervisor here (the port 0x80 probe exited to it): "
+                   "the hypercall must be refused by the hypervisor\n");
+            check_true("cpl3-hypercall-EPERM", rc == -EPERM, "got %ld want -EPERM (%d)", rc, -EPERM);
+        }
         check_summary();
     }
     shutdown(checks_failed ? SHUTDOWN_crash : SHUTDOWN_poweroff);
@@ -85,6 +103,14 @@ static void user_print(const char *fmt, ...)
     user_syscall(SYS_WRITE, (uintptr_t)buf, n);
 }
 
+/* Ring 3: whether an OUT at CPL3 gets past the host CPU (see gp_hook). */
+static void __attribute__((noinline)) user_probe_io(void)
+{
+    long r = 0;
+    asm volatile (".globl spin_io_probe\nspin_io_probe: outb %%al, $0x80" : "+a" (r) :: "memory");
+    io_probe = r;
+}
+
 static void __attribute__((noreturn)) user_main(void)
 {
     uint16_t cs;
@@ -103,6 +129,7 @@ static void __attribute__((noreturn)) user_main(void)
             break;
     }
 
+    user_probe_io();
     long rc = xen_present ? HYPERVISOR_xen_version(XENVER_version, NULL) : -EPERM;
     user_syscall(SYS_EXIT, rc, done);
     for (;;)

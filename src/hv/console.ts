@@ -1,7 +1,10 @@
 // console_io (public/xen.h CONSOLEIO_*): the hypervisor console. Domains
 // flagged as console domains may write (and read Xen's console input);
 // others get -EPERM, as the dummy XSM policy decides. Output is sanitised to
-// printable characters and line-buffered, as Xen does for guests.
+// printable characters and line-buffered, as Xen does for guests; port 0xE9
+// output (Xen's hvm_print_line) takes the same way. These lines belong to the
+// hypervisor console (`xl dmesg`), not to the domain's console, which is its
+// PV console ring (tools/console.ts).
 
 import { registerHypercall, Hcall } from './hypercall.js';
 import { HYPERCALL } from './abi/xen.js';
@@ -10,6 +13,14 @@ import type { Domain } from './domain.js';
 
 export const CONSOLEIO_write = 0;
 export const CONSOLEIO_read = 1;
+
+/**
+ * A domain's line as the hypervisor console (`xl dmesg`) shows it: Xen's
+ * guest_printk prefixes "(d<domid>) " where its own messages have "(XEN) ".
+ */
+export function guestConsoleLine(domid: number, text: string): string {
+  return `(d${domid}) ${text}`;
+}
 
 /** Where finished console lines go (the worker forwards them to the control domain). */
 export interface ConsoleSink {

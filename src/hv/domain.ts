@@ -31,9 +31,6 @@ export interface DomainSpec {
   sharedSab: SharedArrayBuffer;
   /** HVM params set by the builder (BigInt survives postMessage's structured clone). */
   params: Record<number, bigint>;
-  /** Initial vCPU 0 state is already in KVM; vCPU 0 starts online. */
-  maxPages: number;
-  totPages: number;
   timeBase: TimeBase;
   tscKhz: number;
   /** xen_domain_handle_t (the domain's UUID bytes). */
@@ -165,8 +162,6 @@ export class Domain {
   readonly timeBase: TimeBase;
   readonly tscKhz: number;
   readonly scale: TscScale;
-  maxPages: number;
-  totPages: number;
   /** Line buffers for the debug port and console_io output. */
   consoleLine = '';
   debugLine = '';
@@ -234,9 +229,18 @@ export class Domain {
     this.evtchn = { shared: this.shared, mem: this.mem.bytes };
     this.handle = spec.handle;
     this.builderMemoryMap = spec.memoryMap;
-    this.maxPages = spec.maxPages;
-    this.totPages = spec.totPages;
   }
+
+  /**
+   * Xen's max_pages and tot_pages live in the shared header (set there when
+   * the domain is started): the toolstack reads the reservation and sets the
+   * limit (XEN_DOMCTL_max_mem) without a message; only the home worker
+   * changes tot_pages.
+   */
+  get maxPages(): number { return this.shared.get('maxPages'); }
+  set maxPages(n: number) { this.shared.set('maxPages', n); }
+  get totPages(): number { return this.shared.get('totPages'); }
+  set totPages(n: number) { this.shared.set('totPages', n); }
 
   /** A hypercall page was written (the guest speaks Xen); -1 before. */
   get hypercallPageGfn(): number {

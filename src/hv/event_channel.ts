@@ -1,31 +1,17 @@
 // event_channel_op (public/event_channel.h): argument decoding and permission
 // checks around the port machinery in evtchn_core. The same layouts serve
-// both ABIs. FIFO event channels are not offered (init_control & co answer
-// -ENOSYS, and guests fall back to 2-level, as with a Xen built without FIFO).
+// both ABIs. FIFO event channels are offered: init_control switches the
+// calling domain from 2-level to FIFO (evtchn_fifo.ts), as on Xen.
 
 import { registerHypercall, Hcall } from './hypercall.js';
-import { HYPERCALL, DOMID_SELF } from './abi/xen.js';
-import { struct } from './abi/layout.js';
+import { HYPERCALL, DOMID_SELF, PAGE_SIZE } from './abi/xen.js';
+import {
+  EVTCHNOP, EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindVirq, EvtchnBindIpi, EvtchnPort, EvtchnStatus,
+  EvtchnBindVcpu, EvtchnReset, EvtchnInitControl, EvtchnExpandArray, EvtchnSetPriority, EVTCHN_FIFO_LINK_BITS,
+} from './abi/event_channel.js';
 import { EINVAL, ENOSYS, EPERM, ESRCH, XenError } from './errno.js';
 import * as core from './evtchn_core.js';
 import type { EvtchnHost } from './evtchn_core.js';
-
-export const EVTCHNOP = {
-  bind_interdomain: 0, bind_virq: 1, bind_pirq: 2, close: 3, send: 4, status: 5, alloc_unbound: 6, bind_ipi: 7,
-  bind_vcpu: 8, unmask: 9, reset: 10, init_control: 11, expand_array: 12, set_priority: 13, reset_cont: 14,
-} as const;
-
-export const EvtchnAllocUnbound = struct('evtchn_alloc_unbound', 8, { dom: [0, 'u16'], remote_dom: [2, 'u16'], port: [4, 'u32'] });
-export const EvtchnBindInterdomain = struct('evtchn_bind_interdomain', 12, { remote_dom: [0, 'u16'], remote_port: [4, 'u32'], local_port: [8, 'u32'] });
-export const EvtchnBindVirq = struct('evtchn_bind_virq', 12, { virq: [0, 'u32'], vcpu: [4, 'u32'], port: [8, 'u32'] });
-export const EvtchnBindIpi = struct('evtchn_bind_ipi', 8, { vcpu: [0, 'u32'], port: [4, 'u32'] });
-export const EvtchnPort = struct('evtchn_port', 4, { port: [0, 'u32'] }); // close, send, unmask
-export const EvtchnStatus = struct('evtchn_status', 24, {
-  dom: [0, 'u16'], port: [4, 'u32'], status: [8, 'u32'], vcpu: [12, 'u32'],
-  u_dom: [16, 'u16'], u_port: [20, 'u32'], u_virq: [16, 'u32'],
-});
-export const EvtchnBindVcpu = struct('evtchn_bind_vcpu', 8, { port: [0, 'u32'], vcpu: [4, 'u32'] });
-export const EvtchnReset = struct('evtchn_reset', 2, { dom: [0, 'u16'] });
 
 let host: EvtchnHost | null = null;
 /** The running thread's view of all domains (set by the pCPU worker). */
@@ -47,6 +33,20 @@ function domainFor(h: Hcall, H: EvtchnHost, dom: number): core.EvtchnDomain {
   if (!h.dom.host.domainExists(dom)) throw new XenError(ESRCH);
   if (!h.dom.privileged) throw new XenError(EPERM);
   return core.checkDomain(H, dom);
+}
+
+/**
+ * Byte offset in the domain memory of guest frame `gfn` if it is a page the
+ * guest may hand to the hypervisor to write (its RAM), else -1 (Xen's
+ * map_guest_page fails the same way: -EINVAL).
+ */
+function writableFrame(h: Hcall, gfn: bigint): number {
+  if (gfn > 0xffffffffffn) return -1;
+  const pm = h.dom.physmap;
+  const hp = pm.hostPageOf(Number(gfn));
+  if (hp < 0) return -1;
+  const kind = pm.kindOfHostPage(hp);
+  return kind === 'ram' || kind === 'pool' ? hp * PAGE_SIZE : -1;
 }
 
 function eventChannelOp(h: Hcall): number {
@@ -113,15 +113,32 @@ function eventChannelOp(h: Hcall): number {
       core.bindVcpu(me, a.port, a.vcpu);
       return 0;
     }
-    case EVTCHNOP.reset: {
+    case EVTCHNOP.reset:
+    case EVTCHNOP.reset_cont: {
+      // reset is not preemptible here, so a continuation has nothing left to do but the same.
       const a = g.readStruct(EvtchnReset, arg);
       const d = domainFor(h, H, a.dom);
       // The target's VIRQ bindings go with its ports (another domain's are in its shared table).
       core.reset(H, d, d === me ? h.dom.virqs : d.shared.virqs);
       return 0;
     }
+    case EVTCHNOP.init_control: {
+      const a = g.readStruct(EvtchnInitControl, arg);
+      core.initControl(me, a.vcpu, a.offset, writableFrame(h, a.control_gfn));
+      g.writeFields(EvtchnInitControl, arg, { link_bits: EVTCHN_FIFO_LINK_BITS });
+      return 0;
+    }
+    case EVTCHNOP.expand_array: {
+      const a = g.readStruct(EvtchnExpandArray, arg);
+      core.expandArray(H, me, writableFrame(h, a.array_gfn));
+      return 0;
+    }
+    case EVTCHNOP.set_priority: {
+      const a = g.readStruct(EvtchnSetPriority, arg);
+      core.setPriority(me, a.port, a.priority);
+      return 0;
+    }
     default:
-      // init_control / expand_array / set_priority / reset_cont: FIFO is not offered.
       throw new XenError(ENOSYS);
   }
 }

@@ -1,13 +1,21 @@
-// The 2-level event-channel machinery (Xen's common/event_channel.c and
-// event_2l.c): the port state machine in a DomainShared port table, and the
+// The event-channel machinery (Xen's common/event_channel.c and
+// event_2l.c): the port state machine in a DomainShared port table, the port
+// operations (set_pending, clear_pending, unmask, is_pending, is_masked)
+// chosen per domain as Xen's evtchn_port_ops are, and the 2-level ones: the
 // pending/mask/selector/upcall updates in the domain's shared_info and
 // vcpu_info, done with atomic byte operations on guest memory so a guest
-// clearing bits on another CPU never loses an event. Any thread can call
-// these; delivery that needs the vCPU's own thread goes through EvtchnHost.
+// clearing bits on another CPU never loses an event. The FIFO ones are in
+// evtchn_fifo.ts. Any thread can call these; delivery that needs the vCPU's
+// own thread goes through EvtchnHost.
 
 import { DomainShared, PORT } from './shared.js';
-import { EINVAL, ENOSPC, EEXIST, ENOENT, ESRCH, XenError } from './errno.js';
-import { SharedInfo, VcpuInfo, XEN_LEGACY_MAX_VCPUS, VCPU_INFO_SIZE, DOMID_SELF } from './abi/xen.js';
+import { EINVAL, ENOSPC, EEXIST, ENOENT, ENOSYS, ESRCH, XenError } from './errno.js';
+import { SharedInfo, VcpuInfo, DOMID_SELF } from './abi/xen.js';
+import { EVTCHN_2L_NR_CHANNELS, EVTCHN_FIFO_NR_CHANNELS } from './abi/event_channel.js';
+import * as fifo from './evtchn_fifo.js';
+import { vcpuInfoOffset } from './vcpu_info.js';
+
+export { vcpuInfoOffset } from './vcpu_info.js';
 
 /** EVTCHNSTAT_* (public/event_channel.h). */
 export const ECS = { closed: 0, unbound: 1, interdomain: 2, pirq: 3, virq: 4, ipi: 5 } as const;
@@ -69,12 +77,18 @@ function setPort(s: DomainShared, port: number, p: PortInfo): void {
 }
 
 /**
- * Highest usable port: maxPort, capped by what the 2-level bitmaps of the
- * domain's shared_info can hold (Xen's max_evtchns: 32*32 ports with the
- * 32-bit layout, 64*64 with the 64-bit one).
+ * Highest usable port: maxPort, capped by the domain's ABI (Xen's
+ * max_evtchns): what the 2-level bitmaps of its shared_info hold (32*32
+ * ports with the 32-bit layout, 64*64 with the 64-bit one), or 2^17 with
+ * FIFO (the LINK field's width).
  */
 export function lastPort(s: DomainShared): number {
-  return Math.min(s.maxPort, s.get('abi') === 1 ? 1023 : 4095);
+  if (fifo.isFifo(s)) return Math.min(s.maxPort, EVTCHN_FIFO_NR_CHANNELS - 1);
+  return lastPort2l(s);
+}
+
+function lastPort2l(s: DomainShared): number {
+  return Math.min(s.maxPort, (s.get('abi') === 1 ? EVTCHN_2L_NR_CHANNELS.x32 : EVTCHN_2L_NR_CHANNELS.x64) - 1);
 }
 
 /** A port that can carry events (port 0 is reserved). */
@@ -87,9 +101,20 @@ export function portInRange(s: DomainShared, port: number): boolean {
   return Number.isInteger(port) && port >= 0 && port <= lastPort(s);
 }
 
-/** Lowest free port from 1 (call with the port lock held). */
-function allocPort(s: DomainShared): number {
-  for (let p = 1, last = lastPort(s); p <= last; p++) if ((Atomics.load(s.w, s.portIndex(p) + PORT.stateVcpu) & 0xff) === ECS.closed) return p;
+/**
+ * Lowest free port from 1 (call with the port lock held), made ready for
+ * binding. A closed FIFO port still on a queue is not free until the guest
+ * has unlinked it (Xen's get_free_port and evtchn_is_busy).
+ */
+function allocPort(d: EvtchnDomain): number {
+  const s = d.shared;
+  const isFifo = fifo.isFifo(s);
+  for (let p = 1, last = lastPort(s); p <= last; p++) {
+    if ((Atomics.load(s.w, s.portIndex(p) + PORT.stateVcpu) & 0xff) !== ECS.closed) continue;
+    if (isFifo && fifo.isBusy(d, p)) continue;
+    fifo.portInit(s, p);
+    return p;
+  }
   throw new XenError(ENOSPC, 'no free event-channel port');
 }
 
@@ -108,23 +133,9 @@ function layout(s: DomainShared) {
   return { pending: base + l.pending, mask: base + l.mask, sel: l.sel, wordShift: l.wordShift };
 }
 
-/** Byte offset (in the domain memory) of a vCPU's vcpu_info. */
-export function vcpuInfoOffset(s: DomainShared, vcpu: number): number {
-  const reg = s.vcpu(vcpu, 'vcpuInfoOffset');
-  if (reg >= 0) return reg;
-  if (vcpu < XEN_LEGACY_MAX_VCPUS) return s.get('sharedInfoOffset') + vcpu * VCPU_INFO_SIZE;
-  return -1;
-}
-
 const testAndSet = (m: Uint8Array, byte: number, bit: number): boolean => (Atomics.or(m, byte, 1 << bit) & (1 << bit)) !== 0;
 const testAndClear = (m: Uint8Array, byte: number, bit: number): boolean => (Atomics.and(m, byte, ~(1 << bit) & 0xff) & (1 << bit)) !== 0;
 const testBit = (m: Uint8Array, byte: number, bit: number): boolean => (Atomics.load(m, byte) & (1 << bit)) !== 0;
-
-/** Marks the vCPU's upcall pending; true if it was newly set. */
-export function markUpcallPending(d: EvtchnDomain, vcpu: number): boolean {
-  const vi = vcpuInfoOffset(d.shared, vcpu);
-  return vi >= 0 && !testAndSet(d.mem, vi, 0);
-}
 
 function selectAndNotify(host: EvtchnHost, d: EvtchnDomain, l: ReturnType<typeof layout>, port: number): void {
   const vcpu = portVcpu(d.shared, port);
@@ -135,35 +146,86 @@ function selectAndNotify(host: EvtchnHost, d: EvtchnDomain, l: ReturnType<typeof
 }
 
 /** evtchn_2l_set_pending: the order matters (pending, then mask check, selector, upcall, pollers). */
-export function setPending(host: EvtchnHost, d: EvtchnDomain, port: number): void {
+function setPending2l(host: EvtchnHost, d: EvtchnDomain, port: number): void {
   const l = layout(d.shared);
   if (testAndSet(d.mem, l.pending + (port >> 3), port & 7)) return;
   if (!testBit(d.mem, l.mask + (port >> 3), port & 7)) selectAndNotify(host, d, l, port);
   host.wakePollers(d, port);
 }
 
-export function isPending(d: EvtchnDomain, port: number): boolean {
+function isPending2l(d: EvtchnDomain, port: number): boolean {
   const l = layout(d.shared);
   return testBit(d.mem, l.pending + (port >> 3), port & 7);
 }
 
+/** evtchn_2l_unmask. */
+function unmask2l(host: EvtchnHost, d: EvtchnDomain, port: number): void {
+  const l = layout(d.shared);
+  if (testAndClear(d.mem, l.mask + (port >> 3), port & 7) && testBit(d.mem, l.pending + (port >> 3), port & 7)) {
+    selectAndNotify(host, d, l, port);
+  }
+}
+
+// --- port operations, per the domain's ABI (Xen's evtchn_port_ops) ---------
+
+/** Raises `port` of `d` (evtchn_port_set_pending). */
+export function setPending(host: EvtchnHost, d: EvtchnDomain, port: number): void {
+  if (fifo.isFifo(d.shared)) return fifo.setPending(host, d, port);
+  setPending2l(host, d, port);
+  // The domain may have switched to FIFO on another thread since the check: its switch reads the 2-level
+  // bits only after it set the flag, so either it saw this bit or this sees the flag. Raise it there too.
+  if (fifo.isFifo(d.shared)) fifo.setPending(host, d, port);
+}
+
+export function isPending(d: EvtchnDomain, port: number): boolean {
+  return fifo.isFifo(d.shared) ? fifo.isPending(d, port) : isPending2l(d, port);
+}
+
 export function isMasked(d: EvtchnDomain, port: number): boolean {
+  if (fifo.isFifo(d.shared)) return fifo.isMasked(d, port);
   const l = layout(d.shared);
   return testBit(d.mem, l.mask + (port >> 3), port & 7);
 }
 
 function clearPending(d: EvtchnDomain, port: number): void {
+  if (fifo.isFifo(d.shared)) return fifo.clearPending(d, port);
   const l = layout(d.shared);
   testAndClear(d.mem, l.pending + (port >> 3), port & 7);
 }
 
-/** evtchn_2l_unmask. */
+/** EVTCHNOP_unmask: the ABI's unmask re-raises a pending event. */
 export function unmask(host: EvtchnHost, d: EvtchnDomain, port: number): void {
   if (!portInRange(d.shared, port)) throw new XenError(EINVAL, `bad port ${port}`);
-  const l = layout(d.shared);
-  if (testAndClear(d.mem, l.mask + (port >> 3), port & 7) && testBit(d.mem, l.pending + (port >> 3), port & 7)) {
-    selectAndNotify(host, d, l, port);
-  }
+  if (fifo.isFifo(d.shared)) fifo.unmask(host, d, port);
+  else unmask2l(host, d, port);
+}
+
+// --- FIFO set-up (EVTCHNOP_init_control, expand_array, set_priority) -------
+
+/**
+ * EVTCHNOP_init_control: vCPU `vcpu`'s control block at byte `at` + `offset`
+ * of the domain memory (`at` -1: the GFN is not a writable page). The first
+ * one switches the domain from 2-level to FIFO; the ports bound so far carry
+ * over with their pending state (evtchn_fifo_init_control's setup_ports).
+ */
+export function initControl(d: EvtchnDomain, vcpu: number, offset: number, at: number): void {
+  d.shared.withPortLock(() => {
+    const s = d.shared;
+    const prevLast = fifo.isFifo(s) ? 0 : lastPort2l(s);
+    fifo.initControl(d, vcpu, offset, at, prevLast, (port) => portInfo(s, port).state !== ECS.closed && isPending2l(d, port));
+  });
+}
+
+/** EVTCHNOP_expand_array: one more event array page at byte `at` (-1: not a writable page). */
+export function expandArray(host: EvtchnHost, d: EvtchnDomain, at: number): void {
+  d.shared.withPortLock(() => fifo.expandArray(host, d, at, lastPort(d.shared)));
+}
+
+/** EVTCHNOP_set_priority: -ENOSYS for a 2-level domain (no such port operation there). */
+export function setPriority(d: EvtchnDomain, port: number, priority: number): void {
+  if (!portInRange(d.shared, port)) throw new XenError(EINVAL, `bad port ${port}`);
+  if (!fifo.isFifo(d.shared)) throw new XenError(ENOSYS, 'set_priority needs the FIFO ABI');
+  fifo.setPriority(d, port, priority);
 }
 
 // --- the state machine ----------------------------------------------------
@@ -172,7 +234,7 @@ export function unmask(host: EvtchnHost, d: EvtchnDomain, port: number): void {
 export function allocUnbound(d: EvtchnDomain, remoteDom: number): number {
   const s = d.shared;
   return s.withPortLock(() => {
-    const p = allocPort(s);
+    const p = allocPort(d);
     setPort(s, p, { state: ECS.unbound, vcpu: 0, remoteDom, remotePort: 0 });
     return p;
   });
@@ -194,7 +256,7 @@ export function bindInterdomain(host: EvtchnHost, ld: EvtchnDomain, rd: EvtchnDo
     const r = portInfo(rd.shared, remotePort);
     if (r.state !== ECS.unbound) throw new XenError(EINVAL, `remote port ${remotePort} is not unbound`);
     if (r.remoteDom !== lid && !(r.remoteDom === DOMID_SELF && lid === rid)) throw new XenError(EINVAL, `remote port ${remotePort} does not accept domain ${lid}`);
-    const p = allocPort(ld.shared);
+    const p = allocPort(ld);
     setPort(ld.shared, p, { state: ECS.interdomain, vcpu: 0, remoteDom: rid, remotePort });
     setPort(rd.shared, remotePort, { state: ECS.interdomain, vcpu: r.vcpu, remoteDom: lid, remotePort: p });
     return p;
@@ -211,7 +273,7 @@ export function bindVirq(d: EvtchnDomain, virq: number, vcpu: number, bound: Vir
   const key = virq * 65536 + vcpu;
   return d.shared.withPortLock(() => {
     if (bound.has(key)) throw new XenError(EEXIST, `VIRQ ${virq} already bound on vCPU ${vcpu}`);
-    const p = allocPort(d.shared);
+    const p = allocPort(d);
     setPort(d.shared, p, { state: ECS.virq, vcpu, remoteDom: virq, remotePort: 0 });
     bound.set(key, p);
     return p;
@@ -222,7 +284,7 @@ export function bindVirq(d: EvtchnDomain, virq: number, vcpu: number, bound: Vir
 export function bindIpi(d: EvtchnDomain, vcpu: number): number {
   if (vcpu < 0 || vcpu >= d.shared.nrVcpus) throw new XenError(ENOENT, `no vCPU ${vcpu}`);
   return d.shared.withPortLock(() => {
-    const p = allocPort(d.shared);
+    const p = allocPort(d);
     setPort(d.shared, p, { state: ECS.ipi, vcpu, remoteDom: 0, remotePort: 0 });
     return p;
   });
@@ -317,11 +379,12 @@ export function raiseVirq(host: EvtchnHost, d: EvtchnDomain, virq: number, vcpu:
   return true;
 }
 
-/** EVTCHNOP_reset: closes every port of the domain. */
+/** EVTCHNOP_reset: closes every port of the domain, which goes back to the 2-level ABI (Xen's evtchn_reset). */
 export function reset(host: EvtchnHost, d: EvtchnDomain, virqs?: VirqBindings): void {
   for (let p = 1, last = lastPort(d.shared); p <= last; p++) {
     if (portInfo(d.shared, p).state !== ECS.closed) close(host, d, p, virqs);
   }
+  if (fifo.isFifo(d.shared)) d.shared.withPortLock(() => fifo.destroy(d.shared));
 }
 
 export function checkDomain(host: EvtchnHost, domid: number): EvtchnDomain {

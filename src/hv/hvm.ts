@@ -38,21 +38,26 @@ export const XenHvmGetTime = struct('xen_hvm_get_time', 8, { now: [0, 'u64'] });
 
 /**
  * Applies a parameter value (shared by the guest path and the builder).
- * CALLBACK_IRQ of type vector latches the shared-info ABI of the caller.
+ * CALLBACK_IRQ latches the shared-info ABI of the caller whatever its type
+ * (Xen's hvm_latch_shinfo_size).
  */
 export function applyParam(d: Domain, index: number, value: bigint, callerAbi32?: boolean): void {
   if (index === HVM_PARAM.CALLBACK_IRQ) {
     const type = Number(value >> 56n);
     if (value === 0n) {
+      // Off. (Xen on PVH would keep a vector set before, since 0 decodes as
+      // "GSI none"; a guest that writes 0 means to stop the callback.)
       d.shared.set('callbackVector', 0);
     } else if (type === CALLBACK_TYPE.VECTOR) {
       const vec = Number(value & 0xffn);
       if (vec < 0x10) throw new XenError(EINVAL, `callback vector ${vec}`);
       d.shared.set('callbackVector', vec);
-    } else {
-      // GSI and PCI INTx callbacks need an IOAPIC, which xenode does not emulate.
-      throw new XenError(EINVAL, `callback type ${type} needs an IOAPIC; use the vector type`);
     }
+    // Any other type (GSI, PCI INTx, or one Xen does not know) is stored and
+    // changes no delivery: Xen's hvm_set_callback_via returns early for a
+    // domain without an emulated IOAPIC/PIC, which a PVH domain is. Guests
+    // that registered per-vCPU upcall vectors set GSI 1 to say so (Linux's
+    // xen_set_callback_via(1)), so a vector callback set before stays.
     if (callerAbi32 !== undefined) d.shared.set('abi', callerAbi32 ? 1 : 0);
   }
   d.params.set(index, value);

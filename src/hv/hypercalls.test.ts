@@ -206,6 +206,7 @@ function put(e: Env, gpa: number, fields: F[], size = 0): void {
 const u16 = (e: Env, a: number) => e.dv.getUint16(a, true);
 const i16 = (e: Env, a: number) => e.dv.getInt16(a, true);
 const u32 = (e: Env, a: number) => e.dv.getUint32(a, true);
+const u8 = (e: Env, a: number) => e.dv.getUint8(a);
 const u64 = (e: Env, a: number) => e.dv.getBigUint64(a, true);
 /** A native unsigned long of the ABI. */
 const ulong = (e: Env, a: number) => (e.abi === 'x32' ? BigInt(u32(e, a)) : u64(e, a));
@@ -418,13 +419,28 @@ describe('hvm_op', () => {
     });
   }
 
-  test('CALLBACK_IRQ: GSI / PCI INTx types and low vectors are -EINVAL', () => {
+  test('CALLBACK_IRQ: GSI and PCI INTx values are stored and leave a vector callback in place', () => {
+    // Xen's hvm_set_callback_via ignores them on a domain without an IOAPIC (PVH);
+    // Linux sets GSI 1 after registering per-vCPU upcall vectors.
     const e = mkEnv();
-    for (const v of [0x05n, 0x01000000000a0b01n, 0x020000000000000fn, 0x0300000000000040n]) {
+    param(e, DOMID_SELF, 0, 0x02000000000000f3n);
+    assert.equal(call(e, HC.hvm_op, [0, ARG]), 0);
+    for (const v of [0x1n, 0x05n, 0x0100000000000a0bn | 1n, 0x0300000000000040n]) {
       param(e, DOMID_SELF, 0, v);
-      assert.equal(call(e, HC.hvm_op, [0, ARG]), -EINVAL, v.toString(16));
+      assert.equal(call(e, HC.hvm_op, [0, ARG]), 0, v.toString(16));
+      param(e, DOMID_SELF, 0);
+      assert.equal(call(e, HC.hvm_op, [1, ARG]), 0);
+      assert.equal(u64(e, ARG + 8), v, 'the value reads back as written');
+      assert.equal(e.d.shared.get('callbackVector'), 0xf3, 'delivery still through the vector');
     }
+  });
+
+  test('CALLBACK_IRQ: a vector below 16 is -EINVAL and changes nothing', () => {
+    const e = mkEnv();
+    param(e, DOMID_SELF, 0, 0x020000000000000fn);
+    assert.equal(call(e, HC.hvm_op, [0, ARG]), -EINVAL);
     assert.equal(e.d.shared.get('callbackVector'), 0);
+    assert.equal(e.d.params.get(0), undefined);
   });
 
   test('per-index access rules for the domain itself', () => {
@@ -972,11 +988,48 @@ describe('event_channel_op', () => {
     assert.equal(bindVirq(0, 1), 0, 'VIRQ bindings were forgotten');
   });
 
-  test('bind_pirq, FIFO ops, unknown ops, faults', () => {
+  test('bind_pirq, unknown ops, faults', () => {
     const e = mkEnv();
     assert.equal(call(e, HC.event_channel_op, [2, ARG]), -EINVAL);
-    for (const c of [11, 12, 13, 14, 15, 99]) assert.equal(call(e, HC.event_channel_op, [c, ARG]), -ENOSYS, `cmd ${c}`);
-    for (const c of [0, 1, 3, 4, 5, 6, 7, 8, 9, 10]) assert.equal(call(e, HC.event_channel_op, [c, HOLE]), -EFAULT, `cmd ${c}`);
+    for (const c of [15, 99]) assert.equal(call(e, HC.event_channel_op, [c, ARG]), -ENOSYS, `cmd ${c}`);
+    for (const c of [0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]) assert.equal(call(e, HC.event_channel_op, [c, HOLE]), -EFAULT, `cmd ${c}`);
+  });
+
+  test('FIFO: init_control, expand_array and set_priority decode and answer as Xen', () => {
+    const e = mkEnv();
+    const initControl = (gfn: bigint, offset: number, vcpu: number) => {
+      put(e, ARG, [[0, 'u64', gfn], [8, 'u32', offset], [12, 'u32', vcpu], [16, 'u8', 0xee]], 24);
+      return call(e, HC.event_channel_op, [11, ARG]);
+    };
+    const expand = (gfn: bigint) => { put(e, ARG, [[0, 'u64', gfn]], 8); return call(e, HC.event_channel_op, [12, ARG]); };
+    const setPrio = (port: number, prio: number) => { put(e, ARG, [[0, 'u32', port], [4, 'u32', prio]], 8); return call(e, HC.event_channel_op, [13, ARG]); };
+    // Still 2-level: no array to expand, no priorities.
+    assert.equal(expand(0x30n), -EOPNOTSUPP);
+    assert.equal(setPrio(1, 3), -ENOSYS);
+    // Bad control blocks change nothing.
+    assert.equal(initControl(BigInt(HOLE / PAGE), 0, 0), -EINVAL, 'a GFN that is a hole');
+    assert.equal(initControl(1n << 60n, 0, 0), -EINVAL, 'a GFN beyond any address');
+    assert.equal(initControl(0x20n, 4096 - 64, 0), -EINVAL, 'crosses the page');
+    assert.equal(initControl(0x20n, 4, 0), -EINVAL, 'not 8-aligned');
+    assert.equal(initControl(0x20n, 0, 2), -ENOENT, 'no such vCPU');
+    assert.equal(u8(e, ARG + 16), 0xee, 'link_bits is written only on success');
+    assert.equal(e.d.shared.get('evtchnFifo'), 0);
+    // The real one: FIFO from now on, LINK_BITS reported.
+    assert.equal(initControl(0x20n, 4096 - 72, 0), 0);
+    assert.equal(u8(e, ARG + 16), 17);
+    assert.equal(e.d.shared.get('evtchnFifo'), 1);
+    assert.equal(initControl(0x21n, 0, 0), -EINVAL, 'vCPU 0 has its control block');
+    assert.equal(initControl(0x21n, 8, 1), 0, 'vCPU 1 gets its own');
+    assert.equal(expand(BigInt(HOLE / PAGE)), -EINVAL);
+    assert.equal(expand(0x30n), 0);
+    assert.equal(setPrio(1, 16), -EINVAL, 'priorities are 0..15');
+    assert.equal(setPrio(64, 3), -EINVAL, 'port out of range');
+    assert.equal(setPrio(1, 3), 0);
+    // reset goes back to 2-level.
+    put(e, ARG, [[0, 'u16', DOMID_SELF]], 2);
+    assert.equal(call(e, HC.event_channel_op, [10, ARG]), 0);
+    assert.equal(e.d.shared.get('evtchnFifo'), 0);
+    assert.equal(expand(0x30n), -EOPNOTSUPP);
   });
 });
 

@@ -12,20 +12,29 @@ import os from 'node:os';
 import { Kvm, Vm, Vcpu } from '../kvm/kvm.js';
 import { SharedMemory } from '../kvm/memory.js';
 import { VmPool, type VmRecipe } from '../kvm/vm_pool.js';
-import { KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_READ, KVM_MSR_FILTER_WRITE } from '../kvm/abi.js';
+import { KVM_GET_REGS, KVM_GET_SREGS, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_READ, KVM_MSR_FILTER_WRITE, KVM_REGS_SIZE, KVM_SREGS_SIZE, RUN, SYNC } from '../kvm/abi.js';
+import * as libc from '../kvm/libc.js';
 import { kick } from '../kvm/kick.js';
-import { Physmap } from './physmap.js';
-import { HostShared, DomainShared, DOMSTATE, RUNSTATE, DOM0_DOORBELL } from './shared.js';
+import { Physmap, type Segment } from './physmap.js';
+import { HostShared, DomainShared, DOMSTATE, RUNSTATE, DOM0_DOORBELL, VCPU_FLAG_INITIALISED } from './shared.js';
 import { xenCpuid, XEN_HYPERCALL_MSR } from './x86/cpuid.js';
 import { chooseAccel, type AccelChoice, type AccelMode } from './accel.js';
 import { tcgSupportedCpuid } from '../tcg/cpuid.js';
 import type { CpuidEntry, InitialState } from '../accel/vcpu.js';
 import { localTimeBase, systemTimeNs } from './time.js';
+import { EVTCHN_FIFO_NR_CHANNELS } from './abi/event_channel.js';
 import * as core from './evtchn_core.js';
 import type { DomainSpec } from './domain.js';
 import type { MainToWorker, WorkerToMain, Relay } from './messages.js';
 import { PAGE_SIZE, SharedInfo, VcpuInfo } from './abi/xen.js';
 import type { PvhEntryState } from './x86/pvh.js';
+import { isSchedulerName, DEFAULT_SCHEDULER, SCHEDULERS, type SchedulerName } from './sched/schedulers.js';
+import type { SchedParams } from './sched/scheduler.js';
+import { checkSchedule, type Arinc653Schedule } from './sched/arinc653.js';
+import { Credit2 } from './sched/credit2.js';
+import { Credit } from './sched/credit.js';
+import { TraceRing, type TraceRecord } from './sched/trace.js';
+import { Cpupools, CpupoolError, type Cpupool, type CpupoolInfo } from './cpupool.js';
 import { setIrq, MSR_IA32_APICBASE, MSR_IA32_TSC_DEADLINE, MSR_X2APIC_FIRST } from './x86/vlapic.js';
 
 export interface DomainCreateOptions {
@@ -39,6 +48,11 @@ export interface DomainCreateOptions {
   /** console_io allowed (Xen: dom0less domains and debug builds) */
   isConsole?: boolean;
   uuid?: Uint8Array;
+  /** the cpupool (id) its vCPUs run in; default Pool-0 */
+  pool?: number;
+  /** per-vCPU hard and soft affinity (pCPU numbers; null or absent = any), as cpus=/cpus_soft= give it */
+  hard?: (number[] | null)[];
+  soft?: (number[] | null)[];
 }
 
 /** A domain being built: the builder's access to its memory before it runs. */
@@ -71,7 +85,9 @@ export interface DomainInfo {
   vcpus: number;
   onlineVcpus: number;
   cpuTimeUs: number;
+  /** tot_pages and max_pages, in KiB (xl list's Mem, xentop's MAXMEM) */
   memoryKiB: number;
+  maxMemKiB: number;
 }
 
 export interface VcpuInfoSummary {
@@ -81,6 +97,8 @@ export interface VcpuInfoSummary {
   /** the pCPU worker it is placed on, -1 when none */
   pcpu: number;
   cpuTimeUs: number;
+  /** up (Xen's !VPF_down): a stopped vCPU of a shut-down domain is up, one never brought up or taken down is not */
+  up: boolean;
 }
 
 interface DomainRecord {
@@ -97,8 +115,14 @@ interface DomainRecord {
   hosts: number[];
   /** workers that have not yet released the domain after a destroy */
   releasing: number;
+  /** its cpupool, and the per-vCPU affinity placement honours */
+  pool: number;
+  hard: (number[] | null)[];
+  soft: (number[] | null)[];
   memoryMap: Uint8Array;
   memoryKiB: number;
+  /** the max_pages the domain was built with: its memory has room for no more */
+  maxPages: number;
   spec?: DomainSpec;
   vm?: Vm;
   vcpuFds: number[];
@@ -152,9 +176,18 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   private readonly dom0Doorbell = new Int32Array(this.dom0Mem, DOM0_DOORBELL, 1);
   private stopping = false;
   readonly evtchnHost: core.EvtchnHost;
+  /** physmap-query answers awaited, by domid */
+  private readonly physmapQueries = new Map<number, ((segments: Segment[]) => void)[]>();
 
-  private constructor(readonly nrPcpus: number, readonly sliceNs: number, vmPool: number, readonly accel: AccelChoice) {
+  /** One scheduling trace ring per pCPU, shared with its worker. */
+  readonly traces: TraceRing[];
+  /** Pool-0 (every pCPU, the boot scheduler) and any pools made since. */
+  readonly cpupools: Cpupools;
+
+  private constructor(readonly nrPcpus: number, readonly sliceNs: number, vmPool: number, readonly accel: AccelChoice, readonly sched: SchedulerName = DEFAULT_SCHEDULER, traceRecords?: number) {
     super();
+    this.traces = Array.from({ length: nrPcpus }, () => TraceRing.create(traceRecords));
+    this.cpupools = new Cpupools(nrPcpus, sched);
     if (accel.accel === 'kvm') {
       this.kvm = Kvm.open();
       this.kvm.requireCapabilities();
@@ -192,9 +225,11 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
    * `vmPool` VMs are kept made ahead by a helper thread (a host daemon
    * creating domains on demand wants 2; a one-guest run wants none).
    */
-  static async start(opts: { pcpus?: number; sliceMs?: number; vmPool?: number; accel?: AccelMode } = {}): Promise<Hypervisor> {
+  static async start(opts: { pcpus?: number; sliceMs?: number; vmPool?: number; sched?: string; traceRecords?: number; accel?: AccelMode } = {}): Promise<Hypervisor> {
     const n = Math.max(1, Math.min(opts.pcpus ?? os.availableParallelism(), 64));
-    const hv = new Hypervisor(n, (opts.sliceMs ?? 10) * 1e6, opts.vmPool ?? 0, chooseAccel(opts.accel ?? 'auto'));
+    const sched = opts.sched ?? DEFAULT_SCHEDULER;
+    if (!isSchedulerName(sched)) throw new RangeError(`sched=${sched}: unknown scheduler (known: ${SCHEDULERS.join(', ')})`);
+    const hv = new Hypervisor(n, (opts.sliceMs ?? 10) * 1e6, opts.vmPool ?? 0, chooseAccel(opts.accel ?? 'auto'), sched, opts.traceRecords);
     await Promise.all(Array.from({ length: n }, (_, i) => hv.spawn(i)));
     hv.watchDom0();
     return hv;
@@ -204,7 +239,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const w = new Worker(new URL('./pcpu.js', import.meta.url), {
       workerData: {
         kind: 'pcpu',
-        init: { pcpu, hostSab: this.host.sab, dom0Sab: this.dom0Shared.sab, dom0Mem: this.dom0Mem, timeBase: this.timeBase, sliceNs: this.sliceNs, kvm: this.kvm !== null },
+        init: { pcpu, hostSab: this.host.sab, dom0Sab: this.dom0Shared.sab, dom0Mem: this.dom0Mem, timeBase: this.timeBase, sliceNs: this.sliceNs, sched: this.sched, traceSab: this.traces[pcpu]!.sab, kvm: this.kvm !== null },
       },
     });
     this.workers[pcpu] = w;
@@ -253,6 +288,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
           this.emit('log', 'error', `d${m.domid}: closing its event channels: ${e instanceof Error ? e.stack : String(e)}`);
         }
         this.domains.delete(m.domid);
+        for (const p of this.cpupools.list()) this.cpupools.get(p.id).shadow.removeDomain(m.domid);
         this.host.setDomainExists(m.domid, false);
         for (let i = 0; i < this.nrPcpus; i++) if (!r.hosts.includes(i)) this.workers[i]!.postMessage({ type: 'forget', domid: m.domid } satisfies MainToWorker);
         r.mem.close();
@@ -264,6 +300,12 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       case 'adopted':
         if (m.error) this.emit('log', 'error', `d${m.domid}: could not start: ${m.error}`);
         return;
+      case 'physmap-report': {
+        const waiting = this.physmapQueries.get(m.domid) ?? [];
+        this.physmapQueries.delete(m.domid);
+        for (const w of waiting) w(m.segments);
+        return;
+      }
       case 'log':
         this.emit('log', m.level, m.text);
         return;
@@ -297,11 +339,17 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   /** XEN_DOMCTL_createdomain + max_vcpus + memory: a paused domain ready for the builder. */
   createDomain(o: DomainCreateOptions): DomainBuild {
     if (!Number.isInteger(o.vcpus) || o.vcpus < 1 || o.vcpus > 128) throw new RangeError(`vcpus must be 1..128, got ${o.vcpus}`);
+    const pool = o.pool ?? 0;
+    const cp = this.cpupools.find(pool);
+    if (!cp || typeof pool !== 'number') throw new RangeError(`no cpupool ${pool}`);
+    for (let v = 0; v < o.vcpus; v++) this.candidates(cp, o.hard?.[v] ?? null, v); // throws if vCPU v could run nowhere
     if (!(o.memoryMiB >= 1) || o.memoryMiB > 1 << 20) throw new RangeError(`memory must be at least 1 MiB, got ${o.memoryMiB}`);
     const ramPages = Math.floor(o.memoryMiB * 256);
     const maxPages = Math.max(ramPages, Math.floor((o.maxMemMiB ?? o.memoryMiB) * 256));
     const domid = this.allocDomid();
     const maxPort = o.maxEvtchnPort ?? 1023;
+    // Ports above 4095 are usable only once the guest switches to FIFO; none exist beyond its 17-bit LINK field.
+    if (!Number.isInteger(maxPort) || maxPort < 1 || maxPort >= EVTCHN_FIFO_NR_CHANNELS) throw new RangeError(`max event-channel port must be 1..${EVTCHN_FIFO_NR_CHANNELS - 1}, got ${maxPort}`);
     const shared = DomainShared.create(domid, o.vcpus, maxPort);
     const physmap = new Physmap({ ramPages, maxGrantFrames: o.maxGrantFrames ?? 32, poolPages: maxPages - ramPages + POOL_SLACK_PAGES });
     const mem = SharedMemory.create(`xenode-d${domid}`, physmap.bytes);
@@ -330,11 +378,16 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     shared.set('isConsole', o.isConsole ? 1 : 0);
     shared.set('sharedInfoOffset', physmap.sharedInfoPage * PAGE_SIZE);
     shared.setVcpu(0, 'state', RUNSTATE.runnable);
-    const rec: DomainRecord = { domid, name: o.name, shared, mem, evtchn: { shared, mem: mem.bytes }, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, vm: vm ?? undefined, vcpuFds: vcpus.map((v) => v.fd) };
+    const rec: DomainRecord = { domid, name: o.name, shared, mem, evtchn: { shared, mem: mem.bytes }, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, maxPages, vm: vm ?? undefined, vcpuFds: vcpus.map((v) => v.fd), pool, hard: o.hard ?? [], soft: o.soft ?? [] };
     this.domains.set(domid, rec);
     this.host.setDomainExists(domid, true);
     if (vm) this.pendingVcpus.set(domid, vcpus);
     return { domid, name: o.name, physmap, mem, shared, params: {}, maxPages, options: o };
+  }
+
+  /** The CPUID leaves the CPU that runs guests implements (before Xen's are added). */
+  supportedCpuid(): CpuidEntry[] {
+    return this.kvm ? this.kvm.supportedCpuid() : tcgSupportedCpuid();
   }
 
   /** Sets vCPU `id`'s initial register state (the builder's job before unpause). */
@@ -368,7 +421,9 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     for (const v of vcpus ?? []) v.release();
     rec.vm?.release();
     rec.memoryMap = memoryMap;
-    const placement = this.place(rec.shared.nrVcpus, tcg !== undefined);
+    const placement = this.place(rec);
+    // A software-CPU domain's vCPUs share one worker (see Domain: locked instructions are atomic only there).
+    if (tcg) placement.fill(placement[0]!);
     const pcpu = placement[0]!;
     rec.pcpu = pcpu;
     rec.placement = placement;
@@ -379,10 +434,11 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       domid: b.domid, name: b.name, vmFd: rec.vm?.fd ?? -1, memFd: b.mem.fd, layout: b.physmap.layout, vcpuFds: rec.vcpuFds,
       accel: tcg ? 'tcg' : 'kvm', tcg: tcg ? { entry: tcg.entry!, cpuid: tcg.cpuid } : undefined,
       sharedSab: b.shared.sab, params: b.params,
-      maxPages: b.maxPages, totPages: b.physmap.layout.ramPages,
       timeBase: this.timeBase, tscKhz: this.tscKhz, handle: o.uuid ?? new Uint8Array(16), memoryMap, placement,
     };
     rec.spec = spec;
+    b.shared.set('maxPages', b.maxPages);
+    b.shared.set('totPages', b.physmap.layout.ramPages);
     b.shared.set('pauseCount', start.paused ? 1 : 0);
     // Every other worker learns of it first, so its vCPUs can send events to this domain.
     for (let i = 0; i < this.nrPcpus; i++) {
@@ -393,24 +449,33 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     this.send(pcpu, { type: 'adopt', spec });
   }
 
+  /** The pCPUs vCPU `v` may run on: its pool's, within its hard affinity; an error if none. */
+  private candidates(pool: Cpupool, hard: number[] | null, v: number): number[] {
+    const cpus = [...pool.cpus].sort((a, b) => a - b).filter((c) => !hard || hard.includes(c));
+    if (!cpus.length) {
+      throw new RangeError(pool.cpus.size ? `vCPU ${v}: no pCPU of cpupool '${pool.name}' (${[...pool.cpus].join(',')}) is in its hard affinity (${hard!.join(',')})` : `cpupool '${pool.name}' has no cpus`);
+    }
+    return cpus;
+  }
+
   /**
-   * Places each vCPU of a new domain on the least-loaded worker (counting
-   * vCPUs already placed, this domain's included), so a domain's vCPUs run in
-   * parallel when there are workers for them.
+   * Places each vCPU of a new domain on the least-loaded pCPU of its cpupool
+   * within its hard affinity, preferring its soft affinity (counting vCPUs
+   * already placed, this domain's included), so a domain's vCPUs run in
+   * parallel when there are pCPUs for them.
    */
-  private place(nrVcpus: number, oneWorker = false): number[] {
+  private place(rec: DomainRecord): number[] {
     const load = new Array<number>(this.nrPcpus).fill(0);
     for (const r of this.domains.values()) for (const p of r.placement) load[p]!++;
+    const pool = this.cpupools.get(rec.pool);
     const out: number[] = [];
-    if (oneWorker) {
-      // A software-CPU domain's vCPUs share one worker (see Domain: locked instructions are atomic only there).
-      let best = 0;
-      for (let i = 1; i < load.length; i++) if (load[i]! < load[best]!) best = i;
-      return new Array<number>(nrVcpus).fill(best);
-    }
-    for (let v = 0; v < nrVcpus; v++) {
-      let best = 0;
-      for (let i = 1; i < load.length; i++) if (load[i]! < load[best]!) best = i;
+    for (let v = 0; v < rec.shared.nrVcpus; v++) {
+      const hard = this.candidates(pool, rec.hard[v] ?? null, v);
+      const soft = rec.soft[v];
+      const preferred = soft ? hard.filter((c) => soft.includes(c)) : [];
+      const from = preferred.length ? preferred : hard;
+      let best = from[0]!;
+      for (const c of from) if (load[c]! < load[best]!) best = c;
       out.push(best);
       load[best]!++;
     }
@@ -457,7 +522,234 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     return true;
   }
 
+  /** tot_pages: the builder's RAM until the domain starts, then what the hypervisor accounts. */
+  private totPagesOf(r: DomainRecord): number {
+    return r.pcpu < 0 ? r.memoryKiB / 4 : r.shared.get('totPages');
+  }
+
+  private maxPagesOf(r: DomainRecord): number {
+    return r.pcpu < 0 ? r.maxPages : r.shared.get('maxPages');
+  }
+
+  /** The most max_pages may be: the frames the domain's memory was made with room for. */
+  maxMemLimitKiB(domid: number): number {
+    return this.record(domid).maxPages * 4;
+  }
+
+  /**
+   * XEN_DOMCTL_max_mem: the reservation limit populate_physmap and
+   * increase_reservation enforce from the next call on. Frames already held
+   * above it stay (Xen takes nothing back). Above the room the domain's
+   * memory was made with it is a RangeError: nothing could back the frames.
+   */
+  setMaxMem(domid: number, kib: number): void {
+    const r = this.record(domid);
+    const pages = Math.ceil(kib / 4);
+    if (!Number.isInteger(pages) || pages < 0 || pages > r.maxPages) {
+      throw new RangeError(`max memory ${kib} KiB: d${domid}'s memory was made for at most ${r.maxPages * 4} KiB`);
+    }
+    r.shared.set('maxPages', pages);
+  }
+
+  /**
+   * The domain's physmap as its home worker has it now (the worker that
+   * changes it); for a paused domain it then stays so. Rejects if the worker
+   * does not answer within `timeoutMs` (the domain went away meanwhile).
+   */
+  queryPhysmap(domid: number, timeoutMs = 5000): Promise<Segment[]> {
+    const r = this.record(domid);
+    if (r.pcpu < 0) return Promise.reject(new Error(`d${domid} has not started`));
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        const list = this.physmapQueries.get(domid);
+        if (list) this.physmapQueries.set(domid, list.filter((w) => w !== done));
+        reject(new Error(`d${domid}: its pCPU worker did not report the physmap within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const done = (segments: Segment[]): void => { clearTimeout(t); resolve(segments); };
+      const list = this.physmapQueries.get(domid) ?? [];
+      list.push(done);
+      this.physmapQueries.set(domid, list);
+      this.send(r.pcpu, { type: 'physmap-query', domid });
+    });
+  }
+
+  /**
+   * Each vCPU's registers as KVM holds them (kvm_regs and kvm_sregs), for a
+   * domain whose vCPUs are all out of KVM_RUN (paused, or shut down). The
+   * kvm_run page is mapped here as well: after an exit its sync area has the
+   * state KVM left plus what the worker wrote back (a hypercall's result),
+   * which KVM_GET_REGS would not show until the next entry; a vCPU never
+   * entered has its initial state in KVM only.
+   */
+  vcpuRegisters(domid: number): { regs: Uint8Array; sregs: Uint8Array }[] {
+    const r = this.record(domid);
+    if (!r.vm) throw new Error(`d${domid} has no KVM vCPUs to read`);
+    for (let v = 0; v < r.shared.nrVcpus; v++) {
+      if (r.shared.vcpu(v, 'state') === RUNSTATE.running) throw new Error(`d${domid} vCPU ${v} is running: pause the domain first`);
+    }
+    const size = r.vm.kvm.vcpuMmapSize;
+    return r.vcpuFds.map((fd) => {
+      // our own read-only view of the kvm_run page: nothing here can disturb the vCPU the worker runs
+      const p = libc.mmap(null, size, libc.PROT_READ, libc.MAP_SHARED, fd, 0);
+      if (libc.isMapFailed(p)) throw new libc.OsError('mmap(kvm_run)', libc.errno());
+      try {
+        const run = new Uint8Array(libc.view(p, size));
+        if (new DataView(run.buffer).getUint32(RUN.exit_reason, true) !== 0) {
+          const base = RUN.sync_regs;
+          return { regs: run.slice(base + SYNC.regs, base + SYNC.regs + KVM_REGS_SIZE), sregs: run.slice(base + SYNC.sregs, base + SYNC.sregs + KVM_SREGS_SIZE) };
+        }
+        const regs = new Uint8Array(KVM_REGS_SIZE);
+        const sregs = new Uint8Array(KVM_SREGS_SIZE);
+        libc.check(libc.ioctlPtr(fd, KVM_GET_REGS, regs), 'KVM_GET_REGS');
+        libc.check(libc.ioctlPtr(fd, KVM_GET_SREGS, sregs), 'KVM_GET_SREGS');
+        return { regs, sregs };
+      } finally {
+        libc.munmap(p, size);
+      }
+    });
+  }
+
+  /** A copy of the domain's shared_info page (Xen-owned, wherever the guest mapped it). */
+  sharedInfoCopy(domid: number): Uint8Array {
+    const r = this.record(domid);
+    const off = r.shared.get('sharedInfoOffset');
+    return r.mem.bytes.slice(off, off + PAGE_SIZE);
+  }
+
   /** Destroys a domain (any state); resolves when its worker has released it. */
+  // --- scheduling (XEN_DOMCTL_scheduler_op, XEN_SYSCTL_scheduler_op) ---------
+
+  /** XEN_DOMCTL_SCHEDOP_putinfo: a domain's (or one vCPU's) parameters under its pool's scheduler; RangeError for bad ones, which change nothing. */
+  schedAdjust(domid: number, params: SchedParams, vcpu?: number): void {
+    const r = this.domains.get(domid);
+    if (!r) throw new RangeError(`no domain ${domid}`);
+    if (vcpu !== undefined && (!Number.isInteger(vcpu) || vcpu < 0 || vcpu >= r.shared.nrVcpus)) throw new RangeError(`d${domid} has no vCPU ${vcpu}`);
+    const pool = this.cpupools.get(r.pool);
+    pool.shadow.adjust(domid, params, vcpu);
+    for (const p of pool.cpus) this.send(p, { type: 'sched-adjust', domid, params: { ...params }, vcpu });
+  }
+
+  /** XEN_DOMCTL_SCHEDOP_getinfo, with the scheduler it is under. */
+  schedParams(domid: number, vcpu?: number): SchedParams {
+    const r = this.domains.get(domid);
+    if (!r) throw new RangeError(`no domain ${domid}`);
+    return this.cpupools.get(r.pool).shadow.params(domid, vcpu);
+  }
+
+  /** The cpupool a domain is in. */
+  domainPool(domid: number): number {
+    const r = this.domains.get(domid);
+    if (!r) throw new RangeError(`no domain ${domid}`);
+    return r.pool;
+  }
+
+  /** XEN_SYSCTL_SCHEDOP_putinfo for credit2 (ratelimit_us) and credit (tslice_ms, ratelimit_us). */
+  schedPoolSet(poolId: number, p: { ratelimitUs?: number; tsliceMs?: number }): void {
+    const pool = this.cpupools.get(poolId);
+    const sh = pool.shadow;
+    if (sh instanceof Credit2) {
+      if (p.tsliceMs !== undefined) throw new RangeError('credit2 has no tslice_ms');
+      if (p.ratelimitUs !== undefined) sh.setRatelimit(p.ratelimitUs);
+    } else if (sh instanceof Credit) sh.setPoolParams(p);
+    else throw new RangeError(`the ${pool.sched} scheduler has no pool parameters`);
+    for (const c of pool.cpus) this.send(c, { type: 'sched-pool', ...this.schedPoolGet(poolId) });
+  }
+
+  schedPoolGet(poolId: number): { ratelimitUs?: number; tsliceMs?: number } {
+    const sh = this.cpupools.get(poolId).shadow;
+    if (sh instanceof Credit2) return { ratelimitUs: sh.ratelimitUs };
+    if (sh instanceof Credit) return sh.poolParams;
+    return {};
+  }
+
+  /**
+   * xc_sched_arinc653_schedule_set: every pCPU of the pool gets the schedule
+   * with the same epoch (the next millisecond boundary but one from now), so
+   * their frames stay in step.
+   */
+  setArinc653Schedule(s: Arinc653Schedule, poolId = 0): bigint {
+    const pool = this.cpupools.get(poolId);
+    if (pool.sched !== 'arinc653') throw new RangeError(`cpupool '${pool.name}' runs ${pool.sched}, not arinc653`);
+    checkSchedule(s);
+    const epoch = (systemTimeNs(this.timeBase) / 1_000_000n + 2n) * 1_000_000n;
+    const schedule = { majorFrame: s.majorFrame, entries: s.entries.map((e) => ({ ...e })) };
+    pool.arinc653 = { schedule, epoch };
+    for (const p of pool.cpus) this.send(p, { type: 'sched-arinc653', schedule, epoch });
+    return epoch;
+  }
+
+  /** xc_sched_arinc653_schedule_get. */
+  getArinc653Schedule(poolId = 0): { schedule: Arinc653Schedule; epoch: bigint } | null {
+    return this.cpupools.get(poolId).arinc653;
+  }
+
+  // --- cpupools (XEN_SYSCTL_cpupool_op) ---------------------------------------
+
+  /** Pools with their domain counts. */
+  cpupoolList(): (CpupoolInfo & { domains: number })[] {
+    return this.cpupools.list().map((p) => ({ ...p, domains: this.poolDomains(p.id).length }));
+  }
+
+  private poolDomains(id: number): number[] {
+    return [...this.domains.values()].filter((r) => r.pool === id).map((r) => r.domid);
+  }
+
+  cpupoolCreate(name: string, sched: string): number {
+    return this.cpupools.create(name, sched).id;
+  }
+
+  /** libxl_cpupool_destroy: with no domains left, its pCPUs become free and the pool goes. */
+  cpupoolDestroy(id: number): void {
+    const pool = this.cpupools.get(id);
+    const n = this.poolDomains(id).length;
+    if (id !== 0 && !n) for (const c of [...pool.cpus]) this.cpupools.removeCpu(id, c, null, 0);
+    this.cpupools.destroy(id, n);
+  }
+
+  cpupoolRename(id: number, name: string): void {
+    this.cpupools.rename(id, name);
+  }
+
+  /** A free pCPU joins a pool: its worker switches to the pool's scheduler, with the pool's parameters. */
+  cpupoolCpuAdd(id: number, cpu: number): void {
+    const pool = this.cpupools.addCpu(id, cpu);
+    const params: { domid: number; vcpu?: number; params: SchedParams }[] = [];
+    for (const domid of this.poolDomains(id)) {
+      params.push({ domid, params: pool.shadow.params(domid) });
+      if (pool.sched === 'rtds') for (let v = 0; v < this.domains.get(domid)!.shared.nrVcpus; v++) params.push({ domid, vcpu: v, params: pool.shadow.params(domid, v) });
+    }
+    this.send(cpu, { type: 'sched-set', sched: pool.sched, pool: this.schedPoolGet(id), params, arinc653: pool.arinc653 });
+  }
+
+  /** The pCPU leaves the pool, free; refused while vCPUs are placed on it (they are not moved between pCPUs). */
+  cpupoolCpuRemove(id: number, cpu: number): void {
+    const on = [...this.domains.values()].filter((r) => r.placement.includes(cpu)).map((r) => `d${r.domid}`);
+    this.cpupools.removeCpu(id, cpu, on.length ? `vCPUs of ${on.join(', ')} (xenode does not move a placed vCPU)` : null, this.poolDomains(id).length);
+  }
+
+  /** xl cpupool-migrate: a domain not yet placed on pCPUs changes pool (a running one would need its vCPUs moved). */
+  cpupoolMigrate(domid: number, id: number): void {
+    const r = this.domains.get(domid);
+    if (!r) throw new RangeError(`no domain ${domid}`);
+    const pool = this.cpupools.get(id);
+    if (r.pool === id) return;
+    if (r.pcpu >= 0) throw new CpupoolError('EBUSY', `d${domid} is running on pCPUs of cpupool '${this.cpupools.get(r.pool).name}': xenode does not move a placed vCPU`);
+    for (let v = 0; v < r.shared.nrVcpus; v++) this.candidates(pool, r.hard[v] ?? null, v);
+    r.pool = id;
+  }
+
+  /** Turns the scheduling trace on or off on every pCPU (xentrace starting and stopping). */
+  setSchedTrace(on: boolean): void {
+    for (const t of this.traces) t.enabled = on;
+  }
+
+  /** The trace records of one pCPU written after `since` (see TraceRing.read). */
+  readSchedTrace(pcpu: number, since = 0): { records: TraceRecord[]; next: number; lost: number } {
+    const t = this.traces[pcpu];
+    if (!t) throw new RangeError(`no pCPU ${pcpu}`);
+    return t.read(since);
+  }
+
   destroy(domid: number): Promise<void> {
     const r = this.domains.get(domid);
     if (!r) return Promise.resolve();
@@ -513,22 +805,33 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const r = this.domains.get(domid);
     if (!r) return null;
     let online = 0;
-    for (let v = 0; v < r.shared.nrVcpus; v++) if (r.shared.vcpu(v, 'state') !== RUNSTATE.offline) online++;
+    for (let v = 0; v < r.shared.nrVcpus; v++) if (this.vcpuUp(r, v)) online++;
     return {
       domid, name: r.name, state: r.shared.get('state'), paused: r.shared.get('pauseCount') > 0,
       shutdownReason: r.shared.get('shutdownReason'), vcpus: r.shared.nrVcpus, onlineVcpus: online,
-      cpuTimeUs: r.shared.cpuTimeUs(this.nowUs()), memoryKiB: r.memoryKiB,
+      cpuTimeUs: r.shared.cpuTimeUs(this.nowUs()), memoryKiB: this.totPagesOf(r) * 4, maxMemKiB: this.maxPagesOf(r) * 4,
     };
   }
 
-  /** Per-vCPU state (xl vcpu-list): run state, the pCPU it is placed on, time run. */
+  /**
+   * Is the vCPU up (Xen: no VPF_down)? A shut-down domain's vCPUs are
+   * stopped, not down, so Xen still counts them online and xl list shows a
+   * preserved domain's vCPUs; their run state here is offline all the same.
+   */
+  private vcpuUp(r: DomainRecord, v: number): boolean {
+    const st = r.shared.get('state');
+    if (st === DOMSTATE.shutdown || st === DOMSTATE.crashed) return v === 0 || (r.shared.vcpu(v, 'flags') & VCPU_FLAG_INITIALISED) !== 0;
+    return r.shared.vcpu(v, 'state') !== RUNSTATE.offline;
+  }
+
+  /** Per-vCPU state (xl vcpu-list): run state, the pCPU it is placed on, time run, whether it is up. */
   vcpus(domid: number): VcpuInfoSummary[] {
     const r = this.domains.get(domid);
     if (!r) return [];
     const out: VcpuInfoSummary[] = [];
     const now = this.nowUs();
     for (let v = 0; v < r.shared.nrVcpus; v++) {
-      out.push({ vcpu: v, state: r.shared.vcpu(v, 'state'), pcpu: r.shared.vcpu(v, 'pcpu'), cpuTimeUs: r.shared.vcpuCpuTimeUs(v, now) });
+      out.push({ vcpu: v, state: r.shared.vcpu(v, 'state'), pcpu: r.shared.vcpu(v, 'pcpu'), cpuTimeUs: r.shared.vcpuCpuTimeUs(v, now), up: this.vcpuUp(r, v) });
     }
     return out;
   }

@@ -82,6 +82,7 @@ function releasePage(d: Domain, hp: number): void {
   if (kind === 'ram' || kind === 'pool') {
     d.mem.discard(hp * PAGE_SIZE, PAGE_SIZE);
     if (kind === 'pool') d.physmap.freePoolPage(hp);
+    else d.physmap.freeRamPage(hp);
     d.totPages--;
   }
 }

@@ -5,6 +5,7 @@
 import type { DomainSpec } from './domain.js';
 import type { CallerContext } from './hypercall.js';
 import type { Segment } from './physmap.js';
+import type { Arinc653Schedule } from './sched/arinc653.js';
 
 /**
  * A hypercall a vCPU made on a worker other than its domain's home, performed
@@ -32,6 +33,16 @@ export type MainToWorker =
   /** A domain exists (on whichever worker): enough to deliver events to it from this one. */
   | { type: 'known'; domid: number; sharedSab: SharedArrayBuffer; memFd: number; bytes: number }
   | { type: 'forget'; domid: number }
+  /** XEN_DOMCTL_SCHEDOP_putinfo, checked by the main thread already. */
+  | { type: 'sched-adjust'; domid: number; params: Record<string, number>; vcpu?: number }
+  /** The ARINC 653 schedule, with the system time its first major frame starts (the same for every pCPU). */
+  | { type: 'sched-arinc653'; schedule: Arinc653Schedule; epoch: bigint }
+  /** The home worker answers with its physmap (physmap-report): the toolstack's view of a paused domain's memory (dump-core). */
+  | { type: 'physmap-query'; domid: number }
+  /** The pCPU joined a cpupool: its scheduler, the pool's parameters and its domains' (it holds no vCPU yet). */
+  | { type: 'sched-set'; sched: string; pool: { ratelimitUs?: number; tsliceMs?: number }; params: { domid: number; vcpu?: number; params: Record<string, number> }[]; arinc653: { schedule: Arinc653Schedule; epoch: bigint } | null }
+  /** XEN_SYSCTL_SCHEDOP_putinfo: the pool's ratelimit / timeslice. */
+  | { type: 'sched-pool'; ratelimitUs?: number; tsliceMs?: number }
   | Relay
   | { type: 'stop' };
 
@@ -41,5 +52,6 @@ export type WorkerToMain =
   | { type: 'console'; domid: number; source: 'console_io' | 'debugport'; text: string; eol: boolean }
   | { type: 'shutdown'; domid: number; reason: number; detail: string }
   | { type: 'destroyed'; domid: number; pcpu: number }
+  | { type: 'physmap-report'; domid: number; segments: Segment[] }
   | Relay
   | { type: 'log'; level: 'info' | 'warn' | 'error'; text: string };

@@ -29,7 +29,11 @@ import { VCPU_FLAG_WAKE } from './shared.js';
 import { setConsoleSink, emitConsoleBytes, flushConsole } from './console.js';
 import type { TimeBase } from './time.js';
 import type { SchedulerPolicy } from './sched/scheduler.js';
-import { RoundRobin } from './sched/rr.js';
+import { createScheduler, DEFAULT_SCHEDULER } from './sched/schedulers.js';
+import { TraceRing } from './sched/trace.js';
+import { Arinc653 } from './sched/arinc653.js';
+import { Credit2 } from './sched/credit2.js';
+import { Credit } from './sched/credit.js';
 import { PAGE_SIZE } from './abi/xen.js';
 import { Vlapic, ipiTargets, acceptInterrupt, setIrq, type Ipi } from './x86/vlapic.js';
 import type { WorkerToMain, MainToWorker, ForwardedCall, ForwardedResult, Relay } from './messages.js';
@@ -51,10 +55,14 @@ export interface PcpuInit {
   dom0Sab: SharedArrayBuffer;
   dom0Mem: SharedArrayBuffer;
   timeBase: TimeBase;
-  /** Scheduler time slice (ns). */
+  /** Scheduler time slice (ns), for the rr policy. */
   sliceNs: number;
   /** The domains run on KVM (else on the software CPU only, and /dev/kvm may be absent). */
   kvm: boolean;
+  /** The pool's scheduler (Xen's opt_name; default credit2). */
+  sched?: string;
+  /** This pCPU's scheduling trace ring (see sched/trace.ts). */
+  traceSab?: SharedArrayBuffer;
 }
 
 const IA32_TSC = 0x10;
@@ -69,12 +77,6 @@ const SCHEDOP_WATCHDOG = 6;
  * the pCPU timer stands in for it.
  */
 const WINDOW_POLL_NS = 50_000n;
-/**
- * A vCPU woken while another runs on this pCPU gets it once the runner has
- * had this long in its slice (credit2's default ratelimit, 1 ms), instead of
- * at the end of the slice: wake-up latency for I/O and timers.
- */
-const RATELIMIT_NS = 1_000_000n;
 
 class Pcpu {
   readonly kvm: Kvm | null;
@@ -83,8 +85,11 @@ class Pcpu {
   readonly host: HostShared;
   readonly domains = new Map<number, Domain>();
   readonly dom0: core.EvtchnDomain;
-  /** The scheduling policy that owns this pCPU's runqueue. */
-  readonly sched: SchedulerPolicy;
+  /** The scheduling policy that owns this pCPU's runqueue (its cpupool's scheduler). */
+  sched: SchedulerPolicy;
+  readonly trace: TraceRing | null;
+  /** The vCPU last switched to, for the trace (null: idle). */
+  private traced: VCpu | null = null;
   current: VCpu | null = null;
   readonly runMask: Uint8Array;
   readonly tid: number;
@@ -113,7 +118,9 @@ class Pcpu {
     this.dom0Doorbell = new Int32Array(init.dom0Mem, DOM0_DOORBELL, 1);
     this.timer = new KickTimer(this.tid);
     this.sliceNs = BigInt(init.sliceNs);
-    this.sched = new RoundRobin(this.sliceNs);
+    this.sched = createScheduler(init.sched ?? DEFAULT_SCHEDULER, { sliceNs: this.sliceNs });
+    this.trace = init.traceSab ? new TraceRing(init.traceSab) : null;
+    this.sched.trace = this.trace;
     this.installHooks();
   }
 
@@ -223,7 +230,7 @@ class Pcpu {
     v.runstateState = RUNSTATE.offline;
     v.runstateEntry = now;
     this.runstate(v, RUNSTATE.runnable, now);
-    if (v.dom.isRunnable()) this.sched.insert(v);
+    if (v.dom.isRunnable()) this.sched.insert(v, now);
   }
 
   /** Takes a vCPU offline (VCPUOP_down, HLT with interrupts off); the runqueue drops it at the next pick. */
@@ -263,8 +270,10 @@ class Pcpu {
       v.pollPorts = null;
       v.dom.shared.setVcpu(v.id, 'pollMask', 0);
     }
-    this.runstate(v, RUNSTATE.runnable, v.dom.now());
-    if (v !== this.current) this.sched.insert(v);
+    const now = v.dom.now();
+    this.runstate(v, RUNSTATE.runnable, now);
+    this.trace?.record('wake', now, v.dom.domid, v.id);
+    if (v !== this.current) this.sched.insert(v, now);
   }
 
   // --- domain lifecycle ---------------------------------------------------
@@ -287,7 +296,7 @@ class Pcpu {
       if (!v.online) continue;
       v.runstateEntry = d.now();
       this.runstate(v, RUNSTATE.runnable, d.now());
-      this.sched.insert(v);
+      this.sched.insert(v, d.now());
     }
   }
 
@@ -306,11 +315,6 @@ class Pcpu {
       // the same MSRs KVM's filter sends to user space
       msrExits: (i) => i === XEN_HYPERCALL_MSR || Vlapic.handlesMsr(i),
     };
-  }
-
-  /** Arms the pCPU timer (absolute monotonic ns, 0 = off): it kicks this thread, or the software CPU's helper. */
-  private armTimer(ns: bigint): void {
-    this.timer.arm(ns);
   }
 
   /** Xen's domain_shutdown: latch the reason (shutdown_code wins), stop the vCPUs, tell the toolstack. */
@@ -395,7 +399,7 @@ class Pcpu {
         // pauseCount lives in the shared header; the message just makes us look again.
         const d = this.domains.get(m.domid);
         if (d && m.type === 'unpause' && d.isRunnable()) {
-          for (const v of d.vcpus) if (v.online && !v.blocked) this.sched.insert(v);
+          for (const v of d.vcpus) if (v.online && !v.blocked) this.sched.insert(v, d.now());
         }
         return;
       }
@@ -428,12 +432,40 @@ class Pcpu {
         }
         return;
       }
+      case 'physmap-query': {
+        const d = this.domains.get(m.domid);
+        if (d?.isHome) this.post({ type: 'physmap-report', domid: d.domid, segments: d.physmap.segments().map((x) => ({ ...x, slot: -1 })) });
+        return;
+      }
       case 'forget': {
         const r = this.remote.get(m.domid);
         r?.mem?.close();
         this.remote.delete(m.domid);
+        this.sched.removeDomain(m.domid); // parameters it was given without hosting it
         return;
       }
+      case 'sched-adjust':
+      case 'sched-arinc653':
+      case 'sched-set':
+      case 'sched-pool':
+        try {
+          if (m.type === 'sched-adjust') this.sched.adjust(m.domid, m.params, m.vcpu);
+          else if (m.type === 'sched-arinc653') (this.sched as Arinc653).setSchedule(m.schedule, m.epoch);
+          else if (m.type === 'sched-pool') configurePool(this.sched, m);
+          else {
+            // Only a pCPU holding no vCPU changes pool, so no runqueue is lost here.
+            if (this.domains.size) throw new Error(`cannot change scheduler with ${this.domains.size} domain(s) here`);
+            const s = createScheduler(m.sched, { sliceNs: this.sliceNs });
+            configurePool(s, m.pool);
+            for (const p of m.params) s.adjust(p.domid, p.params, p.vcpu);
+            if (m.arinc653 && s instanceof Arinc653) s.setSchedule(m.arinc653.schedule, m.arinc653.epoch);
+            s.trace = this.trace;
+            this.sched = s;
+          }
+        } catch (e) {
+          this.post({ type: 'log', level: 'error', text: `pCPU ${this.init.pcpu}: ${m.type}: ${e instanceof Error ? e.message : String(e)}` });
+        }
+        return;
     }
   }
 
@@ -530,9 +562,14 @@ class Pcpu {
       const nextTimer = this.runTimers();
       const v = this.pick();
       if (!v) {
+        if (this.traced) this.trace?.record('switch', this.nowSys(), 0x7fff, -1);
+        this.traced = null;
         this.armed = 0n;
-        this.armTimer(0n);
-        const wait = nextTimer === 0n ? Infinity : Math.max(0, Number(nextTimer - this.nowSys()) / 1e6);
+        this.timer.arm(0n);
+        // The policy may want to look again before any guest timer (a window boundary, a replenishment).
+        const decide = this.sched.nextDecision(this.nowSys());
+        const next = decide !== 0n && (nextTimer === 0n || decide < nextTimer) ? decide : nextTimer;
+        const wait = next === 0n ? Infinity : Math.max(0, Number(next - this.nowSys()) / 1e6);
         if (wait > 0) Atomics.wait(words, this.doorbell, seen, wait);
         continue;
       }
@@ -560,6 +597,8 @@ class Pcpu {
     const start = d.now();
     this.current = v;
     this.wokeDuringSlice = false;
+    if (this.traced !== v) this.trace?.record('switch', start, d.domid, v.id);
+    this.traced = v;
     v.yielded = false;
     const h = (v.hcall ??= new Hcall(d, v));
     // Everything that touches the guest's state is in here: a bug of ours ends the domain, not the pCPU.
@@ -586,7 +625,7 @@ class Pcpu {
           continue;
         }
         if (this.handleExit(v, h, x)) break;
-        if (this.wokeDuringSlice && this.preemptForWoken(start, d.now())) break;
+        if (this.wokeDuringSlice && this.preemptForWoken(v, start, d.now())) break;
         if (this.timersDirty) {
           this.timersDirty = false;
           this.armPreemption(v, start, this.runTimers());
@@ -608,6 +647,9 @@ class Pcpu {
   private endSlice(v: VCpu): void {
     const d = v.dom;
     const now = d.now();
+    const runnable = !d.stopping && v.online && d.state === DOMSTATE.running && !v.awaitingHome && !v.blocked;
+    this.sched.descheduled(v, now, runnable && d.isRunnable());
+    if (v.blocked) this.trace?.record('block', now, d.domid, v.id);
     if (d.stopping || !v.online || d.state !== DOMSTATE.running) return;
     if (v.awaitingHome) {
       this.runstate(v, RUNSTATE.runnable, now);
@@ -616,7 +658,7 @@ class Pcpu {
     if (v.blocked) this.runstate(v, RUNSTATE.blocked, now);
     else {
       this.runstate(v, RUNSTATE.runnable, now);
-      if (d.isRunnable()) this.sched.insert(v);
+      if (d.isRunnable()) this.sched.insert(v, now);
     }
   }
 
@@ -629,7 +671,7 @@ class Pcpu {
     let deadline = slice ? start + slice : 0n;
     if (nextTimer !== 0n && (deadline === 0n || nextTimer < deadline)) deadline = nextTimer;
     this.armed = deadline;
-    this.armTimer(deadline === 0n ? 0n : deadline + this.init.timeBase.bootNs);
+    this.timer.arm(deadline === 0n ? 0n : deadline + this.init.timeBase.bootNs);
   }
 
   /** System time the pCPU timer is armed for (0 = not armed). */
@@ -637,14 +679,17 @@ class Pcpu {
   /** A vCPU became runnable while the current one runs. */
   private wokeDuringSlice = false;
 
-  /** True when the current vCPU should make way for one woken meanwhile; else arms the timer for when it should. */
-  private preemptForWoken(start: bigint, now: bigint): boolean {
+  /** A vCPU woke meanwhile: asks the policy again; true when the current vCPU should make way now, else arms the timer for when. */
+  private preemptForWoken(v: VCpu, start: bigint, now: bigint): boolean {
     if (!this.wokeDuringSlice) return false;
-    const t = start + RATELIMIT_NS;
+    this.wokeDuringSlice = false;
+    const slice = this.sched.slice(v, start);
+    if (slice === 0n) return false;
+    const t = start + slice;
     if (now >= t) return true;
     if (this.armed === 0n || this.armed > t) {
       this.armed = t;
-      this.armTimer(t + this.init.timeBase.bootNs);
+      this.timer.arm(t + this.init.timeBase.bootNs);
     }
     return false;
   }
@@ -654,7 +699,7 @@ class Pcpu {
     const t = now + WINDOW_POLL_NS;
     if (this.armed !== 0n && this.armed <= t) return;
     this.armed = t;
-    this.armTimer(t + this.init.timeBase.bootNs);
+    this.timer.arm(t + this.init.timeBase.bootNs);
   }
 
   /** After a kick: look at mail, timers, wakes. True if the vCPU should give up the pCPU. */
@@ -666,7 +711,7 @@ class Pcpu {
     if (slice !== 0n && v.dom.now() - start >= slice) return true;
     // Someone may have become runnable meanwhile: make sure the slice will end.
     this.armPreemption(v, start, nextTimer);
-    return this.preemptForWoken(start, v.dom.now());
+    return this.preemptForWoken(v, start, v.dom.now());
   }
 
   /**
@@ -901,7 +946,7 @@ class Pcpu {
     v.awaitingHome = false;
     h.continuation = m.continuation ? new Map(m.continuation) : null;
     endHypercall(h, m.result);
-    if (d.isRunnable() && v.online && !v.blocked) this.sched.insert(v);
+    if (d.isRunnable() && v.online && !v.blocked) this.sched.insert(v, d.now());
   }
 
   /** WRMSR to the hypercall MSR: page GPA | index (only index 0 exists). */
@@ -934,6 +979,12 @@ class Pcpu {
     const hex = bytes ? Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join(' ') : '(unreadable)';
     return `${x.detail} on vCPU ${v.id} at rip 0x${rip.toString(16)}, CPL ${v.hw.cpl}: bytes ${hex}`;
   }
+}
+
+/** A pool's ratelimit / timeslice, for the policies that have them. */
+function configurePool(s: SchedulerPolicy, p: { ratelimitUs?: number; tsliceMs?: number }): void {
+  if (s instanceof Credit2 && p.ratelimitUs !== undefined) s.setRatelimit(p.ratelimitUs);
+  else if (s instanceof Credit) s.setPoolParams({ ratelimitUs: p.ratelimitUs, tsliceMs: p.tsliceMs });
 }
 
 if (parentPort && workerData && (workerData as { kind?: string }).kind === 'pcpu') {

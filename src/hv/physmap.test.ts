@@ -265,6 +265,16 @@ describe('physmap: populate pool', () => {
     assert.equal(pm.allocPoolPage(), -1);
   });
 
+  test('RAM frames given back become free to populate again; nothing but RAM is taken that way', () => {
+    const pm = new Physmap({ ramPages: 16, maxGrantFrames: 1, poolPages: 0 });
+    pm.freeRamPage(15);
+    pm.freeRamPage(pm.sharedInfoPage);
+    pm.freeRamPage(16);
+    pm.freeRamPage(-1);
+    assert.equal(pm.allocPoolPage(), 15);
+    assert.equal(pm.allocPoolPage(), -1);
+  });
+
   test('a domain without a pool has none', () => {
     const pm = new Physmap({ ramPages: 16, maxGrantFrames: 1, poolPages: 0 });
     assert.equal(pm.allocPoolPage(), -1);

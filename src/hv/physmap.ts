@@ -170,6 +170,16 @@ export class Physmap {
     if (hp >= this.poolBase && hp < this.totalPages) this.poolFree.push(hp);
   }
 
+  /**
+   * A RAM frame the guest gave back (decrease_reservation, or displaced by
+   * a mapping) becomes free for populate_physmap like a pool page, as Xen's
+   * freed frames go back to its heap: a domain that balloons down can
+   * balloon up again within max_pages.
+   */
+  freeRamPage(hp: number): void {
+    if (hp >= 0 && hp < this.layout.ramPages) this.poolFree.push(hp);
+  }
+
   /** Snapshot of the segments (for tests and for handing the map to another thread). */
   segments(): readonly Segment[] {
     return this.segs;

@@ -2,7 +2,7 @@
 
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
-import { DomainShared, RUNSTATE, VCPU_FLAG_INITIALISED } from './shared.js';
+import { FIFO_PORT_WORDS, DomainShared, RUNSTATE, VCPU_FLAG_INITIALISED } from './shared.js';
 import { bindVirq, close, raiseVirq, VIRQ, type EvtchnHost } from './evtchn_core.js';
 
 const host: EvtchnHost = { lookup: () => null, upcall: () => {}, wakePollers: () => {} };
@@ -29,7 +29,8 @@ test('the VIRQ table does not overlap the port table or the vCPU records', () =>
   assert.equal(s.vcpu(1, 'state'), RUNSTATE.offline);
   assert.equal(s.w[s.portIndex(1023) + 3], 0, 'last port record untouched');
   assert.equal(s.lapicBase, s.virqBase + 2 * 24);
-  assert.equal(s.lapicView(1).byteOffset / 4 + s.lapicView(1).length, s.sab.byteLength / 4, 'the last LAPIC page ends the record');
+  assert.equal(s.lapicView(1).byteOffset / 4 + s.lapicView(1).length, s.fifoVcpuBase, 'the FIFO words follow the last LAPIC page');
+  assert.equal(s.fifoPortBase + 1024 * FIFO_PORT_WORDS, s.sab.byteLength / 4, 'the FIFO port words end the record');
 });
 
 test('per-vCPU flags and time accounting are per vCPU', () => {

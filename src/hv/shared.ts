@@ -8,7 +8,10 @@
 //   where shared_info lives in the domain's memfd), one record per vCPU
 //   (state, which pCPU it is on, where its vcpu_info lives, wake requests) and
 //   the event-channel port table, so any thread can deliver an event to the
-//   domain without waiting for the thread that runs it.
+//   domain without waiting for the thread that runs it. The FIFO event-channel
+//   state (evtchn_fifo.ts: where the control blocks and event array pages
+//   are, queue tails and locks, per-port priority) is there too, for the
+//   same reason.
 
 import { VLAPIC_SHARED_WORDS } from './x86/vlapic.js';
 
@@ -94,6 +97,10 @@ const HDR = {
   isConsole: 14, // console_io allowed
   callbackVector: 15, // HVM_PARAM_CALLBACK_IRQ vector (type 2), 0 = none
   hypercallPage: 16, // GFN + 1 of the hypercall page, 0 = none written yet
+  evtchnFifo: 17, // 1 once EVTCHNOP_init_control switched the domain to the FIFO ABI
+  fifoEventPages: 18, // event array pages added by EVTCHNOP_expand_array
+  maxPages: 19, // Xen's max_pages: the reservation limit (XEN_DOMCTL_max_mem sets it)
+  totPages: 20, // Xen's tot_pages: frames the domain holds now
 } as const;
 const HDR_WORDS = 24;
 
@@ -122,6 +129,20 @@ export const VCPU_FLAG_WAKE = 2;
 export const PORT_WORDS = 4;
 export const PORT = { stateVcpu: 0, remoteDom: 1, remotePort: 2, flags: 3 } as const;
 
+/**
+ * FIFO event-channel words (public/event_channel.h sizes): per vCPU where
+ * its control block is (memfd offset / 4 + 1: 32-bit words reach 8 GiB;
+ * 0 = none), then per priority queue its tail port and its spinlock; per
+ * domain where each event array page is (the same way); per port its priority, its last queue (priority | vCPU << 8)
+ * and whether it was raised while it had no event word.
+ */
+export const FIFO_QUEUES = 16;
+export const FIFO_VCPU_WORDS = 1 + 2 * FIFO_QUEUES;
+export const FIFO_VCPU = { controlBlock: 0, tail: 1, lock: 1 + FIFO_QUEUES } as const;
+export const FIFO_MAX_EVENT_PAGES = 128;
+export const FIFO_PORT_WORDS = 3;
+export const FIFO_PORT = { priority: 0, lastq: 1, savedPending: 2 } as const;
+
 export class DomainShared {
   readonly w: Int32Array;
   readonly vcpuBase: number;
@@ -132,6 +153,10 @@ export class DomainShared {
   readonly virqs: VirqTable;
   /** Each vCPU's local APIC registers (vlapic.ts), so any thread can raise an interrupt in it. */
   readonly lapicBase: number;
+  /** FIFO_VCPU_WORDS per vCPU, then FIFO_MAX_EVENT_PAGES page words, then FIFO_PORT_WORDS per port. */
+  readonly fifoVcpuBase: number;
+  readonly fifoPageBase: number;
+  readonly fifoPortBase: number;
 
   constructor(readonly sab: SharedArrayBuffer) {
     this.w = new Int32Array(sab);
@@ -141,6 +166,9 @@ export class DomainShared {
     this.virqBase = this.portBase + (this.w[HDR.maxPort]! + 1) * PORT_WORDS;
     this.virqs = new VirqTable(this.w, this.virqBase, nrVcpus);
     this.lapicBase = this.virqBase + nrVcpus * NR_VIRQ_SLOTS;
+    this.fifoVcpuBase = this.lapicBase + nrVcpus * VLAPIC_SHARED_WORDS;
+    this.fifoPageBase = this.fifoVcpuBase + nrVcpus * FIFO_VCPU_WORDS;
+    this.fifoPortBase = this.fifoPageBase + FIFO_MAX_EVENT_PAGES;
   }
 
   /** vCPU `v`'s local APIC page (VLAPIC_SHARED_WORDS words). */
@@ -157,7 +185,8 @@ export class DomainShared {
   private lapics: Int32Array[] | null = null;
 
   static create(domid: number, nrVcpus: number, maxPort: number): DomainShared {
-    const words = HDR_WORDS + nrVcpus * VCPU_WORDS + (maxPort + 1) * PORT_WORDS + nrVcpus * (NR_VIRQ_SLOTS + VLAPIC_SHARED_WORDS);
+    const words = HDR_WORDS + nrVcpus * VCPU_WORDS + (maxPort + 1) * (PORT_WORDS + FIFO_PORT_WORDS) +
+      nrVcpus * (NR_VIRQ_SLOTS + VLAPIC_SHARED_WORDS + FIFO_VCPU_WORDS) + FIFO_MAX_EVENT_PAGES;
     const sab = new SharedArrayBuffer(words * 4);
     const w = new Int32Array(sab);
     w[HDR.nrVcpus] = nrVcpus;

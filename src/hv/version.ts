@@ -7,6 +7,8 @@ import { registerHypercall, Hcall } from './hypercall.js';
 import { HYPERCALL, XEN_MAJOR, XEN_MINOR, PAGE_SIZE } from './abi/xen.js';
 import { EINVAL, ENOSYS, EPERM, XenError } from './errno.js';
 import { struct } from './abi/layout.js';
+import { statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 export const XENVER = {
   version: 0, extraversion: 1, compile_info: 2, capabilities: 3, changeset: 4, platform_parameters: 5,
@@ -31,6 +33,31 @@ export const CAPABILITIES = 'hvm-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p';
 export const CHANGESET = 'xenode';
 const DENIED = '<denied>';
 
+/**
+ * XENVER_compile_info's strings (xl info's cc_* lines): the runtime that
+ * runs the hypervisor, and when this module was compiled (its file's
+ * modification time, in the `LC_ALL=C date -u` form Xen's build records).
+ */
+export const COMPILE_INFO = {
+  compiler: `node ${process.version}`,
+  by: 'xenode',
+  domain: 'xenode',
+  date: compileDate(),
+};
+
+function compileDate(): string {
+  let t: Date;
+  try {
+    t = statSync(fileURLToPath(import.meta.url)).mtime;
+  } catch {
+    return 'unknown';
+  }
+  const day = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'][t.getUTCDay()];
+  const mon = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'][t.getUTCMonth()];
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${day} ${mon} ${String(t.getUTCDate()).padStart(2)} ${p(t.getUTCHours())}:${p(t.getUTCMinutes())}:${p(t.getUTCSeconds())} UTC ${t.getUTCFullYear()}`;
+}
+
 /** xen_feature_info {u32 submap_idx; u32 submap} (public/version.h). */
 export const FeatureInfo = struct('xen_feature_info', 8, { submap_idx: [0, 'u32'], submap: [4, 'u32'] });
 
@@ -53,10 +80,10 @@ function xenVersion(h: Hcall): number {
     case XENVER.compile_info: {
       // xen_compile_info: compiler[64], compile_by[16], compile_domain[32], compile_date[32]
       const b = new Uint8Array(144);
-      b.set(cstr(`node ${process.version}`, 64), 0);
-      b.set(cstr('xenode', 16), 64);
-      b.set(cstr('xenode', 32), 80);
-      b.set(cstr('unknown', 32), 112);
+      b.set(cstr(COMPILE_INFO.compiler, 64), 0);
+      b.set(cstr(COMPILE_INFO.by, 16), 64);
+      b.set(cstr(COMPILE_INFO.domain, 32), 80);
+      b.set(cstr(COMPILE_INFO.date, 32), 112);
       g.write(arg, b);
       return 0;
     }

@@ -5,6 +5,7 @@ import { Kvm, EXIT, EXIT_INTERRUPTED, KvmError } from './kvm.js';
 import { SharedMemory } from './memory.js';
 import { RUN, RUN_IO, REG } from './abi.js';
 import { needsKvm, flat32AtPage1 } from './testing.js';
+import { within } from '../testing/wait.js';
 
 /** A VM with 64 KiB of RAM at GPA 0 running `code` in flat 32-bit protected mode at 0x1000. */
 function tinyVm(code: number[]) {
@@ -49,7 +50,7 @@ test('a kick from another thread interrupts KVM_RUN without a JS signal handler'
   // The guest spins at CPL0 forever (jmp $); only a kick can end KVM_RUN.
   const url = new URL('./kick.fixture.js', import.meta.url);
   const w = new Worker(url);
-  const msg = await new Promise<{ ok: boolean; reason: number; kicks: number; error?: string }>((resolve, reject) => {
+  const msg = await within('the kicked worker reporting KVM_RUN\'s return', new Promise<{ ok: boolean; reason: number; kicks: number; error?: string }>((resolve, reject) => {
     w.on('message', (m: { tid?: number } & Record<string, unknown>) => {
       if (typeof m.tid === 'number') {
         // the worker is about to enter the guest; kick it after a short while
@@ -60,8 +61,7 @@ test('a kick from another thread interrupts KVM_RUN without a JS signal handler'
       } else resolve(m as never);
     });
     w.on('error', reject);
-  });
-  await w.terminate();
+  })).finally(() => w.terminate());
   assert.equal(msg.error, undefined);
   assert.equal(msg.reason, EXIT_INTERRUPTED);
   assert.equal(msg.kicks, 1, 'the pending kick was consumed exactly once');

@@ -9,6 +9,7 @@ import { Kvm, EXIT } from './kvm.js';
 import { SharedMemory } from './memory.js';
 import { RUN, RUN_MSR, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_FILTER_READ, KVM_MSR_FILTER_WRITE } from './abi.js';
 import { needsKvm, flat32AtPage1 } from './testing.js';
+import { until } from '../testing/wait.js';
 import { VmPool, type VmRecipe } from './vm_pool.js';
 
 const TRAPPED_MSR = 0x40000000;
@@ -18,16 +19,12 @@ const recipe: VmRecipe = {
 };
 const openFds = () => fs.readdirSync('/proc/self/fd').length;
 
-async function until(f: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !f(); i++) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(f(), 'timed out');
-}
 
 test('a VM from the pool comes with the recipe applied: the filtered MSR exits to user space', needsKvm(), async () => {
   const kvm = Kvm.open();
   const pool = new VmPool(kvm, recipe, 2);
   try {
-    await until(() => pool.readyCount === 2);
+    await until('the pool filling to 2 ready VMs', () => pool.readyCount === 2);
     const vm = pool.take();
     const mem = SharedMemory.create('pool-ram', 0x10000);
     try {
@@ -44,7 +41,7 @@ test('a VM from the pool comes with the recipe applied: the filtered MSR exits t
       mem.close();
     }
     // the one taken is replaced
-    await until(() => pool.readyCount === 2);
+    await until('the pool filling to 2 ready VMs', () => pool.readyCount === 2);
   } finally {
     await pool.close();
     kvm.close();
@@ -60,7 +57,7 @@ test('an empty pool makes the VM on the spot; closing the pool closes the VMs no
   vm.close();
   await none.close();
   const pool = new VmPool(kvm, recipe, 3);
-  await until(() => pool.readyCount === 3);
+  await until('the pool filling to 3 ready VMs', () => pool.readyCount === 3);
   assert.ok(openFds() >= before + 3);
   await pool.close();
   assert.equal(pool.readyCount, 0);

@@ -18,13 +18,20 @@ export interface BuildConfig {
   kernel: Uint8Array;
   memoryMiB: number;
   maxMemMiB?: number;
+  /** vCPUs online at start (xl.cfg vcpus) */
   vcpus: number;
+  /** vCPUs the domain has (xl.cfg maxvcpus, default vcpus); those past `vcpus` start offline */
+  maxVcpus?: number;
   cmdline?: string;
   ramdisk?: Uint8Array;
   maxGrantFrames?: number;
   maxEvtchnPort?: number;
   isConsole?: boolean;
   uuid?: Uint8Array;
+  /** cpupool id, and per-vCPU hard/soft affinity (see DomainCreateOptions) */
+  pool?: number;
+  hard?: (number[] | null)[];
+  soft?: (number[] | null)[];
 }
 
 export interface BuiltDomain {
@@ -67,6 +74,7 @@ export function buildConfigFor(cfg: DomainConfig): BuildConfig {
     memoryMiB: cfg.memory,
     maxMemMiB: cfg.maxmem,
     vcpus: cfg.vcpus,
+    maxVcpus: cfg.maxvcpus,
     maxGrantFrames: cfg.maxGrantFrames,
     // max_event_channels counts ports, the hypervisor takes the highest port number
     maxEvtchnPort: cfg.maxEventChannels - 1,
@@ -77,8 +85,9 @@ export function buildConfigFor(cfg: DomainConfig): BuildConfig {
 export function buildPvhDomain(hv: Hypervisor, cfg: BuildConfig): BuiltDomain {
   const image = parsePvhElf(cfg.kernel); // throws PvhLoadError with a clear message
   const b = hv.createDomain({
-    name: cfg.name, memoryMiB: cfg.memoryMiB, maxMemMiB: cfg.maxMemMiB, vcpus: cfg.vcpus,
+    name: cfg.name, memoryMiB: cfg.memoryMiB, maxMemMiB: cfg.maxMemMiB, vcpus: Math.max(cfg.vcpus, cfg.maxVcpus ?? 0),
     maxGrantFrames: cfg.maxGrantFrames, maxEvtchnPort: cfg.maxEvtchnPort, isConsole: cfg.isConsole ?? true, uuid: cfg.uuid,
+    pool: cfg.pool, hard: cfg.hard, soft: cfg.soft,
   });
   try {
     const pm = b.physmap;

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { needsKvm } from '../kvm/testing.js';
+import { until } from '../testing/wait.js';
 import { Toolstack } from './toolstack.js';
 import { VIRQ } from '../hv/evtchn_core.js';
 import { DOMSTATE } from '../hv/shared.js';
@@ -27,11 +28,11 @@ test('VIRQ_DOM_EXC fires when a domain powers off and again when it is destroyed
     });
     assert.ok(port > 0);
     const d = await ts.create({ name: 'hello', kernel: guest('hello'), memoryMiB: 4, vcpus: 1 }, () => {});
-    while (fired === 0) await new Promise((r) => setTimeout(r, 5));
+    await until('VIRQ_DOM_EXC after the guest powered off', () => fired > 0);
     assert.deepEqual(seen, [`${d.domid}:shutdown`]);
     const before = fired;
     await ts.destroy(d.domid);
-    while (fired === before) await new Promise((r) => setTimeout(r, 5));
+    await until('VIRQ_DOM_EXC after destroy', () => fired > before);
     assert.equal(ts.hv.info(d.domid), null);
     assert.throws(() => ts.hv.bindDom0Virq(VIRQ.DOM_EXC, () => {}), /already bound/);
   } finally {

@@ -16,8 +16,8 @@ for (const vcpus of [1, 2]) {
     // With a second vCPU the per-vCPU rules are checked too.
     assert.ok(v.passed >= (vcpus > 1 ? 200 : 170), `ran ${v.passed} checks`);
     for (const name of ['bind_interdomain-new-local-port-pending', 'peer-reverts-to-unbound-status', 'bind_virq-global-on-vcpu1-EINVAL',
-      'bind_ipi-no-such-vcpu-ENOENT', 'alloc_until-ENOSPC', 'max_evtchn_port-default-1023', 'init_control-ENOSYS',
-      'upcall-delivered-on-sti', 'masked-send-no-upcall', 'unmask-redelivers-upcall', 'wait_for_event-hlt-timer-wakes',
+      'bind_ipi-no-such-vcpu-ENOENT', 'alloc_until-ENOSPC', 'max_evtchn_port-default-1023', 'init_control-bad-gfn-EINVAL',
+      'upcall-delivered-on-sti', 'upcall-delivered-after-plain-sti', 'alloc_unbound-lowest-free', 'masked-send-no-upcall', 'unmask-redelivers-upcall', 'wait_for_event-hlt-timer-wakes',
       'wait_for_event-schedop_block-timer-wakes', 'reset-closes-every-port']) {
       assert.match(r.stdout, new RegExp(`^PASS ${name}$`, 'm'));
     }

@@ -17,6 +17,7 @@ test('the timer guest passes every check of timers, poll, block, pvclock, wallcl
   assert.ok(v.passed >= 100, `ran ${v.passed} checks`);
   assert.equal(v.failed, 0);
   assert.match(r.stdout, /PASS wc-matches-host/, 'the wallclock was compared with the host time given on the command line');
+  for (const c of ['periodic-first-tick-at-once', 'periodic-span-not-short', 'periodic-stopped-silent']) assert.match(r.stdout, new RegExp(`^PASS ${c}$`, 'm'));
   assert.equal(r.code, 0, 'the guest powers off when all checks pass');
 });
 

@@ -11,6 +11,7 @@ import { Toolstack } from './toolstack.js';
 import { DOMSTATE } from '../hv/shared.js';
 import { SHUTDOWN } from '../hv/sched_op.js';
 import { guest } from '../testing/xenode.js';
+import { until, within } from '../testing/wait.js';
 
 const elf = (name: string) => readFileSync(guest(name));
 
@@ -34,10 +35,10 @@ test('remote shutdown stops a blocked, a paused and a CPU-bound domain with the 
     const say = (domid: number, text: string) => said.set(domid, (said.get(domid) ?? '') + text);
     ts.hv.on('console', (domid: number, _src: string, text: string) => say(domid, text));
     const idle = await ts.create({ name: 'idle', kernel: elf('idle'), memoryMiB: 4, vcpus: 1 }, () => {});
-    while (!said.get(idle.domid)?.includes('idle: blocking')) await new Promise((r) => setTimeout(r, 5));
+    await until('the idle guest printing "idle: blocking"', () => said.get(idle.domid)?.includes('idle: blocking'));
     const idleDown = nextShutdown(ts, idle.domid);
     assert.equal(ts.hv.remoteShutdown(idle.domid, SHUTDOWN.reboot, 'xl reboot -F'), true);
-    assert.deepEqual(await idleDown, { reason: SHUTDOWN.reboot, detail: 'xl reboot -F' });
+    assert.deepEqual(await within('the idle domain shutting down', idleDown), { reason: SHUTDOWN.reboot, detail: 'xl reboot -F' });
     assert.equal(ts.hv.info(idle.domid)!.state, DOMSTATE.shutdown);
     assert.equal(ts.hv.info(idle.domid)!.shutdownReason, SHUTDOWN.reboot);
     // already shut down: nothing more happens, the first reason stays
@@ -48,16 +49,16 @@ test('remote shutdown stops a blocked, a paused and a CPU-bound domain with the 
     const paused = await ts.create({ name: 'paused', kernel: elf('hello'), memoryMiB: 4, vcpus: 1 }, (b) => say(-1, Buffer.from(b).toString()), { paused: true });
     const pausedDown = nextShutdown(ts, paused.domid);
     assert.equal(ts.hv.remoteShutdown(paused.domid, SHUTDOWN.poweroff), true);
-    assert.equal((await pausedDown).reason, SHUTDOWN.poweroff);
+    assert.equal((await within('the paused domain shutting down', pausedDown)).reason, SHUTDOWN.poweroff);
     assert.equal(said.get(paused.domid), undefined);
     assert.equal(said.get(-1), undefined);
 
     // spinning at CPL3, never leaving KVM_RUN by itself: stopped all the same
     const spin = await ts.create({ name: 'spin', kernel: elf('spin'), memoryMiB: 4, vcpus: 1 }, () => {});
-    while (ts.hv.info(spin.domid)!.cpuTimeUs < 20_000) await new Promise((r) => setTimeout(r, 5));
+    await until('the spin guest using 20 ms of CPU time', () => ts.hv.info(spin.domid)!.cpuTimeUs >= 20_000);
     const spinDown = nextShutdown(ts, spin.domid);
     assert.equal(ts.hv.remoteShutdown(spin.domid, SHUTDOWN.crash), true);
-    assert.equal((await spinDown).reason, SHUTDOWN.crash);
+    assert.equal((await within('the spinning domain shutting down', spinDown)).reason, SHUTDOWN.crash);
     assert.equal(ts.hv.info(spin.domid)!.state, DOMSTATE.crashed);
     const cpu = ts.hv.info(spin.domid)!.cpuTimeUs;
     await new Promise((r) => setTimeout(r, 50));

@@ -1,6 +1,7 @@
 // `xenode run <kernel>`: boot one domain in the foreground, stream its
-// console (console_io, the 0xE9 debug port and the PV console ring), and exit
-// with a code that says how it ended.
+// console (the PV console ring) and its lines on the hypervisor console
+// (console_io, the 0xE9 debug port) to stdout, and exit with a code that says
+// how it ended.
 
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
@@ -8,11 +9,13 @@ import { Toolstack, ToolstackDomain } from './toolstack.js';
 import { SHUTDOWN_NAMES } from '../hv/sched_op.js';
 import { PvhLoadError } from '../hv/x86/pvh.js';
 import { ACCEL_MODES, AccelError, type AccelMode } from '../hv/accel.js';
+import { EVTCHN_FIFO_NR_CHANNELS } from '../hv/abi/event_channel.js';
 
 /** Exit status of `xenode run` for each SHUTDOWN_* reason (crash distinct from poweroff). */
 export const EXIT_CODES: Record<number, number> = { 0: 0, 1: 10, 2: 11, 3: 12, 4: 13, 5: 14 };
 export const EXIT_INTERRUPTED = 130;
-const USAGE = `usage: xenode run <kernel> [--memory MiB] [--vcpus N] [--cmdline S] [--accel auto|kvm|tcg] [--quiet]
+const USAGE = `usage: xenode run <kernel> [--memory MiB] [--vcpus N] [--cmdline S] [--max-event-channels N] [--accel auto|kvm|tcg]
+                  [--quiet]
 
 Boots a PVH kernel as one domain and streams its console. Exit status:
   0 poweroff, 10 reboot, 11 suspend, 12 crash, 13 watchdog, 14 soft_reset,
@@ -28,6 +31,7 @@ export async function main(argv: string[]): Promise<number> {
         memory: { type: 'string', short: 'm', default: '32' },
         vcpus: { type: 'string', default: '1' },
         cmdline: { type: 'string', default: '' },
+        'max-event-channels': { type: 'string', default: '1024' },
         quiet: { type: 'boolean', short: 'q', default: false },
         accel: { type: 'string', default: 'auto' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -46,6 +50,12 @@ export async function main(argv: string[]): Promise<number> {
   if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 128) { console.error(`xenode run: --vcpus must be 1..128, got '${args.values.vcpus}'`); return 2; }
   const accel = args.values.accel as AccelMode;
   if (!ACCEL_MODES.includes(accel)) { console.error(`xenode run: --accel must be auto, kvm or tcg, got '${args.values.accel}'`); return 2; }
+  // xl.cfg's max_event_channels: ports 0..N-1 (above 4096 usable once the guest switches to FIFO).
+  const channels = Number(args.values['max-event-channels']);
+  if (!Number.isInteger(channels) || channels < 2 || channels > EVTCHN_FIFO_NR_CHANNELS) {
+    console.error(`xenode run: --max-event-channels must be 2..${EVTCHN_FIFO_NR_CHANNELS}, got '${args.values['max-event-channels']}'`);
+    return 2;
+  }
   let kernel: Uint8Array;
   try {
     kernel = readFileSync(kernelPath);
@@ -68,9 +78,12 @@ export async function main(argv: string[]): Promise<number> {
   const hv = ts.hv;
   if (!quiet) process.stderr.write(`(XEN) CPU: ${hv.accel.why}\n`);
   hv.on('log', (level, text) => { if (level !== 'info' || !quiet) process.stderr.write(`(XEN) ${text}\n`); });
-  hv.on('console', (_domid, _src, text, eol) => out(eol ? text + '\n' : text));
+  const merged = new MergedConsole(out);
+  // The only domain here is the one being run (its lines may come before create() returns).
+  hv.on('console', (_domid, src, text, eol) => merged.hypervisorLine(src, text, eol));
 
   let dom: ToolstackDomain;
+
   const ended = new Promise<number>((resolve) => {
     hv.on('shutdown', (domid, reason, detail) => {
       if (domid !== dom?.domid) return;
@@ -82,7 +95,7 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => resolve(EXIT_INTERRUPTED));
   });
   try {
-    dom = await ts.create({ name: 'xenode-run', kernel, memoryMiB, vcpus, cmdline: args.values.cmdline }, (b) => out(Buffer.from(b).toString('latin1')));
+    dom = await ts.create({ name: 'xenode-run', kernel, memoryMiB, vcpus, cmdline: args.values.cmdline, maxEvtchnPort: channels - 1 }, (b) => merged.ring(b));
   } catch (e) {
     await ts.shutdown();
     console.error(`xenode run: ${e instanceof PvhLoadError ? `${kernelPath}: ${e.message}` : (e as Error).message}`);
@@ -91,4 +104,80 @@ export async function main(argv: string[]): Promise<number> {
   const code = await ended;
   await ts.shutdown();
   return code;
+}
+
+/** Copies of one line on different outputs are merged when they come within this long of each other. */
+export const MERGE_WINDOW_MS = 2000;
+
+/**
+ * The domain's two outputs merged for one terminal. On Xen they are two
+ * places, `xl console` (the PV ring) and `xl dmesg` (console_io and 0xE9, as
+ * "(dN) " lines), and nobody reads both at once; but guests commonly write
+ * every line to both (Mini-OS and Solo5 do, Linux with earlyprintk=xen and
+ * console=hvc0 does while it boots, our samples with console=all write all
+ * three), so shown together every line would come two or three times.
+ *
+ * So each line is shown once, from whichever output brings it first, with
+ * no delay: a line that was shown from another output within
+ * MERGE_WINDOW_MS is that line's copy and is dropped. Ring output is written
+ * as it comes, byte for byte; only its complete lines can be recognised as
+ * copies, so a line whose start was written before its end arrived (a ring
+ * drained mid-line) is not dropped. A line repeated on one output is never
+ * merged with itself.
+ */
+export class MergedConsole {
+  /** Part of the current ring line already written out (a partial line is written at once; see ring()). */
+  private ringWritten = '';
+  /** Lines shown lately (text, when, by which outputs), oldest first. */
+  private readonly shown: { text: string; at: number; from: Set<string> }[] = [];
+
+  constructor(private readonly write: (s: string) => void, private readonly now: () => number = () => performance.now()) {}
+
+  /** Bytes from the PV console ring. */
+  ring(bytes: Uint8Array): void {
+    const lines = Buffer.from(bytes).toString('latin1').split('\n');
+    const partial = lines.pop()!;
+    for (const raw of lines) {
+      const text = (this.ringWritten + raw).replace(/\r$/, '');
+      const copy = this.ringWritten === '' && this.absorb(text, 'ring');
+      if (!copy) {
+        this.write(raw + '\n');
+        this.remember(text, 'ring');
+      }
+      this.ringWritten = '';
+    }
+    // A partial line (a prompt, or a line cut by the drain) is shown now: it cannot wait for its end.
+    if (partial) {
+      this.write(partial);
+      this.ringWritten = (this.ringWritten + partial).slice(-4096);
+    }
+  }
+
+  /** A line the domain wrote to the hypervisor console (`eol` false: a partial line flushed at its end). */
+  hypervisorLine(src: string, text: string, eol: boolean): void {
+    if (!eol) return this.write(text);
+    if (this.absorb(text, src)) return;
+    this.write(text + '\n');
+    this.remember(text, src);
+  }
+
+  /** True if `text` was shown lately from another output (this is its copy): `src` joins that line. */
+  private absorb(text: string, src: string): boolean {
+    this.prune();
+    const e = this.shown.find((x) => x.text === text && !x.from.has(src));
+    if (!e) return false;
+    e.from.add(src);
+    return true;
+  }
+
+  private remember(text: string, src: string): void {
+    this.prune();
+    this.shown.push({ text, at: this.now(), from: new Set([src]) });
+    if (this.shown.length > 256) this.shown.shift();
+  }
+
+  private prune(): void {
+    const old = this.now() - MERGE_WINDOW_MS;
+    while (this.shown.length && this.shown[0]!.at < old) this.shown.shift();
+  }
 }

@@ -54,7 +54,7 @@ export interface DomainServices {
  * Writes libxl's xenstore skeleton for a domain (xen-abi.md §6): read-only
  * nodes owned by dom0 with read access for the domain, and the writable ones.
  */
-export async function writeSkeleton(c: LocalClient, d: { domid: number; name: string; uuid: string; memoryKiB: number; maxMemKiB?: number; vcpus: number; storePort: number; storeGfn: number; consolePort: number; consoleGfn: number }): Promise<void> {
+export async function writeSkeleton(c: LocalClient, d: { domid: number; name: string; uuid: string; memoryKiB: number; maxMemKiB?: number; vcpus: number; onlineVcpus?: number; storePort: number; storeGfn: number; consolePort: number; consoleGfn: number }): Promise<void> {
   const D = d.domid;
   const dom = `/local/domain/${D}`;
   const ro = ['n0', `r${D}`];
@@ -80,7 +80,8 @@ export async function writeSkeleton(c: LocalClient, d: { domid: number; name: st
     w(`${dom}/name`, d.name);
     w(`${dom}/domid`, String(D));
     w(`${dom}/cpu`, '');
-    for (let i = 0; i < d.vcpus; i++) w(`${dom}/cpu/${i}/availability`, 'online');
+    // libxl's cpu/N/availability: the guest brings up the online ones, the rest wait for vcpu-set
+    for (let i = 0; i < d.vcpus; i++) w(`${dom}/cpu/${i}/availability`, i < (d.onlineVcpus ?? d.vcpus) ? 'online' : 'offline');
     w(`${dom}/memory`, '');
     w(`${dom}/memory/static-max`, String(d.maxMemKiB ?? d.memoryKiB));
     w(`${dom}/memory/target`, String(d.memoryKiB));
@@ -111,10 +112,10 @@ export async function writeSkeleton(c: LocalClient, d: { domid: number; name: st
 }
 
 /** Connects the console backend and xenstored to a built (not yet started) domain. */
-export async function connectServices(hv: Hypervisor, xs: Xenstored, client: LocalClient, d: BuiltDomain, opts: { name: string; uuid: string; vcpus: number; memoryKiB: number; maxMemKiB?: number; output: (b: Uint8Array) => void }): Promise<DomainServices> {
+export async function connectServices(hv: Hypervisor, xs: Xenstored, client: LocalClient, d: BuiltDomain, opts: { name: string; uuid: string; vcpus: number; onlineVcpus?: number; memoryKiB: number; maxMemKiB?: number; output: (b: Uint8Array) => void }): Promise<DomainServices> {
   const con = new ConsoleBackend(hv, d.domid, specialPageOffset(d.build, d.consoleGfn), d.consolePort, opts.output);
   try {
-    await writeSkeleton(client, { domid: d.domid, name: opts.name, uuid: opts.uuid, memoryKiB: opts.memoryKiB, maxMemKiB: opts.maxMemKiB, vcpus: opts.vcpus, storePort: d.storePort, storeGfn: d.storeGfn, consolePort: d.consolePort, consoleGfn: d.consoleGfn });
+    await writeSkeleton(client, { domid: d.domid, name: opts.name, uuid: opts.uuid, memoryKiB: opts.memoryKiB, maxMemKiB: opts.maxMemKiB, vcpus: opts.vcpus, onlineVcpus: opts.onlineVcpus, storePort: d.storePort, storeGfn: d.storeGfn, consolePort: d.consolePort, consoleGfn: d.consoleGfn });
     await client.introduce(d.domid, d.storeGfn, d.storePort);
   } catch (e) {
     con.close();

@@ -26,6 +26,10 @@ export interface ToolstackOptions {
   vmPool?: number;
   /** which CPU runs guests (default auto) */
   accel?: AccelMode;
+  /** the pCPUs' scheduler (Xen's sched=; default credit2) */
+  sched?: string;
+  /** records per pCPU scheduling trace ring (Hypervisor.start's traceRecords) */
+  traceRecords?: number;
 }
 
 export interface CreateOptions {
@@ -35,6 +39,8 @@ export interface CreateOptions {
   paused?: boolean;
   /** filled in with where the time went (ms) */
   timings?: CreateTimings;
+  /** scheduling parameters under the domain's pool's scheduler (weight, cap; period, budget, extratime) */
+  sched?: Record<string, number>;
 }
 
 export interface CreateTimings {
@@ -73,7 +79,7 @@ export class Toolstack {
   }
 
   static async start(o: ToolstackOptions = {}): Promise<Toolstack> {
-    const hv = await Hypervisor.start({ pcpus: o.pcpus, vmPool: o.vmPool, accel: o.accel });
+    const hv = await Hypervisor.start({ pcpus: o.pcpus, vmPool: o.vmPool, accel: o.accel, sched: o.sched, traceRecords: o.traceRecords });
     const builds = new Map<number, BuiltDomain>();
     const rings = new XenstoreRings(hv, (domid, gfn) => {
       const b = builds.get(domid);
@@ -94,6 +100,13 @@ export class Toolstack {
     const t0 = performance.now();
     const uuid = opts.uuid ?? randomUUID();
     const built = buildPvhDomain(this.hv, { ...cfg, uuid: cfg.uuid ?? uuidBytes(uuid) });
+    // Scheduling parameters before any worker runs it (a bad one undoes the build).
+    try {
+      if (opts.sched && Object.keys(opts.sched).length) this.hv.schedAdjust(built.domid, opts.sched);
+    } catch (e) {
+      await this.hv.destroy(built.domid);
+      throw e;
+    }
     this.builds.set(built.domid, built);
     // Handed to its pCPU now, still paused: the worker sets it up while the
     // xenstore skeleton is written, and not one guest instruction runs before
@@ -103,7 +116,7 @@ export class Toolstack {
     let services: DomainServices;
     try {
       services = await this.serialized(() => connectServices(this.hv, this.xs, this.client, built, {
-        name: cfg.name, uuid, vcpus: cfg.vcpus, memoryKiB: cfg.memoryMiB * 1024, maxMemKiB: (cfg.maxMemMiB ?? cfg.memoryMiB) * 1024, output,
+        name: cfg.name, uuid, vcpus: Math.max(cfg.vcpus, cfg.maxVcpus ?? 0), onlineVcpus: cfg.vcpus, memoryKiB: cfg.memoryMiB * 1024, maxMemKiB: (cfg.maxMemMiB ?? cfg.memoryMiB) * 1024, output,
       }));
     } catch (e) {
       this.builds.delete(built.domid);

@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { inCi } from '../../testing/peers.js';
 
 import { Struct, type Fields } from './layout.js';
 import * as xen from './xen.js';
@@ -19,7 +20,7 @@ import * as version from '../version.js';
 import * as hvm from '../hvm.js';
 import * as memory from '../memory.js';
 import * as grant from '../grant_table.js';
-import * as evtchn from '../event_channel.js';
+import * as evtchn from './event_channel.js';
 import * as sched from '../sched_op.js';
 import * as vcpu from '../vcpu_op.js';
 import * as hvmVcpu from '../x86/hvm_vcpu.js';
@@ -69,6 +70,13 @@ const C: Record<string, CSpec> = {
   evtchn_status: { c: 'struct evtchn_status', members: { u_dom: 'u.unbound.dom', u_port: 'u.interdomain.port', u_virq: 'u.virq' } },
   evtchn_bind_vcpu: { c: 'struct evtchn_bind_vcpu' },
   evtchn_reset: { c: 'struct evtchn_reset' },
+  evtchn_init_control: { c: 'struct evtchn_init_control' },
+  evtchn_expand_array: { c: 'struct evtchn_expand_array' },
+  evtchn_set_priority: { c: 'struct evtchn_set_priority' },
+  evtchn_fifo_control_block: {
+    c: 'struct evtchn_fifo_control_block',
+    members: Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`head${i}`, `head[${i}]`])),
+  },
   sched_shutdown: { c: 'struct sched_shutdown' },
   sched_poll: { c: 'struct sched_poll' },
   sched_remote_shutdown: { c: 'struct sched_remote_shutdown' },
@@ -200,15 +208,32 @@ describe('ABI layouts against the Xen public headers', () => {
   });
 
   for (const abi of ['x64', 'x32'] as const) {
-    const skip = skipAll || (abi === 'x32' ? skip32 : false);
+    // In CI a missing compiler or header set fails these instead of skipping them.
+    const missing = skipAll || (abi === 'x32' ? skip32 : false);
+    const skip = inCi ? false : missing;
     test(`${abi}: offsetof, member widths and sizeof match gcc ${abi === 'x32' ? '-m32' : '(x86-64)'}`, { skip }, () => {
+      assert.equal(missing, false, 'required in CI: gcc (with -m32 -fsyntax-only) and Xen\'s public headers (apt-get install gcc libxen-dev)');
       const body = assertionsFor(entries, abi);
       assert.ok(body.length > 100, `${body.length} assertions`);
       const r = compile(abi, source(body));
       assert.ok(r.ok, `layouts disagree with the Xen headers (${abi}):\n  ${r.errors.join('\n  ') || r.raw}`);
     });
 
+    test(`${abi}: EVTCHNOP and FIFO event-word numbers match public/event_channel.h`, { skip }, () => {
+      assert.equal(missing, false, 'required in CI: gcc (with -m32 -fsyntax-only) and Xen\'s public headers (apt-get install gcc libxen-dev)');
+      const body = [
+        ...Object.entries(evtchn.EVTCHNOP).filter(([k]) => k !== 'reset_cont').map(([k, v]) => `_Static_assert(EVTCHNOP_${k} == ${v}, "EVTCHNOP_${k}");`),
+        ...['PRIORITY_MAX', 'PRIORITY_DEFAULT', 'PRIORITY_MIN', 'MAX_QUEUES', 'PENDING', 'MASKED', 'LINKED', 'BUSY', 'LINK_BITS', 'LINK_MASK', 'NR_CHANNELS']
+          .map((k) => `_Static_assert(EVTCHN_FIFO_${k} == ${(evtchn as Record<string, unknown>)[`EVTCHN_FIFO_${k}`] as number}, "EVTCHN_FIFO_${k}");`),
+        `_Static_assert(EVTCHN_2L_NR_CHANNELS == ${evtchn.EVTCHN_2L_NR_CHANNELS[abi]}, "EVTCHN_2L_NR_CHANNELS");`,
+        `_Static_assert(4096 / sizeof(event_word_t) == ${evtchn.EVTCHN_FIFO_EVENT_WORDS_PER_PAGE}, "event words per page");`,
+      ];
+      const r = compile(abi, source(body));
+      assert.ok(r.ok, `numbers disagree with the Xen headers (${abi}):\n  ${r.errors.join('\n  ') || r.raw}`);
+    });
+
     test(`${abi}: the check itself catches a wrong offset`, { skip }, () => {
+      assert.equal(missing, false, 'required in CI: gcc (with -m32 -fsyntax-only) and Xen\'s public headers (apt-get install gcc libxen-dev)');
       const r = compile(abi, source(['_Static_assert(offsetof(struct vcpu_time_info, system_time) == 24, "planted mistake");']));
       assert.ok(!r.ok);
       assert.ok(r.errors.some((l) => l.includes('planted mistake')), r.raw);

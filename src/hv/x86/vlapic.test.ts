@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
+import { DEFAULT_WAIT_MS } from '../../testing/wait.js';
 import {
   Vlapic, APIC, APIC_ESR, APIC_LVT_MASKED, APIC_TIMER_MODE, APIC_DM, APIC_SHORT, APIC_DEST_LOGICAL, APIC_INT_ASSERT,
   APIC_INT_LEVELTRIG, MSR_IA32_APICBASE, MSR_IA32_TSC_DEADLINE, VLAPIC_SHARED_BYTES, VLAPIC_SHARED_WORDS,
@@ -622,8 +623,11 @@ test('another thread delivers into the shared view with Atomics while this one i
   const done = new Promise<number>((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
   let injected = 0;
   let finished = false;
-  void done.then(() => { finished = true; });
+  // ends on the worker's answer or its error (then awaited below), or fails naming what never came
+  void done.then(() => { finished = true; }, () => { finished = true; });
+  const deadline = Date.now() + DEFAULT_WAIT_MS * 3;
   while (!finished) {
+    assert.ok(Date.now() < deadline, 'the accepting worker did not finish its 64000 acceptInterrupt calls');
     const v = inject(l);
     if (v >= 0) { injected++; wr(l, APIC.EOI, 0); }
     await new Promise((r) => setImmediate(r));

@@ -9,6 +9,7 @@ import { DomainConsole } from './consoles.js';
 import { ConsoleBackend } from '../console.js';
 import type { Hypervisor } from '../../hv/hypervisor.js';
 import { tmpStateDir } from './testing.js';
+import { until } from '../../testing/wait.js';
 
 test('the log file is capped: beyond the cap it rotates to .1 and starts again', async () => {
   const f = path.join(tmpStateDir(), 'g.log');
@@ -69,8 +70,7 @@ test('the log is opened at the first byte and closed at the end; a renamed domai
   assert.equal(fs.existsSync(path.join(dir, 'old.log')), false);
   c.end('domain destroyed');
   await c.flushed();
-  for (let i = 0; i < 50 && open() > 0; i++) await new Promise((r) => setTimeout(r, 10)); // the close is asynchronous too
-  assert.equal(open(), 0);
+  await until('the log file being closed (asynchronously) after end', () => open() === 0);
 });
 
 test('output the disk has not taken beyond the backlog cap is counted, not logged; readers still get it', async () => {

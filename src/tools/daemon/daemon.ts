@@ -6,20 +6,26 @@
 import os from 'node:os';
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { Toolstack } from '../toolstack.js';
 import { XEN_MAJOR, XEN_MINOR } from '../../hv/abi/xen.js';
-import { EXTRAVERSION, CAPABILITIES, CHANGESET } from '../../hv/version.js';
-import { API_VERSION, LineReader, type DomainSummary, type CreateRecord, type DomainChange } from './protocol.js';
+import { guestConsoleLine } from '../../hv/console.js';
+import { EXTRAVERSION, CAPABILITIES, CHANGESET, COMPILE_INFO } from '../../hv/version.js';
+import { API_VERSION, LineReader, type DomainSummary, type CreateRecord, type DomainChange, type VcpuSummary } from './protocol.js';
 import { ApiServer, type Handlers } from './server.js';
 import { DomainManager, DEFAULT_POLICY, type DomainPolicy } from './domains.js';
 import { StateDir } from './state.js';
 import { ApiFailure, checkConfig, einval } from './validate.js';
+import { debugKeys } from './debug_keys.js';
+import { schedHandlers } from './sched.js';
 
 export interface DaemonOptions {
   socketPath: string;
   stateDir: string;
   /** pCPU workers (default: one per host CPU) */
   pcpus?: number;
+  /** Pool-0's scheduler (Xen's sched=) */
+  sched?: string;
   policy?: Partial<DomainPolicy>;
   /** bytes of hypervisor log kept for host.dmesg (default 64 KiB) */
   dmesgBytes?: number;
@@ -70,7 +76,7 @@ export async function probeSocket(socketPath: string, timeoutMs = 2000): Promise
   throw new DaemonStartError(`a xenode daemon (pid ${answer.pid}) is already serving ${socketPath}`);
 }
 
-/** The hypervisor's console ring as `xl dmesg` shows it: (XEN) lines, oldest dropped beyond the cap. */
+/** The hypervisor's console ring as `xl dmesg` shows it: (XEN) lines and domains' (dN) lines, oldest dropped beyond the cap. */
 class Dmesg {
   private lines: string[] = [];
   private head = 0;
@@ -137,7 +143,7 @@ export class Daemon {
     let ts: Toolstack;
     try {
       // a daemon creates domains on demand: keep two VMs made ahead (vm_pool.ts)
-      ts = await Toolstack.start({ pcpus: opts.pcpus, log: (l) => log(`xenstored: ${l}`), xenstoredSocket: xsSock, vmPool: 2 });
+      ts = await Toolstack.start({ pcpus: opts.pcpus, sched: opts.sched, log: (l) => log(`xenstored: ${l}`), xenstoredSocket: xsSock, vmPool: 2 });
     } catch (e) {
       state.close();
       throw e;
@@ -146,6 +152,7 @@ export class Daemon {
     await ts.client.write('/local/domain/0/name', 'Domain-0');
     await ts.client.write('/local/domain/0/domid', '0');
     ts.hv.on('log', (level, text) => dmesg.add(`(XEN) ${level === 'info' ? '' : `${level}: `}${text}`));
+    ts.hv.on('console', (domid, _src, text) => dmesg.add(guestConsoleLine(domid, text)));
     dmesg.add(`(XEN) xenode hypervisor ${XEN_MAJOR}.${XEN_MINOR}${EXTRAVERSION} on Linux KVM, ${ts.hv.nrPcpus} pCPU worker(s)`);
     const domains = new DomainManager(ts, state, { ...DEFAULT_POLICY, ...opts.policy }, log);
     const holder: { d?: Daemon } = {};
@@ -190,22 +197,34 @@ export class Daemon {
     return this.creates;
   }
 
+  /** Lines from the hypervisor for `xl dmesg`, as its console ring holds them. */
+  dmesgLines(lines: string[]): void {
+    for (const l of lines) this.dmesg.add(`(XEN) ${l}`);
+  }
+
   dmesgText(clear: boolean): string {
     const t = this.dmesg.text();
     if (clear) this.dmesg.clear();
     return t;
   }
 
-  /** The control domain's row in `xl list`. */
+  /**
+   * The control domain's row in `xl list`: the daemon process, whose one
+   * vCPU is its main thread (the toolstack, xenstored and the console
+   * backends run there; guest vCPUs run on the pCPU workers).
+   */
   dom0Summary(): DomainSummary {
-    const cpu = process.cpuUsage();
-    const n = this.ts.hv.nrPcpus;
     return {
       domid: 0, name: 'Domain-0', uuid: '00000000-0000-0000-0000-000000000000',
       memory: Math.round(process.memoryUsage.rss() / 1024), maxmem: Math.round(os.totalmem() / 1024),
-      vcpus: n, onlineVcpus: n, running: true, blocked: false, paused: false, shutdown: false, crashed: false, dying: false,
-      shutdownReason: -1, cpuTime: (cpu.user + cpu.system) / 1e6, startTime: 0, seclabel: '',
+      vcpus: 1, onlineVcpus: 1, running: true, blocked: false, paused: false, shutdown: false, crashed: false, dying: false,
+      shutdownReason: -1, cpuTime: mainThreadCpuSeconds(), startTime: 0, seclabel: '',
     };
+  }
+
+  /** Domain-0's vCPU in `xl vcpu-list`: running (it is answering), on no pCPU worker. */
+  dom0Vcpus(): VcpuSummary[] {
+    return [{ domid: 0, name: 'Domain-0', vcpu: 0, pcpu: -1, state: 'running', cpuTime: mainThreadCpuSeconds(), hard: null, soft: null }];
   }
 
   /** SIGTERM/SIGINT: destroy every domain, close the socket, stop the hypervisor. */
@@ -277,6 +296,13 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     'domain.pause': (a) => { D().pause(one(a)); return null; },
     'domain.unpause': (a) => { D().unpause(one(a)); return null; },
     'domain.rename': async (a) => { await D().rename(one(a), a.name); return null; },
+    'domain.dumpCore': async (a) => {
+      if (typeof a.path !== 'string' || !path.isAbsolute(a.path)) throw einval('path must be an absolute file name');
+      return { pages: await D().dumpCore(one(a), a.path) };
+    },
+    'domain.configUpdate': (a) => { D().updateConfig(one(a), checkConfig(a.config)); return null; },
+    'domain.memset': async (a) => { await D().setMemoryTarget(one(a), a.targetKiB as number); return null; },
+    'domain.memmax': async (a) => { await D().setMaxMemory(one(a), a.maxKiB as number); return null; },
 
     'console.attach': (a, { conn, id }) => {
       const d = one(a);
@@ -325,13 +351,22 @@ function makeHandlers(daemon: () => Daemon): Handlers {
 
     'host.info': () => hostInfo(daemon()),
 
+    'host.debugKeys': (a) => {
+      if (typeof a.keys !== 'string' || a.keys.length === 0 || a.keys.length > 64) throw einval('keys must be 1..64 characters');
+      const d = daemon();
+      const names = (id: number) => (D().has(id) ? D().resolve(id).name : '?');
+      d.dmesgLines(debugKeys(d.ts.hv, a.keys, names));
+      return null;
+    },
+
     'host.dmesg': (a) => ({ text: daemon().dmesgText(bool(a.clear, 'clear') ?? false) }),
 
     'host.timings': () => ({ creates: daemon().createRecords }),
 
     'vcpu.list': (a) => {
-      const doms = a.dom === undefined ? D().all() : [one(a)];
-      return doms.flatMap((d) => D().vcpuList(d));
+      if (a.dom === undefined) return [...daemon().dom0Vcpus(), ...D().all().flatMap((d) => D().vcpuList(d))];
+      if (a.dom === 0 || a.dom === '0' || a.dom === 'Domain-0') return daemon().dom0Vcpus();
+      return D().vcpuList(one(a));
     },
 
     'vcpu.pin': (a) => {
@@ -343,43 +378,122 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     },
 
     'xenstore.socket': () => ({ path: daemon().xenstoredSocket }),
+
+    ...schedHandlers(() => daemon().ts.hv, (a) => one(a).domid),
   };
 }
 
-/** `xl info`'s fields that mean something here. */
+/** The thread's CPU time from /proc (utime + stime in USER_HZ ticks, 100 on x86 Linux). */
+function threadCpuSeconds(tid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'latin1');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields 14 and 15 of stat(5); f[0] is field 3
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+function mainThreadCpuSeconds(): number {
+  const cpu = process.cpuUsage();
+  return threadCpuSeconds(process.pid) ?? (cpu.user + cpu.system) / 1e6;
+}
+
+/** Does KVM here use the CPU's nested paging (EPT/NPT), or shadow page tables? */
+function kvmPaging(): 'hap' | 'shadow' {
+  for (const f of ['/sys/module/kvm_intel/parameters/ept', '/sys/module/kvm_amd/parameters/npt']) {
+    try {
+      if (/^(Y|1)/.test(fs.readFileSync(f, 'latin1'))) return 'hap';
+    } catch { /* module not loaded */ }
+  }
+  return 'shadow';
+}
+
+/**
+ * physinfo's hw_cap: the first eight words of Xen's x86 featureset
+ * (public/arch-x86/cpufeatureset.h: 1.edx, 1.ecx, e1.edx, e1.ecx, Da1.eax,
+ * 7b0.ebx, 7c0.ecx, e7.edx), read from the CPUID the CPU that runs guests
+ * offers (KVM's, or the software CPU's).
+ */
+function hwCaps(d: Daemon): string | undefined {
+  let leaves;
+  try {
+    leaves = d.ts.hv.supportedCpuid();
+  } catch {
+    return undefined;
+  }
+  const leaf = (fn: number, index = 0) => leaves.find((e) => e.function === fn && e.index === index);
+  const words = [
+    leaf(1)?.edx, leaf(1)?.ecx, leaf(0x80000001)?.edx, leaf(0x80000001)?.ecx,
+    leaf(0xd, 1)?.eax, leaf(7)?.ebx, leaf(7)?.ecx, leaf(0x80000007)?.edx,
+  ];
+  return words.map((w) => ((w ?? 0) >>> 0).toString(16).padStart(8, '0')).join(':');
+}
+
+/**
+ * libxl_scheduler_to_string's names: Xen's schedulers are reported by their
+ * name, any other policy (xenode's rr) as LIBXL_SCHEDULER_UNKNOWN.
+ */
+const LIBXL_SCHEDULERS = ['sedf', 'credit', 'credit2', 'arinc653', 'rtds', 'null'];
+export function libxlSchedulerName(policy: string): string {
+  return LIBXL_SCHEDULERS.includes(policy) ? policy : 'unknown';
+}
+
+/** `xl info`'s fields, each a true value for xenode, then xenode's own. */
 function hostInfo(d: Daemon): Record<string, string | number> {
-  const cpus = os.cpus();
   const hv = d.ts.hv;
-  return {
+  const khz = hv.tscKhz;
+  const hw = hwCaps(d);
+  const info: Record<string, string | number> = {
     host: os.hostname(),
     release: os.release(),
     version: os.version(),
     machine: os.machine(),
+    // the pCPUs are the worker threads: one socket, one node, a core each
     nr_cpus: hv.nrPcpus,
     max_cpu_id: hv.nrPcpus - 1,
     nr_nodes: 1,
-    cores_per_socket: cpus.length,
+    cores_per_socket: hv.nrPcpus,
     threads_per_core: 1,
-    // Xen's physinfo reports its calibrated TSC rate (cpu_khz); a VM host's /proc/cpuinfo often says 0
-    cpu_mhz: Math.round(hv.tscKhz / 1000) || cpus[0]?.speed || 0,
-    virt_caps: 'pvh',
+    // Xen's physinfo reports its calibrated TSC rate (cpu_khz), printed "%d.%03d"
+    cpu_mhz: `${Math.floor(khz / 1000)}.${String(khz % 1000).padStart(3, '0')}`,
+    ...(hw !== undefined ? { hw_caps: hw } : {}),
+    // PVH runs in an HVM container; grant tables are v1 only
+    virt_caps: ['hvm', kvmPaging(), 'gnttab-v1'].join(' '),
     total_memory: Math.floor(os.totalmem() / 2 ** 20),
     free_memory: Math.floor(os.freemem() / 2 ** 20),
+    // no page sharing and no claims exist; pCPUs in no cpupool are free
+    sharing_freed_memory: 0,
+    sharing_used_memory: 0,
+    outstanding_claims: 0,
+    free_cpus: hv.cpupools.freeCpus().length,
     xen_major: XEN_MAJOR,
     xen_minor: XEN_MINOR,
     xen_extra: EXTRAVERSION,
     xen_version: d.xenVersion,
     xen_caps: CAPABILITIES,
-    xen_scheduler: 'rr',
+    xen_scheduler: libxlSchedulerName(hv.cpupools.get(0).sched),
     xen_pagesize: 4096,
     platform_params: 'virt_start=0x0',
     xen_changeset: CHANGESET,
     xen_commandline: '',
-    cc_compiler: `node ${process.version}`,
+    cc_compiler: COMPILE_INFO.compiler,
+    cc_compile_by: COMPILE_INFO.by,
+    cc_compile_domain: COMPILE_INFO.domain,
+    cc_compile_date: COMPILE_INFO.date,
+    // XENVER_build_id has none to give
+    build_id: '',
     xend_config_format: 4,
+    xenode_scheduler: hv.cpupools.get(0).sched,
+    // which CPU runs guest code (kvm, or tcg: the software CPU), and why it was chosen
+    xenode_accel: hv.accel.accel,
+    xenode_accel_reason: hv.accel.why,
     daemon_pid: process.pid,
     daemon_uptime: Math.floor(d.domains.nsSinceBoot / 1e9),
-    nr_domains: d.domains.all().length,
+    // as many as `xl list` shows: Domain-0 and the guests
+    nr_domains: d.domains.all().length + 1,
     xenstored_socket: d.xenstoredSocket,
   };
+  return info;
 }

@@ -5,17 +5,23 @@
 // every change as a DomainChange.
 
 import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { Toolstack, CreateTimings } from '../toolstack.js';
 import { buildConfigFor, ImageError } from '../builder.js';
 import { PvhLoadError } from '../../hv/x86/pvh.js';
 import { SHUTDOWN, SHUTDOWN_NAMES } from '../../hv/sched_op.js';
 import { RUNSTATE } from '../../hv/shared.js';
+import { PAGE_SIZE, XEN_MAJOR, XEN_MINOR } from '../../hv/abi/xen.js';
+import { CAPABILITIES, CHANGESET, COMPILE_INFO, EXTRAVERSION } from '../../hv/version.js';
+import { writeCore } from '../core_dump.js';
 import type { DomainConfig, ShutdownAction } from '../xl/config.js';
 import type { DomainChange, DomainSummary, VcpuSummary } from './protocol.js';
 import { DomainConsole, consoleLogPath } from './consoles.js';
 import type { StateDir } from './state.js';
 import { ApiFailure, checkName, einval } from './validate.js';
+import { createSettings } from './sched.js';
 
 export interface DomainPolicy {
   /** wait between destroying a domain and re-creating it (xl sleeps 2 s) */
@@ -24,6 +30,9 @@ export interface DomainPolicy {
   restartLimit: number;
   restartWindowMs: number;
 }
+
+/** libxl's LIBXL_MAXMEM_CONSTANT: the slack (KiB) libxl leaves between a target and Xen's limit. */
+export const LIBXL_MAXMEM_CONSTANT = 1024;
 
 export const DEFAULT_POLICY: DomainPolicy = { restartDelayMs: 2000, restartLimit: 5, restartWindowMs: 60_000 };
 
@@ -41,6 +50,8 @@ interface Domain {
   shutdownReason: number;
   /** restart times (ms) of this domain's line, for the restart-loop guard */
   restarts: number[];
+  /** xl config-update's configuration, used when the domain is next restarted (libxl's "xl" userdata) */
+  nextConfig?: DomainConfig;
   /** per-vCPU affinity set by vcpu.pin (null = from the config) */
   pins: ({ hard: number[] | null; soft: number[] | null } | null)[];
   /** resolves when the domain is gone or its shutdown action left it in place */
@@ -58,14 +69,12 @@ export interface CreateResult {
 
 type Events = { change: [DomainChange] };
 
-/** xl's defaults when an action cannot be applied as configured. */
+/** What an action does once its core dump (if any) is written; xl's defaults where one cannot be applied as configured. */
 function effectiveAction(a: ShutdownAction, log: (m: string) => void, name: string): 'destroy' | 'restart' | 'rename-restart' | 'preserve' {
   switch (a) {
     case 'coredump-destroy':
-      log(`${name}: on_* is coredump-destroy: core dumps are not supported yet, destroying without one`);
       return 'destroy';
     case 'coredump-restart':
-      log(`${name}: on_* is coredump-restart: core dumps are not supported yet, restarting without one`);
       return 'restart';
     case 'soft-reset':
       log(`${name}: soft-reset is not supported yet (it needs the domain's memory kept): restarting the domain instead`);
@@ -99,9 +108,8 @@ export class DomainManager extends EventEmitter<Events> {
     // one 'change' listener per open events stream: bounded per connection (server.ts), not a leak
     this.setMaxListeners(0);
     const hv = ts.hv;
-    hv.on('console', (domid, _src, text, eol) => {
-      this.doms.get(domid)?.console.write(Buffer.from(eol ? text + '\n' : text, 'latin1'));
-    });
+    // A domain's console is its PV console ring (the output callback of create below); its console_io
+    // and 0xE9 lines go to the hypervisor console (xl dmesg), as on Xen: the daemon puts them there.
     hv.on('shutdown', (domid, reason, detail) => this.onShutdown(domid, reason, detail));
     hv.on('destroyed', (domid) => {
       // a domain the hypervisor lost by itself (a worker could not start it)
@@ -164,8 +172,12 @@ export class DomainManager extends EventEmitter<Events> {
     this.reserved.add(config.name);
     try {
       let bc;
+      let sched;
       try {
-        bc = buildConfigFor(config);
+        // libxl__domain_config_setdefault: a pool that does not exist is refused; affinity and parameters go with the build
+        const s = createSettings(this.ts.hv, config);
+        sched = s.sched;
+        bc = { ...buildConfigFor(config), pool: s.pool, hard: s.hard, soft: s.soft };
       } catch (e) {
         throw e instanceof ImageError ? new ApiFailure('ENOENT', e.message) : e;
       }
@@ -175,7 +187,7 @@ export class DomainManager extends EventEmitter<Events> {
       const timings = {} as CreateTimings;
       let td;
       try {
-        td = await this.ts.create(bc, (b) => console.write(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), { uuid: config.uuid, paused: o.paused, timings });
+        td = await this.ts.create(bc, (b) => console.write(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), { uuid: config.uuid, paused: o.paused, timings, sched });
       } catch (e) {
         if (e instanceof PvhLoadError) throw einval(`${config.kernel}: ${e.message}`);
         if (e instanceof RangeError) throw einval(e.message);
@@ -275,6 +287,17 @@ export class DomainManager extends EventEmitter<Events> {
     }
     const action = effectiveAction(configured, this.log, d.name);
     this.log(`${d.name}: action for ${SHUTDOWN_NAMES[reason] ?? reason} is ${configured}`);
+    if (configured === 'coredump-destroy' || configured === 'coredump-restart') {
+      // xl's handle_domain_death: XEN_DUMP_DIR/<name>, and a failed dump does not stop the action
+      const file = path.join(this.state.dir, 'dump', d.name);
+      this.log(`${d.name}: dumping core to ${file}`);
+      try {
+        fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+        await this.dumpCore(d, file);
+      } catch (e) {
+        this.log(`${d.name}: core dump failed: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
     if (action === 'preserve') {
       d.settle(reason);
       return;
@@ -294,7 +317,10 @@ export class DomainManager extends EventEmitter<Events> {
     d.restarts.push(now);
     const oldId = d.domid;
     const name = d.name;
-    const lineConfig = d.config; // the preserved copy gets a new name and uuid, the restarted one keeps these
+    // the preserved copy gets a new name and uuid, the restarted one keeps these; config-update's
+    // configuration replaces the rest, as xl's reload_domain_config takes the stored one
+    const lineConfig = d.nextConfig ? { ...d.nextConfig, name: d.name, uuid: d.config.uuid } : d.config;
+    if (d.nextConfig) this.log(`${d.name}: restarting domain ${d.domid} with the configuration config-update stored`);
     this.reserved.add(name);
     try {
       if (action === 'rename-restart') {
@@ -433,6 +459,114 @@ export class DomainManager extends EventEmitter<Events> {
     this.emit('change', { domid: d.domid, name: newName, what: 'renamed' });
   }
 
+  /** The memory nodes libxl keeps for a domain, in KiB (memory/target, static-max, videoram: negative reads as none). */
+  private async memoryNodes(d: Domain): Promise<{ target: number; staticMax: number; videoram: number }> {
+    const c = this.ts.client;
+    const dom = `/local/domain/${d.domid}/memory`;
+    const read = async (k: string): Promise<number> => {
+      const v = await c.tryRead(`${dom}/${k}`);
+      if (v === undefined || !/^-?\d+$/.test(v)) throw new ApiFailure('EIO', `cannot get memory info from ${dom}/${k}`);
+      return Number(v);
+    };
+    return { target: await read('target'), staticMax: await read('static-max'), videoram: Math.max(0, await read('videoram')) };
+  }
+
+  /** The limit set with a target or a maximum: LIBXL_MAXMEM_CONSTANT above it, within what the domain's memory has room for. */
+  private setMaxMem(d: Domain, kib: number): void {
+    this.ts.hv.setMaxMem(d.domid, Math.min(kib + LIBXL_MAXMEM_CONSTANT, this.ts.hv.maxMemLimitKiB(d.domid)));
+  }
+
+  /**
+   * libxl_set_memory_target (enforce, as xl mem-set asks): the new target
+   * goes to memory/target, where the guest's balloon driver reads it, and
+   * the reservation limit follows it so the guest cannot take more; above
+   * memory/static-max is refused as libxl does.
+   */
+  async setMemoryTarget(d: Domain, targetKiB: number): Promise<void> {
+    if (d.state !== 'running') throw new ApiFailure('EINVAL', `domain ${d.domid} is not running`);
+    if (!Number.isSafeInteger(targetKiB) || targetKiB < 0) throw einval('the target must be a whole number of KiB');
+    const m = await this.memoryNodes(d);
+    const target = targetKiB - m.videoram;
+    if (target > m.staticMax) throw new ApiFailure('EINVAL', 'memory_dynamic_max must be less than or equal to memory_static_max');
+    this.setMaxMem(d, target + m.videoram);
+    await this.ts.client.write(`/local/domain/${d.domid}/memory/target`, String(target));
+    // the stored configuration follows (libxl keeps the new target for a reboot) when it is whole MiB
+    if (target % 1024 === 0 && target > 0) {
+      d.config = { ...d.config, memory: target / 1024 };
+      this.persist(d);
+    }
+    this.log(`${d.name}: memory target of domain ${d.domid} set to ${target} KiB`);
+  }
+
+  /**
+   * libxl_domain_setmaxmem: Xen's limit on what the domain may hold, never
+   * below its current target; what it holds above a lower limit stays until
+   * it gives it back.
+   */
+  async setMaxMemory(d: Domain, maxKiB: number): Promise<void> {
+    if (d.state !== 'running') throw new ApiFailure('EINVAL', `domain ${d.domid} is not running`);
+    if (!Number.isSafeInteger(maxKiB) || maxKiB < 0) throw einval('the maximum must be a whole number of KiB');
+    const m = await this.memoryNodes(d);
+    if (maxKiB < m.target) throw new ApiFailure('EINVAL', 'memory_static_max must be greater than or equal to memory_dynamic_max');
+    const limit = this.ts.hv.maxMemLimitKiB(d.domid);
+    if (maxKiB > limit) throw new ApiFailure('EINVAL', `domain ${d.domid}'s memory was made for at most ${limit} KiB (its maxmem): xenode cannot raise the maximum past it`);
+    this.setMaxMem(d, maxKiB);
+    this.log(`${d.name}: maximum memory of domain ${d.domid} set to ${maxKiB} KiB`);
+  }
+
+  /**
+   * xl config-update: keeps a new configuration for the domain's next
+   * restart (libxl_userdata_store of "xl"); the running domain is unchanged.
+   * The domain keeps its name and uuid across that restart.
+   */
+  updateConfig(d: Domain, config: DomainConfig): void {
+    if (d.state === 'dying') throw new ApiFailure('EBUSY', `domain ${d.domid} is being destroyed`);
+    d.nextConfig = config;
+    this.log(`${d.name}: configuration for domain ${d.domid}'s next restart updated`);
+  }
+
+  /**
+   * libxl_domain_core_dump (xc_domain_dumpcore): the domain's memory and
+   * vCPU state to `file` in xc_core's layout (core_dump.ts). A running
+   * domain is paused for it and unpaused after, as xc_core's caller does
+   * for a live dump; a shut-down one is dumped as it stopped.
+   */
+  async dumpCore(d: Domain, file: string): Promise<number> {
+    if (d.state === 'dying') throw new ApiFailure('EBUSY', `domain ${d.domid} is being destroyed`);
+    const hv = this.ts.hv;
+    const pause = d.state === 'running';
+    if (pause) hv.pause(d.domid);
+    try {
+      // every vCPU out of KVM_RUN before its registers are read (the pause kicked them)
+      for (const deadline = Date.now() + 2000; hv.vcpus(d.domid).some((v) => v.state === RUNSTATE.running);) {
+        if (Date.now() > deadline) throw new ApiFailure('EBUSY', `domain ${d.domid}'s vCPUs did not stop within 2 s of the pause`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      const segments = [...await hv.queryPhysmap(d.domid)].sort((a, b) => a.gfn - b.gfn);
+      let regs;
+      try {
+        regs = hv.vcpuRegisters(d.domid);
+      } catch (e) {
+        throw new ApiFailure('EIO', (e as Error).message);
+      }
+      const up = hv.vcpus(d.domid).map((v) => v.up);
+      const mem = hv.memory(d.domid).bytes;
+      const runs = segments
+        .filter((sg) => sg.count > 0 && (sg.hostPage + sg.count) * PAGE_SIZE <= mem.length)
+        .map((sg) => ({ gfn: sg.gfn, count: sg.count, bytes: mem.subarray(sg.hostPage * PAGE_SIZE, (sg.hostPage + sg.count) * PAGE_SIZE) }));
+      const pages = writeCore(file, {
+        vcpus: regs.map((r, i) => ({ ...r, up: up[i] ?? false })),
+        runs,
+        sharedInfo: hv.sharedInfoCopy(d.domid),
+        xen: { major: XEN_MAJOR, minor: XEN_MINOR, extra: EXTRAVERSION, compileInfo: COMPILE_INFO, capabilities: CAPABILITIES, changeset: CHANGESET },
+      });
+      this.log(`${d.name}: core of domain ${d.domid} written to ${file} (${pages} pages, ${regs.length} vCPUs)`);
+      return pages;
+    } finally {
+      if (pause && this.doms.get(d.domid) === d) hv.unpause(d.domid);
+    }
+  }
+
   pin(d: Domain, vcpu: number | 'all', hard: number[] | null, soft: number[] | null | undefined): void {
     const n = d.config.vcpus;
     const ids = vcpu === 'all' ? [...Array(n).keys()] : [vcpu];
@@ -460,7 +594,7 @@ export class DomainManager extends EventEmitter<Events> {
     const running = live && online.some((v) => v.state === RUNSTATE.running);
     return {
       domid: d.domid, name: d.name, uuid: d.config.uuid,
-      memory: info?.memoryKiB ?? d.config.memory * 1024, maxmem: d.config.maxmem * 1024,
+      memory: info?.memoryKiB ?? d.config.memory * 1024, maxmem: info?.maxMemKiB ?? d.config.maxmem * 1024,
       vcpus: info?.vcpus ?? d.config.vcpus, onlineVcpus: info?.onlineVcpus ?? 0,
       running, blocked: live && !running && online.length > 0 && online.every((v) => v.state === RUNSTATE.blocked),
       paused: info?.paused ?? false, shutdown, crashed: shutdown && d.shutdownReason === SHUTDOWN.crash, dying: d.state === 'dying',
@@ -474,8 +608,10 @@ export class DomainManager extends EventEmitter<Events> {
     return this.ts.hv.vcpus(d.domid).map((v) => {
       const pin = d.pins[v.vcpu] ?? { hard: d.config.cpus, soft: d.config.cpusSoft };
       return {
-        domid: d.domid, name: d.name, vcpu: v.vcpu, pcpu: v.state === RUNSTATE.offline ? -1 : v.pcpu,
-        state: names[v.state] ?? 'offline', cpuTime: v.cpuTimeUs / 1e6, hard: pin.hard, soft: pin.soft,
+        // an up vCPU of a shut-down domain is stopped there: neither running nor blocked
+        domid: d.domid, name: d.name, vcpu: v.vcpu, pcpu: v.up ? v.pcpu : -1,
+        state: !v.up ? 'offline' : v.state === RUNSTATE.offline ? 'runnable' : names[v.state] ?? 'offline',
+        cpuTime: v.cpuTimeUs / 1e6, hard: pin.hard, soft: pin.soft,
       };
     });
   }

@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { defaultSocketPath, defaultStateDir } from './client.js';
 import { Daemon, DaemonStartError } from './daemon.js';
 
-const USAGE = `usage: xenode daemon [--socket PATH] [--state-dir DIR] [--pcpus N] [--restart-delay MS]
+const USAGE = `usage: xenode daemon [--socket PATH] [--state-dir DIR] [--pcpus N] [--sched NAME] [--restart-delay MS]
                      [--restart-limit N] [--verbose]
 
 Runs the xenode host daemon: the hypervisor's pCPU workers, xenstored, the
@@ -17,6 +17,8 @@ console backends, and the API on a Unix socket (docs/api.md).
   --state-dir DIR      configs, logs, consoles (default: $XENODE_STATE_DIR,
                        /var/lib/xenode for root, ~/.local/state/xenode otherwise)
   --pcpus N            pCPU workers (default: one per host CPU)
+  --sched NAME         Pool-0's scheduler, as Xen's sched=: credit2 (default), credit, rtds,
+                       arinc653, null (docs/scheduling.md)
   --restart-delay MS   pause before re-creating a restarted domain (default 2000, as xl)
   --restart-limit N    restarts allowed per minute before a domain is left shut down (default 5)
   --verbose            copy the daemon log to stderr`;
@@ -38,6 +40,7 @@ export async function main(argv: string[]): Promise<number> {
         socket: { type: 'string' },
         'state-dir': { type: 'string' },
         pcpus: { type: 'string' },
+        sched: { type: 'string' },
         'restart-delay': { type: 'string' },
         'restart-limit': { type: 'string' },
         verbose: { type: 'boolean', short: 'v', default: false },
@@ -59,7 +62,7 @@ export async function main(argv: string[]): Promise<number> {
   let daemon: Daemon;
   try {
     daemon = await Daemon.start({
-      socketPath, stateDir, pcpus,
+      socketPath, stateDir, pcpus, sched: values.sched,
       policy: { ...(restartDelayMs !== undefined && { restartDelayMs }), ...(restartLimit !== undefined && { restartLimit }) },
       echo: values.verbose ? (l) => process.stderr.write(`xenode daemon: ${l}\n`) : undefined,
     });

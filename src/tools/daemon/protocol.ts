@@ -97,6 +97,11 @@ export interface CreateRecord extends CreateTimings {
   firstByte: number | null;
 }
 
+export type { CpupoolSummary } from './sched.js';
+import type { CpupoolSummary } from './sched.js';
+/** cpupool.cpu-add/remove: each cpu on its own (libxl's *_cpumap), the ones that failed with why. */
+export interface CpuChange { done: number[]; failed: { cpu: number; message: string }[] }
+
 /** `dom` is a domain id or a name, as xl accepts either. */
 type Dom = { dom: string | number };
 
@@ -113,15 +118,36 @@ export interface Ops {
   'domain.pause': { args: Dom; result: null };
   'domain.unpause': { args: Dom; result: null };
   'domain.rename': { args: Dom & { name: string }; result: null };
+  /** xl mem-set: memory/target for the guest's balloon driver, with the reservation limit following it (libxl_set_memory_target, enforce) */
+  'domain.memset': { args: Dom & { targetKiB: number }; result: null };
+  /** xl dump-core: the domain's memory and vCPU state to `path` (absolute, written by the daemon) in xc_core's ELF layout */
+  'domain.dumpCore': { args: Dom & { path: string }; result: { pages: number } };
+  /** xl config-update: the configuration the domain is restarted with next (its name and uuid stay) */
+  'domain.configUpdate': { args: Dom & { config: DomainConfig }; result: null };
+  /** xl mem-max: the hypervisor's reservation limit (libxl_domain_setmaxmem) */
+  'domain.memmax': { args: Dom & { maxKiB: number }; result: null };
   /** attach: replays the kept log tail if `replay`, then streams console events until detach or the domain dies */
   'console.attach': { args: Dom & { replay?: boolean }; result: { domid: number } };
   'console.write': { args: Dom & { data: string /* base64 */ }; result: { written: number } };
   'console.detach': { args: { stream: number }; result: null };
   'host.info': { args: Record<string, never>; result: Record<string, string | number> };
+  /** xl debug-keys: Xen's keyhandlers that mean something here report to the hypervisor log */
+  'host.debugKeys': { args: { keys: string }; result: null };
   /** the hypervisor log (`xl dmesg`); clear empties it after reading */
   'host.dmesg': { args: { clear?: boolean }; result: { text: string } };
   'vcpu.list': { args: Partial<Dom>; result: VcpuSummary[] };
   'vcpu.pin': { args: Dom & { vcpu: number | 'all'; hard: number[] | null; soft?: number[] | null }; result: null };
+
+  'cpupool.list': { args: Record<string, never>; result: CpupoolSummary[] };
+  'cpupool.create': { args: { name: string; sched?: string; cpus?: number[] }; result: { poolid: number } };
+  'cpupool.destroy': { args: { pool: string | number }; result: null };
+  'cpupool.rename': { args: { pool: string | number; name: string }; result: null };
+  'cpupool.cpu-add': { args: { pool: string | number; cpus: number[] }; result: CpuChange };
+  'cpupool.cpu-remove': { args: { pool: string | number; cpus: number[] }; result: CpuChange };
+  'cpupool.migrate': { args: Dom & { pool: string | number }; result: null };
+  'sched.get': { args: Dom & { vcpus?: number[] | 'all' }; result: { sched: string; poolid: number; params: Record<string, number>; vcpus?: (Record<string, number> & { vcpuid: number })[] } };
+  'sched.set': { args: Dom & { sched: string; params?: Record<string, number>; vcpus?: { vcpuid: number; params: Record<string, number> }[] }; result: null };
+  'sched.pool': { args: { pool: string | number; set?: { ratelimitUs?: number; tsliceMs?: number } }; result: { poolid: number; sched: string; ratelimitUs?: number; tsliceMs?: number } };
   /** a stream of DomainChange events */
   'events.subscribe': { args: Record<string, never>; result: null };
   /** ends any stream this connection opened (console or events); `stream` is the opening request's id */

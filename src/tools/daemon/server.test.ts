@@ -2,6 +2,7 @@
 // server with stand-in handlers (no hypervisor).
 
 import { test } from 'node:test';
+import { until } from '../../testing/wait.js';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import path from 'node:path';
@@ -81,8 +82,7 @@ test('a stream id already open on the connection is refused, and the refused sou
   assert.deepEqual(refused.map((m) => [m.id, (m.error as { code: string }).code]), [[1025, 'EBUSY']]);
   assert.equal(open, 1024);
   c.destroy();
-  await new Promise((ok) => setTimeout(ok, 50));
-  assert.equal(open, 0);
+  await until('the closed connection\'s 1024 streams being closed', () => open === 0);
   await s.close();
 });
 
@@ -94,9 +94,7 @@ test('a client that sends requests without reading the answers is read no furthe
   c.pause();
   const N = 400; // 25 MiB of answers, over the 8 MiB backlog
   c.write(Array.from({ length: N }, (_, i) => req(i + 1, 'host.dmesg')).join(''));
-  await new Promise((ok) => setTimeout(ok, 300));
-  const conn = [...s.conns][0]!;
-  assert.ok(conn.sock.isPaused(), 'the daemon stopped reading');
+  const conn = await until('the daemon pausing the connection that does not read', () => [...s.conns].find((x) => x.sock.isPaused()));
   assert.ok(served < N, `served ${served}`);
   assert.ok(conn.sock.writableLength < 10 << 20, `backlog ${conn.sock.writableLength}`);
   const r = await read(c, N);

@@ -84,16 +84,4 @@ export async function startDaemon(stateDir = tmpStateDir(), args: string[] = ['-
   }
 }
 
-/** Polls `f` until it returns a truthy value. */
-export async function until<T>(what: string, f: () => Promise<T> | T, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v) return v;
-    } catch (e) { last = e; }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+export { until } from '../../testing/wait.js';

@@ -6,16 +6,18 @@ import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import { LocalClient } from './client.js';
 import { Xenstored } from './daemon.js';
 import { REPO_ROOT, tmpDir, which } from './helpers.js';
+import { havePeer, pythonHas } from '../../testing/peers.js';
+import { until, within } from '../../testing/wait.js';
 
 const run = promisify(execFile);
 const XEN_BIN = process.env['XENODE_XEN_UTILS_BIN'] ?? path.join(REPO_ROOT, '.cache', 'xen-utils', 'usr', 'lib', 'xen-4.17', 'bin');
 const TEST_XENSTORE = path.join(XEN_BIN, 'test-xenstore');
 const XENSTORE_CONTROL = path.join(XEN_BIN, 'xenstore-control');
-const PYTHON = ['/usr/bin/python3', which('python3')].find((p) => p && fs.existsSync(p)) ?? null;
+const PYTHON = pythonHas('pyxs');
 
 let d: Xenstored;
 let dom0: LocalClient;
@@ -41,13 +43,11 @@ async function sh(cmd: string, ...args: string[]): Promise<{ out: string; code: 
   }
 }
 
-function have(bin: string | null, why: string, t: { skip: (m: string) => void }): boolean {
-  if (bin && (path.isAbsolute(bin) ? fs.existsSync(bin) : which(bin))) return true;
-  t.skip(`SKIPPED: ${why}`);
-  console.error(`\n*** xenstored conformance: SKIPPED: ${why} ***\n`);
-  return false;
+/** Fails in CI, skips loudly elsewhere, when `bin` (a path or a command name) is not there. */
+function have(bin: string, install: string, t: TestContext): boolean {
+  return havePeer(t, path.isAbsolute(bin) ? fs.existsSync(bin) : which(bin) !== null, bin, install);
 }
-const UTILS = 'xenstore-utils is not installed (apt-get install xenstore-utils)';
+const UTILS = 'apt-get install xenstore-utils';
 
 describe('xenstore-utils', () => {
   test('xenstore-write / -read', async (t) => {
@@ -103,16 +103,20 @@ describe('xenstore-utils', () => {
     let out = '';
     p.stdout.on('data', (b: Buffer) => (out += b.toString()));
     const done = new Promise<number | null>((r) => p.on('exit', r));
-    for (let i = 0; i < 200 && !out.includes('/xu/w'); i++) await new Promise((r) => setTimeout(r, 10));
-    await dom0.write('/xu/w/k', '1');
-    await dom0.write('/xu/w', '2');
-    assert.equal(await done, 0);
+    try {
+      await until('xenstore-watch printing its initial event', () => out.includes('/xu/w'));
+      await dom0.write('/xu/w/k', '1');
+      await dom0.write('/xu/w', '2');
+      assert.equal(await within('xenstore-watch -n 3 exiting after three events', done), 0);
+    } finally {
+      p.kill();
+    }
     assert.equal(out, '/xu/w\n/xu/w/k\n/xu/w\n');
   });
 });
 
 describe('test-xenstore (Xen 4.17)', () => {
-  const why = `test-xenstore not found at ${TEST_XENSTORE} (run scripts/fetch-test-xenstore.sh)`;
+  const why = 'run scripts/fetch-test-xenstore.sh';
   test('lists its 12 tests', async (t) => {
     if (!have(TEST_XENSTORE, why, t)) return;
     const r = await sh(TEST_XENSTORE, '-l');
@@ -138,7 +142,21 @@ describe('test-xenstore (Xen 4.17)', () => {
     const r = await sh(TEST_XENSTORE, '-r', '2');
     assert.equal(r.code, 0, r.out + r.err);
   });
-  test('it cleans up after itself', async () => {
+  test('it works under /local/domain/0/xenstore-test and cleans up after itself', async (t) => {
+    if (!have(TEST_XENSTORE, why, t)) return;
+    // A watch on its directory proves the run used it (else "absent afterwards" would prove nothing).
+    const seen: string[] = [];
+    const onWatch = (e: { path: string; token: string }) => { if (e.token === 'xt') seen.push(e.path); };
+    dom0.on('watch', onWatch);
+    try {
+      await dom0.watch('/local/domain/0/xenstore-test', 'xt');
+      const r = await sh(TEST_XENSTORE, '-t', 'write 1');
+      assert.equal(r.code, 0, r.out + r.err);
+      await dom0.unwatch('/local/domain/0/xenstore-test', 'xt');
+    } finally {
+      dom0.off('watch', onWatch);
+    }
+    assert.ok(seen.some((p) => p.startsWith('/local/domain/0/xenstore-test/')), `test-xenstore wrote under its directory (events: ${seen.join(' ')})`);
     assert.equal(await dom0.tryRead('/local/domain/0/xenstore-test'), undefined);
   });
   test('xenstore-control: check, memreport, quota, log', async (t) => {
@@ -152,18 +170,8 @@ describe('test-xenstore (Xen 4.17)', () => {
 });
 
 describe('python3-pyxs', () => {
-  const why = 'python3-pyxs is not installed (apt-get install python3-pyxs)';
   test('a pyxs session: read, write, mkdir, ls, perms, transaction, watch, domain calls', async (t) => {
-    if (!PYTHON) {
-      t.skip(`SKIPPED: ${why}`);
-      return;
-    }
-    const probe = await sh(PYTHON, '-c', 'import pyxs');
-    if (probe.code !== 0) {
-      t.skip(`SKIPPED: ${why}`);
-      console.error(`\n*** xenstored conformance: SKIPPED: ${why} ***\n`);
-      return;
-    }
+    if (!havePeer(t, PYTHON !== null, 'python3 with the pyxs module', 'apt-get install python3-pyxs') || !PYTHON) return;
     const script = `
 import pyxs
 from pyxs import Client, PyXSError

@@ -418,7 +418,37 @@ test('disk and vif lists are parsed per entry; errors point at the entry', () =>
   assert.equal(convertError(`disk = "/img,,xvda"`), "hello.cfg:3:8: 'disk' must be a list, e.g. disk = [ '...' ]");
   assert.equal(convertError(`disk = [ ["/img,,xvda"] ]`), 'hello.cfg:3:10: disk entries must be strings');
   assert.deepEqual(convert(`vif = [ "model=e1000" ]`).warnings,
-    ['hello.cfg:3: vif: model=e1000 selects an emulated NIC, which needs a device model: a PVH guest has none']);
+    ['hello.cfg:3: vif: model=e1000 selects an emulated NIC, which needs a device model: a PVH guest has none',
+      "hello.cfg:3: WARNING: 'vif' is not applied: xenode has no network backend yet, so the domain gets no network interfaces"]);
+});
+
+test('settings taken but not acted on yet are said loudly: disk, vif, affinity, scheduler parameters', () => {
+  const { warnings } = convert('disk = [ "/img,,xvda" ]\nvif = [ "" ]\ncpus = "0"\ncpus_soft = "0"\ncpu_weight = 512\ncap = 50\n', [], { random: () => new Uint8Array(3) });
+  assert.deepEqual(warnings, [
+    "hello.cfg:3: WARNING: 'disk' is not applied: xenode has no block backend yet, so the domain gets no disks",
+    "hello.cfg:4: WARNING: 'vif' is not applied: xenode has no network backend yet, so the domain gets no network interfaces",
+    "hello.cfg:5: WARNING: 'cpus' is not applied: the scheduler does not honour vCPU affinity yet (vcpu-list shows it; vCPUs run on any pCPU)",
+    "hello.cfg:6: WARNING: 'cpus_soft' is not applied: the scheduler does not honour vCPU affinity yet (vcpu-list shows it; vCPUs run on any pCPU)",
+    "hello.cfg:7: WARNING: 'cpu_weight' is not applied: the daemon does not pass scheduler parameters from the config to the scheduler yet",
+    "hello.cfg:8: WARNING: 'cap' is not applied: the daemon does not pass scheduler parameters from the config to the scheduler yet",
+  ]);
+});
+
+test("keys xl's parser reads are recognised: PVH options xenode does not take say why, HVM/PV/Arm ones say so", () => {
+  const { warnings } = convert('hap = 1\nnestedhvm = 0\nhap = 0\noos = 1\nbootloader = "pygrub"\nnx = 1\npvshim = 1\nsve = "hw"\nvmtrace_buf_kb = 64\nmsr_relaxed = 1\nclaim_mode = 1\n');
+  // nestedhvm = 0 asks for what xenode does: no warning; the later hap replaces the first
+  assert.deepEqual(warnings, [
+    "hello.cfg:5: 'hap' is not supported by xenode (KVM picks the paging mode: the CPU's nested paging where it has it, shadow paging otherwise); ignored",
+    "hello.cfg:6: 'oos' is not supported by xenode (KVM decides how shadowed page tables are kept in sync); ignored",
+    "hello.cfg:7: 'bootloader' is not supported by xenode (xenode boots the PVH kernel named by 'kernel' directly); ignored",
+    "hello.cfg:8: 'nx' does not apply to PVH guests on xenode; ignored",
+    "hello.cfg:9: 'pvshim' does not apply to PVH guests on xenode; ignored",
+    "hello.cfg:10: 'sve' is an Arm option; ignored on x86",
+    "hello.cfg:11: 'vmtrace_buf_kb' is not supported by xenode yet; ignored",
+    "hello.cfg:12: 'msr_relaxed' is not supported by xenode yet; ignored",
+    // xl.conf's key, not one xl.cfg has
+    "hello.cfg:13: unknown key 'claim_mode' ignored",
+  ]);
 });
 
 test('keys that do not apply to PVH, are not supported yet, or are unknown are warned about, not refused', () => {

@@ -363,26 +363,44 @@ export const SHUTDOWN_ACTIONS: readonly ShutdownAction[] = [
   'destroy', 'restart', 'rename-restart', 'preserve', 'coredump-destroy', 'coredump-restart', 'soft-reset',
 ];
 
-/** Keys xl knows that cannot apply to a PVH guest on xenode (HVM or PV only, emulated devices, passthrough). */
+/** Keys xl reads that xl.cfg(5) gives to HVM or PV guests only (emulated devices, firmware, the PV shim). */
 const NOT_FOR_PVH = [
-  'acpi_s3', 'acpi_s4', 'apic', 'bios', 'bios_path_override', 'boot', 'bootloader', 'bootloader_args',
-  'device_model', 'device_model_args', 'device_model_args_hvm', 'device_model_args_pv', 'device_model_override',
+  'acpi_s3', 'acpi_s4', 'acpi_laptop_slate', 'apic', 'bios', 'bios_path_override', 'boot', 'device_model',
+  'device_model_args', 'device_model_args_hvm', 'device_model_args_pv', 'device_model_override',
   'device_model_stubdomain_override', 'device_model_stubdomain_seclabel', 'device_model_user', 'device_model_version',
-  'firmware', 'firmware_override', 'gfx_passthru', 'hap', 'hdtype', 'hpet', 'keymap', 'localtime', 'nestedhvm',
-  'nographic', 'opengl', 'pae', 'rdm', 'rdm_mem_boundary', 'sdl', 'serial', 'smbios_firmware', 'soundhw', 'spice',
-  'spice_clipboard_sharing', 'spiceagent_mouse', 'spicedisable_ticketing', 'spicehost', 'spicepasswd', 'spiceport',
-  'spicetls_port', 'spiceusbredirection', 'stdvga', 'timer_mode', 'usb', 'usbctrl', 'usbdev', 'usbdevice',
-  'vfb', 'vga', 'videoram', 'viridian', 'vkb', 'vkb_device', 'vnc', 'vncconsole', 'vncdisplay', 'vnclisten',
-  'vncpasswd', 'vncunused', 'xen_platform_pci', 'acpi_firmware', 'mca_caps', 'ms_vm_genid', 'altp2mhvm',
+  'e820_host', 'firmware', 'firmware_override', 'gfx_passthru', 'hdtype', 'hpet', 'hvm_pirq', 'keymap', 'localtime',
+  'mmio_hole', 'nographic', 'nx', 'opengl', 'pae', 'pvshim', 'pvshim_cmdline', 'pvshim_extra', 'pvshim_path', 'rdm',
+  'rdm_mem_boundary', 'sdl', 'serial', 'smbios', 'smbios_firmware', 'soundhw', 'spice', 'spice_clipboard_sharing',
+  'spice_image_compression', 'spice_streaming_video', 'spiceagent_mouse', 'spicedisable_ticketing', 'spicehost',
+  'spicepasswd', 'spiceport', 'spicetls_port', 'spiceusbredirection', 'spicevdagent', 'stdvga', 'stubdomain_cmdline',
+  'stubdomain_kernel', 'stubdomain_memory', 'stubdomain_ramdisk', 'usb', 'usbdevice', 'usbversion', 'vendor_device',
+  'vga', 'videoram', 'viridian', 'vkb_device', 'vnc', 'vncconsole', 'vncdisplay', 'vnclisten', 'vncpasswd',
+  'vncunused', 'vncviewer', 'vpt_align', 'xen_platform_pci', 'acpi_firmware', 'mca_caps', 'ms_vm_genid', 'altp2mhvm',
 ];
-/** Keys xl knows that xenode does not act on yet. */
+/** Keys xl reads on Arm only. */
+const ARM_ONLY = ['gic_version', 'vuart', 'sve', 'nr_spis', 'tee', 'llc_colors', 'trap_unmapped_accesses'];
+/**
+ * xl.cfg(5)'s PVH guest options (and its paging options) that xenode does
+ * not take: why, and the value that asks for what xenode does anyway (no warning then).
+ */
+const PVH_NOT_TAKEN: Record<string, { why: string; matches?: bigint }> = {
+  hap: { why: "KVM picks the paging mode: the CPU's nested paging where it has it, shadow paging otherwise" },
+  nestedhvm: { why: 'xenode does not expose VMX/SVM to guests', matches: 0n },
+  oos: { why: 'KVM decides how shadowed page tables are kept in sync' },
+  shadow_memory: { why: 'KVM sizes its own paging structures' },
+  timer_mode: { why: 'xenode emulates no platform timer for it to govern' },
+  bootloader: { why: "xenode boots the PVH kernel named by 'kernel' directly" },
+  bootloader_args: { why: "xenode boots the PVH kernel named by 'kernel' directly" },
+  bootloader_restrict: { why: "xenode boots the PVH kernel named by 'kernel' directly" },
+  bootloader_user: { why: "xenode boots the PVH kernel named by 'kernel' directly" },
+};
+/** Keys xl reads that xenode does not act on yet. */
 const NOT_YET = [
-  'acpi', 'altp2m', 'channel', 'claim_mode', 'cpuid', 'dtdev', 'device_tree', 'driver_domain', 'e820_host',
-  'gic_version', 'iomem', 'ioports', 'irqs', 'max_grant_version', 'max_maptrack_frames', 'memflags', 'nomigrate',
-  'p9', 'pci', 'pci_msitranslate', 'pci_permissive', 'pci_power_mgmt', 'pci_seize', 'pvcalls', 'rtc_timeoffset',
-  'shadow_memory', 'tee', 'tsc_mode', 'vdispl', 'vnuma', 'vsnd', 'vtpm', 'vuart', 'xenstore_feature_mask',
-  'xenstore_quota', 'cpu_cap', 'vcpu_hard_affinity', 'vcpu_soft_affinity', 'passthrough', 'trap_unmapped_accesses',
-  'dm_restrict', 'vpmu', 'llc_colors', 'viridian_enlightenments', 'max_altp2m', 'nested_virt',
+  'acpi', 'altp2m', 'assisted_x2apic', 'assisted_xapic', 'channel', 'cpuid', 'dtdev', 'device_tree', 'driver_domain',
+  'iomem', 'ioports', 'irqs', 'max_grant_version', 'max_maptrack_frames', 'msr_relaxed', 'nomigrate', 'p9', 'pci',
+  'pci_msitranslate', 'pci_permissive', 'pci_power_mgmt', 'pci_seize', 'pvcalls', 'rtc_timeoffset', 'tsc_mode', 'vdispl',
+  'vfb', 'virtio', 'vkb', 'vmtrace_buf_kb', 'vnuma', 'vsnd', 'vtpm', 'usbctrl', 'usbdev', 'xenstore_feature_mask',
+  'xenstore_quota', 'passthrough', 'dm_restrict', 'vpmu', 'max_altp2m',
 ];
 
 /** Validates parsed settings into a DomainConfig; throws XlCfgError at the offending value. */
@@ -535,6 +553,7 @@ class Converter {
       config[field] = v.value;
     }
     this.warnUnused();
+    this.warnNotApplied(config);
     return config;
   }
 
@@ -690,10 +709,30 @@ class Converter {
   private warnUnused(): void {
     for (const s of this.cfg.values()) {
       if (this.used.has(s.key)) continue;
-      if (NOT_FOR_PVH.includes(s.key)) this.warnAt(s, `'${s.key}' does not apply to PVH guests on xenode; ignored`);
+      const pvh = PVH_NOT_TAKEN[s.key];
+      if (pvh) {
+        if (pvh.matches !== undefined && s.value.kind === 'number' && s.value.value === pvh.matches) continue;
+        this.warnAt(s, `'${s.key}' is not supported by xenode (${pvh.why}); ignored`);
+      } else if (NOT_FOR_PVH.includes(s.key)) this.warnAt(s, `'${s.key}' does not apply to PVH guests on xenode; ignored`);
+      else if (ARM_ONLY.includes(s.key)) this.warnAt(s, `'${s.key}' is an Arm option; ignored on x86`);
       else if (NOT_YET.includes(s.key)) this.warnAt(s, `'${s.key}' is not supported by xenode yet; ignored`);
       else this.warnAt(s, `unknown key '${s.key}' ignored`);
     }
+  }
+
+  /**
+   * Settings taken into the config that nothing acts on yet: said at
+   * create time, so nobody believes a disk, a network or a CPU placement is there.
+   */
+  private warnNotApplied(c: DomainConfig): void {
+    const say = (key: string, what: string): void => {
+      const s = this.cfg.get(key);
+      if (s) this.warnAt(s, `WARNING: '${key}' is not applied: ${what}`);
+    };
+    if (c.disks.length) say('disk', 'xenode has no block backend yet, so the domain gets no disks');
+    if (c.vifs.length) say('vif', 'xenode has no network backend yet, so the domain gets no network interfaces');
+    for (const key of ['cpus', 'cpus_soft']) say(key, 'the scheduler does not honour vCPU affinity yet (vcpu-list shows it; vCPUs run on any pCPU)');
+    for (const key of ['cpu_weight', 'cap', 'period', 'slice', 'latency', 'extratime']) say(key, 'the daemon does not pass scheduler parameters from the config to the scheduler yet');
   }
 }
 

@@ -19,9 +19,24 @@ export interface Io {
   err(s: string): void;
 }
 
+/** xl's global options (xl.c main: getopt "+vftTN"). */
+export interface GlobalOptions {
+  /** -v, once per level: more detail in messages */
+  verbose: number;
+  /** -N: commands that can print what they would do, and do nothing */
+  dryRun: boolean;
+  /** -f: force_execution */
+  force: boolean;
+  /** -t: progress lines end with CR */
+  progressCr: boolean;
+  /** -T: the toolstack's log lines carry a date and the pid */
+  timestamps: boolean;
+}
+
 export interface XlContext extends Io {
   /** the daemon's API socket (--socket, XENODE_SOCKET, or the default) */
   socketPath: string;
+  global: GlobalOptions;
   /** connects on first use */
   client(): Promise<DaemonClient>;
   env: NodeJS.ProcessEnv;
@@ -34,6 +49,10 @@ export interface XlCommand {
   name: string;
   /** one line, as in `xl help` */
   desc: string;
+  /** xl's cmd_spec can_dryrun: the command honours -N */
+  canDryrun?: boolean;
+  /** xl's cmd_spec modifies: -f means something to it */
+  modifies?: boolean;
   usage: string;
   /** the "Options:" section of `xl <cmd> -h` */
   help?: string;
@@ -45,9 +64,9 @@ export interface XlCommand {
   run(ctx: XlContext, values: Values, args: string[]): Promise<number>;
 }
 
-/** `xl <cmd> -h`: "Usage: xl <cmd> <usage>\n\n<desc>.\n\n[Options:\n\n<help>\n]". */
+/** `xl <cmd> -h`: "Usage: xl [-vtT<f><N>] <cmd> <usage>\n\n<desc>.\n\n[Options:\n\n<help>\n]", as xl's help(). */
 export function commandHelp(c: XlCommand): string {
-  let s = `Usage: xl ${c.name} ${c.usage}\n\n${c.desc}.\n\n`;
+  let s = `Usage: xl [-vtT${c.modifies ? 'f' : ''}${c.canDryrun ? 'N' : ''}] ${c.name} ${c.usage}\n\n${c.desc}.\n\n`;
   if (c.help) s += `Options:\n\n${c.help}\n`;
   return s;
 }

@@ -26,12 +26,26 @@ const padR = (s: string | number, w: number): string => String(s).padEnd(w);
 const SHUTDOWN_REASON_LETTERS = '-rscwS';
 
 /** `xl list` header ("Name" + 40 spaces puts "ID" at column 44). */
-export function listHeader(opts: { verbose?: boolean; context?: boolean } = {}): string {
+export interface ListOptions {
+  verbose?: boolean;
+  context?: boolean;
+  /** -c: the cpupool column */
+  cpupool?: boolean;
+  /** -n: the NUMA node affinity column, over this many nodes */
+  numaNodes?: number;
+}
+
+export function listHeader(opts: ListOptions = {}): string {
   let h = 'Name                                        ID   Mem VCPUs\tState\tTime(s)';
   if (opts.verbose) h += '   UUID                            Reason-Code\tSecurity Label';
   if (opts.context && !opts.verbose) h += '   Security Label';
+  if (opts.cpupool) h += '         Cpupool';
+  if (opts.numaNodes !== undefined) h += ' NODE Affinity';
   return h;
 }
+
+/** Every domain is in Pool-0, the only cpupool, and may use every NUMA node (there is one). */
+export const POOL0 = 'Pool-0';
 
 /** xl's six state letters r b p s <reason> d, '-' where false. */
 export function stateFlags(d: Pick<DomainSummary, 'running' | 'blocked' | 'paused' | 'shutdown' | 'shutdownReason' | 'dying'>): string {
@@ -49,13 +63,15 @@ export function xlSeconds(seconds: number): number {
 }
 
 /** One `xl list` row: "%-40s %5d %5lu %5d     %c%c%c%c%c%c  %8.1f" (+ -v / -Z columns). */
-export function listRow(d: DomainSummary, opts: { verbose?: boolean; context?: boolean } = {}): string {
+export function listRow(d: DomainSummary, opts: ListOptions = {}): string {
   let r = `${padR(d.name, 40)} ${padL(d.domid, 5)} ${padL(Math.floor(d.memory / 1024), 5)} ${padL(d.onlineVcpus, 5)}     ${stateFlags(d)}  ${padL(fixed(xlSeconds(d.cpuTime), 1), 8)}`;
   if (opts.verbose) {
     r += ` ${d.uuid}`;
     r += d.shutdown ? ` ${padL((d.shutdownReason >>> 0).toString(16), 8)}` : ` ${padL('-', 8)}`;
   }
   if (opts.verbose || opts.context) r += ` ${padL(d.seclabel || '-', 16)}`;
+  if (opts.cpupool) r += padL(POOL0, 16);
+  if (opts.numaNodes !== undefined) r += ` ${cpuSet(null, opts.numaNodes)}`;
   return r;
 }
 
@@ -110,20 +126,41 @@ export const INFO_KEYS = [
 ] as const;
 
 /**
+ * `xl info -n`'s topology and NUMA sections (output_topologyinfo,
+ * output_numainfo): every pCPU is a core of socket 0 on node 0, there are
+ * no PCI devices, and node 0 holds the host's memory at distance 10 from itself.
+ */
+export function topologyLines(info: Record<string, string | number>): string[] {
+  const nrCpus = Number(info['nr_cpus'] ?? 0);
+  const lines = ['cpu_topology           :', 'cpu:    core    socket     node'];
+  for (let i = 0; i < nrCpus; i++) lines.push(`${padL(i, 3)}:    ${padL(i, 4)}     ${padL(0, 4)}     ${padL(0, 4)}`);
+  lines.push('device topology        :', 'device           node', 'No device topology data available');
+  lines.push('numa_info              :', 'node:    memsize    memfree    distances');
+  lines.push(`${padL(0, 4)}:    ${padL(Number(info['total_memory'] ?? 0), 6)}     ${padL(Number(info['free_memory'] ?? 0), 6)}      10`);
+  return lines;
+}
+
+/**
  * `xl info` lines ("%-23s: value"): the daemon's host.info values in xl's
  * order, then any further keys it reports in its order, then
  * xend_config_format. Keys the daemon does not know are left out, never
  * invented. With `only`, prints just the value of lines whose key starts
- * with it, as `xl info <name>` does.
+ * with it, as `xl info <name>` does; with `numa`, the topology and NUMA
+ * sections follow the physical ones (free_cpus), as in xl.
  */
-export function infoLines(info: Record<string, string | number>, only?: string): string[] {
+export function infoLines(info: Record<string, string | number>, only?: string, numa = false): string[] {
   const known = new Set<string>(INFO_KEYS);
   const keys: string[] = INFO_KEYS.filter((k) => k in info);
   for (const k of Object.keys(info)) if (!known.has(k) && k !== 'xend_config_format') keys.push(k);
   const pairs: [string, string][] = keys.map((k) => [k, String(info[k])]);
   pairs.push(['xend_config_format', '4']);
   if (only !== undefined) return pairs.filter(([k]) => k.startsWith(only)).map(([, v]) => v);
-  return pairs.map(([k, v]) => `${padR(k, 23)}: ${v}`);
+  const lines = pairs.map(([k, v]) => `${padR(k, 23)}: ${v}`);
+  if (numa) {
+    const at = keys.indexOf('xen_major');
+    lines.splice(at < 0 ? lines.length - 1 : at, 0, ...topologyLines(info));
+  }
+  return lines;
 }
 
 /** xl's uptime_to_string: "[D day(s), ]HH:MM[:SS]" with the hour space-padded. */

@@ -2,7 +2,7 @@
 // find_domain does, and reporting a daemon error.
 
 import { ApiCallError } from '../../daemon/client.js';
-import { XlExit, type XlContext } from '../command.js';
+import { XlExit, type GlobalOptions, type XlContext } from '../command.js';
 
 /** libxl's error numbers xl prints in "(rc=N)" (libxl_types.idl / _libxl_types.h: ERROR_FAIL, ERROR_INVAL, ERROR_NOPARAVIRT, ERROR_DOMAIN_NOTFOUND). */
 export const ERROR_FAIL = -3;
@@ -25,25 +25,46 @@ export function rcOf(e: unknown): number {
 }
 
 /**
- * xl's find_domain: a name or a domain id to {domid, name}. An unknown one
- * prints "<p> is an invalid domain identifier (rc=N)" and exits 1 (rc -6 for
- * a name as libxl_name_to_domid reports, -21 for an id).
+ * libxl_domain_qualifier_to_domid's reading of all digits: strtoul, so a
+ * value past ULONG_MAX saturates, then truncated to the uint32_t domid.
  */
-export async function findDomain(ctx: XlContext, p: string): Promise<{ domid: number; name: string }> {
+export function qualifierDomid(p: string): number {
+  const n = BigInt(p);
+  const ulongMax = (1n << 64n) - 1n;
+  return Number((n > ulongMax ? ulongMax : n) & 0xffffffffn);
+}
+
+/**
+ * xl's find_domain: all digits are a domain id taken as it is, without
+ * asking whether such a domain exists (libxl_domain_qualifier_to_domid), so
+ * each command meets a missing id in its own way; anything else is a name,
+ * and an unknown name prints "<p> is an invalid domain identifier (rc=-6)"
+ * (libxl_name_to_domid's ERROR_INVAL) and exits 1.
+ */
+export async function findDomain(ctx: XlContext, p: string): Promise<number> {
+  if (isDomid(p)) return qualifierDomid(p);
   const c = await ctx.client();
   try {
-    return await c.call('domain.resolve', { dom: isDomid(p) ? Number(p) : p });
+    return (await c.call('domain.resolve', { dom: p })).domid;
   } catch (e) {
     if (e instanceof ApiCallError && e.code === 'ENOENT') {
-      ctx.err(`${p} is an invalid domain identifier (rc=${isDomid(p) ? ERROR_DOMAIN_NOTFOUND : ERROR_INVAL})\n`);
+      ctx.err(`${p} is an invalid domain identifier (rc=${ERROR_INVAL})\n`);
       throw new XlExit(1);
     }
     throw e;
   }
 }
 
+/** -T: the date and pid xentoollog's stdiostream logger puts before each line (XTL_STDIOSTREAM_SHOW_DATE | SHOW_PID). */
+export function logPrefix(g: GlobalOptions, now = new Date()): string {
+  if (!g.timestamps) return '';
+  const p = (n: number) => String(n).padStart(2, '0');
+  const tz = new Intl.DateTimeFormat('en-US', { timeZoneName: 'short' }).formatToParts(now).find((x) => x.type === 'timeZoneName')?.value ?? 'UTC';
+  return `${now.getFullYear()}-${p(now.getMonth() + 1)}-${p(now.getDate())} ${p(now.getHours())}:${p(now.getMinutes())}:${p(now.getSeconds())} ${tz} [${process.pid}] `;
+}
+
 /** Prints the daemon's reason for a failure (xl shows libxl's log line in the same place). */
 export function reportDaemonError(ctx: XlContext, e: unknown): void {
-  if (e instanceof ApiCallError) ctx.err(`xl: ${e.message}\n`);
+  if (e instanceof ApiCallError) ctx.err(`${logPrefix(ctx.global)}xl: ${e.message}\n`);
   else throw e;
 }

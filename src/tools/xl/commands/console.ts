@@ -86,7 +86,7 @@ export async function attachConsole(c: DaemonClient, domid: number, opts: Attach
 export const console_: XlCommand = {
   name: 'console',
   desc: "Attach to domain's console",
-  usage: '[options] <Domain>\n-t <type>       console type, pv only on xenode\n-n <number>     console number (0)\n-e <escape>     detach character: ^X, a character or 0xNN (default ^])',
+  usage: '[options] <Domain>\n-t <type>       console type, pv , serial or vuart (xenode has pv)\n-n <number>     console number (0)\n-e <escape>     detach character: ^X, a character or 0xNN (default ^])',
   options: {
     type: { type: 'string', short: 't' },
     num: { type: 'string', short: 'n' },
@@ -95,12 +95,17 @@ export const console_: XlCommand = {
   minArgs: 1,
   async run(ctx, v, args) {
     const type = v['type'];
-    if (type !== undefined && type !== 'pv') {
-      ctx.err('console type supported are: pv\n');
+    if (type !== undefined && !['pv', 'serial', 'vuart'].includes(String(type))) {
+      ctx.err('console type supported are: pv, serial, vuart\n');
       return 1;
     }
-    if (v['num'] !== undefined && Number(v['num']) !== 0) {
-      ctx.err(`xl: domains on xenode have one console (number 0), not '${String(v['num'])}'\n`);
+    if (type === 'serial' || type === 'vuart') {
+      // xl names them; a PVH domain here has neither an emulated UART nor an Arm vuart
+      ctx.err(`xl: domains on xenode have no ${type} console, only the PV one (-t pv)\nUnable to attach console\n`);
+      return 1;
+    }
+    if (v['num'] !== undefined && Number.parseInt(String(v['num']), 10) !== 0) {
+      ctx.err(`xl: domains on xenode have one console (number 0), not '${String(v['num'])}'\nUnable to attach console\n`);
       return 1;
     }
     let escape = DEFAULT_ESCAPE;
@@ -112,7 +117,7 @@ export const console_: XlCommand = {
       }
       escape = e;
     }
-    const { domid } = await findDomain(ctx, args[0]!);
+    const domid = await findDomain(ctx, args[0]!);
     try {
       return await attachConsole(await ctx.client(), domid, { escape, replay: true });
     } catch (e) {

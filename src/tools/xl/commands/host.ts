@@ -1,8 +1,9 @@
 // Listing and host commands: list, vcpu-list, vcpu-pin, info, uptime, dmesg, top.
 
 import type { DomainSummary, VcpuSummary } from '../../daemon/protocol.js';
+import { ApiCallError } from '../../daemon/client.js';
 import { XlExit, type XlCommand, type XlContext } from '../command.js';
-import { infoLines, listHeader, listRow, topScreen, uptimeHeader, uptimeRow, vcpuListHeader, vcpuListRow, type TopSample } from '../format.js';
+import { cpuSet, infoLines, listHeader, type ListOptions, listRow, topScreen, uptimeHeader, uptimeRow, vcpuListHeader, vcpuListRow, type TopSample } from '../format.js';
 import { parseCpuSet } from '../cfg.js';
 import { findDomain, reportDaemonError } from './common.js';
 
@@ -27,7 +28,7 @@ async function selected(ctx: XlContext, args: string[]): Promise<DomainSummary[]
   const all = await domains(ctx);
   const out: DomainSummary[] = [];
   for (const a of args) {
-    const { domid } = await findDomain(ctx, a);
+    const domid = await findDomain(ctx, a);
     const d = all.find((x) => x.domid === domid);
     if (!d) {
       ctx.err(`Error: Domain '${a}' does not exist.\n`);
@@ -46,11 +47,15 @@ export const list: XlCommand = {
     '-l, --long              Output all VM details (the stored configurations, as JSON)',
     '-v, --verbose           Prints out UUIDs and security context',
     '-Z, --context           Prints out security context',
+    '-c, --cpupool           Prints the cpupool the domain is in',
+    '-n, --numa              Prints out NUMA node affinity',
   ].join('\n'),
   options: {
     long: { type: 'boolean', short: 'l' },
     verbose: { type: 'boolean', short: 'v' },
     context: { type: 'boolean', short: 'Z' },
+    cpupool: { type: 'boolean', short: 'c' },
+    numa: { type: 'boolean', short: 'n' },
   },
   async run(ctx, v, args) {
     const doms = args.length ? await selected(ctx, args) : await domains(ctx);
@@ -68,7 +73,8 @@ export const list: XlCommand = {
       ctx.out(`${JSON.stringify(out, null, 4)}\n`);
       return 0;
     }
-    const opts = { verbose: v['verbose'] === true, context: v['context'] === true };
+    const opts: ListOptions = { verbose: v['verbose'] === true, context: v['context'] === true, cpupool: v['cpupool'] === true };
+    if (v['numa']) opts.numaNodes = num((await hostInfo(ctx))['nr_nodes']) ?? 1;
     ctx.out(`${listHeader(opts)}\n`);
     for (const d of doms) ctx.out(`${listRow(d, opts)}\n`);
     return 0;
@@ -87,8 +93,14 @@ export const vcpuList: XlCommand = {
       rows.push(...await c.call('vcpu.list', {}));
     } else {
       for (const a of args) {
-        const { domid } = await findDomain(ctx, a);
-        rows.push(...await c.call('vcpu.list', { dom: domid }));
+        const domid = await findDomain(ctx, a);
+        try {
+          rows.push(...await c.call('vcpu.list', { dom: domid }));
+        } catch (e) {
+          // libxl_list_vcpu fails and xl prints no row for it, going on with the rest
+          if (!(e instanceof ApiCallError && e.code === 'ENOENT')) throw e;
+          reportDaemonError(ctx, e);
+        }
       }
     }
     ctx.out(`${vcpuListHeader()}\n`);
@@ -99,12 +111,14 @@ export const vcpuList: XlCommand = {
 
 export const vcpuPin: XlCommand = {
   name: 'vcpu-pin',
+  canDryrun: true,
+  modifies: true,
   desc: 'Set which CPUs a VCPU can use',
   usage: '<Domain> <VCPU|all> <Hard affinity|-|all> <Soft affinity|-|all>',
   minArgs: 3,
   async run(ctx, _v, args) {
     const [dom, vcpuArg, hardArg, softArg] = args as [string, string, string, string | undefined];
-    const { domid } = await findDomain(ctx, dom);
+    const domid = await findDomain(ctx, dom);
     let vcpu: number | 'all';
     if (/^[0-9]+$/.test(vcpuArg)) vcpu = Number(vcpuArg);
     else if (vcpuArg === 'all') vcpu = 'all';
@@ -121,6 +135,11 @@ export const vcpuPin: XlCommand = {
     } catch (e) {
       ctx.err(`${(e as Error).message}\n`);
       return 1;
+    }
+    if (ctx.global.dryRun) {
+      // -N: the parsed maps, nothing set
+      ctx.out(`cpumap: ${hard === undefined ? '-' : cpuSet(hard, nrCpus)}${soft === undefined ? '' : ` ${cpuSet(soft, nrCpus)}`}\n`);
+      return 0;
     }
     try {
       // "-" leaves the hard affinity as it is: the API always takes one, so
@@ -145,9 +164,12 @@ export const vcpuPin: XlCommand = {
 export const info: XlCommand = {
   name: 'info',
   desc: 'Get information about Xen host',
-  usage: '[name]',
-  async run(ctx, _v, args) {
-    for (const l of infoLines(await hostInfo(ctx), args[0])) ctx.out(`${l}\n`);
+  usage: '-n, --numa         List host NUMA topology information',
+  options: { numa: { type: 'boolean', short: 'n' } },
+  async run(ctx, v, args) {
+    const numa = v['numa'] === true;
+    // with -n an argument selects nothing, as in xl
+    for (const l of infoLines(await hostInfo(ctx), numa ? undefined : args[0], numa)) ctx.out(`${l}\n`);
     return 0;
   },
 };
@@ -183,7 +205,9 @@ export const uptime: XlCommand = {
       ctx.err('xl: the daemon does not report its uptime (host.info daemon_uptime); cannot compute uptimes\n');
       return 1;
     }
-    const doms = args.length ? await selected(ctx, args) : await domains(ctx);
+    const all = await domains(ctx);
+    // a named domain that is not there is left out, as libxl_vm_get_start_time's failure makes xl do
+    const doms = args.length ? (await Promise.all(args.map((a) => findDomain(ctx, a)))).flatMap((id) => all.filter((d) => d.domid === id)) : all;
     const now = new Date();
     if (!short) ctx.out(`${uptimeHeader()}\n`);
     for (const d of doms) ctx.out(`${uptimeRow(d.name, d.domid, daemonUp - d.startTime / 1e9, short, now)}\n`);

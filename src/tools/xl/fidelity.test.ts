@@ -1,0 +1,262 @@
+// xl as scripts and fingers use it, against a running daemon: output into a
+// closed pipe, command prefixes, numeric domain qualifiers, global -N, xl
+// info's fields, Domain-0 and offline vCPUs in vcpu-list, list -c/-n,
+// create -F's lines, shutdown -a/-w/-w -w, pools, and settings said to be
+// not applied. Expected strings are xl's own format strings
+// (tools/xl/xl_info.c, xl_vcpu.c, xl_vmcontrol.c, xl.c).
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { needsKvm } from '../../kvm/testing.js';
+import { guest, startDaemon, tmpStateDir, until, type TestDaemon } from '../daemon/testing.js';
+import { listHeader, vcpuListHeader } from './format.js';
+
+const XL_JS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'xl.js');
+
+let daemon: TestDaemon;
+let env: NodeJS.ProcessEnv;
+let dir: string;
+
+interface Run { code: number | null; signal: NodeJS.Signals | null; out: string; err: string }
+
+/** Runs `xl ...`; with closeStdout, our end of its stdout pipe is closed at once, as `| head` does once satisfied. */
+function xl(argv: string[], o: { closeStdout?: boolean } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [XL_JS, ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    if (o.closeStdout) p.stdout.destroy();
+    else p.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+    p.stderr.on('data', (b: Buffer) => { err += b.toString(); });
+    p.on('close', (code, signal) => resolve({ code, signal, out, err }));
+  });
+}
+
+const run = (...argv: string[]) => xl(argv);
+
+function cfg(name: string, body: string, kernel = 'idle'): string {
+  const f = path.join(dir, `${name}.cfg`);
+  fs.writeFileSync(f, `name = "${name}"\ntype = "pvh"\nkernel = "${guest(kernel)}"\nmemory = 16\n${body}`);
+  return f;
+}
+
+async function domid(name: string): Promise<number> {
+  const r = await run('domid', name);
+  assert.equal(r.code, 0, r.err);
+  return Number(r.out);
+}
+
+describe('xl fidelity against a running daemon', needsKvm(), () => {
+  before(async () => {
+    daemon = await startDaemon(tmpStateDir());
+    dir = daemon.stateDir;
+    env = { ...process.env, XENODE_SOCKET: daemon.socket, XENODE_STATE_DIR: '' };
+  });
+  after(async () => { await daemon?.stop(); });
+
+  test('output into a closed pipe ends xl quietly with SIGPIPE\'s status, for every output command', async () => {
+    for (const argv of [['list'], ['uptime'], ['vcpu-list'], ['info'], ['help'], ['dmesg'], ['list', '-l']]) {
+      const r = await xl(argv, { closeStdout: true });
+      assert.deepEqual([r.code, r.err], [141, ''], `xl ${argv.join(' ')}`);
+    }
+    // a person's pipe: head takes the first line; xl says nothing on stderr whatever the timing
+    const sh = spawnSync('bash', ['-c', `set -o pipefail; "${process.execPath}" "${XL_JS}" info | head -1; echo "status=$?" >&2`], { env, encoding: 'utf8' });
+    assert.match(sh.stdout, /^host {19}: \S+\n$/);
+    assert.match(sh.stderr, /^status=(0|141)\n$/);
+  });
+
+  test('an unambiguous prefix runs the command: xl li is xl list; xl sh is ambiguous as in xl', async () => {
+    const a = await run('li');
+    const b = await run('list');
+    assert.equal(a.code, 0);
+    assert.equal(a.out.split('\n')[0], b.out.split('\n')[0]);
+    assert.equal(a.out.split('\n')[0], listHeader());
+    assert.deepEqual(await run('sh'), { code: 1, signal: null, out: '', err: 'command not implemented\n' });
+    assert.equal((await run('vcpu-l')).out.split('\n')[0], vcpuListHeader());
+  });
+
+  test('numeric qualifiers are domids without lookup: each command meets the missing domain as xl\'s does', async () => {
+    assert.deepEqual(await run('list', '42'), { code: 1, signal: null, out: '', err: "Error: Domain '42' does not exist.\n" });
+    assert.deepEqual(await run('vcpu-list', '42'), { code: 0, signal: null, out: `${vcpuListHeader()}\n`, err: 'xl: no domain with id 42\n' });
+    assert.deepEqual(await run('destroy', '42'), { code: 1, signal: null, out: '', err: 'xl: no domain with id 42\ndestroy failed (rc=-21)\n' });
+    assert.deepEqual(await run('uptime', '42'), { code: 0, signal: null, out: 'Name                                ID Uptime\n', err: '' });
+    // a name still goes through libxl_name_to_domid
+    assert.deepEqual(await run('list', 'nosuch'), { code: 1, signal: null, out: '', err: 'nosuch is an invalid domain identifier (rc=-6)\n' });
+  });
+
+  test('xl info: xl\'s fields with true values, nr_domains as many as xl list shows; info -n adds the topology', async () => {
+    const r = await run('info');
+    assert.equal(r.code, 0, r.err);
+    const lines = r.out.trimEnd().split('\n');
+    const kv = new Map(lines.map((l) => [l.slice(0, 23).trimEnd(), l.slice(25)]));
+    assert.ok(lines.every((l) => /^[a-z_]+ *: /.test(l) || /^virt_caps {14}:/.test(l)), r.out);
+    assert.match(kv.get('cpu_mhz')!, /^\d+\.\d{3}$/);
+    assert.match(kv.get('hw_caps')!, /^([0-9a-f]{8}:){7}[0-9a-f]{8}$/);
+    // CPUID.1:EDX bit 0 (FPU) is in every x86 CPU KVM offers
+    assert.equal(parseInt(kv.get('hw_caps')!.slice(0, 8), 16) & 1, 1);
+    for (const tok of kv.get('virt_caps')!.split(' ')) {
+      assert.ok(['pv', 'hvm', 'hvm_directio', 'pv_directio', 'hap', 'shadow', 'iommu_hap_pt_share', 'vmtrace', 'vpmu', 'gnttab-v1', 'gnttab-v2'].includes(tok), tok);
+    }
+    assert.ok(['credit', 'credit2', 'rtds', 'arinc653', 'null', 'sedf', 'unknown'].includes(kv.get('xen_scheduler')!));
+    for (const k of ['sharing_freed_memory', 'sharing_used_memory', 'outstanding_claims', 'free_cpus']) assert.equal(kv.get(k), '0', k);
+    for (const k of ['cc_compile_by', 'cc_compile_domain', 'cc_compile_date', 'build_id']) assert.ok(kv.has(k), k);
+    assert.equal(lines[lines.length - 1], 'xend_config_format     : 4');
+    const rows = (await run('list')).out.trimEnd().split('\n').length - 1;
+    assert.equal(kv.get('nr_domains'), String(rows));
+    assert.equal((await run('info', 'cpu_mhz')).out, `${kv.get('cpu_mhz')}\n`);
+
+    const n = await run('info', '-n');
+    const nl = n.out.split('\n');
+    const at = nl.indexOf('cpu_topology           :');
+    assert.ok(at > 0 && nl[at - 1]!.startsWith('free_cpus'), n.out);
+    assert.equal(nl[at + 1], 'cpu:    core    socket     node');
+    assert.equal(nl[at + 2], '  0:       0        0        0');
+    assert.ok(nl.includes('No device topology data available'));
+    assert.match(n.out, /^numa_info {14}:\nnode: {4}memsize {4}memfree {4}distances\n {3}0: {4} *\d+ {5} *\d+ {6}10\nxen_major/m);
+  });
+
+  test('vcpu-list: Domain-0 first, then each domain\'s vCPUs up to maxvcpus, the ones not up as "-  --p"', async () => {
+    const f = cfg('fv-max', 'vcpus = 1\nmaxvcpus = 3\n');
+    assert.equal((await run('create', '-q', f)).code, 0);
+    const id = await domid('fv-max');
+    const all = (await run('vcpu-list')).out.split('\n');
+    assert.equal(all[0], vcpuListHeader());
+    assert.match(all[1]!, /^Domain-0 {24} {5}0 {5}0 {4}- {3}r-- +[\d.]+ {2}all \/ all$/);
+    const mine = (await run('vcpu-list', 'fv-max')).out.trimEnd().split('\n').slice(1);
+    assert.equal(mine.length, 3);
+    assert.match(mine[0]!, new RegExp(`^fv-max {26} +${id} +0 +\\d+ +[r-][b-]- +[\\d.]+ {2}all / all$`));
+    assert.equal(mine[1], `${'fv-max'.padEnd(32)} ${String(id).padStart(5)}     1    -   --p       0.0  all / all`);
+    assert.equal(mine[2], `${'fv-max'.padEnd(32)} ${String(id).padStart(5)}     2    -   --p       0.0  all / all`);
+    // xl list counts the online ones; the guest's xenstore says which are offline (libxl's cpu/N/availability)
+    assert.match((await run('list', 'fv-max')).out.split('\n')[1]!, /^fv-max\s+\d+\s+16\s+1\s/);
+    const avail = await run('xenstore-read', `/local/domain/${id}/cpu/2/availability`);
+    if (avail.code !== 127) assert.equal(avail.out, 'offline\n');
+    assert.equal((await run('destroy', 'fv-max')).code, 0);
+  });
+
+  test('list -c and -n: the cpupool and NODE Affinity columns as xl prints them', async () => {
+    const c = await run('list', '-c', '0');
+    assert.equal(c.out.split('\n')[0], `${listHeader()}         Cpupool`);
+    assert.match(c.out.split('\n')[1]!, / {10}Pool-0$/);
+    const n = await run('list', '-n', '0');
+    assert.equal(n.out.split('\n')[0], `${listHeader()} NODE Affinity`);
+    assert.match(n.out.split('\n')[1]!, /\.\d all$/);
+  });
+
+  test('create -F prints xl\'s lines: waiting, shut down with its reason, the action, done', async () => {
+    const f = cfg('fv-fg', '', 'hello');
+    const r = await run('create', '-F', f);
+    assert.equal(r.code, 0, r.err);
+    const m = /Waiting for domain fv-fg \(domid (\d+)\) to die \[pid \d+\]\n/.exec(r.err);
+    assert.ok(m, r.err);
+    const id = m[1];
+    assert.ok(r.err.endsWith(`Domain ${id} has shut down, reason code 0 0x0\nAction for shutdown reason code 0 is destroy\n` +
+      `Domain ${id} needs to be cleaned up: destroying the domain\nDone. Exiting now\n`), r.err);
+  });
+
+  test('shutdown -a stops at the first domain that fails, as xl does', async () => {
+    for (const n of ['fv-a1', 'fv-a2']) assert.equal((await run('create', '-q', cfg(n, ''))).code, 0);
+    const r = await run('shutdown', '-a');
+    assert.equal(r.code, 1);
+    // idle.elf has no PV control interface: the first one fails and nothing more is tried
+    assert.equal(r.err.match(/^Shutting down domain \d+$/gm)?.length, 1, r.err);
+    assert.match(r.err, /shutdown failed \(rc=-10\)\n$/);
+    for (const n of ['fv-a1', 'fv-a2']) assert.equal((await run('destroy', n)).code, 0);
+  });
+
+  test('shutdown -w -w waits past the shutdown for the death', async () => {
+    assert.equal((await run('create', '-q', cfg('fv-ww', ''))).code, 0);
+    const id = await domid('fv-ww');
+    const r = await run('shutdown', '-F', '-w', '-w', 'fv-ww');
+    assert.equal(r.code, 0, r.err);
+    assert.equal(r.err, `Shutting down domain ${id}\nWaiting for 1 domains\nDomain ${id} has been shut down, reason code 0\n` +
+      `Domain ${id} continue waiting for death\nDomain ${id} has been destroyed\n`);
+  });
+
+  test('a preserved domain keeps its vCPUs in xl list', async () => {
+    assert.equal((await run('create', '-q', cfg('fv-keep', 'on_poweroff = "preserve"\n', 'hello'))).code, 0);
+    const row = await until('it shuts down', async () => (await run('list', 'fv-keep')).out.split('\n')[1]?.match(/^fv-keep\s+\d+\s+\d+\s+(\d+)\s+---s--/) ?? undefined);
+    assert.ok(row);
+    assert.equal(row[1], '1');
+    assert.match((await run('vcpu-list', 'fv-keep')).out.split('\n')[1]!, /^fv-keep\s+\d+\s+0\s+\d+\s+---\s/);
+    assert.equal((await run('destroy', 'fv-keep')).code, 0);
+  });
+
+  test('pools: Pool-0 is the one there is; another is refused as libxl does', async () => {
+    const bad = await run('create', '-q', cfg('fv-pool', 'pool = "Pool-1"\n'));
+    assert.deepEqual([bad.code, bad.err], [3, 'xl: Illegal pool specified: Pool-1\n']);
+    assert.equal((await run('create', '-q', cfg('fv-pool0', 'pool = "Pool-0"\n'))).code, 0);
+    assert.equal((await run('destroy', 'fv-pool0')).code, 0);
+  });
+
+  test('-N: create prints the configuration and creates nothing; a command without a dry run refuses', async () => {
+    const r = await run('-N', 'create', cfg('fv-dry', ''));
+    assert.equal(r.code, 0, r.err);
+    assert.equal((JSON.parse(r.out) as { domid: null; config: { name: string } }).config.name, 'fv-dry');
+    assert.equal((await run('list', 'fv-dry')).code, 1);
+    assert.deepEqual(await run('-N', 'destroy', 'fv-dry'), { code: 1, signal: null, out: '', err: 'command does not implement -N (dryrun) option\n' });
+    assert.deepEqual(await run('-N', 'vcpu-pin', '0', '0', '0', '-'), { code: 0, signal: null, out: 'cpumap: 0\n', err: '' });
+  });
+
+  test('settings not applied yet are said at create time; config syntax errors add libxl\'s line', async () => {
+    const f = cfg('fv-warn', 'disk = [ "/img,,xvda" ]\ncpus = "0"\n');
+    const r = await run('create', f);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.err, /fv-warn\.cfg:5: WARNING: 'disk' is not applied: xenode has no block backend yet/);
+    assert.match(r.err, /fv-warn\.cfg:6: WARNING: 'cpus' is not applied/);
+    assert.equal((await run('destroy', 'fv-warn')).code, 0);
+    const bad = path.join(dir, 'bad.cfg');
+    fs.writeFileSync(bad, 'name = = 1\n');
+    assert.deepEqual(await run('create', '-q', bad), { code: 1, signal: null, out: '', err: `${bad}:1:8: expected a value for 'name', found '='\nFailed to parse config: Invalid argument\n` });
+  });
+
+  test('-v traces each daemon request; -T puts the date and pid before the daemon\'s reasons', async () => {
+    const v = await run('-v', 'list');
+    assert.match(v.err, /^xl: debug: domain\.list ok \([\d.]+ ms\)\n$/);
+    const t = await run('-T', 'pause', '4242');
+    assert.match(t.err, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \[\d+\] xl: no domain with id 4242\n$/);
+  });
+
+  test('config-update keeps a configuration for the next restart; the running domain is unchanged until then', async () => {
+    assert.equal((await run('create', '-q', cfg('fv-cu', ''))).code, 0);
+    const id = await domid('fv-cu');
+    const next = cfg('fv-cu-next', 'memory = 24\n');
+    const r = await run('config-update', 'fv-cu', next);
+    assert.deepEqual(r, { code: 0, signal: null, out: '', err: 'WARNING: xl now has better capability to manage domain configuration, avoid using this command when possible\n' +
+      `setting dom${id} configuration\n` });
+    assert.match((await run('list', 'fv-cu')).out.split('\n')[1]!, /^fv-cu\s+\d+\s+16\s/);
+    // idle.elf has no PV control interface: -F reboots it by force, and on_reboot=restart rebuilds it
+    assert.equal((await run('reboot', '-F', 'fv-cu')).code, 0);
+    const row = await until('the restart with the new configuration', async () => (await run('list', 'fv-cu')).out.split('\n')[1]?.match(/^fv-cu\s+(\d+)\s+(\d+)\s/) ?? undefined);
+    assert.ok(row);
+    assert.notEqual(Number(row[1]), id);
+    assert.equal(row[2], '24');
+    assert.equal((await run('destroy', 'fv-cu')).code, 0);
+    assert.deepEqual(await run('config-update', '4242', next), { code: 1, signal: null, out: '', err: 'WARNING: xl now has better capability to manage domain configuration, avoid using this command when possible\n' +
+      'setting dom4242 configuration\nxl: no domain with id 4242\nfailed to update configuration\n' });
+  });
+
+  test('trigger and button-press: the names xl takes, refused for PVH as Xen refuses them; debug-keys report to xl dmesg', async () => {
+    assert.equal((await run('create', '-q', cfg('fv-trig', ''))).code, 0);
+    const id = await domid('fv-trig');
+    assert.deepEqual(await run('trigger', 'fv-trig', 'bogus'), { code: 1, signal: null, out: '', err: 'Invalid trigger "bogus"\n' });
+    assert.deepEqual(await run('trigger', 'fv-trig', 'power'), { code: 1, signal: null, out: '',
+      err: `xl: Send trigger 'power' to domain ${id} vCPU 0 failed: a PVH domain has no ACPI power button (Xen: -ENODEV); use xl shutdown\n` });
+    const b = await run('button-press', 'fv-trig', 'lid');
+    assert.deepEqual(b, { code: 1, signal: null, out: '', err: 'WARNING: "button-press" is deprecated. Please use "trigger"\nlid is an invalid button identifier\n' });
+
+    assert.deepEqual(await run('debug-keys', 'hqer'), { code: 0, signal: null, out: '', err: '' });
+    const log = (await run('dmesg')).out;
+    assert.match(log, /^\(XEN\) 'h' pressed -> showing installed handlers\n\(XEN\) {2}key 'h' \(ascii '68'\) => show this message$/m);
+    assert.match(log, new RegExp(`^\\(XEN\\) General information for domain ${id} \\(fv-trig\\):$`, 'm'));
+    assert.match(log, new RegExp(`^\\(XEN\\) Event channel information for domain ${id} \\(fv-trig\\):$`, 'm'));
+    // the console and xenstore rings are bound to the control domain
+    assert.match(log, /^\(XEN\) {8}\d: s=interdomain n=0 pending=[01] masked=[01] d=0 p=\d+$/m);
+    assert.match(log, /^\(XEN\) CPU\[00\] /m);
+    assert.equal((await run('destroy', 'fv-trig')).code, 0);
+  });
+});
