@@ -285,13 +285,16 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
         this.dirty = false;
       }
       const begin = this.st.eip; // fresh: synced above
-      // An interrupt waiting for the guest's IF: stop as soon as it opens (KVM's interrupt window).
-      const window = this.requestInterruptWindow && (this.st.eflags & EFLAGS_IF) === 0n;
+      // An interrupt waiting for the guest: stop as soon as it can take one (KVM's interrupt
+      // window): when IF opens, or after the one instruction an STI or MOV SS shadows.
+      const ifOpen = (this.st.eflags & EFLAGS_IF) !== 0n;
+      const window = this.requestInterruptWindow && !ifOpen;
+      const shadowed = this.requestInterruptWindow && ifOpen && (this.st.hflags & HF_INHIBIT_IRQ) !== 0;
       this.fresh = false;
       this.hookExit = false;
       this.hookEvent = null;
       if (window) this.opts.kicker.atWindow(true);
-      const err = this.u.emuStart(this.uc, begin, UNTIL_NEVER, 0, 0);
+      const err = this.u.emuStart(this.uc, begin, UNTIL_NEVER, 0, shadowed ? 1 : 0);
       if (window) this.opts.kicker.atWindow(false);
       const kicked = this.opts.kicker.taken();
       // Set by the hooks during emuStart (TypeScript cannot see that).
@@ -305,7 +308,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
         if (!this.msrAccess(ev.errorCode === 1)) return x;
       } else if (ev) {
         if (!this.deliverEvent(ev)) return x;
-      } else if (err === UC_ERR_OK && kicked) {
+      } else if (err === UC_ERR_OK && (kicked || shadowed)) {
         // A kick (or the timer) stopped it. A HLT may have ended the same run: resuming after it
         // is what an interrupt would do, and a guest re-checks its condition and halts again.
         x.kind = 'interrupted';

@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ACCEL_MODES, AccelError, type AccelMode } from '../hv/accel.js';
 import { Toolstack } from './toolstack.js';
 import { SHUTDOWN_NAMES } from '../hv/sched_op.js';
 
@@ -20,25 +21,35 @@ export const DEMO: DemoGuest[] = [
   { name: 'crash', elf: 'crash.elf', expect: 'crash' },
 ];
 
-const USAGE = 'usage: xenode demo [--guests DIR]\n\nBoots the sample guests (hello, hypercalls, spin, reboot, crash) together.';
+const USAGE = 'usage: xenode demo [--guests DIR] [--accel auto|kvm|tcg]\n\nBoots the sample guests (hello, hypercalls, spin, reboot, crash) together.';
 
 export async function main(argv: string[]): Promise<number> {
   let args;
   try {
-    args = parseArgs({ args: argv, options: { guests: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+    args = parseArgs({ args: argv, options: { guests: { type: 'string' }, accel: { type: 'string', default: 'auto' }, help: { type: 'boolean', short: 'h' } } });
   } catch (e) {
     console.error(`xenode demo: ${(e as Error).message}\n${USAGE}`);
     return 2;
   }
   if (args.values.help) { console.log(USAGE); return 0; }
+  const accel = args.values.accel as AccelMode;
+  if (!ACCEL_MODES.includes(accel)) { console.error(`xenode demo: --accel must be auto, kvm or tcg, got '${args.values.accel}'\n${USAGE}`); return 2; }
   const dir = args.values.guests ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../guests/build');
   const missing = DEMO.filter((g) => !existsSync(path.join(dir, g.elf)));
   if (missing.length) {
     console.error(`xenode demo: sample guests not built in ${dir} (${missing.map((g) => g.elf).join(', ')}): run 'npm run build'`);
     return 1;
   }
-  const ts = await Toolstack.start({ log: (l) => process.stderr.write(`xenstored: ${l}\n`) });
+  let ts: Toolstack;
+  try {
+    ts = await Toolstack.start({ accel, log: (l) => process.stderr.write(`xenstored: ${l}\n`) });
+  } catch (e) {
+    if (!(e instanceof AccelError)) throw e;
+    console.error(`xenode demo: ${e.message}`);
+    return 1;
+  }
   const hv = ts.hv;
+  process.stderr.write(`(XEN) CPU: ${hv.accel.why}\n`);
   const names = new Map<number, string>();
   const width = Math.max(...DEMO.map((g) => g.name.length));
   const partial = new Map<number, string>();

@@ -15,6 +15,7 @@ import { API_VERSION, LineReader, type DomainSummary, type CreateRecord, type Do
 import { ApiServer, type Handlers } from './server.js';
 import { DomainManager, DEFAULT_POLICY, type DomainPolicy } from './domains.js';
 import { StateDir } from './state.js';
+import { AccelError, type AccelMode } from '../../hv/accel.js';
 import { ApiFailure, checkConfig, einval } from './validate.js';
 import { debugKeys } from './debug_keys.js';
 import { schedHandlers } from './sched.js';
@@ -24,6 +25,8 @@ export interface DaemonOptions {
   stateDir: string;
   /** pCPU workers (default: one per host CPU) */
   pcpus?: number;
+  /** which CPU runs guests (default auto) */
+  accel?: AccelMode;
   /** Pool-0's scheduler (Xen's sched=) */
   sched?: string;
   policy?: Partial<DomainPolicy>;
@@ -143,9 +146,10 @@ export class Daemon {
     let ts: Toolstack;
     try {
       // a daemon creates domains on demand: keep two VMs made ahead (vm_pool.ts)
-      ts = await Toolstack.start({ pcpus: opts.pcpus, sched: opts.sched, log: (l) => log(`xenstored: ${l}`), xenstoredSocket: xsSock, vmPool: 2 });
+      ts = await Toolstack.start({ pcpus: opts.pcpus, sched: opts.sched, accel: opts.accel, log: (l) => log(`xenstored: ${l}`), xenstoredSocket: xsSock, vmPool: 2 });
     } catch (e) {
       state.close();
+      if (e instanceof AccelError) throw new DaemonStartError(e.message);
       throw e;
     }
     // what xen-init-dom0 writes at boot on Xen, so tools find the control domain
@@ -153,7 +157,8 @@ export class Daemon {
     await ts.client.write('/local/domain/0/domid', '0');
     ts.hv.on('log', (level, text) => dmesg.add(`(XEN) ${level === 'info' ? '' : `${level}: `}${text}`));
     ts.hv.on('console', (domid, _src, text) => dmesg.add(guestConsoleLine(domid, text)));
-    dmesg.add(`(XEN) xenode hypervisor ${XEN_MAJOR}.${XEN_MINOR}${EXTRAVERSION} on Linux KVM, ${ts.hv.nrPcpus} pCPU worker(s)`);
+    dmesg.add(`(XEN) xenode hypervisor ${XEN_MAJOR}.${XEN_MINOR}${EXTRAVERSION}, ${ts.hv.nrPcpus} pCPU worker(s), CPU: ${ts.hv.accel.why}`);
+    log(`CPU: ${ts.hv.accel.why}`);
     const domains = new DomainManager(ts, state, { ...DEFAULT_POLICY, ...opts.policy }, log);
     const holder: { d?: Daemon } = {};
     const server = new ApiServer(opts.socketPath, makeHandlers(() => holder.d!), log);

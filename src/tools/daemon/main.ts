@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util';
 import { defaultSocketPath, defaultStateDir } from './client.js';
 import { Daemon, DaemonStartError } from './daemon.js';
+import { ACCEL_MODES, type AccelMode } from '../../hv/accel.js';
 
 const USAGE = `usage: xenode daemon [--socket PATH] [--state-dir DIR] [--pcpus N] [--sched NAME] [--restart-delay MS]
                      [--restart-limit N] [--verbose]
@@ -21,6 +22,8 @@ console backends, and the API on a Unix socket (docs/api.md).
                        arinc653, null (docs/scheduling.md)
   --restart-delay MS   pause before re-creating a restarted domain (default 2000, as xl)
   --restart-limit N    restarts allowed per minute before a domain is left shut down (default 5)
+  --accel MODE         the CPU that runs guests: kvm, tcg (the software CPU) or auto (default:
+                       kvm where it runs guest code natively, else tcg; said in the log and xl info)
   --verbose            copy the daemon log to stderr`;
 
 function intOpt(v: string | undefined, name: string, min: number): number | undefined {
@@ -43,6 +46,7 @@ export async function main(argv: string[]): Promise<number> {
         sched: { type: 'string' },
         'restart-delay': { type: 'string' },
         'restart-limit': { type: 'string' },
+        accel: { type: 'string', default: 'auto' },
         verbose: { type: 'boolean', short: 'v', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -50,6 +54,7 @@ export async function main(argv: string[]): Promise<number> {
     pcpus = intOpt(values.pcpus, 'pcpus', 1);
     restartDelayMs = intOpt(values['restart-delay'], 'restart-delay', 0);
     restartLimit = intOpt(values['restart-limit'], 'restart-limit', 0);
+    if (!ACCEL_MODES.includes(values.accel as AccelMode)) throw new Error(`--accel must be auto, kvm or tcg, got '${values.accel}'`);
   } catch (e) {
     console.error(`xenode daemon: ${(e as Error).message}\n${USAGE}`);
     return 2;
@@ -62,7 +67,7 @@ export async function main(argv: string[]): Promise<number> {
   let daemon: Daemon;
   try {
     daemon = await Daemon.start({
-      socketPath, stateDir, pcpus, sched: values.sched,
+      socketPath, stateDir, pcpus, accel: values.accel as AccelMode, sched: values.sched,
       policy: { ...(restartDelayMs !== undefined && { restartDelayMs }), ...(restartLimit !== undefined && { restartLimit }) },
       echo: values.verbose ? (l) => process.stderr.write(`xenode daemon: ${l}\n`) : undefined,
     });

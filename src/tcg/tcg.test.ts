@@ -1,0 +1,256 @@
+// The software CPU as the hypervisor sees it: a vCPU runs guest code over
+// guest memory it does not copy, and stops exactly where a KVM vCPU would
+// exit (port I/O, MSRs, VMCALL, HLT, a kick), with exceptions and interrupts
+// delivered through the guest's own IDT.
+
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import koffi from 'koffi';
+import { unicornAvailable } from './unicorn.js';
+import { TcgVm } from './vm.js';
+import { TcgVcpu } from './vcpu.js';
+import { TcgKicker } from './kicker.js';
+import { calibrate } from './cpu_state.js';
+import { unicorn } from './unicorn.js';
+import { KickTimer } from '../kvm/kick.js';
+import { Worker } from 'node:worker_threads';
+import type { Segment, VcpuExit } from '../accel/vcpu.js';
+
+const avail = unicornAvailable();
+// Unicorn is installed by scripts/setup.sh; in CI it must be there.
+if (!avail.ok && process.env.CI === 'true') throw new Error(`the software CPU is required in CI: ${avail.why}`);
+const opts = { skip: avail.ok ? false : `*** SKIPPING SOFTWARE CPU TESTS: ${avail.why} ***` };
+
+const MEM = 2 << 20;
+const libc = koffi.load('libc.so.6');
+const mmap = libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, long off)') as (a: null, l: number, p: number, f: number, fd: number, o: number) => unknown;
+
+let kicker: TcgKicker | null = null;
+after(() => kicker?.close());
+
+interface Rig { v: TcgVcpu; bytes: Uint8Array; dv: DataView; io: VcpuExit['io'][]; mmio: { gpa: bigint; len: number; write: boolean; value: number }[] }
+
+/** A vCPU over 2 MiB of guest RAM at GPA 0; port 0x88 exits (as the hypercall port does), other ports are recorded. */
+function rig(msrExits: (i: number) => boolean = (i) => i === 0x40000000): Rig {
+  kicker ??= new TcgKicker();
+  const mem = mmap(null, MEM, 3, 0x22, -1, 0);
+  const bytes = new Uint8Array(koffi.view(mem, MEM));
+  const vm = new TcgVm(1_000_000);
+  vm.setUserMemoryRegion(0, 0, MEM, koffi.address(mem));
+  const io: VcpuExit['io'][] = [];
+  const mmio: Rig['mmio'] = [];
+  const v = new TcgVcpu(0, vm, {
+    kicker, msrExits,
+    onIo: (x) => { io.push({ ...x, data: x.data.slice(0, 8) }); if (!x.out) x.data[0] = 0x5a; return x.port === 0x88; },
+    onMmio: (m) => { mmio.push({ gpa: m.gpa, len: m.len, write: m.write, value: m.data[0]! }); if (!m.write) m.data.fill(0xab); },
+  });
+  return { v, bytes, dv: new DataView(bytes.buffer), io, mmio };
+}
+
+const flat = (type: number, selector = 0): Segment => ({ base: 0, limit: 0xffffffff, selector, type, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1 });
+
+/** 32-bit protected mode, paging off, code at 0x1000, stack at 0x8000, IDT at 0x4000 (8-byte gates to CS 0x08). */
+function prot32(r: Rig, code: number[]): void {
+  // GDT at 0x3000: null, 32-bit code (0x08), data (0x10)
+  r.dv.setBigUint64(0x3008, 0x00cf9b000000ffffn, true);
+  r.dv.setBigUint64(0x3010, 0x00cf93000000ffffn, true);
+  r.v.setInitialState({
+    regs: { rip: 0x1000n, rsp: 0x8000n },
+    segs: { cs: flat(0xb, 8), ds: flat(3, 0x10), es: flat(3, 0x10), ss: flat(3, 0x10), fs: flat(3, 0x10), gs: flat(3, 0x10) },
+    gdt: { base: 0x3000, limit: 0x17 }, idt: { base: 0x4000, limit: 0x7ff },
+    cr0: 0x11, cr4: 0x200, efer: 0,
+  });
+  r.bytes.set(code, 0x1000);
+}
+
+function gate32(r: Rig, vector: number, handler: number): void {
+  const lo = (handler & 0xffff) | (8 << 16);
+  const hi = (handler & 0xffff0000) | 0x8e00; // present, DPL 0, 32-bit interrupt gate
+  r.dv.setUint32(0x4000 + vector * 8, lo >>> 0, true);
+  r.dv.setUint32(0x4000 + vector * 8 + 4, hi >>> 0, true);
+}
+
+/** Long mode with 2 MiB identity paging; IDT at 0x4000 with 16-byte gates. */
+function long64(r: Rig, code: number[], tss = 0): void {
+  r.dv.setBigUint64(0x10000, 0x11003n, true);
+  r.dv.setBigUint64(0x11000, 0x12003n, true);
+  r.dv.setBigUint64(0x12000, 0x83n, true); // 2 MiB page at 0, writable
+  r.dv.setBigUint64(0x3008, 0x00af9b000000ffffn, true);
+  r.dv.setBigUint64(0x3010, 0x00cf93000000ffffn, true);
+  const code64: Segment = { ...flat(0xb, 8), db: 0, l: 1 };
+  r.v.setInitialState({
+    regs: { rip: 0x1000n, rsp: 0x8000n },
+    segs: {
+      cs: code64, ds: flat(3, 0x10), es: flat(3, 0x10), ss: flat(3, 0x10), fs: flat(3, 0x10), gs: flat(3, 0x10),
+      tr: { base: tss, limit: 0x67, selector: 0x28, type: 0xb, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0 },
+    },
+    gdt: { base: 0x3000, limit: 0x17 }, idt: { base: 0x4000, limit: 0xfff },
+    cr0: 0x80000011, cr3: 0x10000, cr4: 0x220, efer: 0x500,
+  });
+  r.bytes.set(code, 0x1000);
+}
+
+function gate64(r: Rig, vector: number, handler: number, ist = 0): void {
+  const o = 0x4000 + vector * 16;
+  r.dv.setUint32(o, ((handler & 0xffff) | (8 << 16)) >>> 0, true);
+  r.dv.setUint32(o + 4, ((handler & 0xffff0000) | 0x8e00 | ist) >>> 0, true);
+  r.dv.setUint32(o + 8, 0, true);
+}
+
+test('the CPU state layout is proven on the loaded Unicorn', opts, () => {
+  const u = unicorn();
+  const out: unknown[] = [null];
+  u.open(4, 8, out);
+  const L = calibrate(u, out[0]);
+  // QEMU 5.0's CPUX86State as Unicorn 2.1.4 builds it
+  assert.equal(L.eip, 128);
+  assert.equal(L.gdt, 376);
+  assert.ok(L.efer > L.cr && L.dr > L.efer && L.errorCode === L.dr - 16);
+  u.close(out[0]);
+});
+
+test('an OUT exits with RIP past it; an IN is completed into AL at the next run', opts, () => {
+  const r = rig();
+  // mov eax,0x12345678; out 0x88,eax; in al,0x60; mov ebx,eax; out 0x88,eax; hlt
+  prot32(r, [0xb8, 0x78, 0x56, 0x34, 0x12, 0xe7, 0x88, 0xe4, 0x60, 0x89, 0xc3, 0xe7, 0x88, 0xf4]);
+  let x = r.v.run();
+  assert.equal(x.kind, 'io');
+  assert.equal(x.io.port, 0x88);
+  assert.equal(new DataView(x.io.data.buffer).getUint32(x.io.offset, true), 0x12345678);
+  assert.equal(r.v.rip, 0x1007n);
+  x = r.v.run();
+  assert.equal(x.kind, 'io');
+  assert.equal(r.v.rip, 0x100dn);
+  // the IN at 0x60 was done during the access (onIo answered 0x5a into AL); EAX's upper bytes are kept
+  assert.equal(r.v.reg(1), 0x1234565an);
+  assert.equal(r.v.run().kind, 'hlt');
+  assert.equal(r.v.rip, 0x100en);
+});
+
+test('REP OUTSB to a port done during the access keeps every element once', opts, () => {
+  const r = rig();
+  r.bytes.set([0x61, 0x62, 0x63, 0x64], 0x2000);
+  // mov esi,0x2000; mov ecx,4; mov dx,0xe9; rep outsb; hlt
+  prot32(r, [0xbe, 0x00, 0x20, 0, 0, 0xb9, 4, 0, 0, 0, 0x66, 0xba, 0xe9, 0x00, 0xf3, 0x6e, 0xf4]);
+  assert.equal(r.v.run().kind, 'hlt');
+  assert.equal(String.fromCharCode(...r.io.map((i) => i.data[0]!)), 'abcd');
+});
+
+test('an MMIO read is answered during the access; a write is seen once and ends the run after it', opts, () => {
+  const r = rig();
+  // mov eax,[0xfee00030]; mov [0xfee000b0],eax; hlt
+  prot32(r, [0xa1, 0x30, 0x00, 0xe0, 0xfe, 0xa3, 0xb0, 0x00, 0xe0, 0xfe, 0xf4]);
+  const x = r.v.run();
+  assert.equal(x.kind, 'interrupted');
+  assert.equal(r.v.rip, 0x100an);
+  assert.equal(r.v.reg(0), 0xababababn);
+  assert.deepEqual(r.mmio.map((m) => [m.gpa, m.len, m.write]), [[0xfee00030n, 4, false], [0xfee000b0n, 4, true]]);
+  assert.equal(r.v.run().kind, 'hlt');
+  assert.equal(r.mmio.length, 2, 'the write is not replayed');
+});
+
+test('RDMSR/WRMSR the hypervisor asked for exit at the instruction; an error becomes #GP(0) there', opts, () => {
+  const r = rig((i) => i === 0x40000000 || i === 0x12345);
+  gate32(r, 13, 0x2000);
+  r.bytes.set([0xe7, 0x88, 0xf4], 0x2000); // #GP handler: out 0x88; hlt
+  // mov ecx,0x40000000; mov eax,0x7000; xor edx,edx; wrmsr; mov ecx,0x12345; rdmsr; hlt
+  prot32(r, [0xb9, 0, 0, 0, 0x40, 0xb8, 0, 0x70, 0, 0, 0x31, 0xd2, 0x0f, 0x30, 0xb9, 0x45, 0x23, 0x01, 0, 0x0f, 0x32, 0xf4]);
+  let x = r.v.run();
+  assert.equal(x.kind, 'wrmsr');
+  assert.equal(x.msr.index, 0x40000000);
+  assert.equal(x.msr.value, 0x7000n);
+  assert.equal(r.v.rip, 0x100cn, 'RIP at the WRMSR until the hypervisor answers');
+  x.msr.error = false;
+  x = r.v.run();
+  assert.equal(x.kind, 'rdmsr');
+  assert.equal(x.msr.index, 0x12345);
+  x.msr.error = true;
+  x = r.v.run();
+  assert.equal(x.kind, 'io', 'the #GP handler ran');
+  // frame: EIP of the RDMSR, then CS, EFLAGS; the error code 0 on top
+  const sp = Number(r.v.reg(6));
+  assert.deepEqual([r.dv.getUint32(sp, true), r.dv.getUint32(sp + 4, true), r.dv.getUint32(sp + 8, true)], [0, 0x1013, 8]);
+});
+
+test('QEMU\'s own MSRs are done in the CPU; the TSC runs at the domain\'s rate', opts, () => {
+  const r = rig();
+  // mov ecx,0xc0000101 (GS_BASE); mov eax,0x1234; xor edx,edx; wrmsr; xor eax,eax; rdmsr; mov ebx,eax; rdtsc; hlt
+  prot32(r, [0xb9, 1, 1, 0, 0xc0, 0xb8, 0x34, 0x12, 0, 0, 0x31, 0xd2, 0x0f, 0x30, 0x31, 0xc0, 0x0f, 0x32, 0x89, 0xc3, 0x0f, 0x31, 0xf4]);
+  const t0 = r.v.getMsr(0x10);
+  assert.equal(r.v.run().kind, 'hlt');
+  assert.equal(r.v.reg(1), 0x1234n);
+  const t = r.v.reg(0) | (r.v.reg(3) << 32n);
+  const t1 = r.v.getMsr(0x10);
+  assert.ok(t >= t0 && t <= t1, `guest TSC ${t} between ${t0} and ${t1}`);
+});
+
+test('VMCALL and VMMCALL exit as hypercalls with RIP past them', opts, () => {
+  const r = rig();
+  prot32(r, [0x0f, 0x01, 0xc1, 0x0f, 0x01, 0xd9, 0xf4]);
+  assert.equal(r.v.run().kind, 'hypercall');
+  assert.equal(r.v.rip, 0x1003n);
+  assert.equal(r.v.run().kind, 'hypercall');
+  assert.equal(r.v.rip, 0x1006n);
+});
+
+test('long mode: #PF is delivered through a 16-byte gate with CR2 and the error code, on the IST stack', opts, () => {
+  const r = rig();
+  gate64(r, 14, 0x2000, 1);
+  r.bytes.set([0xe7, 0x88, 0xf4], 0x2000);
+  // TSS at 0x5000 with IST1 = 0x9000
+  r.dv.setBigUint64(0x5000 + 0x24, 0x9000n, true);
+  // write to 0x40000000 (not mapped): mov dword [0x40000000], 1
+  long64(r, [0xc7, 0x04, 0x25, 0x00, 0x00, 0x00, 0x40, 0x01, 0x00, 0x00, 0x00, 0xf4], 0x5000);
+  const x = r.v.run();
+  assert.equal(x.kind, 'io');
+  assert.equal(r.v.reg(6), 0x9000n - 48n, 'IST1 stack, 16-byte aligned, six words pushed');
+  const q = (o: number) => r.dv.getBigUint64(0x9000 - 48 + o, true);
+  assert.equal(q(0), 2n, 'error code: write to a non-present page at CPL 0');
+  assert.equal(q(8), 0x1000n, 'RIP of the faulting instruction');
+  assert.equal(q(16), 8n);
+  assert.equal(q(40), 0x10n, 'old SS');
+});
+
+test('an empty IDT makes a fault a triple fault (the vCPU shuts down)', opts, () => {
+  const r = rig();
+  prot32(r, [0x0f, 0x0b]); // ud2
+  r.dv.setUint32(0x4000 + 6 * 8 + 4, 0, true);
+  const x = r.v.run();
+  assert.equal(x.kind, 'shutdown');
+  assert.match(x.detail, /not present/);
+});
+
+test('an interrupt queued while IF=0 waits for STI and the instruction after it', opts, () => {
+  const r = rig();
+  gate32(r, 0x40, 0x2000);
+  r.bytes.set([0xe7, 0x88, 0xf4], 0x2000);
+  // cli; out 0x88,eax; sti; nop; jmp $
+  prot32(r, [0xfa, 0xe7, 0x88, 0xfb, 0x90, 0xeb, 0xfe]);
+  assert.equal(r.v.run().kind, 'io');
+  assert.equal(r.v.ifFlag, false);
+  r.v.interrupt(0x40);
+  r.v.requestInterruptWindow = true;
+  // not deliverable yet: the run goes on to STI, stops when IF opens, and delivers after the shadow
+  let x = r.v.run();
+  for (let i = 0; i < 4 && x.kind !== 'io'; i++) x = r.v.run();
+  assert.equal(x.kind, 'io');
+  assert.equal(r.dv.getUint32(Number(r.v.reg(6)), true), 0x1005, 'returns to the instruction after the one STI shadowed');
+});
+
+test('the pCPU timer and a kick from another thread stop a guest spinning in the software CPU', opts, async () => {
+  const r = rig();
+  prot32(r, [0xeb, 0xfe]); // jmp $
+  // the timer, as the pCPU arms it for a slice end: aimed at the kick helper
+  const timer = new KickTimer(kicker!.tid);
+  const t0 = process.hrtime.bigint();
+  timer.arm(t0 + 20_000_000n);
+  assert.equal(r.v.run().kind, 'interrupted');
+  assert.ok(process.hrtime.bigint() - t0 >= 20_000_000n, 'not before the deadline');
+  timer.close();
+  // a kick from another thread, as an event sent to this vCPU would do
+  const kickJs = new URL('../kvm/kick.js', import.meta.url).href;
+  const w = new Worker(`import(${JSON.stringify(kickJs)}).then((m) => setTimeout(() => m.kick(require('node:worker_threads').workerData), 20));`,
+    { eval: true, workerData: { pid: process.pid, tid: kicker!.tid } });
+  assert.equal(r.v.run().kind, 'interrupted');
+  await w.terminate();
+});
