@@ -112,6 +112,7 @@ export interface AccelVcpu {
   setReg(i: number, v: bigint): void;
   rip: bigint;
   readonly cr0: number;
+  readonly cr2: bigint;
   readonly cr3: bigint;
   readonly cr4: number;
   readonly efer: number;
@@ -120,6 +121,7 @@ export interface AccelVcpu {
   /** True when CS is a 64-bit code segment. */
   readonly longMode64: boolean;
   segment(name: SegName): Segment;
+  descriptorTable(which: 'gdt' | 'idt'): { base: bigint; limit: number };
 
   setInitialState(st: InitialState): void;
   setMsrs(msrs: { index: number; value: bigint }[]): void;

@@ -178,6 +178,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   readonly evtchnHost: core.EvtchnHost;
   /** physmap-query answers awaited, by domid */
   private readonly physmapQueries = new Map<number, ((segments: Segment[]) => void)[]>();
+  /** regs-query answers awaited, by domid */
+  private readonly regsQueries = new Map<number, ((m: Extract<WorkerToMain, { type: 'regs-report' }>) => void)[]>();
 
   /** One scheduling trace ring per pCPU, shared with its worker. */
   readonly traces: TraceRing[];
@@ -300,6 +302,12 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       case 'adopted':
         if (m.error) this.emit('log', 'error', `d${m.domid}: could not start: ${m.error}`);
         return;
+      case 'regs-report': {
+        const waiting = this.regsQueries.get(m.domid) ?? [];
+        this.regsQueries.delete(m.domid);
+        for (const w of waiting) w(m);
+        return;
+      }
       case 'physmap-report': {
         const waiting = this.physmapQueries.get(m.domid) ?? [];
         this.physmapQueries.delete(m.domid);
@@ -606,6 +614,33 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       } finally {
         libc.munmap(p, size);
       }
+    });
+  }
+
+  /**
+   * Each vCPU's registers in KVM's layout, for a domain whose vCPUs are out
+   * of their runs (paused, or shut down): read here from KVM, or asked of
+   * the home worker, where the software CPU's vCPUs are.
+   */
+  queryVcpuRegisters(domid: number, timeoutMs = 5000): Promise<{ regs: Uint8Array; sregs: Uint8Array }[]> {
+    const r = this.record(domid);
+    if (r.vm) return Promise.resolve(this.vcpuRegisters(domid));
+    if (r.pcpu < 0) return Promise.reject(new Error(`d${domid} has not started`));
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        const list = this.regsQueries.get(domid);
+        if (list) this.regsQueries.set(domid, list.filter((w) => w !== done));
+        reject(new Error(`d${domid}: its pCPU worker did not report the vCPUs' registers within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const done = (m: Extract<WorkerToMain, { type: 'regs-report' }>): void => {
+        clearTimeout(t);
+        if (m.error) reject(new Error(`d${domid}: reading its vCPUs' registers: ${m.error}`));
+        else resolve(m.vcpus);
+      };
+      const list = this.regsQueries.get(domid) ?? [];
+      list.push(done);
+      this.regsQueries.set(domid, list);
+      this.send(r.pcpu, { type: 'regs-query', domid });
     });
   }
 

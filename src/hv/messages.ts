@@ -39,6 +39,8 @@ export type MainToWorker =
   | { type: 'sched-arinc653'; schedule: Arinc653Schedule; epoch: bigint }
   /** The home worker answers with its physmap (physmap-report): the toolstack's view of a paused domain's memory (dump-core). */
   | { type: 'physmap-query'; domid: number }
+  /** The home worker answers with each vCPU's registers in KVM's layout (regs-report): software-CPU vCPUs live there. */
+  | { type: 'regs-query'; domid: number }
   /** The pCPU joined a cpupool: its scheduler, the pool's parameters and its domains' (it holds no vCPU yet). */
   | { type: 'sched-set'; sched: string; pool: { ratelimitUs?: number; tsliceMs?: number }; params: { domid: number; vcpu?: number; params: Record<string, number> }[]; arinc653: { schedule: Arinc653Schedule; epoch: bigint } | null }
   /** XEN_SYSCTL_SCHEDOP_putinfo: the pool's ratelimit / timeslice. */
@@ -53,5 +55,6 @@ export type WorkerToMain =
   | { type: 'shutdown'; domid: number; reason: number; detail: string }
   | { type: 'destroyed'; domid: number; pcpu: number }
   | { type: 'physmap-report'; domid: number; segments: Segment[] }
+  | { type: 'regs-report'; domid: number; vcpus: { regs: Uint8Array; sregs: Uint8Array }[]; error?: string }
   | Relay
   | { type: 'log'; level: 'info' | 'warn' | 'error'; text: string };

@@ -13,6 +13,7 @@ import type { VcpuExit } from '../accel/vcpu.js';
 import { SharedMemory } from '../kvm/memory.js';
 import { kick } from '../kvm/kick.js';
 import { REG } from '../accel/vcpu.js';
+import { kvmLayoutRegisters } from './x86/vcpu_state.js';
 import { prepareVcpuThread, consumeKick, KickTimer } from '../kvm/kick.js';
 import { Domain, DomainSpec, VCpu, type TcgHost } from './domain.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE } from './shared.js';
@@ -429,6 +430,16 @@ class Pcpu {
           this.relayed(d, m);
         } catch (e) {
           this.bug(d, `handling '${m.type}'`, e);
+        }
+        return;
+      }
+      case 'regs-query': {
+        const d = this.domains.get(m.domid);
+        if (!d?.isHome) return;
+        try {
+          this.post({ type: 'regs-report', domid: d.domid, vcpus: d.vcpus.map((v) => kvmLayoutRegisters(v.hw)) });
+        } catch (e) {
+          this.post({ type: 'regs-report', domid: d.domid, vcpus: [], error: e instanceof Error ? e.message : String(e) });
         }
         return;
       }

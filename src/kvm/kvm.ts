@@ -366,6 +366,15 @@ export class Vcpu implements AccelVcpu {
     return this.sreg64(SREGS.cr3);
   }
 
+  get cr2(): bigint {
+    return this.sreg64(SREGS.cr2);
+  }
+
+  descriptorTable(which: 'gdt' | 'idt'): { base: bigint; limit: number } {
+    const o = this.sregsBase + SREGS[which];
+    return { base: this.runPage.getBigUint64(o, true), limit: this.runPage.getUint16(o + 8, true) };
+  }
+
   get cr4(): number {
     return Number(this.sreg64(SREGS.cr4) & 0xffffffffn);
   }

@@ -444,7 +444,14 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
   get rip(): bigint { return this.reg(REG.rip); }
   set rip(v: bigint) { this.setReg(REG.rip, v); }
   get cr0(): number { this.sync(); return Number(this.st.cr(0) & 0xffffffffn); }
+  get cr2(): bigint { this.sync(); return this.st.cr(2); }
   get cr3(): bigint { this.sync(); return this.st.cr(3); }
+
+  descriptorTable(which: 'gdt' | 'idt'): { base: bigint; limit: number } {
+    this.sync();
+    const c = this.st.seg(which);
+    return { base: c.base, limit: c.limit & 0xffff };
+  }
   get cr4(): number { this.sync(); return Number(this.st.cr(4) & 0xffffffffn); }
   get efer(): number { this.sync(); return Number(this.st.efer & 0xffffffffn); }
   get cpl(): number { this.sync(); return this.st.hflags & 3; }

@@ -545,7 +545,7 @@ export class DomainManager extends EventEmitter<Events> {
       const segments = [...await hv.queryPhysmap(d.domid)].sort((a, b) => a.gfn - b.gfn);
       let regs;
       try {
-        regs = hv.vcpuRegisters(d.domid);
+        regs = await hv.queryVcpuRegisters(d.domid);
       } catch (e) {
         throw new ApiFailure('EIO', (e as Error).message);
       }
