@@ -126,7 +126,7 @@ test('an ARINC 653 pool runs only the domains its schedule names, set and read w
   assert.match(bad.err, /minor frames total 12000000 ns, more than the major frame/);
   const set = await xenode('arinc653', '--pool', 'a653', '20', 'p1=5', 'p2:0=3', 'p1=2');
   assert.equal(set.code, 0, set.err);
-  assert.match(set.out, /^cpupool 1: major frame 20 ms, from [\d.]+ s system time\n\s+0 ms\s+5 ms  p1 \(\d+\) vCPU 0\n\s+5 ms\s+3 ms  p2 \(\d+\) vCPU 0\n\s+8 ms\s+2 ms  p1 \(\d+\) vCPU 0\n\s+10 ms\s+10 ms  idle\n$/);
+  assert.match(set.out, /^cpupool 1: major frame 20 ms, from [\d.]+ s system time\n\s+0 ms\s+5 ms {2}p1 \(\d+\) vCPU 0\n\s+5 ms\s+3 ms {2}p2 \(\d+\) vCPU 0\n\s+8 ms\s+2 ms {2}p1 \(\d+\) vCPU 0\n\s+10 ms\s+10 ms {2}idle\n$/);
   // Both named domains get the pCPU in their windows; the third never runs.
   const cpu = async (n: string) => Number((await xl('list', n)).out.split('\n')[1]!.trim().split(/\s+/).pop());
   const { until } = await import('./testing.js');
