@@ -10,8 +10,9 @@
 //         (one busy-looping process per host CPU): ARINC 653 (major frame
 //         20 ms: three spin guests 5 ms each, 5 ms idle) measured from the
 //         trace's switch times against epoch + frame + offset; RTDS (a 5 ms /
-//         1 ms vCPU beside two spin guests living on extratime) measured from
-//         its switch-in to its release (a multiple of 5 ms).
+//         1 ms vCPU beside two spin guests with 100 ms / 40 ms reservations
+//         and extratime) measured from its switch-in to its release (a
+//         multiple of 5 ms).
 // wake    wake-up latency of a blocked vCPU beside a spin guest on one pCPU,
 //         per scheduler: the timer guest's one-shot deadlines (as bench/timer.ts),
 //         the lateness it sees, and the trace's wake -> running time.
@@ -173,7 +174,9 @@ async function rtdsJitter(): Promise<number[]> {
   const PERIOD = 5_000_000n;
   const r = await traceRun('rtds', (ts, d) => {
     ts.hv.schedAdjust(d[0]!, { period: 5000, budget: 1000, extratime: 0 });
-    for (const h of d.slice(1)) ts.hv.schedAdjust(h, { period: 100000, budget: 10, extratime: 1 });
+    // Reservations with later deadlines (100 ms), not tiny extratime budgets: an extratime budget is also a
+    // slice, and 10 us ones would have the pCPU re-deciding every 10 us.
+    for (const h of d.slice(1)) ts.hv.schedAdjust(h, { period: 100000, budget: 40000, extratime: 1 });
   }, 3, SECONDS);
   try {
     const rt = r.doms[0]!;

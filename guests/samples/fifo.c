@@ -40,6 +40,7 @@
 #define BUSY    (1U << EVTCHN_FIFO_BUSY)
 
 static uint8_t control_page[PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
+static uint8_t control_page1[PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));   /* vCPU 1's, at offset 64 */
 static event_word_t event_array[ARRAY_PAGES][EVTCHN_FIFO_EVENT_WORDS_PER_PAGE] __attribute__((aligned(PAGE_SIZE)));
 static struct evtchn_fifo_control_block *cb;
 
@@ -280,6 +281,29 @@ int main(void)
     check_eq("head-prio2-again", cb->head[2], b);
     wait_upcalls(3);
     check_true("prio0-before-prio2", ngot == 2 && got[0] == a && got[1] == b, "ngot %u", ngot);
+
+    unsigned int nr_vcpus = 1;
+    while (nr_vcpus < 64 && HYPERVISOR_vcpu_op(VCPUOP_is_up, nr_vcpus, NULL) != -ENOENT)
+        nr_vcpus++;
+    if (nr_vcpus > 1) {
+        SECTION("per-vCPU queues (vCPU 1 exists, down)");
+        struct evtchn_fifo_control_block *cb1 = (struct evtchn_fifo_control_block *)(control_page1 + 64);
+        evtchn_port_t v1p;
+        unsigned int before = upcalls;
+        check_eq("init_control-vcpu1", init_control(gfn_of(control_page1), 64, 1, NULL), 0);
+        check_eq("bind_ipi-vcpu1", evtchn_bind_ipi(1, &v1p), 0);
+        check_eq("unmask-vcpu1-port", guest_unmask(v1p), 0);
+        check_eq("send-vcpu1", evtchn_send(v1p), 0);
+        check_eq("bind_vcpu-lu-to-vcpu1", evtchn_bind_vcpu(lu, 1), 0);
+        check_eq("send-lb-to-lu-on-vcpu1", evtchn_send(lb), 0);
+        check_eq("vcpu1-head", cb1->head[7], v1p);
+        check_eq("vcpu1-ready", cb1->ready, 1U << 7);
+        check_eq("vcpu1-link", *word(v1p), PENDING | LINKED | lu);
+        check_eq("vcpu1-upcall-pending", shared_info->vcpu_info[1].evtchn_upcall_pending, 1);
+        check_eq("vcpu0-queues-untouched", cb->ready, 0);
+        wait_upcalls(before + 1);
+        check_eq("vcpu0-no-upcall", upcalls, before);
+    }
 
     SECTION("close and reset back to 2-level");
     check_eq("close-c", evtchn_close(c), 0);

@@ -32,9 +32,7 @@ import type { TimeBase } from './time.js';
 import type { SchedulerPolicy } from './sched/scheduler.js';
 import { createScheduler, DEFAULT_SCHEDULER } from './sched/schedulers.js';
 import { TraceRing } from './sched/trace.js';
-import { Arinc653 } from './sched/arinc653.js';
-import { Credit2 } from './sched/credit2.js';
-import { Credit } from './sched/credit.js';
+import { applySchedMessage } from './sched/control.js';
 import { PAGE_SIZE } from './abi/xen.js';
 import { Vlapic, ipiTargets, acceptInterrupt, setIrq, type Ipi } from './x86/vlapic.js';
 import type { WorkerToMain, MainToWorker, ForwardedCall, ForwardedResult, Relay } from './messages.js';
@@ -460,19 +458,7 @@ class Pcpu {
       case 'sched-set':
       case 'sched-pool':
         try {
-          if (m.type === 'sched-adjust') this.sched.adjust(m.domid, m.params, m.vcpu);
-          else if (m.type === 'sched-arinc653') (this.sched as Arinc653).setSchedule(m.schedule, m.epoch);
-          else if (m.type === 'sched-pool') configurePool(this.sched, m);
-          else {
-            // Only a pCPU holding no vCPU changes pool, so no runqueue is lost here.
-            if (this.domains.size) throw new Error(`cannot change scheduler with ${this.domains.size} domain(s) here`);
-            const s = createScheduler(m.sched, { sliceNs: this.sliceNs });
-            configurePool(s, m.pool);
-            for (const p of m.params) s.adjust(p.domid, p.params, p.vcpu);
-            if (m.arinc653 && s instanceof Arinc653) s.setSchedule(m.arinc653.schedule, m.arinc653.epoch);
-            s.trace = this.trace;
-            this.sched = s;
-          }
+          this.sched = applySchedMessage(this.sched, m, { domains: this.domains.size, sliceNs: this.sliceNs, trace: this.trace });
         } catch (e) {
           this.post({ type: 'log', level: 'error', text: `pCPU ${this.init.pcpu}: ${m.type}: ${e instanceof Error ? e.message : String(e)}` });
         }
@@ -990,12 +976,6 @@ class Pcpu {
     const hex = bytes ? Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join(' ') : '(unreadable)';
     return `${x.detail} on vCPU ${v.id} at rip 0x${rip.toString(16)}, CPL ${v.hw.cpl}: bytes ${hex}`;
   }
-}
-
-/** A pool's ratelimit / timeslice, for the policies that have them. */
-function configurePool(s: SchedulerPolicy, p: { ratelimitUs?: number; tsliceMs?: number }): void {
-  if (s instanceof Credit2 && p.ratelimitUs !== undefined) s.setRatelimit(p.ratelimitUs);
-  else if (s instanceof Credit) s.setPoolParams({ ratelimitUs: p.ratelimitUs, tsliceMs: p.tsliceMs });
 }
 
 if (parentPort && workerData && (workerData as { kind?: string }).kind === 'pcpu') {

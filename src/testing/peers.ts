@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 
@@ -31,17 +31,20 @@ export function havePeer(t: TestContext, present: boolean, what: string, install
   return false;
 }
 
-/** Absolute path of a command on PATH, or null. */
+/** Absolute path of an executable on PATH, or null. */
 export function which(cmd: string): string | null {
   for (const dir of (process.env['PATH'] ?? '').split(path.delimiter)) {
     if (!dir) continue;
     const p = path.join(dir, cmd);
-    if (existsSync(p)) return p;
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch { /* not here */ }
   }
   return null;
 }
 
-/** Whether `python3 -c 'import <module>'` works with Debian's python3 (or the one on PATH). */
+/** The python3 (Debian's, else the one on PATH) that can `import <module>`, or null. */
 export function pythonHas(module: string): string | null {
   for (const py of ['/usr/bin/python3', which('python3')]) {
     if (!py || !existsSync(py)) continue;

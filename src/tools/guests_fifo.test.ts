@@ -25,6 +25,16 @@ test('the fifo guest switches to FIFO and receives its events in priority order'
   assert.equal(r.code, 0, 'the guest powers off when all checks pass');
 });
 
+test('with two vCPUs the fifo guest finds a port bound to vCPU 1 on vCPU 1\'s own queues', needsKvm(), async () => {
+  const r = await run(['--vcpus', '2', guest('fifo')]);
+  const v = verdict(r);
+  assert.deepEqual(v.fails, []);
+  for (const name of [...ALWAYS, 'init_control-vcpu1', 'vcpu1-head', 'vcpu1-link', 'vcpu1-upcall-pending', 'vcpu0-no-upcall']) {
+    assert.match(r.stdout, new RegExp(`^PASS ${name}$`, 'm'));
+  }
+  assert.equal(r.code, 0);
+});
+
 test('with 8192 event channels the fifo guest binds ports above 4095 only under FIFO', needsKvm(), async () => {
   const r = await run(['--max-event-channels', '8192', '--cmdline', 'maxport=8191', guest('fifo')]);
   const v = verdict(r);

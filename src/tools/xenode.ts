@@ -8,6 +8,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Main> }> =
   daemon: { summary: 'run the host daemon (domains, xenstored, consoles, the API socket)', load: async () => (await import('./daemon/main.js')).main },
   demo: { summary: 'boot the sample guests together (the built-in demo system)', load: async () => (await import('./demo.js')).main },
   run: { summary: 'boot one domain in the foreground and stream its console', load: async () => (await import('./run.js')).main },
+  arinc653: { summary: "read or set a cpupool's ARINC 653 schedule (through the daemon)", load: async () => (await import('./arinc653.js')).main },
   'sched-trace': { summary: 'run or simulate guests under a scheduler and draw the schedule (SVG)', load: async () => (await import('./sched_trace/main.js')).main },
   xl: { summary: 'the xl toolstack CLI, talking to `xenode daemon` (docs/xl.md)', load: async () => (await import('./xl/cli.js')).main },
   xenstored: { summary: 'run the xenstore daemon standalone', load: async () => (await import('./xenstored/main.js')).main },

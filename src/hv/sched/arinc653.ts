@@ -14,6 +14,7 @@ import type { TraceSink } from './trace.js';
 
 /** ARINC653_MAX_DOMAINS_PER_SCHEDULE (public/sysctl.h). */
 export const ARINC653_MAX_DOMAINS_PER_SCHEDULE = 64;
+const MAX_MAJOR_FRAME = 3600n * 1_000_000_000n;
 
 /** xen_sysctl_arinc653_schedule, with domains by domid (Xen names them by handle) and times in ns. */
 export interface Arinc653Schedule {
@@ -24,6 +25,8 @@ export interface Arinc653Schedule {
 /** arinc653_sched_set's checks: at least one entry, at most 64, positive runtimes that fit in the major frame. */
 export function checkSchedule(s: Arinc653Schedule): void {
   if (typeof s.majorFrame !== 'bigint' || s.majorFrame <= 0n) throw new RangeError('major frame must be positive');
+  // Xen takes any uint64; a frame beyond an hour is a mistake, not a schedule.
+  if (s.majorFrame > MAX_MAJOR_FRAME) throw new RangeError(`major frame must be at most ${MAX_MAJOR_FRAME / 1_000_000_000n} s`);
   if (!Array.isArray(s.entries) || s.entries.length < 1 || s.entries.length > ARINC653_MAX_DOMAINS_PER_SCHEDULE) {
     throw new RangeError(`a schedule has 1..${ARINC653_MAX_DOMAINS_PER_SCHEDULE} entries, got ${Array.isArray(s.entries) ? s.entries.length : 'none'}`);
   }

@@ -384,7 +384,7 @@ function makeHandlers(daemon: () => Daemon): Handlers {
 
     'xenstore.socket': () => ({ path: daemon().xenstoredSocket }),
 
-    ...schedHandlers(() => daemon().ts.hv, (a) => one(a).domid),
+    ...schedHandlers(() => daemon().ts.hv, (a) => one(a).domid, (domid) => D().all().find((x) => x.domid === domid)?.name ?? ''),
   };
 }
 

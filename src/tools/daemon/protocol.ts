@@ -97,8 +97,8 @@ export interface CreateRecord extends CreateTimings {
   firstByte: number | null;
 }
 
-export type { CpupoolSummary } from './sched.js';
-import type { CpupoolSummary } from './sched.js';
+export type { CpupoolSummary, Arinc653Wire } from './sched.js';
+import type { CpupoolSummary, Arinc653Wire } from './sched.js';
 /** cpupool.cpu-add/remove: each cpu on its own (libxl's *_cpumap), the ones that failed with why. */
 export interface CpuChange { done: number[]; failed: { cpu: number; message: string }[] }
 
@@ -147,6 +147,7 @@ export interface Ops {
   'cpupool.migrate': { args: Dom & { pool: string | number }; result: null };
   'sched.get': { args: Dom & { vcpus?: number[] | 'all' }; result: { sched: string; poolid: number; params: Record<string, number>; vcpus?: (Record<string, number> & { vcpuid: number })[] } };
   'sched.set': { args: Dom & { sched: string; params?: Record<string, number>; vcpus?: { vcpuid: number; params: Record<string, number> }[] }; result: null };
+  'sched.arinc653': { args: { pool?: string | number; set?: { majorFrameUs: number; entries: { dom: string | number; vcpu: number; runtimeUs: number }[] } }; result: Arinc653Wire };
   'sched.pool': { args: { pool: string | number; set?: { ratelimitUs?: number; tsliceMs?: number } }; result: { poolid: number; sched: string; ratelimitUs?: number; tsliceMs?: number } };
   /** a stream of DomainChange events */
   'events.subscribe': { args: Record<string, never>; result: null };

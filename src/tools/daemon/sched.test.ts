@@ -104,3 +104,36 @@ test('a pCPU moves to a new RTDS pool; guests are placed by pool and hard affini
   assert.equal((await xl('cpupool-cpu-add', 'Pool-0', '1')).code, 0);
   assert.equal((await xl('cpupool-list', '-c')).out, 'Name               CPU list\nPool-0             0,1\n');
 });
+
+function xenode(...argv: string[]): Promise<Run> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [path.resolve(path.dirname(XL_JS), '..', 'xenode.js'), ...argv], { env: { ...process.env, XENODE_SOCKET: d!.socket }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+    p.stderr.on('data', (b: Buffer) => { err += b.toString(); });
+    p.on('close', (code) => resolve({ code, out, err }));
+  });
+}
+
+test('an ARINC 653 pool runs only the domains its schedule names, set and read with xenode arinc653', opts, async () => {
+  assert.equal((await xl('cpupool-cpu-remove', 'Pool-0', '1')).code, 0);
+  assert.equal((await xl('cpupool-create', 'name="a653"', 'sched="arinc653"', 'cpus="1"')).code, 0);
+  for (const n of ['p1', 'p2', 'idle3']) assert.equal((await xl('create', cfg(n, 'pool = "a653"\n'))).code, 0);
+  assert.equal((await xenode('arinc653', '--pool', 'a653')).out, 'cpupool 1: no ARINC 653 schedule (nothing runs)\n');
+  const bad = await xenode('arinc653', '--pool', 'a653', '10', 'p1=6', 'p2=6');
+  assert.equal(bad.code, 1);
+  assert.match(bad.err, /minor frames total 12000000 ns, more than the major frame/);
+  const set = await xenode('arinc653', '--pool', 'a653', '20', 'p1=5', 'p2:0=3', 'p1=2');
+  assert.equal(set.code, 0, set.err);
+  assert.match(set.out, /^cpupool 1: major frame 20 ms, from [\d.]+ s system time\n\s+0 ms\s+5 ms {2}p1 \(\d+\) vCPU 0\n\s+5 ms\s+3 ms {2}p2 \(\d+\) vCPU 0\n\s+8 ms\s+2 ms {2}p1 \(\d+\) vCPU 0\n\s+10 ms\s+10 ms {2}idle\n$/);
+  // Both named domains get the pCPU in their windows; the third never runs.
+  const cpu = async (n: string) => Number((await xl('list', n)).out.split('\n')[1]!.trim().split(/\s+/).pop());
+  const { until } = await import('./testing.js');
+  await until('p1 and p2 running in their windows', async () => (await cpu('p1')) > 0.05 && (await cpu('p2')) > 0.05);
+  assert.equal(await cpu('idle3'), 0, 'not in the schedule: never runs');
+  assert.equal((await xenode('arinc653', '20', 'p1=5')).err, "xenode arinc653: cpupool 'Pool-0' runs credit2, not arinc653\n");
+  for (const n of ['p1', 'p2', 'idle3']) assert.equal((await xl('destroy', n)).code, 0);
+  assert.equal((await xl('cpupool-destroy', 'a653')).code, 0);
+  assert.equal((await xl('cpupool-cpu-add', 'Pool-0', '1')).code, 0);
+});

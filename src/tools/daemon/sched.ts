@@ -186,8 +186,44 @@ export function schedPool(hv: Hypervisor, pool: unknown, set?: unknown): { pooli
   });
 }
 
+/** An ARINC 653 schedule over the API: µs, domains by id with their names; no schedule is `majorFrameUs` 0. */
+export interface Arinc653Wire {
+  poolid: number;
+  majorFrameUs: number;
+  entries: { domid: number; name: string; vcpu: number; runtimeUs: number }[];
+  /** system time (µs since the hypervisor's boot) the first major frame began */
+  epochUs: number;
+}
+
+/**
+ * xc_sched_arinc653_schedule_set / _get (XEN_SYSCTL_SCHEDOP_putinfo/getinfo
+ * with xen_sysctl_arinc653_schedule): Xen names domains by handle, the API by
+ * name or id, as xl does.
+ */
+export function schedArinc653(hv: Hypervisor, pool: unknown, set: unknown, domid: (dom: unknown) => number, name: (domid: number) => string): Arinc653Wire {
+  const id = pool === undefined ? 0 : poolId(hv, pool);
+  if (set !== undefined) {
+    const o = set as { majorFrameUs?: unknown; entries?: unknown };
+    if (typeof o !== 'object' || o === null || !Number.isInteger(o.majorFrameUs) || !Array.isArray(o.entries)) throw einval('set needs an integer majorFrameUs and entries');
+    const entries = o.entries.map((e: unknown, i: number) => {
+      const x = e as { dom?: unknown; vcpu?: unknown; runtimeUs?: unknown };
+      if (typeof x !== 'object' || x === null || !Number.isInteger(x.vcpu) || !Number.isInteger(x.runtimeUs)) throw einval(`entry ${i}: needs dom, an integer vcpu and runtimeUs`);
+      return { domid: domid(x.dom), vcpu: x.vcpu as number, runtime: BigInt(x.runtimeUs as number) * 1000n };
+    });
+    wrap(() => hv.setArinc653Schedule({ majorFrame: BigInt(o.majorFrameUs as number) * 1000n, entries }, id));
+  }
+  const s = wrap(() => hv.getArinc653Schedule(id));
+  if (!s) return { poolid: id, majorFrameUs: 0, entries: [], epochUs: 0 };
+  return {
+    poolid: id,
+    majorFrameUs: Number(s.schedule.majorFrame / 1000n),
+    entries: s.schedule.entries.map((e) => ({ domid: e.domid, name: name(e.domid), vcpu: e.vcpu, runtimeUs: Number(e.runtime / 1000n) })),
+    epochUs: Number(s.epoch / 1000n),
+  };
+}
+
 /** The API's handlers for these operations (registered by daemon.ts). */
-export function schedHandlers(hv: () => Hypervisor, domid: (a: Record<string, unknown>) => number): Pick<Handlers, 'cpupool.list' | 'cpupool.create' | 'cpupool.destroy' | 'cpupool.rename' | 'cpupool.cpu-add' | 'cpupool.cpu-remove' | 'cpupool.migrate' | 'sched.get' | 'sched.set' | 'sched.pool'> {
+export function schedHandlers(hv: () => Hypervisor, domid: (a: Record<string, unknown>) => number, name: (domid: number) => string): Pick<Handlers, 'cpupool.list' | 'cpupool.create' | 'cpupool.destroy' | 'cpupool.rename' | 'cpupool.cpu-add' | 'cpupool.cpu-remove' | 'cpupool.migrate' | 'sched.get' | 'sched.set' | 'sched.pool' | 'sched.arinc653'> {
   return {
     'cpupool.list': () => cpupoolList(hv()),
     'cpupool.create': (a) => cpupoolCreate(hv(), a),
@@ -199,5 +235,6 @@ export function schedHandlers(hv: () => Hypervisor, domid: (a: Record<string, un
     'sched.get': (a) => schedGet(hv(), domid(a), a.vcpus),
     'sched.set': (a) => schedSet(hv(), domid(a), a),
     'sched.pool': (a) => schedPool(hv(), a.pool, a.set),
+    'sched.arinc653': (a) => schedArinc653(hv(), a.pool, a.set, (dom) => domid({ dom }), name),
   };
 }

@@ -215,16 +215,5 @@ export async function spawnDaemon(socket: string, extra: string[] = []): Promise
   };
 }
 
-/** Find an executable on PATH. */
-export function which(name: string): string | null {
-  for (const dir of (process.env['PATH'] ?? '').split(':')) {
-    const p = path.join(dir, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // next
-    }
-  }
-  return null;
-}
+/** Find an executable on PATH (one implementation for every test). */
+export { which } from '../../testing/peers.js';
