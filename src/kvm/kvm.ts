@@ -19,6 +19,22 @@ export type { CpuidEntry, Segment };
 
 export class KvmError extends Error {}
 
+/** Writes `s` as a struct kvm_segment (asm/kvm.h) at byte `o` of a kvm_sregs; a segment not present is unusable. */
+export function writeKvmSegment(d: DataView, o: number, s: Segment): void {
+  d.setBigUint64(o + SEG.base, BigInt(s.base), true);
+  d.setUint32(o + SEG.limit, s.limit >>> 0, true);
+  d.setUint16(o + SEG.selector, s.selector, true);
+  d.setUint8(o + SEG.type, s.type);
+  d.setUint8(o + SEG.present, s.present);
+  d.setUint8(o + SEG.dpl, s.dpl);
+  d.setUint8(o + SEG.db, s.db);
+  d.setUint8(o + SEG.s, s.s);
+  d.setUint8(o + SEG.l, s.l);
+  d.setUint8(o + SEG.g, s.g);
+  d.setUint8(o + SEG.avl, 0);
+  d.setUint8(o + SEG.unusable, s.present ? 0 : 1);
+}
+
 const EINTR = 4;
 const EAGAIN = 11;
 
@@ -440,21 +456,7 @@ export class Vcpu implements AccelVcpu {
   setInitialState(st: InitialState): void {
     const sb = this.getSregs();
     const sd = new DataView(sb.buffer);
-    for (const [name, s] of Object.entries(st.segs) as [SegName, Segment][]) {
-      const o = SREGS[name];
-      sd.setBigUint64(o + SEG.base, BigInt(s.base), true);
-      sd.setUint32(o + SEG.limit, s.limit >>> 0, true);
-      sd.setUint16(o + SEG.selector, s.selector, true);
-      sd.setUint8(o + SEG.type, s.type);
-      sd.setUint8(o + SEG.present, s.present);
-      sd.setUint8(o + SEG.dpl, s.dpl);
-      sd.setUint8(o + SEG.db, s.db);
-      sd.setUint8(o + SEG.s, s.s);
-      sd.setUint8(o + SEG.l, s.l);
-      sd.setUint8(o + SEG.g, s.g);
-      sd.setUint8(o + SEG.avl, 0);
-      sd.setUint8(o + SEG.unusable, s.present ? 0 : 1);
-    }
+    for (const [name, s] of Object.entries(st.segs) as [SegName, Segment][]) writeKvmSegment(sd, SREGS[name], s);
     const dt = (o: number, t?: { base: number; limit: number }) => {
       sd.setBigUint64(o, BigInt(t?.base ?? 0), true);
       sd.setUint16(o + 8, t?.limit ?? 0xffff, true);

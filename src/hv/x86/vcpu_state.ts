@@ -1,7 +1,8 @@
 // A vCPU's registers in KVM's layout (struct kvm_regs and kvm_sregs,
 // asm/kvm.h), whichever CPU runs it: the form a core dump records them in.
 
-import { KVM_REGS_SIZE, KVM_SREGS_SIZE, SEG, SREGS } from '../../kvm/abi.js';
+import { KVM_REGS_SIZE, KVM_SREGS_SIZE, SREGS } from '../../kvm/abi.js';
+import { writeKvmSegment } from '../../kvm/kvm.js';
 import type { AccelVcpu, SegName } from '../../accel/vcpu.js';
 
 const SEGS: SegName[] = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'];
@@ -12,21 +13,7 @@ export function kvmLayoutRegisters(hw: AccelVcpu): { regs: Uint8Array; sregs: Ui
   for (let i = 0; i < 18; i++) r.setBigUint64(i * 8, hw.reg(i), true);
   const sregs = new Uint8Array(KVM_SREGS_SIZE);
   const d = new DataView(sregs.buffer);
-  for (const name of SEGS) {
-    const s = hw.segment(name);
-    const o = SREGS[name];
-    d.setBigUint64(o + SEG.base, BigInt(s.base), true);
-    d.setUint32(o + SEG.limit, s.limit >>> 0, true);
-    d.setUint16(o + SEG.selector, s.selector, true);
-    d.setUint8(o + SEG.type, s.type);
-    d.setUint8(o + SEG.present, s.present);
-    d.setUint8(o + SEG.dpl, s.dpl);
-    d.setUint8(o + SEG.db, s.db);
-    d.setUint8(o + SEG.s, s.s);
-    d.setUint8(o + SEG.l, s.l);
-    d.setUint8(o + SEG.g, s.g);
-    d.setUint8(o + SEG.unusable, s.present ? 0 : 1);
-  }
+  for (const name of SEGS) writeKvmSegment(d, SREGS[name], hw.segment(name));
   for (const t of ['gdt', 'idt'] as const) {
     const v = hw.descriptorTable(t);
     d.setBigUint64(SREGS[t], v.base, true);
