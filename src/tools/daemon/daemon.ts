@@ -223,7 +223,7 @@ export class Daemon {
       domid: 0, name: 'Domain-0', uuid: '00000000-0000-0000-0000-000000000000',
       memory: Math.round(process.memoryUsage.rss() / 1024), maxmem: Math.round(os.totalmem() / 1024),
       vcpus: 1, onlineVcpus: 1, running: true, blocked: false, paused: false, shutdown: false, crashed: false, dying: false,
-      shutdownReason: -1, cpuTime: mainThreadCpuSeconds(), startTime: 0, seclabel: '',
+      shutdownReason: -1, cpuTime: mainThreadCpuSeconds(), startTime: 0, seclabel: '', cpupool: this.ts.hv.cpupools.get(0).name,
     };
   }
 

@@ -600,7 +600,16 @@ export class DomainManager extends EventEmitter<Events> {
       paused: info?.paused ?? false, shutdown, crashed: shutdown && d.shutdownReason === SHUTDOWN.crash, dying: d.state === 'dying',
       shutdownReason: shutdown ? d.shutdownReason : -1,
       cpuTime: (info?.cpuTimeUs ?? 0) / 1e6, startTime: d.startNs, seclabel: d.config.seclabel ?? '',
+      cpupool: this.poolName(d.domid),
     };
+  }
+
+  private poolName(domid: number): string {
+    try {
+      return this.ts.hv.cpupools.get(this.ts.hv.domainPool(domid)).name;
+    } catch {
+      return 'Pool-0'; // not placed yet (being built): every domain starts in Pool-0's bookkeeping
+    }
   }
 
   vcpuList(d: Domain): VcpuSummary[] {

@@ -54,6 +54,8 @@ export interface DomainSummary {
   /** ns since the daemon's boot (for uptime) */
   startTime: number;
   seclabel: string;
+  /** the cpupool it runs in (xl list -c) */
+  cpupool: string;
 }
 
 export interface VcpuSummary {

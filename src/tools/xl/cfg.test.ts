@@ -422,15 +422,11 @@ test('disk and vif lists are parsed per entry; errors point at the entry', () =>
       "hello.cfg:3: WARNING: 'vif' is not applied: xenode has no network backend yet, so the domain gets no network interfaces"]);
 });
 
-test('settings taken but not acted on yet are said loudly: disk, vif, affinity, scheduler parameters', () => {
+test('settings taken but not acted on yet are said loudly: disk and vif; affinity and scheduler parameters are applied, so not', () => {
   const { warnings } = convert('disk = [ "/img,,xvda" ]\nvif = [ "" ]\ncpus = "0"\ncpus_soft = "0"\ncpu_weight = 512\ncap = 50\n', [], { random: () => new Uint8Array(3) });
   assert.deepEqual(warnings, [
     "hello.cfg:3: WARNING: 'disk' is not applied: xenode has no block backend yet, so the domain gets no disks",
     "hello.cfg:4: WARNING: 'vif' is not applied: xenode has no network backend yet, so the domain gets no network interfaces",
-    "hello.cfg:5: WARNING: 'cpus' is not applied: the scheduler does not honour vCPU affinity yet (vcpu-list shows it; vCPUs run on any pCPU)",
-    "hello.cfg:6: WARNING: 'cpus_soft' is not applied: the scheduler does not honour vCPU affinity yet (vcpu-list shows it; vCPUs run on any pCPU)",
-    "hello.cfg:7: WARNING: 'cpu_weight' is not applied: the daemon does not pass scheduler parameters from the config to the scheduler yet",
-    "hello.cfg:8: WARNING: 'cap' is not applied: the daemon does not pass scheduler parameters from the config to the scheduler yet",
   ]);
 });
 

@@ -722,7 +722,7 @@ class Converter {
 
   /**
    * Settings taken into the config that nothing acts on yet: said at
-   * create time, so nobody believes a disk, a network or a CPU placement is there.
+   * create time, so nobody believes a disk or a network is there.
    */
   private warnNotApplied(c: DomainConfig): void {
     const say = (key: string, what: string): void => {
@@ -731,8 +731,6 @@ class Converter {
     };
     if (c.disks.length) say('disk', 'xenode has no block backend yet, so the domain gets no disks');
     if (c.vifs.length) say('vif', 'xenode has no network backend yet, so the domain gets no network interfaces');
-    for (const key of ['cpus', 'cpus_soft']) say(key, 'the scheduler does not honour vCPU affinity yet (vcpu-list shows it; vCPUs run on any pCPU)');
-    for (const key of ['cpu_weight', 'cap', 'period', 'slice', 'latency', 'extratime']) say(key, 'the daemon does not pass scheduler parameters from the config to the scheduler yet');
   }
 }
 

@@ -186,7 +186,7 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
     assert.equal((await run('destroy', 'fv-keep')).code, 0);
   });
 
-  test('pools: Pool-0 is the one there is; another is refused as libxl does', async () => {
+  test('pools: Pool-0 is there from the start; one that does not exist is refused as libxl does', async () => {
     const bad = await run('create', '-q', cfg('fv-pool', 'pool = "Pool-1"\n'));
     assert.deepEqual([bad.code, bad.err], [3, 'xl: Illegal pool specified: Pool-1\n']);
     assert.equal((await run('create', '-q', cfg('fv-pool0', 'pool = "Pool-0"\n'))).code, 0);
@@ -207,7 +207,7 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
     const r = await run('create', f);
     assert.equal(r.code, 0, r.err);
     assert.match(r.err, /fv-warn\.cfg:5: WARNING: 'disk' is not applied: xenode has no block backend yet/);
-    assert.match(r.err, /fv-warn\.cfg:6: WARNING: 'cpus' is not applied/);
+    assert.doesNotMatch(r.err, /'cpus' is not applied/);
     assert.equal((await run('destroy', 'fv-warn')).code, 0);
     const bad = path.join(dir, 'bad.cfg');
     fs.writeFileSync(bad, 'name = = 1\n');

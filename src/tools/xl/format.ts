@@ -44,8 +44,7 @@ export function listHeader(opts: ListOptions = {}): string {
   return h;
 }
 
-/** Every domain is in Pool-0, the only cpupool, and may use every NUMA node (there is one). */
-export const POOL0 = 'Pool-0';
+
 
 /** xl's six state letters r b p s <reason> d, '-' where false. */
 export function stateFlags(d: Pick<DomainSummary, 'running' | 'blocked' | 'paused' | 'shutdown' | 'shutdownReason' | 'dying'>): string {
@@ -70,7 +69,7 @@ export function listRow(d: DomainSummary, opts: ListOptions = {}): string {
     r += d.shutdown ? ` ${padL((d.shutdownReason >>> 0).toString(16), 8)}` : ` ${padL('-', 8)}`;
   }
   if (opts.verbose || opts.context) r += ` ${padL(d.seclabel || '-', 16)}`;
-  if (opts.cpupool) r += padL(POOL0, 16);
+  if (opts.cpupool) r += padL(d.cpupool, 16);
   if (opts.numaNodes !== undefined) r += ` ${cpuSet(null, opts.numaNodes)}`;
   return r;
 }
