@@ -193,7 +193,6 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
   }
 
   private exitLen = 2;
-  spurious = 0;
 
   private onCpuid(): number {
     const leaf = Number(this.regRead64(UC_X86_REG.RAX) & 0xffffffffn);
@@ -317,7 +316,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
         x.kind = 'hlt';
         return x;
       } else if (err === UC_ERR_OK) {
-        this.spurious++;
+        // Stopped with nothing to show for it: resume (the loop goes round).
       } else if (err === UC_ERR_INSN_INVALID) {
         this.sync();
         if (this.isVmcall()) {
