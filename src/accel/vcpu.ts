@@ -5,6 +5,8 @@
 // (data for an IN or an MMIO read, an MSR's value or #GP), inject an
 // interrupt. Nothing here knows Xen; it is x86 as a guest sees it.
 
+import type { FpuState, VcpuState } from './state.js';
+
 /** General registers in the order of struct kvm_regs (asm/kvm.h), which both CPUs use as indices. */
 export const REG = {
   rax: 0, rbx: 1, rcx: 2, rdx: 3, rsi: 4, rdi: 5, rsp: 6, rbp: 7,
@@ -135,6 +137,18 @@ export interface AccelVcpu {
   requestInterruptWindow: boolean;
   /** Queues an external interrupt, delivered through the guest's IDT at the next run. */
   interrupt(vector: number): void;
+
+  /** The x87/SSE/AVX state (an XSAVE image, state.ts). */
+  getFpu(): FpuState;
+  setFpu(f: FpuState): void;
+  /**
+   * The whole architectural state, for moving the vCPU to the other CPU. An
+   * exit still to be completed (an IN's data, an MSR's answer) is completed
+   * first, without running guest code, as KVM_RUN with immediate_exit does.
+   */
+  getState(): VcpuState;
+  /** Loads a state taken from either CPU; the next run() starts from it. */
+  setState(s: VcpuState): void;
 
   /** Forgets the vCPU here without destroying it (another thread holds it). */
   release(): void;

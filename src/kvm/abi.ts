@@ -25,6 +25,15 @@ export const KVM_GET_VCPU_EVENTS = 0x8040ae9f;
 export const KVM_SET_VCPU_EVENTS = 0x4040aea0;
 export const KVM_ENABLE_CAP = 0x4068aea3;
 export const KVM_GET_TSC_KHZ = 0xaea3;
+export const KVM_GET_FPU = 0x81a0ae8c;
+export const KVM_SET_FPU = 0x41a0ae8d;
+export const KVM_SET_GUEST_DEBUG = 0x4048ae9b;
+export const KVM_GET_DEBUGREGS = 0x8080aea1;
+export const KVM_SET_DEBUGREGS = 0x4080aea2;
+export const KVM_GET_XSAVE = 0x9000aea4;
+export const KVM_SET_XSAVE = 0x5000aea5;
+export const KVM_GET_XCRS = 0x8188aea6;
+export const KVM_SET_XCRS = 0x4188aea7;
 export const KVM_X86_SET_MSR_FILTER = 0x4188aec6;
 
 export const KVM_API_VERSION = 12;
@@ -34,6 +43,10 @@ export const CAP = {
   USER_MEMORY: 3,
   SET_TSS_ADDR: 4,
   EXT_CPUID: 7,
+  SET_GUEST_DEBUG: 23,
+  DEBUGREGS: 50,
+  XSAVE: 55,
+  XCRS: 56,
   NR_MEMSLOTS: 10,
   ADJUST_CLOCK: 39,
   XEN_HVM: 38,
@@ -157,5 +170,21 @@ export const ENABLE_CAP_SIZE = 104;
 export const MSR_FILTER_SIZE = 392;
 /** struct kvm_msrs header {u32 nmsrs; u32 pad} then kvm_msr_entry {u32 index; u32 reserved; u64 data}. */
 export const MSR_ENTRY_SIZE = 16;
-/** struct kvm_vcpu_events, 64 bytes. */
+/** struct kvm_vcpu_events, 64 bytes: exception {injected nr has_error_code pending u8, error_code u32}, interrupt {injected nr soft shadow u8}, nmi {injected pending masked pad u8}, sipi_vector u32, flags u32, ... */
 export const VCPU_EVENTS_SIZE = 64;
+export const EVENTS = { interrupt: 8, nmi: 12, flags: 20 } as const;
+export const KVM_VCPUEVENT_VALID_SHADOW = 4;
+export const KVM_X86_SHADOW_INT_MOV_SS = 1;
+export const KVM_X86_SHADOW_INT_STI = 2;
+/** struct kvm_xsave: u32 region[1024] (the XSAVE image; larger states need KVM_GET_XSAVE2). */
+export const KVM_XSAVE_SIZE = 4096;
+/** struct kvm_xcrs: nr_xcrs u32, flags u32, xcrs[16] of {xcr u32, reserved u32, value u64}, padding u64[16] (392 bytes). */
+export const KVM_XCRS_SIZE = 392;
+/** struct kvm_debugregs: db[4] u64, dr6 u64 @32, dr7 u64 @40, flags u64, reserved u64[9] (128 bytes). */
+export const KVM_DEBUGREGS_SIZE = 128;
+/** struct kvm_fpu: fpr[8][16] @0, fcw u16 @128, fsw @130, ftwx u8 @132, last_opcode u16 @134, last_ip u64 @136, last_dp u64 @144, xmm[16][16] @152, mxcsr u32 @408 (416 bytes). */
+export const FPU = { fpr: 0, fcw: 128, fsw: 130, ftwx: 132, opcode: 134, ip: 136, dp: 144, xmm: 152, mxcsr: 408, size: 416 } as const;
+/** struct kvm_guest_debug: control u32, pad u32, arch {debugreg u64[8]} (72 bytes). */
+export const KVM_GUEST_DEBUG_SIZE = 72;
+export const KVM_GUESTDBG_ENABLE = 0x1;
+export const KVM_GUESTDBG_USE_HW_BP = 0x20000;

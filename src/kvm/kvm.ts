@@ -11,8 +11,11 @@ import {
   KVM_SREGS_SIZE, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS, KVM_X86_SET_MSR_FILTER, MEMREGION_SIZE,
   MSR_ENTRY_SIZE, MSR_FILTER_SIZE, KVM_MSR_FILTER_MAX_RANGES, REG, RUN, SEG, SegName, SREGS, SYNC,
   KVM_GET_MSRS, RUN_IO, RUN_MSR, RUN_INTERNAL, RUN_EMULATION_FAILURE, KVM_EXIT_IO_OUT, KVM_INTERNAL_ERROR_EMULATION,
-  EXIT_NAMES,
+  EXIT_NAMES, KVM_GET_XSAVE, KVM_SET_XSAVE, KVM_GET_XCRS, KVM_SET_XCRS, KVM_GET_FPU, KVM_SET_FPU, KVM_GET_DEBUGREGS,
+  KVM_SET_DEBUGREGS, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, KVM_XSAVE_SIZE, KVM_XCRS_SIZE, KVM_DEBUGREGS_SIZE, FPU,
+  VCPU_EVENTS_SIZE, EVENTS, KVM_VCPUEVENT_VALID_SHADOW, KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI,
 } from './abi.js';
+import { XSAVE, XFEATURE, CPU_MSR_LIST, SEG_NAMES, type FpuState, type SegmentState, type VcpuState } from '../accel/state.js';
 import { VcpuExit, type AccelVcpu, type CpuidEntry, type GuestMemorySlots, type InitialState, type Segment } from '../accel/vcpu.js';
 
 export type { CpuidEntry, Segment };
@@ -36,6 +39,7 @@ export function writeKvmSegment(d: DataView, o: number, s: Segment): void {
 }
 
 const EINTR = 4;
+const IA32_TSC = 0x10;
 const EAGAIN = 11;
 
 /** Capabilities every xenode VM needs; probing names the ones a host lacks. */
@@ -266,10 +270,7 @@ export class Vcpu implements AccelVcpu {
   run(): VcpuExit {
     const x = this.exit;
     const run = this.runPage;
-    if (x.kind === 'rdmsr' || x.kind === 'wrmsr') {
-      run.setUint8(RUN.exit + RUN_MSR.error, x.msr.error ? 1 : 0);
-      if (x.kind === 'rdmsr') run.setBigUint64(RUN.exit + RUN_MSR.data, x.msr.value, true);
-    }
+    this.answerMsr();
     const reason = this.enter();
     x.detail = '';
     x.insnBytes = null;
@@ -328,6 +329,193 @@ export class Vcpu implements AccelVcpu {
         x.detail = `unexpected KVM exit ${EXIT_NAMES[reason] ?? reason}`;
     }
     return x;
+  }
+
+  /** The hypervisor's answer to an MSR exit goes into kvm_run before the next KVM_RUN. */
+  private answerMsr(): void {
+    const x = this.exit;
+    if (x.kind === 'rdmsr' || x.kind === 'wrmsr') {
+      this.runPage.setUint8(RUN.exit + RUN_MSR.error, x.msr.error ? 1 : 0);
+      if (x.kind === 'rdmsr') this.runPage.setBigUint64(RUN.exit + RUN_MSR.data, x.msr.value, true);
+    }
+  }
+
+  /**
+   * Completes the last exit (an IN's data, an MMIO read, an MSR) and hands KVM
+   * the registers changed here, without running guest code: KVM_RUN with
+   * immediate_exit (linux/kvm.h). Afterwards the sync area is KVM's state.
+   */
+  settle(): void {
+    this.answerMsr();
+    this.runPage.setUint8(RUN.immediate_exit, 1);
+    try {
+      this.enter();
+    } finally {
+      this.runPage.setUint8(RUN.immediate_exit, 0);
+    }
+    this.exit.kind = 'interrupted';
+  }
+
+  private caps: { xsave: boolean; xcrs: boolean; debugregs: boolean } | null = null;
+  private get hostCaps(): { xsave: boolean; xcrs: boolean; debugregs: boolean } {
+    return (this.caps ??= { xsave: this.vm.kvm.checkExtension('XSAVE') > 0, xcrs: this.vm.kvm.checkExtension('XCRS') > 0, debugregs: this.vm.kvm.checkExtension('DEBUGREGS') > 0 });
+  }
+
+  /** KVM_GET_XSAVE and KVM_GET_XCRS (KVM_GET_FPU where the host has no XSAVE: x87 and SSE only). */
+  getFpu(): FpuState {
+    const xsave = new Uint8Array(XSAVE.size);
+    let xcr0 = XFEATURE.x87 | XFEATURE.sse;
+    if (this.hostCaps.xsave) {
+      const b = new Uint8Array(KVM_XSAVE_SIZE);
+      libc.check(libc.ioctlPtr(this.fd, KVM_GET_XSAVE, b), 'KVM_GET_XSAVE');
+      xsave.set(b.subarray(0, XSAVE.size));
+    } else {
+      const b = new Uint8Array(FPU.size);
+      libc.check(libc.ioctlPtr(this.fd, KVM_GET_FPU, b), 'KVM_GET_FPU');
+      const f = new DataView(b.buffer);
+      const d = new DataView(xsave.buffer);
+      d.setUint16(XSAVE.fcw, f.getUint16(FPU.fcw, true), true);
+      d.setUint16(XSAVE.fsw, f.getUint16(FPU.fsw, true), true);
+      d.setUint8(XSAVE.ftw, f.getUint8(FPU.ftwx));
+      d.setUint16(XSAVE.fop, f.getUint16(FPU.opcode, true), true);
+      d.setBigUint64(XSAVE.fip, f.getBigUint64(FPU.ip, true), true);
+      d.setBigUint64(XSAVE.fdp, f.getBigUint64(FPU.dp, true), true);
+      d.setUint32(XSAVE.mxcsr, f.getUint32(FPU.mxcsr, true), true);
+      d.setUint32(XSAVE.mxcsrMask, 0xffff, true);
+      xsave.set(b.subarray(FPU.fpr, FPU.fpr + 128), XSAVE.st);
+      xsave.set(b.subarray(FPU.xmm, FPU.xmm + 256), XSAVE.xmm);
+      d.setBigUint64(XSAVE.xstateBv, XFEATURE.x87 | XFEATURE.sse, true);
+    }
+    if (this.hostCaps.xcrs) {
+      const b = new Uint8Array(KVM_XCRS_SIZE);
+      libc.check(libc.ioctlPtr(this.fd, KVM_GET_XCRS, b), 'KVM_GET_XCRS');
+      const d = new DataView(b.buffer);
+      for (let i = 0; i < d.getUint32(0, true); i++) if (d.getUint32(8 + 16 * i, true) === 0) xcr0 = d.getBigUint64(16 + 16 * i, true);
+    }
+    return { xsave, xcr0 };
+  }
+
+  setFpu(f: FpuState): void {
+    if (this.hostCaps.xcrs) {
+      const b = new Uint8Array(KVM_XCRS_SIZE);
+      const d = new DataView(b.buffer);
+      d.setUint32(0, 1, true);
+      d.setUint32(8, 0, true);
+      d.setBigUint64(16, f.xcr0, true);
+      libc.check(libc.ioctlPtr(this.fd, KVM_SET_XCRS, b), 'KVM_SET_XCRS');
+    }
+    if (this.hostCaps.xsave) {
+      // Components beyond AVX are not carried: they keep KVM's values.
+      const b = new Uint8Array(KVM_XSAVE_SIZE);
+      libc.check(libc.ioctlPtr(this.fd, KVM_GET_XSAVE, b), 'KVM_GET_XSAVE');
+      const d = new DataView(b.buffer);
+      const others = d.getBigUint64(XSAVE.xstateBv, true) & ~(XFEATURE.x87 | XFEATURE.sse | XFEATURE.avx);
+      b.set(f.xsave.subarray(0, XSAVE.size));
+      const mine = new DataView(f.xsave.buffer, f.xsave.byteOffset).getBigUint64(XSAVE.xstateBv, true) & (XFEATURE.x87 | XFEATURE.sse | XFEATURE.avx);
+      d.setBigUint64(XSAVE.xstateBv, others | mine, true);
+      d.setBigUint64(XSAVE.xcompBv, 0n, true);
+      libc.check(libc.ioctlPtr(this.fd, KVM_SET_XSAVE, b), 'KVM_SET_XSAVE');
+      return;
+    }
+    const b = new Uint8Array(FPU.size);
+    const d = new DataView(b.buffer);
+    const s = new DataView(f.xsave.buffer, f.xsave.byteOffset);
+    d.setUint16(FPU.fcw, s.getUint16(XSAVE.fcw, true), true);
+    d.setUint16(FPU.fsw, s.getUint16(XSAVE.fsw, true), true);
+    d.setUint8(FPU.ftwx, s.getUint8(XSAVE.ftw));
+    d.setUint16(FPU.opcode, s.getUint16(XSAVE.fop, true), true);
+    d.setBigUint64(FPU.ip, s.getBigUint64(XSAVE.fip, true), true);
+    d.setBigUint64(FPU.dp, s.getBigUint64(XSAVE.fdp, true), true);
+    d.setUint32(FPU.mxcsr, s.getUint32(XSAVE.mxcsr, true), true);
+    b.set(f.xsave.subarray(XSAVE.st, XSAVE.st + 128), FPU.fpr);
+    b.set(f.xsave.subarray(XSAVE.xmm, XSAVE.xmm + 256), FPU.xmm);
+    libc.check(libc.ioctlPtr(this.fd, KVM_SET_FPU, b), 'KVM_SET_FPU');
+  }
+
+  getState(): VcpuState {
+    this.settle();
+    const regs = Array.from(this.regs);
+    const segs = {} as Record<SegName, SegmentState>;
+    const d = this.runPage;
+    for (const n of SEG_NAMES) {
+      const o = this.sregsBase + SREGS[n];
+      segs[n] = { ...this.segment(n), avl: d.getUint8(o + SEG.avl), unusable: d.getUint8(o + SEG.unusable) };
+    }
+    const dt = (w: 'gdt' | 'idt') => this.descriptorTable(w);
+    const dbg = new Uint8Array(KVM_DEBUGREGS_SIZE);
+    const dd = new DataView(dbg.buffer);
+    if (this.hostCaps.debugregs) libc.check(libc.ioctlPtr(this.fd, KVM_GET_DEBUGREGS, dbg), 'KVM_GET_DEBUGREGS');
+    else { dd.setBigUint64(32, 0xffff0ff0n, true); dd.setBigUint64(40, 0x400n, true); }
+    const ev = new Uint8Array(VCPU_EVENTS_SIZE);
+    libc.check(libc.ioctlPtr(this.fd, KVM_GET_VCPU_EVENTS, ev), 'KVM_GET_VCPU_EVENTS');
+    const msrs = this.getMsrList([...CPU_MSR_LIST, IA32_TSC]);
+    const tsc = msrs.get(IA32_TSC)!;
+    msrs.delete(IA32_TSC);
+    return {
+      regs, segs, gdt: dt('gdt'), idt: dt('idt'),
+      cr0: this.sreg64(SREGS.cr0), cr2: this.cr2, cr3: this.cr3, cr4: this.sreg64(SREGS.cr4), cr8: this.sreg64(SREGS.cr8), efer: this.sreg64(SREGS.efer),
+      dr: [0, 1, 2, 3].map((i) => dd.getBigUint64(8 * i, true)), dr6: dd.getBigUint64(32, true), dr7: dd.getBigUint64(40, true),
+      msrs, tsc, fpu: this.getFpu(),
+      events: {
+        pendingInterrupt: ev[EVENTS.interrupt]! && !ev[EVENTS.interrupt + 2] ? ev[EVENTS.interrupt + 1]! : -1,
+        interruptShadow: (ev[EVENTS.interrupt + 3]! & (KVM_X86_SHADOW_INT_MOV_SS | KVM_X86_SHADOW_INT_STI)) !== 0,
+        nmiMasked: ev[EVENTS.nmi + 2] !== 0,
+      },
+    };
+  }
+
+  setState(s: VcpuState): void {
+    // Registers through the sync area (KVM loads them at the next entry; reads here see them at once).
+    s.regs.forEach((v, i) => { this.regs[i] = BigInt.asUintN(64, v); });
+    const d = this.runPage;
+    for (const n of SEG_NAMES) {
+      const o = this.sregsBase + SREGS[n];
+      writeKvmSegment(d, o, s.segs[n]);
+      d.setUint8(o + SEG.avl, s.segs[n].avl);
+      d.setUint8(o + SEG.unusable, s.segs[n].unusable);
+    }
+    for (const t of ['gdt', 'idt'] as const) {
+      d.setBigUint64(this.sregsBase + SREGS[t], s[t].base, true);
+      d.setUint16(this.sregsBase + SREGS[t] + 8, s[t].limit, true);
+    }
+    for (const k of ['cr0', 'cr2', 'cr3', 'cr4', 'cr8', 'efer'] as const) d.setBigUint64(this.sregsBase + SREGS[k], s[k], true);
+    // A pending interrupt goes in through the events, not the bitmap.
+    for (let i = 0; i < 32; i++) d.setUint8(this.sregsBase + SREGS.interrupt_bitmap + i, 0);
+    this.dirty |= KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS;
+    if (this.hostCaps.debugregs) {
+      const dbg = new Uint8Array(KVM_DEBUGREGS_SIZE);
+      const dd = new DataView(dbg.buffer);
+      s.dr.forEach((v, i) => dd.setBigUint64(8 * i, v, true));
+      dd.setBigUint64(32, s.dr6, true);
+      dd.setBigUint64(40, s.dr7, true);
+      libc.check(libc.ioctlPtr(this.fd, KVM_SET_DEBUGREGS, dbg), 'KVM_SET_DEBUGREGS');
+    }
+    const ev = new Uint8Array(VCPU_EVENTS_SIZE);
+    const evd = new DataView(ev.buffer);
+    if (s.events.pendingInterrupt >= 0) {
+      ev[EVENTS.interrupt] = 1;
+      ev[EVENTS.interrupt + 1] = s.events.pendingInterrupt;
+    }
+    ev[EVENTS.interrupt + 3] = s.events.interruptShadow ? KVM_X86_SHADOW_INT_STI : 0;
+    ev[EVENTS.nmi + 2] = s.events.nmiMasked ? 1 : 0;
+    evd.setUint32(EVENTS.flags, KVM_VCPUEVENT_VALID_SHADOW, true);
+    libc.check(libc.ioctlPtr(this.fd, KVM_SET_VCPU_EVENTS, ev), 'KVM_SET_VCPU_EVENTS');
+    this.setMsrs([...[...s.msrs].map(([index, value]) => ({ index, value })), { index: IA32_TSC, value: s.tsc }]);
+    this.setFpu(s.fpu);
+    this.exit.kind = 'interrupted';
+  }
+
+  /** Reads several MSRs in one KVM_GET_MSRS. */
+  getMsrList(indices: number[]): Map<number, bigint> {
+    const b = new Uint8Array(8 + indices.length * MSR_ENTRY_SIZE);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, indices.length, true);
+    indices.forEach((idx, i) => dv.setUint32(8 + i * MSR_ENTRY_SIZE, idx, true));
+    const n = libc.check(libc.ioctlPtr(this.fd, KVM_GET_MSRS, b), 'KVM_GET_MSRS');
+    if (n !== indices.length) throw new KvmError(`KVM_GET_MSRS: MSR 0x${indices[n]!.toString(16)} refused`);
+    const out = new Map<number, bigint>();
+    indices.forEach((idx, i) => out.set(idx, dv.getBigUint64(8 + i * MSR_ENTRY_SIZE + 8, true)));
+    return out;
   }
 
   get exitReason(): number {

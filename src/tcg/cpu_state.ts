@@ -29,6 +29,8 @@ export interface StateLayout {
   dr: number;
   /** env->old_exception, after dr[8] and the four breakpoint/watchpoint pointers */
   oldException: number;
+  /** env->xcr0 (found by running XSETBV: its place depends on the build's feature fields) */
+  xcr0: number;
 }
 
 // QEMU's general-register order (R_EAX, R_ECX, R_EDX, R_EBX, R_ESP, R_EBP, R_ESI, R_EDI, R8..R15)
@@ -43,6 +45,8 @@ export const HF_SS32 = 1 << 5;
 export const HF_ADDSEG = 1 << 6;
 export const HF_LMA = 1 << 14;
 export const HF_CS64 = 1 << 15;
+/** hflags2: NMIs blocked until the next IRET (HF2_NMI_MASK) */
+export const HF2_NMI = 1 << 2;
 
 // SegmentCache.flags bits (target/i386/cpu.h DESC_*)
 export const DESC_TYPE_SHIFT = 8;
@@ -131,13 +135,45 @@ export function calibrate(u: UnicornLib, uc: unknown): StateLayout {
     }
     if (efer < 0) throw bad('efer');
     if (raw.getInt32(data + dr + 96, true) !== -1) throw bad('old_exception (expected -1 after reset)');
+    const xcr0 = findXcr0(u, uc, ctx, raw, data, size);
+    if (xcr0 < 0) throw bad('xcr0');
     cached = {
       data, size, ...FIXED, efer,
-      errorCode: dr - 16, exceptionIsInt: dr - 12, exceptionNextEip: dr - 8, dr, oldException: dr + 96,
+      errorCode: dr - 16, exceptionIsInt: dr - 12, exceptionNextEip: dr - 8, dr, oldException: dr + 96, xcr0,
     };
     return cached;
   } finally {
     u.contextFree(ctx);
+  }
+}
+
+/**
+ * XCR0's offset: XSETBV (ECX = 0) with 3, then 7, run from a scratch page,
+ * and the one u64 of the state that follows. Needs a CPU model with XSAVE.
+ */
+function findXcr0(u: UnicornLib, uc: unknown, ctx: unknown, raw: DataView, data: number, size: number): number {
+  const PAGE = 0x7fff0000n;
+  const code = new Uint8Array(4096);
+  // mov eax,3; xor ecx,ecx; xor edx,edx; xsetbv; mov eax,7; xsetbv
+  code.set([0xb8, 3, 0, 0, 0, 0x31, 0xc9, 0x31, 0xd2, 0x0f, 0x01, 0xd1, 0xb8, 7, 0, 0, 0, 0x0f, 0x01, 0xd1]);
+  if (u.memMapPtr(uc, PAGE, 4096, 7, koffi.address(code)) !== 0) return -1;
+  try {
+    const b = new Uint8Array(8);
+    const dv = new DataView(b.buffer);
+    u.regRead(uc, UC_X86_REG.CR4, b);
+    dv.setBigUint64(0, dv.getBigUint64(0, true) | (1n << 18n) | (1n << 9n), true); // OSXSAVE, OSFXSR
+    u.regWrite(uc, UC_X86_REG.CR4, b);
+    if (u.emuStart(uc, PAGE, PAGE + 12n, 0, 0) !== 0) return -1;
+    u.contextSave(uc, ctx);
+    const at3: number[] = [];
+    // past the general registers (EAX holds the same values)
+    for (let i = FIXED.eip; i + 8 <= size; i += 8) if (raw.getBigUint64(data + i, true) === 3n) at3.push(i);
+    if (u.emuStart(uc, PAGE + 12n, PAGE + 20n, 0, 0) !== 0) return -1;
+    u.contextSave(uc, ctx);
+    const hits = at3.filter((i) => raw.getBigUint64(data + i, true) === 7n);
+    return hits.length === 1 ? hits[0]! : -1;
+  } finally {
+    u.memUnmap(uc, PAGE, 4096);
   }
 }
 
@@ -174,6 +210,13 @@ export class X86State {
   get exceptionIsInt(): boolean { return this.dv.getInt32(this.o + this.L.exceptionIsInt, true) !== 0; }
   get exceptionNextEip(): bigint { return this.dv.getBigUint64(this.o + this.L.exceptionNextEip, true); }
   get oldException(): number { return this.dv.getInt32(this.o + this.L.oldException, true); }
+  get hflags2(): number { return this.dv.getUint32(this.o + this.L.hflags2, true); }
+  set hflags2(v: number) { this.dv.setUint32(this.o + this.L.hflags2, v >>> 0, true); }
+  /** DR0-DR7 (env->dr) */
+  dr(n: number): bigint { return this.dv.getBigUint64(this.o + this.L.dr + 8 * n, true); }
+  setDr(n: number, v: bigint): void { this.dv.setBigUint64(this.o + this.L.dr + 8 * n, BigInt.asUintN(64, v), true); }
+  get xcr0(): bigint { return this.dv.getBigUint64(this.o + this.L.xcr0, true); }
+  set xcr0(v: bigint) { this.dv.setBigUint64(this.o + this.L.xcr0, v, true); }
   set oldException(v: number) { this.dv.setInt32(this.o + this.L.oldException, v, true); }
 
   private segOff(which: keyof typeof SEGS | 'ldt' | 'tr' | 'gdt' | 'idt'): number {

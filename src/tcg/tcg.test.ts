@@ -11,7 +11,7 @@ import { TcgVm } from './vm.js';
 import { TcgVcpu } from './vcpu.js';
 import { TcgKicker } from './kicker.js';
 import { calibrate } from './cpu_state.js';
-import { unicorn } from './unicorn.js';
+import { unicorn, UC_CTL_CPU_MODEL_WRITE, UC_CPU_X86_EPYC } from './unicorn.js';
 import { KickTimer } from '../kvm/kick.js';
 import { Worker } from 'node:worker_threads';
 import type { Segment, VcpuExit } from '../accel/vcpu.js';
@@ -101,6 +101,7 @@ test('the CPU state layout is proven on the loaded Unicorn', opts, () => {
   const u = unicorn();
   const out: unknown[] = [null];
   u.open(4, 8, out);
+  u.ctl(out[0], UC_CTL_CPU_MODEL_WRITE, 'int', UC_CPU_X86_EPYC); // XSETBV finds XCR0
   const L = calibrate(u, out[0]);
   // QEMU 5.0's CPUX86State as Unicorn 2.1.4 builds it
   assert.equal(L.eip, 128);

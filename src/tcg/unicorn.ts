@@ -50,6 +50,9 @@ export const UC_X86_REG = {
   RIP: 41, RFLAGS: 253, EFLAGS: 25,
   CR0: 50, CR2: 52, CR3: 53, CR4: 54, DR0: 66, DR1: 67, DR2: 68, DR3: 69,
   GDTR: 243, IDTR: 242, LDTR: 244, TR: 245, MSR: 248, MXCSR: 249, FPCW: 246,
+  CR8: 58, DR6: 72, DR7: 73,
+  // x87 and SSE: FP0-FP7 are the physical registers R0-R7 (80 bits each), XMM/YMM 0-15 follow their first
+  FPSW: 31, FPTAG: 247, FIP: 254, FCS: 255, FDP: 256, FDS: 257, FOP: 258, FP0: 82, XMM0: 122, YMM0: 154,
 } as const;
 
 /** The library: $XENODE_UNICORN, else the copy scripts/setup.sh installs, else the system's. */

@@ -14,10 +14,11 @@ import {
   UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_CPUID, UC_X86_INS_RDTSC, UC_X86_INS_RDTSCP, UC_X86_REG, UC_PROT_READ, UC_PROT_WRITE, UC_ERR_OK,
   UC_ERR_INSN_INVALID, XENODE_MSR_EXIT,
 } from './unicorn.js';
-import { calibrate, X86State, QEMU_REG_OF, HF_CS64, HF_INHIBIT_IRQ, segFlags, DESC_B, DESC_DPL_SHIFT, DESC_G, DESC_L, DESC_P, DESC_S, DESC_TYPE_SHIFT, SEGS } from './cpu_state.js';
+import { calibrate, X86State, QEMU_REG_OF, HF_CS64, HF_INHIBIT_IRQ, HF2_NMI, DESC_AVL, segFlags, DESC_B, DESC_DPL_SHIFT, DESC_G, DESC_L, DESC_P, DESC_S, DESC_TYPE_SHIFT, SEGS } from './cpu_state.js';
 import { deliver, type Event } from './deliver.js';
 import type { TcgVm, TcgEngine } from './vm.js';
 import type { TcgKicker } from './kicker.js';
+import { XSAVE, XFEATURE, CPU_MSR_LIST, emptyFpu, SEG_NAMES, type FpuState, type SegmentState, type VcpuState } from '../accel/state.js';
 import { VcpuExit, REG, type AccelVcpu, type CpuidEntry, type InitialState, type Segment, type SegName } from '../accel/vcpu.js';
 
 const IA32_TSC = 0x10;
@@ -96,9 +97,6 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     this.st = new X86State(layout, this.ctx);
     this.exit.io.data = this.scratch;
     this.installHooks();
-    // x87 and SSE control as after reset (FNINIT's control word; MXCSR's default).
-    this.regWrite16(UC_X86_REG.FPCW, 0x37f);
-    this.regWrite32(UC_X86_REG.MXCSR, 0x1f80);
     vm.addEngine(this);
   }
 
@@ -498,6 +496,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     st.setSeg('gdt', { selector: 0, base: BigInt(s.gdt?.base ?? 0), limit: s.gdt?.limit ?? 0xffff, flags: 0 });
     st.setSeg('idt', { selector: 0, base: BigInt(s.idt?.base ?? 0), limit: s.idt?.limit ?? 0xffff, flags: 0 });
     st.setCr(2, 0n);
+    st.xcr0 = XFEATURE.x87; // XCR0 after reset
     st.hflags &= ~HF_INHIBIT_IRQ;
     st.recomputeSegmentFlags();
     this.dirty = true;
@@ -505,6 +504,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     this.pendingFault = null;
     this.exit.kind = 'interrupted';
     this.flushState();
+    this.setFpu(emptyFpu()); // x87 and SSE as after reset: every register empty, FNINIT's control word, MXCSR's default
     u.ctl(this.uc, 0x4000000b); // UC_CTL_TLB_FLUSH
   }
 
@@ -531,11 +531,165 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     this.pendingIrq = vector;
   }
 
+  // --- the whole state, for moving to the other CPU (state.ts) ---
+
+  getFpu(): FpuState {
+    if (this.dirty) this.flushState(); // the register API reads the engine
+    const R = UC_X86_REG;
+    const xsave = new Uint8Array(XSAVE.size);
+    const dv = new DataView(xsave.buffer);
+    const fsw = this.regRead16(R.FPSW);
+    const top = (fsw >>> 11) & 7;
+    const tags = this.regRead16(R.FPTAG);
+    let ftw = 0;
+    for (let i = 0; i < 8; i++) if (((tags >>> (2 * i)) & 3) !== 3) ftw |= 1 << i;
+    dv.setUint16(XSAVE.fcw, this.regRead16(R.FPCW), true);
+    dv.setUint16(XSAVE.fsw, fsw, true);
+    dv.setUint8(XSAVE.ftw, ftw);
+    dv.setUint16(XSAVE.fop, this.regRead16(R.FOP), true);
+    dv.setBigUint64(XSAVE.fip, this.regRead64(R.FIP), true);
+    dv.setBigUint64(XSAVE.fdp, this.regRead64(R.FDP), true);
+    dv.setUint32(XSAVE.mxcsr, this.regRead32(R.MXCSR), true);
+    dv.setUint32(XSAVE.mxcsrMask, 0xffff, true);
+    const b = new Uint8Array(32);
+    for (let i = 0; i < 8; i++) {
+      // FXSAVE keeps ST(i), the register TOP + i
+      this.u.regRead(this.uc, R.FP0 + ((top + i) & 7), b);
+      xsave.set(b.subarray(0, 10), XSAVE.st + 16 * i);
+    }
+    for (let i = 0; i < 16; i++) {
+      this.u.regRead(this.uc, R.YMM0 + i, b);
+      xsave.set(b.subarray(0, 16), XSAVE.xmm + 16 * i);
+      xsave.set(b.subarray(16, 32), XSAVE.ymmHi + 16 * i);
+    }
+    this.sync();
+    const xcr0 = this.st.xcr0;
+    dv.setBigUint64(XSAVE.xstateBv, xcr0 & (XFEATURE.x87 | XFEATURE.sse | XFEATURE.avx), true);
+    return { xsave, xcr0 };
+  }
+
+  setFpu(f: FpuState): void {
+    this.sync();
+    this.st.xcr0 = f.xcr0;
+    this.flushState();
+    const R = UC_X86_REG;
+    const dv = new DataView(f.xsave.buffer, f.xsave.byteOffset, XSAVE.size);
+    const fsw = dv.getUint16(XSAVE.fsw, true);
+    const top = (fsw >>> 11) & 7;
+    const ftw = dv.getUint8(XSAVE.ftw);
+    let tags = 0;
+    for (let i = 0; i < 8; i++) if (!(ftw & (1 << i))) tags |= 3 << (2 * i); // only empty or not matters to the CPU
+    this.regWrite16(R.FPCW, dv.getUint16(XSAVE.fcw, true));
+    this.regWrite16(R.FPSW, fsw);
+    this.regWrite16(R.FPTAG, tags);
+    this.regWrite16(R.FOP, dv.getUint16(XSAVE.fop, true));
+    this.regWrite64(R.FIP, dv.getBigUint64(XSAVE.fip, true));
+    this.regWrite64(R.FDP, dv.getBigUint64(XSAVE.fdp, true));
+    this.regWrite32(R.MXCSR, dv.getUint32(XSAVE.mxcsr, true));
+    const b = new Uint8Array(32);
+    for (let i = 0; i < 8; i++) {
+      b.fill(0);
+      b.set(f.xsave.subarray(XSAVE.st + 16 * i, XSAVE.st + 16 * i + 10));
+      this.u.regWrite(this.uc, R.FP0 + ((top + i) & 7), b);
+    }
+    for (let i = 0; i < 16; i++) {
+      b.set(f.xsave.subarray(XSAVE.xmm + 16 * i, XSAVE.xmm + 16 * i + 16), 0);
+      b.set(f.xsave.subarray(XSAVE.ymmHi + 16 * i, XSAVE.ymmHi + 16 * i + 16), 16);
+      this.u.regWrite(this.uc, R.YMM0 + i, b);
+    }
+    this.fresh = false;
+  }
+
+  getState(): VcpuState {
+    this.complete();
+    this.sync();
+    const st = this.st;
+    const regs: bigint[] = [];
+    for (let i = 0; i < 18; i++) regs.push(this.reg(i));
+    const segs = {} as Record<SegName, SegmentState>;
+    for (const n of SEG_NAMES) {
+      const f = st.seg(n as keyof typeof SEGS).flags;
+      segs[n] = { ...this.segment(n), avl: f & DESC_AVL ? 1 : 0, unusable: f & DESC_P ? 0 : 1 };
+    }
+    const dt = (w: 'gdt' | 'idt') => { const c = st.seg(w); return { base: c.base, limit: c.limit & 0xffff }; };
+    const out: VcpuState = {
+      regs, segs, gdt: dt('gdt'), idt: dt('idt'),
+      cr0: st.cr(0), cr2: st.cr(2), cr3: st.cr(3), cr4: st.cr(4), cr8: 0n, efer: st.efer,
+      dr: [st.dr(0), st.dr(1), st.dr(2), st.dr(3)], dr6: st.dr(6), dr7: st.dr(7),
+      msrs: new Map(), tsc: 0n, fpu: this.getFpu(),
+      events: {
+        pendingInterrupt: this.pendingIrq,
+        interruptShadow: (st.hflags & HF_INHIBIT_IRQ) !== 0,
+        nmiMasked: (st.hflags2 & HF2_NMI) !== 0,
+      },
+    };
+    out.cr8 = this.regRead64(UC_X86_REG.CR8);
+    for (const i of CPU_MSR_LIST) out.msrs.set(i, this.msrRead(i));
+    out.tsc = this.tsc();
+    return out;
+  }
+
+  setState(s: VcpuState): void {
+    const u = this.u;
+    if (this.dirty) this.flushState();
+    // As setInitialState: EFER, then the control registers through the API (QEMU derives flags and
+    // flushes its TLB there), then the rest in the saved state.
+    this.fresh = false;
+    this.sync();
+    this.st.efer = s.efer;
+    u.contextRestore(this.uc, this.ctx);
+    this.regWrite64(UC_X86_REG.CR4, s.cr4);
+    this.regWrite64(UC_X86_REG.CR3, s.cr3);
+    this.regWrite64(UC_X86_REG.CR0, s.cr0);
+    this.regWrite64(UC_X86_REG.CR8, s.cr8);
+    this.fresh = false;
+    this.sync();
+    const st = this.st;
+    for (let i = 0; i < 16; i++) st.setReg(QEMU_REG_OF[i]!, s.regs[i]!);
+    st.eip = s.regs[REG.rip]!;
+    st.eflags = s.regs[REG.rflags]!;
+    for (const n of SEG_NAMES) {
+      const g = s.segs[n];
+      // QEMU keeps an unusable segment as one whose P bit is clear (as its KVM code does)
+      const flags = segFlags({ ...g, present: g.present && !g.unusable ? 1 : 0 });
+      st.setSeg(n as keyof typeof SEGS, { selector: g.selector, base: BigInt(g.base), limit: g.limit, flags });
+    }
+    st.setSeg('gdt', { selector: 0, base: s.gdt.base, limit: s.gdt.limit, flags: 0 });
+    st.setSeg('idt', { selector: 0, base: s.idt.base, limit: s.idt.limit, flags: 0 });
+    st.setCr(2, s.cr2);
+    s.dr.forEach((v, i) => st.setDr(i, v));
+    st.setDr(6, s.dr6);
+    st.setDr(7, s.dr7);
+    st.hflags = s.events.interruptShadow ? st.hflags | HF_INHIBIT_IRQ : st.hflags & ~HF_INHIBIT_IRQ;
+    st.hflags2 = s.events.nmiMasked ? st.hflags2 | HF2_NMI : st.hflags2 & ~HF2_NMI;
+    st.recomputeSegmentFlags();
+    this.dirty = true;
+    this.flushState();
+    this.setFpu(s.fpu);
+    for (const [i, v] of s.msrs) this.msrWrite(i, v);
+    this.fresh = false; // the MSRs went into the engine, not the saved state
+    this.tscOffset = s.tsc - this.tscNow();
+    this.pendingIrq = s.events.pendingInterrupt;
+    this.pendingFault = null;
+    this.exit.kind = 'interrupted';
+    u.ctl(this.uc, 0x4000000b); // UC_CTL_TLB_FLUSH
+  }
+
   // --- the register API, for hooks (the saved state is stale while the engine runs) ---
 
   private regRead64(id: number): bigint {
     this.u.regRead(this.uc, id, this.scratch);
     return this.scratchView.getBigUint64(0, true);
+  }
+
+  private regRead32(id: number): number {
+    this.u.regRead(this.uc, id, this.scratch);
+    return this.scratchView.getUint32(0, true);
+  }
+
+  private regRead16(id: number): number {
+    this.u.regRead(this.uc, id, this.scratch);
+    return this.scratchView.getUint16(0, true);
   }
 
   private regWrite64(id: number, v: bigint): void {
