@@ -76,8 +76,9 @@ export function buildConfigFor(cfg: DomainConfig): BuildConfig {
     vcpus: cfg.vcpus,
     maxVcpus: cfg.maxvcpus,
     maxGrantFrames: cfg.maxGrantFrames,
-    // max_event_channels counts ports, the hypervisor takes the highest port number
-    maxEvtchnPort: cfg.maxEventChannels - 1,
+    // libxl__domain_make: .max_evtchn_port = b_info->event_channels (port 0 is
+    // reserved, so N usable channels)
+    maxEvtchnPort: cfg.maxEventChannels,
   };
 }
 

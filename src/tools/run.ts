@@ -31,7 +31,7 @@ export async function main(argv: string[]): Promise<number> {
         memory: { type: 'string', short: 'm', default: '32' },
         vcpus: { type: 'string', default: '1' },
         cmdline: { type: 'string', default: '' },
-        'max-event-channels': { type: 'string', default: '1024' },
+        'max-event-channels': { type: 'string', default: '1023' },
         quiet: { type: 'boolean', short: 'q', default: false },
         accel: { type: 'string', default: 'auto' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -50,10 +50,11 @@ export async function main(argv: string[]): Promise<number> {
   if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 128) { console.error(`xenode run: --vcpus must be 1..128, got '${args.values.vcpus}'`); return 2; }
   const accel = args.values.accel as AccelMode;
   if (!ACCEL_MODES.includes(accel)) { console.error(`xenode run: --accel must be auto, kvm or tcg, got '${args.values.accel}'`); return 2; }
-  // xl.cfg's max_event_channels: ports 0..N-1 (above 4096 usable once the guest switches to FIFO).
+  // xl.cfg's max_event_channels, which libxl passes to Xen as the highest port
+  // (ports above 4095 usable once the guest switches to FIFO).
   const channels = Number(args.values['max-event-channels']);
-  if (!Number.isInteger(channels) || channels < 2 || channels > EVTCHN_FIFO_NR_CHANNELS) {
-    console.error(`xenode run: --max-event-channels must be 2..${EVTCHN_FIFO_NR_CHANNELS}, got '${args.values['max-event-channels']}'`);
+  if (!Number.isInteger(channels) || channels < 1 || channels >= EVTCHN_FIFO_NR_CHANNELS) {
+    console.error(`xenode run: --max-event-channels must be 1..${EVTCHN_FIFO_NR_CHANNELS - 1}, got '${args.values['max-event-channels']}'`);
     return 2;
   }
   let kernel: Uint8Array;
@@ -95,7 +96,7 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => resolve(EXIT_INTERRUPTED));
   });
   try {
-    dom = await ts.create({ name: 'xenode-run', kernel, memoryMiB, vcpus, cmdline: args.values.cmdline, maxEvtchnPort: channels - 1 }, (b) => merged.ring(b));
+    dom = await ts.create({ name: 'xenode-run', kernel, memoryMiB, vcpus, cmdline: args.values.cmdline, maxEvtchnPort: channels }, (b) => merged.ring(b));
   } catch (e) {
     await ts.shutdown();
     console.error(`xenode run: ${e instanceof PvhLoadError ? `${kernelPath}: ${e.message}` : (e as Error).message}`);

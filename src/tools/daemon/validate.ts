@@ -5,6 +5,7 @@
 
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
+import { EVTCHN_FIFO_NR_CHANNELS } from '../../hv/abi/event_channel.js';
 import type { DomainConfig, ShutdownAction } from '../xl/config.js';
 
 export class ApiFailure extends Error {
@@ -87,7 +88,7 @@ export function checkConfig(input: unknown): DomainConfig {
     pool: optString(c.pool, 'pool'),
     sched: sched as DomainConfig['sched'],
     maxGrantFrames: int(c.maxGrantFrames ?? 32, 'maxGrantFrames', 1, 4096),
-    maxEventChannels: int(c.maxEventChannels ?? 1023, 'maxEventChannels', 1, 4096),
+    maxEventChannels: int(c.maxEventChannels ?? 1023, 'maxEventChannels', 1, EVTCHN_FIFO_NR_CHANNELS - 1),
     seclabel: optString(c.seclabel, 'seclabel'),
     initSeclabel: optString(c.initSeclabel, 'initSeclabel'),
     disks: (c.disks ?? []) as DomainConfig['disks'],

@@ -389,7 +389,8 @@ test('pool and scheduling parameters are stored under sched', () => {
 test('max_grant_frames (libxl default 64) and max_event_channels (1023)', () => {
   const { c } = convert('max_grant_frames = 32\nmax_event_channels = 4095');
   assert.deepEqual([c.maxGrantFrames, c.maxEventChannels], [32, 4095]);
-  assert.equal(convertError('max_event_channels = 0x1001'), "hello.cfg:3:22: 'max_event_channels' is 4097, outside 1..4096");
+  assert.equal(convertError('max_event_channels = 0x20000'), "hello.cfg:3:22: 'max_event_channels' is 131072, outside 1..131071");
+  assert.equal(convert('max_event_channels = 131071').c.maxEventChannels, 131071);
   assert.equal(convertError('max_grant_frames = 4097'), "hello.cfg:3:20: 'max_grant_frames' is 4097, outside 1..4096");
 });
 

@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
+import { EVTCHN_FIFO_NR_CHANNELS } from '../../hv/abi/event_channel.js';
 import type { DomainConfig, ShutdownAction } from './config.js';
 import { DiskSpecError, parseDiskSpec, serialiseDiskSpec } from './disk.js';
 import { VifSpecError, parseVifSpec, serialiseVifSpec } from './vif.js';
@@ -349,10 +350,12 @@ export const DEFAULTS = {
 /** HVM_MAX_VCPUS (xen/include/public/hvm/hvm_info_table.h), the vCPU limit of an HVM/PVH domain. */
 export const MAX_VCPUS = 128;
 /**
- * xenode implements the 2-level event-channel ABI only: EVTCHN_2L_NR_CHANNELS
- * (xen/include/public/event_channel.h) for a 64-bit guest, 64 * 64.
+ * libxl passes max_event_channels through as Xen's max_evtchn_port; the
+ * highest port any ABI can name is FIFO's, EVTCHN_FIFO_NR_CHANNELS - 1
+ * (xen/include/public/event_channel.h). Ports above 4095 need the guest to
+ * switch to FIFO, as on Xen.
  */
-const MAX_EVENT_CHANNELS = 4096;
+const MAX_EVENT_CHANNELS = EVTCHN_FIFO_NR_CHANNELS - 1;
 /** The daemon's limits (src/tools/daemon/validate.ts): 1 TiB of memory, 4096 grant-table frames. */
 const MAX_MEMORY_MIB = 1 << 20;
 const MAX_GRANT_FRAMES = 4096;
