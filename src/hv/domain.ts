@@ -13,12 +13,15 @@ import { GuestAccess } from './guest_access.js';
 import { DomainShared, HostShared, DOMSTATE, RUNSTATE, VCPU_FLAG_INITIALISED } from './shared.js';
 import { vcpuInfoOffset, type EvtchnDomain, type VirqBindings } from './evtchn_core.js';
 import { PAGE_SIZE, SharedInfo, VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT, VcpuInfo } from './abi/xen.js';
-import { systemTimeNs, TimeBase, TscScale, tscScale } from './time.js';
+import { scaleDelta, systemTimeNs, TimeBase, TscScale, tscScale } from './time.js';
 import { GrantTable } from './grant_table.js';
 import { Vlapic } from './x86/vlapic.js';
 import type { Hcall } from './hypercall.js';
 
 const IA32_TSC = 0x10;
+/** How far pvclock may fall behind or run ahead of the host's clock before it is re-anchored (see updatePvclock). */
+const PVCLOCK_MAX_LAG_NS = 100_000_000n;
+const PVCLOCK_MAX_LEAD_NS = 1_000_000_000n;
 
 /** Everything the builder hands to the worker that will run the domain. */
 export interface DomainSpec {
@@ -289,19 +292,39 @@ export class Domain {
   }
 
   /**
-   * Publishes pvclock for a vCPU (in its vcpu_info): the guest's TSC now,
-   * system time now, and the scale. Called at start, on every reschedule and
-   * after a block, so guest time tracks the host's monotonic clock.
+   * Publishes pvclock for a vCPU (in its vcpu_info) at the guest's TSC now.
+   * Called at start, on every reschedule and after a block. system_time is
+   * derived from the domain's anchor by the published scale, never read from
+   * the host clock here: a fresh host-clock read would land microseconds after
+   * the TSC read, and the difference changes from call to call, so the
+   * guest's time would step back between two records (Linux's timekeeping
+   * takes a negative step as a huge one). Guest time then follows the host's
+   * monotonic clock as closely as the TSC rate we were told is right. The
+   * anchor moves to now when guest time falls behind by PVCLOCK_MAX_LAG_NS
+   * (a forward step is harmless; far more than a thread's preemption between
+   * the TSC read and this one) or runs ahead by PVCLOCK_MAX_LEAD_NS, which
+   * only a TSC write does (a rate error of parts per million needs days):
+   * system time then follows the host, as Xen re-stamps its time records.
+   * Two records on the line differ only by the guest's rounding, a few ns
+   * (x86 Linux takes such a step back as zero: CLOCKSOURCE_VALIDATE_LAST_CYCLE).
    */
   updatePvclock(v: VCpu, guestTsc: bigint): void {
     const off = this.vcpuInfoOffset(v.id);
     if (off < 0) return;
+    const now = this.now();
+    let a = this.shared.pvclockAnchor();
+    const skew = a ? a.sys0 + scaleDelta(guestTsc - a.tsc0, this.scale) - now : 0n;
+    if (!a || skew < -PVCLOCK_MAX_LAG_NS || skew > PVCLOCK_MAX_LEAD_NS) {
+      this.shared.setPvclockAnchor(guestTsc, now);
+      a = { tsc0: guestTsc, sys0: now };
+    }
+    const systemTime = a.sys0 + scaleDelta(guestTsc - a.tsc0, this.scale);
     const t = off + (this.abi32 ? VcpuInfo.x32 : VcpuInfo.x64).offsetOf('time');
     const dv = this.access.dv;
     const ver = VcpuTimeInfo.get(dv, t, 'version') as number;
     VcpuTimeInfo.set(dv, t, 'version', (ver + 1) | 1);
     VcpuTimeInfo.set(dv, t, 'tsc_timestamp', guestTsc);
-    VcpuTimeInfo.set(dv, t, 'system_time', this.now());
+    VcpuTimeInfo.set(dv, t, 'system_time', systemTime);
     VcpuTimeInfo.set(dv, t, 'tsc_to_system_mul', this.scale.mul);
     VcpuTimeInfo.set(dv, t, 'tsc_shift', this.scale.shift);
     VcpuTimeInfo.set(dv, t, 'flags', XEN_PVCLOCK_TSC_STABLE_BIT);

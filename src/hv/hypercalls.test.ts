@@ -15,9 +15,9 @@ import { Physmap } from './physmap.js';
 import { GuestAccess } from './guest_access.js';
 import { DomainShared, HostShared, RUNSTATE } from './shared.js';
 import { GrantTable } from './grant_table.js';
-import { localTimeBase, tscScale } from './time.js';
+import { localTimeBase, scaleDelta, tscScale } from './time.js';
 import { REG } from '../kvm/abi.js';
-import { DOMID_SELF, HYPERCALL as HC } from './abi/xen.js';
+import { DOMID_SELF, HYPERCALL as HC, VcpuInfo, VcpuTimeInfo } from './abi/xen.js';
 import { EBUSY, EEXIST, EFAULT, EINVAL, ENOENT, ENOSPC, ENOSYS, EOPNOTSUPP, EPERM, ESRCH } from './errno.js';
 import { setEvtchnHost } from './event_channel.js';
 import { setSchedHooks } from './sched_op.js';
@@ -1387,3 +1387,52 @@ for (const abi of ['x64', 'x32'] as const) {
     assert.equal(calls, 3);
   });
 }
+
+// --- pvclock --------------------------------------------------------------
+
+describe('pvclock (vcpu_time_info)', () => {
+  /** The guest's view: system_time + scale(tsc - tsc_timestamp), as Linux's pvclock_clocksource_read does. */
+  function guestTime(e: Env, vcpu: number, tsc: bigint): bigint {
+    const t = e.d.vcpuInfoOffset(vcpu) + VcpuInfo.x64.offsetOf('time');
+    const f = (k: string) => BigInt(VcpuTimeInfo.get(e.dv, t, k as never) as number | bigint);
+    assert.equal(Number(f('version')) & 1, 0, 'the record is not left mid-update');
+    assert.ok(tsc >= f('tsc_timestamp'), 'the record is stamped at or before the TSC it is read at');
+    return f('system_time') + scaleDelta(tsc - f('tsc_timestamp'), e.d.scale);
+  }
+
+  for (const khz of [2_000_000, 2_899_998]) {
+    test(`every record continues the line of the last, on every vCPU, at ${khz} kHz (time does not step back)`, () => {
+      const e = mkEnv({ vcpus: 2 });
+      const scale = tscScale(khz);
+      Object.assign(e.d, { tscKhz: khz, scale });
+      // a TSC that follows the host clock, as the software CPU's does; the host clock is read a little after
+      // the TSC, by a gap that varies from call to call
+      const tscNow = () => (e.d.now() * BigInt(khz)) / 1_000_000n + 12_345n;
+      e.d.updatePvclock(e.v[0]!, tscNow());
+      for (let i = 0; i < 50; i++) {
+        const tsc = tscNow();
+        const before = [guestTime(e, 0, tsc), guestTime(e, 1, tsc)];
+        e.d.updatePvclock(e.v[0]!, tsc);
+        e.d.updatePvclock(e.v[1]!, tsc - BigInt(i));
+        const after = [guestTime(e, 0, tsc), guestTime(e, 1, tsc)];
+        // what the guest reads moves by its own rounding at most (2 ns), as on one line
+        if (i > 0) for (const v of [0, 1]) assert.ok(after[v]! - before[v]! <= 2n && before[v]! - after[v]! <= 2n, `vCPU ${v}: ${before[v]} -> ${after[v]}`);
+        const skew = guestTime(e, 1, tsc) - guestTime(e, 0, tsc);
+        assert.ok(skew <= 2n && skew >= -2n, 'both vCPUs read one clock');
+        // the anchor's own TSC-to-clock gap stays as a constant offset
+        const g = guestTime(e, 0, tscNow());
+        const behind = e.d.now() - g;
+        assert.ok(behind > -100_000_000n && behind < 100_000_000n, `guest time follows the host's (behind by ${behind} ns)`);
+      }
+    });
+  }
+
+  test('a TSC that jumps (the guest wrote it) re-anchors guest time to the host clock', () => {
+    const e = mkEnv();
+    e.d.updatePvclock(e.v[0]!, 10n ** 15n);
+    e.d.updatePvclock(e.v[0]!, 5n); // ~6 days back
+    const now = e.d.now();
+    const g = guestTime(e, 0, 5n);
+    assert.ok(g <= now && now - g < 1_000_000_000n, `guest time ${g} follows the host's ${now}`);
+  });
+});

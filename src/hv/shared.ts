@@ -101,8 +101,13 @@ const HDR = {
   fifoEventPages: 18, // event array pages added by EVTCHNOP_expand_array
   maxPages: 19, // Xen's max_pages: the reservation limit (XEN_DOMCTL_max_mem sets it)
   totPages: 20, // Xen's tot_pages: frames the domain holds now
+  pvclockSeq: 21, // sequence count of the pvclock anchor below: 0 = none yet, odd while written
+  tsc0Lo: 22, // the guest TSC and system time (ns) of the domain's first pvclock record
+  tsc0Hi: 23,
+  sys0Lo: 24,
+  sys0Hi: 25,
 } as const;
-const HDR_WORDS = 24;
+const HDR_WORDS = 32;
 
 const VCPU = {
   state: 0, // RUNSTATE
@@ -223,6 +228,36 @@ export class DomainShared {
   /** Atomically sets `k` to `v` only if it is `expect`; returns the old value. */
   cas<K extends keyof typeof HDR>(k: K, expect: number, v: number): number {
     return Atomics.compareExchange(this.w, HDR[k], expect, v);
+  }
+
+  /**
+   * The domain's pvclock anchor, a (guest TSC, system time ns) pair every
+   * vCPU's pvclock record is derived from, so guest time is one linear
+   * function of the TSC, the same on all vCPUs. Under a sequence count (odd
+   * while written, 0 = never set) as pvclock itself is, for readers on other
+   * workers. Returns null when none is set yet.
+   */
+  pvclockAnchor(): { tsc0: bigint; sys0: bigint } | null {
+    const w = this.w;
+    for (;;) {
+      const seq = Atomics.load(w, HDR.pvclockSeq);
+      if (seq === 0) return null;
+      if (seq & 1) continue; // a writer is storing four words
+      const a = { tsc0: loadU64(w, HDR.tsc0Lo), sys0: loadU64(w, HDR.sys0Lo) };
+      if (Atomics.load(w, HDR.pvclockSeq) === seq) return a;
+    }
+  }
+
+  /** Sets the anchor (first record of a domain, or after its TSC jumped); concurrent setters serialise. */
+  setPvclockAnchor(tsc: bigint, sys: bigint): void {
+    const w = this.w;
+    for (;;) {
+      const seq = Atomics.load(w, HDR.pvclockSeq);
+      if (!(seq & 1) && Atomics.compareExchange(w, HDR.pvclockSeq, seq, seq + 1) === seq) break;
+    }
+    storeU64(w, HDR.tsc0Lo, tsc);
+    storeU64(w, HDR.sys0Lo, sys);
+    Atomics.add(w, HDR.pvclockSeq, 1);
   }
 
   /** Accounts running time to the domain and to vCPU `v`. */
@@ -355,4 +390,13 @@ function addSplit(w: Int32Array, i: number, n: number): void {
 
 function readSplit(w: Int32Array, i: number): number {
   return (Atomics.load(w, i + 1) >>> 0) * 2 ** 32 + (Atomics.load(w, i) >>> 0);
+}
+
+function storeU64(w: Int32Array, lo: number, v: bigint): void {
+  Atomics.store(w, lo, Number(v & 0xffffffffn) | 0);
+  Atomics.store(w, lo + 1, Number((v >> 32n) & 0xffffffffn) | 0);
+}
+
+function loadU64(w: Int32Array, lo: number): bigint {
+  return (BigInt(Atomics.load(w, lo + 1) >>> 0) << 32n) | BigInt(Atomics.load(w, lo) >>> 0);
 }
