@@ -6,7 +6,9 @@
 // CS:RIP from the gate, IF cleared for interrupt gates; a fault while
 // delivering becomes #DF, and a fault delivering #DF a triple fault.
 
-import { X86State, descriptorCache, DESC_DPL_SHIFT, DESC_L, DESC_P, HF_INHIBIT_IRQ, type SegCache } from './cpu_state.js';
+import {
+  X86State, descriptorCache, DESC_B, DESC_DPL_SHIFT, DESC_G, DESC_L, DESC_P, DESC_S, DESC_TYPE_SHIFT, HF_CS64, HF_INHIBIT_IRQ, type SegCache,
+} from './cpu_state.js';
 
 export const VEC_DF = 8;
 /** Exceptions that push an error code (SDM table 6-1). */
@@ -19,6 +21,7 @@ const EFLAGS_NT = 1n << 14n;
 const EFLAGS_RF = 1n << 16n;
 const EFLAGS_VM = 1n << 17n;
 const EFER_LMA = 1n << 10n;
+const EFER_SCE = 1n;
 
 /** Guest memory by linear address, as the CPU would reach it at CPL 0. */
 export interface LinearMemory {
@@ -165,4 +168,46 @@ export function deliver(st: X86State, mem: LinearMemory, ev: Event): { ok: true 
       : { vector: e.vector, errorCode: e.errorCode, software: false, returnRip: ev.returnRip };
     return deliver(st, mem, second);
   }
+}
+
+/** The MSRs SYSCALL reads (STAR, LSTAR, CSTAR, SFMASK). */
+export interface SyscallMsrs {
+  star: bigint;
+  lstar: bigint;
+  cstar: bigint;
+  fmask: bigint;
+}
+
+// Flat segments SYSCALL loads: accessed, readable code (type 0xb) or writable data (type 0x3), DPL 0.
+const SYSCALL_CS = DESC_G | DESC_P | DESC_S | (0xb << DESC_TYPE_SHIFT);
+const SYSCALL_SS = DESC_G | DESC_B | DESC_P | DESC_S | (0x3 << DESC_TYPE_SHIFT);
+
+/**
+ * SYSCALL as the CPU executes it (SDM vol. 2B, SYSCALL; AMD APM vol. 3 for
+ * legacy and compatibility mode): Unicorn's engine only reports the
+ * instruction and steps over it, so the kernel entry is done here, with `st`
+ * at the instruction after SYSCALL. Returns false when EFER.SCE is clear
+ * (the caller raises #UD at `insnRip`).
+ */
+export function enterSyscall(st: X86State, msrs: SyscallMsrs): boolean {
+  if (!(st.efer & EFER_SCE)) return false;
+  const selector = Number((msrs.star >> 32n) & 0xffffn) & 0xfffc;
+  const next = st.eip;
+  const flags = st.eflags;
+  if (st.efer & EFER_LMA) {
+    const code64 = (st.hflags & HF_CS64) !== 0;
+    st.setReg(1, next); // RCX
+    st.setReg(11, flags & ~EFLAGS_RF); // R11
+    st.eflags = flags & ~(msrs.fmask | EFLAGS_RF);
+    st.setSeg('cs', { selector, base: 0n, limit: 0xffffffff, flags: SYSCALL_CS | DESC_L });
+    st.eip = code64 ? msrs.lstar : msrs.cstar;
+  } else {
+    st.setReg(1, next & 0xffffffffn);
+    st.eflags = flags & ~(EFLAGS_IF | EFLAGS_RF | EFLAGS_VM);
+    st.setSeg('cs', { selector, base: 0n, limit: 0xffffffff, flags: SYSCALL_CS | DESC_B });
+    st.eip = msrs.star & 0xffffffffn;
+  }
+  st.setSeg('ss', { selector: (selector + 8) & 0xfffc, base: 0n, limit: 0xffffffff, flags: SYSCALL_SS });
+  st.recomputeSegmentFlags();
+  return true;
 }

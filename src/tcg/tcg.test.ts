@@ -255,3 +255,53 @@ test('the pCPU timer and a kick from another thread stop a guest spinning in the
   assert.equal(r.v.run().kind, 'interrupted');
   await w.terminate();
 });
+
+test('SYSCALL from CPL 3 enters the kernel at LSTAR as the CPU does (RCX, R11, SFMASK, flat CS/SS from STAR); SYSRET returns', opts, () => {
+  const r = rig();
+  // 2 MiB identity map, user-accessible; GDT: 0x08 kernel code64, 0x10 kernel data, 0x20 user data, 0x28 user code64
+  r.dv.setBigUint64(0x10000, 0x11007n, true);
+  r.dv.setBigUint64(0x11000, 0x12007n, true);
+  r.dv.setBigUint64(0x12000, 0x87n, true);
+  r.dv.setBigUint64(0x3008, 0x00af9b000000ffffn, true);
+  r.dv.setBigUint64(0x3010, 0x00cf93000000ffffn, true);
+  r.dv.setBigUint64(0x3020, 0x00cff3000000ffffn, true);
+  r.dv.setBigUint64(0x3028, 0x00affb000000ffffn, true);
+  const code64: Segment = { ...flat(0xb, 8), db: 0, l: 1 };
+  r.v.setInitialState({
+    regs: { rip: 0x1000n, rsp: 0x8000n },
+    segs: { cs: code64, ds: flat(3, 0x10), es: flat(3, 0x10), ss: flat(3, 0x10), fs: flat(3, 0x10), gs: flat(3, 0x10) },
+    gdt: { base: 0x3000, limit: 0x2f }, idt: { base: 0x4000, limit: 0xfff },
+    cr0: 0x80000011, cr3: 0x10000, cr4: 0x220, efer: 0x501, // LME, LMA, SCE
+  });
+  r.bytes.set([
+    0xb9, 0x81, 0x00, 0x00, 0xc0, 0x31, 0xc0, 0xba, 0x08, 0x00, 0x18, 0x00, 0x0f, 0x30, // STAR: SYSCALL CS 0x08, SYSRET base 0x18
+    0xb9, 0x82, 0x00, 0x00, 0xc0, 0xb8, 0x00, 0x20, 0x00, 0x00, 0x31, 0xd2, 0x0f, 0x30, // LSTAR = 0x2000
+    0xb9, 0x84, 0x00, 0x00, 0xc0, 0xb8, 0x00, 0x02, 0x00, 0x00, 0x31, 0xd2, 0x0f, 0x30, // SFMASK = IF
+    0xb9, 0x00, 0x18, 0x00, 0x00, 0x41, 0xbb, 0x02, 0x02, 0x00, 0x00, // rcx = 0x1800, r11 = IF | 2
+    0x48, 0x0f, 0x07, // sysretq
+  ], 0x1000);
+  r.bytes.set([0xb8, 0x34, 0x12, 0x00, 0x00, 0x0f, 0x05], 0x1800); // user: mov eax, 0x1234; syscall
+  r.bytes.set([0xe6, 0x88, 0xf4], 0x2000); // kernel entry: out 0x88, al; hlt
+  const x = r.v.run();
+  assert.equal(x.kind, 'io');
+  assert.equal(x.io.port, 0x88);
+  assert.equal(r.io.at(-1)!.data[0], 0x34, 'RAX kept: the syscall number reached the kernel');
+  assert.equal(r.v.rip, 0x2002n, 'entered at LSTAR');
+  assert.equal(r.v.cpl, 0);
+  assert.equal(r.v.reg(2), 0x1807n, 'RCX = the instruction after SYSCALL');
+  assert.equal(r.v.reg(11) & 0x200n, 0x200n, 'R11 = the user RFLAGS (IF set)');
+  assert.equal(r.v.reg(17) & 0x200n, 0n, 'SFMASK cleared IF');
+  const st = r.v.getState();
+  assert.equal(st.segs.cs.selector, 0x08);
+  assert.equal(st.segs.ss.selector, 0x10);
+  assert.equal(st.segs.cs.l, 1);
+});
+
+test('SYSCALL with EFER.SCE clear raises #UD at the instruction', opts, () => {
+  const r = rig();
+  gate64(r, 6, 0x2000);
+  r.bytes.set([0xe6, 0x88, 0xf4], 0x2000);
+  long64(r, [0x0f, 0x05, 0xf4]);
+  assert.equal(r.v.run().kind, 'io');
+  assert.equal(r.dv.getBigUint64(0x8000 - 40, true), 0x1000n, '#UD returns to the SYSCALL itself');
+});

@@ -42,6 +42,7 @@ export const UC_X86_INS_RDMSR = 604;
 export const UC_X86_INS_WRMSR = 1305;
 export const UC_X86_INS_RDTSC = 608;
 export const UC_X86_INS_RDTSCP = 609;
+export const UC_X86_INS_SYSCALL = 699;
 
 // uc_x86_reg (x86.h)
 export const UC_X86_REG = {
@@ -115,6 +116,7 @@ export interface UnicornLib {
     in: TypeObject;
     insn: TypeObject;
     intr: TypeObject;
+    syscall: TypeObject;
     mmioRead: TypeObject;
     mmioWrite: TypeObject;
     memFault: TypeObject;
@@ -157,6 +159,7 @@ export function unicorn(): UnicornLib {
   const InCb = koffi.proto('uint32_t xenode_uc_in(void *uc, uint32_t port, int size, void *ud)');
   const InsnCb = koffi.proto('int xenode_uc_insn(void *uc, void *ud)');
   const IntrCb = koffi.proto('void xenode_uc_intr(void *uc, uint32_t intno, void *ud)');
+  const SyscallCb = koffi.proto('void xenode_uc_syscall(void *uc, void *ud)');
   const MmioRead = koffi.proto('uint64_t xenode_uc_mmio_read(void *uc, uint64_t offset, unsigned int size, uint64_t ud)');
   const MmioWrite = koffi.proto('void xenode_uc_mmio_write(void *uc, uint64_t offset, unsigned int size, uint64_t value, uint64_t ud)');
   const MemFault = koffi.proto('bool xenode_uc_mem_fault(void *uc, int type, uint64_t address, int size, int64_t value, void *ud)');
@@ -205,7 +208,7 @@ export function unicorn(): UnicornLib {
     stopFlagRequest: shim.func('xenode_stop_request', 'void', ['uint64']) as (f: bigint) => void,
     stopFlagTaken: shim.func('int xenode_stop_taken(void *flag)') as (f: unknown) => number,
     stopFlagAtWindow: shim.func('void xenode_stop_at_window(void *flag, int on)') as (f: unknown, on: number) => void,
-    protos: { out: OutCb, in: InCb, insn: InsnCb, intr: IntrCb, mmioRead: MmioRead, mmioWrite: MmioWrite, memFault: MemFault },
+    protos: { out: OutCb, in: InCb, insn: InsnCb, intr: IntrCb, syscall: SyscallCb, mmioRead: MmioRead, mmioWrite: MmioWrite, memFault: MemFault },
   };
   return loaded;
 }
