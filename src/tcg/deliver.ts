@@ -178,7 +178,7 @@ export interface SyscallMsrs {
   fmask: bigint;
 }
 
-// Flat segments SYSCALL loads: accessed, readable code (type 0xb) or writable data (type 0x3), DPL 0.
+// Flat segments SYSCALL and SYSENTER load: accessed, readable code (type 0xb) or writable data (type 0x3), DPL 0.
 const SYSCALL_CS = DESC_G | DESC_P | DESC_S | (0xb << DESC_TYPE_SHIFT);
 const SYSCALL_SS = DESC_G | DESC_B | DESC_P | DESC_S | (0x3 << DESC_TYPE_SHIFT);
 
@@ -208,6 +208,30 @@ export function enterSyscall(st: X86State, msrs: SyscallMsrs): boolean {
     st.eip = msrs.star & 0xffffffffn;
   }
   st.setSeg('ss', { selector: (selector + 8) & 0xfffc, base: 0n, limit: 0xffffffff, flags: SYSCALL_SS });
+  st.recomputeSegmentFlags();
+  return true;
+}
+
+/** The MSRs SYSENTER reads (IA32_SYSENTER_CS, _ESP, _EIP). */
+export interface SysenterMsrs {
+  cs: bigint;
+  esp: bigint;
+  eip: bigint;
+}
+
+/**
+ * SYSENTER as the CPU executes it (SDM vol. 2B, SYSENTER), for the same
+ * reason as SYSCALL. Returns false when IA32_SYSENTER_CS is 0 (#GP(0)).
+ */
+export function enterSysenter(st: X86State, msrs: SysenterMsrs): boolean {
+  const selector = Number(msrs.cs & 0xffffn) & 0xfffc;
+  if (selector === 0) return false;
+  const long = (st.efer & EFER_LMA) !== 0n;
+  st.eflags &= ~(EFLAGS_VM | EFLAGS_IF | EFLAGS_RF);
+  st.setSeg('cs', { selector, base: 0n, limit: 0xffffffff, flags: SYSCALL_CS | (long ? DESC_L : DESC_B) });
+  st.setSeg('ss', { selector: (selector + 8) & 0xfffc, base: 0n, limit: 0xffffffff, flags: SYSCALL_SS });
+  st.setReg(4, long ? msrs.esp : msrs.esp & 0xffffffffn);
+  st.eip = long ? msrs.eip : msrs.eip & 0xffffffffn;
   st.recomputeSegmentFlags();
   return true;
 }

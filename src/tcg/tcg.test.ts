@@ -305,3 +305,27 @@ test('SYSCALL with EFER.SCE clear raises #UD at the instruction', opts, () => {
   assert.equal(r.v.run().kind, 'io');
   assert.equal(r.dv.getBigUint64(0x8000 - 40, true), 0x1000n, '#UD returns to the SYSCALL itself');
 });
+
+test('SYSENTER enters at IA32_SYSENTER_EIP on IA32_SYSENTER_ESP with flat CS/SS from IA32_SYSENTER_CS; #GP(0) when it is 0', opts, () => {
+  const r = rig();
+  prot32(r, [
+    0xb9, 0x74, 0x01, 0x00, 0x00, 0xb8, 0x08, 0x00, 0x00, 0x00, 0x31, 0xd2, 0x0f, 0x30, // SYSENTER_CS = 0x08
+    0xb9, 0x75, 0x01, 0x00, 0x00, 0xb8, 0x00, 0x70, 0x00, 0x00, 0x0f, 0x30, // SYSENTER_ESP = 0x7000
+    0xb9, 0x76, 0x01, 0x00, 0x00, 0xb8, 0x00, 0x20, 0x00, 0x00, 0x0f, 0x30, // SYSENTER_EIP = 0x2000
+    0xfb, 0x0f, 0x34, // sti; sysenter
+  ]);
+  r.bytes.set([0xe6, 0x88, 0xf4], 0x2000);
+  assert.equal(r.v.run().kind, 'io');
+  assert.equal(r.v.rip, 0x2002n);
+  assert.equal(r.v.reg(6), 0x7000n);
+  assert.equal(r.v.reg(17) & 0x200n, 0n, 'IF cleared');
+  const st = r.v.getState();
+  assert.deepEqual([st.segs.cs.selector, st.segs.ss.selector, st.segs.cs.db], [0x08, 0x10, 1]);
+
+  const z = rig();
+  gate32(z, 13, 0x2000);
+  prot32(z, [0x0f, 0x34]);
+  z.bytes.set([0xe6, 0x88, 0xf4], 0x2000);
+  assert.equal(z.v.run().kind, 'io');
+  assert.deepEqual([z.dv.getUint32(0x8000 - 16, true), z.dv.getUint32(0x8000 - 12, true)], [0, 0x1000], '#GP(0) at the SYSENTER');
+});

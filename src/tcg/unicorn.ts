@@ -43,6 +43,7 @@ export const UC_X86_INS_WRMSR = 1305;
 export const UC_X86_INS_RDTSC = 608;
 export const UC_X86_INS_RDTSCP = 609;
 export const UC_X86_INS_SYSCALL = 699;
+export const UC_X86_INS_SYSENTER = 700;
 
 // uc_x86_reg (x86.h)
 export const UC_X86_REG = {

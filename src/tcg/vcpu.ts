@@ -12,10 +12,10 @@ import koffi, { type TypeObject } from 'koffi';
 import {
   unicorn, check, UnicornError, type UnicornLib, UC_ARCH_X86, UC_MODE_64, UC_CPU_X86_EPYC, UC_CTL_CPU_MODEL_WRITE,
   UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_CPUID, UC_X86_INS_RDTSC, UC_X86_INS_RDTSCP, UC_X86_REG, UC_PROT_READ, UC_PROT_WRITE, UC_ERR_OK,
-  UC_ERR_INSN_INVALID, UC_X86_INS_SYSCALL, XENODE_MSR_EXIT,
+  UC_ERR_INSN_INVALID, UC_X86_INS_SYSCALL, UC_X86_INS_SYSENTER, XENODE_MSR_EXIT,
 } from './unicorn.js';
 import { calibrate, X86State, QEMU_REG_OF, HF_CS64, HF_INHIBIT_IRQ, HF2_NMI, DESC_AVL, segFlags, DESC_B, DESC_DPL_SHIFT, DESC_G, DESC_L, DESC_P, DESC_S, DESC_TYPE_SHIFT, SEGS } from './cpu_state.js';
-import { deliver, enterSyscall, type Event } from './deliver.js';
+import { deliver, enterSysenter, enterSyscall, type Event } from './deliver.js';
 import type { TcgVm, TcgEngine } from './vm.js';
 import type { TcgKicker } from './kicker.js';
 import { XSAVE, XFEATURE, CPU_MSR_LIST, emptyFpu, SEG_NAMES, type FpuState, type SegmentState, type VcpuState } from '../accel/state.js';
@@ -23,12 +23,14 @@ import { VcpuExit, REG, type AccelVcpu, type CpuidEntry, type InitialState, type
 
 const IA32_TSC = 0x10;
 const IA32_TSC_AUX = 0xc0000103;
-// SYSCALL's MSRs (SDM vol. 4, table 2-2)
+// SYSCALL's and SYSENTER's MSRs (SDM vol. 4, table 2-2)
 const MSR_STAR = 0xc0000081;
 const MSR_LSTAR = 0xc0000082;
 const MSR_CSTAR = 0xc0000083;
 const MSR_SYSCALL_MASK = 0xc0000084;
-const SYSCALL_LEN = 2n; // 0f 05
+const MSR_SYSENTER_CS = 0x174;
+const MSR_SYSENTER_ESP = 0x175;
+const MSR_SYSENTER_EIP = 0x176;
 /** Never reached (non-canonical): emulation runs until a stop, not to an address. */
 const UNTIL_NEVER = 0x8000_0000_0000_0000n;
 const EFLAGS_IF = 1n << 9n;
@@ -119,7 +121,8 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onCpuid(), u.protos.insn), null, 1n, 0n, UC_X86_INS_CPUID), 'uc_hook_add(cpuid)');
     check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onRdtsc(false), u.protos.insn), null, 1n, 0n, UC_X86_INS_RDTSC), 'uc_hook_add(rdtsc)');
     check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onRdtsc(true), u.protos.insn), null, 1n, 0n, UC_X86_INS_RDTSCP), 'uc_hook_add(rdtscp)');
-    check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onSyscall(), u.protos.syscall), null, 1n, 0n, UC_X86_INS_SYSCALL), 'uc_hook_add(syscall)');
+    check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onSyscall('syscall'), u.protos.syscall), null, 1n, 0n, UC_X86_INS_SYSCALL), 'uc_hook_add(syscall)');
+    check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onSyscall('sysenter'), u.protos.syscall), null, 1n, 0n, UC_X86_INS_SYSENTER), 'uc_hook_add(sysenter)');
     check(u, u.hookAddRaw(uc, h, UC_HOOK_INTR, reg((_: unknown, intno: number) => this.onIntr(intno), u.protos.intr), null, 1n, 0n), 'uc_hook_add(intr)');
   }
 
@@ -217,13 +220,13 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     return 1;
   }
 
-  /** SYSCALL reached: the engine steps over it without entering the kernel, so stop and enter it here. */
-  private onSyscall(): void {
-    this.syscallPending = true;
+  /** SYSCALL or SYSENTER reached: the engine steps over it without entering the kernel, so stop and enter it here. */
+  private onSyscall(insn: 'syscall' | 'sysenter'): void {
+    this.syscallPending = insn;
     this.u.emuStop(this.uc);
   }
 
-  private syscallPending = false;
+  private syscallPending: 'syscall' | 'sysenter' | null = null;
 
   private onIntr(intno: number): void {
     // The state is exact here (the faulting instruction, or the one after INT n).
@@ -316,9 +319,10 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
         if (kicked) this.opts.kicker.request();
         return x;
       }
-      if (this.syscallPending as boolean) {
-        this.syscallPending = false;
-        if (!this.enterSyscall()) return x;
+      const sys = this.syscallPending as 'syscall' | 'sysenter' | null;
+      if (sys) {
+        this.syscallPending = null;
+        if (!this.enterKernel(sys)) return x;
       } else if (ev?.vector === XENODE_MSR_EXIT) {
         if (!this.msrAccess(ev.errorCode === 1)) return x;
       } else if (ev) {
@@ -388,17 +392,25 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
 
   private pendingFault: Event | null = null;
 
-  /** Completes a SYSCALL the engine stepped over (RIP is after it); false as deliverEvent. */
-  private enterSyscall(): boolean {
-    const msrs = { star: this.msrRead(MSR_STAR), lstar: this.msrRead(MSR_LSTAR), cstar: this.msrRead(MSR_CSTAR), fmask: this.msrRead(MSR_SYSCALL_MASK) };
-    this.sync();
-    if (enterSyscall(this.st, msrs)) {
-      this.dirty = true;
-      return true;
-    }
-    const rip = this.st.eip - SYSCALL_LEN;
+  /** Completes a SYSCALL or SYSENTER the engine stepped over (RIP is after it); false as deliverEvent. */
+  private enterKernel(insn: 'syscall' | 'sysenter'): boolean {
+    const entered = insn === 'syscall'
+      ? enterSyscall(this.syncedState(), { star: this.msrRead(MSR_STAR), lstar: this.msrRead(MSR_LSTAR), cstar: this.msrRead(MSR_CSTAR), fmask: this.msrRead(MSR_SYSCALL_MASK) })
+      : enterSysenter(this.syncedState(), { cs: this.msrRead(MSR_SYSENTER_CS), esp: this.msrRead(MSR_SYSENTER_ESP), eip: this.msrRead(MSR_SYSENTER_EIP) });
+    this.dirty = true;
+    if (entered) return true;
+    // #UD (EFER.SCE clear) or #GP(0) (SYSENTER_CS is 0), at the instruction (both are 2 bytes: 0f 05, 0f 34)
+    const rip = this.st.eip - 2n;
     this.st.eip = rip;
-    return this.deliverEvent({ vector: VEC_UD, errorCode: null, software: false, returnRip: rip });
+    return this.deliverEvent(insn === 'syscall'
+      ? { vector: VEC_UD, errorCode: null, software: false, returnRip: rip }
+      : { vector: VEC_GP, errorCode: 0, software: false, returnRip: rip });
+  }
+
+  /** The saved state, current (the MSR reads above go to the engine, not to it). */
+  private syncedState(): X86State {
+    this.sync();
+    return this.st;
   }
 
   /** Delivers through the IDT; false (and a 'shutdown' exit) on a triple fault. */
