@@ -308,6 +308,8 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     'domain.configUpdate': (a) => { D().updateConfig(one(a), checkConfig(a.config)); return null; },
     'domain.memset': async (a) => { await D().setMemoryTarget(one(a), a.targetKiB as number); return null; },
     'domain.memmax': async (a) => { await D().setMaxMemory(one(a), a.maxKiB as number); return null; },
+    'domain.vcpuSet': async (a) => { await D().setVcpusOnline(one(a), a.online as number); return null; },
+    'domain.sysrq': async (a) => { await D().sendSysrq(one(a), a.key as string); return null; },
 
     'console.attach': (a, { conn, id }) => {
       const d = one(a);

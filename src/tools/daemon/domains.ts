@@ -567,6 +567,31 @@ export class DomainManager extends EventEmitter<Events> {
     }
   }
 
+  /**
+   * libxl_set_vcpuonline for a PV/PVH domain: cpu/N/availability for every
+   * vCPU the domain has, "online" for the first `online`, in one transaction;
+   * the guest's own hotplug watcher brings them up or takes them down.
+   */
+  async setVcpusOnline(d: Domain, online: number): Promise<void> {
+    if (d.state !== 'running') throw new ApiFailure('EINVAL', `domain ${d.domid} is not running`);
+    const max = this.ts.hv.vcpus(d.domid).length;
+    if (!Number.isSafeInteger(online) || online < 0) throw einval('the vCPU count must be a whole number');
+    if (online === 0) throw einval('Requested 0 VCPUs!');
+    if (online > max) throw einval(`Requested ${online} VCPUs, however maxcpus is ${max}!`);
+    const dom = `/local/domain/${d.domid}`;
+    await this.ts.client.transaction(async (tx) => {
+      await Promise.all([...Array(max).keys()].map((i) => this.ts.client.write(`${dom}/cpu/${i}/availability`, i < online ? 'online' : 'offline', tx)));
+    });
+    this.log(`${d.name}: ${online} of domain ${d.domid}'s ${max} vCPUs made available`);
+  }
+
+  /** libxl_send_sysrq: the key in control/sysrq, which the guest's sysrq watcher reads and clears. */
+  async sendSysrq(d: Domain, key: string): Promise<void> {
+    if (d.state !== 'running') throw new ApiFailure('EINVAL', `domain ${d.domid} is not running`);
+    if (typeof key !== 'string' || key.length !== 1) throw einval('a sysrq is one character');
+    await this.ts.client.write(`/local/domain/${d.domid}/control/sysrq`, key);
+  }
+
   pin(d: Domain, vcpu: number | 'all', hard: number[] | null, soft: number[] | null | undefined): void {
     const n = d.config.vcpus;
     const ids = vcpu === 'all' ? [...Array(n).keys()] : [vcpu];

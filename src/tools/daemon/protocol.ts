@@ -128,6 +128,10 @@ export interface Ops {
   'domain.configUpdate': { args: Dom & { config: DomainConfig }; result: null };
   /** xl mem-max: the hypervisor's reservation limit (libxl_domain_setmaxmem) */
   'domain.memmax': { args: Dom & { maxKiB: number }; result: null };
+  /** xl vcpu-set: cpu/N/availability for the guest's vCPU hotplug (libxl_set_vcpuonline) */
+  'domain.vcpuSet': { args: Dom & { online: number }; result: null };
+  /** xl sysrq: control/sysrq (libxl_send_sysrq) */
+  'domain.sysrq': { args: Dom & { key: string }; result: null };
   /** attach: replays the kept log tail if `replay`, then streams console events until detach or the domain dies */
   'console.attach': { args: Dom & { replay?: boolean }; result: { domid: number } };
   'console.write': { args: Dom & { data: string /* base64 */ }; result: { written: number } };

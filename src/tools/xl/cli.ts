@@ -8,11 +8,11 @@ import { ApiCallError, DaemonClient, defaultSocketPath } from '../daemon/client.
 import { XlExit, commandHelp, parseCommandArgs, type GlobalOptions, type Io, type XlCommand, type XlContext } from './command.js';
 import { configUpdate, create } from './commands/create.js';
 import { console_ } from './commands/console.js';
-import { dmesg, info, list, top, uptime, vcpuList, vcpuPin } from './commands/host.js';
+import { dmesg, info, list, top, uptime, vcpuList, vcpuPin, vcpuSet } from './commands/host.js';
 import { destroy, domid, domname, pause, reboot, rename, shutdown, unpause } from './commands/lifecycle.js';
 import { xenstoreCommands } from './commands/xenstore.js';
 import { memMax, memSet } from './commands/memory.js';
-import { buttonPress, debugKeys, dumpCore, trigger } from './commands/misc.js';
+import { buttonPress, debugKeys, dumpCore, sysrq, trigger } from './commands/misc.js';
 import { logPrefix } from './commands/common.js';
 import { schedCredit, schedCredit2, schedRtds } from './commands/sched.js';
 import { cpupoolCreate, cpupoolList, cpupoolDestroy, cpupoolRename, cpupoolCpuAdd, cpupoolCpuRemove, cpupoolMigrate } from './commands/cpupool.js';
@@ -20,7 +20,7 @@ import { cpupoolCreate, cpupoolList, cpupoolDestroy, cpupoolRename, cpupoolCpuAd
 /** In the order `xl help` lists them (xl's own order, then the xenstore passthroughs). */
 export const COMMANDS: XlCommand[] = [
   create, configUpdate, list, destroy, shutdown, reboot, pause, unpause, console_,
-  dumpCore, memMax, memSet, buttonPress, vcpuList, vcpuPin, info, schedCredit, schedCredit2, schedRtds, domid, domname, rename, trigger, debugKeys,
+  dumpCore, memMax, memSet, buttonPress, vcpuList, vcpuPin, vcpuSet, info, schedCredit, schedCredit2, schedRtds, domid, domname, rename, trigger, sysrq, debugKeys,
   dmesg, top, uptime, cpupoolCreate, cpupoolList, cpupoolDestroy, cpupoolRename, cpupoolCpuAdd, cpupoolCpuRemove, cpupoolMigrate,
   ...xenstoreCommands,
 ];

@@ -291,6 +291,45 @@ describe('xl against a running daemon', needsKvm(), () => {
     assert.equal((await xl('destroy', 'e2e-v')).code, 0);
   });
 
+  test('vcpu-set writes cpu/N/availability for every vCPU as libxl does; sysrq writes control/sysrq', async () => {
+    assert.equal((await xl('create', '-q', idleCfg('e2e-vs', 'vcpus = 1\nmaxvcpus = 4\n'))).code, 0);
+    const id = (await list()).find((r) => r.name === 'e2e-vs')!.domid;
+    const xs = await xenstore();
+    const avail = async () => Promise.all([0, 1, 2, 3].map((i) => xs.read(`/local/domain/${id}/cpu/${i}/availability`)));
+    try {
+      assert.deepEqual(await avail(), ['online', 'offline', 'offline', 'offline'], 'vcpus online of maxvcpus at create');
+      const host = Number((await xl('info', 'nr_cpus')).out);
+      assert.deepEqual(await xl('vcpu-set', 'e2e-vs', '2'), { code: 0, out: '', err: '' });
+      assert.deepEqual(await avail(), ['online', 'online', 'offline', 'offline']);
+      if (host < 4) {
+        // xl's overcommit check: more than online and more than the host has, unless -i
+        assert.deepEqual(await xl('vcpu-set', 'e2e-vs', '4'), { code: 1, out: '', err: `You are overcommmitting! You have ${host} physical CPUs and want 4 vCPUs! Aborting, use --ignore-host to continue\n` });
+        assert.deepEqual(await avail(), ['online', 'online', 'offline', 'offline'], 'unchanged');
+      }
+      assert.deepEqual(await xl('vcpu-set', '-i', 'e2e-vs', '4'), { code: 0, out: '', err: '' });
+      assert.deepEqual(await avail(), ['online', 'online', 'online', 'online']);
+      assert.deepEqual(await xl('vcpu-set', '--ignore-host', String(id), '1'), { code: 0, out: '', err: '' });
+      assert.deepEqual(await avail(), ['online', 'offline', 'offline', 'offline']);
+      const tooMany = await xl('vcpu-set', '-i', 'e2e-vs', '5');
+      assert.equal(tooMany.code, 1);
+      assert.equal(tooMany.err, `xl: Requested 5 VCPUs, however maxcpus is 4!\nlibxl_set_vcpuonline failed domid=${id} max_vcpus=5, rc: -6\n`);
+      assert.equal((await xl('vcpu-set', 'e2e-vs', '0')).err, `xl: Requested 0 VCPUs!\nlibxl_set_vcpuonline failed domid=${id} max_vcpus=0, rc: -6\n`);
+      assert.deepEqual(await xl('vcpu-set', 'e2e-vs', 'x'), { code: 1, out: '', err: 'Error: Invalid argument.\n' });
+      assert.deepEqual(await avail(), ['online', 'offline', 'offline', 'offline'], 'refusals change nothing');
+
+      assert.deepEqual(await xl('sysrq', 'e2e-vs', 's'), { code: 0, out: '', err: '' });
+      assert.equal(await xs.read(`/local/domain/${id}/control/sysrq`), 's');
+      const bad = await xl('sysrq', 'e2e-vs', 'ab');
+      assert.equal(bad.code, 1);
+      assert.equal(bad.err, 'Invalid sysrq.\n\n');
+      assert.match(bad.out, /^Usage: xl \[-vtTf\] sysrq <Domain> <letter>\n/);
+      assert.equal(await xs.read(`/local/domain/${id}/control/sysrq`), 's', 'unchanged');
+    } finally {
+      xs.close();
+      assert.equal((await xl('destroy', 'e2e-vs')).code, 0);
+    }
+  });
+
   test('list -l: JSON array of {domid, config}', async () => {
     assert.equal((await xl('create', '-q', idleCfg('e2e-l'))).code, 0);
     const r = await xl('list', '-l');

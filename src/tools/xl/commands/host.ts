@@ -5,7 +5,7 @@ import { ApiCallError } from '../../daemon/client.js';
 import { XlExit, type XlCommand, type XlContext } from '../command.js';
 import { cpuSet, infoLines, listHeader, type ListOptions, listRow, topScreen, uptimeHeader, uptimeRow, vcpuListHeader, vcpuListRow, type TopSample } from '../format.js';
 import { parseCpuSet } from '../cfg.js';
-import { findDomain, reportDaemonError } from './common.js';
+import { ERROR_DOMAIN_NOTFOUND, findDomain, rcOf, reportDaemonError } from './common.js';
 
 async function hostInfo(ctx: XlContext): Promise<Record<string, string | number>> {
   return (await ctx.client()).call('host.info', {});
@@ -155,6 +155,64 @@ export const vcpuPin: XlCommand = {
       if (e instanceof Error && !('code' in e)) ctx.err(`xl: ${e.message}\n`);
       else reportDaemonError(ctx, e);
       ctx.err(vcpu === 'all' ? 'Could not set affinity.\n' : `Could not set affinity for vcpu \`${vcpu}'.\n`);
+      return 1;
+    }
+    return 0;
+  },
+};
+
+/**
+ * xl vcpu-set (xl_vcpu.c vcpuset): strtoul of the count, the overcommit
+ * check against the host's CPUs unless -i, then libxl_set_vcpuonline, which
+ * for PV and PVH domains writes cpu/N/availability for the guest to act on.
+ */
+export const vcpuSet: XlCommand = {
+  name: 'vcpu-set',
+  modifies: true,
+  desc: 'Set the number of active VCPUs allowed for the domain',
+  usage: '[option] <Domain> <vCPUs>',
+  help: "-i, --ignore-host  Don't limit the vCPU based on the host CPU count",
+  options: { 'ignore-host': { type: 'boolean', short: 'i' } },
+  minArgs: 2,
+  async run(ctx, v, args) {
+    const domid = await findDomain(ctx, args[0]!);
+    const m = /^\s*([+-]?)(\d+)/.exec(args[1]!);
+    if (!m) {
+      ctx.err('Error: Invalid argument.\n');
+      return 1;
+    }
+    // strtoul into an unsigned int: a minus sign negates modulo 2^64, then the value is truncated
+    let n = BigInt(m[2]!);
+    if (m[1] === '-') n = -n;
+    const maxVcpus = Number(BigInt.asUintN(32, n));
+    const c = await ctx.client();
+    if (v['ignore-host'] !== true) {
+      let online: number;
+      try {
+        online = (await c.call('domain.list', {})).find((d) => d.domid === domid)?.onlineVcpus ?? -1;
+      } catch (e) {
+        reportDaemonError(ctx, e);
+        return 1;
+      }
+      if (online < 0) {
+        ctx.err(`Domain ${domid} does not exist.\n`);
+        return 1;
+      }
+      const hostCpus = num((await hostInfo(ctx))['nr_cpus']) ?? 0;
+      if (maxVcpus > online && maxVcpus > hostCpus) {
+        ctx.err(`You are overcommmitting! You have ${hostCpus} physical CPUs and want ${maxVcpus} vCPUs! Aborting, use --ignore-host to continue\n`);
+        return 1;
+      }
+    }
+    try {
+      await c.call('domain.vcpuSet', { dom: domid, online: maxVcpus });
+    } catch (e) {
+      if (rcOf(e) === ERROR_DOMAIN_NOTFOUND) {
+        ctx.err(`Domain ${domid} does not exist.\n`);
+        return 1;
+      }
+      reportDaemonError(ctx, e);
+      ctx.err(`libxl_set_vcpuonline failed domid=${domid} max_vcpus=${maxVcpus}, rc: ${rcOf(e)}\n`);
       return 1;
     }
     return 0;

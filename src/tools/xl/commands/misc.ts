@@ -5,7 +5,7 @@
 // xenode exits 1 with the reason, as for pause.
 
 import path from 'node:path';
-import type { XlCommand, XlContext } from '../command.js';
+import { commandHelp, type XlCommand, type XlContext } from '../command.js';
 import { findDomain, logPrefix, rcOf, reportDaemonError } from './common.js';
 
 /** libxl_trigger's names (libxl_types.idl). */
@@ -73,6 +73,31 @@ export const buttonPress: XlCommand = {
       return 1;
     }
     return sendTrigger(ctx, domid, b, 0);
+  },
+};
+
+/** xl sysrq (xl_misc.c main_sysrq): one letter, written to control/sysrq by libxl_send_sysrq. */
+export const sysrq: XlCommand = {
+  name: 'sysrq',
+  modifies: true,
+  desc: 'Send a sysrq to a domain',
+  usage: '<Domain> <letter>',
+  minArgs: 2,
+  async run(ctx, _v, args) {
+    const domid = await findDomain(ctx, args[0]!);
+    const key = args[1]!;
+    if (key.length !== 1) {
+      ctx.err('Invalid sysrq.\n\n');
+      ctx.out(commandHelp(sysrq));
+      return 1;
+    }
+    try {
+      await (await ctx.client()).call('domain.sysrq', { dom: domid, key });
+    } catch (e) {
+      reportDaemonError(ctx, e);
+      return 1;
+    }
+    return 0;
   },
 };
 
