@@ -212,6 +212,43 @@ test('long mode: #PF is delivered through a 16-byte gate with CR2 and the error 
   assert.equal(q(40), 0x10n, 'old SS');
 });
 
+test('an exception at CPL3 is delivered through an IDT, GDT, TSS and stack on supervisor-only pages', opts, () => {
+  const r = rig();
+  // 4 KiB paging: the user's code (0x1000) and stack (0x6000) pages are user pages, every other page (IDT 0x4000,
+  // GDT 0x3000, TSS 0x5000, handler 0x2000, kernel stack 0x8000) supervisor-only, as in Linux.
+  r.dv.setBigUint64(0x10000, 0x11007n, true);
+  r.dv.setBigUint64(0x11000, 0x12007n, true);
+  r.dv.setBigUint64(0x12000, 0x13007n, true);
+  for (let p = 0; p < 512; p++) r.dv.setBigUint64(0x13000 + p * 8, BigInt(p * 0x1000) | (p === 1 || p === 6 ? 7n : 3n), true);
+  r.dv.setBigUint64(0x3008, 0x00af9b000000ffffn, true);
+  r.dv.setBigUint64(0x3010, 0x00cf93000000ffffn, true);
+  r.dv.setBigUint64(0x3018, 0x00affb000000ffffn, true); // user code, DPL 3
+  r.dv.setBigUint64(0x3020, 0x00cff3000000ffffn, true); // user data, DPL 3
+  r.dv.setBigUint64(0x5000 + 4, 0x9000n, true); // RSP0
+  gate64(r, 6, 0x2000);
+  r.bytes.set([0xe7, 0x88, 0xf4], 0x2000);
+  r.bytes.set([0x0f, 0x0b], 0x1000); // ud2
+  const user = (type: number, selector: number): Segment => ({ ...flat(type, selector), dpl: 3 });
+  r.v.setInitialState({
+    regs: { rip: 0x1000n, rsp: 0x6800n },
+    segs: {
+      cs: { ...user(0xb, 0x1b), db: 0, l: 1 }, ds: user(3, 0x23), es: user(3, 0x23), ss: user(3, 0x23), fs: user(3, 0x23), gs: user(3, 0x23),
+      tr: { base: 0x5000, limit: 0x67, selector: 0x28, type: 0xb, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0 },
+    },
+    gdt: { base: 0x3000, limit: 0x2f }, idt: { base: 0x4000, limit: 0xfff },
+    cr0: 0x80000011, cr3: 0x10000, cr4: 0x220, efer: 0x500,
+  });
+  const x = r.v.run();
+  assert.equal(x.kind, 'io', `not delivered: ${x.kind} ${x.detail ?? ''}`);
+  assert.equal(r.v.reg(6), 0x9000n - 40n, 'RSP0 stack, five words pushed');
+  const q = (o: number) => r.dv.getBigUint64(0x9000 - 40 + o, true);
+  assert.equal(q(0), 0x1000n, 'RIP of the ud2');
+  assert.equal(q(8), 0x1bn, 'old CS (CPL3)');
+  assert.equal(q(24), 0x6800n, 'old RSP');
+  assert.equal(q(32), 0x23n, 'old SS');
+  assert.equal(r.v.segment('cs').selector, 8, 'now at CPL0');
+});
+
 test('an empty IDT makes a fault a triple fault (the vCPU shuts down)', opts, () => {
   const r = rig();
   prot32(r, [0x0f, 0x0b]); // ud2

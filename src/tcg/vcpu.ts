@@ -416,7 +416,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
   /** Delivers through the IDT; false (and a 'shutdown' exit) on a triple fault. */
   private deliverEvent(ev: Event): boolean {
     this.sync();
-    const r = deliver(this.st, this.linear, ev);
+    const r = deliver(this.st, this.system, ev);
     this.dirty = true;
     if (!r.ok) {
       this.exit.kind = 'shutdown';
@@ -426,6 +426,27 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     return true;
   }
 
+  /**
+   * Linear memory as delivery reaches it: the IDT, GDT, TSS and the new stack
+   * are supervisor accesses whatever the CPL (SDM vol. 3, 4.6.1), but the
+   * engine's page walk takes its privilege from the CPL in hflags, so the walk
+   * is done with CPL 0 and the saved CPL put back (the state goes back to the
+   * engine before it runs again).
+   */
+  private supervisor<T>(access: () => T): T {
+    const hf = this.st.hflags;
+    if ((hf & 3) === 0) return access();
+    this.st.hflags = hf & ~3;
+    this.dirty = true;
+    try {
+      return access();
+    } finally {
+      this.st.hflags = hf;
+      this.dirty = true;
+    }
+  }
+
+  /** Linear memory at the current privilege (instruction bytes). */
   private readonly linear = {
     read: (addr: bigint, len: number): Uint8Array | null => {
       if (this.dirty) this.flushState();
@@ -436,6 +457,12 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
       if (this.dirty) this.flushState();
       return this.u.vmemWrite(this.uc, addr, UC_PROT_WRITE, data, data.length) === UC_ERR_OK;
     },
+  };
+
+  /** Linear memory as event delivery reaches it (supervisor accesses). */
+  private readonly system = {
+    read: (addr: bigint, len: number): Uint8Array | null => this.supervisor(() => this.linear.read(addr, len)),
+    write: (addr: bigint, data: Uint8Array): boolean => this.supervisor(() => this.linear.write(addr, data)),
   };
 
   /** Paging in force is the saved state's (CR3 and all): hand the engine the state before walking with it. */
