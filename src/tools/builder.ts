@@ -7,7 +7,8 @@
 import { readFileSync } from 'node:fs';
 import type { Hypervisor, DomainBuild } from '../hv/hypervisor.js';
 import type { DomainConfig } from './xl/config.js';
-import { parsePvhElf, loadPvh, pvhEntryState, PvhLoadResult } from '../hv/x86/pvh.js';
+import { loadPvh, pvhEntryState, PvhLoadResult } from '../hv/x86/pvh.js';
+import { parsePvhKernel } from '../hv/x86/bzimage.js';
 import { buildPvhE820, encodeE820Xenmem, CONSOLE_RING_PFN as CONSOLE_GFN, XENSTORE_RING_PFN as STORE_GFN } from '../hv/x86/e820.js';
 import { HVM_PARAM } from '../hv/hvm.js';
 import { GrantEntryV1, GTF_permit_access, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE } from '../hv/grant_table.js';
@@ -84,7 +85,7 @@ export function buildConfigFor(cfg: DomainConfig): BuildConfig {
 
 /** Builds a paused PVH domain; the caller connects backends, then calls hv.startDomain. */
 export function buildPvhDomain(hv: Hypervisor, cfg: BuildConfig): BuiltDomain {
-  const image = parsePvhElf(cfg.kernel); // throws PvhLoadError with a clear message
+  const image = parsePvhKernel(cfg.kernel); // an ELF or a bzImage; PvhLoadError with a clear message
   const b = hv.createDomain({
     name: cfg.name, memoryMiB: cfg.memoryMiB, maxMemMiB: cfg.maxMemMiB, vcpus: Math.max(cfg.vcpus, cfg.maxVcpus ?? 0),
     maxGrantFrames: cfg.maxGrantFrames, maxEvtchnPort: cfg.maxEvtchnPort, isConsole: cfg.isConsole ?? true, uuid: cfg.uuid,
@@ -97,6 +98,7 @@ export function buildPvhDomain(hv: Hypervisor, cfg: BuildConfig): BuiltDomain {
     const load = loadPvh(ram, image, {
       cmdline: cfg.cmdline ?? '',
       memmap: e820,
+      // The ramdisk is module 0, without a command line (libxl__build_dom's xc_dom_module_file(dom, path, NULL)).
       modules: cfg.ramdisk ? [{ data: cfg.ramdisk }] : [],
     });
     hv.setVcpuContext(b.domid, 0, pvhEntryState(load.entry, load.startInfoGpa));

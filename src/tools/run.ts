@@ -14,7 +14,7 @@ import { EVTCHN_FIFO_NR_CHANNELS } from '../hv/abi/event_channel.js';
 /** Exit status of `xenode run` for each SHUTDOWN_* reason (crash distinct from poweroff). */
 export const EXIT_CODES: Record<number, number> = { 0: 0, 1: 10, 2: 11, 3: 12, 4: 13, 5: 14 };
 export const EXIT_INTERRUPTED = 130;
-const USAGE = `usage: xenode run <kernel> [--memory MiB] [--vcpus N] [--cmdline S] [--max-event-channels N] [--accel auto|kvm|tcg]
+const USAGE = `usage: xenode run <kernel> [--memory MiB] [--vcpus N] [--cmdline S] [--ramdisk FILE] [--max-event-channels N] [--accel auto|kvm|tcg]
                   [--quiet]
 
 Boots a PVH kernel as one domain and streams its console. Exit status:
@@ -31,6 +31,7 @@ export async function main(argv: string[]): Promise<number> {
         memory: { type: 'string', short: 'm', default: '32' },
         vcpus: { type: 'string', default: '1' },
         cmdline: { type: 'string', default: '' },
+        ramdisk: { type: 'string' },
         'max-event-channels': { type: 'string', default: '1023' },
         quiet: { type: 'boolean', short: 'q', default: false },
         accel: { type: 'string', default: 'auto' },
@@ -64,6 +65,15 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`xenode run: cannot read kernel '${kernelPath}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     return 1;
   }
+  let ramdisk: Uint8Array | undefined;
+  if (args.values.ramdisk !== undefined) {
+    try {
+      ramdisk = readFileSync(args.values.ramdisk);
+    } catch (e) {
+      console.error(`xenode run: cannot read ramdisk '${args.values.ramdisk}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      return 1;
+    }
+  }
 
   // --quiet silences xenode's own messages, never the guest's console.
   const quiet = args.values.quiet;
@@ -96,7 +106,7 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => resolve(EXIT_INTERRUPTED));
   });
   try {
-    dom = await ts.create({ name: 'xenode-run', kernel, memoryMiB, vcpus, cmdline: args.values.cmdline, maxEvtchnPort: channels }, (b) => merged.ring(b));
+    dom = await ts.create({ name: 'xenode-run', kernel, ramdisk, memoryMiB, vcpus, cmdline: args.values.cmdline, maxEvtchnPort: channels }, (b) => merged.ring(b));
   } catch (e) {
     await ts.shutdown();
     console.error(`xenode run: ${e instanceof PvhLoadError ? `${kernelPath}: ${e.message}` : (e as Error).message}`);

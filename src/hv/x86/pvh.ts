@@ -34,8 +34,16 @@ import {
   parseElf, xenNotes, type XenNote,
 } from './elf.js';
 
+/** Why a kernel was refused, where a caller words it differently (bzimage.ts). */
+export type PvhLoadErrorReason = 'not-elf' | 'no-phys32-entry';
+
 export class PvhLoadError extends Error {
   override name = 'PvhLoadError';
+  readonly reason: PvhLoadErrorReason | undefined;
+  constructor(message: string, options?: ErrorOptions & { reason?: PvhLoadErrorReason }) {
+    super(message, options);
+    this.reason = options?.reason;
+  }
 }
 
 /** Lowest GPA for boot data (see the placement policy above). */
@@ -102,7 +110,9 @@ export function parsePvhElf(bytes: Uint8Array): PvhImage {
     return parseUnchecked(bytes);
   } catch (e) {
     if (e instanceof PvhLoadError) throw e;
-    if (e instanceof ElfFormatError) throw new PvhLoadError(`bad ELF: ${e.message}`, { cause: e });
+    if (e instanceof ElfFormatError) {
+      throw new PvhLoadError(`bad ELF: ${e.message}`, { cause: e, reason: e.message.startsWith('not an ELF file') ? 'not-elf' : undefined });
+    }
     // A bug of ours on a malformed file must still surface as a load error.
     throw new PvhLoadError(`malformed ELF: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
   }
@@ -156,7 +166,7 @@ function parseUnchecked(bytes: Uint8Array): PvhImage {
   const entryNote = notes.filter((n) => n.type === XEN_ELFNOTE.PHYS32_ENTRY).pop();
   if (!entryNote) {
     const pv = notes.some((n) => n.type === XEN_ELFNOTE.ENTRY);
-    throw new PvhLoadError(`not a PVH kernel: no XEN_ELFNOTE_PHYS32_ENTRY note${pv ? ' (it is a PV-only kernel)' : ''}`);
+    throw new PvhLoadError(`not a PVH kernel: no XEN_ELFNOTE_PHYS32_ENTRY note${pv ? ' (it is a PV-only kernel)' : ''}`, { reason: 'no-phys32-entry' });
   }
   const entry = noteNumber(entryNote.desc);
   if (entry === undefined) throw new PvhLoadError(`XEN_ELFNOTE_PHYS32_ENTRY has a ${entryNote.desc.length}-byte descriptor (want 4 or 8)`);
