@@ -53,6 +53,8 @@ export interface DomainCreateOptions {
   /** per-vCPU hard and soft affinity (pCPU numbers; null or absent = any), as cpus=/cpus_soft= give it */
   hard?: (number[] | null)[];
   soft?: (number[] | null)[];
+  /** pages the builder fills with ACPI tables, at GFN 0xFC000 (populated for it as libxl populates them; 0: none) */
+  acpiPages?: number;
 }
 
 /** A domain being built: the builder's access to its memory before it runs. */
@@ -359,7 +361,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     // Ports above 4095 are usable only once the guest switches to FIFO; none exist beyond its 17-bit LINK field.
     if (!Number.isInteger(maxPort) || maxPort < 1 || maxPort >= EVTCHN_FIFO_NR_CHANNELS) throw new RangeError(`max event-channel port must be 1..${EVTCHN_FIFO_NR_CHANNELS - 1}, got ${maxPort}`);
     const shared = DomainShared.create(domid, o.vcpus, maxPort);
-    const physmap = new Physmap({ ramPages, maxGrantFrames: o.maxGrantFrames ?? 32, poolPages: maxPages - ramPages + POOL_SLACK_PAGES });
+    const physmap = new Physmap({ ramPages, maxGrantFrames: o.maxGrantFrames ?? 32, poolPages: maxPages - ramPages + POOL_SLACK_PAGES, acpiPages: o.acpiPages ?? 0 });
     const mem = SharedMemory.create(`xenode-d${domid}`, physmap.bytes);
     let vm: Vm | null = null;
     const vcpus: Vcpu[] = [];

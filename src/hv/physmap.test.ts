@@ -111,6 +111,21 @@ describe('physmap: layout', () => {
     assert.equal(pm.gfnOfHostPage(pm.sharedInfoPage), -1, 'shared_info is not mapped until the guest asks');
   });
 
+  test('ACPI pages: after the specials in the memfd, mapped at GFN 0xFC000, their own kind', () => {
+    const pm = new Physmap({ ...small, acpiPages: 2 });
+    assert.equal(pm.acpiBase, pm.specialBase + SPECIAL_PAGES);
+    assert.equal(pm.poolBase, pm.acpiBase + 2);
+    assert.deepEqual(pm.segments().map((s) => [s.gfn, s.count, s.hostPage]), [
+      [0, 64, 0],
+      [0xfc000, 2, pm.acpiBase],
+      [SPECIAL_PFN_BASE, SPECIAL_PAGES, pm.specialBase],
+    ]);
+    assert.equal(pm.kindOfHostPage(pm.acpiBase + 1), 'acpi');
+    assert.equal(pm.kindOfHostPage(pm.poolBase), 'pool');
+    assert.equal(pm.hostPageOf(0xfc002), -1);
+    assert.throws(() => new Physmap({ ...small, acpiPages: -1 }), RangeError);
+  });
+
   test('large domain: RAM beyond the MMIO hole continues at 4 GiB', () => {
     const lowMax = MMIO_HOLE_START / PAGE;
     const pm = new Physmap({ ramPages: lowMax + 100, maxGrantFrames: 32, poolPages: 0 });

@@ -4,6 +4,7 @@
 //   [0, ramPages)                   RAM, first low RAM then RAM above 4 GiB
 //   [ramPages, +XEN_PAGES)          Xen-owned frames: shared_info, grant-table frames
 //   [.., +SPECIAL_PAGES)            special pages (console and xenstore rings...)
+//   [.., +acpiPages)                the ACPI tables the builder writes, at GFN 0xFC000
 //   [.., +poolPages)                pages for populate_physmap beyond the initial RAM
 // Xen-owned frames keep one host location whatever GFN the guest maps them
 // at, so any thread can find shared_info without asking the vCPU's thread.
@@ -12,7 +13,7 @@
 
 import type { GuestMemorySlots } from '../accel/vcpu.js';
 import { PAGE_SIZE } from './abi/xen.js';
-import { FOUR_GIB, MMIO_HOLE_START, NR_SPECIAL_PAGES, SPECIAL_PAGES_START_PFN } from './x86/e820.js';
+import { ACPI_TABLES_START, FOUR_GIB, LAPIC_BASE, MMIO_HOLE_START, NR_SPECIAL_PAGES, SPECIAL_PAGES_START_PFN } from './x86/e820.js';
 import { ENOMEM, XenError } from './errno.js';
 
 
@@ -23,6 +24,8 @@ export interface PhysmapLayout {
   maxGrantFrames: number;
   /** extra pages available to populate_physmap (maxmem - memory) */
   poolPages: number;
+  /** pages of ACPI tables at ACPI_TABLES_START (0: none) */
+  acpiPages?: number;
 }
 
 /** A run of guest frames mapped linearly onto host pages of the memfd. */
@@ -34,7 +37,7 @@ export interface Segment {
 }
 
 /** What a guest frame holds, beyond plain RAM. */
-export type FrameKind = 'ram' | 'shared_info' | 'grant' | 'special' | 'pool';
+export type FrameKind = 'ram' | 'shared_info' | 'grant' | 'special' | 'acpi' | 'pool';
 
 export class Physmap {
   readonly lowRamPages: number;
@@ -43,6 +46,7 @@ export class Physmap {
   readonly sharedInfoPage: number;
   readonly grantBase: number;
   readonly specialBase: number;
+  readonly acpiBase: number;
   readonly poolBase: number;
   readonly totalPages: number;
   /** Sorted, non-overlapping segments: the truth for both translation and KVM slots. */
@@ -65,12 +69,16 @@ export class Physmap {
     this.sharedInfoPage = layout.ramPages;
     this.grantBase = this.sharedInfoPage + 1;
     this.specialBase = this.grantBase + layout.maxGrantFrames;
-    this.poolBase = this.specialBase + NR_SPECIAL_PAGES;
+    this.acpiBase = this.specialBase + NR_SPECIAL_PAGES;
+    const acpiPages = layout.acpiPages ?? 0;
+    if (!Number.isInteger(acpiPages) || acpiPages < 0 || ACPI_TABLES_START + acpiPages * PAGE_SIZE > LAPIC_BASE) throw new RangeError(`bad ACPI page count ${acpiPages}`);
+    this.poolBase = this.acpiBase + acpiPages;
     this.totalPages = this.poolBase + layout.poolPages;
     this.poolFree = [];
     for (let i = layout.poolPages - 1; i >= 0; i--) this.poolFree.push(this.poolBase + i);
     if (this.lowRamPages) this.insert({ gfn: 0, count: this.lowRamPages, hostPage: 0, slot: -1 });
     if (this.highRamPages) this.insert({ gfn: FOUR_GIB / PAGE_SIZE, count: this.highRamPages, hostPage: this.lowRamPages, slot: -1 });
+    if (acpiPages) this.insert({ gfn: ACPI_TABLES_START / PAGE_SIZE, count: acpiPages, hostPage: this.acpiBase, slot: -1 });
     this.insert({ gfn: SPECIAL_PAGES_START_PFN, count: NR_SPECIAL_PAGES, hostPage: this.specialBase, slot: -1 });
   }
 
@@ -107,7 +115,8 @@ export class Physmap {
     if (hp < this.layout.ramPages) return 'ram';
     if (hp === this.sharedInfoPage) return 'shared_info';
     if (hp < this.specialBase) return 'grant';
-    if (hp < this.poolBase) return 'special';
+    if (hp < this.acpiBase) return 'special';
+    if (hp < this.poolBase) return 'acpi';
     return 'pool';
   }
 

@@ -9,7 +9,11 @@ import type { Hypervisor, DomainBuild } from '../hv/hypervisor.js';
 import type { DomainConfig } from './xl/config.js';
 import { loadPvh, pvhEntryState, PvhLoadResult } from '../hv/x86/pvh.js';
 import { parsePvhKernel } from '../hv/x86/bzimage.js';
-import { buildPvhE820, encodeE820Xenmem, CONSOLE_RING_PFN as CONSOLE_GFN, XENSTORE_RING_PFN as STORE_GFN } from '../hv/x86/e820.js';
+import {
+  ACPI_TABLES_START, LAPIC_BASE, buildPvhE820, encodeE820Xenmem, CONSOLE_RING_PFN as CONSOLE_GFN, XENSTORE_RING_PFN as STORE_GFN,
+} from '../hv/x86/e820.js';
+import { apicIdOfVcpu } from '../hv/x86/vlapic.js';
+import { buildAcpiTables, type AcpiTables } from './libacpi/build.js';
 import { HVM_PARAM } from '../hv/hvm.js';
 import { GrantEntryV1, GTF_permit_access, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE } from '../hv/grant_table.js';
 import { PAGE_SIZE } from '../hv/abi/xen.js';
@@ -25,6 +29,8 @@ export interface BuildConfig {
   maxVcpus?: number;
   cmdline?: string;
   ramdisk?: Uint8Array;
+  /** ACPI tables for the guest (xl.cfg acpi; libxl's default for PVH is on) */
+  acpi?: boolean;
   maxGrantFrames?: number;
   maxEvtchnPort?: number;
   isConsole?: boolean;
@@ -45,6 +51,8 @@ export interface BuiltDomain {
   storeGfn: number;
   /** the memory map as XENMEM_memory_map returns it (20-byte entries) */
   e820: Uint8Array;
+  /** where the ACPI tables went (absent with acpi off) */
+  acpi?: AcpiTables;
 }
 
 
@@ -71,6 +79,7 @@ export function buildConfigFor(cfg: DomainConfig): BuildConfig {
     name: cfg.name,
     kernel: readImage(cfg.kernel, 'kernel'),
     ramdisk: cfg.ramdisk ? readImage(cfg.ramdisk, 'ramdisk') : undefined,
+    acpi: cfg.acpi,
     cmdline: cfg.cmdline,
     memoryMiB: cfg.memory,
     maxMemMiB: cfg.maxmem,
@@ -86,18 +95,22 @@ export function buildConfigFor(cfg: DomainConfig): BuildConfig {
 /** Builds a paused PVH domain; the caller connects backends, then calls hv.startDomain. */
 export function buildPvhDomain(hv: Hypervisor, cfg: BuildConfig): BuiltDomain {
   const image = parsePvhKernel(cfg.kernel); // an ELF or a bzImage; PvhLoadError with a clear message
+  const acpi = cfg.acpi ?? true ? acpiTables(cfg) : undefined;
   const b = hv.createDomain({
+    acpiPages: (acpi?.bytes.length ?? 0) / PAGE_SIZE,
     name: cfg.name, memoryMiB: cfg.memoryMiB, maxMemMiB: cfg.maxMemMiB, vcpus: Math.max(cfg.vcpus, cfg.maxVcpus ?? 0),
     maxGrantFrames: cfg.maxGrantFrames, maxEvtchnPort: cfg.maxEvtchnPort, isConsole: cfg.isConsole ?? true, uuid: cfg.uuid,
     pool: cfg.pool, hard: cfg.hard, soft: cfg.soft,
   });
   try {
     const pm = b.physmap;
-    const e820 = buildPvhE820(pm.layout.ramPages * PAGE_SIZE);
+    if (acpi) b.mem.bytes.set(acpi.bytes, pm.acpiBase * PAGE_SIZE);
+    const e820 = buildPvhE820(pm.layout.ramPages * PAGE_SIZE, { acpiBytes: acpi?.bytes.length ?? 0 });
     const ram = b.mem.bytes.subarray(0, pm.lowRamPages * PAGE_SIZE);
     const load = loadPvh(ram, image, {
       cmdline: cfg.cmdline ?? '',
       memmap: e820,
+      rsdpPaddr: acpi?.rsdpPaddr ?? 0,
       // The ramdisk is module 0, without a command line (libxl__build_dom's xc_dom_module_file(dom, path, NULL)).
       modules: cfg.ramdisk ? [{ data: cfg.ramdisk }] : [],
     });
@@ -114,11 +127,17 @@ export function buildPvhDomain(hv: Hypervisor, cfg: BuildConfig): BuiltDomain {
     const dv = b.mem.dataView();
     GrantEntryV1.write(dv, g0 + GNTTAB_RESERVED_CONSOLE * GrantEntryV1.size, { domid: 0, frame: CONSOLE_GFN, flags: GTF_permit_access });
     GrantEntryV1.write(dv, g0 + GNTTAB_RESERVED_XENSTORE * GrantEntryV1.size, { domid: 0, frame: STORE_GFN, flags: GTF_permit_access });
-    return { domid: b.domid, build: b, load, consolePort, storePort, consoleGfn: CONSOLE_GFN, storeGfn: STORE_GFN, e820: encodeE820Xenmem(e820) };
+    return { domid: b.domid, build: b, load, consolePort, storePort, consoleGfn: CONSOLE_GFN, storeGfn: STORE_GFN, e820: encodeE820Xenmem(e820), acpi };
   } catch (e) {
     void hv.destroy(b.domid);
     throw e;
   }
+}
+
+/** The domain's ACPI tables (libxl__dom_load_acpi): for its pages at ACPI_TABLES_START. */
+function acpiTables(cfg: BuildConfig): AcpiTables {
+  const nrVcpus = Math.max(cfg.vcpus, cfg.maxVcpus ?? 0);
+  return buildAcpiTables({ nrVcpus, onlineVcpus: cfg.vcpus, lapicId: apicIdOfVcpu, lapicBase: LAPIC_BASE, base: ACPI_TABLES_START });
 }
 
 /** Lets a built domain run (or hands it over paused). */

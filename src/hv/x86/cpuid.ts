@@ -4,6 +4,7 @@
 
 import type { CpuidEntry } from '../../kvm/kvm.js';
 import { XEN_MAJOR, XEN_MINOR } from '../abi/xen.js';
+import { apicIdOfVcpu } from './vlapic.js';
 
 export const XEN_CPUID_BASE = 0x40000000;
 /** The hypercall-page MSR named in leaf base+2 (Solo5 always writes this one). */
@@ -38,8 +39,8 @@ export function xenCpuid(host: CpuidEntry[], o: XenCpuidOptions): CpuidEntry[] {
       // The local APIC model (vlapic.ts) offers x2APIC and the TSC-deadline timer, whatever the host has.
       e.ecx |= CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE;
       e.edx |= CPUID1_EDX_APIC;
-      // initial APIC id = vCPU id (bits 31:24 of EBX)
-      e.ebx = (e.ebx & 0x00ffffff) | ((o.vcpuId & 0xff) << 24);
+      // initial APIC ID (bits 31:24 of EBX), the local APIC's
+      e.ebx = (e.ebx & 0x00ffffff) | ((apicIdOfVcpu(o.vcpuId) & 0xff) << 24);
     }
   }
   const leaf = (fn: number, eax: number, ebx = 0, ecx = 0, edx = 0, index = 0, flags = 0): CpuidEntry => ({ function: fn, index, flags, eax, ebx, ecx, edx });

@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import { havePeer } from '../../testing/peers.js';
 
 import {
-  E820Entry20, HvmMemmapTableEntry, HvmModlistEntry, HvmStartInfo, XEN_HVM_MEMMAP_TYPE_PMEM, XEN_HVM_MEMMAP_TYPE_RAM,
+  E820Entry20, HvmMemmapTableEntry, HvmModlistEntry, HvmStartInfo, XEN_HVM_MEMMAP_TYPE_ACPI, XEN_HVM_MEMMAP_TYPE_PMEM, XEN_HVM_MEMMAP_TYPE_RAM,
   XEN_HVM_MEMMAP_TYPE_RESERVED, XEN_HVM_START_MAGIC_VALUE,
 } from '../abi/start_info.js';
 import {
@@ -25,6 +25,16 @@ describe('buildPvhE820', () => {
       { addr: 0, size: 64 * MiB, type: RAM },
       { addr: 0xfeff8000, size: 0x8000, type: RES },
     ]);
+  });
+
+  test('with ACPI tables: an E820_ACPI range at 0xFC000000, in address order; bad sizes refused', () => {
+    assert.deepEqual(buildPvhE820(64 * MiB, { acpiBytes: 0x2000 }), [
+      { addr: 0, size: 64 * MiB, type: RAM },
+      { addr: 0xfc000000, size: 0x2000, type: XEN_HVM_MEMMAP_TYPE_ACPI },
+      { addr: 0xfeff8000, size: 0x8000, type: RES },
+    ]);
+    assert.throws(() => buildPvhE820(64 * MiB, { acpiBytes: 100 }), RangeError);
+    assert.throws(() => buildPvhE820(64 * MiB, { acpiBytes: LAPIC_BASE }), RangeError);
   });
 
   test('exactly up to the MMIO hole: no high RAM', () => {

@@ -6,14 +6,16 @@
 //   RAM       [0, min(mem, MMIO_HOLE_START))
 //   RESERVED  [SPECIAL_PAGES_START, SPECIAL_PAGES_END)   the "special pages"
 //   RAM       [4 GiB, 4 GiB + the rest)                   only if mem > MMIO_HOLE_START
-// We provide no ACPI tables (hvm_start_info.rsdp_paddr = 0), so the ACPI
-// info/table region libxl adds at 0xFC000000 when ACPI is on is absent. The hole
-// [MMIO_HOLE_START, 4 GiB) is otherwise unlisted; guests (GRUB, Mini-OS) pick
-// GPAs there for grant frames and shared_info.
+//   ACPI      [ACPI_TABLES_START, +size)                 only with ACPI tables
+// With ACPI on (libxl's default for PVH) the builder puts the tables and the
+// RSDP in pages at 0xFC000000, in the MMIO hole, and libxl lists them as
+// E820_ACPI (libxl__arch_domain_construct_memmap's acpi_modules entries). The
+// hole [MMIO_HOLE_START, 4 GiB) is otherwise unlisted; guests (GRUB, Mini-OS)
+// pick GPAs there for grant frames and shared_info.
 
 import { PAGE_SHIFT, PAGE_SIZE } from '../abi/xen.js';
 import {
-  E820Entry20, HvmMemmapTableEntry, XEN_HVM_MEMMAP_TYPE_RAM, XEN_HVM_MEMMAP_TYPE_RESERVED,
+  E820Entry20, HvmMemmapTableEntry, XEN_HVM_MEMMAP_TYPE_ACPI, XEN_HVM_MEMMAP_TYPE_RAM, XEN_HVM_MEMMAP_TYPE_RESERVED,
 } from '../abi/start_info.js';
 
 export { PAGE_SHIFT, PAGE_SIZE };
@@ -25,6 +27,9 @@ export const FOUR_GIB = 0x1_0000_0000;
  * (0xFC000000), i.e. 0xFC000000.
  */
 export const MMIO_HOLE_START = 0xfc00_0000;
+
+/** Where libxl loads a PVH domain's ACPI tables (ACPI_INFO_PHYSICAL_ADDRESS, libacpi.h). */
+export const ACPI_TABLES_START = 0xfc00_0000;
 
 /** Local APIC MMIO base (the architectural default of IA32_APIC_BASE). */
 export const LAPIC_BASE = 0xfee0_0000;
@@ -72,15 +77,18 @@ export interface E820Entry {
  * The memory map libxl gives a PVH domU with `memBytes` of RAM. `memBytes` must
  * be a positive whole number of pages.
  */
-export function buildPvhE820(memBytes: number): E820Entry[] {
+export function buildPvhE820(memBytes: number, o: { acpiBytes?: number } = {}): E820Entry[] {
   if (!Number.isSafeInteger(memBytes) || memBytes <= 0 || memBytes % PAGE_SIZE !== 0) {
     throw new RangeError(`guest memory must be a positive multiple of ${PAGE_SIZE} bytes, got ${memBytes}`);
   }
+  const acpi = o.acpiBytes ?? 0;
+  if (!Number.isSafeInteger(acpi) || acpi < 0 || acpi % PAGE_SIZE !== 0 || ACPI_TABLES_START + acpi > LAPIC_BASE) {
+    throw new RangeError(`ACPI area must be whole pages below the local APIC, got ${acpi} bytes`);
+  }
   const low = Math.min(memBytes, MMIO_HOLE_START);
-  const map: E820Entry[] = [
-    { addr: 0, size: low, type: XEN_HVM_MEMMAP_TYPE_RAM },
-    { addr: SPECIAL_PAGES_START, size: SPECIAL_PAGES_END - SPECIAL_PAGES_START, type: XEN_HVM_MEMMAP_TYPE_RESERVED },
-  ];
+  const map: E820Entry[] = [{ addr: 0, size: low, type: XEN_HVM_MEMMAP_TYPE_RAM }];
+  if (acpi) map.push({ addr: ACPI_TABLES_START, size: acpi, type: XEN_HVM_MEMMAP_TYPE_ACPI });
+  map.push({ addr: SPECIAL_PAGES_START, size: SPECIAL_PAGES_END - SPECIAL_PAGES_START, type: XEN_HVM_MEMMAP_TYPE_RESERVED });
   if (memBytes > low) map.push({ addr: FOUR_GIB, size: memBytes - low, type: XEN_HVM_MEMMAP_TYPE_RAM });
   return map;
 }

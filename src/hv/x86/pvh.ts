@@ -211,6 +211,8 @@ export interface PvhLoadOptions {
   memmap: E820Entry[];
   /** hvm_start_info.flags (SIF_*); 0 by default. */
   startInfoFlags?: number;
+  /** hvm_start_info.rsdp_paddr: where the builder put the ACPI RSDP (0, the default: no ACPI tables). */
+  rsdpPaddr?: number;
 }
 
 export interface PvhLoadedModule {
@@ -281,6 +283,8 @@ export function loadPvh(ram: Uint8Array, image: PvhImage, opts: PvhLoadOptions):
   if (ranges.length === 0) throw new PvhLoadError(`the memory map has no RAM below 4 GiB within the ${ram.length}-byte guest RAM`);
   const flags = opts.startInfoFlags ?? 0;
   if (!Number.isInteger(flags) || flags < 0 || flags > 0xffffffff) throw new PvhLoadError(`bad start_info flags ${flags}`);
+  const rsdp = opts.rsdpPaddr ?? 0;
+  if (!Number.isSafeInteger(rsdp) || rsdp < 0) throw new PvhLoadError(`bad RSDP address ${rsdp}`);
   const inRam = (s: number, e: number): boolean => ranges.some(([rs, re]) => rs <= s && e <= re);
 
   // 1. Where the image goes.
@@ -399,7 +403,7 @@ export function loadPvh(ram: Uint8Array, image: PvhImage, opts: PvhLoadOptions):
     nr_modules: mods.length,
     modlist_paddr: BigInt(result.modlistPaddr),
     cmdline_paddr: BigInt(result.cmdlinePaddr),
-    rsdp_paddr: 0n,
+    rsdp_paddr: BigInt(rsdp),
     memmap_paddr: BigInt(result.memmapPaddr),
     memmap_entries: opts.memmap.length,
     reserved: 0,
@@ -441,6 +445,8 @@ export const X86_EFLAGS_FIXED = 1 << 1;
 export const MSR_MTRR_DEF_TYPE = 0x2ff;
 const MTRR_DEF_TYPE_E = 1 << 11;
 const MTRR_TYPE_WB = 6;
+/** IA32_MTRR_DEF_TYPE as Xen starts every HVM vCPU: MTRRs enabled, default type write-back. */
+export const MTRR_DEF_TYPE_WB = MTRR_DEF_TYPE_E | MTRR_TYPE_WB;
 
 const flat = (type: number): SegmentState => ({
   base: 0, limit: 0xffffffff, selector: 0, type, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1, avl: 0, unusable: 0,

@@ -47,8 +47,10 @@
 //     mode 'fixed' | 'lowest': for id of ipiTargets(ipi, views):
 //       if (acceptInterrupt(views[id], ipi.vector)) wake/kick vCPU id.
 //     'nmi': inject an NMI into each target (Xen does; needs KVM_NMI).
-//     'init' | 'startup': log and drop -- PVH starts vCPUs with
-//       VCPUOP_initialise; INIT/SIPI start-up is not offered.
+//     'init' | 'startup': Xen's vlapic_init_sipi_one (pcpu.ts initSipi):
+//       STARTUP starts a vCPU that never ran in real mode at vector << 12
+//       (how Linux brings up its secondary CPUs on PVH); INIT of such a
+//       vCPU does nothing.
 //     'smi' | 'remote-read': log and drop (Xen ignores them).
 //     'extint': Xen crashes the domain ("unsupported delivery mode").
 //  5. Before each entry, after the CALLBACK_IRQ vector (which Xen checks first,
@@ -192,6 +194,14 @@ export function acceptInterrupt(view: Int32Array, vector: number): boolean {
 }
 
 /** APIC ID as destinations compare it: the 8-bit xAPIC ID or the 32-bit x2APIC ID. */
+/**
+ * The APIC ID of a vCPU, as its local APIC, CPUID leaf 1 and the MADT report
+ * it. (Xen gives vCPU n the ID 2n; here it is n, the same everywhere.)
+ */
+export function apicIdOfVcpu(vcpuId: number): number {
+  return vcpuId;
+}
+
 function apicId(v: Int32Array): number {
   const id = reg(v, APIC.ID);
   return x2apicMode(v) ? id : id >>> 24;
@@ -370,7 +380,7 @@ export class Vlapic {
   /** Power-on state (vlapic_reset): enabled in the base MSR, BSP on vCPU 0, software-disabled. */
   reset(): void {
     this.setBase(APIC_DEFAULT_PHYS_BASE | APIC_BASE.ENABLE | (this.vcpuId === 0 ? APIC_BASE.BSP : 0n));
-    this.set(APIC.ID, this.vcpuId << 24);
+    this.set(APIC.ID, apicIdOfVcpu(this.vcpuId) << 24);
     this.init();
   }
 

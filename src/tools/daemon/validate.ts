@@ -75,10 +75,12 @@ export function checkConfig(input: unknown): DomainConfig {
   for (const [k, v] of Object.entries(sched)) if (typeof v !== 'number') throw einval(`sched.${k} must be a number`);
   for (const k of ['disks', 'vifs'] as const) if (c[k] !== undefined && !Array.isArray(c[k])) throw einval(`${k} must be a list`);
   if (c.autostart !== undefined && typeof c.autostart !== 'boolean') throw einval('autostart must be true or false');
+  if (c.acpi !== undefined && typeof c.acpi !== 'boolean') throw einval('acpi must be true or false');
   return {
     name, type: 'pvh', uuid, memory, maxmem, vcpus, maxvcpus,
     cpus: cpuList(c.cpus, 'cpus'), cpusSoft: cpuList(c.cpusSoft, 'cpusSoft'),
     kernel: c.kernel, ramdisk, cmdline: optString(c.cmdline, 'cmdline') ?? '',
+    ...(c.acpi === undefined ? {} : { acpi: c.acpi as boolean }),
     // xl.cfg(5) defaults
     onPoweroff: action(c.onPoweroff, 'onPoweroff', 'destroy'),
     onReboot: action(c.onReboot, 'onReboot', 'restart'),

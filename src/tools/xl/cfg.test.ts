@@ -248,6 +248,16 @@ test('defaults: xl and libxl defaults for everything the file leaves out', () =>
   assert.deepEqual(warnings, []);
 });
 
+test('acpi: absent leaves libxl\'s default (on) to the builder; 0 and 1 are kept and written back', () => {
+  assert.equal(convert('').c.acpi, undefined);
+  const off = convert('acpi = 0');
+  assert.equal(off.c.acpi, false);
+  assert.deepEqual(off.warnings, []);
+  assert.equal(convert('acpi = 1').c.acpi, true);
+  assert.match(serialiseXlCfg(off.c), /^acpi = 0$/m);
+  assert.doesNotMatch(serialiseXlCfg(convert('').c), /acpi/);
+});
+
 test('every domain gets a different generated uuid', () => {
   assert.notEqual(convert('').c.uuid, convert('').c.uuid);
 });

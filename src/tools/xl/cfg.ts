@@ -399,7 +399,7 @@ const PVH_NOT_TAKEN: Record<string, { why: string; matches?: bigint }> = {
 };
 /** Keys xl reads that xenode does not act on yet. */
 const NOT_YET = [
-  'acpi', 'altp2m', 'assisted_x2apic', 'assisted_xapic', 'channel', 'cpuid', 'dtdev', 'device_tree', 'driver_domain',
+  'altp2m', 'assisted_x2apic', 'assisted_xapic', 'channel', 'cpuid', 'dtdev', 'device_tree', 'driver_domain',
   'iomem', 'ioports', 'irqs', 'max_grant_version', 'max_maptrack_frames', 'msr_relaxed', 'nomigrate', 'p9', 'pci',
   'pci_msitranslate', 'pci_permissive', 'pci_power_mgmt', 'pci_seize', 'pvcalls', 'rtc_timeoffset', 'tsc_mode', 'vdispl',
   'vfb', 'virtio', 'vkb', 'vmtrace_buf_kb', 'vnuma', 'vsnd', 'vtpm', 'usbctrl', 'usbdev', 'xenstore_feature_mask',
@@ -543,6 +543,8 @@ class Converter {
     if (hard.perVcpu) config.cpusPerVcpu = hard.perVcpu;
     if (soft.perVcpu) config.cpusSoftPerVcpu = soft.perVcpu;
     if (ramdisk !== undefined) config.ramdisk = ramdisk;
+    const acpi = this.bool('acpi');
+    if (acpi !== undefined) config.acpi = acpi;
     const pool = this.string('pool');
     if (pool) {
       if (pool.value === '') this.fail(pool.s.value.pos, "'pool' is empty");
@@ -837,6 +839,7 @@ export function serialiseXlCfg(c: DomainConfig): string {
   affinity('cpus_soft', c.cpusSoft, c.cpusSoftPerVcpu);
   lines.push(`kernel = ${q(c.kernel)}`);
   if (c.ramdisk !== undefined) lines.push(`ramdisk = ${q(c.ramdisk)}`);
+  if (c.acpi !== undefined) lines.push(`acpi = ${c.acpi ? 1 : 0}`);
   lines.push(
     `cmdline = ${q(c.cmdline)}`,
     `on_poweroff = ${q(c.onPoweroff)}`,

@@ -63,6 +63,8 @@ export interface DomainConfig {
   /** absolute path of the kernel image */
   kernel: string;
   ramdisk?: string;
+  /** ACPI tables for the guest (xl.cfg acpi; absent: libxl's default for PVH, on) */
+  acpi?: boolean;
   cmdline: string;
   onPoweroff: ShutdownAction;
   onReboot: ShutdownAction;
