@@ -185,6 +185,9 @@ export class Domain {
   readonly handle: Uint8Array;
   readonly builderMemoryMap: Uint8Array;
 
+  /** MSRs refused with #GP that were logged (so each is logged once). */
+  readonly msrsRefused = new Set<string>();
+
   constructor(kvm: Kvm | null, spec: DomainSpec, readonly host: HostShared, pcpu = spec.placement[0]!, tcgHost?: TcgHost) {
     this.domid = spec.domid;
     this.name = spec.name;

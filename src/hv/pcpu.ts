@@ -22,6 +22,7 @@ import { EPERM } from './errno.js';
 import { HYPERCALL } from './abi/xen.js';
 import { HYPERCALL_PORT, fillHypercallPage } from './x86/hypercall_page.js';
 import { XEN_HYPERCALL_MSR } from './x86/cpuid.js';
+import { guestMsr } from './x86/msr.js';
 import * as core from './evtchn_core.js';
 import { setEvtchnHost, evtchnHost } from './event_channel.js';
 import { setSchedHooks, SHUTDOWN, blockVcpu } from './sched_op.js';
@@ -863,7 +864,7 @@ class Pcpu {
     if (!m.write) data.fill(0xff); // no device there: reads float high
   }
 
-  /** RDMSR/WRMSR the CPU let us see: the local APIC's, the hypercall page's; the rest #GP. */
+  /** RDMSR/WRMSR the CPU let us see: the local APIC's, the hypercall page's, those of x86/msr.ts; the rest #GP. */
   private msr(v: VCpu, x: VcpuExit): void {
     const m = x.msr;
     const idx = m.index;
@@ -888,7 +889,19 @@ class Pcpu {
       }
       return;
     }
+    const r = guestMsr(x.kind === 'wrmsr', idx, m.value);
+    if (r && !r.gp) {
+      if (x.kind === 'rdmsr') m.value = r.value;
+      m.error = false;
+      return;
+    }
     m.error = true;
+    // As Xen's "RDMSR 0x... unimplemented" (gdprintk): once per MSR and direction for each domain.
+    const key = `${x.kind} ${idx}`;
+    if (!r && !v.dom.msrsRefused.has(key) && v.dom.msrsRefused.size < 64) {
+      v.dom.msrsRefused.add(key);
+      this.post({ type: 'log', level: 'warn', text: `d${v.dom.domid}v${v.id}: ${x.kind === 'wrmsr' ? `WRMSR 0x${idx.toString(16)} value 0x${m.value.toString(16)}` : `RDMSR 0x${idx.toString(16)}`} unimplemented: #GP` });
+    }
   }
 
   // --- vCPUs of one domain on several workers ---------------------------------

@@ -50,7 +50,7 @@ function rig(msrExits: (i: number) => boolean = (i) => i === 0x40000000): Rig {
 const flat = (type: number, selector = 0): Segment => ({ base: 0, limit: 0xffffffff, selector, type, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1 });
 
 /** 32-bit protected mode, paging off, code at 0x1000, stack at 0x8000, IDT at 0x4000 (8-byte gates to CS 0x08). */
-function prot32(r: Rig, code: number[]): void {
+function prot32(r: Rig, code: number[], cr4 = 0x200): void {
   // GDT at 0x3000: null, 32-bit code (0x08), data (0x10)
   r.dv.setBigUint64(0x3008, 0x00cf9b000000ffffn, true);
   r.dv.setBigUint64(0x3010, 0x00cf93000000ffffn, true);
@@ -58,7 +58,7 @@ function prot32(r: Rig, code: number[]): void {
     regs: { rip: 0x1000n, rsp: 0x8000n },
     segs: { cs: flat(0xb, 8), ds: flat(3, 0x10), es: flat(3, 0x10), ss: flat(3, 0x10), fs: flat(3, 0x10), gs: flat(3, 0x10) },
     gdt: { base: 0x3000, limit: 0x17 }, idt: { base: 0x4000, limit: 0x7ff },
-    cr0: 0x11, cr4: 0x200, efer: 0,
+    cr0: 0x11, cr4, efer: 0,
   });
   r.bytes.set(code, 0x1000);
 }
@@ -185,6 +185,14 @@ test('QEMU\'s own MSRs are done in the CPU; the TSC runs at the domain\'s rate',
   assert.ok(t >= t0 && t <= t1, `guest TSC ${t} between ${t0} and ${t1}`);
 });
 
+test('MTRRcap is the CPU\'s (8 variable ranges, fixed ranges, WC: 0x508, as KVM and Xen answer)', opts, () => {
+  const r = rig();
+  // mov ecx,0xfe; rdmsr; hlt
+  prot32(r, [0xb9, 0xfe, 0, 0, 0, 0x0f, 0x32, 0xf4]);
+  assert.equal(r.v.run().kind, 'hlt');
+  assert.equal(r.v.reg(0), 0x508n);
+});
+
 test('VMCALL and VMMCALL exit as hypercalls with RIP past them', opts, () => {
   const r = rig();
   prot32(r, [0x0f, 0x01, 0xc1, 0x0f, 0x01, 0xd9, 0xf4]);
@@ -247,6 +255,18 @@ test('an exception at CPL3 is delivered through an IDT, GDT, TSS and stack on su
   assert.equal(q(24), 0x6800n, 'old RSP');
   assert.equal(q(32), 0x23n, 'old SS');
   assert.equal(r.v.segment('cs').selector, 8, 'now at CPL0');
+});
+
+test('CPUID reports OSXSAVE (leaf 1) and OSPKE (leaf 7) as the guest\'s CR4 has them, whatever the table says', opts, () => {
+  for (const [cr4, table, want] of [[0x200, 1 << 27, 0], [0x40200, 0, 1 << 27]] as const) {
+    const r = rig();
+    r.v.setCpuid([{ function: 1, index: 0, flags: 0, eax: 0, ebx: 0, ecx: table | 1, edx: 0 }]);
+    // mov eax,1; cpuid; mov eax,ecx; out 0x88,eax; hlt
+    prot32(r, [0xb8, 1, 0, 0, 0, 0x0f, 0xa2, 0x89, 0xc8, 0xe7, 0x88, 0xf4], cr4);
+    const x = r.v.run();
+    assert.equal(x.kind, 'io');
+    assert.equal(new DataView(x.io.data.buffer).getUint32(x.io.offset, true), want | 1, `CR4 0x${cr4.toString(16)}`);
+  }
 });
 
 test('an empty IDT makes a fault a triple fault (the vCPU shuts down)', opts, () => {

@@ -37,6 +37,10 @@ const EFLAGS_IF = 1n << 9n;
 /** Deliveries handled inside one run() before the pCPU gets to look at its timers again. */
 const MAX_INTERNAL_EVENTS = 64;
 const VEC_UD = 6;
+const CPUID1_ECX_OSXSAVE = 1 << 27;
+const CPUID7_ECX_OSPKE = 1 << 4;
+const CR4_OSXSAVE = 1n << 18n;
+const CR4_PKE = 1n << 22n;
 const VEC_GP = 13;
 
 /**
@@ -45,7 +49,7 @@ const VEC_GP = 13;
  * KVM's "unknown MSR" exits (the hypervisor answers #GP).
  */
 function tcgKnowsMsr(i: number): boolean {
-  return i === 0x1b || (i >= 0x174 && i <= 0x176) || i === 0x179 || i === 0x17a || i === 0x17b || i === 0x1a0
+  return i === 0x1b || i === 0xfe /* MTRRcap */ || (i >= 0x174 && i <= 0x176) || i === 0x179 || i === 0x17a || i === 0x17b || i === 0x1a0
     || (i >= 0x200 && i <= 0x20f) || i === 0x250 || i === 0x258 || i === 0x259 || (i >= 0x268 && i <= 0x26f)
     || i === 0x277 || i === 0x2ff || (i >= 0x400 && i < 0x400 + 4 * 10)
     || i === 0xc0000080 || i === 0xc0000081 || i === 0xc0000082 || i === 0xc0000083 || i === 0xc0000084
@@ -207,9 +211,16 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     const sub = Number(this.regRead64(UC_X86_REG.RCX) & 0xffffffffn);
     // KVM_CPUID_FLAG_SIGNIFCANT_INDEX (1): the subleaf selects the entry.
     const e = this.cpuid.find((x) => x.function === leaf && (!(x.flags & 1) || x.index === sub));
+    let ecx = e?.ecx ?? 0;
+    // The bits that report the guest's own CR4, as the CPU (and KVM's kvm_update_cpuid_runtime) keep them.
+    if (leaf === 1 || (leaf === 7 && sub === 0)) {
+      const cr4 = this.regRead64(UC_X86_REG.CR4);
+      const [bit, on] = leaf === 1 ? [CPUID1_ECX_OSXSAVE, (cr4 & CR4_OSXSAVE) !== 0n] : [CPUID7_ECX_OSPKE, (cr4 & CR4_PKE) !== 0n];
+      ecx = on ? ecx | bit : ecx & ~bit;
+    }
     this.regWrite64(UC_X86_REG.RAX, BigInt(e?.eax ?? 0) & 0xffffffffn);
     this.regWrite64(UC_X86_REG.RBX, BigInt(e?.ebx ?? 0) & 0xffffffffn);
-    this.regWrite64(UC_X86_REG.RCX, BigInt(e?.ecx ?? 0) & 0xffffffffn);
+    this.regWrite64(UC_X86_REG.RCX, BigInt(ecx) & 0xffffffffn);
     this.regWrite64(UC_X86_REG.RDX, BigInt(e?.edx ?? 0) & 0xffffffffn);
     return 1;
   }
