@@ -36,6 +36,8 @@ import { TraceRing } from './sched/trace.js';
 import { applySchedMessage } from './sched/control.js';
 import { PAGE_SIZE } from './abi/xen.js';
 import { Vlapic, ipiTargets, acceptInterrupt, setIrq, type Ipi } from './x86/vlapic.js';
+import { sipiState } from './x86/hvm_vcpu.js';
+import { MSR_MTRR_DEF_TYPE, MTRR_DEF_TYPE_WB } from './x86/pvh.js';
 import type { WorkerToMain, MainToWorker, ForwardedCall, ForwardedResult, Relay } from './messages.js';
 import { DOM0_DOORBELL } from './shared.js';
 // Hypercall families register themselves on import.
@@ -757,11 +759,39 @@ class Pcpu {
       for (const id of ipiTargets(ipi, views)) if (acceptInterrupt(views[id]!, ipi.vector)) this.notifyVcpu(d.shared, id);
       return;
     }
+    if (ipi.mode === 'init' || ipi.mode === 'startup') {
+      for (const id of ipiTargets(ipi, d.shared.lapicViews())) this.initSipi(v, d.vcpus[id]!, ipi);
+      return;
+    }
     if (ipi.mode === 'extint') {
       this.crash(d, `vCPU ${v.id}: IPI with unsupported delivery mode ExtINT (ICR 0x${ipi.icrHigh.toString(16)}:${ipi.icrLow.toString(16)})`);
       return;
     }
     this.post({ type: 'log', level: 'warn', text: `d${d.domid}v${v.id}: ${ipi.mode} IPI not offered (ICR 0x${ipi.icrHigh.toString(16)}:${ipi.icrLow.toString(16)}), dropped` });
+  }
+
+  /**
+   * INIT and STARTUP to one vCPU, as Xen's vlapic_init_sipi_one does: INIT
+   * of a vCPU that never ran does nothing (it waits for a STARTUP); STARTUP
+   * of a vCPU that has not been initialised starts it in real mode at
+   * vector << 12 (hvm_vcpu_reset_state), which is how Linux brings up its
+   * secondary CPUs on PVH (native_cpu_up through the real-mode trampoline).
+   * INIT of a running vCPU (Xen resets it and waits for STARTUP) is refused
+   * as not offered; so is a vCPU another worker runs.
+   */
+  private initSipi(from: VCpu, t: VCpu, ipi: Ipi): void {
+    const d = t.dom;
+    const refuse = (why: string) => this.post({ type: 'log', level: 'warn', text: `d${d.domid}v${from.id}: ${ipi.mode} IPI to vCPU ${t.id}: ${why}, dropped` });
+    if (ipi.mode === 'init') {
+      if (t.initialised) refuse('resetting a vCPU that has run is not offered');
+      return;
+    }
+    if (t.initialised) return; // a second STARTUP, as Linux sends, finds it running
+    if (!t.local) return refuse('the vCPU runs on another pCPU worker');
+    t.hw.setInitialState(sipiState(ipi.vector));
+    t.hw.setMsrs([{ index: MSR_MTRR_DEF_TYPE, value: BigInt(MTRR_DEF_TYPE_WB) }]);
+    t.initialised = true;
+    this.vcpuUpLocal(t);
   }
 
   /** Handles one exit; true when the vCPU leaves the pCPU. */

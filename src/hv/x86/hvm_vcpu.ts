@@ -132,3 +132,22 @@ export function hvmContextToEntryState(bytes: Uint8Array): PvhEntryState {
   }
   return bad(`unknown mode ${mode}`);
 }
+
+/**
+ * The state a STARTUP IPI with `vector` starts a vCPU in (Xen's
+ * hvm_vcpu_reset_state(v, vector << 8, 0)): real mode, CS = vector << 8 with
+ * base vector << 12, IP 0, 64 KiB data segments at 0, CR0 = ET, EFLAGS = 2.
+ */
+export function sipiState(vector: number): PvhEntryState {
+  if (!Number.isInteger(vector) || vector < 0 || vector > 0xff) throw new RangeError(`STARTUP vector ${vector}`);
+  const seg = (selector: number, ar: number): SegmentState => ({ ...segmentFromAr(selector << 4, 0xffff, ar), selector });
+  const data = seg(0, 0x93);
+  return {
+    regs: { rax: 0n, rbx: 0n, rcx: 0n, rdx: 0n, rsi: 0n, rdi: 0n, rsp: 0n, rbp: 0n, rip: 0n, rflags: EFLAGS_FIXED },
+    segs: { cs: seg(vector << 8, 0x9b), ds: data, es: data, ss: data, fs: data, gs: data, tr: segmentFromAr(0, 0xffff, 0x8b), ldt: segmentFromAr(0, 0xffff, 0x82) },
+    gdt: { base: 0, limit: 0xffff },
+    idt: { base: 0, limit: 0xffff },
+    cr0: 0x10, cr3: 0, cr4: 0, efer: 0,
+    msrs: [],
+  };
+}
