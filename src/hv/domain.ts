@@ -9,7 +9,7 @@ import { TcgVcpu, type TcgVcpuOptions } from '../tcg/vcpu.js';
 import type { AccelVcpu, CpuidEntry, GuestMemorySlots, InitialState, VcpuExit } from '../accel/vcpu.js';
 import { SharedMemory } from '../kvm/memory.js';
 import { Physmap, PhysmapLayout } from './physmap.js';
-import { GuestAccess } from './guest_access.js';
+import { GuestAccess, GuestFault } from './guest_access.js';
 import { DomainShared, HostShared, DOMSTATE, RUNSTATE, VCPU_FLAG_INITIALISED } from './shared.js';
 import { vcpuInfoOffset, type EvtchnDomain, type VirqBindings } from './evtchn_core.js';
 import { PAGE_SIZE, SharedInfo, VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT, VcpuInfo } from './abi/xen.js';
@@ -332,6 +332,32 @@ export class Domain {
     VcpuTimeInfo.set(dv, t, 'tsc_shift', this.scale.shift);
     VcpuTimeInfo.set(dv, t, 'flags', XEN_PVCLOCK_TSC_STABLE_BIT);
     VcpuTimeInfo.set(dv, t, 'version', (ver + 2) & ~1);
+    const area = this.shared.timeArea(v.id);
+    if (area !== 0n) this.writeTimeArea(v, area, this.mem.bytes.slice(t, t + VcpuTimeInfo.size));
+  }
+
+  /**
+   * The copy of a vCPU's time record in the area it registered (Xen's
+   * update_guest_time_info after update_vcpu_system_time), through the vCPU's
+   * own page tables: version made odd first, the record, then the even
+   * version, so a reader on another vCPU never takes a torn copy. An area the
+   * guest unmapped is skipped, as Xen does.
+   */
+  private writeTimeArea(v: VCpu, va: bigint, rec: Uint8Array): void {
+    const hw = v.hw;
+    const rv = new DataView(rec.buffer);
+    const even = VcpuTimeInfo.get(rv, 0, 'version') as number;
+    try {
+      this.access.setContext({ cr0: hw.cr0, cr3: hw.cr3, cr4: hw.cr4, efer: hw.efer });
+      this.access.flush();
+      VcpuTimeInfo.set(rv, 0, 'version', (even - 1) >>> 0);
+      this.access.write(va, rec.subarray(0, 4));
+      this.access.write(va, rec);
+      VcpuTimeInfo.set(rv, 0, 'version', even);
+      this.access.write(va, rec.subarray(0, 4));
+    } catch (e) {
+      if (!(e instanceof GuestFault)) throw e;
+    }
   }
 
   vcpuInfoOffset(vcpu: number): number {

@@ -57,6 +57,8 @@ class FakeHw {
   msrs: { index: number; value: bigint }[] = [];
   setInitialState(st: NonNullable<FakeHw['initial']>): void { this.initial = st; }
   setMsrs(m: { index: number; value: bigint }[]): void { this.msrs.push(...m); }
+  tsc = 0n;
+  getMsr(i: number): bigint { return i === 0x10 ? this.tsc : 0n; }
   close(): void {}
 }
 
@@ -1177,7 +1179,7 @@ describe('vcpu_op', () => {
     assert.equal(call(e, HC.vcpu_op, [3, 2, 0]), -ENOENT);
     assert.equal(call(e, HC.vcpu_op, [3, -1, 0]), -ENOENT);
     assert.equal(call(e, HC.vcpu_op, [12, 0, ARG]), -EINVAL);
-    for (const c of [11, 13, 14, 15, 99]) assert.equal(call(e, HC.vcpu_op, [c, 0, ARG]), -ENOSYS, `cmd ${c}`);
+    for (const c of [11, 14, 15, 99]) assert.equal(call(e, HC.vcpu_op, [c, 0, ARG]), -ENOSYS, `cmd ${c}`);
   });
 
   /** Writes a vcpu_hvm_context at ARG: mode, then the 64-bit or 32-bit register block at +8. */
@@ -1426,6 +1428,40 @@ describe('pvclock (vcpu_time_info)', () => {
       }
     });
   }
+
+  test('register_vcpu_time_memory_area: a second copy, written at once for the caller and at every update; 0 stops it', () => {
+    const e = mkEnv({ vcpus: 2 });
+    const primary = (v: number) => e.d.vcpuInfoOffset(v) + VcpuInfo.x64.offsetOf('time');
+    const same = (area: number, v: number) => Buffer.from(e.mem.subarray(area, area + 32)).equals(Buffer.from(e.mem.subarray(primary(v), primary(v) + 32)));
+    const A0 = BUF + 0x200;
+    const A1 = BUF + 0x300;
+    e.mem.fill(0xcc, A0, A0 + 0x200);
+    e.hw[0]!.tsc = 1_000_000n;
+    put(e, ARG, [[0, 'u64', A0]]);
+    assert.equal(call(e, HC.vcpu_op, [13, 0, ARG]), 0);
+    assert.ok(same(A0, 0), 'written at registration');
+    assert.equal(e.dv.getUint32(A0, true) & 1, 0, 'left at an even version');
+    assert.ok(e.dv.getBigUint64(A0 + 8, true) >= 1_000_000n, 'tsc_timestamp of the update');
+    assert.equal(e.mem[A0 + 32], 0xcc, 'exactly one vcpu_time_info');
+    e.d.updatePvclock(e.v[0]!, 3_000_000n);
+    assert.ok(same(A0, 0), 'follows every update');
+    assert.equal(e.dv.getBigUint64(A0 + 8, true), 3_000_000n);
+    // vCPU 0 registers vCPU 1's: kept for when vCPU 1's record is next updated
+    put(e, ARG, [[0, 'u64', A1]]);
+    assert.equal(call(e, HC.vcpu_op, [13, 1, ARG]), 0);
+    assert.equal(e.mem[A1], 0xcc);
+    e.d.updatePvclock(e.v[1]!, 4_000_000n);
+    assert.ok(same(A1, 1));
+    // 0 unregisters; an unmapped area is skipped, as Xen does
+    put(e, ARG, [[0, 'u64', 0]]);
+    assert.equal(call(e, HC.vcpu_op, [13, 0, ARG]), 0);
+    e.d.updatePvclock(e.v[0]!, 5_000_000n);
+    assert.equal(e.dv.getBigUint64(A0 + 8, true), 3_000_000n);
+    put(e, ARG, [[0, 'u64', 0x7fff_0000_0000n]]);
+    assert.equal(call(e, HC.vcpu_op, [13, 0, ARG]), 0);
+    e.d.updatePvclock(e.v[0]!, 6_000_000n);
+    assert.equal(call(e, HC.vcpu_op, [13, 0, HOLE]), -EFAULT);
+  });
 
   test('a TSC that jumps (the guest wrote it) re-anchors guest time to the host clock', () => {
     const e = mkEnv();

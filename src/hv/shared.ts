@@ -122,8 +122,10 @@ const VCPU = {
   entryHi: 9,
   runstateAreaLo: 10, // VCPUOP_register_runstate_memory_area guest virtual address (lo/hi), 0 = none
   runstateAreaHi: 11,
+  timeAreaLo: 12, // VCPUOP_register_vcpu_time_memory_area guest virtual address (lo/hi), 0 = none
+  timeAreaHi: 13,
 } as const;
-const VCPU_WORDS = 12;
+const VCPU_WORDS = 14;
 
 /** The vCPU has an initial register state (vCPU 0 from the builder, others from VCPUOP_initialise). */
 export const VCPU_FLAG_INITIALISED = 1;
@@ -307,6 +309,20 @@ export class DomainShared {
     const i = this.vcpuBase + v * VCPU_WORDS;
     Atomics.store(this.w, i + VCPU.runstateAreaHi, Number(BigInt.asUintN(64, va) >> 32n) | 0);
     Atomics.store(this.w, i + VCPU.runstateAreaLo, Number(va & 0xffffffffn) | 0);
+  }
+
+  /** vCPU `v`'s secondary vcpu_time_info (register_vcpu_time_memory_area; a guest virtual address, 0 = none). */
+  timeArea(v: number): bigint {
+    const i = this.vcpuBase + v * VCPU_WORDS;
+    const lo = Atomics.load(this.w, i + VCPU.timeAreaLo) >>> 0;
+    const hi = Atomics.load(this.w, i + VCPU.timeAreaHi) >>> 0;
+    return (BigInt(hi) << 32n) | BigInt(lo);
+  }
+
+  setTimeArea(v: number, va: bigint): void {
+    const i = this.vcpuBase + v * VCPU_WORDS;
+    Atomics.store(this.w, i + VCPU.timeAreaHi, Number(BigInt.asUintN(64, va) >> 32n) | 0);
+    Atomics.store(this.w, i + VCPU.timeAreaLo, Number(va & 0xffffffffn) | 0);
   }
 
   vcpu<K extends keyof typeof VCPU>(v: number, k: K): number {

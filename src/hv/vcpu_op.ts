@@ -34,6 +34,7 @@ export const VcpuRunstateInfo = abiPair(
 const MILLISECS = 1_000_000n;
 /** IA32_MTRR_DEF_TYPE: MTRRs enabled, default write-back (what the builder gives vCPU 0). */
 const MTRR_DEF_WB = BigInt((1 << 11) | 6);
+const IA32_TSC = 0x10;
 
 export function runstateBytes(v: VCpu, x32: boolean, now: bigint): Uint8Array {
   const t = v.runstateTime.slice();
@@ -161,8 +162,16 @@ function vcpuOp(h: Hcall): number {
       return 0;
     case VCPUOP.get_physid:
       throw new XenError(EINVAL);
+    case VCPUOP.register_vcpu_time_memory_area: {
+      // A second copy of the vCPU's vcpu_time_info, kept up to date with the first (Linux maps vCPU 0's into its vDSO).
+      const va = h.x32 ? BigInt(g.readU32(arg)) : g.readU64(arg);
+      d.shared.setTimeArea(v.id, va);
+      // force_update_vcpu_system_time: written at once for the calling vCPU, else when that vCPU next runs.
+      if (va !== 0n && v === h.vcpu) d.updatePvclock(v, v.hw.getMsr(IA32_TSC));
+      return 0;
+    }
     default:
-      // send_nmi and register_vcpu_time_memory_area are not offered.
+      // send_nmi is not offered.
       throw new XenError(ENOSYS);
   }
 }
