@@ -105,6 +105,12 @@ test('a missing kernel file is a clear error (exit 1)', async () => {
   assert.match(r.stderr, /cannot read kernel '\/no\/such\/kernel\.elf': ENOENT/);
 });
 
+test('a missing --ramdisk file is a clear error (exit 1)', async () => {
+  const r = await run([guest('hello'), '--ramdisk', '/no/such/initrd']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /cannot read ramdisk '\/no\/such\/initrd': ENOENT/);
+});
+
 test('a file that is not a PVH kernel is refused with the reason (exit 1)', needsKvm(), async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'xenode-bad-'));
   const notElf = path.join(dir, 'not-elf');
