@@ -4,6 +4,7 @@
 
 import fs from 'node:fs';
 import { Kvm, KvmError } from '../kvm/kvm.js';
+import { KVM_XEN_HVM_CONFIG } from '../kvm/abi.js';
 import { unicornAvailable } from '../tcg/unicorn.js';
 
 export type AccelMode = 'auto' | 'kvm' | 'tcg';
@@ -18,6 +19,25 @@ export interface AccelChoice {
   kvmUsable: boolean;
   /** This host's KVM emulates guest CPL0 code in software (PVM): kernel code runs there ~1000x slower. */
   kvmEmulatesCpl0: boolean;
+  /**
+   * KVM hands guests' VMCALL/VMMCALL to us (KVM_CAP_XEN_HVM with
+   * KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL). Without it KVM answers them itself as
+   * its own hypercalls (-KVM_ENOSYS), so a guest that makes Xen hypercalls that
+   * way (Linux since 6.1.123) cannot run on KVM; the software CPU traps them.
+   */
+  kvmXenHypercalls: boolean;
+}
+
+/** Whether KVM_CAP_XEN_HVM's flags say VMCALL/VMMCALL reach user space. */
+export function xenHypercallIntercept(flags: number): boolean {
+  return (flags & KVM_XEN_HVM_CONFIG.INTERCEPT_HCALL) !== 0;
+}
+
+/** The note a KVM choice carries about VMCALL hypercalls. */
+function hcallNote(kvmXenHypercalls: boolean): string {
+  return kvmXenHypercalls
+    ? '; VMCALL/VMMCALL hypercalls: KVM offers the Xen intercept (KVM_CAP_XEN_HVM), not used yet: guests making them need --accel tcg'
+    : '; VMCALL/VMMCALL hypercalls (Linux since 6.1.123) do not reach xenode on this KVM (no KVM_CAP_XEN_HVM intercept): such guests need --accel tcg';
 }
 
 /** PVM ("pagetable-based virtual machine") is the KVM of hosts without VMX/SVM: it emulates every CPL0 instruction. */
@@ -25,17 +45,18 @@ function kvmIsPvm(): boolean {
   return fs.existsSync('/sys/module/kvm_pvm');
 }
 
-function probeKvm(): string | null {
+/** null when KVM can be used (and its KVM_CAP_XEN_HVM flags), else why not. */
+function probeKvm(): { why: string | null; xenHvm: number } {
   try {
     const k = Kvm.open();
     try {
       k.requireCapabilities();
+      return { why: null, xenHvm: k.checkExtension('XEN_HVM') };
     } finally {
       k.close();
     }
-    return null;
   } catch (e) {
-    if (e instanceof KvmError || (e as { call?: string }).call) return (e as Error).message;
+    if (e instanceof KvmError || (e as { call?: string }).call) return { why: (e as Error).message, xenHvm: 0 };
     throw e;
   }
 }
@@ -43,28 +64,30 @@ function probeKvm(): string | null {
 export class AccelError extends Error {}
 
 export function chooseAccel(mode: AccelMode): AccelChoice {
-  const kvmWhy = probeKvm();
+  const probe = probeKvm();
+  const kvmWhy = probe.why;
   const kvmUsable = kvmWhy === null;
+  const kvmXenHypercalls = kvmUsable && xenHypercallIntercept(probe.xenHvm);
   const pvm = kvmUsable && kvmIsPvm();
   const tcg = unicornAvailable();
   switch (mode) {
     case 'kvm':
       if (!kvmUsable) throw new AccelError(`--accel kvm: ${kvmWhy}`);
-      return { accel: 'kvm', kvmUsable, kvmEmulatesCpl0: pvm, why: pvm ? "kvm (asked for; this host's KVM is PVM: it emulates guest CPL0 code at ~1 us per instruction and cannot run many instructions there)" : 'kvm (asked for)' };
+      return { accel: 'kvm', kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls, why: (pvm ? "kvm (asked for; this host's KVM is PVM: it emulates guest CPL0 code at ~1 us per instruction and cannot run many instructions there" : 'kvm (asked for') + `${hcallNote(kvmXenHypercalls)})` };
     case 'tcg':
       if (!tcg.ok) throw new AccelError(`--accel tcg: ${tcg.why}`);
-      return { accel: 'tcg', kvmUsable, kvmEmulatesCpl0: pvm, why: `tcg (asked for; Unicorn ${tcg.version})` };
+      return { accel: 'tcg', kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls, why: `tcg (asked for; Unicorn ${tcg.version})` };
     case 'auto':
-      if (kvmUsable && !pvm) return { accel: 'kvm', kvmUsable, kvmEmulatesCpl0: false, why: 'kvm (auto: hardware-assisted KVM)' };
+      if (kvmUsable && !pvm) return { accel: 'kvm', kvmUsable, kvmEmulatesCpl0: false, kvmXenHypercalls, why: `kvm (auto: hardware-assisted KVM${hcallNote(kvmXenHypercalls)})` };
       if (tcg.ok) {
         return {
-          accel: 'tcg', kvmUsable, kvmEmulatesCpl0: pvm,
+          accel: 'tcg', kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls,
           why: kvmUsable
             ? `tcg (auto: this host's KVM is PVM, which emulates guest CPL0 code; the software CPU, Unicorn ${tcg.version}, runs all guest code)`
             : `tcg (auto: /dev/kvm cannot be used here: ${kvmWhy}; the software CPU is Unicorn ${tcg.version})`,
         };
       }
-      if (kvmUsable) return { accel: 'kvm', kvmUsable, kvmEmulatesCpl0: pvm, why: `kvm (auto: the software CPU is unavailable: ${tcg.why})` };
+      if (kvmUsable) return { accel: 'kvm', kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls, why: `kvm (auto: the software CPU is unavailable: ${tcg.why}${hcallNote(kvmXenHypercalls)})` };
       throw new AccelError(`no CPU to run guests: /dev/kvm: ${kvmWhy}; software CPU: ${tcg.why}`);
   }
 }

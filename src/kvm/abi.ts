@@ -63,6 +63,17 @@ export const CAP = {
 } as const;
 export type CapName = keyof typeof CAP;
 
+/** What KVM_CAP_XEN_HVM reports KVM does for a Xen guest (linux/kvm.h KVM_XEN_HVM_CONFIG_*). */
+export const KVM_XEN_HVM_CONFIG = {
+  HYPERCALL_MSR: 1 << 0,
+  /** VMCALL/VMMCALL exit to user space as KVM_EXIT_XEN (KVM_XEN_EXIT_HCALL) instead of being KVM's own hypercalls. */
+  INTERCEPT_HCALL: 1 << 1,
+  SHARED_INFO: 1 << 2,
+  RUNSTATE: 1 << 3,
+  EVTCHN_2LEVEL: 1 << 4,
+  EVTCHN_SEND: 1 << 5,
+} as const;
+
 // exit reasons (linux/kvm.h KVM_EXIT_*)
 export const EXIT = {
   UNKNOWN: 0,
