@@ -57,6 +57,8 @@ export interface TcgHost {
   mmio(v: VCpu, m: VcpuExit['mmio']): void;
   /** Port I/O during the access: true when it must become an exit instead. */
   io(v: VCpu, io: VcpuExit['io']): boolean;
+  /** The ports for which io() may answer true. */
+  exitPorts: readonly number[];
   msrExits(index: number): boolean;
 }
 
@@ -217,7 +219,7 @@ export class Domain {
       const vm = this.vm as TcgVm;
       this.vcpus = spec.placement.map((_, i) => {
         let self: VCpu | null = null;
-        const hw = new TcgVcpu(i, vm, { kicker: tcgHost.kicker, msrExits: tcgHost.msrExits, onMmio: (m) => tcgHost.mmio(self!, m), onIo: (io) => tcgHost.io(self!, io) });
+        const hw = new TcgVcpu(i, vm, { kicker: tcgHost.kicker, msrExits: tcgHost.msrExits, exitPorts: tcgHost.exitPorts, onMmio: (m) => tcgHost.mmio(self!, m), onIo: (io) => tcgHost.io(self!, io) });
         hw.setCpuid(spec.tcg!.cpuid[i]!);
         if (i === 0) {
           hw.setInitialState(spec.tcg!.entry);

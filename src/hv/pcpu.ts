@@ -314,6 +314,7 @@ class Pcpu {
         this.portIo(v.dom, io);
         return false;
       },
+      exitPorts: [HYPERCALL_PORT],
       // the same MSRs KVM's filter sends to user space
       msrExits: (i) => i === XEN_HYPERCALL_MSR || Vlapic.handlesMsr(i),
     };

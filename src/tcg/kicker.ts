@@ -1,11 +1,11 @@
 // Stopping a software-CPU vCPU from outside its run. A KVM vCPU is kicked out
-// of KVM_RUN by the kick signal; an engine inside uc_emu_start is stopped by
-// its code hook when the pCPU's stop flag asks (msr_exit.c: a stop from
-// another thread would abort the instruction in progress). So a pCPU that runs
-// engines has a helper thread that takes the kick signal in its place: other
-// threads' kicks and the pCPU timer (a POSIX timer aimed at the helper) reach
-// it, and it raises the flag. Raised between runs, the flag stops the next
-// run before its first instruction: nothing is lost, nothing waits.
+// of KVM_RUN by the kick signal; an engine inside uc_emu_start is stopped
+// through the pCPU's stop flag (msr_exit.c), at the next block boundary. So a
+// pCPU that runs engines has a helper thread that takes the kick signal in its
+// place: other threads' kicks and the pCPU timer (a POSIX timer aimed at the
+// helper) reach it, and it stops the run in progress. Asked for between runs,
+// the stop ends the next run before its first instruction: nothing is lost,
+// nothing waits.
 
 import koffi from 'koffi';
 import { Worker } from 'node:worker_threads';
@@ -15,7 +15,7 @@ import { kick } from '../kvm/kick.js';
 export class TcgKicker {
   private readonly worker: Worker;
   private readonly ready: Int32Array;
-  /** The stop flag every engine of this pCPU watches (native memory). */
+  /** The stop flag of this pCPU's runs (native memory). */
   readonly flag: unknown;
   /** The helper's thread id: kicks and the pCPU timer are aimed at it. */
   readonly tid: number;
@@ -34,19 +34,9 @@ export class TcgKicker {
     this.tid = Atomics.load(this.ready, 0);
   }
 
-  /** Asks the running engine (or the next run) to stop, from this thread. */
+  /** Asks the running engine (from inside its run: an access it made) or the next run to stop. */
   request(): void {
     unicorn().stopFlagRequest(koffi.address(this.flag));
-  }
-
-  /** Also stop the next run when the guest opens interrupts (an interrupt waits for it). */
-  atWindow(on: boolean): void {
-    unicorn().stopFlagAtWindow(this.flag, on ? 1 : 0);
-  }
-
-  /** After a run: whether it stopped for a kick, the timer, request() or the window. */
-  taken(): boolean {
-    return unicorn().stopFlagTaken(this.flag) !== 0;
   }
 
   close(): void {

@@ -1,5 +1,5 @@
 // The helper thread of a TcgKicker (kicker.ts): takes the kick signal for its
-// pCPU and raises the pCPU's stop flag.
+// pCPU and stops the pCPU's run in progress (or its next).
 
 import { workerData } from 'node:worker_threads';
 import { unicorn } from './unicorn.js';

@@ -70,6 +70,11 @@ export function unicornLibraryPath(env: NodeJS.ProcessEnv = process.env): string
 
 /** The pseudo-exception the native shim raises at RDMSR/WRMSR (below EXCP_INTERRUPT, above every x86 vector). */
 export const XENODE_MSR_EXIT = 0xfe00;
+/** The pseudo-exception the native shim raises at port I/O to a port that exits (error code: port | size << 16 | IN << 20). */
+export const XENODE_IO_EXIT = 0xfe01;
+/** Bits of the native run's result above the uc_err (msr_exit.c). */
+export const RUN_KICKED = 0x100;
+export const RUN_WINDOW = 0x200;
 
 /** The native shim (src/tcg/native/msr_exit.c), built next to the compiled code. */
 export function shimLibraryPath(): string {
@@ -103,15 +108,24 @@ export interface UnicornLib {
   contextFree(ctx: unknown): number;
   hookAdd(uc: unknown, out: bigint[], type: number, cb: unknown, ud: unknown, begin: bigint, end: bigint, ...extra: number[]): number;
   hookAddRaw(uc: unknown, out: bigint[], type: number, cb: unknown, ud: unknown, begin: bigint, end: bigint): number;
-  /** A C function that does nothing with its arguments: a code hook that makes every instruction a stop point. */
-  readonly noopCallback: unknown;
-  /** The shim's code hook (msr_exit.c): stops before an instruction when its flag (user data) asks. */
-  readonly stopHook: unknown;
-  /** A new stop flag (native memory, for stopFlagRequest from any thread). */
+  /**
+   * One run of an engine until a stop (msr_exit.c): the uc_err, with
+   * RUN_KICKED when a stop was asked for and RUN_WINDOW when the guest can
+   * take the interrupt it waits for (`window`).
+   */
+  run(flag: unknown, uc: unknown, begin: bigint, until: bigint, window: number, ports: Uint8Array | null): number;
+  /** From a hook inside a run: end the run at the next block boundary (not reported as a kick). */
+  stopHere(): void;
+  /** The next access to a port that exits is done during the access instead (in the next run). */
+  ioPass(): void;
+  /** A vCPU's TSC parameters (native: base_ns, khz, offset, all int64) for the RDTSC hooks. */
+  tscNew(): unknown;
+  readonly rdtscHook: unknown;
+  readonly rdtscpHook: unknown;
+  /** A new stop flag (native memory) for one pCPU's engines. */
   stopFlagNew(): unknown;
+  /** Asks the run in progress, or the next one, to stop (any thread). */
   stopFlagRequest(flag: bigint): void;
-  stopFlagTaken(flag: unknown): number;
-  stopFlagAtWindow(flag: unknown, on: number): void;
   readonly protos: {
     out: TypeObject;
     in: TypeObject;
@@ -135,7 +149,7 @@ export function unicorn(): UnicornLib {
   let lib: LibraryHandle;
   let shim: LibraryHandle;
   try {
-    // The shim first and global: its symbol must win libunicorn's own PLT reference (msr_exit.c).
+    // The shim first and global: its symbols must win libunicorn's own PLT references (msr_exit.c).
     shim = koffi.load(shimLibraryPath(), { global: true });
   } catch (e) {
     loadError = new UnicornError(`the software CPU's native shim is missing (${shimLibraryPath()}: ${(e as Error).message}); run npm run build`);
@@ -166,7 +180,6 @@ export function unicorn(): UnicornLib {
   const MemFault = koffi.proto('bool xenode_uc_mem_fault(void *uc, int type, uint64_t address, int size, int64_t value, void *ud)');
   const hookAdd = lib.func('uc_hook_add', 'int', ['void *', '_Out_ uint64_t *', 'int', 'void *', 'void *', 'uint64_t', 'uint64_t', '...']);
   const libc = koffi.load('libc.so.6');
-  const dlsym = libc.func('void *dlsym(void *handle, const char *name)') as (h: null, n: string) => unknown;
   const f = <T>(decl: string) => lib.func(decl) as T;
   const handle = (libc.func('void *dlopen(const char *path, int flags)') as (p: string, f: number) => unknown)(p, 2 /* RTLD_NOW */ | 4 /* RTLD_NOLOAD */);
   const raise = dlsymIn(libc, handle, 'raise_exception_err_ra_x86_64');
@@ -174,9 +187,22 @@ export function unicorn(): UnicornLib {
     loadError = new UnicornError(`${p} has no raise_exception_err_ra_x86_64: not a Unicorn 2.1 x86 build xenode knows`);
     throw loadError;
   }
-  (shim.func('void xenode_tcg_init(void *raise, void *stop, void *reg_read, int vector)') as (r: unknown, s: unknown, rr: unknown, v: number) => void)(
-    raise, dlsymIn(libc, handle, 'uc_emu_stop'), dlsymIn(libc, handle, 'uc_reg_read'), XENODE_MSR_EXIT);
   const shimHandle = (libc.func('void *dlopen(const char *path, int flags)') as (p: string, f: number) => unknown)(shimLibraryPath(), 2 | 4);
+  const own = (name: string) => {
+    const sym = dlsymIn(libc, handle, name);
+    if (!sym) throw new UnicornError(`${p} has no ${name}: not a Unicorn 2.1 x86 build xenode knows`);
+    return sym;
+  };
+  try {
+    // QEMU's port I/O helpers: outb, outw, outl, inb, inw, inl (the shim's take their place)
+    const helpers = new BigUint64Array(['outb', 'outw', 'outl', 'inb', 'inw', 'inl'].map((n) => koffi.address(own(`helper_${n}_x86_64`))));
+    (shim.func('void xenode_tcg_init(void *raise, void *stop, void *start, void *cpu_exit, void *cpu_exec, void *handler, void *reset, void *hardirq, void *helpers, void *reg_read, void *reg_write, int vector, int io_vector)') as (...a: unknown[]) => void)(
+      raise, own('uc_emu_stop'), own('uc_emu_start'), own('cpu_exit'), own('cpu_exec_x86_64'), own('cpu_interrupt_handler'), own('cpu_reset_interrupt'),
+      own('do_interrupt_x86_hardirq_x86_64'), helpers, own('uc_reg_read'), own('uc_reg_write'), XENODE_MSR_EXIT, XENODE_IO_EXIT);
+  } catch (e) {
+    loadError = e as Error;
+    throw e;
+  }
   loaded = {
     path: p,
     passthrough: shim.func('void xenode_tcg_passthrough(int on)') as (on: number) => void,
@@ -203,12 +229,14 @@ export function unicorn(): UnicornLib {
       hookAdd(uc, out, type, cb, ud, begin, end, ...extra.flatMap((x) => ['int', x]))) as UnicornLib['hookAdd'],
     hookAddRaw: ((uc: unknown, out: bigint[], type: number, cb: unknown, ud: unknown, begin: bigint, end: bigint) =>
       hookAdd(uc, out, type, cb, ud, begin, end)) as UnicornLib['hookAddRaw'],
-    noopCallback: dlsym(null, 'abs'),
-    stopHook: dlsymIn(libc, shimHandle, 'xenode_code_hook'),
+    run: shim.func('int xenode_run(void *flag, void *uc, uint64_t begin, uint64_t until, int window, const uint8_t *ports)') as UnicornLib['run'],
+    stopHere: shim.func('void xenode_stop_here(void)') as () => void,
+    ioPass: shim.func('void xenode_io_pass(void)') as () => void,
+    tscNew: shim.func('void *xenode_tsc_new(void)') as () => unknown,
+    rdtscHook: dlsymIn(libc, shimHandle, 'xenode_rdtsc_hook'),
+    rdtscpHook: dlsymIn(libc, shimHandle, 'xenode_rdtscp_hook'),
     stopFlagNew: shim.func('void *xenode_stop_flag_new(void)') as () => unknown,
     stopFlagRequest: shim.func('xenode_stop_request', 'void', ['uint64']) as (f: bigint) => void,
-    stopFlagTaken: shim.func('int xenode_stop_taken(void *flag)') as (f: unknown) => number,
-    stopFlagAtWindow: shim.func('void xenode_stop_at_window(void *flag, int on)') as (f: unknown, on: number) => void,
     protos: { out: OutCb, in: InCb, insn: InsnCb, intr: IntrCb, syscall: SyscallCb, mmioRead: MmioRead, mmioWrite: MmioWrite, memFault: MemFault },
   };
   return loaded;

@@ -4,15 +4,16 @@
 // interface as KVM: run() stops at port I/O, the MSRs the hypervisor asked to
 // see, VMCALL/VMMCALL, HLT, a kick or the pCPU timer, and returns the typed
 // exit; exceptions and interrupts are delivered through the guest's IDT here
-// (deliver.ts), as the CPU would. A code hook that is a C no-op makes every
-// instruction a point where a stop takes effect, so an exit leaves RIP exactly
-// after the instruction that caused it, as on KVM.
+// (deliver.ts), as the CPU would. An exit leaves RIP exactly after the
+// instruction that caused it, as on KVM; a stop from outside (a kick, the
+// pCPU timer, a device write) takes effect at the next block boundary, as in
+// QEMU, and an interrupt window where QEMU itself would take the interrupt.
 
 import koffi, { type TypeObject } from 'koffi';
 import {
   unicorn, check, UnicornError, type UnicornLib, UC_ARCH_X86, UC_MODE_64, UC_CPU_X86_EPYC, UC_CTL_CPU_MODEL_WRITE,
-  UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_CPUID, UC_X86_INS_RDTSC, UC_X86_INS_RDTSCP, UC_X86_REG, UC_PROT_READ, UC_PROT_WRITE, UC_ERR_OK,
-  UC_ERR_INSN_INVALID, UC_X86_INS_SYSCALL, UC_X86_INS_SYSENTER, XENODE_MSR_EXIT,
+  UC_HOOK_INSN, UC_HOOK_INTR, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_CPUID, UC_X86_INS_RDTSC, UC_X86_INS_RDTSCP, UC_X86_REG, UC_PROT_READ, UC_PROT_WRITE, UC_ERR_OK,
+  UC_ERR_INSN_INVALID, UC_X86_INS_SYSCALL, UC_X86_INS_SYSENTER, XENODE_MSR_EXIT, XENODE_IO_EXIT, RUN_KICKED, RUN_WINDOW,
 } from './unicorn.js';
 import { calibrate, X86State, QEMU_REG_OF, HF_CS64, HF_INHIBIT_IRQ, HF2_NMI, DESC_AVL, segFlags, DESC_B, DESC_DPL_SHIFT, DESC_G, DESC_L, DESC_P, DESC_S, DESC_TYPE_SHIFT, SEGS } from './cpu_state.js';
 import { deliver, enterSysenter, enterSyscall, type Event } from './deliver.js';
@@ -22,7 +23,6 @@ import { XSAVE, XFEATURE, CPU_MSR_LIST, emptyFpu, SEG_NAMES, type FpuState, type
 import { VcpuExit, REG, type AccelVcpu, type CpuidEntry, type InitialState, type Segment, type SegName } from '../accel/vcpu.js';
 
 const IA32_TSC = 0x10;
-const IA32_TSC_AUX = 0xc0000103;
 // SYSCALL's and SYSENTER's MSRs (SDM vol. 4, table 2-2)
 const MSR_STAR = 0xc0000081;
 const MSR_LSTAR = 0xc0000082;
@@ -62,11 +62,14 @@ export interface TcgVcpuOptions {
   /** Accesses to guest-physical memory that is not RAM, during the access (reads must be answered then). */
   onMmio: (m: VcpuExit['mmio']) => void;
   /**
-   * Port I/O during the access; true when it must be an exit instead (the
-   * access completes, RIP moves past it). Done during the access, a REP INS/OUTS
-   * keeps every element (a stop in the middle of one would replay it).
+   * Port I/O; true when it must be an exit instead (the access completes,
+   * RIP moves past it). Only a port in `exitPorts` can exit: the vCPU stops at
+   * its IN or OUT and asks there. Other ports are asked during the access
+   * (so a REP INS/OUTS keeps every element), as are INS/OUTS to any port.
    */
   onIo: (io: VcpuExit['io']) => boolean;
+  /** Ports whose IN or OUT may exit (onIo decides at the instruction). */
+  exitPorts?: readonly number[];
   /** Stops the engine from other threads (kicks, the pCPU timer). */
   kicker: TcgKicker;
 }
@@ -89,9 +92,16 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
   private exitRip = 0n;
   private pendingIrq = -1;
   private cpuid: CpuidEntry[] = [];
-  private tscOffset = 0n;
+  /** The TSC the guest reads (native, for the RDTSC hooks): base_ns, khz, offset (int64 each). */
+  private readonly tscParams: unknown;
+  private readonly tscView: DataView;
+  /** Ports whose I/O exits: a native bitmap, one bit a port. */
+  private readonly exitPorts: unknown;
   private readonly scratch = new Uint8Array(16);
   private readonly scratchView = new DataView(this.scratch.buffer);
+  /** Register writes from hooks (not `scratch`: that holds an IN's data meanwhile). */
+  private readonly regScratch = new Uint8Array(8);
+  private readonly regScratchView = new DataView(this.regScratch.buffer);
   private readonly callbacks: unknown[] = [];
   requestInterruptWindow = false;
   private closed = false;
@@ -108,23 +118,31 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     this.ctx = c[0];
     this.st = new X86State(layout, this.ctx);
     this.exit.io.data = this.scratch;
+    this.tscParams = u.tscNew();
+    this.tscView = new DataView(koffi.view(this.tscParams, 24));
+    this.tscView.setBigInt64(0, vm.tscBaseNs, true);
+    this.tscView.setBigInt64(8, BigInt(vm.tscKhz), true);
+    this.exitPorts = koffi.alloc('uint8_t', 8192);
+    const ports = new Uint8Array(koffi.view(this.exitPorts, 8192));
+    ports.fill(0);
+    for (const p of opts.exitPorts ?? []) ports[(p & 0xffff) >> 3]! |= 1 << (p & 7);
     this.installHooks();
     vm.addEngine(this);
   }
 
-  // --- hooks: each records an exit and stops the engine (the code hook makes the stop exact) ---
+  // --- hooks: each records an exit and stops the engine (exactly there: QEMU's own exits) ---
 
   private installHooks(): void {
     const u = this.u;
     const uc = this.uc;
     const h: bigint[] = [0n];
     const reg = (cb: unknown, proto: TypeObject) => { const p = koffi.register(cb as never, koffi.pointer(proto)); this.callbacks.push(p); return p; };
-    check(u, u.hookAddRaw(uc, h, UC_HOOK_CODE, u.stopHook, this.opts.kicker.flag, 1n, 0n), 'uc_hook_add(code)');
     check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg((_: unknown, port: number, size: number, value: number) => this.onOut(port, size, value), u.protos.out), null, 1n, 0n, UC_X86_INS_OUT), 'uc_hook_add(out)');
     check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg((_: unknown, port: number, size: number) => this.onIn(port, size), u.protos.in), null, 1n, 0n, UC_X86_INS_IN), 'uc_hook_add(in)');
     check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onCpuid(), u.protos.insn), null, 1n, 0n, UC_X86_INS_CPUID), 'uc_hook_add(cpuid)');
-    check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onRdtsc(false), u.protos.insn), null, 1n, 0n, UC_X86_INS_RDTSC), 'uc_hook_add(rdtsc)');
-    check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onRdtsc(true), u.protos.insn), null, 1n, 0n, UC_X86_INS_RDTSCP), 'uc_hook_add(rdtscp)');
+    // RDTSC and RDTSCP in the shim, from the same parameters as tsc() below (no call out to JS)
+    check(u, u.hookAdd(uc, h, UC_HOOK_INSN, u.rdtscHook, this.tscParams, 1n, 0n, UC_X86_INS_RDTSC), 'uc_hook_add(rdtsc)');
+    check(u, u.hookAdd(uc, h, UC_HOOK_INSN, u.rdtscpHook, this.tscParams, 1n, 0n, UC_X86_INS_RDTSCP), 'uc_hook_add(rdtscp)');
     check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onSyscall('syscall'), u.protos.syscall), null, 1n, 0n, UC_X86_INS_SYSCALL), 'uc_hook_add(syscall)');
     check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onSyscall('sysenter'), u.protos.syscall), null, 1n, 0n, UC_X86_INS_SYSENTER), 'uc_hook_add(sysenter)');
     check(u, u.hookAddRaw(uc, h, UC_HOOK_INTR, reg((_: unknown, intno: number) => this.onIntr(intno), u.protos.intr), null, 1n, 0n), 'uc_hook_add(intr)');
@@ -132,7 +150,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
 
   private stop(): void {
     this.hookExit = true;
-    this.u.emuStop(this.uc);
+    this.u.stopHere();
   }
 
   private onOut(port: number, size: number, value: number): void {
@@ -206,6 +224,55 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
 
   private exitLen = 2;
 
+  /**
+   * IN or OUT to a port that may exit, stopped at the instruction (the native
+   * shim's pseudo-exception; error code: port | size << 16 | IN << 20): onIo
+   * decides. An exit leaves RIP past the instruction (an IN's data goes into
+   * AL/AX/EAX at the next run); otherwise the access is completed here. False: exited.
+   */
+  private ioAccess(code: number): boolean {
+    this.sync();
+    const st = this.st;
+    const len = this.ioInsnLength();
+    if (len === 0) {
+      // INS/OUTS: done during the access, element by element
+      this.u.ioPass();
+      return true;
+    }
+    const io = this.exit.io;
+    io.port = code & 0xffff; io.size = (code >>> 16) & 7; io.count = 1; io.out = (code & (1 << 20)) === 0; io.offset = 0;
+    this.scratchView.setUint32(0, io.out ? Number(st.reg(0) & 0xffffffffn) : 0, true);
+    const exits = this.opts.onIo(io);
+    st.eip += BigInt(len);
+    this.dirty = true;
+    if (exits) {
+      this.exit.kind = 'io';
+      return false;
+    }
+    if (!io.out) this.completeIn();
+    return true;
+  }
+
+  /** IN/OUT (e4-e7 ib, ec-ef) after any prefixes: its length; 0 for INS/OUTS (6c-6f). */
+  private ioInsnLength(): number {
+    const b = this.linear.read(BigInt(this.segment('cs').base) + this.st.eip, 15);
+    if (!b) return 1;
+    let i = 0;
+    while (i < 14 && (b[i] === 0x66 || b[i] === 0x67 || b[i] === 0xf2 || b[i] === 0xf3 || b[i] === 0x2e || b[i] === 0x3e || b[i] === 0x26 || b[i] === 0x36 || b[i] === 0x64 || b[i] === 0x65 || (this.longMode64 && (b[i]! & 0xf0) === 0x40))) i++;
+    const op = b[i]!;
+    if (op >= 0x6c && op <= 0x6f) return 0;
+    return i + (op >= 0xe4 && op <= 0xe7 ? 2 : 1);
+  }
+
+  /** An IN's data (in `scratch`) into AL, AX or EAX, as the CPU would write it. */
+  private completeIn(): void {
+    const old = this.st.reg(0);
+    const v = BigInt(this.scratchView.getUint32(0, true));
+    const size = this.exit.io.size;
+    this.st.setReg(0, size === 4 ? v : size === 2 ? (old & ~0xffffn) | (v & 0xffffn) : (old & ~0xffn) | (v & 0xffn));
+    this.dirty = true;
+  }
+
   private onCpuid(): number {
     const leaf = Number(this.regRead64(UC_X86_REG.RAX) & 0xffffffffn);
     const sub = Number(this.regRead64(UC_X86_REG.RCX) & 0xffffffffn);
@@ -225,16 +292,11 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     return 1;
   }
 
-  private onRdtsc(p: boolean): number {
-    this.setEdxEax(this.tsc());
-    if (p) this.regWrite64(UC_X86_REG.RCX, this.msrRead(IA32_TSC_AUX) & 0xffffffffn);
-    return 1;
-  }
 
   /** SYSCALL or SYSENTER reached: the engine steps over it without entering the kernel, so stop and enter it here. */
   private onSyscall(insn: 'syscall' | 'sysenter'): void {
     this.syscallPending = insn;
-    this.u.emuStop(this.uc);
+    this.u.stopHere();
   }
 
   private syscallPending: 'syscall' | 'sysenter' | null = null;
@@ -266,13 +328,8 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     for (let i = 0; i < 8; i++) m.data[i] = i < size ? Number((value >> BigInt(8 * i)) & 0xffn) : 0;
     this.opts.onMmio(m);
     // A device write (an EOI, a TPR, a timer, an IPI) may make an interrupt deliverable or move a
-    // deadline: stop after the instruction so the hypervisor looks, as after KVM's MMIO exit.
+    // deadline: stop at the end of the block so the hypervisor looks, as QEMU does for its devices.
     this.opts.kicker.request();
-  }
-
-  private setEdxEax(v: bigint): void {
-    this.regWrite64(UC_X86_REG.RAX, v & 0xffffffffn);
-    this.regWrite64(UC_X86_REG.RDX, (v >> 32n) & 0xffffffffn);
   }
 
   // --- time: the TSC runs at the domain's rate from the monotonic clock ---
@@ -280,6 +337,9 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
   private tscNow(): bigint {
     return this.vm.tscAt(process.hrtime.bigint());
   }
+
+  private get tscOffset(): bigint { return this.tscView.getBigInt64(16, true); }
+  private set tscOffset(v: bigint) { this.tscView.setBigInt64(16, BigInt.asIntN(64, v), true); }
 
   private tsc(): bigint {
     return BigInt.asUintN(64, this.tscNow() + this.tscOffset);
@@ -311,55 +371,16 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
         this.dirty = false;
       }
       const begin = this.st.eip; // fresh: synced above
-      // An interrupt waiting for the guest: stop as soon as it can take one (KVM's interrupt
-      // window): when IF opens, or after the one instruction an STI or MOV SS shadows.
-      const ifOpen = (this.st.eflags & EFLAGS_IF) !== 0n;
-      const window = this.requestInterruptWindow && !ifOpen;
-      const shadowed = this.requestInterruptWindow && ifOpen && (this.st.hflags & HF_INHIBIT_IRQ) !== 0;
       this.fresh = false;
       this.hookExit = false;
       this.hookEvent = null;
-      if (window) this.opts.kicker.atWindow(true);
-      const err = this.u.emuStart(this.uc, begin, UNTIL_NEVER, 0, shadowed ? 1 : 0);
-      if (window) this.opts.kicker.atWindow(false);
-      const kicked = this.opts.kicker.taken();
-      // Set by the hooks during emuStart (TypeScript cannot see that).
-      const ev = this.hookEvent as Event | null;
-      if (this.hookExit as boolean) {
-        // A kick that came with this exit is for the next run: keep it asked for.
-        if (kicked) this.opts.kicker.request();
-        return x;
-      }
-      const sys = this.syscallPending as 'syscall' | 'sysenter' | null;
-      if (sys) {
-        this.syscallPending = null;
-        if (!this.enterKernel(sys)) return x;
-      } else if (ev?.vector === XENODE_MSR_EXIT) {
-        if (!this.msrAccess(ev.errorCode === 1)) return x;
-      } else if (ev) {
-        if (!this.deliverEvent(ev)) return x;
-      } else if (err === UC_ERR_OK && (kicked || shadowed)) {
-        // A kick (or the timer) stopped it. A HLT may have ended the same run: resuming after it
-        // is what an interrupt would do, and a guest re-checks its condition and halts again.
-        x.kind = 'interrupted';
-        return x;
-      } else if (err === UC_ERR_OK && this.afterHlt()) {
-        x.kind = 'hlt';
-        return x;
-      } else if (err === UC_ERR_OK) {
-        // Stopped with nothing to show for it: resume (the loop goes round).
-      } else if (err === UC_ERR_INSN_INVALID) {
-        this.sync();
-        if (this.isVmcall()) {
-          this.st.eip += 3n;
-          this.dirty = true;
-          x.kind = 'hypercall';
-          return x;
-        }
-        if (!this.deliverEvent({ vector: VEC_UD, errorCode: null, software: false, returnRip: this.st.eip })) return x;
-      } else {
-        x.kind = 'failure';
-        x.detail = `the software CPU stopped: ${this.u.strerror(err)}`;
+      // An interrupt waiting for the guest: stop as soon as it can take one (KVM's interrupt
+      // window), where QEMU would take it: IF open and no STI or MOV SS shadow.
+      const r = this.u.run(this.opts.kicker.flag, this.uc, begin, UNTIL_NEVER, this.requestInterruptWindow ? 1 : 0, this.exitPorts as Uint8Array);
+      const kicked = (r & RUN_KICKED) !== 0;
+      if (this.afterRun(r)) {
+        // An exit that came with a kick: the kick is for the next run (KVM's stays pending too).
+        if (kicked && x.kind !== 'interrupted') this.opts.kicker.request();
         return x;
       }
       if (kicked || events >= MAX_INTERNAL_EVENTS) {
@@ -369,16 +390,60 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     }
   }
 
+  /** After a run (`r`: the native run's result): true when it ended in an exit (in `exit`), false to run on. */
+  private afterRun(r: number): boolean {
+    const x = this.exit;
+    const err = r & 0xff;
+    const kicked = (r & RUN_KICKED) !== 0;
+    // Set by the hooks during emuStart (TypeScript cannot see that).
+    const ev = this.hookEvent as Event | null;
+    if (this.hookExit as boolean) return true;
+    const sys = this.syscallPending as 'syscall' | 'sysenter' | null;
+    if (sys) {
+      this.syscallPending = null;
+      if (!this.enterKernel(sys)) return true;
+    } else if (ev?.vector === XENODE_MSR_EXIT) {
+      if (!this.msrAccess(ev.errorCode === 1)) return true;
+    } else if (ev?.vector === XENODE_IO_EXIT) {
+      if (!this.ioAccess(ev.errorCode ?? 0)) return true;
+    } else if (ev) {
+      if (!this.deliverEvent(ev)) return true;
+    } else if (err === UC_ERR_OK && kicked) {
+      // A kick (or the timer) stopped it. A HLT may have ended the same run: resuming after it
+      // is what an interrupt would do, and a guest re-checks its condition and halts again.
+      x.kind = 'interrupted';
+      return true;
+    } else if (err === UC_ERR_OK && r & RUN_WINDOW) {
+      x.kind = 'irq-window';
+      return true;
+    } else if (err === UC_ERR_OK && this.afterHlt()) {
+      x.kind = 'hlt';
+      return true;
+    } else if (err === UC_ERR_OK) {
+      // Stopped with nothing to show for it: resume (the loop goes round).
+    } else if (err === UC_ERR_INSN_INVALID) {
+      this.sync();
+      if (this.isVmcall()) {
+        this.st.eip += 3n;
+        this.dirty = true;
+        x.kind = 'hypercall';
+        return true;
+      }
+      if (!this.deliverEvent({ vector: VEC_UD, errorCode: null, software: false, returnRip: this.st.eip })) return true;
+    } else {
+      x.kind = 'failure';
+      x.detail = `the software CPU stopped: ${this.u.strerror(err)}`;
+      return true;
+    }
+    return false;
+  }
+
   /** Completes the last exit as the CPU would (KVM does the same at the next KVM_RUN). */
   private complete(): void {
     const x = this.exit;
     if (x.kind === 'io' && !x.io.out) {
       this.sync();
-      const old = this.st.reg(0);
-      const v = BigInt(this.scratchView.getUint32(0, true));
-      const size = x.io.size;
-      this.st.setReg(0, size === 4 ? v : size === 2 ? (old & ~0xffffn) | (v & 0xffffn) : (old & ~0xffn) | (v & 0xffn));
-      this.dirty = true;
+      this.completeIn();
     } else if (x.kind === 'rdmsr' || x.kind === 'wrmsr') {
       this.sync();
       if (x.msr.error) {
@@ -774,21 +839,18 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
   }
 
   private regWrite64(id: number, v: bigint): void {
-    const b = new Uint8Array(8);
-    new DataView(b.buffer).setBigUint64(0, BigInt.asUintN(64, v), true);
-    this.u.regWrite(this.uc, id, b);
+    this.regScratchView.setBigUint64(0, BigInt.asUintN(64, v), true);
+    this.u.regWrite(this.uc, id, this.regScratch);
   }
 
   private regWrite32(id: number, v: number): void {
-    const b = new Uint8Array(4);
-    new DataView(b.buffer).setUint32(0, v >>> 0, true);
-    this.u.regWrite(this.uc, id, b);
+    this.regScratchView.setUint32(0, v >>> 0, true);
+    this.u.regWrite(this.uc, id, this.regScratch);
   }
 
   private regWrite16(id: number, v: number): void {
-    const b = new Uint8Array(2);
-    new DataView(b.buffer).setUint16(0, v, true);
-    this.u.regWrite(this.uc, id, b);
+    this.regScratchView.setUint16(0, v, true);
+    this.u.regWrite(this.uc, id, this.regScratch);
   }
 
   private msrRead(index: number): bigint {
