@@ -116,6 +116,8 @@ export interface UnicornLib {
   run(flag: unknown, uc: unknown, begin: bigint, until: bigint, window: number, ports: Uint8Array | null): number;
   /** From a hook inside a run: end the run at the next block boundary (not reported as a kick). */
   stopHere(): void;
+  /** The shim forgets an engine (before uc_close, on its thread). */
+  engineForget(uc: unknown): void;
   /** The next access to a port that exits is done during the access instead (in the next run). */
   ioPass(): void;
   /** A vCPU's TSC parameters (native: base_ns, khz, offset, all int64) for the RDTSC hooks. */
@@ -194,8 +196,12 @@ export function unicorn(): UnicornLib {
     return sym;
   };
   try {
-    // QEMU's port I/O helpers: outb, outw, outl, inb, inw, inl (the shim's take their place)
-    const helpers = new BigUint64Array(['outb', 'outw', 'outl', 'inb', 'inw', 'inl'].map((n) => koffi.address(own(`helper_${n}_x86_64`))));
+    // QEMU's port I/O helpers (outb, outw, outl, inb, inw, inl) and what code_pages.c builds on (the shim's take their place)
+    const helpers = new BigUint64Array([
+      ...['outb', 'outw', 'outl', 'inb', 'inw', 'inl'].map((n) => `helper_${n}_x86_64`),
+      'tlb_protect_code_x86_64', 'tlb_unprotect_code_x86_64', 'tlb_set_page_with_attrs_x86_64', 'address_space_translate_for_iotlb_x86_64',
+      'memory_region_get_ram_addr_x86_64', 'qemu_map_ram_ptr_x86_64', 'tlb_reset_dirty_x86_64', 'tlb_set_dirty_x86_64', 'uc_ctl',
+    ].map((n) => koffi.address(own(n))));
     (shim.func('void xenode_tcg_init(void *raise, void *stop, void *start, void *cpu_exit, void *cpu_exec, void *handler, void *reset, void *hardirq, void *helpers, void *reg_read, void *reg_write, int vector, int io_vector)') as (...a: unknown[]) => void)(
       raise, own('uc_emu_stop'), own('uc_emu_start'), own('cpu_exit'), own('cpu_exec_x86_64'), own('cpu_interrupt_handler'), own('cpu_reset_interrupt'),
       own('do_interrupt_x86_hardirq_x86_64'), helpers, own('uc_reg_read'), own('uc_reg_write'), XENODE_MSR_EXIT, XENODE_IO_EXIT);
@@ -231,6 +237,7 @@ export function unicorn(): UnicornLib {
       hookAdd(uc, out, type, cb, ud, begin, end)) as UnicornLib['hookAddRaw'],
     run: shim.func('int xenode_run(void *flag, void *uc, uint64_t begin, uint64_t until, int window, const uint8_t *ports)') as UnicornLib['run'],
     stopHere: shim.func('void xenode_stop_here(void)') as () => void,
+    engineForget: shim.func('void xenode_engine_forget(void *uc)') as (uc: unknown) => void,
     ioPass: shim.func('void xenode_io_pass(void)') as () => void,
     tscNew: shim.func('void *xenode_tsc_new(void)') as () => unknown,
     rdtscHook: dlsymIn(libc, shimHandle, 'xenode_rdtsc_hook'),

@@ -888,6 +888,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     this.closed = true;
     this.vm.removeEngine(this);
     this.u.contextFree(this.ctx);
+    this.u.engineForget(this.uc);
     this.u.close(this.uc);
     for (const cb of this.callbacks) koffi.unregister(cb as never);
   }

@@ -51,6 +51,7 @@
  *    function of CLOCK_MONOTONIC, as the vCPU defines it) without a call into
  *    JavaScript.
  */
+#include "shim.h"
 #include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -88,7 +89,8 @@ static reg_fn reg_read, reg_write;
 static __thread int xenode_pass;
 
 /*
- * libunicorn's own functions (helpers: outb, outw, outl, inb, inw, inl), the
+ * libunicorn's own functions (helpers: outb, outw, outl, inb, inw, inl, then
+ * code_pages.c's), the
  * pseudo-exceptions the intr hook sees for RDMSR/WRMSR and for port I/O that exits
  */
 void xenode_tcg_init(raise_fn raise, stop_fn stop, start_fn start, cpu_fn cpu_exit, void *cpu_exec, cpu_mask_fn *handler,
@@ -100,6 +102,7 @@ void xenode_tcg_init(raise_fn raise, stop_fn stop, start_fn start, cpu_fn cpu_ex
         real_out[i] = (out_fn)helpers[i];
         real_in[i] = (in_fn)helpers[3 + i];
     }
+    xenode_code_pages_init(helpers + 6);
     reg_read = read;
     reg_write = write;
     xenode_io_vector = io_vector;
@@ -130,7 +133,9 @@ struct xenode_stop {
 
 /* The run on this thread: its flag and engine, its window, a stop it asked of itself, the ports that exit (a bitmap, one bit a port). */
 static __thread struct xenode_stop *cur_run;
-static __thread void *cur_uc, *cur_cpu;
+__thread void *xenode_cur_uc, *xenode_cur_cpu;
+#define cur_uc xenode_cur_uc
+#define cur_cpu xenode_cur_cpu
 static __thread int window_armed, window_hit, self_stop;
 static __thread const uint8_t *exit_ports;
 /* The next access to an exiting port is done instead (a string instruction's element). */
@@ -278,6 +283,7 @@ int cpu_exec_x86_64(void *uc, void *cpu)
     if (!f || uc != cur_uc)
         return real_cpu_exec(uc, cpu);
     cur_cpu = cpu;
+    xenode_code_pages_cpu(uc, cpu);
     __atomic_store_n(&f->cpu, cpu, __ATOMIC_SEQ_CST);
     int old = __atomic_fetch_or(&f->bits, STOP_RUNNING, __ATOMIC_SEQ_CST);
     int r = EXCP_INTERRUPT;
@@ -313,6 +319,7 @@ struct xenode_stop *xenode_stop_flag_new(void)
  */
 int xenode_run(struct xenode_stop *f, void *uc, uint64_t begin, uint64_t until, int window, const uint8_t *ports)
 {
+    xenode_code_pages_begin(uc);
     cur_run = f;
     cur_uc = uc;
     exit_ports = ports;
