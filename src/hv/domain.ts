@@ -8,13 +8,13 @@ import { TcgVm } from '../tcg/vm.js';
 import { TcgVcpu, type TcgVcpuOptions } from '../tcg/vcpu.js';
 import type { AccelVcpu, CpuidEntry, GuestMemorySlots, InitialState, VcpuExit } from '../accel/vcpu.js';
 import { SharedMemory } from '../kvm/memory.js';
-import { Physmap, PhysmapLayout } from './physmap.js';
+import { Physmap, PhysmapLayout, mirrorLookup } from './physmap.js';
 import { GuestAccess, GuestFault } from './guest_access.js';
 import { DomainShared, HostShared, DOMSTATE, RUNSTATE, VCPU_FLAG_INITIALISED } from './shared.js';
 import { vcpuInfoOffset, type EvtchnDomain, type VirqBindings } from './evtchn_core.js';
 import { PAGE_SIZE, SharedInfo, VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT, VcpuInfo } from './abi/xen.js';
 import { scaleDelta, systemTimeNs, TimeBase, TscScale, tscScale } from './time.js';
-import { GrantTable } from './grant_table.js';
+import { GrantTable, attachByFd } from './grant_table.js';
 import { Vlapic } from './x86/vlapic.js';
 import type { Hcall } from './hypercall.js';
 
@@ -42,6 +42,8 @@ export interface DomainSpec {
   memoryMap: Uint8Array;
   /** The pCPU worker each vCPU runs on; vCPU 0's is the domain's home. */
   placement: number[];
+  /** max_maptrack_frames: the grant mappings it may hold (default Xen's 1024 frames). */
+  maxMaptrackFrames?: number;
   /** Which CPU runs the domain's vCPUs. */
   accel: 'kvm' | 'tcg';
   /**
@@ -233,7 +235,13 @@ export class Domain {
       this.vcpus = spec.vcpuFds.map((fd, i) => new VCpu(this, i, new KvmVcpu(vm, fd, i), spec.placement[i] === pcpu));
     }
     for (const [k, v] of Object.entries(spec.params)) this.params.set(Number(k), v);
-    this.grant = new GrantTable(this, spec.layout.maxGrantFrames);
+    // The home worker's physmap is the truth; elsewhere the published mirror is (see physmap.ts).
+    if (this.isHome) this.physmap.publishTo(this.mem.bytes);
+    const mirrorBase = this.physmap.mirrorBase;
+    this.grant = new GrantTable({
+      domid: spec.domid, bytes: this.mem.bytes, layout: spec.layout, attach: attachByFd(spec.memFd, spec.layout),
+      translate: this.isHome ? (gfn) => this.physmap.hostPageOf(gfn) : (gfn) => mirrorLookup(this.mem.bytes, mirrorBase, gfn),
+    }, spec.maxMaptrackFrames);
     this.evtchn = { shared: this.shared, mem: this.mem.bytes };
     this.handle = spec.handle;
     this.builderMemoryMap = spec.memoryMap;
@@ -391,6 +399,8 @@ export class Domain {
 
   /** Releases this worker's hold: its own vCPUs' fds; the VM fd is the home's to close. */
   close(): void {
+    // Xen's gnttab_release_mappings: what this domain maps of others' grants is unpinned there
+    if (this.isHome) this.grant.releaseMappings();
     for (const v of this.vcpus) {
       if (v.local) v.hw.close();
       else v.hw.release();

@@ -14,7 +14,7 @@ import { Domain, VCpu } from './domain.js';
 import { Physmap } from './physmap.js';
 import { GuestAccess } from './guest_access.js';
 import { DomainShared, HostShared, RUNSTATE } from './shared.js';
-import { GrantTable } from './grant_table.js';
+import { GrantTable, setGrantHost, COPY_PREEMPT_EVERY, MAPTRACK_PER_FRAME } from './grant_table.js';
 import { localTimeBase, scaleDelta, tscScale } from './time.js';
 import { REG } from '../kvm/abi.js';
 import { DOMID_SELF, HYPERCALL as HC, VcpuInfo, VcpuTimeInfo } from './abi/xen.js';
@@ -110,6 +110,9 @@ interface EnvOpts {
   memoryMap?: Uint8Array;
   /** other domains that exist (for -EPERM vs -ESRCH) */
   others?: number[];
+  maxMaptrackFrames?: number;
+  /** share this HostShared (domains that see each other) */
+  host?: HostShared;
 }
 
 function e820(entries: [number, number, number][]): Uint8Array {
@@ -141,7 +144,7 @@ function mkEnv(o: EnvOpts = {}): Env {
   shared.set('isPrivileged', o.privileged ? 1 : 0);
   shared.set('isConsole', o.isConsole ? 1 : 0);
   shared.setVcpu(0, 'state', RUNSTATE.runnable); // vCPU 0 is up, the others down (as the builder leaves them)
-  const host = new HostShared();
+  const host = o.host ?? new HostShared();
   for (const id of o.others ?? []) host.setDomainExists(id, true);
   host.setDomainExists(domid, true);
   const d = Object.create(Domain.prototype) as Domain;
@@ -153,7 +156,13 @@ function mkEnv(o: EnvOpts = {}): Env {
     watchdogs: new Map<number, bigint>(), vmAssist: 0, handle: Uint8Array.from({ length: 16 }, (_, i) => 0xa0 + i),
     builderMemoryMap: o.memoryMap ?? e820([[0, RAM_PAGES * PAGE, 1], [0xfeff8000, 0x8000, 2], [0xfc000000, 0x4000000, 2]]),
   });
-  Object.assign(d, { grant: new GrantTable(d, 4) });
+  GrantTable.initialise(bytes, physmap.layout);
+  Object.assign(d, {
+    grant: new GrantTable({
+      domid, bytes, layout: physmap.layout, translate: (gfn) => physmap.hostPageOf(gfn),
+      attach: () => ({ address: 0x7f00_0000_0000n + BigInt(domid) * 0x1_0000_0000n, bytes, close() {} }),
+    }, o.maxMaptrackFrames),
+  });
   const hws: FakeHw[] = [];
   const vcpus: VCpu[] = [];
   for (let i = 0; i < nv; i++) {
@@ -833,8 +842,11 @@ describe('grant_table_op', () => {
       setup(9, 1, BUF);
       assert.equal(call(e, HC.grant_table_op, [2, ARG, 1]), 0);
       assert.equal(i16(e, ARG + 8), GNTST_bad_domain);
+      // Xen does not check an HVM caller's handle first: each frame it cannot write is GNTST_bad_virt_addr
       setup(DOMID_SELF, 1, HOLE);
-      assert.equal(call(e, HC.grant_table_op, [2, ARG, 1]), -EFAULT);
+      assert.equal(call(e, HC.grant_table_op, [2, ARG, 1]), 0);
+      assert.equal(i16(e, ARG + 8), -5);
+      assert.equal(call(e, HC.grant_table_op, [2, HOLE, 1]), -EFAULT);
       assert.equal(call(e, HC.grant_table_op, [2, ARG, 2]), -EINVAL);
     });
   }
@@ -844,15 +856,19 @@ describe('grant_table_op', () => {
     put(e, ARG, [[0, 'u32', 1]]);
     assert.equal(call(e, HC.grant_table_op, [8, ARG, 1]), 0);
     assert.equal(u32(e, ARG), 1);
-    put(e, ARG, [[0, 'u32', 2]]);
-    assert.equal(call(e, HC.grant_table_op, [8, ARG, 1]), -EOPNOTSUPP);
-    assert.equal(u32(e, ARG), 1, 'the current version is reported');
     for (const v of [0, 3]) {
       put(e, ARG, [[0, 'u32', v]]);
       assert.equal(call(e, HC.grant_table_op, [8, ARG, 1]), -EINVAL);
-      assert.equal(u32(e, ARG), 1);
+      assert.equal(u32(e, ARG), 1, 'the current version is reported');
     }
-    assert.equal(call(e, HC.grant_table_op, [8, ARG, 0]), -EINVAL);
+    put(e, ARG, [[0, 'u32', 2]]);
+    assert.equal(call(e, HC.grant_table_op, [8, ARG, 1]), 0);
+    assert.equal(u32(e, ARG), 2);
+    put(e, ARG, [[0, 'u16', DOMID_SELF], [4, 'u32', 0]], 8);
+    assert.equal(call(e, HC.grant_table_op, [10, ARG, 1]), 0);
+    assert.equal(u32(e, ARG + 4), 2);
+    put(e, ARG, [[0, 'u32', 1]]);
+    assert.equal(call(e, HC.grant_table_op, [8, ARG, 1]), 0);
     put(e, ARG, [[0, 'u16', DOMID_SELF], [4, 'u32', 0]], 8);
     assert.equal(call(e, HC.grant_table_op, [10, ARG, 1]), 0);
     assert.equal(u32(e, ARG + 4), 1);
@@ -860,13 +876,14 @@ describe('grant_table_op', () => {
     assert.equal(call(e, HC.grant_table_op, [10, ARG, 1]), -EPERM);
     put(e, ARG, [[0, 'u16', 9]], 8);
     assert.equal(call(e, HC.grant_table_op, [10, ARG, 1]), -ESRCH);
-    assert.equal(call(e, HC.grant_table_op, [10, ARG, 3]), -EINVAL);
+    assert.equal(call(e, HC.grant_table_op, [10, ARG, 3]), -ESRCH, 'the count is not looked at');
+    assert.equal(call(e, HC.grant_table_op, [10, ARG, -1]), -EINVAL, 'a negative count is refused first');
     assert.equal(call(e, HC.grant_table_op, [10, HOLE, 1]), -EFAULT);
   });
 
-  test('map/unmap/copy and PV-only ops are not offered: -ENOSYS', () => {
+  test('what Xen keeps from HVM/PVH callers (dump_table, transfer, unmap_and_replace, get_status_frames, cache_flush) is -ENOSYS', () => {
     const e = mkEnv();
-    for (const c of [0, 1, 3, 4, 5, 7, 9, 11, 12, 13, 100]) assert.equal(call(e, HC.grant_table_op, [c, ARG, 1]), -ENOSYS, `cmd ${c}`);
+    for (const c of [3, 4, 7, 9, 12, 13, 100]) assert.equal(call(e, HC.grant_table_op, [c, ARG, 1]), -ENOSYS, `cmd ${c}`);
   });
 });
 
@@ -1470,5 +1487,304 @@ describe('pvclock (vcpu_time_info)', () => {
     const now = e.d.now();
     const g = guestTime(e, 0, 5n);
     assert.ok(g <= now && now - g < 1_000_000_000n, `guest time ${g} follows the host's ${now}`);
+  });
+});
+
+// --- grant tables between domains ------------------------------------------
+
+describe('grant tables between domains (copy, map, unmap)', () => {
+  const ST = { okay: 0, general_error: -1, bad_domain: -2, bad_gntref: -3, bad_handle: -4, no_device_space: -7, permission_denied: -8, bad_page: -9, bad_copy_arg: -10, eagain: -12 };
+  const GTF_permit_access = 1;
+  const GTF_readonly = 4;
+  const GTF_reading = 8;
+  const GTF_writing = 16;
+  const GTF_sub_page = 1 << 8;
+  const GNTMAP_host_map = 2;
+  const GNTMAP_readonly = 4;
+  const GNTCOPY_source_gref = 1;
+  const GNTCOPY_dest_gref = 2;
+  const tables = new Map<number, GrantTable>();
+  before(() => setGrantHost({ lookup: (id) => tables.get(id) ?? null }));
+
+  /** A granter and a backend that see each other (same HostShared), each with its table reachable by domid. */
+  function pair(o: EnvOpts = {}): { a: Env; b: Env } {
+    const host = new HostShared();
+    const a = mkEnv({ ...o, host });
+    const b = mkEnv({ ...o, host });
+    tables.set(a.d.domid, a.d.grant);
+    tables.set(b.d.domid, b.d.grant);
+    return { a, b };
+  }
+  /** The granter writes a v1 entry as a guest does: domid and frame, then flags. */
+  function grantV1(e: Env, ref: number, domid: number, frame: number, flags = GTF_permit_access): void {
+    const o = e.d.physmap.grantBase * PAGE + ref * 8;
+    e.dv.setUint16(o + 2, domid, true);
+    e.dv.setUint32(o + 4, frame, true);
+    e.dv.setUint16(o, flags, true);
+  }
+  const flagsV1 = (e: Env, ref: number) => e.dv.getUint16(e.d.physmap.grantBase * PAGE + ref * 8, true);
+  /** Linux's gnttab_end_foreign_access_ref (v1): flags -> 0 only if the hypervisor has no access in progress. */
+  function revoke(e: Env, ref: number): boolean {
+    const f = flagsV1(e, ref);
+    if (f & (GTF_reading | GTF_writing)) return false;
+    e.dv.setUint16(e.d.physmap.grantBase * PAGE + ref * 8, 0, true);
+    return true;
+  }
+  interface Copy { src: number | bigint; srcDom: number; srcOff?: number; dst: number | bigint; dstDom: number; dstOff?: number; len: number; flags: number }
+  const copySize = (e: Env) => (e.abi === 'x64' ? 40 : 24);
+  function putCopies(e: Env, at: number, ops: Copy[]): void {
+    ops.forEach((c, i) => {
+      const o = at + i * copySize(e);
+      if (e.abi === 'x64') put(e, o, [[0, 'u64', c.src], [8, 'u16', c.srcDom], [10, 'u16', c.srcOff ?? 0], [16, 'u64', c.dst], [24, 'u16', c.dstDom], [26, 'u16', c.dstOff ?? 0], [32, 'u16', c.len], [34, 'u16', c.flags], [36, 'i16', 99]], 40);
+      else put(e, o, [[0, 'u32', c.src], [4, 'u16', c.srcDom], [6, 'u16', c.srcOff ?? 0], [8, 'u32', c.dst], [12, 'u16', c.dstDom], [14, 'u16', c.dstOff ?? 0], [16, 'u16', c.len], [18, 'u16', c.flags], [20, 'i16', 99]], 24);
+    });
+  }
+  const copyStatus = (e: Env, at: number, i: number) => i16(e, at + i * copySize(e) + (e.abi === 'x64' ? 36 : 20));
+  function copy(e: Env, ops: Copy[]): number[] {
+    putCopies(e, ARG, ops);
+    assert.equal(call(e, HC.grant_table_op, [5, ARG, ops.length]), 0);
+    return ops.map((_, i) => copyStatus(e, ARG, i));
+  }
+  function map(e: Env, ops: { gfn: number; flags?: number; ref: number; dom: number }[]): { status: number; handle: number }[] {
+    ops.forEach((m, i) => put(e, ARG + i * 32, [[0, 'u64', m.gfn * PAGE], [8, 'u32', m.flags ?? GNTMAP_host_map], [12, 'u32', m.ref], [16, 'u16', m.dom], [18, 'i16', 99], [20, 'u32', 0xffffffff]], 32));
+    assert.equal(call(e, HC.grant_table_op, [0, ARG, ops.length]), 0);
+    return ops.map((_, i) => ({ status: i16(e, ARG + i * 32 + 18), handle: u32(e, ARG + i * 32 + 20) }));
+  }
+  function unmap(e: Env, ops: { gfn: number; handle: number; bus?: number }[]): number[] {
+    ops.forEach((m, i) => put(e, ARG + i * 24, [[0, 'u64', m.gfn * PAGE], [8, 'u64', m.bus ?? 0], [16, 'u32', m.handle], [20, 'i16', 99]], 24));
+    assert.equal(call(e, HC.grant_table_op, [1, ARG, ops.length]), 0);
+    return ops.map((_, i) => i16(e, ARG + i * 24 + 20));
+  }
+
+  for (const abi of ABIS) {
+    test(`${abi}: copy from and to a grant; the backend reaches only the granted page`, () => {
+      const { a, b } = pair({ abi });
+      a.mem.fill(0x5a, 0x40 * PAGE, 0x41 * PAGE);
+      grantV1(a, 10, b.d.domid, 0x40);
+      grantV1(a, 11, b.d.domid, 0x41, GTF_permit_access | GTF_readonly);
+      // source gref -> the backend's own frame
+      assert.deepEqual(copy(b, [{ src: 10, srcDom: a.d.domid, srcOff: 100, dst: 0x50, dstDom: DOMID_SELF, dstOff: 8, len: 300, flags: GNTCOPY_source_gref }]), [ST.okay]);
+      assert.equal(b.mem[0x50 * PAGE + 8], 0x5a);
+      assert.equal(b.mem[0x50 * PAGE + 307], 0x5a);
+      assert.equal(b.mem[0x50 * PAGE + 308], 0);
+      assert.equal(flagsV1(a, 10), GTF_permit_access, 'GTF_reading is only held while copying');
+      // the backend's frame -> dest gref, and gref to gref
+      b.mem.fill(0x77, 0x51 * PAGE, 0x51 * PAGE + 16);
+      assert.deepEqual(copy(b, [
+        { src: 0x51, srcDom: DOMID_SELF, dst: 10, dstDom: a.d.domid, dstOff: 4080, len: 16, flags: GNTCOPY_dest_gref },
+        { src: 10, srcDom: a.d.domid, dst: 11, dstDom: a.d.domid, len: 16, flags: GNTCOPY_source_gref | GNTCOPY_dest_gref },
+        { src: 11, srcDom: a.d.domid, dst: 10, dstDom: a.d.domid, len: 16, flags: GNTCOPY_source_gref | GNTCOPY_dest_gref },
+      ]), [ST.okay, ST.general_error, ST.okay], 'a read-only grant cannot be written; the batch goes on');
+      assert.equal(a.mem[0x40 * PAGE + 4095], 0x77);
+      assert.equal(a.mem[0x41 * PAGE], 0, 'nothing written through the read-only grant');
+      assert.deepEqual([flagsV1(a, 10), flagsV1(a, 11)], [GTF_permit_access, GTF_permit_access | GTF_readonly]);
+    });
+
+    test(`${abi}: copy errors are Xen's GNTST_ codes, one per operation`, () => {
+      const { a, b } = pair({ abi });
+      grantV1(a, 10, b.d.domid, 0x40);
+      grantV1(a, 12, b.d.domid + 100, 0x40);
+      grantV1(a, 13, b.d.domid, 0x2000); // a frame the granter does not have
+      grantV1(a, 14, b.d.domid, 0x40, 2); // accept_transfer, not permit_access
+      const A = a.d.domid;
+      const own = { dst: 0x50, dstDom: DOMID_SELF };
+      assert.deepEqual(copy(b, [
+        { src: 10, srcDom: 999, ...own, len: 8, flags: GNTCOPY_source_gref },
+        { src: 0x40, srcDom: A, ...own, len: 8, flags: 0 },
+        { src: 4096, srcDom: A, ...own, len: 8, flags: GNTCOPY_source_gref },
+        { src: 12, srcDom: A, ...own, len: 8, flags: GNTCOPY_source_gref },
+        { src: 13, srcDom: A, ...own, len: 8, flags: GNTCOPY_source_gref },
+        { src: 14, srcDom: A, ...own, len: 8, flags: GNTCOPY_source_gref },
+        { src: 10, srcDom: A, srcOff: 4090, ...own, len: 8, flags: GNTCOPY_source_gref },
+        { src: 10, srcDom: A, ...own, dstOff: 4095, len: 2, flags: GNTCOPY_source_gref },
+        { src: 0x2000, srcDom: DOMID_SELF, ...own, len: 8, flags: 0 },
+        { src: 10, srcDom: A, ...own, len: 4096, flags: GNTCOPY_source_gref },
+      ]), [ST.bad_domain, ST.permission_denied, ST.bad_gntref, ST.general_error, ST.bad_page, ST.general_error, ST.bad_copy_arg, ST.bad_copy_arg, ST.bad_page, ST.okay]);
+      assert.equal(flagsV1(a, 10), GTF_permit_access);
+      assert.equal(flagsV1(a, 13), GTF_permit_access, 'a pin that failed leaves no flag behind');
+      assert.equal(call(b, HC.grant_table_op, [5, HOLE, 1]), -EFAULT);
+      assert.equal(call(b, HC.grant_table_op, [5, ARG, -1]), -EINVAL);
+      assert.equal(call(b, HC.grant_table_op, [5 | (1 << 12), ARG, 1]), -EINVAL, 'continuation bits on copy');
+    });
+
+    test(`${abi}: a big copy batch continues itself every ${COPY_PREEMPT_EVERY} operations`, () => {
+      const { a, b } = pair({ abi });
+      grantV1(a, 10, b.d.domid, 0x40);
+      a.mem[0x40 * PAGE] = 0x11;
+      const n = COPY_PREEMPT_EVERY + 5;
+      const ops: Copy[] = Array.from({ length: n }, (_, i) => ({ src: 10, srcDom: a.d.domid, dst: 0x50 + (i % 16), dstDom: DOMID_SELF, dstOff: i, len: 1, flags: GNTCOPY_source_gref }));
+      const at = 0x20000;
+      putCopies(b, at, ops);
+      const hw = b.hw[0]!;
+      hw.rip = 0x5000n + 5n;
+      assert.equal(call(b, HC.grant_table_op, [5, at, n]), HC.grant_table_op, 'RAX is the hypercall number again');
+      const regs = abi === 'x64' ? [REG.rdi, REG.rsi, REG.rdx] : [REG.rbx, REG.rcx, REG.rdx];
+      const size = copySize(b);
+      assert.deepEqual(regs.map((r) => hw.reg(r) & 0xffffffffn), [5n, BigInt(at + COPY_PREEMPT_EVERY * size), 5n]);
+      assert.equal(hw.rip, 0x5000n, 'the stub runs again');
+      assert.equal(copyStatus(b, at, COPY_PREEMPT_EVERY - 1), 0);
+      assert.equal(copyStatus(b, at, COPY_PREEMPT_EVERY), 99, 'not yet done');
+      b.desched = doHypercall(b.h, HC.grant_table_op);
+      for (let i = 0; i < n; i++) assert.equal(copyStatus(b, at, i), 0, `op ${i}`);
+    });
+  }
+
+  test('v2: sub-page grants bound the copy; the status word carries GTF_reading', () => {
+    const { a, b } = pair();
+    put(a, ARG, [[0, 'u32', 2]]);
+    assert.equal(call(a, HC.grant_table_op, [8, ARG, 1]), 0);
+    const o = a.d.physmap.grantBase * PAGE + 10 * 16;
+    put(a, 0, []);
+    a.dv.setUint16(o + 2, b.d.domid, true);
+    a.dv.setUint16(o + 4, 100, true);
+    a.dv.setUint16(o + 6, 200, true);
+    a.dv.setBigUint64(o + 8, 0x40n, true);
+    a.dv.setUint16(o, GTF_permit_access | GTF_sub_page, true);
+    a.mem.fill(0x33, 0x40 * PAGE, 0x41 * PAGE);
+    assert.deepEqual(copy(b, [
+      { src: 10, srcDom: a.d.domid, srcOff: 100, dst: 0x50, dstDom: DOMID_SELF, len: 200, flags: GNTCOPY_source_gref },
+      { src: 10, srcDom: a.d.domid, srcOff: 99, dst: 0x50, dstDom: DOMID_SELF, len: 10, flags: GNTCOPY_source_gref },
+      { src: 10, srcDom: a.d.domid, srcOff: 250, dst: 0x50, dstDom: DOMID_SELF, len: 51, flags: GNTCOPY_source_gref },
+    ]), [ST.okay, ST.general_error, ST.general_error]);
+    assert.equal(map(b, [{ gfn: 0x190, ref: 10, dom: a.d.domid }])[0]!.status, ST.general_error, 'a sub-page grant cannot be mapped');
+    // a full-page v2 grant mapped: the flags stay, the status word says it is in use
+    a.dv.setUint16(o, GTF_permit_access, true);
+    const m = map(b, [{ gfn: 0x190, ref: 10, dom: a.d.domid }])[0]!;
+    assert.equal(m.status, ST.okay);
+    assert.equal(a.d.grant.status(10), GTF_reading | GTF_writing);
+    assert.equal(a.dv.getUint16(o, true), GTF_permit_access);
+    assert.deepEqual(unmap(b, [{ gfn: 0x190, handle: m.handle }]), [ST.okay]);
+    assert.equal(a.d.grant.status(10), 0);
+  });
+
+  test('map: the granted frame appears at the GFN; pins, revocation, unmap; every bad input its GNTST_ code', () => {
+    const { a, b } = pair();
+    const c = mkEnv({ host: undefined });
+    tables.set(c.d.domid, c.d.grant);
+    const A = a.d.domid;
+    grantV1(a, 10, b.d.domid, 0x40);
+    grantV1(a, 11, b.d.domid, 0x41, GTF_permit_access | GTF_readonly);
+    const hp40 = a.d.physmap.hostPageOf(0x40);
+    const [m1, m2] = map(b, [{ gfn: 0x190, ref: 10, dom: A }, { gfn: 0x191, ref: 10, dom: A }]);
+    assert.deepEqual([m1!.status, m2!.status], [ST.okay, ST.okay], 'one grant may be mapped twice');
+    assert.notEqual(m1!.handle, m2!.handle);
+    assert.deepEqual(b.d.physmap.foreignAt(0x190), { domid: A, hostPage: hp40, address: 0x7f00_0000_0000n + BigInt(A) * 0x1_0000_0000n + BigInt(hp40 * PAGE), readonly: false });
+    assert.equal(b.d.physmap.hostPageOf(0x190), -1, 'never translated as the backend\'s own memory');
+    assert.equal(flagsV1(a, 10), GTF_permit_access | GTF_reading | GTF_writing);
+    assert.equal(revoke(a, 10), false, 'the granter cannot take back a grant in use');
+    assert.deepEqual(map(b, [
+      { gfn: 0x192, ref: 11, dom: A },
+      { gfn: 0x192, ref: 11, dom: A, flags: GNTMAP_host_map | GNTMAP_readonly },
+      { gfn: 0x190, ref: 11, dom: A, flags: GNTMAP_host_map | GNTMAP_readonly },
+      { gfn: 0x193, ref: 10, dom: A, flags: 0 },
+      { gfn: 0x193, ref: 10, dom: A, flags: GNTMAP_host_map | 1 },
+      { gfn: 0x193, ref: 10, dom: DOMID_SELF },
+      { gfn: 0x193, ref: 10, dom: 999 },
+      { gfn: 0x193, ref: 1 << 20, dom: A },
+      { gfn: 0x193, ref: 12, dom: A },
+    ]).map((r) => r.status), [ST.general_error, ST.okay, ST.general_error, ST.bad_gntref, ST.general_error, ST.bad_domain, ST.bad_domain, ST.bad_gntref, ST.general_error]);
+    assert.equal(b.d.physmap.foreignAt(0x192)!.readonly, true);
+    assert.equal(flagsV1(a, 11), GTF_permit_access | GTF_readonly | GTF_reading, 'a read-only mapping sets GTF_reading only');
+    // a third domain cannot unmap with the backend's handle; bad handles and addresses
+    assert.deepEqual(unmap(c, [{ gfn: 0x190, handle: m1!.handle }]), [ST.bad_handle]);
+    assert.deepEqual(unmap(b, [{ gfn: 0x190, handle: 12345 }, { gfn: 0x192, handle: m1!.handle }, { gfn: 0x193, handle: m1!.handle }, { gfn: 0x190, handle: m1!.handle, bus: 0x1000 }]), [ST.bad_handle, ST.general_error, ST.general_error, ST.general_error], 'the GFN must hold that grant\'s frame');
+    assert.deepEqual(unmap(b, [{ gfn: 0x190, handle: m1!.handle }, { gfn: 0x190, handle: m1!.handle }]), [ST.okay, ST.bad_handle], 'unmapped once');
+    assert.equal(b.d.physmap.foreignAt(0x190), null);
+    assert.equal(flagsV1(a, 10), GTF_permit_access | GTF_reading | GTF_writing, 'still mapped at 0x191');
+    assert.deepEqual(unmap(b, [{ gfn: 0x191, handle: m2!.handle }]), [ST.okay]);
+    assert.equal(flagsV1(a, 10), GTF_permit_access);
+    assert.equal(revoke(a, 10), true, 'now the granter can revoke it');
+    assert.deepEqual(map(b, [{ gfn: 0x193, ref: 10, dom: A }]).map((r) => r.status), [ST.general_error], 'a revoked grant cannot be mapped');
+    // a guest RAM frame there is displaced (given back); a Xen mapping cannot go over a grant mapping
+    const [m3] = map(b, [{ gfn: 0x60, ref: 11, dom: A, flags: GNTMAP_host_map | GNTMAP_readonly }]);
+    assert.equal(m3!.status, ST.okay);
+    assert.deepEqual(b.discards, [0x60]);
+    addToPhysmap(b, { space: 0, idx: 0, gpfn: 0x60 });
+    assert.equal(call(b, HC.memory_op, [7, ARG]), -EINVAL);
+    reservation(b, { list: BUF, nr: 1 });
+    pfnList(b, BUF, [0x60]);
+    assert.equal(call(b, HC.memory_op, [1, ARG]), 0, 'decrease_reservation does not take a grant mapping');
+  });
+
+  test('a mapped page stays alive when the granter gives it back; freed on the last unmap', () => {
+    const { a, b } = pair();
+    grantV1(a, 10, b.d.domid, 0x40);
+    const hp = a.d.physmap.hostPageOf(0x40);
+    const [m] = map(b, [{ gfn: 0x190, ref: 10, dom: a.d.domid }]);
+    assert.equal(m!.status, ST.okay);
+    reservation(a, { list: BUF, nr: 1 });
+    pfnList(a, BUF, [0x40]);
+    assert.equal(call(a, HC.memory_op, [1, ARG]), 1);
+    assert.equal(a.d.physmap.hostPageOf(0x40), -1, 'gone from the granter');
+    assert.deepEqual(a.discards, [], 'but not freed while mapped');
+    assert.deepEqual(unmap(b, [{ gfn: 0x190, handle: m!.handle }]), [ST.okay]);
+    assert.deepEqual(a.discards, [], 'freed at the granter\'s next call');
+    put(a, ARG, [[0, 'u16', DOMID_SELF]]);
+    assert.equal(call(a, HC.memory_op, [3, ARG]), RAM_PAGES - 1);
+    reservation(a, { list: BUF, nr: 1 });
+    pfnList(a, BUF, [0x41]);
+    assert.equal(call(a, HC.memory_op, [1, ARG]), 1);
+    assert.deepEqual(a.discards.sort((x, y) => x - y), [hp, 0x41]);
+  });
+
+  test('maptrack: max_maptrack_frames bounds the handles (GNTST_no_device_space); the mapper\'s death unpins everything', () => {
+    const { a, b } = pair({ maxMaptrackFrames: 1 });
+    // pin counts are 8 bits (Xen's GNTPIN_*): 128 mappings of one grant, then one handle each for the rest
+    grantV1(a, 10, b.d.domid, 0x40);
+    for (let r = 11; r < 11 + MAPTRACK_PER_FRAME; r++) grantV1(a, r, b.d.domid, 0x41);
+    const one = Array.from({ length: 129 }, (_, i) => ({ gfn: 0x1000 + i, ref: 10, dom: a.d.domid, flags: GNTMAP_host_map | GNTMAP_readonly }));
+    const got = map(b, one).map((r) => r.status);
+    assert.deepEqual([got.slice(0, 128).every((s) => s === ST.okay), got[128]], [true, ST.general_error], 'the 129th would overflow the pin count');
+    const rest = Array.from({ length: MAPTRACK_PER_FRAME - 128 }, (_, i) => ({ gfn: 0x2000 + i, ref: 11 + i, dom: a.d.domid }));
+    assert.ok(map(b, rest).every((r) => r.status === ST.okay));
+    assert.equal(b.d.grant.maptrack.inUse, MAPTRACK_PER_FRAME);
+    assert.deepEqual(map(b, [{ gfn: 0x3000, ref: 200, dom: a.d.domid }]).map((r) => r.status), [ST.no_device_space]);
+    assert.equal(a.d.grant.active(10).pin, 128 << 8);
+    b.d.grant.releaseMappings();
+    assert.equal(a.d.grant.active(10).pin, 0);
+    assert.equal(a.d.grant.active(11).pin, 0);
+    assert.deepEqual([flagsV1(a, 10), flagsV1(a, 11)], [GTF_permit_access, GTF_permit_access]);
+    assert.equal(b.d.grant.maptrack.inUse, 0);
+  });
+
+  test('set_version is refused while grants beyond the reserved eight are in use; reserved entries carry over', () => {
+    const { a, b } = pair();
+    grantV1(a, 1, b.d.domid, 0x41);
+    grantV1(a, 10, b.d.domid, 0x40);
+    const [m0, m1] = map(b, [{ gfn: 0x190, ref: 1, dom: a.d.domid }, { gfn: 0x191, ref: 10, dom: a.d.domid }]);
+    put(a, ARG, [[0, 'u32', 2]]);
+    assert.equal(call(a, HC.grant_table_op, [8, ARG, 1]), -EBUSY);
+    assert.equal(u32(a, ARG), 1);
+    assert.deepEqual(unmap(b, [{ gfn: 0x191, handle: m1!.handle }]), [ST.okay]);
+    put(a, ARG, [[0, 'u32', 2]]);
+    assert.equal(call(a, HC.grant_table_op, [8, ARG, 1]), 0, 'ref 1 (xenstore) may stay mapped');
+    const o = a.d.physmap.grantBase * PAGE + 16;
+    assert.deepEqual([a.dv.getUint16(o, true), a.dv.getUint16(o + 2, true), a.dv.getBigUint64(o + 8, true), a.d.grant.status(1)], [GTF_permit_access, b.d.domid, 0x41n, GTF_reading | GTF_writing]);
+    assert.equal(a.dv.getUint16(a.d.physmap.grantBase * PAGE + 10 * 16, true), 0, 'the rest is cleared');
+    // v2 status frames are mapped with XENMAPIDX_grant_table_status and leave the physmap with v1
+    addToPhysmap(a, { space: 1, idx: 0x80000000, gpfn: 0x80020 });
+    assert.equal(call(a, HC.memory_op, [7, ARG]), 0);
+    assert.equal(a.d.physmap.hostPageOf(0x80020), a.d.physmap.statusBase);
+    addToPhysmap(a, { space: 1, idx: 0x80000001, gpfn: 0x80021 });
+    assert.equal(call(a, HC.memory_op, [7, ARG]), -EINVAL, '4 grant frames of v2 need only one status frame');
+    assert.deepEqual(unmap(b, [{ gfn: 0x190, handle: m0!.handle }]), [ST.okay]);
+    put(a, ARG, [[0, 'u32', 1]]);
+    assert.equal(call(a, HC.grant_table_op, [8, ARG, 1]), 0);
+    assert.equal(a.d.physmap.hostPageOf(0x80020), -1);
+    assert.deepEqual([flagsV1(a, 1), a.dv.getUint16(a.d.physmap.grantBase * PAGE + 8 + 2, true)], [GTF_permit_access, b.d.domid]);
+  });
+
+  test('swap_grant_ref swaps two entries; one in use is GNTST_eagain', () => {
+    const { a, b } = pair();
+    grantV1(a, 10, b.d.domid, 0x40);
+    grantV1(a, 11, b.d.domid, 0x41, GTF_permit_access | GTF_readonly);
+    put(a, ARG, [[0, 'u32', 10], [4, 'u32', 11], [8, 'i16', 99], [12, 'u32', 10], [16, 'u32', 1 << 20], [20, 'i16', 99]], 24);
+    assert.equal(call(a, HC.grant_table_op, [11, ARG, 2]), 0);
+    assert.deepEqual([i16(a, ARG + 8), i16(a, ARG + 20)], [ST.okay, ST.bad_gntref]);
+    assert.deepEqual([flagsV1(a, 10), flagsV1(a, 11)], [GTF_permit_access | GTF_readonly, GTF_permit_access]);
+    map(b, [{ gfn: 0x190, ref: 11, dom: a.d.domid }]);
+    put(a, ARG, [[0, 'u32', 10], [4, 'u32', 11], [8, 'i16', 99]], 12);
+    assert.equal(call(a, HC.grant_table_op, [11, ARG, 1]), 0);
+    assert.equal(i16(a, ARG + 8), ST.eagain);
   });
 });

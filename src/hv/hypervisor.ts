@@ -16,6 +16,7 @@ import { KVM_GET_REGS, KVM_GET_SREGS, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_R
 import * as libc from '../kvm/libc.js';
 import { kick } from '../kvm/kick.js';
 import { Physmap, type Segment } from './physmap.js';
+import { GrantTable } from './grant_table.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE, DOM0_DOORBELL, VCPU_FLAG_INITIALISED } from './shared.js';
 import { xenCpuid, XEN_HYPERCALL_MSR } from './x86/cpuid.js';
 import { chooseAccel, type AccelChoice, type AccelMode } from './accel.js';
@@ -43,6 +44,8 @@ export interface DomainCreateOptions {
   maxMemMiB?: number;
   vcpus: number;
   maxGrantFrames?: number;
+  /** max_maptrack_frames: grant mappings the domain may hold (Xen's default 1024 frames of 256) */
+  maxMaptrackFrames?: number;
   maxEvtchnPort?: number;
   privileged?: boolean;
   /** console_io allowed (Xen: dom0less domains and debug builds) */
@@ -363,6 +366,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const shared = DomainShared.create(domid, o.vcpus, maxPort);
     const physmap = new Physmap({ ramPages, maxGrantFrames: o.maxGrantFrames ?? 32, poolPages: maxPages - ramPages + POOL_SLACK_PAGES, acpiPages: o.acpiPages ?? 0 });
     const mem = SharedMemory.create(`xenode-d${domid}`, physmap.bytes);
+    GrantTable.initialise(mem.bytes, physmap.layout);
     let vm: Vm | null = null;
     const vcpus: Vcpu[] = [];
     if (!this.kvm || !this.vmPool) {
@@ -445,6 +449,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       accel: tcg ? 'tcg' : 'kvm', tcg: tcg ? { entry: tcg.entry!, cpuid: tcg.cpuid } : undefined,
       sharedSab: b.shared.sab, params: b.params,
       timeBase: this.timeBase, tscKhz: this.tscKhz, handle: o.uuid ?? new Uint8Array(16), memoryMap, placement,
+      maxMaptrackFrames: o.maxMaptrackFrames,
     };
     rec.spec = spec;
     b.shared.set('maxPages', b.maxPages);
@@ -452,7 +457,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     b.shared.set('pauseCount', start.paused ? 1 : 0);
     // Every other worker learns of it first, so its vCPUs can send events to this domain.
     for (let i = 0; i < this.nrPcpus; i++) {
-      if (!rec.hosts.includes(i)) this.workers[i]!.postMessage({ type: 'known', domid: b.domid, sharedSab: b.shared.sab, memFd: b.mem.fd, bytes: b.physmap.bytes } satisfies MainToWorker);
+      if (!rec.hosts.includes(i)) this.workers[i]!.postMessage({ type: 'known', domid: b.domid, sharedSab: b.shared.sab, memFd: b.mem.fd, bytes: b.physmap.bytes, layout: b.physmap.layout } satisfies MainToWorker);
     }
     // The other holders first: whatever the home worker relays to them later finds the domain there.
     for (const p of rec.hosts) if (p !== pcpu) this.send(p, { type: 'adopt', spec });

@@ -76,15 +76,22 @@ function readPfn(h: Hcall, base: bigint, i: number): number {
   return Number(v);
 }
 
-/** Hands a frame the guest gives back to the host (RAM is punched out of the memfd). */
+/**
+ * A frame the guest gives back leaves its reservation now; its memory is
+ * punched out of the memfd and it becomes free for populate_physmap when
+ * the call is done and no grant pins it (GrantTable.settleFreedPages), as
+ * Xen frees a page on its last reference.
+ */
 function releasePage(d: Domain, hp: number): void {
   const kind = d.physmap.kindOfHostPage(hp);
   if (kind === 'ram' || kind === 'pool') {
-    d.mem.discard(hp * PAGE_SIZE, PAGE_SIZE);
-    if (kind === 'pool') d.physmap.freePoolPage(hp);
-    else d.physmap.freeRamPage(hp);
+    d.physmap.quarantine.push(hp);
     d.totPages--;
   }
+}
+
+function settle(d: Domain): void {
+  d.grant.settleFreedPages(d.physmap, (hp) => d.mem.discard(hp * PAGE_SIZE, PAGE_SIZE));
 }
 
 /** Runs a physmap change; false when it was refused (out of KVM slots), which ends a reservation op early. */
@@ -171,9 +178,14 @@ export function addToPhysmap(d: Domain, space: number, idx: number, gpfn: number
       return;
     }
     case XENMAPSPACE.grant_table: {
-      if (idx & XENMAPIDX_grant_table_status) throw new XenError(EINVAL, 'grant status frames need grant table v2');
-      d.grant.grow(idx + 1);
-      const displaced = d.physmap.map(gpfn, d.grant.hostPage(idx));
+      // Xen's gnttab_map_frame: a status frame in v2 (growing the table as far as it needs), else a shared frame
+      let hp: number;
+      if (d.grant.version === 2 && idx & XENMAPIDX_grant_table_status) hp = d.grant.statusFrame(idx & ~XENMAPIDX_grant_table_status);
+      else {
+        if (idx >= d.grant.nrFrames) d.grant.grow(idx + 1);
+        hp = d.grant.hostPage(idx);
+      }
+      const displaced = d.physmap.map(gpfn, hp);
       if (displaced >= 0) releasePage(d, displaced);
       return;
     }
@@ -186,6 +198,15 @@ export function addToPhysmap(d: Domain, space: number, idx: number, gpfn: number
     }
     default:
       throw new XenError(EINVAL, `map space ${space}`);
+  }
+}
+
+/** memory_op, with the frames a call gave back settled when it is done. */
+function memoryOpEntry(h: Hcall): number {
+  try {
+    return memoryOp(h);
+  } finally {
+    settle(h.dom);
   }
 }
 
@@ -270,4 +291,4 @@ function memoryOp(h: Hcall): number {
   }
 }
 
-registerHypercall(HYPERCALL.memory_op, memoryOp);
+registerHypercall(HYPERCALL.memory_op, memoryOpEntry);

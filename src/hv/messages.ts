@@ -4,7 +4,7 @@
 
 import type { DomainSpec } from './domain.js';
 import type { CallerContext } from './hypercall.js';
-import type { Segment } from './physmap.js';
+import type { PhysmapLayout, Segment } from './physmap.js';
 import type { Arinc653Schedule } from './sched/arinc653.js';
 
 /**
@@ -31,7 +31,7 @@ export type MainToWorker =
   | { type: 'shutdown'; domid: number; reason: number; detail: string }
   | { type: 'wake'; domid: number; vcpu: number }
   /** A domain exists (on whichever worker): enough to deliver events to it from this one. */
-  | { type: 'known'; domid: number; sharedSab: SharedArrayBuffer; memFd: number; bytes: number }
+  | { type: 'known'; domid: number; sharedSab: SharedArrayBuffer; memFd: number; bytes: number; layout: PhysmapLayout }
   | { type: 'forget'; domid: number }
   /** XEN_DOMCTL_SCHEDOP_putinfo, checked by the main thread already. */
   | { type: 'sched-adjust'; domid: number; params: Record<string, number>; vcpu?: number }

@@ -29,6 +29,8 @@ import { setSchedHooks, SHUTDOWN, blockVcpu } from './sched_op.js';
 import { updateRunstateArea } from './vcpu_op.js';
 import { VCPU_FLAG_WAKE } from './shared.js';
 import { setConsoleSink, emitConsoleBytes, flushConsole } from './console.js';
+import { GrantTable, setGrantHost, attachByFd } from './grant_table.js';
+import { layoutBases, mirrorLookup, type PhysmapLayout } from './physmap.js';
 import type { TimeBase } from './time.js';
 import type { SchedulerPolicy } from './sched/scheduler.js';
 import { createScheduler, DEFAULT_SCHEDULER } from './sched/schedulers.js';
@@ -100,7 +102,7 @@ class Pcpu {
   private stopped = false;
   private timersDirty = false;
   /** Domains that run elsewhere, as far as delivering events to them goes (memory mapped on first use). */
-  private readonly remote = new Map<number, { sharedSab: SharedArrayBuffer; memFd: number; bytes: number; ev?: core.EvtchnDomain; mem?: SharedMemory }>();
+  private readonly remote = new Map<number, { sharedSab: SharedArrayBuffer; memFd: number; bytes: number; layout: PhysmapLayout; ev?: core.EvtchnDomain; mem?: SharedMemory; grant?: GrantTable }>();
   /** Control messages read early (while looking for a 'known'), handled at the next drain. */
   private readonly deferred: MainToWorker[] = [];
   private readonly doorbell: number;
@@ -173,6 +175,7 @@ class Pcpu {
         this.post({ type: 'vcpu-down', domid: v.dom.domid, vcpu: v.id });
       },
     });
+    setGrantHost({ lookup: (domid) => this.lookupGrant(domid) });
     setConsoleSink({
       line: (dom, source, text, eol) => this.post({ type: 'console', domid: dom.domid, source, text, eol }),
     });
@@ -189,6 +192,29 @@ class Pcpu {
     if (domid === 0) return this.dom0;
     const local = this.domains.get(domid);
     if (local) return local.evtchn;
+    return this.remoteDomain(domid)?.ev ?? null;
+  }
+
+  /**
+   * A domain's grant table from this thread: a domain held here has its
+   * own; one another worker runs is reached through its memfd (mapped here
+   * on first use) and its published physmap.
+   */
+  private lookupGrant(domid: number): GrantTable | null {
+    const local = this.domains.get(domid);
+    if (local) return local.grant;
+    const r = this.remoteDomain(domid);
+    if (!r?.mem) return null;
+    if (!r.grant) {
+      const bytes = r.mem.bytes;
+      const mirrorBase = layoutBases(r.layout).mirrorBase;
+      r.grant = new GrantTable({ domid, bytes, layout: r.layout, translate: (gfn) => mirrorLookup(bytes, mirrorBase, gfn), attach: attachByFd(r.memFd, r.layout) });
+    }
+    return r.grant;
+  }
+
+  /** A domain another worker runs, with its memory mapped here (null if it is gone). */
+  private remoteDomain(domid: number): { ev?: core.EvtchnDomain; mem?: SharedMemory; grant?: GrantTable; layout: PhysmapLayout; memFd: number } | null {
     let r = this.remote.get(domid);
     if (!r && this.host.domainExists(domid)) {
       // Its 'known' message may still be in the mailbox: read ahead for it (nothing else is acted on here).
@@ -204,7 +230,7 @@ class Pcpu {
       }
       r.ev = { shared: new DomainShared(r.sharedSab), mem: r.mem.bytes };
     }
-    return r.ev;
+    return r;
   }
 
   /**
@@ -382,7 +408,7 @@ class Pcpu {
       const m = receiveMessageOnPort(this.port);
       if (!m) return;
       const msg = m.message as MainToWorker;
-      if (msg.type === 'known') this.remote.set(msg.domid, { sharedSab: msg.sharedSab, memFd: msg.memFd, bytes: msg.bytes });
+      if (msg.type === 'known') this.remote.set(msg.domid, { sharedSab: msg.sharedSab, memFd: msg.memFd, bytes: msg.bytes, layout: msg.layout });
       else this.deferred.push(msg);
     }
   }
@@ -944,7 +970,10 @@ class Pcpu {
    * call, and could overwrite a newer map with an older one.
    */
   private publishPhysmap(d: Domain): void {
-    if (!d.isHome || !d.replicas.length || d.physmap.version === d.physmapPublished) return;
+    if (!d.isHome) return;
+    // for every thread that translates this domain's grants
+    d.physmap.publish();
+    if (!d.replicas.length || d.physmap.version === d.physmapPublished) return;
     d.physmapPublished = d.physmap.version;
     this.post({ type: 'physmap', domid: d.domid, segments: d.physmap.segments().map((x) => ({ ...x, slot: -1 })) });
   }

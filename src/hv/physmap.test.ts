@@ -6,7 +6,7 @@
 import { strict as assert } from 'node:assert';
 import { describe, test } from 'node:test';
 
-import { Physmap, type PhysmapLayout } from './physmap.js';
+import { P2M_MIRROR_PAGES, Physmap, type PhysmapLayout } from './physmap.js';
 import { FOUR_GIB as GIB4, MMIO_HOLE_START, SPECIAL_PAGES_START_PFN as SPECIAL_PFN_BASE, NR_SPECIAL_PAGES as SPECIAL_PAGES } from './x86/e820.js';
 import type { Vm } from '../kvm/kvm.js';
 import { ENOMEM, XenError } from './errno.js';
@@ -94,7 +94,12 @@ describe('physmap: layout', () => {
     assert.equal(pm.grantBase, 65);
     assert.equal(pm.specialBase, 69);
     assert.equal(pm.poolBase, 69 + SPECIAL_PAGES);
-    assert.equal(pm.totalPages, 69 + SPECIAL_PAGES + 8);
+    // then the pool, one v2 status frame (4 grant frames of 256 entries), the grant table's own pages (header, 8 of active entries, 1 of pin bits), the mirror
+    assert.equal(pm.statusBase, 69 + SPECIAL_PAGES + 8);
+    assert.equal(pm.grantPrivateBase, pm.statusBase + 1);
+    assert.equal(pm.pinBitmapBase, pm.grantPrivateBase + 9);
+    assert.equal(pm.mirrorBase, pm.pinBitmapBase + 1);
+    assert.equal(pm.totalPages, pm.mirrorBase + P2M_MIRROR_PAGES);
     assert.equal(pm.bytes, pm.totalPages * PAGE);
     assert.deepEqual(pm.segments().map((s) => [s.gfn, s.count, s.hostPage]), [
       [0, 64, 0],

@@ -6,15 +6,33 @@
 //   [.., +SPECIAL_PAGES)            special pages (console and xenstore rings...)
 //   [.., +acpiPages)                the ACPI tables the builder writes, at GFN 0xFC000
 //   [.., +poolPages)                pages for populate_physmap beyond the initial RAM
+//   [.., +statusPages)              Xen-owned grant status frames (grant table v2)
+//   [.., +GRANT_PRIVATE_PAGES...)   the hypervisor's own grant state (never in the physmap)
+//   [.., +P2M_MIRROR_PAGES)         a copy of this map for other threads (never in the physmap)
 // Xen-owned frames keep one host location whatever GFN the guest maps them
 // at, so any thread can find shared_info without asking the vCPU's thread.
 // The GFN -> host page mapping is mirrored into KVM memory slots; mapping a
 // frame over RAM splits the RAM slot (the RAM page is displaced, as in Xen).
+// A GFN may also hold another domain's page (a grant mapping): a foreign
+// segment, installed in KVM from that domain's memory, never translated here.
+// The map that owns the KVM slots publishes itself into the memfd's mirror
+// pages under a sequence count, so a thread that runs another domain can
+// translate this domain's GFNs (a grant's frame) without asking this one.
 
 import type { GuestMemorySlots } from '../accel/vcpu.js';
 import { PAGE_SIZE } from './abi/xen.js';
 import { ACPI_TABLES_START, FOUR_GIB, LAPIC_BASE, MMIO_HOLE_START, NR_SPECIAL_PAGES, SPECIAL_PAGES_START_PFN } from './x86/e820.js';
-import { ENOMEM, XenError } from './errno.js';
+import { EINVAL, ENOMEM, XenError } from './errno.js';
+
+/** KVM_MEM_READONLY (linux/kvm.h): guest writes to the slot exit as MMIO. */
+export const KVM_MEM_READONLY = 1 << 1;
+/** Pages of the memfd holding the map's mirror: a header and 4 words per segment (32767 segments, above KVM's 32764 slots). */
+export const P2M_MIRROR_PAGES = 128;
+const MIRROR_HDR_WORDS = 4;
+const MIRROR_SEG_WORDS = 4;
+const MIRROR_MAX_SEGS = (P2M_MIRROR_PAGES * PAGE_SIZE / 4 - MIRROR_HDR_WORDS) / MIRROR_SEG_WORDS;
+/** Segment flag in the mirror: the GFN holds another domain's page. */
+const MIRROR_FOREIGN = 1;
 
 
 export interface PhysmapLayout {
@@ -28,16 +46,58 @@ export interface PhysmapLayout {
   acpiPages?: number;
 }
 
-/** A run of guest frames mapped linearly onto host pages of the memfd. */
+/** Another domain's page at a GFN (a grant mapping): where it is mapped in this process, and how. */
+export interface ForeignFrame {
+  domid: number;
+  /** the page in the granting domain's memfd */
+  hostPage: number;
+  /** its address in this process (the whole process shares one address space) */
+  address: bigint;
+  readonly: boolean;
+}
+
+/** A run of guest frames mapped linearly onto host pages of the memfd (or one foreign page). */
 export interface Segment {
   gfn: number;
   count: number;
   hostPage: number;
   slot: number;
+  foreign?: ForeignFrame;
 }
 
 /** What a guest frame holds, beyond plain RAM. */
-export type FrameKind = 'ram' | 'shared_info' | 'grant' | 'special' | 'acpi' | 'pool';
+export type FrameKind = 'ram' | 'shared_info' | 'grant' | 'special' | 'acpi' | 'pool' | 'grant_status' | 'xen';
+
+/** Grant status frames for a table of `frames` grant frames at most (Xen's grant_to_status_frames: 2048 status words a page, 256 v2 entries a frame). */
+export function statusFramesFor(frames: number): number {
+  return Math.ceil(frames / 8);
+}
+
+/**
+ * The hypervisor's own grant pages for a table of `frames` grant frames: a
+ * header page and the active entries (16 bytes each, 512 entries a frame).
+ * The per-page pin bitmap follows (see pinBitmapPages).
+ */
+export function grantPrivatePages(frames: number): number {
+  return 1 + frames * 2;
+}
+
+/** Where each part of a domain's memfd starts (host pages), for a layout: what every thread computes alike. */
+export function layoutBases(layout: PhysmapLayout): { sharedInfoPage: number; grantBase: number; specialBase: number; acpiBase: number; poolBase: number; statusBase: number; grantPrivateBase: number; pinBitmapBase: number; mirrorBase: number; totalPages: number } {
+  const sharedInfoPage = layout.ramPages;
+  const grantBase = sharedInfoPage + 1;
+  const specialBase = grantBase + layout.maxGrantFrames;
+  const acpiBase = specialBase + NR_SPECIAL_PAGES;
+  const acpiPages = layout.acpiPages ?? 0;
+  if (!Number.isInteger(acpiPages) || acpiPages < 0 || ACPI_TABLES_START + acpiPages * PAGE_SIZE > LAPIC_BASE) throw new RangeError(`bad ACPI page count ${acpiPages}`);
+  const poolBase = acpiBase + acpiPages;
+  const statusBase = poolBase + layout.poolPages;
+  const grantPrivateBase = statusBase + statusFramesFor(layout.maxGrantFrames);
+  // one bit per page that a grant can pin (everything before the status frames)
+  const pinBitmapBase = grantPrivateBase + grantPrivatePages(layout.maxGrantFrames);
+  const mirrorBase = pinBitmapBase + Math.ceil(statusBase / (PAGE_SIZE * 8));
+  return { sharedInfoPage, grantBase, specialBase, acpiBase, poolBase, statusBase, grantPrivateBase, pinBitmapBase, mirrorBase, totalPages: mirrorBase + P2M_MIRROR_PAGES };
+}
 
 export class Physmap {
   readonly lowRamPages: number;
@@ -48,6 +108,11 @@ export class Physmap {
   readonly specialBase: number;
   readonly acpiBase: number;
   readonly poolBase: number;
+  /** host page of status frame i = statusBase + i; the grant table's own pages; the mirror */
+  readonly statusBase: number;
+  readonly grantPrivateBase: number;
+  readonly pinBitmapBase: number;
+  readonly mirrorBase: number;
   readonly totalPages: number;
   /** Sorted, non-overlapping segments: the truth for both translation and KVM slots. */
   private segs: Segment[] = [];
@@ -61,19 +126,28 @@ export class Physmap {
   private last: Segment | null = null;
   /** Bumped by every change of the map (so copies on other threads know to follow). */
   version = 0;
+  /** The memfd's mirror pages, written by the map that owns the KVM slots (null: not published). */
+  private mirror: Int32Array | null = null;
+  private mirrored = -1;
+  /** Frames the guest gave back, held until the grant table says no grant pins them (see GrantTable.settleFreedPages). */
+  readonly quarantine: number[] = [];
 
   constructor(readonly layout: PhysmapLayout) {
     const lowMax = MMIO_HOLE_START / PAGE_SIZE;
     this.lowRamPages = Math.min(layout.ramPages, lowMax);
     this.highRamPages = layout.ramPages - this.lowRamPages;
-    this.sharedInfoPage = layout.ramPages;
-    this.grantBase = this.sharedInfoPage + 1;
-    this.specialBase = this.grantBase + layout.maxGrantFrames;
-    this.acpiBase = this.specialBase + NR_SPECIAL_PAGES;
+    const b = layoutBases(layout);
     const acpiPages = layout.acpiPages ?? 0;
-    if (!Number.isInteger(acpiPages) || acpiPages < 0 || ACPI_TABLES_START + acpiPages * PAGE_SIZE > LAPIC_BASE) throw new RangeError(`bad ACPI page count ${acpiPages}`);
-    this.poolBase = this.acpiBase + acpiPages;
-    this.totalPages = this.poolBase + layout.poolPages;
+    this.sharedInfoPage = b.sharedInfoPage;
+    this.grantBase = b.grantBase;
+    this.specialBase = b.specialBase;
+    this.acpiBase = b.acpiBase;
+    this.poolBase = b.poolBase;
+    this.statusBase = b.statusBase;
+    this.grantPrivateBase = b.grantPrivateBase;
+    this.pinBitmapBase = b.pinBitmapBase;
+    this.mirrorBase = b.mirrorBase;
+    this.totalPages = b.totalPages;
     this.poolFree = [];
     for (let i = layout.poolPages - 1; i >= 0; i--) this.poolFree.push(this.poolBase + i);
     if (this.lowRamPages) this.insert({ gfn: 0, count: this.lowRamPages, hostPage: 0, slot: -1 });
@@ -95,14 +169,44 @@ export class Physmap {
     for (const s of this.segs) this.installSlot(s);
   }
 
-  /** Host page backing `gfn`, or -1 for a hole. */
+  /** Host page backing `gfn`, or -1 for a hole (or another domain's page: see foreignAt). */
   hostPageOf(gfn: number): number {
     const l = this.last;
     if (l && gfn >= l.gfn && gfn < l.gfn + l.count) return l.hostPage + (gfn - l.gfn);
     const s = this.find(gfn);
-    if (!s) return -1;
+    if (!s || s.foreign) return -1;
     this.last = s;
     return s.hostPage + (gfn - s.gfn);
+  }
+
+  /** The foreign page mapped at `gfn` (a grant mapping), or null. */
+  foreignAt(gfn: number): ForeignFrame | null {
+    return this.find(gfn)?.foreign ?? null;
+  }
+
+  /**
+   * Puts another domain's page at `gfn` (a grant host mapping), displacing
+   * what was there; returns the host page of this domain displaced (-1 if
+   * none). Refused (EINVAL) over a foreign page, and (ENOMEM) without a KVM
+   * slot for it.
+   */
+  mapForeign(gfn: number, f: ForeignFrame): number {
+    if (this.foreignAt(gfn)) throw new XenError(EINVAL, `gfn 0x${gfn.toString(16)} already holds a grant mapping`);
+    if (this.segs.length + 3 > this.maxSlots) throw new XenError(ENOMEM, 'no KVM memory slot left for this mapping');
+    const displaced = this.unmap(gfn);
+    this.insert({ gfn, count: 1, hostPage: -1, slot: -1, foreign: { ...f } }, true);
+    return displaced;
+  }
+
+  /** Takes the foreign page off `gfn` (the GFN becomes a hole); false if none was there. */
+  unmapForeign(gfn: number): boolean {
+    const i = this.indexOf(gfn);
+    if (i < 0 || !this.segs[i]!.foreign) return false;
+    this.removeSlot(this.segs[i]!);
+    this.segs.splice(i, 1);
+    this.last = null;
+    this.version++;
+    return true;
   }
 
   /** Byte offset in the memfd of guest-physical address `gpa`, or -1 for a hole. */
@@ -117,12 +221,14 @@ export class Physmap {
     if (hp < this.specialBase) return 'grant';
     if (hp < this.acpiBase) return 'special';
     if (hp < this.poolBase) return 'acpi';
-    return 'pool';
+    if (hp < this.statusBase) return 'pool';
+    if (hp < this.grantPrivateBase) return 'grant_status';
+    return 'xen';
   }
 
   /** The GFN a host page is currently mapped at (first match), or -1. */
   gfnOfHostPage(hp: number): number {
-    for (const s of this.segs) if (hp >= s.hostPage && hp < s.hostPage + s.count) return s.gfn + (hp - s.hostPage);
+    for (const s of this.segs) if (!s.foreign && hp >= s.hostPage && hp < s.hostPage + s.count) return s.gfn + (hp - s.hostPage);
     return -1;
   }
 
@@ -135,6 +241,8 @@ export class Physmap {
   map(gfn: number, hp: number): number {
     const prevGfn = this.gfnOfHostPage(hp);
     if (prevGfn === gfn) return -1;
+    // Xen's guest_physmap_add_entry refuses to replace a grant mapping (and crashes the domain).
+    if (this.foreignAt(gfn)) throw new XenError(EINVAL, `gfn 0x${gfn.toString(16)} holds a grant mapping`);
     // Two splits and the new page add at most three slots: refuse before changing anything
     // (a guest fragmenting its physmap runs out of KVM slots, not the hypervisor).
     if (this.segs.length + 3 > this.maxSlots) throw new XenError(ENOMEM, 'no KVM memory slot left for this mapping');
@@ -153,6 +261,7 @@ export class Physmap {
     const i = this.indexOf(gfn);
     if (i < 0) return -1;
     const s = this.segs[i]!;
+    if (s.foreign) throw new XenError(EINVAL, `gfn 0x${gfn.toString(16)} holds a grant mapping`);
     if (gfn > s.gfn && gfn < s.gfn + s.count - 1 && this.segs.length + 1 > this.maxSlots) {
       throw new XenError(ENOMEM, 'no KVM memory slot left to split this mapping');
     }
@@ -176,7 +285,47 @@ export class Physmap {
 
   /** Returns a pool page (after its content was discarded). */
   freePoolPage(hp: number): void {
-    if (hp >= this.poolBase && hp < this.totalPages) this.poolFree.push(hp);
+    if (hp >= this.poolBase && hp < this.statusBase) this.poolFree.push(hp);
+  }
+
+  /**
+   * Starts writing the map into the memfd's mirror pages (`mem` is the
+   * domain's memory): the map that owns the KVM slots does, for readers on
+   * other threads (mirrorLookup).
+   */
+  publishTo(mem: Uint8Array): void {
+    this.mirror = new Int32Array(mem.buffer, mem.byteOffset + this.mirrorBase * PAGE_SIZE, P2M_MIRROR_PAGES * PAGE_SIZE / 4);
+    this.mirrored = -1;
+    // a map the mirror cannot hold is refused like one KVM has no slots for
+    this.maxSlots = Math.min(this.maxSlots, MIRROR_MAX_SEGS);
+    this.publish();
+  }
+
+  /**
+   * Writes the map into the mirror if it changed since the last time, under
+   * the mirror's sequence count (odd while written). Called after each
+   * hypercall that may change the map, and before a frame the guest gave back
+   * is reused: a reader can never find a GFN there that the map no longer has
+   * unless the frame it names is still quarantined.
+   */
+  publish(): void {
+    const m = this.mirror;
+    if (!m || this.mirrored === this.version) return;
+    const n = Math.min(this.segs.length, MIRROR_MAX_SEGS);
+    const seq = Atomics.load(m, 0);
+    Atomics.store(m, 0, seq + 1);
+    const w = new Int32Array(n * MIRROR_SEG_WORDS);
+    for (let i = 0; i < n; i++) {
+      const s = this.segs[i]!;
+      w[i * 4] = s.gfn;
+      w[i * 4 + 1] = s.count;
+      w[i * 4 + 2] = s.hostPage;
+      w[i * 4 + 3] = s.foreign ? MIRROR_FOREIGN : 0;
+    }
+    m.set(w, MIRROR_HDR_WORDS);
+    Atomics.store(m, 1, n);
+    Atomics.store(m, 0, seq + 2);
+    this.mirrored = this.version;
   }
 
   /**
@@ -236,7 +385,8 @@ export class Physmap {
   private installSlot(s: Segment): void {
     if (!this.vm) return;
     s.slot = this.freeSlots.pop() ?? this.nextSlot++;
-    this.vm.setUserMemoryRegion(s.slot, s.gfn * PAGE_SIZE, s.count * PAGE_SIZE, this.hostAddress + BigInt(s.hostPage * PAGE_SIZE));
+    if (s.foreign) this.vm.setUserMemoryRegion(s.slot, s.gfn * PAGE_SIZE, PAGE_SIZE, s.foreign.address, s.foreign.readonly ? KVM_MEM_READONLY : 0);
+    else this.vm.setUserMemoryRegion(s.slot, s.gfn * PAGE_SIZE, s.count * PAGE_SIZE, this.hostAddress + BigInt(s.hostPage * PAGE_SIZE));
   }
 
   private removeSlot(s: Segment): void {
@@ -244,5 +394,34 @@ export class Physmap {
     this.vm.deleteMemoryRegion(s.slot);
     this.freeSlots.push(s.slot);
     s.slot = -1;
+  }
+}
+
+/**
+ * Translates `gfn` through a domain's published map (its memfd `mem`, the
+ * mirror at host page `mirrorBase`), from any thread: the host page, or -1
+ * for a hole or a foreign page. Retries while the owner is writing it.
+ */
+export function mirrorLookup(mem: Uint8Array, mirrorBase: number, gfn: number): number {
+  const m = new Int32Array(mem.buffer, mem.byteOffset + mirrorBase * PAGE_SIZE, P2M_MIRROR_PAGES * PAGE_SIZE / 4);
+  for (;;) {
+    const seq = Atomics.load(m, 0);
+    if (seq & 1) continue;
+    const n = Atomics.load(m, 1);
+    let lo = 0;
+    let hi = Math.min(n, MIRROR_MAX_SEGS) - 1;
+    let hp = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const b = MIRROR_HDR_WORDS + mid * MIRROR_SEG_WORDS;
+      const g = m[b]!;
+      if (gfn < g) hi = mid - 1;
+      else if (gfn >= g + m[b + 1]!) lo = mid + 1;
+      else {
+        hp = m[b + 3]! & MIRROR_FOREIGN ? -1 : m[b + 2]! + (gfn - g);
+        break;
+      }
+    }
+    if (Atomics.load(m, 0) === seq) return hp;
   }
 }

@@ -58,6 +58,27 @@ const C: Record<string, CSpec> = {
   xen_memory_map: { c: 'struct xen_memory_map' },
   xen_foreign_memory_map: { c: 'struct xen_foreign_memory_map', members: { nr_entries: 'map.nr_entries', buffer: 'map.buffer' } },
   grant_entry_v1: { c: 'struct grant_entry_v1' },
+  grant_entry_v2: {
+    c: 'union grant_entry_v2',
+    members: {
+      flags: 'hdr.flags', domid: 'hdr.domid', frame: 'full_page.frame', page_off: 'sub_page.page_off', length: 'sub_page.length',
+      trans_domid: 'transitive.trans_domid', trans_gref: 'transitive.gref',
+    },
+  },
+  gnttab_map_grant_ref: { c: 'struct gnttab_map_grant_ref' },
+  gnttab_unmap_grant_ref: { c: 'struct gnttab_unmap_grant_ref' },
+  gnttab_unmap_and_replace: { c: 'struct gnttab_unmap_and_replace' },
+  gnttab_dump_table: { c: 'struct gnttab_dump_table' },
+  gnttab_transfer: { c: 'struct gnttab_transfer' },
+  gnttab_copy: {
+    c: 'struct gnttab_copy',
+    members: {
+      source_gmfn: 'source.u.gmfn', source_ref: 'source.u.ref', source_domid: 'source.domid', source_offset: 'source.offset',
+      dest_gmfn: 'dest.u.gmfn', dest_ref: 'dest.u.ref', dest_domid: 'dest.domid', dest_offset: 'dest.offset',
+    },
+  },
+  gnttab_get_status_frames: { c: 'struct gnttab_get_status_frames' },
+  gnttab_swap_grant_ref: { c: 'struct gnttab_swap_grant_ref' },
   gnttab_setup_table: { c: 'struct gnttab_setup_table' },
   gnttab_query_size: { c: 'struct gnttab_query_size' },
   gnttab_set_version: { c: 'struct gnttab_set_version' },
