@@ -406,6 +406,7 @@ export class Domain {
       else v.hw.release();
     }
     if (this.isHome || this.vm instanceof TcgVm) this.vm.close();
+    this.grant.markGone();
     this.mem.close();
   }
 }

@@ -164,6 +164,8 @@ export class GrantTable {
   readonly maptrack: Maptrack;
   private held: { address: bigint; bytes: Uint8Array; close(): void } | null = null;
   private holds = 0;
+  /** This thread no longer maps the domain's memory (it died, or was forgotten here): nothing may touch the table. */
+  private gone = false;
 
   constructor(readonly m: GrantMemory, maxMaptrackFrames = DEFAULT_MAX_MAPTRACK_FRAMES) {
     const b = layoutBases(m.layout);
@@ -188,6 +190,15 @@ export class GrantTable {
   }
 
   get domid(): number { return this.m.domid; }
+
+  /**
+   * This thread is about to unmap the domain's memory: from now on pins are
+   * refused and releases do nothing (Xen: a dead granter's table needs no
+   * clean-up). Mappings of its pages stay valid through their own mapping.
+   */
+  markGone(): void {
+    this.gone = true;
+  }
   get version(): number { return Atomics.load(this.w, this.hdr + HDR.version); }
   get nrFrames(): number { return Atomics.load(this.w, this.hdr + HDR.nrFrames); }
   get nrStatusFrames(): number { return Atomics.load(this.w, this.hdr + HDR.nrStatusFrames); }
@@ -318,6 +329,7 @@ export class GrantTable {
    * the granted part of it, or a GNTST_ code.
    */
   acquire(ref: number, ldom: number, readonly: boolean, forMap: boolean): Pinned | number {
+    if (this.gone) return GNTST.bad_domain;
     return this.locked(() => {
       if (!Number.isInteger(ref) || ref < 0 || ref >= this.nrEntries()) return GNTST.bad_gntref;
       const a = this.act(ref);
@@ -356,6 +368,7 @@ export class GrantTable {
 
   /** Drops a pin taken by acquire (Xen's release_grant_for_copy / unmap_common_complete): the flags go when the last pin does. */
   release(ref: number, readonly: boolean): void {
+    if (this.gone) return;
     this.locked(() => {
       const a = this.act(ref);
       const pin = Atomics.sub(this.w, a + ACT.pin, readonly ? GNTPIN_hstr_inc : GNTPIN_hstw_inc) - (readonly ? GNTPIN_hstr_inc : GNTPIN_hstw_inc);
@@ -525,6 +538,7 @@ export class GrantTable {
 
   /** A mapping of the memfd of this thread's own, shared by every mapping of this domain's grants here. */
   retain(): { address: bigint; bytes: Uint8Array; close(): void } {
+    if (this.gone) throw new XenError(ESRCH, `d${this.domid} is gone`);
     this.held ??= this.m.attach();
     this.holds++;
     const held = this.held;
@@ -877,3 +891,100 @@ function grantTableOpEntry(h: Hcall): number {
 
 registerHypercall(HYPERCALL.grant_table_op, grantTableOpEntry);
 
+
+// --- the control domain's grant device ------------------------------------------
+
+/** One side of a Gntdev copy: a grant of another domain, or a buffer of the caller's own. */
+export type GntdevCopySide = { domid: number; ref: number; offset: number } | { buf: Uint8Array; offset: number };
+
+/** A grant the control domain has mapped: the page (a view of the granter's memory) and its handle. */
+export interface GntdevMapping {
+  handle: number;
+  domid: number;
+  ref: number;
+  readonly: boolean;
+  /** the granted page; it stays valid until unmapped, even after the granter dies */
+  page: Uint8Array;
+}
+
+/**
+ * What Linux's gntdev gives a dom0: grants of other domains mapped into this
+ * process (the control domain's backends), and GNTTABOP_copy between a grant
+ * and a buffer of its own, with the same checks, pins and GNTST_ codes as
+ * a guest's map and copy. The caller is domain `domid` (0: the control
+ * domain); `lookup` finds a domain's table from this thread. A read-only
+ * mapping holds only GTF_reading: the view itself is not write-protected
+ * (in-process backends are trusted code).
+ */
+export class Gntdev {
+  readonly maptrack: Maptrack;
+
+  constructor(private readonly lookup: (domid: number) => GrantTable | null, readonly domid = 0, maxMaptrackFrames = DEFAULT_MAX_MAPTRACK_FRAMES) {
+    this.maptrack = new Maptrack(maxMaptrackFrames);
+  }
+
+  /** Maps grant `ref` of domain `domid`: the mapping, or a GNTST_ code. */
+  map(domid: number, ref: number, readonly = false): GntdevMapping | number {
+    const t = this.lookup(domid);
+    if (!t) return GNTST.bad_domain;
+    const handle = this.maptrack.alloc();
+    if (handle < 0) return GNTST.no_device_space;
+    const p = t.acquire(ref, this.domid, readonly, true);
+    if (typeof p === 'number') {
+      this.maptrack.put(handle);
+      return p;
+    }
+    const mem = t.retain();
+    this.maptrack.set(handle, { ref, flags: GNTMAP_host_map | (readonly ? GNTMAP_readonly : 0), domid, granter: t, hp: p.hp, gfn: -1, mem });
+    return { handle, domid, ref, readonly, page: mem.bytes.subarray(p.hp * PAGE_SIZE, (p.hp + 1) * PAGE_SIZE) };
+  }
+
+  /** Unmaps a handle map() gave: GNTST_okay, or bad_handle for one not in use. */
+  unmap(handle: number): number {
+    const m = this.maptrack.get(handle);
+    if (!m) return GNTST.bad_handle;
+    m.granter.release(m.ref, (m.flags & GNTMAP_readonly) !== 0);
+    m.mem.close();
+    this.maptrack.put(handle);
+    return GNTST.okay;
+  }
+
+  /** GNTTABOP_copy for the control domain: one GNTST_ code per operation, the batch going on after a failure. */
+  copy(ops: { source: GntdevCopySide; dest: GntdevCopySide; len: number }[]): number[] {
+    return ops.map((op) => this.copyOne(op.source, op.dest, op.len));
+  }
+
+  private claimSide(s: GntdevCopySide, readonly: boolean): (CopyBuf & { done(): void }) | number {
+    if ('buf' in s) return { table: null as never, bytes: s.buf, base: 0, start: 0, length: Math.min(PAGE_SIZE, s.buf.length), ref: -1, readonly, done: () => {} };
+    const t = this.lookup(s.domid);
+    if (!t) return GNTST.bad_domain;
+    const p = t.acquire(s.ref, this.domid, readonly, false);
+    if (typeof p === 'number') return p;
+    return { table: t, bytes: t.m.bytes, base: p.hp * PAGE_SIZE, start: p.start, length: p.length, ref: s.ref, readonly, done: () => t.release(s.ref, readonly) };
+  }
+
+  private copyOne(source: GntdevCopySide, dest: GntdevCopySide, len: number): number {
+    const src = this.claimSide(source, true);
+    if (typeof src === 'number') return src;
+    const dst = this.claimSide(dest, false);
+    if (typeof dst === 'number') {
+      src.done();
+      return dst;
+    }
+    try {
+      if (!Number.isInteger(len) || len < 0 || source.offset + len > PAGE_SIZE || dest.offset + len > PAGE_SIZE) return GNTST.bad_copy_arg;
+      if (source.offset < src.start || source.offset + len > src.start + src.length) return GNTST.general_error;
+      if (dest.offset < dst.start || dest.offset + len > dst.start + dst.length) return GNTST.general_error;
+      dst.bytes.set(src.bytes.subarray(src.base + source.offset, src.base + source.offset + len), dst.base + dest.offset);
+      return GNTST.okay;
+    } finally {
+      dst.done();
+      src.done();
+    }
+  }
+
+  /** Unmaps everything (the control domain going away). */
+  close(): void {
+    for (const [h] of [...this.maptrack.mappings()]) this.unmap(h);
+  }
+}

@@ -14,7 +14,7 @@ import { Domain, VCpu } from './domain.js';
 import { Physmap } from './physmap.js';
 import { GuestAccess } from './guest_access.js';
 import { DomainShared, HostShared, RUNSTATE } from './shared.js';
-import { GrantTable, setGrantHost, COPY_PREEMPT_EVERY, MAPTRACK_PER_FRAME } from './grant_table.js';
+import { GrantTable, Gntdev, setGrantHost, COPY_PREEMPT_EVERY, MAPTRACK_PER_FRAME } from './grant_table.js';
 import { localTimeBase, scaleDelta, tscScale } from './time.js';
 import { REG } from '../kvm/abi.js';
 import { DOMID_SELF, HYPERCALL as HC, VcpuInfo, VcpuTimeInfo } from './abi/xen.js';
@@ -1786,5 +1786,49 @@ describe('grant tables between domains (copy, map, unmap)', () => {
     put(a, ARG, [[0, 'u32', 10], [4, 'u32', 11], [8, 'i16', 99]], 12);
     assert.equal(call(a, HC.grant_table_op, [11, ARG, 1]), 0);
     assert.equal(i16(a, ARG + 8), ST.eagain);
+  });
+});
+
+describe('the control domain\'s grant device (Gntdev)', () => {
+  test('maps and copies a guest\'s grants to domain 0 with the same checks; pages outlive the granter; unmap and close release the pins', () => {
+    const a = mkEnv();
+    const dev = new Gntdev((id) => (id === a.d.domid ? a.d.grant : null), 0, 1);
+    const base = a.d.physmap.grantBase * PAGE;
+    const grant = (ref: number, domid: number, frame: number, flags: number) => {
+      a.dv.setUint16(base + ref * 8 + 2, domid, true);
+      a.dv.setUint32(base + ref * 8 + 4, frame, true);
+      a.dv.setUint16(base + ref * 8, flags, true);
+    };
+    grant(0, 0, 0x40, 1);
+    grant(1, 0, 0x41, 1 | 4);
+    grant(2, 7, 0x42, 1);
+    a.mem.fill(0x42, 0x40 * PAGE, 0x41 * PAGE);
+    const m = dev.map(a.d.domid, 0);
+    assert.ok(typeof m !== 'number');
+    assert.equal(m.page.length, PAGE);
+    assert.equal(m.page[17], 0x42);
+    m.page[0] = 0x99;
+    assert.equal(a.mem[0x40 * PAGE], 0x99, 'the view is the granted page');
+    assert.equal(a.dv.getUint16(base, true), 1 | 8 | 16, 'GTF_reading|GTF_writing while mapped');
+    assert.equal(dev.map(a.d.domid, 1), -1, 'writable map of a read-only grant: GNTST_general_error');
+    assert.equal(dev.map(a.d.domid, 2), -1, 'a grant for another domain: GNTST_general_error');
+    assert.equal(dev.map(a.d.domid + 1, 0), -2, 'no such domain: GNTST_bad_domain');
+    assert.equal(dev.map(a.d.domid, 5000), -3);
+    const buf = new Uint8Array(PAGE);
+    assert.deepEqual(dev.copy([
+      { source: { domid: a.d.domid, ref: 1, offset: 8 }, dest: { buf, offset: 0 }, len: 16 },
+      { source: { buf, offset: 0 }, dest: { domid: a.d.domid, ref: 1, offset: 0 }, len: 16 },
+      { source: { domid: a.d.domid, ref: 0, offset: 4000 }, dest: { buf, offset: 0 }, len: 200 },
+    ]), [0, -1, -10]);
+    assert.equal(dev.unmap(m.handle), 0);
+    assert.equal(dev.unmap(m.handle), -4, 'GNTST_bad_handle');
+    assert.equal(a.dv.getUint16(base, true), 1);
+    const m2 = dev.map(a.d.domid, 0);
+    assert.ok(typeof m2 !== 'number');
+    a.d.grant.markGone(); // the granter's memory is going from this thread
+    assert.equal(m2.page[1], 0x42, 'a mapped page stays readable');
+    assert.equal(dev.map(a.d.domid, 0), -2, 'nothing more is pinned in a dead table');
+    dev.close();
+    assert.equal(dev.maptrack.inUse, 0);
   });
 });

@@ -15,8 +15,8 @@ import { VmPool, type VmRecipe } from '../kvm/vm_pool.js';
 import { KVM_GET_REGS, KVM_GET_SREGS, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_READ, KVM_MSR_FILTER_WRITE, KVM_REGS_SIZE, KVM_SREGS_SIZE, RUN, SYNC } from '../kvm/abi.js';
 import * as libc from '../kvm/libc.js';
 import { kick } from '../kvm/kick.js';
-import { Physmap, type Segment } from './physmap.js';
-import { GrantTable } from './grant_table.js';
+import { Physmap, layoutBases, mirrorLookup, type PhysmapLayout, type Segment } from './physmap.js';
+import { GrantTable, Gntdev, attachByFd } from './grant_table.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE, DOM0_DOORBELL, VCPU_FLAG_INITIALISED } from './shared.js';
 import { xenCpuid, XEN_HYPERCALL_MSR } from './x86/cpuid.js';
 import { chooseAccel, type AccelChoice, type AccelMode } from './accel.js';
@@ -129,6 +129,9 @@ interface DomainRecord {
   /** the max_pages the domain was built with: its memory has room for no more */
   maxPages: number;
   spec?: DomainSpec;
+  /** where its memfd's parts are (physmap.ts), and its grant table as this thread reaches it (made on first use) */
+  layout: PhysmapLayout;
+  grant?: GrantTable;
   vm?: Vm;
   vcpuFds: number[];
   destroyed?: () => void;
@@ -298,6 +301,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
         for (const p of this.cpupools.list()) this.cpupools.get(p.id).shadow.removeDomain(m.domid);
         this.host.setDomainExists(m.domid, false);
         for (let i = 0; i < this.nrPcpus; i++) if (!r.hosts.includes(i)) this.workers[i]!.postMessage({ type: 'forget', domid: m.domid } satisfies MainToWorker);
+        r.grant?.markGone();
         r.mem.close();
         r.destroyed?.();
         this.emit('destroyed', m.domid);
@@ -392,7 +396,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     shared.set('isConsole', o.isConsole ? 1 : 0);
     shared.set('sharedInfoOffset', physmap.sharedInfoPage * PAGE_SIZE);
     shared.setVcpu(0, 'state', RUNSTATE.runnable);
-    const rec: DomainRecord = { domid, name: o.name, shared, mem, evtchn: { shared, mem: mem.bytes }, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, maxPages, vm: vm ?? undefined, vcpuFds: vcpus.map((v) => v.fd), pool, hard: o.hard ?? [], soft: o.soft ?? [] };
+    const rec: DomainRecord = { domid, name: o.name, shared, mem, evtchn: { shared, mem: mem.bytes }, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, maxPages, layout: physmap.layout, vm: vm ?? undefined, vcpuFds: vcpus.map((v) => v.fd), pool, hard: o.hard ?? [], soft: o.soft ?? [] };
     this.domains.set(domid, rec);
     this.host.setDomainExists(domid, true);
     if (vm) this.pendingVcpus.set(domid, vcpus);
@@ -887,6 +891,25 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     return this.record(domid).mem;
   }
 
+  /**
+   * The control domain's grant device (Linux's gntdev for a dom0): map and
+   * copy other domains' grants from this process, as domain 0, with Xen's
+   * checks. Backends of the control domain reach guest pages this way.
+   */
+  readonly gntdev = new Gntdev((domid) => this.grantTable(domid), 0);
+
+  /** A domain's grant table from the main thread: its memfd and its published physmap (null before it runs, or gone). */
+  private grantTable(domid: number): GrantTable | null {
+    const r = this.domains.get(domid);
+    if (!r || r.pcpu < 0) return null;
+    if (!r.grant) {
+      const bytes = r.mem.bytes;
+      const mirrorBase = layoutBases(r.layout).mirrorBase;
+      r.grant = new GrantTable({ domid, bytes, layout: r.layout, translate: (gfn) => mirrorLookup(bytes, mirrorBase, gfn), attach: attachByFd(r.mem.fd, r.layout) });
+    }
+    return r.grant;
+  }
+
   // --- the control domain's event channels ----------------------------------
 
   evtchnDomain(domid: number): core.EvtchnDomain | null {
@@ -989,6 +1012,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       w.once('exit', () => resolve());
       this.send(i, { type: 'stop' });
     })));
+    this.gntdev.close();
     await this.vmPool?.close();
     this.kvm?.close();
   }

@@ -478,6 +478,7 @@ class Pcpu {
       }
       case 'forget': {
         const r = this.remote.get(m.domid);
+        r?.grant?.markGone();
         r?.mem?.close();
         this.remote.delete(m.domid);
         this.sched.removeDomain(m.domid); // parameters it was given without hosting it

@@ -6,14 +6,17 @@
 // I/O region cannot be used instead: Unicorn splits regions page by page).
 
 import koffi from 'koffi';
-import { check, UC_PROT_ALL, type UnicornLib } from './unicorn.js';
+import { check, UC_PROT_ALL, UC_PROT_WRITE, type UnicornLib } from './unicorn.js';
+
+/** linux/kvm.h KVM_MEM_READONLY (the slot flag the hypervisor passes for read-only grant mappings). */
+const KVM_MEM_READONLY = 1 << 1;
 import type { GuestMemorySlots } from '../accel/vcpu.js';
 
 const PAGE = 4096n;
 // uc_hook_type UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED (unicorn.h)
 const HOOK_MEM_RW_UNMAPPED = (1 << 4) | (1 << 5);
 
-interface Region { gpa: bigint; size: bigint; host: bigint }
+interface Region { gpa: bigint; size: bigint; host: bigint; prot: number }
 
 export interface TcgEngine {
   readonly u: UnicornLib;
@@ -55,7 +58,7 @@ export class TcgVm implements GuestMemorySlots {
     const h: bigint[] = [0n];
     check(u, u.hookAddRaw(e.uc, h, HOOK_MEM_RW_UNMAPPED, fault, null, 1n, 0n), 'uc_hook_add(unmapped)');
     this.engines.set(e, mm);
-    for (const r of this.slots.values()) check(u, u.memMapPtr(e.uc, r.gpa, Number(r.size), UC_PROT_ALL, r.host), 'uc_mem_map_ptr');
+    for (const r of this.slots.values()) check(u, u.memMapPtr(e.uc, r.gpa, Number(r.size), r.prot, r.host), 'uc_mem_map_ptr');
   }
 
   removeEngine(e: TcgEngine): void {
@@ -68,9 +71,10 @@ export class TcgVm implements GuestMemorySlots {
     this.slots.clear();
   }
 
-  setUserMemoryRegion(slot: number, guestPhys: number, size: number, hostAddr: bigint): void {
+  /** `flags` as KVM's: KVM_MEM_READONLY maps the region read and execute only (a guest write stops the engine). */
+  setUserMemoryRegion(slot: number, guestPhys: number, size: number, hostAddr: bigint, flags = 0): void {
     if (this.slots.has(slot)) this.deleteMemoryRegion(slot);
-    const r = { gpa: BigInt(guestPhys), size: BigInt(size), host: hostAddr };
+    const r = { gpa: BigInt(guestPhys), size: BigInt(size), host: hostAddr, prot: flags & KVM_MEM_READONLY ? UC_PROT_ALL & ~UC_PROT_WRITE : UC_PROT_ALL };
     this.slots.set(slot, r);
     for (const [e, mm] of this.engines) {
       // I/O pages made for accesses before this RAM was there give way to it.
@@ -80,7 +84,7 @@ export class TcgVm implements GuestMemorySlots {
           mm.pages.delete(p);
         }
       }
-      check(e.u, e.u.memMapPtr(e.uc, r.gpa, size, UC_PROT_ALL, hostAddr), `uc_mem_map_ptr(0x${guestPhys.toString(16)}, 0x${size.toString(16)})`);
+      check(e.u, e.u.memMapPtr(e.uc, r.gpa, size, r.prot, hostAddr), `uc_mem_map_ptr(0x${guestPhys.toString(16)}, 0x${size.toString(16)})`);
     }
   }
 
