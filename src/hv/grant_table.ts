@@ -198,6 +198,7 @@ export class GrantTable {
    */
   markGone(): void {
     this.gone = true;
+    if (this.holds === 0) this.dropHeld();
   }
   get version(): number { return Atomics.load(this.w, this.hdr + HDR.version); }
   get nrFrames(): number { return Atomics.load(this.w, this.hdr + HDR.nrFrames); }
@@ -536,7 +537,12 @@ export class GrantTable {
 
   // --- mappings of this domain's grants into other address spaces ----------
 
-  /** A mapping of the memfd of this thread's own, shared by every mapping of this domain's grants here. */
+  /**
+   * A mapping of the memfd of this thread's own, shared by every mapping of
+   * this domain's grants here. It stays while this view lives (a backend maps
+   * and unmaps the same guest's grants over and over: one mmap, not one per
+   * map), and goes with the last mapping once the domain is gone.
+   */
   retain(): { address: bigint; bytes: Uint8Array; close(): void } {
     if (this.gone) throw new XenError(ESRCH, `d${this.domid} is gone`);
     this.held ??= this.m.attach();
@@ -548,12 +554,15 @@ export class GrantTable {
       close: () => {
         if (closed) return;
         closed = true;
-        if (--this.holds === 0) {
-          this.held = null;
-          held.close();
-        }
+        if (--this.holds === 0 && this.gone) this.dropHeld();
       },
     };
+  }
+
+  private dropHeld(): void {
+    const h = this.held;
+    this.held = null;
+    h?.close();
   }
 
   /** Xen's gnttab_release_mappings: the mapper is dying; every grant it maps is unpinned at its granter. */
