@@ -473,7 +473,8 @@ class Pcpu {
       }
       case 'physmap-query': {
         const d = this.domains.get(m.domid);
-        if (d?.isHome) this.post({ type: 'physmap-report', domid: d.domid, segments: d.physmap.segments().map((x) => ({ ...x, slot: -1 })) });
+        // the domain's own memory only: a grant mapping's page is another domain's
+        if (d?.isHome) this.post({ type: 'physmap-report', domid: d.domid, segments: d.physmap.segments().filter((x) => !x.foreign).map((x) => ({ ...x, slot: -1 })) });
         return;
       }
       case 'forget': {
