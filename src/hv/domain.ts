@@ -20,8 +20,10 @@ import type { Hcall } from './hypercall.js';
 
 const IA32_TSC = 0x10;
 /** How far pvclock may fall behind or run ahead of the host's clock before it is re-anchored (see updatePvclock). */
-const PVCLOCK_MAX_LAG_NS = 100_000_000n;
+const PVCLOCK_MAX_LAG_NS = 1_000_000n;
 const PVCLOCK_MAX_LEAD_NS = 1_000_000_000n;
+/** The widest clock-read bracket around a TSC read that pvclock is anchored on or judged by. */
+const PVCLOCK_READ_WINDOW_NS = 100_000n;
 
 /** Everything the builder hands to the worker that will run the domain. */
 export interface DomainSpec {
@@ -294,30 +296,37 @@ export class Domain {
   /**
    * Publishes pvclock for a vCPU (in its vcpu_info) at the guest's TSC now.
    * Called at start, on every reschedule and after a block. system_time is
-   * derived from the domain's anchor by the published scale, never read from
-   * the host clock here: a fresh host-clock read would land microseconds after
-   * the TSC read, and the difference changes from call to call, so the
-   * guest's time would step back between two records (Linux's timekeeping
-   * takes a negative step as a huge one). Guest time then follows the host's
-   * monotonic clock as closely as the TSC rate we were told is right. The
-   * anchor moves to now when guest time falls behind by PVCLOCK_MAX_LAG_NS
-   * (a forward step is harmless; far more than a thread's preemption between
-   * the TSC read and this one) or runs ahead by PVCLOCK_MAX_LEAD_NS, which
-   * only a TSC write does (a rate error of parts per million needs days):
-   * system time then follows the host, as Xen re-stamps its time records.
-   * Two records on the line differ only by the guest's rounding, a few ns
-   * (x86 Linux takes such a step back as zero: CLOCKSOURCE_VALIDATE_LAST_CYCLE).
+   * derived from the domain's anchor, one (TSC, system time) pair for all its
+   * vCPUs, by the published scale: a record made from a fresh host-clock read
+   * would carry the varying delay between that read and the TSC's, so guest
+   * time would step back from one record to the next (Linux's timekeeping
+   * takes a negative step as a huge one) and differ between vCPUs. The anchor
+   * is taken from a TSC read bracketed by two clock reads within
+   * PVCLOCK_READ_WINDOW_NS, so guest time and the hypervisor's (timer
+   * deadlines) agree to within that. It moves to now, from such a reading,
+   * when guest time has fallen behind by PVCLOCK_MAX_LAG_NS (a forward step
+   * is harmless) or run ahead by PVCLOCK_MAX_LEAD_NS, which only a TSC write
+   * does (a rate error of parts per million needs days): system time then
+   * follows the host, as Xen re-stamps its time records. Two records on the
+   * line differ only by the guest's rounding, a few ns (x86 Linux takes such
+   * a step back as zero: CLOCKSOURCE_VALIDATE_LAST_CYCLE).
    */
-  updatePvclock(v: VCpu, guestTsc: bigint): void {
+  updatePvclock(v: VCpu, readTsc: () => bigint): void {
     const off = this.vcpuInfoOffset(v.id);
     if (off < 0) return;
-    const now = this.now();
+    let r = this.readTscBracketed(readTsc);
     let a = this.shared.pvclockAnchor();
-    const skew = a ? a.sys0 + scaleDelta(guestTsc - a.tsc0, this.scale) - now : 0n;
-    if (!a || skew < -PVCLOCK_MAX_LAG_NS || skew > PVCLOCK_MAX_LEAD_NS) {
-      this.shared.setPvclockAnchor(guestTsc, now);
-      a = { tsc0: guestTsc, sys0: now };
+    if (a && r.window <= PVCLOCK_READ_WINDOW_NS) {
+      const derived = a.sys0 + scaleDelta(r.tsc - a.tsc0, this.scale);
+      if (derived < r.at - PVCLOCK_MAX_LAG_NS || derived > r.at + PVCLOCK_MAX_LEAD_NS) a = null;
     }
+    if (!a) {
+      // a tight reading for the anchor (a loaded host can stretch one)
+      for (let i = 0; i < 3 && r.window > PVCLOCK_READ_WINDOW_NS; i++) r = this.readTscBracketed(readTsc);
+      this.shared.setPvclockAnchor(r.tsc, r.at);
+      a = { tsc0: r.tsc, sys0: r.at };
+    }
+    const guestTsc = r.tsc;
     const systemTime = a.sys0 + scaleDelta(guestTsc - a.tsc0, this.scale);
     const t = off + (this.abi32 ? VcpuInfo.x32 : VcpuInfo.x64).offsetOf('time');
     const dv = this.access.dv;
@@ -329,6 +338,14 @@ export class Domain {
     VcpuTimeInfo.set(dv, t, 'tsc_shift', this.scale.shift);
     VcpuTimeInfo.set(dv, t, 'flags', XEN_PVCLOCK_TSC_STABLE_BIT);
     VcpuTimeInfo.set(dv, t, 'version', (ver + 2) & ~1);
+  }
+
+  /** The guest's TSC with the system time it was read at (the middle of the two clock reads around it). */
+  private readTscBracketed(readTsc: () => bigint): { tsc: bigint; at: bigint; window: bigint } {
+    const t0 = this.now();
+    const tsc = readTsc();
+    const t1 = this.now();
+    return { tsc, at: (t0 + t1) / 2n, window: t1 - t0 };
   }
 
   vcpuInfoOffset(vcpu: number): number {

@@ -1396,7 +1396,7 @@ describe('pvclock (vcpu_time_info)', () => {
     const t = e.d.vcpuInfoOffset(vcpu) + VcpuInfo.x64.offsetOf('time');
     const f = (k: string) => BigInt(VcpuTimeInfo.get(e.dv, t, k as never) as number | bigint);
     assert.equal(Number(f('version')) & 1, 0, 'the record is not left mid-update');
-    assert.ok(tsc >= f('tsc_timestamp'), 'the record is stamped at or before the TSC it is read at');
+    assert.ok(tsc >= f('tsc_timestamp'), `the record (vCPU ${vcpu}) is stamped at or before the TSC it is read at: ${f('tsc_timestamp')} > ${tsc}`);
     return f('system_time') + scaleDelta(tsc - f('tsc_timestamp'), e.d.scale);
   }
 
@@ -1408,29 +1408,30 @@ describe('pvclock (vcpu_time_info)', () => {
       // a TSC that follows the host clock, as the software CPU's does; the host clock is read a little after
       // the TSC, by a gap that varies from call to call
       const tscNow = () => (e.d.now() * BigInt(khz)) / 1_000_000n + 12_345n;
-      e.d.updatePvclock(e.v[0]!, tscNow());
+      e.d.updatePvclock(e.v[0]!, tscNow);
       for (let i = 0; i < 50; i++) {
-        const tsc = tscNow();
-        const before = [guestTime(e, 0, tsc), guestTime(e, 1, tsc)];
-        e.d.updatePvclock(e.v[0]!, tsc);
-        e.d.updatePvclock(e.v[1]!, tsc - BigInt(i));
-        const after = [guestTime(e, 0, tsc), guestTime(e, 1, tsc)];
+        // the guest reads at a TSC a little after the records are made, through the old records and the new
+        const at = tscNow() + BigInt(khz) * 1000n; // 1 s on: later than any record made below
+        const before = [guestTime(e, 0, at), guestTime(e, 1, at)];
+        e.d.updatePvclock(e.v[0]!, tscNow);
+        e.d.updatePvclock(e.v[1]!, () => tscNow() - BigInt(i)); // vCPU 1's TSC a little behind
+        const after = [guestTime(e, 0, at), guestTime(e, 1, at)];
         // what the guest reads moves by its own rounding at most (2 ns), as on one line
         if (i > 0) for (const v of [0, 1]) assert.ok(after[v]! - before[v]! <= 2n && before[v]! - after[v]! <= 2n, `vCPU ${v}: ${before[v]} -> ${after[v]}`);
-        const skew = guestTime(e, 1, tsc) - guestTime(e, 0, tsc);
+        const skew = after[1]! - after[0]!;
         assert.ok(skew <= 2n && skew >= -2n, 'both vCPUs read one clock');
-        // the anchor's own TSC-to-clock gap stays as a constant offset
+        // the anchor was read within a bracket of the host clock: guest time is the host's, give or take that
         const g = guestTime(e, 0, tscNow());
         const behind = e.d.now() - g;
-        assert.ok(behind > -100_000_000n && behind < 100_000_000n, `guest time follows the host's (behind by ${behind} ns)`);
+        assert.ok(behind > -5_000_000n && behind < 5_000_000n, `guest time follows the host's (behind by ${behind} ns)`);
       }
     });
   }
 
   test('a TSC that jumps (the guest wrote it) re-anchors guest time to the host clock', () => {
     const e = mkEnv();
-    e.d.updatePvclock(e.v[0]!, 10n ** 15n);
-    e.d.updatePvclock(e.v[0]!, 5n); // ~6 days back
+    e.d.updatePvclock(e.v[0]!, () => 10n ** 15n);
+    e.d.updatePvclock(e.v[0]!, () => 5n); // ~6 days back
     const now = e.d.now();
     const g = guestTime(e, 0, 5n);
     assert.ok(g <= now && now - g < 1_000_000_000n, `guest time ${g} follows the host's ${now}`);
