@@ -19,8 +19,7 @@ import { Vlapic } from './x86/vlapic.js';
 import type { Hcall } from './hypercall.js';
 
 const IA32_TSC = 0x10;
-/** How far pvclock may fall behind or run ahead of the host's clock before it is re-anchored (see updatePvclock). */
-const PVCLOCK_MAX_LAG_NS = 1_000_000n;
+/** How far pvclock may run ahead of the host's clock before it is re-anchored (see updatePvclock). */
 const PVCLOCK_MAX_LEAD_NS = 1_000_000_000n;
 /** The widest clock-read bracket around a TSC read that pvclock is anchored on or judged by. */
 const PVCLOCK_READ_WINDOW_NS = 100_000n;
@@ -167,6 +166,8 @@ export class Domain {
   readonly timeBase: TimeBase;
   readonly tscKhz: number;
   readonly scale: TscScale;
+  /** The guest's TSC is a function of the host clock (the software CPU's): see updatePvclock. */
+  readonly tscExact: boolean;
   /** Line buffers for the debug port and console_io output. */
   consoleLine = '';
   debugLine = '';
@@ -196,6 +197,7 @@ export class Domain {
     this.replicas = [...new Set(spec.placement)].filter((p) => p !== spec.placement[0]);
     this.physmap = new Physmap(spec.layout);
     this.mem = SharedMemory.attach(spec.memFd, this.physmap.bytes);
+    this.tscExact = spec.accel === 'tcg';
     if (spec.accel === 'tcg') {
       this.vm = new TcgVm(spec.tscKhz, spec.timeBase.bootNs);
       this.physmap.attach(this.vm, this.mem.address);
@@ -300,31 +302,32 @@ export class Domain {
    * vCPUs, by the published scale: a record made from a fresh host-clock read
    * would carry the varying delay between that read and the TSC's, so guest
    * time would step back from one record to the next (Linux's timekeeping
-   * takes a negative step as a huge one) and differ between vCPUs. The anchor
-   * is taken from a TSC read bracketed by two clock reads within
-   * PVCLOCK_READ_WINDOW_NS, so guest time and the hypervisor's (timer
-   * deadlines) agree to within that. It moves to now, from such a reading,
-   * when guest time has fallen behind by PVCLOCK_MAX_LAG_NS (a forward step
-   * is harmless) or run ahead by PVCLOCK_MAX_LEAD_NS, which only a TSC write
-   * does (a rate error of parts per million needs days): system time then
-   * follows the host, as Xen re-stamps its time records. Two records on the
-   * line differ only by the guest's rounding, a few ns (x86 Linux takes such
-   * a step back as zero: CLOCKSOURCE_VALIDATE_LAST_CYCLE).
+   * takes a negative step as a huge one). The anchor pairs a TSC read with
+   * the clock read just after it, so guest time is never behind the
+   * hypervisor's at a record: a timer the hypervisor fires at its deadline is
+   * never early in the guest's eyes. When the TSC has lagged the host clock
+   * since (KVM's can: measured on PVM hosts), the anchor moves forward to now,
+   * a forward step only; when it is ahead by PVCLOCK_MAX_LEAD_NS, which only a
+   * TSC write does, it moves to now too, as Xen re-stamps its time records.
+   * The software CPU's TSC is a function of the host clock, so its line never
+   * moves and one line is one clock on every vCPU: only then is
+   * XEN_PVCLOCK_TSC_STABLE_BIT set (as Xen sets it only for a reliable TSC);
+   * otherwise the guest keeps its reads monotonic across vCPUs itself.
    */
   updatePvclock(v: VCpu, readTsc: () => bigint): void {
     const off = this.vcpuInfoOffset(v.id);
     if (off < 0) return;
     let r = this.readTscBracketed(readTsc);
     let a = this.shared.pvclockAnchor();
-    if (a && r.window <= PVCLOCK_READ_WINDOW_NS) {
+    if (a) {
       const derived = a.sys0 + scaleDelta(r.tsc - a.tsc0, this.scale);
-      if (derived < r.at - PVCLOCK_MAX_LAG_NS || derived > r.at + PVCLOCK_MAX_LEAD_NS) a = null;
+      if (derived < r.before || derived > r.after + PVCLOCK_MAX_LEAD_NS) a = null;
     }
     if (!a) {
-      // a tight reading for the anchor (a loaded host can stretch one)
-      for (let i = 0; i < 3 && r.window > PVCLOCK_READ_WINDOW_NS; i++) r = this.readTscBracketed(readTsc);
-      this.shared.setPvclockAnchor(r.tsc, r.at);
-      a = { tsc0: r.tsc, sys0: r.at };
+      // a tight reading (a loaded host can stretch one), so the forward bias stays small
+      for (let i = 0; i < 3 && r.after - r.before > PVCLOCK_READ_WINDOW_NS; i++) r = this.readTscBracketed(readTsc);
+      this.shared.setPvclockAnchor(r.tsc, r.after);
+      a = { tsc0: r.tsc, sys0: r.after };
     }
     const guestTsc = r.tsc;
     const systemTime = a.sys0 + scaleDelta(guestTsc - a.tsc0, this.scale);
@@ -336,16 +339,15 @@ export class Domain {
     VcpuTimeInfo.set(dv, t, 'system_time', systemTime);
     VcpuTimeInfo.set(dv, t, 'tsc_to_system_mul', this.scale.mul);
     VcpuTimeInfo.set(dv, t, 'tsc_shift', this.scale.shift);
-    VcpuTimeInfo.set(dv, t, 'flags', XEN_PVCLOCK_TSC_STABLE_BIT);
+    VcpuTimeInfo.set(dv, t, 'flags', this.tscExact ? XEN_PVCLOCK_TSC_STABLE_BIT : 0);
     VcpuTimeInfo.set(dv, t, 'version', (ver + 2) & ~1);
   }
 
-  /** The guest's TSC with the system time it was read at (the middle of the two clock reads around it). */
-  private readTscBracketed(readTsc: () => bigint): { tsc: bigint; at: bigint; window: bigint } {
-    const t0 = this.now();
+  /** The guest's TSC with the clock read just before and just after it. */
+  private readTscBracketed(readTsc: () => bigint): { tsc: bigint; before: bigint; after: bigint } {
+    const before = this.now();
     const tsc = readTsc();
-    const t1 = this.now();
-    return { tsc, at: (t0 + t1) / 2n, window: t1 - t0 };
+    return { tsc, before, after: this.now() };
   }
 
   vcpuInfoOffset(vcpu: number): number {

@@ -17,7 +17,7 @@ import { DomainShared, HostShared, RUNSTATE } from './shared.js';
 import { GrantTable } from './grant_table.js';
 import { localTimeBase, scaleDelta, tscScale } from './time.js';
 import { REG } from '../kvm/abi.js';
-import { DOMID_SELF, HYPERCALL as HC, VcpuInfo, VcpuTimeInfo } from './abi/xen.js';
+import { DOMID_SELF, HYPERCALL as HC, VcpuInfo, VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT } from './abi/xen.js';
 import { EBUSY, EEXIST, EFAULT, EINVAL, ENOENT, ENOSPC, ENOSYS, EOPNOTSUPP, EPERM, ESRCH } from './errno.js';
 import { setEvtchnHost } from './event_channel.js';
 import { setSchedHooks } from './sched_op.js';
@@ -1427,6 +1427,30 @@ describe('pvclock (vcpu_time_info)', () => {
       }
     });
   }
+
+  test('a TSC that lags the host clock (as KVM\'s can): records step forward only, never behind the hypervisor\'s time', () => {
+    const e = mkEnv();
+    const start = e.d.now();
+    const slowTsc = () => ((e.d.now() - start) * 9n) / 5n + 1000n; // 1.8 GHz of ticks on a 2 GHz scale
+    let last = 0n;
+    for (let i = 0; i < 50; i++) {
+      const before = e.d.now();
+      e.d.updatePvclock(e.v[0]!, slowTsc);
+      const t = e.d.vcpuInfoOffset(0) + VcpuInfo.x64.offsetOf('time');
+      const g = guestTime(e, 0, BigInt(VcpuTimeInfo.get(e.dv, t, 'tsc_timestamp') as bigint));
+      assert.ok(g >= before, `guest time ${g} at the record is not behind the hypervisor's ${before} (a timer is never early)`);
+      assert.ok(g >= last, 'never back');
+      last = g;
+    }
+    assert.equal(VcpuTimeInfo.get(e.dv, e.d.vcpuInfoOffset(0) + VcpuInfo.x64.offsetOf('time'), 'flags'), 0, 'not one clock across vCPUs: no TSC_STABLE');
+  });
+
+  test('the software CPU\'s TSC (a function of the host clock) gets XEN_PVCLOCK_TSC_STABLE_BIT', () => {
+    const e = mkEnv();
+    Object.assign(e.d, { tscExact: true });
+    e.d.updatePvclock(e.v[0]!, () => 2n * e.d.now());
+    assert.equal(VcpuTimeInfo.get(e.dv, e.d.vcpuInfoOffset(0) + VcpuInfo.x64.offsetOf('time'), 'flags'), XEN_PVCLOCK_TSC_STABLE_BIT);
+  });
 
   test('a TSC that jumps (the guest wrote it) re-anchors guest time to the host clock', () => {
     const e = mkEnv();
