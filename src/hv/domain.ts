@@ -19,9 +19,10 @@ import { Vlapic } from './x86/vlapic.js';
 import type { Hcall } from './hypercall.js';
 
 const IA32_TSC = 0x10;
-/** How far pvclock may fall behind or run ahead of the host's clock before it is re-anchored (see updatePvclock). */
-const PVCLOCK_MAX_LAG_NS = 100_000_000n;
+/** How far pvclock may run ahead of the host's clock before it is re-anchored (see updatePvclock). */
 const PVCLOCK_MAX_LEAD_NS = 1_000_000_000n;
+/** The widest clock-read bracket around a TSC read that pvclock is anchored on or judged by. */
+const PVCLOCK_READ_WINDOW_NS = 100_000n;
 
 /** Everything the builder hands to the worker that will run the domain. */
 export interface DomainSpec {
@@ -169,6 +170,8 @@ export class Domain {
   readonly timeBase: TimeBase;
   readonly tscKhz: number;
   readonly scale: TscScale;
+  /** The guest's TSC is a function of the host clock (the software CPU's): see updatePvclock. */
+  readonly tscExact: boolean;
   /** Line buffers for the debug port and console_io output. */
   consoleLine = '';
   debugLine = '';
@@ -201,6 +204,7 @@ export class Domain {
     this.replicas = [...new Set(spec.placement)].filter((p) => p !== spec.placement[0]);
     this.physmap = new Physmap(spec.layout);
     this.mem = SharedMemory.attach(spec.memFd, this.physmap.bytes);
+    this.tscExact = spec.accel === 'tcg';
     if (spec.accel === 'tcg') {
       this.vm = new TcgVm(spec.tscKhz, spec.timeBase.bootNs);
       this.physmap.attach(this.vm, this.mem.address);
@@ -307,30 +311,38 @@ export class Domain {
   /**
    * Publishes pvclock for a vCPU (in its vcpu_info) at the guest's TSC now.
    * Called at start, on every reschedule and after a block. system_time is
-   * derived from the domain's anchor by the published scale, never read from
-   * the host clock here: a fresh host-clock read would land microseconds after
-   * the TSC read, and the difference changes from call to call, so the
-   * guest's time would step back between two records (Linux's timekeeping
-   * takes a negative step as a huge one). Guest time then follows the host's
-   * monotonic clock as closely as the TSC rate we were told is right. The
-   * anchor moves to now when guest time falls behind by PVCLOCK_MAX_LAG_NS
-   * (a forward step is harmless; far more than a thread's preemption between
-   * the TSC read and this one) or runs ahead by PVCLOCK_MAX_LEAD_NS, which
-   * only a TSC write does (a rate error of parts per million needs days):
-   * system time then follows the host, as Xen re-stamps its time records.
-   * Two records on the line differ only by the guest's rounding, a few ns
-   * (x86 Linux takes such a step back as zero: CLOCKSOURCE_VALIDATE_LAST_CYCLE).
+   * derived from the domain's anchor, one (TSC, system time) pair for all its
+   * vCPUs, by the published scale: a record made from a fresh host-clock read
+   * would carry the varying delay between that read and the TSC's, so guest
+   * time would step back from one record to the next (Linux's timekeeping
+   * takes a negative step as a huge one). The anchor pairs a TSC read with
+   * the clock read just after it, so guest time is never behind the
+   * hypervisor's at a record: a timer the hypervisor fires at its deadline is
+   * never early in the guest's eyes. When the TSC has lagged the host clock
+   * since (KVM's can: measured on PVM hosts), the anchor moves forward to now,
+   * a forward step only; when it is ahead by PVCLOCK_MAX_LEAD_NS, which only a
+   * TSC write does, it moves to now too, as Xen re-stamps its time records.
+   * The software CPU's TSC is a function of the host clock, so its line never
+   * moves and one line is one clock on every vCPU: only then is
+   * XEN_PVCLOCK_TSC_STABLE_BIT set (as Xen sets it only for a reliable TSC);
+   * otherwise the guest keeps its reads monotonic across vCPUs itself.
    */
-  updatePvclock(v: VCpu, guestTsc: bigint): void {
+  updatePvclock(v: VCpu, readTsc: () => bigint): void {
     const off = this.vcpuInfoOffset(v.id);
     if (off < 0) return;
-    const now = this.now();
+    let r = this.readTscBracketed(readTsc);
     let a = this.shared.pvclockAnchor();
-    const skew = a ? a.sys0 + scaleDelta(guestTsc - a.tsc0, this.scale) - now : 0n;
-    if (!a || skew < -PVCLOCK_MAX_LAG_NS || skew > PVCLOCK_MAX_LEAD_NS) {
-      this.shared.setPvclockAnchor(guestTsc, now);
-      a = { tsc0: guestTsc, sys0: now };
+    if (a) {
+      const derived = a.sys0 + scaleDelta(r.tsc - a.tsc0, this.scale);
+      if (derived < r.before || derived > r.after + PVCLOCK_MAX_LEAD_NS) a = null;
     }
+    if (!a) {
+      // a tight reading (a loaded host can stretch one), so the forward bias stays small
+      for (let i = 0; i < 3 && r.after - r.before > PVCLOCK_READ_WINDOW_NS; i++) r = this.readTscBracketed(readTsc);
+      this.shared.setPvclockAnchor(r.tsc, r.after);
+      a = { tsc0: r.tsc, sys0: r.after };
+    }
+    const guestTsc = r.tsc;
     const systemTime = a.sys0 + scaleDelta(guestTsc - a.tsc0, this.scale);
     const t = off + (this.abi32 ? VcpuInfo.x32 : VcpuInfo.x64).offsetOf('time');
     const dv = this.access.dv;
@@ -340,7 +352,7 @@ export class Domain {
     VcpuTimeInfo.set(dv, t, 'system_time', systemTime);
     VcpuTimeInfo.set(dv, t, 'tsc_to_system_mul', this.scale.mul);
     VcpuTimeInfo.set(dv, t, 'tsc_shift', this.scale.shift);
-    VcpuTimeInfo.set(dv, t, 'flags', XEN_PVCLOCK_TSC_STABLE_BIT);
+    VcpuTimeInfo.set(dv, t, 'flags', this.tscExact ? XEN_PVCLOCK_TSC_STABLE_BIT : 0);
     VcpuTimeInfo.set(dv, t, 'version', (ver + 2) & ~1);
     const area = this.shared.timeArea(v.id);
     if (area !== 0n) this.writeTimeArea(v, area, this.mem.bytes.slice(t, t + VcpuTimeInfo.size));
@@ -368,6 +380,13 @@ export class Domain {
     } catch (e) {
       if (!(e instanceof GuestFault)) throw e;
     }
+  }
+
+  /** The guest's TSC with the clock read just before and just after it. */
+  private readTscBracketed(readTsc: () => bigint): { tsc: bigint; before: bigint; after: bigint } {
+    const before = this.now();
+    const tsc = readTsc();
+    return { tsc, before, after: this.now() };
   }
 
   vcpuInfoOffset(vcpu: number): number {

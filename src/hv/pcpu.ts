@@ -633,7 +633,7 @@ class Pcpu {
     // Everything that touches the guest's state is in here: a bug of ours ends the domain, not the pCPU.
     try {
       this.runstate(v, RUNSTATE.running, start);
-      d.updatePvclock(v, hw.getMsr(IA32_TSC));
+      d.updatePvclock(v, () => hw.getMsr(IA32_TSC));
       // Preempt at the end of the slice if others wait, and at the next guest timer.
       this.armPreemption(v, start, nextTimer);
       this.host.setRunning(this.init.pcpu, true);

@@ -167,7 +167,7 @@ function vcpuOp(h: Hcall): number {
       const va = h.x32 ? BigInt(g.readU32(arg)) : g.readU64(arg);
       d.shared.setTimeArea(v.id, va);
       // force_update_vcpu_system_time: written at once for the calling vCPU, else when that vCPU next runs.
-      if (va !== 0n && v === h.vcpu) d.updatePvclock(v, v.hw.getMsr(IA32_TSC));
+      if (va !== 0n && v === h.vcpu) d.updatePvclock(v, () => v.hw.getMsr(IA32_TSC));
       return 0;
     }
     default:

@@ -8,7 +8,7 @@ import { ApiCallError, DaemonClient, defaultSocketPath } from '../daemon/client.
 import { XlExit, commandHelp, parseCommandArgs, type GlobalOptions, type Io, type XlCommand, type XlContext } from './command.js';
 import { configUpdate, create } from './commands/create.js';
 import { console_ } from './commands/console.js';
-import { dmesg, info, list, top, uptime, vcpuList, vcpuPin, vcpuSet } from './commands/host.js';
+import { claims, dmesg, info, list, sharing, top, uptime, vcpuList, vcpuPin, vcpuSet, vmList } from './commands/host.js';
 import { destroy, domid, domname, pause, reboot, rename, shutdown, unpause } from './commands/lifecycle.js';
 import { xenstoreCommands } from './commands/xenstore.js';
 import { memMax, memSet } from './commands/memory.js';
@@ -20,8 +20,9 @@ import { cpupoolCreate, cpupoolList, cpupoolDestroy, cpupoolRename, cpupoolCpuAd
 /** In the order `xl help` lists them (xl's own order, then the xenstore passthroughs). */
 export const COMMANDS: XlCommand[] = [
   create, configUpdate, list, destroy, shutdown, reboot, pause, unpause, console_,
-  dumpCore, memMax, memSet, buttonPress, vcpuList, vcpuPin, vcpuSet, info, schedCredit, schedCredit2, schedRtds, domid, domname, rename, trigger, sysrq, debugKeys,
-  dmesg, top, uptime, cpupoolCreate, cpupoolList, cpupoolDestroy, cpupoolRename, cpupoolCpuAdd, cpupoolCpuRemove, cpupoolMigrate,
+  dumpCore, memMax, memSet, buttonPress, vcpuList, vcpuPin, vcpuSet, vmList, info, sharing, schedCredit, schedCredit2, schedRtds, domid, domname,
+  rename, trigger, sysrq, debugKeys, dmesg, top, uptime, claims, cpupoolCreate, cpupoolList, cpupoolDestroy, cpupoolRename, cpupoolCpuAdd,
+  cpupoolCpuRemove, cpupoolMigrate,
   ...xenstoreCommands,
 ];
 

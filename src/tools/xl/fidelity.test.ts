@@ -147,6 +147,25 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
     assert.match(n.out.split('\n')[1]!, /\.\d all$/);
   });
 
+  test('vm-list, claims and sharing print what xl prints (no claims or shared pages on xenode: 0)', async () => {
+    const f = cfg('fv-vm', '');
+    assert.equal((await run('create', '-q', f)).code, 0);
+    const id = await domid('fv-vm');
+    const uuid = (await run('list', '-v', 'fv-vm')).out.split('\n')[1]!.split(/\s+/)[6]!;
+    const vm = (await run('vm-list')).out.split('\n');
+    assert.equal(vm[0], 'UUID                                  ID    name');
+    assert.equal(vm[1], `00000000-0000-0000-0000-000000000000  0    ${'Domain-0'.padEnd(30)}`);
+    assert.ok(vm.includes(`${uuid}  ${id}    ${'fv-vm'.padEnd(30)}`), vm.join('\n'));
+    const cl = (await run('claims')).out.split('\n');
+    assert.equal(cl[0], `${listHeader()}  Claimed`);
+    assert.match(cl.find((l) => l.startsWith('fv-vm '))!, new RegExp(`^fv-vm {36}${String(id).padStart(5)} +16 +1 {5}[-r][-b]---- +[\\d.]+ {5}0$`));
+    const sh = await run('sharing', 'fv-vm');
+    assert.deepEqual(sh.out.split('\n'), ['Name                                        ID   Mem Shared', `${'fv-vm'.padEnd(40)} ${String(id).padStart(5)}    16      0`, '']);
+    assert.deepEqual(await run('sharing', '42'), { code: 1, signal: null, out: '', err: "Error: Domain '42' does not exist.\n" });
+    assert.equal((await run('sharing', 'a', 'b')).code, 1);
+    assert.equal((await run('destroy', 'fv-vm')).code, 0);
+  });
+
   test('create -F prints xl\'s lines: waiting, shut down with its reason, the action, done', async () => {
     const f = cfg('fv-fg', '', 'hello');
     const r = await run('create', '-F', f);

@@ -22,6 +22,25 @@ export function fixed(x: number, digits: number): string {
 const padL = (s: string | number, w: number): string => String(s).padStart(w);
 const padR = (s: string | number, w: number): string => String(s).padEnd(w);
 
+/** `xl vm-list`: "UUID" + 34 spaces, then LIBXL_UUID_FMT "  %d    %-30s" per domain (xl_list.c list_vm). */
+export function vmListHeader(): string {
+  return 'UUID                                  ID    name';
+}
+
+export function vmListRow(d: Pick<DomainSummary, 'uuid' | 'domid' | 'name'>): string {
+  return `${d.uuid}  ${d.domid}    ${padR(d.name, 30)}`;
+}
+
+/** `xl sharing` (xl_mem.c): "%-40s %5d %5lu  %5lu", memory with claims as xl list shows it, then shared pages. */
+export function sharingHeader(): string {
+  return 'Name                                        ID   Mem Shared';
+}
+
+export function sharingRow(d: Pick<DomainSummary, 'name' | 'domid' | 'memory'>): string {
+  // shared_memkb: xenode's hypervisor does no page sharing (XENMEM_sharing_op), so it is 0
+  return `${padR(d.name, 40)} ${padL(d.domid, 5)} ${padL(Math.floor(d.memory / 1024), 5)}  ${padL(0, 5)}`;
+}
+
 /** "-rscwS"[SHUTDOWN_*]: xl's shutdown-reason letter ('?' beyond the table). */
 const SHUTDOWN_REASON_LETTERS = '-rscwS';
 
@@ -31,6 +50,8 @@ export interface ListOptions {
   context?: boolean;
   /** -c: the cpupool column */
   cpupool?: boolean;
+  /** xl claims: the outstanding-claim column */
+  claim?: boolean;
   /** -n: the NUMA node affinity column, over this many nodes */
   numaNodes?: number;
 }
@@ -39,6 +60,7 @@ export function listHeader(opts: ListOptions = {}): string {
   let h = 'Name                                        ID   Mem VCPUs\tState\tTime(s)';
   if (opts.verbose) h += '   UUID                            Reason-Code\tSecurity Label';
   if (opts.context && !opts.verbose) h += '   Security Label';
+  if (opts.claim) h += '  Claimed';
   if (opts.cpupool) h += '         Cpupool';
   if (opts.numaNodes !== undefined) h += ' NODE Affinity';
   return h;
@@ -68,6 +90,8 @@ export function listRow(d: DomainSummary, opts: ListOptions = {}): string {
     r += ` ${d.uuid}`;
     r += d.shutdown ? ` ${padL((d.shutdownReason >>> 0).toString(16), 8)}` : ` ${padL('-', 8)}`;
   }
+  // outstanding_memkb / 1024: xenode's hypervisor has no XENMEM_claim_pages, so no domain holds a claim
+  if (opts.claim) r += ` ${padL(0, 5)}`;
   if (opts.verbose || opts.context) r += ` ${padL(d.seclabel || '-', 16)}`;
   if (opts.cpupool) r += padL(d.cpupool, 16);
   if (opts.numaNodes !== undefined) r += ` ${cpuSet(null, opts.numaNodes)}`;
