@@ -35,6 +35,8 @@ import { Credit2 } from './sched/credit2.js';
 import { Credit } from './sched/credit.js';
 import { TraceRing, type TraceRecord } from './sched/trace.js';
 import { Cpupools, CpupoolError, type Cpupool, type CpupoolInfo } from './cpupool.js';
+import { exclusiveState, exclusiveTriggered, releaseExclusive, EXCLUSIVE_END, EXCLUSIVE_END_NAMES } from './sched/exclusive.js';
+import { EXCLUSIVE_MAX_MS } from './abi/xenode_sched.js';
 import { setIrq, MSR_IA32_APICBASE, MSR_IA32_TSC_DEADLINE, MSR_X2APIC_FIRST } from './x86/vlapic.js';
 
 export interface DomainCreateOptions {
@@ -53,6 +55,26 @@ export interface DomainCreateOptions {
   /** per-vCPU hard and soft affinity (pCPU numbers; null or absent = any), as cpus=/cpus_soft= give it */
   hard?: (number[] | null)[];
   soft?: (number[] | null)[];
+  /**
+   * The right to have the machine to itself, for at most this many ms at a
+   * time (xl.cfg exclusive_ms, a xenode extension; sched/exclusive.ts).
+   * Absent or 0: not granted.
+   */
+  exclusiveMs?: number;
+}
+
+/** Who has the machine to itself (sched/exclusive.ts), as the toolstack reports it. */
+export interface ExclusiveInfo {
+  /** the holder, null when none */
+  domid: number | null;
+  name: string | null;
+  /** system time (ns) it was asked for and is taken back */
+  since: bigint;
+  expires: bigint;
+  /** pCPUs that have stopped every other domain's vCPU for it */
+  stopped: number;
+  /** the last period's holder and how it ended (released, expired, gone) */
+  last: { domid: number; how: string } | null;
 }
 
 /** A domain being built: the builder's access to its memory before it runs. */
@@ -190,6 +212,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     super();
     this.traces = Array.from({ length: nrPcpus }, () => TraceRing.create(traceRecords));
     this.cpupools = new Cpupools(nrPcpus, sched);
+    this.host.nrPcpus = nrPcpus;
     if (accel.accel === 'kvm') {
       this.kvm = Kvm.open();
       this.kvm.requireCapabilities();
@@ -215,6 +238,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
         if (vec) setIrq(d.shared.lapicView(vcpu), vec); // through the vCPU's local APIC (edge)
         this.wake(d.shared.domid, vcpu);
       },
+      exclusiveTrigger: (d) => exclusiveTriggered(this.host, d.shared, systemTimeNs(this.timeBase)),
       wakePollers: (d) => {
         if (d === this.dom0) return;
         for (let v = 0; v < d.shared.nrVcpus; v++) if (d.shared.vcpu(v, 'pollMask')) this.wake(d.shared.domid, v);
@@ -352,6 +376,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     if (!cp || typeof pool !== 'number') throw new RangeError(`no cpupool ${pool}`);
     for (let v = 0; v < o.vcpus; v++) this.candidates(cp, o.hard?.[v] ?? null, v); // throws if vCPU v could run nowhere
     if (!(o.memoryMiB >= 1) || o.memoryMiB > 1 << 20) throw new RangeError(`memory must be at least 1 MiB, got ${o.memoryMiB}`);
+    const exclusiveMs = o.exclusiveMs ?? 0;
+    if (!Number.isInteger(exclusiveMs) || exclusiveMs < 0 || exclusiveMs > EXCLUSIVE_MAX_MS) throw new RangeError(`exclusive_ms must be an integer in 0..${EXCLUSIVE_MAX_MS}, got ${o.exclusiveMs}`);
     const ramPages = Math.floor(o.memoryMiB * 256);
     const maxPages = Math.max(ramPages, Math.floor((o.maxMemMiB ?? o.memoryMiB) * 256));
     const domid = this.allocDomid();
@@ -384,6 +410,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     shared.set('pauseCount', 1);
     shared.set('isPrivileged', o.privileged ? 1 : 0);
     shared.set('isConsole', o.isConsole ? 1 : 0);
+    shared.set('exclusiveMaxUs', exclusiveMs * 1000);
     shared.set('sharedInfoOffset', physmap.sharedInfoPage * PAGE_SIZE);
     shared.setVcpu(0, 'state', RUNSTATE.runnable);
     const rec: DomainRecord = { domid, name: o.name, shared, mem, evtchn: { shared, mem: mem.bytes }, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, maxPages, vm: vm ?? undefined, vcpuFds: vcpus.map((v) => v.fd), pool, hard: o.hard ?? [], soft: o.soft ?? [] };
@@ -773,6 +800,21 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     r.pool = id;
   }
 
+  /** Who has the machine to itself now (xl info's xenode_exclusive). */
+  exclusive(): ExclusiveInfo {
+    const s = exclusiveState(this.host);
+    let stopped = 0;
+    for (let p = 0; p < this.nrPcpus; p++) if (s.holder && this.host.exclusiveAck(p) === s.epoch) stopped++;
+    const last = s.previous ? { domid: s.previous, how: EXCLUSIVE_END_NAMES[s.endReason] ?? '?' } : null;
+    if (!s.holder) return { domid: null, name: null, since: 0n, expires: 0n, stopped: 0, last };
+    return { domid: s.holder, name: this.domains.get(s.holder)?.name ?? null, since: s.requested, expires: s.expires, stopped, last };
+  }
+
+  /** The right a domain was given (exclusive_ms), 0 = none. */
+  exclusiveGrantMs(domid: number): number {
+    return this.record(domid).shared.get('exclusiveMaxUs') / 1000;
+  }
+
   /** Turns the scheduling trace on or off on every pCPU (xentrace starting and stopping). */
   setSchedTrace(on: boolean): void {
     for (const t of this.traces) t.enabled = on;
@@ -789,6 +831,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const r = this.domains.get(domid);
     if (!r) return Promise.resolve();
     r.shared.set('state', DOMSTATE.dying);
+    // The machine is given back at once, before its workers let the domain go.
+    releaseExclusive(this.host, domid, EXCLUSIVE_END.gone);
     if (r.pcpu < 0) {
       // never started: release what the builder held
       for (const v of this.pendingVcpus.get(domid) ?? []) v.close();

@@ -33,6 +33,7 @@ import type { SchedulerPolicy } from './sched/scheduler.js';
 import { createScheduler, DEFAULT_SCHEDULER } from './sched/schedulers.js';
 import { TraceRing } from './sched/trace.js';
 import { applySchedMessage } from './sched/control.js';
+import { allPcpusStopped, exclusiveState, exclusiveTriggered, releaseExclusive, EXCLUSIVE_END } from './sched/exclusive.js';
 import { PAGE_SIZE } from './abi/xen.js';
 import { Vlapic, ipiTargets, acceptInterrupt, setIrq, type Ipi } from './x86/vlapic.js';
 import type { WorkerToMain, MainToWorker, ForwardedCall, ForwardedResult, Relay } from './messages.js';
@@ -142,6 +143,7 @@ class Pcpu {
         if (vec) setIrq(d.shared.lapicView(vcpu), vec);
         this.notifyVcpu(d.shared, vcpu);
       },
+      exclusiveTrigger: (d) => exclusiveTriggered(this.host, d.shared, this.nowSys()),
       wakePollers: (d, port) => {
         // A vCPU run here: wake it if it polls this port. One run elsewhere (even of a domain this worker
         // also holds, whose copy here knows nothing of its poll): its worker re-checks it.
@@ -324,6 +326,8 @@ class Pcpu {
     d.stopping = true;
     flushConsole(d);
     this.sched.removeDomain(d.domid);
+    // A domain that shut down cannot give the machine back: the others run again now.
+    releaseExclusive(this.host, d.domid, EXCLUSIVE_END.gone);
     // Workers holding the same domain may race here: the one that moves the state reports it.
     if (d.shared.cas('state', DOMSTATE.running, r === SHUTDOWN.crash ? DOMSTATE.crashed : DOMSTATE.shutdown) !== DOMSTATE.running) return;
     d.shared.set('shutdownReason', r);
@@ -349,6 +353,7 @@ class Pcpu {
       d.stopping = true;
       flushConsole(d);
     }
+    releaseExclusive(this.host, domid, EXCLUSIVE_END.gone);
     this.sched.removeDomain(domid);
     this.domains.delete(domid);
     if (d.isHome) d.shared.set('state', DOMSTATE.dead);
@@ -367,6 +372,69 @@ class Pcpu {
     this.doorbellSeen = Atomics.load(this.host.words, this.doorbell);
     this.readMail();
     while (this.deferred.length) this.handle(this.deferred.shift()!);
+    this.exclusiveUpdate();
+  }
+
+  // --- exclusivity (sched/exclusive.ts) ---------------------------------------
+
+  /** The exclusivity epoch this pCPU last acted on, and that period's holder (0 = none) and expiry. */
+  private exclEpoch = 0;
+  private exclHolder = 0;
+  private exclExpires = 0n;
+  /** vCPUs whose acquire waits for every pCPU to stop the others. */
+  private readonly exclWaiters: VCpu[] = [];
+
+  /**
+   * At every decision: take the machine back if the holder's time is up;
+   * on a new epoch, trace it, put back on the runqueue what may run again,
+   * acknowledge it (no other domain's vCPU runs here from now on) and, as
+   * the last pCPU to do so, get the waiting acquirer going; resume waiters
+   * whose wait is over.
+   */
+  private exclusiveUpdate(): void {
+    const host = this.host;
+    if (this.exclHolder !== 0 && this.exclExpires <= this.nowSys()) releaseExclusive(host, this.exclHolder, EXCLUSIVE_END.expired, this.exclEpoch);
+    if (host.exclusiveEpoch() !== this.exclEpoch) {
+      const s = exclusiveState(host);
+      const now = this.nowSys();
+      // A release and the next acquire both came since this pCPU last looked: the trace still shows the release.
+      if (s.holder && this.exclHolder && s.previous === this.exclHolder) this.trace?.record('release', now, s.previous, -1, BigInt(s.endReason));
+      this.exclEpoch = s.epoch;
+      this.exclHolder = s.holder;
+      this.exclExpires = s.holder ? s.expires : 0n;
+      if (s.holder) this.trace?.record('exclusive', now, s.holder, -1, s.requested);
+      else this.trace?.record('release', now, s.previous, -1, BigInt(s.endReason));
+      this.requeueAll(now);
+      host.setExclusiveAck(this.init.pcpu, s.epoch);
+      if (s.holder && s.waiter >= 0 && s.waiter !== this.init.pcpu && allPcpusStopped(host, s.epoch)) {
+        host.ring(s.waiter);
+        if (host.isRunning(s.waiter)) kick({ pid: process.pid, tid: host.tid(s.waiter) });
+      }
+      if (this.current) this.wokeDuringSlice = true;
+    }
+    for (let i = this.exclWaiters.length - 1; i >= 0; i--) {
+      const v = this.exclWaiters[i]!;
+      if (!v.dom.stopping && v.exclusiveWait === this.exclEpoch && !allPcpusStopped(host, v.exclusiveWait)) continue;
+      this.exclWaiters.splice(i, 1);
+      v.exclusiveWait = 0;
+      if (v.dom.isRunnable() && v.online && !v.blocked && !v.awaitingHome) this.sched.insert(v, v.dom.now());
+    }
+  }
+
+  /** After an exclusivity change: every local vCPU that may run now and is not queued goes back on the runqueue. */
+  private requeueAll(now: bigint): void {
+    for (const d of this.domains.values()) {
+      if (!d.isRunnable()) continue;
+      for (const v of d.vcpus) {
+        if (v.local && v.online && !v.blocked && !v.awaitingHome && !v.exclusiveWait && v !== this.current && !this.sched.has(v)) this.sched.insert(v, now);
+      }
+    }
+  }
+
+  /** The earlier of `t` and the end of the exclusive period (0 = neither). */
+  private withExclusiveExpiry(t: bigint): bigint {
+    const x = this.exclHolder ? this.exclExpires : 0n;
+    return x !== 0n && (t === 0n || x < t) ? x : t;
   }
 
   /** The doorbell count when the mailbox was last drained: a newer count means mail (or a wake-up) came since. */
@@ -564,7 +632,7 @@ class Pcpu {
         this.armed = 0n;
         this.timer.arm(0n);
         // The policy may want to look again before any guest timer (a window boundary, a replenishment).
-        const decide = this.sched.nextDecision(this.nowSys());
+        const decide = this.withExclusiveExpiry(this.sched.nextDecision(this.nowSys()));
         const next = decide !== 0n && (nextTimer === 0n || decide < nextTimer) ? decide : nextTimer;
         const wait = next === 0n ? Infinity : Math.max(0, Number(next - this.nowSys()) / 1e6);
         if (wait > 0) Atomics.wait(words, this.doorbell, seen, wait);
@@ -644,13 +712,18 @@ class Pcpu {
   private endSlice(v: VCpu): void {
     const d = v.dom;
     const now = d.now();
-    const runnable = !d.stopping && v.online && d.state === DOMSTATE.running && !v.awaitingHome && !v.blocked;
+    const runnable = !d.stopping && v.online && d.state === DOMSTATE.running && !v.awaitingHome && !v.blocked && !v.exclusiveWait;
     this.sched.descheduled(v, now, runnable && d.isRunnable());
     if (v.blocked) this.trace?.record('block', now, d.domid, v.id);
     if (d.stopping || !v.online || d.state !== DOMSTATE.running) return;
     if (v.awaitingHome) {
       this.runstate(v, RUNSTATE.runnable, now);
       return; // back on the runqueue when the home worker answers
+    }
+    if (v.exclusiveWait) {
+      this.runstate(v, RUNSTATE.runnable, now);
+      this.exclWaiters.push(v); // back on the runqueue when every pCPU has stopped the others
+      return;
     }
     if (v.blocked) this.runstate(v, RUNSTATE.blocked, now);
     else {
@@ -666,6 +739,7 @@ class Pcpu {
   private armPreemption(v: VCpu, start: bigint, nextTimer: bigint): void {
     const slice = this.sched.slice(v, start);
     let deadline = slice ? start + slice : 0n;
+    nextTimer = this.withExclusiveExpiry(nextTimer);
     if (nextTimer !== 0n && (deadline === 0n || nextTimer < deadline)) deadline = nextTimer;
     this.armed = deadline;
     this.timer.arm(deadline === 0n ? 0n : deadline + this.init.timeBase.bootNs);
