@@ -33,7 +33,7 @@ import type { SchedulerPolicy } from './sched/scheduler.js';
 import { createScheduler, DEFAULT_SCHEDULER } from './sched/schedulers.js';
 import { TraceRing } from './sched/trace.js';
 import { applySchedMessage } from './sched/control.js';
-import { allPcpusStopped, exclusiveState, exclusiveTriggered, releaseExclusive, EXCLUSIVE_END } from './sched/exclusive.js';
+import { allPcpusStopped, exclusiveAllows, exclusiveState, exclusiveTriggered, releaseExclusive, EXCLUSIVE_END } from './sched/exclusive.js';
 import { PAGE_SIZE } from './abi/xen.js';
 import { Vlapic, ipiTargets, acceptInterrupt, setIrq, type Ipi } from './x86/vlapic.js';
 import type { WorkerToMain, MainToWorker, ForwardedCall, ForwardedResult, Relay } from './messages.js';
@@ -402,22 +402,43 @@ class Pcpu {
       this.exclEpoch = s.epoch;
       this.exclHolder = s.holder;
       this.exclExpires = s.holder ? s.expires : 0n;
-      if (s.holder) this.trace?.record('exclusive', now, s.holder, -1, s.requested);
-      else this.trace?.record('release', now, s.previous, -1, BigInt(s.endReason));
+      this.exclRequested = s.requested;
+      this.exclWaiter = s.waiter;
+      if (!s.holder) this.trace?.record('release', now, s.previous, -1, BigInt(s.endReason));
       this.requeueAll(now);
-      host.setExclusiveAck(this.init.pcpu, s.epoch);
-      if (s.holder && s.waiter >= 0 && s.waiter !== this.init.pcpu && allPcpusStopped(host, s.epoch)) {
-        host.ring(s.waiter);
-        if (host.isRunning(s.waiter)) kick({ pid: process.pid, tid: host.tid(s.waiter) });
-      }
+      this.exclAckDue = true;
       if (this.current) this.wokeDuringSlice = true;
     }
+    // A vCPU of another domain in its run here leaves first (its slice ends, its runstate says so): then this pCPU acknowledges.
+    if (this.exclAckDue && (!this.current || exclusiveAllows(host, this.current.dom.domid))) this.exclusiveAck();
     for (let i = this.exclWaiters.length - 1; i >= 0; i--) {
       const v = this.exclWaiters[i]!;
       if (!v.dom.stopping && v.exclusiveWait === this.exclEpoch && !allPcpusStopped(host, v.exclusiveWait)) continue;
       this.exclWaiters.splice(i, 1);
       v.exclusiveWait = 0;
       if (v.dom.isRunnable() && v.online && !v.blocked && !v.awaitingHome) this.sched.insert(v, v.dom.now());
+    }
+  }
+
+  /** The epoch this pCPU has not acknowledged yet, with its request time and waiter. */
+  private exclAckDue = false;
+  private exclRequested = 0n;
+  private exclWaiter = -1;
+
+  /**
+   * No vCPU but the holder's runs here from now on (or the period is over):
+   * say so, in the trace and to the acquirer; the last pCPU to say so gets
+   * the acquirer's vCPU going.
+   */
+  private exclusiveAck(): void {
+    const host = this.host;
+    this.exclAckDue = false;
+    if (this.exclHolder) this.trace?.record('exclusive', this.nowSys(), this.exclHolder, -1, this.exclRequested);
+    host.setExclusiveAck(this.init.pcpu, this.exclEpoch);
+    const w = this.exclWaiter;
+    if (this.exclHolder && w >= 0 && w !== this.init.pcpu && allPcpusStopped(host, this.exclEpoch)) {
+      host.ring(w);
+      if (host.isRunning(w)) kick({ pid: process.pid, tid: host.tid(w) });
     }
   }
 
@@ -706,6 +727,7 @@ class Pcpu {
     } catch (e) {
       this.bug(d, `ending the slice of vCPU ${v.id}`, e);
     }
+    if (this.exclAckDue) this.exclusiveAck();
   }
 
   /** After a slice: the vCPU's runstate, and back on the runqueue if it can run. */
