@@ -12,7 +12,7 @@
  * port for the control domain, binds it as its trigger, prints
  * `exclusive: trigger port P` and waits; the event (sent by whoever the test
  * is) must arrive with the machine already held by this domain, which holds
- * it for hold_ms and releases it.  Each period is announced with
+ * it for half of hold_ms and releases it.  Each period is announced with
  * `exclusive: window <what> <start ns> <end ns>` (system time).
  * mode=hold: acquires for the whole limit, prints `exclusive: holding` and
  * computes forever (to be destroyed while holding).
@@ -102,7 +102,7 @@ static void checks(void)
         check_eq("acquire-again-EBUSY", excl(XENODE_EXCLUSIVE_acquire, 0, 0, NULL), -EBUSY);
         check_eq("query-held", excl(XENODE_EXCLUSIVE_query, 0, 0, &q), 0);
         check_eq("query-held-holder", q.holder, xen_domid);
-        compute_until(t1 + hold * 9 / 10);
+        compute_until(t1 + hold / 2);   /* half: a loaded host may run this vCPU late */
         uint64_t t2 = xen_system_time();
         check_eq("release", excl(XENODE_EXCLUSIVE_release, 0, 0, NULL), 0);
         printf("exclusive: window release %lu %lu\n", t1, t2);
@@ -137,7 +137,7 @@ static void checks(void)
     if (check_true("trigger-event", triggered, "no event on port %u within 60 s", port)) {
         check_eq("trigger-holder", holder_at_event, xen_domid);
         uint64_t t = trigger_time;
-        compute_until(t + hold * 9 / 10);
+        compute_until(t + hold / 2);
         uint64_t t2 = xen_system_time();
         check_eq("trigger-release", excl(XENODE_EXCLUSIVE_release, 0, 0, NULL), 0);
         printf("exclusive: window trigger %lu %lu\n", t, t2);

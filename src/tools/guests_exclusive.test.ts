@@ -85,7 +85,7 @@ test('granted: the hypercall, the time limit and a trigger event each stop every
     const s1 = await spinner(ts, 'spin1', 1);
     const s0 = await spinner(ts, 'spin0', 0);
     await waitFor('both spinners to run', 20_000, () => cpu(ts, s0.domid) > 0 && cpu(ts, s1.domid) > 0);
-    const ex = await ts.create({ name: 'ex', kernel: readFileSync(guest('exclusive')), memoryMiB: 8, vcpus: 1, cmdline: 'hold_ms=300 expire_ms=150', hard: [[0]], exclusiveMs: 1000 }, () => {});
+    const ex = await ts.create({ name: 'ex', kernel: readFileSync(guest('exclusive')), memoryMiB: 8, vcpus: 1, cmdline: 'hold_ms=600 expire_ms=150', hard: [[0]], exclusiveMs: 1000 }, () => {});
     assert.equal(ts.hv.exclusiveGrantMs(ex.domid), 1000);
     // Watch each period: the spinners' CPU time when every pCPU has stopped them, and when the period ends.
     const windows: { first: number[]; last: number[]; samples: number }[] = [];
