@@ -14,6 +14,7 @@ import { needsTcg } from '../testing/accel.js';
 import { guest } from '../testing/xenode.js';
 import type { Toolstack } from './toolstack.js';
 import type { TraceRecord } from '../hv/sched/trace.js';
+import { exclusiveLine } from './daemon/daemon.js';
 
 const IDLE = 0x7fff;
 
@@ -147,6 +148,8 @@ test('destroying or crashing the holder gives the machine back at once', needsTc
       assert.match(console.get(ex.domid)!, /holding \(rc 0\)/);
       assert.equal(ts.hv.exclusive().domid, ex.domid);
       assert.equal(ts.hv.exclusive().stopped, 2, 'its acquire returned once both pCPUs had stopped the others');
+      // as xl info shows it
+      assert.match(exclusiveLine(ts.hv), new RegExp(`^domain ${ex.domid} \\(ex-${how}\\), 2 of 2 pCPUs stopped the others, \\d+\\.\\d ms left$`));
       const c = cpu(ts, s.domid);
       await sleep(100);
       assert.equal(cpu(ts, s.domid), c, 'the spinner is stopped while the machine is held');
@@ -159,6 +162,7 @@ test('destroying or crashing the holder gives the machine back at once', needsTc
         await waitFor('the crash to release the machine', 5000, () => ts.hv.exclusive().domid === null);
       }
       assert.equal(ts.hv.exclusive().last?.how, 'gone');
+      assert.equal(exclusiveLine(ts.hv), `none (last: domain ${ex.domid}, gone)`);
       await waitFor('the spinner to run again', 10_000, () => cpu(ts, s.domid) > c);
       if (how === 'crash') await ts.destroy(ex.domid);
     }

@@ -19,6 +19,8 @@ import { AccelError, type AccelMode } from '../../hv/accel.js';
 import { ApiFailure, checkConfig, einval } from './validate.js';
 import { debugKeys } from './debug_keys.js';
 import { schedHandlers } from './sched.js';
+import { systemTimeNs } from '../../hv/time.js';
+import type { Hypervisor } from '../../hv/hypervisor.js';
 
 export interface DaemonOptions {
   socketPath: string;
@@ -445,6 +447,18 @@ export function libxlSchedulerName(policy: string): string {
   return LIBXL_SCHEDULERS.includes(policy) ? policy : 'unknown';
 }
 
+/**
+ * xl info's xenode_exclusive: `none`, with the last holder and how its period
+ * ended once there was one, or the holder, how many pCPUs have stopped the
+ * others for it and how long it has left.
+ */
+export function exclusiveLine(hv: Hypervisor): string {
+  const e = hv.exclusive();
+  if (e.domid === null) return e.last ? `none (last: domain ${e.last.domid}, ${e.last.how})` : 'none';
+  const left = Math.max(0, Number(e.expires - systemTimeNs(hv.timeBase)) / 1e6);
+  return `domain ${e.domid}${e.name ? ` (${e.name})` : ''}, ${e.stopped} of ${hv.nrPcpus} pCPUs stopped the others, ${left.toFixed(1)} ms left`;
+}
+
 /** `xl info`'s fields, each a true value for xenode, then xenode's own. */
 function hostInfo(d: Daemon): Record<string, string | number> {
   const hv = d.ts.hv;
@@ -494,6 +508,8 @@ function hostInfo(d: Daemon): Record<string, string | number> {
     // which CPU runs guest code (kvm, or tcg: the software CPU), and why it was chosen
     xenode_accel: hv.accel.accel,
     xenode_accel_reason: hv.accel.why,
+    // which domain, if any, has the machine to itself (SCHEDOP_xenode_exclusive)
+    xenode_exclusive: exclusiveLine(hv),
     daemon_pid: process.pid,
     daemon_uptime: Math.floor(d.domains.nsSinceBoot / 1e9),
     // as many as `xl list` shows: Domain-0 and the guests
