@@ -20,5 +20,9 @@ export const SchedXenodeExclusive = struct('sched_xenode_exclusive', 40, {
   holder: [32, 'u16'], // OUT: the domain holding the machine, DOMID_INVALID if none
 });
 
+/** Why an exclusive period ended: the scheduling trace's `release` record carries it. */
+export const EXCLUSIVE_END = { released: 0, expired: 1, gone: 2 } as const;
+export const EXCLUSIVE_END_NAMES = ['released', 'expired', 'gone'];
+
 /** The most xl.cfg's exclusive_ms may grant (a minute). */
 export const EXCLUSIVE_MAX_MS = 60_000;

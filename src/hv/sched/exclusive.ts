@@ -19,15 +19,13 @@
 // worker is.
 
 import { kick } from '../../kvm/kick.js';
-import { SchedXenodeExclusive, XENODE_EXCLUSIVE } from '../abi/xenode_sched.js';
+import { SchedXenodeExclusive, XENODE_EXCLUSIVE, EXCLUSIVE_END } from '../abi/xenode_sched.js';
+
+export { EXCLUSIVE_END, EXCLUSIVE_END_NAMES } from '../abi/xenode_sched.js';
 import { EBUSY, EINVAL, ENOENT, EPERM, XenError } from '../errno.js';
 import type { DomainShared, HostShared } from '../shared.js';
 import type { Hcall } from '../hypercall.js';
 import * as core from '../evtchn_core.js';
-
-/** Why an exclusive period ended (the trace's `release` record carries it). */
-export const EXCLUSIVE_END = { released: 0, expired: 1, gone: 2 } as const;
-export const EXCLUSIVE_END_NAMES = ['released', 'expired', 'gone'];
 
 /** DOMID_INVALID (public/xen.h): query's holder when nobody holds the machine. */
 const DOMID_INVALID = 0x7ff4;
