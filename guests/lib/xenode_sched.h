@@ -15,6 +15,8 @@
  *    hold in ns (0 = the granted limit; above it -EINVAL).  OUT: `expires`
  *    (system time at which the hypervisor ends the period), `limit`,
  *    `holder`.  -EBUSY while any domain, the caller included, holds it.
+ *    -ETIME when the period ran out before every pCPU had stopped the
+ *    others (a hold shorter than the host takes to reach them all).
  *  XENODE_EXCLUSIVE_release: ends the caller's period: 0, or -ENOENT when it
  *    holds none (it expired).  Shutting down or being destroyed also ends it.
  *  XENODE_EXCLUSIVE_bind: `port` (one of the caller's event channels in use,

@@ -18,7 +18,7 @@ import { prepareVcpuThread, consumeKick, KickTimer } from '../kvm/kick.js';
 import { Domain, DomainSpec, VCpu, type TcgHost } from './domain.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE } from './shared.js';
 import { beginHypercall, runHypercall, endHypercall, Hcall } from './hypercall.js';
-import { EPERM } from './errno.js';
+import { EPERM, ETIME } from './errno.js';
 import { HYPERCALL } from './abi/xen.js';
 import { HYPERCALL_PORT, fillHypercallPage } from './x86/hypercall_page.js';
 import { XEN_HYPERCALL_MSR } from './x86/cpuid.js';
@@ -415,6 +415,8 @@ class Pcpu {
       const v = this.exclWaiters[i]!;
       if (!v.dom.stopping && v.exclusiveWait === this.exclEpoch && !allPcpusStopped(host, v.exclusiveWait)) continue;
       this.exclWaiters.splice(i, 1);
+      // The period ended (expired, the holder went) before every pCPU had stopped: the acquire says so.
+      if (v.exclusiveWait !== this.exclEpoch) v.hw.setReg(REG.rax, BigInt.asUintN(v.hcall?.abi === 'x32' ? 32 : 64, -BigInt(ETIME)));
       v.exclusiveWait = 0;
       if (v.dom.isRunnable() && v.online && !v.blocked && !v.awaitingHome) this.sched.insert(v, v.dom.now());
     }

@@ -130,7 +130,8 @@ export function exclusiveTriggered(host: HostShared, d: DomainShared, now: bigin
  * -EPERM for every command; a bad command or field: -EINVAL.
  *  - acquire: the machine for `timeout` ns (0 = the limit; above it -EINVAL),
  *    -EBUSY while anyone holds it; returns once every pCPU runs only the
- *    caller's vCPUs, with `expires` and `limit` filled in.
+ *    caller's vCPUs, with `expires` and `limit` filled in, or -ETIME if the
+ *    period ran out before they all had (the pCPU worker writes that).
  *  - release: 0, or -ENOENT when the caller does not hold it (already expired).
  *  - bind: `port` (one of the caller's ports in use; 0 = none) becomes the trigger.
  *  - query: `holder`, `expires`, `limit`.
