@@ -61,6 +61,10 @@ one scheduling decision with 10..1000 domains on a runqueue.
   --triggers N exclusivity triggers per host-load setting (default 300)
   --exclusive-accel kvm|tcg  the CPU for the exclusivity part (default tcg: this
                host's KVM runs the critical guest's CPL0 code slowly)
+  --exclusive-host none|pin|rt  the pCPU workers as the host runs them: as
+               they come (default), pinned one per host CPU, or pinned at
+               SCHED_FIFO 10 (Hypervisor.cpupoolHostSched; a CPU-bound guest on
+               a SCHED_FIFO worker takes that host CPU from everything else)
   --only LIST  the parts to run (default all)
   --json FILE  also write the figures as JSON
 `;
@@ -74,6 +78,7 @@ const { values } = benchArgs(USAGE, (args) => parseArgs({
     json: { type: 'string' },
     triggers: { type: 'string', default: '300' },
     'exclusive-accel': { type: 'string', default: 'tcg' },
+    'exclusive-host': { type: 'string', default: 'none' },
   },
 }));
 const SECONDS = Number(values.seconds);
@@ -89,6 +94,11 @@ const TIMER = fs.readFileSync(path.join(GUESTS, 'timer.elf'));
 const EXCLUSIVE = fs.readFileSync(path.join(GUESTS, 'exclusive.elf'));
 const TRIGGERS = Number(values.triggers);
 const EXCL_ACCEL = values['exclusive-accel'] as 'kvm' | 'tcg';
+const EXCL_HOST = values['exclusive-host']!;
+if (!['none', 'pin', 'rt'].includes(EXCL_HOST)) {
+  console.error(`sched bench: --exclusive-host must be none, pin or rt\n${USAGE}`);
+  process.exit(2);
+}
 if (EXCL_ACCEL !== 'kvm' && EXCL_ACCEL !== 'tcg') {
   console.error(`sched bench: --exclusive-accel must be kvm or tcg\n${USAGE}`);
   process.exit(2);
@@ -334,6 +344,11 @@ function cost(): void {
 
 async function exclusiveOnce(accel: 'kvm' | 'tcg'): Promise<{ all: number[]; own: number[]; other: number[]; guest: number[]; periods: number; etime: number; lost: number }> {
   const ts = await Toolstack.start({ pcpus: 2, accel, log: () => {}, traceRecords: 1 << 20 });
+  if (EXCL_HOST !== 'none') {
+    for (const r of await ts.hv.cpupoolHostSched(0, { pin: true, rtPriority: EXCL_HOST === 'rt' ? 10 : 0 })) {
+      if (r.errors.length) throw new Error(`pCPU ${r.pcpu}: ${r.errors.join('; ')}`);
+    }
+  }
   const out = new Map<number, string>();
   ts.hv.on('console', (domid, _s, text, eol) => out.set(domid, (out.get(domid) ?? '') + text + (eol ? '\n' : '')));
   try {
@@ -390,7 +405,8 @@ async function exclusive(): Promise<void> {
       stop();
     }
   }
-  console.log(`\nexclusivity (us): ${TRIGGERS} triggers each, 2 pCPUs, ${EXCL_ACCEL === 'tcg' ? 'software CPU' : 'KVM'}, a spin guest on each pCPU`);
+  console.log(`\nexclusivity (us): ${TRIGGERS} triggers each, 2 pCPUs, ${EXCL_ACCEL === 'tcg' ? 'software CPU' : 'KVM'}, a spin guest on each pCPU; workers ${EXCL_HOST === 'none' ? 'as the host runs them' : EXCL_HOST === 'pin' ? 'pinned' : 'pinned at SCHED_FIFO 10'}`);
+  results.exclusiveHost = EXCL_HOST;
   results.exclusiveAccel = EXCL_ACCEL;
   table(['what', 'host', 'n', 'median', 'p99', 'max'], rows);
   results.exclusive = out;

@@ -25,7 +25,8 @@ import { localTimeBase, systemTimeNs } from './time.js';
 import { EVTCHN_FIFO_NR_CHANNELS } from './abi/event_channel.js';
 import * as core from './evtchn_core.js';
 import type { DomainSpec } from './domain.js';
-import type { MainToWorker, WorkerToMain, Relay } from './messages.js';
+import type { MainToWorker, WorkerToMain, Relay, PcpuHostSched } from './messages.js';
+import { getAffinity, fifoPriorityMax } from '../kvm/host_sched.js';
 import { PAGE_SIZE, SharedInfo, VcpuInfo } from './abi/xen.js';
 import type { PvhEntryState } from './x86/pvh.js';
 import { isSchedulerName, DEFAULT_SCHEDULER, SCHEDULERS, type SchedulerName } from './sched/schedulers.js';
@@ -203,6 +204,10 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   /** regs-query answers awaited, by domid */
   private readonly regsQueries = new Map<number, ((m: Extract<WorkerToMain, { type: 'regs-report' }>) => void)[]>();
 
+  /** What each pCPU's host threads last got (pinning, priority, refusals); null until asked. */
+  readonly pcpuHost: (PcpuHostSched | null)[] = [];
+  private readonly hostSchedWaits = new Map<number, ((r: PcpuHostSched) => void)[]>();
+
   /** One scheduling trace ring per pCPU, shared with its worker. */
   readonly traces: TraceRing[];
   /** Pool-0 (every pCPU, the boot scheduler) and any pools made since. */
@@ -326,6 +331,13 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       case 'adopted':
         if (m.error) this.emit('log', 'error', `d${m.domid}: could not start: ${m.error}`);
         return;
+      case 'host-sched-done': {
+        const { type: _t, ...r } = m;
+        this.pcpuHost[m.pcpu] = r;
+        const w = this.hostSchedWaits.get(m.pcpu)?.shift();
+        w?.(r);
+        return;
+      }
       case 'regs-report': {
         const waiting = this.regsQueries.get(m.domid) ?? [];
         this.regsQueries.delete(m.domid);
@@ -781,12 +793,45 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       if (pool.sched === 'rtds') for (let v = 0; v < this.domains.get(domid)!.shared.nrVcpus; v++) params.push({ domid, vcpu: v, params: pool.shadow.params(domid, v) });
     }
     this.send(cpu, { type: 'sched-set', sched: pool.sched, pool: this.schedPoolGet(id), params, arinc653: pool.arinc653 });
+    if (pool.host.pin || pool.host.rtPriority) this.hostSchedPcpu(cpu, pool.host).catch((e: Error) => this.emit('log', 'error', e.message));
   }
 
   /** The pCPU leaves the pool, free; refused while vCPUs are placed on it (they are not moved between pCPUs). */
   cpupoolCpuRemove(id: number, cpu: number): void {
     const on = [...this.domains.values()].filter((r) => r.placement.includes(cpu)).map((r) => `d${r.domid}`);
+    const pool = this.cpupools.get(id);
     this.cpupools.removeCpu(id, cpu, on.length ? `vCPUs of ${on.join(', ')} (xenode does not move a placed vCPU)` : null, this.poolDomains(id).length);
+    // A free pCPU goes back to running anywhere at the normal priority.
+    if (pool.host.pin || pool.host.rtPriority) this.hostSchedPcpu(cpu, { pin: false, rtPriority: 0 }).catch((e: Error) => this.emit('log', 'error', e.message));
+  }
+
+  /**
+   * The host side of real time for a pool (a xenode extension; Xen owns its
+   * CPUs): each of its pCPUs' worker threads (and, on the software CPU, its
+   * kick helper) pinned to one host CPU (pCPU n to the n-th CPU this process
+   * may use, wrapping), and put in SCHED_FIFO at `rtPriority` (0: SCHED_OTHER).
+   * pCPUs that join the pool later get the same. Resolves with what each
+   * pCPU got; a host refusal (no CAP_SYS_NICE, a CPU outside the cpuset) is
+   * reported there, per pCPU, saying what the host must provide.
+   */
+  async cpupoolHostSched(id: number, o: { pin: boolean; rtPriority: number }): Promise<PcpuHostSched[]> {
+    const pool = this.cpupools.get(id);
+    const max = fifoPriorityMax();
+    if (!Number.isInteger(o.rtPriority) || o.rtPriority < 0 || o.rtPriority > max) throw new RangeError(`real-time priority must be 0 (none) or 1..${max}, got ${o.rtPriority}`);
+    pool.host = { pin: o.pin, rtPriority: o.rtPriority };
+    return Promise.all([...pool.cpus].sort((a, b) => a - b).map((c) => this.hostSchedPcpu(c, pool.host)));
+  }
+
+  private hostSchedPcpu(pcpu: number, o: { pin: boolean; rtPriority: number }): Promise<PcpuHostSched> {
+    const host = getAffinity(0);
+    const cpus = o.pin ? [host[pcpu % host.length]!] : null;
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`pCPU ${pcpu}: its worker did not answer the host-sched request within 5 s`)), 5000);
+      const l = this.hostSchedWaits.get(pcpu) ?? [];
+      l.push((r) => { clearTimeout(t); resolve(r); });
+      this.hostSchedWaits.set(pcpu, l);
+      this.send(pcpu, { type: 'host-sched', cpus, rtPriority: o.rtPriority });
+    });
   }
 
   /** xl cpupool-migrate: a domain not yet placed on pCPUs changes pool (a running one would need its vCPUs moved). */

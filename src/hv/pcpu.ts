@@ -36,7 +36,11 @@ import { applySchedMessage } from './sched/control.js';
 import { allPcpusStopped, exclusiveAllows, exclusiveState, exclusiveTriggered, releaseExclusive, EXCLUSIVE_END } from './sched/exclusive.js';
 import { PAGE_SIZE } from './abi/xen.js';
 import { Vlapic, ipiTargets, acceptInterrupt, setIrq, type Ipi } from './x86/vlapic.js';
-import type { WorkerToMain, MainToWorker, ForwardedCall, ForwardedResult, Relay } from './messages.js';
+import type { WorkerToMain, MainToWorker, ForwardedCall, ForwardedResult, Relay, PcpuHostSched } from './messages.js';
+import { fifoPriorityMax, getAffinity, getPolicy, setAffinity, setRealtime } from '../kvm/host_sched.js';
+
+/** The host CPUs the process may use, as it started (what "anywhere" means when a pCPU is unpinned). */
+const processCpus = getAffinity(0);
 import { DOM0_DOORBELL } from './shared.js';
 // Hypercall families register themselves on import.
 import './version.js';
@@ -375,6 +379,26 @@ class Pcpu {
     this.exclusiveUpdate();
   }
 
+  /**
+   * Where this pCPU's host threads run and at which priority: this worker
+   * thread and, on the software CPU, its kick helper (a kick must reach it as
+   * soon as the worker). `cpus` null: anywhere the process may; priority 0:
+   * SCHED_OTHER. Each refusal is reported, the rest still applied.
+   */
+  private hostSched(cpus: number[] | null, rtPriority: number): PcpuHostSched {
+    const errors: string[] = [];
+    // The kick helper one priority above the worker: at the same SCHED_FIFO priority on the same CPU it
+    // would never run while the worker runs a guest, and neither kicks nor the pCPU's timer would stop it.
+    const threads = [{ tid: 0, prio: rtPriority }, ...(this.kicker ? [{ tid: this.kicker.tid, prio: rtPriority ? Math.min(fifoPriorityMax(), rtPriority + 1) : 0 }] : [])];
+    const all = cpus ?? processCpus;
+    for (const t of threads) {
+      try { setAffinity(t.tid, all); } catch (e) { errors.push(e instanceof Error ? e.message : String(e)); }
+      try { setRealtime(t.tid, t.prio); } catch (e) { errors.push(e instanceof Error ? e.message : String(e)); }
+    }
+    const p = getPolicy(0);
+    return { pcpu: this.init.pcpu, affinity: getAffinity(0), policy: p.policy, priority: p.priority, errors: [...new Set(errors)] };
+  }
+
   // --- exclusivity (sched/exclusive.ts) ---------------------------------------
 
   /** The exclusivity epoch this pCPU last acted on, and that period's holder (0 = none) and expiry. */
@@ -544,6 +568,9 @@ class Pcpu {
         this.sched.removeDomain(m.domid); // parameters it was given without hosting it
         return;
       }
+      case 'host-sched':
+        this.post({ type: 'host-sched-done', ...this.hostSched(m.cpus, m.rtPriority) });
+        return;
       case 'sched-adjust':
       case 'sched-arinc653':
       case 'sched-set':
