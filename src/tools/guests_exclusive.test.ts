@@ -127,9 +127,10 @@ test('granted: the hypercall, the time limit and a trigger event each stop every
       assert.equal(spans.length, 3, `pCPU ${pcpu}: three exclusive periods in the trace`);
       assert.deepEqual(intruders, [], `pCPU ${pcpu}: no other domain switched in while exclusive`);
       assert.deepEqual(spans.map((x) => x.reason), [0, 1, 0], `pCPU ${pcpu}: released, expired, released`);
-      // The expiry is the hypervisor's: 150 ms after the request (plus how late this loaded host runs the worker).
+      // The expiry is the hypervisor's: 150 ms after the request (plus how late this loaded host runs the
+      // worker), and before the guest, computing on, looks again at 600 ms.
       const held = Number(spans[1]!.to! - spans[1]!.requested) / 1e6;
-      assert.ok(held >= 150 && held < 150 + 250, `pCPU ${pcpu}: the expired period lasted ${held.toFixed(1)} ms (limit 150)`);
+      assert.ok(held >= 150 && held < 600, `pCPU ${pcpu}: the expired period lasted ${held.toFixed(1)} ms (limit 150)`);
     }
   } finally {
     await ts.shutdown();
