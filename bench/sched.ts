@@ -18,6 +18,20 @@
 //         the lateness it sees, and the trace's wake -> running time.
 // cost    one scheduling decision (pick + slice + descheduled + insert) in
 //         the simulated pCPU as the runqueue grows from 10 to 1000 domains.
+// exclusive  trigger -> exclusive machine (SCHEDOP_xenode_exclusive) on two
+//         pCPUs, on the software CPU: a critical guest (exclusive.elf, bench
+//         mode) on pCPU 0 takes the machine --triggers times (holds it 200 us,
+//         then computes 1 ms with the machine shared) while a spin guest runs
+//         on each pCPU, pCPU 0 beside it included; idle host and with the
+//         host's CPUs all busy. Start: the time the acquire handler stamps in
+//         the exclusivity record (the guest's hypercall has exited and been
+//         decoded on pCPU 0's worker). End: the last pCPU's `exclusive` trace
+//         record, written once that pCPU's worker has ended the other
+//         domain's run (its vCPU out of the software CPU, its runstate
+//         runnable) and will run none but the holder's. Also per pCPU (the
+//         caller's own, the other), and the guest's own view: pvclock before
+//         the hypercall to its return (the exit, the wait for every pCPU, the
+//         re-entry).
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -44,10 +58,17 @@ one scheduling decision with 10..1000 domains on a runqueue.
   --seconds S  live measuring time per run (default 3, at most 120)
   --n N        timer deadlines for the wake-up part, and the largest runqueue
                for the cost part (default 1000, at least 10)
-  --only LIST  the parts to run (default all four)
+  --triggers N exclusivity triggers per host-load setting (default 300)
+  --exclusive-accel kvm|tcg  the CPU for the exclusivity part (default tcg: this
+               host's KVM runs the critical guest's CPL0 code slowly)
+  --exclusive-host none|pin|rt  the pCPU workers as the host runs them: as
+               they come (default), pinned one per host CPU, or pinned at
+               SCHED_FIFO 10 (Hypervisor.cpupoolHostSched; a CPU-bound guest on
+               a SCHED_FIFO worker takes that host CPU from everything else)
+  --only LIST  the parts to run (default all)
   --json FILE  also write the figures as JSON
 `;
-const PARTS = ['share', 'jitter', 'wake', 'cost'];
+const PARTS = ['share', 'jitter', 'wake', 'cost', 'exclusive'];
 const { values } = benchArgs(USAGE, (args) => parseArgs({
   args,
   options: {
@@ -55,6 +76,9 @@ const { values } = benchArgs(USAGE, (args) => parseArgs({
     n: { type: 'string', default: '1000' },
     only: { type: 'string', default: PARTS.join(',') },
     json: { type: 'string' },
+    triggers: { type: 'string', default: '300' },
+    'exclusive-accel': { type: 'string', default: 'tcg' },
+    'exclusive-host': { type: 'string', default: 'none' },
   },
 }));
 const SECONDS = Number(values.seconds);
@@ -67,6 +91,22 @@ if (!(SECONDS > 0 && SECONDS <= 120) || !Number.isInteger(N) || N < 10 || unknow
 }
 const SPIN = fs.readFileSync(path.join(GUESTS, 'spin.elf'));
 const TIMER = fs.readFileSync(path.join(GUESTS, 'timer.elf'));
+const EXCLUSIVE = fs.readFileSync(path.join(GUESTS, 'exclusive.elf'));
+const TRIGGERS = Number(values.triggers);
+const EXCL_ACCEL = values['exclusive-accel'] as 'kvm' | 'tcg';
+const EXCL_HOST = values['exclusive-host']!;
+if (!['none', 'pin', 'rt'].includes(EXCL_HOST)) {
+  console.error(`sched bench: --exclusive-host must be none, pin or rt\n${USAGE}`);
+  process.exit(2);
+}
+if (EXCL_ACCEL !== 'kvm' && EXCL_ACCEL !== 'tcg') {
+  console.error(`sched bench: --exclusive-accel must be kvm or tcg\n${USAGE}`);
+  process.exit(2);
+}
+if (!Number.isInteger(TRIGGERS) || TRIGGERS < 10 || TRIGGERS > 100_000) {
+  console.error(`sched bench: --triggers must be an integer in 10..100000\n${USAGE}`);
+  process.exit(2);
+}
 const results: Record<string, unknown> = { machine: machine(), seconds: SECONDS };
 
 /** One busy-looping process per host CPU, for "under host load"; stopped by pid. */
@@ -300,10 +340,83 @@ function cost(): void {
   results.cost = out;
 }
 
+// --- exclusive ---------------------------------------------------------------
+
+async function exclusiveOnce(accel: 'kvm' | 'tcg'): Promise<{ all: number[]; own: number[]; other: number[]; guest: number[]; periods: number; etime: number; lost: number }> {
+  const ts = await Toolstack.start({ pcpus: 2, accel, log: () => {}, traceRecords: 1 << 20 });
+  if (EXCL_HOST !== 'none') {
+    for (const r of await ts.hv.cpupoolHostSched(0, { pin: true, rtPriority: EXCL_HOST === 'rt' ? 10 : 0 })) {
+      if (r.errors.length) throw new Error(`pCPU ${r.pcpu}: ${r.errors.join('; ')}`);
+    }
+  }
+  const out = new Map<number, string>();
+  ts.hv.on('console', (domid, _s, text, eol) => out.set(domid, (out.get(domid) ?? '') + text + (eol ? '\n' : '')));
+  try {
+    for (const pcpu of [0, 1]) await ts.create({ name: `spin${pcpu}`, kernel: SPIN, memoryMiB: 8, vcpus: 1, cmdline: 'round_bits=24', hard: [[pcpu]] }, () => {});
+    await sleep(300);
+    ts.hv.setSchedTrace(true);
+    const cmdline = `mode=bench n=${TRIGGERS} hold_us=200 gap_us=1000`;
+    const c = await ts.create({ name: 'critical', kernel: EXCLUSIVE, memoryMiB: 8, vcpus: 1, cmdline, hard: [[0]], exclusiveMs: 10 }, () => {});
+    const end = Date.now() + 600_000;
+    while (!/bench done/.test(out.get(c.domid) ?? '')) {
+      if (Date.now() > end) throw new Error(`the critical guest did not finish ${TRIGGERS} triggers within 600 s`);
+      await sleep(100);
+    }
+    ts.hv.setSchedTrace(false);
+    const traces = [0, 1].map((p) => ts.hv.readSchedTrace(p));
+    // Per request time: each pCPU's stop latency (the pCPUs' exclusive records carry the request time).
+    const per = new Map<bigint, number[]>();
+    traces.forEach((t, pcpu) => {
+      for (const r of t.records) {
+        if (r.event !== 'exclusive' || r.domid !== c.domid) continue;
+        const l = per.get(r.arg) ?? [NaN, NaN];
+        l[pcpu] = Number(r.t - r.arg) / 1000;
+        per.set(r.arg, l);
+      }
+    });
+    const whole = [...per.values()].filter((l) => l.every((x) => !Number.isNaN(x)));
+    const guest = [...(out.get(c.domid) ?? '').matchAll(/^ACQ (\d+)$/gm)].map((m) => Number(m[1]) / 1000);
+    const etime = [...(out.get(c.domid) ?? '').matchAll(/^exclusive: acquire \d+: -62$/gm)].length;
+    return { all: whole.map((l) => Math.max(...l)), own: whole.map((l) => l[0]!), other: whole.map((l) => l[1]!), guest, periods: per.size, etime, lost: traces.reduce((a, t) => a + t.lost, 0) };
+  } finally {
+    await ts.shutdown();
+  }
+}
+
+async function exclusive(): Promise<void> {
+  const rows: (string | number)[][] = [];
+  const out: unknown[] = [];
+  for (const load of [false, true]) {
+    const stop = load ? hostLoad() : () => {};
+    try {
+      const la0 = os.loadavg()[0]!;
+      const r = await exclusiveOnce(EXCL_ACCEL);
+      const host = `${load ? `+${machine().nproc} busy processes` : 'no extra load'} (load ${fmt(la0, 1)}..${fmt(os.loadavg()[0]!, 1)})`;
+      for (const [what, xs] of [['trigger -> every pCPU stopped the others', r.all], ['  the caller\'s pCPU (beside spin0)', r.own], ['  the other pCPU (spin1)', r.other], ['guest: acquire hypercall, call to return', r.guest]] as const) {
+        const s = stat([...xs]);
+        rows.push([what, host, s.n, fmt(s.median, 1), fmt(s.p99, 1), fmt(s.max, 1)]);
+        out.push({ what, extraLoad: load, loadavg1: os.loadavg()[0], ...s });
+      }
+      // A period the trace lacks on a pCPU expired (5 ms) before that pCPU stopped the others: the acquire got -ETIME.
+      const missed = r.periods - r.all.length;
+      rows.push(['periods that expired before every pCPU stopped', host, `${missed} of ${r.periods}`, '', '', '']);
+      out.push({ what: 'expired before exclusive', extraLoad: load, missed, periods: r.periods, etime: r.etime, lost: r.lost });
+    } finally {
+      stop();
+    }
+  }
+  console.log(`\nexclusivity (us): ${TRIGGERS} triggers each, 2 pCPUs, ${EXCL_ACCEL === 'tcg' ? 'software CPU' : 'KVM'}, a spin guest on each pCPU; workers ${EXCL_HOST === 'none' ? 'as the host runs them' : EXCL_HOST === 'pin' ? 'pinned' : 'pinned at SCHED_FIFO 10'}`);
+  results.exclusiveHost = EXCL_HOST;
+  results.exclusiveAccel = EXCL_ACCEL;
+  table(['what', 'host', 'n', 'median', 'p99', 'max'], rows);
+  results.exclusive = out;
+}
+
 printMachine();
 console.log(`host load average at start: ${os.loadavg().map((x) => fmt(x, 2)).join(' ')} (other users of this machine count)`);
 if (ONLY.has('share')) await share();
 if (ONLY.has('jitter')) await jitter();
 if (ONLY.has('wake')) await wake();
 if (ONLY.has('cost')) cost();
+if (ONLY.has('exclusive')) await exclusive();
 writeJson(values.json, results);

@@ -25,6 +25,8 @@ export interface Cpupool {
   /** The scheduler's parameters as the toolstack set them, checked before any worker sees them. */
   readonly shadow: SchedulerPolicy;
   arinc653: { schedule: Arinc653Schedule; epoch: bigint } | null;
+  /** xenode's host side of real time: its pCPUs' worker threads pinned to host CPUs, at a SCHED_FIFO priority (0 = none). */
+  host: { pin: boolean; rtPriority: number };
 }
 
 export interface CpupoolInfo {
@@ -47,7 +49,7 @@ export class Cpupools {
   }
 
   private make(id: number, name: string, sched: SchedulerName, cpus: number[]): Cpupool {
-    return { id, name, sched, cpus: new Set(cpus), shadow: createScheduler(sched), arinc653: null };
+    return { id, name, sched, cpus: new Set(cpus), shadow: createScheduler(sched), arinc653: null, host: { pin: false, rtPriority: 0 } };
   }
 
   get(id: number): Cpupool {

@@ -17,6 +17,7 @@ import { scaleDelta, systemTimeNs, TimeBase, TscScale, tscScale } from './time.j
 import { GrantTable, attachByFd } from './grant_table.js';
 import { Vlapic } from './x86/vlapic.js';
 import type { Hcall } from './hypercall.js';
+import { exclusiveAllows } from './sched/exclusive.js';
 
 const IA32_TSC = 0x10;
 /** How far pvclock may run ahead of the host's clock before it is re-anchored (see updatePvclock). */
@@ -80,6 +81,8 @@ export class VCpu {
   awaitingHome = false;
   /** Its hypercalls on the worker that runs it: one at a time, so one record reused. */
   hcall: Hcall | null = null;
+  /** The exclusivity epoch this vCPU's acquire waits for every pCPU to reach (0 = none; sched/exclusive.ts). */
+  exclusiveWait = 0;
   /** Taken off the runqueue for the rest of this slice (yield). */
   yielded = false;
   /** Up and scheduled on this worker (only meaningful where the vCPU is local; see Domain.vcpuUp for any). */
@@ -411,9 +414,10 @@ export class Domain {
     return this.shared.get('pauseCount') > 0;
   }
 
+  /** Running, not paused, and no other domain has the machine to itself. */
   isRunnable(): boolean {
     const s = this.state;
-    return s === DOMSTATE.running && !this.paused && !this.stopping;
+    return s === DOMSTATE.running && !this.paused && !this.stopping && exclusiveAllows(this.host, this.domid);
   }
 
   /** Releases this worker's hold: its own vCPUs' fds; the VM fd is the home's to close. */

@@ -47,6 +47,8 @@ export interface EvtchnHost {
   upcall(d: EvtchnDomain, vcpu: number): void;
   /** `port` became pending: wake vCPUs of `d` polling it (SCHEDOP_poll). */
   wakePollers(d: EvtchnDomain, port: number): void;
+  /** An event reached the port `d` named as its exclusivity trigger (sched/exclusive.ts). */
+  exclusiveTrigger?(d: EvtchnDomain): void;
 }
 
 // --- port records -------------------------------------------------------
@@ -170,11 +172,14 @@ function unmask2l(host: EvtchnHost, d: EvtchnDomain, port: number): void {
 
 /** Raises `port` of `d` (evtchn_port_set_pending). */
 export function setPending(host: EvtchnHost, d: EvtchnDomain, port: number): void {
-  if (fifo.isFifo(d.shared)) return fifo.setPending(host, d, port);
-  setPending2l(host, d, port);
-  // The domain may have switched to FIFO on another thread since the check: its switch reads the 2-level
-  // bits only after it set the flag, so either it saw this bit or this sees the flag. Raise it there too.
   if (fifo.isFifo(d.shared)) fifo.setPending(host, d, port);
+  else {
+    setPending2l(host, d, port);
+    // The domain may have switched to FIFO on another thread since the check: its switch reads the 2-level
+    // bits only after it set the flag, so either it saw this bit or this sees the flag. Raise it there too.
+    if (fifo.isFifo(d.shared)) fifo.setPending(host, d, port);
+  }
+  if (d.shared.get('exclusiveTrigger') === port) host.exclusiveTrigger?.(d);
 }
 
 export function isPending(d: EvtchnDomain, port: number): boolean {
@@ -333,6 +338,8 @@ export function close(host: EvtchnHost, d: EvtchnDomain, port: number, virqs?: V
     d.shared.withPortLock(() => setPort(d.shared, port, { state: ECS.closed, vcpu: 0, remoteDom: 0, remotePort: 0 }));
     if (p.state === ECS.virq && virqs) virqs.delete(p.remoteDom * 65536 + p.vcpu);
   }
+  // A closed trigger triggers nothing, and neither does the port's next use.
+  d.shared.cas('exclusiveTrigger', port, 0);
   clearPending(d, port);
 }
 

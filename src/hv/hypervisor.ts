@@ -26,7 +26,8 @@ import { localTimeBase, systemTimeNs } from './time.js';
 import { EVTCHN_FIFO_NR_CHANNELS } from './abi/event_channel.js';
 import * as core from './evtchn_core.js';
 import type { DomainSpec } from './domain.js';
-import type { MainToWorker, WorkerToMain, Relay } from './messages.js';
+import type { MainToWorker, WorkerToMain, Relay, PcpuHostSched } from './messages.js';
+import { getAffinity, fifoPriorityMax } from '../kvm/host_sched.js';
 import { PAGE_SIZE, SharedInfo, VcpuInfo } from './abi/xen.js';
 import type { PvhEntryState } from './x86/pvh.js';
 import { isSchedulerName, DEFAULT_SCHEDULER, SCHEDULERS, type SchedulerName } from './sched/schedulers.js';
@@ -36,6 +37,8 @@ import { Credit2 } from './sched/credit2.js';
 import { Credit } from './sched/credit.js';
 import { TraceRing, type TraceRecord } from './sched/trace.js';
 import { Cpupools, CpupoolError, type Cpupool, type CpupoolInfo } from './cpupool.js';
+import { exclusiveState, exclusiveTriggered, releaseExclusive, EXCLUSIVE_END, EXCLUSIVE_END_NAMES } from './sched/exclusive.js';
+import { EXCLUSIVE_MAX_MS } from './abi/xenode_sched.js';
 import { setIrq, MSR_IA32_APICBASE, MSR_IA32_TSC_DEADLINE, MSR_X2APIC_FIRST } from './x86/vlapic.js';
 
 export interface DomainCreateOptions {
@@ -58,6 +61,26 @@ export interface DomainCreateOptions {
   soft?: (number[] | null)[];
   /** pages the builder fills with ACPI tables, at GFN 0xFC000 (populated for it as libxl populates them; 0: none) */
   acpiPages?: number;
+  /**
+   * The right to have the machine to itself, for at most this many ms at a
+   * time (xl.cfg exclusive_ms, a xenode extension; sched/exclusive.ts).
+   * Absent or 0: not granted.
+   */
+  exclusiveMs?: number;
+}
+
+/** Who has the machine to itself (sched/exclusive.ts), as the toolstack reports it. */
+export interface ExclusiveInfo {
+  /** the holder, null when none */
+  domid: number | null;
+  name: string | null;
+  /** system time (ns) it was asked for and is taken back */
+  since: bigint;
+  expires: bigint;
+  /** pCPUs that have stopped every other domain's vCPU for it */
+  stopped: number;
+  /** the last period's holder and how it ended (released, expired, gone) */
+  last: { domid: number; how: string } | null;
 }
 
 /** A domain being built: the builder's access to its memory before it runs. */
@@ -189,6 +212,10 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   /** regs-query answers awaited, by domid */
   private readonly regsQueries = new Map<number, ((m: Extract<WorkerToMain, { type: 'regs-report' }>) => void)[]>();
 
+  /** What each pCPU's host threads last got (pinning, priority, refusals); null until asked. */
+  readonly pcpuHost: (PcpuHostSched | null)[] = [];
+  private readonly hostSchedWaits = new Map<number, ((r: PcpuHostSched) => void)[]>();
+
   /** One scheduling trace ring per pCPU, shared with its worker. */
   readonly traces: TraceRing[];
   /** Pool-0 (every pCPU, the boot scheduler) and any pools made since. */
@@ -198,6 +225,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     super();
     this.traces = Array.from({ length: nrPcpus }, () => TraceRing.create(traceRecords));
     this.cpupools = new Cpupools(nrPcpus, sched);
+    this.host.nrPcpus = nrPcpus;
     if (accel.accel === 'kvm') {
       this.kvm = Kvm.open();
       this.kvm.requireCapabilities();
@@ -223,6 +251,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
         if (vec) setIrq(d.shared.lapicView(vcpu), vec); // through the vCPU's local APIC (edge)
         this.wake(d.shared.domid, vcpu);
       },
+      exclusiveTrigger: (d) => exclusiveTriggered(this.host, d.shared, systemTimeNs(this.timeBase)),
       wakePollers: (d) => {
         if (d === this.dom0) return;
         for (let v = 0; v < d.shared.nrVcpus; v++) if (d.shared.vcpu(v, 'pollMask')) this.wake(d.shared.domid, v);
@@ -311,6 +340,13 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       case 'adopted':
         if (m.error) this.emit('log', 'error', `d${m.domid}: could not start: ${m.error}`);
         return;
+      case 'host-sched-done': {
+        const { type: _t, ...r } = m;
+        this.pcpuHost[m.pcpu] = r;
+        const w = this.hostSchedWaits.get(m.pcpu)?.shift();
+        w?.(r);
+        return;
+      }
       case 'regs-report': {
         const waiting = this.regsQueries.get(m.domid) ?? [];
         this.regsQueries.delete(m.domid);
@@ -361,6 +397,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     if (!cp || typeof pool !== 'number') throw new RangeError(`no cpupool ${pool}`);
     for (let v = 0; v < o.vcpus; v++) this.candidates(cp, o.hard?.[v] ?? null, v); // throws if vCPU v could run nowhere
     if (!(o.memoryMiB >= 1) || o.memoryMiB > 1 << 20) throw new RangeError(`memory must be at least 1 MiB, got ${o.memoryMiB}`);
+    const exclusiveMs = o.exclusiveMs ?? 0;
+    if (!Number.isInteger(exclusiveMs) || exclusiveMs < 0 || exclusiveMs > EXCLUSIVE_MAX_MS) throw new RangeError(`exclusive_ms must be an integer in 0..${EXCLUSIVE_MAX_MS}, got ${o.exclusiveMs}`);
     const ramPages = Math.floor(o.memoryMiB * 256);
     const maxPages = Math.max(ramPages, Math.floor((o.maxMemMiB ?? o.memoryMiB) * 256));
     const domid = this.allocDomid();
@@ -394,6 +432,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     shared.set('pauseCount', 1);
     shared.set('isPrivileged', o.privileged ? 1 : 0);
     shared.set('isConsole', o.isConsole ? 1 : 0);
+    shared.set('exclusiveMaxUs', exclusiveMs * 1000);
     shared.set('sharedInfoOffset', physmap.sharedInfoPage * PAGE_SIZE);
     shared.setVcpu(0, 'state', RUNSTATE.runnable);
     const rec: DomainRecord = { domid, name: o.name, shared, mem, evtchn: { shared, mem: mem.bytes }, pcpu: -1, placement: [], hosts: [], releasing: 0, memoryMap: new Uint8Array(0), memoryKiB: ramPages * 4, maxPages, layout: physmap.layout, vm: vm ?? undefined, vcpuFds: vcpus.map((v) => v.fd), pool, hard: o.hard ?? [], soft: o.soft ?? [] };
@@ -765,12 +804,45 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       if (pool.sched === 'rtds') for (let v = 0; v < this.domains.get(domid)!.shared.nrVcpus; v++) params.push({ domid, vcpu: v, params: pool.shadow.params(domid, v) });
     }
     this.send(cpu, { type: 'sched-set', sched: pool.sched, pool: this.schedPoolGet(id), params, arinc653: pool.arinc653 });
+    if (pool.host.pin || pool.host.rtPriority) this.hostSchedPcpu(cpu, pool.host).catch((e: Error) => this.emit('log', 'error', e.message));
   }
 
   /** The pCPU leaves the pool, free; refused while vCPUs are placed on it (they are not moved between pCPUs). */
   cpupoolCpuRemove(id: number, cpu: number): void {
     const on = [...this.domains.values()].filter((r) => r.placement.includes(cpu)).map((r) => `d${r.domid}`);
+    const pool = this.cpupools.get(id);
     this.cpupools.removeCpu(id, cpu, on.length ? `vCPUs of ${on.join(', ')} (xenode does not move a placed vCPU)` : null, this.poolDomains(id).length);
+    // A free pCPU goes back to running anywhere at the normal priority.
+    if (pool.host.pin || pool.host.rtPriority) this.hostSchedPcpu(cpu, { pin: false, rtPriority: 0 }).catch((e: Error) => this.emit('log', 'error', e.message));
+  }
+
+  /**
+   * The host side of real time for a pool (a xenode extension; Xen owns its
+   * CPUs): each of its pCPUs' worker threads (and, on the software CPU, its
+   * kick helper) pinned to one host CPU (pCPU n to the n-th CPU this process
+   * may use, wrapping), and put in SCHED_FIFO at `rtPriority` (0: SCHED_OTHER).
+   * pCPUs that join the pool later get the same. Resolves with what each
+   * pCPU got; a host refusal (no CAP_SYS_NICE, a CPU outside the cpuset) is
+   * reported there, per pCPU, saying what the host must provide.
+   */
+  async cpupoolHostSched(id: number, o: { pin: boolean; rtPriority: number }): Promise<PcpuHostSched[]> {
+    const pool = this.cpupools.get(id);
+    const max = fifoPriorityMax();
+    if (!Number.isInteger(o.rtPriority) || o.rtPriority < 0 || o.rtPriority > max) throw new RangeError(`real-time priority must be 0 (none) or 1..${max}, got ${o.rtPriority}`);
+    pool.host = { pin: o.pin, rtPriority: o.rtPriority };
+    return Promise.all([...pool.cpus].sort((a, b) => a - b).map((c) => this.hostSchedPcpu(c, pool.host)));
+  }
+
+  private hostSchedPcpu(pcpu: number, o: { pin: boolean; rtPriority: number }): Promise<PcpuHostSched> {
+    const host = getAffinity(0);
+    const cpus = o.pin ? [host[pcpu % host.length]!] : null;
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`pCPU ${pcpu}: its worker did not answer the host-sched request within 5 s`)), 5000);
+      const l = this.hostSchedWaits.get(pcpu) ?? [];
+      l.push((r) => { clearTimeout(t); resolve(r); });
+      this.hostSchedWaits.set(pcpu, l);
+      this.send(pcpu, { type: 'host-sched', cpus, rtPriority: o.rtPriority });
+    });
   }
 
   /** xl cpupool-migrate: a domain not yet placed on pCPUs changes pool (a running one would need its vCPUs moved). */
@@ -782,6 +854,21 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     if (r.pcpu >= 0) throw new CpupoolError('EBUSY', `d${domid} is running on pCPUs of cpupool '${this.cpupools.get(r.pool).name}': xenode does not move a placed vCPU`);
     for (let v = 0; v < r.shared.nrVcpus; v++) this.candidates(pool, r.hard[v] ?? null, v);
     r.pool = id;
+  }
+
+  /** Who has the machine to itself now (xl info's xenode_exclusive). */
+  exclusive(): ExclusiveInfo {
+    const s = exclusiveState(this.host);
+    let stopped = 0;
+    for (let p = 0; p < this.nrPcpus; p++) if (s.holder && this.host.exclusiveAck(p) === s.epoch) stopped++;
+    const last = s.previous ? { domid: s.previous, how: EXCLUSIVE_END_NAMES[s.endReason] ?? '?' } : null;
+    if (!s.holder) return { domid: null, name: null, since: 0n, expires: 0n, stopped: 0, last };
+    return { domid: s.holder, name: this.domains.get(s.holder)?.name ?? null, since: s.requested, expires: s.expires, stopped, last };
+  }
+
+  /** The right a domain was given (exclusive_ms), 0 = none. */
+  exclusiveGrantMs(domid: number): number {
+    return this.record(domid).shared.get('exclusiveMaxUs') / 1000;
   }
 
   /** Turns the scheduling trace on or off on every pCPU (xentrace starting and stopping). */
@@ -800,6 +887,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const r = this.domains.get(domid);
     if (!r) return Promise.resolve();
     r.shared.set('state', DOMSTATE.dying);
+    // The machine is given back at once, before its workers let the domain go.
+    releaseExclusive(this.host, domid, EXCLUSIVE_END.gone);
     if (r.pcpu < 0) {
       // never started: release what the builder held
       for (const v of this.pendingVcpus.get(domid) ?? []) v.close();

@@ -7,6 +7,17 @@ import type { CallerContext } from './hypercall.js';
 import type { PhysmapLayout, Segment } from './physmap.js';
 import type { Arinc653Schedule } from './sched/arinc653.js';
 
+/** What a pCPU's host threads got (host_sched.ts): where they may run, their class, and what the host refused. */
+export interface PcpuHostSched {
+  pcpu: number;
+  /** the host CPUs its threads may run on now */
+  affinity: number[];
+  policy: string;
+  priority: number;
+  /** the host's refusals, each saying what it needs; empty when all was applied */
+  errors: string[];
+}
+
 /**
  * A hypercall a vCPU made on a worker other than its domain's home, performed
  * by the home worker (which owns the domain-wide state: physmap and KVM
@@ -45,6 +56,8 @@ export type MainToWorker =
   | { type: 'sched-set'; sched: string; pool: { ratelimitUs?: number; tsliceMs?: number }; params: { domid: number; vcpu?: number; params: Record<string, number> }[]; arinc653: { schedule: Arinc653Schedule; epoch: bigint } | null }
   /** XEN_SYSCTL_SCHEDOP_putinfo: the pool's ratelimit / timeslice. */
   | { type: 'sched-pool'; ratelimitUs?: number; tsliceMs?: number }
+  /** The pCPU's host threads (its worker, its software-CPU kick helper): host CPUs (null = any) and SCHED_FIFO priority (0 = none). */
+  | { type: 'host-sched'; cpus: number[] | null; rtPriority: number }
   | Relay
   | { type: 'stop' };
 
@@ -56,5 +69,6 @@ export type WorkerToMain =
   | { type: 'destroyed'; domid: number; pcpu: number }
   | { type: 'physmap-report'; domid: number; segments: Segment[] }
   | { type: 'regs-report'; domid: number; vcpus: { regs: Uint8Array; sregs: Uint8Array }[]; error?: string }
+  | ({ type: 'host-sched-done' } & PcpuHostSched)
   | Relay
   | { type: 'log'; level: 'info' | 'warn' | 'error'; text: string };

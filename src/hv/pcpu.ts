@@ -18,7 +18,7 @@ import { prepareVcpuThread, consumeKick, KickTimer } from '../kvm/kick.js';
 import { Domain, DomainSpec, VCpu, type TcgHost } from './domain.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE } from './shared.js';
 import { beginHypercall, runHypercall, endHypercall, Hcall } from './hypercall.js';
-import { EPERM } from './errno.js';
+import { EPERM, ETIME } from './errno.js';
 import { HYPERCALL } from './abi/xen.js';
 import { HYPERCALL_PORT, fillHypercallPage } from './x86/hypercall_page.js';
 import { XEN_HYPERCALL_MSR } from './x86/cpuid.js';
@@ -36,11 +36,14 @@ import type { SchedulerPolicy } from './sched/scheduler.js';
 import { createScheduler, DEFAULT_SCHEDULER } from './sched/schedulers.js';
 import { TraceRing } from './sched/trace.js';
 import { applySchedMessage } from './sched/control.js';
+import { allPcpusStopped, exclusiveAllows, exclusiveState, exclusiveTriggered, releaseExclusive, EXCLUSIVE_END } from './sched/exclusive.js';
 import { PAGE_SIZE } from './abi/xen.js';
 import { Vlapic, ipiTargets, acceptInterrupt, setIrq, type Ipi } from './x86/vlapic.js';
 import { sipiState } from './x86/hvm_vcpu.js';
 import { MSR_MTRR_DEF_TYPE, MTRR_DEF_TYPE_WB } from './x86/pvh.js';
-import type { WorkerToMain, MainToWorker, ForwardedCall, ForwardedResult, Relay } from './messages.js';
+import type { WorkerToMain, MainToWorker, ForwardedCall, ForwardedResult, Relay, PcpuHostSched } from './messages.js';
+import { fifoPriorityMax, getAffinity, getPolicy, setAffinity, setRealtime } from '../kvm/host_sched.js';
+
 import { DOM0_DOORBELL } from './shared.js';
 // Hypercall families register themselves on import.
 import './version.js';
@@ -52,6 +55,9 @@ import './event_channel.js';
 import './sched_op.js';
 import './vcpu_op.js';
 import './misc_ops.js';
+
+/** The host CPUs the process may use, as it started (what "anywhere" means when a pCPU is unpinned). */
+const processCpus = getAffinity(0);
 
 export interface PcpuInit {
   pcpu: number;
@@ -147,6 +153,7 @@ class Pcpu {
         if (vec) setIrq(d.shared.lapicView(vcpu), vec);
         this.notifyVcpu(d.shared, vcpu);
       },
+      exclusiveTrigger: (d) => exclusiveTriggered(this.host, d.shared, this.nowSys()),
       wakePollers: (d, port) => {
         // A vCPU run here: wake it if it polls this port. One run elsewhere (even of a domain this worker
         // also holds, whose copy here knows nothing of its poll): its worker re-checks it.
@@ -354,6 +361,8 @@ class Pcpu {
     d.stopping = true;
     flushConsole(d);
     this.sched.removeDomain(d.domid);
+    // A domain that shut down cannot give the machine back: the others run again now.
+    releaseExclusive(this.host, d.domid, EXCLUSIVE_END.gone);
     // Workers holding the same domain may race here: the one that moves the state reports it.
     if (d.shared.cas('state', DOMSTATE.running, r === SHUTDOWN.crash ? DOMSTATE.crashed : DOMSTATE.shutdown) !== DOMSTATE.running) return;
     d.shared.set('shutdownReason', r);
@@ -379,6 +388,7 @@ class Pcpu {
       d.stopping = true;
       flushConsole(d);
     }
+    releaseExclusive(this.host, domid, EXCLUSIVE_END.gone);
     this.sched.removeDomain(domid);
     this.domains.delete(domid);
     if (d.isHome) d.shared.set('state', DOMSTATE.dead);
@@ -397,6 +407,112 @@ class Pcpu {
     this.doorbellSeen = Atomics.load(this.host.words, this.doorbell);
     this.readMail();
     while (this.deferred.length) this.handle(this.deferred.shift()!);
+    this.exclusiveUpdate();
+  }
+
+  /**
+   * Where this pCPU's host threads run and at which priority: this worker
+   * thread and, on the software CPU, its kick helper (a kick must reach it as
+   * soon as the worker). `cpus` null: anywhere the process may; priority 0:
+   * SCHED_OTHER. Each refusal is reported, the rest still applied.
+   */
+  private hostSched(cpus: number[] | null, rtPriority: number): PcpuHostSched {
+    const errors: string[] = [];
+    // The kick helper one priority above the worker: at the same SCHED_FIFO priority on the same CPU it
+    // would never run while the worker runs a guest, and neither kicks nor the pCPU's timer would stop it.
+    const threads = [{ tid: 0, prio: rtPriority }, ...(this.kicker ? [{ tid: this.kicker.tid, prio: rtPriority ? Math.min(fifoPriorityMax(), rtPriority + 1) : 0 }] : [])];
+    const all = cpus ?? processCpus;
+    for (const t of threads) {
+      try { setAffinity(t.tid, all); } catch (e) { errors.push(e instanceof Error ? e.message : String(e)); }
+      try { setRealtime(t.tid, t.prio); } catch (e) { errors.push(e instanceof Error ? e.message : String(e)); }
+    }
+    const p = getPolicy(0);
+    return { pcpu: this.init.pcpu, affinity: getAffinity(0), policy: p.policy, priority: p.priority, errors: [...new Set(errors)] };
+  }
+
+  // --- exclusivity (sched/exclusive.ts) ---------------------------------------
+
+  /** The exclusivity epoch this pCPU last acted on, and that period's holder (0 = none) and expiry. */
+  private exclEpoch = 0;
+  private exclHolder = 0;
+  private exclExpires = 0n;
+  /** vCPUs whose acquire waits for every pCPU to stop the others. */
+  private readonly exclWaiters: VCpu[] = [];
+
+  /**
+   * At every decision: take the machine back if the holder's time is up;
+   * on a new epoch, trace it, put back on the runqueue what may run again,
+   * acknowledge it (no other domain's vCPU runs here from now on) and, as
+   * the last pCPU to do so, get the waiting acquirer going; resume waiters
+   * whose wait is over.
+   */
+  private exclusiveUpdate(): void {
+    const host = this.host;
+    if (this.exclHolder !== 0 && this.exclExpires <= this.nowSys()) releaseExclusive(host, this.exclHolder, EXCLUSIVE_END.expired, this.exclEpoch);
+    if (host.exclusiveEpoch() !== this.exclEpoch) {
+      const s = exclusiveState(host);
+      const now = this.nowSys();
+      // A release and the next acquire both came since this pCPU last looked: the trace still shows the release.
+      if (s.holder && this.exclHolder && s.previous === this.exclHolder) this.trace?.record('release', now, s.previous, -1, BigInt(s.endReason));
+      this.exclEpoch = s.epoch;
+      this.exclHolder = s.holder;
+      this.exclExpires = s.holder ? s.expires : 0n;
+      this.exclRequested = s.requested;
+      this.exclWaiter = s.waiter;
+      if (!s.holder) this.trace?.record('release', now, s.previous, -1, BigInt(s.endReason));
+      this.requeueAll(now);
+      this.exclAckDue = true;
+      if (this.current) this.wokeDuringSlice = true;
+    }
+    // A vCPU of another domain in its run here leaves first (its slice ends, its runstate says so): then this pCPU acknowledges.
+    if (this.exclAckDue && (!this.current || exclusiveAllows(host, this.current.dom.domid))) this.exclusiveAck();
+    for (let i = this.exclWaiters.length - 1; i >= 0; i--) {
+      const v = this.exclWaiters[i]!;
+      if (!v.dom.stopping && v.exclusiveWait === this.exclEpoch && !allPcpusStopped(host, v.exclusiveWait)) continue;
+      this.exclWaiters.splice(i, 1);
+      // The period ended (expired, the holder went) before every pCPU had stopped: the acquire says so.
+      if (v.exclusiveWait !== this.exclEpoch) v.hw.setReg(REG.rax, BigInt.asUintN(v.hcall?.abi === 'x32' ? 32 : 64, -BigInt(ETIME)));
+      v.exclusiveWait = 0;
+      if (v.dom.isRunnable() && v.online && !v.blocked && !v.awaitingHome) this.sched.insert(v, v.dom.now());
+    }
+  }
+
+  /** The epoch this pCPU has not acknowledged yet, with its request time and waiter. */
+  private exclAckDue = false;
+  private exclRequested = 0n;
+  private exclWaiter = -1;
+
+  /**
+   * No vCPU but the holder's runs here from now on (or the period is over):
+   * say so, in the trace and to the acquirer; the last pCPU to say so gets
+   * the acquirer's vCPU going.
+   */
+  private exclusiveAck(): void {
+    const host = this.host;
+    this.exclAckDue = false;
+    if (this.exclHolder) this.trace?.record('exclusive', this.nowSys(), this.exclHolder, -1, this.exclRequested);
+    host.setExclusiveAck(this.init.pcpu, this.exclEpoch);
+    const w = this.exclWaiter;
+    if (this.exclHolder && w >= 0 && w !== this.init.pcpu && allPcpusStopped(host, this.exclEpoch)) {
+      host.ring(w);
+      if (host.isRunning(w)) kick({ pid: process.pid, tid: host.tid(w) });
+    }
+  }
+
+  /** After an exclusivity change: every local vCPU that may run now and is not queued goes back on the runqueue. */
+  private requeueAll(now: bigint): void {
+    for (const d of this.domains.values()) {
+      if (!d.isRunnable()) continue;
+      for (const v of d.vcpus) {
+        if (v.local && v.online && !v.blocked && !v.awaitingHome && !v.exclusiveWait && v !== this.current && !this.sched.has(v)) this.sched.insert(v, now);
+      }
+    }
+  }
+
+  /** The earlier of `t` and the end of the exclusive period (0 = neither). */
+  private withExclusiveExpiry(t: bigint): bigint {
+    const x = this.exclHolder ? this.exclExpires : 0n;
+    return x !== 0n && (t === 0n || x < t) ? x : t;
   }
 
   /** The doorbell count when the mailbox was last drained: a newer count means mail (or a wake-up) came since. */
@@ -485,6 +601,9 @@ class Pcpu {
         this.sched.removeDomain(m.domid); // parameters it was given without hosting it
         return;
       }
+      case 'host-sched':
+        this.post({ type: 'host-sched-done', ...this.hostSched(m.cpus, m.rtPriority) });
+        return;
       case 'sched-adjust':
       case 'sched-arinc653':
       case 'sched-set':
@@ -596,7 +715,7 @@ class Pcpu {
         this.armed = 0n;
         this.timer.arm(0n);
         // The policy may want to look again before any guest timer (a window boundary, a replenishment).
-        const decide = this.sched.nextDecision(this.nowSys());
+        const decide = this.withExclusiveExpiry(this.sched.nextDecision(this.nowSys()));
         const next = decide !== 0n && (nextTimer === 0n || decide < nextTimer) ? decide : nextTimer;
         const wait = next === 0n ? Infinity : Math.max(0, Number(next - this.nowSys()) / 1e6);
         if (wait > 0) Atomics.wait(words, this.doorbell, seen, wait);
@@ -670,19 +789,25 @@ class Pcpu {
     } catch (e) {
       this.bug(d, `ending the slice of vCPU ${v.id}`, e);
     }
+    if (this.exclAckDue) this.exclusiveAck();
   }
 
   /** After a slice: the vCPU's runstate, and back on the runqueue if it can run. */
   private endSlice(v: VCpu): void {
     const d = v.dom;
     const now = d.now();
-    const runnable = !d.stopping && v.online && d.state === DOMSTATE.running && !v.awaitingHome && !v.blocked;
+    const runnable = !d.stopping && v.online && d.state === DOMSTATE.running && !v.awaitingHome && !v.blocked && !v.exclusiveWait;
     this.sched.descheduled(v, now, runnable && d.isRunnable());
     if (v.blocked) this.trace?.record('block', now, d.domid, v.id);
     if (d.stopping || !v.online || d.state !== DOMSTATE.running) return;
     if (v.awaitingHome) {
       this.runstate(v, RUNSTATE.runnable, now);
       return; // back on the runqueue when the home worker answers
+    }
+    if (v.exclusiveWait) {
+      this.runstate(v, RUNSTATE.runnable, now);
+      this.exclWaiters.push(v); // back on the runqueue when every pCPU has stopped the others
+      return;
     }
     if (v.blocked) this.runstate(v, RUNSTATE.blocked, now);
     else {
@@ -698,6 +823,7 @@ class Pcpu {
   private armPreemption(v: VCpu, start: bigint, nextTimer: bigint): void {
     const slice = this.sched.slice(v, start);
     let deadline = slice ? start + slice : 0n;
+    nextTimer = this.withExclusiveExpiry(nextTimer);
     if (nextTimer !== 0n && (deadline === 0n || nextTimer < deadline)) deadline = nextTimer;
     this.armed = deadline;
     this.timer.arm(deadline === 0n ? 0n : deadline + this.init.timeBase.bootNs);

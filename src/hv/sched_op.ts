@@ -10,6 +10,8 @@ import { EINVAL, ENOSPC, ENOSYS, EPERM, ESRCH, XenError } from './errno.js';
 import * as core from './evtchn_core.js';
 import type { Domain, VCpu } from './domain.js';
 import { VCPU_FLAG_WAKE } from './shared.js';
+import { exclusiveOp } from './sched/exclusive.js';
+import { SCHEDOP_xenode_exclusive } from './abi/xenode_sched.js';
 
 export const SCHEDOP = { yield: 0, block: 1, shutdown: 2, poll: 3, remote_shutdown: 4, shutdown_code: 5, watchdog: 6, pin_override: 7 } as const;
 export const SHUTDOWN = { poweroff: 0, reboot: 1, suspend: 2, crash: 3, watchdog: 4, soft_reset: 5 } as const;
@@ -142,6 +144,8 @@ function schedOp(h: Hcall): number {
     }
     case SCHEDOP.pin_override:
       throw new XenError(EPERM);
+    case SCHEDOP_xenode_exclusive:
+      return exclusiveOp(h, arg);
     default:
       throw new XenError(ENOSYS);
   }

@@ -2,7 +2,9 @@
 // changed with Atomics. This module owns those layouts:
 //
 // HostShared (one per hypervisor): one record per pCPU worker: a doorbell word
-//   the worker sleeps on (Atomics.wait) and its Linux thread id for kicks.
+//   the worker sleeps on (Atomics.wait), its Linux thread id for kicks, and the
+//   exclusivity epoch it has reached; and the machine-wide exclusivity record
+//   (which domain, if any, has every pCPU to itself: sched/exclusive.ts).
 //
 // DomainShared (one per domain): a header (run state, shutdown reason, ABI,
 //   where shared_info lives in the domain's memfd), one record per vCPU
@@ -19,18 +21,85 @@ export const MAX_PCPUS = 256;
 /** Offset, in the control domain's shared_info-shaped SAB, of the word workers bump to wake the main thread. */
 export const DOM0_DOORBELL = 3584;
 const PCPU_WORDS = 4;
-export const PCPU = { doorbell: 0, tid: 1, running: 2 } as const;
+export const PCPU = { doorbell: 0, tid: 1, running: 2, exclusiveAck: 3 } as const;
 
 const DOMID_BITS_WORDS = 32768 / 32;
+
+/**
+ * The exclusivity record (sched/exclusive.ts): changed only under `lock`;
+ * `holder` is also read without it, by every pCPU before it runs a vCPU.
+ * Times are system time in ns (lo/hi words).
+ */
+const EXCL = {
+  lock: 0,
+  holder: 1, // domid with the machine to itself, 0 = none
+  epoch: 2, // bumped at every acquire and release
+  requestedLo: 3, // when the current holder asked (the trigger)
+  requestedHi: 4,
+  expiresLo: 5, // when the hypervisor takes it back
+  expiresHi: 6,
+  waiter: 7, // pCPU whose vCPU waits in the acquire for every pCPU to stop, -1 = none
+  previous: 8, // the holder before the last release, and why it ended (EXCLUSIVE_END)
+  endReason: 9,
+  nrPcpus: 10,
+} as const;
+const EXCL_WORDS = 16;
 
 export class HostShared {
   readonly words: Int32Array;
   /** One bit per domid: set while the domain exists (lets any thread answer -ESRCH). */
   private readonly domids: Int32Array;
 
-  constructor(readonly sab: SharedArrayBuffer = new SharedArrayBuffer((MAX_PCPUS * PCPU_WORDS + DOMID_BITS_WORDS) * 4)) {
+  /** The exclusivity record (EXCL). */
+  private readonly excl: Int32Array;
+
+  constructor(readonly sab: SharedArrayBuffer = new SharedArrayBuffer((MAX_PCPUS * PCPU_WORDS + DOMID_BITS_WORDS + EXCL_WORDS) * 4)) {
     this.words = new Int32Array(sab, 0, MAX_PCPUS * PCPU_WORDS);
     this.domids = new Int32Array(sab, MAX_PCPUS * PCPU_WORDS * 4, DOMID_BITS_WORDS);
+    this.excl = new Int32Array(sab, (MAX_PCPUS * PCPU_WORDS + DOMID_BITS_WORDS) * 4, EXCL_WORDS);
+  }
+
+  /** How many pCPU workers there are (set once, before they start). */
+  get nrPcpus(): number {
+    return Atomics.load(this.excl, EXCL.nrPcpus);
+  }
+
+  set nrPcpus(n: number) {
+    Atomics.store(this.excl, EXCL.nrPcpus, n);
+  }
+
+  /** The domain with the machine to itself (0 = none): read by every pCPU before it runs a vCPU. */
+  exclusiveHolder(): number {
+    return Atomics.load(this.excl, EXCL.holder);
+  }
+
+  exclusiveEpoch(): number {
+    return Atomics.load(this.excl, EXCL.epoch);
+  }
+
+  /** Runs `fn` on the exclusivity record under its lock (a short spinlock; holders never block). */
+  withExclusive<T>(fn: (r: ExclusiveRecord) => T): T {
+    const x = this.excl;
+    while (Atomics.compareExchange(x, EXCL.lock, 0, 1) !== 0) { /* spin: a few loads and stores */ }
+    try {
+      return fn({
+        get: (k) => Atomics.load(x, EXCL[k]),
+        set: (k, v) => Atomics.store(x, EXCL[k], v),
+        getTime: (k) => loadU64(x, EXCL[`${k}Lo`]),
+        setTime: (k, v) => storeU64(x, EXCL[`${k}Lo`], v),
+      });
+    } finally {
+      Atomics.store(x, EXCL.lock, 0);
+    }
+  }
+
+  /** pCPU `pcpu` has stopped every vCPU but the holder's for exclusivity epoch `epoch` (or seen its end). */
+  setExclusiveAck(pcpu: number, epoch: number): void {
+    Atomics.store(this.words, pcpu * PCPU_WORDS + PCPU.exclusiveAck, epoch);
+  }
+
+  exclusiveAck(pcpu: number): number {
+    return Atomics.load(this.words, pcpu * PCPU_WORDS + PCPU.exclusiveAck);
   }
 
   setDomainExists(domid: number, exists: boolean): void {
@@ -73,6 +142,16 @@ export class HostShared {
   }
 }
 
+type ExclWord = Exclude<keyof typeof EXCL, 'lock' | 'requestedLo' | 'requestedHi' | 'expiresLo' | 'expiresHi'>;
+
+/** The exclusivity record's fields, as `withExclusive` lends them. */
+export interface ExclusiveRecord {
+  get(k: ExclWord): number;
+  set(k: ExclWord, v: number): void;
+  getTime(k: 'requested' | 'expires'): bigint;
+  setTime(k: 'requested' | 'expires', v: bigint): void;
+}
+
 /** Domain run states (as xl shows them) and flags. */
 export const DOMSTATE = { building: 0, running: 1, shutdown: 2, crashed: 3, dying: 4, dead: 5 } as const;
 
@@ -106,6 +185,8 @@ const HDR = {
   tsc0Hi: 23,
   sys0Lo: 24,
   sys0Hi: 25,
+  exclusiveMaxUs: 26, // the longest the domain may hold the machine to itself (µs), 0 = not granted (sched/exclusive.ts)
+  exclusiveTrigger: 27, // the port whose events make it exclusive, 0 = none
 } as const;
 const HDR_WORDS = 32;
 

@@ -39,6 +39,8 @@ export interface BuildConfig {
   pool?: number;
   hard?: (number[] | null)[];
   soft?: (number[] | null)[];
+  /** the right to the machine to itself for up to this many ms (see DomainCreateOptions) */
+  exclusiveMs?: number;
 }
 
 export interface BuiltDomain {
@@ -89,6 +91,7 @@ export function buildConfigFor(cfg: DomainConfig): BuildConfig {
     // libxl__domain_make: .max_evtchn_port = b_info->event_channels (port 0 is
     // reserved, so N usable channels)
     maxEvtchnPort: cfg.maxEventChannels,
+    exclusiveMs: cfg.exclusiveMs,
   };
 }
 
@@ -100,7 +103,7 @@ export function buildPvhDomain(hv: Hypervisor, cfg: BuildConfig): BuiltDomain {
     acpiPages: (acpi?.bytes.length ?? 0) / PAGE_SIZE,
     name: cfg.name, memoryMiB: cfg.memoryMiB, maxMemMiB: cfg.maxMemMiB, vcpus: Math.max(cfg.vcpus, cfg.maxVcpus ?? 0),
     maxGrantFrames: cfg.maxGrantFrames, maxEvtchnPort: cfg.maxEvtchnPort, isConsole: cfg.isConsole ?? true, uuid: cfg.uuid,
-    pool: cfg.pool, hard: cfg.hard, soft: cfg.soft,
+    pool: cfg.pool, hard: cfg.hard, soft: cfg.soft, exclusiveMs: cfg.exclusiveMs,
   });
   try {
     const pm = b.physmap;

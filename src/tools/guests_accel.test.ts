@@ -32,6 +32,8 @@ const CASES: Case[] = [
   { elf: 'smp', args: ['--vcpus', '4'], code: 0, checks: true },
   { elf: 'watchdog', code: 13, checks: true },
   { elf: 'spin', args: ['--cmdline', 'rounds=1'], code: 0, checks: true },
+  // without exclusive_ms every exclusivity command is -EPERM (the granted checks: guests_exclusive.test.ts)
+  { elf: 'exclusive', args: ['--cmdline', 'granted=0'], code: 0, checks: true },
   { elf: 'shutdown-reboot', code: 10 },
   { elf: 'crash', code: 12 },
 ];

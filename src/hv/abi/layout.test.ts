@@ -24,6 +24,8 @@ import * as evtchn from './event_channel.js';
 import * as sched from '../sched_op.js';
 import * as vcpu from '../vcpu_op.js';
 import * as hvmVcpu from '../x86/hvm_vcpu.js';
+import * as exclusive from './xenode_sched.js';
+import { root } from '../../testing/xenode.js';
 
 type Abi = 'x64' | 'x32';
 const WIDTH: Record<string, number> = { u8: 1, i8: 1, u16: 2, i16: 2, u32: 4, i32: 4, u64: 8, i64: 8 };
@@ -102,6 +104,8 @@ const C: Record<string, CSpec> = {
   sched_poll: { c: 'struct sched_poll' },
   sched_remote_shutdown: { c: 'struct sched_remote_shutdown' },
   sched_watchdog: { c: 'struct sched_watchdog' },
+  // xenode's own sched_op extension: its header is guests/lib/xenode_sched.h
+  sched_xenode_exclusive: { c: 'struct sched_xenode_exclusive' },
   vcpu_register_vcpu_info: { c: 'struct vcpu_register_vcpu_info' },
   vcpu_set_periodic_timer: { c: 'struct vcpu_set_periodic_timer' },
   vcpu_set_singleshot_timer: { c: 'struct vcpu_set_singleshot_timer' },
@@ -119,6 +123,7 @@ const NOT_XEN: Record<string, string> = {
 const HEADERS = [
   'xen/xen.h', 'xen/version.h', 'xen/memory.h', 'xen/event_channel.h', 'xen/grant_table.h', 'xen/sched.h', 'xen/vcpu.h',
   'xen/hvm/hvm_op.h', 'xen/hvm/params.h', 'xen/hvm/hvm_vcpu.h', 'xen/arch-x86/hvm/start_info.h',
+  'xenode_sched.h',
 ];
 
 interface Entry {
@@ -129,7 +134,7 @@ interface Entry {
 
 /** Every Struct and ABI pair the modules export. */
 function collect(): Entry[] {
-  const mods: Record<string, Record<string, unknown>> = { xen, startInfo, version, hvm, memory, grant, evtchn, sched, vcpu, hvmVcpu };
+  const mods: Record<string, Record<string, unknown>> = { xen, startInfo, version, hvm, memory, grant, evtchn, sched, vcpu, hvmVcpu, exclusive };
   const out: Entry[] = [];
   for (const [m, mod] of Object.entries(mods)) {
     for (const [k, v] of Object.entries(mod)) {
@@ -200,7 +205,7 @@ process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 function compile(abi: Abi, src: string): { ok: boolean; errors: string[]; raw: string } {
   const file = join(dir, `layout_${abi}_${Math.random().toString(36).slice(2)}.c`);
   writeFileSync(file, src);
-  const args = ['-std=c11', '-ffreestanding', '-fsyntax-only', '-fmax-errors=0', '-D__XEN_INTERFACE_VERSION__=__XEN_LATEST_INTERFACE_VERSION__', '-I', include!, file];
+  const args = ['-std=c11', '-ffreestanding', '-fsyntax-only', '-fmax-errors=0', '-D__XEN_INTERFACE_VERSION__=__XEN_LATEST_INTERFACE_VERSION__', '-I', include!, '-I', join(root, 'guests/lib'), file];
   if (abi === 'x32') args.unshift('-m32');
   const r = spawnSync('gcc', args, { encoding: 'utf8' });
   const raw = `${r.stdout ?? ''}${r.stderr ?? ''}`;
@@ -240,7 +245,7 @@ describe('ABI layouts against the Xen public headers', () => {
       assert.ok(r.ok, `layouts disagree with the Xen headers (${abi}):\n  ${r.errors.join('\n  ') || r.raw}`);
     });
 
-    test(`${abi}: EVTCHNOP and FIFO event-word numbers match public/event_channel.h`, { skip }, () => {
+    test(`${abi}: EVTCHNOP and FIFO event-word numbers match public/event_channel.h, SCHEDOP_xenode_exclusive xenode_sched.h`, { skip }, () => {
       assert.equal(missing, false, 'required in CI: gcc (with -m32 -fsyntax-only) and Xen\'s public headers (apt-get install gcc libxen-dev)');
       const body = [
         ...Object.entries(evtchn.EVTCHNOP).filter(([k]) => k !== 'reset_cont').map(([k, v]) => `_Static_assert(EVTCHNOP_${k} == ${v}, "EVTCHNOP_${k}");`),
@@ -248,6 +253,9 @@ describe('ABI layouts against the Xen public headers', () => {
           .map((k) => `_Static_assert(EVTCHN_FIFO_${k} == ${(evtchn as Record<string, unknown>)[`EVTCHN_FIFO_${k}`] as number}, "EVTCHN_FIFO_${k}");`),
         `_Static_assert(EVTCHN_2L_NR_CHANNELS == ${evtchn.EVTCHN_2L_NR_CHANNELS[abi]}, "EVTCHN_2L_NR_CHANNELS");`,
         `_Static_assert(4096 / sizeof(event_word_t) == ${evtchn.EVTCHN_FIFO_EVENT_WORDS_PER_PAGE}, "event words per page");`,
+        // and xenode's sched_op extension against its header
+        `_Static_assert(SCHEDOP_xenode_exclusive == ${exclusive.SCHEDOP_xenode_exclusive}, "SCHEDOP_xenode_exclusive");`,
+        ...Object.entries(exclusive.XENODE_EXCLUSIVE).map(([k, v]) => `_Static_assert(XENODE_EXCLUSIVE_${k} == ${v}, "XENODE_EXCLUSIVE_${k}");`),
       ];
       const r = compile(abi, source(body));
       assert.ok(r.ok, `numbers disagree with the Xen headers (${abi}):\n  ${r.errors.join('\n  ') || r.raw}`);

@@ -18,6 +18,14 @@ export const TRC = {
   replenish: 0x00022804,
   /** Not in Xen's trace.h (Xen counts no misses): a deadline passed with budget undelivered; `arg` the budget left (ns). */
   miss: 0x00022807,
+  /**
+   * xenode's own (TRC_SCHED_VERBOSE + 0x40; Xen has no exclusive mode): from `t` this pCPU runs only
+   * `dom`'s vCPUs; `arg` the system time the period was asked for (the trigger), so t - arg is this
+   * pCPU's stop latency.
+   */
+  exclusive: 0x00028040,
+  /** xenode's own (TRC_SCHED_VERBOSE + 0x41): `dom`'s exclusive period ended here; `arg` why (EXCLUSIVE_END: 0 released, 1 expired, 2 domain gone). */
+  release: 0x00028041,
 } as const;
 
 export type TraceEvent = keyof typeof TRC;

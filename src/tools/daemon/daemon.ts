@@ -19,6 +19,8 @@ import { AccelError, type AccelMode } from '../../hv/accel.js';
 import { ApiFailure, checkConfig, einval } from './validate.js';
 import { debugKeys } from './debug_keys.js';
 import { schedHandlers } from './sched.js';
+import { systemTimeNs } from '../../hv/time.js';
+import type { Hypervisor } from '../../hv/hypervisor.js';
 
 export interface DaemonOptions {
   socketPath: string;
@@ -29,6 +31,8 @@ export interface DaemonOptions {
   accel?: AccelMode;
   /** Pool-0's scheduler (Xen's sched=) */
   sched?: string;
+  /** Pool-0's pCPU workers pinned to host CPUs and/or at a SCHED_FIFO priority (Hypervisor.cpupoolHostSched) */
+  hostSched?: { pin: boolean; rtPriority: number };
   policy?: Partial<DomainPolicy>;
   /** bytes of hypervisor log kept for host.dmesg (default 64 KiB) */
   dmesgBytes?: number;
@@ -159,6 +163,13 @@ export class Daemon {
     ts.hv.on('console', (domid, _src, text) => dmesg.add(guestConsoleLine(domid, text)));
     dmesg.add(`(XEN) xenode hypervisor ${XEN_MAJOR}.${XEN_MINOR}${EXTRAVERSION}, ${ts.hv.nrPcpus} pCPU worker(s), CPU: ${ts.hv.accel.why}`);
     log(`CPU: ${ts.hv.accel.why}`);
+    if (opts.hostSched) {
+      for (const r of await ts.hv.cpupoolHostSched(0, opts.hostSched)) {
+        const line = `pCPU ${r.pcpu}: host CPUs ${formatCpus(r.affinity)}, ${r.policy === 'fifo' ? `SCHED_FIFO ${r.priority}` : 'SCHED_OTHER'}${r.errors.length ? `; NOT APPLIED: ${r.errors.join('; ')}` : ''}`;
+        log(line);
+        dmesg.add(`(XEN) ${line}`);
+      }
+    }
     const domains = new DomainManager(ts, state, { ...DEFAULT_POLICY, ...opts.policy }, log);
     const holder: { d?: Daemon } = {};
     const server = new ApiServer(opts.socketPath, makeHandlers(() => holder.d!), log);
@@ -447,6 +458,30 @@ export function libxlSchedulerName(policy: string): string {
   return LIBXL_SCHEDULERS.includes(policy) ? policy : 'unknown';
 }
 
+/**
+ * xl info's xenode_exclusive: `none`, with the last holder and how its period
+ * ended once there was one, or the holder, how many pCPUs have stopped the
+ * others for it and how long it has left.
+ */
+export function exclusiveLine(hv: Hypervisor): string {
+  const e = hv.exclusive();
+  if (e.domid === null) return e.last ? `none (last: domain ${e.last.domid}, ${e.last.how})` : 'none';
+  const left = Math.max(0, Number(e.expires - systemTimeNs(hv.timeBase)) / 1e6);
+  return `domain ${e.domid}${e.name ? ` (${e.name})` : ''}, ${e.stopped} of ${hv.nrPcpus} pCPUs stopped the others, ${left.toFixed(1)} ms left`;
+}
+
+/** Host CPU numbers as ranges (0-3,6). */
+function formatCpus(cpus: number[]): string {
+  const out: string[] = [];
+  for (let i = 0; i < cpus.length; i++) {
+    let j = i;
+    while (j + 1 < cpus.length && cpus[j + 1] === cpus[j]! + 1) j++;
+    out.push(j > i ? `${cpus[i]}-${cpus[j]}` : String(cpus[i]));
+    i = j;
+  }
+  return out.join(',');
+}
+
 /** `xl info`'s fields, each a true value for xenode, then xenode's own. */
 function hostInfo(d: Daemon): Record<string, string | number> {
   const hv = d.ts.hv;
@@ -496,6 +531,10 @@ function hostInfo(d: Daemon): Record<string, string | number> {
     // which CPU runs guest code (kvm, or tcg: the software CPU), and why it was chosen
     xenode_accel: hv.accel.accel,
     xenode_accel_reason: hv.accel.why,
+    // per pCPU: the host CPUs its worker may run on and its scheduling class (--pin-pcpus, --rt-priority)
+    xenode_pcpu_host: hv.pcpuHost.some(Boolean) ? hv.pcpuHost.map((r, i) => `${i}:${r ? `${formatCpus(r.affinity)}/${r.policy === 'fifo' ? `fifo${r.priority}` : 'other'}` : 'any/other'}`).join(' ') : 'unpinned, SCHED_OTHER',
+    // which domain, if any, has the machine to itself (SCHEDOP_xenode_exclusive)
+    xenode_exclusive: exclusiveLine(hv),
     daemon_pid: process.pid,
     daemon_uptime: Math.floor(d.domains.nsSinceBoot / 1e9),
     // as many as `xl list` shows: Domain-0 and the guests

@@ -24,6 +24,10 @@ console backends, and the API on a Unix socket (docs/api.md).
   --restart-limit N    restarts allowed per minute before a domain is left shut down (default 5)
   --accel MODE         the CPU that runs guests: kvm, tcg (the software CPU) or auto (default:
                        kvm where it runs guest code natively, else tcg; said in the log and xl info)
+  --pin-pcpus          pin each of Pool-0's pCPU workers to one host CPU (pCPU n to the n-th
+                       CPU this process may use); docs/scheduling.md, "The host side of real time"
+  --rt-priority N      run Pool-0's pCPU workers at SCHED_FIFO priority N (1..99) where the host
+                       permits it (CAP_SYS_NICE or RLIMIT_RTPRIO); a refusal is logged, not fatal
   --verbose            copy the daemon log to stderr`;
 
 function intOpt(v: string | undefined, name: string, min: number): number | undefined {
@@ -35,7 +39,7 @@ function intOpt(v: string | undefined, name: string, min: number): number | unde
 
 export async function main(argv: string[]): Promise<number> {
   let values;
-  let pcpus, restartDelayMs, restartLimit;
+  let pcpus, restartDelayMs, restartLimit, rtPriority;
   try {
     ({ values } = parseArgs({
       args: argv,
@@ -48,12 +52,16 @@ export async function main(argv: string[]): Promise<number> {
         'restart-limit': { type: 'string' },
         accel: { type: 'string', default: 'auto' },
         verbose: { type: 'boolean', short: 'v', default: false },
+        'pin-pcpus': { type: 'boolean', default: false },
+        'rt-priority': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));
     pcpus = intOpt(values.pcpus, 'pcpus', 1);
     restartDelayMs = intOpt(values['restart-delay'], 'restart-delay', 0);
     restartLimit = intOpt(values['restart-limit'], 'restart-limit', 0);
+    rtPriority = intOpt(values['rt-priority'], 'rt-priority', 1);
+    if (rtPriority !== undefined && rtPriority > 99) throw new Error(`--rt-priority must be 1..99, got '${rtPriority}'`);
     if (!ACCEL_MODES.includes(values.accel as AccelMode)) throw new Error(`--accel must be auto, kvm or tcg, got '${values.accel}'`);
   } catch (e) {
     console.error(`xenode daemon: ${(e as Error).message}\n${USAGE}`);
@@ -68,6 +76,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     daemon = await Daemon.start({
       socketPath, stateDir, pcpus, accel: values.accel as AccelMode, sched: values.sched,
+      hostSched: values['pin-pcpus'] || rtPriority ? { pin: values['pin-pcpus'] ?? false, rtPriority: rtPriority ?? 0 } : undefined,
       policy: { ...(restartDelayMs !== undefined && { restartDelayMs }), ...(restartLimit !== undefined && { restartLimit }) },
       echo: values.verbose ? (l) => process.stderr.write(`xenode daemon: ${l}\n`) : undefined,
     });

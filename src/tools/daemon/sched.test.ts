@@ -47,6 +47,8 @@ test('Pool-0 holds every pCPU at start, with credit2, and xl info says so', opts
   const info = (await xl('info')).out;
   assert.match(info, /^xen_scheduler\s+: credit2$/m);
   assert.match(info, /^free_cpus\s+: 0$/m);
+  assert.match(info, /^xenode_exclusive\s+: none$/m);
+  assert.match(info, /^xenode_pcpu_host\s+: unpinned, SCHED_OTHER$/m);
 });
 
 test('a pCPU moves to a new RTDS pool; guests are placed by pool and hard affinity; parameters go through xl', opts, async () => {

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { EVTCHN_FIFO_NR_CHANNELS } from '../../hv/abi/event_channel.js';
+import { EXCLUSIVE_MAX_MS } from '../../hv/abi/xenode_sched.js';
 import type { DomainConfig, ShutdownAction } from '../xl/config.js';
 
 export class ApiFailure extends Error {
@@ -76,6 +77,7 @@ export function checkConfig(input: unknown): DomainConfig {
   for (const k of ['disks', 'vifs'] as const) if (c[k] !== undefined && !Array.isArray(c[k])) throw einval(`${k} must be a list`);
   if (c.autostart !== undefined && typeof c.autostart !== 'boolean') throw einval('autostart must be true or false');
   if (c.acpi !== undefined && typeof c.acpi !== 'boolean') throw einval('acpi must be true or false');
+  const exclusiveMs = c.exclusiveMs === undefined ? 0 : int(c.exclusiveMs, 'exclusiveMs', 0, EXCLUSIVE_MAX_MS);
   return {
     name, type: 'pvh', uuid, memory, maxmem, vcpus, maxvcpus,
     cpus: cpuList(c.cpus, 'cpus'), cpusSoft: cpuList(c.cpusSoft, 'cpusSoft'),
@@ -96,6 +98,7 @@ export function checkConfig(input: unknown): DomainConfig {
     disks: (c.disks ?? []) as DomainConfig['disks'],
     vifs: (c.vifs ?? []) as DomainConfig['vifs'],
     autostart: (c.autostart as boolean | undefined) ?? false,
+    ...(exclusiveMs ? { exclusiveMs } : {}),
   };
 }
 

@@ -6,6 +6,7 @@
 
 import type { TraceRecord } from '../../hv/sched/trace.js';
 import { percentiles } from '../../hv/sched/sim.js';
+import { EXCLUSIVE_END_NAMES } from '../../hv/abi/xenode_sched.js';
 
 export interface Run {
   domid: number;
@@ -32,6 +33,52 @@ export function runsOf(records: TraceRecord[], from: bigint, to: bigint): Run[] 
     } else if (r.event === 'block' && cur && cur.domid === r.domid && cur.vcpu === r.vcpu) close(r.t);
   }
   close(to);
+  return out;
+}
+
+/** A span during which a pCPU ran only `holder`'s vCPUs (exclusive record to the next release or exclusive). */
+export interface ExclusivePeriod {
+  holder: number;
+  /** when the holder asked (the trigger), when this pCPU had stopped the others, when it ended here (null: still held) */
+  requested: bigint;
+  from: bigint;
+  to: bigint | null;
+  /** EXCLUSIVE_END, null when not released in the trace */
+  reason: number | null;
+}
+
+/** One pCPU's exclusive periods, from its records (oldest first). */
+export function exclusivePeriods(records: TraceRecord[]): ExclusivePeriod[] {
+  const out: ExclusivePeriod[] = [];
+  let open: ExclusivePeriod | null = null;
+  for (const r of records) {
+    if (r.event !== 'exclusive' && r.event !== 'release') continue;
+    if (open) {
+      open.to = r.t;
+      if (r.event === 'release') open.reason = Number(r.arg);
+    }
+    open = null;
+    if (r.event === 'exclusive') out.push(open = { holder: r.domid, requested: r.arg, from: r.t, to: null, reason: null });
+  }
+  return out;
+}
+
+/**
+ * Trigger to exclusivity, per period: from the request to the moment the
+ * last pCPU had stopped every other domain's vCPU (the pCPUs' exclusive
+ * records carry the request time). Periods some pCPU's trace lacks are left out.
+ */
+export function exclusiveLatencies(perPcpu: TraceRecord[][]): bigint[] {
+  const byRequest = new Map<bigint, bigint[]>();
+  for (const records of perPcpu) {
+    for (const p of exclusivePeriods(records)) {
+      const l = byRequest.get(p.requested) ?? [];
+      l.push(p.from - p.requested);
+      byRequest.set(p.requested, l);
+    }
+  }
+  const out: bigint[] = [];
+  for (const l of byRequest.values()) if (l.length === perPcpu.length) out.push(l.reduce((a, b) => (a > b ? a : b)));
   return out;
 }
 
@@ -122,7 +169,7 @@ export function drawSvg(perPcpu: TraceRecord[][], o: DrawOptions): string {
   const tableX = left + chartW + 30;
   const rows = domainTable(perPcpu, o.names, o.table?.from ?? o.from, o.table?.to ?? o.to);
   const width = tableX + 560;
-  const height = Math.max(top + lanes * (laneH + 14) + 60, top + 40 + rows.length * 20 + 40);
+  const height = Math.max(top + lanes * (laneH + 14) + 80, top + 40 + rows.length * 20 + 40);
   const spanNs = Number(o.to - o.from) || 1;
   const x = (t: bigint) => left + (Number(t - o.from) / spanNs) * chartW;
   const color = new Map<number, string>();
@@ -143,6 +190,15 @@ export function drawSvg(perPcpu: TraceRecord[][], o: DrawOptions): string {
     const y = top + pcpu * (laneH + 14);
     out.push(`<text x="${left - 8}" y="${y + laneH / 2 + 4}" text-anchor="end">pCPU ${pcpu}</text>`);
     out.push(`<rect x="${left}" y="${y}" width="${chartW}" height="${laneH}" fill="#f4f4f4" stroke="#ccc"/>`);
+    // Exclusive periods: a band behind the runs, and a mark at the trigger.
+    const exclusive = exclusivePeriods(records);
+    for (const p of exclusive) {
+      const a = p.from < o.from ? o.from : p.from;
+      const b = p.to === null || p.to > o.to ? o.to : p.to;
+      if (b <= a) continue;
+      out.push(`<rect x="${x(a).toFixed(2)}" y="${y - 3}" width="${Math.max(0.5, x(b) - x(a)).toFixed(2)}" height="${laneH + 6}" fill="#fde0dd" stroke="#c51b8a" stroke-dasharray="3,2"><title>exclusive for ${esc(o.names.get(p.holder) ?? `d${p.holder}`)}: stopped the others ${us(p.from - p.requested)} us after the trigger${p.reason !== null ? `, ${EXCLUSIVE_END_NAMES[p.reason] ?? '?'}` : ''}</title></rect>`);
+      if (p.requested >= o.from && p.requested <= o.to) out.push(`<path d="M${x(p.requested).toFixed(2)},${y - 3} l-4,-7 h8 z" fill="#c51b8a"><title>exclusivity asked by ${esc(o.names.get(p.holder) ?? `d${p.holder}`)}</title></path>`);
+    }
     for (const r of runsOf(records, o.from, o.to)) {
       const x0 = x(r.start);
       const w = Math.max(0.5, x(r.end) - x0);
@@ -156,7 +212,12 @@ export function drawSvg(perPcpu: TraceRecord[][], o: DrawOptions): string {
       else if (r.event === 'budget') out.push(`<line x1="${px}" y1="${y + laneH}" x2="${px}" y2="${y + laneH + 5}" stroke="black"><title>budget exhausted d${r.domid}v${r.vcpu}</title></line>`);
     }
   });
-  out.push(`<text x="${left}" y="${axisY + 34}" fill="#555">▼ wake-up   | budget exhausted   × deadline miss   grey: idle</text>`);
+  out.push(`<text x="${left}" y="${axisY + 34}" fill="#555">▼ wake-up   | budget exhausted   × deadline miss   grey: idle   pink band: exclusive (magenta ▼: its trigger)</text>`);
+  const lat = exclusiveLatencies(perPcpu);
+  if (lat.length) {
+    const p = percentiles(lat);
+    out.push(`<text x="${left}" y="${axisY + 52}" fill="#555">exclusivity: ${lat.length} periods; trigger to every pCPU stopped: median ${us(p.median)} us, p99 ${us(p.p99)} us, max ${us(p.max)} us</text>`);
+  }
   // The table beside the chart.
   const cols = [0, 140, 215, 290, 370, 450, 510];
   const heads = ['domain', 'CPU share', 'wake-ups', 'lat. p50 us', 'p99 us', 'max us', 'misses'];

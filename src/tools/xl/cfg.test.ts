@@ -416,6 +416,19 @@ test('autostart is a boolean number, default 0', () => {
   assert.equal(convertError('autostart = "yes"'), `hello.cfg:3:13: 'autostart' must be a number, not the string "yes"`);
 });
 
+test('exclusive_ms (xenode extension) grants the machine to itself for up to N ms; absent or 0 grants nothing', () => {
+  const { c, warnings } = convert('exclusive_ms = 50');
+  assert.equal(c.exclusiveMs, 50);
+  assert.deepEqual(warnings, []);
+  assert.equal(convert('').c.exclusiveMs, undefined);
+  assert.equal(convert('exclusive_ms = 0').c.exclusiveMs, undefined);
+  const text = serialiseXlCfg(c);
+  assert.match(text, /^exclusive_ms = 50$/m);
+  assert.deepEqual(toDomainConfig(parseXlCfg(text, 'out.cfg'), { hostCpus: 4, checkFiles: false }), c);
+  assert.equal(convertError('exclusive_ms = 60001'), "hello.cfg:3:16: 'exclusive_ms' is 60001, outside 0..60000");
+  assert.match(convertError('exclusive_ms = "x"'), /'exclusive_ms' must be a number/);
+});
+
 test('disk and vif lists are parsed per entry; errors point at the entry', () => {
   const { c } = convert(`disk = [ '/dev/vg/guest-volume,,hda', '/root/image.iso,,hdc,cdrom' ]\nvif = [ 'bridge=xenbr1', 'mac=00:16:3E:01:02:03' ]`,
     [], { random: () => new Uint8Array([0xff, 0x01, 0x02]) });
@@ -494,6 +507,7 @@ test('serialise then parse gives back the same DomainConfig', () => {
     `disk = [ 'phy:/dev/vg/a,xvda,w', '/root/image.iso,,hdc,cdrom', 'vdev=xvdb, backendtype=qdisk, script=block-x, specification=virtio, direct-io-safe, no-discard, untrusted, backend=dd, target=/x,y=z' ]`,
     `vif = [ 'mac=00:16:3e:00:00:01, bridge=br0, ip=10.0.0.2 fd00::2/64, rate=10Mb/s@20ms, mtu=9000, vifname=vif-a, script=vif-route, gatewaydev=eth0, backend=netdom, vlan=10, type=vif, untrusted', 'devid=7' ]`,
     'autostart = 1',
+    'exclusive_ms = 20',
   ].join('\n')).c;
   const minimal = convert('').c;
   for (const c of [full, minimal]) {

@@ -8,6 +8,7 @@ import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { EVTCHN_FIFO_NR_CHANNELS } from '../../hv/abi/event_channel.js';
+import { EXCLUSIVE_MAX_MS } from '../../hv/abi/xenode_sched.js';
 import type { DomainConfig, ShutdownAction } from './config.js';
 import { DiskSpecError, parseDiskSpec, serialiseDiskSpec } from './disk.js';
 import { VifSpecError, parseVifSpec, serialiseVifSpec } from './vif.js';
@@ -545,6 +546,8 @@ class Converter {
     if (ramdisk !== undefined) config.ramdisk = ramdisk;
     const acpi = this.bool('acpi');
     if (acpi !== undefined) config.acpi = acpi;
+    const exclusiveMs = this.number('exclusive_ms', 0, EXCLUSIVE_MAX_MS);
+    if (exclusiveMs) config.exclusiveMs = exclusiveMs;
     const pool = this.string('pool');
     if (pool) {
       if (pool.value === '') this.fail(pool.s.value.pos, "'pool' is empty");
@@ -863,5 +866,6 @@ export function serialiseXlCfg(c: DomainConfig): string {
   list('disk', c.disks.map(serialiseDiskSpec));
   list('vif', c.vifs.map(serialiseVifSpec));
   lines.push(`autostart = ${c.autostart ? 1 : 0}`);
+  if (c.exclusiveMs) lines.push(`exclusive_ms = ${c.exclusiveMs}`);
   return `${lines.join('\n')}\n`;
 }

@@ -82,4 +82,10 @@ export interface DomainConfig {
   vifs: VifSpec[];
   /** daemon extension: start this domain when the daemon starts (xendomains' job) */
   autostart: boolean;
+  /**
+   * xenode extension (exclusive_ms): the right to have the whole machine to
+   * itself, for at most this many ms at a time (SCHEDOP_xenode_exclusive);
+   * absent = not granted
+   */
+  exclusiveMs?: number;
 }
