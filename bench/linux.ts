@@ -1,7 +1,7 @@
 // Debian's cloud kernel to the first line of a busybox /init: xenode against
 // QEMU, same kernel, same initramfs, in one run.
 //
-//   node dist/bench/linux.js [--n 3] [--phases 1] [--no-qemu] [--timeout S] [--json FILE]
+//   node dist/bench/linux.js [--n 3] [--no-qemu] [--kernel bzimage|elf] [--timeout S] [--json FILE]
 //
 // The kernel is Debian 12's linux-image-*-cloud-amd64 (scripts/fetch-linux.sh);
 // the initramfs is busybox with an /init whose first line is
@@ -15,11 +15,6 @@
 // QEMU's microvm has no PIT/HPET calibration a loaded host's TCG passes, so it
 // is told the TSC rate on its command line (xenode's guest reads it from
 // Xen's CPUID leaves and pvclock).
-// Then where xenode's time goes, from its own timestamps, in a child process
-// doing what `xenode run` does: the loader (reading and parsing or
-// decompressing the kernel), the domain build (memory, kernel copy,
-// start_info, memory map and ACPI tables), the kernel to its
-// "Run /init as init process" line, and on to /init's first line.
 
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -36,65 +31,19 @@ const INIT = `echo "${FIRST_LINE}"\nmount -t proc proc /proc\nmount -t sysfs sys
 let timeoutMs = 1_800_000;
 
 const USAGE = `
-usage: node dist/bench/linux.js [--n N] [--phases P] [--no-qemu] [--kernel bzimage|elf] [--timeout S] [--json FILE]
+usage: node dist/bench/linux.js [--n N] [--no-qemu] [--kernel bzimage|elf] [--timeout S] [--json FILE]
 
 Debian's cloud kernel (scripts/fetch-linux.sh) booted to the first line of a
 busybox /init ("${FIRST_LINE}"), spawn to that line on stdout: \`xenode run\`
 against QEMU microvm (-accel tcg; -accel kvm too where this host's KVM runs
-CPL0 natively), interleaved; then where xenode's time goes (loader, domain
-build with its firmware tables, kernel to /init), from its own timestamps.
+CPL0 natively), interleaved, medians over N rounds.
 
   --n N          rounds (default 3; under the software CPU a boot takes minutes here)
-  --phases P     runs of the breakdown (default 1)
   --no-qemu      xenode alone
   --kernel K     what xenode boots: Debian's bzImage as shipped (default) or the ELF inside it
   --timeout S    a boot that has not printed the line after S seconds is a hang (default 1800)
   --json FILE    also write the figures as JSON
 `;
-
-// --- the breakdown, in a fresh process ------------------------------------------
-
-async function childPhases(kernelPath: string, initrdPath: string): Promise<void> {
-  const t: Record<string, number> = { entered: performance.now() };
-  const { Hypervisor } = await import('../src/hv/hypervisor.js');
-  const builder = await import('../src/tools/builder.js');
-  const { ConsoleBackend } = await import('../src/tools/console.js');
-  const { parsePvhKernel } = await import('../src/hv/x86/bzimage.js');
-  t.modules = performance.now();
-  const hv = await Hypervisor.start({ pcpus: 1 });
-  t.hvStart = performance.now();
-  const kernel = fs.readFileSync(kernelPath);
-  const ramdisk = fs.readFileSync(initrdPath);
-  t.read = performance.now();
-  parsePvhKernel(kernel); // the loader on its own (the build below parses again)
-  t.loader = performance.now();
-  const built = builder.buildPvhDomain(hv, { name: 'linux-phases', kernel, ramdisk, memoryMiB: 256, vcpus: 1, cmdline: 'console=hvc0' });
-  t.built = performance.now() - (t.loader - t.read); // the build without its own parse
-  let text = '';
-  const seen: Record<string, number> = {};
-  const con = new ConsoleBackend(hv, built.domid, builder.specialPageOffset(built.build, built.consoleGfn), built.consolePort, (b) => {
-    text += Buffer.from(b).toString('latin1');
-    if (!seen.runInit && text.includes('Run /init as init process')) seen.runInit = performance.now();
-    if (!seen.firstLine && text.includes(FIRST_LINE)) seen.firstLine = performance.now();
-  });
-  const tBuiltAbs = performance.now();
-  const first = new Promise<void>((resolve, reject) => {
-    const timer = setInterval(() => {
-      if (seen.firstLine) { clearInterval(timer); resolve(); }
-      if (performance.now() - tBuiltAbs > timeoutMs) { clearInterval(timer); reject(new Error(`no "${FIRST_LINE}" after ${timeoutMs / 1000} s: ${text.slice(-2000)}`)); }
-    }, 20);
-  });
-  const tStart = performance.now();
-  builder.startBuiltDomain(hv, built);
-  await first;
-  con.close();
-  await hv.shutdownAll();
-  process.stdout.write(JSON.stringify({
-    modules: t.modules - t.entered, hvStart: t.hvStart - t.modules, read: t.read - t.hvStart, loader: t.loader - t.read,
-    build: t.built - t.loader, toRunInit: seen.runInit! - tStart, runInitToFirstLine: seen.firstLine! - seen.runInit!,
-    startToFirstLine: seen.firstLine! - tStart,
-  }) + '\n');
-}
 
 // --- the parent --------------------------------------------------------------------
 
@@ -129,7 +78,6 @@ async function main(): Promise<void> {
     args,
     options: {
       n: { type: 'string', default: '3' },
-      phases: { type: 'string', default: '1' },
       json: { type: 'string' },
       'no-qemu': { type: 'boolean', default: false },
       kernel: { type: 'string', default: 'bzimage' },
@@ -138,7 +86,6 @@ async function main(): Promise<void> {
   }));
   timeoutMs = numArg(values.timeout, '--timeout', USAGE, 1) * 1000;
   const N = numArg(values.n, '--n', USAGE);
-  const P = numArg(values.phases, '--phases', USAGE, 0);
   if (values.kernel !== 'bzimage' && values.kernel !== 'elf') {
     process.stderr.write(`--kernel must be bzimage or elf\n${USAGE}`);
     process.exit(2);
@@ -216,34 +163,8 @@ async function main(): Promise<void> {
     }
   }
 
-  const phases: Record<string, number>[] = [];
-  for (let i = 0; i < P; i++) {
-    const r = spawnSync(process.execPath, [new URL(import.meta.url).pathname, '--child-phases', kernel, initrd], { cwd: REPO_ROOT, encoding: 'utf8', timeout: timeoutMs + 30_000, killSignal: 'SIGKILL' });
-    if (r.status !== 0) {
-      console.log(`!!! breakdown run ${i + 1} failed (${r.signal ?? r.status}): ${r.stderr.slice(-1500)}`);
-      continue;
-    }
-    phases.push(JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number>);
-  }
-  let phaseStats: Record<string, Stats> = {};
-  if (phases.length) {
-    const labels: [string, string][] = [
-      ['modules', 'import the hypervisor, builder and console modules'], ['hvStart', 'Hypervisor.start (one pCPU worker)'],
-      ['read', 'read the kernel and initramfs files'], ['loader', `loader: ${values.kernel === 'elf' ? 'parse the ELF' : 'bzImage header, decompress the payload, parse the ELF'}`],
-      ['build', 'build: domain, memory, kernel copy, start_info, memory map, ACPI tables'],
-      ['toRunInit', 'kernel: start -> "Run /init as init process" on the console'], ['runInitToFirstLine', '  then -> /init\'s first line on the console'],
-      ['startToFirstLine', 'start -> /init\'s first line'],
-    ];
-    phaseStats = Object.fromEntries(labels.map(([k]) => [k, stats(phases.map((p) => p[k]!))]));
-    console.log(`\nwhere xenode's time goes (its own timestamps, in-process, ${phases.length} run(s), ms)`);
-    table(['step (ms)', 'median', 'p10', 'p90', 'min', 'max', 'n'], labels.map(([k, label]) => statsRow(label, phaseStats[k]!, 1)));
-  }
   fs.rmSync(tmp, { recursive: true, force: true });
-  writeJson(values.json, { bench: 'linux', machine: m, kernel: version, qemu: qemuVersion, accel: accel.why, n: N, firstLineMs: st, hangs, ratios, phasesMs: phaseStats });
+  writeJson(values.json, { bench: 'linux', machine: m, kernel: version, qemu: qemuVersion, accel: accel.why, n: N, firstLineMs: st, hangs, ratios });
 }
 
-if (process.argv[2] === '--child-phases') {
-  await childPhases(process.argv[3]!, process.argv[4]!);
-} else {
-  await main();
-}
+await main();
