@@ -136,6 +136,7 @@ pdpt:
         .quad   pd + 0x2000 + 0x007
         .quad   pd + 0x3000 + 0x007
         .fill   508, 8, 0
+        .globl  pd
 pd:
         .set    i, 0
         .rept   2048

@@ -82,6 +82,7 @@ function sample(avx: boolean): VcpuState {
       [CPU_MSRS.CSTAR, 0xffffffff81004000n], [CPU_MSRS.SFMASK, 0x47700n], [CPU_MSRS.KERNEL_GS_BASE, 0x7f00aa550000n], [CPU_MSRS.TSC_AUX, 3n],
     ]),
     tsc: 123_456_789_000n,
+    tscNs: process.hrtime.bigint(),
     fpu,
     events: { pendingInterrupt: 0xf3, interruptShadow: true, nmiMasked: true },
   };

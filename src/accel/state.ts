@@ -102,6 +102,8 @@ export interface VcpuState {
   msrs: Map<number, bigint>;
   /** the guest's TSC when the state was taken */
   tsc: bigint;
+  /** the host's monotonic clock (ns, process.hrtime) when `tsc` was read: a move takes time, and the TSC runs meanwhile */
+  tscNs: bigint;
   fpu: FpuState;
   events: EventState;
 }

@@ -69,6 +69,8 @@ export type ExitKind =
   | 'interrupted'
   /** VMCALL / VMMCALL (the CPU could see it): RIP is past the instruction */
   | 'hypercall'
+  /** a breakpoint set with setGuestBreakpoints was reached (RIP is at it, not yet run) */
+  | 'debug'
   /** triple fault */
   | 'shutdown'
   /** the CPU could not run the guest's instruction; `detail` says which and why */
@@ -147,8 +149,11 @@ export interface AccelVcpu {
    * first, without running guest code, as KVM_RUN with immediate_exit does.
    */
   getState(): VcpuState;
-  /** Loads a state taken from either CPU; the next run() starts from it. */
-  setState(s: VcpuState): void;
+  /** Loads a state taken from either CPU; the next run() starts from it. `keepTsc`: the TSC stays this CPU's own. */
+  setState(s: VcpuState, o?: { keepTsc?: boolean }): void;
+
+  /** Instruction breakpoints (at most 4) at which run() stops with 'debug'; [] for none. KVM only. */
+  setGuestBreakpoints?(addrs: bigint[]): void;
 
   /** Forgets the vCPU here without destroying it (another thread holds it). */
   release(): void;

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import { Kvm, KvmError } from '../kvm/kvm.js';
 import { KVM_XEN_HVM_CONFIG } from '../kvm/abi.js';
 import { unicornAvailable } from '../tcg/unicorn.js';
+import type { DomainSpec } from './domain.js';
 
 export type AccelMode = 'auto' | 'kvm' | 'tcg';
 export const ACCEL_MODES: readonly AccelMode[] = ['auto', 'kvm', 'tcg'];
@@ -13,6 +14,10 @@ export const ACCEL_MODES: readonly AccelMode[] = ['auto', 'kvm', 'tcg'];
 export interface AccelChoice {
   /** What runs the domains' vCPUs. */
   accel: 'kvm' | 'tcg';
+  /** KVM with the software CPU beside it: an instruction KVM cannot emulate runs there (hybrid.ts). */
+  fallback: boolean;
+  /** With `fallback`: guest CPL 0 code runs in the software CPU, CPL 3 code in KVM (a host whose KVM emulates CPL 0). */
+  kernelInSoftware: boolean;
   /** One line for a user: what was chosen and why. */
   why: string;
   /** /dev/kvm can be used here (whatever was chosen). */
@@ -73,21 +78,32 @@ export function chooseAccel(mode: AccelMode): AccelChoice {
   switch (mode) {
     case 'kvm':
       if (!kvmUsable) throw new AccelError(`--accel kvm: ${kvmWhy}`);
-      return { accel: 'kvm', kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls, why: (pvm ? "kvm (asked for; this host's KVM is PVM: it emulates guest CPL0 code at ~1 us per instruction and cannot run many instructions there" : 'kvm (asked for') + `${hcallNote(kvmXenHypercalls)})` };
+      return { accel: 'kvm', fallback: false, kernelInSoftware: false, kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls, why: (pvm ? "kvm (asked for; this host's KVM is PVM: it emulates guest CPL0 code at ~1 us per instruction and cannot run many instructions there" : 'kvm (asked for') + `${hcallNote(kvmXenHypercalls)})` };
     case 'tcg':
       if (!tcg.ok) throw new AccelError(`--accel tcg: ${tcg.why}`);
-      return { accel: 'tcg', kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls, why: `tcg (asked for; Unicorn ${tcg.version})` };
+      return { accel: 'tcg', fallback: false, kernelInSoftware: false, kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls, why: `tcg (asked for; Unicorn ${tcg.version})` };
     case 'auto':
-      if (kvmUsable && !pvm) return { accel: 'kvm', kvmUsable, kvmEmulatesCpl0: false, kvmXenHypercalls, why: `kvm (auto: hardware-assisted KVM${hcallNote(kvmXenHypercalls)})` };
-      if (tcg.ok) {
+      if (kvmUsable && tcg.ok) {
         return {
-          accel: 'tcg', kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls,
-          why: kvmUsable
-            ? `tcg (auto: this host's KVM is PVM, which emulates guest CPL0 code; the software CPU, Unicorn ${tcg.version}, runs all guest code)`
-            : `tcg (auto: /dev/kvm cannot be used here: ${kvmWhy}; the software CPU is Unicorn ${tcg.version})`,
+          accel: 'kvm', fallback: true, kernelInSoftware: pvm, kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls,
+          why: pvm
+            ? `kvm+tcg (auto: this host's KVM is PVM, which emulates guest CPL0 code: CPL0 code runs in the software CPU, Unicorn ${tcg.version}, CPL3 code in KVM${hcallNote(kvmXenHypercalls)})`
+            : `kvm (auto: hardware-assisted KVM; what it cannot emulate runs in the software CPU, Unicorn ${tcg.version}${hcallNote(kvmXenHypercalls)})`,
         };
       }
-      if (kvmUsable) return { accel: 'kvm', kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls, why: `kvm (auto: the software CPU is unavailable: ${tcg.why}${hcallNote(kvmXenHypercalls)})` };
+      if (kvmUsable) return { accel: 'kvm', fallback: false, kernelInSoftware: false, kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls, why: `kvm (auto: the software CPU is unavailable: ${tcg.ok ? '' : tcg.why}${hcallNote(kvmXenHypercalls)})` };
+      if (tcg.ok) {
+        return { accel: 'tcg', fallback: false, kernelInSoftware: false, kvmUsable, kvmEmulatesCpl0: false, kvmXenHypercalls, why: `tcg (auto: /dev/kvm cannot be used here: ${kvmWhy}; the software CPU is Unicorn ${tcg.version})` };
+      }
       throw new AccelError(`no CPU to run guests: /dev/kvm: ${kvmWhy}; software CPU: ${tcg.why}`);
   }
+}
+
+/** Which CPU runs a domain's vCPUs, in words (the log; `xl list -l`). */
+export function domainCpu(spec: Pick<DomainSpec, 'accel' | 'software'>): string {
+  if (spec.accel === 'tcg') return 'tcg (the software CPU)';
+  if (!spec.software) return 'kvm';
+  return spec.software.kernelInSoftware
+    ? 'kvm+tcg (CPL0 code in the software CPU, CPL3 code in KVM)'
+    : 'kvm (what KVM cannot emulate runs in the software CPU)';
 }

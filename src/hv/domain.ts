@@ -7,6 +7,8 @@ import { Kvm, Vm, Vcpu as KvmVcpu } from '../kvm/kvm.js';
 import { TcgVm } from '../tcg/vm.js';
 import { TcgVcpu, type TcgVcpuOptions } from '../tcg/vcpu.js';
 import type { AccelVcpu, CpuidEntry, GuestMemorySlots, InitialState, VcpuExit } from '../accel/vcpu.js';
+import { HybridVcpu } from '../accel/hybrid.js';
+import type { VcpuState } from '../accel/state.js';
 import { SharedMemory } from '../kvm/memory.js';
 import { Physmap, PhysmapLayout, mirrorLookup } from './physmap.js';
 import { GuestAccess, GuestFault } from './guest_access.js';
@@ -53,6 +55,12 @@ export interface DomainSpec {
    * entry state, every vCPU's CPUID table (KVM's are set in the vCPU fds).
    */
   tcg?: { entry: InitialState & { msrs: { index: number; value: bigint }[] }; cpuid: CpuidEntry[][] };
+  /**
+   * A KVM domain with the software CPU beside it (hybrid.ts): each vCPU's
+   * CPUID for the software CPU's side (the KVM vCPU's own), and whether guest
+   * CPL 0 code runs there.
+   */
+  software?: { cpuid: CpuidEntry[][]; kernelInSoftware: boolean };
 }
 
 /** What a worker lends a domain's software-CPU vCPUs: its kicker, and where their MMIO accesses go. */
@@ -161,6 +169,8 @@ export class Domain {
   readonly shared: DomainShared;
   /** Where guest memory is mapped for the CPU: the KVM VM, or the software CPU's address space. */
   readonly vm: GuestMemorySlots & { close(): void };
+  /** The software CPU's address space beside KVM's (a domain with `software`). */
+  readonly softwareVm: TcgVm | null = null;
   readonly mem: SharedMemory;
   readonly physmap: Physmap;
   readonly access: GuestAccess;
@@ -213,9 +223,18 @@ export class Domain {
       this.physmap.attach(this.vm, this.mem.address);
     } else {
       if (!kvm) throw new Error('a KVM domain on a worker without /dev/kvm');
-      this.vm = new Vm(kvm, spec.vmFd);
+      const vm = (this.vm = new Vm(kvm, spec.vmFd));
+      let slots: GuestMemorySlots = vm;
+      if (spec.software) {
+        // Both CPUs see the same memory, slot by slot.
+        const sw = (this.softwareVm = new TcgVm(spec.tscKhz, spec.timeBase.bootNs));
+        slots = {
+          setUserMemoryRegion: (slot, gpa, size, host, flags) => { vm.setUserMemoryRegion(slot, gpa, size, host, flags); sw.setUserMemoryRegion(slot, gpa, size, host); },
+          deleteMemoryRegion: (slot) => { vm.deleteMemoryRegion(slot); sw.deleteMemoryRegion(slot); },
+        };
+      }
       // KVM's memory slots are the VM's: only the home worker changes them; the others follow its map.
-      if (this.isHome) this.physmap.attach(this.vm, this.mem.address, kvm.checkExtension('NR_MEMSLOTS') || Infinity);
+      if (this.isHome) this.physmap.attach(slots, this.mem.address, kvm.checkExtension('NR_MEMSLOTS') || Infinity);
     }
     this.access = new GuestAccess(this.mem.bytes, this.physmap);
     this.timeBase = spec.timeBase;
@@ -237,6 +256,18 @@ export class Domain {
         self = new VCpu(this, i, hw, true);
         return self;
       });
+    } else if (spec.software) {
+      // Beside KVM: all vCPUs on the home worker, as for the software CPU alone.
+      if (!tcgHost) throw new Error('a domain with the software CPU beside KVM on a worker without its kicker');
+      const vm = this.vm as Vm;
+      const sw = spec.software;
+      this.vcpus = spec.vcpuFds.map((fd, i) => {
+        let self: VCpu | null = null;
+        const soft = new TcgVcpu(i, this.softwareVm!, { kicker: tcgHost.kicker, besideKvm: true, exitPorts: tcgHost.exitPorts, msrExits: tcgHost.msrExits, onMmio: (m) => tcgHost.mmio(self!, m), onIo: (io) => tcgHost.io(self!, io) });
+        soft.setCpuid(sw.cpuid[i]!);
+        self = new VCpu(this, i, new HybridVcpu(new KvmVcpu(vm, fd, i), soft, { kernelInSoftware: sw.kernelInSoftware, readKernel: (s, va, len) => this.readKernel(s, va, len) }), true);
+        return self;
+      });
     } else {
       const vm = this.vm as Vm;
       this.vcpus = spec.vcpuFds.map((fd, i) => new VCpu(this, i, new KvmVcpu(vm, fd, i), spec.placement[i] === pcpu));
@@ -252,6 +283,16 @@ export class Domain {
     this.evtchn = { shared: this.shared, mem: this.mem.bytes };
     this.handle = spec.handle;
     this.builderMemoryMap = spec.memoryMap;
+  }
+
+  /** Guest memory at a linear address under a vCPU state's paging, as its kernel sees it (null: not mapped). */
+  private readKernel(s: VcpuState, va: bigint, len: number): Uint8Array | null {
+    try {
+      this.access.setContext({ cr0: Number(s.cr0 & 0xffffffffn), cr3: s.cr3, cr4: Number(s.cr4 & 0xffffffffn), efer: Number(s.efer & 0xffffffffn) });
+      return this.access.read(va, len);
+    } catch {
+      return null;
+    }
   }
 
   /**
@@ -430,6 +471,7 @@ export class Domain {
     }
     if (this.isHome || this.vm instanceof TcgVm) this.vm.close();
     this.grant.markGone();
+    this.softwareVm?.close();
     this.mem.close();
   }
 }

@@ -18,8 +18,8 @@ import { kick } from '../kvm/kick.js';
 import { Physmap, layoutBases, mirrorLookup, type PhysmapLayout, type Segment } from './physmap.js';
 import { GrantTable, Gntdev, attachByFd } from './grant_table.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE, DOM0_DOORBELL, VCPU_FLAG_INITIALISED } from './shared.js';
-import { xenCpuid, XEN_HYPERCALL_MSR } from './x86/cpuid.js';
-import { chooseAccel, type AccelChoice, type AccelMode } from './accel.js';
+import { xenCpuid, commonCpuid, XEN_HYPERCALL_MSR } from './x86/cpuid.js';
+import { chooseAccel, domainCpu, type AccelChoice, type AccelMode } from './accel.js';
 import { tcgSupportedCpuid } from '../tcg/cpuid.js';
 import type { CpuidEntry, InitialState } from '../accel/vcpu.js';
 import { localTimeBase, systemTimeNs } from './time.js';
@@ -193,6 +193,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   /** vCPUs of domains being built, held here until a worker adopts them. */
   private readonly pendingVcpus = new Map<number, Vcpu[]>();
   /** Software-CPU domains being built: each vCPU's CPUID and vCPU 0's entry state, made into engines by the worker. */
+  /** KVM domains with the software CPU beside them: their vCPUs' CPUID, for the software CPU's side. */
+  private readonly pendingSoftware = new Map<number, CpuidEntry[][]>();
   private readonly pendingTcg = new Map<number, { cpuid: CpuidEntry[][]; entry: (InitialState & { msrs: { index: number; value: bigint }[] }) | null }>();
   private nextDomid = 1;
   /** the TSC rate guests see (Xen's cpu_khz in physinfo) */
@@ -278,7 +280,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const w = new Worker(new URL('./pcpu.js', import.meta.url), {
       workerData: {
         kind: 'pcpu',
-        init: { pcpu, hostSab: this.host.sab, dom0Sab: this.dom0Shared.sab, dom0Mem: this.dom0Mem, timeBase: this.timeBase, sliceNs: this.sliceNs, sched: this.sched, traceSab: this.traces[pcpu]!.sab, kvm: this.kvm !== null },
+        init: { pcpu, hostSab: this.host.sab, dom0Sab: this.dom0Shared.sab, dom0Mem: this.dom0Mem, timeBase: this.timeBase, sliceNs: this.sliceNs, sched: this.sched, traceSab: this.traces[pcpu]!.sab, kvm: this.kvm !== null, software: this.accel.fallback },
       },
     });
     this.workers[pcpu] = w;
@@ -416,12 +418,15 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       this.pendingTcg.set(domid, { cpuid: Array.from({ length: o.vcpus }, (_, i) => xenCpuid(host, { domid, vcpuId: i, tscKhz: this.tscKhz })), entry: null });
     } else try {
       vm = this.vmPool.take();
-      const host = this.kvm.supportedCpuid();
+      const host = this.supportedCpuid();
+      const tables: CpuidEntry[][] = [];
       for (let i = 0; i < o.vcpus; i++) {
         const v = vm.createVcpu(i);
-        v.setCpuid(xenCpuid(host, { domid, vcpuId: i, tscKhz: this.tscKhz }));
+        tables.push(xenCpuid(host, { domid, vcpuId: i, tscKhz: this.tscKhz }));
+        v.setCpuid(tables[i]!);
         vcpus.push(v);
       }
+      if (this.accel.fallback) this.pendingSoftware.set(domid, tables);
     } catch (e) {
       for (const v of vcpus) v.close();
       vm?.close();
@@ -444,6 +449,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
 
   /** The CPUID leaves the CPU that runs guests implements (before Xen's are added). */
   supportedCpuid(): CpuidEntry[] {
+    // A vCPU that may move to the software CPU is offered only what both CPUs can run.
+    if (this.kvm && this.accel.fallback) return commonCpuid(this.kvm.supportedCpuid(), tcgSupportedCpuid());
     return this.kvm ? this.kvm.supportedCpuid() : tcgSupportedCpuid();
   }
 
@@ -471,16 +478,18 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const rec = this.domains.get(b.domid);
     const vcpus = this.pendingVcpus.get(b.domid);
     const tcg = this.pendingTcg.get(b.domid);
+    const software = this.pendingSoftware.get(b.domid);
     if (!rec || (!vcpus && !tcg)) throw new Error(`d${b.domid} is not being built`);
     if (tcg && !tcg.entry) throw new Error(`d${b.domid}: vCPU 0 has no entry state`);
     this.pendingVcpus.delete(b.domid);
     this.pendingTcg.delete(b.domid);
+    this.pendingSoftware.delete(b.domid);
     for (const v of vcpus ?? []) v.release();
     rec.vm?.release();
     rec.memoryMap = memoryMap;
     const placement = this.place(rec);
     // A software-CPU domain's vCPUs share one worker (see Domain: locked instructions are atomic only there).
-    if (tcg) placement.fill(placement[0]!);
+    if (tcg || software) placement.fill(placement[0]!);
     const pcpu = placement[0]!;
     rec.pcpu = pcpu;
     rec.placement = placement;
@@ -490,6 +499,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const spec: DomainSpec = {
       domid: b.domid, name: b.name, vmFd: rec.vm?.fd ?? -1, memFd: b.mem.fd, layout: b.physmap.layout, vcpuFds: rec.vcpuFds,
       accel: tcg ? 'tcg' : 'kvm', tcg: tcg ? { entry: tcg.entry!, cpuid: tcg.cpuid } : undefined,
+      software: software ? { cpuid: software, kernelInSoftware: this.accel.kernelInSoftware } : undefined,
       sharedSab: b.shared.sab, params: b.params,
       timeBase: this.timeBase, tscKhz: this.tscKhz, handle: o.uuid ?? new Uint8Array(16), memoryMap, placement,
       maxMaptrackFrames: o.maxMaptrackFrames,
@@ -670,11 +680,12 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   /**
    * Each vCPU's registers in KVM's layout, for a domain whose vCPUs are out
    * of their runs (paused, or shut down): read here from KVM, or asked of
-   * the home worker, where the software CPU's vCPUs are.
+   * the home worker, where the software CPU's vCPUs are (and those that may
+   * have moved there from KVM).
    */
   queryVcpuRegisters(domid: number, timeoutMs = 5000): Promise<{ regs: Uint8Array; sregs: Uint8Array }[]> {
     const r = this.record(domid);
-    if (r.vm) return Promise.resolve(this.vcpuRegisters(domid));
+    if (r.vm && !r.spec?.software) return Promise.resolve(this.vcpuRegisters(domid));
     if (r.pcpu < 0) return Promise.reject(new Error(`d${domid} has not started`));
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
@@ -722,6 +733,13 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   }
 
   /** The cpupool a domain is in. */
+  /** Which CPU runs the domain's vCPUs, in words (before it starts: what will). */
+  domainCpu(domid: number): string {
+    const spec = this.domains.get(domid)?.spec;
+    if (spec) return domainCpu(spec);
+    return domainCpu({ accel: this.accel.accel === 'kvm' ? 'kvm' : 'tcg', software: this.accel.fallback ? { cpuid: [], kernelInSoftware: this.accel.kernelInSoftware } : undefined });
+  }
+
   domainPool(domid: number): number {
     const r = this.domains.get(domid);
     if (!r) throw new RangeError(`no domain ${domid}`);
@@ -893,6 +911,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       // never started: release what the builder held
       for (const v of this.pendingVcpus.get(domid) ?? []) v.close();
       this.pendingVcpus.delete(domid);
+      this.pendingSoftware.delete(domid);
+      this.pendingTcg.delete(domid);
       r.vm?.close();
       r.mem.close();
       this.domains.delete(domid);

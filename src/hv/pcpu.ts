@@ -9,6 +9,7 @@
 import { parentPort, receiveMessageOnPort, workerData, MessagePort } from 'node:worker_threads';
 import { Kvm, Vcpu as KvmVcpu } from '../kvm/kvm.js';
 import { TcgKicker } from '../tcg/kicker.js';
+import { HybridVcpu } from '../accel/hybrid.js';
 import type { VcpuExit } from '../accel/vcpu.js';
 import { SharedMemory } from '../kvm/memory.js';
 import { kick } from '../kvm/kick.js';
@@ -16,6 +17,7 @@ import { REG } from '../accel/vcpu.js';
 import { kvmLayoutRegisters } from './x86/vcpu_state.js';
 import { prepareVcpuThread, consumeKick, KickTimer } from '../kvm/kick.js';
 import { Domain, DomainSpec, VCpu, type TcgHost } from './domain.js';
+import { domainCpu } from './accel.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE } from './shared.js';
 import { beginHypercall, runHypercall, endHypercall, Hcall } from './hypercall.js';
 import { EPERM, ETIME } from './errno.js';
@@ -69,6 +71,8 @@ export interface PcpuInit {
   sliceNs: number;
   /** The domains run on KVM (else on the software CPU only, and /dev/kvm may be absent). */
   kvm: boolean;
+  /** With `kvm`: the software CPU runs beside it, for what KVM cannot run (hybrid.ts). */
+  software?: boolean;
   /** The pool's scheduler (Xen's opt_name; default credit2). */
   sched?: string;
   /** This pCPU's scheduling trace ring (see sched/trace.ts). */
@@ -118,8 +122,10 @@ class Pcpu {
     this.kvm = init.kvm ? Kvm.open() : null;
     const { runMask, target } = prepareVcpuThread();
     this.runMask = runMask;
-    // A software-CPU pCPU is kicked through its helper thread (kicker.ts): kicks and its timer go there.
+    // A software-CPU pCPU is kicked through its helper thread (kicker.ts): kicks and its timer go there
+    // (and on to this thread, for KVM_RUN, when the software CPU runs beside KVM).
     if (!init.kvm) this.kicker = new TcgKicker();
+    else if (init.software) this.kicker = new TcgKicker(target.tid);
     this.tid = this.kicker?.tid ?? target.tid;
     this.host = new HostShared(init.hostSab);
     this.host.setTid(init.pcpu, this.tid);
@@ -314,12 +320,17 @@ class Pcpu {
   // --- domain lifecycle ---------------------------------------------------
 
   adopt(spec: DomainSpec): void {
-    const d = new Domain(this.kvm, spec, this.host, this.init.pcpu, spec.accel === 'tcg' ? this.tcgHost() : undefined);
+    const d = new Domain(this.kvm, spec, this.host, this.init.pcpu, spec.accel === 'tcg' || spec.software ? this.tcgHost() : undefined);
     for (const v of d.vcpus) {
       if (!v.local) continue;
       if (v.hw instanceof KvmVcpu) v.hw.setSignalMask(this.runMask);
+      if (v.hw instanceof HybridVcpu) {
+        (v.hw.kvm as KvmVcpu).setSignalMask(this.runMask);
+        this.watchFallbacks(v, v.hw);
+      }
       d.shared.setVcpu(v.id, 'pcpu', this.init.pcpu);
     }
+    if (d.isHome) this.post({ type: 'log', level: 'info', text: `d${d.domid}: CPU: ${domainCpu(spec)}` });
     this.remote.delete(d.domid);
     this.domains.set(d.domid, d);
     if (d.isHome) {
@@ -333,6 +344,15 @@ class Pcpu {
       this.runstate(v, RUNSTATE.runnable, d.now());
       this.sched.insert(v, d.now());
     }
+  }
+
+  /** The first instruction of a vCPU that KVM could not run (and the software CPU did) is logged; the rest are counted. */
+  private watchFallbacks(v: VCpu, h: HybridVcpu): void {
+    h.onFallback = (x, rip) => {
+      if (h.stats.fallbacks > 1) return;
+      const bytes = x.insnBytes ? ` (bytes ${Array.from(x.insnBytes, (b) => b.toString(16).padStart(2, '0')).join(' ')})` : '';
+      this.post({ type: 'log', level: 'info', text: `d${v.dom.domid}v${v.id}: KVM could not emulate the instruction at rip 0x${rip.toString(16)}${bytes}; the software CPU runs it (further ones are not logged)` });
+    };
   }
 
   /** What this worker lends software-CPU vCPUs: its kicker, the MMIO path, the MSRs the hypervisor handles. */
@@ -392,6 +412,11 @@ class Pcpu {
     this.sched.removeDomain(domid);
     this.domains.delete(domid);
     if (d.isHome) d.shared.set('state', DOMSTATE.dead);
+    for (const v of d.vcpus) {
+      if (!(v.hw instanceof HybridVcpu)) continue;
+      const st = v.hw.stats;
+      this.post({ type: 'log', level: 'info', text: `d${domid}v${v.id}: moved to the software CPU ${st.toSoftware} times (${st.atEntry} at a kernel entry point KVM stopped at, ${st.fallbacks} after an instruction KVM could not emulate) and back to KVM ${st.toKvm} times` });
+    }
     try {
       d.close();
     } catch (e) {
@@ -982,6 +1007,7 @@ class Pcpu {
       }
       case 'irq-window':
       case 'interrupted':
+      case 'debug':
         return false;
       case 'mmio':
         this.mmio(v, x.mmio);
@@ -991,6 +1017,10 @@ class Pcpu {
         this.msr(v, x);
         return false;
       case 'shutdown':
+        if (hw.accel === 'kvm' && this.kvm?.emulatesCpl0 && this.enablesPaging32(v)) {
+          this.crash(d, `this host's KVM (PVM) cannot run 32-bit paging: vCPU ${v.id} triple-faulted at rip 0x${hw.rip.toString(16)} turning on CR0.PG outside long mode (a limitation of this host's KVM; --accel tcg or auto runs it)`);
+          return true;
+        }
         this.crash(d, `triple fault on vCPU ${v.id} at rip 0x${hw.rip.toString(16)}${x.detail ? ` (${x.detail})` : ''}`);
         return true;
       case 'failure':
@@ -1160,6 +1190,26 @@ class Pcpu {
     // The shared-info layout follows the mode of the guest that wrote the page.
     d.shared.set('abi', v.hw.longMode64 ? 0 : 1);
     return true;
+  }
+
+  /**
+   * The vCPU stopped at a MOV to CR0 that sets PG with long mode off: 32-bit
+   * paging, which PVM cannot run (its triple fault there is the host's).
+   */
+  private enablesPaging32(v: VCpu): boolean {
+    const hw = v.hw;
+    if (hw.efer & (1 << 8) || hw.cr0 & 0x80000000) return false; // EFER.LME: long mode is coming; PG already on
+    let b: Uint8Array | null;
+    try {
+      v.dom.access.setContext({ cr0: hw.cr0, cr3: hw.cr3, cr4: hw.cr4, efer: hw.efer });
+      b = v.dom.access.read(BigInt(hw.segment('cs').base) + hw.rip, 3);
+    } catch {
+      return false;
+    }
+    // 0f 22 /r with ModRM.reg = 0 (CR0) and a register operand: the source's bit 31 is PG
+    if (!b || b[0] !== 0x0f || b[1] !== 0x22 || (b[2]! >> 6) !== 3 || ((b[2]! >> 3) & 7) !== 0) return false;
+    const src = [REG.rax, REG.rcx, REG.rdx, REG.rbx, REG.rsp, REG.rbp, REG.rsi, REG.rdi][b[2]! & 7]!;
+    return (hw.reg(src) & 0x80000000n) !== 0n;
   }
 
   private describeFailure(v: VCpu, x: VcpuExit): string {

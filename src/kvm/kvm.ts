@@ -2,6 +2,7 @@
 // x86 and KVM, nothing of Xen. A vCPU's kvm_run page is viewed zero-copy, and
 // registers travel through its sync-regs area so an exit costs one ioctl.
 
+import fs from 'node:fs';
 import * as libc from './libc.js';
 import {
   CAP, CapName, CPUID_ENTRY, ENABLE_CAP_SIZE, EXIT, KVM_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VCPU,
@@ -13,7 +14,7 @@ import {
   KVM_GET_MSRS, RUN_IO, RUN_MSR, RUN_INTERNAL, RUN_EMULATION_FAILURE, KVM_EXIT_IO_OUT, KVM_INTERNAL_ERROR_EMULATION,
   EXIT_NAMES, KVM_GET_XSAVE, KVM_SET_XSAVE, KVM_GET_XCRS, KVM_SET_XCRS, KVM_GET_FPU, KVM_SET_FPU, KVM_GET_DEBUGREGS,
   KVM_SET_DEBUGREGS, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, KVM_XSAVE_SIZE, KVM_XCRS_SIZE, KVM_DEBUGREGS_SIZE, FPU,
-  VCPU_EVENTS_SIZE, EVENTS, KVM_VCPUEVENT_VALID_SHADOW, KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI,
+  VCPU_EVENTS_SIZE, EVENTS, KVM_SET_GUEST_DEBUG, KVM_GUEST_DEBUG_SIZE, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_USE_HW_BP, KVM_VCPUEVENT_VALID_SHADOW, KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI,
 } from './abi.js';
 import { XSAVE, XFEATURE, CPU_MSR_LIST, SEG_NAMES, type FpuState, type SegmentState, type VcpuState } from '../accel/state.js';
 import { VcpuExit, type AccelVcpu, type CpuidEntry, type GuestMemorySlots, type InitialState, type Segment } from '../accel/vcpu.js';
@@ -48,6 +49,8 @@ export const REQUIRED_CAPS: CapName[] = ['USER_MEMORY', 'SYNC_REGS', 'X86_USER_S
 /** The KVM system handle (/dev/kvm). One per thread that creates VMs. */
 export class Kvm {
   readonly vcpuMmapSize: number;
+  /** This host's KVM is PVM ("pagetable-based virtual machine", no VMX/SVM): it emulates guest CPL 0 code. */
+  readonly emulatesCpl0 = fs.existsSync('/sys/module/kvm_pvm');
   private cpuidCache: CpuidEntry[] | null = null;
 
   private constructor(readonly fd: number) {
@@ -253,6 +256,8 @@ export class Vcpu implements AccelVcpu {
    */
   enter(): number {
     const run = this.runPage;
+    this.synced = true;
+    this.known = null;
     if (this.dirty) {
       run.setBigUint64(RUN.kvm_dirty_regs, BigInt(this.dirty), true);
       this.dirty = 0;
@@ -304,6 +309,7 @@ export class Vcpu implements AccelVcpu {
         x.msr.error = false;
         break;
       case EXIT.HLT: x.kind = 'hlt'; break;
+      case EXIT.DEBUG: x.kind = 'debug'; break;
       case EXIT.IRQ_WINDOW_OPEN: x.kind = 'irq-window'; break;
       case EXIT.SHUTDOWN: x.kind = 'shutdown'; break;
       case EXIT.INTERNAL_ERROR: {
@@ -346,6 +352,10 @@ export class Vcpu implements AccelVcpu {
    * immediate_exit (linux/kvm.h). Afterwards the sync area is KVM's state.
    */
   settle(): void {
+    // Only an exit KVM completes at its next entry needs it (the sync area is otherwise KVM's state, as
+    // of the last exit, plus what was written into it here), and a sync area KVM never filled.
+    const k = this.exit.kind;
+    if (this.synced && k !== 'io' && k !== 'mmio' && k !== 'rdmsr' && k !== 'wrmsr') return;
     this.answerMsr();
     this.runPage.setUint8(RUN.immediate_exit, 1);
     try {
@@ -356,6 +366,10 @@ export class Vcpu implements AccelVcpu {
     this.exit.kind = 'interrupted';
   }
 
+  /** The sync area holds KVM's registers (a KVM_RUN has filled it since setInitialState). */
+  private synced = false;
+  /** The state last read or written by getState/setState, while KVM has not run since (to skip unchanged parts). */
+  private known: VcpuState | null = null;
   private caps: { xsave: boolean; xcrs: boolean; debugregs: boolean } | null = null;
   private get hostCaps(): { xsave: boolean; xcrs: boolean; debugregs: boolean } {
     return (this.caps ??= { xsave: this.vm.kvm.checkExtension('XSAVE') > 0, xcrs: this.vm.kvm.checkExtension('XCRS') > 0, debugregs: this.vm.kvm.checkExtension('DEBUGREGS') > 0 });
@@ -449,22 +463,23 @@ export class Vcpu implements AccelVcpu {
     const ev = new Uint8Array(VCPU_EVENTS_SIZE);
     libc.check(libc.ioctlPtr(this.fd, KVM_GET_VCPU_EVENTS, ev), 'KVM_GET_VCPU_EVENTS');
     const msrs = this.getMsrList([...CPU_MSR_LIST, IA32_TSC]);
+    const tscNs = process.hrtime.bigint();
     const tsc = msrs.get(IA32_TSC)!;
     msrs.delete(IA32_TSC);
-    return {
+    return (this.known = {
       regs, segs, gdt: dt('gdt'), idt: dt('idt'),
       cr0: this.sreg64(SREGS.cr0), cr2: this.cr2, cr3: this.cr3, cr4: this.sreg64(SREGS.cr4), cr8: this.sreg64(SREGS.cr8), efer: this.sreg64(SREGS.efer),
       dr: [0, 1, 2, 3].map((i) => dd.getBigUint64(8 * i, true)), dr6: dd.getBigUint64(32, true), dr7: dd.getBigUint64(40, true),
-      msrs, tsc, fpu: this.getFpu(),
+      msrs, tsc, tscNs, fpu: this.getFpu(),
       events: {
         pendingInterrupt: ev[EVENTS.interrupt]! && !ev[EVENTS.interrupt + 2] ? ev[EVENTS.interrupt + 1]! : -1,
         interruptShadow: (ev[EVENTS.interrupt + 3]! & (KVM_X86_SHADOW_INT_MOV_SS | KVM_X86_SHADOW_INT_STI)) !== 0,
         nmiMasked: ev[EVENTS.nmi + 2] !== 0,
       },
-    };
+    });
   }
 
-  setState(s: VcpuState): void {
+  setState(s: VcpuState, o: { keepTsc?: boolean } = {}): void {
     // Registers through the sync area (KVM loads them at the next entry; reads here see them at once).
     s.regs.forEach((v, i) => { this.regs[i] = BigInt.asUintN(64, v); });
     const d = this.runPage;
@@ -482,7 +497,10 @@ export class Vcpu implements AccelVcpu {
     // A pending interrupt goes in through the events, not the bitmap.
     for (let i = 0; i < 32; i++) d.setUint8(this.sregsBase + SREGS.interrupt_bitmap + i, 0);
     this.dirty |= KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS;
-    if (this.hostCaps.debugregs) {
+    // What KVM already has (read by getState, KVM not run since) is not written again: each ioctl costs.
+    const k = this.known;
+    const same = (a: bigint[], b: bigint[]) => a.length === b.length && a.every((v, i) => v === b[i]);
+    if (this.hostCaps.debugregs && !(k && same(k.dr, s.dr) && k.dr6 === s.dr6 && k.dr7 === s.dr7)) {
       const dbg = new Uint8Array(KVM_DEBUGREGS_SIZE);
       const dd = new DataView(dbg.buffer);
       s.dr.forEach((v, i) => dd.setBigUint64(8 * i, v, true));
@@ -499,10 +517,37 @@ export class Vcpu implements AccelVcpu {
     ev[EVENTS.interrupt + 3] = s.events.interruptShadow ? KVM_X86_SHADOW_INT_STI : 0;
     ev[EVENTS.nmi + 2] = s.events.nmiMasked ? 1 : 0;
     evd.setUint32(EVENTS.flags, KVM_VCPUEVENT_VALID_SHADOW, true);
-    libc.check(libc.ioctlPtr(this.fd, KVM_SET_VCPU_EVENTS, ev), 'KVM_SET_VCPU_EVENTS');
-    this.setMsrs([...[...s.msrs].map(([index, value]) => ({ index, value })), { index: IA32_TSC, value: s.tsc }]);
-    this.setFpu(s.fpu);
+    const e = s.events;
+    if (!(k && k.events.pendingInterrupt === e.pendingInterrupt && k.events.interruptShadow === e.interruptShadow && k.events.nmiMasked === e.nmiMasked)) {
+      libc.check(libc.ioctlPtr(this.fd, KVM_SET_VCPU_EVENTS, ev), 'KVM_SET_VCPU_EVENTS');
+    }
+    const msrs = [...s.msrs].filter(([index, value]) => k?.msrs.get(index) !== value).map(([index, value]) => ({ index, value }));
+    if (!o.keepTsc) msrs.push({ index: IA32_TSC, value: s.tsc + ((process.hrtime.bigint() - s.tscNs) * BigInt(this.tscKhz)) / 1_000_000n });
+    if (msrs.length) this.setMsrs(msrs);
+    const f = s.fpu;
+    if (!(k && k.fpu.xcr0 === f.xcr0 && k.fpu.xsave.length === f.xsave.length && k.fpu.xsave.every((b, i) => b === f.xsave[i]))) this.setFpu(f);
+    this.known = s;
     this.exit.kind = 'interrupted';
+  }
+
+  /**
+   * KVM_SET_GUEST_DEBUG with hardware instruction breakpoints (DR0-DR3 as the
+   * host's, DR7 local-enable, execute, length 1): KVM exits with
+   * KVM_EXIT_DEBUG before the instruction runs. The guest's own debug
+   * registers are kept apart by KVM meanwhile.
+   */
+  setGuestBreakpoints(addrs: bigint[]): void {
+    if (addrs.length > 4) throw new RangeError('at most 4 hardware breakpoints');
+    const b = new Uint8Array(KVM_GUEST_DEBUG_SIZE);
+    const d = new DataView(b.buffer);
+    let dr7 = 0x400n; // bit 10 reads as 1
+    addrs.forEach((a, i) => {
+      d.setBigUint64(8 + 8 * i, a, true);
+      dr7 |= 1n << BigInt(2 * i);
+    });
+    d.setUint32(0, addrs.length ? KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP : 0, true);
+    d.setBigUint64(8 + 7 * 8, dr7, true);
+    libc.check(libc.ioctlPtr(this.fd, KVM_SET_GUEST_DEBUG, b), 'KVM_SET_GUEST_DEBUG');
   }
 
   /** Reads several MSRs in one KVM_GET_MSRS. */
@@ -656,6 +701,8 @@ export class Vcpu implements AccelVcpu {
     sd.setBigUint64(SREGS.cr4, BigInt(st.cr4), true);
     sd.setBigUint64(SREGS.efer, BigInt(st.efer), true);
     this.setSregs(sb);
+    this.synced = false;
+    this.known = null;
     const rb = new Uint8Array(KVM_REGS_SIZE);
     const rd = new DataView(rb.buffer);
     rd.setBigUint64(REG.rflags * 8, 2n, true);

@@ -20,11 +20,16 @@ export class TcgKicker {
   /** The helper's thread id: kicks and the pCPU timer are aimed at it. */
   readonly tid: number;
 
-  constructor() {
+  /**
+   * `kvmTid`: the pCPU also runs vCPUs in KVM (a vCPU that moves between the
+   * two): each kick is passed on to that thread too, where it ends KVM_RUN
+   * (or, pending, the next one).
+   */
+  constructor(kvmTid = 0) {
     const u = unicorn();
     this.flag = u.stopFlagNew();
     this.ready = new Int32Array(new SharedArrayBuffer(8));
-    this.worker = new Worker(new URL('./kicker_worker.js', import.meta.url), { workerData: { flag: koffi.address(this.flag), ready: this.ready } });
+    this.worker = new Worker(new URL('./kicker_worker.js', import.meta.url), { workerData: { flag: koffi.address(this.flag), ready: this.ready, kvmTid } });
     this.worker.unref();
     // The helper publishes its thread id once it blocks the kick signal.
     for (let waited = 0; Atomics.load(this.ready, 0) === 0; waited += 10) {
@@ -37,6 +42,16 @@ export class TcgKicker {
   /** Asks the running engine (from inside its run: an access it made) or the next run to stop. */
   request(): void {
     unicorn().stopFlagRequest(koffi.address(this.flag));
+  }
+
+  /** Also stop the next run (on this thread) before its first instruction outside CPL 0 ('user'), or after its first block ('block'). */
+  atUser(mode: 'user' | 'block' | null): void {
+    unicorn().stopFlagAtUser(this.flag, mode === 'user' ? 1 : mode === 'block' ? 2 : 0);
+  }
+
+  /** After a run: whether it stopped for atUser. */
+  userTaken(): boolean {
+    return unicorn().stopFlagUserTaken(this.flag) !== 0;
   }
 
   close(): void {

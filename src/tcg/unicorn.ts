@@ -21,6 +21,7 @@ export const UC_PROT_ALL = 7;
 export const UC_HOOK_INTR = 1 << 0;
 export const UC_HOOK_INSN = 1 << 1;
 export const UC_HOOK_CODE = 1 << 2;
+export const UC_HOOK_BLOCK = 1 << 3;
 // uc_err
 export const UC_ERR_OK = 0;
 export const UC_ERR_READ_UNMAPPED = 6;
@@ -113,7 +114,8 @@ export interface UnicornLib {
    * RUN_KICKED when a stop was asked for and RUN_WINDOW when the guest can
    * take the interrupt it waits for (`window`).
    */
-  run(flag: unknown, uc: unknown, begin: bigint, until: bigint, window: number, ports: Uint8Array | null): number;
+  /** `count`: at most that many instructions (0: no limit). */
+  run(flag: unknown, uc: unknown, begin: bigint, until: bigint, window: number, ports: Uint8Array | null, count: number): number;
   /** From a hook inside a run: end the run at the next block boundary (not reported as a kick). */
   stopHere(): void;
   /** The shim forgets an engine (before uc_close, on its thread). */
@@ -128,6 +130,10 @@ export interface UnicornLib {
   stopFlagNew(): unknown;
   /** Asks the run in progress, or the next one, to stop (any thread). */
   stopFlagRequest(flag: bigint): void;
+  /** The shim's block hook (msr_exit.c): ends the run before the first block outside CPL 0 while asked (stopFlagAtUser). */
+  readonly blockHook: unknown;
+  stopFlagAtUser(flag: unknown, on: number): void;
+  stopFlagUserTaken(flag: unknown): number;
   readonly protos: {
     out: TypeObject;
     in: TypeObject;
@@ -235,7 +241,7 @@ export function unicorn(): UnicornLib {
       hookAdd(uc, out, type, cb, ud, begin, end, ...extra.flatMap((x) => ['int', x]))) as UnicornLib['hookAdd'],
     hookAddRaw: ((uc: unknown, out: bigint[], type: number, cb: unknown, ud: unknown, begin: bigint, end: bigint) =>
       hookAdd(uc, out, type, cb, ud, begin, end)) as UnicornLib['hookAddRaw'],
-    run: shim.func('int xenode_run(void *flag, void *uc, uint64_t begin, uint64_t until, int window, const uint8_t *ports)') as UnicornLib['run'],
+    run: shim.func('int xenode_run(void *flag, void *uc, uint64_t begin, uint64_t until, int window, const uint8_t *ports, size_t count)') as UnicornLib['run'],
     stopHere: shim.func('void xenode_stop_here(void)') as () => void,
     engineForget: shim.func('void xenode_engine_forget(void *uc)') as (uc: unknown) => void,
     ioPass: shim.func('void xenode_io_pass(void)') as () => void,
@@ -244,6 +250,9 @@ export function unicorn(): UnicornLib {
     rdtscpHook: dlsymIn(libc, shimHandle, 'xenode_rdtscp_hook'),
     stopFlagNew: shim.func('void *xenode_stop_flag_new(void)') as () => unknown,
     stopFlagRequest: shim.func('xenode_stop_request', 'void', ['uint64']) as (f: bigint) => void,
+    blockHook: dlsymIn(libc, shimHandle, 'xenode_block_hook'),
+    stopFlagAtUser: shim.func('void xenode_stop_at_user(void *flag, int on)') as (f: unknown, on: number) => void,
+    stopFlagUserTaken: shim.func('int xenode_stop_user_taken(void *flag)') as (f: unknown) => number,
     protos: { out: OutCb, in: InCb, insn: InsnCb, intr: IntrCb, syscall: SyscallCb, mmioRead: MmioRead, mmioWrite: MmioWrite, memFault: MemFault },
   };
   return loaded;

@@ -12,7 +12,7 @@
 import koffi, { type TypeObject } from 'koffi';
 import {
   unicorn, check, UnicornError, type UnicornLib, UC_ARCH_X86, UC_MODE_64, UC_CPU_X86_EPYC, UC_CTL_CPU_MODEL_WRITE,
-  UC_HOOK_INSN, UC_HOOK_INTR, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_CPUID, UC_X86_INS_RDTSC, UC_X86_INS_RDTSCP, UC_X86_REG, UC_PROT_READ, UC_PROT_WRITE, UC_ERR_OK,
+  UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_CPUID, UC_X86_INS_RDTSC, UC_X86_INS_RDTSCP, UC_X86_REG, UC_PROT_READ, UC_PROT_WRITE, UC_ERR_OK,
   UC_ERR_INSN_INVALID, UC_X86_INS_SYSCALL, UC_X86_INS_SYSENTER, XENODE_MSR_EXIT, XENODE_IO_EXIT, RUN_KICKED, RUN_WINDOW,
 } from './unicorn.js';
 import { calibrate, X86State, QEMU_REG_OF, HF_CS64, HF_INHIBIT_IRQ, HF2_NMI, DESC_AVL, segFlags, DESC_B, DESC_DPL_SHIFT, DESC_G, DESC_L, DESC_P, DESC_S, DESC_TYPE_SHIFT, SEGS } from './cpu_state.js';
@@ -20,7 +20,8 @@ import { deliver, enterSysenter, enterSyscall, type Event } from './deliver.js';
 import type { TcgVm, TcgEngine } from './vm.js';
 import type { TcgKicker } from './kicker.js';
 import { XSAVE, XFEATURE, CPU_MSR_LIST, emptyFpu, SEG_NAMES, type FpuState, type SegmentState, type VcpuState } from '../accel/state.js';
-import { VcpuExit, REG, type AccelVcpu, type CpuidEntry, type InitialState, type Segment, type SegName } from '../accel/vcpu.js';
+import type { SoftwareVcpu } from '../accel/hybrid.js';
+import { VcpuExit, REG, type CpuidEntry, type InitialState, type Segment, type SegName } from '../accel/vcpu.js';
 
 const IA32_TSC = 0x10;
 // SYSCALL's and SYSENTER's MSRs (SDM vol. 4, table 2-2)
@@ -42,6 +43,7 @@ const CPUID7_ECX_OSPKE = 1 << 4;
 const CR4_OSXSAVE = 1n << 18n;
 const CR4_PKE = 1n << 22n;
 const VEC_GP = 13;
+const VEC_PF = 14;
 
 /**
  * MSRs QEMU's TCG implements itself (helper_rdmsr/helper_wrmsr): the rest,
@@ -72,9 +74,11 @@ export interface TcgVcpuOptions {
   exitPorts?: readonly number[];
   /** Stops the engine from other threads (kicks, the pCPU timer). */
   kicker: TcgKicker;
+  /** The vCPU also runs in KVM (hybrid.ts): watch for the guest leaving CPL 0. */
+  besideKvm?: boolean;
 }
 
-export class TcgVcpu implements AccelVcpu, TcgEngine {
+export class TcgVcpu implements SoftwareVcpu, TcgEngine {
   readonly accel = 'tcg' as const;
   readonly exit = new VcpuExit();
   readonly u: UnicornLib;
@@ -98,6 +102,9 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
   /** Ports whose I/O exits: a native bitmap, one bit a port. */
   private readonly exitPorts: unknown;
   private readonly scratch = new Uint8Array(16);
+  /** Register reads through the API (not `scratch`: that holds an exit's port I/O data). */
+  private readonly regBuf = new Uint8Array(16);
+  private readonly regView = new DataView(this.regBuf.buffer);
   private readonly scratchView = new DataView(this.scratch.buffer);
   /** Register writes from hooks (not `scratch`: that holds an IN's data meanwhile). */
   private readonly regScratch = new Uint8Array(8);
@@ -105,6 +112,9 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
   private readonly callbacks: unknown[] = [];
   requestInterruptWindow = false;
   private closed = false;
+  /** Beside KVM (hybrid.ts): when run() hands the vCPU back. */
+  returnAt: SoftwareVcpu['returnAt'] = 'never';
+  returned = false;
 
   constructor(readonly id: number, readonly vm: TcgVm, private readonly opts: TcgVcpuOptions) {
     const u = (this.u = unicorn());
@@ -137,6 +147,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     const uc = this.uc;
     const h: bigint[] = [0n];
     const reg = (cb: unknown, proto: TypeObject) => { const p = koffi.register(cb as never, koffi.pointer(proto)); this.callbacks.push(p); return p; };
+    if (this.opts.besideKvm) check(u, u.hookAddRaw(uc, h, UC_HOOK_BLOCK, u.blockHook, null, 1n, 0n), 'uc_hook_add(block)');
     check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg((_: unknown, port: number, size: number, value: number) => this.onOut(port, size, value), u.protos.out), null, 1n, 0n, UC_X86_INS_OUT), 'uc_hook_add(out)');
     check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg((_: unknown, port: number, size: number) => this.onIn(port, size), u.protos.in), null, 1n, 0n, UC_X86_INS_IN), 'uc_hook_add(in)');
     check(u, u.hookAdd(uc, h, UC_HOOK_INSN, reg(() => this.onCpuid(), u.protos.insn), null, 1n, 0n, UC_X86_INS_CPUID), 'uc_hook_add(cpuid)');
@@ -302,9 +313,12 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
   private syscallPending: 'syscall' | 'sysenter' | null = null;
 
   private onIntr(intno: number): void {
-    // The state is exact here (the faulting instruction, or the one after INT n).
+    // The state is exact here (the faulting instruction, or the one after INT n); it is saved again
+    // once the engine has stopped (QEMU computes EFLAGS' arithmetic flags on its way out), but CR2
+    // may have changed by then (see keepCr2): a #PF's is kept from here.
     this.u.contextSave(this.uc, this.ctx);
     const st = this.st;
+    this.hookCr2 = st.cr(2);
     const software = st.exceptionIsInt;
     this.hookEvent = { vector: intno, errorCode: st.errorCode, software, returnRip: software ? st.exceptionNextEip : st.eip };
     this.u.emuStop(this.uc);
@@ -353,6 +367,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     x.detail = '';
     x.insnBytes = null;
     x.hostLimitation = false;
+    this.returned = false;
     for (let events = 0; ; events++) {
       if (this.pendingIrq >= 0 && this.readyForInterruptInjection && this.ifFlag) {
         const vector = this.pendingIrq;
@@ -374,24 +389,36 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
       this.fresh = false;
       this.hookExit = false;
       this.hookEvent = null;
+      const atUser = this.returnAt === 'user';
+      const step = this.returnAt === 'step';
+      if (atUser || step) this.opts.kicker.atUser(step ? 'block' : 'user');
+      const cr2 = this.st.cr(2);
       // An interrupt waiting for the guest: stop as soon as it can take one (KVM's interrupt
       // window), where QEMU would take it: IF open and no STI or MOV SS shadow.
-      const r = this.u.run(this.opts.kicker.flag, this.uc, begin, UNTIL_NEVER, this.requestInterruptWindow ? 1 : 0, this.exitPorts as Uint8Array);
+      const r = this.u.run(this.opts.kicker.flag, this.uc, begin, UNTIL_NEVER, this.requestInterruptWindow ? 1 : 0, this.exitPorts as Uint8Array, 0);
+      this.keepCr2(cr2);
+      if (atUser || step) this.opts.kicker.atUser(null);
+      const toUser = (atUser || step) && this.opts.kicker.userTaken();
       const kicked = (r & RUN_KICKED) !== 0;
-      if (this.afterRun(r)) {
+      if (this.afterRun(r, toUser)) {
         // An exit that came with a kick: the kick is for the next run (KVM's stays pending too).
         if (kicked && x.kind !== 'interrupted') this.opts.kicker.request();
         return x;
       }
-      if (kicked || events >= MAX_INTERNAL_EVENTS) {
+      if (kicked || events >= MAX_INTERNAL_EVENTS || step) {
         x.kind = 'interrupted';
+        this.returned = step;
         return x;
       }
     }
   }
 
-  /** After a run (`r`: the native run's result): true when it ended in an exit (in `exit`), false to run on. */
-  private afterRun(r: number): boolean {
+  /**
+   * After a run (`r`: the native run's result; `toUser`: it stopped where
+   * returnAt asked, the guest leaving CPL 0 or the end of a step's block):
+   * true when it ended in an exit (in `exit`), false to run on.
+   */
+  private afterRun(r: number, toUser: boolean): boolean {
     const x = this.exit;
     const err = r & 0xff;
     const kicked = (r & RUN_KICKED) !== 0;
@@ -408,6 +435,11 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
       if (!this.ioAccess(ev.errorCode ?? 0)) return true;
     } else if (ev) {
       if (!this.deliverEvent(ev)) return true;
+    } else if (err === UC_ERR_OK && toUser) {
+      // Stopped where the vCPU goes back to KVM (a kick with it was passed on there too).
+      x.kind = 'interrupted';
+      this.returned = true;
+      return true;
     } else if (err === UC_ERR_OK && kicked) {
       // A kick (or the timer) stopped it. A HLT may have ended the same run: resuming after it
       // is what an interrupt would do, and a guest re-checks its condition and halts again.
@@ -437,6 +469,21 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     }
     return false;
   }
+
+  /**
+   * After a run: Unicorn looks up the translation of the `until` address when
+   * it stops, and outside 64-bit mode that lookup's failure writes CR2 as a
+   * page fault would (measured: CR2 became `until` - 1), though the guest took
+   * no fault. A CR2 the guest set or a fault wrote is never that value.
+   */
+  private keepCr2(before: bigint): void {
+    const ev = this.hookEvent as Event | null;
+    if (ev?.vector === VEC_PF) this.regWrite64(UC_X86_REG.CR2, this.hookCr2);
+    else if (this.regRead64(UC_X86_REG.CR2) === UNTIL_NEVER - 1n) this.regWrite64(UC_X86_REG.CR2, before);
+  }
+
+  /** CR2 when the last exception reached the intr hook. */
+  private hookCr2 = 0n;
 
   /** Completes the last exit as the CPU would (KVM does the same at the next KVM_RUN). */
   private complete(): void {
@@ -762,7 +809,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
       regs, segs, gdt: dt('gdt'), idt: dt('idt'),
       cr0: st.cr(0), cr2: st.cr(2), cr3: st.cr(3), cr4: st.cr(4), cr8: 0n, efer: st.efer,
       dr: [st.dr(0), st.dr(1), st.dr(2), st.dr(3)], dr6: st.dr(6), dr7: st.dr(7),
-      msrs: new Map(), tsc: 0n, fpu: this.getFpu(),
+      msrs: new Map(), tsc: 0n, tscNs: 0n, fpu: this.getFpu(),
       events: {
         pendingInterrupt: this.pendingIrq,
         interruptShadow: (st.hflags & HF_INHIBIT_IRQ) !== 0,
@@ -771,11 +818,12 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     };
     out.cr8 = this.regRead64(UC_X86_REG.CR8);
     for (const i of CPU_MSR_LIST) out.msrs.set(i, this.msrRead(i));
-    out.tsc = this.tsc();
+    out.tscNs = process.hrtime.bigint();
+    out.tsc = BigInt.asUintN(64, this.vm.tscAt(out.tscNs) + this.tscOffset);
     return out;
   }
 
-  setState(s: VcpuState): void {
+  setState(s: VcpuState, o: { keepTsc?: boolean } = {}): void {
     const u = this.u;
     if (this.dirty) this.flushState();
     // As setInitialState: EFER, then the control registers through the API (QEMU derives flags and
@@ -814,7 +862,7 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
     this.setFpu(s.fpu);
     for (const [i, v] of s.msrs) this.msrWrite(i, v);
     this.fresh = false; // the MSRs went into the engine, not the saved state
-    this.tscOffset = s.tsc - this.tscNow();
+    if (!o.keepTsc) this.tscOffset = s.tsc - this.vm.tscAt(s.tscNs);
     this.pendingIrq = s.events.pendingInterrupt;
     this.pendingFault = null;
     this.exit.kind = 'interrupted';
@@ -824,18 +872,18 @@ export class TcgVcpu implements AccelVcpu, TcgEngine {
   // --- the register API, for hooks (the saved state is stale while the engine runs) ---
 
   private regRead64(id: number): bigint {
-    this.u.regRead(this.uc, id, this.scratch);
-    return this.scratchView.getBigUint64(0, true);
+    this.u.regRead(this.uc, id, this.regBuf);
+    return this.regView.getBigUint64(0, true);
   }
 
   private regRead32(id: number): number {
-    this.u.regRead(this.uc, id, this.scratch);
-    return this.scratchView.getUint32(0, true);
+    this.u.regRead(this.uc, id, this.regBuf);
+    return this.regView.getUint32(0, true);
   }
 
   private regRead16(id: number): number {
-    this.u.regRead(this.uc, id, this.scratch);
-    return this.scratchView.getUint16(0, true);
+    this.u.regRead(this.uc, id, this.regBuf);
+    return this.regView.getUint16(0, true);
   }
 
   private regWrite64(id: number, v: bigint): void {

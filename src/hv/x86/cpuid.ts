@@ -58,3 +58,52 @@ export function xenCpuid(host: CpuidEntry[], o: XenCpuidOptions): CpuidEntry[] {
   );
   return out;
 }
+
+/**
+ * The leaves a guest may be shown when its vCPU runs on either of two CPUs
+ * (KVM and the software CPU): `a`'s leaves with every feature bit that `b`
+ * lacks cleared (leaves 1, 7, 0xd and 0x80000001; the rest describe `a`), so
+ * the guest never uses an instruction one of them cannot run. The XSAVE size
+ * leaf follows the components left.
+ */
+export function commonCpuid(a: CpuidEntry[], b: CpuidEntry[]): CpuidEntry[] {
+  const find = (fn: number, index: number) => b.find((e) => e.function === fn && e.index === index);
+  const out = a.map((e) => ({ ...e }));
+  for (const e of out) {
+    const o = find(e.function, e.index);
+    if (e.function === 1) {
+      e.ecx &= o?.ecx ?? 0;
+      e.edx &= o?.edx ?? 0;
+    } else if (e.function === 7 && e.index === 0) {
+      e.ebx &= o?.ebx ?? 0;
+      e.ecx &= o?.ecx ?? 0;
+      e.edx &= o?.edx ?? 0;
+    } else if (e.function === 7) {
+      e.eax &= o?.eax ?? 0;
+      e.ebx &= o?.ebx ?? 0;
+      e.ecx &= o?.ecx ?? 0;
+      e.edx &= o?.edx ?? 0;
+    } else if (e.function === 0x80000001) {
+      e.ecx &= o?.ecx ?? 0;
+      e.edx &= o?.edx ?? 0;
+    } else if (e.function === 0xd && e.index === 0) {
+      e.eax &= o?.eax ?? 0;
+      e.edx &= o?.edx ?? 0;
+      // legacy area + header, then AVX's 256 bytes at 576 (the standard layout)
+      e.ecx = e.eax & 4 ? 832 : 576;
+    } else if (e.function === 0xd && e.index === 1) {
+      e.eax &= o?.eax ?? 0;
+    } else if (e.function === 0xd && e.index >= 2) {
+      // a state component neither both have is not offered
+      const kept = out.find((x) => x.function === 0xd && x.index === 0);
+      if (kept && !((kept.eax >>> e.index) & 1)) { e.eax = 0; e.ebx = 0; e.ecx = 0; e.edx = 0; }
+    }
+  }
+  // AVX needs XSAVE's AVX component on both
+  const leaf1 = out.find((e) => e.function === 1);
+  const xs = out.find((e) => e.function === 0xd && e.index === 0);
+  if (leaf1 && xs && !(xs.eax & 4)) leaf1.ecx &= ~((1 << 28) | (1 << 12)); // AVX, FMA
+  if (xs) xs.ebx = Math.min(xs.ebx, xs.ecx);
+  for (const e of out) { e.eax >>>= 0; e.ebx >>>= 0; e.ecx >>>= 0; e.edx >>>= 0; }
+  return out;
+}

@@ -50,6 +50,10 @@
  * 5. RDTSC and RDTSCP: a native hook reads the TSC the guest sees (a linear
  *    function of CLOCK_MONOTONIC, as the vCPU defines it) without a call into
  *    JavaScript.
+ *
+ * 6. Leaving CPL 0: a block hook ends the run before the first block outside
+ *    CPL 0 when asked (a vCPU whose kernel runs here and whose CPL 3 code
+ *    runs in KVM).
  */
 #include "shim.h"
 #include <sched.h>
@@ -137,6 +141,8 @@ __thread void *xenode_cur_uc, *xenode_cur_cpu;
 #define cur_uc xenode_cur_uc
 #define cur_cpu xenode_cur_cpu
 static __thread int window_armed, window_hit, self_stop;
+/* Stop before the first block outside CPL 0 (a vCPU whose CPL 3 code runs in KVM), and whether that stopped it. */
+static __thread int user_armed, user_hit;
 static __thread const uint8_t *exit_ports;
 /* The next access to an exiting port is done instead (a string instruction's element). */
 static __thread int io_pass;
@@ -315,9 +321,10 @@ struct xenode_stop *xenode_stop_flag_new(void)
  * One run of `uc` from `begin` until a stop, with `ports` (a bitmap, or NULL)
  * the ports whose I/O exits: the uc_err, with RUN_KICKED when a stop was
  * asked for (before it too: then nothing ran) and RUN_WINDOW when it stopped
- * because the guest can take an interrupt (`window`: it waits for one).
+ * because the guest can take an interrupt (`window`: it waits for one);
+ * `count` instructions at most (0: no limit).
  */
-int xenode_run(struct xenode_stop *f, void *uc, uint64_t begin, uint64_t until, int window, const uint8_t *ports)
+int xenode_run(struct xenode_stop *f, void *uc, uint64_t begin, uint64_t until, int window, const uint8_t *ports, size_t count)
 {
     xenode_code_pages_begin(uc);
     cur_run = f;
@@ -326,7 +333,7 @@ int xenode_run(struct xenode_stop *f, void *uc, uint64_t begin, uint64_t until, 
     window_armed = window;
     window_hit = 0;
     self_stop = 0;
-    int err = xenode_start(uc, begin, until, 0, 0);
+    int err = xenode_start(uc, begin, until, 0, count);
     int hit = window && !window_armed;
     cur_run = NULL;
     cur_uc = cur_cpu = NULL;
@@ -357,4 +364,55 @@ void xenode_stop_here(void)
         return;
     self_stop = 1;
     real_cpu_exit(cur_cpu);
+}
+
+/* uc_x86_reg UC_X86_REG_CS (unicorn/x86.h) */
+#define UC_X86_REG_CS 11
+
+/*
+ * The next run on this thread also stops before its first instruction outside
+ * CPL 0 (on = 1), or after its first translated block (on = 2: one instruction
+ * at least, the rest of its block at most). `flag`: the pCPU's, unused.
+ */
+void xenode_stop_at_user(struct xenode_stop *flag, int on)
+{
+    (void)flag;
+    user_armed = on;
+    if (on)
+        user_hit = 0;
+}
+
+/* After a run: whether it stopped because the guest left CPL 0 (and forgets that it did). */
+int xenode_stop_user_taken(struct xenode_stop *flag)
+{
+    (void)flag;
+    int r = user_hit;
+    user_hit = 0;
+    return r;
+}
+
+/*
+ * The block hook (UC_HOOK_BLOCK), at the start of every translated block: the
+ * privilege level changes only at an instruction that ends a block (IRET,
+ * SYSRET, a far jump...), so the first block outside CPL 0 is where the guest
+ * left it. Unicorn calls it before the block's exit check, so a stop asked
+ * here (cpu_exit) ends the run before the block's first instruction.
+ */
+void xenode_block_hook(void *uc, uint64_t address, uint32_t size, void *unused)
+{
+    (void)address;
+    (void)size;
+    (void)unused;
+    if (!user_armed)
+        return;
+    if (user_armed == 2) {
+        user_armed = 3; /* the run's first block runs; the next one stops */
+        return;
+    }
+    uint64_t cs = 0;
+    if (user_armed == 1 && (reg_read(uc, UC_X86_REG_CS, &cs) || !(cs & 3)))
+        return;
+    user_armed = 0;
+    user_hit = 1;
+    xenode_stop_here();
 }

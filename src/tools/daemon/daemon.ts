@@ -235,6 +235,7 @@ export class Daemon {
       memory: Math.round(process.memoryUsage.rss() / 1024), maxmem: Math.round(os.totalmem() / 1024),
       vcpus: 1, onlineVcpus: 1, running: true, blocked: false, paused: false, shutdown: false, crashed: false, dying: false,
       shutdownReason: -1, cpuTime: mainThreadCpuSeconds(), startTime: 0, seclabel: '', cpupool: this.ts.hv.cpupools.get(0).name,
+      accel: 'none (the control domain runs no guest code)',
     };
   }
 

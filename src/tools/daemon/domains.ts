@@ -626,6 +626,7 @@ export class DomainManager extends EventEmitter<Events> {
       shutdownReason: shutdown ? d.shutdownReason : -1,
       cpuTime: (info?.cpuTimeUs ?? 0) / 1e6, startTime: d.startNs, seclabel: d.config.seclabel ?? '',
       cpupool: this.poolName(d.domid),
+      accel: this.ts.hv.domainCpu(d.domid),
     };
   }
 

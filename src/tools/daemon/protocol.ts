@@ -56,6 +56,8 @@ export interface DomainSummary {
   seclabel: string;
   /** the cpupool it runs in (xl list -c) */
   cpupool: string;
+  /** which CPU runs its vCPUs, in words (kvm, tcg, kvm+tcg...: xl list -l) */
+  accel: string;
 }
 
 export interface VcpuSummary {

@@ -7,7 +7,7 @@ function dom(over: Partial<DomainSummary> = {}): DomainSummary {
   return {
     domid: 3, name: 'hello', uuid: '6e7e3c7a-1b2c-4d5e-8f90-a1b2c3d4e5f6', memory: 32768, maxmem: 65536,
     vcpus: 2, onlineVcpus: 2, running: false, blocked: true, paused: false, shutdown: false, crashed: false,
-    dying: false, shutdownReason: -1, cpuTime: 1.25, startTime: 0, seclabel: '', cpupool: 'Pool-0', ...over,
+    dying: false, shutdownReason: -1, cpuTime: 1.25, startTime: 0, seclabel: '', cpupool: 'Pool-0', accel: 'kvm', ...over,
   };
 }
 

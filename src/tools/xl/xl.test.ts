@@ -333,10 +333,11 @@ describe('xl against a running daemon', needsKvm(), () => {
   test('list -l: JSON array of {domid, config}', async () => {
     assert.equal((await xl('create', '-q', idleCfg('e2e-l'))).code, 0);
     const r = await xl('list', '-l');
-    const arr = JSON.parse(r.out) as { domid: number; config: { name: string; memory: number } }[];
+    const arr = JSON.parse(r.out) as { domid: number; config: { name: string; memory: number }; xenode_accel: string }[];
     const e = arr.find((x) => x.config.name === 'e2e-l');
     assert.ok(e);
     assert.equal(e.config.memory, 16);
+    assert.match(e.xenode_accel, /^(kvm|tcg|kvm\+tcg)\b/, 'which CPU runs it');
     assert.ok(!arr.some((x) => x.domid === 0));
     assert.equal((await xl('destroy', 'e2e-l')).code, 0);
   });

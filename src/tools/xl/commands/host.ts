@@ -65,12 +65,13 @@ export const list: XlCommand = {
     if (v['long']) {
       // libxl prints each domain's stored configuration; Domain-0 has none
       const c = await ctx.client();
-      const out: { domid: number; config: unknown }[] = [];
+      const out: { domid: number; config: unknown; xenode_accel: string }[] = [];
       for (const d of doms) {
         if (d.domid === 0) continue;
         try {
           const r = await c.call('domain.config', { dom: d.domid });
-          out.push({ domid: d.domid, config: r.config });
+          // beside libxl's fields: which CPU runs it (KVM, the software CPU, or both)
+          out.push({ domid: d.domid, config: r.config, xenode_accel: r.summary.accel });
         } catch { /* gone meanwhile: skipped, as libxl does */ }
       }
       ctx.out(`${JSON.stringify(out, null, 4)}\n`);
