@@ -8,8 +8,9 @@ import { KVM_XEN_HVM_CONFIG } from '../kvm/abi.js';
 import { unicornAvailable } from '../tcg/unicorn.js';
 import type { DomainSpec } from './domain.js';
 
-export type AccelMode = 'auto' | 'kvm' | 'tcg';
-export const ACCEL_MODES: readonly AccelMode[] = ['auto', 'kvm', 'tcg'];
+/** `kvm+tcg`: KVM with the software CPU beside it, guest CPL0 code in the software CPU where KVM emulates it (hybrid.ts). */
+export type AccelMode = 'auto' | 'kvm' | 'tcg' | 'kvm+tcg';
+export const ACCEL_MODES: readonly AccelMode[] = ['auto', 'kvm', 'tcg', 'kvm+tcg'];
 
 export interface AccelChoice {
   /** What runs the domains' vCPUs. */
@@ -82,13 +83,28 @@ export function chooseAccel(mode: AccelMode): AccelChoice {
     case 'tcg':
       if (!tcg.ok) throw new AccelError(`--accel tcg: ${tcg.why}`);
       return { accel: 'tcg', fallback: false, kernelInSoftware: false, kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls, why: `tcg (asked for; Unicorn ${tcg.version})` };
+    case 'kvm+tcg':
+      if (!kvmUsable) throw new AccelError(`--accel kvm+tcg: ${kvmWhy}`);
+      if (!tcg.ok) throw new AccelError(`--accel kvm+tcg: ${tcg.why}`);
+      return {
+        accel: 'kvm', fallback: true, kernelInSoftware: pvm, kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls,
+        why: pvm
+          ? `kvm+tcg (asked for; this host's KVM is PVM, which emulates guest CPL0 code: CPL0 code runs in the software CPU, Unicorn ${tcg.version}, CPL3 code in KVM${hcallNote(kvmXenHypercalls)})`
+          : `kvm+tcg (asked for; what KVM cannot emulate runs in the software CPU, Unicorn ${tcg.version}${hcallNote(kvmXenHypercalls)})`,
+      };
     case 'auto':
-      if (kvmUsable && tcg.ok) {
+      if (kvmUsable && tcg.ok && !pvm) {
         return {
-          accel: 'kvm', fallback: true, kernelInSoftware: pvm, kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls,
-          why: pvm
-            ? `kvm+tcg (auto: this host's KVM is PVM, which emulates guest CPL0 code: CPL0 code runs in the software CPU, Unicorn ${tcg.version}, CPL3 code in KVM${hcallNote(kvmXenHypercalls)})`
-            : `kvm (auto: hardware-assisted KVM; what it cannot emulate runs in the software CPU, Unicorn ${tcg.version}${hcallNote(kvmXenHypercalls)})`,
+          accel: 'kvm', fallback: true, kernelInSoftware: false, kvmUsable, kvmEmulatesCpl0: false, kvmXenHypercalls,
+          why: `kvm (auto: hardware-assisted KVM; what it cannot emulate runs in the software CPU, Unicorn ${tcg.version}${hcallNote(kvmXenHypercalls)})`,
+        };
+      }
+      if (kvmUsable && tcg.ok) {
+        // The split (kvm+tcg) runs CPL3 in KVM, but under PVM a guest's SYSCALL from CPL3 never reaches its
+        // kernel (PVM stops at the target still at CPL3), so Linux's user space dies at its first system call.
+        return {
+          accel: 'tcg', fallback: false, kernelInSoftware: false, kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls,
+          why: `tcg (auto: this host's KVM is PVM, which emulates guest CPL0 code; the software CPU, Unicorn ${tcg.version}, runs all guest code: --accel kvm+tcg runs CPL3 code in KVM, but SYSCALL from CPL3 does not reach the guest's kernel under PVM)`,
         };
       }
       if (kvmUsable) return { accel: 'kvm', fallback: false, kernelInSoftware: false, kvmUsable, kvmEmulatesCpl0: pvm, kvmXenHypercalls, why: `kvm (auto: the software CPU is unavailable: ${tcg.ok ? '' : tcg.why}${hcallNote(kvmXenHypercalls)})` };

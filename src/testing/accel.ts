@@ -33,10 +33,11 @@ export function needsGuestCpu(): { skip: string | false } {
 }
 
 /** The --accel modes that can run here, each with a runnable CPU. */
-export function runnableAccels(): ('kvm' | 'tcg' | 'auto')[] {
-  const out: ('kvm' | 'tcg' | 'auto')[] = [];
+export function runnableAccels(): ('kvm' | 'tcg' | 'auto' | 'kvm+tcg')[] {
+  const out: ('kvm' | 'tcg' | 'auto' | 'kvm+tcg')[] = [];
   if (!kvmUnavailableReason()) out.push('kvm');
   if (!tcgUnavailableReason()) out.push('tcg');
+  if (out.length === 2) out.push('kvm+tcg');
   if (out.length) out.push('auto');
   return out;
 }

@@ -21,7 +21,7 @@ export const DEMO: DemoGuest[] = [
   { name: 'crash', elf: 'crash.elf', expect: 'crash' },
 ];
 
-const USAGE = 'usage: xenode demo [--guests DIR] [--accel auto|kvm|tcg]\n\nBoots the sample guests (hello, hypercalls, spin, reboot, crash) together.';
+const USAGE = 'usage: xenode demo [--guests DIR] [--accel auto|kvm|tcg|kvm+tcg]\n\nBoots the sample guests (hello, hypercalls, spin, reboot, crash) together.';
 
 export async function main(argv: string[]): Promise<number> {
   let args;
@@ -33,7 +33,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (args.values.help) { console.log(USAGE); return 0; }
   const accel = args.values.accel as AccelMode;
-  if (!ACCEL_MODES.includes(accel)) { console.error(`xenode demo: --accel must be auto, kvm or tcg, got '${args.values.accel}'\n${USAGE}`); return 2; }
+  if (!ACCEL_MODES.includes(accel)) { console.error(`xenode demo: --accel must be auto, kvm, tcg or kvm+tcg, got '${args.values.accel}'\n${USAGE}`); return 2; }
   const dir = args.values.guests ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../guests/build');
   const missing = DEMO.filter((g) => !existsSync(path.join(dir, g.elf)));
   if (missing.length) {

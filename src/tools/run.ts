@@ -14,7 +14,7 @@ import { EVTCHN_FIFO_NR_CHANNELS } from '../hv/abi/event_channel.js';
 /** Exit status of `xenode run` for each SHUTDOWN_* reason (crash distinct from poweroff). */
 export const EXIT_CODES: Record<number, number> = { 0: 0, 1: 10, 2: 11, 3: 12, 4: 13, 5: 14 };
 export const EXIT_INTERRUPTED = 130;
-const USAGE = `usage: xenode run <kernel> [--memory MiB] [--vcpus N] [--cmdline S] [--ramdisk FILE] [--max-event-channels N] [--accel auto|kvm|tcg]
+const USAGE = `usage: xenode run <kernel> [--memory MiB] [--vcpus N] [--cmdline S] [--ramdisk FILE] [--max-event-channels N] [--accel auto|kvm|tcg|kvm+tcg]
                   [--quiet]
 
 Boots a PVH kernel as one domain and streams its console. Exit status:
@@ -50,7 +50,7 @@ export async function main(argv: string[]): Promise<number> {
   if (!Number.isInteger(memoryMiB) || memoryMiB < 1) { console.error(`xenode run: --memory must be a whole number of MiB, got '${args.values.memory}'`); return 2; }
   if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 128) { console.error(`xenode run: --vcpus must be 1..128, got '${args.values.vcpus}'`); return 2; }
   const accel = args.values.accel as AccelMode;
-  if (!ACCEL_MODES.includes(accel)) { console.error(`xenode run: --accel must be auto, kvm or tcg, got '${args.values.accel}'`); return 2; }
+  if (!ACCEL_MODES.includes(accel)) { console.error(`xenode run: --accel must be auto, kvm, tcg or kvm+tcg, got '${args.values.accel}'`); return 2; }
   // xl.cfg's max_event_channels, which libxl passes to Xen as the highest port
   // (ports above 4095 usable once the guest switches to FIFO).
   const channels = Number(args.values['max-event-channels']);

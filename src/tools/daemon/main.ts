@@ -62,7 +62,7 @@ export async function main(argv: string[]): Promise<number> {
     restartLimit = intOpt(values['restart-limit'], 'restart-limit', 0);
     rtPriority = intOpt(values['rt-priority'], 'rt-priority', 1);
     if (rtPriority !== undefined && rtPriority > 99) throw new Error(`--rt-priority must be 1..99, got '${rtPriority}'`);
-    if (!ACCEL_MODES.includes(values.accel as AccelMode)) throw new Error(`--accel must be auto, kvm or tcg, got '${values.accel}'`);
+    if (!ACCEL_MODES.includes(values.accel as AccelMode)) throw new Error(`--accel must be auto, kvm, tcg or kvm+tcg, got '${values.accel}'`);
   } catch (e) {
     console.error(`xenode daemon: ${(e as Error).message}\n${USAGE}`);
     return 2;
