@@ -7,7 +7,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import koffi from 'koffi';
 import { unicornAvailable } from './unicorn.js';
-import { TcgVm } from './vm.js';
+import { MAX_IO_PAGES, TcgVm } from './vm.js';
 import { TcgVcpu } from './vcpu.js';
 import { TcgKicker } from './kicker.js';
 import { calibrate } from './cpu_state.js';
@@ -148,6 +148,17 @@ test('an MMIO read is answered during the access; a write is seen once and ends 
   assert.deepEqual(r.mmio.map((m) => [m.gpa, m.len, m.write]), [[0xfee00030n, 4, false], [0xfee000b0n, 4, true]]);
   assert.equal(r.v.run().kind, 'hlt');
   assert.equal(r.mmio.length, 2, 'the write is not replayed');
+});
+
+test('a guest reading page after page outside RAM fails at MAX_IO_PAGES I/O pages instead of growing the host', opts, () => {
+  const r = rig();
+  // mov eax,0x40000000; mov ecx,5000; 1: mov ebx,[eax]; add eax,0x1000; dec ecx; jnz 1b; hlt
+  prot32(r, [0xb8, 0x00, 0x00, 0x00, 0x40, 0xb9, 0x88, 0x13, 0x00, 0x00, 0x8b, 0x18, 0x05, 0x00, 0x10, 0x00, 0x00, 0x49, 0x75, 0xf6, 0xf4]);
+  let x = r.v.run();
+  for (let i = 0; i < 100 && x.kind === 'interrupted'; i++) x = r.v.run();
+  assert.equal(x.kind, 'failure', x.detail);
+  const pages = new Set(r.mmio.map((m) => m.gpa)).size;
+  assert.ok(pages <= MAX_IO_PAGES && pages > MAX_IO_PAGES - 16, `${pages} device pages read before the limit stopped the 5000`);
 });
 
 test('RDMSR/WRMSR the hypervisor asked for exit at the instruction; an error becomes #GP(0) there', opts, () => {

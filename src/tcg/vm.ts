@@ -30,6 +30,9 @@ interface EngineMmio {
   callbacks: unknown[];
 }
 
+/** I/O pages an engine makes on first access (the LAPIC, the hole's devices: a handful in practice). */
+export const MAX_IO_PAGES = 4096;
+
 export class TcgVm implements GuestMemorySlots {
   private readonly slots = new Map<number, Region>();
   private readonly engines = new Map<TcgEngine, EngineMmio>();
@@ -50,6 +53,9 @@ export class TcgVm implements GuestMemorySlots {
     // A read or write of guest-physical memory that is not mapped: make its page an I/O page and retry.
     const fault = koffi.register((_uc: unknown, _type: number, addr: number | bigint) => {
       const page = BigInt(addr) & ~(PAGE - 1n);
+      // Each I/O page costs the engine memory: a guest touching page after page of its address space
+      // stops at the limit (an unmapped access: its vCPU fails) instead of growing the host without end.
+      if (mm.pages.size >= MAX_IO_PAGES) return false;
       if (u.mmioMap(e.uc, page, Number(PAGE), read, page, write, page) !== 0) return false;
       mm.pages.add(page);
       return true;
