@@ -1,0 +1,143 @@
+// blkback's request path against a hand-written frontend: the frontend's
+// grants are pages of a test XenDevices whose copy checks refs, bounds and
+// read-only grants as GNTTABOP_copy does.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { XenDevices, GrantCopySide } from '../libs/devices.js';
+import type { XsClientBase } from '../xenstored/client.js';
+import { BlkifService } from './blkback.js';
+import {
+  BlkifBackRing, BlkifFrontRing, BlkifProtocol, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_RSP_OKAY,
+  BLKIF_RSP_ERROR, BLKIF_RSP_EOPNOTSUPP, PAGE_SIZE,
+} from './blkif.js';
+
+const FRONT = 7;
+const GNTST_bad_gntref = -3;
+
+function testDevices(grants: Map<number, Uint8Array>, notified: number[]): XenDevices {
+  const side = (s: GrantCopySide, len: number): Uint8Array | number => {
+    if ('buf' in s) return s.buf.subarray(s.offset, s.offset + len);
+    const p = s.domid === FRONT ? grants.get(s.ref) : undefined;
+    if (!p || s.offset + len > PAGE_SIZE) return GNTST_bad_gntref;
+    return p.subarray(s.offset, s.offset + len);
+  };
+  return {
+    domid: 0,
+    xenstore: null as unknown as XsClientBase,
+    evtchn: { bindInterdomain: async () => 1, notify: (p) => notified.push(p), unbind: () => {} },
+    gnttab: {
+      copy: async (ops) => ops.map((op) => {
+        const s = side(op.source, op.len), d = side(op.dest, op.len);
+        if (typeof s === 'number') return s;
+        if (typeof d === 'number') return d;
+        d.set(s);
+        return 0;
+      }),
+      map: async () => -1,
+      unmap: async () => -4,
+      allocBuffer: (n) => new Uint8Array(n),
+    },
+    close: () => {},
+  };
+}
+
+async function setup(protocol: BlkifProtocol, readOnly = false, log?: (line: string) => void) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'xenode-blkback-'));
+  const file = path.join(dir, 'disk.img');
+  const img = Buffer.alloc(64 * 512);
+  for (let s = 0; s < 64; s++) img.fill(s, s * 512, s * 512 + 512);
+  writeFileSync(file, img);
+  const image = await open(file, readOnly ? 'r' : 'r+');
+  const ringPage = new Uint8Array(PAGE_SIZE);
+  const grants = new Map<number, Uint8Array>([[0, new Uint8Array(PAGE_SIZE)], [1, new Uint8Array(PAGE_SIZE)]]);
+  const notified: number[] = [];
+  const svc = new BlkifService({ devices: testDevices(grants, notified), frontDomid: FRONT, ring: new BlkifBackRing(ringPage, protocol), port: 5, image, sectors: 64n, readOnly, log });
+  const front = new BlkifFrontRing(ringPage, protocol);
+  const submit = async (...reqs: Parameters<BlkifFrontRing['put']>[0][]) => {
+    for (const r of reqs) front.put(r);
+    front.push();
+    svc.kick();
+    await svc.idle;
+    return front.responses();
+  };
+  return { file, image, grants, notified, svc, front, submit };
+}
+
+for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
+  test(`${protocol}: reads and writes move sectors between the image and granted pages, answered by id`, async () => {
+    const { file, image, grants, notified, submit } = await setup(protocol);
+    // one segment of sectors 2..3 of gref 0 (GRUB's kind of request), then two segments across grefs 0 and 1
+    let rs = await submit({ operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 0x1122334455667788n, sectorNumber: 10n, segments: [{ gref: 0, firstSect: 2, lastSect: 3 }] });
+    assert.deepEqual(rs, [{ id: 0x1122334455667788n, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY }]);
+    assert.deepEqual([grants.get(0)![1023], grants.get(0)![1024], grants.get(0)![2047], grants.get(0)![2048]], [0, 10, 11, 0]);
+    assert.deepEqual(notified, [5]);
+    grants.get(1)!.fill(0xab, 0, 512);
+    grants.get(0)!.fill(0xcd, 7 * 512);
+    rs = await submit({ operation: BLKIF_OP_WRITE, nrSegments: 2, handle: 0, id: 2n, sectorNumber: 20n, segments: [{ gref: 0, firstSect: 7, lastSect: 7 }, { gref: 1, firstSect: 0, lastSect: 0 }] });
+    assert.deepEqual(rs.map((r) => r.status), [BLKIF_RSP_OKAY]);
+    rs = await submit({ operation: BLKIF_OP_FLUSH_DISKCACHE, nrSegments: 0, handle: 0, id: 3n, sectorNumber: 0n, segments: [] });
+    assert.deepEqual(rs, [{ id: 3n, operation: BLKIF_OP_FLUSH_DISKCACHE, status: BLKIF_RSP_OKAY }]);
+    await image.close();
+    const disk = readFileSync(file);
+    assert.deepEqual([disk[19 * 512 + 511], disk[20 * 512], disk[21 * 512], disk[22 * 512]], [19, 0xcd, 0xab, 22]);
+  });
+
+  test(`${protocol}: hostile requests get BLKIF_RSP_ERROR and the ring goes on`, async () => {
+    const { image, submit, grants } = await setup(protocol);
+    const seg = { gref: 0, firstSect: 0, lastSect: 0 };
+    const rs = await submit(
+      { operation: BLKIF_OP_READ, nrSegments: 0, handle: 0, id: 1n, sectorNumber: 0n, segments: [] },
+      { operation: BLKIF_OP_READ, nrSegments: 12, handle: 0, id: 2n, sectorNumber: 0n, segments: Array(11).fill(seg) },
+      { operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 3n, sectorNumber: 64n, segments: [seg] },
+      { operation: BLKIF_OP_READ, nrSegments: 2, handle: 0, id: 4n, sectorNumber: 63n, segments: [seg, seg] },
+      { operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 5n, sectorNumber: 0xffffffffffffffffn, segments: [seg] },
+      { operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 6n, sectorNumber: 0n, segments: [{ gref: 99, firstSect: 0, lastSect: 0 }] },
+      { operation: BLKIF_OP_WRITE, nrSegments: 1, handle: 0, id: 7n, sectorNumber: 0n, segments: [{ gref: 0, firstSect: 3, lastSect: 2 }] },
+      { operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 8n, sectorNumber: 0n, segments: [{ gref: 0, firstSect: 0, lastSect: 8 }] },
+      { operation: 42, nrSegments: 1, handle: 0, id: 9n, sectorNumber: 0n, segments: [seg] },
+      { operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 10n, sectorNumber: 63n, segments: [seg] },
+    );
+    const E = BLKIF_RSP_ERROR;
+    assert.deepEqual(rs.map((r) => [r.id, r.status]), [[1n, E], [2n, E], [3n, E], [4n, E], [5n, E], [6n, E], [7n, E], [8n, E], [9n, BLKIF_RSP_EOPNOTSUPP], [10n, BLKIF_RSP_OKAY]]);
+    assert.equal(grants.get(0)![0], 63);
+    await image.close();
+  });
+
+  test(`${protocol}: a read-only disk refuses writes and serves reads`, async () => {
+    const { image, submit } = await setup(protocol, true);
+    const seg = { gref: 1, firstSect: 0, lastSect: 0 };
+    const rs = await submit({ operation: BLKIF_OP_WRITE, nrSegments: 1, handle: 0, id: 1n, sectorNumber: 0n, segments: [seg] },
+      { operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 2n, sectorNumber: 0n, segments: [seg] });
+    assert.deepEqual(rs.map((r) => r.status), [BLKIF_RSP_ERROR, BLKIF_RSP_OKAY]);
+    await image.close();
+  });
+
+  test(`${protocol}: a producer past the ring's size stops the service without answering`, async () => {
+    const lines: string[] = [];
+    const { image, svc, front } = await setup(protocol, false, (l) => lines.push(l));
+    front.push(front.size + 1);
+    svc.kick();
+    await svc.idle;
+    assert.deepEqual(front.responses(), []);
+    assert.match(lines.join('\n'), /more requests than its ring holds/);
+    await image.close();
+  });
+}
+
+test('ring geometry: 32 slots in both layouts (io/ring.h __RD32)', () => {
+  assert.equal(new BlkifBackRing(new Uint8Array(PAGE_SIZE), 'x86_32-abi').size, 32);
+  assert.equal(new BlkifBackRing(new Uint8Array(PAGE_SIZE), 'x86_64-abi').size, 32);
+});
+
+test('the 32-bit layout packs id at 4 and sector_number at 12, the 64-bit one at 8 and 16 (io/blkif.h)', () => {
+  for (const [protocol, id, sector, seg] of [['x86_32-abi', 4, 12, 20], ['x86_64-abi', 8, 16, 24]] as const) {
+    const page = new Uint8Array(PAGE_SIZE);
+    new BlkifFrontRing(page, protocol).put({ operation: 1, nrSegments: 1, handle: 0, id: 0x0102n, sectorNumber: 0x0304n, segments: [{ gref: 0x99, firstSect: 1, lastSect: 2 }] });
+    const v = new DataView(page.buffer, 64);
+    assert.deepEqual([v.getUint32(id, true), v.getUint32(sector, true), v.getUint32(seg, true), v.getUint8(seg + 4), v.getUint8(seg + 5)], [0x0102, 0x0304, 0x99, 1, 2], protocol);
+  }
+});

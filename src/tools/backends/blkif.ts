@@ -1,0 +1,143 @@
+// The blkif shared ring (io/ring.h, io/blkif.h) in the two x86 layouts a
+// frontend may speak: "x86_64-abi" (natural alignment) and "x86_32-abi"
+// (i386 alignment: the 64-bit id and sector_number 4-byte aligned). The
+// layout numbers live here only; the backend reads and writes through these.
+
+export const PAGE_SIZE = 4096;
+export const SECTOR_SIZE = 512;
+/** io/blkif.h */
+export const BLKIF_OP_READ = 0;
+export const BLKIF_OP_WRITE = 1;
+export const BLKIF_OP_FLUSH_DISKCACHE = 3;
+export const BLKIF_RSP_EOPNOTSUPP = -2;
+export const BLKIF_RSP_ERROR = -1;
+export const BLKIF_RSP_OKAY = 0;
+export const BLKIF_MAX_SEGMENTS_PER_REQUEST = 11;
+/** io/blkif.h: the `info` node's bits */
+export const VDISK_CDROM = 1;
+export const VDISK_READONLY = 4;
+
+export type BlkifProtocol = 'x86_32-abi' | 'x86_64-abi';
+
+export interface BlkifSegment { gref: number; firstSect: number; lastSect: number }
+export interface BlkifRequest { operation: number; nrSegments: number; handle: number; id: bigint; sectorNumber: bigint; segments: BlkifSegment[] }
+
+interface Layout { slot: number; id: number; sector: number; seg: number; rspOp: number; rspStatus: number }
+const LAYOUTS: Record<BlkifProtocol, Layout> = {
+  // struct blkif_request (io/blkif.h): id at 8, sector_number at 16, seg[] at 24 (8 bytes each); 112 bytes
+  'x86_64-abi': { slot: 112, id: 8, sector: 16, seg: 24, rspOp: 8, rspStatus: 10 },
+  // struct blkif_x86_32_request (i386 packing of the same): id at 4, sector_number at 12, seg[] at 20; 108 bytes
+  'x86_32-abi': { slot: 108, id: 4, sector: 12, seg: 20, rspOp: 8, rspStatus: 10 },
+};
+/** io/ring.h: req_prod, req_event, rsp_prod, rsp_event, then 48 bytes of padding before ring[] */
+const REQ_PROD = 0, REQ_EVENT = 4, RSP_PROD = 8, RSP_EVENT = 12, RING_OFF = 64;
+
+/** The back end of one blkif ring page (io/ring.h's BACK_RING). */
+export class BlkifBackRing {
+  readonly size: number;
+  private readonly l: Layout;
+  private readonly v: DataView;
+  reqCons = 0;
+  rspProdPvt = 0;
+
+  constructor(readonly page: Uint8Array, readonly protocol: BlkifProtocol) {
+    this.l = LAYOUTS[protocol];
+    // __RD32: the largest power of two of entries that fits after the header
+    let n = 1;
+    while (n * 2 * this.l.slot <= PAGE_SIZE - RING_OFF) n *= 2;
+    this.size = n;
+    this.v = new DataView(page.buffer, page.byteOffset, PAGE_SIZE);
+  }
+
+  get reqProd(): number { return this.v.getUint32(REQ_PROD, true); }
+
+  /** Requests the frontend produced and we did not consume; more than the ring holds is a broken frontend (-1). */
+  unconsumed(): number {
+    const n = (this.reqProd - this.reqCons) >>> 0;
+    return n > this.size ? -1 : n;
+  }
+
+  /** RING_COPY_REQUEST: the next request, copied out so that later guest writes cannot change it. */
+  takeRequest(): BlkifRequest {
+    const o = RING_OFF + (this.reqCons & (this.size - 1)) * this.l.slot;
+    this.reqCons = (this.reqCons + 1) >>> 0;
+    const copy = new DataView(this.page.slice(o, o + this.l.slot).buffer);
+    const nrSegments = copy.getUint8(1);
+    const segments: BlkifSegment[] = [];
+    for (let i = 0; i < Math.min(nrSegments, BLKIF_MAX_SEGMENTS_PER_REQUEST); i++) {
+      const s = this.l.seg + i * 8; // struct blkif_request_segment: gref, first_sect, last_sect, 2 bytes padding
+      segments.push({ gref: copy.getUint32(s, true), firstSect: copy.getUint8(s + 4), lastSect: copy.getUint8(s + 5) });
+    }
+    return { operation: copy.getUint8(0), nrSegments, handle: copy.getUint16(2, true), id: copy.getBigUint64(this.l.id, true), sectorNumber: copy.getBigUint64(this.l.sector, true), segments };
+  }
+
+  /** Writes a response (struct blkif_response: id, operation, status) into the next private response slot. */
+  putResponse(id: bigint, operation: number, status: number): void {
+    const o = RING_OFF + (this.rspProdPvt & (this.size - 1)) * this.l.slot;
+    this.v.setBigUint64(o, id, true);
+    this.v.setUint8(o + this.l.rspOp, operation);
+    this.v.setInt16(o + this.l.rspStatus, status, true);
+    this.rspProdPvt = (this.rspProdPvt + 1) >>> 0;
+  }
+
+  /** RING_PUSH_RESPONSES_AND_CHECK_NOTIFY: publishes the responses; whether the frontend asked to be told. */
+  pushResponses(): boolean {
+    const old = this.v.getUint32(RSP_PROD, true);
+    const now = this.rspProdPvt;
+    this.v.setUint32(RSP_PROD, now, true);
+    return ((now - this.v.getUint32(RSP_EVENT, true)) >>> 0) < ((now - old) >>> 0);
+  }
+
+  /** RING_FINAL_CHECK_FOR_REQUESTS: asks for an event on the next request, then looks once more. */
+  finalCheckForRequests(): boolean {
+    if (this.unconsumed() !== 0) return true;
+    this.v.setUint32(REQ_EVENT, (this.reqCons + 1) >>> 0, true);
+    return this.unconsumed() !== 0;
+  }
+}
+
+/** The frontend's side, for tests that play a blkfront. */
+export class BlkifFrontRing {
+  private readonly l: Layout;
+  private readonly v: DataView;
+  reqProdPvt = 0;
+  rspCons = 0;
+  readonly size: number;
+  constructor(readonly page: Uint8Array, readonly protocol: BlkifProtocol) {
+    this.l = LAYOUTS[protocol];
+    this.size = new BlkifBackRing(page, protocol).size;
+    this.v = new DataView(page.buffer, page.byteOffset, PAGE_SIZE);
+    this.v.setUint32(REQ_EVENT, 1, true);
+    this.v.setUint32(RSP_EVENT, 1, true);
+  }
+  /** Writes a raw request (nrSegments as given, even if hostile). */
+  put(r: BlkifRequest): void {
+    const o = RING_OFF + (this.reqProdPvt & (this.size - 1)) * this.l.slot;
+    this.v.setUint8(o, r.operation);
+    this.v.setUint8(o + 1, r.nrSegments);
+    this.v.setUint16(o + 2, r.handle, true);
+    this.v.setBigUint64(o + this.l.id, r.id, true);
+    this.v.setBigUint64(o + this.l.sector, r.sectorNumber, true);
+    r.segments.slice(0, BLKIF_MAX_SEGMENTS_PER_REQUEST).forEach((s, i) => {
+      const p = o + this.l.seg + i * 8;
+      this.v.setUint32(p, s.gref, true);
+      this.v.setUint8(p + 4, s.firstSect);
+      this.v.setUint8(p + 5, s.lastSect);
+    });
+    this.reqProdPvt = (this.reqProdPvt + 1) >>> 0;
+  }
+  /** Publishes requests (req_prod) regardless of ring space. */
+  push(prod = this.reqProdPvt): void { this.v.setUint32(REQ_PROD, prod >>> 0, true); }
+  /** Responses published since the last call. */
+  responses(): { id: bigint; operation: number; status: number }[] {
+    const out = [];
+    const prod = this.v.getUint32(RSP_PROD, true);
+    while (this.rspCons !== prod) {
+      const o = RING_OFF + (this.rspCons & (this.size - 1)) * this.l.slot;
+      out.push({ id: this.v.getBigUint64(o, true), operation: this.v.getUint8(o + this.l.rspOp), status: this.v.getInt16(o + this.l.rspStatus, true) });
+      this.rspCons = (this.rspCons + 1) >>> 0;
+    }
+    this.v.setUint32(RSP_EVENT, (this.rspCons + 1) >>> 0, true);
+    return out;
+  }
+}
