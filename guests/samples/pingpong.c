@@ -209,12 +209,14 @@ int main(void)
         printf("pingpong: setup failed: %ld\n", rc);
         return 1;
     }
-    if (mode == WAIT_MODE_POLL) {
-        evtchn_unbind_handler(port);
-        evtchn_mask(port);
-    }
-
+    /* Interrupts off before the port is masked and its handler dropped: an
+     * upcall in between would consume the peer's first event with no handler
+     * to count it, and both sides would wait for ever. */
     local_irq_disable();
+    if (mode == WAIT_MODE_POLL) {
+        evtchn_mask(port);
+        evtchn_unbind_handler(port);
+    }
     if (pong) {
         while (received < n) {
             uint64_t seen = received;

@@ -42,6 +42,7 @@ type Ev = ['upcall', number, number] | ['poll', number, number];
 class FakeHost implements EvtchnHost {
   readonly doms = new Map<number, EvtchnDomain>();
   readonly log: Ev[] = [];
+  exclusiveTrigger?: (d: EvtchnDomain) => void;
   add(...ds: EvtchnDomain[]): this {
     for (const d of ds) this.doms.set(d.shared.domid, d);
     return this;
@@ -505,6 +506,17 @@ describe('evtchn_core: set_pending order (evtchn_2l_set_pending)', () => {
     setPending(h, a, p);
     assert.ok(selBit(a, 0, p));
     assert.deepEqual(h.log, [['poll', 1, p]]);
+  });
+
+  test('an exclusivity trigger port takes the machine before the event is raised (the handler finds it held)', () => {
+    const { a, h, p } = setup();
+    a.shared.set('exclusiveTrigger', p);
+    const seen: boolean[] = [];
+    h.exclusiveTrigger = (d) => seen.push(isPending(d, p));
+    setPending(h, a, p);
+    assert.deepEqual(seen, [false], 'the trigger ran once, with the port not yet pending');
+    assert.ok(pendingBit(a, p));
+    assert.deepEqual(h.log, [['upcall', 1, 0], ['poll', 1, p]]);
   });
 
   test('a vCPU >= 32 without a registered vcpu_info gets no bits written outside shared_info', () => {

@@ -172,6 +172,9 @@ function unmask2l(host: EvtchnHost, d: EvtchnDomain, port: number): void {
 
 /** Raises `port` of `d` (evtchn_port_set_pending). */
 export function setPending(host: EvtchnHost, d: EvtchnDomain, port: number): void {
+  // The trigger takes the machine before the event is raised: the guest's handler, on another thread, may run
+  // as soon as the pending bit is set, and must find its domain holding the machine.
+  if (d.shared.get('exclusiveTrigger') === port) host.exclusiveTrigger?.(d);
   if (fifo.isFifo(d.shared)) fifo.setPending(host, d, port);
   else {
     setPending2l(host, d, port);
@@ -179,7 +182,6 @@ export function setPending(host: EvtchnHost, d: EvtchnDomain, port: number): voi
     // bits only after it set the flag, so either it saw this bit or this sees the flag. Raise it there too.
     if (fifo.isFifo(d.shared)) fifo.setPending(host, d, port);
   }
-  if (d.shared.get('exclusiveTrigger') === port) host.exclusiveTrigger?.(d);
 }
 
 export function isPending(d: EvtchnDomain, port: number): boolean {
