@@ -98,10 +98,15 @@ let tscWritable: boolean | undefined;
 /** Whether this host's KVM takes a TSC written from user space (PVM has no TSC offset: its guests read the host's). */
 function kvmTakesTsc(): boolean {
   if (tscWritable !== undefined) return tscWritable;
+  // Two writes far apart: a host that ignores them reads its own TSC both times, which cannot be near both
+  // (a freshly booted host's TSC is small, so one small value alone proves nothing).
   const v = kvmVcpu();
   try {
     v.setMsrs([{ index: 0x10, value: 1_000_000n }]);
-    tscWritable = v.getMsr(0x10) < 1_000_000_000_000n;
+    const low = v.getMsr(0x10);
+    v.setMsrs([{ index: 0x10, value: 1n << 60n }]);
+    const high = v.getMsr(0x10);
+    tscWritable = low < 1_000_000n + 10_000_000_000n && high >= 1n << 60n;
   } finally {
     v.close();
   }

@@ -134,6 +134,9 @@ export async function connectServices(hv: Hypervisor, xs: Xenstored, client: Loc
 export async function removeDomainNodes(c: LocalClient, domid: number, uuid: string | null): Promise<void> {
   const paths = [`/local/domain/${domid}`, `/libxl/${domid}`];
   if (uuid) paths.push(`/vm/${uuid}`);
+  // its devices' backend directories in the control domain (backend/<type>/<domid>)
+  const types = await c.directory('/local/domain/0/backend').catch(() => [] as string[]);
+  for (const t of types) paths.push(`/local/domain/0/backend/${t}/${domid}`);
   for (const p of paths) {
     try { await c.rm(p); } catch { /* already gone */ }
   }

@@ -8,6 +8,8 @@ import { Hypervisor } from '../hv/hypervisor.js';
 import { Xenstored, LocalClient } from './xenstored/index.js';
 import { buildPvhDomain, startBuiltDomain, specialPageOffset, BuiltDomain, BuildConfig } from './builder.js';
 import { XenstoreRings, connectServices, removeDomainNodes, DomainServices } from './services.js';
+import { localDevices, type XenDevices } from './libs/devices.js';
+import { addVbds, vbdDevids, type VbdDevice, type VbdSpec } from './disk.js';
 
 /** The 16 bytes of a canonical UUID string (the domain handle Xen keeps). */
 export function uuidBytes(uuid: string): Uint8Array {
@@ -41,12 +43,14 @@ export interface CreateOptions {
   timings?: CreateTimings;
   /** scheduling parameters under the domain's pool's scheduler (weight, cap; period, budget, extratime) */
   sched?: Record<string, number>;
+  /** virtual disks, served by the control domain's blkback */
+  disks?: VbdSpec[];
 }
 
 export interface CreateTimings {
   /** domain creation, kernel load, rings, grant seeds, handing it (paused) to its pCPU */
   build: number;
-  /** console backend, xenstore skeleton, INTRODUCE (the pCPU sets the domain up meanwhile) */
+  /** console backend, xenstore skeleton, INTRODUCE, disks (the pCPU sets the domain up meanwhile) */
   xenstore: number;
   /** the unpause (nothing when created paused) */
   unpause: number;
@@ -58,6 +62,7 @@ export interface ToolstackDomain {
   uuid: string;
   built: BuiltDomain;
   services: DomainServices;
+  disks: VbdDevice[];
 }
 
 export class Toolstack {
@@ -71,7 +76,13 @@ export class Toolstack {
     return r;
   }
 
-  private constructor(readonly hv: Hypervisor, readonly xs: Xenstored, readonly client: LocalClient, private readonly builds: Map<number, BuiltDomain>) {
+  /** the control domain's backend devices (its own xenstore connection: backends' watches stay apart from the toolstack's) */
+  readonly devices: XenDevices;
+  private readonly backendClient: LocalClient;
+
+  private constructor(readonly hv: Hypervisor, readonly xs: Xenstored, readonly client: LocalClient, private readonly builds: Map<number, BuiltDomain>, private readonly log: (line: string) => void) {
+    this.backendClient = new LocalClient(xs);
+    this.devices = localDevices(hv, this.backendClient);
     hv.on('shutdown', (domid) => {
       this.live.get(domid)?.services.console.drain();
       xs.domainDied(domid);
@@ -88,7 +99,7 @@ export class Toolstack {
     const xs = new Xenstored({ hooks: rings, log: o.log, socketPath: o.xenstoredSocket });
     rings.xs = xs;
     await xs.start();
-    return new Toolstack(hv, xs, new LocalClient(xs), builds);
+    return new Toolstack(hv, xs, new LocalClient(xs), builds, o.log ?? ((l) => process.stderr.write(`${l}\n`)));
   }
 
   /**
@@ -99,6 +110,7 @@ export class Toolstack {
   async create(cfg: BuildConfig, output: (b: Uint8Array) => void, opts: CreateOptions = {}): Promise<ToolstackDomain> {
     const t0 = performance.now();
     const uuid = opts.uuid ?? randomUUID();
+    if (opts.disks) vbdDevids(opts.disks); // a bad vdev is refused before anything is built
     const built = buildPvhDomain(this.hv, { ...cfg, uuid: cfg.uuid ?? uuidBytes(uuid) });
     // Scheduling parameters before any worker runs it (a bad one undoes the build).
     try {
@@ -113,19 +125,23 @@ export class Toolstack {
     // the unpause below (libxl's order: build, xenstore, introduce, unpause).
     startBuiltDomain(this.hv, built, { paused: true });
     const t1 = performance.now();
-    let services: DomainServices;
+    let services: DomainServices | undefined;
+    let disks: VbdDevice[] = [];
     try {
       services = await this.serialized(() => connectServices(this.hv, this.xs, this.client, built, {
         name: cfg.name, uuid, vcpus: Math.max(cfg.vcpus, cfg.maxVcpus ?? 0), onlineVcpus: cfg.vcpus, memoryKiB: cfg.memoryMiB * 1024, maxMemKiB: (cfg.maxMemMiB ?? cfg.memoryMiB) * 1024, output,
       }));
+      // the guest finds its disks' frontend directories from its first instruction (GRUB lists device/vbd at once)
+      if (opts.disks?.length) disks = await addVbds(this.devices, built.domid, opts.disks, this.log);
     } catch (e) {
+      services?.close();
       this.builds.delete(built.domid);
       await this.hv.destroy(built.domid);
       await this.serialized(() => removeDomainNodes(this.client, built.domid, uuid));
       throw e;
     }
     const t2 = performance.now();
-    const d: ToolstackDomain = { domid: built.domid, name: cfg.name, uuid, built, services };
+    const d: ToolstackDomain = { domid: built.domid, name: cfg.name, uuid, built, services, disks };
     this.live.set(d.domid, d);
     if (!opts.paused) this.hv.unpause(d.domid);
     if (opts.timings) Object.assign(opts.timings, { build: t1 - t0, xenstore: t2 - t1, unpause: performance.now() - t2 });
@@ -145,6 +161,7 @@ export class Toolstack {
     const d = this.live.get(domid);
     this.live.delete(domid);
     d?.services.close();
+    for (const v of d?.disks ?? []) await v.backend.close();
     this.builds.delete(domid);
     await this.hv.destroy(domid);
     await this.serialized(() => removeDomainNodes(this.client, domid, d && !o.keepVm ? d.uuid : null));
@@ -152,6 +169,8 @@ export class Toolstack {
 
   async shutdown(): Promise<void> {
     for (const id of [...this.live.keys()]) await this.destroy(id);
+    this.devices.close();
+    this.backendClient.close();
     this.client.close();
     await this.xs.stop();
     await this.hv.shutdownAll();

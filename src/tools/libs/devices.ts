@@ -8,6 +8,7 @@
 // Nothing here can reach a guest page except through a grant the guest gave.
 
 import type { Hypervisor } from '../../hv/hypervisor.js';
+import { GNTST } from '../../hv/abi/grant_table.js';
 import type { XsClientBase } from '../xenstored/client.js';
 
 /**
@@ -98,7 +99,8 @@ export function localDevices(hv: Hypervisor, xenstore: XsClientBase): XenDevices
         return m;
       },
       unmap: async (handle) => {
-        if (!handles.delete(handle)) return hv.gntdev.unmap(-1);
+        // only this backend's own mappings: another's handle is as unknown to it as an unused one
+        if (!handles.delete(handle)) return GNTST.bad_handle;
         return hv.gntdev.unmap(handle);
       },
       allocBuffer: (bytes) => new Uint8Array(bytes),

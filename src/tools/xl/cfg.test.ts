@@ -446,10 +446,9 @@ test('disk and vif lists are parsed per entry; errors point at the entry', () =>
       "hello.cfg:3: WARNING: 'vif' is not applied: xenode has no network backend yet, so the domain gets no network interfaces"]);
 });
 
-test('settings taken but not acted on yet are said loudly: disk and vif; affinity and scheduler parameters are applied, so not', () => {
+test('settings taken but not acted on yet are said loudly: vif; disks, affinity and scheduler parameters are applied, so not', () => {
   const { warnings } = convert('disk = [ "/img,,xvda" ]\nvif = [ "" ]\ncpus = "0"\ncpus_soft = "0"\ncpu_weight = 512\ncap = 50\n', [], { random: () => new Uint8Array(3) });
   assert.deepEqual(warnings, [
-    "hello.cfg:3: WARNING: 'disk' is not applied: xenode has no block backend yet, so the domain gets no disks",
     "hello.cfg:4: WARNING: 'vif' is not applied: xenode has no network backend yet, so the domain gets no network interfaces",
   ]);
 });

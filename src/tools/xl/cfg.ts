@@ -737,7 +737,6 @@ class Converter {
       const s = this.cfg.get(key);
       if (s) this.warnAt(s, `WARNING: '${key}' is not applied: ${what}`);
     };
-    if (c.disks.length) say('disk', 'xenode has no block backend yet, so the domain gets no disks');
     if (c.vifs.length) say('vif', 'xenode has no network backend yet, so the domain gets no network interfaces');
   }
 }

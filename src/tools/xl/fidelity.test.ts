@@ -222,15 +222,42 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
   });
 
   test('settings not applied yet are said at create time; config syntax errors add libxl\'s line', async () => {
-    const f = cfg('fv-warn', 'disk = [ "/img,,xvda" ]\ncpus = "0"\n');
+    const f = cfg('fv-warn', 'vif = [ "" ]\ncpus = "0"\n');
     const r = await run('create', f);
     assert.equal(r.code, 0, r.err);
-    assert.match(r.err, /fv-warn\.cfg:5: WARNING: 'disk' is not applied: xenode has no block backend yet/);
+    assert.match(r.err, /fv-warn\.cfg:5: WARNING: 'vif' is not applied: xenode has no network backend yet/);
     assert.doesNotMatch(r.err, /'cpus' is not applied/);
     assert.equal((await run('destroy', 'fv-warn')).code, 0);
     const bad = path.join(dir, 'bad.cfg');
     fs.writeFileSync(bad, 'name = = 1\n');
     assert.deepEqual(await run('create', '-q', bad), { code: 1, signal: null, out: '', err: `${bad}:1:8: expected a value for 'name', found '='\nFailed to parse config: Invalid argument\n` });
+  });
+
+  test('disks: block-list shows each as xl does (a guest without blkfront leaves it Initialising); what blkback cannot serve is refused, naming the disk', async () => {
+    const img = path.join(dir, 'fv-disk.img');
+    fs.writeFileSync(img, Buffer.alloc(1 << 20));
+    const r = await run('create', cfg('fv-disk', `disk = [ '${img},raw,xvda,rw', 'format=raw, vdev=xvdb, access=ro, target=${img}' ]\n`));
+    assert.equal(r.code, 0, r.err);
+    const id = await domid('fv-disk');
+    const list = await run('block-list', 'fv-disk', 'no-such-domain');
+    assert.equal(list.code, 0, list.err);
+    assert.equal(list.err, 'no-such-domain is an invalid domain identifier\n');
+    const row = (vdev: number) => `${String(vdev).padEnd(5)} 0   ${String(id).padEnd(6)} 1     -1     -1       ${`/local/domain/0/backend/vbd/${id}/${vdev}`.padEnd(30)}`;
+    assert.equal(list.out, `${'Vdev  BE  handle state evt-ch ring-ref BE-path'.padEnd(69)}\n${row(51712)}\n${row(51728)}\n`);
+    assert.equal((await run('xenstore-read', `/local/domain/0/backend/vbd/${id}/51728/mode`)).out, 'r\n');
+    assert.equal((await run('destroy', 'fv-disk')).code, 0);
+    assert.equal((await run('xenstore-exists', `/local/domain/0/backend/vbd/${id}`)).code, 1, 'the backend directory went with the domain');
+    for (const [spec, why] of [
+      [`${img},qcow2,xvda,rw`, /disk xvda: format qcow2: blkback serves raw images/],
+      ['fv-disk.img,raw,xvda,rw', /disk xvda: target 'fv-disk.img' must be an absolute path/],
+      [`format=raw, vdev=xvda, backend=storage, target=${img}`, /disk xvda: backend 'storage': only the control domain serves disks/],
+      ['/no/such.img,raw,xvda,rw', /disk xvda \(\/no\/such\.img\): ENOENT/],
+    ] as const) {
+      const bad = await run('create', cfg('fv-baddisk', `disk = [ '${spec}' ]\n`));
+      assert.equal(bad.code, 3, spec); // libxl's ERROR_FAIL, as for any domain that cannot be built
+      assert.match(bad.err, why);
+      assert.equal((await run('list', 'fv-baddisk')).code, 1, 'nothing was left behind');
+    }
   });
 
   test('-v traces each daemon request; -T puts the date and pid before the daemon\'s reasons', async () => {

@@ -1,0 +1,214 @@
+// A vbd backend's xenbus handshake against a scripted frontend: the real
+// xenstored with the frontend's own connection (its permissions apply) and
+// grants that are pages of the test's XenDevices. The frontend side follows
+// what Linux's blkfront and GRUB's xendisk write, in their order.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Xenstored, LocalClient } from '../xenstored/index.js';
+import type { XenDevices, GrantCopySide } from '../libs/devices.js';
+import { writeVbdNodes } from '../disk.js';
+import { VbdBackend } from './vbd.js';
+import { BlkifFrontRing, BLKIF_OP_READ, BLKIF_RSP_OKAY, PAGE_SIZE, VDISK_READONLY } from './blkif.js';
+
+const FRONT = 7;
+const FE = `/local/domain/${FRONT}/device/vbd/51712`;
+const BE = `/local/domain/0/backend/vbd/${FRONT}/51712`;
+
+async function until<T>(what: string, f: () => Promise<T | undefined | false>): Promise<T> {
+  const end = Date.now() + 5000;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+interface Bound { domid: number; remote: number; local: number; onEvent: () => void }
+
+function fakeDevices(xs: LocalClient, grants: Map<number, Uint8Array>) {
+  const bound: Bound[] = [];
+  const mapped = new Set<number>();
+  let nextHandle = 0, nextPort = 20;
+  const side = (s: GrantCopySide, len: number): Uint8Array | number => {
+    if ('buf' in s) return s.buf.subarray(s.offset, s.offset + len);
+    const p = s.domid === FRONT ? grants.get(s.ref) : undefined;
+    return p ? p.subarray(s.offset, s.offset + len) : -3;
+  };
+  const devices: XenDevices = {
+    domid: 0,
+    xenstore: xs,
+    evtchn: {
+      bindInterdomain: async (domid, remote, onEvent) => {
+        if (domid !== FRONT || remote !== 5) throw new Error('EINVAL');
+        const local = nextPort++;
+        bound.push({ domid, remote, local, onEvent });
+        return local;
+      },
+      notify: () => {},
+      unbind: (port) => { bound.splice(bound.findIndex((b) => b.local === port), 1); },
+    },
+    gnttab: {
+      copy: async (ops) => ops.map((op) => {
+        const s = side(op.source, op.len), d = side(op.dest, op.len);
+        if (typeof s === 'number') return s;
+        if (typeof d === 'number') return d;
+        d.set(s);
+        return 0;
+      }),
+      map: async (domid, ref, readonly) => {
+        const page = domid === FRONT ? grants.get(ref) : undefined;
+        if (!page) return -3; // GNTST_bad_gntref
+        const handle = nextHandle++;
+        mapped.add(handle);
+        return { handle, domid, ref, readonly, page };
+      },
+      unmap: async (h) => (mapped.delete(h) ? 0 : -4),
+      allocBuffer: (n) => new Uint8Array(n),
+    },
+    close: () => {},
+  };
+  return { devices, bound, mapped };
+}
+
+async function setup(o: { readOnly?: boolean } = {}) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'xenode-vbd-'));
+  const img = path.join(dir, 'disk.img');
+  const data = Buffer.alloc(16 * 512);
+  for (let s = 0; s < 16; s++) data.fill(0x40 + s, s * 512, s * 512 + 512);
+  writeFileSync(img, data);
+  const xs = new Xenstored({ log: () => {} });
+  await xs.start();
+  const dom0 = new LocalClient(xs, 0);
+  await dom0.write(`/local/domain/${FRONT}`, '');
+  await dom0.setPerms(`/local/domain/${FRONT}`, [`n${FRONT}`]);
+  await writeVbdNodes(dom0, FRONT, 0, [{ target: img, vdev: 'xvda', readOnly: o.readOnly }]);
+  const backendXs = new LocalClient(xs, 0);
+  const front = new LocalClient(xs, FRONT);
+  const grants = new Map<number, Uint8Array>([[0, new Uint8Array(PAGE_SIZE)], [1, new Uint8Array(PAGE_SIZE)]]);
+  const f = fakeDevices(backendXs, grants);
+  const log: string[] = [];
+  const backend = await VbdBackend.start({ devices: f.devices, path: BE, log: (l) => log.push(l) });
+  const state = (p: string) => dom0.read(`${p}/state`);
+  const close = async () => {
+    await backend.close();
+    for (const c of [front, backendXs, dom0]) c.close();
+    await xs.stop();
+  };
+  return { xs, dom0, front, grants, backend, state, close, log, ...f };
+}
+
+/** What a frontend publishes before it says Initialised (blkfront's talk_to_blkback). */
+async function publish(front: LocalClient, ref: string, port: string, protocol?: string) {
+  await front.transaction(async (tx) => {
+    await front.write(`${FE}/ring-ref`, ref, tx);
+    await front.write(`${FE}/event-channel`, port, tx);
+    if (protocol) await front.write(`${FE}/protocol`, protocol, tx);
+  });
+  await front.write(`${FE}/state`, '3');
+}
+
+test('the backend publishes the disk and waits in InitWait; the frontend can read its directory and write only its own', async () => {
+  const s = await setup();
+  try {
+    assert.equal(await s.state(BE), '2');
+    assert.deepEqual(
+      await Promise.all(['sectors', 'sector-size', 'info', 'feature-flush-cache', 'hotplug-status', 'mode', 'dev', 'frontend'].map((k) => s.front.read(`${BE}/${k}`))),
+      ['16', '512', '0', '1', 'connected', 'w', 'xvda', FE]);
+    assert.deepEqual([await s.front.read(`${FE}/backend`), await s.front.read(`${FE}/backend-id`), await s.front.read(`${FE}/virtual-device`)], [BE, '0', '51712']);
+    await assert.rejects(s.front.write(`${BE}/state`, '4'), /EACCES/);
+  } finally {
+    await s.close();
+  }
+});
+
+test('Initialised: the ring is mapped, the port bound, Connected; requests are served; Closing, Closed, and a new frontend finds InitWait again', async () => {
+  const s = await setup();
+  try {
+    await publish(s.front, '0', '5', 'x86_32-abi');
+    await until('Connected', async () => (await s.state(BE)) === '4');
+    assert.equal(s.bound.length, 1);
+    assert.equal(s.mapped.size, 1);
+    // a read of sector 3 into gref 1, through the mapped ring
+    const ring = new BlkifFrontRing(s.grants.get(0)!, 'x86_32-abi');
+    ring.put({ operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 77n, sectorNumber: 3n, segments: [{ gref: 1, firstSect: 0, lastSect: 0 }] });
+    ring.push();
+    s.bound[0]!.onEvent();
+    const rs = await until('the response', async () => { const r = ring.responses(); return r.length ? r : undefined; });
+    assert.deepEqual(rs, [{ id: 77n, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY }]);
+    assert.equal(s.grants.get(1)![0], 0x43);
+    // the frontend closes: so does the backend, letting go of the ring and the port
+    await s.front.write(`${FE}/state`, '5');
+    await until('Closing', async () => (await s.state(BE)) === '5');
+    assert.deepEqual([s.bound.length, s.mapped.size], [0, 0]);
+    await s.front.write(`${FE}/state`, '6');
+    await until('Closed', async () => (await s.state(BE)) === '6');
+    // the next frontend (GRUB's kernel after GRUB) starts over and connects in the 64-bit layout
+    await s.front.write(`${FE}/state`, '1');
+    await until('InitWait', async () => (await s.state(BE)) === '2');
+    s.grants.get(0)!.fill(0);
+    await publish(s.front, '0', '5', 'x86_64-abi');
+    await until('Connected again', async () => (await s.state(BE)) === '4');
+    const ring64 = new BlkifFrontRing(s.grants.get(0)!, 'x86_64-abi');
+    ring64.put({ operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 78n, sectorNumber: 9n, segments: [{ gref: 1, firstSect: 1, lastSect: 1 }] });
+    ring64.push();
+    s.bound[0]!.onEvent();
+    await until('the second response', async () => ring64.responses().length === 1);
+    assert.equal(s.grants.get(1)![512], 0x49);
+  } finally {
+    await s.close();
+  }
+});
+
+for (const [what, ref, port, protocol, reason] of [
+  ['a ring-ref that is not a number', 'x', '5', undefined, /ring-ref: 'x' is not a grant reference/],
+  ['a ring-ref the frontend did not grant', '9', '5', undefined, /mapping ring-ref 9 port 5: GNTST -3/],
+  ['an event channel that cannot be bound', '0', '6', undefined, /binding event-channel 6/],
+  ['an unknown protocol', '0', '5', 'arm-abi', /unknown fe protocol arm-abi/],
+] as const) {
+  test(`${what}: the backend says why in its error node and closes, holding nothing`, async () => {
+    const s = await setup();
+    try {
+      await publish(s.front, ref, port, protocol);
+      await until('Closing', async () => (await s.state(BE)) === '5');
+      assert.match(await s.front.read(`${BE}/error`), reason);
+      assert.deepEqual([s.bound.length, s.mapped.size], [0, 0]);
+      assert.match(s.log.join('\n'), reason);
+    } finally {
+      await s.close();
+    }
+  });
+}
+
+test('a state node that is not a state is ignored; a read-only disk says so in info', async () => {
+  const s = await setup({ readOnly: true });
+  try {
+    assert.deepEqual([await s.front.read(`${BE}/mode`), await s.front.read(`${BE}/info`)], ['r', String(VDISK_READONLY)]);
+    await s.front.write(`${FE}/state`, 'banana');
+    await sleep(50);
+    assert.equal(await s.state(BE), '2');
+  } finally {
+    await s.close();
+  }
+});
+
+test('a backend directory naming an image that is not there: start fails, hotplug-status says error', async () => {
+  const xs = new Xenstored({ log: () => {} });
+  await xs.start();
+  const dom0 = new LocalClient(xs, 0);
+  try {
+    await writeVbdNodes(dom0, FRONT, 0, [{ target: '/no/such.img', vdev: 'xvda' }]);
+    const f = fakeDevices(dom0, new Map());
+    await assert.rejects(VbdBackend.start({ devices: f.devices, path: BE }), /ENOENT/);
+    assert.equal(await dom0.read(`${BE}/hotplug-status`), 'error');
+    assert.match(await dom0.read(`${BE}/hotplug-error`), /ENOENT/);
+    assert.equal(await dom0.read(`${BE}/state`), '1');
+  } finally {
+    dom0.close();
+    await xs.stop();
+  }
+});

@@ -1,0 +1,217 @@
+// One virtual block device's backend (Linux's xen-blkback/xenbus.c): the
+// xenbus handshake around the request path in blkback.ts. Everything comes
+// from the backend directory the toolstack wrote (params, mode, frontend,
+// frontend-id, device-type); the backend publishes the disk's geometry and
+// features, waits in InitWait for the frontend's ring and event channel,
+// connects, and follows the frontend through Closing and Closed, back to
+// InitWait when a new frontend takes the device over (GRUB hands a disk to
+// the kernel it loads that way). A frontend that writes nonsense gets the
+// device closed with a message in the backend's `error` node; nothing it
+// writes throws out of here.
+
+import { open, type FileHandle } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import type { GrantMapping, XenDevices } from '../libs/devices.js';
+import { BlkifBackRing, type BlkifProtocol, PAGE_SIZE, SECTOR_SIZE, VDISK_CDROM, VDISK_READONLY } from './blkif.js';
+import { BlkifService } from './blkback.js';
+import { XenbusState, parseXenbusState, type XenbusStateValue, XENBUS_STATE_NAMES } from './xenbus.js';
+
+/** The image behind a vbd: its size in 512-byte sectors (a block device's from sysfs, as stat gives it 0). */
+async function imageSectors(f: FileHandle, path: string): Promise<bigint> {
+  const st = await f.stat({ bigint: true });
+  if (st.isFile()) return st.size / BigInt(SECTOR_SIZE);
+  if (st.isBlockDevice()) {
+    // linux/kdev_t.h: new_encode_dev
+    const rdev = Number(st.rdev);
+    const major = (rdev >> 8) & 0xfff, minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
+    return BigInt(readFileSync(`/sys/dev/block/${major}:${minor}/size`, 'latin1').trim());
+  }
+  throw new Error(`${path} is neither a regular file nor a block device`);
+}
+
+export interface VbdBackendOptions {
+  devices: XenDevices;
+  /** the backend directory, /local/domain/<backend>/backend/vbd/<frontend>/<devid> */
+  path: string;
+  log?: (line: string) => void;
+}
+
+interface Connection {
+  ring: GrantMapping;
+  port: number;
+  service: BlkifService;
+}
+
+export class VbdBackend {
+  private image: FileHandle | null = null;
+  private sectors = 0n;
+  private readOnly = false;
+  private frontPath = '';
+  private frontDomid = -1;
+  private conn: Connection | null = null;
+  private state: XenbusStateValue = XenbusState.Initialising;
+  private readonly token: string;
+  private readonly onWatch = (ev: { path: string; token: string }) => {
+    if (ev.token === this.token) this.queue(() => this.frontendChanged());
+  };
+  /** watch events are handled one after another */
+  private chain: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  private constructor(private readonly o: VbdBackendOptions) {
+    this.token = `vbd-backend:${o.path}`;
+  }
+
+  /**
+   * Opens the image the backend directory names, publishes the disk and
+   * waits in InitWait for the frontend. Throws (writing `hotplug-status`
+   * error and leaving no watch) when the directory or the image is unusable.
+   */
+  static async start(o: VbdBackendOptions): Promise<VbdBackend> {
+    const b = new VbdBackend(o);
+    try {
+      await b.setup();
+    } catch (e) {
+      await b.image?.close().catch(() => {});
+      const msg = (e as Error).message;
+      await o.devices.xenstore.write(`${o.path}/hotplug-error`, msg).catch(() => {});
+      await o.devices.xenstore.write(`${o.path}/hotplug-status`, 'error').catch(() => {});
+      throw e;
+    }
+    return b;
+  }
+
+  private async setup(): Promise<void> {
+    const xs = this.o.devices.xenstore, p = this.o.path;
+    const params = await xs.read(`${p}/params`);
+    const mode = await xs.read(`${p}/mode`);
+    const devtype = (await xs.tryRead(`${p}/device-type`)) ?? 'disk';
+    this.frontPath = await xs.read(`${p}/frontend`);
+    this.frontDomid = Number(await xs.read(`${p}/frontend-id`));
+    if (mode !== 'r' && mode !== 'w') throw new Error(`${p}/mode: '${mode}' is neither r nor w`);
+    this.readOnly = mode === 'r';
+    this.image = await open(params, this.readOnly ? 'r' : 'r+');
+    this.sectors = await imageSectors(this.image, params);
+    const info = (this.readOnly ? VDISK_READONLY : 0) | (devtype === 'cdrom' ? VDISK_CDROM : 0);
+    await xs.transaction(async (tx) => {
+      // blkback's connect(): what a frontend reads before it sends a request
+      await xs.write(`${p}/sector-size`, String(SECTOR_SIZE), tx);
+      await xs.write(`${p}/physical-sector-size`, String(SECTOR_SIZE), tx);
+      await xs.write(`${p}/sectors`, String(this.sectors), tx);
+      await xs.write(`${p}/info`, String(info), tx);
+      await xs.write(`${p}/feature-flush-cache`, '1', tx);
+      await xs.write(`${p}/feature-barrier`, '0', tx);
+      await xs.write(`${p}/hotplug-status`, 'connected', tx);
+    });
+    await this.switchState(XenbusState.InitWait);
+    xs.on('watch', this.onWatch);
+    await xs.watch(`${this.frontPath}/state`, this.token);
+  }
+
+  private queue(f: () => Promise<void>): void {
+    this.chain = this.chain.then(f).catch((e: unknown) => this.o.log?.(`vbd ${this.o.path}: ${(e as Error).message}`));
+  }
+
+  private async switchState(s: XenbusStateValue): Promise<void> {
+    this.state = s;
+    await this.o.devices.xenstore.write(`${this.o.path}/state`, String(s));
+  }
+
+  /** xenbus_dev_fatal: the reason in `error`, the device closing */
+  private async fatal(msg: string): Promise<void> {
+    this.o.log?.(`vbd ${this.o.path}: ${msg}`);
+    await this.o.devices.xenstore.write(`${this.o.path}/error`, msg).catch(() => {});
+    await this.disconnect();
+    await this.switchState(XenbusState.Closing);
+  }
+
+  /** frontend_changed in xen-blkback/xenbus.c */
+  private async frontendChanged(): Promise<void> {
+    if (this.closed) return;
+    const fs = parseXenbusState(await this.o.devices.xenstore.tryRead(`${this.frontPath}/state`));
+    if (fs === null) return; // gone, or not a state: nothing to follow
+    switch (fs) {
+      case XenbusState.Initialising:
+        // a new frontend after the last one closed (GRUB's hand-over): offer the device again
+        if (this.state === XenbusState.Closed) await this.switchState(XenbusState.InitWait);
+        return;
+      case XenbusState.Initialised:
+      case XenbusState.Connected:
+        if (this.state === XenbusState.Connected || this.conn) return;
+        if (this.state !== XenbusState.InitWait) return;
+        await this.connect();
+        return;
+      case XenbusState.Closing:
+        await this.disconnect();
+        await this.switchState(XenbusState.Closing);
+        return;
+      case XenbusState.Closed:
+        await this.disconnect();
+        await this.switchState(XenbusState.Closed);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private async connect(): Promise<void> {
+    const xs = this.o.devices.xenstore, f = this.frontPath;
+    const refText = await xs.tryRead(`${f}/ring-ref`);
+    const portText = await xs.tryRead(`${f}/event-channel`);
+    const protoText = (await xs.tryRead(`${f}/protocol`)) ?? 'x86_64-abi';
+    if (refText === undefined || !/^\d+$/.test(refText)) return this.fatal(`reading ${f}/ring-ref: '${refText ?? ''}' is not a grant reference`);
+    if (portText === undefined || !/^\d+$/.test(portText)) return this.fatal(`reading ${f}/event-channel: '${portText ?? ''}' is not a port`);
+    if (protoText !== 'x86_32-abi' && protoText !== 'x86_64-abi') return this.fatal(`unknown fe protocol ${protoText}`);
+    const protocol: BlkifProtocol = protoText;
+    const ring = await this.o.devices.gnttab.map(this.frontDomid, Number(refText), false);
+    if (typeof ring === 'number') return this.fatal(`mapping ring-ref ${refText} port ${portText}: GNTST ${ring}`);
+    if (ring.page.length < PAGE_SIZE) {
+      await this.o.devices.gnttab.unmap(ring.handle);
+      return this.fatal(`ring-ref ${refText}: short page`);
+    }
+    let service: BlkifService | null = null;
+    let port: number;
+    try {
+      port = await this.o.devices.evtchn.bindInterdomain(this.frontDomid, Number(portText), () => service?.kick());
+    } catch (e) {
+      await this.o.devices.gnttab.unmap(ring.handle);
+      return this.fatal(`binding event-channel ${portText}: ${(e as Error).message}`);
+    }
+    service = new BlkifService({
+      devices: this.o.devices, frontDomid: this.frontDomid, ring: new BlkifBackRing(ring.page, protocol), port, image: this.image!,
+      sectors: this.sectors, readOnly: this.readOnly, log: this.o.log,
+    });
+    this.conn = { ring, port, service };
+    await this.switchState(XenbusState.Connected);
+    // requests queued before the event channel was bound
+    service.kick();
+  }
+
+  /** xen_blkif_disconnect: no request in flight, the ring unmapped, the port closed */
+  private async disconnect(): Promise<void> {
+    const c = this.conn;
+    if (!c) return;
+    this.conn = null;
+    await c.service.stop();
+    this.o.devices.evtchn.unbind(c.port);
+    await this.o.devices.gnttab.unmap(c.ring.handle);
+  }
+
+  /** The xenbus state the backend last published (for tests and `xl block-list`). */
+  get xenbusState(): string {
+    return XENBUS_STATE_NAMES[this.state]!;
+  }
+
+  /** Stops the backend (the device is being removed or its frontend destroyed); the nodes are the toolstack's to remove. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const xs = this.o.devices.xenstore;
+    xs.off('watch', this.onWatch);
+    await xs.unwatch(`${this.frontPath}/state`, this.token).catch(() => {});
+    await this.chain;
+    await this.disconnect();
+    await this.image?.close().catch(() => {});
+    this.image = null;
+  }
+}

@@ -1,0 +1,116 @@
+// A domain's virtual disks as libxl adds them (libxl_disk.c,
+// libxl__device_disk_setdefault and the generic device code): the frontend
+// directory in the guest's home and the backend directory in the backend
+// domain's, written in one transaction before the guest runs, then the
+// backend started on them. Only the control domain serves disks here;
+// other backends wait for driver domains.
+
+import type { XsClientBase } from './xenstored/client.js';
+import type { XenDevices } from './libs/devices.js';
+import { VbdBackend } from './backends/vbd.js';
+import { XenbusState, vbdDevid } from './backends/xenbus.js';
+
+/** A disk that cannot be added: the message names it. */
+export class DiskError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DiskError';
+  }
+}
+
+export interface VbdSpec {
+  /** a raw image file or a block device */
+  target: string;
+  /** the guest's name for it (xvda, hdc, sdb, d0p1) */
+  vdev: string;
+  readOnly?: boolean;
+  cdrom?: boolean;
+}
+
+export interface VbdDevice {
+  devid: number;
+  vdev: string;
+  backendPath: string;
+  frontendPath: string;
+  backend: VbdBackend;
+}
+
+/** The device number of each spec, refusing a bad or repeated vdev before anything is written. */
+export function vbdDevids(specs: VbdSpec[]): number[] {
+  const seen = new Map<number, string>();
+  return specs.map((s) => {
+    const id = vbdDevid(s.vdev);
+    if (id === null) throw new DiskError(`disk ${s.target}: '${s.vdev}' is not a virtual device name (xen-vbd-interface(7))`);
+    const other = seen.get(id);
+    if (other !== undefined) throw new DiskError(`disk ${s.target}: vdev '${s.vdev}' is the same device as '${other}'`);
+    seen.set(id, s.vdev);
+    return id;
+  });
+}
+
+/** Writes the frontend and backend nodes of every disk of `domid` (libxl__device_disk_add's xenstore part). */
+export async function writeVbdNodes(c: XsClientBase, domid: number, backendDomid: number, specs: VbdSpec[]): Promise<{ devid: number; backendPath: string; frontendPath: string }[]> {
+  const ids = vbdDevids(specs);
+  const out = specs.map((_, i) => ({
+    devid: ids[i]!,
+    frontendPath: `/local/domain/${domid}/device/vbd/${ids[i]}`,
+    backendPath: `/local/domain/${backendDomid}/backend/vbd/${domid}/${ids[i]}`,
+  }));
+  if (!specs.length) return out;
+  await c.transaction(async (tx) => {
+    const pending: Promise<void>[] = [];
+    const w = (p: string, v: string) => pending.push(c.write(p, v, tx));
+    // the frontend's directory is the guest's, readable by its backend; the backend's the other way round
+    const fePerms = [`n${domid}`, `r${backendDomid}`], bePerms = [`n${backendDomid}`, `r${domid}`];
+    specs.forEach((s, i) => {
+      const { devid, frontendPath: fe, backendPath: be } = out[i]!;
+      w(be, '');
+      pending.push(c.setPerms(be, bePerms, tx));
+      w(`${be}/frontend`, fe);
+      w(`${be}/frontend-id`, String(domid));
+      w(`${be}/online`, '1');
+      w(`${be}/removable`, '0');
+      w(`${be}/bootable`, '1');
+      w(`${be}/state`, String(XenbusState.Initialising));
+      w(`${be}/dev`, s.vdev);
+      w(`${be}/type`, 'phy');
+      w(`${be}/mode`, s.readOnly || s.cdrom ? 'r' : 'w');
+      w(`${be}/device-type`, s.cdrom ? 'cdrom' : 'disk');
+      w(`${be}/params`, s.target);
+      w(fe, '');
+      pending.push(c.setPerms(fe, fePerms, tx));
+      w(`${fe}/backend`, be);
+      w(`${fe}/backend-id`, String(backendDomid));
+      w(`${fe}/state`, String(XenbusState.Initialising));
+      w(`${fe}/virtual-device`, String(devid));
+      w(`${fe}/device-type`, s.cdrom ? 'cdrom' : 'disk');
+    });
+    await Promise.all(pending);
+  });
+  return out;
+}
+
+/**
+ * Adds `specs` to `domid`: nodes written, a backend on each in `devices`'
+ * domain. On a failure the backends already started are stopped and the
+ * error says which disk.
+ */
+export async function addVbds(devices: XenDevices, domid: number, specs: VbdSpec[], log?: (line: string) => void): Promise<VbdDevice[]> {
+  const nodes = await writeVbdNodes(devices.xenstore, domid, devices.domid, specs);
+  const started: VbdDevice[] = [];
+  try {
+    for (const [i, n] of nodes.entries()) {
+      let backend: VbdBackend;
+      try {
+        backend = await VbdBackend.start({ devices, path: n.backendPath, log });
+      } catch (e) {
+        throw new DiskError(`disk ${specs[i]!.vdev} (${specs[i]!.target}): ${(e as Error).message}`);
+      }
+      started.push({ ...n, vdev: specs[i]!.vdev, backend });
+    }
+  } catch (e) {
+    for (const d of started) await d.backend.close();
+    throw e;
+  }
+  return started;
+}
