@@ -65,13 +65,13 @@ export function cpioNewc(entries: CpioEntry[]): Buffer {
 }
 
 /** The busybox applets the tests' scripts call (links in /bin). */
-const APPLETS = ['sh', 'init', 'cat', 'echo', 'ls', 'mount', 'poweroff', 'reboot', 'halt', 'nproc', 'grep', 'sleep', 'uname', 'date', 'dmesg', 'head', 'sed', 'tr', 'wc', 'true', 'false', 'test', '[', 'seq', 'printf', 'setsid', 'cttyhack'];
+const APPLETS = ['sh', 'init', 'cat', 'echo', 'ls', 'mount', 'umount', 'poweroff', 'reboot', 'halt', 'nproc', 'grep', 'sleep', 'uname', 'date', 'dmesg', 'head', 'sed', 'tr', 'wc', 'true', 'false', 'test', '[', 'seq', 'printf', 'setsid', 'cttyhack', 'insmod', 'mkdir', 'sync', 'dd', 'od'];
 
 export interface InitramfsOptions {
   /** a shell script run as /init (busybox sh); without one, /init is busybox's own init, which reads /etc/inittab */
   init?: string;
-  /** more files, by path inside the archive (executable when they start with #!) */
-  files?: Record<string, string>;
+  /** more files, by path inside the archive (text executable when it starts with #!) */
+  files?: Record<string, string | Uint8Array>;
 }
 
 /**
@@ -79,7 +79,7 @@ export interface InitramfsOptions {
  * /proc, /sys, /etc and /init.
  */
 export function busyboxInitramfs(opts: InitramfsOptions, busybox: Uint8Array = readFileSync(busyboxPath)): Buffer {
-  const file = (name: string, text: string): CpioEntry => ({ name, mode: S_IFREG | (text.startsWith('#!') ? 0o755 : 0o644), data: text });
+  const file = (name: string, data: string | Uint8Array): CpioEntry => ({ name, mode: S_IFREG | (typeof data === 'string' && data.startsWith('#!') ? 0o755 : 0o644), data });
   const entries: CpioEntry[] = [
     { name: 'bin', mode: S_IFDIR | 0o755 },
     { name: 'bin/busybox', mode: S_IFREG | 0o755, data: busybox },

@@ -81,9 +81,14 @@ for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
     assert.deepEqual(rs.map((r) => r.status), [BLKIF_RSP_OKAY]);
     rs = await submit({ operation: BLKIF_OP_FLUSH_DISKCACHE, nrSegments: 0, handle: 0, id: 3n, sectorNumber: 0n, segments: [] });
     assert.deepEqual(rs, [{ id: 3n, operation: BLKIF_OP_FLUSH_DISKCACHE, status: BLKIF_RSP_OKAY }]);
+    // a flush with data (Linux's FUA/PREFLUSH writes) is a write too
+    grants.get(1)!.fill(0xef, 512, 1024);
+    rs = await submit({ operation: BLKIF_OP_FLUSH_DISKCACHE, nrSegments: 1, handle: 0, id: 4n, sectorNumber: 30n, segments: [{ gref: 1, firstSect: 1, lastSect: 1 }] });
+    assert.deepEqual(rs, [{ id: 4n, operation: BLKIF_OP_FLUSH_DISKCACHE, status: BLKIF_RSP_OKAY }]);
     await image.close();
     const disk = readFileSync(file);
     assert.deepEqual([disk[19 * 512 + 511], disk[20 * 512], disk[21 * 512], disk[22 * 512]], [19, 0xcd, 0xab, 22]);
+    assert.deepEqual([disk[29 * 512 + 511], disk[30 * 512], disk[30 * 512 + 511], disk[31 * 512]], [29, 0xef, 0xef, 31]);
   });
 
   test(`${protocol}: hostile requests get BLKIF_RSP_ERROR and the ring goes on`, async () => {

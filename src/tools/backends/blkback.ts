@@ -69,12 +69,16 @@ export class BlkifService {
   }
 
   private async dispatch(req: BlkifRequest): Promise<number> {
-    if (req.operation === BLKIF_OP_FLUSH_DISKCACHE) {
+    // A flush may carry data: Linux's blkfront sends its PREFLUSH and FUA writes as FLUSH_DISKCACHE with
+    // their segments (blkback takes it as a write after a flush). The write is made durable as well, so
+    // an acknowledged FUA write survives the host.
+    const flush = req.operation === BLKIF_OP_FLUSH_DISKCACHE;
+    if (flush && req.nrSegments === 0) {
       await this.o.image.datasync();
       return BLKIF_RSP_OKAY;
     }
-    if (req.operation !== BLKIF_OP_READ && req.operation !== BLKIF_OP_WRITE) return BLKIF_RSP_EOPNOTSUPP;
-    const write = req.operation === BLKIF_OP_WRITE;
+    if (req.operation !== BLKIF_OP_READ && req.operation !== BLKIF_OP_WRITE && !flush) return BLKIF_RSP_EOPNOTSUPP;
+    const write = req.operation === BLKIF_OP_WRITE || flush;
     if (write && this.o.readOnly) return BLKIF_RSP_ERROR;
     if (req.nrSegments === 0 || req.nrSegments > BLKIF_MAX_SEGMENTS_PER_REQUEST) return BLKIF_RSP_ERROR;
     // io/blkif.h: each segment covers sectors first_sect..last_sect of one page (0..7); they follow one another on the disk
@@ -93,7 +97,9 @@ export class BlkifService {
     const pos = Number(req.sectorNumber) * SECTOR_SIZE;
     if (write) {
       if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
+      if (flush) await this.o.image.datasync();
       await writeAll(this.o.image, this.buf.subarray(0, total), pos);
+      if (flush) await this.o.image.datasync();
     } else {
       await readAll(this.o.image, this.buf.subarray(0, total), pos);
       if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
