@@ -6,13 +6,14 @@
 #   .cache/linux/vmlinuz   the kernel as Debian ships it (a bzImage)
 #   .cache/linux/vmlinux   the PVH ELF inside it (QEMU's microvm boots only the ELF by PVH)
 #   .cache/linux/busybox   a static busybox for an initramfs
-#   .cache/linux/modules/  the kernel's Xen PV frontends built as modules (xen-blkfront.ko, xen-netfront.ko)
+#   .cache/linux/modules/  the kernel's Xen PV frontends built as modules (xen-blkfront.ko, xen-netfront.ko),
+#                          and virtio-blk's (bench/block.ts's QEMU side)
 #   .cache/linux/VERSION   the kernel package's name and version
 # Safe to run again: does nothing when those files are there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=.cache/linux
-if [ -s "$dest/vmlinuz" ] && [ -s "$dest/vmlinux" ] && [ -x "$dest/busybox" ] && [ -s "$dest/modules/xen-blkfront.ko" ] && [ -s "$dest/VERSION" ]; then
+if [ -s "$dest/vmlinuz" ] && [ -s "$dest/vmlinux" ] && [ -x "$dest/busybox" ] && [ -s "$dest/modules/xen-blkfront.ko" ] && [ -s "$dest/modules/virtio_blk.ko" ] && [ -s "$dest/VERSION" ]; then
   echo "fetch-linux: $(head -1 "$dest/VERSION") and busybox already in $dest"
   exit 0
 fi
@@ -36,7 +37,7 @@ vmlinuz=$(ls "$work"/k/boot/vmlinuz-*)
 cp "$vmlinuz" "$dest/vmlinuz"
 cp "$work/bb/bin/busybox" "$dest/busybox"
 mkdir -p "$dest/modules"
-for m in drivers/block/xen-blkfront drivers/net/xen-netfront; do
+for m in drivers/block/xen-blkfront drivers/net/xen-netfront drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio drivers/block/virtio_blk; do
   ko=$(ls "$work"/k/lib/modules/*/kernel/$m.ko* 2>/dev/null | head -1)
   [ -n "$ko" ] || { echo "fetch-linux: $pkg has no $m module" >&2; exit 1; }
   case "$ko" in

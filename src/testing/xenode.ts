@@ -16,6 +16,8 @@ export interface Result { code: number | null; stdout: string; stderr: string }
 
 export interface RunOpts {
   timeoutMs?: number;
+  /** the child's working directory (default: this process's) */
+  cwd?: string;
   /** Called with everything printed so far, on each chunk of stdout. */
   onStdout?: (stdout: string, child: ChildProcess) => void;
 }
@@ -23,7 +25,7 @@ export interface RunOpts {
 /** Runs `xenode <argv>`; rejects (after killing it) when it outlives the timeout. */
 export function xenodeCmd(argv: string[], opts: RunOpts = {}): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [xenodeJs, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [xenodeJs, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], cwd: opts.cwd });
     let stdout = '';
     let stderr = '';
     const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`xenode ${argv.join(' ')} timed out\n${stdout}\n${stderr}`)); }, opts.timeoutMs ?? 60_000);

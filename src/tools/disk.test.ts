@@ -13,7 +13,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { needsGuestCpu } from '../testing/accel.js';
 import { havePeer, which } from '../testing/peers.js';
-import { guest } from '../testing/xenode.js';
+import { guest, xenodeRun } from '../testing/xenode.js';
 import type { Toolstack } from './toolstack.js';
 
 const mke2fs = which('mke2fs') ?? (existsSync('/usr/sbin/mke2fs') ? '/usr/sbin/mke2fs' : null);
@@ -102,6 +102,29 @@ test("GRUB's xendisk reads a file from an ext2 disk served by blkback and writes
   } finally {
     await ts.shutdown();
   }
+});
+
+test('xenode run --disk: a read-only disk named relative to the current directory; GRUB reads it, its write is refused', needsGuestCpu(), async (t) => {
+  if (!havePeer(t, haveGrub, 'grub-mkimage -O i386-xen_pvh', 'apt-get install grub-xen-bin grub-common')) return;
+  if (!havePeer(t, mke2fs !== null, 'mke2fs', 'apt-get install e2fsprogs')) return;
+  const dir = mkdtempSync(path.join(tmpdir(), 'xenode-vbd-run-'));
+  const disk = ext2Image(dir, { 'hello.txt': 'read-only hello\n', grubenv: emptyEnvBlock() });
+  const before = readFileSync(disk);
+  const kernel = grubImage(dir, 'cat (xen/xvda)/hello.txt\nset x=1\nsave_env -f (xen/xvda)/grubenv x\necho after-save\nhalt\n');
+  const r = await xenodeRun([kernel, '--disk', `${path.basename(disk)},raw,xvda,ro`], { cwd: dir, timeoutMs: 120_000 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /read-only hello/);
+  assert.match(r.stdout, /error: write failed/, 'GRUB saw its write refused');
+  assert.match(r.stdout, /after-save/);
+  assert.ok(readFileSync(disk).equals(before), 'the image is unchanged');
+  for (const [spec, why] of [['img,qcow2,xvda', /--disk: disk xvda: format qcow2/], ['a.img,raw,xvd1', /--disk: .*xvd1/]] as const) {
+    const bad = await xenodeRun([kernel, '--disk', spec], { cwd: dir });
+    assert.equal(bad.code, 2, spec);
+    assert.match(bad.stderr, why);
+  }
+  const dup = await xenodeRun([kernel, '--disk', 'a,,xvda', '--disk', 'b,,xvda'], { cwd: dir });
+  assert.equal(dup.code, 2);
+  assert.match(dup.stderr, /--disk: disk .*b: vdev 'xvda' is the same device as 'xvda'/);
 });
 
 test('a disk whose image cannot be opened fails the create with the disk named, and leaves nothing behind', async () => {

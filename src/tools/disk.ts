@@ -5,7 +5,10 @@
 // backend started on them. Only the control domain serves disks here;
 // other backends wait for driver domains.
 
+import path from 'node:path';
 import type { XsClientBase } from './xenstored/client.js';
+import type { DiskSpec } from './xl/config.js';
+import { DEFAULT_DISK_BACKEND } from './xl/disk.js';
 import type { XenDevices } from './libs/devices.js';
 import { VbdBackend } from './backends/vbd.js';
 import { XenbusState, vbdDevid } from './backends/xenbus.js';
@@ -33,6 +36,21 @@ export interface VbdDevice {
   backendPath: string;
   frontendPath: string;
   backend: VbdBackend;
+}
+
+/**
+ * A `disk=` entry as the control domain's blkback serves it: a raw image or
+ * block device, from the control domain, without a hotplug script. Anything
+ * else is refused, naming the disk and why.
+ */
+export function vbdSpecOf(d: DiskSpec): VbdSpec {
+  const refuse = (why: string) => new DiskError(`disk ${d.vdev}: ${why}`);
+  if (d.backend !== DEFAULT_DISK_BACKEND && d.backend !== 'Domain-0') throw refuse(`backend '${d.backend}': only the control domain serves disks (driver domains are not available)`);
+  if (d.format !== 'raw') throw refuse(`format ${d.format}: blkback serves raw images and block devices (qemu-img convert -O raw makes one)`);
+  if (d.script !== undefined) throw refuse(`script ${d.script}: block hotplug scripts are not run; give the image or device itself`);
+  if (d.target === '') throw refuse('no target (an empty CD-ROM drive is not supported)');
+  if (!path.isAbsolute(d.target)) throw refuse(`target '${d.target}' must be an absolute path: the daemon opens it, not xl`);
+  return { target: d.target, vdev: d.vdev, readOnly: d.access === 'r', cdrom: d.devtype === 'cdrom' };
 }
 
 /** The device number of each spec, refusing a bad or repeated vdev before anything is written. */

@@ -10,14 +10,19 @@ import { SHUTDOWN_NAMES } from '../hv/sched_op.js';
 import { PvhLoadError } from '../hv/x86/pvh.js';
 import { ACCEL_MODES, AccelError, type AccelMode } from '../hv/accel.js';
 import { EVTCHN_FIFO_NR_CHANNELS } from '../hv/abi/event_channel.js';
+import path from 'node:path';
+import { parseDiskSpec, DiskSpecError } from './xl/disk.js';
+import { DiskError, vbdSpecOf, vbdDevids, type VbdSpec } from './disk.js';
 
 /** Exit status of `xenode run` for each SHUTDOWN_* reason (crash distinct from poweroff). */
 export const EXIT_CODES: Record<number, number> = { 0: 0, 1: 10, 2: 11, 3: 12, 4: 13, 5: 14 };
 export const EXIT_INTERRUPTED = 130;
 const USAGE = `usage: xenode run <kernel> [--memory MiB] [--vcpus N] [--cmdline S] [--ramdisk FILE] [--max-event-channels N] [--accel auto|kvm|tcg|kvm+tcg]
-                  [--quiet]
+                  [--disk SPEC]... [--quiet]
 
-Boots a PVH kernel as one domain and streams its console. Exit status:
+Boots a PVH kernel as one domain and streams its console. --disk takes an
+xl.cfg disk entry (xl-disk-configuration: '/srv/img.raw,raw,xvda,rw'), served
+by blkback; a relative target is taken from the current directory. Exit status:
   0 poweroff, 10 reboot, 11 suspend, 12 crash, 13 watchdog, 14 soft_reset,
   1 error starting the domain, 2 bad usage, 130 interrupted (domain destroyed).`;
 
@@ -32,6 +37,7 @@ export async function main(argv: string[]): Promise<number> {
         vcpus: { type: 'string', default: '1' },
         cmdline: { type: 'string', default: '' },
         ramdisk: { type: 'string' },
+        disk: { type: 'string', multiple: true, default: [] },
         'max-event-channels': { type: 'string', default: '1023' },
         quiet: { type: 'boolean', short: 'q', default: false },
         accel: { type: 'string', default: 'auto' },
@@ -56,6 +62,18 @@ export async function main(argv: string[]): Promise<number> {
   const channels = Number(args.values['max-event-channels']);
   if (!Number.isInteger(channels) || channels < 1 || channels >= EVTCHN_FIFO_NR_CHANNELS) {
     console.error(`xenode run: --max-event-channels must be 1..${EVTCHN_FIFO_NR_CHANNELS - 1}, got '${args.values['max-event-channels']}'`);
+    return 2;
+  }
+  let disks: VbdSpec[];
+  try {
+    disks = args.values.disk.map((spec) => {
+      const d = parseDiskSpec(spec);
+      return vbdSpecOf({ ...d, target: d.target && d.script === undefined ? path.resolve(d.target) : d.target });
+    });
+    vbdDevids(disks);
+  } catch (e) {
+    if (!(e instanceof DiskSpecError || e instanceof DiskError)) throw e;
+    console.error(`xenode run: --disk: ${e.message}`);
     return 2;
   }
   let kernel: Uint8Array;
@@ -106,7 +124,7 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => resolve(EXIT_INTERRUPTED));
   });
   try {
-    dom = await ts.create({ name: 'xenode-run', kernel, ramdisk, memoryMiB, vcpus, cmdline: args.values.cmdline, maxEvtchnPort: channels }, (b) => merged.ring(b));
+    dom = await ts.create({ name: 'xenode-run', kernel, ramdisk, memoryMiB, vcpus, cmdline: args.values.cmdline, maxEvtchnPort: channels }, (b) => merged.ring(b), { disks });
   } catch (e) {
     await ts.shutdown();
     console.error(`xenode run: ${e instanceof PvhLoadError ? `${kernelPath}: ${e.message}` : (e as Error).message}`);

@@ -22,8 +22,7 @@ import { DomainConsole, consoleLogPath } from './consoles.js';
 import type { StateDir } from './state.js';
 import { ApiFailure, checkName, einval } from './validate.js';
 import { createSettings } from './sched.js';
-import { DiskError, type VbdSpec } from '../disk.js';
-import { DEFAULT_DISK_BACKEND } from '../xl/disk.js';
+import { DiskError, vbdSpecOf } from '../disk.js';
 
 export interface DomainPolicy {
   /** wait between destroying a domain and re-creating it (xl sleeps 2 s) */
@@ -189,7 +188,7 @@ export class DomainManager extends EventEmitter<Events> {
       const timings = {} as CreateTimings;
       let td;
       try {
-        td = await this.ts.create(bc, (b) => console.write(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), { uuid: config.uuid, paused: o.paused, timings, sched, disks: vbdSpecs(config) });
+        td = await this.ts.create(bc, (b) => console.write(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), { uuid: config.uuid, paused: o.paused, timings, sched, disks: config.disks.map(vbdSpecOf) });
       } catch (e) {
         if (e instanceof PvhLoadError) throw einval(`${config.kernel}: ${e.message}`);
         if (e instanceof DiskError) throw einval(e.message);
@@ -657,19 +656,3 @@ export class DomainManager extends EventEmitter<Events> {
 
 export type { Domain };
 
-/**
- * The disks of a configuration as the control domain's blkback serves them:
- * raw images or block devices, from the control domain, without hotplug
- * scripts. Anything else is refused, naming the disk and why.
- */
-export function vbdSpecs(c: DomainConfig): VbdSpec[] {
-  return c.disks.map((d) => {
-    const refuse = (why: string) => einval(`disk ${d.vdev}: ${why}`);
-    if (d.backend !== DEFAULT_DISK_BACKEND && d.backend !== 'Domain-0') throw refuse(`backend '${d.backend}': only the control domain serves disks (driver domains are not available)`);
-    if (d.format !== 'raw') throw refuse(`format ${d.format}: blkback serves raw images and block devices (qemu-img convert -O raw makes one)`);
-    if (d.script !== undefined) throw refuse(`script ${d.script}: block hotplug scripts are not run; give the image or device itself`);
-    if (d.target === '') throw refuse('no target (an empty CD-ROM drive is not supported)');
-    if (!path.isAbsolute(d.target)) throw refuse(`target '${d.target}' must be an absolute path: the daemon opens it, not xl`);
-    return { target: d.target, vdev: d.vdev, readOnly: d.access === 'r', cdrom: d.devtype === 'cdrom' };
-  });
-}

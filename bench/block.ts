@@ -1,0 +1,164 @@
+// Disk throughput as a Linux guest sees it: Debian's cloud kernel reading and
+// writing a raw image with O_DIRECT dd, xenode (xen-blkfront -> blkback)
+// against QEMU (virtio-blk on microvm), same kernel, same image size, same
+// guest script, in one run.
+//
+//   node dist/bench/block.js [--n 3] [--mib 64] [--no-qemu] [--json FILE]
+//
+// The event timed is inside the guest, by its own clock (/proc/uptime, 10 ms
+// resolution): from before to after
+//   dd if=<disk> of=/dev/null bs=1M count=<mib> iflag=direct       (read)
+//   dd if=/dev/zero of=<disk> bs=1M count=<mib> oflag=direct conv=fsync  (write, flushed)
+// on xenode's /dev/xvda (`xenode run --disk <img>,raw,xvda,rw`) and on QEMU's
+// /dev/vda (-drive file=<img>,format=raw,if=none -device virtio-blk-device).
+// Both images are sparse files on the same host filesystem, both through the
+// host's page cache. Booting is not timed.
+
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { REPO_ROOT, XENODE_JS, benchArgs, fmt, machine, numArg, printMachine, stats, statsRow, STATS_HEADERS, table, writeJson, type Stats } from './common.js';
+import { busyboxInitramfs, busyboxPath, linuxBzImage, linuxDir, linuxElf } from '../src/testing/initramfs.js';
+
+const QEMU = 'qemu-system-x86_64';
+const MODULES = path.join(linuxDir, 'modules');
+
+const USAGE = `
+usage: node dist/bench/block.js [--n N] [--mib M] [--no-qemu] [--json FILE]
+
+Debian's cloud kernel (scripts/fetch-linux.sh) reads and writes M MiB of a raw
+disk with O_DIRECT dd, timed by the guest: xenode's xen-blkfront/blkback
+against QEMU microvm's virtio-blk (-accel tcg), interleaved, medians over N rounds.
+
+  --n N          rounds (default 3)
+  --mib M        MiB read and written per round (default 64)
+  --no-qemu      xenode alone
+  --json FILE    also write the figures as JSON
+`;
+
+function guestScript(mib: number, dev: string, modules: string[]): string {
+  const up = 'cut -d" " -f1 /proc/uptime';
+  return [
+    'mount -t proc proc /proc', 'mount -t sysfs sysfs /sys', 'mount -t devtmpfs devtmpfs /dev',
+    ...modules.map((m) => `insmod /${m}.ko`),
+    `for i in $(seq 1 300); do [ -b ${dev} ] && break; sleep 0.1; done`,
+    `[ -b ${dev} ] || echo "bench: no ${dev}"`,
+    `t0=$(${up}); dd if=${dev} of=/dev/null bs=1M count=${mib} iflag=direct 2>/dev/null; t1=$(${up}); echo "bench: read $t0 $t1"`,
+    `t0=$(${up}); dd if=/dev/zero of=${dev} bs=1M count=${mib} oflag=direct conv=fsync 2>/dev/null; t1=$(${up}); echo "bench: write $t0 $t1"`,
+    'poweroff -f', '',
+  ].join('\n');
+}
+
+interface Sample { readS: number; writeS: number; out: string }
+
+function runGuest(cmd: string, args: string[], timeoutMs: number): Promise<Sample> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO_ROOT });
+    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.stdout.on('data', (d: Buffer) => { out += d.toString('latin1'); });
+    p.stderr.on('data', (d: Buffer) => { out += d.toString('latin1'); });
+    p.once('error', reject);
+    p.once('exit', () => {
+      clearTimeout(timer);
+      const span = (what: string) => {
+        const m = new RegExp(`bench: ${what} ([\\d.]+) ([\\d.]+)`).exec(out);
+        return m ? Number(m[2]) - Number(m[1]) : NaN;
+      };
+      resolve({ readS: span('read'), writeS: span('write'), out });
+    });
+  });
+}
+
+function hostTscKhz(): number {
+  const m = /^cpu MHz\s*:\s*([\d.]+)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+  return m ? Math.round(Number(m[1]) * 1000) : 2_000_000;
+}
+
+async function main(): Promise<void> {
+  const { values } = benchArgs(USAGE, (args) => parseArgs({
+    args,
+    options: {
+      n: { type: 'string', default: '3' },
+      mib: { type: 'string', default: '64' },
+      json: { type: 'string' },
+      'no-qemu': { type: 'boolean', default: false },
+    },
+  }));
+  const N = numArg(values.n, '--n', USAGE);
+  const mib = numArg(values.mib, '--mib', USAGE);
+  const m = machine();
+  printMachine(m);
+  if (!fs.existsSync(XENODE_JS)) throw new Error('build first: npm run build');
+  for (const f of [linuxBzImage, linuxElf, busyboxPath, path.join(MODULES, 'xen-blkfront.ko'), path.join(MODULES, 'virtio_blk.ko')]) {
+    if (!fs.existsSync(f)) throw new Error(`${f} is missing: run scripts/fetch-linux.sh`);
+  }
+  const version = fs.readFileSync(path.join(linuxDir, 'VERSION'), 'utf8').trim();
+  console.log(`kernel: ${version}`);
+  const haveQemu = !values['no-qemu'] && spawnSync(QEMU, ['--version']).status === 0;
+  if (!values['no-qemu'] && !haveQemu) console.log('\n' + '!'.repeat(78) + `\n!!! ${QEMU} NOT FOUND (apt-get install qemu-system-x86): xenode alone, NO QEMU COMPARISON\n` + '!'.repeat(78) + '\n');
+  const qemuVersion = haveQemu ? spawnSync(QEMU, ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0]! : null;
+  if (qemuVersion) console.log(`qemu: ${qemuVersion}`);
+  const { chooseAccel } = await import('../src/hv/accel.js');
+  console.log(`xenode's CPU: ${chooseAccel('auto').why}`);
+
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-block-'));
+  const mod = (names: string[]) => Object.fromEntries(names.map((n) => [`${n}.ko`, fs.readFileSync(path.join(MODULES, `${n}.ko`))]));
+  const xenMods = ['xen-blkfront'], virtioMods = ['virtio_ring', 'virtio', 'virtio_mmio', 'virtio_blk'];
+  const xenInitrd = path.join(tmp, 'xen.gz'), virtioInitrd = path.join(tmp, 'virtio.gz');
+  fs.writeFileSync(xenInitrd, busyboxInitramfs({ init: guestScript(mib, '/dev/xvda', xenMods), files: mod(xenMods) }));
+  fs.writeFileSync(virtioInitrd, busyboxInitramfs({ init: guestScript(mib, '/dev/vda', virtioMods), files: mod(virtioMods) }));
+  const image = (name: string) => {
+    const f = path.join(tmp, name);
+    fs.writeFileSync(f, '');
+    fs.truncateSync(f, (mib + 8) * 1024 * 1024);
+    return f;
+  };
+  const xenImg = image('xen.img'), qemuImg = image('qemu.img');
+  const kinds: { name: string; cmd: string; args: string[] }[] = [
+    { name: 'xenode: xen-blkfront -> blkback', cmd: process.execPath, args: [XENODE_JS, 'run', linuxBzImage, '--memory', '256', '--ramdisk', xenInitrd, '--cmdline', 'console=hvc0', '--disk', `${xenImg},raw,xvda,rw`, '--quiet'] },
+  ];
+  if (haveQemu) {
+    kinds.push({
+      name: 'qemu microvm -accel tcg: virtio-blk', cmd: QEMU,
+      args: ['-accel', 'tcg', '-M', 'microvm', '-m', '256', '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-no-reboot',
+        '-kernel', linuxElf, '-initrd', virtioInitrd, '-append', `console=ttyS0 tsc_early_khz=${hostTscKhz()}`,
+        '-drive', `id=d0,file=${qemuImg},format=raw,if=none`, '-device', 'virtio-blk-device,drive=d0'],
+    });
+  }
+  const rd: Record<string, number[]> = Object.fromEntries(kinds.map((k) => [k.name, []]));
+  const wr: Record<string, number[]> = Object.fromEntries(kinds.map((k) => [k.name, []]));
+  console.log(`\n${N} rounds of ${mib} MiB, interleaved: ${kinds.map((k) => k.name).join(' | ')}`);
+  for (let i = 0; i < N; i++) {
+    for (let j = 0; j < kinds.length; j++) {
+      const k = kinds[(i + j) % kinds.length]!;
+      const s = await runGuest(k.cmd, k.args, 600_000);
+      if (!(s.readS > 0) || !(s.writeS > 0)) {
+        console.log(`!!! ${k.name}: no timing line (not counted); its output ended with:\n${s.out.slice(-1500)}`);
+        continue;
+      }
+      rd[k.name]!.push(mib / s.readS);
+      wr[k.name]!.push(mib / s.writeS);
+      console.log(`  round ${i + 1}: ${k.name}: read ${fmt(mib / s.readS, 1)} MiB/s, write ${fmt(mib / s.writeS, 1)} MiB/s`);
+    }
+  }
+  const st = (x: Record<string, number[]>): Record<string, Stats> => Object.fromEntries(kinds.map((k) => [k.name, stats(x[k.name]!)]));
+  const rs = st(rd), ws = st(wr);
+  console.log(`\nO_DIRECT dd read, ${mib} MiB, bs=1M, timed by the guest (MiB/s)`);
+  table(STATS_HEADERS('MiB/s'), kinds.map((k) => statsRow(k.name, rs[k.name]!, 1)));
+  console.log(`\nO_DIRECT dd write + fsync, ${mib} MiB, bs=1M, timed by the guest (MiB/s)`);
+  table(STATS_HEADERS('MiB/s'), kinds.map((k) => statsRow(k.name, ws[k.name]!, 1)));
+  const ratios: Record<string, number> = {};
+  if (haveQemu) {
+    const q = 'qemu microvm -accel tcg: virtio-blk', x = kinds[0]!.name;
+    ratios.read = rs[x]!.median / rs[q]!.median;
+    ratios.write = ws[x]!.median / ws[q]!.median;
+    console.log(`\nratio xenode / QEMU (medians, higher is faster): read ${fmt(ratios.read)}x, write ${fmt(ratios.write)}x`);
+  }
+  fs.rmSync(tmp, { recursive: true, force: true });
+  writeJson(values.json, { bench: 'block', machine: m, kernel: version, qemu: qemuVersion, n: N, mib, readMiBs: rs, writeMiBs: ws, ratios });
+}
+
+await main();
