@@ -11,6 +11,11 @@
  * exactly once for the two STARTUPs, in real mode at CS 0x0800, that INIT
  * alone started nothing, and that the vCPU is down afterwards.
  *
+ * Then the way Linux brings back a CPU it offlined (its play_dead halts with
+ * IF=0): INIT of the halted vCPU resets it and STARTUP runs the trampoline
+ * again, in real mode.  Last, INIT of a vCPU that is running (the trampoline
+ * spins when told to) takes it down as Xen does, and STARTUP starts it again.
+ *
  * Prints PASS/FAIL lines and `RESULT: N passed, M failed`.  Needs 2 vCPUs
  * (`xenode run --vcpus 2`).  Never hangs: every wait has a timeout.
  */
@@ -34,6 +39,8 @@ struct tramp_data {
     uint16_t cs;
     uint32_t cr0;
     uint16_t sum;          /* 1 + 2 + ... + 100, computed in 16-bit registers */
+    uint16_t spin;         /* set by vCPU 0: spin with IF=0 instead of halting */
+    uint16_t spinning;     /* set by the trampoline as it starts spinning */
 };
 
 extern const uint8_t tramp_start[], tramp_end[];
@@ -54,6 +61,10 @@ __asm__(
     "1:  addw %cx, %ax\n"
     "    loop 1b\n"
     "    movw %ax, 8\n"             /* sum */
+    "    cmpw $0, 10\n"             /* spin */
+    "    je 2f\n"
+    "    movw $1, 12\n"             /* spinning */
+    "3:  jmp 3b\n"
     "2:  hlt\n"
     "    jmp 2b\n"
     "tramp_end:\n"
@@ -84,6 +95,11 @@ int main(void)
     volatile struct tramp_data *d = (volatile struct tramp_data *)DATA;
     long up;
 
+    /* xen_system_time, which bounds every wait, reads the pvclock in shared_info: map it first. */
+    if (!shared_info_map()) {
+        check_true("shared-info-mapped", 0, "XENMEM_add_to_physmap failed");
+        return check_summary();
+    }
     if (HYPERVISOR_vcpu_op(VCPUOP_is_up, 1, NULL) < 0) {
         check_true("at-least-2-vcpus", 0, "run with --vcpus 2");
         return check_summary();
@@ -115,5 +131,38 @@ int main(void)
         sched_yield();
     check_eq("hlt-if0-goes-down", up, 0);
     check_eq("one-run-for-two-startups", d->runs, 1);
+
+    /* Bringing back a halted vCPU, as Linux's cpu_up after an offline: INIT resets it, STARTUP restarts it. */
+    d->cs = 0;
+    d->cr0 = 0xffffffff;
+    ipi(1, ICR_INIT | ICR_LEVEL | ICR_ASSERT);
+    ipi(1, ICR_INIT | ICR_LEVEL);
+    check_eq("init-of-halted-stays-down", HYPERVISOR_vcpu_op(VCPUOP_is_up, 1, NULL), 0);
+    ipi(1, ICR_STARTUP | (TRAMPOLINE >> 12));
+    ipi(1, ICR_STARTUP | (TRAMPOLINE >> 12));
+    check_true("init-startup-restarts-halted", wait_for(&d->runs, 2, 5000), "runs %u", d->runs);
+    check_eq("restart-cs-is-vector-shl-8", d->cs, (long)(TRAMPOLINE >> 4));
+    check_eq("restart-in-real-mode", d->cr0 & 1, 0);
+
+    /* INIT of a running vCPU takes it down (Xen's hvm_vcpu_down, vcpu_reset); STARTUP starts it again. */
+    end = xen_system_time() + 5000 * MS;
+    while (HYPERVISOR_vcpu_op(VCPUOP_is_up, 1, NULL) == 1 && xen_system_time() < end)
+        sched_yield();
+    d->spin = 1;
+    ipi(1, ICR_INIT | ICR_LEVEL | ICR_ASSERT);
+    ipi(1, ICR_INIT | ICR_LEVEL);
+    ipi(1, ICR_STARTUP | (TRAMPOLINE >> 12));
+    check_true("spinning-vcpu-ran", wait_for(&d->spinning, 1, 5000), "runs %u", d->runs);
+    check_eq("spinning-vcpu-is-up", HYPERVISOR_vcpu_op(VCPUOP_is_up, 1, NULL), 1);
+    ipi(1, ICR_INIT | ICR_LEVEL | ICR_ASSERT);
+    check_eq("init-takes-running-down", HYPERVISOR_vcpu_op(VCPUOP_is_up, 1, NULL), 0);
+    d->spin = 0;
+    ipi(1, ICR_INIT | ICR_LEVEL);
+    ipi(1, ICR_STARTUP | (TRAMPOLINE >> 12));
+    check_true("startup-after-init-of-running", wait_for(&d->runs, 4, 5000), "runs %u", d->runs);
+    end = xen_system_time() + 5000 * MS;
+    while ((up = HYPERVISOR_vcpu_op(VCPUOP_is_up, 1, NULL)) == 1 && xen_system_time() < end)
+        sched_yield();
+    check_eq("restarted-halts-down", up, 0);
     return check_summary();
 }

@@ -116,6 +116,10 @@ export class VCpu {
     this.lapic = local && dom.shared ? new Vlapic({
       vcpuId: id, x2apic: true, tscDeadline: true, shared: dom.shared.lapicView(id),
       clock: { now: () => dom.now(), guestTsc: () => hw.getMsr(IA32_TSC), tscKhz: dom.tscKhz },
+      upcallOnEnable: () => {
+        const vec = dom.shared.vcpu(id, 'upcallVector');
+        return vec && dom.isUpcallPending(this) ? vec : 0;
+      },
     }) : null;
   }
 

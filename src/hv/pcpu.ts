@@ -928,9 +928,9 @@ class Pcpu {
   /**
    * Delivers an IPI a vCPU wrote into its ICR: fixed and lowest-priority
    * interrupts go into the targets' IRRs (from this thread, whatever worker
-   * runs them) and wake or kick them. PVH starts vCPUs with VCPUOP_initialise,
-   * so INIT/SIPI are not offered; NMI, SMI and remote read are dropped with a
-   * log line; ExtINT crashes the domain, as Xen does.
+   * runs them) and wake or kick them; INIT and STARTUP reset and start
+   * vCPUs (initSipi); NMI, SMI and remote read are dropped with a log line;
+   * ExtINT crashes the domain, as Xen does.
    */
   private deliverIpi(v: VCpu, ipi: Ipi): void {
     const d = v.dom;
@@ -952,18 +952,25 @@ class Pcpu {
 
   /**
    * INIT and STARTUP to one vCPU, as Xen's vlapic_init_sipi_one does: INIT
-   * of a vCPU that never ran does nothing (it waits for a STARTUP); STARTUP
-   * of a vCPU that has not been initialised starts it in real mode at
-   * vector << 12 (hvm_vcpu_reset_state), which is how Linux brings up its
-   * secondary CPUs on PVH (native_cpu_up through the real-mode trampoline).
-   * INIT of a running vCPU (Xen resets it and waits for STARTUP) is refused
-   * as not offered; so is a vCPU another worker runs.
+   * of a vCPU that is not initialised does nothing (it waits for a STARTUP);
+   * INIT of one that has run takes it down and resets it (hvm_vcpu_down,
+   * vcpu_reset, vlapic_do_init), whatever it was doing: that is how Linux
+   * brings back a CPU it offlined, halted in its play_dead loop. STARTUP of
+   * a vCPU that is not initialised starts it in real mode at vector << 12
+   * (hvm_vcpu_reset_state), which is how Linux brings up its secondary CPUs
+   * on PVH (native_cpu_up through the real-mode trampoline); a second
+   * STARTUP finds it started. A vCPU another worker runs, or the sender
+   * itself, is refused.
    */
   private initSipi(from: VCpu, t: VCpu, ipi: Ipi): void {
     const d = t.dom;
     const refuse = (why: string) => this.post({ type: 'log', level: 'warn', text: `d${d.domid}v${from.id}: ${ipi.mode} IPI to vCPU ${t.id}: ${why}, dropped` });
     if (ipi.mode === 'init') {
-      if (t.initialised) refuse('resetting a vCPU that has run is not offered');
+      if (!t.initialised) return;
+      if (!t.local) return refuse('the vCPU runs on another pCPU worker');
+      // The sender is in the middle of this exit: its state cannot be taken from under it.
+      if (t === from) return refuse('INIT of the sending vCPU is not offered');
+      this.resetVcpu(t);
       return;
     }
     if (t.initialised) return; // a second STARTUP, as Linux sends, finds it running
@@ -972,6 +979,23 @@ class Pcpu {
     t.hw.setMsrs([{ index: MSR_MTRR_DEF_TYPE, value: BigInt(MTRR_DEF_TYPE_WB) }]);
     t.initialised = true;
     this.vcpuUpLocal(t);
+  }
+
+  /**
+   * Xen's INIT of a local vCPU that is not the current one: down and off
+   * the runqueue, no poll or block left, its APIC in the INIT state, not
+   * initialised (the next STARTUP or VCPUOP_initialise sets its registers).
+   * Its vcpu_info and runstate area stay registered, as vcpu_reset keeps them.
+   */
+  private resetVcpu(t: VCpu): void {
+    this.vcpuDown(t);
+    this.sched.remove(t);
+    t.yielded = false;
+    t.dom.shared.setVcpu(t.id, 'pollMask', 0);
+    t.lapic?.init();
+    t.hw.requestInterruptWindow = false;
+    t.initialised = false;
+    this.timersDirty = true;
   }
 
   /** Handles one exit; true when the vCPU leaves the pCPU. */

@@ -700,7 +700,13 @@ export class Vcpu implements AccelVcpu {
     sd.setBigUint64(SREGS.cr3, BigInt(st.cr3 ?? 0), true);
     sd.setBigUint64(SREGS.cr4, BigInt(st.cr4), true);
     sd.setBigUint64(SREGS.efer, BigInt(st.efer), true);
+    // A start from reset (also after INIT of a vCPU that ran): no CR2 and no interrupt left from before.
+    sd.setBigUint64(SREGS.cr2, 0n, true);
+    for (let i = 0; i < 32; i++) sd.setUint8(SREGS.interrupt_bitmap + i, 0);
     this.setSregs(sb);
+    const ev = new Uint8Array(VCPU_EVENTS_SIZE);
+    new DataView(ev.buffer).setUint32(EVENTS.flags, KVM_VCPUEVENT_VALID_SHADOW, true);
+    libc.check(libc.ioctlPtr(this.fd, KVM_SET_VCPU_EVENTS, ev), 'KVM_SET_VCPU_EVENTS');
     this.synced = false;
     this.known = null;
     const rb = new Uint8Array(KVM_REGS_SIZE);

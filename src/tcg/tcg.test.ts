@@ -268,6 +268,42 @@ test('an exception at CPL3 is delivered through an IDT, GDT, TSS and stack on su
   assert.equal(r.v.segment('cs').selector, 8, 'now at CPL0');
 });
 
+test('a new initial state after a run in long mode starts real mode afresh (INIT then STARTUP): no long mode, no pending interrupt', opts, () => {
+  const r = rig();
+  // mov rax,0x123456789; out 0x88,eax; cli; hlt (a CPU halting itself down, as Linux's play_dead does)
+  long64(r, [0x48, 0xb8, 0x89, 0x67, 0x45, 0x23, 0x01, 0x00, 0x00, 0x00, 0xe7, 0x88, 0xfa, 0xf4]);
+  let x = r.v.run();
+  assert.equal(x.kind, 'io');
+  assert.equal(new DataView(x.io.data.buffer).getUint32(x.io.offset, true), 0x23456789);
+  assert.equal(r.v.run().kind, 'hlt');
+  assert.equal(r.v.longMode64, true);
+  r.v.interrupt(0x30); // interrupts are off: it stays pending, and must not outlive the reset
+  // STARTUP vector 0x08: real mode, CS 0x0800 (base 0x8000), IP 0, CR0 = ET, EFLAGS = 2 with IF open
+  const seg = (selector: number, type: number): Segment => ({ base: selector << 4, limit: 0xffff, selector, type, present: 1, dpl: 0, db: 0, s: 1, l: 0, g: 0 });
+  r.v.setInitialState({
+    regs: { rip: 0n, rsp: 0x7000n, rflags: 0x202n },
+    segs: { cs: seg(0x800, 0xb), ds: seg(0, 3), es: seg(0, 3), ss: seg(0, 3), fs: seg(0, 3), gs: seg(0, 3) },
+    gdt: { base: 0, limit: 0xffff }, idt: { base: 0, limit: 0xffff },
+    cr0: 0x10, cr3: 0, cr4: 0, efer: 0,
+  });
+  // mov ax,cs; out 0x88,ax; mov eax,cr0; out 0x88,eax; mov ax,0xffff; inc ax; out 0x88,ax; hlt
+  r.bytes.set([0x8c, 0xc8, 0xe7, 0x88, 0x0f, 0x20, 0xc0, 0x66, 0xe7, 0x88, 0xb8, 0xff, 0xff, 0x40, 0xe7, 0x88, 0xf4], 0x8000);
+  const word = (e: VcpuExit) => new DataView(e.io.data.buffer).getUint16(e.io.offset, true);
+  x = r.v.run();
+  assert.equal(x.kind, 'io', `${x.kind} ${x.detail ?? ''}`);
+  assert.equal([x.io.size, word(x)].join(), '2,2048', 'a 16-bit OUT of CS = 0x0800');
+  assert.equal(r.v.longMode64, false);
+  assert.equal([r.v.efer, r.v.cpl, r.v.segment('cs').base].join(), '0,0,32768');
+  x = r.v.run();
+  assert.equal(x.kind, 'io');
+  assert.equal(new DataView(x.io.data.buffer).getUint32(x.io.offset, true) & 0x80000011, 0x10, 'CR0: ET, no PE or PG');
+  x = r.v.run();
+  assert.equal(x.kind, 'io');
+  assert.equal(word(x), 0, '16-bit arithmetic wraps');
+  assert.equal(r.v.run().kind, 'hlt', 'no interrupt from before the reset was delivered (the IVT at 0 is all zeros)');
+  assert.equal(r.v.rip, 0x11n);
+});
+
 test('CPUID reports OSXSAVE (leaf 1) and OSPKE (leaf 7) as the guest\'s CR4 has them, whatever the table says', opts, () => {
   for (const [cr4, table, want] of [[0x200, 1 << 27, 0], [0x40200, 0, 1 << 27]] as const) {
     const r = rig();

@@ -23,6 +23,7 @@ const sig = (s: string): number => s.charCodeAt(0) | (s.charCodeAt(1) << 8) | (s
 const CPUID1_ECX_HYPERVISOR = 1 << 31;
 const CPUID1_ECX_X2APIC = 1 << 21;
 const CPUID1_ECX_TSC_DEADLINE = 1 << 24;
+const CPUID1_ECX_MONITOR = 1 << 3;
 const CPUID1_EDX_APIC = 1 << 9;
 
 export interface XenCpuidOptions {
@@ -38,10 +39,14 @@ export function xenCpuid(host: CpuidEntry[], o: XenCpuidOptions): CpuidEntry[] {
       e.ecx |= CPUID1_ECX_HYPERVISOR;
       // The local APIC model (vlapic.ts) offers x2APIC and the TSC-deadline timer, whatever the host has.
       e.ecx |= CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE;
+      // Xen never offers MONITOR/MWAIT to a guest (the software CPU's model has it): an idle or
+      // offlined CPU then halts, which the hypervisor sees, instead of waiting in MWAIT.
+      e.ecx &= ~CPUID1_ECX_MONITOR;
       e.edx |= CPUID1_EDX_APIC;
       // initial APIC ID (bits 31:24 of EBX), the local APIC's
       e.ebx = (e.ebx & 0x00ffffff) | ((apicIdOfVcpu(o.vcpuId) & 0xff) << 24);
     }
+    if (e.function === 5) { e.eax = 0; e.ebx = 0; e.ecx = 0; e.edx = 0; } // the MONITOR leaf, empty as on Xen
   }
   const leaf = (fn: number, eax: number, ebx = 0, ecx = 0, edx = 0, index = 0, flags = 0): CpuidEntry => ({ function: fn, index, flags, eax, ebx, ecx, edx });
   const B = XEN_CPUID_BASE;

@@ -412,6 +412,54 @@ test('re-enabling a hardware-disabled APIC resets it', () => {
   assert.equal(rd(l, APIC.ID), 2 << 24);
 });
 
+test('INIT (init(), what an INIT IPI does to its target): x2APIC mode, ID and LDR stay; IRR, ISR, TPR, LVTs, SVR and the timer go', () => {
+  const { l, clock } = lapic({ vcpuId: 1 });
+  toX2apic(l);
+  const ldr = l.rdmsr(x2msr(APIC.LDR)).value;
+  assert.equal(l.wrmsr(x2msr(APIC.SPIV), 0x1ffn).gp, false);
+  l.wrmsr(x2msr(APIC.TASKPRI), 0x20n);
+  l.wrmsr(x2msr(APIC.LVTT), 0x30n);
+  l.wrmsr(x2msr(APIC.TMICT), 1000n);
+  l.accept(0x99);
+  l.accept(0x51);
+  assert.equal(inject(l), 0x99, 'one vector in service, one requested');
+  assert.notEqual(l.nextDeadline(), 0n);
+  l.init();
+  assert.equal(l.x2apicMode, true, 'the base MSR is kept');
+  assert.equal(l.rdmsr(MSR_IA32_APICBASE).value, 0xfee00c00n);
+  assert.equal(l.rdmsr(x2msr(APIC.ID)).value, 1n);
+  assert.equal(l.rdmsr(x2msr(APIC.LDR)).value, ldr);
+  assert.equal(l.rdmsr(x2msr(APIC.SPIV)).value, 0xffn, 'software-disabled');
+  assert.equal(l.enabled, false);
+  assert.equal(l.rdmsr(x2msr(APIC.TASKPRI)).value, 0n);
+  for (const r of [APIC.LVTT, APIC.LVTTHMR, APIC.LVTPC, APIC.LVT0, APIC.LVT1, APIC.LVTERR]) assert.equal(l.rdmsr(x2msr(r)).value, BigInt(APIC_LVT_MASKED));
+  assert.equal([l.isInService(0x99), l.isRequested(0x51), l.pendingVector()].join(), 'false,false,-1');
+  assert.equal(l.rdmsr(x2msr(APIC.TMICT)).value, 0n);
+  assert.equal(l.nextDeadline(), 0n, 'the timer is stopped');
+  clock.t += 1_000_000n;
+  assert.equal(l.tick(clock.t), false);
+});
+
+test('software-enabling the APIC requests the upcall vector again while an upcall is pending (an INIT cleared its IRR)', () => {
+  let pending = 0;
+  const l = new Vlapic({ vcpuId: 1, x2apic: true, tscDeadline: true, clock: new FakeClock(), upcallOnEnable: () => pending });
+  enable(l);
+  assert.equal(l.pendingVector(), -1);
+  pending = 0xf3; // the event-channel core set evtchn_upcall_pending and raised the edge
+  assert.equal(l.setIrq(0xf3), true);
+  l.init(); // the edge is gone with IRR; evtchn_upcall_pending stays set in vcpu_info
+  assert.equal(l.isRequested(0xf3), false);
+  enable(l);
+  assert.equal(inject(l), 0xf3, 'requested again as the guest enables its APIC');
+  wr(l, APIC.EOI, 0);
+  wr(l, APIC.SPIV, 0x1fe);
+  assert.equal(l.pendingVector(), -1, 'a write that leaves it enabled requests nothing');
+  wr(l, APIC.SPIV, 0xff);
+  pending = 0;
+  enable(l);
+  assert.equal(l.pendingVector(), -1, 'nothing pending: nothing requested');
+});
+
 // --- timer ------------------------------------------------------------------------
 
 /** Bus cycles are 10 ns (100 MHz); TDCR 0xb divides by 1. */

@@ -48,9 +48,11 @@
 //       if (acceptInterrupt(views[id], ipi.vector)) wake/kick vCPU id.
 //     'nmi': inject an NMI into each target (Xen does; needs KVM_NMI).
 //     'init' | 'startup': Xen's vlapic_init_sipi_one (pcpu.ts initSipi):
-//       STARTUP starts a vCPU that never ran in real mode at vector << 12
-//       (how Linux brings up its secondary CPUs on PVH); INIT of such a
-//       vCPU does nothing.
+//       STARTUP starts a vCPU that is not initialised in real mode at
+//       vector << 12 (how Linux brings up its secondary CPUs on PVH); INIT
+//       of such a vCPU does nothing, INIT of one that has run takes it down,
+//       puts its APIC in the INIT state (init()) and leaves it waiting for
+//       a STARTUP.
 //     'smi' | 'remote-read': log and drop (Xen ignores them).
 //     'extint': Xen crashes the domain ("unsupported delivery mode").
 //  5. Before each entry, after the CALLBACK_IRQ vector (which Xen checks first,
@@ -61,7 +63,9 @@
 //  6. HVMOP_set_evtchn_upcall_vector: where the event-channel core newly sets a
 //     vCPU's evtchn_upcall_pending, call setIrq(view, upcallVector) (any
 //     thread; edge, the guest EOIs) and kick that vCPU if it returns true --
-//     instead of the level-triggered injection.
+//     instead of the level-triggered injection. The edge is requested again
+//     when the guest software-enables the APIC with the upcall still pending
+//     (config.upcallOnEnable), as after an INIT cleared IRR.
 //  7. HLT / SCHEDOP_block: a vCPU is runnable again when pendingVector() >= 0.
 //  8. Timers: in the pCPU timer pass, vlapic.tick(now) (true = an interrupt
 //     was raised: unblock the vCPU) and earliest(vlapic.nextDeadline()).
@@ -317,6 +321,13 @@ export interface VlapicConfig {
   clock: VlapicClock;
   /** A VLAPIC_SHARED_WORDS view, normally of a SharedArrayBuffer; one is allocated if absent. */
   shared?: Int32Array;
+  /**
+   * The event-channel upcall vector to request when the guest software-enables
+   * the APIC, or 0: HVMOP_set_evtchn_upcall_vector's vector while
+   * evtchn_upcall_pending is set (Xen's vlapic_reg_write does it for SVR), so
+   * an upcall that came while the APIC was reset or disabled is not lost.
+   */
+  upcallOnEnable?: () => number;
 }
 
 /** The outcome of an MSR access: #GP, or the value read and any IPI a write caused. */
@@ -353,6 +364,7 @@ export class Vlapic {
   private readonly clock: VlapicClock;
   private readonly canX2apic: boolean;
   private readonly canTdt: boolean;
+  private readonly upcallOnEnable: (() => number) | null;
   private apicBase = 0n;
   private divisor = 2;
   private tdtMsr = 0n;
@@ -372,6 +384,7 @@ export class Vlapic {
     this.clock = cfg.clock;
     this.canX2apic = cfg.x2apic;
     this.canTdt = cfg.tscDeadline;
+    this.upcallOnEnable = cfg.upcallOnEnable ?? null;
     this.reset();
   }
 
@@ -384,8 +397,11 @@ export class Vlapic {
     this.init();
   }
 
-  /** INIT state (vlapic_do_init): everything but the ID, the base MSR and, in x2APIC mode, the LDR. */
-  private init(): void {
+  /**
+   * INIT state (vlapic_do_init), for power-on and for an INIT IPI: everything
+   * but the ID, the base MSR and, in x2APIC mode, the LDR.
+   */
+  init(): void {
     this.set(APIC.LVR, VLAPIC_VERSION);
     for (let i = 0; i < 8; i++) {
       Atomics.store(this.shared, (APIC.IRR >> 2) + 4 * i, 0);
@@ -663,10 +679,14 @@ export class Vlapic {
         return null;
       case APIC.SPIV: {
         this.tick(this.clock.now());
+        const wasEnabled = (this.get(APIC.SPIV) & APIC_SPIV_APIC_ENABLED) !== 0;
         this.set(off, val & SPIV_WRITABLE);
         // Software-disabling masks every LVT entry; enabling unmasks none.
         if (!(val & APIC_SPIV_APIC_ENABLED)) {
           for (let i = 0; i < LVT_NUM; i++) this.set(APIC.LVTT + 0x10 * i, this.get(APIC.LVTT + 0x10 * i) | APIC_LVT_MASKED);
+        } else if (!wasEnabled) {
+          const vec = this.upcallOnEnable?.() ?? 0;
+          if (vec) this.setIrq(vec);
         }
         return null;
       }
