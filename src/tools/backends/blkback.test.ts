@@ -12,7 +12,8 @@ import type { XsClientBase } from '../xenstored/client.js';
 import { BlkifService } from './blkback.js';
 import {
   BlkifBackRing, BlkifFrontRing, BlkifProtocol, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_RSP_OKAY,
-  BLKIF_RSP_ERROR, BLKIF_RSP_EOPNOTSUPP, PAGE_SIZE,
+  BLKIF_RSP_ERROR, BLKIF_RSP_EOPNOTSUPP, BLKIF_OP_INDIRECT, MAX_INDIRECT_SEGMENTS, PAGE_SIZE, writeSegment,
+  type BlkifSegment,
 } from './blkif.js';
 
 const FRONT = 7;
@@ -45,17 +46,17 @@ function testDevices(grants: Map<number, Uint8Array>, notified: number[]): XenDe
   };
 }
 
-async function setup(protocol: BlkifProtocol, readOnly = false, log?: (line: string) => void) {
+async function setup(protocol: BlkifProtocol, readOnly = false, log?: (line: string) => void, sectors = 64) {
   const dir = mkdtempSync(path.join(tmpdir(), 'xenode-blkback-'));
   const file = path.join(dir, 'disk.img');
-  const img = Buffer.alloc(64 * 512);
-  for (let s = 0; s < 64; s++) img.fill(s, s * 512, s * 512 + 512);
+  const img = Buffer.alloc(sectors * 512);
+  for (let s = 0; s < sectors; s++) img.fill(s & 0xff, s * 512, s * 512 + 512);
   writeFileSync(file, img);
   const image = await open(file, readOnly ? 'r' : 'r+');
   const ringPage = new Uint8Array(PAGE_SIZE);
   const grants = new Map<number, Uint8Array>([[0, new Uint8Array(PAGE_SIZE)], [1, new Uint8Array(PAGE_SIZE)]]);
   const notified: number[] = [];
-  const svc = new BlkifService({ devices: testDevices(grants, notified), frontDomid: FRONT, ring: new BlkifBackRing(ringPage, protocol), port: 5, image, sectors: 64n, readOnly, log });
+  const svc = new BlkifService({ devices: testDevices(grants, notified), frontDomid: FRONT, ring: new BlkifBackRing(ringPage, protocol), port: 5, image, sectors: BigInt(sectors), readOnly, log });
   const front = new BlkifFrontRing(ringPage, protocol);
   const submit = async (...reqs: Parameters<BlkifFrontRing['put']>[0][]) => {
     for (const r of reqs) front.put(r);
@@ -65,6 +66,14 @@ async function setup(protocol: BlkifProtocol, readOnly = false, log?: (line: str
     return front.responses();
   };
   return { file, image, grants, notified, svc, front, submit };
+}
+
+/** An indirect page granted as `ref`, holding `segs` (blkfront's blkif_setup_rw_req_grant). */
+function indirectPage(grants: Map<number, Uint8Array>, ref: number, segs: BlkifSegment[]): void {
+  const page = new Uint8Array(PAGE_SIZE);
+  const v = new DataView(page.buffer);
+  segs.forEach((sg, i) => writeSegment(v, i * 8, sg));
+  grants.set(ref, page);
 }
 
 for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
@@ -121,6 +130,67 @@ for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
     await image.close();
   });
 
+  test(`${protocol}: indirect requests: segments from granted indirect pages, up to MAX_INDIRECT_SEGMENTS, answered with their operation`, async () => {
+    const { file, image, grants, submit } = await setup(protocol, false, undefined, 512);
+    // 20 one-sector segments (more than a ring slot holds), each from a page of its own, written at sector 10
+    const segs: BlkifSegment[] = [];
+    for (let i = 0; i < 20; i++) {
+      const page = new Uint8Array(PAGE_SIZE);
+      page.fill(0x80 + i, (i % 8) * 512, (i % 8) * 512 + 512);
+      grants.set(100 + i, page);
+      segs.push({ gref: 100 + i, firstSect: i % 8, lastSect: i % 8 });
+    }
+    indirectPage(grants, 50, segs);
+    let rs = await submit({ operation: BLKIF_OP_INDIRECT, indirectOp: BLKIF_OP_WRITE, nrSegments: 20, handle: 0, id: 0xabcdn, sectorNumber: 10n, segments: [], indirectGrefs: [50] });
+    assert.deepEqual(rs, [{ id: 0xabcdn, operation: BLKIF_OP_WRITE, status: BLKIF_RSP_OKAY }]);
+    // read sectors 9..264 back: 256 segments, one sector each, into 32 pages at every sector
+    const rsegs: BlkifSegment[] = [];
+    for (let i = 0; i < MAX_INDIRECT_SEGMENTS; i++) {
+      if (i % 8 === 0) grants.set(200 + i / 8, new Uint8Array(PAGE_SIZE));
+      rsegs.push({ gref: 200 + Math.floor(i / 8), firstSect: i % 8, lastSect: i % 8 });
+    }
+    indirectPage(grants, 51, rsegs);
+    rs = await submit({ operation: BLKIF_OP_INDIRECT, indirectOp: BLKIF_OP_READ, nrSegments: MAX_INDIRECT_SEGMENTS, handle: 0, id: 2n, sectorNumber: 9n, segments: [], indirectGrefs: [51] });
+    assert.deepEqual(rs, [{ id: 2n, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY }]);
+    const back = (sector: number) => grants.get(200 + Math.floor((sector - 9) / 8))![((sector - 9) % 8) * 512];
+    assert.deepEqual([back(9), back(10), back(29), back(30), back(264)], [9, 0x80, 0x80 + 19, 30, 264 & 0xff]);
+    await image.close();
+    const disk = readFileSync(file);
+    assert.deepEqual([disk[10 * 512], disk[29 * 512 + 511], disk[30 * 512]], [0x80, 0x80 + 19, 30]);
+  });
+
+  test(`${protocol}: hostile indirect requests get BLKIF_RSP_ERROR`, async () => {
+    const { image, grants, submit } = await setup(protocol, false, undefined, 512);
+    grants.set(100, new Uint8Array(PAGE_SIZE));
+    const one = (i: number): BlkifSegment => ({ gref: 100, firstSect: i % 8, lastSect: i % 8 });
+    indirectPage(grants, 50, Array.from({ length: 300 }, (_, i) => one(i)));
+    indirectPage(grants, 51, [one(0), { gref: 100, firstSect: 5, lastSect: 4 }]);
+    indirectPage(grants, 52, [one(0), { gref: 999, firstSect: 0, lastSect: 0 }]);
+    indirectPage(grants, 53, [{ gref: 100, firstSect: 0, lastSect: 8 }]);
+    const ind = (id: bigint, indirectOp: number, nrSegments: number, ref: number, sectorNumber = 0n) =>
+      ({ operation: BLKIF_OP_INDIRECT, indirectOp, nrSegments, handle: 0, id, sectorNumber, segments: [], indirectGrefs: [ref] });
+    const rs = await submit(
+      ind(1n, BLKIF_OP_FLUSH_DISKCACHE, 1, 50), // only reads and writes are indirect
+      ind(2n, 42, 1, 50),
+      ind(3n, BLKIF_OP_READ, 0, 50),
+      ind(4n, BLKIF_OP_READ, MAX_INDIRECT_SEGMENTS + 1, 50),
+      ind(5n, BLKIF_OP_READ, 0xffff, 50),
+      ind(6n, BLKIF_OP_READ, 2, 51), // first_sect > last_sect
+      ind(7n, BLKIF_OP_READ, 2, 52), // a data grant the frontend did not give
+      ind(8n, BLKIF_OP_READ, 1, 53), // last_sect past the page
+      ind(9n, BLKIF_OP_READ, 1, 999), // an indirect page it did not give
+      ind(10n, BLKIF_OP_READ, 2, 50, 511n), // past the end of the disk
+      ind(11n, BLKIF_OP_READ, 11, 50, 501n), // and the ring goes on
+    );
+    const E = BLKIF_RSP_ERROR;
+    assert.deepEqual(rs.map((r) => [r.id, r.operation, r.status]), [
+      [1n, BLKIF_OP_FLUSH_DISKCACHE, E], [2n, 42, E], [3n, BLKIF_OP_READ, E], [4n, BLKIF_OP_READ, E], [5n, BLKIF_OP_READ, E],
+      [6n, BLKIF_OP_READ, E], [7n, BLKIF_OP_READ, E], [8n, BLKIF_OP_READ, E], [9n, BLKIF_OP_READ, E], [10n, BLKIF_OP_READ, E],
+      [11n, BLKIF_OP_READ, BLKIF_RSP_OKAY]]);
+    assert.equal(grants.get(100)![7 * 512], (501 + 7) & 0xff);
+    await image.close();
+  });
+
   test(`${protocol}: a producer past the ring's size stops the service without answering`, async () => {
     const lines: string[] = [];
     const { image, svc, front } = await setup(protocol, false, (l) => lines.push(l));
@@ -136,6 +206,20 @@ for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
 test('ring geometry: 32 slots in both layouts (io/ring.h __RD32)', () => {
   assert.equal(new BlkifBackRing(new Uint8Array(PAGE_SIZE), 'x86_32-abi').size, 32);
   assert.equal(new BlkifBackRing(new Uint8Array(PAGE_SIZE), 'x86_64-abi').size, 32);
+});
+
+test('an indirect request: nr_segments (u16) at 2, handle and indirect_grefs at 20 and 24 (x86_32) or 24 and 28 (x86_64)', () => {
+  for (const [protocol, id, sector, handle, grefs] of [['x86_32-abi', 4, 12, 20, 24], ['x86_64-abi', 8, 16, 24, 28]] as const) {
+    const page = new Uint8Array(PAGE_SIZE);
+    new BlkifFrontRing(page, protocol).put({ operation: BLKIF_OP_INDIRECT, indirectOp: BLKIF_OP_WRITE, nrSegments: 0x123, handle: 0x4567, id: 0x0102n, sectorNumber: 0x0304n, segments: [], indirectGrefs: [0x99, 0x98] });
+    const v = new DataView(page.buffer, 64);
+    assert.deepEqual([v.getUint8(0), v.getUint8(1), v.getUint16(2, true), v.getUint32(id, true), v.getUint32(sector, true), v.getUint16(handle, true), v.getUint32(grefs, true), v.getUint32(grefs + 4, true)],
+      [BLKIF_OP_INDIRECT, BLKIF_OP_WRITE, 0x123, 0x0102, 0x0304, 0x4567, 0x99, 0x98], protocol);
+    const back = new BlkifBackRing(page, protocol);
+    back.reqCons = 0;
+    const r = back.takeRequest();
+    assert.deepEqual([r.indirectOp, r.nrSegments, r.handle, r.id, r.sectorNumber, r.indirectGrefs!.slice(0, 2)], [BLKIF_OP_WRITE, 0x123, 0x4567, 0x0102n, 0x0304n, [0x99, 0x98]], protocol);
+  }
 });
 
 test('the 32-bit layout packs id at 4 and sector_number at 12, the 64-bit one at 8 and 16 (io/blkif.h)', () => {

@@ -9,8 +9,9 @@
 import type { FileHandle } from 'node:fs/promises';
 import type { XenDevices, GrantCopyOp } from '../libs/devices.js';
 import {
-  BlkifBackRing, BlkifRequest, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_RSP_OKAY, BLKIF_RSP_ERROR,
-  BLKIF_RSP_EOPNOTSUPP, BLKIF_MAX_SEGMENTS_PER_REQUEST, PAGE_SIZE, SECTOR_SIZE,
+  BlkifBackRing, BlkifRequest, BlkifSegment, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT,
+  BLKIF_RSP_OKAY, BLKIF_RSP_ERROR, BLKIF_RSP_EOPNOTSUPP, BLKIF_MAX_SEGMENTS_PER_REQUEST, MAX_INDIRECT_SEGMENTS,
+  MAX_INDIRECT_PAGES, SEGS_PER_INDIRECT_FRAME, PAGE_SIZE, SECTOR_SIZE, readSegment,
 } from './blkif.js';
 
 export interface BlkifServiceOptions {
@@ -32,12 +33,16 @@ export class BlkifService {
   private running = false;
   private again = false;
   private broken = false;
+  /** the data of one request: up to MAX_INDIRECT_SEGMENTS pages */
   private readonly buf: Uint8Array;
+  /** an indirect request's segment pages, copied in */
+  private readonly indirect: Uint8Array;
   /** resolves when no request is being served */
   idle: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: BlkifServiceOptions) {
-    this.buf = o.devices.gnttab.allocBuffer(BLKIF_MAX_SEGMENTS_PER_REQUEST * PAGE_SIZE);
+    this.buf = o.devices.gnttab.allocBuffer(MAX_INDIRECT_SEGMENTS * PAGE_SIZE);
+    this.indirect = o.devices.gnttab.allocBuffer(MAX_INDIRECT_PAGES * PAGE_SIZE);
   }
 
   /** The frontend notified: serve the ring until it is empty (one pass at a time). */
@@ -62,13 +67,15 @@ export class BlkifService {
         if (n === 0 && !r.finalCheckForRequests()) break;
         const req = r.takeRequest();
         const status = await this.dispatch(req).catch(() => BLKIF_RSP_ERROR);
-        r.putResponse(req.id, req.operation, status);
+        // an indirect request is answered with the operation it carried (Linux's blkfront checks)
+        r.putResponse(req.id, req.operation === BLKIF_OP_INDIRECT ? req.indirectOp! : req.operation, status);
         if (r.pushResponses()) this.o.devices.evtchn.notify(this.o.port);
       }
     } while (this.again);
   }
 
   private async dispatch(req: BlkifRequest): Promise<number> {
+    if (req.operation === BLKIF_OP_INDIRECT) return this.indirectIo(req);
     // A flush may carry data: Linux's blkfront sends its PREFLUSH and FUA writes as FLUSH_DISKCACHE with
     // their segments (blkback takes it as a write after a flush). The write is made durable as well, so
     // an acknowledged FUA write survives the host.
@@ -78,13 +85,39 @@ export class BlkifService {
       return BLKIF_RSP_OKAY;
     }
     if (req.operation !== BLKIF_OP_READ && req.operation !== BLKIF_OP_WRITE && !flush) return BLKIF_RSP_EOPNOTSUPP;
-    const write = req.operation === BLKIF_OP_WRITE || flush;
-    if (write && this.o.readOnly) return BLKIF_RSP_ERROR;
     if (req.nrSegments === 0 || req.nrSegments > BLKIF_MAX_SEGMENTS_PER_REQUEST) return BLKIF_RSP_ERROR;
+    return this.rw(req.operation === BLKIF_OP_WRITE || flush, flush, req.sectorNumber, req.segments);
+  }
+
+  /**
+   * BLKIF_OP_INDIRECT (io/blkif.h): a read or write whose segments are in pages the frontend granted,
+   * 512 to a page, fetched by grant copy (never mapped) before any of them is believed.
+   */
+  private async indirectIo(req: BlkifRequest): Promise<number> {
+    const op = req.indirectOp;
+    if (op !== BLKIF_OP_READ && op !== BLKIF_OP_WRITE) return BLKIF_RSP_ERROR;
+    const n = req.nrSegments;
+    if (n === 0 || n > MAX_INDIRECT_SEGMENTS) return BLKIF_RSP_ERROR;
+    const pages = Math.ceil(n / SEGS_PER_INDIRECT_FRAME);
+    const ops: GrantCopyOp[] = [];
+    for (let i = 0; i < pages; i++) {
+      const len = Math.min(n - i * SEGS_PER_INDIRECT_FRAME, SEGS_PER_INDIRECT_FRAME) * 8;
+      ops.push({ source: { domid: this.o.frontDomid, ref: req.indirectGrefs![i]!, offset: 0 }, dest: { buf: this.indirect.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), offset: 0 }, len });
+    }
+    if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
+    const v = new DataView(this.indirect.buffer, this.indirect.byteOffset, this.indirect.byteLength);
+    const segments: BlkifSegment[] = [];
+    for (let i = 0; i < n; i++) segments.push(readSegment(v, i * 8));
+    return this.rw(op === BLKIF_OP_WRITE, false, req.sectorNumber, segments);
+  }
+
+  /** The data of a read or write: the segments checked, the disk's bounds and mode, grant copy and the image. */
+  private async rw(write: boolean, flush: boolean, sector: bigint, segments: BlkifSegment[]): Promise<number> {
+    if (write && this.o.readOnly) return BLKIF_RSP_ERROR;
     // io/blkif.h: each segment covers sectors first_sect..last_sect of one page (0..7); they follow one another on the disk
     let total = 0;
     const ops: GrantCopyOp[] = [];
-    for (const s of req.segments) {
+    for (const s of segments) {
       if (s.lastSect >= PAGE_SIZE / SECTOR_SIZE || s.firstSect > s.lastSect) return BLKIF_RSP_ERROR;
       const len = (s.lastSect - s.firstSect + 1) * SECTOR_SIZE;
       const grant = { domid: this.o.frontDomid, ref: s.gref, offset: s.firstSect * SECTOR_SIZE };
@@ -92,9 +125,9 @@ export class BlkifService {
       ops.push(write ? { source: grant, dest: local, len } : { source: local, dest: grant, len });
       total += len;
     }
-    const end = req.sectorNumber + BigInt(total / SECTOR_SIZE);
+    const end = sector + BigInt(total / SECTOR_SIZE);
     if (end > this.o.sectors) return BLKIF_RSP_ERROR;
-    const pos = Number(req.sectorNumber) * SECTOR_SIZE;
+    const pos = Number(sector) * SECTOR_SIZE;
     if (write) {
       if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
       if (flush) await this.o.image.datasync();

@@ -9,10 +9,19 @@ export const SECTOR_SIZE = 512;
 export const BLKIF_OP_READ = 0;
 export const BLKIF_OP_WRITE = 1;
 export const BLKIF_OP_FLUSH_DISKCACHE = 3;
+export const BLKIF_OP_INDIRECT = 6;
 export const BLKIF_RSP_EOPNOTSUPP = -2;
 export const BLKIF_RSP_ERROR = -1;
 export const BLKIF_RSP_OKAY = 0;
 export const BLKIF_MAX_SEGMENTS_PER_REQUEST = 11;
+/** io/blkif.h: indirect_grefs[] of struct blkif_request_indirect */
+export const BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST = 8;
+/** struct blkif_request_segment is 8 bytes: 512 of them in an indirect page */
+export const SEGS_PER_INDIRECT_FRAME = PAGE_SIZE / 8;
+/** the most segments an indirect request may carry here (Linux's blkback: MAX_INDIRECT_SEGMENTS) */
+export const MAX_INDIRECT_SEGMENTS = 256;
+/** indirect pages a request of MAX_INDIRECT_SEGMENTS needs */
+export const MAX_INDIRECT_PAGES = Math.ceil(MAX_INDIRECT_SEGMENTS / SEGS_PER_INDIRECT_FRAME);
 /** io/blkif.h: the `info` node's bits */
 export const VDISK_CDROM = 1;
 export const VDISK_READONLY = 4;
@@ -20,15 +29,40 @@ export const VDISK_READONLY = 4;
 export type BlkifProtocol = 'x86_32-abi' | 'x86_64-abi';
 
 export interface BlkifSegment { gref: number; firstSect: number; lastSect: number }
-export interface BlkifRequest { operation: number; nrSegments: number; handle: number; id: bigint; sectorNumber: bigint; segments: BlkifSegment[] }
+export interface BlkifRequest {
+  operation: number;
+  /** u8 in a read/write request, u16 in an indirect one */
+  nrSegments: number;
+  handle: number;
+  id: bigint;
+  sectorNumber: bigint;
+  /** the segments in the ring slot (none for an indirect request: they are in its indirect pages) */
+  segments: BlkifSegment[];
+  /** BLKIF_OP_INDIRECT: the operation the segments are for, and the grants of the pages that hold them */
+  indirectOp?: number;
+  indirectGrefs?: number[];
+}
 
-interface Layout { slot: number; id: number; sector: number; seg: number; rspOp: number; rspStatus: number }
+interface Layout { slot: number; id: number; sector: number; seg: number; rspOp: number; rspStatus: number; indHandle: number; indGrefs: number }
 const LAYOUTS: Record<BlkifProtocol, Layout> = {
-  // struct blkif_request (io/blkif.h): id at 8, sector_number at 16, seg[] at 24 (8 bytes each); 112 bytes
-  'x86_64-abi': { slot: 112, id: 8, sector: 16, seg: 24, rspOp: 8, rspStatus: 10 },
-  // struct blkif_x86_32_request (i386 packing of the same): id at 4, sector_number at 12, seg[] at 20; 108 bytes
-  'x86_32-abi': { slot: 108, id: 4, sector: 12, seg: 20, rspOp: 8, rspStatus: 10 },
+  // struct blkif_request (io/blkif.h): id at 8, sector_number at 16, seg[] at 24 (8 bytes each); 112 bytes.
+  // struct blkif_request_indirect: indirect_op at 1, nr_segments (u16) at 2, id at 8, sector_number at 16,
+  // handle at 24, indirect_grefs[8] at 28 (Linux's blkif_x86_64_request_indirect, packed, the same).
+  'x86_64-abi': { slot: 112, id: 8, sector: 16, seg: 24, rspOp: 8, rspStatus: 10, indHandle: 24, indGrefs: 28 },
+  // struct blkif_x86_32_request (i386 packing of the same): id at 4, sector_number at 12, seg[] at 20; 108 bytes.
+  // Indirect (blkif_x86_32_request_indirect): id at 4, sector_number at 12, handle at 20, indirect_grefs at 24.
+  'x86_32-abi': { slot: 108, id: 4, sector: 12, seg: 20, rspOp: 8, rspStatus: 10, indHandle: 20, indGrefs: 24 },
 };
+
+/** struct blkif_request_segment (io/blkif.h): gref, first_sect, last_sect, 2 bytes of padding */
+export function readSegment(v: DataView, o: number): BlkifSegment {
+  return { gref: v.getUint32(o, true), firstSect: v.getUint8(o + 4), lastSect: v.getUint8(o + 5) };
+}
+export function writeSegment(v: DataView, o: number, s: BlkifSegment): void {
+  v.setUint32(o, s.gref, true);
+  v.setUint8(o + 4, s.firstSect);
+  v.setUint8(o + 5, s.lastSect);
+}
 /** io/ring.h: req_prod, req_event, rsp_prod, rsp_event, then 48 bytes of padding before ring[] */
 const REQ_PROD = 0, REQ_EVENT = 4, RSP_PROD = 8, RSP_EVENT = 12, RING_OFF = 64;
 
@@ -62,13 +96,17 @@ export class BlkifBackRing {
     const o = RING_OFF + (this.reqCons & (this.size - 1)) * this.l.slot;
     this.reqCons = (this.reqCons + 1) >>> 0;
     const copy = new DataView(this.page.slice(o, o + this.l.slot).buffer);
+    const operation = copy.getUint8(0);
+    const id = copy.getBigUint64(this.l.id, true), sectorNumber = copy.getBigUint64(this.l.sector, true);
+    if (operation === BLKIF_OP_INDIRECT) {
+      const indirectGrefs: number[] = [];
+      for (let i = 0; i < BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST; i++) indirectGrefs.push(copy.getUint32(this.l.indGrefs + i * 4, true));
+      return { operation, indirectOp: copy.getUint8(1), nrSegments: copy.getUint16(2, true), handle: copy.getUint16(this.l.indHandle, true), id, sectorNumber, segments: [], indirectGrefs };
+    }
     const nrSegments = copy.getUint8(1);
     const segments: BlkifSegment[] = [];
-    for (let i = 0; i < Math.min(nrSegments, BLKIF_MAX_SEGMENTS_PER_REQUEST); i++) {
-      const s = this.l.seg + i * 8; // struct blkif_request_segment: gref, first_sect, last_sect, 2 bytes padding
-      segments.push({ gref: copy.getUint32(s, true), firstSect: copy.getUint8(s + 4), lastSect: copy.getUint8(s + 5) });
-    }
-    return { operation: copy.getUint8(0), nrSegments, handle: copy.getUint16(2, true), id: copy.getBigUint64(this.l.id, true), sectorNumber: copy.getBigUint64(this.l.sector, true), segments };
+    for (let i = 0; i < Math.min(nrSegments, BLKIF_MAX_SEGMENTS_PER_REQUEST); i++) segments.push(readSegment(copy, this.l.seg + i * 8));
+    return { operation, nrSegments, handle: copy.getUint16(2, true), id, sectorNumber, segments };
   }
 
   /** Writes a response (struct blkif_response: id, operation, status) into the next private response slot. */
@@ -114,16 +152,18 @@ export class BlkifFrontRing {
   put(r: BlkifRequest): void {
     const o = RING_OFF + (this.reqProdPvt & (this.size - 1)) * this.l.slot;
     this.v.setUint8(o, r.operation);
-    this.v.setUint8(o + 1, r.nrSegments);
-    this.v.setUint16(o + 2, r.handle, true);
     this.v.setBigUint64(o + this.l.id, r.id, true);
     this.v.setBigUint64(o + this.l.sector, r.sectorNumber, true);
-    r.segments.slice(0, BLKIF_MAX_SEGMENTS_PER_REQUEST).forEach((s, i) => {
-      const p = o + this.l.seg + i * 8;
-      this.v.setUint32(p, s.gref, true);
-      this.v.setUint8(p + 4, s.firstSect);
-      this.v.setUint8(p + 5, s.lastSect);
-    });
+    if (r.operation === BLKIF_OP_INDIRECT) {
+      this.v.setUint8(o + 1, r.indirectOp ?? 0);
+      this.v.setUint16(o + 2, r.nrSegments, true);
+      this.v.setUint16(o + this.l.indHandle, r.handle, true);
+      (r.indirectGrefs ?? []).slice(0, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST).forEach((g, i) => this.v.setUint32(o + this.l.indGrefs + i * 4, g, true));
+    } else {
+      this.v.setUint8(o + 1, r.nrSegments);
+      this.v.setUint16(o + 2, r.handle, true);
+      r.segments.slice(0, BLKIF_MAX_SEGMENTS_PER_REQUEST).forEach((s, i) => writeSegment(this.v, o + this.l.seg + i * 8, s));
+    }
     this.reqProdPvt = (this.reqProdPvt + 1) >>> 0;
   }
   /** Publishes requests (req_prod) regardless of ring space. */

@@ -117,8 +117,8 @@ test('the backend publishes the disk and waits in InitWait; the frontend can rea
   try {
     assert.equal(await s.state(BE), '2');
     assert.deepEqual(
-      await Promise.all(['sectors', 'sector-size', 'info', 'feature-flush-cache', 'hotplug-status', 'mode', 'dev', 'frontend'].map((k) => s.front.read(`${BE}/${k}`))),
-      ['16', '512', '0', '1', 'connected', 'w', 'xvda', FE]);
+      await Promise.all(['sectors', 'sector-size', 'info', 'feature-flush-cache', 'feature-max-indirect-segments', 'hotplug-status', 'mode', 'dev', 'frontend'].map((k) => s.front.read(`${BE}/${k}`))),
+      ['16', '512', '0', '1', '256', 'connected', 'w', 'xvda', FE]);
     assert.deepEqual([await s.front.read(`${FE}/backend`), await s.front.read(`${FE}/backend-id`), await s.front.read(`${FE}/virtual-device`)], [BE, '0', '51712']);
     await assert.rejects(s.front.write(`${BE}/state`, '4'), /EACCES/);
   } finally {

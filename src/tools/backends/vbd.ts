@@ -12,7 +12,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import type { GrantMapping, XenDevices } from '../libs/devices.js';
-import { BlkifBackRing, type BlkifProtocol, PAGE_SIZE, SECTOR_SIZE, VDISK_CDROM, VDISK_READONLY } from './blkif.js';
+import { BlkifBackRing, type BlkifProtocol, MAX_INDIRECT_SEGMENTS, PAGE_SIZE, SECTOR_SIZE, VDISK_CDROM, VDISK_READONLY } from './blkif.js';
 import { BlkifService } from './blkback.js';
 import { XenbusState, parseXenbusState, type XenbusStateValue, XENBUS_STATE_NAMES } from './xenbus.js';
 
@@ -101,6 +101,7 @@ export class VbdBackend {
       await xs.write(`${p}/info`, String(info), tx);
       await xs.write(`${p}/feature-flush-cache`, '1', tx);
       await xs.write(`${p}/feature-barrier`, '0', tx);
+      await xs.write(`${p}/feature-max-indirect-segments`, String(MAX_INDIRECT_SEGMENTS), tx);
       await xs.write(`${p}/hotplug-status`, 'connected', tx);
     });
     await this.switchState(XenbusState.InitWait);
