@@ -44,7 +44,8 @@ function fakeDevices(xs: LocalClient, grants: Map<number, Uint8Array>) {
     xenstore: xs,
     evtchn: {
       bindInterdomain: async (domid, remote, onEvent) => {
-        if (domid !== FRONT || remote !== 5) throw new Error('EINVAL');
+        // the frontend's unbound ports are 5..8
+        if (domid !== FRONT || remote < 5 || remote > 8) throw new Error('EINVAL');
         const local = nextPort++;
         bound.push({ domid, remote, local, onEvent });
         return local;
@@ -75,7 +76,7 @@ function fakeDevices(xs: LocalClient, grants: Map<number, Uint8Array>) {
   return { devices, bound, mapped };
 }
 
-async function setup(o: { readOnly?: boolean } = {}) {
+async function setup(o: { readOnly?: boolean; maxQueues?: number } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'xenode-vbd-'));
   const img = path.join(dir, 'disk.img');
   const data = Buffer.alloc(16 * 512);
@@ -89,10 +90,10 @@ async function setup(o: { readOnly?: boolean } = {}) {
   await writeVbdNodes(dom0, FRONT, 0, [{ target: img, vdev: 'xvda', readOnly: o.readOnly }]);
   const backendXs = new LocalClient(xs, 0);
   const front = new LocalClient(xs, FRONT);
-  const grants = new Map<number, Uint8Array>([[0, new Uint8Array(PAGE_SIZE)], [1, new Uint8Array(PAGE_SIZE)]]);
+  const grants = new Map<number, Uint8Array>(Array.from({ length: 12 }, (_, i) => [i, new Uint8Array(PAGE_SIZE)]));
   const f = fakeDevices(backendXs, grants);
   const log: string[] = [];
-  const backend = await VbdBackend.start({ devices: f.devices, path: BE, log: (l) => log.push(l) });
+  const backend = await VbdBackend.start({ devices: f.devices, path: BE, log: (l) => log.push(l), maxQueues: o.maxQueues });
   const state = (p: string) => dom0.read(`${p}/state`);
   const close = async () => {
     await backend.close();
@@ -166,8 +167,8 @@ test('Initialised: the ring is mapped, the port bound, Connected; requests are s
 
 for (const [what, ref, port, protocol, reason] of [
   ['a ring-ref that is not a number', 'x', '5', undefined, /ring-ref: 'x' is not a grant reference/],
-  ['a ring-ref the frontend did not grant', '9', '5', undefined, /mapping ring-ref 9 port 5: GNTST -3/],
-  ['an event channel that cannot be bound', '0', '6', undefined, /binding event-channel 6/],
+  ['a ring-ref the frontend did not grant', '99', '5', undefined, /mapping ring-ref 99 port 5: GNTST -3/],
+  ['an event channel that cannot be bound', '0', '9', undefined, /binding event-channel 9/],
   ['an unknown protocol', '0', '5', 'arm-abi', /unknown fe protocol arm-abi/],
 ] as const) {
   test(`${what}: the backend says why in its error node and closes, holding nothing`, async () => {
@@ -178,6 +179,66 @@ for (const [what, ref, port, protocol, reason] of [
       assert.match(await s.front.read(`${BE}/error`), reason);
       assert.deepEqual([s.bound.length, s.mapped.size], [0, 0]);
       assert.match(s.log.join('\n'), reason);
+    } finally {
+      await s.close();
+    }
+  });
+}
+
+/** Linux's talk_to_blkback with several queues: multi-queue-num-queues and queue-N/{ring-ref,event-channel}. */
+async function publishQueues(front: LocalClient, queues: { ref?: string; port: string }[], num = String(queues.length)) {
+  await front.transaction(async (tx) => {
+    await front.write(`${FE}/multi-queue-num-queues`, num, tx);
+    for (const [i, q] of queues.entries()) {
+      if (q.ref !== undefined) await front.write(`${FE}/queue-${i}/ring-ref`, q.ref, tx);
+      await front.write(`${FE}/queue-${i}/event-channel`, q.port, tx);
+    }
+    await front.write(`${FE}/protocol`, 'x86_64-abi', tx);
+  });
+  await front.write(`${FE}/state`, '3');
+}
+
+test('multi-queue: each queue-N gets its ring mapped, its port bound and its own service; Closing releases them all', async () => {
+  const s = await setup({ maxQueues: 3 });
+  try {
+    assert.equal(await s.front.read(`${BE}/multi-queue-max-queues`), '3');
+    await publishQueues(s.front, [{ ref: '0', port: '5' }, { ref: '2', port: '6' }, { ref: '3', port: '7' }]);
+    await until('Connected', async () => (await s.state(BE)) === '4');
+    assert.deepEqual([s.bound.map((b) => b.remote), s.mapped.size], [[5, 6, 7], 3]);
+    // a read on queue 2 answered on queue 2's ring, another on queue 1's
+    const rings = [2, 3].map((ref) => new BlkifFrontRing(s.grants.get(ref)!, 'x86_64-abi'));
+    rings.forEach((ring, i) => {
+      ring.put({ operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: BigInt(100 + i), sectorNumber: BigInt(4 + i), segments: [{ gref: 8 + i, firstSect: 0, lastSect: 0 }] });
+      ring.push();
+      s.bound[1 + i]!.onEvent();
+    });
+    for (const [i, ring] of rings.entries()) {
+      const rs = await until(`queue ${i + 1}'s response`, async () => { const r = ring.responses(); return r.length ? r : undefined; });
+      assert.deepEqual(rs, [{ id: BigInt(100 + i), operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY }]);
+      assert.equal(s.grants.get(8 + i)![0], 0x44 + i);
+    }
+    await s.front.write(`${FE}/state`, '5');
+    await until('Closing', async () => (await s.state(BE)) === '5');
+    assert.deepEqual([s.bound.length, s.mapped.size], [0, 0]);
+  } finally {
+    await s.close();
+  }
+});
+
+for (const [what, queues, num, reason] of [
+  ['more queues than offered', [{ ref: '0', port: '5' }, { ref: '2', port: '6' }, { ref: '3', port: '7' }], '3', /guest requested 3 queues, exceeding the maximum of 2/],
+  ['zero queues', [{ ref: '0', port: '5' }], '0', /guest requested 0 queues/],
+  ['a queue count that is not a number', [{ ref: '0', port: '5' }], 'two', /guest requested two queues/],
+  ['a second queue without its ring-ref', [{ ref: '0', port: '5' }, { port: '6' }], '2', /queue-1\/ring-ref: '' is not a grant reference/],
+  ['a second queue whose port cannot be bound', [{ ref: '0', port: '5' }, { ref: '2', port: '9' }], '2', /binding event-channel 9/],
+] as const) {
+  test(`multi-queue, ${what}: the device closes with the reason, holding nothing`, async () => {
+    const s = await setup({ maxQueues: 2 });
+    try {
+      await publishQueues(s.front, [...queues], num);
+      await until('Closing', async () => (await s.state(BE)) === '5');
+      assert.match(await s.front.read(`${BE}/error`), reason);
+      assert.deepEqual([s.bound.length, s.mapped.size], [0, 0]);
     } finally {
       await s.close();
     }

@@ -11,6 +11,7 @@
 
 import { open, type FileHandle } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import type { GrantMapping, XenDevices } from '../libs/devices.js';
 import { BlkifBackRing, type BlkifProtocol, MAX_INDIRECT_SEGMENTS, PAGE_SIZE, SECTOR_SIZE, VDISK_CDROM, VDISK_READONLY } from './blkif.js';
 import { BlkifService } from './blkback.js';
@@ -34,13 +35,22 @@ export interface VbdBackendOptions {
   /** the backend directory, /local/domain/<backend>/backend/vbd/<frontend>/<devid> */
   path: string;
   log?: (line: string) => void;
+  /** multi-queue-max-queues to offer (MAX_QUEUES) */
+  maxQueues?: number;
 }
 
-interface Connection {
+/** One ring of the device (a queue, with multi-queue), served on its own port by its own service. */
+interface Queue {
   ring: GrantMapping;
   port: number;
   service: BlkifService;
 }
+
+/**
+ * multi-queue-max-queues: as many rings as the host has CPUs to serve them, up to 4
+ * (Linux's blkback offers one per online CPU; its blkfront asks for at most 4 by default).
+ */
+export const MAX_QUEUES = Math.min(4, availableParallelism());
 
 export class VbdBackend {
   private image: FileHandle | null = null;
@@ -48,7 +58,7 @@ export class VbdBackend {
   private readOnly = false;
   private frontPath = '';
   private frontDomid = -1;
-  private conn: Connection | null = null;
+  private conn: Queue[] | null = null;
   private state: XenbusStateValue = XenbusState.Initialising;
   private readonly token: string;
   private readonly onWatch = (ev: { path: string; token: string }) => {
@@ -58,8 +68,11 @@ export class VbdBackend {
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
 
+  private readonly maxQueues: number;
+
   private constructor(private readonly o: VbdBackendOptions) {
     this.token = `vbd-backend:${o.path}`;
+    this.maxQueues = o.maxQueues ?? MAX_QUEUES;
   }
 
   /**
@@ -102,6 +115,7 @@ export class VbdBackend {
       await xs.write(`${p}/feature-flush-cache`, '1', tx);
       await xs.write(`${p}/feature-barrier`, '0', tx);
       await xs.write(`${p}/feature-max-indirect-segments`, String(MAX_INDIRECT_SEGMENTS), tx);
+      await xs.write(`${p}/multi-queue-max-queues`, String(this.maxQueues), tx);
       await xs.write(`${p}/hotplug-status`, 'connected', tx);
     });
     await this.switchState(XenbusState.InitWait);
@@ -155,20 +169,44 @@ export class VbdBackend {
     }
   }
 
+  /** connect_ring in xen-blkback/xenbus.c: the protocol, the number of queues, each queue's ring and port. */
   private async connect(): Promise<void> {
     const xs = this.o.devices.xenstore, f = this.frontPath;
-    const refText = await xs.tryRead(`${f}/ring-ref`);
-    const portText = await xs.tryRead(`${f}/event-channel`);
     const protoText = (await xs.tryRead(`${f}/protocol`)) ?? 'x86_64-abi';
-    if (refText === undefined || !/^\d+$/.test(refText)) return this.fatal(`reading ${f}/ring-ref: '${refText ?? ''}' is not a grant reference`);
-    if (portText === undefined || !/^\d+$/.test(portText)) return this.fatal(`reading ${f}/event-channel: '${portText ?? ''}' is not a port`);
     if (protoText !== 'x86_32-abi' && protoText !== 'x86_64-abi') return this.fatal(`unknown fe protocol ${protoText}`);
     const protocol: BlkifProtocol = protoText;
+    const nqText = await xs.tryRead(`${f}/multi-queue-num-queues`);
+    const nq = nqText === undefined ? 1 : /^\d+$/.test(nqText) ? Number(nqText) : NaN;
+    if (!(nq >= 1 && nq <= this.maxQueues)) return this.fatal(`guest requested ${nqText ?? ''} queues, exceeding the maximum of ${this.maxQueues}`);
+    // io/blkif.h: one queue keeps the flat nodes; more have theirs under queue-N
+    const dirs = nq === 1 ? [f] : Array.from({ length: nq }, (_, i) => `${f}/queue-${i}`);
+    const queues: Queue[] = [];
+    for (const dir of dirs) {
+      const q = await this.connectQueue(dir, protocol);
+      if (typeof q === 'string') {
+        await this.release(queues);
+        return this.fatal(q);
+      }
+      queues.push(q);
+    }
+    this.conn = queues;
+    await this.switchState(XenbusState.Connected);
+    // requests queued before the event channels were bound
+    for (const q of queues) q.service.kick();
+  }
+
+  /** read_per_ring_refs: one queue's ring mapped and port bound, or why not. */
+  private async connectQueue(dir: string, protocol: BlkifProtocol): Promise<Queue | string> {
+    const xs = this.o.devices.xenstore;
+    const refText = await xs.tryRead(`${dir}/ring-ref`);
+    const portText = await xs.tryRead(`${dir}/event-channel`);
+    if (portText === undefined || !/^\d+$/.test(portText)) return `reading ${dir}/event-channel: '${portText ?? ''}' is not a port`;
+    if (refText === undefined || !/^\d+$/.test(refText)) return `reading ${dir}/ring-ref: '${refText ?? ''}' is not a grant reference`;
     const ring = await this.o.devices.gnttab.map(this.frontDomid, Number(refText), false);
-    if (typeof ring === 'number') return this.fatal(`mapping ring-ref ${refText} port ${portText}: GNTST ${ring}`);
+    if (typeof ring === 'number') return `mapping ring-ref ${refText} port ${portText}: GNTST ${ring}`;
     if (ring.page.length < PAGE_SIZE) {
       await this.o.devices.gnttab.unmap(ring.handle);
-      return this.fatal(`ring-ref ${refText}: short page`);
+      return `ring-ref ${refText}: short page`;
     }
     let service: BlkifService | null = null;
     let port: number;
@@ -176,26 +214,29 @@ export class VbdBackend {
       port = await this.o.devices.evtchn.bindInterdomain(this.frontDomid, Number(portText), () => service?.kick());
     } catch (e) {
       await this.o.devices.gnttab.unmap(ring.handle);
-      return this.fatal(`binding event-channel ${portText}: ${(e as Error).message}`);
+      return `binding event-channel ${portText}: ${(e as Error).message}`;
     }
     service = new BlkifService({
       devices: this.o.devices, frontDomid: this.frontDomid, ring: new BlkifBackRing(ring.page, protocol), port, image: this.image!,
       sectors: this.sectors, readOnly: this.readOnly, log: this.o.log,
     });
-    this.conn = { ring, port, service };
-    await this.switchState(XenbusState.Connected);
-    // requests queued before the event channel was bound
-    service.kick();
+    return { ring, port, service };
   }
 
-  /** xen_blkif_disconnect: no request in flight, the ring unmapped, the port closed */
+  /** xen_blkif_disconnect: no request in flight, the rings unmapped, the ports closed */
   private async disconnect(): Promise<void> {
     const c = this.conn;
     if (!c) return;
     this.conn = null;
-    await c.service.stop();
-    this.o.devices.evtchn.unbind(c.port);
-    await this.o.devices.gnttab.unmap(c.ring.handle);
+    await this.release(c);
+  }
+
+  private async release(queues: Queue[]): Promise<void> {
+    for (const q of queues) {
+      await q.service.stop();
+      this.o.devices.evtchn.unbind(q.port);
+      await this.o.devices.gnttab.unmap(q.ring.handle);
+    }
   }
 
   /** The xenbus state the backend last published (for tests and `xl block-list`). */
