@@ -46,14 +46,14 @@ function testDevices(grants: Map<number, Uint8Array>, notified: number[]): XenDe
   };
 }
 
-async function setup(protocol: BlkifProtocol, readOnly = false, log?: (line: string) => void, sectors = 64) {
+async function setup(protocol: BlkifProtocol, readOnly = false, log?: (line: string) => void, sectors = 64, ringPages = 1) {
   const dir = mkdtempSync(path.join(tmpdir(), 'xenode-blkback-'));
   const file = path.join(dir, 'disk.img');
   const img = Buffer.alloc(sectors * 512);
   for (let s = 0; s < sectors; s++) img.fill(s & 0xff, s * 512, s * 512 + 512);
   writeFileSync(file, img);
   const image = await open(file, readOnly ? 'r' : 'r+');
-  const ringPage = new Uint8Array(PAGE_SIZE);
+  const ringPage = Array.from({ length: ringPages }, () => new Uint8Array(PAGE_SIZE));
   const grants = new Map<number, Uint8Array>([[0, new Uint8Array(PAGE_SIZE)], [1, new Uint8Array(PAGE_SIZE)]]);
   const notified: number[] = [];
   const svc = new BlkifService({ devices: testDevices(grants, notified), frontDomid: FRONT, ring: new BlkifBackRing(ringPage, protocol), port: 5, image, sectors: BigInt(sectors), readOnly, log });
@@ -191,6 +191,22 @@ for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
     await image.close();
   });
 
+  test(`${protocol}: a ring of 4 pages: 128 slots, slots across page boundaries, wrapping around`, async () => {
+    const { image, grants, submit, front } = await setup(protocol, false, undefined, 64, 4);
+    assert.equal(front.size, 128);
+    for (let batch = 0; batch < 3; batch++) {
+      const reqs = Array.from({ length: 100 }, (_, k) => {
+        const i = batch * 100 + k;
+        return { operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: BigInt(i), sectorNumber: BigInt(i % 64), segments: [{ gref: i % 2, firstSect: i % 8, lastSect: i % 8 }] };
+      });
+      const rs = await submit(...reqs);
+      assert.deepEqual(rs, reqs.map((r) => ({ id: r.id, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY })));
+    }
+    // the last two reads: 298 (sector 42 into gref 0 at 2) and 299 (sector 43 into gref 1 at 3)
+    assert.deepEqual([grants.get(0)![2 * 512], grants.get(1)![3 * 512]], [42, 43]);
+    await image.close();
+  });
+
   test(`${protocol}: a producer past the ring's size stops the service without answering`, async () => {
     const lines: string[] = [];
     const { image, svc, front } = await setup(protocol, false, (l) => lines.push(l));
@@ -203,9 +219,11 @@ for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
   });
 }
 
-test('ring geometry: 32 slots in both layouts (io/ring.h __RD32)', () => {
-  assert.equal(new BlkifBackRing(new Uint8Array(PAGE_SIZE), 'x86_32-abi').size, 32);
-  assert.equal(new BlkifBackRing(new Uint8Array(PAGE_SIZE), 'x86_64-abi').size, 32);
+test('ring geometry (io/ring.h __RING_SIZE over the whole area): 32 slots in one page, 64 in 2, 512 in 16, both layouts', () => {
+  const pages = (n: number) => Array.from({ length: n }, () => new Uint8Array(PAGE_SIZE));
+  for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
+    assert.deepEqual([new BlkifBackRing(new Uint8Array(PAGE_SIZE), protocol).size, new BlkifBackRing(pages(2), protocol).size, new BlkifBackRing(pages(16), protocol).size], [32, 64, 512]);
+  }
 });
 
 test('an indirect request: nr_segments (u16) at 2, handle and indirect_grefs at 20 and 24 (x86_32) or 24 and 28 (x86_64)', () => {

@@ -186,12 +186,16 @@ for (const [what, ref, port, protocol, reason] of [
 }
 
 /** Linux's talk_to_blkback with several queues: multi-queue-num-queues and queue-N/{ring-ref,event-channel}. */
-async function publishQueues(front: LocalClient, queues: { ref?: string; port: string }[], num = String(queues.length)) {
+async function publishQueues(front: LocalClient, queues: { ref?: string | string[]; port: string }[], num = String(queues.length), order?: string) {
   await front.transaction(async (tx) => {
-    await front.write(`${FE}/multi-queue-num-queues`, num, tx);
+    if (num !== '1') await front.write(`${FE}/multi-queue-num-queues`, num, tx);
+    if (order !== undefined) await front.write(`${FE}/ring-page-order`, order, tx);
     for (const [i, q] of queues.entries()) {
-      if (q.ref !== undefined) await front.write(`${FE}/queue-${i}/ring-ref`, q.ref, tx);
-      await front.write(`${FE}/queue-${i}/event-channel`, q.port, tx);
+      const dir = num === '1' ? FE : `${FE}/queue-${i}`;
+      if (typeof q.ref === 'string') await front.write(`${dir}/ring-ref`, q.ref, tx);
+      // blkfront's write_per_ring_nodes with more than one page
+      if (Array.isArray(q.ref)) for (const [j, r] of q.ref.entries()) await front.write(`${dir}/ring-ref${j}`, r, tx);
+      await front.write(`${dir}/event-channel`, q.port, tx);
     }
     await front.write(`${FE}/protocol`, 'x86_64-abi', tx);
   });
@@ -236,6 +240,62 @@ for (const [what, queues, num, reason] of [
     const s = await setup({ maxQueues: 2 });
     try {
       await publishQueues(s.front, [...queues], num);
+      await until('Closing', async () => (await s.state(BE)) === '5');
+      assert.match(await s.front.read(`${BE}/error`), reason);
+      assert.deepEqual([s.bound.length, s.mapped.size], [0, 0]);
+    } finally {
+      await s.close();
+    }
+  });
+}
+
+test('multi-page rings: ring-page-order and ring-ref0.. map every page as one ring, alone or with several queues (io/blkif.h\'s example)', async () => {
+  const s = await setup({ maxQueues: 2 });
+  try {
+    assert.equal(await s.front.read(`${BE}/max-ring-page-order`), '4');
+    await publishQueues(s.front, [{ ref: ['0', '2', '3', '4'], port: '5' }], '1', '2');
+    await until('Connected', async () => (await s.state(BE)) === '4');
+    assert.equal(s.mapped.size, 4);
+    const ring = new BlkifFrontRing([0, 2, 3, 4].map((r) => s.grants.get(r)!), 'x86_64-abi');
+    assert.equal(ring.size, 128);
+    // past the first page's slots, so that the backend reads and answers in the later pages
+    for (let i = 0; i < 40; i++) ring.put({ operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: BigInt(i), sectorNumber: BigInt(i % 16), segments: [{ gref: 8, firstSect: 0, lastSect: 0 }] });
+    ring.push();
+    s.bound[0]!.onEvent();
+    const rs = await until('40 responses', async () => { const r = ring.responses(); return r.length ? r : undefined; });
+    assert.deepEqual(rs.map((r) => [r.id, r.status]), Array.from({ length: 40 }, (_, i) => [BigInt(i), BLKIF_RSP_OKAY]));
+    assert.equal(s.grants.get(8)![0], 0x40 + (39 % 16));
+    await s.front.write(`${FE}/state`, '6');
+    await until('Closed', async () => (await s.state(BE)) === '6');
+    assert.equal(s.mapped.size, 0);
+    // a new frontend with two queues of two pages each
+    await s.front.write(`${FE}/state`, '1');
+    await until('InitWait', async () => (await s.state(BE)) === '2');
+    for (const r of [0, 2, 3, 4]) s.grants.get(r)!.fill(0);
+    await publishQueues(s.front, [{ ref: ['0', '2'], port: '5' }, { ref: ['3', '4'], port: '6' }], '2', '1');
+    await until('Connected again', async () => (await s.state(BE)) === '4');
+    assert.deepEqual([s.bound.length, s.mapped.size], [2, 4]);
+    const q1 = new BlkifFrontRing([s.grants.get(3)!, s.grants.get(4)!], 'x86_64-abi');
+    q1.put({ operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 7n, sectorNumber: 5n, segments: [{ gref: 9, firstSect: 0, lastSect: 0 }] });
+    q1.push();
+    s.bound[1]!.onEvent();
+    await until('queue 1\'s response', async () => q1.responses().length === 1);
+    assert.equal(s.grants.get(9)![0], 0x45);
+  } finally {
+    await s.close();
+  }
+});
+
+for (const [what, ref, order, reason] of [
+  ['a ring-page-order past max-ring-page-order', ['0', '2'], '5', /ring-page-order: '5' exceeds max-ring-page-order 4/],
+  ['a ring-page-order that is not a number', ['0', '2'], 'x', /ring-page-order: 'x'/],
+  ['a ring-ref1 missing', ['0'], '1', /ring-ref1: '' is not a grant reference/],
+  ['a ring-ref1 the frontend did not grant', ['0', '99'], '1', /mapping ring-ref 0,99 port 5: GNTST -3/],
+] as const) {
+  test(`multi-page ring, ${what}: the device closes with the reason, holding nothing`, async () => {
+    const s = await setup();
+    try {
+      await publishQueues(s.front, [{ ref: [...ref], port: '5' }], '1', order);
       await until('Closing', async () => (await s.state(BE)) === '5');
       assert.match(await s.front.read(`${BE}/error`), reason);
       assert.deepEqual([s.bound.length, s.mapped.size], [0, 0]);

@@ -13,7 +13,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { GrantMapping, XenDevices } from '../libs/devices.js';
-import { BlkifBackRing, type BlkifProtocol, MAX_INDIRECT_SEGMENTS, PAGE_SIZE, SECTOR_SIZE, VDISK_CDROM, VDISK_READONLY } from './blkif.js';
+import { BlkifBackRing, type BlkifProtocol, MAX_INDIRECT_SEGMENTS, MAX_RING_PAGE_ORDER, PAGE_SIZE, SECTOR_SIZE, VDISK_CDROM, VDISK_READONLY } from './blkif.js';
 import { BlkifService } from './blkback.js';
 import { XenbusState, parseXenbusState, type XenbusStateValue, XENBUS_STATE_NAMES } from './xenbus.js';
 
@@ -41,7 +41,8 @@ export interface VbdBackendOptions {
 
 /** One ring of the device (a queue, with multi-queue), served on its own port by its own service. */
 interface Queue {
-  ring: GrantMapping;
+  /** the ring's pages, ring-ref0.. in order */
+  ring: GrantMapping[];
   port: number;
   service: BlkifService;
 }
@@ -116,6 +117,7 @@ export class VbdBackend {
       await xs.write(`${p}/feature-barrier`, '0', tx);
       await xs.write(`${p}/feature-max-indirect-segments`, String(MAX_INDIRECT_SEGMENTS), tx);
       await xs.write(`${p}/multi-queue-max-queues`, String(this.maxQueues), tx);
+      await xs.write(`${p}/max-ring-page-order`, String(MAX_RING_PAGE_ORDER), tx);
       await xs.write(`${p}/hotplug-status`, 'connected', tx);
     });
     await this.switchState(XenbusState.InitWait);
@@ -178,11 +180,17 @@ export class VbdBackend {
     const nqText = await xs.tryRead(`${f}/multi-queue-num-queues`);
     const nq = nqText === undefined ? 1 : /^\d+$/.test(nqText) ? Number(nqText) : NaN;
     if (!(nq >= 1 && nq <= this.maxQueues)) return this.fatal(`guest requested ${nqText ?? ''} queues, exceeding the maximum of ${this.maxQueues}`);
+    // a multi-page ring: ring-page-order in the frontend's directory, ring-ref0.. in each queue's
+    const orderText = await xs.tryRead(`${f}/ring-page-order`);
+    const order = orderText === undefined ? null : /^\d+$/.test(orderText) ? Number(orderText) : NaN;
+    if (order !== null && !(order <= MAX_RING_PAGE_ORDER)) {
+      return this.fatal(`${f}/ring-page-order: '${orderText}' exceeds max-ring-page-order ${MAX_RING_PAGE_ORDER}`);
+    }
     // io/blkif.h: one queue keeps the flat nodes; more have theirs under queue-N
     const dirs = nq === 1 ? [f] : Array.from({ length: nq }, (_, i) => `${f}/queue-${i}`);
     const queues: Queue[] = [];
     for (const dir of dirs) {
-      const q = await this.connectQueue(dir, protocol);
+      const q = await this.connectQueue(dir, protocol, order);
       if (typeof q === 'string') {
         await this.release(queues);
         return this.fatal(q);
@@ -195,30 +203,43 @@ export class VbdBackend {
     for (const q of queues) q.service.kick();
   }
 
-  /** read_per_ring_refs: one queue's ring mapped and port bound, or why not. */
-  private async connectQueue(dir: string, protocol: BlkifProtocol): Promise<Queue | string> {
-    const xs = this.o.devices.xenstore;
-    const refText = await xs.tryRead(`${dir}/ring-ref`);
+  /** read_per_ring_refs: one queue's ring mapped (each of its pages) and port bound, or why not. */
+  private async connectQueue(dir: string, protocol: BlkifProtocol, order: number | null): Promise<Queue | string> {
+    const xs = this.o.devices.xenstore, gnttab = this.o.devices.gnttab;
     const portText = await xs.tryRead(`${dir}/event-channel`);
     if (portText === undefined || !/^\d+$/.test(portText)) return `reading ${dir}/event-channel: '${portText ?? ''}' is not a port`;
-    if (refText === undefined || !/^\d+$/.test(refText)) return `reading ${dir}/ring-ref: '${refText ?? ''}' is not a grant reference`;
-    const ring = await this.o.devices.gnttab.map(this.frontDomid, Number(refText), false);
-    if (typeof ring === 'number') return `mapping ring-ref ${refText} port ${portText}: GNTST ${ring}`;
-    if (ring.page.length < PAGE_SIZE) {
-      await this.o.devices.gnttab.unmap(ring.handle);
-      return `ring-ref ${refText}: short page`;
+    const names = order === null ? ['ring-ref'] : Array.from({ length: 1 << order }, (_, i) => `ring-ref${i}`);
+    const refs: number[] = [];
+    for (const name of names) {
+      const t = await xs.tryRead(`${dir}/${name}`);
+      if (t === undefined || !/^\d+$/.test(t)) return `reading ${dir}/${name}: '${t ?? ''}' is not a grant reference`;
+      refs.push(Number(t));
+    }
+    const ring: GrantMapping[] = [];
+    const unmapAll = async () => { for (const m of ring) await gnttab.unmap(m.handle); };
+    for (const ref of refs) {
+      const m = await gnttab.map(this.frontDomid, ref, false);
+      if (typeof m === 'number') {
+        await unmapAll();
+        return `mapping ring-ref ${refs.join(',')} port ${portText}: GNTST ${m}`;
+      }
+      ring.push(m);
+      if (m.page.length < PAGE_SIZE) {
+        await unmapAll();
+        return `ring-ref ${ref}: short page`;
+      }
     }
     let service: BlkifService | null = null;
     let port: number;
     try {
       port = await this.o.devices.evtchn.bindInterdomain(this.frontDomid, Number(portText), () => service?.kick());
     } catch (e) {
-      await this.o.devices.gnttab.unmap(ring.handle);
+      await unmapAll();
       return `binding event-channel ${portText}: ${(e as Error).message}`;
     }
     service = new BlkifService({
-      devices: this.o.devices, frontDomid: this.frontDomid, ring: new BlkifBackRing(ring.page, protocol), port, image: this.image!,
-      sectors: this.sectors, readOnly: this.readOnly, log: this.o.log,
+      devices: this.o.devices, frontDomid: this.frontDomid, ring: new BlkifBackRing(ring.map((m) => m.page), protocol), port,
+      image: this.image!, sectors: this.sectors, readOnly: this.readOnly, log: this.o.log,
     });
     return { ring, port, service };
   }
@@ -235,7 +256,7 @@ export class VbdBackend {
     for (const q of queues) {
       await q.service.stop();
       this.o.devices.evtchn.unbind(q.port);
-      await this.o.devices.gnttab.unmap(q.ring.handle);
+      for (const m of q.ring) await this.o.devices.gnttab.unmap(m.handle);
     }
   }
 
