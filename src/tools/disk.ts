@@ -25,6 +25,8 @@ export interface VbdSpec {
   vdev: string;
   readOnly?: boolean;
   cdrom?: boolean;
+  /** xl's discard / no-discard; unset: on for a writable disk (libxl__device_disk_setdefault) */
+  discard?: boolean;
 }
 
 export interface VbdDevice {
@@ -77,6 +79,7 @@ export async function writeVbdNodes(c: XsClientBase, domid: number, backendDomid
       w(`${be}/mode`, s.readOnly || s.cdrom ? 'r' : 'w');
       w(`${be}/device-type`, s.cdrom ? 'cdrom' : 'disk');
       w(`${be}/params`, s.target);
+      w(`${be}/discard-enable`, (s.discard ?? !(s.readOnly || s.cdrom)) ? '1' : '0');
       w(fe, '');
       pending.push(c.setPerms(fe, fePerms, tx));
       w(`${fe}/backend`, be);

@@ -12,7 +12,7 @@ import type { XsClientBase } from '../xenstored/client.js';
 import { BlkifService } from './blkback.js';
 import {
   BlkifBackRing, BlkifFrontRing, BlkifProtocol, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_RSP_OKAY,
-  BLKIF_RSP_ERROR, BLKIF_RSP_EOPNOTSUPP, BLKIF_OP_INDIRECT, MAX_INDIRECT_SEGMENTS, PAGE_SIZE, writeSegment,
+  BLKIF_RSP_ERROR, BLKIF_RSP_EOPNOTSUPP, BLKIF_OP_INDIRECT, BLKIF_OP_DISCARD, BLKIF_DISCARD_SECURE, MAX_INDIRECT_SEGMENTS, PAGE_SIZE, writeSegment,
   type BlkifSegment,
 } from './blkif.js';
 
@@ -46,7 +46,9 @@ function testDevices(grants: Map<number, Uint8Array>, notified: number[]): XenDe
   };
 }
 
-async function setup(protocol: BlkifProtocol, readOnly = false, log?: (line: string) => void, sectors = 64, ringPages = 1) {
+interface SetupOptions { readOnly?: boolean; log?: (line: string) => void; sectors?: number; ringPages?: number; discard?: boolean }
+
+async function setup(protocol: BlkifProtocol, { readOnly = false, log, sectors = 64, ringPages = 1, discard = false }: SetupOptions = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'xenode-blkback-'));
   const file = path.join(dir, 'disk.img');
   const img = Buffer.alloc(sectors * 512);
@@ -56,7 +58,7 @@ async function setup(protocol: BlkifProtocol, readOnly = false, log?: (line: str
   const ringPage = Array.from({ length: ringPages }, () => new Uint8Array(PAGE_SIZE));
   const grants = new Map<number, Uint8Array>([[0, new Uint8Array(PAGE_SIZE)], [1, new Uint8Array(PAGE_SIZE)]]);
   const notified: number[] = [];
-  const svc = new BlkifService({ devices: testDevices(grants, notified), frontDomid: FRONT, ring: new BlkifBackRing(ringPage, protocol), port: 5, image, sectors: BigInt(sectors), readOnly, log });
+  const svc = new BlkifService({ devices: testDevices(grants, notified), frontDomid: FRONT, ring: new BlkifBackRing(ringPage, protocol), port: 5, image, sectors: BigInt(sectors), readOnly, discard, log });
   const front = new BlkifFrontRing(ringPage, protocol);
   const submit = async (...reqs: Parameters<BlkifFrontRing['put']>[0][]) => {
     for (const r of reqs) front.put(r);
@@ -122,7 +124,7 @@ for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
   });
 
   test(`${protocol}: a read-only disk refuses writes and serves reads`, async () => {
-    const { image, submit } = await setup(protocol, true);
+    const { image, submit } = await setup(protocol, { readOnly: true });
     const seg = { gref: 1, firstSect: 0, lastSect: 0 };
     const rs = await submit({ operation: BLKIF_OP_WRITE, nrSegments: 1, handle: 0, id: 1n, sectorNumber: 0n, segments: [seg] },
       { operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 2n, sectorNumber: 0n, segments: [seg] });
@@ -131,7 +133,7 @@ for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
   });
 
   test(`${protocol}: indirect requests: segments from granted indirect pages, up to MAX_INDIRECT_SEGMENTS, answered with their operation`, async () => {
-    const { file, image, grants, submit } = await setup(protocol, false, undefined, 512);
+    const { file, image, grants, submit } = await setup(protocol, { sectors: 512 });
     // 20 one-sector segments (more than a ring slot holds), each from a page of its own, written at sector 10
     const segs: BlkifSegment[] = [];
     for (let i = 0; i < 20; i++) {
@@ -160,7 +162,7 @@ for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
   });
 
   test(`${protocol}: hostile indirect requests get BLKIF_RSP_ERROR`, async () => {
-    const { image, grants, submit } = await setup(protocol, false, undefined, 512);
+    const { image, grants, submit } = await setup(protocol, { sectors: 512 });
     grants.set(100, new Uint8Array(PAGE_SIZE));
     const one = (i: number): BlkifSegment => ({ gref: 100, firstSect: i % 8, lastSect: i % 8 });
     indirectPage(grants, 50, Array.from({ length: 300 }, (_, i) => one(i)));
@@ -192,7 +194,7 @@ for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
   });
 
   test(`${protocol}: a ring of 4 pages: 128 slots, slots across page boundaries, wrapping around`, async () => {
-    const { image, grants, submit, front } = await setup(protocol, false, undefined, 64, 4);
+    const { image, grants, submit, front } = await setup(protocol, { ringPages: 4 });
     assert.equal(front.size, 128);
     for (let batch = 0; batch < 3; batch++) {
       const reqs = Array.from({ length: 100 }, (_, k) => {
@@ -207,9 +209,43 @@ for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
     await image.close();
   });
 
+  test(`${protocol}: discard gives the sectors back: they read as zeros, the rest is untouched; bounds checked`, async () => {
+    const { file, image, submit } = await setup(protocol, { sectors: 512, discard: true });
+    const disc = (id: bigint, sectorNumber: bigint, nrSectors: bigint, flag = 0) => ({ operation: BLKIF_OP_DISCARD, nrSegments: 0, handle: 0, id, sectorNumber, segments: [], nrSectors, flag });
+    const rs = await submit(
+      disc(1n, 8n, 16n), // a whole 4 KiB block and more
+      disc(2n, 101n, 3n, BLKIF_DISCARD_SECURE), // part of a block; discard-secure is 0, so the flag asks for nothing more
+      disc(3n, 500n, 12n), // up to the end
+      disc(4n, 500n, 13n), // past it
+      disc(5n, 513n, 0n),
+      disc(6n, 1n, 0xffffffffffffffffn),
+      disc(7n, 0xfffffffffffffff0n, 0x20n), // wraps
+      disc(8n, 0n, 0n),
+    );
+    const E = BLKIF_RSP_ERROR, OK = BLKIF_RSP_OKAY;
+    assert.deepEqual(rs.map((r) => [r.id, r.operation, r.status]), [1n, 2n, 3n, 4n, 5n, 6n, 7n, 8n].map((id, i) => [id, BLKIF_OP_DISCARD, [OK, OK, OK, E, E, E, E, OK][i]]));
+    await image.close();
+    const disk = readFileSync(file);
+    assert.equal(disk.length, 512 * 512, 'the image keeps its size');
+    const sector = (n: number) => [disk[n * 512], disk[n * 512 + 511]];
+    assert.deepEqual([sector(7), sector(8), sector(23), sector(24)], [[7, 7], [0, 0], [0, 0], [24, 24]]);
+    assert.deepEqual([sector(100), sector(101), sector(103), sector(104)], [[100, 100], [0, 0], [0, 0], [104, 104]]);
+    assert.deepEqual([sector(499), sector(500), sector(511)], [[499 & 0xff, 499 & 0xff], [0, 0], [0, 0]]);
+  });
+
+  test(`${protocol}: discard where it was not offered is not supported; on a read-only disk it is an error`, async () => {
+    const disc = { operation: BLKIF_OP_DISCARD, nrSegments: 0, handle: 0, id: 1n, sectorNumber: 0n, segments: [], nrSectors: 8n };
+    for (const [o, status] of [[{}, BLKIF_RSP_EOPNOTSUPP], [{ readOnly: true, discard: true }, BLKIF_RSP_ERROR]] as const) {
+      const { file, image, submit } = await setup(protocol, o);
+      assert.deepEqual(await submit(disc), [{ id: 1n, operation: BLKIF_OP_DISCARD, status }]);
+      await image.close();
+      assert.equal(readFileSync(file)[7 * 512], 7);
+    }
+  });
+
   test(`${protocol}: a producer past the ring's size stops the service without answering`, async () => {
     const lines: string[] = [];
-    const { image, svc, front } = await setup(protocol, false, (l) => lines.push(l));
+    const { image, svc, front } = await setup(protocol, { log: (l) => lines.push(l) });
     front.push(front.size + 1);
     svc.kick();
     await svc.idle;
@@ -237,6 +273,17 @@ test('an indirect request: nr_segments (u16) at 2, handle and indirect_grefs at 
     back.reqCons = 0;
     const r = back.takeRequest();
     assert.deepEqual([r.indirectOp, r.nrSegments, r.handle, r.id, r.sectorNumber, r.indirectGrefs!.slice(0, 2)], [BLKIF_OP_WRITE, 0x123, 0x4567, 0x0102n, 0x0304n, [0x99, 0x98]], protocol);
+  }
+});
+
+test('a discard request: flag at 1, nr_sectors at 20 (x86_32) or 24 (x86_64) (io/blkif.h struct blkif_request_discard)', () => {
+  for (const [protocol, id, sector, nr] of [['x86_32-abi', 4, 12, 20], ['x86_64-abi', 8, 16, 24]] as const) {
+    const page = new Uint8Array(PAGE_SIZE);
+    new BlkifFrontRing(page, protocol).put({ operation: BLKIF_OP_DISCARD, flag: 1, nrSegments: 0, handle: 0, id: 0x0102n, sectorNumber: 0x0304n, segments: [], nrSectors: 0x0506n });
+    const v = new DataView(page.buffer, 64);
+    assert.deepEqual([v.getUint8(1), v.getUint32(id, true), v.getUint32(sector, true), v.getUint32(nr, true)], [1, 0x0102, 0x0304, 0x0506], protocol);
+    const r = new BlkifBackRing(page, protocol).takeRequest();
+    assert.deepEqual([r.operation, r.flag, r.id, r.sectorNumber, r.nrSectors], [BLKIF_OP_DISCARD, 1, 0x0102n, 0x0304n, 0x0506n], protocol);
   }
 });
 

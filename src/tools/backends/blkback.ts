@@ -7,9 +7,10 @@
 // served. Nothing a frontend writes can throw out of here.
 
 import type { FileHandle } from 'node:fs/promises';
+import * as libc from '../../kvm/libc.js';
 import type { XenDevices, GrantCopyOp } from '../libs/devices.js';
 import {
-  BlkifBackRing, BlkifRequest, BlkifSegment, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT,
+  BlkifBackRing, BlkifRequest, BlkifSegment, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_DISCARD,
   BLKIF_RSP_OKAY, BLKIF_RSP_ERROR, BLKIF_RSP_EOPNOTSUPP, BLKIF_MAX_SEGMENTS_PER_REQUEST, MAX_INDIRECT_SEGMENTS,
   MAX_INDIRECT_PAGES, SEGS_PER_INDIRECT_FRAME, PAGE_SIZE, SECTOR_SIZE, readSegment,
 } from './blkif.js';
@@ -25,6 +26,8 @@ export interface BlkifServiceOptions {
   /** the image's size in 512-byte sectors */
   sectors: bigint;
   readOnly: boolean;
+  /** whether feature-discard was offered (BLKIF_OP_DISCARD is refused otherwise) */
+  discard?: boolean;
   /** a broken ring is said here */
   log?: (line: string) => void;
 }
@@ -76,6 +79,7 @@ export class BlkifService {
 
   private async dispatch(req: BlkifRequest): Promise<number> {
     if (req.operation === BLKIF_OP_INDIRECT) return this.indirectIo(req);
+    if (req.operation === BLKIF_OP_DISCARD) return this.discard(req);
     // A flush may carry data: Linux's blkfront sends its PREFLUSH and FUA writes as FLUSH_DISKCACHE with
     // their segments (blkback takes it as a write after a flush). The write is made durable as well, so
     // an acknowledged FUA write survives the host.
@@ -109,6 +113,25 @@ export class BlkifService {
     const segments: BlkifSegment[] = [];
     for (let i = 0; i < n; i++) segments.push(readSegment(v, i * 8));
     return this.rw(op === BLKIF_OP_WRITE, false, req.sectorNumber, segments);
+  }
+
+  /**
+   * BLKIF_OP_DISCARD: the sectors are given back to the host (a hole punched in the image, or zeros
+   * written where the file system cannot punch), so they read back as zeros. discard-secure is 0: the
+   * flag asks for nothing more.
+   */
+  private async discard(req: BlkifRequest): Promise<number> {
+    if (!this.o.discard) return BLKIF_RSP_EOPNOTSUPP;
+    if (this.o.readOnly) return BLKIF_RSP_ERROR;
+    const first = req.sectorNumber, n = req.nrSectors!;
+    if (first > this.o.sectors || n > this.o.sectors - first) return BLKIF_RSP_ERROR;
+    if (n === 0n) return BLKIF_RSP_OKAY;
+    const pos = Number(first) * SECTOR_SIZE, len = Number(n) * SECTOR_SIZE;
+    if (await punchHole(this.o.image.fd, pos, len)) return BLKIF_RSP_OKAY;
+    // bounded chunks of the request buffer, zeroed (nothing else uses it while this request is served)
+    const zeros = this.buf.fill(0);
+    for (let done = 0; done < len; done += zeros.length) await writeAll(this.o.image, zeros.subarray(0, Math.min(zeros.length, len - done)), pos + done);
+    return BLKIF_RSP_OKAY;
   }
 
   /** The data of a read or write: the segments checked, the disk's bounds and mode, grant copy and the image. */
@@ -145,6 +168,13 @@ export class BlkifService {
     this.broken = true;
     return this.idle;
   }
+}
+
+/** fallocate(PUNCH_HOLE | KEEP_SIZE) off the event loop: whether the range is a hole now (files, and block devices, which zero it). */
+function punchHole(fd: number, pos: number, len: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    libc.fallocateAsync(fd, libc.FALLOC_FL_PUNCH_HOLE | libc.FALLOC_FL_KEEP_SIZE, pos, len, (err: unknown, r: number) => resolve(!err && r === 0));
+  });
 }
 
 async function readAll(f: FileHandle, b: Uint8Array, pos: number): Promise<void> {

@@ -9,7 +9,10 @@ export const SECTOR_SIZE = 512;
 export const BLKIF_OP_READ = 0;
 export const BLKIF_OP_WRITE = 1;
 export const BLKIF_OP_FLUSH_DISKCACHE = 3;
+export const BLKIF_OP_DISCARD = 5;
 export const BLKIF_OP_INDIRECT = 6;
+/** struct blkif_request_discard's flag (honoured only where discard-secure is 1) */
+export const BLKIF_DISCARD_SECURE = 1;
 export const BLKIF_RSP_EOPNOTSUPP = -2;
 export const BLKIF_RSP_ERROR = -1;
 export const BLKIF_RSP_OKAY = 0;
@@ -41,17 +44,22 @@ export interface BlkifRequest {
   /** BLKIF_OP_INDIRECT: the operation the segments are for, and the grants of the pages that hold them */
   indirectOp?: number;
   indirectGrefs?: number[];
+  /** BLKIF_OP_DISCARD: the sectors from sectorNumber on, and BLKIF_DISCARD_SECURE or 0 */
+  nrSectors?: bigint;
+  flag?: number;
 }
 
-interface Layout { slot: number; id: number; sector: number; seg: number; rspOp: number; rspStatus: number; indHandle: number; indGrefs: number }
+interface Layout { slot: number; id: number; sector: number; seg: number; rspOp: number; rspStatus: number; indHandle: number; indGrefs: number; discNr: number }
 const LAYOUTS: Record<BlkifProtocol, Layout> = {
   // struct blkif_request (io/blkif.h): id at 8, sector_number at 16, seg[] at 24 (8 bytes each); 112 bytes.
   // struct blkif_request_indirect: indirect_op at 1, nr_segments (u16) at 2, id at 8, sector_number at 16,
   // handle at 24, indirect_grefs[8] at 28 (Linux's blkif_x86_64_request_indirect, packed, the same).
-  'x86_64-abi': { slot: 112, id: 8, sector: 16, seg: 24, rspOp: 8, rspStatus: 10, indHandle: 24, indGrefs: 28 },
+  // struct blkif_request_discard: flag at 1, handle at 2, id at 8, sector_number at 16, nr_sectors at 24.
+  'x86_64-abi': { slot: 112, id: 8, sector: 16, seg: 24, rspOp: 8, rspStatus: 10, indHandle: 24, indGrefs: 28, discNr: 24 },
   // struct blkif_x86_32_request (i386 packing of the same): id at 4, sector_number at 12, seg[] at 20; 108 bytes.
   // Indirect (blkif_x86_32_request_indirect): id at 4, sector_number at 12, handle at 20, indirect_grefs at 24.
-  'x86_32-abi': { slot: 108, id: 4, sector: 12, seg: 20, rspOp: 8, rspStatus: 10, indHandle: 20, indGrefs: 24 },
+  // Discard (blkif_x86_32_request_discard): flag at 1, id at 4, sector_number at 12, nr_sectors at 20.
+  'x86_32-abi': { slot: 108, id: 4, sector: 12, seg: 20, rspOp: 8, rspStatus: 10, indHandle: 20, indGrefs: 24, discNr: 20 },
 };
 
 /** struct blkif_request_segment (io/blkif.h): gref, first_sect, last_sect, 2 bytes of padding */
@@ -144,6 +152,9 @@ export class BlkifBackRing {
       for (let i = 0; i < BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST; i++) indirectGrefs.push(copy.getUint32(this.l.indGrefs + i * 4, true));
       return { operation, indirectOp: copy.getUint8(1), nrSegments: copy.getUint16(2, true), handle: copy.getUint16(this.l.indHandle, true), id, sectorNumber, segments: [], indirectGrefs };
     }
+    if (operation === BLKIF_OP_DISCARD) {
+      return { operation, flag: copy.getUint8(1), nrSegments: 0, handle: copy.getUint16(2, true), id, sectorNumber, segments: [], nrSectors: copy.getBigUint64(this.l.discNr, true) };
+    }
     const nrSegments = copy.getUint8(1);
     const segments: BlkifSegment[] = [];
     for (let i = 0; i < Math.min(nrSegments, BLKIF_MAX_SEGMENTS_PER_REQUEST); i++) segments.push(readSegment(copy, this.l.seg + i * 8));
@@ -205,6 +216,10 @@ export class BlkifFrontRing {
       v.setUint16(2, r.nrSegments, true);
       v.setUint16(this.l.indHandle, r.handle, true);
       (r.indirectGrefs ?? []).slice(0, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST).forEach((g, i) => v.setUint32(this.l.indGrefs + i * 4, g, true));
+    } else if (r.operation === BLKIF_OP_DISCARD) {
+      v.setUint8(1, r.flag ?? 0);
+      v.setUint16(2, r.handle, true);
+      v.setBigUint64(this.l.discNr, r.nrSectors ?? 0n, true);
     } else {
       v.setUint8(1, r.nrSegments);
       v.setUint16(2, r.handle, true);

@@ -76,7 +76,7 @@ function fakeDevices(xs: LocalClient, grants: Map<number, Uint8Array>) {
   return { devices, bound, mapped };
 }
 
-async function setup(o: { readOnly?: boolean; maxQueues?: number } = {}) {
+async function setup(o: { readOnly?: boolean; maxQueues?: number; discard?: boolean } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'xenode-vbd-'));
   const img = path.join(dir, 'disk.img');
   const data = Buffer.alloc(16 * 512);
@@ -87,7 +87,7 @@ async function setup(o: { readOnly?: boolean; maxQueues?: number } = {}) {
   const dom0 = new LocalClient(xs, 0);
   await dom0.write(`/local/domain/${FRONT}`, '');
   await dom0.setPerms(`/local/domain/${FRONT}`, [`n${FRONT}`]);
-  await writeVbdNodes(dom0, FRONT, 0, [{ target: img, vdev: 'xvda', readOnly: o.readOnly }]);
+  await writeVbdNodes(dom0, FRONT, 0, [{ target: img, vdev: 'xvda', readOnly: o.readOnly, discard: o.discard }]);
   const backendXs = new LocalClient(xs, 0);
   const front = new LocalClient(xs, FRONT);
   const grants = new Map<number, Uint8Array>(Array.from({ length: 12 }, (_, i) => [i, new Uint8Array(PAGE_SIZE)]));
@@ -121,6 +121,9 @@ test('the backend publishes the disk and waits in InitWait; the frontend can rea
       await Promise.all(['sectors', 'sector-size', 'info', 'feature-flush-cache', 'feature-max-indirect-segments', 'hotplug-status', 'mode', 'dev', 'frontend'].map((k) => s.front.read(`${BE}/${k}`))),
       ['16', '512', '0', '1', '256', 'connected', 'w', 'xvda', FE]);
     assert.deepEqual([await s.front.read(`${FE}/backend`), await s.front.read(`${FE}/backend-id`), await s.front.read(`${FE}/virtual-device`)], [BE, '0', '51712']);
+    assert.deepEqual(
+      await Promise.all(['discard-enable', 'feature-discard', 'discard-granularity', 'discard-alignment', 'discard-secure', 'max-ring-page-order'].map((k) => s.front.read(`${BE}/${k}`))),
+      ['1', '1', '4096', '0', '0', '4']);
     await assert.rejects(s.front.write(`${BE}/state`, '4'), /EACCES/);
   } finally {
     await s.close();
@@ -262,7 +265,8 @@ test('multi-page rings: ring-page-order and ring-ref0.. map every page as one ri
     for (let i = 0; i < 40; i++) ring.put({ operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: BigInt(i), sectorNumber: BigInt(i % 16), segments: [{ gref: 8, firstSect: 0, lastSect: 0 }] });
     ring.push();
     s.bound[0]!.onEvent();
-    const rs = await until('40 responses', async () => { const r = ring.responses(); return r.length ? r : undefined; });
+    const rs: ReturnType<BlkifFrontRing['responses']> = [];
+    await until('40 responses', async () => { rs.push(...ring.responses()); return rs.length >= 40; });
     assert.deepEqual(rs.map((r) => [r.id, r.status]), Array.from({ length: 40 }, (_, i) => [BigInt(i), BLKIF_RSP_OKAY]));
     assert.equal(s.grants.get(8)![0], 0x40 + (39 % 16));
     await s.front.write(`${FE}/state`, '6');
@@ -305,10 +309,21 @@ for (const [what, ref, order, reason] of [
   });
 }
 
+test('no-discard (discard-enable 0): feature-discard 0', async () => {
+  const s = await setup({ discard: false });
+  try {
+    assert.deepEqual([await s.front.read(`${BE}/discard-enable`), await s.front.read(`${BE}/feature-discard`)], ['0', '0']);
+  } finally {
+    await s.close();
+  }
+});
+
 test('a state node that is not a state is ignored; a read-only disk says so in info', async () => {
   const s = await setup({ readOnly: true });
   try {
     assert.deepEqual([await s.front.read(`${BE}/mode`), await s.front.read(`${BE}/info`)], ['r', String(VDISK_READONLY)]);
+    // nothing to discard on a read-only disk
+    assert.deepEqual([await s.front.read(`${BE}/discard-enable`), await s.front.read(`${BE}/feature-discard`), await s.front.tryRead(`${BE}/discard-granularity`)], ['0', '0', undefined]);
     await s.front.write(`${FE}/state`, 'banana');
     await sleep(50);
     assert.equal(await s.state(BE), '2');

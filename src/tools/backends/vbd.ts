@@ -52,11 +52,14 @@ interface Queue {
  * (Linux's blkback offers one per online CPU; its blkfront asks for at most 4 by default).
  */
 export const MAX_QUEUES = Math.min(4, availableParallelism());
+/** discard-granularity, bytes */
+const DISCARD_GRANULARITY = 4096;
 
 export class VbdBackend {
   private image: FileHandle | null = null;
   private sectors = 0n;
   private readOnly = false;
+  private discard = false;
   private frontPath = '';
   private frontDomid = -1;
   private conn: Queue[] | null = null;
@@ -107,6 +110,8 @@ export class VbdBackend {
     this.image = await open(params, this.readOnly ? 'r' : 'r+');
     this.sectors = await imageSectors(this.image, params);
     const info = (this.readOnly ? VDISK_READONLY : 0) | (devtype === 'cdrom' ? VDISK_CDROM : 0);
+    // io/blkif.h discard-enable: the toolstack's say (libxl's discard/no-discard, default on); never on a read-only disk
+    this.discard = !this.readOnly && (await xs.tryRead(`${p}/discard-enable`)) !== '0';
     await xs.transaction(async (tx) => {
       // blkback's connect(): what a frontend reads before it sends a request
       await xs.write(`${p}/sector-size`, String(SECTOR_SIZE), tx);
@@ -118,6 +123,14 @@ export class VbdBackend {
       await xs.write(`${p}/feature-max-indirect-segments`, String(MAX_INDIRECT_SEGMENTS), tx);
       await xs.write(`${p}/multi-queue-max-queues`, String(this.maxQueues), tx);
       await xs.write(`${p}/max-ring-page-order`, String(MAX_RING_PAGE_ORDER), tx);
+      await xs.write(`${p}/feature-discard`, this.discard ? '1' : '0', tx);
+      if (this.discard) {
+        // a discard punches whole blocks of the image's file system and zeroes the rest: any extent works,
+        // the file system's block is the one that frees space
+        await xs.write(`${p}/discard-granularity`, String(DISCARD_GRANULARITY), tx);
+        await xs.write(`${p}/discard-alignment`, '0', tx);
+        await xs.write(`${p}/discard-secure`, '0', tx);
+      }
       await xs.write(`${p}/hotplug-status`, 'connected', tx);
     });
     await this.switchState(XenbusState.InitWait);
@@ -239,7 +252,7 @@ export class VbdBackend {
     }
     service = new BlkifService({
       devices: this.o.devices, frontDomid: this.frontDomid, ring: new BlkifBackRing(ring.map((m) => m.page), protocol), port,
-      image: this.image!, sectors: this.sectors, readOnly: this.readOnly, log: this.o.log,
+      image: this.image!, sectors: this.sectors, readOnly: this.readOnly, discard: this.discard, log: this.o.log,
     });
     return { ring, port, service };
   }

@@ -670,6 +670,6 @@ export function vbdSpecs(c: DomainConfig): VbdSpec[] {
     if (d.script !== undefined) throw refuse(`script ${d.script}: block hotplug scripts are not run; give the image or device itself`);
     if (d.target === '') throw refuse('no target (an empty CD-ROM drive is not supported)');
     if (!path.isAbsolute(d.target)) throw refuse(`target '${d.target}' must be an absolute path: the daemon opens it, not xl`);
-    return { target: d.target, vdev: d.vdev, readOnly: d.access === 'r', cdrom: d.devtype === 'cdrom' };
+    return { target: d.target, vdev: d.vdev, readOnly: d.access === 'r', cdrom: d.devtype === 'cdrom', discard: d.discard };
   });
 }
