@@ -133,7 +133,7 @@ for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
   });
 
   test(`${protocol}: indirect requests: segments from granted indirect pages, up to MAX_INDIRECT_SEGMENTS, answered with their operation`, async () => {
-    const { file, image, grants, submit } = await setup(protocol, { sectors: 512 });
+    const { file, image, grants, submit, svc } = await setup(protocol, { sectors: 512 });
     // 20 one-sector segments (more than a ring slot holds), each from a page of its own, written at sector 10
     const segs: BlkifSegment[] = [];
     for (let i = 0; i < 20; i++) {
@@ -156,6 +156,7 @@ for (const protocol of ['x86_32-abi', 'x86_64-abi'] as const) {
     assert.deepEqual(rs, [{ id: 2n, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY }]);
     const back = (sector: number) => grants.get(200 + Math.floor((sector - 9) / 8))![((sector - 9) % 8) * 512];
     assert.deepEqual([back(9), back(10), back(29), back(30), back(264)], [9, 0x80, 0x80 + 19, 30, 264 & 0xff]);
+    assert.deepEqual([svc.stats.indirectReq, svc.stats.maxSegments, svc.stats.wrSect, svc.stats.rdSect], [2, MAX_INDIRECT_SEGMENTS, 20, MAX_INDIRECT_SEGMENTS]);
     await image.close();
     const disk = readFileSync(file);
     assert.deepEqual([disk[10 * 512], disk[29 * 512 + 511], disk[30 * 512]], [0x80, 0x80 + 19, 30]);

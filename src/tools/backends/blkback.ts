@@ -15,6 +15,26 @@ import {
   MAX_INDIRECT_PAGES, SEGS_PER_INDIRECT_FRAME, PAGE_SIZE, SECTOR_SIZE, readSegment,
 } from './blkif.js';
 
+/** What a service served (Linux's blkback keeps the like in sysfs: rd_req, wr_req, f_req, ds_req, rd_sect, wr_sect). */
+export interface BlkifStats {
+  rdReq: number;
+  wrReq: number;
+  /** flushes, with data or without */
+  fReq: number;
+  dsReq: number;
+  /** reads and writes that came as BLKIF_OP_INDIRECT, and the most segments one of them had */
+  indirectReq: number;
+  maxSegments: number;
+  rdSect: number;
+  wrSect: number;
+  /** requests answered with an error status */
+  errReq: number;
+}
+
+export function newBlkifStats(): BlkifStats {
+  return { rdReq: 0, wrReq: 0, fReq: 0, dsReq: 0, indirectReq: 0, maxSegments: 0, rdSect: 0, wrSect: 0, errReq: 0 };
+}
+
 export interface BlkifServiceOptions {
   devices: XenDevices;
   /** the frontend's domain (whose grants the segments name) */
@@ -28,6 +48,8 @@ export interface BlkifServiceOptions {
   readOnly: boolean;
   /** whether feature-discard was offered (BLKIF_OP_DISCARD is refused otherwise) */
   discard?: boolean;
+  /** counted into (shared by the queues of one device) */
+  stats?: BlkifStats;
   /** a broken ring is said here */
   log?: (line: string) => void;
 }
@@ -40,10 +62,12 @@ export class BlkifService {
   private readonly buf: Uint8Array;
   /** an indirect request's segment pages, copied in */
   private readonly indirect: Uint8Array;
+  readonly stats: BlkifStats;
   /** resolves when no request is being served */
   idle: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: BlkifServiceOptions) {
+    this.stats = o.stats ?? newBlkifStats();
     this.buf = o.devices.gnttab.allocBuffer(MAX_INDIRECT_SEGMENTS * PAGE_SIZE);
     this.indirect = o.devices.gnttab.allocBuffer(MAX_INDIRECT_PAGES * PAGE_SIZE);
   }
@@ -70,6 +94,7 @@ export class BlkifService {
         if (n === 0 && !r.finalCheckForRequests()) break;
         const req = r.takeRequest();
         const status = await this.dispatch(req).catch(() => BLKIF_RSP_ERROR);
+        if (status !== BLKIF_RSP_OKAY) this.stats.errReq++;
         // an indirect request is answered with the operation it carried (Linux's blkfront checks)
         r.putResponse(req.id, req.operation === BLKIF_OP_INDIRECT ? req.indirectOp! : req.operation, status);
         if (r.pushResponses()) this.o.devices.evtchn.notify(this.o.port);
@@ -86,6 +111,7 @@ export class BlkifService {
     const flush = req.operation === BLKIF_OP_FLUSH_DISKCACHE;
     if (flush && req.nrSegments === 0) {
       await this.o.image.datasync();
+      this.stats.fReq++;
       return BLKIF_RSP_OKAY;
     }
     if (req.operation !== BLKIF_OP_READ && req.operation !== BLKIF_OP_WRITE && !flush) return BLKIF_RSP_EOPNOTSUPP;
@@ -112,7 +138,12 @@ export class BlkifService {
     const v = new DataView(this.indirect.buffer, this.indirect.byteOffset, this.indirect.byteLength);
     const segments: BlkifSegment[] = [];
     for (let i = 0; i < n; i++) segments.push(readSegment(v, i * 8));
-    return this.rw(op === BLKIF_OP_WRITE, false, req.sectorNumber, segments);
+    const status = await this.rw(op === BLKIF_OP_WRITE, false, req.sectorNumber, segments);
+    if (status === BLKIF_RSP_OKAY) {
+      this.stats.indirectReq++;
+      this.stats.maxSegments = Math.max(this.stats.maxSegments, n);
+    }
+    return status;
   }
 
   /**
@@ -125,6 +156,7 @@ export class BlkifService {
     if (this.o.readOnly) return BLKIF_RSP_ERROR;
     const first = req.sectorNumber, n = req.nrSectors!;
     if (first > this.o.sectors || n > this.o.sectors - first) return BLKIF_RSP_ERROR;
+    this.stats.dsReq++;
     if (n === 0n) return BLKIF_RSP_OKAY;
     const pos = Number(first) * SECTOR_SIZE, len = Number(n) * SECTOR_SIZE;
     if (await punchHole(this.o.image.fd, pos, len)) return BLKIF_RSP_OKAY;
@@ -160,6 +192,9 @@ export class BlkifService {
       await readAll(this.o.image, this.buf.subarray(0, total), pos);
       if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
     }
+    const st = this.stats;
+    if (flush) st.fReq++;
+    if (write) { st.wrReq++; st.wrSect += total / SECTOR_SIZE; } else { st.rdReq++; st.rdSect += total / SECTOR_SIZE; }
     return BLKIF_RSP_OKAY;
   }
 

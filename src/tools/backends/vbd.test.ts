@@ -285,6 +285,8 @@ test('multi-page rings: ring-page-order and ring-ref0.. map every page as one ri
     s.bound[1]!.onEvent();
     await until('queue 1\'s response', async () => q1.responses().length === 1);
     assert.equal(s.grants.get(9)![0], 0x45);
+    assert.deepEqual(s.backend.lastConnection, { protocol: 'x86_64-abi', queues: 2, ringPages: 2 });
+    assert.equal(s.backend.stats.rdReq, 41);
   } finally {
     await s.close();
   }

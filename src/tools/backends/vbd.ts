@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { GrantMapping, XenDevices } from '../libs/devices.js';
 import { BlkifBackRing, type BlkifProtocol, MAX_INDIRECT_SEGMENTS, MAX_RING_PAGE_ORDER, PAGE_SIZE, SECTOR_SIZE, VDISK_CDROM, VDISK_READONLY } from './blkif.js';
-import { BlkifService } from './blkback.js';
+import { BlkifService, newBlkifStats, type BlkifStats } from './blkback.js';
 import { XenbusState, parseXenbusState, type XenbusStateValue, XENBUS_STATE_NAMES } from './xenbus.js';
 
 /** The image behind a vbd: its size in 512-byte sectors (a block device's from sysfs, as stat gives it 0). */
@@ -73,6 +73,10 @@ export class VbdBackend {
   private closed = false;
 
   private readonly maxQueues: number;
+  /** what the device's queues served, over every connection */
+  readonly stats: BlkifStats = newBlkifStats();
+  /** the transport of the last connection: its layout, queues and pages per ring */
+  lastConnection: { protocol: BlkifProtocol; queues: number; ringPages: number } | null = null;
 
   private constructor(private readonly o: VbdBackendOptions) {
     this.token = `vbd-backend:${o.path}`;
@@ -211,6 +215,7 @@ export class VbdBackend {
       queues.push(q);
     }
     this.conn = queues;
+    this.lastConnection = { protocol, queues: queues.length, ringPages: order === null ? 1 : 1 << order };
     await this.switchState(XenbusState.Connected);
     // requests queued before the event channels were bound
     for (const q of queues) q.service.kick();
@@ -252,7 +257,7 @@ export class VbdBackend {
     }
     service = new BlkifService({
       devices: this.o.devices, frontDomid: this.frontDomid, ring: new BlkifBackRing(ring.map((m) => m.page), protocol), port,
-      image: this.image!, sectors: this.sectors, readOnly: this.readOnly, discard: this.discard, log: this.o.log,
+      image: this.image!, sectors: this.sectors, readOnly: this.readOnly, discard: this.discard, stats: this.stats, log: this.o.log,
     });
     return { ring, port, service };
   }
