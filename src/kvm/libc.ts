@@ -18,7 +18,12 @@ export const mmapAt = libc.func('mmap', 'void *', ['uint64', 'size_t', 'int', 'i
 export const munmap = libc.func('int munmap(void *addr, size_t len)') as (a: unknown, len: number) => number;
 export const memfdCreate = libc.func('int memfd_create(const char *name, unsigned int flags)') as (n: string, f: number) => number;
 export const ftruncate = libc.func('int ftruncate(int fd, long len)') as (fd: number, len: number) => number;
-export const fallocate = libc.func('int fallocate(int fd, int mode, long off, long len)') as (fd: number, mode: number, off: number, len: number) => number;
+const fallocateFn = libc.func('int fallocate(int fd, int mode, long off, long len)');
+export const fallocate = fallocateFn as (fd: number, mode: number, off: number, len: number) => number;
+/** fallocate on one of koffi's worker threads (a disk's discard must not hold up the event loop): the result to `done` */
+export const fallocateAsync = (fd: number, mode: number, off: number, len: number, done: (err: unknown, r: number) => void): void => {
+  fallocateFn.async(fd, mode, off, len, done);
+};
 export const gettid = libc.func('int gettid(void)') as () => number;
 export const getpid = libc.func('int getpid(void)') as () => number;
 const syscall3 = libc.func('syscall', 'long', ['long', 'long', 'long', 'long']) as (n: number, a: number, b: number, c: number) => number;

@@ -28,6 +28,8 @@ export interface VbdSpec {
   vdev: string;
   readOnly?: boolean;
   cdrom?: boolean;
+  /** xl's discard / no-discard; unset: on for a writable disk (libxl__device_disk_setdefault) */
+  discard?: boolean;
 }
 
 export interface VbdDevice {
@@ -50,7 +52,7 @@ export function vbdSpecOf(d: DiskSpec): VbdSpec {
   if (d.script !== undefined) throw refuse(`script ${d.script}: block hotplug scripts are not run; give the image or device itself`);
   if (d.target === '') throw refuse('no target (an empty CD-ROM drive is not supported)');
   if (!path.isAbsolute(d.target)) throw refuse(`target '${d.target}' must be an absolute path: the daemon opens it, not xl`);
-  return { target: d.target, vdev: d.vdev, readOnly: d.access === 'r', cdrom: d.devtype === 'cdrom' };
+  return { target: d.target, vdev: d.vdev, readOnly: d.access === 'r', cdrom: d.devtype === 'cdrom', discard: d.discard };
 }
 
 /** The device number of each spec, refusing a bad or repeated vdev before anything is written. */
@@ -95,6 +97,7 @@ export async function writeVbdNodes(c: XsClientBase, domid: number, backendDomid
       w(`${be}/mode`, s.readOnly || s.cdrom ? 'r' : 'w');
       w(`${be}/device-type`, s.cdrom ? 'cdrom' : 'disk');
       w(`${be}/params`, s.target);
+      w(`${be}/discard-enable`, (s.discard ?? !(s.readOnly || s.cdrom)) ? '1' : '0');
       w(fe, '');
       pending.push(c.setPerms(fe, fePerms, tx));
       w(`${fe}/backend`, be);

@@ -7,11 +7,33 @@
 // served. Nothing a frontend writes can throw out of here.
 
 import type { FileHandle } from 'node:fs/promises';
+import * as libc from '../../kvm/libc.js';
 import type { XenDevices, GrantCopyOp } from '../libs/devices.js';
 import {
-  BlkifBackRing, BlkifRequest, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_RSP_OKAY, BLKIF_RSP_ERROR,
-  BLKIF_RSP_EOPNOTSUPP, BLKIF_MAX_SEGMENTS_PER_REQUEST, PAGE_SIZE, SECTOR_SIZE,
+  BlkifBackRing, BlkifRequest, BlkifSegment, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_DISCARD,
+  BLKIF_RSP_OKAY, BLKIF_RSP_ERROR, BLKIF_RSP_EOPNOTSUPP, BLKIF_MAX_SEGMENTS_PER_REQUEST, MAX_INDIRECT_SEGMENTS,
+  MAX_INDIRECT_PAGES, SEGS_PER_INDIRECT_FRAME, PAGE_SIZE, SECTOR_SIZE, readSegment,
 } from './blkif.js';
+
+/** What a service served (Linux's blkback keeps the like in sysfs: rd_req, wr_req, f_req, ds_req, rd_sect, wr_sect). */
+export interface BlkifStats {
+  rdReq: number;
+  wrReq: number;
+  /** flushes, with data or without */
+  fReq: number;
+  dsReq: number;
+  /** reads and writes that came as BLKIF_OP_INDIRECT, and the most segments one of them had */
+  indirectReq: number;
+  maxSegments: number;
+  rdSect: number;
+  wrSect: number;
+  /** requests answered with an error status */
+  errReq: number;
+}
+
+export function newBlkifStats(): BlkifStats {
+  return { rdReq: 0, wrReq: 0, fReq: 0, dsReq: 0, indirectReq: 0, maxSegments: 0, rdSect: 0, wrSect: 0, errReq: 0 };
+}
 
 export interface BlkifServiceOptions {
   devices: XenDevices;
@@ -24,6 +46,10 @@ export interface BlkifServiceOptions {
   /** the image's size in 512-byte sectors */
   sectors: bigint;
   readOnly: boolean;
+  /** whether feature-discard was offered (BLKIF_OP_DISCARD is refused otherwise) */
+  discard?: boolean;
+  /** counted into (shared by the queues of one device) */
+  stats?: BlkifStats;
   /** a broken ring is said here */
   log?: (line: string) => void;
 }
@@ -32,12 +58,18 @@ export class BlkifService {
   private running = false;
   private again = false;
   private broken = false;
+  /** the data of one request: up to MAX_INDIRECT_SEGMENTS pages */
   private readonly buf: Uint8Array;
+  /** an indirect request's segment pages, copied in */
+  private readonly indirect: Uint8Array;
+  readonly stats: BlkifStats;
   /** resolves when no request is being served */
   idle: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: BlkifServiceOptions) {
-    this.buf = o.devices.gnttab.allocBuffer(BLKIF_MAX_SEGMENTS_PER_REQUEST * PAGE_SIZE);
+    this.stats = o.stats ?? newBlkifStats();
+    this.buf = o.devices.gnttab.allocBuffer(MAX_INDIRECT_SEGMENTS * PAGE_SIZE);
+    this.indirect = o.devices.gnttab.allocBuffer(MAX_INDIRECT_PAGES * PAGE_SIZE);
   }
 
   /** The frontend notified: serve the ring until it is empty (one pass at a time). */
@@ -62,29 +94,85 @@ export class BlkifService {
         if (n === 0 && !r.finalCheckForRequests()) break;
         const req = r.takeRequest();
         const status = await this.dispatch(req).catch(() => BLKIF_RSP_ERROR);
-        r.putResponse(req.id, req.operation, status);
+        if (status !== BLKIF_RSP_OKAY) this.stats.errReq++;
+        // an indirect request is answered with the operation it carried (Linux's blkfront checks)
+        r.putResponse(req.id, req.operation === BLKIF_OP_INDIRECT ? req.indirectOp! : req.operation, status);
         if (r.pushResponses()) this.o.devices.evtchn.notify(this.o.port);
       }
     } while (this.again);
   }
 
   private async dispatch(req: BlkifRequest): Promise<number> {
+    if (req.operation === BLKIF_OP_INDIRECT) return this.indirectIo(req);
+    if (req.operation === BLKIF_OP_DISCARD) return this.discard(req);
     // A flush may carry data: Linux's blkfront sends its PREFLUSH and FUA writes as FLUSH_DISKCACHE with
     // their segments (blkback takes it as a write after a flush). The write is made durable as well, so
     // an acknowledged FUA write survives the host.
     const flush = req.operation === BLKIF_OP_FLUSH_DISKCACHE;
     if (flush && req.nrSegments === 0) {
       await this.o.image.datasync();
+      this.stats.fReq++;
       return BLKIF_RSP_OKAY;
     }
     if (req.operation !== BLKIF_OP_READ && req.operation !== BLKIF_OP_WRITE && !flush) return BLKIF_RSP_EOPNOTSUPP;
-    const write = req.operation === BLKIF_OP_WRITE || flush;
-    if (write && this.o.readOnly) return BLKIF_RSP_ERROR;
     if (req.nrSegments === 0 || req.nrSegments > BLKIF_MAX_SEGMENTS_PER_REQUEST) return BLKIF_RSP_ERROR;
+    return this.rw(req.operation === BLKIF_OP_WRITE || flush, flush, req.sectorNumber, req.segments);
+  }
+
+  /**
+   * BLKIF_OP_INDIRECT (io/blkif.h): a read or write whose segments are in pages the frontend granted,
+   * 512 to a page, fetched by grant copy (never mapped) before any of them is believed.
+   */
+  private async indirectIo(req: BlkifRequest): Promise<number> {
+    const op = req.indirectOp;
+    if (op !== BLKIF_OP_READ && op !== BLKIF_OP_WRITE) return BLKIF_RSP_ERROR;
+    const n = req.nrSegments;
+    if (n === 0 || n > MAX_INDIRECT_SEGMENTS) return BLKIF_RSP_ERROR;
+    const pages = Math.ceil(n / SEGS_PER_INDIRECT_FRAME);
+    const ops: GrantCopyOp[] = [];
+    for (let i = 0; i < pages; i++) {
+      const len = Math.min(n - i * SEGS_PER_INDIRECT_FRAME, SEGS_PER_INDIRECT_FRAME) * 8;
+      ops.push({ source: { domid: this.o.frontDomid, ref: req.indirectGrefs![i]!, offset: 0 }, dest: { buf: this.indirect.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), offset: 0 }, len });
+    }
+    if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
+    const v = new DataView(this.indirect.buffer, this.indirect.byteOffset, this.indirect.byteLength);
+    const segments: BlkifSegment[] = [];
+    for (let i = 0; i < n; i++) segments.push(readSegment(v, i * 8));
+    const status = await this.rw(op === BLKIF_OP_WRITE, false, req.sectorNumber, segments);
+    if (status === BLKIF_RSP_OKAY) {
+      this.stats.indirectReq++;
+      this.stats.maxSegments = Math.max(this.stats.maxSegments, n);
+    }
+    return status;
+  }
+
+  /**
+   * BLKIF_OP_DISCARD: the sectors are given back to the host (a hole punched in the image, or zeros
+   * written where the file system cannot punch), so they read back as zeros. discard-secure is 0: the
+   * flag asks for nothing more.
+   */
+  private async discard(req: BlkifRequest): Promise<number> {
+    if (!this.o.discard) return BLKIF_RSP_EOPNOTSUPP;
+    if (this.o.readOnly) return BLKIF_RSP_ERROR;
+    const first = req.sectorNumber, n = req.nrSectors!;
+    if (first > this.o.sectors || n > this.o.sectors - first) return BLKIF_RSP_ERROR;
+    this.stats.dsReq++;
+    if (n === 0n) return BLKIF_RSP_OKAY;
+    const pos = Number(first) * SECTOR_SIZE, len = Number(n) * SECTOR_SIZE;
+    if (await punchHole(this.o.image.fd, pos, len)) return BLKIF_RSP_OKAY;
+    // bounded chunks of the request buffer, zeroed (nothing else uses it while this request is served)
+    const zeros = this.buf.fill(0);
+    for (let done = 0; done < len; done += zeros.length) await writeAll(this.o.image, zeros.subarray(0, Math.min(zeros.length, len - done)), pos + done);
+    return BLKIF_RSP_OKAY;
+  }
+
+  /** The data of a read or write: the segments checked, the disk's bounds and mode, grant copy and the image. */
+  private async rw(write: boolean, flush: boolean, sector: bigint, segments: BlkifSegment[]): Promise<number> {
+    if (write && this.o.readOnly) return BLKIF_RSP_ERROR;
     // io/blkif.h: each segment covers sectors first_sect..last_sect of one page (0..7); they follow one another on the disk
     let total = 0;
     const ops: GrantCopyOp[] = [];
-    for (const s of req.segments) {
+    for (const s of segments) {
       if (s.lastSect >= PAGE_SIZE / SECTOR_SIZE || s.firstSect > s.lastSect) return BLKIF_RSP_ERROR;
       const len = (s.lastSect - s.firstSect + 1) * SECTOR_SIZE;
       const grant = { domid: this.o.frontDomid, ref: s.gref, offset: s.firstSect * SECTOR_SIZE };
@@ -92,9 +180,9 @@ export class BlkifService {
       ops.push(write ? { source: grant, dest: local, len } : { source: local, dest: grant, len });
       total += len;
     }
-    const end = req.sectorNumber + BigInt(total / SECTOR_SIZE);
+    const end = sector + BigInt(total / SECTOR_SIZE);
     if (end > this.o.sectors) return BLKIF_RSP_ERROR;
-    const pos = Number(req.sectorNumber) * SECTOR_SIZE;
+    const pos = Number(sector) * SECTOR_SIZE;
     if (write) {
       if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
       if (flush) await this.o.image.datasync();
@@ -104,6 +192,9 @@ export class BlkifService {
       await readAll(this.o.image, this.buf.subarray(0, total), pos);
       if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
     }
+    const st = this.stats;
+    if (flush) st.fReq++;
+    if (write) { st.wrReq++; st.wrSect += total / SECTOR_SIZE; } else { st.rdReq++; st.rdSect += total / SECTOR_SIZE; }
     return BLKIF_RSP_OKAY;
   }
 
@@ -112,6 +203,13 @@ export class BlkifService {
     this.broken = true;
     return this.idle;
   }
+}
+
+/** fallocate(PUNCH_HOLE | KEEP_SIZE) off the event loop: whether the range is a hole now (files, and block devices, which zero it). */
+function punchHole(fd: number, pos: number, len: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    libc.fallocateAsync(fd, libc.FALLOC_FL_PUNCH_HOLE | libc.FALLOC_FL_KEEP_SIZE, pos, len, (err: unknown, r: number) => resolve(!err && r === 0));
+  });
 }
 
 async function readAll(f: FileHandle, b: Uint8Array, pos: number): Promise<void> {

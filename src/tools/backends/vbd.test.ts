@@ -44,7 +44,8 @@ function fakeDevices(xs: LocalClient, grants: Map<number, Uint8Array>) {
     xenstore: xs,
     evtchn: {
       bindInterdomain: async (domid, remote, onEvent) => {
-        if (domid !== FRONT || remote !== 5) throw new Error('EINVAL');
+        // the frontend's unbound ports are 5..8
+        if (domid !== FRONT || remote < 5 || remote > 8) throw new Error('EINVAL');
         const local = nextPort++;
         bound.push({ domid, remote, local, onEvent });
         return local;
@@ -75,7 +76,7 @@ function fakeDevices(xs: LocalClient, grants: Map<number, Uint8Array>) {
   return { devices, bound, mapped };
 }
 
-async function setup(o: { readOnly?: boolean } = {}) {
+async function setup(o: { readOnly?: boolean; maxQueues?: number; discard?: boolean } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'xenode-vbd-'));
   const img = path.join(dir, 'disk.img');
   const data = Buffer.alloc(16 * 512);
@@ -86,13 +87,13 @@ async function setup(o: { readOnly?: boolean } = {}) {
   const dom0 = new LocalClient(xs, 0);
   await dom0.write(`/local/domain/${FRONT}`, '');
   await dom0.setPerms(`/local/domain/${FRONT}`, [`n${FRONT}`]);
-  await writeVbdNodes(dom0, FRONT, 0, [{ target: img, vdev: 'xvda', readOnly: o.readOnly }]);
+  await writeVbdNodes(dom0, FRONT, 0, [{ target: img, vdev: 'xvda', readOnly: o.readOnly, discard: o.discard }]);
   const backendXs = new LocalClient(xs, 0);
   const front = new LocalClient(xs, FRONT);
-  const grants = new Map<number, Uint8Array>([[0, new Uint8Array(PAGE_SIZE)], [1, new Uint8Array(PAGE_SIZE)]]);
+  const grants = new Map<number, Uint8Array>(Array.from({ length: 12 }, (_, i) => [i, new Uint8Array(PAGE_SIZE)]));
   const f = fakeDevices(backendXs, grants);
   const log: string[] = [];
-  const backend = await VbdBackend.start({ devices: f.devices, path: BE, log: (l) => log.push(l) });
+  const backend = await VbdBackend.start({ devices: f.devices, path: BE, log: (l) => log.push(l), maxQueues: o.maxQueues });
   const state = (p: string) => dom0.read(`${p}/state`);
   const close = async () => {
     await backend.close();
@@ -117,9 +118,12 @@ test('the backend publishes the disk and waits in InitWait; the frontend can rea
   try {
     assert.equal(await s.state(BE), '2');
     assert.deepEqual(
-      await Promise.all(['sectors', 'sector-size', 'info', 'feature-flush-cache', 'hotplug-status', 'mode', 'dev', 'frontend'].map((k) => s.front.read(`${BE}/${k}`))),
-      ['16', '512', '0', '1', 'connected', 'w', 'xvda', FE]);
+      await Promise.all(['sectors', 'sector-size', 'info', 'feature-flush-cache', 'feature-max-indirect-segments', 'hotplug-status', 'mode', 'dev', 'frontend'].map((k) => s.front.read(`${BE}/${k}`))),
+      ['16', '512', '0', '1', '256', 'connected', 'w', 'xvda', FE]);
     assert.deepEqual([await s.front.read(`${FE}/backend`), await s.front.read(`${FE}/backend-id`), await s.front.read(`${FE}/virtual-device`)], [BE, '0', '51712']);
+    assert.deepEqual(
+      await Promise.all(['discard-enable', 'feature-discard', 'discard-granularity', 'discard-alignment', 'discard-secure', 'max-ring-page-order'].map((k) => s.front.read(`${BE}/${k}`))),
+      ['1', '1', '4096', '0', '0', '4']);
     await assert.rejects(s.front.write(`${BE}/state`, '4'), /EACCES/);
   } finally {
     await s.close();
@@ -166,8 +170,8 @@ test('Initialised: the ring is mapped, the port bound, Connected; requests are s
 
 for (const [what, ref, port, protocol, reason] of [
   ['a ring-ref that is not a number', 'x', '5', undefined, /ring-ref: 'x' is not a grant reference/],
-  ['a ring-ref the frontend did not grant', '9', '5', undefined, /mapping ring-ref 9 port 5: GNTST -3/],
-  ['an event channel that cannot be bound', '0', '6', undefined, /binding event-channel 6/],
+  ['a ring-ref the frontend did not grant', '99', '5', undefined, /mapping ring-ref 99 port 5: GNTST -3/],
+  ['an event channel that cannot be bound', '0', '9', undefined, /binding event-channel 9/],
   ['an unknown protocol', '0', '5', 'arm-abi', /unknown fe protocol arm-abi/],
 ] as const) {
   test(`${what}: the backend says why in its error node and closes, holding nothing`, async () => {
@@ -184,10 +188,144 @@ for (const [what, ref, port, protocol, reason] of [
   });
 }
 
+/** Linux's talk_to_blkback with several queues: multi-queue-num-queues and queue-N/{ring-ref,event-channel}. */
+async function publishQueues(front: LocalClient, queues: { ref?: string | string[]; port: string }[], num = String(queues.length), order?: string) {
+  await front.transaction(async (tx) => {
+    if (num !== '1') await front.write(`${FE}/multi-queue-num-queues`, num, tx);
+    if (order !== undefined) await front.write(`${FE}/ring-page-order`, order, tx);
+    for (const [i, q] of queues.entries()) {
+      const dir = num === '1' ? FE : `${FE}/queue-${i}`;
+      if (typeof q.ref === 'string') await front.write(`${dir}/ring-ref`, q.ref, tx);
+      // blkfront's write_per_ring_nodes with more than one page
+      if (Array.isArray(q.ref)) for (const [j, r] of q.ref.entries()) await front.write(`${dir}/ring-ref${j}`, r, tx);
+      await front.write(`${dir}/event-channel`, q.port, tx);
+    }
+    await front.write(`${FE}/protocol`, 'x86_64-abi', tx);
+  });
+  await front.write(`${FE}/state`, '3');
+}
+
+test('multi-queue: each queue-N gets its ring mapped, its port bound and its own service; Closing releases them all', async () => {
+  const s = await setup({ maxQueues: 3 });
+  try {
+    assert.equal(await s.front.read(`${BE}/multi-queue-max-queues`), '3');
+    await publishQueues(s.front, [{ ref: '0', port: '5' }, { ref: '2', port: '6' }, { ref: '3', port: '7' }]);
+    await until('Connected', async () => (await s.state(BE)) === '4');
+    assert.deepEqual([s.bound.map((b) => b.remote), s.mapped.size], [[5, 6, 7], 3]);
+    // a read on queue 2 answered on queue 2's ring, another on queue 1's
+    const rings = [2, 3].map((ref) => new BlkifFrontRing(s.grants.get(ref)!, 'x86_64-abi'));
+    rings.forEach((ring, i) => {
+      ring.put({ operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: BigInt(100 + i), sectorNumber: BigInt(4 + i), segments: [{ gref: 8 + i, firstSect: 0, lastSect: 0 }] });
+      ring.push();
+      s.bound[1 + i]!.onEvent();
+    });
+    for (const [i, ring] of rings.entries()) {
+      const rs = await until(`queue ${i + 1}'s response`, async () => { const r = ring.responses(); return r.length ? r : undefined; });
+      assert.deepEqual(rs, [{ id: BigInt(100 + i), operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY }]);
+      assert.equal(s.grants.get(8 + i)![0], 0x44 + i);
+    }
+    await s.front.write(`${FE}/state`, '5');
+    await until('Closing', async () => (await s.state(BE)) === '5');
+    assert.deepEqual([s.bound.length, s.mapped.size], [0, 0]);
+  } finally {
+    await s.close();
+  }
+});
+
+for (const [what, queues, num, reason] of [
+  ['more queues than offered', [{ ref: '0', port: '5' }, { ref: '2', port: '6' }, { ref: '3', port: '7' }], '3', /guest requested 3 queues, exceeding the maximum of 2/],
+  ['zero queues', [{ ref: '0', port: '5' }], '0', /guest requested 0 queues/],
+  ['a queue count that is not a number', [{ ref: '0', port: '5' }], 'two', /guest requested two queues/],
+  ['a second queue without its ring-ref', [{ ref: '0', port: '5' }, { port: '6' }], '2', /queue-1\/ring-ref: '' is not a grant reference/],
+  ['a second queue whose port cannot be bound', [{ ref: '0', port: '5' }, { ref: '2', port: '9' }], '2', /binding event-channel 9/],
+] as const) {
+  test(`multi-queue, ${what}: the device closes with the reason, holding nothing`, async () => {
+    const s = await setup({ maxQueues: 2 });
+    try {
+      await publishQueues(s.front, [...queues], num);
+      await until('Closing', async () => (await s.state(BE)) === '5');
+      assert.match(await s.front.read(`${BE}/error`), reason);
+      assert.deepEqual([s.bound.length, s.mapped.size], [0, 0]);
+    } finally {
+      await s.close();
+    }
+  });
+}
+
+test('multi-page rings: ring-page-order and ring-ref0.. map every page as one ring, alone or with several queues (io/blkif.h\'s example)', async () => {
+  const s = await setup({ maxQueues: 2 });
+  try {
+    assert.equal(await s.front.read(`${BE}/max-ring-page-order`), '4');
+    await publishQueues(s.front, [{ ref: ['0', '2', '3', '4'], port: '5' }], '1', '2');
+    await until('Connected', async () => (await s.state(BE)) === '4');
+    assert.equal(s.mapped.size, 4);
+    const ring = new BlkifFrontRing([0, 2, 3, 4].map((r) => s.grants.get(r)!), 'x86_64-abi');
+    assert.equal(ring.size, 128);
+    // past the first page's slots, so that the backend reads and answers in the later pages
+    for (let i = 0; i < 40; i++) ring.put({ operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: BigInt(i), sectorNumber: BigInt(i % 16), segments: [{ gref: 8, firstSect: 0, lastSect: 0 }] });
+    ring.push();
+    s.bound[0]!.onEvent();
+    const rs: ReturnType<BlkifFrontRing['responses']> = [];
+    await until('40 responses', async () => { rs.push(...ring.responses()); return rs.length >= 40; });
+    assert.deepEqual(rs.map((r) => [r.id, r.status]), Array.from({ length: 40 }, (_, i) => [BigInt(i), BLKIF_RSP_OKAY]));
+    assert.equal(s.grants.get(8)![0], 0x40 + (39 % 16));
+    await s.front.write(`${FE}/state`, '6');
+    await until('Closed', async () => (await s.state(BE)) === '6');
+    assert.equal(s.mapped.size, 0);
+    // a new frontend with two queues of two pages each
+    await s.front.write(`${FE}/state`, '1');
+    await until('InitWait', async () => (await s.state(BE)) === '2');
+    for (const r of [0, 2, 3, 4]) s.grants.get(r)!.fill(0);
+    await publishQueues(s.front, [{ ref: ['0', '2'], port: '5' }, { ref: ['3', '4'], port: '6' }], '2', '1');
+    await until('Connected again', async () => (await s.state(BE)) === '4');
+    assert.deepEqual([s.bound.length, s.mapped.size], [2, 4]);
+    const q1 = new BlkifFrontRing([s.grants.get(3)!, s.grants.get(4)!], 'x86_64-abi');
+    q1.put({ operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 7n, sectorNumber: 5n, segments: [{ gref: 9, firstSect: 0, lastSect: 0 }] });
+    q1.push();
+    s.bound[1]!.onEvent();
+    await until('queue 1\'s response', async () => q1.responses().length === 1);
+    assert.equal(s.grants.get(9)![0], 0x45);
+    assert.deepEqual(s.backend.lastConnection, { protocol: 'x86_64-abi', queues: 2, ringPages: 2 });
+    assert.equal(s.backend.stats.rdReq, 41);
+  } finally {
+    await s.close();
+  }
+});
+
+for (const [what, ref, order, reason] of [
+  ['a ring-page-order past max-ring-page-order', ['0', '2'], '5', /ring-page-order: '5' exceeds max-ring-page-order 4/],
+  ['a ring-page-order that is not a number', ['0', '2'], 'x', /ring-page-order: 'x'/],
+  ['a ring-ref1 missing', ['0'], '1', /ring-ref1: '' is not a grant reference/],
+  ['a ring-ref1 the frontend did not grant', ['0', '99'], '1', /mapping ring-ref 0,99 port 5: GNTST -3/],
+] as const) {
+  test(`multi-page ring, ${what}: the device closes with the reason, holding nothing`, async () => {
+    const s = await setup();
+    try {
+      await publishQueues(s.front, [{ ref: [...ref], port: '5' }], '1', order);
+      await until('Closing', async () => (await s.state(BE)) === '5');
+      assert.match(await s.front.read(`${BE}/error`), reason);
+      assert.deepEqual([s.bound.length, s.mapped.size], [0, 0]);
+    } finally {
+      await s.close();
+    }
+  });
+}
+
+test('no-discard (discard-enable 0): feature-discard 0', async () => {
+  const s = await setup({ discard: false });
+  try {
+    assert.deepEqual([await s.front.read(`${BE}/discard-enable`), await s.front.read(`${BE}/feature-discard`)], ['0', '0']);
+  } finally {
+    await s.close();
+  }
+});
+
 test('a state node that is not a state is ignored; a read-only disk says so in info', async () => {
   const s = await setup({ readOnly: true });
   try {
     assert.deepEqual([await s.front.read(`${BE}/mode`), await s.front.read(`${BE}/info`)], ['r', String(VDISK_READONLY)]);
+    // nothing to discard on a read-only disk
+    assert.deepEqual([await s.front.read(`${BE}/discard-enable`), await s.front.read(`${BE}/feature-discard`), await s.front.tryRead(`${BE}/discard-granularity`)], ['0', '0', undefined]);
     await s.front.write(`${FE}/state`, 'banana');
     await sleep(50);
     assert.equal(await s.state(BE), '2');

@@ -11,9 +11,10 @@
 
 import { open, type FileHandle } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import type { GrantMapping, XenDevices } from '../libs/devices.js';
-import { BlkifBackRing, type BlkifProtocol, PAGE_SIZE, SECTOR_SIZE, VDISK_CDROM, VDISK_READONLY } from './blkif.js';
-import { BlkifService } from './blkback.js';
+import { BlkifBackRing, type BlkifProtocol, MAX_INDIRECT_SEGMENTS, MAX_RING_PAGE_ORDER, PAGE_SIZE, SECTOR_SIZE, VDISK_CDROM, VDISK_READONLY } from './blkif.js';
+import { BlkifService, newBlkifStats, type BlkifStats } from './blkback.js';
 import { XenbusState, parseXenbusState, type XenbusStateValue, XENBUS_STATE_NAMES } from './xenbus.js';
 
 /** The image behind a vbd: its size in 512-byte sectors (a block device's from sysfs, as stat gives it 0). */
@@ -34,21 +35,34 @@ export interface VbdBackendOptions {
   /** the backend directory, /local/domain/<backend>/backend/vbd/<frontend>/<devid> */
   path: string;
   log?: (line: string) => void;
+  /** multi-queue-max-queues to offer (MAX_QUEUES) */
+  maxQueues?: number;
 }
 
-interface Connection {
-  ring: GrantMapping;
+/** One ring of the device (a queue, with multi-queue), served on its own port by its own service. */
+interface Queue {
+  /** the ring's pages, ring-ref0.. in order */
+  ring: GrantMapping[];
   port: number;
   service: BlkifService;
 }
+
+/**
+ * multi-queue-max-queues: as many rings as the host has CPUs to serve them, up to 4
+ * (Linux's blkback offers one per online CPU; its blkfront asks for at most 4 by default).
+ */
+export const MAX_QUEUES = Math.min(4, availableParallelism());
+/** discard-granularity, bytes */
+const DISCARD_GRANULARITY = 4096;
 
 export class VbdBackend {
   private image: FileHandle | null = null;
   private sectors = 0n;
   private readOnly = false;
+  private discard = false;
   private frontPath = '';
   private frontDomid = -1;
-  private conn: Connection | null = null;
+  private conn: Queue[] | null = null;
   private state: XenbusStateValue = XenbusState.Initialising;
   private readonly token: string;
   private readonly onWatch = (ev: { path: string; token: string }) => {
@@ -58,8 +72,15 @@ export class VbdBackend {
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
 
+  private readonly maxQueues: number;
+  /** what the device's queues served, over every connection */
+  readonly stats: BlkifStats = newBlkifStats();
+  /** the transport of the last connection: its layout, queues and pages per ring */
+  lastConnection: { protocol: BlkifProtocol; queues: number; ringPages: number } | null = null;
+
   private constructor(private readonly o: VbdBackendOptions) {
     this.token = `vbd-backend:${o.path}`;
+    this.maxQueues = o.maxQueues ?? MAX_QUEUES;
   }
 
   /**
@@ -93,6 +114,8 @@ export class VbdBackend {
     this.image = await open(params, this.readOnly ? 'r' : 'r+');
     this.sectors = await imageSectors(this.image, params);
     const info = (this.readOnly ? VDISK_READONLY : 0) | (devtype === 'cdrom' ? VDISK_CDROM : 0);
+    // io/blkif.h discard-enable: the toolstack's say (libxl's discard/no-discard, default on); never on a read-only disk
+    this.discard = !this.readOnly && (await xs.tryRead(`${p}/discard-enable`)) !== '0';
     await xs.transaction(async (tx) => {
       // blkback's connect(): what a frontend reads before it sends a request
       await xs.write(`${p}/sector-size`, String(SECTOR_SIZE), tx);
@@ -101,6 +124,17 @@ export class VbdBackend {
       await xs.write(`${p}/info`, String(info), tx);
       await xs.write(`${p}/feature-flush-cache`, '1', tx);
       await xs.write(`${p}/feature-barrier`, '0', tx);
+      await xs.write(`${p}/feature-max-indirect-segments`, String(MAX_INDIRECT_SEGMENTS), tx);
+      await xs.write(`${p}/multi-queue-max-queues`, String(this.maxQueues), tx);
+      await xs.write(`${p}/max-ring-page-order`, String(MAX_RING_PAGE_ORDER), tx);
+      await xs.write(`${p}/feature-discard`, this.discard ? '1' : '0', tx);
+      if (this.discard) {
+        // a discard punches whole blocks of the image's file system and zeroes the rest: any extent works,
+        // the file system's block is the one that frees space
+        await xs.write(`${p}/discard-granularity`, String(DISCARD_GRANULARITY), tx);
+        await xs.write(`${p}/discard-alignment`, '0', tx);
+        await xs.write(`${p}/discard-secure`, '0', tx);
+      }
       await xs.write(`${p}/hotplug-status`, 'connected', tx);
     });
     await this.switchState(XenbusState.InitWait);
@@ -154,47 +188,94 @@ export class VbdBackend {
     }
   }
 
+  /** connect_ring in xen-blkback/xenbus.c: the protocol, the number of queues, each queue's ring and port. */
   private async connect(): Promise<void> {
     const xs = this.o.devices.xenstore, f = this.frontPath;
-    const refText = await xs.tryRead(`${f}/ring-ref`);
-    const portText = await xs.tryRead(`${f}/event-channel`);
     const protoText = (await xs.tryRead(`${f}/protocol`)) ?? 'x86_64-abi';
-    if (refText === undefined || !/^\d+$/.test(refText)) return this.fatal(`reading ${f}/ring-ref: '${refText ?? ''}' is not a grant reference`);
-    if (portText === undefined || !/^\d+$/.test(portText)) return this.fatal(`reading ${f}/event-channel: '${portText ?? ''}' is not a port`);
     if (protoText !== 'x86_32-abi' && protoText !== 'x86_64-abi') return this.fatal(`unknown fe protocol ${protoText}`);
     const protocol: BlkifProtocol = protoText;
-    const ring = await this.o.devices.gnttab.map(this.frontDomid, Number(refText), false);
-    if (typeof ring === 'number') return this.fatal(`mapping ring-ref ${refText} port ${portText}: GNTST ${ring}`);
-    if (ring.page.length < PAGE_SIZE) {
-      await this.o.devices.gnttab.unmap(ring.handle);
-      return this.fatal(`ring-ref ${refText}: short page`);
+    const nqText = await xs.tryRead(`${f}/multi-queue-num-queues`);
+    const nq = nqText === undefined ? 1 : /^\d+$/.test(nqText) ? Number(nqText) : NaN;
+    if (!(nq >= 1 && nq <= this.maxQueues)) return this.fatal(`guest requested ${nqText ?? ''} queues, exceeding the maximum of ${this.maxQueues}`);
+    // a multi-page ring: ring-page-order in the frontend's directory, ring-ref0.. in each queue's
+    const orderText = await xs.tryRead(`${f}/ring-page-order`);
+    const order = orderText === undefined ? null : /^\d+$/.test(orderText) ? Number(orderText) : NaN;
+    if (order !== null && !(order <= MAX_RING_PAGE_ORDER)) {
+      return this.fatal(`${f}/ring-page-order: '${orderText}' exceeds max-ring-page-order ${MAX_RING_PAGE_ORDER}`);
+    }
+    // io/blkif.h: one queue keeps the flat nodes; more have theirs under queue-N
+    const dirs = nq === 1 ? [f] : Array.from({ length: nq }, (_, i) => `${f}/queue-${i}`);
+    const queues: Queue[] = [];
+    for (const dir of dirs) {
+      const q = await this.connectQueue(dir, protocol, order);
+      if (typeof q === 'string') {
+        await this.release(queues);
+        return this.fatal(q);
+      }
+      queues.push(q);
+    }
+    this.conn = queues;
+    this.lastConnection = { protocol, queues: queues.length, ringPages: order === null ? 1 : 1 << order };
+    await this.switchState(XenbusState.Connected);
+    // requests queued before the event channels were bound
+    for (const q of queues) q.service.kick();
+  }
+
+  /** read_per_ring_refs: one queue's ring mapped (each of its pages) and port bound, or why not. */
+  private async connectQueue(dir: string, protocol: BlkifProtocol, order: number | null): Promise<Queue | string> {
+    const xs = this.o.devices.xenstore, gnttab = this.o.devices.gnttab;
+    const portText = await xs.tryRead(`${dir}/event-channel`);
+    if (portText === undefined || !/^\d+$/.test(portText)) return `reading ${dir}/event-channel: '${portText ?? ''}' is not a port`;
+    const names = order === null ? ['ring-ref'] : Array.from({ length: 1 << order }, (_, i) => `ring-ref${i}`);
+    const refs: number[] = [];
+    for (const name of names) {
+      const t = await xs.tryRead(`${dir}/${name}`);
+      if (t === undefined || !/^\d+$/.test(t)) return `reading ${dir}/${name}: '${t ?? ''}' is not a grant reference`;
+      refs.push(Number(t));
+    }
+    const ring: GrantMapping[] = [];
+    const unmapAll = async () => { for (const m of ring) await gnttab.unmap(m.handle); };
+    for (const ref of refs) {
+      const m = await gnttab.map(this.frontDomid, ref, false);
+      if (typeof m === 'number') {
+        await unmapAll();
+        return `mapping ring-ref ${refs.join(',')} port ${portText}: GNTST ${m}`;
+      }
+      ring.push(m);
+      if (m.page.length < PAGE_SIZE) {
+        await unmapAll();
+        return `ring-ref ${ref}: short page`;
+      }
     }
     let service: BlkifService | null = null;
     let port: number;
     try {
       port = await this.o.devices.evtchn.bindInterdomain(this.frontDomid, Number(portText), () => service?.kick());
     } catch (e) {
-      await this.o.devices.gnttab.unmap(ring.handle);
-      return this.fatal(`binding event-channel ${portText}: ${(e as Error).message}`);
+      await unmapAll();
+      return `binding event-channel ${portText}: ${(e as Error).message}`;
     }
     service = new BlkifService({
-      devices: this.o.devices, frontDomid: this.frontDomid, ring: new BlkifBackRing(ring.page, protocol), port, image: this.image!,
-      sectors: this.sectors, readOnly: this.readOnly, log: this.o.log,
+      devices: this.o.devices, frontDomid: this.frontDomid, ring: new BlkifBackRing(ring.map((m) => m.page), protocol), port,
+      image: this.image!, sectors: this.sectors, readOnly: this.readOnly, discard: this.discard, stats: this.stats, log: this.o.log,
     });
-    this.conn = { ring, port, service };
-    await this.switchState(XenbusState.Connected);
-    // requests queued before the event channel was bound
-    service.kick();
+    return { ring, port, service };
   }
 
-  /** xen_blkif_disconnect: no request in flight, the ring unmapped, the port closed */
+  /** xen_blkif_disconnect: no request in flight, the rings unmapped, the ports closed */
   private async disconnect(): Promise<void> {
     const c = this.conn;
     if (!c) return;
     this.conn = null;
-    await c.service.stop();
-    this.o.devices.evtchn.unbind(c.port);
-    await this.o.devices.gnttab.unmap(c.ring.handle);
+    await this.release(c);
+  }
+
+  private async release(queues: Queue[]): Promise<void> {
+    for (const q of queues) {
+      await q.service.stop();
+      this.o.devices.evtchn.unbind(q.port);
+      for (const m of q.ring) await this.o.devices.gnttab.unmap(m.handle);
+    }
   }
 
   /** The xenbus state the backend last published (for tests and `xl block-list`). */
