@@ -72,7 +72,7 @@ export function writeSegment(v: DataView, o: number, s: BlkifSegment): void {
   v.setUint8(o + 5, s.lastSect);
 }
 /** io/ring.h: req_prod, req_event, rsp_prod, rsp_event, then 48 bytes of padding before ring[] */
-const REQ_PROD = 0, REQ_EVENT = 4, RSP_PROD = 8, RSP_EVENT = 12, RING_OFF = 64;
+const REQ_PROD = 0, REQ_EVENT = 1, RSP_PROD = 2, RSP_EVENT = 3, RING_OFF = 64; // index words, then the ring at byte 64
 /** struct blkif_response: id (u64), operation (u8) at 8, status (s16) at 10, in both layouts */
 const RSP_BYTES = 12;
 /** io/blkif.h max-ring-page-order: the largest ring offered (Linux's blkback: XENBUS_MAX_RING_GRANT_ORDER) */
@@ -85,11 +85,16 @@ export const MAX_RING_PAGE_ORDER = 4;
  */
 class RingArea {
   readonly length: number;
-  readonly header: DataView;
+  /**
+   * The shared header's index words (req_prod, req_event, rsp_prod, rsp_event), read and written with
+   * Atomics: each side's "publish, then look at the other's event index" needs the full barrier io/ring.h
+   * puts there (xen_mb), which plain typed-array accesses do not give against the guest's CPU.
+   */
+  readonly idx: Uint32Array;
   constructor(readonly pages: Uint8Array[]) {
     for (const p of pages) if (p.length < PAGE_SIZE) throw new Error('a ring page is shorter than a page');
     this.length = pages.length * PAGE_SIZE;
-    this.header = new DataView(pages[0]!.buffer, pages[0]!.byteOffset, RING_OFF);
+    this.idx = new Uint32Array(pages[0]!.buffer, pages[0]!.byteOffset, RING_OFF / 4);
   }
   /** bytes [off, off + len), copied out */
   read(off: number, len: number): Uint8Array {
@@ -132,7 +137,7 @@ export class BlkifBackRing {
     this.size = ringSize(this.a.length, this.l.slot);
   }
 
-  get reqProd(): number { return this.a.header.getUint32(REQ_PROD, true); }
+  get reqProd(): number { return Atomics.load(this.a.idx, REQ_PROD); }
 
   /** Requests the frontend produced and we did not consume; more than the ring holds is a broken frontend (-1). */
   unconsumed(): number {
@@ -175,17 +180,17 @@ export class BlkifBackRing {
 
   /** RING_PUSH_RESPONSES_AND_CHECK_NOTIFY: publishes the responses; whether the frontend asked to be told. */
   pushResponses(): boolean {
-    const h = this.a.header;
-    const old = h.getUint32(RSP_PROD, true);
+    const h = this.a.idx;
+    const old = Atomics.load(h, RSP_PROD);
     const now = this.rspProdPvt;
-    h.setUint32(RSP_PROD, now, true);
-    return ((now - h.getUint32(RSP_EVENT, true)) >>> 0) < ((now - old) >>> 0);
+    Atomics.store(h, RSP_PROD, now);
+    return ((now - Atomics.load(h, RSP_EVENT)) >>> 0) < ((now - old) >>> 0);
   }
 
   /** RING_FINAL_CHECK_FOR_REQUESTS: asks for an event on the next request, then looks once more. */
   finalCheckForRequests(): boolean {
     if (this.unconsumed() !== 0) return true;
-    this.a.header.setUint32(REQ_EVENT, (this.reqCons + 1) >>> 0, true);
+    Atomics.store(this.a.idx, REQ_EVENT, (this.reqCons + 1) >>> 0);
     return this.unconsumed() !== 0;
   }
 }
@@ -201,8 +206,8 @@ export class BlkifFrontRing {
     this.l = LAYOUTS[protocol];
     this.a = new RingArea(Array.isArray(pages) ? pages : [pages]);
     this.size = ringSize(this.a.length, this.l.slot);
-    this.a.header.setUint32(REQ_EVENT, 1, true);
-    this.a.header.setUint32(RSP_EVENT, 1, true);
+    Atomics.store(this.a.idx, REQ_EVENT, 1);
+    Atomics.store(this.a.idx, RSP_EVENT, 1);
   }
   /** Writes a raw request (nrSegments as given, even if hostile). */
   put(r: BlkifRequest): void {
@@ -229,18 +234,18 @@ export class BlkifFrontRing {
     this.reqProdPvt = (this.reqProdPvt + 1) >>> 0;
   }
   /** Publishes requests (req_prod) regardless of ring space. */
-  push(prod = this.reqProdPvt): void { this.a.header.setUint32(REQ_PROD, prod >>> 0, true); }
+  push(prod = this.reqProdPvt): void { Atomics.store(this.a.idx, REQ_PROD, prod >>> 0); }
   /** Responses published since the last call. */
   responses(): { id: bigint; operation: number; status: number }[] {
     const out = [];
-    const prod = this.a.header.getUint32(RSP_PROD, true);
+    const prod = Atomics.load(this.a.idx, RSP_PROD);
     while (this.rspCons !== prod) {
       const o = RING_OFF + (this.rspCons & (this.size - 1)) * this.l.slot;
       const v = new DataView(this.a.read(o, RSP_BYTES).buffer);
       out.push({ id: v.getBigUint64(0, true), operation: v.getUint8(this.l.rspOp), status: v.getInt16(this.l.rspStatus, true) });
       this.rspCons = (this.rspCons + 1) >>> 0;
     }
-    this.a.header.setUint32(RSP_EVENT, (this.rspCons + 1) >>> 0, true);
+    Atomics.store(this.a.idx, RSP_EVENT, (this.rspCons + 1) >>> 0);
     return out;
   }
 }
