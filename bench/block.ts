@@ -3,7 +3,7 @@
 // against QEMU (virtio-blk on microvm), same kernel, same image size, same
 // guest script, in one run.
 //
-//   node dist/bench/block.js [--n 3] [--mib 64] [--no-qemu] [--json FILE]
+//   node dist/bench/block.js [--n 3] [--mib 256] [--no-qemu] [--json FILE]
 //
 // The event timed is inside the guest, by its own clock (/proc/uptime, 10 ms
 // resolution): from before to after
@@ -33,7 +33,7 @@ disk with O_DIRECT dd, timed by the guest: xenode's xen-blkfront/blkback
 against QEMU microvm's virtio-blk (-accel tcg), interleaved, medians over N rounds.
 
   --n N          rounds (default 3)
-  --mib M        MiB read and written per round (default 64)
+  --mib M        MiB read and written per round (default 256)
   --no-qemu      xenode alone
   --json FILE    also write the figures as JSON
 `;
@@ -82,7 +82,7 @@ async function main(): Promise<void> {
     args,
     options: {
       n: { type: 'string', default: '3' },
-      mib: { type: 'string', default: '64' },
+      mib: { type: 'string', default: '256' },
       json: { type: 'string' },
       'no-qemu': { type: 'boolean', default: false },
     },

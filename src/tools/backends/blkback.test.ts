@@ -65,7 +65,8 @@ async function setup(protocol: BlkifProtocol, { readOnly = false, log, sectors =
     front.push();
     svc.kick();
     await svc.idle;
-    return front.responses();
+    // requests are served several at a time: responses come in completion order, matched by id
+    return front.responses().sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   };
   return { file, image, grants, notified, svc, front, submit };
 }
@@ -295,4 +296,23 @@ test('the 32-bit layout packs id at 4 and sector_number at 12, the 64-bit one at
     const v = new DataView(page.buffer, 64);
     assert.deepEqual([v.getUint32(id, true), v.getUint32(sector, true), v.getUint32(seg, true), v.getUint8(seg + 4), v.getUint8(seg + 5)], [0x0102, 0x0304, 0x99, 1, 2], protocol);
   }
+});
+
+test('requests are served several at once; a flush waits for every request before it, and the ones after it wait for the flush', async () => {
+  const { image, front, svc } = await setup('x86_64-abi');
+  const seg = (gref: number) => [{ gref, firstSect: 0, lastSect: 7 }];
+  const reqs = [
+    ...[1n, 2n, 3n, 4n].map((id) => ({ operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id, sectorNumber: id * 8n, segments: seg(Number(id) % 2) })),
+    { operation: BLKIF_OP_FLUSH_DISKCACHE, nrSegments: 0, handle: 0, id: 5n, sectorNumber: 0n, segments: [] },
+    ...[6n, 7n].map((id) => ({ operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id, sectorNumber: 0n, segments: seg(0) })),
+  ];
+  for (const r of reqs) front.put(r);
+  front.push();
+  svc.kick();
+  await svc.idle;
+  const order = front.responses().map((r) => r.id);
+  await image.close();
+  assert.deepEqual([...order].sort(), [1n, 2n, 3n, 4n, 5n, 6n, 7n], 'every request answered once');
+  const at = (id: bigint) => order.indexOf(id);
+  assert.ok([1n, 2n, 3n, 4n].every((id) => at(id) < at(5n)) && [6n, 7n].every((id) => at(id) > at(5n)), `answered in the order ${order.join(',')}`);
 });

@@ -54,22 +54,30 @@ export interface BlkifServiceOptions {
   log?: (line: string) => void;
 }
 
+/** Requests of one ring served at once: the host's I/O for one runs while the next is copied. */
+export const MAX_INFLIGHT = 8;
+
+/** What one request in flight works in: its data (up to MAX_INDIRECT_SEGMENTS pages) and its indirect segment pages. */
+interface Slot { buf: Uint8Array; indirect: Uint8Array }
+
 export class BlkifService {
   private running = false;
   private again = false;
   private broken = false;
-  /** the data of one request: up to MAX_INDIRECT_SEGMENTS pages */
-  private readonly buf: Uint8Array;
-  /** an indirect request's segment pages, copied in */
-  private readonly indirect: Uint8Array;
+  private readonly slots: Slot[] = [];
+  private inflight = 0;
+  /** woken when a request completes (a slot is free, or the ring drained) */
+  private waiters: (() => void)[] = [];
   readonly stats: BlkifStats;
-  /** resolves when no request is being served */
-  idle: Promise<void> = Promise.resolve();
+  private pass: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: BlkifServiceOptions) {
     this.stats = o.stats ?? newBlkifStats();
-    this.buf = o.devices.gnttab.allocBuffer(MAX_INDIRECT_SEGMENTS * PAGE_SIZE);
-    this.indirect = o.devices.gnttab.allocBuffer(MAX_INDIRECT_PAGES * PAGE_SIZE);
+  }
+
+  /** Resolves when no pass is under way and no request is in flight. */
+  get idle(): Promise<void> {
+    return this.pass.then(() => this.until(() => this.inflight === 0));
   }
 
   /** The frontend notified: serve the ring until it is empty (one pass at a time). */
@@ -77,7 +85,35 @@ export class BlkifService {
     if (this.broken) return;
     if (this.running) { this.again = true; return; }
     this.running = true;
-    this.idle = this.serve().finally(() => { this.running = false; });
+    this.pass = this.serve().finally(() => { this.running = false; });
+  }
+
+  private async until(cond: () => boolean): Promise<void> {
+    while (!cond()) await new Promise<void>((r) => this.waiters.push(r));
+  }
+
+  private takeSlot(): Slot {
+    const s = this.slots.pop();
+    if (s) return s;
+    return { buf: this.o.devices.gnttab.allocBuffer(MAX_INDIRECT_SEGMENTS * PAGE_SIZE), indirect: this.o.devices.gnttab.allocBuffer(MAX_INDIRECT_PAGES * PAGE_SIZE) };
+  }
+
+  /** Serves one request in the background: its response goes out when it completes, whatever the order. */
+  private start(req: BlkifRequest): Promise<void> {
+    const slot = this.takeSlot();
+    this.inflight++;
+    return this.dispatch(req, slot).catch(() => BLKIF_RSP_ERROR).then((status) => {
+      if (status !== BLKIF_RSP_OKAY) this.stats.errReq++;
+      const r = this.o.ring;
+      // an indirect request is answered with the operation it carried (Linux's blkfront checks)
+      r.putResponse(req.id, req.operation === BLKIF_OP_INDIRECT ? req.indirectOp! : req.operation, status);
+      if (r.pushResponses()) this.o.devices.evtchn.notify(this.o.port);
+      this.slots.push(slot);
+      this.inflight--;
+      const w = this.waiters;
+      this.waiters = [];
+      for (const f of w) f();
+    });
   }
 
   private async serve(): Promise<void> {
@@ -92,19 +128,22 @@ export class BlkifService {
           return;
         }
         if (n === 0 && !r.finalCheckForRequests()) break;
+        await this.until(() => this.inflight < MAX_INFLIGHT);
+        if (this.broken) return;
         const req = r.takeRequest();
-        const status = await this.dispatch(req).catch(() => BLKIF_RSP_ERROR);
-        if (status !== BLKIF_RSP_OKAY) this.stats.errReq++;
-        // an indirect request is answered with the operation it carried (Linux's blkfront checks)
-        r.putResponse(req.id, req.operation === BLKIF_OP_INDIRECT ? req.indirectOp! : req.operation, status);
-        if (r.pushResponses()) this.o.devices.evtchn.notify(this.o.port);
+        // A flush or a discard waits for what came before it and is alone in flight, as Linux's
+        // blkback drains its ring for them (xen_blk_drain_io): the frontend's ordering rests on it.
+        const barrier = req.operation === BLKIF_OP_FLUSH_DISKCACHE || req.operation === BLKIF_OP_DISCARD;
+        if (barrier) await this.until(() => this.inflight === 0);
+        const done = this.start(req);
+        if (barrier) await done;
       }
     } while (this.again);
   }
 
-  private async dispatch(req: BlkifRequest): Promise<number> {
-    if (req.operation === BLKIF_OP_INDIRECT) return this.indirectIo(req);
-    if (req.operation === BLKIF_OP_DISCARD) return this.discard(req);
+  private async dispatch(req: BlkifRequest, slot: Slot): Promise<number> {
+    if (req.operation === BLKIF_OP_INDIRECT) return this.indirectIo(req, slot);
+    if (req.operation === BLKIF_OP_DISCARD) return this.discard(req, slot);
     // A flush may carry data: Linux's blkfront sends its PREFLUSH and FUA writes as FLUSH_DISKCACHE with
     // their segments (blkback takes it as a write after a flush). The write is made durable as well, so
     // an acknowledged FUA write survives the host.
@@ -116,14 +155,14 @@ export class BlkifService {
     }
     if (req.operation !== BLKIF_OP_READ && req.operation !== BLKIF_OP_WRITE && !flush) return BLKIF_RSP_EOPNOTSUPP;
     if (req.nrSegments === 0 || req.nrSegments > BLKIF_MAX_SEGMENTS_PER_REQUEST) return BLKIF_RSP_ERROR;
-    return this.rw(req.operation === BLKIF_OP_WRITE || flush, flush, req.sectorNumber, req.segments);
+    return this.rw(slot, req.operation === BLKIF_OP_WRITE || flush, flush, req.sectorNumber, req.segments);
   }
 
   /**
    * BLKIF_OP_INDIRECT (io/blkif.h): a read or write whose segments are in pages the frontend granted,
    * 512 to a page, fetched by grant copy (never mapped) before any of them is believed.
    */
-  private async indirectIo(req: BlkifRequest): Promise<number> {
+  private async indirectIo(req: BlkifRequest, slot: Slot): Promise<number> {
     const op = req.indirectOp;
     if (op !== BLKIF_OP_READ && op !== BLKIF_OP_WRITE) return BLKIF_RSP_ERROR;
     const n = req.nrSegments;
@@ -132,13 +171,13 @@ export class BlkifService {
     const ops: GrantCopyOp[] = [];
     for (let i = 0; i < pages; i++) {
       const len = Math.min(n - i * SEGS_PER_INDIRECT_FRAME, SEGS_PER_INDIRECT_FRAME) * 8;
-      ops.push({ source: { domid: this.o.frontDomid, ref: req.indirectGrefs![i]!, offset: 0 }, dest: { buf: this.indirect.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), offset: 0 }, len });
+      ops.push({ source: { domid: this.o.frontDomid, ref: req.indirectGrefs![i]!, offset: 0 }, dest: { buf: slot.indirect.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), offset: 0 }, len });
     }
     if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
-    const v = new DataView(this.indirect.buffer, this.indirect.byteOffset, this.indirect.byteLength);
+    const v = new DataView(slot.indirect.buffer, slot.indirect.byteOffset, slot.indirect.byteLength);
     const segments: BlkifSegment[] = [];
     for (let i = 0; i < n; i++) segments.push(readSegment(v, i * 8));
-    const status = await this.rw(op === BLKIF_OP_WRITE, false, req.sectorNumber, segments);
+    const status = await this.rw(slot, op === BLKIF_OP_WRITE, false, req.sectorNumber, segments);
     if (status === BLKIF_RSP_OKAY) {
       this.stats.indirectReq++;
       this.stats.maxSegments = Math.max(this.stats.maxSegments, n);
@@ -151,7 +190,7 @@ export class BlkifService {
    * written where the file system cannot punch), so they read back as zeros. discard-secure is 0: the
    * flag asks for nothing more.
    */
-  private async discard(req: BlkifRequest): Promise<number> {
+  private async discard(req: BlkifRequest, slot: Slot): Promise<number> {
     if (!this.o.discard) return BLKIF_RSP_EOPNOTSUPP;
     if (this.o.readOnly) return BLKIF_RSP_ERROR;
     const first = req.sectorNumber, n = req.nrSectors!;
@@ -160,14 +199,14 @@ export class BlkifService {
     if (n === 0n) return BLKIF_RSP_OKAY;
     const pos = Number(first) * SECTOR_SIZE, len = Number(n) * SECTOR_SIZE;
     if (await punchHole(this.o.image.fd, pos, len)) return BLKIF_RSP_OKAY;
-    // bounded chunks of the request buffer, zeroed (nothing else uses it while this request is served)
-    const zeros = this.buf.fill(0);
+    // bounded chunks of the request's own buffer, zeroed
+    const zeros = slot.buf.fill(0);
     for (let done = 0; done < len; done += zeros.length) await writeAll(this.o.image, zeros.subarray(0, Math.min(zeros.length, len - done)), pos + done);
     return BLKIF_RSP_OKAY;
   }
 
   /** The data of a read or write: the segments checked, the disk's bounds and mode, grant copy and the image. */
-  private async rw(write: boolean, flush: boolean, sector: bigint, segments: BlkifSegment[]): Promise<number> {
+  private async rw(slot: Slot, write: boolean, flush: boolean, sector: bigint, segments: BlkifSegment[]): Promise<number> {
     if (write && this.o.readOnly) return BLKIF_RSP_ERROR;
     // io/blkif.h: each segment covers sectors first_sect..last_sect of one page (0..7); they follow one another on the disk
     let total = 0;
@@ -176,7 +215,7 @@ export class BlkifService {
       if (s.lastSect >= PAGE_SIZE / SECTOR_SIZE || s.firstSect > s.lastSect) return BLKIF_RSP_ERROR;
       const len = (s.lastSect - s.firstSect + 1) * SECTOR_SIZE;
       const grant = { domid: this.o.frontDomid, ref: s.gref, offset: s.firstSect * SECTOR_SIZE };
-      const local = { buf: this.buf.subarray(total, total + PAGE_SIZE), offset: 0 };
+      const local = { buf: slot.buf.subarray(total, total + PAGE_SIZE), offset: 0 };
       ops.push(write ? { source: grant, dest: local, len } : { source: local, dest: grant, len });
       total += len;
     }
@@ -186,10 +225,10 @@ export class BlkifService {
     if (write) {
       if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
       if (flush) await this.o.image.datasync();
-      await writeAll(this.o.image, this.buf.subarray(0, total), pos);
+      await writeAll(this.o.image, slot.buf.subarray(0, total), pos);
       if (flush) await this.o.image.datasync();
     } else {
-      await readAll(this.o.image, this.buf.subarray(0, total), pos);
+      await readAll(this.o.image, slot.buf.subarray(0, total), pos);
       if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
     }
     const st = this.stats;
@@ -198,7 +237,7 @@ export class BlkifService {
     return BLKIF_RSP_OKAY;
   }
 
-  /** Stops serving; a pass under way finishes its request. */
+  /** Stops serving: nothing more is taken off the ring; the requests in flight complete and are answered. */
   stop(): Promise<void> {
     this.broken = true;
     return this.idle;
