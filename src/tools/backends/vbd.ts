@@ -283,6 +283,21 @@ export class VbdBackend {
     return XENBUS_STATE_NAMES[this.state]!;
   }
 
+  /**
+   * The toolstack wants the device back (libxl's device removal: `online` 0,
+   * state Closing): the frontend is asked to close, and its Closed lets go of
+   * the ring. Resolves once Closing is published.
+   */
+  requestClose(): Promise<void> {
+    const done = this.chain.then(async () => {
+      if (this.closed) return;
+      await this.o.devices.xenstore.write(`${this.o.path}/online`, '0');
+      if (this.state !== XenbusState.Closed) await this.switchState(XenbusState.Closing);
+    });
+    this.chain = done.catch(() => {});
+    return done;
+  }
+
   /** Stops the backend (the device is being removed or its frontend destroyed); the nodes are the toolstack's to remove. */
   async close(): Promise<void> {
     if (this.closed) return;
