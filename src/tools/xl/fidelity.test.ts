@@ -259,7 +259,7 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
     assert.equal((await run('destroy', 'fv-disk')).code, 0);
     assert.equal((await run('xenstore-exists', `/local/domain/0/backend/vbd/${id}`)).code, 1, 'the backend directory went with the domain');
     for (const [spec, why] of [
-      [`${img},qcow2,xvda,rw`, /disk xvda: format qcow2: blkback serves raw images/],
+      [`${img},qcow2,xvda,rw`, /disk xvda \(.*fv-disk\.img\): qemu-nbd exited/],
       ['fv-disk.img,raw,xvda,rw', /disk xvda: target 'fv-disk.img' must be an absolute path/],
       [`format=raw, vdev=xvda, backend=storage, target=${img}`, /disk xvda: backend 'storage': only the control domain serves disks/],
       ['/no/such.img,raw,xvda,rw', /disk xvda \(\/no\/such\.img\): ENOENT/],
