@@ -26,6 +26,8 @@ export interface ToolstackOptions {
   pcpus?: number;
   /** xenstored log sink (default: stderr) */
   log?: (line: string) => void;
+  /** the device backends' log sink (blkback's complaints about a frontend; default: `log`) */
+  backendLog?: (line: string) => void;
   /** also serve xenstored on this Unix socket (for xenstore-* tools, XENSTORED_PATH) */
   xenstoredSocket?: string;
   /** KVM VMs kept made ahead for new domains (Hypervisor.start's vmPool; default none) */
@@ -103,7 +105,7 @@ export class Toolstack {
     const xs = new Xenstored({ hooks: rings, log: o.log, socketPath: o.xenstoredSocket });
     rings.xs = xs;
     await xs.start();
-    return new Toolstack(hv, xs, new LocalClient(xs), builds, o.log ?? ((l) => process.stderr.write(`${l}\n`)));
+    return new Toolstack(hv, xs, new LocalClient(xs), builds, o.backendLog ?? o.log ?? ((l) => process.stderr.write(`${l}\n`)));
   }
 
   /**

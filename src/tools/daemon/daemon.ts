@@ -150,7 +150,7 @@ export class Daemon {
     let ts: Toolstack;
     try {
       // a daemon creates domains on demand: keep two VMs made ahead (vm_pool.ts)
-      ts = await Toolstack.start({ pcpus: opts.pcpus, sched: opts.sched, accel: opts.accel, log: (l) => log(`xenstored: ${l}`), xenstoredSocket: xsSock, vmPool: 2 });
+      ts = await Toolstack.start({ pcpus: opts.pcpus, sched: opts.sched, accel: opts.accel, log: (l) => log(`xenstored: ${l}`), backendLog: (l) => log(l), xenstoredSocket: xsSock, vmPool: 2 });
     } catch (e) {
       state.close();
       if (e instanceof AccelError) throw new DaemonStartError(e.message);
