@@ -210,3 +210,9 @@ export function numArg(value: string | undefined, flag: string, usage: string, m
   }
   return n;
 }
+
+/** The host's TSC rate for a guest that must be told it (QEMU microvm's tsc_early_khz): /proc/cpuinfo's "cpu MHz". */
+export function hostTscKhz(): number {
+  const m = /^cpu MHz\s*:\s*([\d.]+)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+  return m ? Math.round(Number(m[1]) * 1000) : 2_000_000;
+}

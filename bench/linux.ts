@@ -21,7 +21,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { REPO_ROOT, XENODE_JS, benchArgs, fmt, machine, numArg, printMachine, stats, statsRow, STATS_HEADERS, table, writeJson, type Stats } from './common.js';
+import { REPO_ROOT, XENODE_JS, benchArgs, hostTscKhz, fmt, machine, numArg, printMachine, stats, statsRow, STATS_HEADERS, table, writeJson, type Stats } from './common.js';
 import { busyboxInitramfs, busyboxPath, linuxBzImage, linuxElf } from '../src/testing/initramfs.js';
 
 const QEMU = 'qemu-system-x86_64';
@@ -66,11 +66,6 @@ function timeToLine(cmd: string, args: string[]): Promise<Sample> {
     p.once('error', reject);
     p.once('exit', () => finish({ firstLine: NaN, hung: false, out }));
   });
-}
-
-function hostTscKhz(): number {
-  const m = /^cpu MHz\s*:\s*([\d.]+)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
-  return m ? Math.round(Number(m[1]) * 1000) : 2_000_000;
 }
 
 async function main(): Promise<void> {

@@ -17,13 +17,38 @@ import path from 'node:path';
 import { busyboxInitramfs, haveLinux, linuxBzImage, linuxDir } from '../testing/initramfs.js';
 import { havePeer, which } from '../testing/peers.js';
 import { until } from '../testing/wait.js';
-import type { Toolstack } from './toolstack.js';
+import type { VbdSpec } from './disk.js';
 import { MAX_QUEUES } from './backends/vbd.js';
 
 /** A boot under the software CPU on a loaded 2-CPU host: ~60-90 s to /init. */
 const BOOT_MS = 200_000;
 const blkfront = path.join(linuxDir, 'modules', 'xen-blkfront.ko');
 const mke2fs = which('mke2fs') ?? (existsSync('/usr/sbin/mke2fs') ? '/usr/sbin/mke2fs' : null);
+
+/** One Linux guest on a toolstack of its own, with xen-blkfront.ko in its initramfs and its console kept. */
+async function bootLinux(o: { name: string; init: string; vcpus?: number; pcpus?: number; disks?: VbdSpec[] }) {
+  const { Toolstack } = await import('./toolstack.js');
+  const log: string[] = [];
+  const ts = await Toolstack.start({ pcpus: o.pcpus ?? 2, log: (l) => log.push(l) });
+  let out = '';
+  const down = new Map<number, number>();
+  ts.hv.on('shutdown', (domid: number, reason: number) => down.set(domid, reason));
+  const initrd = busyboxInitramfs({ init: o.init, files: { 'xen-blkfront.ko': readFileSync(blkfront) } });
+  try {
+    const d = await ts.create({ name: o.name, kernel: readFileSync(linuxBzImage), ramdisk: initrd, memoryMiB: 256, vcpus: o.vcpus ?? 1, cmdline: 'console=hvc0' },
+      (b) => { out += Buffer.from(b).toString('latin1'); }, { disks: o.disks });
+    /** a failed wait says what the console showed */
+    const fail = (e: Error): never => { throw new Error(`${e.message}; console:\n${out.slice(-4000)}`); };
+    return {
+      ts, d, log, fail,
+      get out() { return out; },
+      poweredOff: (ms = BOOT_MS) => until('Linux to power off', () => down.has(d.domid) || undefined, ms, 100).catch(fail),
+    };
+  } catch (e) {
+    await ts.shutdown();
+    throw e;
+  }
+}
 
 const INIT = `
 mount -t proc proc /proc
@@ -46,8 +71,7 @@ test("Linux's xen-blkfront mounts an ext2 disk served by blkback, reads a file a
   if (!havePeer(t, existsSync(blkfront), 'xen-blkfront.ko from Debian\'s kernel package', 'scripts/fetch-linux.sh')) return;
   if (!havePeer(t, mke2fs !== null, 'mke2fs', 'apt-get install e2fsprogs')) return;
   const dir = mkdtempSync(path.join(tmpdir(), 'xenode-linux-disk-'));
-  const { Toolstack } = await import('./toolstack.js');
-  let ts: Toolstack | undefined;
+  let g: Awaited<ReturnType<typeof bootLinux>> | undefined;
   try {
     const root = path.join(dir, 'root');
     mkdirSync(root);
@@ -55,20 +79,16 @@ test("Linux's xen-blkfront mounts an ext2 disk served by blkback, reads a file a
     const img = path.join(dir, 'disk.img');
     const mk = spawnSync(mke2fs!, ['-q', '-F', '-t', 'ext2', '-b', '1024', '-d', root, img, '8M']);
     assert.equal(mk.status, 0, mk.stderr?.toString());
-    const initrd = busyboxInitramfs({ init: INIT, files: { 'xen-blkfront.ko': readFileSync(blkfront) } });
-    ts = await Toolstack.start({ pcpus: 2, log: () => {} });
-    let out = '';
-    const down = new Map<number, number>();
-    ts.hv.on('shutdown', (domid: number, reason: number) => down.set(domid, reason));
-    const d = await ts.create({ name: 'linux-disk', kernel: readFileSync(linuxBzImage), ramdisk: initrd, memoryMiB: 256, vcpus: 1, cmdline: 'console=hvc0' },
-      (b) => { out += Buffer.from(b).toString('latin1'); }, { disks: [{ target: img, vdev: 'xvda' }] });
+    g = await bootLinux({ name: 'linux-disk', init: INIT, pcpus: 2, vcpus: 1, disks: [{ target: img, vdev: 'xvda' }] });
+    const guest = g;
+    const { ts, d } = guest;
     const be = `/local/domain/0/backend/vbd/${d.domid}/51712`, fe = `/local/domain/${d.domid}/device/vbd/51712`;
-    await until('Linux to power off', () => down.has(d.domid) || undefined, BOOT_MS, 200).catch((e: Error) => { throw new Error(`${e.message}; console:\n${out.slice(-4000)}`); });
-    assert.doesNotMatch(out, /insmod failed/, out.slice(-4000));
-    assert.match(out, /disk: size 16384 ro 0/, out.slice(-4000));
-    assert.match(out, /disk: mounted/);
-    assert.match(out, /disk: read \[hello from the host\]/);
-    assert.match(out, /disk: unmounted/);
+    await guest.poweredOff();
+    assert.doesNotMatch(guest.out, /insmod failed/, guest.out.slice(-4000));
+    assert.match(guest.out, /disk: size 16384 ro 0/, guest.out.slice(-4000));
+    assert.match(guest.out, /disk: mounted/);
+    assert.match(guest.out, /disk: read \[hello from the host\]/);
+    assert.match(guest.out, /disk: unmounted/);
     // Linux spoke the 64-bit layout, and closed the device on its way down (xenbus_dev_shutdown): the backend followed
     assert.equal(await ts.client.read(`${fe}/protocol`), 'x86_64-abi');
     assert.deepEqual([await ts.client.read(`${fe}/state`), await ts.client.read(`${be}/state`)], ['6', '6']);
@@ -76,7 +96,7 @@ test("Linux's xen-blkfront mounts an ext2 disk served by blkback, reads a file a
     await ts.destroy(d.domid);
     assert.match(readFileSync(img).toString('latin1'), /written by linux through blkfront\n/, 'the write reached the image');
   } finally {
-    await ts?.shutdown();
+    await g?.ts.shutdown();
     rmSync(dir, { recursive: true, force: true });
   }
 });
@@ -106,18 +126,13 @@ test("Linux's xen-blkfront negotiates multi-queue, a 4-page ring, 256 indirect s
   if (!haveLinux(t)) return;
   if (!havePeer(t, existsSync(blkfront), 'xen-blkfront.ko from Debian\'s kernel package', 'scripts/fetch-linux.sh')) return;
   const dir = mkdtempSync(path.join(tmpdir(), 'xenode-linux-disk-'));
-  const { Toolstack } = await import('./toolstack.js');
-  let ts: Toolstack | undefined;
+  let g: Awaited<ReturnType<typeof bootLinux>> | undefined;
   try {
     const img = path.join(dir, 'disk.img');
     writeFileSync(img, Buffer.alloc(8 * MIB, 0x5a));
-    const initrd = busyboxInitramfs({ init: INIT_FEATURES, files: { 'xen-blkfront.ko': readFileSync(blkfront) } });
-    ts = await Toolstack.start({ pcpus: 2, log: () => {} });
-    let out = '';
-    const down = new Map<number, number>();
-    ts.hv.on('shutdown', (domid: number, reason: number) => down.set(domid, reason));
-    const d = await ts.create({ name: 'linux-disk-features', kernel: readFileSync(linuxBzImage), ramdisk: initrd, memoryMiB: 256, vcpus: 2, cmdline: 'console=hvc0' },
-      (b) => { out += Buffer.from(b).toString('latin1'); }, { disks: [{ target: img, vdev: 'xvda' }] });
+    g = await bootLinux({ name: 'linux-disk-features', init: INIT_FEATURES, pcpus: 2, vcpus: 2, disks: [{ target: img, vdev: 'xvda' }] });
+    const guest = g;
+    const { ts, d } = guest;
     const fe = `/local/domain/${d.domid}/device/vbd/51712`;
     // Linux's blkfront asks for min(offered, its max_queues 4, its CPUs 2) queues
     const queues = Math.min(MAX_QUEUES, 2);
@@ -125,26 +140,26 @@ test("Linux's xen-blkfront negotiates multi-queue, a 4-page ring, 256 indirect s
       order: await ts!.client.tryRead(`${fe}/ring-page-order`),
       num: await ts!.client.tryRead(`${fe}/multi-queue-num-queues`),
       refs: await Promise.all(Array.from({ length: queues }, (_, i) => ts!.client.tryRead(`${queues > 1 ? `${fe}/queue-${i}` : fe}/ring-ref3`))),
-    } : undefined), BOOT_MS, 100).catch((e: Error) => { throw new Error(`${e.message}; console:\n${out.slice(-4000)}`); });
-    await until('Linux to power off', () => down.has(d.domid) || undefined, BOOT_MS, 200).catch((e: Error) => { throw new Error(`${e.message}; console:\n${out.slice(-4000)}`); });
-    const tail = out.slice(-4000);
-    assert.doesNotMatch(out, /insmod failed|disabled for further use|response has wrong operation/, tail);
+    } : undefined), BOOT_MS, 100).catch(guest.fail);
+    await guest.poweredOff();
+    const tail = guest.out.slice(-4000);
+    assert.doesNotMatch(guest.out, /insmod failed|disabled for further use|response has wrong operation/, tail);
     assert.equal(nodes.order, '2', 'ring-page-order');
     assert.equal(nodes.num, queues > 1 ? String(queues) : undefined, 'multi-queue-num-queues');
     assert.ok(nodes.refs.every((r) => r !== undefined && /^\d+$/.test(r)), `ring-ref3 of every queue: ${nodes.refs.join(',')}`);
     const backend = d.disks[0]!.backend;
     assert.deepEqual(backend.lastConnection, { protocol: 'x86_64-abi', queues, ringPages: 4 });
     // what Linux made of it: 256 segments of a page (1 MiB requests), discard up to the whole disk by 4 KiB
-    const limits = /disk: cpus (\d+) hwq (\d+) max_segments (\d+) max_hw_sectors_kb (\d+) discard_max_bytes (\d+) discard_granularity (\d+)/.exec(out);
+    const limits = /disk: cpus (\d+) hwq (\d+) max_segments (\d+) max_hw_sectors_kb (\d+) discard_max_bytes (\d+) discard_granularity (\d+)/.exec(guest.out);
     assert.ok(limits, tail);
     assert.deepEqual(limits.slice(1).map(Number), [2, queues, 256, 1024, 8 * MIB, 4096]);
-    const pattern = /disk: pattern ([0-9a-f]{32}) tail ([0-9a-f]{32})/.exec(out);
+    const pattern = /disk: pattern ([0-9a-f]{32}) tail ([0-9a-f]{32})/.exec(guest.out);
     assert.ok(pattern, tail);
-    assert.match(out, /disk: written/);
-    assert.match(out, new RegExp(`disk: readback ${pattern[1]}`), 'the pattern read back as written');
-    assert.match(out, /disk: discarded/);
+    assert.match(guest.out, /disk: written/);
+    assert.match(guest.out, new RegExp(`disk: readback ${pattern[1]}`), 'the pattern read back as written');
+    assert.match(guest.out, /disk: discarded/);
     const zeroMiB = createHash('md5').update(Buffer.alloc(MIB)).digest('hex');
-    assert.match(out, new RegExp(`disk: after discard ${zeroMiB} tail ${pattern[2]}`), 'the discarded MiB reads as zeros, the rest as written');
+    assert.match(guest.out, new RegExp(`disk: after discard ${zeroMiB} tail ${pattern[2]}`), 'the discarded MiB reads as zeros, the rest as written');
     // served as such: indirect requests of many segments, a discard, nothing refused
     const st = backend.stats;
     t.diagnostic(`${limits[0]}; served ${JSON.stringify(st)}`);
@@ -157,7 +172,7 @@ test("Linux's xen-blkfront negotiates multi-queue, a 4-page ring, 256 indirect s
     assert.equal(createHash('md5').update(disk.subarray(2 * MIB, 5 * MIB)).digest('hex'), pattern[2], 'the pattern is in the image');
     assert.ok(disk.subarray(0, MIB).every((b) => b === 0x5a) && disk.subarray(5 * MIB).every((b) => b === 0x5a), 'the rest untouched');
   } finally {
-    await ts?.shutdown();
+    await g?.ts.shutdown();
     rmSync(dir, { recursive: true, force: true });
   }
 });
@@ -178,24 +193,17 @@ test('64 MiB each way in 11-segment requests: every request is answered, no noti
   if (!haveLinux(t)) return;
   if (!havePeer(t, existsSync(blkfront), 'xen-blkfront.ko from Debian\'s kernel package', 'scripts/fetch-linux.sh')) return;
   const dir = mkdtempSync(path.join(tmpdir(), 'xenode-linux-disk-'));
-  const { Toolstack } = await import('./toolstack.js');
-  let ts: Toolstack | undefined;
+  let g: Awaited<ReturnType<typeof bootLinux>> | undefined;
   try {
     const img = path.join(dir, 'disk.img');
     writeFileSync(img, '');
     truncateSync(img, 72 * MIB);
-    const initrd = busyboxInitramfs({ init: INIT_MANY, files: { 'xen-blkfront.ko': readFileSync(blkfront) } });
-    ts = await Toolstack.start({ pcpus: 1, log: () => {} }); // as `xenode run` for one vCPU
-    let out = '';
-    const down = new Map<number, number>();
-    ts.hv.on('shutdown', (domid: number, reason: number) => down.set(domid, reason));
-    const d = await ts.create({ name: 'linux-disk-many', kernel: readFileSync(linuxBzImage), ramdisk: initrd, memoryMiB: 256, vcpus: 1, cmdline: 'console=hvc0' },
-      (b) => { out += Buffer.from(b).toString('latin1'); }, { disks: [{ target: img, vdev: 'xvda' }] });
+    g = await bootLinux({ name: 'linux-disk-many', init: INIT_MANY, pcpus: 1, vcpus: 1, disks: [{ target: img, vdev: 'xvda' }] });
+    const guest = g;
+    const { d } = guest;
     // A lost event stalls blkfront for ever (it has no timeout): the bound here is what catches it.
-    await until('Linux to power off', () => down.has(d.domid) || undefined, BOOT_MS, 200).catch((e: Error) => {
-      throw new Error(`${e.message}; served ${JSON.stringify(d.disks[0]!.backend.stats)}; console:\n${out.slice(-3000)}`);
-    });
-    assert.match(out, /disk: read 64\r?\n[^]*disk: wrote 64/, out.slice(-3000));
+    await guest.poweredOff().catch((e: Error) => { throw new Error(`${e.message}; served ${JSON.stringify(d.disks[0]!.backend.stats)}`); });
+    assert.match(guest.out, /disk: read 64\r?\n[^]*disk: wrote 64/, guest.out.slice(-3000));
     const st = d.disks[0]!.backend.stats;
     t.diagnostic(JSON.stringify(st));
     assert.equal(st.indirectReq, 0, 'no indirect requests');
@@ -204,7 +212,7 @@ test('64 MiB each way in 11-segment requests: every request is answered, no noti
     assert.ok(st.wrSect >= 64 * 2048, `${st.wrSect}`);
     assert.equal(st.errReq, 0);
   } finally {
-    await ts?.shutdown();
+    await g?.ts.shutdown();
     rmSync(dir, { recursive: true, force: true });
   }
 });
@@ -226,40 +234,34 @@ test('a disk attached to a running Linux appears as xvdb and is read; detached, 
   if (!haveLinux(t)) return;
   if (!havePeer(t, existsSync(blkfront), 'xen-blkfront.ko from Debian\'s kernel package', 'scripts/fetch-linux.sh')) return;
   const dir = mkdtempSync(path.join(tmpdir(), 'xenode-linux-disk-'));
-  const { Toolstack } = await import('./toolstack.js');
-  let ts: Toolstack | undefined;
+  let g: Awaited<ReturnType<typeof bootLinux>> | undefined;
   try {
     const img = path.join(dir, 'hot.img');
     const data = Buffer.alloc(2 * MIB);
     data.write('hot-plugged disk!!', 0, 'latin1');
     writeFileSync(img, data);
-    const initrd = busyboxInitramfs({ init: INIT_HOTPLUG, files: { 'xen-blkfront.ko': readFileSync(blkfront) } });
-    const log: string[] = [];
-    ts = await Toolstack.start({ pcpus: 1, log: (l) => log.push(l) });
-    let out = '';
-    const down = new Map<number, number>();
-    ts.hv.on('shutdown', (domid: number, reason: number) => down.set(domid, reason));
-    const d = await ts.create({ name: 'linux-hotplug', kernel: readFileSync(linuxBzImage), ramdisk: initrd, memoryMiB: 256, vcpus: 1, cmdline: 'console=hvc0' },
-      (b) => { out += Buffer.from(b).toString('latin1'); });
-    const fail = (e: Error) => { throw new Error(`${e.message}; console:\n${out.slice(-3000)}`); };
-    await until('the guest to wait for its disk', () => /hotplug: waiting/.test(out) || undefined, BOOT_MS, 50).catch(fail);
+    g = await bootLinux({ name: 'linux-hotplug', init: INIT_HOTPLUG, pcpus: 1, vcpus: 1 });
+    const guest = g;
+    const { ts, d } = guest;
+    const fail = guest.fail;
+    await until('the guest to wait for its disk', () => /hotplug: waiting/.test(guest.out) || undefined, BOOT_MS, 50).catch(fail);
     const v = await ts.attachDisk(d.domid, { target: img, vdev: 'xvdb' });
     assert.equal(v.devid, 51728);
-    await until('Linux to read the new disk', () => /hotplug: seen/.test(out) || undefined, 60_000, 50).catch(fail);
-    assert.match(out, /hotplug: seen \[hot-plugged disk!!\] size 4096/);
+    await until('Linux to read the new disk', () => /hotplug: seen/.test(guest.out) || undefined, 60_000, 50).catch(fail);
+    assert.match(guest.out, /hotplug: seen \[hot-plugged disk!!\] size 4096/);
     assert.equal(await ts.client.read(`${v.backendPath}/state`), '4');
     const t0 = Date.now();
     await ts.detachDisk(d.domid, 'xvdb');
     t.diagnostic(`detach took ${Date.now() - t0} ms`);
-    assert.deepEqual(log.filter((l) => /removed anyway/.test(l)), [], 'Linux closed the device itself');
+    assert.deepEqual(guest.log.filter((l) => /removed anyway/.test(l)), [], 'Linux closed the device itself');
     assert.equal(await ts.client.tryRead(`${v.frontendPath}/state`), undefined, 'the frontend directory is gone');
     assert.equal(await ts.client.tryRead(`${v.backendPath}/state`), undefined, 'the backend directory is gone');
     assert.equal(ts.hv.gntdev.maptrack.inUse, 0, 'the ring unmapped');
-    await until('Linux to power off', () => down.has(d.domid) || undefined, 90_000, 100).catch(fail);
-    assert.match(out, /hotplug: gone/);
+    await guest.poweredOff(90_000);
+    assert.match(guest.out, /hotplug: gone/);
     await assert.rejects(ts.detachDisk(d.domid, 'xvdb'), /Device xvdb not connected/);
   } finally {
-    await ts?.shutdown();
+    await g?.ts.shutdown();
     rmSync(dir, { recursive: true, force: true });
   }
 });
