@@ -222,10 +222,10 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
   });
 
   test('settings not applied yet are said at create time; config syntax errors add libxl\'s line', async () => {
-    const f = cfg('fv-warn', 'vif = [ "" ]\ncpus = "0"\n');
+    const f = cfg('fv-warn', 'vif = [ "rate=10Mb/s" ]\ncpus = "0"\n');
     const r = await run('create', f);
     assert.equal(r.code, 0, r.err);
-    assert.match(r.err, /fv-warn\.cfg:5: WARNING: 'vif' is not applied: xenode has no network backend yet/);
+    assert.match(r.err, /fv-warn\.cfg:5: WARNING: vif 'rate' is not applied: netback has no rate limiter yet/);
     assert.doesNotMatch(r.err, /'cpus' is not applied/);
     assert.equal((await run('destroy', 'fv-warn')).code, 0);
     const bad = path.join(dir, 'bad.cfg');
