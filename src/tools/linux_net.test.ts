@@ -1,7 +1,7 @@
 // Two Debian Linux guests, each with Debian's own xen-netfront (loaded from
 // the initramfs) on a vif served by the control domain's netback, both on
-// the bridge xenbr0: the in-process switch joins them, and one pings the
-// other.
+// the bridge xenbr0: the in-process switch joins them; one pings the other,
+// then sends it 2 MiB over TCP that arrive intact.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,16 +33,23 @@ for i in $(seq 1 120); do ping -c 1 -W 1 10.0.0.2 >/dev/null 2>&1 && break; done
 echo "net: ping begins"
 ping -c 3 -W 5 10.0.0.2
 echo "net: ping done"
+# 2 MiB over TCP: checksums left blank by the sender (CHECKSUM_PARTIAL), frames across page boundaries
+dd if=/dev/urandom of=/tmp/data bs=1k count=2048 2>/dev/null
+echo "net: sent $(wc -c < /tmp/data) $(md5sum < /tmp/data | cut -c1-32)"
+for i in $(seq 1 20); do nc 10.0.0.2 5000 < /tmp/data && break; sleep 0.5; done
+echo "net: send done"
 poweroff -f
 `;
 
 /** B answers until it is destroyed; bounded, so a lost guest still ends. */
 const INIT_B = `${up('10.0.0.2')}
+nc -l -p 5000 > /tmp/got
+echo "net: got $(wc -c < /tmp/got) $(md5sum < /tmp/got | cut -c1-32)"
 for i in $(seq 1 400); do sleep 1; done
 poweroff -f
 `;
 
-test("two Linux guests' xen-netfronts on one bridge: A pings B three times through netback and the switch", { timeout: 2 * BOOT_MS + 60_000 }, async (t) => {
+test("two Linux guests' xen-netfronts on one bridge: A pings B three times through netback and the switch, then sends it 2 MiB over TCP", { timeout: 2 * BOOT_MS + 60_000 }, async (t) => {
   if (!haveLinux(t)) return;
   if (!havePeer(t, existsSync(netfront), "xen-netfront.ko from Debian's kernel package", 'scripts/fetch-linux.sh')) return;
   const { Toolstack } = await import('./toolstack.js');
@@ -72,8 +79,16 @@ test("two Linux guests' xen-netfronts on one bridge: A pings B three times throu
     assert.ok(ping, consoles());
     assert.equal((ping[1]!.match(/bytes from 10\.0\.0\.2: seq=\d+ ttl=64/g) ?? []).length, 3, ping[1]);
     assert.match(ping[1]!, /3 packets transmitted, 3 packets received, 0% packet loss/);
+    const sent = /net: sent (\d+) ([0-9a-f]{32})/.exec(outA);
+    assert.ok(sent, consoles());
+    assert.equal(sent[1], String(2 << 20));
+    assert.match(outA, /net: send done/);
+    const got = await until('guest B to have it all', () => /net: got (\d+) ([0-9a-f]{32})/.exec(b.out()) ?? undefined, 30_000, 100).catch((e: Error) => { throw new Error(`${e.message}; consoles:\n${consoles()}`); });
+    assert.deepEqual([got[1], got[2]], [sent[1], sent[2]], 'B received what A sent');
     // both vifs connected through the handshake (A's closed again by Linux's shutdown, and the backend
     // followed), and what crossed them was counted
+    const [stA, stB] = [a.d.vifs[0]!.backend.stats, b.d.vifs[0]!.backend.stats];
+    assert.ok(stA.txBytes > 2 << 20 && stB.rxBytes > 2 << 20, 'the data crossed the vifs');
     for (const [g, state] of [[a, '6'], [b, '4']] as const) {
       const fe = `/local/domain/${g.d.domid}/device/vif/0`, be = `/local/domain/0/backend/vif/${g.d.domid}/0`;
       assert.deepEqual([await ts.client.read(`${fe}/state`), await ts.client.read(`${be}/state`)], [state, state]);
@@ -81,7 +96,7 @@ test("two Linux guests' xen-netfronts on one bridge: A pings B three times throu
       assert.ok(g.d.vifs[0]!.backend.lastConnection, 'connected once');
       const st = g.d.vifs[0]!.backend.stats;
       t.diagnostic(`${g.d.domid}: ${JSON.stringify(st)} ${JSON.stringify(g.d.vifs[0]!.backend.lastConnection)}`);
-      assert.ok(st.txPackets >= 4 && st.rxPackets >= 4 && st.txErrors === 0, JSON.stringify(st));
+      assert.ok(st.txPackets >= 4 && st.rxPackets >= 4 && st.txErrors === 0 && st.rxDropped === 0, JSON.stringify(st));
     }
     assert.equal(ts.switches.get('xenbr0')?.portCount, 1, 'A left the switch when it closed its vif');
     await ts.destroy(b.d.domid);
