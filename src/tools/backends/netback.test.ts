@@ -16,6 +16,14 @@ import { NetifService, RX_QUEUE_MAX, type NetFrame } from './netback.js';
 import { NetSwitch, NetSwitches, type SwitchPort } from './netswitch.js';
 
 const FRONT = 9;
+
+async function until(cond: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
 const GNTST_bad_gntref = -3;
 
 function testDevices(grants: Map<number, Uint8Array>, notified: number[]): XenDevices {
@@ -45,7 +53,7 @@ function testDevices(grants: Map<number, Uint8Array>, notified: number[]): XenDe
   };
 }
 
-function setup(o: { rxSg?: boolean } = {}) {
+function setup(o: { rxSg?: boolean; rxDrainMs?: number } = {}) {
   const txPage = new Uint8Array(PAGE_SIZE), rxPage = new Uint8Array(PAGE_SIZE);
   const grants = new Map<number, Uint8Array>();
   const notified: number[] = [];
@@ -53,7 +61,7 @@ function setup(o: { rxSg?: boolean } = {}) {
   const logs: string[] = [];
   const svc = new NetifService({
     devices: testDevices(grants, notified), frontDomid: FRONT, tx: new NetifTxBackRing(txPage), rx: new NetifRxBackRing(rxPage),
-    txPort: 3, rxPort: 4, rxSg: o.rxSg ?? false, deliver: (f) => delivered.push(f), log: (l) => logs.push(l),
+    txPort: 3, rxPort: 4, rxSg: o.rxSg ?? false, rxDrainMs: o.rxDrainMs, deliver: (f) => delivered.push(f), log: (l) => logs.push(l),
   });
   const tx = new NetifTxFrontRing(txPage), rx = new NetifRxFrontRing(rxPage);
   const grant = (ref: number, bytes?: Uint8Array, at = 0) => {
@@ -242,6 +250,23 @@ test('receive limits: a frame larger than a page without feature-sg is dropped, 
   assert.equal(s.svc.stats.rxDropped, 7);
   await s.svc.stop();
   assert.equal(s.svc.queued, 0);
+});
+
+test('frames wait for buffers no longer than the drain time, then are dropped; later frames still go', async () => {
+  const s = setup({ rxDrainMs: 50 });
+  for (let i = 0; i < 3; i++) s.svc.send({ data: frame('00:16:3e:00:00:01', '00:16:3e:00:00:02', 40, i) });
+  await s.svc.idle;
+  assert.equal(s.svc.queued, 3);
+  await until(() => s.svc.queued === 0, 2000);
+  assert.equal(s.svc.stats.rxDropped, 3, 'dropped by the timer, without any new frame or buffer');
+  s.grant(5);
+  s.rx.put({ id: 1, gref: 5 });
+  s.rx.push();
+  const f = frame('00:16:3e:00:00:01', '00:16:3e:00:00:02', 40, 99);
+  s.svc.send({ data: f });
+  await s.svc.idle;
+  assert.deepEqual(s.rx.responses(), [{ id: 1, offset: 0, flags: 0, status: f.length }]);
+  assert.equal(s.svc.stats.rxPackets, 1);
 });
 
 test('the switch learns where each address is, forwards to it alone, floods broadcast and unknown destinations, never back to the sender', () => {

@@ -63,6 +63,8 @@ export interface NetifServiceOptions {
   deliver: (f: NetFrame) => void;
   stats?: NetifStats;
   log?: (line: string) => void;
+  /** how long a frame may wait for a buffer (default RX_DRAIN_MS) */
+  rxDrainMs?: number;
 }
 
 interface Queued { f: NetFrame; at: number }
@@ -80,9 +82,11 @@ export class NetifService {
   private readonly rxQueue: Queued[] = [];
   private drainTimer: NodeJS.Timeout | null = null;
   readonly stats: NetifStats;
+  private readonly drainMs: number;
 
   constructor(private readonly o: NetifServiceOptions) {
     this.stats = o.stats ?? newNetifStats();
+    this.drainMs = o.rxDrainMs ?? RX_DRAIN_MS;
     // a whole packet of up to 64 KiB, and a page of room past its end for the last copy's view
     this.txBuf = o.devices.gnttab.allocBuffer(XEN_NETIF_MAX_TX_SIZE + 1 + PAGE_SIZE);
     this.rxBuf = o.devices.gnttab.allocBuffer(XEN_NETIF_MAX_TX_SIZE + 1 + PAGE_SIZE);
@@ -131,9 +135,9 @@ export class NetifService {
     this.disarmDrain();
   }
 
-  /** Drops the frames that waited longer than RX_DRAIN_MS (the frontend stopped posting buffers). */
+  /** Drops the frames that waited longer than the drain time (the frontend stopped posting buffers). */
   private expire(): void {
-    const old = performance.now() - RX_DRAIN_MS;
+    const old = performance.now() - this.drainMs;
     let n = 0;
     while (n < this.rxQueue.length && this.rxQueue[n]!.at <= old) n++;
     if (n) {
@@ -144,7 +148,7 @@ export class NetifService {
 
   private armDrain(): void {
     if (this.drainTimer || !this.rxQueue.length) return;
-    const wait = Math.max(1, this.rxQueue[0]!.at + RX_DRAIN_MS - performance.now());
+    const wait = Math.max(1, this.rxQueue[0]!.at + this.drainMs - performance.now());
     this.drainTimer = setTimeout(() => {
       this.drainTimer = null;
       this.expire();
