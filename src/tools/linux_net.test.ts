@@ -1,7 +1,8 @@
 // Two Debian Linux guests, each with Debian's own xen-netfront (loaded from
 // the initramfs) on a vif served by the control domain's netback, both on
 // the bridge xenbr0: the in-process switch joins them; one pings the other,
-// then sends it 2 MiB over TCP that arrive intact.
+// sends it 2 MiB over TCP that arrive intact, and pings it with 9000-byte
+// frames that take several ring slots each way.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -38,18 +39,24 @@ dd if=/dev/urandom of=/tmp/data bs=1k count=2048 2>/dev/null
 echo "net: sent $(wc -c < /tmp/data) $(md5sum < /tmp/data | cut -c1-32)"
 for i in $(seq 1 20); do nc 10.0.0.2 5000 < /tmp/data && break; sleep 0.5; done
 echo "net: send done"
+# 8000-byte pings in 9000-byte frames: several slots a packet both ways (feature-sg)
+ifconfig eth0 mtu 9000
+echo "net: big ping begins"
+ping -c 2 -W 5 -s 8000 10.0.0.2
+echo "net: big ping done"
 poweroff -f
 `;
 
 /** B answers until it is destroyed; bounded, so a lost guest still ends. */
 const INIT_B = `${up('10.0.0.2')}
+ifconfig eth0 mtu 9000
 nc -l -p 5000 > /tmp/got
 echo "net: got $(wc -c < /tmp/got) $(md5sum < /tmp/got | cut -c1-32)"
 for i in $(seq 1 400); do sleep 1; done
 poweroff -f
 `;
 
-test("two Linux guests' xen-netfronts on one bridge: A pings B three times through netback and the switch, then sends it 2 MiB over TCP", { timeout: 2 * BOOT_MS + 60_000 }, async (t) => {
+test("two Linux guests' xen-netfronts on one bridge: A pings B three times through netback and the switch, then sends it 2 MiB over TCP and pings it in 9000-byte frames", { timeout: 2 * BOOT_MS + 60_000 }, async (t) => {
   if (!haveLinux(t)) return;
   if (!havePeer(t, existsSync(netfront), "xen-netfront.ko from Debian's kernel package", 'scripts/fetch-linux.sh')) return;
   const { Toolstack } = await import('./toolstack.js');
@@ -85,10 +92,17 @@ test("two Linux guests' xen-netfronts on one bridge: A pings B three times throu
     assert.match(outA, /net: send done/);
     const got = await until('guest B to have it all', () => /net: got (\d+) ([0-9a-f]{32})/.exec(b.out()) ?? undefined, 30_000, 100).catch((e: Error) => { throw new Error(`${e.message}; consoles:\n${consoles()}`); });
     assert.deepEqual([got[1], got[2]], [sent[1], sent[2]], 'B received what A sent');
+    const big = /net: big ping begins([^]*)net: big ping done/.exec(outA);
+    assert.ok(big, consoles());
+    assert.equal((big[1]!.match(/8008 bytes from 10\.0\.0\.2: seq=\d+ ttl=64/g) ?? []).length, 2, big[1]);
+    assert.match(big[1]!, /2 packets transmitted, 2 packets received, 0% packet loss/);
     // both vifs connected through the handshake (A's closed again by Linux's shutdown, and the backend
     // followed), and what crossed them was counted
     const [stA, stB] = [a.d.vifs[0]!.backend.stats, b.d.vifs[0]!.backend.stats];
     assert.ok(stA.txBytes > 2 << 20 && stB.rxBytes > 2 << 20, 'the data crossed the vifs');
+    // 8042-byte frames: two receive buffers each, and at least as many transmit slots (more where the
+    // sender's buffer straddles pages)
+    for (const st of [stA, stB]) assert.ok(st.txMaxSlots >= 2 && st.rxMaxSlots === 2, JSON.stringify(st));
     for (const [g, state] of [[a, '6'], [b, '4']] as const) {
       const fe = `/local/domain/${g.d.domid}/device/vif/0`, be = `/local/domain/0/backend/vif/${g.d.domid}/0`;
       assert.deepEqual([await ts.client.read(`${fe}/state`), await ts.client.read(`${be}/state`)], [state, state]);

@@ -156,7 +156,7 @@ test('transmit: one slot, several slots at offsets, an extra-info slot answered 
   assert.deepEqual(Buffer.from(s.delivered[1]!.data), Buffer.from(f2));
   assert.equal(s.delivered[1]!.csumBlank, false);
   assert.equal(s.delivered[1]!.dataValidated, false);
-  assert.deepEqual(s.svc.stats, { txPackets: 2, txBytes: f1.length + 5000, txErrors: 0, rxPackets: 0, rxBytes: 0, rxDropped: 0 });
+  assert.deepEqual(s.svc.stats, { txPackets: 2, txBytes: f1.length + 5000, txErrors: 0, rxPackets: 0, rxBytes: 0, rxDropped: 0, txMaxSlots: 4, rxMaxSlots: 0 });
 });
 
 test('transmit refusals: each bad packet answered NETIF_RSP_ERROR in every slot it took, nothing delivered, the ring still served', async () => {
@@ -232,7 +232,7 @@ test('receive: frames wait for buffers; each fills one from offset 0 with its le
   ]);
   assert.deepEqual(Buffer.concat([pages[1]!, pages[2]!, pages[3]!.subarray(0, 9000 - 8192)]), Buffer.from(big));
   assert.deepEqual(s.notified, [4, 4], 'told on the receive port');
-  assert.deepEqual(s.svc.stats, { txPackets: 0, txBytes: 0, txErrors: 0, rxPackets: 2, rxBytes: small.length + 9000, rxDropped: 0 });
+  assert.deepEqual(s.svc.stats, { txPackets: 0, txBytes: 0, txErrors: 0, rxPackets: 2, rxBytes: small.length + 9000, rxDropped: 0, txMaxSlots: 0, rxMaxSlots: 3 });
 });
 
 test('receive limits: a frame larger than a page without feature-sg is dropped, the queue is bounded, an ungranted buffer is answered with an error', async () => {

@@ -43,10 +43,13 @@ export interface NetifStats {
   rxBytes: number;
   /** frames dropped: queue full, waited too long, too large for the frontend, or a failed copy */
   rxDropped: number;
+  /** the most ring slots one packet took: transmitted (with its extra-info slots), received */
+  txMaxSlots: number;
+  rxMaxSlots: number;
 }
 
 export function newNetifStats(): NetifStats {
-  return { txPackets: 0, txBytes: 0, txErrors: 0, rxPackets: 0, rxBytes: 0, rxDropped: 0 };
+  return { txPackets: 0, txBytes: 0, txErrors: 0, rxPackets: 0, rxBytes: 0, rxDropped: 0, txMaxSlots: 0, rxMaxSlots: 0 };
 }
 
 export interface NetifServiceOptions {
@@ -204,6 +207,7 @@ export class NetifService {
       const data = this.txBuf.slice(0, first.size);
       this.stats.txPackets++;
       this.stats.txBytes += data.length;
+      this.stats.txMaxSlots = Math.max(this.stats.txMaxSlots, 1 + extras + frags.length);
       this.o.deliver({ data, csumBlank: (first.flags & NETTXF_csum_blank) !== 0, dataValidated: (first.flags & NETTXF_data_validated) !== 0 });
     } else {
       this.stats.txErrors++;
@@ -283,6 +287,7 @@ export class NetifService {
     if (ok) {
       this.stats.rxPackets++;
       this.stats.rxBytes += len;
+      this.stats.rxMaxSlots = Math.max(this.stats.rxMaxSlots, slots);
     } else {
       this.stats.rxDropped++;
     }
