@@ -31,6 +31,8 @@ export interface NicSpec {
   devid?: number;
   /** default 1500 */
   mtu?: number;
+  /** whether the guest trusts its backend (default yes); an untrusting netfront bounces what it shares */
+  trusted?: boolean;
 }
 
 export interface NicDevice {
@@ -51,7 +53,7 @@ export function nicSpecOf(v: VifSpec): NicSpec {
   const refuse = (why: string) => new NicError(`vif ${v.devid ?? ''}: ${why}`);
   if (v.backend !== DEFAULT_VIF_BACKEND && v.backend !== 'Domain-0') throw refuse(`backend '${v.backend}': only the control domain serves vifs (driver domains are not available)`);
   if (v.script !== undefined && v.script !== 'vif-bridge' && v.script !== VIF_SCRIPT) throw refuse(`script ${v.script}: vif hotplug scripts are not run; every vif joins the in-process switch of its bridge`);
-  return { mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu };
+  return { mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu, trusted: v.trusted };
 }
 
 /** Each spec with its devid, MAC and bridge settled; a repeated devid or a bad MAC is refused before anything is written. */
@@ -68,7 +70,7 @@ export function settleNics(specs: NicSpec[], random?: (n: number) => Uint8Array)
     } catch (e) {
       throw new NicError(`vif ${devid}: ${(e as Error).message}`);
     }
-    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU };
+    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU, trusted: s.trusted ?? true };
   });
 }
 
@@ -105,6 +107,8 @@ export async function writeVifNodes(c: XsClientBase, domid: number, backendDomid
       w(`${fe}/handle`, String(n.devid));
       w(`${fe}/mac`, n.mac);
       w(`${fe}/mtu`, String(n.mtu));
+      // read by Linux's netfront (5.17 on): an untrusted backend gets only bounce pages, never the guest's own
+      w(`${fe}/trusted`, n.trusted ? '1' : '0');
     });
     await Promise.all(pending);
   });

@@ -125,7 +125,7 @@ test("the backend offers its features and waits in InitWait; libxl's nodes on bo
     assert.equal(await s.dom0.tryRead(`${be(7)}/multi-queue-max-queues`), undefined, 'one queue: nothing offered');
     assert.deepEqual(await Promise.all(['frontend', 'frontend-id', 'online', 'mac', 'bridge', 'handle', 'type', 'script', 'mtu'].map((k) => r(`${be(7)}/${k}`))),
       [fe(7), '7', '1', '00:16:3e:00:00:01', 'xenbr0', '0', 'vif', '/etc/xen/scripts/vif-bridge', '1500']);
-    assert.deepEqual(await Promise.all(['backend', 'backend-id', 'state', 'handle', 'mac'].map((k) => r(`${fe(7)}/${k}`))), [be(7), '0', '1', '0', '00:16:3e:00:00:01']);
+    assert.deepEqual(await Promise.all(['backend', 'backend-id', 'state', 'handle', 'mac', 'mtu', 'trusted'].map((k) => r(`${fe(7)}/${k}`))), [be(7), '0', '1', '0', '00:16:3e:00:00:01', '1500', '1']);
     const front = s.guests[0]!.front;
     assert.equal(await front.read(`${be(7)}/feature-rx-copy`), '1', 'the frontend reads the backend');
     await assert.rejects(front.write(`${be(7)}/state`, '4'), 'but cannot write there');
