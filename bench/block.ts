@@ -3,7 +3,7 @@
 // against QEMU (virtio-blk on microvm), same kernel, same image size, same
 // guest script, in one run.
 //
-//   node dist/bench/block.js [--n 3] [--mib 256] [--no-qemu] [--json FILE]
+//   node dist/bench/block.js [--n 3] [--mib 256] [--format raw|qcow2] [--no-qemu] [--json FILE]
 //
 // The event timed is inside the guest, by its own clock (/proc/uptime, 10 ms
 // resolution): from before to after
@@ -12,7 +12,9 @@
 // on xenode's /dev/xvda (`xenode run --disk <img>,raw,xvda,rw`) and on QEMU's
 // /dev/vda (-drive file=<img>,format=raw,if=none -device virtio-blk-device).
 // Both images are sparse files on the same host filesystem, both through the
-// host's page cache. Booting is not timed.
+// host's page cache; with --format qcow2 both are qcow2 (made by qemu-img),
+// which xenode serves through qemu-nbd and QEMU reads itself. Booting is not
+// timed.
 
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -26,7 +28,7 @@ const QEMU = 'qemu-system-x86_64';
 const MODULES = path.join(linuxDir, 'modules');
 
 const USAGE = `
-usage: node dist/bench/block.js [--n N] [--mib M] [--no-qemu] [--json FILE]
+usage: node dist/bench/block.js [--n N] [--mib M] [--format raw|qcow2] [--no-qemu] [--json FILE]
 
 Debian's cloud kernel (scripts/fetch-linux.sh) reads and writes M MiB of a raw
 disk with O_DIRECT dd, timed by the guest: xenode's xen-blkfront/blkback
@@ -34,6 +36,7 @@ against QEMU microvm's virtio-blk (-accel tcg), interleaved, medians over N roun
 
   --n N          rounds (default 3)
   --mib M        MiB read and written per round (default 256)
+  --format F     the images' format: raw (default) or qcow2 (xenode through qemu-nbd)
   --no-qemu      xenode alone
   --json FILE    also write the figures as JSON
 `;
@@ -83,12 +86,18 @@ async function main(): Promise<void> {
     options: {
       n: { type: 'string', default: '3' },
       mib: { type: 'string', default: '256' },
+      format: { type: 'string', default: 'raw' },
       json: { type: 'string' },
       'no-qemu': { type: 'boolean', default: false },
     },
   }));
   const N = numArg(values.n, '--n', USAGE);
   const mib = numArg(values.mib, '--mib', USAGE);
+  const format = values.format;
+  if (format !== 'raw' && format !== 'qcow2') {
+    process.stderr.write(`--format must be raw or qcow2\n${USAGE}`);
+    process.exit(2);
+  }
   const m = machine();
   printMachine(m);
   if (!fs.existsSync(XENODE_JS)) throw new Error('build first: npm run build');
@@ -112,25 +121,30 @@ async function main(): Promise<void> {
   fs.writeFileSync(virtioInitrd, busyboxInitramfs({ init: guestScript(mib, '/dev/vda', virtioMods), files: mod(virtioMods) }));
   const image = (name: string) => {
     const f = path.join(tmp, name);
+    if (format === 'qcow2') {
+      const r = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', f, `${mib + 8}M`], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`qemu-img create: ${r.stderr || r.error?.message} (apt-get install qemu-utils)`);
+      return f;
+    }
     fs.writeFileSync(f, '');
     fs.truncateSync(f, (mib + 8) * 1024 * 1024);
     return f;
   };
   const xenImg = image('xen.img'), qemuImg = image('qemu.img');
   const kinds: { name: string; cmd: string; args: string[] }[] = [
-    { name: 'xenode: xen-blkfront -> blkback', cmd: process.execPath, args: [XENODE_JS, 'run', linuxBzImage, '--memory', '256', '--ramdisk', xenInitrd, '--cmdline', 'console=hvc0', '--disk', `${xenImg},raw,xvda,rw`, '--quiet'] },
+    { name: 'xenode: xen-blkfront -> blkback', cmd: process.execPath, args: [XENODE_JS, 'run', linuxBzImage, '--memory', '256', '--ramdisk', xenInitrd, '--cmdline', 'console=hvc0', '--disk', `${xenImg},${format},xvda,rw`, '--quiet'] },
   ];
   if (haveQemu) {
     kinds.push({
       name: 'qemu microvm -accel tcg: virtio-blk', cmd: QEMU,
       args: ['-accel', 'tcg', '-M', 'microvm', '-m', '256', '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-no-reboot',
         '-kernel', linuxElf, '-initrd', virtioInitrd, '-append', `console=ttyS0 tsc_early_khz=${hostTscKhz()}`,
-        '-drive', `id=d0,file=${qemuImg},format=raw,if=none`, '-device', 'virtio-blk-device,drive=d0'],
+        '-drive', `id=d0,file=${qemuImg},format=${format},if=none`, '-device', 'virtio-blk-device,drive=d0'],
     });
   }
   const rd: Record<string, number[]> = Object.fromEntries(kinds.map((k) => [k.name, []]));
   const wr: Record<string, number[]> = Object.fromEntries(kinds.map((k) => [k.name, []]));
-  console.log(`\n${N} rounds of ${mib} MiB, interleaved: ${kinds.map((k) => k.name).join(' | ')}`);
+  console.log(`\n${N} rounds of ${mib} MiB, ${format} images, interleaved: ${kinds.map((k) => k.name).join(' | ')}`);
   for (let i = 0; i < N; i++) {
     for (let j = 0; j < kinds.length; j++) {
       const k = kinds[(i + j) % kinds.length]!;
@@ -146,9 +160,9 @@ async function main(): Promise<void> {
   }
   const st = (x: Record<string, number[]>): Record<string, Stats> => Object.fromEntries(kinds.map((k) => [k.name, stats(x[k.name]!)]));
   const rs = st(rd), ws = st(wr);
-  console.log(`\nO_DIRECT dd read, ${mib} MiB, bs=1M, timed by the guest (MiB/s)`);
+  console.log(`\nO_DIRECT dd read, ${mib} MiB, bs=1M, ${format} images, timed by the guest (MiB/s)`);
   table(STATS_HEADERS('MiB/s'), kinds.map((k) => statsRow(k.name, rs[k.name]!, 1)));
-  console.log(`\nO_DIRECT dd write + fsync, ${mib} MiB, bs=1M, timed by the guest (MiB/s)`);
+  console.log(`\nO_DIRECT dd write + fsync, ${mib} MiB, bs=1M, ${format} images, timed by the guest (MiB/s)`);
   table(STATS_HEADERS('MiB/s'), kinds.map((k) => statsRow(k.name, ws[k.name]!, 1)));
   const ratios: Record<string, number> = {};
   if (haveQemu) {
@@ -158,7 +172,7 @@ async function main(): Promise<void> {
     console.log(`\nratio xenode / QEMU (medians, higher is faster): read ${fmt(ratios.read)}x, write ${fmt(ratios.write)}x`);
   }
   fs.rmSync(tmp, { recursive: true, force: true });
-  writeJson(values.json, { bench: 'block', machine: m, kernel: version, qemu: qemuVersion, n: N, mib, readMiBs: rs, writeMiBs: ws, ratios });
+  writeJson(values.json, { bench: 'block', machine: m, kernel: version, qemu: qemuVersion, n: N, mib, format, readMiBs: rs, writeMiBs: ws, ratios });
 }
 
 await main();

@@ -42,7 +42,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   let ts: Toolstack;
   try {
-    ts = await Toolstack.start({ accel, log: (l) => process.stderr.write(`xenstored: ${l}\n`) });
+    ts = await Toolstack.start({ accel, log: (l) => process.stderr.write(`xenstored: ${l}\n`), backendLog: (l) => process.stderr.write(`xenode: ${l}\n`) });
   } catch (e) {
     if (!(e instanceof AccelError)) throw e;
     console.error(`xenode demo: ${e.message}`);

@@ -117,7 +117,7 @@ test('xenode run --disk: a read-only disk named relative to the current director
   assert.match(r.stdout, /error: write failed/, 'GRUB saw its write refused');
   assert.match(r.stdout, /after-save/);
   assert.ok(readFileSync(disk).equals(before), 'the image is unchanged');
-  for (const [spec, why] of [['img,qcow2,xvda', /--disk: disk xvda: format qcow2/], ['a.img,raw,xvd1', /--disk: .*xvd1/]] as const) {
+  for (const [spec, why] of [['nbd:host:10809,xvda', /--disk: disk xvda: script block-nbd: block hotplug scripts are not run/], ['a.img,raw,xvd1', /--disk: .*xvd1/]] as const) {
     const bad = await xenodeRun([kernel, '--disk', spec], { cwd: dir });
     assert.equal(bad.code, 2, spec);
     assert.match(bad.stderr, why);
@@ -125,6 +125,26 @@ test('xenode run --disk: a read-only disk named relative to the current director
   const dup = await xenodeRun([kernel, '--disk', 'a,,xvda', '--disk', 'b,,xvda'], { cwd: dir });
   assert.equal(dup.code, 2);
   assert.match(dup.stderr, /--disk: disk .*b: vdev 'xvda' is the same device as 'xvda'/);
+});
+
+test("a qcow2 disk through qemu-nbd: GRUB reads the file qemu-img put in it and writes its environment back into the qcow2", needsGuestCpu(), async (t) => {
+  if (!havePeer(t, haveGrub, 'grub-mkimage -O i386-xen_pvh', 'apt-get install grub-xen-bin grub-common')) return;
+  if (!havePeer(t, mke2fs !== null, 'mke2fs', 'apt-get install e2fsprogs')) return;
+  if (!havePeer(t, which('qemu-nbd') !== null && which('qemu-img') !== null, 'qemu-nbd and qemu-img', 'apt-get install qemu-utils')) return;
+  const dir = mkdtempSync(path.join(tmpdir(), 'xenode-vbd-qcow2-'));
+  const raw = ext2Image(dir, { 'hello.txt': 'hello from qcow2\n', grubenv: emptyEnvBlock() });
+  const qcow2 = path.join(dir, 'disk.qcow2');
+  const conv = spawnSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
+  assert.equal(conv.status, 0, conv.stderr?.toString());
+  const kernel = grubImage(dir, 'cat (xen/xvda)/hello.txt\nset via=qemu-nbd\nsave_env -f (xen/xvda)/grubenv via\necho saved\nhalt\n');
+  const r = await xenodeRun([kernel, '--disk', `format=qcow2, vdev=xvda, target=${qcow2}`], { timeoutMs: 120_000 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /hello from qcow2/);
+  assert.match(r.stdout, /saved/);
+  assert.doesNotMatch(r.stdout, /error/i, r.stdout);
+  const back = path.join(dir, 'back.raw');
+  assert.equal(spawnSync('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', qcow2, back]).status, 0);
+  assert.match(readFileSync(back).toString('latin1'), /# GRUB Environment Block\nvia=qemu-nbd\n/, 'the write is in the qcow2');
 });
 
 test('a disk whose image cannot be opened fails the create with the disk named, and leaves nothing behind', async () => {

@@ -11,6 +11,7 @@ import type { DiskSpec } from './xl/config.js';
 import { DEFAULT_DISK_BACKEND } from './xl/disk.js';
 import type { XenDevices } from './libs/devices.js';
 import { VbdBackend } from './backends/vbd.js';
+import type { ImageFormat } from './backends/image.js';
 import { XenbusState, vbdDevid } from './backends/xenbus.js';
 
 /** A disk that cannot be added: the message names it. */
@@ -24,6 +25,8 @@ export class DiskError extends Error {
 export interface VbdSpec {
   /** a raw image file or a block device */
   target: string;
+  /** raw (default: read directly) or a format qemu-nbd serves (qcow2, qcow, vhd, qed) */
+  format?: ImageFormat;
   /** the guest's name for it (xvda, hdc, sdb, d0p1) */
   vdev: string;
   readOnly?: boolean;
@@ -41,18 +44,18 @@ export interface VbdDevice {
 }
 
 /**
- * A `disk=` entry as the control domain's blkback serves it: a raw image or
- * block device, from the control domain, without a hotplug script. Anything
- * else is refused, naming the disk and why.
+ * A `disk=` entry as the control domain's blkback serves it: an image file
+ * (raw, or a format qemu-nbd reads for it) or a block device, from the
+ * control domain, without a hotplug script. Anything else is refused, naming
+ * the disk and why.
  */
 export function vbdSpecOf(d: DiskSpec): VbdSpec {
   const refuse = (why: string) => new DiskError(`disk ${d.vdev}: ${why}`);
   if (d.backend !== DEFAULT_DISK_BACKEND && d.backend !== 'Domain-0') throw refuse(`backend '${d.backend}': only the control domain serves disks (driver domains are not available)`);
-  if (d.format !== 'raw') throw refuse(`format ${d.format}: blkback serves raw images and block devices (qemu-img convert -O raw makes one)`);
   if (d.script !== undefined) throw refuse(`script ${d.script}: block hotplug scripts are not run; give the image or device itself`);
   if (d.target === '') throw refuse('no target (an empty CD-ROM drive is not supported)');
   if (!path.isAbsolute(d.target)) throw refuse(`target '${d.target}' must be an absolute path: the daemon opens it, not xl`);
-  return { target: d.target, vdev: d.vdev, readOnly: d.access === 'r', cdrom: d.devtype === 'cdrom', discard: d.discard };
+  return { target: d.target, format: d.format, vdev: d.vdev, readOnly: d.access === 'r', cdrom: d.devtype === 'cdrom', discard: d.discard };
 }
 
 /** The device number of each spec, refusing a bad or repeated vdev before anything is written. */
@@ -93,10 +96,12 @@ export async function writeVbdNodes(c: XsClientBase, domid: number, backendDomid
       w(`${be}/bootable`, '1');
       w(`${be}/state`, String(XenbusState.Initialising));
       w(`${be}/dev`, s.vdev);
-      w(`${be}/type`, 'phy');
+      // a format but raw is qemu-nbd's to read: libxl's qdisk spelling, <format>:<target>
+      const format = s.format ?? 'raw';
+      w(`${be}/type`, format === 'raw' ? 'phy' : 'qdisk');
       w(`${be}/mode`, s.readOnly || s.cdrom ? 'r' : 'w');
       w(`${be}/device-type`, s.cdrom ? 'cdrom' : 'disk');
-      w(`${be}/params`, s.target);
+      w(`${be}/params`, format === 'raw' ? s.target : `${format}:${s.target}`);
       w(`${be}/discard-enable`, (s.discard ?? !(s.readOnly || s.cdrom)) ? '1' : '0');
       w(fe, '');
       pending.push(c.setPerms(fe, fePerms, tx));

@@ -208,3 +208,58 @@ test('64 MiB each way in 11-segment requests: every request is answered, no noti
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+const INIT_HOTPLUG = `
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+insmod /xen-blkfront.ko || echo "disk: insmod failed"
+echo "hotplug: waiting"
+for i in $(seq 1 600); do [ -b /dev/xvdb ] && break; sleep 0.1; done
+echo "hotplug: seen [$(dd if=/dev/xvdb bs=512 count=1 2>/dev/null | head -c 18)] size $(cat /sys/block/xvdb/size)"
+for i in $(seq 1 600); do [ -b /dev/xvdb ] || break; sleep 0.1; done
+[ -b /dev/xvdb ] && echo "hotplug: still there" || echo "hotplug: gone"
+poweroff -f
+`;
+
+test('a disk attached to a running Linux appears as xvdb and is read; detached, Linux closes it and it goes', { timeout: BOOT_MS + 90_000 }, async (t) => {
+  if (!haveLinux(t)) return;
+  if (!havePeer(t, existsSync(blkfront), 'xen-blkfront.ko from Debian\'s kernel package', 'scripts/fetch-linux.sh')) return;
+  const dir = mkdtempSync(path.join(tmpdir(), 'xenode-linux-disk-'));
+  const { Toolstack } = await import('./toolstack.js');
+  let ts: Toolstack | undefined;
+  try {
+    const img = path.join(dir, 'hot.img');
+    const data = Buffer.alloc(2 * MIB);
+    data.write('hot-plugged disk!!', 0, 'latin1');
+    writeFileSync(img, data);
+    const initrd = busyboxInitramfs({ init: INIT_HOTPLUG, files: { 'xen-blkfront.ko': readFileSync(blkfront) } });
+    const log: string[] = [];
+    ts = await Toolstack.start({ pcpus: 1, log: (l) => log.push(l) });
+    let out = '';
+    const down = new Map<number, number>();
+    ts.hv.on('shutdown', (domid: number, reason: number) => down.set(domid, reason));
+    const d = await ts.create({ name: 'linux-hotplug', kernel: readFileSync(linuxBzImage), ramdisk: initrd, memoryMiB: 256, vcpus: 1, cmdline: 'console=hvc0' },
+      (b) => { out += Buffer.from(b).toString('latin1'); });
+    const fail = (e: Error) => { throw new Error(`${e.message}; console:\n${out.slice(-3000)}`); };
+    await until('the guest to wait for its disk', () => /hotplug: waiting/.test(out) || undefined, BOOT_MS, 50).catch(fail);
+    const v = await ts.attachDisk(d.domid, { target: img, vdev: 'xvdb' });
+    assert.equal(v.devid, 51728);
+    await until('Linux to read the new disk', () => /hotplug: seen/.test(out) || undefined, 60_000, 50).catch(fail);
+    assert.match(out, /hotplug: seen \[hot-plugged disk!!\] size 4096/);
+    assert.equal(await ts.client.read(`${v.backendPath}/state`), '4');
+    const t0 = Date.now();
+    await ts.detachDisk(d.domid, 'xvdb');
+    t.diagnostic(`detach took ${Date.now() - t0} ms`);
+    assert.deepEqual(log.filter((l) => /removed anyway/.test(l)), [], 'Linux closed the device itself');
+    assert.equal(await ts.client.tryRead(`${v.frontendPath}/state`), undefined, 'the frontend directory is gone');
+    assert.equal(await ts.client.tryRead(`${v.backendPath}/state`), undefined, 'the backend directory is gone');
+    assert.equal(ts.hv.gntdev.maptrack.inUse, 0, 'the ring unmapped');
+    await until('Linux to power off', () => down.has(d.domid) || undefined, 90_000, 100).catch(fail);
+    assert.match(out, /hotplug: gone/);
+    await assert.rejects(ts.detachDisk(d.domid, 'xvdb'), /Device xvdb not connected/);
+  } finally {
+    await ts?.shutdown();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

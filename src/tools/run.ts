@@ -98,7 +98,7 @@ export async function main(argv: string[]): Promise<number> {
   const out = (s: string) => process.stdout.write(s);
   let ts: Toolstack;
   try {
-    ts = await Toolstack.start({ pcpus: Math.min(vcpus, 2), accel, log: (l) => { if (!quiet) process.stderr.write(`xenstored: ${l}\n`); } });
+    ts = await Toolstack.start({ pcpus: Math.min(vcpus, 2), accel, log: (l) => { if (!quiet) process.stderr.write(`xenstored: ${l}\n`); }, backendLog: (l) => process.stderr.write(`xenode: ${l}\n`) });
   } catch (e) {
     if (!(e instanceof AccelError)) throw e;
     console.error(`xenode run: ${e.message}`);

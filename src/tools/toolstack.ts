@@ -9,9 +9,13 @@ import { Xenstored, LocalClient } from './xenstored/index.js';
 import { buildPvhDomain, startBuiltDomain, specialPageOffset, BuiltDomain, BuildConfig } from './builder.js';
 import { XenstoreRings, connectServices, removeDomainNodes, DomainServices } from './services.js';
 import { localDevices, type XenDevices } from './libs/devices.js';
-import { addVbds, vbdDevids, type VbdDevice, type VbdSpec } from './disk.js';
+import { addVbds, vbdDevids, DiskError, type VbdDevice, type VbdSpec } from './disk.js';
 import { addVifs, settleNics, type NicDevice, type NicSpec } from './net.js';
 import { NetSwitches } from './backends/netswitch.js';
+import { XenbusState } from './backends/xenbus.js';
+
+/** How long a disk's removal waits for the frontend to close before it goes anyway (libxl's LIBXL_DESTROY_TIMEOUT). */
+export const DISK_REMOVE_TIMEOUT_MS = 10_000;
 
 /** The 16 bytes of a canonical UUID string (the domain handle Xen keeps). */
 export function uuidBytes(uuid: string): Uint8Array {
@@ -24,6 +28,8 @@ export interface ToolstackOptions {
   pcpus?: number;
   /** xenstored log sink (default: stderr) */
   log?: (line: string) => void;
+  /** the device backends' log sink (blkback's complaints about a frontend; default: `log`) */
+  backendLog?: (line: string) => void;
   /** also serve xenstored on this Unix socket (for xenstore-* tools, XENSTORED_PATH) */
   xenstoredSocket?: string;
   /** KVM VMs kept made ahead for new domains (Hypervisor.start's vmPool; default none) */
@@ -106,7 +112,7 @@ export class Toolstack {
     const xs = new Xenstored({ hooks: rings, log: o.log, socketPath: o.xenstoredSocket });
     rings.xs = xs;
     await xs.start();
-    return new Toolstack(hv, xs, new LocalClient(xs), builds, o.log ?? ((l) => process.stderr.write(`${l}\n`)));
+    return new Toolstack(hv, xs, new LocalClient(xs), builds, o.backendLog ?? o.log ?? ((l) => process.stderr.write(`${l}\n`)));
   }
 
   /**
@@ -157,6 +163,50 @@ export class Toolstack {
     if (!opts.paused) this.hv.unpause(d.domid);
     if (opts.timings) Object.assign(opts.timings, { build: t1 - t0, xenstore: t2 - t1, unpause: performance.now() - t2 });
     return d;
+  }
+
+  /**
+   * Adds a disk to a running domain (xl block-attach): its nodes written and
+   * its backend started as at create; the guest's xenbus sees the new
+   * frontend directory and probes it.
+   */
+  async attachDisk(domid: number, spec: VbdSpec): Promise<VbdDevice> {
+    const d = this.live.get(domid);
+    if (!d) throw new DiskError(`domain ${domid} is not running here`);
+    const [devid] = vbdDevids([spec]);
+    const other = d.disks.find((x) => x.devid === devid);
+    if (other) throw new DiskError(`disk ${spec.target}: vdev '${spec.vdev}' is the same device as '${other.vdev}', already attached`);
+    const [v] = await addVbds(this.devices, domid, [spec], this.log);
+    d.disks.push(v!);
+    return v!;
+  }
+
+  /**
+   * Removes a disk from a running domain (xl block-detach; libxl's device
+   * removal): the backend asks the frontend to close and, once it has (or
+   * never connected, or after DISK_REMOVE_TIMEOUT_MS, as libxl forces), stops;
+   * both directories are removed. `dev` is a vdev or a device number.
+   */
+  async detachDisk(domid: number, dev: string): Promise<VbdDevice> {
+    const d = this.live.get(domid);
+    const v = d?.disks.find((x) => x.vdev === dev || String(x.devid) === dev);
+    if (!d || !v) throw new DiskError(`Device ${dev} not connected`);
+    await v.backend.requestClose();
+    const feState = async () => Number(await this.client.tryRead(`${v.frontendPath}/state`).catch(() => undefined) ?? 0);
+    const end = Date.now() + DISK_REMOVE_TIMEOUT_MS;
+    for (let s = await feState(); s === XenbusState.Initialised || s === XenbusState.Connected || s === XenbusState.Closing; s = await feState()) {
+      if (Date.now() > end) {
+        this.log(`d${domid}: disk ${v.vdev}: the frontend did not close within ${DISK_REMOVE_TIMEOUT_MS / 1000} s; removed anyway`);
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await v.backend.close();
+    d.disks.splice(d.disks.indexOf(v), 1);
+    await this.serialized(async () => {
+      for (const p of [v.frontendPath, v.backendPath]) await this.client.rm(p).catch(() => {});
+    });
+    return v;
   }
 
   domain(domid: number): ToolstackDomain | undefined {

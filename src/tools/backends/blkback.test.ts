@@ -4,11 +4,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { XenDevices, GrantCopySide } from '../libs/devices.js';
 import type { XsClientBase } from '../xenstored/client.js';
+import { FileImage } from './image.js';
 import { BlkifService } from './blkback.js';
 import {
   BlkifBackRing, BlkifFrontRing, BlkifProtocol, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_RSP_OKAY,
@@ -54,7 +54,7 @@ async function setup(protocol: BlkifProtocol, { readOnly = false, log, sectors =
   const img = Buffer.alloc(sectors * 512);
   for (let s = 0; s < sectors; s++) img.fill(s & 0xff, s * 512, s * 512 + 512);
   writeFileSync(file, img);
-  const image = await open(file, readOnly ? 'r' : 'r+');
+  const image = await FileImage.open(file, readOnly);
   const ringPage = Array.from({ length: ringPages }, () => new Uint8Array(PAGE_SIZE));
   const grants = new Map<number, Uint8Array>([[0, new Uint8Array(PAGE_SIZE)], [1, new Uint8Array(PAGE_SIZE)]]);
   const notified: number[] = [];

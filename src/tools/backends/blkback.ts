@@ -6,8 +6,7 @@
 // BLKIF_RSP_ERROR; a ring whose producer runs past its size stops being
 // served. Nothing a frontend writes can throw out of here.
 
-import type { FileHandle } from 'node:fs/promises';
-import * as libc from '../../kvm/libc.js';
+import type { BlockImage } from './image.js';
 import type { XenDevices, GrantCopyOp } from '../libs/devices.js';
 import {
   BlkifBackRing, BlkifRequest, BlkifSegment, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_DISCARD,
@@ -42,7 +41,7 @@ export interface BlkifServiceOptions {
   ring: BlkifBackRing;
   /** local event-channel port bound to the frontend's */
   port: number;
-  image: FileHandle;
+  image: BlockImage;
   /** the image's size in 512-byte sectors */
   sectors: bigint;
   readOnly: boolean;
@@ -143,13 +142,13 @@ export class BlkifService {
 
   private async dispatch(req: BlkifRequest, slot: Slot): Promise<number> {
     if (req.operation === BLKIF_OP_INDIRECT) return this.indirectIo(req, slot);
-    if (req.operation === BLKIF_OP_DISCARD) return this.discard(req, slot);
+    if (req.operation === BLKIF_OP_DISCARD) return this.discard(req);
     // A flush may carry data: Linux's blkfront sends its PREFLUSH and FUA writes as FLUSH_DISKCACHE with
     // their segments (blkback takes it as a write after a flush). The write is made durable as well, so
     // an acknowledged FUA write survives the host.
     const flush = req.operation === BLKIF_OP_FLUSH_DISKCACHE;
     if (flush && req.nrSegments === 0) {
-      await this.o.image.datasync();
+      await this.o.image.flush();
       this.stats.fReq++;
       return BLKIF_RSP_OKAY;
     }
@@ -190,7 +189,7 @@ export class BlkifService {
    * written where the file system cannot punch), so they read back as zeros. discard-secure is 0: the
    * flag asks for nothing more.
    */
-  private async discard(req: BlkifRequest, slot: Slot): Promise<number> {
+  private async discard(req: BlkifRequest): Promise<number> {
     if (!this.o.discard) return BLKIF_RSP_EOPNOTSUPP;
     if (this.o.readOnly) return BLKIF_RSP_ERROR;
     const first = req.sectorNumber, n = req.nrSectors!;
@@ -198,10 +197,7 @@ export class BlkifService {
     this.stats.dsReq++;
     if (n === 0n) return BLKIF_RSP_OKAY;
     const pos = Number(first) * SECTOR_SIZE, len = Number(n) * SECTOR_SIZE;
-    if (await punchHole(this.o.image.fd, pos, len)) return BLKIF_RSP_OKAY;
-    // bounded chunks of the request's own buffer, zeroed
-    const zeros = slot.buf.fill(0);
-    for (let done = 0; done < len; done += zeros.length) await writeAll(this.o.image, zeros.subarray(0, Math.min(zeros.length, len - done)), pos + done);
+    await this.o.image.discard(pos, len);
     return BLKIF_RSP_OKAY;
   }
 
@@ -224,11 +220,11 @@ export class BlkifService {
     const pos = Number(sector) * SECTOR_SIZE;
     if (write) {
       if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
-      if (flush) await this.o.image.datasync();
-      await writeAll(this.o.image, slot.buf.subarray(0, total), pos);
-      if (flush) await this.o.image.datasync();
+      if (flush) await this.o.image.flush();
+      await this.o.image.write(slot.buf.subarray(0, total), pos);
+      if (flush) await this.o.image.flush();
     } else {
-      await readAll(this.o.image, slot.buf.subarray(0, total), pos);
+      await this.o.image.read(slot.buf.subarray(0, total), pos);
       if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
     }
     const st = this.stats;
@@ -241,27 +237,5 @@ export class BlkifService {
   stop(): Promise<void> {
     this.broken = true;
     return this.idle;
-  }
-}
-
-/** fallocate(PUNCH_HOLE | KEEP_SIZE) off the event loop: whether the range is a hole now (files, and block devices, which zero it). */
-function punchHole(fd: number, pos: number, len: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    libc.fallocateAsync(fd, libc.FALLOC_FL_PUNCH_HOLE | libc.FALLOC_FL_KEEP_SIZE, pos, len, (err: unknown, r: number) => resolve(!err && r === 0));
-  });
-}
-
-async function readAll(f: FileHandle, b: Uint8Array, pos: number): Promise<void> {
-  for (let done = 0; done < b.length; ) {
-    const { bytesRead } = await f.read(b, done, b.length - done, pos + done);
-    if (bytesRead === 0) { b.fill(0, done); return; }
-    done += bytesRead;
-  }
-}
-
-async function writeAll(f: FileHandle, b: Uint8Array, pos: number): Promise<void> {
-  for (let done = 0; done < b.length; ) {
-    const { bytesWritten } = await f.write(b, done, b.length - done, pos + done);
-    done += bytesWritten;
   }
 }

@@ -9,25 +9,20 @@
 // device closed with a message in the backend's `error` node; nothing it
 // writes throws out of here.
 
-import { open, type FileHandle } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { GrantMapping, XenDevices } from '../libs/devices.js';
 import { BlkifBackRing, type BlkifProtocol, MAX_INDIRECT_SEGMENTS, MAX_RING_PAGE_ORDER, PAGE_SIZE, SECTOR_SIZE, VDISK_CDROM, VDISK_READONLY } from './blkif.js';
 import { BlkifService, newBlkifStats, type BlkifStats } from './blkback.js';
+import { openImage, type BlockImage, type ImageFormat } from './image.js';
 import { XenbusState, parseXenbusState, type XenbusStateValue, XENBUS_STATE_NAMES } from './xenbus.js';
 
-/** The image behind a vbd: its size in 512-byte sectors (a block device's from sysfs, as stat gives it 0). */
-async function imageSectors(f: FileHandle, path: string): Promise<bigint> {
-  const st = await f.stat({ bigint: true });
-  if (st.isFile()) return st.size / BigInt(SECTOR_SIZE);
-  if (st.isBlockDevice()) {
-    // linux/kdev_t.h: new_encode_dev
-    const rdev = Number(st.rdev);
-    const major = (rdev >> 8) & 0xfff, minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
-    return BigInt(readFileSync(`/sys/dev/block/${major}:${minor}/size`, 'latin1').trim());
-  }
-  throw new Error(`${path} is neither a regular file nor a block device`);
+/**
+ * `params` as libxl writes it: the target, or `<format>:<target>` for a
+ * format other than raw (its qdisk convention), served through qemu-nbd.
+ */
+export function parseParams(params: string): { format: ImageFormat; target: string } {
+  const m = /^(raw|qcow2|qcow|vhd|qed):(.*)$/s.exec(params);
+  return m ? { format: m[1] as ImageFormat, target: m[2]! } : { format: 'raw', target: params };
 }
 
 export interface VbdBackendOptions {
@@ -56,7 +51,7 @@ export const MAX_QUEUES = Math.min(4, availableParallelism());
 const DISCARD_GRANULARITY = 4096;
 
 export class VbdBackend {
-  private image: FileHandle | null = null;
+  private image: BlockImage | null = null;
   private sectors = 0n;
   private readOnly = false;
   private discard = false;
@@ -111,8 +106,9 @@ export class VbdBackend {
     this.frontDomid = Number(await xs.read(`${p}/frontend-id`));
     if (mode !== 'r' && mode !== 'w') throw new Error(`${p}/mode: '${mode}' is neither r nor w`);
     this.readOnly = mode === 'r';
-    this.image = await open(params, this.readOnly ? 'r' : 'r+');
-    this.sectors = await imageSectors(this.image, params);
+    const { format, target } = parseParams(params);
+    this.image = await openImage(target, format, this.readOnly);
+    this.sectors = this.image.size / BigInt(SECTOR_SIZE);
     const info = (this.readOnly ? VDISK_READONLY : 0) | (devtype === 'cdrom' ? VDISK_CDROM : 0);
     // io/blkif.h discard-enable: the toolstack's say (libxl's discard/no-discard, default on); never on a read-only disk
     this.discard = !this.readOnly && (await xs.tryRead(`${p}/discard-enable`)) !== '0';
@@ -281,6 +277,21 @@ export class VbdBackend {
   /** The xenbus state the backend last published (for tests and `xl block-list`). */
   get xenbusState(): string {
     return XENBUS_STATE_NAMES[this.state]!;
+  }
+
+  /**
+   * The toolstack wants the device back (libxl's device removal: `online` 0,
+   * state Closing): the frontend is asked to close, and its Closed lets go of
+   * the ring. Resolves once Closing is published.
+   */
+  requestClose(): Promise<void> {
+    const done = this.chain.then(async () => {
+      if (this.closed) return;
+      await this.o.devices.xenstore.write(`${this.o.path}/online`, '0');
+      if (this.state !== XenbusState.Closed) await this.switchState(XenbusState.Closing);
+    });
+    this.chain = done.catch(() => {});
+    return done;
   }
 
   /** Stops the backend (the device is being removed or its frontend destroyed); the nodes are the toolstack's to remove. */

@@ -150,7 +150,7 @@ export class Daemon {
     let ts: Toolstack;
     try {
       // a daemon creates domains on demand: keep two VMs made ahead (vm_pool.ts)
-      ts = await Toolstack.start({ pcpus: opts.pcpus, sched: opts.sched, accel: opts.accel, log: (l) => log(`xenstored: ${l}`), xenstoredSocket: xsSock, vmPool: 2 });
+      ts = await Toolstack.start({ pcpus: opts.pcpus, sched: opts.sched, accel: opts.accel, log: (l) => log(`xenstored: ${l}`), backendLog: (l) => log(l), xenstoredSocket: xsSock, vmPool: 2 });
     } catch (e) {
       state.close();
       if (e instanceof AccelError) throw new DaemonStartError(e.message);
@@ -322,6 +322,8 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     'domain.memmax': async (a) => { await D().setMaxMemory(one(a), a.maxKiB as number); return null; },
     'domain.vcpuSet': async (a) => { await D().setVcpusOnline(one(a), a.online as number); return null; },
     'domain.sysrq': async (a) => { await D().sendSysrq(one(a), a.key as string); return null; },
+    'domain.blockAttach': async (a) => { await D().attachDisk(one(a), a.disk); return null; },
+    'domain.blockDetach': async (a) => { await D().detachDisk(one(a), a.dev); return null; },
 
     'console.attach': (a, { conn, id }) => {
       const d = one(a);

@@ -24,6 +24,7 @@ import { ApiFailure, checkName, einval } from './validate.js';
 import { createSettings } from './sched.js';
 import { DiskError, vbdSpecOf } from '../disk.js';
 import { NicError, nicSpecOf } from '../net.js';
+import { DiskSpecError, parseDiskSpec } from '../xl/disk.js';
 
 export interface DomainPolicy {
   /** wait between destroying a domain and re-creating it (xl sleeps 2 s) */
@@ -522,6 +523,40 @@ export class DomainManager extends EventEmitter<Events> {
    * restart (libxl_userdata_store of "xl"); the running domain is unchanged.
    * The domain keeps its name and uuid across that restart.
    */
+  /**
+   * xl block-attach (libxl_device_disk_add on a running domain): the disk is
+   * served at once and kept in the domain's configuration, so it is there
+   * again when the domain restarts.
+   */
+  async attachDisk(d: Domain, spec: unknown): Promise<void> {
+    if (d.state !== 'running') throw new ApiFailure('EINVAL', `domain ${d.domid} is not running`);
+    if (typeof spec !== 'string') throw einval('disk must be a disk specification string');
+    let disk;
+    try {
+      disk = parseDiskSpec(spec);
+      await this.ts.attachDisk(d.domid, vbdSpecOf(disk));
+    } catch (e) {
+      if (e instanceof DiskSpecError || e instanceof DiskError) throw einval(e.message);
+      throw e;
+    }
+    d.config = { ...d.config, disks: [...d.config.disks, disk] };
+    this.log(`${d.name}: disk ${disk.vdev} attached`);
+  }
+
+  /** xl block-detach (libxl_device_disk_remove): `dev` a vdev or a device number. */
+  async detachDisk(d: Domain, dev: unknown): Promise<void> {
+    if (typeof dev !== 'string' || dev === '') throw einval('dev must be a vdev or a device number');
+    let v;
+    try {
+      v = await this.ts.detachDisk(d.domid, dev);
+    } catch (e) {
+      if (e instanceof DiskError) throw new ApiFailure('ENOENT', e.message);
+      throw e;
+    }
+    d.config = { ...d.config, disks: d.config.disks.filter((x) => x.vdev !== v.vdev) };
+    this.log(`${d.name}: disk ${v.vdev} detached`);
+  }
+
   updateConfig(d: Domain, config: DomainConfig): void {
     if (d.state === 'dying') throw new ApiFailure('EBUSY', `domain ${d.domid} is being destroyed`);
     d.nextConfig = config;

@@ -132,6 +132,10 @@ export interface Ops {
   'domain.memmax': { args: Dom & { maxKiB: number }; result: null };
   /** xl vcpu-set: cpu/N/availability for the guest's vCPU hotplug (libxl_set_vcpuonline) */
   'domain.vcpuSet': { args: Dom & { online: number }; result: null };
+  /** xl block-attach: a disk (an xl-disk-configuration string) added to the running domain and its configuration */
+  'domain.blockAttach': { args: Dom & { disk: string }; result: null };
+  /** xl block-detach: the disk with that vdev or device number closed and removed (ENOENT: no such disk) */
+  'domain.blockDetach': { args: Dom & { dev: string }; result: null };
   /** xl sysrq: control/sysrq (libxl_send_sysrq) */
   'domain.sysrq': { args: Dom & { key: string }; result: null };
   /** attach: replays the kept log tail if `replay`, then streams console events until detach or the domain dies */

@@ -233,7 +233,7 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
     assert.deepEqual(await run('create', '-q', bad), { code: 1, signal: null, out: '', err: `${bad}:1:8: expected a value for 'name', found '='\nFailed to parse config: Invalid argument\n` });
   });
 
-  test('disks: block-list shows each as xl does (a guest without blkfront leaves it Initialising); what blkback cannot serve is refused, naming the disk', async () => {
+  test('disks: block-list shows each as xl does (a guest without blkfront leaves it Initialising), block-attach and -detach while it runs; what blkback cannot serve is refused, naming the disk', async () => {
     const img = path.join(dir, 'fv-disk.img');
     fs.writeFileSync(img, Buffer.alloc(1 << 20));
     const r = await run('create', cfg('fv-disk', `disk = [ '${img},raw,xvda,rw', 'format=raw, vdev=xvdb, access=ro, target=${img}' ]\n`));
@@ -245,10 +245,21 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
     const row = (vdev: number) => `${String(vdev).padEnd(5)} 0   ${String(id).padEnd(6)} 1     -1     -1       ${`/local/domain/0/backend/vbd/${id}/${vdev}`.padEnd(30)}`;
     assert.equal(list.out, `${'Vdev  BE  handle state evt-ch ring-ref BE-path'.padEnd(69)}\n${row(51712)}\n${row(51728)}\n`);
     assert.equal((await run('xenstore-read', `/local/domain/0/backend/vbd/${id}/51728/mode`)).out, 'r\n');
+    // hot-plug: the components of block-attach are one spec; the guest never started a blkfront, so removal is at once
+    assert.deepEqual(await run('block-attach', 'fv-disk', `format=raw`, `vdev=xvdc`, `target=${img}`), { code: 0, signal: null, out: '', err: '' });
+    assert.match((await run('block-list', 'fv-disk')).out, new RegExp(`\n51744 +0 +${id} +1 `));
+    const dup = await run('block-attach', 'fv-disk', `${img},raw,xvdc`);
+    assert.equal(dup.code, 1);
+    assert.match(dup.err, /vdev 'xvdc' is the same device as 'xvdc', already attached\nlibxl_device_disk_add failed\.\n$/);
+    assert.deepEqual(await run('block-detach', 'fv-disk', 'xvdc'), { code: 0, signal: null, out: '', err: '' });
+    assert.deepEqual(await run('block-detach', 'fv-disk', '51712'), { code: 0, signal: null, out: '', err: '' });
+    assert.equal((await run('block-list', 'fv-disk')).out, `${'Vdev  BE  handle state evt-ch ring-ref BE-path'.padEnd(69)}\n${row(51728)}\n`);
+    assert.deepEqual(await run('block-detach', 'fv-disk', 'xvdc'), { code: 1, signal: null, out: '', err: 'Error: Device xvdc not connected.\n' });
+    assert.equal((await run('xenstore-exists', `/local/domain/${id}/device/vbd/51744`)).code, 1, 'the frontend directory went');
     assert.equal((await run('destroy', 'fv-disk')).code, 0);
     assert.equal((await run('xenstore-exists', `/local/domain/0/backend/vbd/${id}`)).code, 1, 'the backend directory went with the domain');
     for (const [spec, why] of [
-      [`${img},qcow2,xvda,rw`, /disk xvda: format qcow2: blkback serves raw images/],
+      [`${img},qcow2,xvda,rw`, /disk xvda \(.*fv-disk\.img\): qemu-nbd exited/],
       ['fv-disk.img,raw,xvda,rw', /disk xvda: target 'fv-disk.img' must be an absolute path/],
       [`format=raw, vdev=xvda, backend=storage, target=${img}`, /disk xvda: backend 'storage': only the control domain serves disks/],
       ['/no/such.img,raw,xvda,rw', /disk xvda \(\/no\/such\.img\): ENOENT/],

@@ -1,11 +1,14 @@
-// xl block-list (xl_block.c main_blocklist): each disk of each domain named,
-// from the domain's frontend directories in xenstore as
-// libxl_device_disk_getinfo reads them (a node that is not there shows -1).
+// xl's block commands (xl_block.c): block-list reads each disk of each
+// domain named from its frontend directory in xenstore, as
+// libxl_device_disk_getinfo does (a node that is not there shows -1);
+// block-attach and block-detach ask the daemon, which runs libxl's device
+// addition and removal.
 
 import { ApiCallError } from '../../daemon/client.js';
 import { SocketClient } from '../../xenstored/client.js';
 import type { XlCommand } from '../command.js';
-import { isDomid, qualifierDomid } from './common.js';
+import { findDomain, isDomid, qualifierDomid, reportDaemonError } from './common.js';
+import { DiskSpecError, parseDiskSpec } from '../disk.js';
 
 const num = (v: string | undefined): number => (v !== undefined && /^\d+$/.test(v) ? Number(v) : -1);
 
@@ -43,6 +46,58 @@ export const blockList: XlCommand = {
       }
     } finally {
       xs.close();
+    }
+    return 0;
+  },
+};
+
+/** xl block-attach (main_blockattach): the components are one disk spec, as xlu_disk_parse takes several strings. */
+export const blockAttach: XlCommand = {
+  name: 'block-attach',
+  modifies: true,
+  desc: 'Create a new virtual block device',
+  usage: '<Domain> <disk-spec-component(s)>...',
+  minArgs: 2,
+  async run(ctx, _v, args) {
+    const domid = await findDomain(ctx, args[0]!);
+    const disk = args.slice(1).join(',');
+    try {
+      parseDiskSpec(disk);
+    } catch (e) {
+      if (!(e instanceof DiskSpecError)) throw e;
+      ctx.err(`${e.message}\n`);
+      return 1;
+    }
+    try {
+      await (await ctx.client()).call('domain.blockAttach', { dom: domid, disk });
+    } catch (e) {
+      reportDaemonError(ctx, e);
+      ctx.err('libxl_device_disk_add failed.\n');
+      return 1;
+    }
+    return 0;
+  },
+};
+
+/** xl block-detach (main_blockdetach): by vdev or device number. */
+export const blockDetach: XlCommand = {
+  name: 'block-detach',
+  modifies: true,
+  desc: 'Destroy a domain\'s virtual block device',
+  usage: '<Domain> <DevId>',
+  minArgs: 2,
+  async run(ctx, _v, args) {
+    const domid = await findDomain(ctx, args[0]!);
+    try {
+      await (await ctx.client()).call('domain.blockDetach', { dom: domid, dev: args[1]! });
+    } catch (e) {
+      if (e instanceof ApiCallError && e.code === 'ENOENT') {
+        ctx.err(`Error: Device ${args[1]!} not connected.\n`);
+        return 1;
+      }
+      reportDaemonError(ctx, e);
+      ctx.err('libxl_device_disk_remove failed.\n');
+      return 1;
     }
     return 0;
   },
