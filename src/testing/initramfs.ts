@@ -65,7 +65,7 @@ export function cpioNewc(entries: CpioEntry[]): Buffer {
 }
 
 /** The busybox applets the tests' scripts call (links in /bin). */
-const APPLETS = ['sh', 'init', 'cat', 'echo', 'ls', 'mount', 'umount', 'poweroff', 'reboot', 'halt', 'nproc', 'grep', 'sleep', 'uname', 'date', 'dmesg', 'head', 'sed', 'tr', 'wc', 'true', 'false', 'test', '[', 'seq', 'printf', 'setsid', 'cttyhack', 'insmod', 'mkdir', 'sync', 'dd', 'od', 'md5sum', 'blkdiscard'];
+const APPLETS = ['sh', 'init', 'cat', 'echo', 'ls', 'mount', 'umount', 'poweroff', 'reboot', 'halt', 'nproc', 'grep', 'sleep', 'uname', 'date', 'dmesg', 'head', 'sed', 'tr', 'wc', 'true', 'false', 'test', '[', 'seq', 'printf', 'setsid', 'cttyhack', 'insmod', 'mkdir', 'sync', 'dd', 'od', 'md5sum', 'blkdiscard', 'ifconfig', 'ping', 'ip', 'nc', 'cut'];
 
 export interface InitramfsOptions {
   /** a shell script run as /init (busybox sh); without one, /init is busybox's own init, which reads /etc/inittab */

@@ -10,6 +10,8 @@ import { buildPvhDomain, startBuiltDomain, specialPageOffset, BuiltDomain, Build
 import { XenstoreRings, connectServices, removeDomainNodes, DomainServices } from './services.js';
 import { localDevices, type XenDevices } from './libs/devices.js';
 import { addVbds, vbdDevids, DiskError, type VbdDevice, type VbdSpec } from './disk.js';
+import { addVifs, settleNics, type NicDevice, type NicSpec } from './net.js';
+import { NetSwitches } from './backends/netswitch.js';
 import { XenbusState } from './backends/xenbus.js';
 
 /** How long a disk's removal waits for the frontend to close before it goes anyway (libxl's LIBXL_DESTROY_TIMEOUT). */
@@ -51,6 +53,8 @@ export interface CreateOptions {
   sched?: Record<string, number>;
   /** virtual disks, served by the control domain's blkback */
   disks?: VbdSpec[];
+  /** virtual network interfaces, served by the control domain's netback, each on its bridge's switch */
+  vifs?: NicSpec[];
 }
 
 export interface CreateTimings {
@@ -69,6 +73,7 @@ export interface ToolstackDomain {
   built: BuiltDomain;
   services: DomainServices;
   disks: VbdDevice[];
+  vifs: NicDevice[];
 }
 
 export class Toolstack {
@@ -84,6 +89,8 @@ export class Toolstack {
 
   /** the control domain's backend devices (its own xenstore connection: backends' watches stay apart from the toolstack's) */
   readonly devices: XenDevices;
+  /** the host's Ethernet switches, by bridge name: the vifs on one reach each other */
+  readonly switches = new NetSwitches();
   private readonly backendClient: LocalClient;
 
   private constructor(readonly hv: Hypervisor, readonly xs: Xenstored, readonly client: LocalClient, private readonly builds: Map<number, BuiltDomain>, private readonly log: (line: string) => void) {
@@ -117,6 +124,7 @@ export class Toolstack {
     const t0 = performance.now();
     const uuid = opts.uuid ?? randomUUID();
     if (opts.disks) vbdDevids(opts.disks); // a bad vdev is refused before anything is built
+    if (opts.vifs) settleNics(opts.vifs); // so is a bad MAC or a repeated devid
     const built = buildPvhDomain(this.hv, { ...cfg, uuid: cfg.uuid ?? uuidBytes(uuid) });
     // Scheduling parameters before any worker runs it (a bad one undoes the build).
     try {
@@ -133,21 +141,24 @@ export class Toolstack {
     const t1 = performance.now();
     let services: DomainServices | undefined;
     let disks: VbdDevice[] = [];
+    let vifs: NicDevice[] = [];
     try {
       services = await this.serialized(() => connectServices(this.hv, this.xs, this.client, built, {
         name: cfg.name, uuid, vcpus: Math.max(cfg.vcpus, cfg.maxVcpus ?? 0), onlineVcpus: cfg.vcpus, memoryKiB: cfg.memoryMiB * 1024, maxMemKiB: (cfg.maxMemMiB ?? cfg.memoryMiB) * 1024, output,
       }));
       // the guest finds its disks' frontend directories from its first instruction (GRUB lists device/vbd at once)
       if (opts.disks?.length) disks = await addVbds(this.devices, built.domid, opts.disks, this.log);
+      if (opts.vifs?.length) vifs = await addVifs(this.devices, this.switches, built.domid, opts.vifs, this.log);
     } catch (e) {
       services?.close();
+      for (const v of disks) await v.backend.close();
       this.builds.delete(built.domid);
       await this.hv.destroy(built.domid);
       await this.serialized(() => removeDomainNodes(this.client, built.domid, uuid));
       throw e;
     }
     const t2 = performance.now();
-    const d: ToolstackDomain = { domid: built.domid, name: cfg.name, uuid, built, services, disks };
+    const d: ToolstackDomain = { domid: built.domid, name: cfg.name, uuid, built, services, disks, vifs };
     this.live.set(d.domid, d);
     if (!opts.paused) this.hv.unpause(d.domid);
     if (opts.timings) Object.assign(opts.timings, { build: t1 - t0, xenstore: t2 - t1, unpause: performance.now() - t2 });
@@ -212,6 +223,7 @@ export class Toolstack {
     this.live.delete(domid);
     d?.services.close();
     for (const v of d?.disks ?? []) await v.backend.close();
+    for (const v of d?.vifs ?? []) await v.backend.close();
     this.builds.delete(domid);
     await this.hv.destroy(domid);
     await this.serialized(() => removeDomainNodes(this.client, domid, d && !o.keepVm ? d.uuid : null));

@@ -23,6 +23,7 @@ import type { StateDir } from './state.js';
 import { ApiFailure, checkName, einval } from './validate.js';
 import { createSettings } from './sched.js';
 import { DiskError, vbdSpecOf } from '../disk.js';
+import { NicError, nicSpecOf } from '../net.js';
 import { DiskSpecError, parseDiskSpec } from '../xl/disk.js';
 
 export interface DomainPolicy {
@@ -189,10 +190,10 @@ export class DomainManager extends EventEmitter<Events> {
       const timings = {} as CreateTimings;
       let td;
       try {
-        td = await this.ts.create(bc, (b) => console.write(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), { uuid: config.uuid, paused: o.paused, timings, sched, disks: config.disks.map(vbdSpecOf) });
+        td = await this.ts.create(bc, (b) => console.write(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), { uuid: config.uuid, paused: o.paused, timings, sched, disks: config.disks.map(vbdSpecOf), vifs: config.vifs.map(nicSpecOf) });
       } catch (e) {
         if (e instanceof PvhLoadError) throw einval(`${config.kernel}: ${e.message}`);
-        if (e instanceof DiskError) throw einval(e.message);
+        if (e instanceof DiskError || e instanceof NicError) throw einval(e.message);
         if (e instanceof RangeError) throw einval(e.message);
         throw e;
       }

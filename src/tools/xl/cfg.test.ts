@@ -442,14 +442,14 @@ test('disk and vif lists are parsed per entry; errors point at the entry', () =>
   assert.equal(convertError(`disk = "/img,,xvda"`), "hello.cfg:3:8: 'disk' must be a list, e.g. disk = [ '...' ]");
   assert.equal(convertError(`disk = [ ["/img,,xvda"] ]`), 'hello.cfg:3:10: disk entries must be strings');
   assert.deepEqual(convert(`vif = [ "model=e1000" ]`).warnings,
-    ['hello.cfg:3: vif: model=e1000 selects an emulated NIC, which needs a device model: a PVH guest has none',
-      "hello.cfg:3: WARNING: 'vif' is not applied: xenode has no network backend yet, so the domain gets no network interfaces"]);
+    ['hello.cfg:3: vif: model=e1000 selects an emulated NIC, which needs a device model: a PVH guest has none']);
 });
 
-test('settings taken but not acted on yet are said loudly: vif; disks, affinity and scheduler parameters are applied, so not', () => {
+test('settings taken but not acted on yet are said loudly: a vif rate; disks, vifs, affinity and scheduler parameters are applied, so not', () => {
   const { warnings } = convert('disk = [ "/img,,xvda" ]\nvif = [ "" ]\ncpus = "0"\ncpus_soft = "0"\ncpu_weight = 512\ncap = 50\n', [], { random: () => new Uint8Array(3) });
-  assert.deepEqual(warnings, [
-    "hello.cfg:4: WARNING: 'vif' is not applied: xenode has no network backend yet, so the domain gets no network interfaces",
+  assert.deepEqual(warnings, []);
+  assert.deepEqual(convert('vif = [ "bridge=xenbr1", "rate=10Mb/s" ]\n', [], { random: () => new Uint8Array(3) }).warnings, [
+    "hello.cfg:3: WARNING: vif 'rate' is not applied: netback has no rate limiter yet, so the vif runs unlimited",
   ]);
 });
 

@@ -222,10 +222,10 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
   });
 
   test('settings not applied yet are said at create time; config syntax errors add libxl\'s line', async () => {
-    const f = cfg('fv-warn', 'vif = [ "" ]\ncpus = "0"\n');
+    const f = cfg('fv-warn', 'vif = [ "rate=10Mb/s" ]\ncpus = "0"\n');
     const r = await run('create', f);
     assert.equal(r.code, 0, r.err);
-    assert.match(r.err, /fv-warn\.cfg:5: WARNING: 'vif' is not applied: xenode has no network backend yet/);
+    assert.match(r.err, /fv-warn\.cfg:5: WARNING: vif 'rate' is not applied: netback has no rate limiter yet/);
     assert.doesNotMatch(r.err, /'cpus' is not applied/);
     assert.equal((await run('destroy', 'fv-warn')).code, 0);
     const bad = path.join(dir, 'bad.cfg');
@@ -268,6 +268,34 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
       assert.equal(bad.code, 3, spec); // libxl's ERROR_FAIL, as for any domain that cannot be built
       assert.match(bad.err, why);
       assert.equal((await run('list', 'fv-baddisk')).code, 1, 'nothing was left behind');
+    }
+  });
+
+  test('vifs: network-list shows each as xl does (a guest without netfront leaves it Initialising); the backend offers its features; what netback cannot serve is refused, naming the vif', async () => {
+    const r = await run('create', cfg('fv-vif', `vif = [ 'mac=00:16:3e:0a:0b:0c, bridge=xenbr1', '' ]\n`));
+    assert.equal(r.code, 0, r.err);
+    const id = await domid('fv-vif');
+    const mac1 = (await run('xenstore-read', `/local/domain/${id}/device/vif/1/mac`)).out.trim();
+    assert.match(mac1, /^00:16:3e:[0-7][0-9a-f]:[0-9a-f]{2}:[0-9a-f]{2}$/, 'a MAC in Xen\'s range was made');
+    const list = await run('network-list', 'fv-vif', 'no-such-domain');
+    assert.equal(list.code, 0, list.err);
+    assert.equal(list.err, 'no-such-domain is an invalid domain identifier\n');
+    const row = (n: number, mac: string) => `${String(n).padEnd(3)} 0  ${mac}${String(n).padStart(6)}     1     -1    -1/-1          ${`/local/domain/0/backend/vif/${id}/${n}`.padEnd(30)}`;
+    assert.equal(list.out, `Idx BE Mac Addr.         handle state evt-ch   tx-/rx-ring-ref BE-path                       \n${row(0, '00:16:3e:0a:0b:0c')}\n${row(1, mac1)}\n`);
+    const be = `/local/domain/0/backend/vif/${id}/0`;
+    for (const [k, v] of [['bridge', 'xenbr1'], ['mac', '00:16:3e:0a:0b:0c'], ['state', '2'], ['feature-rx-copy', '1'], ['hotplug-status', 'connected']]) {
+      assert.equal((await run('xenstore-read', `${be}/${k}`)).out, `${v}\n`, k);
+    }
+    assert.equal((await run('destroy', 'fv-vif')).code, 0);
+    assert.equal((await run('xenstore-exists', `/local/domain/0/backend/vif/${id}`)).code, 1, 'the backend directory went with the domain');
+    for (const [spec, why] of [
+      ['backend=netdom', /vif 0: backend 'netdom': only the control domain serves vifs/],
+      ['script=/etc/xen/scripts/vif-nat', /vif 0: script \/etc\/xen\/scripts\/vif-nat: vif hotplug scripts are not run/],
+    ] as const) {
+      const bad = await run('create', cfg('fv-badvif', `vif = [ '${spec}' ]\n`));
+      assert.equal(bad.code, 3, spec);
+      assert.match(bad.err, why);
+      assert.equal((await run('list', 'fv-badvif')).code, 1, 'nothing was left behind');
     }
   });
 

@@ -1,0 +1,300 @@
+// netback's data path against hand-written netfronts: the rings' layouts
+// byte by byte, packets of one and several slots with and without extra
+// info, every refusal, frames into posted buffers (split across several
+// with feature-sg), queued until buffers come and dropped when none do; and
+// the switch between ports: learning, flooding, forwarding.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { XenDevices, GrantCopySide } from '../libs/devices.js';
+import type { XsClientBase } from '../xenstored/client.js';
+import {
+  NetifRxBackRing, NetifRxFrontRing, NetifTxBackRing, NetifTxFrontRing, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETRXF_csum_blank,
+  NETRXF_data_validated, NETRXF_more_data, NETTXF_csum_blank, NETTXF_data_validated, NETTXF_extra_info, NETTXF_more_data, PAGE_SIZE,
+  XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_EXTRA_TYPE_GSO,
+} from './netif.js';
+import { NetifService, RX_QUEUE_MAX, type NetFrame } from './netback.js';
+import { NetSwitch, NetSwitches, type SwitchPort } from './netswitch.js';
+
+const FRONT = 9;
+
+async function until(cond: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+const GNTST_bad_gntref = -3;
+
+function testDevices(grants: Map<number, Uint8Array>, notified: number[]): XenDevices {
+  const side = (s: GrantCopySide, len: number): Uint8Array | number => {
+    if ('buf' in s) return s.buf.subarray(s.offset, s.offset + len);
+    const p = s.domid === FRONT ? grants.get(s.ref) : undefined;
+    if (!p || s.offset + len > PAGE_SIZE) return GNTST_bad_gntref;
+    return p.subarray(s.offset, s.offset + len);
+  };
+  return {
+    domid: 0,
+    xenstore: null as unknown as XsClientBase,
+    evtchn: { bindInterdomain: async () => 1, notify: (p) => notified.push(p), unbind: () => {} },
+    gnttab: {
+      copy: async (ops) => ops.map((op) => {
+        const s = side(op.source, op.len), d = side(op.dest, op.len);
+        if (typeof s === 'number') return s;
+        if (typeof d === 'number') return d;
+        d.set(s);
+        return 0;
+      }),
+      map: async () => -1,
+      unmap: async () => -4,
+      allocBuffer: (n) => new Uint8Array(n),
+    },
+    close: () => {},
+  };
+}
+
+function setup(o: { rxSg?: boolean; rxDrainMs?: number } = {}) {
+  const txPage = new Uint8Array(PAGE_SIZE), rxPage = new Uint8Array(PAGE_SIZE);
+  const grants = new Map<number, Uint8Array>();
+  const notified: number[] = [];
+  const delivered: NetFrame[] = [];
+  const logs: string[] = [];
+  const svc = new NetifService({
+    devices: testDevices(grants, notified), frontDomid: FRONT, tx: new NetifTxBackRing(txPage), rx: new NetifRxBackRing(rxPage),
+    txPort: 3, rxPort: 4, rxSg: o.rxSg ?? false, rxDrainMs: o.rxDrainMs, deliver: (f) => delivered.push(f), log: (l) => logs.push(l),
+  });
+  const tx = new NetifTxFrontRing(txPage), rx = new NetifRxFrontRing(rxPage);
+  const grant = (ref: number, bytes?: Uint8Array, at = 0) => {
+    const p = new Uint8Array(PAGE_SIZE);
+    if (bytes) p.set(bytes, at);
+    grants.set(ref, p);
+    return p;
+  };
+  const transmit = async () => {
+    tx.push();
+    svc.kickTx();
+    await svc.idle;
+    return tx.responses();
+  };
+  return { svc, tx, rx, grants, grant, notified, delivered, logs, transmit, txPage, rxPage };
+}
+
+/** An Ethernet frame: destination, source, EtherType 0x0800, then `payload` bytes counting up from `seed`. */
+function frame(dst: string, src: string, payload: number, seed = 0): Uint8Array {
+  const f = new Uint8Array(14 + payload);
+  f.set(Buffer.from(dst.replace(/:/g, ''), 'hex'), 0);
+  f.set(Buffer.from(src.replace(/:/g, ''), 'hex'), 6);
+  f[12] = 0x08;
+  for (let i = 0; i < payload; i++) f[14 + i] = (seed + i) & 0xff;
+  return f;
+}
+
+test('the rings in io/netif.h\'s layout: 256 slots each, requests and responses at their offsets', () => {
+  const txPage = new Uint8Array(PAGE_SIZE), rxPage = new Uint8Array(PAGE_SIZE);
+  const txf = new NetifTxFrontRing(txPage), txb = new NetifTxBackRing(txPage);
+  assert.equal(txf.size, 256);
+  assert.equal(txb.size, 256);
+  txf.put({ gref: 0x11223344, offset: 0x55, flags: NETTXF_more_data, id: 0x66, size: 0x77 });
+  txf.put({ gref: 1, offset: 2, flags: 0, id: 3, size: 4 });
+  txf.push();
+  const v = new DataView(txPage.buffer);
+  // io/ring.h: req_prod at 0; ring[] at 64; netif_tx_request 12 bytes: gref, offset, flags, id, size
+  assert.equal(v.getUint32(0, true), 2);
+  assert.deepEqual([v.getUint32(64, true), v.getUint16(68, true), v.getUint16(70, true), v.getUint16(72, true), v.getUint16(74, true)], [0x11223344, 0x55, NETTXF_more_data, 0x66, 0x77]);
+  assert.equal(v.getUint32(76, true), 1, 'the second request in the next 12-byte slot');
+  assert.equal(txb.unconsumed(), 2);
+  assert.deepEqual(txb.takeRequest(), { gref: 0x11223344, offset: 0x55, flags: NETTXF_more_data, id: 0x66, size: 0x77 });
+  txb.takeRequest();
+  txb.putResponse(0x66, NETIF_RSP_ERROR);
+  assert.equal(txb.pushResponses(), true, 'rsp_event 1: the frontend asked to be told');
+  // netif_tx_response: id (u16), status (s16) at the start of the slot; rsp_prod at 8
+  assert.deepEqual([v.getUint32(8, true), v.getUint16(64, true), v.getInt16(66, true)], [1, 0x66, NETIF_RSP_ERROR]);
+  assert.deepEqual(txf.responses(), [{ id: 0x66, status: NETIF_RSP_ERROR }]);
+
+  const rxf = new NetifRxFrontRing(rxPage), rxb = new NetifRxBackRing(rxPage);
+  assert.equal(rxb.size, 256);
+  rxf.put({ id: 0xabc, gref: 0xdeadbeef });
+  rxf.push();
+  const w = new DataView(rxPage.buffer);
+  // netif_rx_request: id at 0, padding, gref at 4 (8 bytes)
+  assert.deepEqual([w.getUint16(64, true), w.getUint32(68, true)], [0xabc, 0xdeadbeef]);
+  assert.deepEqual(rxb.takeRequest(), { id: 0xabc, gref: 0xdeadbeef });
+  rxb.putResponse({ id: 0xabc, offset: 0, flags: NETRXF_more_data | NETRXF_data_validated, status: 1514 });
+  rxb.pushResponses();
+  // netif_rx_response: id, offset, flags, status
+  assert.deepEqual([w.getUint16(64, true), w.getUint16(66, true), w.getUint16(68, true), w.getInt16(70, true)], [0xabc, 0, NETRXF_more_data | NETRXF_data_validated, 1514]);
+  assert.deepEqual(rxf.responses(), [{ id: 0xabc, offset: 0, flags: NETRXF_more_data | NETRXF_data_validated, status: 1514 }]);
+  // a producer past the ring's size is a broken frontend
+  rxf.push(rxb.reqCons + 257);
+  assert.equal(rxb.unconsumed(), -1);
+});
+
+test('transmit: one slot, several slots at offsets, an extra-info slot answered NULL; each frame delivered whole with its checksum flags', async () => {
+  const s = setup();
+  const f1 = frame('ff:ff:ff:ff:ff:ff', '00:16:3e:00:00:01', 50);
+  s.grant(10, f1, 100);
+  s.tx.put({ gref: 10, offset: 100, flags: NETTXF_csum_blank | NETTXF_data_validated, id: 1, size: f1.length });
+  assert.deepEqual(await s.transmit(), [{ id: 1, status: NETIF_RSP_OKAY }]);
+  assert.deepEqual([...s.delivered[0]!.data], [...f1]);
+  assert.equal(s.delivered[0]!.csumBlank, true);
+  assert.deepEqual(s.notified, [3], 'told on the transmit port');
+
+  // 5000 bytes over three pages: the first request's size is the whole packet's
+  const f2 = frame('00:16:3e:00:00:02', '00:16:3e:00:00:01', 5000 - 14, 7);
+  s.grant(20, f2.subarray(0, 1000), 3096);
+  s.grant(21, f2.subarray(1000, 4000), 0);
+  s.grant(22, f2.subarray(4000), 50);
+  s.tx.put({ gref: 20, offset: 3096, flags: NETTXF_more_data | NETTXF_extra_info, id: 2, size: 5000 });
+  // extra info (a hash here: informs only) comes right after the first request
+  s.tx.putExtra({ type: 4, flags: 0 });
+  s.tx.put({ gref: 21, offset: 0, flags: NETTXF_more_data, id: 3, size: 3000 });
+  s.tx.put({ gref: 22, offset: 50, flags: 0, id: 4, size: 1000 });
+  assert.deepEqual(await s.transmit(), [
+    { id: 2, status: NETIF_RSP_OKAY }, { id: 0, status: NETIF_RSP_NULL }, { id: 3, status: NETIF_RSP_OKAY }, { id: 4, status: NETIF_RSP_OKAY },
+  ]);
+  assert.equal(s.delivered.length, 2);
+  assert.deepEqual(Buffer.from(s.delivered[1]!.data), Buffer.from(f2));
+  assert.equal(s.delivered[1]!.csumBlank, false);
+  assert.equal(s.delivered[1]!.dataValidated, false);
+  assert.deepEqual(s.svc.stats, { txPackets: 2, txBytes: f1.length + 5000, txErrors: 0, rxPackets: 0, rxBytes: 0, rxDropped: 0, txMaxSlots: 4, rxMaxSlots: 0 });
+});
+
+test('transmit refusals: each bad packet answered NETIF_RSP_ERROR in every slot it took, nothing delivered, the ring still served', async () => {
+  const s = setup();
+  const f = frame('00:16:3e:00:00:02', '00:16:3e:00:00:01', 100);
+  s.grant(1, f);
+  const cases: [string, () => void, number][] = [
+    ['past the page', () => s.tx.put({ gref: 1, offset: 4000, flags: 0, id: 10, size: 114 }), 1],
+    ['not granted', () => s.tx.put({ gref: 99, offset: 0, flags: 0, id: 11, size: 114 }), 1],
+    ['shorter than an Ethernet header', () => s.tx.put({ gref: 1, offset: 0, flags: 0, id: 12, size: 13 }), 1],
+    ['fragments larger than the packet', () => { s.tx.put({ gref: 1, offset: 0, flags: NETTXF_more_data, id: 13, size: 100 }); s.tx.put({ gref: 1, offset: 0, flags: 0, id: 14, size: 101 }); }, 2],
+    ['GSO, not offered', () => { s.tx.put({ gref: 1, offset: 0, flags: NETTXF_extra_info, id: 15, size: 114 }); s.tx.putExtra({ type: XEN_NETIF_EXTRA_TYPE_GSO, flags: 0 }); }, 2],
+    ['an extra of no type, chained to another', () => { s.tx.put({ gref: 1, offset: 0, flags: NETTXF_extra_info, id: 16, size: 114 }); s.tx.putExtra({ type: 0, flags: XEN_NETIF_EXTRA_FLAG_MORE }); s.tx.putExtra({ type: 4, flags: 0 }); }, 3],
+    ['more than 20 slots', () => { for (let i = 0; i < 21; i++) s.tx.put({ gref: 1, offset: 0, flags: i < 20 ? NETTXF_more_data : 0, id: 100 + i, size: i === 0 ? 21 * 5 : 5 }); }, 21],
+  ];
+  for (const [what, put, slots] of cases) {
+    put();
+    const rsp = await s.transmit();
+    assert.equal(rsp.length, slots, what);
+    assert.ok(rsp.every((r) => r.status === NETIF_RSP_ERROR || r.status === NETIF_RSP_NULL) && rsp[0]!.status === NETIF_RSP_ERROR, `${what}: ${JSON.stringify(rsp)}`);
+  }
+  assert.equal(s.delivered.length, 0);
+  assert.equal(s.svc.stats.txErrors, cases.length);
+  s.tx.put({ gref: 1, offset: 0, flags: 0, id: 1, size: f.length });
+  assert.deepEqual(await s.transmit(), [{ id: 1, status: NETIF_RSP_OKAY }]);
+  assert.equal(s.delivered.length, 1);
+});
+
+test('a packet cut off in the middle of the ring, or a producer past its size, stops the vif with a log line', async () => {
+  for (const hostile of ['cut', 'overrun'] as const) {
+    const s = setup();
+    s.grant(1, frame('00:16:3e:00:00:02', '00:16:3e:00:00:01', 100));
+    if (hostile === 'cut') s.tx.put({ gref: 1, offset: 0, flags: NETTXF_more_data, id: 1, size: 114 });
+    s.tx.push(hostile === 'cut' ? undefined : 300);
+    s.svc.kickTx();
+    await s.svc.idle;
+    assert.equal(s.logs.length, 1, hostile);
+    assert.match(s.logs[0]!, /no longer served/);
+    assert.equal(s.delivered.length, 0);
+    s.svc.send({ data: frame('00:16:3e:00:00:01', '00:16:3e:00:00:02', 10) });
+    assert.equal(s.svc.queued, 0, 'nothing queued for a vif no longer served');
+  }
+});
+
+test('receive: frames wait for buffers; each fills one from offset 0 with its length in status, the checksum flags passed on; large ones span buffers with feature-sg', async () => {
+  const s = setup({ rxSg: true });
+  const small = frame('00:16:3e:00:00:01', '00:16:3e:00:00:02', 60);
+  const big = frame('00:16:3e:00:00:01', '00:16:3e:00:00:02', 9000 - 14, 3);
+  s.svc.send({ data: small, csumBlank: true });
+  s.svc.send({ data: big, dataValidated: true });
+  await s.svc.idle;
+  assert.equal(s.svc.queued, 2, 'no buffers posted yet');
+  // one buffer: the small frame goes, the big one needs three
+  const pages = [30, 31, 32, 33].map((r) => s.grant(r));
+  s.rx.put({ id: 0, gref: 30 });
+  if (s.rx.push()) s.svc.kickRx();
+  await s.svc.idle;
+  assert.deepEqual(s.rx.responses(), [{ id: 0, offset: 0, flags: NETRXF_csum_blank | NETRXF_data_validated, status: small.length }]);
+  assert.deepEqual(Buffer.from(pages[0]!.subarray(0, small.length)), Buffer.from(small));
+  assert.equal(s.svc.queued, 1);
+  // two more buffers: not yet enough; the backend asked to be told at three (req_event), so the push notifies
+  s.rx.put({ id: 1, gref: 31 });
+  s.rx.put({ id: 2, gref: 32 });
+  assert.equal(s.rx.push(), false, 'not enough buffers for the waiting frame: no event asked for yet');
+  s.rx.put({ id: 3, gref: 33 });
+  assert.equal(s.rx.push(), true, 'the third buffer is what the backend waits for');
+  s.svc.kickRx();
+  await s.svc.idle;
+  assert.deepEqual(s.rx.responses(), [
+    { id: 1, offset: 0, flags: NETRXF_data_validated | NETRXF_more_data, status: 4096 },
+    { id: 2, offset: 0, flags: NETRXF_more_data, status: 4096 },
+    { id: 3, offset: 0, flags: 0, status: 9000 - 8192 },
+  ]);
+  assert.deepEqual(Buffer.concat([pages[1]!, pages[2]!, pages[3]!.subarray(0, 9000 - 8192)]), Buffer.from(big));
+  assert.deepEqual(s.notified, [4, 4], 'told on the receive port');
+  assert.deepEqual(s.svc.stats, { txPackets: 0, txBytes: 0, txErrors: 0, rxPackets: 2, rxBytes: small.length + 9000, rxDropped: 0, txMaxSlots: 0, rxMaxSlots: 3 });
+});
+
+test('receive limits: a frame larger than a page without feature-sg is dropped, the queue is bounded, an ungranted buffer is answered with an error', async () => {
+  const s = setup({ rxSg: false });
+  s.svc.send({ data: frame('00:16:3e:00:00:01', '00:16:3e:00:00:02', 5000) });
+  for (let i = 0; i < RX_QUEUE_MAX + 5; i++) s.svc.send({ data: frame('00:16:3e:00:00:01', '00:16:3e:00:00:02', 40, i) });
+  await s.svc.idle;
+  assert.equal(s.svc.queued, RX_QUEUE_MAX);
+  assert.equal(s.svc.stats.rxDropped, 6);
+  s.rx.put({ id: 7, gref: 404 });
+  s.rx.push();
+  s.svc.kickRx();
+  await s.svc.idle;
+  assert.deepEqual(s.rx.responses(), [{ id: 7, offset: 0, flags: 0, status: NETIF_RSP_ERROR }]);
+  assert.equal(s.svc.stats.rxDropped, 7);
+  await s.svc.stop();
+  assert.equal(s.svc.queued, 0);
+});
+
+test('frames wait for buffers no longer than the drain time, then are dropped; later frames still go', async () => {
+  const s = setup({ rxDrainMs: 50 });
+  for (let i = 0; i < 3; i++) s.svc.send({ data: frame('00:16:3e:00:00:01', '00:16:3e:00:00:02', 40, i) });
+  await s.svc.idle;
+  assert.equal(s.svc.queued, 3);
+  await until(() => s.svc.queued === 0, 2000);
+  assert.equal(s.svc.stats.rxDropped, 3, 'dropped by the timer, without any new frame or buffer');
+  s.grant(5);
+  s.rx.put({ id: 1, gref: 5 });
+  s.rx.push();
+  const f = frame('00:16:3e:00:00:01', '00:16:3e:00:00:02', 40, 99);
+  s.svc.send({ data: f });
+  await s.svc.idle;
+  assert.deepEqual(s.rx.responses(), [{ id: 1, offset: 0, flags: 0, status: f.length }]);
+  assert.equal(s.svc.stats.rxPackets, 1);
+});
+
+test('the switch learns where each address is, forwards to it alone, floods broadcast and unknown destinations, never back to the sender', () => {
+  const got = new Map<string, Uint8Array[]>();
+  const port = (name: string): SwitchPort => ({ name, receive: (f) => { got.set(name, [...(got.get(name) ?? []), f.data]); } });
+  const sws = new NetSwitches();
+  const [a, b, c, x] = ['a', 'b', 'c', 'x'].map(port) as [SwitchPort, SwitchPort, SwitchPort, SwitchPort];
+  const sw: NetSwitch = sws.attach('xenbr0', a);
+  sws.attach('xenbr0', b);
+  sws.attach('xenbr0', c);
+  sws.attach('xenbr1', x);
+  const A = '00:16:3e:00:00:0a', B = '00:16:3e:00:00:0b';
+  const count = () => ['a', 'b', 'c', 'x'].map((n) => got.get(n)?.length ?? 0);
+  sw.input(a, { data: frame('ff:ff:ff:ff:ff:ff', A, 28) });
+  assert.deepEqual(count(), [0, 1, 1, 0], 'broadcast to every other port of the bridge, not another bridge');
+  sw.input(a, { data: frame(B, A, 28) });
+  assert.deepEqual(count(), [0, 2, 2, 0], 'B not known yet: flooded');
+  sw.input(b, { data: frame(A, B, 28) });
+  assert.deepEqual(count(), [1, 2, 2, 0], 'A learnt: to a alone');
+  sw.input(a, { data: frame(B, A, 28) });
+  assert.deepEqual(count(), [1, 3, 2, 0], 'B learnt: to b alone');
+  sw.input(b, { data: frame(B, A, 28).subarray(0, 13) });
+  assert.deepEqual(count(), [1, 3, 2, 0], 'a runt is dropped');
+  assert.deepEqual(sw.stats, { forwarded: 2, flooded: 2, dropped: 1 });
+  sws.detach('xenbr0', b);
+  sw.input(a, { data: frame(B, A, 28) });
+  assert.deepEqual(count(), [1, 3, 3, 0], 'a port that left is forgotten: flooded again');
+  sws.detach('xenbr1', x);
+  assert.equal(sws.get('xenbr1'), undefined);
+  assert.equal(sws.get('xenbr0'), sw);
+});

@@ -1,0 +1,304 @@
+// netback's data path (Linux's drivers/net/xen-netback/netback.c for
+// transmit, rx.c for receive) for one vif: packets the frontend puts on its
+// transmit ring are copied out of its granted pages (grant copy only, so the
+// same code serves from a driver domain) into one frame handed to the switch;
+// frames from the switch wait in a bounded queue until the frontend has
+// posted receive buffers, and are copied into them. Every transmit slot is
+// answered (NETIF_RSP_NULL for extra-info slots), a bad packet with
+// NETIF_RSP_ERROR; a ring whose producer runs past its size, or a packet cut
+// off in the middle of the ring, stops the vif (netback's
+// xenvif_fatal_tx_err). Nothing a frontend writes can throw out of here.
+
+import type { GrantCopyOp, XenDevices } from '../libs/devices.js';
+import {
+  NetifRxBackRing, NetifTxBackRing, type NetifTxRequest, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETRXF_csum_blank,
+  NETRXF_data_validated, NETRXF_more_data, NETTXF_csum_blank, NETTXF_data_validated, NETTXF_extra_info, NETTXF_more_data,
+  PAGE_SIZE, XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_EXTRA_TYPE_GSO, XEN_NETIF_EXTRA_TYPE_MAX, XEN_NETIF_EXTRA_TYPE_NONE, XEN_NETIF_MAX_TX_SIZE,
+} from './netif.js';
+
+/** An Ethernet frame as it crosses the switch, with what the sender said of its checksum. */
+export interface NetFrame {
+  data: Uint8Array;
+  /** the L4 checksum is left to be filled in (CHECKSUM_PARTIAL: NETTXF_csum_blank) */
+  csumBlank?: boolean;
+  /** the checksum is known good (CHECKSUM_UNNECESSARY: NETTXF_data_validated) */
+  dataValidated?: boolean;
+}
+
+/** The shortest frame carried: an Ethernet header (ETH_HLEN) */
+export const ETH_HLEN = 14;
+/** The most slots one transmitted packet may take (Linux's netback: fatal_skb_slots, XEN_NETBK_LEGACY_SLOTS_MAX 20); past it the packet is refused */
+export const MAX_TX_SLOTS = 20;
+/** Frames held for a frontend that posts no receive buffers (Linux's netback: rx_queue_max, ~512 KiB of full frames) */
+export const RX_QUEUE_MAX = 352;
+/** How long a frame may wait for a receive buffer before it is dropped (Linux's netback: rx_drain_timeout_msecs) */
+export const RX_DRAIN_MS = 10_000;
+
+export interface NetifStats {
+  txPackets: number;
+  txBytes: number;
+  /** transmitted packets answered with an error */
+  txErrors: number;
+  rxPackets: number;
+  rxBytes: number;
+  /** frames dropped: queue full, waited too long, too large for the frontend, or a failed copy */
+  rxDropped: number;
+  /** the most ring slots one packet took: transmitted (with its extra-info slots), received */
+  txMaxSlots: number;
+  rxMaxSlots: number;
+}
+
+export function newNetifStats(): NetifStats {
+  return { txPackets: 0, txBytes: 0, txErrors: 0, rxPackets: 0, rxBytes: 0, rxDropped: 0, txMaxSlots: 0, rxMaxSlots: 0 };
+}
+
+export interface NetifServiceOptions {
+  devices: XenDevices;
+  frontDomid: number;
+  tx: NetifTxBackRing;
+  rx: NetifRxBackRing;
+  /** local ports: the same one for both rings unless the frontend split them */
+  txPort: number;
+  rxPort: number;
+  /** the frontend said feature-sg 1: a frame may span several receive buffers */
+  rxSg: boolean;
+  /** each frame the frontend transmitted */
+  deliver: (f: NetFrame) => void;
+  stats?: NetifStats;
+  log?: (line: string) => void;
+  /** how long a frame may wait for a buffer (default RX_DRAIN_MS) */
+  rxDrainMs?: number;
+}
+
+interface Queued { f: NetFrame; at: number }
+
+export class NetifService {
+  private broken = false;
+  private txRunning = false;
+  private txAgain = false;
+  private rxRunning = false;
+  private rxAgain = false;
+  private txPass: Promise<void> = Promise.resolve();
+  private rxPass: Promise<void> = Promise.resolve();
+  private readonly txBuf: Uint8Array;
+  private readonly rxBuf: Uint8Array;
+  private readonly rxQueue: Queued[] = [];
+  private drainTimer: NodeJS.Timeout | null = null;
+  readonly stats: NetifStats;
+  private readonly drainMs: number;
+
+  constructor(private readonly o: NetifServiceOptions) {
+    this.stats = o.stats ?? newNetifStats();
+    this.drainMs = o.rxDrainMs ?? RX_DRAIN_MS;
+    // a whole packet of up to 64 KiB, and a page of room past its end for the last copy's view
+    this.txBuf = o.devices.gnttab.allocBuffer(XEN_NETIF_MAX_TX_SIZE + 1 + PAGE_SIZE);
+    this.rxBuf = o.devices.gnttab.allocBuffer(XEN_NETIF_MAX_TX_SIZE + 1 + PAGE_SIZE);
+  }
+
+  /** Resolves when neither ring is being served. */
+  get idle(): Promise<void> {
+    return Promise.all([this.txPass, this.rxPass]).then(() => {});
+  }
+
+  /** Frames waiting for receive buffers. */
+  get queued(): number { return this.rxQueue.length; }
+
+  /** The frontend notified on the transmit ring (or on its only port). */
+  kickTx(): void {
+    if (this.broken) return;
+    if (this.txRunning) { this.txAgain = true; return; }
+    this.txRunning = true;
+    this.txPass = this.serveTx().catch((e: unknown) => this.fail(`transmit: ${(e as Error).message}`)).finally(() => { this.txRunning = false; });
+  }
+
+  /** The frontend posted receive buffers (or notified on its only port). */
+  kickRx(): void {
+    if (this.broken) return;
+    if (this.rxRunning) { this.rxAgain = true; return; }
+    this.rxRunning = true;
+    this.rxPass = this.serveRx().catch((e: unknown) => this.fail(`receive: ${(e as Error).message}`)).finally(() => { this.rxRunning = false; });
+  }
+
+  /** A frame for the frontend: queued (or dropped when the queue is full) and sent once it has buffers. */
+  send(f: NetFrame): void {
+    if (this.broken) return;
+    this.expire();
+    if (this.rxQueue.length >= RX_QUEUE_MAX) { this.stats.rxDropped++; return; }
+    this.rxQueue.push({ f, at: performance.now() });
+    this.armDrain();
+    this.kickRx();
+  }
+
+  private fail(why: string): void {
+    if (this.broken) return;
+    this.broken = true;
+    this.o.log?.(`netback: domain ${this.o.frontDomid}: ${why}; vif no longer served`);
+    this.stats.rxDropped += this.rxQueue.length;
+    this.rxQueue.length = 0;
+    this.disarmDrain();
+  }
+
+  /** Drops the frames that waited longer than the drain time (the frontend stopped posting buffers). */
+  private expire(): void {
+    const old = performance.now() - this.drainMs;
+    let n = 0;
+    while (n < this.rxQueue.length && this.rxQueue[n]!.at <= old) n++;
+    if (n) {
+      this.rxQueue.splice(0, n);
+      this.stats.rxDropped += n;
+    }
+  }
+
+  private armDrain(): void {
+    if (this.drainTimer || !this.rxQueue.length) return;
+    const wait = Math.max(1, this.rxQueue[0]!.at + this.drainMs - performance.now());
+    this.drainTimer = setTimeout(() => {
+      this.drainTimer = null;
+      this.expire();
+      this.armDrain();
+    }, wait);
+    this.drainTimer.unref();
+  }
+
+  private disarmDrain(): void {
+    if (this.drainTimer) clearTimeout(this.drainTimer);
+    this.drainTimer = null;
+  }
+
+  private async serveTx(): Promise<void> {
+    const r = this.o.tx;
+    do {
+      this.txAgain = false;
+      for (;;) {
+        if (this.broken) return;
+        const n = r.unconsumed();
+        if (n < 0) return this.fail('frontend produced more transmit requests than its ring holds');
+        if (n === 0 && !r.waitFor(1)) break;
+        await this.txPacket();
+      }
+    } while (this.txAgain);
+  }
+
+  /** One packet: its first request, its extra-info slots, its further fragments (xenvif_tx_build_gops). */
+  private async txPacket(): Promise<void> {
+    const r = this.o.tx;
+    const first = r.takeRequest();
+    let status = NETIF_RSP_OKAY;
+    let extras = 0;
+    if (first.flags & NETTXF_extra_info) {
+      for (let more = true; more; ) {
+        if (r.unconsumed() <= 0) return this.fail('a packet\'s extra info is missing from the ring');
+        const e = r.takeExtra();
+        extras++;
+        // GSO is not offered (feature-gso-* 0): a packet asking for it cannot be segmented here. Multicast
+        // and hash extras only inform the backend, which has no use for them.
+        if (e.type === XEN_NETIF_EXTRA_TYPE_NONE || e.type >= XEN_NETIF_EXTRA_TYPE_MAX || e.type === XEN_NETIF_EXTRA_TYPE_GSO) status = NETIF_RSP_ERROR;
+        more = (e.flags & XEN_NETIF_EXTRA_FLAG_MORE) !== 0;
+      }
+    }
+    const frags: NetifTxRequest[] = [];
+    for (let last = first; last.flags & NETTXF_more_data; ) {
+      if (r.unconsumed() <= 0) return this.fail('a packet is cut off in the middle of the transmit ring');
+      last = r.takeRequest();
+      frags.push(last);
+    }
+    if (status === NETIF_RSP_OKAY) status = await this.txCopy(first, frags);
+    if (status === NETIF_RSP_OKAY) {
+      const data = this.txBuf.slice(0, first.size);
+      this.stats.txPackets++;
+      this.stats.txBytes += data.length;
+      this.stats.txMaxSlots = Math.max(this.stats.txMaxSlots, 1 + extras + frags.length);
+      this.o.deliver({ data, csumBlank: (first.flags & NETTXF_csum_blank) !== 0, dataValidated: (first.flags & NETTXF_data_validated) !== 0 });
+    } else {
+      this.stats.txErrors++;
+    }
+    // a response in every slot taken, in their order: the packet's status, NULL for the extras
+    r.putResponse(first.id, status);
+    for (let i = 0; i < extras; i++) r.putResponse(0, NETIF_RSP_NULL);
+    for (const f of frags) r.putResponse(f.id, status);
+    if (r.pushResponses()) this.o.devices.evtchn.notify(this.o.txPort);
+  }
+
+  /**
+   * io/netif.h: the first request's size is the whole packet's; each further one carries its own part,
+   * the first the rest. Every part within its page; the whole an Ethernet frame of at most 64 KiB.
+   */
+  private async txCopy(first: NetifTxRequest, frags: NetifTxRequest[]): Promise<number> {
+    if (1 + frags.length > MAX_TX_SLOTS) return NETIF_RSP_ERROR;
+    const rest = frags.reduce((s, f) => s + f.size, 0);
+    if (first.size < ETH_HLEN || rest > first.size) return NETIF_RSP_ERROR;
+    const parts = [{ ...first, size: first.size - rest }, ...frags];
+    const ops: GrantCopyOp[] = [];
+    let at = 0;
+    for (const p of parts) {
+      if (p.offset + p.size > PAGE_SIZE) return NETIF_RSP_ERROR;
+      if (p.size === 0) continue;
+      ops.push({ source: { domid: this.o.frontDomid, ref: p.gref, offset: p.offset }, dest: { buf: this.txBuf.subarray(at, at + PAGE_SIZE), offset: 0 }, len: p.size });
+      at += p.size;
+    }
+    if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return NETIF_RSP_ERROR;
+    return NETIF_RSP_OKAY;
+  }
+
+  private async serveRx(): Promise<void> {
+    const r = this.o.rx;
+    do {
+      this.rxAgain = false;
+      while (this.rxQueue.length) {
+        if (this.broken) return;
+        const { f } = this.rxQueue[0]!;
+        const len = f.data.length;
+        const slots = Math.max(1, Math.ceil(len / PAGE_SIZE));
+        if ((slots > 1 && !this.o.rxSg) || len > XEN_NETIF_MAX_TX_SIZE || len === 0) {
+          this.rxQueue.shift();
+          this.stats.rxDropped++;
+          continue;
+        }
+        const n = r.unconsumed();
+        if (n < 0) return this.fail('frontend produced more receive requests than its ring holds');
+        // not enough buffers: ask to be told when there are (the frontend has feature-rx-notify)
+        if (n < slots && !r.waitFor(slots)) break;
+        this.rxQueue.shift();
+        await this.rxFrame(f, slots);
+      }
+      if (!this.rxQueue.length) this.disarmDrain();
+    } while (this.rxAgain);
+  }
+
+  /** One frame into `slots` receive buffers, a page each from offset 0 (xenvif_rx_skb). */
+  private async rxFrame(f: NetFrame, slots: number): Promise<void> {
+    const r = this.o.rx;
+    const len = f.data.length;
+    this.rxBuf.set(f.data);
+    const reqs = Array.from({ length: slots }, () => r.takeRequest());
+    const ops: GrantCopyOp[] = reqs.map((q, i) => ({
+      source: { buf: this.rxBuf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), offset: 0 },
+      dest: { domid: this.o.frontDomid, ref: q.gref, offset: 0 },
+      len: Math.min(PAGE_SIZE, len - i * PAGE_SIZE),
+    }));
+    const st = await this.o.devices.gnttab.copy(ops);
+    const ok = st.every((s) => s === 0);
+    // netback's rx.c: CHECKSUM_PARTIAL is passed on as csum_blank (and validated), CHECKSUM_UNNECESSARY as validated
+    const csum = f.csumBlank ? NETRXF_csum_blank | NETRXF_data_validated : f.dataValidated ? NETRXF_data_validated : 0;
+    reqs.forEach((q, i) => {
+      const flags = (i === 0 ? csum : 0) | (i < slots - 1 ? NETRXF_more_data : 0);
+      r.putResponse({ id: q.id, offset: 0, flags, status: ok ? ops[i]!.len : NETIF_RSP_ERROR });
+    });
+    if (ok) {
+      this.stats.rxPackets++;
+      this.stats.rxBytes += len;
+      this.stats.rxMaxSlots = Math.max(this.stats.rxMaxSlots, slots);
+    } else {
+      this.stats.rxDropped++;
+    }
+    if (r.pushResponses()) this.o.devices.evtchn.notify(this.o.rxPort);
+  }
+
+  /** Stops serving: nothing more is taken off either ring, queued frames are dropped. */
+  stop(): Promise<void> {
+    this.broken = true;
+    this.disarmDrain();
+    this.rxQueue.length = 0;
+    return this.idle;
+  }
+}

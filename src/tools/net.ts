@@ -1,0 +1,138 @@
+// A domain's virtual network interfaces as libxl adds them (libxl_nic.c,
+// libxl__device_nic_setdefault and libxl__set_xenstore_nic): the frontend
+// directory in the guest's home and the backend directory in the backend
+// domain's, written in one transaction before the guest runs, then the
+// backend started on them and joined to its bridge's in-process switch. Only
+// the control domain serves vifs; hotplug scripts are not run (the switch is
+// the bridge they would have added the vif to).
+
+import type { XsClientBase } from './xenstored/client.js';
+import type { VifSpec } from './xl/config.js';
+import { DEFAULT_BRIDGE, DEFAULT_VIF_BACKEND, parseMac, randomXenMac } from './xl/vif.js';
+import type { XenDevices } from './libs/devices.js';
+import { VifBackend } from './backends/vif.js';
+import type { NetSwitches } from './backends/netswitch.js';
+import { XenbusState } from './backends/xenbus.js';
+
+/** A vif that cannot be added: the message names it. */
+export class NicError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NicError';
+  }
+}
+
+export interface NicSpec {
+  /** the guest's MAC; one in Xen's 00:16:3e range is made when absent */
+  mac?: string;
+  /** the switch it joins (default xenbr0) */
+  bridge?: string;
+  /** the device number (default: its index in the list) */
+  devid?: number;
+  /** default 1500 */
+  mtu?: number;
+  /** whether the guest trusts its backend (default yes); an untrusting netfront bounces what it shares */
+  trusted?: boolean;
+}
+
+export interface NicDevice {
+  devid: number;
+  mac: string;
+  bridge: string;
+  backendPath: string;
+  frontendPath: string;
+  backend: VifBackend;
+}
+
+/** libxl's default vif hotplug script (written for fidelity; the switch does its work) */
+const VIF_SCRIPT = '/etc/xen/scripts/vif-bridge';
+const DEFAULT_MTU = 1500;
+
+/** A `vif=` entry as the control domain's netback serves it; anything else is refused, naming the vif and why. */
+export function nicSpecOf(v: VifSpec): NicSpec {
+  const refuse = (why: string) => new NicError(`vif ${v.devid ?? ''}: ${why}`);
+  if (v.backend !== DEFAULT_VIF_BACKEND && v.backend !== 'Domain-0') throw refuse(`backend '${v.backend}': only the control domain serves vifs (driver domains are not available)`);
+  if (v.script !== undefined && v.script !== 'vif-bridge' && v.script !== VIF_SCRIPT) throw refuse(`script ${v.script}: vif hotplug scripts are not run; every vif joins the in-process switch of its bridge`);
+  return { mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu, trusted: v.trusted };
+}
+
+/** Each spec with its devid, MAC and bridge settled; a repeated devid or a bad MAC is refused before anything is written. */
+export function settleNics(specs: NicSpec[], random?: (n: number) => Uint8Array): Required<NicSpec>[] {
+  const seen = new Set<number>();
+  return specs.map((s, i) => {
+    const devid = s.devid ?? i;
+    if (!Number.isInteger(devid) || devid < 0) throw new NicError(`vif ${devid}: not a device number`);
+    if (seen.has(devid)) throw new NicError(`vif ${devid}: devid ${devid} is already used`);
+    seen.add(devid);
+    let mac: string;
+    try {
+      mac = s.mac ? parseMac(s.mac) : randomXenMac(random);
+    } catch (e) {
+      throw new NicError(`vif ${devid}: ${(e as Error).message}`);
+    }
+    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU, trusted: s.trusted ?? true };
+  });
+}
+
+/** Writes the frontend and backend nodes of every vif of `domid` (libxl__device_nic_add's xenstore part). */
+export async function writeVifNodes(c: XsClientBase, domid: number, backendDomid: number, nics: Required<NicSpec>[]): Promise<{ backendPath: string; frontendPath: string }[]> {
+  const out = nics.map((n) => ({
+    frontendPath: `/local/domain/${domid}/device/vif/${n.devid}`,
+    backendPath: `/local/domain/${backendDomid}/backend/vif/${domid}/${n.devid}`,
+  }));
+  if (!nics.length) return out;
+  await c.transaction(async (tx) => {
+    const pending: Promise<void>[] = [];
+    const w = (p: string, v: string) => pending.push(c.write(p, v, tx));
+    const fePerms = [`n${domid}`, `r${backendDomid}`], bePerms = [`n${backendDomid}`, `r${domid}`];
+    nics.forEach((n, i) => {
+      const { frontendPath: fe, backendPath: be } = out[i]!;
+      w(be, '');
+      pending.push(c.setPerms(be, bePerms, tx));
+      w(`${be}/frontend`, fe);
+      w(`${be}/frontend-id`, String(domid));
+      w(`${be}/online`, '1');
+      w(`${be}/state`, String(XenbusState.Initialising));
+      w(`${be}/script`, VIF_SCRIPT);
+      w(`${be}/mac`, n.mac);
+      w(`${be}/bridge`, n.bridge);
+      w(`${be}/handle`, String(n.devid));
+      w(`${be}/type`, 'vif');
+      w(`${be}/mtu`, String(n.mtu));
+      w(fe, '');
+      pending.push(c.setPerms(fe, fePerms, tx));
+      w(`${fe}/backend`, be);
+      w(`${fe}/backend-id`, String(backendDomid));
+      w(`${fe}/state`, String(XenbusState.Initialising));
+      w(`${fe}/handle`, String(n.devid));
+      w(`${fe}/mac`, n.mac);
+      w(`${fe}/mtu`, String(n.mtu));
+      // read by Linux's netfront (5.17 on): an untrusted backend gets only bounce pages, never the guest's own
+      w(`${fe}/trusted`, n.trusted ? '1' : '0');
+    });
+    await Promise.all(pending);
+  });
+  return out;
+}
+
+/** Adds `specs` to `domid`: nodes written, a backend on each; on a failure the backends started are stopped. */
+export async function addVifs(devices: XenDevices, switches: NetSwitches, domid: number, specs: NicSpec[], log?: (line: string) => void): Promise<NicDevice[]> {
+  const nics = settleNics(specs);
+  const nodes = await writeVifNodes(devices.xenstore, domid, devices.domid, nics);
+  const started: NicDevice[] = [];
+  try {
+    for (const [i, n] of nodes.entries()) {
+      let backend: VifBackend;
+      try {
+        backend = await VifBackend.start({ devices, path: n.backendPath, switches, log });
+      } catch (e) {
+        throw new NicError(`vif ${nics[i]!.devid}: ${(e as Error).message}`);
+      }
+      started.push({ ...n, devid: nics[i]!.devid, mac: nics[i]!.mac, bridge: nics[i]!.bridge, backend });
+    }
+  } catch (e) {
+    for (const d of started) await d.backend.close();
+    throw e;
+  }
+  return started;
+}
