@@ -5,49 +5,22 @@
 // addition and removal.
 
 import { ApiCallError } from '../../daemon/client.js';
-import { SocketClient } from '../../xenstored/client.js';
 import type { XlCommand } from '../command.js';
-import { findDomain, isDomid, qualifierDomid, reportDaemonError } from './common.js';
+import { findDomain, listDevices, nodeNumber, reportDaemonError } from './common.js';
 import { DiskSpecError, parseDiskSpec } from '../disk.js';
-
-const num = (v: string | undefined): number => (v !== undefined && /^\d+$/.test(v) ? Number(v) : -1);
 
 export const blockList: XlCommand = {
   name: 'block-list',
   desc: 'List virtual block devices for a domain',
   usage: '<Domain(s)>',
   minArgs: 1,
-  async run(ctx, _v, args) {
-    const c = await ctx.client();
-    const { path } = await c.call('xenstore.socket', {});
-    const xs = await SocketClient.connect(path);
-    try {
-      const row = (...f: (string | number)[]) => [5, 3, 6, 5, 6, 8, 30].map((w, i) => String(f[i]).padEnd(w)).join(' ');
-      ctx.out(`${row('Vdev', 'BE', 'handle', 'state', 'evt-ch', 'ring-ref', 'BE-path')}\n`);
-      for (const a of args) {
-        let domid: number;
-        if (isDomid(a)) domid = qualifierDomid(a);
-        else {
-          try {
-            domid = (await c.call('domain.resolve', { dom: a })).domid;
-          } catch (e) {
-            if (!(e instanceof ApiCallError && e.code === 'ENOENT')) throw e;
-            ctx.err(`${a} is an invalid domain identifier\n`);
-            continue;
-          }
-        }
-        const dir = `/local/domain/${domid}/device/vbd`;
-        const devs = (await xs.directory(dir).catch(() => [] as string[])).filter((x) => /^\d+$/.test(x)).sort((x, y) => Number(x) - Number(y));
-        for (const dev of devs) {
-          const fe = `${dir}/${dev}`;
-          const [be, beId, state, evtch, rref] = await Promise.all(['backend', 'backend-id', 'state', 'event-channel', 'ring-ref'].map((k) => xs.tryRead(`${fe}/${k}`)));
-          ctx.out(`${row(Number(dev), num(beId), domid, num(state), num(evtch), num(rref), be ?? '')}\n`);
-        }
-      }
-    } finally {
-      xs.close();
-    }
-    return 0;
+  run(ctx, _v, args) {
+    // "%-5s %-3s %-6s %-5s %-6s %-8s %-30s\n", and the same widths for each disk's numbers
+    const row = (...f: (string | number)[]) => [5, 3, 6, 5, 6, 8, 30].map((w, i) => String(f[i]).padEnd(w)).join(' ');
+    return listDevices(ctx, args, 'vbd', row('Vdev', 'BE', 'handle', 'state', 'evt-ch', 'ring-ref', 'BE-path'), async (read, domid, dev) => {
+      const [be, beId, state, evtch, rref] = await Promise.all(['backend', 'backend-id', 'state', 'event-channel', 'ring-ref'].map(read));
+      return row(dev, nodeNumber(beId), domid, nodeNumber(state), nodeNumber(evtch), nodeNumber(rref), be ?? '');
+    });
   },
 };
 

@@ -2,6 +2,7 @@
 // find_domain does, and reporting a daemon error.
 
 import { ApiCallError } from '../../daemon/client.js';
+import { SocketClient } from '../../xenstored/client.js';
 import { XlExit, type GlobalOptions, type XlContext } from '../command.js';
 
 /** libxl's error numbers xl prints in "(rc=N)" (libxl_types.idl / _libxl_types.h: ERROR_FAIL, ERROR_INVAL, ERROR_NOPARAVIRT, ERROR_DOMAIN_NOTFOUND). */
@@ -67,4 +68,43 @@ export function logPrefix(g: GlobalOptions, now = new Date()): string {
 export function reportDaemonError(ctx: XlContext, e: unknown): void {
   if (e instanceof ApiCallError) ctx.err(`${logPrefix(ctx.global)}xl: ${e.message}\n`);
   else throw e;
+}
+
+/** A frontend node's number as libxl's *_getinfo reads it: -1 when it is not there or not a number. */
+export const nodeNumber = (v: string | undefined): number => (v !== undefined && /^\d+$/.test(v) ? Number(v) : -1);
+
+/**
+ * The frame of xl's block-list and network-list: `header`, then for each
+ * domain named each device of `kind` (its frontend directory under
+ * /local/domain/<domid>/device/<kind>, by number) as `line` reads it from the
+ * daemon's xenstore. A name that is not a domain is said and skipped, as xl's
+ * libxl_domain_qualifier_to_domid failure is; a domid is taken as it is.
+ */
+export async function listDevices(ctx: XlContext, args: string[], kind: string, header: string,
+  line: (read: (node: string) => Promise<string | undefined>, domid: number, devid: number) => Promise<string>): Promise<number> {
+  const c = await ctx.client();
+  const { path } = await c.call('xenstore.socket', {});
+  const xs = await SocketClient.connect(path);
+  try {
+    ctx.out(`${header}\n`);
+    for (const a of args) {
+      let domid: number;
+      if (isDomid(a)) domid = qualifierDomid(a);
+      else {
+        try {
+          domid = (await c.call('domain.resolve', { dom: a })).domid;
+        } catch (e) {
+          if (!(e instanceof ApiCallError && e.code === 'ENOENT')) throw e;
+          ctx.err(`${a} is an invalid domain identifier\n`);
+          continue;
+        }
+      }
+      const dir = `/local/domain/${domid}/device/${kind}`;
+      const devs = (await xs.directory(dir).catch(() => [] as string[])).filter((x) => /^\d+$/.test(x)).map(Number).sort((x, y) => x - y);
+      for (const dev of devs) ctx.out(`${await line((node) => xs.tryRead(`${dir}/${dev}/${node}`), domid, dev)}\n`);
+    }
+  } finally {
+    xs.close();
+  }
+  return 0;
 }
