@@ -245,8 +245,9 @@ export class Domain {
     this.tscKhz = spec.tscKhz;
     this.scale = tscScale(spec.tscKhz);
     if (spec.accel === 'tcg') {
-      // All of a software-CPU domain's vCPUs run on its home worker: the engines' locked
-      // instructions are atomic only against each other on one thread, not across threads.
+      // All of a software-CPU domain's vCPUs run on its home worker, beside the one TcgVm that
+      // holds their memory map. Their locked instructions are host atomics (native/atomics.c),
+      // so spreading them over workers would not break a guest's locks.
       if (!tcgHost || !spec.tcg) throw new Error('a software-CPU domain without its worker\'s kicker or entry state');
       const vm = this.vm as TcgVm;
       this.vcpus = spec.placement.map((_, i) => {

@@ -488,7 +488,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     rec.vm?.release();
     rec.memoryMap = memoryMap;
     const placement = this.place(rec);
-    // A software-CPU domain's vCPUs share one worker (see Domain: locked instructions are atomic only there).
+    // A software-CPU domain's vCPUs share one worker, beside their TcgVm (see Domain).
     if (tcg || software) placement.fill(placement[0]!);
     const pcpu = placement[0]!;
     rec.pcpu = pcpu;

@@ -14,6 +14,7 @@ import { calibrate } from './cpu_state.js';
 import { unicorn, UC_CTL_CPU_MODEL_WRITE, UC_CPU_X86_EPYC } from './unicorn.js';
 import { KickTimer } from '../kvm/kick.js';
 import { Worker } from 'node:worker_threads';
+import { SharedMemory } from '../kvm/memory.js';
 import type { Segment, VcpuExit } from '../accel/vcpu.js';
 
 const avail = unicornAvailable();
@@ -31,12 +32,12 @@ after(() => kicker?.close());
 interface Rig { v: TcgVcpu; bytes: Uint8Array; dv: DataView; io: VcpuExit['io'][]; mmio: { gpa: bigint; len: number; write: boolean; value: number }[] }
 
 /** A vCPU over 2 MiB of guest RAM at GPA 0; port 0x88 exits (as the hypercall port does), other ports are recorded. */
-function rig(msrExits: (i: number) => boolean = (i) => i === 0x40000000): Rig {
+function rig(msrExits: (i: number) => boolean = (i) => i === 0x40000000, ram?: SharedMemory): Rig {
   kicker ??= new TcgKicker();
-  const mem = mmap(null, MEM, 3, 0x22, -1, 0);
-  const bytes = new Uint8Array(koffi.view(mem, MEM));
+  const mem = ram ? null : mmap(null, MEM, 3, 0x22, -1, 0);
+  const bytes = ram ? ram.bytes : new Uint8Array(koffi.view(mem, MEM));
   const vm = new TcgVm(1_000_000);
-  vm.setUserMemoryRegion(0, 0, MEM, koffi.address(mem));
+  vm.setUserMemoryRegion(0, 0, MEM, ram ? ram.address : koffi.address(mem));
   const io: VcpuExit['io'][] = [];
   const mmio: Rig['mmio'] = [];
   const v = new TcgVcpu(0, vm, {
@@ -512,4 +513,68 @@ test('code written by the guest runs as written: a page stored to before it held
   assert.equal(x.kind, 'hlt');
   assert.equal(r.v.reg(1), 1n, 'the code as first written');
   assert.equal(r.v.reg(0), 2n, 'the code as patched');
+});
+
+/** Runs the rig's vCPU to its first exit that is not a stop from outside. */
+function runToExit(r: Rig): VcpuExit {
+  let x = r.v.run();
+  while (x.kind === 'interrupted') x = r.v.run();
+  return x;
+}
+
+test('locked instructions are atomic against another thread updating the same word (x86 LOCK semantics between CPUs)', opts, async () => {
+  // The guest's RAM is a memfd, as a domain's is; another thread maps it too, as a backend or another domain's pCPU would.
+  const ram = SharedMemory.create('lock-test', MEM);
+  const r = rig(undefined, ram);
+  const N = 1_000_000;
+  prot32(r, [
+    // wait (bounded) for the other thread to be adding: [0x9004] != 0
+    0xb9, 0xff, 0xff, 0xff, 0x7f, // mov ecx, 0x7fffffff
+    0x83, 0x3d, 0x04, 0x90, 0x00, 0x00, 0x00, 0x75, 0x03, 0x49, 0x75, 0xf4, // W: cmp dword [0x9004], 0; jne +3; dec ecx; jnz W
+    0xb9, N & 0xff, (N >> 8) & 0xff, (N >> 16) & 0xff, N >>> 24, // mov ecx, N
+    0xbb, 0x01, 0x00, 0x00, 0x00, // L: mov ebx, 1
+    0xf0, 0xff, 0x05, 0x00, 0x90, 0x00, 0x00, // lock inc dword [0x9000]
+    0xf0, 0x0f, 0xc1, 0x1d, 0x10, 0x90, 0x00, 0x00, // lock xadd [0x9010], ebx
+    0x49, 0x75, 0xe9, // dec ecx; jnz L
+    0xc7, 0x05, 0x08, 0x90, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, // mov dword [0x9008], 1 (done)
+    0xe6, 0x88, // out 0x88, al
+  ]);
+  const memJs = new URL('../kvm/memory.js', import.meta.url).href;
+  const w = new Worker(`import(${JSON.stringify(memJs)}).then(({ SharedMemory }) => {
+    const { workerData: { fd, size }, parentPort } = require('node:worker_threads');
+    const m = SharedMemory.attach(fd, size);
+    const w = new Int32Array(m.buffer, m.bytes.byteOffset, size / 4);
+    const end = Date.now() + 20000;
+    Atomics.store(w, 0x9004 / 4, 1);
+    let n = 0;
+    while (Atomics.load(w, 0x9008 / 4) === 0 && Date.now() < end) { Atomics.add(w, 0x9000 / 4, 1); Atomics.add(w, 0x9010 / 4, 1); n++; }
+    parentPort.postMessage(n);
+  });`, { eval: true, workerData: { fd: ram.fd, size: MEM } });
+  const theirs = new Promise<number>((res, rej) => { w.once('message', res); w.once('error', rej); });
+  try {
+    const x = runToExit(r);
+    assert.equal(x.kind, 'io');
+    const n = await theirs;
+    assert.ok(n > 0, `the other thread added while the guest did (${n})`);
+    assert.equal(r.dv.getUint32(0x9000, true), N + n, 'lock inc: no increment lost either way');
+    assert.equal(r.dv.getUint32(0x9010, true), N + n, 'lock xadd: no addition lost either way');
+  } finally {
+    await w.terminate();
+  }
+});
+
+test('a locked instruction on a misaligned word (no single host atomic) still completes, once', opts, () => {
+  const r = rig();
+  prot32(r, [
+    0xb8, 0x05, 0x00, 0x00, 0x00, // mov eax, 5
+    0xf0, 0x0f, 0xc1, 0x05, 0x3e, 0x90, 0x00, 0x00, // lock xadd [0x903e], eax (straddles a cache line)
+    0xf0, 0xff, 0x05, 0x01, 0x91, 0x00, 0x00, // lock inc dword [0x9101]
+    0xf4, // hlt
+  ]);
+  r.dv.setUint32(0x903e, 10, true);
+  r.dv.setUint32(0x9101, 7, true);
+  assert.equal(runToExit(r).kind, 'hlt');
+  assert.equal(r.dv.getUint32(0x903e, true), 15);
+  assert.equal(r.v.reg(0), 10n, 'xadd returned the old value');
+  assert.equal(r.dv.getUint32(0x9101, true), 8);
 });

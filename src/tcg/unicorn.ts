@@ -211,6 +211,18 @@ export function unicorn(): UnicornLib {
     (shim.func('void xenode_tcg_init(void *raise, void *stop, void *start, void *cpu_exit, void *cpu_exec, void *handler, void *reset, void *hardirq, void *helpers, void *reg_read, void *reg_write, int vector, int io_vector)') as (...a: unknown[]) => void)(
       raise, own('uc_emu_stop'), own('uc_emu_start'), own('cpu_exit'), own('cpu_exec_x86_64'), own('cpu_interrupt_handler'), own('cpu_reset_interrupt'),
       own('do_interrupt_x86_hardirq_x86_64'), helpers, own('uc_reg_read'), own('uc_reg_write'), XENODE_MSR_EXIT, XENODE_IO_EXIT);
+    // QEMU's atomic and fence generators (atomics.c calls them for parallel CPUs)
+    const rmw = ['fetch_add', 'fetch_and', 'fetch_or', 'fetch_xor', 'fetch_smin', 'fetch_umin', 'fetch_smax', 'fetch_umax',
+      'add_fetch', 'and_fetch', 'or_fetch', 'xor_fetch', 'smin_fetch', 'umin_fetch', 'smax_fetch', 'umax_fetch', 'xchg'];
+    const generators = new BigUint64Array([
+      'tcg_gen_mb_x86_64', 'tcg_gen_atomic_cmpxchg_i32_x86_64', 'tcg_gen_atomic_cmpxchg_i64_x86_64',
+      ...rmw.flatMap((op) => [`tcg_gen_atomic_${op}_i32_x86_64`, `tcg_gen_atomic_${op}_i64_x86_64`]),
+      'tb_gen_code_x86_64', 'cpu_exec_x86_64',
+    ].map((n) => koffi.address(own(n))));
+    const atomics = (shim.func('int xenode_atomics_init(void *fns)') as (f: BigUint64Array) => number)(generators);
+    if (atomics !== 0) {
+      throw new UnicornError(`${p}: ${atomics === -1 ? 'tcg_gen_mb does not test CF_PARALLEL' : 'cpu_exec does not reset cflags_next_tb'} where Unicorn 2.1's x86 build does; guest atomics and fences cannot be made to hold between threads with this build`);
+    }
   } catch (e) {
     loadError = e as Error;
     throw e;

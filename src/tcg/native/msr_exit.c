@@ -296,7 +296,7 @@ int cpu_exec_x86_64(void *uc, void *cpu)
     if (!(old & STOP_ASKED) && !self_stop) {
         if (window_armed)
             (*interrupt_handler)(cpu, CPU_INTERRUPT_HARD);
-        r = real_cpu_exec(uc, cpu);
+        r = xenode_atomics_exec(real_cpu_exec, uc, cpu);
         if (window_armed)
             reset_interrupt(cpu, CPU_INTERRUPT_HARD);
     }

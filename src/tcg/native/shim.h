@@ -10,4 +10,7 @@ extern __thread void *xenode_cur_uc, *xenode_cur_cpu;
 void xenode_code_pages_begin(void *uc);
 void xenode_code_pages_cpu(void *uc, void *cpu);
 void xenode_code_pages_init(void **fns);
+
+/* atomics.c: QEMU's cpu_exec with the exclusive steps it asks for (EXCP_ATOMIC) done. */
+int xenode_atomics_exec(int (*real)(void *uc, void *cpu), void *uc, void *cpu);
 #endif
