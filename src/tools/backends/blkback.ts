@@ -53,9 +53,6 @@ export interface BlkifServiceOptions {
   log?: (line: string) => void;
 }
 
-/** How long after a busy pass the ring is looked at once more (see serve). */
-const RECHECK_MS = 1;
-
 /** Requests of one ring served at once: the host's I/O for one runs while the next is copied. */
 export const MAX_INFLIGHT = 8;
 
@@ -109,11 +106,8 @@ export class BlkifService {
       const r = this.o.ring;
       // an indirect request is answered with the operation it carried (Linux's blkfront checks)
       r.putResponse(req.id, req.operation === BLKIF_OP_INDIRECT ? req.indirectOp! : req.operation, status);
-      // Every response is notified, whatever rsp_event says: the frontend's "set rsp_event, then read
-      // rsp_prod" has the same missing barrier on the software CPU (see serve), and a frontend that
-      // missed the event would wait for ever. A spurious event costs it one look at the ring.
-      r.pushResponses();
-      this.o.devices.evtchn.notify(this.o.port);
+      // RING_PUSH_RESPONSES_AND_CHECK_NOTIFY: the frontend set rsp_event before its last look
+      if (r.pushResponses()) this.o.devices.evtchn.notify(this.o.port);
       this.slots.push(slot);
       this.inflight--;
       const w = this.waiters;
@@ -124,7 +118,6 @@ export class BlkifService {
 
   private async serve(): Promise<void> {
     const r = this.o.ring;
-    let served = 0;
     do {
       this.again = false;
       for (;;) {
@@ -143,15 +136,9 @@ export class BlkifService {
         const barrier = req.operation === BLKIF_OP_FLUSH_DISKCACHE || req.operation === BLKIF_OP_DISCARD;
         if (barrier) await this.until(() => this.inflight === 0);
         const done = this.start(req);
-        served++;
         if (barrier) await done;
       }
     } while (this.again);
-    // A frontend's "publish req_prod, then read req_event" needs its CPU's full barrier, and the software
-    // CPU (Unicorn's TCG, one engine per thread) drops guest fences: its store can become visible after
-    // this side has set req_event and looked, and its read of req_event be the stale one, so it sends no
-    // event. Store buffers drain in microseconds; one look shortly after a busy pass finds such a request.
-    if (served && !this.broken) setTimeout(() => this.kick(), RECHECK_MS).unref();
   }
 
   private async dispatch(req: BlkifRequest, slot: Slot): Promise<number> {

@@ -10,9 +10,6 @@
 // xenvif_fatal_tx_err). Nothing a frontend writes can throw out of here.
 
 import type { GrantCopyOp, XenDevices } from '../libs/devices.js';
-
-/** How long after a pass the ring is looked at once more (the software CPU's missing fences; blkback.ts). */
-const RECHECK_MS = 1;
 import {
   NetifRxBackRing, NetifTxBackRing, type NetifTxRequest, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETRXF_csum_blank,
   NETRXF_data_validated, NETRXF_more_data, NETTXF_csum_blank, NETTXF_data_validated, NETTXF_extra_info, NETTXF_more_data,
@@ -81,7 +78,6 @@ export class NetifService {
   private txAgain = false;
   private rxRunning = false;
   private rxAgain = false;
-  private rxRechecked = false;
   private txPass: Promise<void> = Promise.resolve();
   private rxPass: Promise<void> = Promise.resolve();
   private readonly txBuf: Uint8Array;
@@ -171,7 +167,6 @@ export class NetifService {
 
   private async serveTx(): Promise<void> {
     const r = this.o.tx;
-    let served = 0;
     do {
       this.txAgain = false;
       for (;;) {
@@ -180,11 +175,8 @@ export class NetifService {
         if (n < 0) return this.fail('frontend produced more transmit requests than its ring holds');
         if (n === 0 && !r.waitFor(1)) break;
         await this.txPacket();
-        served++;
       }
     } while (this.txAgain);
-    // the software CPU drops a guest's fences, so its req_prod may show after this side looked (blkback.ts's serve)
-    if (served && !this.broken) setTimeout(() => this.kickTx(), RECHECK_MS).unref();
   }
 
   /** One packet: its first request, its extra-info slots, its further fragments (xenvif_tx_build_gops). */
@@ -224,9 +216,7 @@ export class NetifService {
     r.putResponse(first.id, status);
     for (let i = 0; i < extras; i++) r.putResponse(0, NETIF_RSP_NULL);
     for (const f of frags) r.putResponse(f.id, status);
-    // every push notified: a software-CPU frontend can miss the rsp_event handshake (blkback.ts's start)
-    r.pushResponses();
-    this.o.devices.evtchn.notify(this.o.txPort);
+    if (r.pushResponses()) this.o.devices.evtchn.notify(this.o.txPort);
   }
 
   /**
@@ -266,17 +256,9 @@ export class NetifService {
         }
         const n = r.unconsumed();
         if (n < 0) return this.fail('frontend produced more receive requests than its ring holds');
-        // not enough buffers: ask to be told when there are (the frontend has feature-rx-notify), and look
-        // again shortly, as a software-CPU frontend's new buffers may show after this side looked
-        if (n < slots && !r.waitFor(slots)) {
-          if (!this.broken && !this.rxRechecked) {
-            this.rxRechecked = true; // once per stall: after that, the frontend's rx-notify event
-            setTimeout(() => this.kickRx(), RECHECK_MS).unref();
-          }
-          break;
-        }
+        // not enough buffers: ask to be told when there are (the frontend has feature-rx-notify)
+        if (n < slots && !r.waitFor(slots)) break;
         this.rxQueue.shift();
-        this.rxRechecked = false;
         await this.rxFrame(f, slots);
       }
       if (!this.rxQueue.length) this.disarmDrain();
@@ -309,8 +291,7 @@ export class NetifService {
     } else {
       this.stats.rxDropped++;
     }
-    r.pushResponses();
-    this.o.devices.evtchn.notify(this.o.rxPort);
+    if (r.pushResponses()) this.o.devices.evtchn.notify(this.o.rxPort);
   }
 
   /** Stops serving: nothing more is taken off either ring, queued frames are dropped. */
