@@ -216,6 +216,11 @@ export class HybridVcpu implements AccelVcpu {
     this.cur.interrupt(vector);
   }
 
+  nmi(): void {
+    if (this.policy.kernelInSoftware && this.cur === this.kvm) this.move(this.soft, 'user');
+    this.cur.nmi();
+  }
+
   getFpu(): FpuState { return this.cur.getFpu(); }
   setFpu(f: FpuState): void { this.cur.setFpu(f); }
   getState(): VcpuState { return this.cur.getState(); }

@@ -84,7 +84,7 @@ function sample(avx: boolean): VcpuState {
     tsc: 123_456_789_000n,
     tscNs: process.hrtime.bigint(),
     fpu,
-    events: { pendingInterrupt: 0xf3, interruptShadow: true, nmiMasked: true },
+    events: { pendingInterrupt: 0xf3, interruptShadow: true, nmiMasked: true, nmiPending: true },
   };
 }
 

@@ -78,6 +78,8 @@ export interface EventState {
   interruptShadow: boolean;
   /** NMIs are blocked (an NMI handler runs and has not IRETed) */
   nmiMasked: boolean;
+  /** an NMI queued and not yet delivered */
+  nmiPending: boolean;
 }
 
 export const SEG_NAMES: readonly SegName[] = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'];
@@ -137,5 +139,6 @@ export function diffStates(a: VcpuState, b: VcpuState): string[] {
   cmp('pendingInterrupt', a.events.pendingInterrupt, b.events.pendingInterrupt);
   cmp('interruptShadow', a.events.interruptShadow, b.events.interruptShadow);
   cmp('nmiMasked', a.events.nmiMasked, b.events.nmiMasked);
+  cmp('nmiPending', a.events.nmiPending, b.events.nmiPending);
   return out;
 }

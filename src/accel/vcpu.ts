@@ -139,6 +139,11 @@ export interface AccelVcpu {
   requestInterruptWindow: boolean;
   /** Queues an external interrupt, delivered through the guest's IDT at the next run. */
   interrupt(vector: number): void;
+  /**
+   * Queues an NMI: delivered through IDT vector 2 at the next run whatever IF says, unless an NMI
+   * handler is still running (NMIs blocked until its IRET); then it waits for that IRET.
+   */
+  nmi(): void;
 
   /** The x87/SSE/AVX state (an XSAVE image, state.ts). */
   getFpu(): FpuState;

@@ -85,6 +85,8 @@ export interface VcpuTimer {
 export class VCpu {
   /** Blocked waiting for an event (HLT / SCHEDOP_block / SCHEDOP_poll). */
   blocked = false;
+  /** An NMI from the toolstack (XEN_DOMCTL_sendtrigger), handed to the CPU at its next run (Xen's nmi_pending). */
+  nmiPending = false;
   /** Waiting for the domain's home worker to perform a hypercall for it (the call is in `hcall`). */
   awaitingHome = false;
   /** Its hypercalls on the worker that runs it: one at a time, so one record reused. */

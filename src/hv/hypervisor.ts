@@ -934,6 +934,18 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     }
   }
 
+  /**
+   * XEN_DOMCTL_sendtrigger with XEN_DOMCTL_SENDTRIGGER_NMI: an NMI for one vCPU, taken at its next
+   * run (a running vCPU is kicked, a halted one woken). A vCPU that is down keeps it until it runs.
+   */
+  sendNmi(domid: number, vcpu: number): void {
+    const r = this.record(domid);
+    if (!Number.isInteger(vcpu) || vcpu < 0 || vcpu >= r.shared.nrVcpus) throw new RangeError(`domain ${domid} has no vCPU ${vcpu}`);
+    const p = r.placement[vcpu];
+    if (p === undefined || r.pcpu < 0) throw new Error(`domain ${domid} is not running on any pCPU`);
+    this.send(p, { type: 'nmi', domid, vcpu });
+  }
+
   /** Gets a vCPU of a domain to re-check its pending events (wake if blocked, kick if running). */
   wake(domid: number, vcpu: number): void {
     const r = this.domains.get(domid);

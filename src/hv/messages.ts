@@ -41,6 +41,8 @@ export type MainToWorker =
   /** SCHEDOP_remote_shutdown from the control domain */
   | { type: 'shutdown'; domid: number; reason: number; detail: string }
   | { type: 'wake'; domid: number; vcpu: number }
+  /** XEN_DOMCTL_sendtrigger NMI, to the worker that runs the vCPU */
+  | { type: 'nmi'; domid: number; vcpu: number }
   /** A domain exists (on whichever worker): enough to deliver events to it from this one. */
   | { type: 'known'; domid: number; sharedSab: SharedArrayBuffer; memFd: number; bytes: number; layout: PhysmapLayout }
   | { type: 'forget'; domid: number }

@@ -301,7 +301,7 @@ class Pcpu {
       if (v.pollPorts.some((p) => core.isPending(d.evtchn, p))) return true;
       if (v.pollTimeout !== 0n && v.pollTimeout <= d.now()) return true;
     }
-    return d.upcallDeliverable(v) || v.lapicPending;
+    return d.upcallDeliverable(v) || v.lapicPending || v.nmiPending;
   }
 
   private unblock(v: VCpu): void {
@@ -576,6 +576,14 @@ class Pcpu {
       case 'destroy':
         this.destroy(m.domid);
         return;
+      case 'nmi': {
+        // Xen's sendtrigger NMI: nmi_pending set and the vCPU kicked; a halted vCPU wakes for it
+        const v = this.domains.get(m.domid)?.vcpus[m.vcpu];
+        if (!v?.local) return;
+        v.nmiPending = true;
+        if (v.blocked) this.unblock(v);
+        return;
+      }
       case 'shutdown': {
         const d = this.domains.get(m.domid);
         if (d) this.shutdown(d, m.reason, m.detail);
@@ -789,6 +797,10 @@ class Pcpu {
         if (Atomics.load(this.host.words, this.doorbell) !== this.doorbellSeen) {
           if (this.serviceInterrupt(v, start)) break;
           continue;
+        }
+        if (v.nmiPending) {
+          v.nmiPending = false;
+          hw.nmi();
         }
         if (this.injectInterrupt(v)) this.armWindowPoll(d.now());
         const x = hw.run();

@@ -64,7 +64,7 @@ export function blockVcpu(h: Hcall): void {
   if (vi >= 0) d.mem.bytes[vi + 1] = 0;
   // Xen's local_events_need_delivery: a pending upcall counts only where it can be delivered (a callback vector is set).
   d.shared.clearVcpuFlag(v.id, VCPU_FLAG_WAKE);
-  if (!d.upcallDeliverable(v) && !v.lapicPending) v.blocked = true;
+  if (!d.upcallDeliverable(v) && !v.lapicPending && !v.nmiPending) v.blocked = true;
   h.deschedule = true;
 }
 

@@ -17,6 +17,8 @@ export const KVM_SET_REGS = 0x4090ae82;
 export const KVM_GET_SREGS = 0x8138ae83;
 export const KVM_SET_SREGS = 0x4138ae84;
 export const KVM_INTERRUPT = 0x4004ae86;
+/** _IO(KVMIO, 0x9a): queue an NMI (userspace irqchip only) */
+export const KVM_NMI = 0xae9a;
 export const KVM_GET_MSRS = 0xc008ae88;
 export const KVM_SET_MSRS = 0x4008ae89;
 export const KVM_SET_SIGNAL_MASK = 0x4004ae8b;
@@ -184,6 +186,7 @@ export const MSR_ENTRY_SIZE = 16;
 /** struct kvm_vcpu_events, 64 bytes: exception {injected nr has_error_code pending u8, error_code u32}, interrupt {injected nr soft shadow u8}, nmi {injected pending masked pad u8}, sipi_vector u32, flags u32, ... */
 export const VCPU_EVENTS_SIZE = 64;
 export const EVENTS = { interrupt: 8, nmi: 12, flags: 20 } as const;
+export const KVM_VCPUEVENT_VALID_NMI_PENDING = 1;
 export const KVM_VCPUEVENT_VALID_SHADOW = 4;
 export const KVM_X86_SHADOW_INT_MOV_SS = 1;
 export const KVM_X86_SHADOW_INT_STI = 2;

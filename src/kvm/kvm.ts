@@ -7,14 +7,14 @@ import * as libc from './libc.js';
 import {
   CAP, CapName, CPUID_ENTRY, ENABLE_CAP_SIZE, EXIT, KVM_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VCPU,
   KVM_CREATE_VM, KVM_ENABLE_CAP, KVM_GET_API_VERSION, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_SUPPORTED_CPUID,
-  KVM_GET_TSC_KHZ, KVM_GET_VCPU_MMAP_SIZE, KVM_INTERRUPT, KVM_REGS_SIZE, KVM_RUN, KVM_SET_CPUID2,
+  KVM_GET_TSC_KHZ, KVM_GET_VCPU_MMAP_SIZE, KVM_INTERRUPT, KVM_NMI, KVM_REGS_SIZE, KVM_RUN, KVM_SET_CPUID2,
   KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SIGNAL_MASK, KVM_SET_SREGS, KVM_SET_USER_MEMORY_REGION,
   KVM_SREGS_SIZE, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS, KVM_X86_SET_MSR_FILTER, MEMREGION_SIZE,
   MSR_ENTRY_SIZE, MSR_FILTER_SIZE, KVM_MSR_FILTER_MAX_RANGES, REG, RUN, SEG, SegName, SREGS, SYNC,
   KVM_GET_MSRS, RUN_IO, RUN_MSR, RUN_INTERNAL, RUN_EMULATION_FAILURE, KVM_EXIT_IO_OUT, KVM_INTERNAL_ERROR_EMULATION,
   EXIT_NAMES, KVM_GET_XSAVE, KVM_SET_XSAVE, KVM_GET_XCRS, KVM_SET_XCRS, KVM_GET_FPU, KVM_SET_FPU, KVM_GET_DEBUGREGS,
   KVM_SET_DEBUGREGS, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, KVM_XSAVE_SIZE, KVM_XCRS_SIZE, KVM_DEBUGREGS_SIZE, FPU,
-  VCPU_EVENTS_SIZE, EVENTS, KVM_SET_GUEST_DEBUG, KVM_GUEST_DEBUG_SIZE, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_USE_HW_BP, KVM_VCPUEVENT_VALID_SHADOW, KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI,
+  VCPU_EVENTS_SIZE, EVENTS, KVM_SET_GUEST_DEBUG, KVM_GUEST_DEBUG_SIZE, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_USE_HW_BP, KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_SHADOW, KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI,
 } from './abi.js';
 import { XSAVE, XFEATURE, CPU_MSR_LIST, SEG_NAMES, type FpuState, type SegmentState, type VcpuState } from '../accel/state.js';
 import { VcpuExit, type AccelVcpu, type CpuidEntry, type GuestMemorySlots, type InitialState, type Segment } from '../accel/vcpu.js';
@@ -475,6 +475,8 @@ export class Vcpu implements AccelVcpu {
         pendingInterrupt: ev[EVENTS.interrupt]! && !ev[EVENTS.interrupt + 2] ? ev[EVENTS.interrupt + 1]! : -1,
         interruptShadow: (ev[EVENTS.interrupt + 3]! & (KVM_X86_SHADOW_INT_MOV_SS | KVM_X86_SHADOW_INT_STI)) !== 0,
         nmiMasked: ev[EVENTS.nmi + 2] !== 0,
+        // injected (delivery under way, not completed) and pending both mean the guest still has it to take
+        nmiPending: ev[EVENTS.nmi] !== 0 || ev[EVENTS.nmi + 1] !== 0,
       },
     });
   }
@@ -515,10 +517,11 @@ export class Vcpu implements AccelVcpu {
       ev[EVENTS.interrupt + 1] = s.events.pendingInterrupt;
     }
     ev[EVENTS.interrupt + 3] = s.events.interruptShadow ? KVM_X86_SHADOW_INT_STI : 0;
+    ev[EVENTS.nmi + 1] = s.events.nmiPending ? 1 : 0;
     ev[EVENTS.nmi + 2] = s.events.nmiMasked ? 1 : 0;
-    evd.setUint32(EVENTS.flags, KVM_VCPUEVENT_VALID_SHADOW, true);
+    evd.setUint32(EVENTS.flags, KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_NMI_PENDING, true);
     const e = s.events;
-    if (!(k && k.events.pendingInterrupt === e.pendingInterrupt && k.events.interruptShadow === e.interruptShadow && k.events.nmiMasked === e.nmiMasked)) {
+    if (!(k && k.events.pendingInterrupt === e.pendingInterrupt && k.events.interruptShadow === e.interruptShadow && k.events.nmiMasked === e.nmiMasked && k.events.nmiPending === e.nmiPending)) {
       libc.check(libc.ioctlPtr(this.fd, KVM_SET_VCPU_EVENTS, ev), 'KVM_SET_VCPU_EVENTS');
     }
     const msrs = [...s.msrs].filter(([index, value]) => k?.msrs.get(index) !== value).map(([index, value]) => ({ index, value }));
@@ -765,6 +768,12 @@ export class Vcpu implements AccelVcpu {
     const b = new Uint8Array(4);
     new DataView(b.buffer).setUint32(0, vector, true);
     libc.check(libc.ioctlPtr(this.fd, KVM_INTERRUPT, b), 'KVM_INTERRUPT');
+  }
+
+  /** Queues an NMI (KVM_NMI): KVM delivers it at the next entry where NMIs are not blocked. */
+  nmi(): void {
+    libc.check(libc.ioctlInt(this.fd, KVM_NMI, 0), 'KVM_NMI');
+    this.known = null; // KVM's events changed under the copy setState compares with
   }
 
   /**

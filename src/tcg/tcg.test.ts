@@ -578,3 +578,28 @@ test('a locked instruction on a misaligned word (no single host atomic) still co
   assert.equal(r.v.reg(0), 10n, 'xadd returned the old value');
   assert.equal(r.dv.getUint32(0x9101, true), 8);
 });
+
+test('an NMI is taken through vector 2 with IF=0, and a second one waits for the handler\'s IRET', opts, () => {
+  const r = rig();
+  gate32(r, 2, 0x2000);
+  // the handler: inc dword [0x9000]; out 0x88, al; iret
+  r.bytes.set([0xff, 0x05, 0x00, 0x90, 0x00, 0x00, 0xe6, 0x88, 0xcf], 0x2000);
+  // cli; out 0x88, al; L: out 0x88, al; jmp L
+  prot32(r, [0xfa, 0xe6, 0x88, 0xe6, 0x88, 0xeb, 0xfc]);
+  assert.equal(runToExit(r).kind, 'io');
+  assert.equal(r.v.ifFlag, false);
+  r.v.nmi();
+  assert.equal(runToExit(r).kind, 'io');
+  assert.equal(r.v.rip, 0x2008n, 'in the handler, with interrupts off');
+  assert.equal(r.dv.getUint32(0x9000, true), 1);
+  assert.equal(r.v.getState().events.nmiMasked, true, 'NMIs blocked while the handler runs');
+  r.v.nmi();
+  assert.equal(runToExit(r).kind, 'io');
+  assert.equal(r.v.rip, 0x1005n, 'the handler returned; the second NMI waited');
+  assert.equal(r.dv.getUint32(0x9000, true), 1);
+  assert.equal(r.v.getState().events.nmiMasked, false, 'IRET unblocked NMIs');
+  assert.equal(r.v.getState().events.nmiPending, true);
+  assert.equal(runToExit(r).kind, 'io');
+  assert.equal(r.v.rip, 0x2008n, 'the second NMI, taken after the IRET');
+  assert.equal(r.dv.getUint32(0x9000, true), 2);
+});

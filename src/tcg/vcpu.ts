@@ -38,6 +38,7 @@ const EFLAGS_IF = 1n << 9n;
 /** Deliveries handled inside one run() before the pCPU gets to look at its timers again. */
 const MAX_INTERNAL_EVENTS = 64;
 const VEC_UD = 6;
+const VEC_NMI = 2;
 const CPUID1_ECX_OSXSAVE = 1 << 27;
 const CPUID7_ECX_OSPKE = 1 << 4;
 const CR4_OSXSAVE = 1n << 18n;
@@ -95,6 +96,7 @@ export class TcgVcpu implements SoftwareVcpu, TcgEngine {
   /** The RIP of the instruction that exited (for #GP on a refused MSR). */
   private exitRip = 0n;
   private pendingIrq = -1;
+  private pendingNmi = false;
   private cpuid: CpuidEntry[] = [];
   /** The TSC the guest reads (native, for the RDTSC hooks): base_ns, khz, offset (int64 each). */
   private readonly tscParams: unknown;
@@ -369,6 +371,13 @@ export class TcgVcpu implements SoftwareVcpu, TcgEngine {
     x.hostLimitation = false;
     this.returned = false;
     for (let events = 0; ; events++) {
+      // An NMI first (it outranks external interrupts), whatever IF says; blocked while a handler runs
+      // (HF2_NMI_MASK, which the engine's IRET clears; the next run after that delivers it).
+      if (this.pendingNmi && !(this.syncedState().hflags2 & HF2_NMI)) {
+        this.pendingNmi = false;
+        if (!this.deliverEvent({ vector: VEC_NMI, errorCode: null, software: false, returnRip: this.st.eip })) return x;
+        this.st.hflags2 |= HF2_NMI;
+      }
       if (this.pendingIrq >= 0 && this.readyForInterruptInjection && this.ifFlag) {
         const vector = this.pendingIrq;
         this.pendingIrq = -1;
@@ -694,6 +703,7 @@ export class TcgVcpu implements SoftwareVcpu, TcgEngine {
     st.recomputeSegmentFlags();
     this.dirty = true;
     this.pendingIrq = -1;
+    this.pendingNmi = false;
     this.pendingFault = null;
     this.exit.kind = 'interrupted';
     this.flushState();
@@ -722,6 +732,10 @@ export class TcgVcpu implements SoftwareVcpu, TcgEngine {
 
   interrupt(vector: number): void {
     this.pendingIrq = vector;
+  }
+
+  nmi(): void {
+    this.pendingNmi = true;
   }
 
   // --- the whole state, for moving to the other CPU (state.ts) ---
@@ -814,6 +828,7 @@ export class TcgVcpu implements SoftwareVcpu, TcgEngine {
         pendingInterrupt: this.pendingIrq,
         interruptShadow: (st.hflags & HF_INHIBIT_IRQ) !== 0,
         nmiMasked: (st.hflags2 & HF2_NMI) !== 0,
+        nmiPending: this.pendingNmi,
       },
     };
     out.cr8 = this.regRead64(UC_X86_REG.CR8);
@@ -864,6 +879,7 @@ export class TcgVcpu implements SoftwareVcpu, TcgEngine {
     this.fresh = false; // the MSRs went into the engine, not the saved state
     if (!o.keepTsc) this.tscOffset = s.tsc - this.vm.tscAt(s.tscNs);
     this.pendingIrq = s.events.pendingInterrupt;
+    this.pendingNmi = s.events.nmiPending;
     this.pendingFault = null;
     this.exit.kind = 'interrupted';
     u.ctl(this.uc, 0x4000000b); // UC_CTL_TLB_FLUSH

@@ -322,6 +322,7 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     'domain.memmax': async (a) => { await D().setMaxMemory(one(a), a.maxKiB as number); return null; },
     'domain.vcpuSet': async (a) => { await D().setVcpusOnline(one(a), a.online as number); return null; },
     'domain.sysrq': async (a) => { await D().sendSysrq(one(a), a.key as string); return null; },
+    'domain.nmi': (a) => { D().sendNmi(one(a), a.vcpu as number); return null; },
     'domain.blockAttach': async (a) => { await D().attachDisk(one(a), a.disk); return null; },
     'domain.blockDetach': async (a) => { await D().detachDisk(one(a), a.dev); return null; },
 

@@ -630,6 +630,14 @@ export class DomainManager extends EventEmitter<Events> {
     await this.ts.client.write(`/local/domain/${d.domid}/control/sysrq`, key);
   }
 
+  /** libxl_send_trigger(LIBXL_TRIGGER_NMI): Xen's -EINVAL for a vCPU the domain does not have. */
+  sendNmi(d: Domain, vcpu: number): void {
+    if (d.state !== 'running') throw new ApiFailure('EINVAL', `domain ${d.domid} is not running`);
+    const n = this.ts.hv.vcpus(d.domid).length;
+    if (!Number.isInteger(vcpu) || vcpu < 0 || vcpu >= n) throw einval(`domain ${d.domid} has no vCPU ${vcpu} (it has ${n})`);
+    this.ts.hv.sendNmi(d.domid, vcpu);
+  }
+
   pin(d: Domain, vcpu: number | 'all', hard: number[] | null, soft: number[] | null | undefined): void {
     const n = d.config.vcpus;
     const ids = vcpu === 'all' ? [...Array(n).keys()] : [vcpu];

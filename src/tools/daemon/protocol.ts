@@ -138,6 +138,8 @@ export interface Ops {
   'domain.blockDetach': { args: Dom & { dev: string }; result: null };
   /** xl sysrq: control/sysrq (libxl_send_sysrq) */
   'domain.sysrq': { args: Dom & { key: string }; result: null };
+  /** xl trigger nmi: an NMI into one vCPU (libxl_send_trigger, XEN_DOMCTL_sendtrigger) */
+  'domain.nmi': { args: Dom & { vcpu: number }; result: null };
   /** attach: replays the kept log tail if `replay`, then streams console events until detach or the domain dies */
   'console.attach': { args: Dom & { replay?: boolean }; result: { domid: number } };
   'console.write': { args: Dom & { data: string /* base64 */ }; result: { written: number } };

@@ -331,6 +331,9 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
     assert.deepEqual(await run('trigger', 'fv-trig', 'bogus'), { code: 1, signal: null, out: '', err: 'Invalid trigger "bogus"\n' });
     assert.deepEqual(await run('trigger', 'fv-trig', 'power'), { code: 1, signal: null, out: '',
       err: `xl: Send trigger 'power' to domain ${id} vCPU 0 failed: a PVH domain has no ACPI power button (Xen: -ENODEV); use xl shutdown\n` });
+    const nmi = await run('trigger', 'fv-trig', 'nmi', '9');
+    assert.equal(nmi.code, 1, 'an NMI for a vCPU the domain does not have');
+    assert.match(nmi.err, /domain \d+ has no vCPU 9 \(it has 1\)/);
     const b = await run('button-press', 'fv-trig', 'lid');
     assert.deepEqual(b, { code: 1, signal: null, out: '', err: 'WARNING: "button-press" is deprecated. Please use "trigger"\nlid is an invalid button identifier\n' });
 

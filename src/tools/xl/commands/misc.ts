@@ -2,7 +2,8 @@
 // ACPI power or sleep button and no emulated platform to reset, so those
 // triggers are refused as Xen refuses them for PVH (no ACPI PM device:
 // hvm_acpi_power_button's -ENODEV); xl would print libxl's error and exit 0,
-// xenode exits 1 with the reason, as for pause.
+// xenode exits 1 with the reason, as for pause. An NMI goes to the vCPU named,
+// as XEN_DOMCTL_sendtrigger sends it.
 
 import path from 'node:path';
 import { commandHelp, type XlCommand, type XlContext } from '../command.js';
@@ -12,20 +13,24 @@ import { findDomain, logPrefix, rcOf, reportDaemonError } from './common.js';
 const TRIGGERS = ['power', 'sleep', 'nmi', 'init', 'reset', 's3resume'] as const;
 type Trigger = (typeof TRIGGERS)[number];
 
-/** Why each trigger cannot be sent to a PVH domain on xenode. */
-const NOT_FOR_PVH: Record<Trigger, string> = {
+/** Why each trigger but nmi cannot be sent to a PVH domain on xenode. */
+const NOT_FOR_PVH: Record<Exclude<Trigger, 'nmi'>, string> = {
   power: 'a PVH domain has no ACPI power button (Xen: -ENODEV); use xl shutdown',
   sleep: 'a PVH domain has no ACPI sleep button (Xen: -ENODEV)',
   s3resume: 'a PVH domain has no ACPI sleep state to resume from',
   reset: 'a PVH domain has no emulated platform to reset; use xl reboot',
   init: 'INIT is delivered through a local APIC xenode does not let the toolstack reach yet',
-  nmi: 'injecting an NMI into a vCPU is not supported by xenode yet',
 };
 
 async function sendTrigger(ctx: XlContext, domid: number, trigger: Trigger, vcpu: number): Promise<number> {
   // the domain must exist for the refusal to mean anything, as libxl looks it up first
   try {
-    await (await ctx.client()).call('vcpu.list', { dom: domid });
+    const c = await ctx.client();
+    if (trigger === 'nmi') {
+      await c.call('domain.nmi', { dom: domid, vcpu });
+      return 0;
+    }
+    await c.call('vcpu.list', { dom: domid });
   } catch (e) {
     reportDaemonError(ctx, e);
     return 1;
