@@ -17,6 +17,8 @@ export class Hcall {
   deschedule = false;
   /** Set by preempt(): argument registers to rewrite before the call is re-executed. */
   continuation: Map<number, bigint> | null = null;
+  /** Made by VMCALL/VMMCALL (RIP past it), not through the hypercall page's port: a continuation re-executes that instruction. */
+  viaInsn = false;
   /** The caller's paging state, for guest pointers. */
   context: CallerContext = { cr0: 0, cr3: 0n, cr4: 0, efer: 0 };
 
@@ -84,6 +86,8 @@ const table: (HypercallHandler | undefined)[] = new Array(64);
 
 const ARG_REGS_64 = [REG.rdi, REG.rsi, REG.rdx, REG.r10, REG.r8, REG.r9];
 const ARG_REGS_32 = [REG.rbx, REG.rcx, REG.rdx, REG.rsi, REG.rdi, REG.rbp];
+/** VMCALL (0f 01 c1) and VMMCALL (0f 01 d9): what a continuation steps back over, as Xen leaves RIP at them. */
+const HYPERCALL_INSN_LEN = 3n;
 /**
  * Stubs are 32-byte aligned in the hypercall page. A continuation restarts
  * the whole stub (mov $nr,%eax; out): KVM may report RIP at the `out` (fast
@@ -158,7 +162,7 @@ export function endHypercall(h: Hcall, result: bigint): boolean {
     const regs = long ? ARG_REGS_64 : ARG_REGS_32;
     for (const [i, v] of cont) hw.setReg(regs[i]!, v);
     hw.setReg(REG.rax, BigInt(h.nr));
-    hw.rip = hw.rip & STUB_ALIGN_MASK;
+    hw.rip = h.viaInsn ? hw.rip - HYPERCALL_INSN_LEN : hw.rip & STUB_ALIGN_MASK;
     if (trace) process.stderr.write(`d${h.dom.domid}v${h.vcpu.id} hypercall ${h.nr} preempted (continuation)\n`);
     return h.deschedule;
   }
@@ -172,7 +176,8 @@ export function endHypercall(h: Hcall, result: bigint): boolean {
  * arguments from the sync-regs area and writing the result to RAX. True when
  * the vCPU should leave the pCPU.
  */
-export function doHypercall(h: Hcall, nr: number): boolean {
+export function doHypercall(h: Hcall, nr: number, viaInsn = false): boolean {
+  h.viaInsn = viaInsn;
   const result = beginHypercall(h, nr) ? runHypercall(h) : -BigInt(EPERM);
   return endHypercall(h, result);
 }

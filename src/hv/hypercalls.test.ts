@@ -1647,6 +1647,13 @@ describe('grant tables between domains (copy, map, unmap)', () => {
       const size = copySize(b);
       assert.deepEqual(regs.map((r) => hw.reg(r) & 0xffffffffn), [5n, BigInt(at + COPY_PREEMPT_EVERY * size), 5n]);
       assert.equal(hw.rip, 0x5000n, 'the stub runs again');
+      // the same call made by VMMCALL (Linux's inline hypercalls) goes back over that instruction, not to a stub
+      putCopies(b, at, ops);
+      hw.rip = 0x5133n; // a stub restart would go to 0x5120, the 32-byte boundary below
+      for (const [i, r] of regs.entries()) hw.setReg(r, [5n, BigInt(at), BigInt(n)][i]!);
+      b.desched = doHypercall(b.h, HC.grant_table_op, true);
+      assert.equal(hw.rip, 0x5130n, 'the VMMCALL runs again');
+      assert.equal(hw.reg(REG.rax) & 0xffffffffn, BigInt(HC.grant_table_op));
       assert.equal(copyStatus(b, at, COPY_PREEMPT_EVERY - 1), 0);
       assert.equal(copyStatus(b, at, COPY_PREEMPT_EVERY), 99, 'not yet done');
       b.desched = doHypercall(b.h, HC.grant_table_op);

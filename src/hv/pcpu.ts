@@ -1019,6 +1019,7 @@ class Pcpu {
         const io = x.io;
         if (this.isHypercallPort(d, io)) {
           const nr = new DataView(io.data.buffer, io.data.byteOffset + io.offset, 4).getUint32(0, true);
+          h.viaInsn = false;
           return this.hypercall(v, h, nr);
         }
         this.portIo(d, io);
@@ -1026,6 +1027,7 @@ class Pcpu {
       }
       case 'hypercall':
         // VMCALL/VMMCALL: the hypercall number is in RAX, as Xen's HVM hypercall path takes it.
+        h.viaInsn = true;
         return this.hypercall(v, h, Number(hw.reg(REG.rax) & 0xffffffffn));
       case 'hlt': {
         // HLT with interrupts disabled takes the vCPU down (Xen's hvm_hlt);
