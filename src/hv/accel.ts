@@ -42,7 +42,7 @@ export function xenHypercallIntercept(flags: number): boolean {
 /** The note a KVM choice carries about VMCALL hypercalls. */
 function hcallNote(kvmXenHypercalls: boolean): string {
   return kvmXenHypercalls
-    ? '; VMCALL/VMMCALL hypercalls: KVM offers the Xen intercept (KVM_CAP_XEN_HVM), not used yet: guests making them need --accel tcg'
+    ? '; VMCALL/VMMCALL hypercalls through KVM\'s Xen intercept (KVM_CAP_XEN_HVM, KVM_EXIT_XEN)'
     : '; VMCALL/VMMCALL hypercalls (Linux since 6.1.123) do not reach xenode on this KVM (no KVM_CAP_XEN_HVM intercept): such guests need --accel tcg';
 }
 

@@ -12,7 +12,7 @@ import os from 'node:os';
 import { Kvm, Vm, Vcpu } from '../kvm/kvm.js';
 import { SharedMemory } from '../kvm/memory.js';
 import { VmPool, type VmRecipe } from '../kvm/vm_pool.js';
-import { KVM_GET_REGS, KVM_GET_SREGS, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_READ, KVM_MSR_FILTER_WRITE, KVM_REGS_SIZE, KVM_SREGS_SIZE, RUN, SYNC } from '../kvm/abi.js';
+import { KVM_XEN_HVM_CONFIG, KVM_GET_REGS, KVM_GET_SREGS, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_READ, KVM_MSR_FILTER_WRITE, KVM_REGS_SIZE, KVM_SREGS_SIZE, RUN, SYNC } from '../kvm/abi.js';
 import * as libc from '../kvm/libc.js';
 import { kick } from '../kvm/kick.js';
 import { Physmap, layoutBases, mirrorLookup, type PhysmapLayout, type Segment } from './physmap.js';
@@ -99,10 +99,12 @@ export interface DomainBuild {
 
 /** Every domain's VM: MSR accesses KVM cannot serve exit to us, and a filter denies (traps to us) the hypercall MSR and the local APIC's MSRs (the model in vlapic.ts serves them: there is no in-kernel APIC). */
 const denyMsrs = (base: number, nmsrs: number) => ({ flags: KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE, base, nmsrs, bitmap: new Uint8Array(Math.ceil(nmsrs / 8)) });
-const XEN_VM_RECIPE: VmRecipe = {
+/** ... and, where KVM offers it, its VMCALL/VMMCALL exit to us (KVM_EXIT_XEN) rather than being KVM's own hypercalls. */
+const xenVmRecipe = (xenHypercalls: boolean): VmRecipe => ({
   caps: [{ cap: 'X86_USER_SPACE_MSR', args: [KVM_MSR_EXIT_REASON_INVAL | KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_FILTER] }],
   msrFilter: [denyMsrs(XEN_HYPERCALL_MSR, 1), denyMsrs(MSR_IA32_APICBASE, 1), denyMsrs(MSR_IA32_TSC_DEADLINE, 1), denyMsrs(MSR_X2APIC_FIRST, 256)],
-};
+  xenHvmFlags: xenHypercalls ? KVM_XEN_HVM_CONFIG.INTERCEPT_HCALL : 0,
+});
 
 export interface DomainInfo {
   domid: number;
@@ -231,7 +233,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     if (accel.accel === 'kvm') {
       this.kvm = Kvm.open();
       this.kvm.requireCapabilities();
-      this.vmPool = new VmPool(this.kvm, XEN_VM_RECIPE, vmPool);
+      this.vmPool = new VmPool(this.kvm, xenVmRecipe(accel.kvmXenHypercalls), vmPool);
       // the TSC rate guests see (KVM_GET_TSC_KHZ on a throw-away vCPU)
       const vm = this.kvm.createVm();
       const v = vm.createVcpu(0);

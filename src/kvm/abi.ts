@@ -19,6 +19,10 @@ export const KVM_SET_SREGS = 0x4138ae84;
 export const KVM_INTERRUPT = 0x4004ae86;
 /** _IO(KVMIO, 0x9a): queue an NMI (userspace irqchip only) */
 export const KVM_NMI = 0xae9a;
+/** _IOW(KVMIO, 0x7a, struct kvm_xen_hvm_config) */
+export const KVM_XEN_HVM_CONFIG_IOCTL = 0x4038ae7a;
+/** struct kvm_xen_hvm_config: flags u32, msr u32, blob_addr_32 u64, blob_addr_64 u64, blob_size_32 u8, blob_size_64 u8, pad2[30] */
+export const XEN_HVM_CONFIG_SIZE = 56;
 export const KVM_GET_MSRS = 0xc008ae88;
 export const KVM_SET_MSRS = 0x4008ae89;
 export const KVM_SET_SIGNAL_MASK = 0x4004ae8b;
@@ -143,6 +147,9 @@ export const RUN = {
 export const RUN_IO = { direction: 0, size: 1, port: 2, count: 4, data_offset: 8 } as const; // u8 u8 u16 u32 u64
 export const RUN_MMIO = { phys_addr: 0, data: 8, len: 16, is_write: 20 } as const; // u64 u8[8] u32 u8
 export const RUN_MSR = { error: 0, reason: 8, index: 12, data: 16 } as const; // u8 u32 u32 u64
+/** struct kvm_xen_exit: type u32, then (8-aligned) hcall {longmode u32, cpl u32, input u64, result u64, params u64[6]} */
+export const RUN_XEN = { type: 0, longmode: 8, cpl: 12, input: 16, result: 24, params: 32 } as const;
+export const KVM_EXIT_XEN_HCALL = 1;
 export const RUN_INTERNAL = { suberror: 0, ndata: 4, data: 8 } as const; // u32 u32 u64[16]
 export const RUN_EMULATION_FAILURE = { suberror: 0, ndata: 4, flags: 8, insn_size: 16, insn_bytes: 17 } as const;
 export const RUN_FAIL_ENTRY = { reason: 0, cpu: 8 } as const;

@@ -7,7 +7,7 @@ import * as libc from './libc.js';
 import {
   CAP, CapName, CPUID_ENTRY, ENABLE_CAP_SIZE, EXIT, KVM_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VCPU,
   KVM_CREATE_VM, KVM_ENABLE_CAP, KVM_GET_API_VERSION, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_SUPPORTED_CPUID,
-  KVM_GET_TSC_KHZ, KVM_GET_VCPU_MMAP_SIZE, KVM_INTERRUPT, KVM_NMI, KVM_REGS_SIZE, KVM_RUN, KVM_SET_CPUID2,
+  KVM_GET_TSC_KHZ, KVM_GET_VCPU_MMAP_SIZE, KVM_INTERRUPT, KVM_NMI, KVM_XEN_HVM_CONFIG_IOCTL, XEN_HVM_CONFIG_SIZE, RUN_XEN, KVM_EXIT_XEN_HCALL, KVM_REGS_SIZE, KVM_RUN, KVM_SET_CPUID2,
   KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SIGNAL_MASK, KVM_SET_SREGS, KVM_SET_USER_MEMORY_REGION,
   KVM_SREGS_SIZE, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS, KVM_X86_SET_MSR_FILTER, MEMREGION_SIZE,
   MSR_ENTRY_SIZE, MSR_FILTER_SIZE, KVM_MSR_FILTER_MAX_RANGES, REG, RUN, SEG, SegName, SREGS, SYNC,
@@ -175,6 +175,17 @@ export class Vm implements GuestMemorySlots {
   }
 
 
+  /**
+   * KVM_XEN_HVM_CONFIG with `flags` (KVM_XEN_HVM_CONFIG_*): with INTERCEPT_HCALL, the guest's
+   * VMCALL/VMMCALL come to user space as KVM_EXIT_XEN instead of being KVM's own hypercalls. No
+   * hypercall MSR (0) and no blobs: the hypercall page is served through the MSR filter.
+   */
+  setXenHvmConfig(flags: number): void {
+    const b = new Uint8Array(XEN_HVM_CONFIG_SIZE);
+    new DataView(b.buffer).setUint32(0, flags, true);
+    libc.check(libc.ioctlPtr(this.fd, KVM_XEN_HVM_CONFIG_IOCTL, b), 'KVM_XEN_HVM_CONFIG');
+  }
+
   /** Default-allow filter with the given deny ranges (bitmap bit 0 = deny → exit to user space). */
   setMsrFilter(ranges: MsrFilterRange[]): void {
     if (ranges.length > KVM_MSR_FILTER_MAX_RANGES) throw new RangeError('too many MSR filter ranges');
@@ -308,6 +319,15 @@ export class Vcpu implements AccelVcpu {
         x.msr.value = reason === EXIT.X86_WRMSR ? run.getBigUint64(RUN.exit + RUN_MSR.data, true) : 0n;
         x.msr.error = false;
         break;
+      case EXIT.XEN:
+        if (run.getUint32(RUN.exit + RUN_XEN.type, true) !== KVM_EXIT_XEN_HCALL) {
+          x.kind = 'failure';
+          x.detail = `KVM_EXIT_XEN of unknown type ${run.getUint32(RUN.exit + RUN_XEN.type, true)}`;
+          break;
+        }
+        this.completeXenHypercall();
+        x.kind = 'hypercall';
+        break;
       case EXIT.HLT: x.kind = 'hlt'; break;
       case EXIT.DEBUG: x.kind = 'debug'; break;
       case EXIT.IRQ_WINDOW_OPEN: x.kind = 'irq-window'; break;
@@ -335,6 +355,24 @@ export class Vcpu implements AccelVcpu {
         x.detail = `unexpected KVM exit ${EXIT_NAMES[reason] ?? reason}`;
     }
     return x;
+  }
+
+  /**
+   * KVM finishes a KVM_EXIT_XEN hypercall at the next KVM_RUN: RAX from hcall.result, RIP past the
+   * VMCALL. Done at once, without running the guest (immediate_exit), with RAX left as it is, so the
+   * exit looks as the software CPU's does (RIP past the instruction, RAX the call number) and the
+   * hypervisor's result, or its continuation's RIP, goes in through the registers like any other.
+   */
+  private completeXenHypercall(): void {
+    const run = this.runPage;
+    run.setBigUint64(RUN.exit + RUN_XEN.result, this.reg(REG.rax), true);
+    run.setUint8(RUN.immediate_exit, 1);
+    try {
+      const r = this.enter();
+      if (r !== EXIT_INTERRUPTED) throw new KvmError(`KVM_RUN with immediate_exit after KVM_EXIT_XEN returned exit ${EXIT_NAMES[r] ?? r}`);
+    } finally {
+      run.setUint8(RUN.immediate_exit, 0);
+    }
   }
 
   /** The hypervisor's answer to an MSR exit goes into kvm_run before the next KVM_RUN. */

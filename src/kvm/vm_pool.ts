@@ -11,10 +11,11 @@ import { Kvm, Vm, type MsrFilterRange } from './kvm.js';
 import type { CapName } from './abi.js';
 import * as libc from './libc.js';
 
-/** What every VM gets before use: capabilities to enable, then the MSR filter. */
+/** What every VM gets before use: capabilities to enable, the MSR filter, KVM_XEN_HVM_CONFIG flags (0: none). */
 export interface VmRecipe {
   caps: { cap: CapName; args: number[] }[];
   msrFilter: MsrFilterRange[];
+  xenHvmFlags?: number;
 }
 
 /** Applies the recipe to a fresh VM (the helper thread and the fallback path share it). */
@@ -23,6 +24,7 @@ export function prepareVm(kvm: Kvm, r: VmRecipe): Vm {
   try {
     for (const c of r.caps) vm.enableCap(c.cap, c.args);
     vm.setMsrFilter(r.msrFilter);
+    if (r.xenHvmFlags) vm.setXenHvmConfig(r.xenHvmFlags);
   } catch (e) {
     vm.close();
     throw e;
