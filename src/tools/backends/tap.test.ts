@@ -16,6 +16,7 @@ import { until } from '../../testing/wait.js';
 import { csumPlace, fillCsum, TapDevice, VIF_HWADDR } from './tap.js';
 import type { NetFrame } from './netback.js';
 import { vifBridgeOnline, VifBridgeError } from '../vif_bridge.js';
+import { nicSpecOf } from '../net.js';
 
 const GUEST_MAC = Buffer.from([0x00, 0x16, 0x3e, 0x00, 0x00, 0x07]);
 const GUEST_IP = Buffer.from([10, 77, 0, 2]);
@@ -140,6 +141,11 @@ test('a vif\'s tap in a namespace: vif7.0 on bridge br0, up, MTU and address as 
 });
 
 test('vif-bridge\'s refusals: a missing bridge names itself and how to make it; an interface that is not a bridge; without script=vif-bridge a missing bridge means the in-process switch', { timeout: 30_000 }, (t) => {
+  // the vif asks for the host's bridge by naming the script, as xl.cfg writes it
+  const spec = { mac: '', bridge: 'nobr0', backend: '0', trusted: true };
+  assert.equal(nicSpecOf({ ...spec, script: 'vif-bridge' }).hostBridge, true);
+  assert.equal(nicSpecOf({ ...spec, script: '/etc/xen/scripts/vif-bridge' }).hostBridge, true);
+  assert.equal(nicSpecOf(spec).hostBridge, false);
   if (!haveNetAdmin(t)) return;
   const ns = Netns.create('xenode-tap');
   try {

@@ -236,6 +236,7 @@ export class TapDevice {
 
   /** Carrier on while the guest's netfront is connected (netback's netif_carrier_on/off): the bridge forwards to it only then. */
   setCarrier(on: boolean): void {
+    if (this.closed) return; // the descriptor's number may be another file's by now
     const v = new Uint8Array(4);
     new DataView(v.buffer).setInt32(0, on ? 1 : 0, true);
     // TUNSETCARRIER is Linux 4.19's: without it the carrier stays on and the bridge floods to a vif no guest reads
