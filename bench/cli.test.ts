@@ -12,7 +12,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const benches = fs.readdirSync(here).filter((f) => f.endsWith('.js') && f !== 'common.js' && !f.endsWith('.test.js')).sort();
 
 test('the benchmarks are all here', () => {
-  assert.deepEqual(benches, ['accel.js', 'block.js', 'boot.js', 'create.js', 'daemon.js', 'evtchn.js', 'grant.js', 'hypercall.js', 'linux.js', 'sched.js', 'timer.js', 'xenstore.js', 'xl.js']);
+  assert.deepEqual(benches, ['accel.js', 'block.js', 'boot.js', 'create.js', 'daemon.js', 'evtchn.js', 'grant.js', 'hypercall.js', 'linux.js', 'net.js', 'sched.js', 'timer.js', 'xenstore.js', 'xl.js']);
 });
 
 for (const b of benches) {

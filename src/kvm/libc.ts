@@ -29,6 +29,12 @@ export const getpid = libc.func('int getpid(void)') as () => number;
 const syscall3 = libc.func('syscall', 'long', ['long', 'long', 'long', 'long']) as (n: number, a: number, b: number, c: number) => number;
 export const pthreadSigmask = libc.func('int pthread_sigmask(int how, void *set, void *oldset)') as (how: number, set: Uint8Array | null, old: Uint8Array | null) => number;
 export const sigtimedwait = libc.func('int sigtimedwait(void *set, void *info, void *timeout)') as (set: Uint8Array, info: null, ts: Uint8Array) => number;
+export const read = libc.func('long read(int fd, void *buf, size_t n)') as (fd: number, buf: Uint8Array, n: number) => number;
+export const write = libc.func('long write(int fd, const void *buf, size_t n)') as (fd: number, buf: Uint8Array, n: number) => number;
+export const socket = libc.func('int socket(int domain, int type, int protocol)') as (d: number, t: number, p: number) => number;
+export const eventfd = libc.func('int eventfd(unsigned int initval, int flags)') as (v: number, f: number) => number;
+/** poll(2) over `n` struct pollfd (8 bytes each: int fd, short events, short revents) */
+export const poll = libc.func('int poll(void *fds, unsigned long n, int timeout)') as (fds: Uint8Array, n: number, timeout: number) => number;
 export const strerror = libc.func('const char *strerror(int errnum)') as (e: number) => string;
 
 const SYS_tgkill = 234; // asm/unistd_64.h
@@ -43,6 +49,10 @@ export const view = (p: unknown, len: number): ArrayBuffer => koffi.view(p, len)
 // fcntl.h / sys/mman.h / signal.h values for x86-64 Linux.
 export const O_RDWR = 2;
 export const O_CLOEXEC = 0o2000000;
+export const O_NONBLOCK = 0o4000;
+export const EAGAIN = 11;
+export const EFD_NONBLOCK = 0o4000;
+export const EFD_CLOEXEC = 0o2000000;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const PROT_NONE = 0;
@@ -73,7 +83,7 @@ export function check(r: number, call: string): number {
   return r;
 }
 
-const EINTR = 4;
+export const EINTR = 4;
 
 /** Runs a call that a signal may interrupt before it did anything (EINTR), retrying it. */
 export function retryEintr(fn: () => number, call: string): number {

@@ -2,9 +2,9 @@
 // libxl__device_nic_setdefault and libxl__set_xenstore_nic): the frontend
 // directory in the guest's home and the backend directory in the backend
 // domain's, written in one transaction before the guest runs, then the
-// backend started on them and joined to its bridge's in-process switch. Only
-// the control domain serves vifs; hotplug scripts are not run (the switch is
-// the bridge they would have added the vif to).
+// backend started on them and joined to its bridge: the host's, through a tap
+// (vif_bridge.ts does vif-bridge's work), or else xenode's in-process switch
+// of that name. Only the control domain serves vifs; no hotplug script is run.
 
 import type { XsClientBase } from './xenstored/client.js';
 import type { VifSpec } from './xl/config.js';
@@ -33,6 +33,8 @@ export interface NicSpec {
   mtu?: number;
   /** whether the guest trusts its backend (default yes); an untrusting netfront bounces what it shares */
   trusted?: boolean;
+  /** the vif must go on the host's bridge (it named vif-bridge as its script): no fall back to the in-process switch */
+  hostBridge?: boolean;
 }
 
 export interface NicDevice {
@@ -42,9 +44,11 @@ export interface NicDevice {
   backendPath: string;
   frontendPath: string;
   backend: VifBackend;
+  /** its tap's name when it is on the host's bridge; null on the in-process switch */
+  tap: string | null;
 }
 
-/** libxl's default vif hotplug script (written for fidelity; the switch does its work) */
+/** libxl's default vif hotplug script (written for fidelity; vif_bridge.ts does its work) */
 const VIF_SCRIPT = '/etc/xen/scripts/vif-bridge';
 const DEFAULT_MTU = 1500;
 
@@ -52,8 +56,8 @@ const DEFAULT_MTU = 1500;
 export function nicSpecOf(v: VifSpec): NicSpec {
   const refuse = (why: string) => new NicError(`vif ${v.devid ?? ''}: ${why}`);
   if (v.backend !== DEFAULT_VIF_BACKEND && v.backend !== 'Domain-0') throw refuse(`backend '${v.backend}': only the control domain serves vifs (driver domains are not available)`);
-  if (v.script !== undefined && v.script !== 'vif-bridge' && v.script !== VIF_SCRIPT) throw refuse(`script ${v.script}: vif hotplug scripts are not run; every vif joins the in-process switch of its bridge`);
-  return { mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu, trusted: v.trusted };
+  if (v.script !== undefined && v.script !== 'vif-bridge' && v.script !== VIF_SCRIPT) throw refuse(`script ${v.script}: vif hotplug scripts are not run; vif-bridge's work is built in (a tap on the host's bridge, or the in-process switch)`);
+  return { mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu, trusted: v.trusted, hostBridge: v.script !== undefined };
 }
 
 /** Each spec with its devid, MAC and bridge settled; a repeated devid or a bad MAC is refused before anything is written. */
@@ -70,7 +74,7 @@ export function settleNics(specs: NicSpec[], random?: (n: number) => Uint8Array)
     } catch (e) {
       throw new NicError(`vif ${devid}: ${(e as Error).message}`);
     }
-    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU, trusted: s.trusted ?? true };
+    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU, trusted: s.trusted ?? true, hostBridge: s.hostBridge ?? false };
   });
 }
 
@@ -124,11 +128,11 @@ export async function addVifs(devices: XenDevices, switches: NetSwitches, domid:
     for (const [i, n] of nodes.entries()) {
       let backend: VifBackend;
       try {
-        backend = await VifBackend.start({ devices, path: n.backendPath, switches, log });
+        backend = await VifBackend.start({ devices, path: n.backendPath, switches, hostBridge: nics[i]!.hostBridge, log });
       } catch (e) {
         throw new NicError(`vif ${nics[i]!.devid}: ${(e as Error).message}`);
       }
-      started.push({ ...n, devid: nics[i]!.devid, mac: nics[i]!.mac, bridge: nics[i]!.bridge, backend });
+      started.push({ ...n, devid: nics[i]!.devid, mac: nics[i]!.mac, bridge: nics[i]!.bridge, backend, tap: backend.tap?.name ?? null });
     }
   } catch (e) {
     for (const d of started) await d.backend.close();

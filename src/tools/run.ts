@@ -13,16 +13,21 @@ import { EVTCHN_FIFO_NR_CHANNELS } from '../hv/abi/event_channel.js';
 import path from 'node:path';
 import { parseDiskSpec, DiskSpecError } from './xl/disk.js';
 import { DiskError, vbdSpecOf, vbdDevids, type VbdSpec } from './disk.js';
+import { parseVifSpec, VifSpecError } from './xl/vif.js';
+import { NicError, nicSpecOf, settleNics, type NicSpec } from './net.js';
 
 /** Exit status of `xenode run` for each SHUTDOWN_* reason (crash distinct from poweroff). */
 export const EXIT_CODES: Record<number, number> = { 0: 0, 1: 10, 2: 11, 3: 12, 4: 13, 5: 14 };
 export const EXIT_INTERRUPTED = 130;
 const USAGE = `usage: xenode run <kernel> [--memory MiB] [--vcpus N] [--cmdline S] [--ramdisk FILE] [--max-event-channels N] [--accel auto|kvm|tcg|kvm+tcg]
-                  [--disk SPEC]... [--quiet]
+                  [--disk SPEC]... [--vif SPEC]... [--quiet]
 
 Boots a PVH kernel as one domain and streams its console. --disk takes an
 xl.cfg disk entry (xl-disk-configuration: '/srv/img.raw,raw,xvda,rw'), served
-by blkback; a relative target is taken from the current directory. Exit status:
+by blkback; a relative target is taken from the current directory. --vif takes
+an xl.cfg vif entry (xl-network-configuration: 'mac=00:16:3e:00:00:01,bridge=br0'),
+served by netback: a tap on the bridge when it is one of this network
+namespace's and xenode may make taps, else the in-process switch. Exit status:
   0 poweroff, 10 reboot, 11 suspend, 12 crash, 13 watchdog, 14 soft_reset,
   1 error starting the domain, 2 bad usage, 130 interrupted (domain destroyed).`;
 
@@ -38,6 +43,7 @@ export async function main(argv: string[]): Promise<number> {
         cmdline: { type: 'string', default: '' },
         ramdisk: { type: 'string' },
         disk: { type: 'string', multiple: true, default: [] },
+        vif: { type: 'string', multiple: true, default: [] },
         'max-event-channels': { type: 'string', default: '1023' },
         quiet: { type: 'boolean', short: 'q', default: false },
         accel: { type: 'string', default: 'auto' },
@@ -74,6 +80,15 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (!(e instanceof DiskSpecError || e instanceof DiskError)) throw e;
     console.error(`xenode run: --disk: ${e.message}`);
+    return 2;
+  }
+  let vifs: NicSpec[];
+  try {
+    vifs = args.values.vif.map((spec, devid) => nicSpecOf(parseVifSpec(spec, { devid, warn: (m) => console.error(`xenode run: --vif: ${m}`) })));
+    settleNics(vifs);
+  } catch (e) {
+    if (!(e instanceof VifSpecError || e instanceof NicError)) throw e;
+    console.error(`xenode run: --vif: ${e.message}`);
     return 2;
   }
   let kernel: Uint8Array;
@@ -124,7 +139,7 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => resolve(EXIT_INTERRUPTED));
   });
   try {
-    dom = await ts.create({ name: 'xenode-run', kernel, ramdisk, memoryMiB, vcpus, cmdline: args.values.cmdline, maxEvtchnPort: channels }, (b) => merged.ring(b), { disks });
+    dom = await ts.create({ name: 'xenode-run', kernel, ramdisk, memoryMiB, vcpus, cmdline: args.values.cmdline, maxEvtchnPort: channels }, (b) => merged.ring(b), { disks, vifs });
   } catch (e) {
     await ts.shutdown();
     console.error(`xenode run: ${e instanceof PvhLoadError ? `${kernelPath}: ${e.message}` : (e as Error).message}`);

@@ -3,22 +3,27 @@
 // path in netback.ts. The backend directory the toolstack wrote names the
 // frontend, the MAC and the bridge; the backend publishes its features,
 // waits in InitWait for the frontend's rings and event channel(s), connects
-// the vif to its bridge's switch, and follows the frontend through Closing
+// the vif to its bridge (the host's, through a tap, or the in-process
+// switch: vif_bridge.ts says which), and follows the frontend through Closing
 // and Closed (and back to InitWait for a new frontend). A frontend that
 // writes nonsense gets the device closed with a message in the backend's
 // `error` node; nothing it writes throws out of here.
 
 import type { GrantMapping, XenDevices } from '../libs/devices.js';
 import { NetifRxBackRing, NetifTxBackRing, PAGE_SIZE } from './netif.js';
-import { NetifService, newNetifStats, type NetFrame, type NetifStats } from './netback.js';
+import { NetifService, newNetifStats, RX_QUEUE_MAX, type NetFrame, type NetifStats } from './netback.js';
 import type { NetSwitches, SwitchPort } from './netswitch.js';
+import type { TapDevice } from './tap.js';
 import { XenbusBackend, XenbusState } from './xenbus.js';
+import { vifBridgeOnline, vifName } from '../vif_bridge.js';
 
 export interface VifBackendOptions {
   devices: XenDevices;
   /** the backend directory, /local/domain/<backend>/backend/vif/<frontend>/<devid> */
   path: string;
   switches: NetSwitches;
+  /** the vif must be on the host's bridge (it named vif-bridge as its script): no fall back to the switch */
+  hostBridge?: boolean;
   log?: (line: string) => void;
 }
 
@@ -28,7 +33,8 @@ interface Connection {
   /** local ports: one, or the transmit and receive ones of split event channels */
   ports: number[];
   service: NetifService;
-  port: SwitchPort;
+  /** the switch port, when the vif has no tap */
+  port: SwitchPort | null;
 }
 
 /** The default bridge (xl-network-configuration(5)) */
@@ -37,6 +43,8 @@ const DEFAULT_BRIDGE = 'xenbr0';
 export class VifBackend extends XenbusBackend {
   private bridge = DEFAULT_BRIDGE;
   private conn: Connection | null = null;
+  /** the vif's interface on the host, made at setup and kept until close (netback's vif netdev) */
+  private tapDev: TapDevice | null = null;
   /** what the vif moved, over every connection */
   readonly stats: NetifStats = newNetifStats();
   /** the transport of the last connection */
@@ -55,7 +63,18 @@ export class VifBackend extends XenbusBackend {
 
   private async setup(): Promise<void> {
     await this.readFrontend();
-    this.bridge = (await this.devices.xenstore.tryRead(`${this.path}/bridge`)) || DEFAULT_BRIDGE;
+    const xs = this.devices.xenstore;
+    this.bridge = (await xs.tryRead(`${this.path}/bridge`)) || DEFAULT_BRIDGE;
+    const mtu = Number((await xs.tryRead(`${this.path}/mtu`)) ?? 1500);
+    // the hotplug script's part, before hotplug-status says connected
+    const { tap, line } = vifBridgeOnline({
+      name: this.ifName, bridge: this.bridge, mtu: Number.isInteger(mtu) && mtu >= 68 ? mtu : 1500, required: this.o.hostBridge,
+      onFrame: (f) => this.conn?.service.send(f),
+      // while no frontend is connected, frames are read and dropped, as a carrier-less netdev's would be
+      room: () => !this.conn || this.conn.service.queued < RX_QUEUE_MAX,
+    });
+    this.tapDev = tap;
+    this.log?.(line);
     // netback_probe: what a frontend reads before it connects. Scatter-gather both ways; checksums passed
     // on as the sender left them (the other end is a netfront too, which fills in a blank one); no GSO,
     // no multicast control, one queue.
@@ -126,16 +145,16 @@ export class VifBackend extends XenbusBackend {
       await unmapAll();
       return this.fatal(`binding event-channel ${remote.join(',')}: ${(e as Error).message}`);
     }
-    const name = `vif${this.frontDomid}.${this.o.path.split('/').pop()}`;
-    const bridge = this.bridge;
+    const tap = this.tapDev;
     let sw: ReturnType<NetSwitches['attach']> | null = null;
-    const port: SwitchPort = { name, receive: (fr: NetFrame) => service?.send(fr) };
+    const port: SwitchPort | null = tap ? null : { name: this.ifName, receive: (fr: NetFrame) => service?.send(fr) };
     service = new NetifService({
       devices: this.devices, frontDomid: this.frontDomid, tx: new NetifTxBackRing(maps[0]!.page), rx: new NetifRxBackRing(maps[1]!.page),
       txPort: ports[0]!, rxPort: ports[ports.length - 1]!, rxSg: sg, stats: this.stats, log: this.log,
-      deliver: (fr) => sw?.input(port, fr),
+      deliver: tap ? (fr) => tap.send(fr) : (fr) => sw?.input(port!, fr),
     });
-    sw = this.o.switches.attach(bridge, port);
+    if (port) sw = this.o.switches.attach(this.bridge, port);
+    tap?.setCarrier(true);
     this.conn = { tx: maps[0]!, rx: maps[1]!, ports, service, port };
     this.lastConnection = { splitEventChannels: ports.length === 2, sg };
     await this.switchState(XenbusState.Connected);
@@ -148,13 +167,24 @@ export class VifBackend extends XenbusBackend {
     const c = this.conn;
     if (!c) return;
     this.conn = null;
-    this.o.switches.detach(this.bridge, c.port);
+    if (c.port) this.o.switches.detach(this.bridge, c.port);
+    this.tapDev?.setCarrier(false);
     await c.service.stop();
     for (const p of c.ports) this.devices.evtchn.unbind(p);
     await this.devices.gnttab.unmap(c.tx.handle);
     await this.devices.gnttab.unmap(c.rx.handle);
   }
 
+  protected override async closeDevice(): Promise<void> {
+    this.tapDev?.close();
+  }
+
   /** The bridge the vif is (or will be) on. */
   get bridgeName(): string { return this.bridge; }
+
+  /** The interface's name (vif<domid>.<devid>), the tap's when it has one. */
+  get ifName(): string { return vifName(this.frontDomid, Number(this.o.path.split('/').pop())); }
+
+  /** The vif's tap on the host's bridge, or null when it is on the in-process switch. */
+  get tap(): TapDevice | null { return this.tapDev; }
 }

@@ -1,0 +1,164 @@
+// A vif's tap (tap.ts, vif_bridge.ts) in a network namespace of the test's
+// own with a Linux bridge holding 10.77.0.1: named as netback names it,
+// joined to the bridge, up, with the MTU and address vif-bridge gives; the
+// test plays the guest's netfront, answering ARP for 10.77.0.2, so a UDP
+// datagram sent in the namespace comes out of the tap, and datagrams it
+// writes (checksum left blank, checksum filled in, checksum wrong) are
+// taken or refused by the namespace's stack as a guest's would be. Closing
+// the tap removes the interface; a missing bridge or one that is not a
+// bridge is the clear error; hostile frames are refused and counted.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { haveNetAdmin, Netns } from '../../testing/netns.js';
+import { until } from '../../testing/wait.js';
+import { csumPlace, fillCsum, TapDevice, VIF_HWADDR } from './tap.js';
+import type { NetFrame } from './netback.js';
+import { vifBridgeOnline, VifBridgeError } from '../vif_bridge.js';
+import { nicSpecOf } from '../net.js';
+
+const GUEST_MAC = Buffer.from([0x00, 0x16, 0x3e, 0x00, 0x00, 0x07]);
+const GUEST_IP = Buffer.from([10, 77, 0, 2]);
+const HOST_IP = Buffer.from([10, 77, 0, 1]);
+
+const sum16 = (b: Uint8Array, start = 0, end = b.length): number => {
+  let s = 0;
+  for (let i = start; i + 1 < end; i += 2) s += (b[i]! << 8) | b[i + 1]!;
+  if ((end - start) & 1) s += b[end - 1]! << 8;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+};
+
+/** An Ethernet frame carrying an IPv4 UDP datagram; its checksum `full`, left `blank` (the pseudo-header's sum), or `bad`. */
+function udpFrame(dstMac: Uint8Array, srcPort: number, dstPort: number, payload: string, csum: 'full' | 'blank' | 'bad'): Buffer {
+  const data = Buffer.from(payload);
+  const udp = Buffer.alloc(8 + data.length);
+  udp.writeUInt16BE(srcPort, 0);
+  udp.writeUInt16BE(dstPort, 2);
+  udp.writeUInt16BE(udp.length, 4);
+  data.copy(udp, 8);
+  const ip = Buffer.alloc(20);
+  ip[0] = 0x45; ip.writeUInt16BE(20 + udp.length, 2); ip[8] = 64; ip[9] = 17;
+  GUEST_IP.copy(ip, 12); HOST_IP.copy(ip, 16);
+  ip.writeUInt16BE(~sum16(ip) & 0xffff, 10);
+  const pseudo = Buffer.concat([GUEST_IP, HOST_IP, Buffer.from([0, 17, udp.length >> 8, udp.length & 0xff])]);
+  const pseudoSum = sum16(pseudo);
+  const frame = Buffer.concat([Buffer.from(dstMac), GUEST_MAC, Buffer.from([0x08, 0x00]), ip, udp]);
+  frame.writeUInt16BE(pseudoSum, 14 + 20 + 6);
+  if (csum !== 'blank') fillCsum(frame, 14 + 20, 6);
+  if (csum === 'bad') frame[14 + 20 + 7]! ^= 0x55;
+  return frame;
+}
+
+/** The ARP reply for 10.77.0.2 to the request `req`, as the guest's stack would send it. */
+function arpReply(req: Uint8Array): Buffer | null {
+  const r = Buffer.from(req);
+  if (r.readUInt16BE(12) !== 0x0806 || r.readUInt16BE(20) !== 1 || !r.subarray(38, 42).equals(GUEST_IP)) return null;
+  const out = Buffer.alloc(42);
+  r.copy(out, 0, 6, 12); GUEST_MAC.copy(out, 6); out.writeUInt16BE(0x0806, 12);
+  out.writeUInt16BE(1, 14); out.writeUInt16BE(0x0800, 16); out[18] = 6; out[19] = 4; out.writeUInt16BE(2, 20);
+  GUEST_MAC.copy(out, 22); GUEST_IP.copy(out, 28); r.copy(out, 32, 22, 28); r.copy(out, 38, 28, 32);
+  return out;
+}
+
+const lines = (p: ChildProcess): { text: () => string } => {
+  let s = '';
+  p.stdout!.on('data', (b: Buffer) => { s += b.toString(); });
+  p.stderr!.on('data', (b: Buffer) => { s += b.toString(); });
+  return { text: () => s };
+};
+
+test('a vif\'s tap in a namespace: vif7.0 on bridge br0, up, MTU and address as vif-bridge sets them; UDP both ways with the checksum blank, full or wrong; gone on close', { timeout: 60_000 }, async (t) => {
+  if (!haveNetAdmin(t)) return;
+  const ns = Netns.create('xenode-tap');
+  let listener: ChildProcess | undefined;
+  let tap: TapDevice | null = null;
+  try {
+    ns.ip('link', 'add', 'br0', 'type', 'bridge');
+    ns.ip('addr', 'add', '10.77.0.1/24', 'dev', 'br0');
+    ns.ip('link', 'set', 'br0', 'up');
+    const frames: NetFrame[] = [];
+    const r = ns.run(() => vifBridgeOnline({ name: 'vif7.0', bridge: 'br0', mtu: 1400, onFrame: (f) => {
+      frames.push(f);
+      const reply = arpReply(f.data);
+      if (reply) tap!.send({ data: reply });
+    } }));
+    tap = r.tap;
+    assert.ok(tap, r.line);
+    assert.match(r.line, /tap vif7\.0 on host bridge br0/);
+    const link = ns.link('vif7.0')!;
+    assert.equal(link['master'], 'br0');
+    assert.equal(link['mtu'], 1400);
+    assert.equal(link['address'], VIF_HWADDR);
+    assert.ok((link['flags'] as string[]).includes('UP'), JSON.stringify(link));
+    // no carrier until a frontend connects (the bridge does not forward to it)
+    assert.ok((link['flags'] as string[]).includes('NO-CARRIER'), JSON.stringify(link));
+    tap.setCarrier(true);
+    await until('the bridge port to forward', () => /forwarding/.test(ns.exec('bridge', ['link', 'show', 'dev', 'vif7.0'])), 10_000, 50);
+
+    // host -> guest: the stack ARPs for 10.77.0.2 (answered above), then sends the datagram out of the tap
+    ns.exec(process.execPath, ['-e', `const s=require('dgram').createSocket('udp4');s.send('to the guest',4444,'10.77.0.2',()=>s.close())`]);
+    const udp = await until('the datagram to come out of the tap', () => frames.find((f) => f.data.length > 42 && Buffer.from(f.data).includes('to the guest')), 10_000, 20);
+    assert.ok(frames.some((f) => f.data[12] === 0x08 && f.data[13] === 0x06), 'the ARP request came out too');
+    assert.deepEqual([...udp.data.subarray(0, 6)], [...GUEST_MAC], 'to the guest\'s address, learnt from its ARP reply');
+    // a blank checksum (the tap offers checksum offload) or a full one; either way the guest's stack gets a good one
+    const d = Buffer.from(udp.data);
+    if (udp.csumBlank) {
+      assert.deepEqual(csumPlace(d), { start: 34, offset: 6 });
+      fillCsum(d, 34, 6);
+    }
+    const pseudo = Buffer.concat([d.subarray(26, 34), Buffer.from([0, 17]), d.subarray(38, 40)]);
+    assert.equal((sum16(pseudo) + sum16(d, 34)) % 0xffff, 0, `UDP checksum of ${d.toString('hex')}`);
+
+    // guest -> host: a listener on 10.77.0.1 gets the blank-checksum and full-checksum datagrams, not the bad one
+    listener = ns.spawn(process.execPath, ['-e', `const s=require('dgram').createSocket('udp4');s.on('message',(m)=>console.log('got '+m));s.bind(5555,'10.77.0.1',()=>console.log('ready'))`]);
+    const out = lines(listener);
+    await until('the listener to be ready', () => out.text().includes('ready'), 10_000, 20);
+    const brMac = Buffer.from(String(ns.link('br0')!['address']).split(':').map((h) => parseInt(h, 16)));
+    assert.equal(tap.send({ data: udpFrame(brMac, 1000, 5555, 'wrong checksum', 'bad') }), true);
+    assert.equal(tap.send({ data: udpFrame(brMac, 1000, 5555, 'blank checksum', 'blank'), csumBlank: true }), true);
+    assert.equal(tap.send({ data: udpFrame(brMac, 1000, 5555, 'full checksum', 'full') }), true);
+    await until('both good datagrams to arrive', () => out.text().includes('got blank checksum') && out.text().includes('got full checksum'), 10_000, 20);
+    assert.doesNotMatch(out.text(), /wrong checksum/, 'the stack checks checksums, so the blank one was taken as offloaded');
+
+    // what a hostile frontend might hand over: refused and counted, nothing thrown
+    const before = tap.stats.writeDropped;
+    assert.equal(tap.send({ data: new Uint8Array(5) }), false);
+    assert.equal(tap.send({ data: new Uint8Array(70_000) }), false);
+    assert.equal(tap.send({ data: Buffer.alloc(60, 0xff), csumBlank: true }), false, 'a blank checksum with no place for it');
+    assert.equal(tap.stats.writeDropped, before + 3);
+    assert.ok(tap.stats.written >= 4 && tap.stats.read >= 2, JSON.stringify(tap.stats));
+
+    tap.close();
+    await until('vif7.0 to be gone', () => ns.link('vif7.0') === null, 10_000, 20);
+    assert.equal(tap.send({ data: udpFrame(brMac, 1, 2, 'x', 'full') }), false, 'a closed tap takes nothing');
+  } finally {
+    tap?.close();
+    listener?.kill();
+    ns.delete();
+  }
+});
+
+test('vif-bridge\'s refusals: a missing bridge names itself and how to make it; an interface that is not a bridge; without script=vif-bridge a missing bridge means the in-process switch', { timeout: 30_000 }, (t) => {
+  // the vif asks for the host's bridge by naming the script, as xl.cfg writes it
+  const spec = { mac: '', bridge: 'nobr0', backend: '0', trusted: true };
+  assert.equal(nicSpecOf({ ...spec, script: 'vif-bridge' }).hostBridge, true);
+  assert.equal(nicSpecOf({ ...spec, script: '/etc/xen/scripts/vif-bridge' }).hostBridge, true);
+  assert.equal(nicSpecOf(spec).hostBridge, false);
+  if (!haveNetAdmin(t)) return;
+  const ns = Netns.create('xenode-tap');
+  try {
+    const o = { name: 'vif8.0', mtu: 1500, onFrame: () => {} };
+    assert.throws(() => ns.run(() => vifBridgeOnline({ ...o, bridge: 'nobr0', required: true })),
+      (e: Error) => e instanceof VifBridgeError && /vif8\.0: Could not find bridge device nobr0 .*'ip link add nobr0 type bridge && ip link set nobr0 up'/.test(e.message));
+    const sw = ns.run(() => vifBridgeOnline({ ...o, bridge: 'nobr0' }));
+    assert.equal(sw.tap, null);
+    assert.match(sw.line, /no host bridge nobr0: on the in-process switch nobr0/);
+    assert.throws(() => ns.run(() => vifBridgeOnline({ ...o, bridge: 'lo' })), /vif8\.0: lo is not a bridge/);
+    assert.equal(ns.link('vif8.0'), null, 'the tap made for it is gone again');
+    assert.equal(ns.link('nobr0'), null, 'no bridge was made');
+  } finally {
+    ns.delete();
+  }
+});
