@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 pkgs=(gcc make libxen-dev)
 # the tests also talk to real Xen software and to QEMU
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(xenstore-utils python3-pyxs grub-xen-bin grub-common device-tree-compiler qemu-system-x86 gdb binutils lz4 zstd bzip2 xz-utils e2fsprogs qemu-utils)
+  pkgs+=(xenstore-utils python3-pyxs grub-xen-bin grub-common device-tree-compiler qemu-system-x86 gdb binutils lz4 zstd bzip2 xz-utils e2fsprogs qemu-utils iproute2)
 fi
 need=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
