@@ -2,7 +2,9 @@
 // the initramfs) on a vif served by the control domain's netback, both on
 // the bridge xenbr0: the in-process switch joins them; one pings the other,
 // sends it 2 MiB over TCP that arrive intact, and pings it with 9000-byte
-// frames that take several ring slots each way.
+// frames that take several ring slots each way. A third guest has a vif
+// attached while it runs and pings a station on the switch, then has it
+// detached.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,6 +14,8 @@ import { busyboxInitramfs, haveLinux, linuxBzImage, linuxDir } from '../testing/
 import { havePeer } from '../testing/peers.js';
 import { until } from '../testing/wait.js';
 import type { Toolstack, ToolstackDomain } from './toolstack.js';
+import type { NetFrame } from './backends/netback.js';
+import type { SwitchPort } from './backends/netswitch.js';
 
 /** A boot under the software CPU on a loaded 2-CPU host: ~60-90 s to /init. */
 const BOOT_MS = 200_000;
@@ -122,5 +126,94 @@ test("two Linux guests' xen-netfronts on one bridge: A pings B three times throu
     assert.equal(ts.hv.gntdev.maptrack.inUse, 0, 'the rings unmapped');
   } finally {
     await ts?.shutdown();
+  }
+});
+
+/** Waits for a NIC, pings 10.0.0.1 over it, waits for it to go, powers off; bounded throughout. */
+const INIT_HOTPLUG = `
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+insmod /xen-netfront.ko || echo "net: insmod failed"
+echo "hotplug: waiting"
+for i in $(seq 1 1000); do [ -e /sys/class/net/eth0 ] && break; sleep 0.2; done
+echo "hotplug: eth0 $(cat /sys/class/net/eth0/address)"
+ifconfig eth0 10.0.0.2 netmask 255.255.255.0 up
+ping -c 3 -W 5 10.0.0.1
+echo "hotplug: pinged"
+for i in $(seq 1 1000); do [ -e /sys/class/net/eth0 ] || break; sleep 0.2; done
+echo "hotplug: gone"
+poweroff -f
+`;
+
+/** A station on the switch that answers ARP for `ip` and ICMP echo requests to it, as a host on the bridge would. */
+function echoStation(mac: Uint8Array, ip: Uint8Array, send: (f: Uint8Array) => void): SwitchPort & { answered: number } {
+  const st = {
+    name: 'test-station',
+    answered: 0,
+    receive(f: NetFrame): void {
+      const d = f.data;
+      const type = (d[12]! << 8) | d[13]!;
+      const eq = (a: Uint8Array, at: number) => a.every((b, i) => d[at + i] === b);
+      if (type === 0x0806 && d.length >= 42 && d[21] === 1 && eq(ip, 38)) {
+        // ARP request for us: a reply with our address, to the asker
+        const r = Uint8Array.from(d.subarray(0, 42));
+        r.set(d.subarray(6, 12), 0); r.set(mac, 6);
+        r[21] = 2;
+        r.set(mac, 22); r.set(ip, 28); r.set(d.subarray(22, 32), 32);
+        send(r);
+      } else if (type === 0x0800 && d.length >= 42 && d[23] === 1 && eq(ip, 30) && d[14 + ((d[14]! & 15) * 4)] === 8) {
+        // ICMP echo request: the same packet back as an echo reply (RFC 1624's incremental checksum for the type)
+        const r = Uint8Array.from(d);
+        const icmp = 14 + (d[14]! & 15) * 4;
+        r.set(d.subarray(6, 12), 0); r.set(mac, 6);
+        r.set(d.subarray(30, 34), 26); r.set(d.subarray(26, 30), 30);
+        r[icmp] = 0;
+        let sum = ((r[icmp + 2]! << 8) | r[icmp + 3]!) + 0x0800;
+        sum = (sum & 0xffff) + (sum >>> 16);
+        r[icmp + 2] = sum >>> 8; r[icmp + 3] = sum & 0xff;
+        st.answered++;
+        send(r);
+      }
+    },
+  };
+  return st;
+}
+
+test('xl network-attach while Linux runs: its netfront finds eth0 with the MAC given and pings across it; network-detach: Linux closes it and it goes', { timeout: BOOT_MS + 90_000 }, async (t) => {
+  if (!haveLinux(t)) return;
+  if (!havePeer(t, existsSync(netfront), "xen-netfront.ko from Debian's kernel package", 'scripts/fetch-linux.sh')) return;
+  const { Toolstack } = await import('./toolstack.js');
+  const log: string[] = [];
+  const ts = await Toolstack.start({ pcpus: 1, log: (l) => log.push(l) });
+  try {
+    const down = new Map<number, number>();
+    ts.hv.on('shutdown', (domid: number, reason: number) => down.set(domid, reason));
+    let out = '';
+    const d = await ts.create({ name: 'linux-vif-hotplug', kernel: readFileSync(linuxBzImage), ramdisk: busyboxInitramfs({ init: INIT_HOTPLUG, files: { 'xen-netfront.ko': readFileSync(netfront) } }), memoryMiB: 256, vcpus: 1, cmdline: 'console=hvc0' },
+      (b) => { out += Buffer.from(b).toString('latin1'); });
+    const fail = (e: Error): never => { throw new Error(`${e.message}; console:\n${out.slice(-4000)}`); };
+    await until('the guest to wait for its NIC', () => /hotplug: waiting/.test(out) || undefined, BOOT_MS, 50).catch(fail);
+    const station = echoStation(Uint8Array.from([0x00, 0x16, 0x3e, 0x7f, 0x00, 0x01]), Uint8Array.from([10, 0, 0, 1]), (f) => sw.input(station, { data: f }));
+    const sw = ts.switches.attach('xenbr0', station);
+    const v = await ts.attachVif(d.domid, { mac: '00:16:3e:00:00:05', bridge: 'xenbr0' });
+    assert.equal(v.devid, 0, 'the first free devid');
+    await until('Linux to ping across it', () => /hotplug: pinged/.test(out) || undefined, 60_000, 50).catch(fail);
+    assert.match(out, /hotplug: eth0 00:16:3e:00:00:05/);
+    assert.match(out, /3 packets transmitted, 3 packets received, 0% packet loss/, out.slice(-2000));
+    assert.equal(station.answered, 3);
+    assert.equal(await ts.client.read(`${v.backendPath}/state`), '4');
+    await assert.rejects(ts.attachVif(d.domid, { devid: 0, bridge: 'xenbr0' }), /devid 0 is already used/);
+    await ts.detachVif(d.domid, '00:16:3E:00:00:05');
+    assert.deepEqual(log.filter((l) => /removed anyway/.test(l)), [], 'Linux closed the device itself');
+    assert.equal(await ts.client.tryRead(`${v.frontendPath}/state`), undefined, 'the frontend directory is gone');
+    assert.equal(await ts.client.tryRead(`${v.backendPath}/state`), undefined, 'the backend directory is gone');
+    assert.equal(ts.switches.get('xenbr0')?.portCount, 1, 'the vif left the switch');
+    assert.equal(ts.hv.gntdev.maptrack.inUse, 0, 'the rings unmapped');
+    await until('Linux to power off', () => down.has(d.domid) || undefined, 90_000, 100).catch(fail);
+    assert.match(out, /hotplug: gone/);
+    await assert.rejects(ts.detachVif(d.domid, '0'), /Unknown device 0/);
+  } finally {
+    await ts.shutdown();
   }
 });

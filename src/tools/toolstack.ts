@@ -10,12 +10,19 @@ import { buildPvhDomain, startBuiltDomain, specialPageOffset, BuiltDomain, Build
 import { XenstoreRings, connectServices, removeDomainNodes, DomainServices } from './services.js';
 import { localDevices, type XenDevices } from './libs/devices.js';
 import { addVbds, vbdDevids, DiskError, type VbdDevice, type VbdSpec } from './disk.js';
-import { addVifs, settleNics, type NicDevice, type NicSpec } from './net.js';
+import { addVifs, NicError, settleNics, type NicDevice, type NicSpec } from './net.js';
 import { NetSwitches } from './backends/netswitch.js';
 import { XenbusState } from './backends/xenbus.js';
 
-/** How long a disk's removal waits for the frontend to close before it goes anyway (libxl's LIBXL_DESTROY_TIMEOUT). */
+/** How long a device's removal waits for the frontend to close before it goes anyway (libxl's LIBXL_DESTROY_TIMEOUT). */
 export const DISK_REMOVE_TIMEOUT_MS = 10_000;
+
+/** A device's two ends and the backend serving it, as a removal needs them. */
+interface RemovableDevice {
+  frontendPath: string;
+  backendPath: string;
+  backend: { requestClose(): Promise<void>; close(): Promise<void> };
+}
 
 /** The 16 bytes of a canonical UUID string (the domain handle Xen keeps). */
 export function uuidBytes(uuid: string): Uint8Array {
@@ -181,32 +188,62 @@ export class Toolstack {
     return v!;
   }
 
-  /**
-   * Removes a disk from a running domain (xl block-detach; libxl's device
-   * removal): the backend asks the frontend to close and, once it has (or
-   * never connected, or after DISK_REMOVE_TIMEOUT_MS, as libxl forces), stops;
-   * both directories are removed. `dev` is a vdev or a device number.
-   */
+  /** Removes a disk from a running domain (xl block-detach, as removeDevice does it): `dev` is a vdev or a device number. */
   async detachDisk(domid: number, dev: string): Promise<VbdDevice> {
     const d = this.live.get(domid);
     const v = d?.disks.find((x) => x.vdev === dev || String(x.devid) === dev);
     if (!d || !v) throw new DiskError(`Device ${dev} not connected`);
+    await this.removeDevice(domid, `disk ${v.vdev}`, v);
+    d.disks.splice(d.disks.indexOf(v), 1);
+    return v;
+  }
+
+  /**
+   * Adds a vif to a running domain (xl network-attach): the next free devid
+   * unless the spec names one (libxl__device_nextid), its nodes and backend
+   * as at create; the guest's netfront probes the new device.
+   */
+  async attachVif(domid: number, spec: NicSpec): Promise<NicDevice> {
+    const d = this.live.get(domid);
+    if (!d) throw new NicError(`domain ${domid} is not running here`);
+    const devid = spec.devid ?? d.vifs.reduce((n, v) => Math.max(n, v.devid + 1), 0);
+    if (d.vifs.some((v) => v.devid === devid)) throw new NicError(`vif ${devid}: devid ${devid} is already used`);
+    const [v] = await addVifs(this.devices, this.switches, domid, [{ ...spec, devid }], this.log);
+    d.vifs.push(v!);
+    return v!;
+  }
+
+  /** Removes a vif (xl network-detach; libxl_device_nic_remove): `dev` its devid or its MAC. */
+  async detachVif(domid: number, dev: string): Promise<NicDevice> {
+    const d = this.live.get(domid);
+    const mac = dev.toLowerCase();
+    const v = d?.vifs.find((x) => (dev.includes(':') ? x.mac === mac : String(x.devid) === dev));
+    if (!d || !v) throw new NicError(`Unknown device ${dev}`);
+    await this.removeDevice(domid, `vif ${v.devid}`, v);
+    d.vifs.splice(d.vifs.indexOf(v), 1);
+    return v;
+  }
+
+  /**
+   * libxl's device removal: the backend asks the frontend to close and, once
+   * it has (or never connected, or after DISK_REMOVE_TIMEOUT_MS, as libxl
+   * forces), stops; both directories are removed.
+   */
+  private async removeDevice(domid: number, what: string, v: RemovableDevice): Promise<void> {
     await v.backend.requestClose();
     const feState = async () => Number(await this.client.tryRead(`${v.frontendPath}/state`).catch(() => undefined) ?? 0);
     const end = Date.now() + DISK_REMOVE_TIMEOUT_MS;
     for (let s = await feState(); s === XenbusState.Initialised || s === XenbusState.Connected || s === XenbusState.Closing; s = await feState()) {
       if (Date.now() > end) {
-        this.log(`d${domid}: disk ${v.vdev}: the frontend did not close within ${DISK_REMOVE_TIMEOUT_MS / 1000} s; removed anyway`);
+        this.log(`d${domid}: ${what}: the frontend did not close within ${DISK_REMOVE_TIMEOUT_MS / 1000} s; removed anyway`);
         break;
       }
       await new Promise((r) => setTimeout(r, 20));
     }
     await v.backend.close();
-    d.disks.splice(d.disks.indexOf(v), 1);
     await this.serialized(async () => {
       for (const p of [v.frontendPath, v.backendPath]) await this.client.rm(p).catch(() => {});
     });
-    return v;
   }
 
   domain(domid: number): ToolstackDomain | undefined {

@@ -325,6 +325,8 @@ function makeHandlers(daemon: () => Daemon): Handlers {
     'domain.nmi': (a) => { D().sendNmi(one(a), a.vcpu as number); return null; },
     'domain.blockAttach': async (a) => { await D().attachDisk(one(a), a.disk); return null; },
     'domain.blockDetach': async (a) => { await D().detachDisk(one(a), a.dev); return null; },
+    'domain.networkAttach': (a) => D().attachNic(one(a), a.vif),
+    'domain.networkDetach': async (a) => { await D().detachNic(one(a), a.dev); return null; },
 
     'console.attach': (a, { conn, id }) => {
       const d = one(a);

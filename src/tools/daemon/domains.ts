@@ -25,6 +25,7 @@ import { createSettings } from './sched.js';
 import { DiskError, vbdSpecOf } from '../disk.js';
 import { NicError, nicSpecOf } from '../net.js';
 import { DiskSpecError, parseDiskSpec } from '../xl/disk.js';
+import { parseVifSpec, VifSpecError } from '../xl/vif.js';
 
 export interface DomainPolicy {
   /** wait between destroying a domain and re-creating it (xl sleeps 2 s) */
@@ -555,6 +556,37 @@ export class DomainManager extends EventEmitter<Events> {
     }
     d.config = { ...d.config, disks: d.config.disks.filter((x) => x.vdev !== v.vdev) };
     this.log(`${d.name}: disk ${v.vdev} detached`);
+  }
+
+  /** xl network-attach (libxl_device_nic_add): the vif, with the devid and MAC it got, joins the domain's configuration. */
+  async attachNic(d: Domain, spec: unknown): Promise<{ devid: number; mac: string }> {
+    if (d.state !== 'running') throw new ApiFailure('EINVAL', `domain ${d.domid} is not running`);
+    if (typeof spec !== 'string') throw einval('vif must be a network specification string');
+    let vif, nic;
+    try {
+      vif = parseVifSpec(spec, {});
+      nic = await this.ts.attachVif(d.domid, nicSpecOf(vif));
+    } catch (e) {
+      if (e instanceof VifSpecError || e instanceof NicError) throw einval(e.message);
+      throw e;
+    }
+    d.config = { ...d.config, vifs: [...d.config.vifs, { ...vif, devid: nic.devid, mac: nic.mac }] };
+    this.log(`${d.name}: vif ${nic.devid} (${nic.mac}) attached on bridge ${nic.bridge}${nic.tap ? ` as ${nic.tap}` : ''}`);
+    return { devid: nic.devid, mac: nic.mac };
+  }
+
+  /** xl network-detach (libxl_device_nic_remove): `dev` a devid or a MAC. */
+  async detachNic(d: Domain, dev: unknown): Promise<void> {
+    if (typeof dev !== 'string' || dev === '') throw einval('dev must be a devid or a MAC address');
+    let v;
+    try {
+      v = await this.ts.detachVif(d.domid, dev);
+    } catch (e) {
+      if (e instanceof NicError) throw new ApiFailure('ENOENT', e.message);
+      throw e;
+    }
+    d.config = { ...d.config, vifs: d.config.vifs.filter((x, i) => (x.devid ?? i) !== v.devid) };
+    this.log(`${d.name}: vif ${v.devid} detached`);
   }
 
   updateConfig(d: Domain, config: DomainConfig): void {

@@ -136,6 +136,10 @@ export interface Ops {
   'domain.blockAttach': { args: Dom & { disk: string }; result: null };
   /** xl block-detach: the disk with that vdev or device number closed and removed (ENOENT: no such disk) */
   'domain.blockDetach': { args: Dom & { dev: string }; result: null };
+  /** xl network-attach: a vif (an xl-network-configuration string) added to the running domain and its configuration */
+  'domain.networkAttach': { args: Dom & { vif: string }; result: { devid: number; mac: string } };
+  /** xl network-detach: the vif with that devid or MAC closed and removed (ENOENT: no such vif) */
+  'domain.networkDetach': { args: Dom & { dev: string }; result: null };
   /** xl sysrq: control/sysrq (libxl_send_sysrq) */
   'domain.sysrq': { args: Dom & { key: string }; result: null };
   /** xl trigger nmi: an NMI into one vCPU (libxl_send_trigger, XEN_DOMCTL_sendtrigger) */

@@ -15,7 +15,7 @@ import { memMax, memSet } from './commands/memory.js';
 import { buttonPress, debugKeys, dumpCore, sysrq, trigger } from './commands/misc.js';
 import { logPrefix } from './commands/common.js';
 import { blockAttach, blockDetach, blockList } from './commands/block.js';
-import { networkList } from './commands/network.js';
+import { networkAttach, networkDetach, networkList } from './commands/network.js';
 import { schedCredit, schedCredit2, schedRtds } from './commands/sched.js';
 import { cpupoolCreate, cpupoolList, cpupoolDestroy, cpupoolRename, cpupoolCpuAdd, cpupoolCpuRemove, cpupoolMigrate } from './commands/cpupool.js';
 
@@ -23,7 +23,7 @@ import { cpupoolCreate, cpupoolList, cpupoolDestroy, cpupoolRename, cpupoolCpuAd
 export const COMMANDS: XlCommand[] = [
   create, configUpdate, list, destroy, shutdown, reboot, pause, unpause, console_,
   dumpCore, memMax, memSet, buttonPress, vcpuList, vcpuPin, vcpuSet, vmList, info, sharing, schedCredit, schedCredit2, schedRtds, domid, domname,
-  rename, trigger, sysrq, debugKeys, dmesg, top, blockAttach, blockList, blockDetach, networkList, uptime, claims, cpupoolCreate, cpupoolList, cpupoolDestroy, cpupoolRename, cpupoolCpuAdd,
+  rename, trigger, sysrq, debugKeys, dmesg, top, networkAttach, networkList, networkDetach, blockAttach, blockList, blockDetach, uptime, claims, cpupoolCreate, cpupoolList, cpupoolDestroy, cpupoolRename, cpupoolCpuAdd,
   cpupoolCpuRemove, cpupoolMigrate,
   ...xenstoreCommands,
 ];

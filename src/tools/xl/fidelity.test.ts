@@ -271,7 +271,7 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
     }
   });
 
-  test('vifs: network-list shows each as xl does (a guest without netfront leaves it Initialising); the backend offers its features; what netback cannot serve is refused, naming the vif', async () => {
+  test('vifs: network-list shows each as xl does (a guest without netfront leaves it Initialising); the backend offers its features; network-attach and -detach while it runs; what netback cannot serve is refused, naming the vif', async () => {
     const r = await run('create', cfg('fv-vif', `vif = [ 'mac=00:16:3e:0a:0b:0c, bridge=xenbr1', '' ]\n`));
     assert.equal(r.code, 0, r.err);
     const id = await domid('fv-vif');
@@ -286,6 +286,18 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
     for (const [k, v] of [['bridge', 'xenbr1'], ['mac', '00:16:3e:0a:0b:0c'], ['state', '2'], ['feature-rx-copy', '1'], ['hotplug-status', 'connected']]) {
       assert.equal((await run('xenstore-read', `${be}/${k}`)).out, `${v}\n`, k);
     }
+    // hot-plug: each argument one key=value; the next free devid; the guest never started a netfront, so removal is at once
+    assert.deepEqual(await run('network-attach', 'fv-vif', 'mac=00:16:3e:0a:0b:0d', 'bridge=xenbr1'), { code: 0, signal: null, out: '', err: '' });
+    assert.equal((await run('network-list', 'fv-vif')).out.split('\n')[3], row(2, '00:16:3e:0a:0b:0d'));
+    const dup = await run('network-attach', 'fv-vif', 'devid=1');
+    assert.equal(dup.code, 1);
+    assert.match(dup.err, /vif 1: devid 1 is already used\nlibxl_device_nic_add failed\.\n$/);
+    assert.deepEqual(await run('network-attach', 'fv-vif', 'mac=zz'), { code: 1, signal: null, out: '', err: "invalid mac 'zz' (six hex bytes separated by ':')\n" });
+    assert.deepEqual(await run('network-detach', 'fv-vif', '7'), { code: 1, signal: null, out: '', err: 'Unknown device 7.\n' });
+    assert.deepEqual(await run('network-detach', 'fv-vif', '2'), { code: 0, signal: null, out: '', err: '' });
+    assert.deepEqual(await run('network-detach', 'fv-vif', '00:16:3E:0A:0B:0C'), { code: 0, signal: null, out: '', err: '' });
+    assert.equal((await run('network-list', 'fv-vif')).out, `Idx BE Mac Addr.         handle state evt-ch   tx-/rx-ring-ref BE-path                       \n${row(1, mac1)}\n`);
+    assert.equal((await run('xenstore-exists', `/local/domain/0/backend/vif/${id}/2`)).code, 1, 'the detached vif\'s backend directory is gone');
     assert.equal((await run('destroy', 'fv-vif')).code, 0);
     assert.equal((await run('xenstore-exists', `/local/domain/0/backend/vif/${id}`)).code, 1, 'the backend directory went with the domain');
     for (const [spec, why] of [

@@ -18,8 +18,8 @@ export const DEFAULT_BRIDGE = 'xenbr0';
 export const DEFAULT_VIF_BACKEND = '0';
 
 export interface VifParseOptions {
-  /** devid when the spec gives none: the entry's index in the list, as libxl numbers them */
-  devid: number;
+  /** devid when the spec gives none: the entry's index in the list, as libxl numbers them (none: a hotplugged vif, numbered by the toolstack) */
+  devid?: number;
   warn?: (msg: string) => void;
   /** source of the 3 random bytes of a generated MAC (tests pass a fixed one) */
   random?: (n: number) => Uint8Array;

@@ -1,10 +1,66 @@
-// xl network-list (xl_nic.c main_networklist): each vif of each domain named,
-// from the domain's frontend directories in xenstore as
-// libxl_device_nic_getinfo reads them (a node that is not there shows -1:
-// a frontend with split event channels has no event-channel).
+// xl's network commands (xl_nic.c): network-list reads each vif of each
+// domain named from its frontend directory in xenstore as
+// libxl_device_nic_getinfo does (a node that is not there shows -1: a
+// frontend with split event channels has no event-channel); network-attach
+// and network-detach ask the daemon, which runs libxl's device addition and
+// removal.
 
+import { ApiCallError } from '../../daemon/client.js';
 import type { XlCommand } from '../command.js';
-import { listDevices, nodeNumber } from './common.js';
+import { findDomain, listDevices, nodeNumber, reportDaemonError } from './common.js';
+import { parseVifSpec, VifSpecError } from '../vif.js';
+
+/** xl network-attach (main_networkattach): each argument one key=value of a vif spec, as parse_nic_config takes them. */
+export const networkAttach: XlCommand = {
+  name: 'network-attach',
+  modifies: true,
+  desc: 'Create a new virtual network device',
+  usage: '<Domain> [type=<type>] [mac=<mac>] [bridge=<bridge>] [ip=<ip>] [script=<script>] [backend=<BackDomain>] [vifname=<name>] [rate=<rate>] [model=<model>] [accel=<accel>] [mtu=<mtu>]',
+  minArgs: 1,
+  async run(ctx, _v, args) {
+    const domid = await findDomain(ctx, args[0]!);
+    const vif = args.slice(1).join(',');
+    try {
+      parseVifSpec(vif, { warn: (m) => ctx.err(`${m}\n`) });
+    } catch (e) {
+      if (!(e instanceof VifSpecError)) throw e;
+      ctx.err(`${e.message}\n`);
+      return 1;
+    }
+    try {
+      await (await ctx.client()).call('domain.networkAttach', { dom: domid, vif });
+    } catch (e) {
+      reportDaemonError(ctx, e);
+      ctx.err('libxl_device_nic_add failed.\n');
+      return 1;
+    }
+    return 0;
+  },
+};
+
+/** xl network-detach (main_networkdetach): a devid, or a MAC when the argument has a ':'. */
+export const networkDetach: XlCommand = {
+  name: 'network-detach',
+  modifies: true,
+  desc: 'Destroy a domain\'s virtual network device',
+  usage: '<Domain> <DevId|mac>',
+  minArgs: 2,
+  async run(ctx, _v, args) {
+    const domid = await findDomain(ctx, args[0]!);
+    try {
+      await (await ctx.client()).call('domain.networkDetach', { dom: domid, dev: args[1]! });
+    } catch (e) {
+      if (e instanceof ApiCallError && e.code === 'ENOENT') {
+        ctx.err(`Unknown device ${args[1]!}.\n`);
+        return 1;
+      }
+      reportDaemonError(ctx, e);
+      ctx.err('libxl_device_nic_del failed.\n');
+      return 1;
+    }
+    return 0;
+  },
+};
 
 export const networkList: XlCommand = {
   name: 'network-list',
