@@ -29,7 +29,7 @@ const RC_BIT_MODEL_TOTAL_BITS = 11;
 const RC_BIT_MODEL_TOTAL = 1 << RC_BIT_MODEL_TOTAL_BITS;
 /** kNumMoveBits: how fast a probability adapts. */
 const RC_MOVE_BITS = 5;
-/** The range coder's first byte is always 0 (the encoder's cache starts empty). */
+/** The range decoder starts on 5 bytes, the first always 0 (the encoder's cache starts so). */
 const RC_INIT_BYTES = 5;
 
 // LZMA model (lzma-specification.txt, LzmaSpec.cpp's constants).
@@ -148,7 +148,7 @@ export class LzmaDecoder {
     return true;
   }
 
-  /** Shifts in the byte a finished stream still owes the range decoder, so that `ip` is the end of its data and `code` 0. */
+  /** Normalizes once more, as before every bit: after a stream's last symbol, `ip` is then the end of its data and `code` 0. */
   rcNormalize(input: Uint8Array): void {
     if ((this.range >>> 0) < RC_TOP) {
       this.range <<= 8;
@@ -168,9 +168,9 @@ export class LzmaDecoder {
    * it true only an end marker ends the run (output that would pass `limit`
    * is an Overrun). Returns the new output position; `end` says why.
    *
-   * The range decoder's bit step is written out in place at every use: the
-   * state in locals, as int32, compared unsigned through `>>> 0`, is what
-   * keeps V8 from boxing it on every bit.
+   * The range decoder's bit step is written out in place at every use,
+   * its state in locals (int32, compared unsigned through `>>> 0`): a
+   * method would load and store it on the object around every bit.
    */
   run(input: Uint8Array, inEnd: number, out: Uint8Array, op: number, dictStart: number, limit: number, untilMarker: boolean): number {
     const p = this.probs;
@@ -466,14 +466,23 @@ export class LzmaDecoder {
       // The copy: distance rep0 means rep0 + 1 bytes back.
       if ((rep0 >>> 0) >= op - dictStart) { end = RunEnd.Distance; this.distance = rep0 >>> 0; break; }
       if (op + len > limit) { end = RunEnd.Overrun; break; }
-      let from = op - rep0 - 1;
-      if (len > 64 && rep0 >= len) {
-        out.copyWithin(op, from, from + len);
-        op += len;
+      const from = op - rep0 - 1;
+      if (len < 32) {
+        // Short: byte by byte (overlapping when rep0 < len: the copy repeats the last rep0 + 1 bytes).
+        for (let k = 0; k < len; k++) out[op + k] = out[from + k]!;
+      } else if (rep0 === 0) {
+        out.fill(out[from]!, op, op + len);
       } else {
-        // Overlapping when rep0 < len: the copy repeats the last rep0 + 1 bytes, byte by byte.
-        for (const stop = op + len; op < stop; ) out[op++] = out[from++]!;
+        // Long: from `from`, as much as is already written each time, so
+        // an overlapping copy doubles what repeats (a whole number of
+        // periods of rep0 + 1 bytes) until it is done.
+        for (let done = 0; done < len; ) {
+          const n = Math.min(len - done, op + done - from);
+          out.copyWithin(op + done, from, from + n);
+          done += n;
+        }
       }
+      op += len;
     }
     this.range = range;
     this.code = code;

@@ -174,7 +174,7 @@ export function bcjX86Decode(buf: Uint8Array, start: number, end: number, startO
   let prevMask = 0;
   let prevPos = start - 1;
   for (let i = start; i < stop; i++) {
-    if ((buf[i]! & 0xfe) !== 0xe8) continue;
+    while ((buf[i]! & 0xfe) !== 0xe8) if (++i >= stop) return;
     const gap = i - prevPos;
     if (gap > 3) prevMask = 0;
     else {
