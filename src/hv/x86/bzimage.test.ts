@@ -13,7 +13,7 @@ import { buildPvhE820 } from './e820.js';
 import { XEN_ELFNOTE } from './elf.js';
 import { PvhLoadError, loadPvh, parsePvhElf } from './pvh.js';
 import { LZ4_LEGACY_MAGIC, Lz4Error, lz4DecodeBlock, unlz4Legacy } from './unlz4.js';
-import { LZMA_ALONE_HEADER, LzmaError, unlzmaAlone } from './lzma.js';
+import { LZMA_ALONE_HEADER, LzmaDecoder, LzmaError, unlzma2, unlzmaAlone } from './lzma.js';
 import { XzError, bcjX86Decode, crc32, crc64, unxz } from './unxz.js';
 import { havePeer, which } from '../../testing/peers.js';
 import { root } from '../../testing/xenode.js';
@@ -235,6 +235,27 @@ describe('xz and lzma (unxz.ts, lzma.ts)', () => {
     // The same data with one byte more expected in the header: the end marker comes early.
     new DataView(z.buffer).setBigUint64(5, BigInt(elf.length + 1), true);
     expectLzmaError(() => unlzmaAlone(z, elf.length + 1), /\.lzma data: an end marker where none may be|ends early|expands/);
+  });
+
+  test('LZMA2 chunks by hand: stored chunks, and the control bytes it refuses', () => {
+    const run = (bytes: number[], room = 16) => {
+      const out = new Uint8Array(room);
+      const r = unlzma2(Uint8Array.from(bytes), 0, bytes.length, out, 0, room, 'the room', new LzmaDecoder());
+      return new TextDecoder().decode(out.subarray(0, r.outPos));
+    };
+    // 0x01: stored after a dictionary reset, 0x02: stored, sizes - 1 big-endian; 0x00 ends.
+    assert.equal(run([0x01, 0x00, 0x02, 0x61, 0x62, 0x63, 0x02, 0x00, 0x00, 0x21, 0x00]), 'abc!');
+    expectLzmaError(() => run([0x02, 0x00, 0x00, 0x61, 0x00]), /does not reset the dictionary/);
+    expectLzmaError(() => run([0x01, 0x00, 0x00, 0x61, 0x03]), /control byte 0x3 is reserved/);
+    // An LZMA chunk that resets only the state after a dictionary reset: no properties yet.
+    expectLzmaError(() => run([0x01, 0x00, 0x00, 0x61, 0xa0, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 0, 0]), /carries no properties/);
+    expectLzmaError(() => run([0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 6, 0x00], 4), /stored chunk of 6 bytes expands beyond the room/);
+    expectLzmaError(() => run([0x01, 0x00, 0x05, 1, 2]), /overruns the data/);
+    expectLzmaError(() => run([0x01, 0x00, 0x00, 0x61]), /ends before its end byte/);
+    // Properties lc=4 lp=1 (0x0d) are not LZMA2's.
+    expectLzmaError(() => run([0xe0, 0x00, 0x00, 0x00, 0x04, 0x0d, 0, 0, 0, 0, 0, 0x00]), /lc \+ lp is more than 4/);
+    // Range-coded data must start with a 0 byte.
+    expectLzmaError(() => run([0xe0, 0x00, 0x00, 0x00, 0x04, 0x5d, 1, 0, 0, 0, 0, 0x00]), /does not start as range-coded data does/);
   });
 
   test('the x86 BCJ filter: a call made absolute is made relative again; the last 4 bytes are left alone', () => {
