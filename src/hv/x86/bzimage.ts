@@ -8,10 +8,12 @@
 // Compressors, probed in Xen's order: gzip (node:zlib), bzip2 (seek-bzip),
 // xz (unxz.ts: the .xz container with the x86 BCJ filter and LZMA2, as
 // scripts/xz_wrap.sh makes it), lzma (lzma.ts: the legacy .lzma file), LZO
-// (not supported: a clear error), LZ4 legacy (unlz4.ts), zstd (fzstd). Linux appends the decompressed size as a
-// little-endian 32-bit word after every payload but gzip's (whose trailer
-// ends with it anyway); the output must be exactly that long, and no longer
-// than XC_DOM_DECOMPRESS_MAX.
+// (not supported: a clear error), LZ4 legacy (unlz4.ts), zstd (fzstd). Linux
+// appends the decompressed size as a little-endian 32-bit word after every
+// payload but gzip's (whose trailer ends with it anyway); the output must be
+// exactly that long, and no longer than XC_DOM_DECOMPRESS_MAX. The
+// decompressors of our own write into a buffer of that size and refuse
+// output past it.
 
 import { createRequire } from 'node:module';
 import { gunzipSync } from 'node:zlib';

@@ -9,8 +9,9 @@
 // bytes and the check of its uncompressed data. Streams may be concatenated,
 // with zero padding in fours between and after them.
 //
-// Checks: none, CRC32 and CRC64 are verified, and SHA-256 (node:crypto); the
-// IDs the format reserves are skipped by their size, as xz does. Every size
+// Checks (the stream flags name one for every block): CRC32, CRC64 and
+// SHA-256 (node:crypto) are verified, none has nothing to verify, and the IDs
+// the format reserves are skipped by their size, as xz does. Every size
 // the stream records (block header, index, footer) is compared with what was
 // decoded; a mismatch, a bad CRC or an unsupported filter is an XzError,
 // corrupt LZMA2 data an LzmaError, and nothing is written past the output
