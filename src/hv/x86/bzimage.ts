@@ -6,17 +6,22 @@
 // if that ELF carries XEN_ELFNOTE_PHYS32_ENTRY (CONFIG_XEN_PVH).
 //
 // Compressors, probed in Xen's order: gzip (node:zlib), bzip2 (seek-bzip),
-// xz and lzma (not supported: a clear error), LZO (not supported), LZ4 legacy
-// (unlz4.ts), zstd (fzstd). Linux appends the decompressed size as a
-// little-endian 32-bit word after every payload but gzip's (whose trailer
-// ends with it anyway); the output must be exactly that long, and no longer
-// than XC_DOM_DECOMPRESS_MAX.
+// xz (unxz.ts: the .xz container with the x86 BCJ filter and LZMA2, as
+// scripts/xz_wrap.sh makes it), lzma (lzma.ts: the legacy .lzma file), LZO
+// (not supported: a clear error), LZ4 legacy (unlz4.ts), zstd (fzstd). Linux
+// appends the decompressed size as a little-endian 32-bit word after every
+// payload but gzip's (whose trailer ends with it anyway); the output must be
+// exactly that long, and no longer than XC_DOM_DECOMPRESS_MAX. The
+// decompressors of our own write into a buffer of that size and refuse
+// output past it.
 
 import { createRequire } from 'node:module';
 import { gunzipSync } from 'node:zlib';
 import { struct } from '../abi/layout.js';
 import { PvhLoadError, parsePvhElf, type PvhImage } from './pvh.js';
 import { unlz4Legacy } from './unlz4.js';
+import { unlzmaAlone } from './lzma.js';
+import { unxz } from './unxz.js';
 
 /**
  * struct setup_header (arch/x86/include/uapi/asm/bootparam.h), offsets from
@@ -151,9 +156,13 @@ export function decompressBzImage(bz: BzImage): Uint8Array {
         out = library<{ decode(d: Uint8Array, out?: Uint8Array): Uint8Array }>('seek-bzip', 'bzip2').decode(Buffer.from(stream.buffer, stream.byteOffset, stream.length), Buffer.alloc(size));
         break;
       case 'xz':
+        out = unxz(stream, size);
+        break;
       case 'lzma':
+        out = unlzmaAlone(stream, size);
+        break;
       case 'lzo':
-        throw new PvhLoadError(`${what}: ${bz.compression} kernels are not supported (rebuild with CONFIG_KERNEL_GZIP, CONFIG_KERNEL_LZ4, CONFIG_KERNEL_ZSTD or CONFIG_KERNEL_BZIP2, or load the ELF vmlinux)`);
+        throw new PvhLoadError(`${what}: ${bz.compression} kernels are not supported (rebuild with CONFIG_KERNEL_GZIP, CONFIG_KERNEL_LZ4, CONFIG_KERNEL_ZSTD, CONFIG_KERNEL_XZ, CONFIG_KERNEL_LZMA or CONFIG_KERNEL_BZIP2, or load the ELF vmlinux)`);
     }
   } catch (e) {
     if (e instanceof PvhLoadError) throw e;
