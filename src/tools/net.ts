@@ -8,7 +8,7 @@
 
 import type { XsClientBase } from './xenstored/client.js';
 import type { VifSpec } from './xl/config.js';
-import { DEFAULT_BRIDGE, DEFAULT_VIF_BACKEND, parseMac, randomXenMac } from './xl/vif.js';
+import { DEFAULT_BRIDGE, DEFAULT_VIF_BACKEND, parseMac, parseVifRate, randomXenMac, type VifRate } from './xl/vif.js';
 import type { XenDevices } from './libs/devices.js';
 import { VifBackend } from './backends/vif.js';
 import type { NetSwitches } from './backends/netswitch.js';
@@ -35,6 +35,8 @@ export interface NicSpec {
   trusted?: boolean;
   /** the vif must go on the host's bridge (it named vif-bridge as its script): no fall back to the in-process switch */
   hostBridge?: boolean;
+  /** what the guest may transmit per interval (`rate=`); unlimited when absent */
+  rate?: VifRate | null;
 }
 
 export interface NicDevice {
@@ -57,7 +59,7 @@ export function nicSpecOf(v: VifSpec): NicSpec {
   const refuse = (why: string) => new NicError(`vif ${v.devid ?? ''}: ${why}`);
   if (v.backend !== DEFAULT_VIF_BACKEND && v.backend !== 'Domain-0') throw refuse(`backend '${v.backend}': only the control domain serves vifs (driver domains are not available)`);
   if (v.script !== undefined && v.script !== 'vif-bridge' && v.script !== VIF_SCRIPT) throw refuse(`script ${v.script}: vif hotplug scripts are not run; vif-bridge's work is built in (a tap on the host's bridge, or the in-process switch)`);
-  return { mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu, trusted: v.trusted, hostBridge: v.script !== undefined };
+  return { mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu, trusted: v.trusted, hostBridge: v.script !== undefined, rate: v.rate ? parseVifRate(v.rate) : null };
 }
 
 /** Each spec with its devid, MAC and bridge settled; a repeated devid or a bad MAC is refused before anything is written. */
@@ -74,7 +76,7 @@ export function settleNics(specs: NicSpec[], random?: (n: number) => Uint8Array)
     } catch (e) {
       throw new NicError(`vif ${devid}: ${(e as Error).message}`);
     }
-    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU, trusted: s.trusted ?? true, hostBridge: s.hostBridge ?? false };
+    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU, trusted: s.trusted ?? true, hostBridge: s.hostBridge ?? false, rate: s.rate ?? null };
   });
 }
 
@@ -103,6 +105,8 @@ export async function writeVifNodes(c: XsClientBase, domid: number, backendDomid
       w(`${be}/handle`, String(n.devid));
       w(`${be}/type`, 'vif');
       w(`${be}/mtu`, String(n.mtu));
+      // libxl__device_nic_add's "<bytes>,<usecs>", which netback reads at connect
+      if (n.rate) w(`${be}/rate`, `${n.rate.bytes},${n.rate.usec}`);
       w(fe, '');
       pending.push(c.setPerms(fe, fePerms, tx));
       w(`${fe}/backend`, be);

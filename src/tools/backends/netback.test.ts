@@ -12,7 +12,7 @@ import {
   NETRXF_data_validated, NETRXF_more_data, NETTXF_csum_blank, NETTXF_data_validated, NETTXF_extra_info, NETTXF_more_data, PAGE_SIZE,
   XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_EXTRA_TYPE_GSO,
 } from './netif.js';
-import { NetifService, RX_QUEUE_MAX, type NetFrame } from './netback.js';
+import { NetifService, parseRateNode, RX_QUEUE_MAX, type NetFrame, type TxRate } from './netback.js';
 import { NetSwitch, NetSwitches, type SwitchPort } from './netswitch.js';
 
 const FRONT = 9;
@@ -53,7 +53,7 @@ function testDevices(grants: Map<number, Uint8Array>, notified: number[]): XenDe
   };
 }
 
-function setup(o: { rxSg?: boolean; rxDrainMs?: number } = {}) {
+function setup(o: { rxSg?: boolean; rxDrainMs?: number; txRate?: TxRate } = {}) {
   const txPage = new Uint8Array(PAGE_SIZE), rxPage = new Uint8Array(PAGE_SIZE);
   const grants = new Map<number, Uint8Array>();
   const notified: number[] = [];
@@ -61,7 +61,7 @@ function setup(o: { rxSg?: boolean; rxDrainMs?: number } = {}) {
   const logs: string[] = [];
   const svc = new NetifService({
     devices: testDevices(grants, notified), frontDomid: FRONT, tx: new NetifTxBackRing(txPage), rx: new NetifRxBackRing(rxPage),
-    txPort: 3, rxPort: 4, rxSg: o.rxSg ?? false, rxDrainMs: o.rxDrainMs, deliver: (f) => delivered.push(f), log: (l) => logs.push(l),
+    txPort: 3, rxPort: 4, rxSg: o.rxSg ?? false, rxDrainMs: o.rxDrainMs, txRate: o.txRate, deliver: (f) => delivered.push(f), log: (l) => logs.push(l),
   });
   const tx = new NetifTxFrontRing(txPage), rx = new NetifRxFrontRing(rxPage);
   const grant = (ref: number, bytes?: Uint8Array, at = 0) => {
@@ -267,6 +267,40 @@ test('frames wait for buffers no longer than the drain time, then are dropped; l
   await s.svc.idle;
   assert.deepEqual(s.rx.responses(), [{ id: 1, offset: 0, flags: 0, status: f.length }]);
   assert.equal(s.svc.stats.rxPackets, 1);
+});
+
+test('a rate limit (netback\'s credit scheduler): a window\'s bytes go at once, the rest wait on the ring for the next windows; a packet larger than a window still goes', async () => {
+  // 3000 bytes per 200 ms window; ten 1000-byte packets
+  const s = setup({ txRate: { bytes: 3000, usec: 200_000 } });
+  const f = frame('00:16:3e:00:00:02', '00:16:3e:00:00:01', 1000 - 14);
+  for (let i = 0; i < 10; i++) {
+    s.grant(100 + i, f);
+    s.tx.put({ gref: 100 + i, offset: 0, flags: 0, id: i, size: f.length });
+  }
+  const t0 = performance.now();
+  assert.equal((await s.transmit()).length, 3, 'the first window: three packets answered');
+  assert.equal(s.delivered.length, 3);
+  // the others are taken as windows open: three more each (bounded wait)
+  await until(() => s.delivered.length === 10, 5000);
+  const took = performance.now() - t0;
+  assert.ok(took >= 3 * 200 - 20, `ten packets of 1000 bytes at 3000 per 200 ms need three more windows (took ${took.toFixed(0)} ms)`);
+  assert.equal(s.tx.responses().length, 7, 'every one answered once');
+  // one packet of 5000 bytes, more than a window holds: it goes once the credit reaches its size
+  const big = frame('00:16:3e:00:00:02', '00:16:3e:00:00:01', 4000 - 14);
+  s.grant(200, big.subarray(0, 2000));
+  s.grant(201, big.subarray(2000));
+  s.tx.put({ gref: 200, offset: 0, flags: NETTXF_more_data, id: 20, size: 4000 });
+  s.tx.put({ gref: 201, offset: 0, flags: 0, id: 21, size: 2000 });
+  s.tx.push();
+  s.svc.kickTx();
+  await until(() => s.delivered.length === 11, 5000);
+  assert.equal(s.delivered[10]!.data.length, 4000);
+  await s.svc.stop();
+});
+
+test('the backend\'s rate node as Linux\'s netback reads it: "<bytes>,<usecs>", anything else unlimited', () => {
+  assert.deepEqual(parseRateNode('62500,50000'), { bytes: 62500, usec: 50000 });
+  for (const bad of [undefined, '', '62500', '62500,', ',50000', '0,50000', '62500,0', '1,2,3', '-1,5', '1.5,2']) assert.equal(parseRateNode(bad), null, String(bad));
 });
 
 test('the switch learns where each address is, forwards to it alone, floods broadcast and unknown destinations, never back to the sender', () => {

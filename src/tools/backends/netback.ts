@@ -33,6 +33,22 @@ export const MAX_TX_SLOTS = 20;
 export const RX_QUEUE_MAX = 352;
 /** How long a frame may wait for a receive buffer before it is dropped (Linux's netback: rx_drain_timeout_msecs) */
 export const RX_DRAIN_MS = 10_000;
+/** The most credit a window can hold for one large packet (Linux's netback: tx_add_credit's 128 KiB burst) */
+const MAX_CREDIT_BURST = 131_072;
+
+/** A transmit rate limit as the backend's `rate` node gives it (libxl: "<bytes>,<usecs>"): so many bytes per window. */
+export interface TxRate {
+  bytes: number;
+  usec: number;
+}
+
+/** The backend's `rate` node as Linux's netback reads it (xen_net_read_rate); null: none, or not two whole numbers. */
+export function parseRateNode(s: string | undefined): TxRate | null {
+  const m = /^(\d+),(\d+)$/.exec(s ?? '');
+  if (!m) return null;
+  const bytes = Number(m[1]), usec = Number(m[2]);
+  return bytes > 0 && usec > 0 && Number.isSafeInteger(bytes) && usec <= 0xffffffff ? { bytes, usec } : null;
+}
 
 export interface NetifStats {
   txPackets: number;
@@ -68,6 +84,8 @@ export interface NetifServiceOptions {
   log?: (line: string) => void;
   /** how long a frame may wait for a buffer (default RX_DRAIN_MS) */
   rxDrainMs?: number;
+  /** what the frontend may transmit per window; unlimited when absent */
+  txRate?: TxRate | null;
 }
 
 interface Queued { f: NetFrame; at: number }
@@ -86,10 +104,15 @@ export class NetifService {
   private drainTimer: NodeJS.Timeout | null = null;
   readonly stats: NetifStats;
   private readonly drainMs: number;
+  /** Linux's netback credit scheduler: bytes left in this window, when it began (ms), the timer that refills it */
+  private remainingCredit: number;
+  private creditWindowStart = performance.now();
+  private creditTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly o: NetifServiceOptions) {
     this.stats = o.stats ?? newNetifStats();
     this.drainMs = o.rxDrainMs ?? RX_DRAIN_MS;
+    this.remainingCredit = o.txRate?.bytes ?? Infinity;
     // a whole packet of up to 64 KiB, and a page of room past its end for the last copy's view
     this.txBuf = o.devices.gnttab.allocBuffer(XEN_NETIF_MAX_TX_SIZE + 1 + PAGE_SIZE);
     this.rxBuf = o.devices.gnttab.allocBuffer(XEN_NETIF_MAX_TX_SIZE + 1 + PAGE_SIZE);
@@ -174,15 +197,49 @@ export class NetifService {
         const n = r.unconsumed();
         if (n < 0) return this.fail('frontend produced more transmit requests than its ring holds');
         if (n === 0 && !r.waitFor(1)) break;
+        // over its rate: the packet stays on the ring until the credit timer refills the window
+        if (this.o.txRate && this.remainingCredit < r.peekSize() && this.txCreditExceeded(r.peekSize())) break;
         await this.txPacket();
       }
     } while (this.txAgain);
+  }
+
+  /**
+   * tx_credit_exceeded: a new window's credit once the last one has run its time; when the packet still
+   * does not fit, a timer at the window's end refills it and looks at the ring again.
+   */
+  private txCreditExceeded(size: number): boolean {
+    if (this.creditTimer) return true;
+    const now = performance.now();
+    const next = this.creditWindowStart + this.o.txRate!.usec / 1000;
+    if (now >= next) {
+      this.creditWindowStart = now;
+      this.addCredit(size);
+    }
+    if (size <= this.remainingCredit) return false;
+    this.creditTimer = setTimeout(() => {
+      this.creditTimer = null;
+      if (this.broken) return;
+      this.addCredit(this.o.tx.unconsumed() > 0 ? this.o.tx.peekSize() : 0);
+      this.kickTx();
+    }, next - now);
+    this.creditTimer.unref();
+    this.creditWindowStart = next;
+    return true;
+  }
+
+  /** tx_add_credit: a window's bytes more, held to one window's worth or the next packet (up to 128 KiB), whichever is more. */
+  private addCredit(nextSize: number): void {
+    const bytes = this.o.txRate!.bytes;
+    const maxBurst = Math.max(Math.min(nextSize, MAX_CREDIT_BURST), bytes);
+    this.remainingCredit = Math.min(this.remainingCredit + bytes, maxBurst);
   }
 
   /** One packet: its first request, its extra-info slots, its further fragments (xenvif_tx_build_gops). */
   private async txPacket(): Promise<void> {
     const r = this.o.tx;
     const first = r.takeRequest();
+    this.remainingCredit -= first.size;
     let status = NETIF_RSP_OKAY;
     let extras = 0;
     if (first.flags & NETTXF_extra_info) {
@@ -298,6 +355,8 @@ export class NetifService {
   stop(): Promise<void> {
     this.broken = true;
     this.disarmDrain();
+    if (this.creditTimer) clearTimeout(this.creditTimer);
+    this.creditTimer = null;
     this.rxQueue.length = 0;
     return this.idle;
   }

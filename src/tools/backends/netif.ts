@@ -119,6 +119,11 @@ abstract class BackRing {
 export class NetifTxBackRing extends BackRing {
   constructor(page: Uint8Array) { super(page, TX_SLOT); }
 
+  /** The size of the next request, left on the ring (the credit check looks before it takes). */
+  peekSize(): number {
+    return this.r.read(this.reqCons).getUint16(10, true);
+  }
+
   /** RING_COPY_REQUEST of a netif_tx_request. */
   takeRequest(): NetifTxRequest {
     const v = this.r.read(this.reqCons);

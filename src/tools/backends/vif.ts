@@ -11,7 +11,7 @@
 
 import type { GrantMapping, XenDevices } from '../libs/devices.js';
 import { NetifRxBackRing, NetifTxBackRing, PAGE_SIZE } from './netif.js';
-import { NetifService, newNetifStats, RX_QUEUE_MAX, type NetFrame, type NetifStats } from './netback.js';
+import { NetifService, newNetifStats, parseRateNode, RX_QUEUE_MAX, type NetFrame, type NetifStats } from './netback.js';
 import type { NetSwitches, SwitchPort } from './netswitch.js';
 import type { TapDevice } from './tap.js';
 import { XenbusBackend, XenbusState } from './xenbus.js';
@@ -148,9 +148,11 @@ export class VifBackend extends XenbusBackend {
     const tap = this.tapDev;
     let sw: ReturnType<NetSwitches['attach']> | null = null;
     const port: SwitchPort | null = tap ? null : { name: this.ifName, receive: (fr: NetFrame) => service?.send(fr) };
+    // the toolstack's rate limit, read at each connection as Linux's netback does (xen_net_read_rate)
+    const txRate = parseRateNode(await this.devices.xenstore.tryRead(`${this.path}/rate`));
     service = new NetifService({
       devices: this.devices, frontDomid: this.frontDomid, tx: new NetifTxBackRing(maps[0]!.page), rx: new NetifRxBackRing(maps[1]!.page),
-      txPort: ports[0]!, rxPort: ports[ports.length - 1]!, rxSg: sg, stats: this.stats, log: this.log,
+      txPort: ports[0]!, rxPort: ports[ports.length - 1]!, rxSg: sg, stats: this.stats, log: this.log, txRate,
       deliver: tap ? (fr) => tap.send(fr) : (fr) => sw?.input(port!, fr),
     });
     if (port) sw = this.o.switches.attach(this.bridge, port);

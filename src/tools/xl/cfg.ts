@@ -561,7 +561,6 @@ class Converter {
       config[field] = v.value;
     }
     this.warnUnused();
-    this.warnNotApplied(config);
     return config;
   }
 
@@ -728,15 +727,6 @@ class Converter {
     }
   }
 
-  /**
-   * Settings taken into the config that nothing acts on yet: said at
-   * create time, so nobody believes a limit is kept that is not.
-   */
-  private warnNotApplied(c: DomainConfig): void {
-    // the vifs themselves are served (netback, on their bridge's in-process switch); a rate limit is not
-    const vif = this.cfg.get('vif');
-    if (vif && c.vifs.some((v) => v.rate !== undefined)) this.warnAt(vif, "WARNING: vif 'rate' is not applied: netback has no rate limiter yet, so the vif runs unlimited");
-  }
 }
 
 function firstFile(cfg: XlCfg): string {

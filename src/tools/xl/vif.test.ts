@@ -2,7 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { VifSpecError, parseMac, parseVifSpec, randomXenMac, serialiseVifSpec } from './vif.js';
+import { VifSpecError, parseMac, parseVifRate, parseVifSpec, randomXenMac, serialiseVifSpec } from './vif.js';
 
 const fixed = () => new Uint8Array([0xab, 0xcd, 0xef]);
 const vif = (spec: string, warnings: string[] = []) => parseVifSpec(spec, { devid: 0, random: fixed, warn: (w) => warnings.push(w) });
@@ -47,6 +47,12 @@ test('values are checked', () => {
   assert.equal(fails('ip=10.0.0.1/33'), "invalid ip address '10.0.0.1/33'");
   assert.equal(vif('rate=1MB/s@20ms').rate, '1MB/s@20ms');
   assert.equal(fails('rate=fast'), "invalid rate 'fast' (e.g. 10Mb/s or 1MB/s@20ms)");
+  assert.equal(fails('rate=10Mb/s@fortnight'), "invalid replenishment interval in '10Mb/s@fortnight'");
+  assert.equal(fails('rate=@20ms'), "no rate specified in '@20ms'");
+  assert.equal(fails('rate=0Mb/s'), "rate overflow in '0Mb/s'");
+  assert.equal(fails('rate=10Mb/s@0ms'), "replenishment interval overflow in '10Mb/s@0ms'");
+  assert.equal(fails('rate=1MB/s@5000s'), "replenishment interval overflow in '1MB/s@5000s'");
+  assert.equal(fails('rate=1b/s@1ms'), "rate '1b/s@1ms' allows less than one byte per interval");
   assert.equal(vif('mtu=9000').mtu, 9000);
   assert.equal(fails('mtu=20'), "mtu '20' must be a whole number from 68 to 65535");
   assert.equal(vif('devid=5').devid, 5);
@@ -81,4 +87,12 @@ test('serialised specs parse back to the same VifSpec', () => {
     const v = vif(spec);
     assert.deepEqual(vif(serialiseVifSpec(v)), v, spec);
   }
+});
+
+test('rate= as libxlu reads it: decimal multiples, b for bits, the interval in s, ms or us (seconds bare, 50 ms by default)', () => {
+  assert.deepEqual(parseVifRate('10Mb/s'), { bytes: 62_500, usec: 50_000 });
+  assert.deepEqual(parseVifRate('1MB/s@20ms'), { bytes: 20_000, usec: 20_000 });
+  assert.deepEqual(parseVifRate('100KB/s@2'), { bytes: 200_000, usec: 2_000_000 });
+  assert.deepEqual(parseVifRate('5Gb/s@500us'), { bytes: 312_500, usec: 500 });
+  assert.deepEqual(parseVifRate('8b/s@1s'), { bytes: 1, usec: 1_000_000 });
 });

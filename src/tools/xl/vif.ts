@@ -42,7 +42,43 @@ export function parseMac(mac: string): string {
 }
 
 const IFNAME = /^[^\s/:]{1,15}$/; // Linux IFNAMSIZ - 1, no separators
-const RATE = /^[0-9]+[KMG]?[bB]\/s(@[0-9]+(s|ms|us))?$/;
+
+/** A vif's `rate=` as libxl keeps it: bytes allowed per replenishment interval. */
+export interface VifRate {
+  bytes: number;
+  usec: number;
+}
+
+const U32_MAX = 0xffffffffn;
+
+/**
+ * `rate=` as libxlu_vif.c's xlu_vif_parse_rate reads it: `<n>[GMK](B|b)/s` (decimal multiples; `b` is
+ * bits) and an optional `@<n>[m|u][s]` interval (seconds when it has no unit; default 50 ms), giving
+ * bytes per interval. A rate that comes to no byte in an interval is refused: it would stop the vif.
+ */
+export function parseVifRate(rate: string): VifRate {
+  const at = rate.indexOf('@');
+  const speed = at < 0 ? rate : rate.slice(0, at);
+  if (speed === '') throw new VifSpecError(`no rate specified in '${rate}'`);
+  const s = /^([0-9]+)([GMK]?)([Bb])\/s$/.exec(speed);
+  if (!s) throw new VifSpecError(`invalid rate '${rate}' (e.g. 10Mb/s or 1MB/s@20ms)`);
+  let perSec = BigInt(s[1]!);
+  if (perSec === 0n || perSec > U32_MAX) throw new VifSpecError(`rate overflow in '${rate}'`);
+  perSec *= { G: 1_000_000_000n, M: 1_000_000n, K: 1000n, '': 1n }[s[2] as 'G' | 'M' | 'K' | '']!;
+  if (s[3] === 'b') perSec /= 8n;
+  let usec = 50_000n;
+  if (at >= 0) {
+    const i = /^([0-9]+)([mu]?)s?$/.exec(rate.slice(at + 1));
+    if (!i) throw new VifSpecError(`invalid replenishment interval in '${rate}'`);
+    usec = BigInt(i[1]!);
+    if (usec === 0n || usec > U32_MAX) throw new VifSpecError(`replenishment interval overflow in '${rate}'`);
+    usec *= i[2] === 'm' ? 1000n : i[2] === 'u' ? 1n : 1_000_000n;
+    if (usec > U32_MAX) throw new VifSpecError(`replenishment interval overflow in '${rate}'`);
+  }
+  const bytes = (perSec * usec) / 1_000_000n;
+  if (bytes === 0n) throw new VifSpecError(`rate '${rate}' allows less than one byte per interval`);
+  return { bytes: Number(bytes), usec: Number(usec) };
+}
 
 function int(key: string, v: string, min: number, max: number): number {
   if (!/^(0|[1-9][0-9]*)$/.test(v) || Number(v) < min || Number(v) > max) {
@@ -97,7 +133,7 @@ export function parseVifSpec(spec: string, opts: VifParseOptions): VifSpec {
         if (v === '') throw new VifSpecError('empty backend');
         vif.backend = v; break;
       case 'rate':
-        if (!RATE.test(v)) throw new VifSpecError(`invalid rate '${v}' (e.g. 10Mb/s or 1MB/s@20ms)`);
+        parseVifRate(v);
         vif.rate = v; break;
       case 'devid': vif.devid = int('devid', v, 0, 0xffff); break;
       case 'mtu': vif.mtu = int('mtu', v, 68, 65535); break;
