@@ -226,7 +226,8 @@ export class Domain {
     this.tscExact = spec.accel === 'tcg';
     if (spec.accel === 'tcg') {
       this.vm = new TcgVm(spec.tscKhz, spec.timeBase.bootNs);
-      this.physmap.attach(this.vm, this.mem.address);
+      // every vCPU runs on this worker, so none runs while the map changes: runs may be joined
+      this.physmap.attach(this.vm, this.mem.address, Infinity, true);
     } else {
       if (!kvm) throw new Error('a KVM domain on a worker without /dev/kvm');
       const vm = (this.vm = new Vm(kvm, spec.vmFd));
@@ -240,7 +241,8 @@ export class Domain {
         };
       }
       // KVM's memory slots are the VM's: only the home worker changes them; the others follow its map.
-      if (this.isHome) this.physmap.attach(slots, this.mem.address, kvm.checkExtension('NR_MEMSLOTS') || Infinity);
+      // (with the software CPU beside KVM, every vCPU runs on the home worker: runs may be joined)
+      if (this.isHome) this.physmap.attach(slots, this.mem.address, kvm.checkExtension('NR_MEMSLOTS') || Infinity, !!spec.software);
     }
     this.access = new GuestAccess(this.mem.bytes, this.physmap);
     this.timeBase = spec.timeBase;

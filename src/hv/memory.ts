@@ -134,7 +134,7 @@ function reservation(h: Hcall, cmd: number, start: number): number {
       let ok = true;
       for (let p = 0; p < pages; p++) {
         if (d.physmap.hostPageOf(gfn + p) >= 0) continue; // already populated: nothing to do
-        const hp = d.physmap.allocPoolPage();
+        const hp = d.physmap.allocPoolPage(gfn + p);
         if (hp < 0 || !physmapChanged(() => d.physmap.map(gfn + p, hp))) {
           if (hp >= 0) d.physmap.freePoolPage(hp);
           ok = false;

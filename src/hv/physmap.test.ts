@@ -59,10 +59,10 @@ class FakeVm {
   }
 }
 
-function attached(layout: PhysmapLayout): { pm: Physmap; vm: FakeVm } {
+function attached(layout: PhysmapLayout, coalesce = false): { pm: Physmap; vm: FakeVm } {
   const pm = new Physmap(layout);
   const vm = new FakeVm();
-  pm.attach(vm as unknown as Vm, HOST_BASE);
+  pm.attach(vm as unknown as Vm, HOST_BASE, Infinity, coalesce);
   return { pm, vm };
 }
 
@@ -295,6 +295,29 @@ describe('physmap: populate pool', () => {
     assert.equal(pm.allocPoolPage(), -1);
   });
 
+  test('ballooning out pages and back in gives the runs back: each page goes back beside its neighbours and, where the map may join them, into their run and slot', () => {
+    const pm = new Physmap({ ramPages: 64, maxGrantFrames: 1, poolPages: 4 });
+    const vm = new FakeVm();
+    pm.attach(vm as unknown as Vm, HOST_BASE, Infinity, true);
+    const runs = () => pm.segments().filter((x) => x.gfn < 64).length;
+    assert.equal(runs(), 1);
+    // Linux's balloon: every other page of 8..39 out, then the rest of them
+    const out = [...Array.from({ length: 16 }, (_, i) => 8 + 2 * i), ...Array.from({ length: 16 }, (_, i) => 9 + 2 * i)];
+    for (const g of out) pm.freeRamPage(pm.unmap(g));
+    assert.equal(runs(), 2, 'a hole of 32 pages');
+    // back in, last out first (the balloon's list order), while the pool still has pages of its own
+    for (const g of [...out].reverse()) {
+      const hp = pm.allocPoolPage(g);
+      assert.equal(hp, g, `gfn ${g} gets its own frame back, beside a neighbour`);
+      pm.map(g, hp);
+    }
+    assert.equal(runs(), 1, 'one run again');
+    checkSlots(pm, vm);
+    assert.equal(vm.slots.size, pm.segments().length, 'one slot per segment, the joined ones gone');
+    // a gfn with no mapped neighbour takes whatever is free
+    assert.ok(pm.allocPoolPage(1000) >= pm.poolBase);
+  });
+
   test('a domain without a pool has none', () => {
     const pm = new Physmap({ ramPages: 16, maxGrantFrames: 1, poolPages: 0 });
     assert.equal(pm.allocPoolPage(), -1);
@@ -303,10 +326,10 @@ describe('physmap: populate pool', () => {
 
 
 describe('physmap: property test against a model', () => {
-  for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
-    test(`random map/unmap sequence (seed ${seed}): slots never overlap and cover exactly the mapped GFNs`, () => {
+  for (const [seed, coalesce] of [1, 2, 3, 4, 5, 6, 7, 8].flatMap((s) => [[s, false], [s, true]] as const)) {
+    test(`random map/unmap sequence (seed ${seed}${coalesce ? ', runs joined' : ''}): slots never overlap and cover exactly the mapped GFNs`, () => {
       const r = rng(seed);
-      const { pm, vm } = attached(small);
+      const { pm, vm } = attached(small, coalesce);
       const model = new Map<number, number>();
       for (let g = 0; g < 64; g++) model.set(g, g);
       for (let i = 0; i < SPECIAL_PAGES; i++) model.set(SPECIAL_PFN_BASE + i, pm.specialBase + i);
@@ -319,7 +342,9 @@ describe('physmap: property test against a model', () => {
       for (let step = 0; step < 400; step++) {
         const gfn = gfns();
         if (r() < 0.65) {
-          const hp = Math.floor(r() * pm.totalPages);
+          // now and then the page that continues the run below, so runs get joined
+          const below = model.get(gfn - 1);
+          const hp = below !== undefined && below + 1 < pm.totalPages && r() < 0.4 ? below + 1 : Math.floor(r() * pm.totalPages);
           let prev = -1;
           for (const [g, h] of model) if (h === hp) prev = g;
           let expect = -1;

@@ -118,9 +118,12 @@ export class Physmap {
   private segs: Segment[] = [];
   private freeSlots: number[] = [];
   private nextSlot = 0;
+  /** Free host pages for populate_physmap: a stack, and the set that says which of its entries are still free. */
   private poolFree: number[];
+  private readonly poolFreeSet = new Set<number>();
   private vm: GuestMemorySlots | null = null;
   private maxSlots = Infinity;
+  private coalesce = false;
   private hostAddress = 0n;
   /** Last lookup, for runs of accesses to the same segment. */
   private last: Segment | null = null;
@@ -149,7 +152,7 @@ export class Physmap {
     this.mirrorBase = b.mirrorBase;
     this.totalPages = b.totalPages;
     this.poolFree = [];
-    for (let i = layout.poolPages - 1; i >= 0; i--) this.poolFree.push(this.poolBase + i);
+    for (let i = layout.poolPages - 1; i >= 0; i--) this.pushFree(this.poolBase + i);
     if (this.lowRamPages) this.insert({ gfn: 0, count: this.lowRamPages, hostPage: 0, slot: -1 });
     if (this.highRamPages) this.insert({ gfn: FOUR_GIB / PAGE_SIZE, count: this.highRamPages, hostPage: this.lowRamPages, slot: -1 });
     if (acpiPages) this.insert({ gfn: ACPI_TABLES_START / PAGE_SIZE, count: acpiPages, hostPage: this.acpiBase, slot: -1 });
@@ -162,8 +165,14 @@ export class Physmap {
   }
 
   /** Mirrors the map into KVM memory slots from now on (at most `maxSlots` of them). */
-  attach(vm: GuestMemorySlots, hostAddress: bigint, maxSlots = Infinity): void {
+  /**
+   * `coalesce`: a page mapped beside a run it continues joins it, its slot and the run's replaced by
+   * one. Only for a domain whose every vCPU runs on the thread that changes the map (none can be
+   * running while it changes): the slots are briefly gone between the delete and the create.
+   */
+  attach(vm: GuestMemorySlots, hostAddress: bigint, maxSlots = Infinity, coalesce = false): void {
     this.vm = vm;
+    this.coalesce = coalesce;
     this.maxSlots = maxSlots;
     this.hostAddress = hostAddress;
     for (const s of this.segs) this.installSlot(s);
@@ -248,8 +257,31 @@ export class Physmap {
     if (this.segs.length + 3 > this.maxSlots) throw new XenError(ENOMEM, 'no KVM memory slot left for this mapping');
     if (prevGfn >= 0) this.unmap(prevGfn);
     const displaced = this.unmap(gfn);
-    this.insert({ gfn, count: 1, hostPage: hp, slot: -1 }, true);
+    const seg: Segment = { gfn, count: 1, hostPage: hp, slot: -1 };
+    this.insert(seg, true);
+    if (this.coalesce) this.joinNeighbours(seg);
     return displaced;
+  }
+
+  /** Joins `seg` with the runs just below and above it where guest and host pages both continue. */
+  private joinNeighbours(seg: Segment): void {
+    const joins = (a: Segment | undefined, b: Segment | undefined): boolean =>
+      !!a && !!b && !a.foreign && !b.foreign && a.gfn + a.count === b.gfn && a.hostPage + a.count === b.hostPage;
+    let i = this.indexOf(seg.gfn);
+    if (i > 0 && joins(this.segs[i - 1], this.segs[i])) this.joinAt(--i);
+    if (joins(this.segs[i], this.segs[i + 1])) this.joinAt(i);
+    this.last = null;
+    this.version++;
+  }
+
+  /** Segments i and i + 1 become one, in one slot. */
+  private joinAt(i: number): void {
+    const l = this.segs[i]!, r = this.segs[i + 1]!;
+    this.removeSlot(l);
+    this.removeSlot(r);
+    const merged: Segment = { gfn: l.gfn, count: l.count + r.count, hostPage: l.hostPage, slot: -1 };
+    this.segs.splice(i, 2, merged);
+    this.installSlot(merged);
   }
 
   /**
@@ -278,14 +310,44 @@ export class Physmap {
     return hp;
   }
 
-  /** Takes a page from the populate pool (-1 when exhausted). */
-  allocPoolPage(): number {
-    return this.poolFree.pop() ?? -1;
+  /**
+   * Takes a page from the populate pool for `gfn` (-1 when exhausted): the free page that continues
+   * a neighbour's run when there is one, so a guest ballooning back up gets its runs back as few
+   * segments (each is a KVM slot and a software-CPU memory region, which cost per change as they grow).
+   */
+  allocPoolPage(gfn = -1): number {
+    if (gfn >= 0) {
+      const near = this.adjacentHostPage(gfn);
+      if (near >= 0 && this.poolFreeSet.delete(near)) return near;
+    }
+    while (this.poolFree.length) {
+      const hp = this.poolFree.pop()!;
+      if (this.poolFreeSet.delete(hp)) return hp;
+    }
+    return -1;
+  }
+
+  /** The host page that would extend the run just below `gfn` or just above it (-1: neither is mapped RAM). */
+  private adjacentHostPage(gfn: number): number {
+    const below = this.indexOf(gfn - 1);
+    if (below >= 0 && !this.segs[below]!.foreign) {
+      const s = this.segs[below]!;
+      return s.hostPage + (gfn - s.gfn);
+    }
+    const above = this.indexOf(gfn + 1);
+    if (above >= 0 && !this.segs[above]!.foreign && this.segs[above]!.gfn === gfn + 1) return this.segs[above]!.hostPage - 1;
+    return -1;
+  }
+
+  private pushFree(hp: number): void {
+    if (this.poolFreeSet.has(hp)) return;
+    this.poolFreeSet.add(hp);
+    this.poolFree.push(hp);
   }
 
   /** Returns a pool page (after its content was discarded). */
   freePoolPage(hp: number): void {
-    if (hp >= this.poolBase && hp < this.statusBase) this.poolFree.push(hp);
+    if (hp >= this.poolBase && hp < this.statusBase) this.pushFree(hp);
   }
 
   /**
@@ -335,7 +397,7 @@ export class Physmap {
    * balloon up again within max_pages.
    */
   freeRamPage(hp: number): void {
-    if (hp >= 0 && hp < this.layout.ramPages) this.poolFree.push(hp);
+    if (hp >= 0 && hp < this.layout.ramPages) this.pushFree(hp);
   }
 
   /** Snapshot of the segments (for tests and for handing the map to another thread). */

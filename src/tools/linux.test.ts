@@ -3,7 +3,7 @@
 // `xenode run` and under the daemon with `xl`, its console on a pty.
 // A boot costs about a minute of the software CPU on the development
 // machines, so one guest goes through the xl steps in order (console,
-// sysrq, an NMI, vcpu-set down and up again, reboot, shutdown) and each step is its
+// sysrq, an NMI, mem-set down and up, vcpu-set down and up again, reboot, shutdown) and each step is its
 // own test.
 
 import { after, before, describe, test, type TestContext } from 'node:test';
@@ -162,6 +162,33 @@ describe('xl with Debian\'s kernel: a busybox shell on the console, sysrq, an NM
       const bad = await xl('trigger', 'linux', 'nmi', '7');
       assert.equal(bad.code, 1);
       assert.match(bad.err, /has no vCPU 7/);
+      assert.equal(await detach(con), 0);
+    } finally {
+      con.kill();
+    }
+  });
+
+  test('xl mem-set: Linux\'s xen-balloon gives pages back down to the target and takes them again up to it; xl list follows', { timeout: 150_000 }, async (t) => {
+    if (!guard(t)) return;
+    const con = await consoleAtShell();
+    const memTotalKiB = async (): Promise<number> => {
+      const m = await shellAnswers(con, `echo mt:$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2):${Date.now() % 100000}`, new RegExp(`\\nmt:(\\d+):${Date.now() % 100000}\\r*\\n`));
+      return Number(m[1]);
+    };
+    const listMiB = async (): Promise<number> => Number(/^linux\s+\d+\s+(\d+)/m.exec((await xl('list', 'linux')).out)?.[1]);
+    try {
+      const before = await memTotalKiB();
+      // what Linux holds of its 256 MiB after boot (it may have handed a page or so back already)
+      const held = await listMiB();
+      assert.ok(held > 240 && held <= 256, `xl list: ${held} MiB`);
+      assert.deepEqual(await xl('mem-set', 'linux', '192m'), { code: 0, out: '', err: '' });
+      // the balloon driver works in steps (balloon_process): poll until it has given 64 MiB back
+      await until('Linux to balloon down by 64 MiB', async () => (before - (await memTotalKiB())) >= 64 * 1024 - 1024 || undefined, 60_000, 1000);
+      await until('xl list to show the domain at its target', async () => (await listMiB()) <= 193 || undefined, 20_000, 500);
+      assert.deepEqual(await xl('mem-set', 'linux', '256m'), { code: 0, out: '', err: '' });
+      await until('Linux to balloon back up', async () => (before - (await memTotalKiB())) <= 1024 || undefined, 60_000, 1000);
+      await until('xl list to show what it held before', async () => (await listMiB()) >= held || undefined, 20_000, 500);
+      await shellAnswers(con, 'echo $((7*7))ball', /\n49ball\r*\n/);
       assert.equal(await detach(con), 0);
     } finally {
       con.kill();
