@@ -994,6 +994,12 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   }
 
   /** Per-vCPU state (xl vcpu-list): run state, the pCPU it is placed on, time run, whether it is up. */
+  /** The pCPU whose worker holds vCPU `v` of a placed domain (-1: not placed yet). A placed vCPU stays there. */
+  vcpuPlacement(domid: number, v: number): number {
+    const r = this.domains.get(domid);
+    return r && r.pcpu >= 0 ? r.placement[v] ?? -1 : -1;
+  }
+
   vcpus(domid: number): VcpuInfoSummary[] {
     const r = this.domains.get(domid);
     if (!r) return [];

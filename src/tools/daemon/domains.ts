@@ -679,11 +679,21 @@ export class DomainManager extends EventEmitter<Events> {
     for (const c of [...(hard ?? []), ...(soft ?? [])]) {
       if (!Number.isInteger(c) || c < 0 || c >= this.ts.hv.nrPcpus) throw einval(`no pCPU ${c} (this host has ${this.ts.hv.nrPcpus})`);
     }
+    // A placed vCPU stays on its pCPU's worker: a hard affinity that leaves it out cannot be honoured,
+    // so it is refused, for every vCPU named, before anything is set.
+    if (hard) {
+      for (const v of ids) {
+        const at = this.ts.hv.vcpuPlacement(d.domid, v);
+        if (at >= 0 && !hard.includes(at)) {
+          throw new ApiFailure('EBUSY', `vCPU ${v} of domain ${d.domid} runs on pCPU ${at}, which the hard affinity ${hard.join(',')} leaves out: xenode does not move a running vCPU to another pCPU`);
+        }
+      }
+    }
     for (const v of ids) {
       const cur = d.pins[v] ?? { hard: d.config.cpus, soft: d.config.cpusSoft };
       d.pins[v] = { hard, soft: soft === undefined ? cur.soft : soft };
     }
-    this.log(`${d.name}: vCPU ${vcpu} affinity set to hard ${hard ? hard.join(',') : 'all'} (recorded; the scheduler does not apply affinity yet)`);
+    this.log(`${d.name}: vCPU ${vcpu} affinity set to hard ${hard ? hard.join(',') : 'all'}`);
   }
 
   // --- views ------------------------------------------------------------------

@@ -259,8 +259,17 @@ describe('xl against a running daemon', needsKvm(), () => {
     const [head, row] = vl.out.trimEnd().split('\n');
     assert.equal(head, 'Name                                ID  VCPU   CPU State   Time(s) Affinity (Hard / Soft)');
     assert.match(row!, /^e2e-v\s+\d+\s+0\s+\d+\s+[r-][b-]-\s+[\d.]+ {2}all \/ all$/);
-    assert.equal((await xl('vcpu-pin', 'e2e-v', '0', '0')).code, 0);
-    assert.match((await xl('vcpu-list', 'e2e-v')).out, / {2}0 \/ all\n$/);
+    // a hard affinity that keeps the pCPU the vCPU is on is set; one that leaves it out is refused (it is not moved)
+    const at = Number(/^e2e-v\s+\d+\s+0\s+(\d+)\s/m.exec(vl.out)![1]);
+    assert.equal((await xl('vcpu-pin', 'e2e-v', '0', String(at))).code, 0);
+    assert.match((await xl('vcpu-list', 'e2e-v')).out, new RegExp(` {2}${at} \\/ all\\n$`));
+    const nrCpus = Number(/^nr_cpus\s+: (\d+)$/m.exec((await xl('info')).out)![1]);
+    if (nrCpus > 1) {
+      const away = await xl('vcpu-pin', 'e2e-v', '0', String((at + 1) % nrCpus));
+      assert.equal(away.code, 1);
+      assert.match(away.err, new RegExp(`vCPU 0 of domain \\d+ runs on pCPU ${at}, which the hard affinity ${(at + 1) % nrCpus} leaves out: xenode does not move a running vCPU to another pCPU\\nCould not set affinity for vcpu \`0'\\.\\n$`));
+      assert.match((await xl('vcpu-list', 'e2e-v')).out, new RegExp(` {2}${at} \\/ all\\n$`), 'unchanged');
+    }
     const badPin = await xl('vcpu-pin', 'e2e-v', '0', '99');
     assert.equal(badPin.code, 1);
     assert.match(badPin.err, /CPU 99 does not exist/);
