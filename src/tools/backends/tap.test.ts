@@ -15,10 +15,10 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { haveNetAdmin, Netns } from '../../testing/netns.js';
 import { until } from '../../testing/wait.js';
-import { csumPlace, fillCsum, TapDevice, VIF_HWADDR } from './tap.js';
+import { csumPlace, fillCsum, TapDevice, VIF_HWADDR, VNET_HDR_LEN, vnetFrames } from './tap.js';
 import type { NetFrame } from './netback.js';
 import { vifBridgeOnline, VifBridgeError } from '../vif_bridge.js';
-import { fillTcpCsum, gsoHeaders, segmentTcp, XEN_NETIF_GSO_TYPE_TCPV4 } from './gso.js';
+import { fillTcpCsum, gsoHeaders, segmentTcp, XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6 } from './gso.js';
 import { nicSpecOf } from '../net.js';
 
 const GUEST_MAC = Buffer.from([0x00, 0x16, 0x3e, 0x00, 0x00, 0x07]);
@@ -269,4 +269,53 @@ test('TCP segmentation offload through the tap (TUN_F_TSO4): the host\'s stack h
     tap?.close();
     ns.delete();
   }
+});
+
+test('frames as a tap\'s read gives them (virtio_net_hdr): GSO TCPv4 and TCPv6 passed on whole, the ECN bit segmented, UDP and other types, non-TCP, a size of 0 and bad lengths dropped, never thrown', () => {
+  /** struct virtio_net_hdr then the frame, in a buffer with room to spare */
+  const read = (flags: number, gsoType: number, gsoSize: number, frame: Uint8Array, room = 70_000) => {
+    const b = new Uint8Array(room);
+    const v = new DataView(b.buffer);
+    v.setUint8(0, flags); v.setUint8(1, gsoType); v.setUint16(2, 54, true); v.setUint16(4, gsoSize, true); v.setUint16(6, 34, true); v.setUint16(8, 16, true);
+    b.set(frame, VNET_HDR_LEN);
+    return { b, n: VNET_HDR_LEN + frame.length };
+  };
+  const mac = Buffer.from('fe0000000001', 'hex');
+  const big = tcpFrame(mac, 1, 2, 100, 0, ACK | PSH | 0x80, new Uint8Array(10_000), undefined, true);
+  const NEEDS_CSUM = 1;
+  let r = read(NEEDS_CSUM, 1, 1448, big);
+  let out = vnetFrames(r.b, r.n)!;
+  assert.equal(out.gso, 'whole');
+  assert.deepEqual(out.frames.map((f) => [f.data.length, f.csumBlank, f.gso]), [[big.length, true, { type: XEN_NETIF_GSO_TYPE_TCPV4, size: 1448 }]]);
+  // without NEEDS_CSUM the checksum field is made partial (the pseudo-header's sum)
+  const full = Buffer.from(big); fillTcpCsum(full, gsoHeaders(full, { type: 1, size: 1448 })!);
+  r = read(0, 1, 1448, full);
+  assert.deepEqual(Buffer.from(vnetFrames(r.b, r.n)!.frames[0]!.data), big);
+  // VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN: cut here, CWR on the first segment only
+  r = read(NEEDS_CSUM, 0x81, 1448, big);
+  out = vnetFrames(r.b, r.n)!;
+  assert.equal(out.gso, 'segmented');
+  assert.deepEqual(out.frames.map((f) => f.data.length), [...Array(6).fill(54 + 1448), 54 + 10_000 - 6 * 1448]);
+  assert.deepEqual(out.frames.map((f) => f.data[47]! & 0x80), [0x80, 0, 0, 0, 0, 0, 0]);
+  assert.ok(out.frames.every((f) => f.csumBlank && !f.gso));
+  // VIRTIO_NET_HDR_GSO_TCPV6 (4) is netif's TCPV6 (2)
+  const v6 = Buffer.from(big);
+  const six = Buffer.concat([v6.subarray(0, 12), Buffer.from('86dd' + '60000000' + '0000' + '06' + '40' + '20010db8000000000000000000000001' + '20010db8000000000000000000000002', 'hex'), v6.subarray(34)]);
+  r = read(NEEDS_CSUM, 4, 1440, six);
+  assert.deepEqual(vnetFrames(r.b, r.n)!.frames[0]!.gso, { type: XEN_NETIF_GSO_TYPE_TCPV6, size: 1440 });
+  const udp = udpFrame(mac, 1, 2, 'u'.repeat(4000), 'blank');
+  const refused: [string, { b: Uint8Array; n: number }][] = [
+    ['UFO (VIRTIO_NET_HDR_GSO_UDP)', read(NEEDS_CSUM, 3, 1448, udp)],
+    ['USO (VIRTIO_NET_HDR_GSO_UDP_L4)', read(NEEDS_CSUM, 5, 1448, udp)],
+    ['TCPv4 GSO of a UDP frame', read(NEEDS_CSUM, 1, 1448, udp)],
+    ['TCPv6 GSO of an IPv4 frame', read(NEEDS_CSUM, 4, 1448, big)],
+    ['a GSO size of 0', read(NEEDS_CSUM, 1, 0, big)],
+    ['an unknown GSO type', read(NEEDS_CSUM, 0x7f, 1448, big)],
+    ['a GSO frame cut inside its TCP header', read(NEEDS_CSUM, 1, 1448, big.subarray(0, 50))],
+    ['shorter than an Ethernet header', read(0, 0, 0, big.subarray(0, 10))],
+    ['longer than was read (tun says the whole length)', { b: read(0, 0, 0, big.subarray(0, 1990), 2000).b, n: VNET_HDR_LEN + big.length }],
+    ['a frame over 64 KiB without GSO', read(0, 0, 0, new Uint8Array(65_536))],
+    ['a partial checksum past the frame', read(NEEDS_CSUM, 0, 0, big.subarray(0, 40))],
+  ];
+  for (const [what, x] of refused) assert.equal(vnetFrames(x.b, x.n), null, what);
 });

@@ -64,7 +64,7 @@ const EPERM = 1, ENOENT = 2, ENODEV = 19, EACCES = 13, EOPNOTSUPP = 95, EBUSY = 
 export const IFNAME_MAX = 15;
 /** The largest frame either way: netif's 64 KiB */
 const FRAME_MAX = 65_535;
-/** Room to read a frame larger than that (an IP packet of 64 KiB behind its Ethernet header), to know it for what it is */
+/** Room to read a GSO frame larger than that (an IP packet of 64 KiB behind its Ethernet header) */
 const READ_MAX = FRAME_MAX + 64;
 /** Frames read from one tap before the others (and the event loop) get a turn */
 const READ_BUDGET = 64;
@@ -150,6 +150,46 @@ export function fillCsum(d: Uint8Array, start: number, offset: number): boolean 
   return true;
 }
 
+/**
+ * A frame as a tap's read gives it (a virtio_net_hdr, then the frame; `n` the length read, which tun makes
+ * the frame's whole length even when it did not fit), as the frames to pass on, or null (counted, dropped):
+ * - no GSO: the frame, its checksum blank when the host left it partial where the guest's netfront will
+ *   look (skb_checksum_setup), summed here when elsewhere;
+ * - TCPv4 or TCPv6 GSO: the frame whole with its GSO type and size (its checksum partial, made so when the
+ *   header did not say NEEDS_CSUM); with the ECN bit, which netif cannot carry, its segments instead;
+ * - UDP (UFO, USO) or any other type, a GSO frame that is not TCP of its type, a frame too short or too
+ *   long: null.
+ */
+export function vnetFrames(b: Uint8Array, n: number): { frames: NetFrame[]; gso: 'none' | 'whole' | 'segmented' } | null {
+  if (n < VNET_HDR_LEN + ETH_HLEN || n > b.length) return null;
+  const h = new DataView(b.buffer, b.byteOffset, VNET_HDR_LEN);
+  const flags = h.getUint8(0), gsoType = h.getUint8(1);
+  const data = b.slice(VNET_HDR_LEN, n);
+  if (gsoType !== VIRTIO_NET_HDR_GSO_NONE) {
+    const base = gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
+    const type = base === VIRTIO_NET_HDR_GSO_TCPV4 ? XEN_NETIF_GSO_TYPE_TCPV4 : base === VIRTIO_NET_HDR_GSO_TCPV6 ? XEN_NETIF_GSO_TYPE_TCPV6 : 0;
+    const g: GsoInfo = { type, size: h.getUint16(4, true) };
+    const hd = type ? gsoHeaders(data, g) : null;
+    if (!hd) return null;
+    if (!(flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)) setPartialCsum(data, hd);
+    if (gsoType & VIRTIO_NET_HDR_GSO_ECN) return { frames: segmentTcp(data, hd, g.size, false).map((d) => ({ data: d, csumBlank: true })), gso: 'segmented' };
+    // whole even when larger than netif carries (an IP packet of 64 KiB behind its Ethernet header): netback cuts that
+    return { frames: [{ data, csumBlank: true, gso: g }], gso: 'whole' };
+  }
+  if (data.length > FRAME_MAX) return null;
+  const f: NetFrame = { data };
+  if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+    const start = h.getUint16(6, true), offset = h.getUint16(8, true);
+    const p = csumPlace(data);
+    // the guest's netfront finds the place itself (skb_checksum_setup); where it would not, it is summed here
+    if (p && p.start === start && p.offset === offset) f.csumBlank = true;
+    else if (!fillCsum(data, start, offset)) return null;
+  } else if (flags & VIRTIO_NET_HDR_F_DATA_VALID) {
+    f.dataValidated = true;
+  }
+  return { frames: [f], gso: 'none' };
+}
+
 export interface TapOptions {
   /** the interface's name (vif<domid>.<devid>) */
   name: string;
@@ -182,7 +222,6 @@ export class TapDevice {
   private readonly wbuf = new Uint8Array(VNET_HDR_LEN + FRAME_MAX);
   private readonly rbuf = new Uint8Array(VNET_HDR_LEN + READ_MAX);
   private readonly wview = new DataView(this.wbuf.buffer);
-  private readonly rview = new DataView(this.rbuf.buffer);
   private slot = -1;
   private retry: NodeJS.Timeout | null = null;
 
@@ -338,53 +377,13 @@ export class TapDevice {
   }
 
   private frame(n: number): void {
-    const h = this.rview;
-    const flags = h.getUint8(0), gsoType = h.getUint8(1);
-    // n is the frame's length even when it did not fit (tun's read says what it had)
-    if (n < VNET_HDR_LEN + ETH_HLEN || n > VNET_HDR_LEN + READ_MAX) { this.stats.readDropped++; return; }
-    const data = this.rbuf.slice(VNET_HDR_LEN, n);
-    const f: NetFrame = { data };
-    if (gsoType !== VIRTIO_NET_HDR_GSO_NONE) {
-      this.gsoFrame(f, gsoType, h.getUint16(4, true), (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0);
-      return;
-    }
-    if (data.length > FRAME_MAX) { this.stats.readDropped++; return; }
-    if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
-      const start = h.getUint16(6, true), offset = h.getUint16(8, true);
-      const p = csumPlace(data);
-      // the guest's netfront finds the place itself (skb_checksum_setup); where it would not, it is summed here
-      if (p && p.start === start && p.offset === offset) f.csumBlank = true;
-      else if (!fillCsum(data, start, offset)) { this.stats.readDropped++; return; }
-    } else if (flags & VIRTIO_NET_HDR_F_DATA_VALID) {
-      f.dataValidated = true;
-    }
+    const r = vnetFrames(this.rbuf, n);
+    if (!r) { this.stats.readDropped++; return; }
     this.stats.read++;
-    this.stats.readBytes += data.length;
-    this.o.onFrame(f);
-  }
-
-  /**
-   * A large TCP frame from the host: passed on whole with its GSO type and size (partial checksum), or,
-   * with the ECN bit (which netif cannot carry; only offered TSO types come, but nothing is assumed), as
-   * its segments. UDP and other types are dropped: UFO and USO are never offered.
-   */
-  private gsoFrame(f: NetFrame, gsoType: number, size: number, partial: boolean): void {
-    const base = gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
-    const type = base === VIRTIO_NET_HDR_GSO_TCPV4 ? XEN_NETIF_GSO_TYPE_TCPV4 : base === VIRTIO_NET_HDR_GSO_TCPV6 ? XEN_NETIF_GSO_TYPE_TCPV6 : 0;
-    const g: GsoInfo = { type, size };
-    const hd = type ? gsoHeaders(f.data, g) : null;
-    if (!hd) { this.stats.readDropped++; return; }
-    // a GSO frame's checksum is partial; the stack always says so, and is made to be here when it did not
-    if (!partial) setPartialCsum(f.data, hd);
-    this.stats.read++;
-    this.stats.readBytes += f.data.length;
-    if (gsoType & VIRTIO_NET_HDR_GSO_ECN) {
-      this.stats.readSegmented++;
-      for (const d of segmentTcp(f.data, hd, size, false)) this.o.onFrame({ data: d, csumBlank: true });
-      return;
-    }
-    this.stats.readGso++;
-    this.o.onFrame({ data: f.data, csumBlank: true, gso: g });
+    this.stats.readBytes += n - VNET_HDR_LEN;
+    if (r.gso === 'whole') this.stats.readGso++;
+    if (r.gso === 'segmented') this.stats.readSegmented++;
+    for (const f of r.frames) this.o.onFrame(f);
   }
 
   get isClosed(): boolean { return this.closed; }
