@@ -294,12 +294,14 @@ export class TapDevice {
 
   /**
    * Which large TCP frames the host's stack may hand the tap whole (TUNSETOFFLOAD TUN_F_TSO4/6, with
-   * TUN_F_CSUM always): those the guest's netfront takes; the stack segments the others itself.
+   * TUN_F_CSUM always): those the guest's netfront takes; the stack segments the others itself. The
+   * reason, when the tun driver refused.
    */
-  setTso(v4: boolean, v6: boolean): void {
-    if (this.closed) return;
+  setTso(v4: boolean, v6: boolean): string | null {
+    if (this.closed) return null;
     const flags = TUN_F_CSUM | (v4 ? TUN_F_TSO4 : 0) | (v6 ? TUN_F_TSO6 : 0);
-    if (libc.ioctlInt(this.fd, TUNSETOFFLOAD, flags) < 0) throw new TapError(`tap ${this.name}: TUNSETOFFLOAD ${flags}: ${libc.strerror(libc.errno())}`, libc.errno());
+    // refused, the tap keeps checksum offload alone and the host's stack segments everything: slower, not wrong
+    return libc.ioctlInt(this.fd, TUNSETOFFLOAD, flags) < 0 ? `tap ${this.name}: TUNSETOFFLOAD ${flags}: ${libc.strerror(libc.errno())}` : null;
   }
 
   /** Carrier on while the guest's netfront is connected (netback's netif_carrier_on/off): the bridge forwards to it only then. */

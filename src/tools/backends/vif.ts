@@ -164,7 +164,8 @@ export class VifBackend extends XenbusBackend {
     if (port) sw = this.o.switches.attach(this.bridge, port);
     // the host's stack hands the tap 64 KiB TCP frames of the types this frontend takes whole, and cuts the
     // others itself (xenvif_fix_features takes TSO off the vif's netdev for a frontend without them)
-    tap?.setTso(sg && gsoTcpv4, sg && gsoTcpv6);
+    const tsoRefused = tap?.setTso(sg && gsoTcpv4, sg && gsoTcpv6);
+    if (tsoRefused) this.log?.(`${tsoRefused}; the host's stack segments what it sends the guest`);
     tap?.setCarrier(true);
     this.conn = { tx: maps[0]!, rx: maps[1]!, ports, service, port };
     this.lastConnection = { splitEventChannels: ports.length === 2, sg, gsoTcpv4, gsoTcpv6 };
