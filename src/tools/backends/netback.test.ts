@@ -12,7 +12,7 @@ import {
   NETRXF_data_validated, NETRXF_more_data, NETTXF_csum_blank, NETTXF_data_validated, NETTXF_extra_info, NETTXF_more_data, PAGE_SIZE,
   XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_EXTRA_TYPE_GSO,
 } from './netif.js';
-import { GSO_MASK_ALL, NetifService, parseRateNode, RX_QUEUE_MAX, type NetFrame, type TxRate } from './netback.js';
+import { GSO_MASK_ALL, NetifService, parseRateNode, RX_QUEUE_BYTES, RX_QUEUE_MAX, type NetFrame, type TxRate } from './netback.js';
 import { gsoHeaders, XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6 } from './gso.js';
 import { NetSwitch, NetSwitches, type SwitchPort } from './netswitch.js';
 
@@ -264,7 +264,7 @@ test('receive: frames wait for buffers; each fills one from offset 0 with its le
   assert.deepEqual(s.svc.stats, { txPackets: 0, txBytes: 0, txErrors: 0, rxPackets: 2, rxBytes: small.length + 9000, rxDropped: 0, txMaxSlots: 0, rxMaxSlots: 3, txGsoPackets: 0, rxGsoPackets: 0, rxGsoSegmented: 0 });
 });
 
-test('receive limits: a frame larger than a page without feature-sg is dropped, the queue is bounded, an ungranted buffer is answered with an error', async () => {
+test('receive limits: a frame larger than a page without feature-sg is dropped, the queue is bounded in frames and bytes, an ungranted buffer is answered with an error', async () => {
   const s = setup({ rxSg: false });
   s.svc.send({ data: frame('00:16:3e:00:00:01', '00:16:3e:00:00:02', 5000) });
   for (let i = 0; i < RX_QUEUE_MAX + 5; i++) s.svc.send({ data: frame('00:16:3e:00:00:01', '00:16:3e:00:00:02', 40, i) });
@@ -279,6 +279,15 @@ test('receive limits: a frame larger than a page without feature-sg is dropped, 
   assert.equal(s.svc.stats.rxDropped, 7);
   await s.svc.stop();
   assert.equal(s.svc.queued, 0);
+  // 64 KiB frames: bounded by their bytes (RX_QUEUE_BYTES) long before their number
+  const t = setup({ rxSg: true, rxGso: GSO_MASK_ALL });
+  const big = tcp4(65_535 - 54);
+  for (let i = 0; i < 60; i++) t.svc.send({ data: big, csumBlank: true, gso: { type: XEN_NETIF_GSO_TYPE_TCPV4, size: 1448 } });
+  await t.svc.idle;
+  assert.equal(t.svc.queued, Math.ceil(RX_QUEUE_BYTES / 65_535));
+  assert.equal(t.svc.hasRoom, false);
+  assert.equal(t.svc.stats.rxDropped, 60 - t.svc.queued);
+  await t.svc.stop();
 });
 
 test('frames wait for buffers no longer than the drain time, then are dropped; later frames still go', async () => {
