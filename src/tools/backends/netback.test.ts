@@ -453,6 +453,12 @@ test('receive of a GSO frame by a frontend without GSO, or without that type, or
     });
     assert.deepEqual([s.svc.stats.rxPackets, s.svc.stats.rxGsoPackets, s.svc.stats.rxGsoSegmented, s.svc.stats.rxDropped], [3, 0, 1, 0], what);
   }
+  // larger than netif carries (a tap's 64 KiB IP packet behind its Ethernet header): segmented even for a GSO frontend
+  const l = setup({ rxSg: true, rxGso: GSO_MASK_ALL });
+  l.svc.send({ data: tcp4(65_535 + 14 - 54), csumBlank: true, gso: { type: XEN_NETIF_GSO_TYPE_TCPV4, size: 1448 } });
+  await l.svc.idle;
+  assert.deepEqual([l.svc.queued, l.svc.stats.rxGsoSegmented], [Math.ceil((65_535 + 14 - 54) / 1448), 1]);
+  await l.svc.stop();
   // a frame claiming GSO that is not TCP (from a port that did not check it) is dropped, not segmented
   const s = setup({ rxSg: true });
   s.svc.send({ data: frame('00:16:3e:00:00:01', '00:16:3e:00:00:02', 3000), gso: { type: XEN_NETIF_GSO_TYPE_TCPV4, size: 1448 } });
