@@ -1,8 +1,9 @@
 // Two Debian Linux guests, each with Debian's own xen-netfront (loaded from
 // the initramfs) on a vif served by the control domain's netback, both on
 // the bridge xenbr0: the in-process switch joins them; one pings the other,
-// sends it 2 MiB over TCP that arrive intact, and pings it with 9000-byte
-// frames that take several ring slots each way. A third guest has a vif
+// sends it 2 MiB over TCP that arrive intact (as GSO packets of up to 64 KiB
+// both ways through netback), and pings it with 9000-byte frames that take
+// several ring slots each way. A third guest has a vif
 // attached while it runs and pings a station on the switch, then has it
 // detached.
 
@@ -105,9 +106,16 @@ test("two Linux guests' xen-netfronts on one bridge: A pings B three times throu
     // followed), and what crossed them was counted
     const [stA, stB] = [a.d.vifs[0]!.backend.stats, b.d.vifs[0]!.backend.stats];
     assert.ok(stA.txBytes > 2 << 20 && stB.rxBytes > 2 << 20, 'the data crossed the vifs');
-    // 8042-byte frames: two receive buffers each, and at least as many transmit slots (more where the
-    // sender's buffer straddles pages)
-    for (const st of [stA, stB]) assert.ok(st.txMaxSlots >= 2 && st.rxMaxSlots === 2, JSON.stringify(st));
+    // TCP went as GSO (feature-gso-tcpv4 both ways): A's netfront sent segments larger than the MTU in one
+    // packet with a GSO extra, and B's netfront took them whole, the extra in a slot of its own
+    assert.ok(stA.txGsoPackets > 0 && stB.rxGsoPackets > 0, `GSO used: ${JSON.stringify({ stA, stB })}`);
+    assert.equal(stB.rxGsoSegmented, 0, 'nothing cut for a frontend that takes GSO');
+    assert.ok(stA.txMaxSlots >= 3 && stB.rxMaxSlots >= 3, JSON.stringify({ stA, stB }));
+    assert.ok(stA.txBytes / stA.txPackets > 1514, `frames larger than the MTU on average: ${stA.txBytes / stA.txPackets}`);
+    for (const g of [a, b]) assert.deepEqual(g.d.vifs[0]!.backend.lastConnection, { splitEventChannels: true, sg: true, gsoTcpv4: true, gsoTcpv6: true });
+    // 8042-byte pings: two receive buffers each (B's replies to A), and at least as many transmit slots
+    // (more where the sender's buffer straddles pages)
+    assert.ok(stB.txMaxSlots >= 2 && stA.rxMaxSlots === 2, JSON.stringify(stA));
     for (const [g, state] of [[a, '6'], [b, '4']] as const) {
       const fe = `/local/domain/${g.d.domid}/device/vif/0`, be = `/local/domain/0/backend/vif/${g.d.domid}/0`;
       assert.deepEqual([await ts.client.read(`${fe}/state`), await ts.client.read(`${be}/state`)], [state, state]);

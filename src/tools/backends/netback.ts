@@ -8,12 +8,21 @@
 // NETIF_RSP_ERROR; a ring whose producer runs past its size, or a packet cut
 // off in the middle of the ring, stops the vif (netback's
 // xenvif_fatal_tx_err). Nothing a frontend writes can throw out of here.
+//
+// GSO both ways, as Linux's netback offers it (feature-gso-tcpv4/6): a
+// transmitted packet with a GSO extra is one large TCP frame (up to 64 KiB)
+// carrying its GSO type and size; a large frame goes to a frontend that said
+// it takes that type as one frame over several buffers with the GSO extra
+// after the first response, and to one that did not as the TCP segments
+// gso.ts cuts (what Linux's stack does for it before netback sees the frame).
 
 import type { GrantCopyOp, XenDevices } from '../libs/devices.js';
+import { gsoHeaders, segmentTcp, setPartialCsum, XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6, type GsoInfo } from './gso.js';
 import {
-  NetifRxBackRing, NetifTxBackRing, type NetifTxRequest, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETRXF_csum_blank,
-  NETRXF_data_validated, NETRXF_more_data, NETTXF_csum_blank, NETTXF_data_validated, NETTXF_extra_info, NETTXF_more_data,
-  PAGE_SIZE, XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_EXTRA_TYPE_GSO, XEN_NETIF_EXTRA_TYPE_MAX, XEN_NETIF_EXTRA_TYPE_NONE, XEN_NETIF_MAX_TX_SIZE,
+  gsoExtraData, gsoOfExtra, NetifRxBackRing, NetifTxBackRing, type NetifTxRequest, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY,
+  NETRXF_csum_blank, NETRXF_data_validated, NETRXF_extra_info, NETRXF_more_data, NETTXF_csum_blank, NETTXF_data_validated, NETTXF_extra_info,
+  NETTXF_more_data, PAGE_SIZE, XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_EXTRA_TYPE_GSO, XEN_NETIF_EXTRA_TYPE_MAX, XEN_NETIF_EXTRA_TYPE_NONE,
+  XEN_NETIF_MAX_TX_SIZE,
 } from './netif.js';
 
 /** An Ethernet frame as it crosses the switch, with what the sender said of its checksum. */
@@ -23,7 +32,13 @@ export interface NetFrame {
   csumBlank?: boolean;
   /** the checksum is known good (CHECKSUM_UNNECESSARY: NETTXF_data_validated) */
   dataValidated?: boolean;
+  /** a TCP frame larger than a segment, to be cut in `size` payload bytes (its checksum always partial: csumBlank) */
+  gso?: GsoInfo;
 }
+
+/** A frontend's GSO types as a mask (Linux's netback: gso_mask, GSO_BIT(type)) */
+export const gsoBit = (type: number): number => 1 << type;
+export const GSO_MASK_ALL = gsoBit(XEN_NETIF_GSO_TYPE_TCPV4) | gsoBit(XEN_NETIF_GSO_TYPE_TCPV6);
 
 /** The shortest frame carried: an Ethernet header (ETH_HLEN) */
 export const ETH_HLEN = 14;
@@ -31,6 +46,11 @@ export const ETH_HLEN = 14;
 export const MAX_TX_SLOTS = 20;
 /** Frames held for a frontend that posts no receive buffers (Linux's netback: rx_queue_max, ~512 KiB of full frames) */
 export const RX_QUEUE_MAX = 352;
+/**
+ * And their bytes, now that a frame may be 64 KiB: Linux's netback holds 512 KiB (XENVIF_RX_QUEUE_BYTES) and
+ * stops its netdev's queue, which holds 32 frames more (XENVIF_QUEUE_LENGTH), up to 64 KiB each.
+ */
+export const RX_QUEUE_BYTES = 512 * 1024 + 32 * 65_536;
 /** How long a frame may wait for a receive buffer before it is dropped (Linux's netback: rx_drain_timeout_msecs) */
 export const RX_DRAIN_MS = 10_000;
 /** The most credit a window can hold for one large packet (Linux's netback: tx_add_credit's 128 KiB burst) */
@@ -59,13 +79,19 @@ export interface NetifStats {
   rxBytes: number;
   /** frames dropped: queue full, waited too long, too large for the frontend, or a failed copy */
   rxDropped: number;
-  /** the most ring slots one packet took: transmitted (with its extra-info slots), received */
+  /** the most ring slots one packet took: transmitted (with its extra-info slots), received (with its GSO extra) */
   txMaxSlots: number;
   rxMaxSlots: number;
+  /** transmitted packets with a GSO extra (counted in txPackets too) */
+  txGsoPackets: number;
+  /** frames received whole with a GSO extra (in rxPackets too) */
+  rxGsoPackets: number;
+  /** GSO frames cut into segments for a frontend that could not take them whole (each segment in rxPackets) */
+  rxGsoSegmented: number;
 }
 
 export function newNetifStats(): NetifStats {
-  return { txPackets: 0, txBytes: 0, txErrors: 0, rxPackets: 0, rxBytes: 0, rxDropped: 0, txMaxSlots: 0, rxMaxSlots: 0 };
+  return { txPackets: 0, txBytes: 0, txErrors: 0, rxPackets: 0, rxBytes: 0, rxDropped: 0, txMaxSlots: 0, rxMaxSlots: 0, txGsoPackets: 0, rxGsoPackets: 0, rxGsoSegmented: 0 };
 }
 
 export interface NetifServiceOptions {
@@ -78,6 +104,8 @@ export interface NetifServiceOptions {
   rxPort: number;
   /** the frontend said feature-sg 1: a frame may span several receive buffers */
   rxSg: boolean;
+  /** the GSO types the frontend takes whole (feature-gso-tcpv4/6: gsoBit of each); none when absent */
+  rxGso?: number;
   /** each frame the frontend transmitted */
   deliver: (f: NetFrame) => void;
   stats?: NetifStats;
@@ -101,6 +129,7 @@ export class NetifService {
   private readonly txBuf: Uint8Array;
   private readonly rxBuf: Uint8Array;
   private readonly rxQueue: Queued[] = [];
+  private rxQueueBytes = 0;
   private drainTimer: NodeJS.Timeout | null = null;
   readonly stats: NetifStats;
   private readonly drainMs: number;
@@ -126,6 +155,9 @@ export class NetifService {
   /** Frames waiting for receive buffers. */
   get queued(): number { return this.rxQueue.length; }
 
+  /** Whether a frame sent now would be queued (frames from a tap are not read while not). */
+  get hasRoom(): boolean { return this.rxQueue.length < RX_QUEUE_MAX && this.rxQueueBytes < RX_QUEUE_BYTES; }
+
   /** The frontend notified on the transmit ring (or on its only port). */
   kickTx(): void {
     if (this.broken) return;
@@ -146,8 +178,9 @@ export class NetifService {
   send(f: NetFrame): void {
     if (this.broken) return;
     this.expire();
-    if (this.rxQueue.length >= RX_QUEUE_MAX) { this.stats.rxDropped++; return; }
+    if (!this.hasRoom) { this.stats.rxDropped++; return; }
     this.rxQueue.push({ f, at: performance.now() });
+    this.rxQueueBytes += f.data.length;
     this.armDrain();
     this.kickRx();
   }
@@ -157,8 +190,19 @@ export class NetifService {
     this.broken = true;
     this.o.log?.(`netback: domain ${this.o.frontDomid}: ${why}; vif no longer served`);
     this.stats.rxDropped += this.rxQueue.length;
-    this.rxQueue.length = 0;
+    this.clearQueue();
     this.disarmDrain();
+  }
+
+  private clearQueue(): void {
+    this.rxQueue.length = 0;
+    this.rxQueueBytes = 0;
+  }
+
+  private shiftQueue(): NetFrame {
+    const { f } = this.rxQueue.shift()!;
+    this.rxQueueBytes -= f.data.length;
+    return f;
   }
 
   /** Drops the frames that waited longer than the drain time (the frontend stopped posting buffers). */
@@ -166,10 +210,8 @@ export class NetifService {
     const old = performance.now() - this.drainMs;
     let n = 0;
     while (n < this.rxQueue.length && this.rxQueue[n]!.at <= old) n++;
-    if (n) {
-      this.rxQueue.splice(0, n);
-      this.stats.rxDropped += n;
-    }
+    for (let i = 0; i < n; i++) this.shiftQueue();
+    this.stats.rxDropped += n;
   }
 
   private armDrain(): void {
@@ -242,14 +284,22 @@ export class NetifService {
     this.remainingCredit -= first.size;
     let status = NETIF_RSP_OKAY;
     let extras = 0;
+    let gso: GsoInfo | undefined;
     if (first.flags & NETTXF_extra_info) {
       for (let more = true; more; ) {
         if (r.unconsumed() <= 0) return this.fail('a packet\'s extra info is missing from the ring');
         const e = r.takeExtra();
         extras++;
-        // GSO is not offered (feature-gso-* 0): a packet asking for it cannot be segmented here. Multicast
-        // and hash extras only inform the backend, which has no use for them.
-        if (e.type === XEN_NETIF_EXTRA_TYPE_NONE || e.type >= XEN_NETIF_EXTRA_TYPE_MAX || e.type === XEN_NETIF_EXTRA_TYPE_GSO) status = NETIF_RSP_ERROR;
+        if (e.type === XEN_NETIF_EXTRA_TYPE_GSO) {
+          // xenvif_set_skb_gso: a GSO size of 0 or a type other than TCPv4/v6 is fatal to the vif
+          const g = gsoOfExtra(e);
+          if (g.size === 0) return this.fail('GSO size must not be zero');
+          if (g.type !== XEN_NETIF_GSO_TYPE_TCPV4 && g.type !== XEN_NETIF_GSO_TYPE_TCPV6) return this.fail(`bad GSO type ${g.type}`);
+          gso = g;
+        } else if (e.type === XEN_NETIF_EXTRA_TYPE_NONE || e.type >= XEN_NETIF_EXTRA_TYPE_MAX) {
+          status = NETIF_RSP_ERROR;
+        }
+        // multicast and hash extras only inform the backend, which has no use for them
         more = (e.flags & XEN_NETIF_EXTRA_FLAG_MORE) !== 0;
       }
     }
@@ -260,12 +310,29 @@ export class NetifService {
       frags.push(last);
     }
     if (status === NETIF_RSP_OKAY) status = await this.txCopy(first, frags);
+    let f: NetFrame | null = null;
     if (status === NETIF_RSP_OKAY) {
-      const data = this.txBuf.slice(0, first.size);
+      f = { data: this.txBuf.slice(0, first.size), csumBlank: (first.flags & NETTXF_csum_blank) !== 0, dataValidated: (first.flags & NETTXF_data_validated) !== 0 };
+      if (gso) {
+        // a GSO packet is TCP of its type with whole headers (Linux's netback drops it at checksum_setup,
+        // or the stack at segmentation; here the frontend is told); its checksum is partial, and made so
+        // when the frontend did not say csum_blank (checksum_setup's rx_gso_checksum_fixup)
+        const h = gsoHeaders(f.data, gso);
+        if (!h) {
+          status = NETIF_RSP_ERROR;
+          f = null;
+        } else {
+          if (!f.csumBlank) setPartialCsum(f.data, h);
+          f = { data: f.data, csumBlank: true, gso };
+        }
+      }
+    }
+    if (f) {
       this.stats.txPackets++;
-      this.stats.txBytes += data.length;
+      this.stats.txBytes += f.data.length;
+      if (f.gso) this.stats.txGsoPackets++;
       this.stats.txMaxSlots = Math.max(this.stats.txMaxSlots, 1 + extras + frags.length);
-      this.o.deliver({ data, csumBlank: (first.flags & NETTXF_csum_blank) !== 0, dataValidated: (first.flags & NETTXF_data_validated) !== 0 });
+      this.o.deliver(f);
     } else {
       this.stats.txErrors++;
     }
@@ -303,31 +370,51 @@ export class NetifService {
       this.rxAgain = false;
       while (this.rxQueue.length) {
         if (this.broken) return;
-        const { f } = this.rxQueue[0]!;
+        const { f, at } = this.rxQueue[0]!;
         const len = f.data.length;
-        const slots = Math.max(1, Math.ceil(len / PAGE_SIZE));
-        if ((slots > 1 && !this.o.rxSg) || len > XEN_NETIF_MAX_TX_SIZE || len === 0) {
-          this.rxQueue.shift();
+        const data = Math.max(1, Math.ceil(len / PAGE_SIZE));
+        const fits = (data === 1 || this.o.rxSg) && len <= XEN_NETIF_MAX_TX_SIZE;
+        if (f.gso && !(fits && ((this.o.rxGso ?? 0) & gsoBit(f.gso.type)))) {
+          // what Linux's stack does for a netdev without that TSO feature: the segments in its place
+          this.shiftQueue();
+          const h = gsoHeaders(f.data, f.gso);
+          if (!h) { this.stats.rxDropped++; continue; }
+          this.stats.rxGsoSegmented++;
+          const segs = segmentTcp(f.data, h, f.gso.size, false).map((d) => ({ f: { data: d, csumBlank: true }, at }));
+          this.rxQueue.unshift(...segs);
+          for (const q of segs) this.rxQueueBytes += q.f.data.length;
+          continue;
+        }
+        if (!fits || len === 0) {
+          this.shiftQueue();
           this.stats.rxDropped++;
           continue;
         }
+        // the GSO extra takes a slot of its own (xenvif_rx_ring_slots_available)
+        const slots = data + (f.gso ? 1 : 0);
         const n = r.unconsumed();
         if (n < 0) return this.fail('frontend produced more receive requests than its ring holds');
         // not enough buffers: ask to be told when there are (the frontend has feature-rx-notify)
         if (n < slots && !r.waitFor(slots)) break;
-        this.rxQueue.shift();
-        await this.rxFrame(f, slots);
+        this.shiftQueue();
+        await this.rxFrame(f, data);
       }
       if (!this.rxQueue.length) this.disarmDrain();
     } while (this.rxAgain);
   }
 
-  /** One frame into `slots` receive buffers, a page each from offset 0 (xenvif_rx_skb). */
+  /**
+   * One frame into `slots` receive buffers, a page each from offset 0 (xenvif_rx_skb); a GSO frame's extra
+   * in the slot after the first (rx.c: extras go after the first data slot), its request's buffer unused.
+   */
   private async rxFrame(f: NetFrame, slots: number): Promise<void> {
     const r = this.o.rx;
     const len = f.data.length;
     this.rxBuf.set(f.data);
-    const reqs = Array.from({ length: slots }, () => r.takeRequest());
+    const first = r.takeRequest();
+    // the slot after the first: its request consumed now, the extra written over its response below
+    if (f.gso) r.takeRequest();
+    const reqs = [first, ...Array.from({ length: slots - 1 }, () => r.takeRequest())];
     const ops: GrantCopyOp[] = reqs.map((q, i) => ({
       source: { buf: this.rxBuf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), offset: 0 },
       dest: { domid: this.o.frontDomid, ref: q.gref, offset: 0 },
@@ -338,13 +425,15 @@ export class NetifService {
     // netback's rx.c: CHECKSUM_PARTIAL is passed on as csum_blank (and validated), CHECKSUM_UNNECESSARY as validated
     const csum = f.csumBlank ? NETRXF_csum_blank | NETRXF_data_validated : f.dataValidated ? NETRXF_data_validated : 0;
     reqs.forEach((q, i) => {
-      const flags = (i === 0 ? csum : 0) | (i < slots - 1 ? NETRXF_more_data : 0);
+      const flags = (i === 0 ? csum | (f.gso ? NETRXF_extra_info : 0) : 0) | (i < slots - 1 ? NETRXF_more_data : 0);
       r.putResponse({ id: q.id, offset: 0, flags, status: ok ? ops[i]!.len : NETIF_RSP_ERROR });
+      if (i === 0 && f.gso) r.putExtra({ type: XEN_NETIF_EXTRA_TYPE_GSO, flags: 0, data: gsoExtraData(f.gso) });
     });
     if (ok) {
       this.stats.rxPackets++;
       this.stats.rxBytes += len;
-      this.stats.rxMaxSlots = Math.max(this.stats.rxMaxSlots, slots);
+      if (f.gso) this.stats.rxGsoPackets++;
+      this.stats.rxMaxSlots = Math.max(this.stats.rxMaxSlots, slots + (f.gso ? 1 : 0));
     } else {
       this.stats.rxDropped++;
     }
@@ -357,7 +446,7 @@ export class NetifService {
     this.disarmDrain();
     if (this.creditTimer) clearTimeout(this.creditTimer);
     this.creditTimer = null;
-    this.rxQueue.length = 0;
+    this.clearQueue();
     return this.idle;
   }
 }

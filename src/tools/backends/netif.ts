@@ -37,6 +37,16 @@ export const XEN_NETIF_NR_SLOTS_MIN = 18;
 export interface NetifTxRequest { gref: number; offset: number; flags: number; id: number; size: number }
 /** struct netif_extra_info: type (u8) at 0, flags (u8) at 1, then 6 bytes of the union (gso, mcast, hash) */
 export interface NetifExtraInfo { type: number; flags: number; data: Uint8Array }
+
+/** The union's gso member (io/netif.h): size (u16) at 2, type (u8) at 4, pad (u8) at 5, features (u16) at 6 of the slot */
+export function gsoOfExtra(e: NetifExtraInfo): { type: number; size: number } {
+  return { size: e.data[0]! | (e.data[1]! << 8), type: e.data[2]! };
+}
+
+/** The 6 bytes of the union for a GSO extra: size, type, no pad, no features (none are defined) */
+export function gsoExtraData(g: { type: number; size: number }): Uint8Array {
+  return Uint8Array.from([g.size & 0xff, (g.size >> 8) & 0xff, g.type, 0, 0, 0]);
+}
 /** struct netif_rx_request: id (u16) at 0, 2 bytes of padding, gref (u32) at 4; 8 bytes */
 export interface NetifRxRequest { id: number; gref: number }
 /** struct netif_rx_response: id at 0, offset at 2, flags at 4, status (s16) at 6; 8 bytes */
@@ -155,6 +165,19 @@ export class NetifRxBackRing extends BackRing {
     const v = this.r.read(this.reqCons);
     this.reqCons = (this.reqCons + 1) >>> 0;
     return { id: v.getUint16(0, true), gref: v.getUint32(4, true) };
+  }
+
+  /**
+   * A netif_extra_info in the response slot (8 bytes: the whole slot); the slot's request is consumed
+   * with it, its buffer left unused, as Linux's netback writes it over the response (xenvif_rx_extra_slot).
+   */
+  putExtra(e: { type: number; flags: number; data: Uint8Array }): void {
+    const v = new DataView(new ArrayBuffer(RX_SLOT));
+    v.setUint8(0, e.type);
+    v.setUint8(1, e.flags);
+    new Uint8Array(v.buffer).set(e.data.subarray(0, EXTRA_BYTES - 2), 2);
+    this.r.write(this.rspProdPvt, v, RX_SLOT);
+    this.rspProdPvt = (this.rspProdPvt + 1) >>> 0;
   }
 
   putResponse(r: NetifRxResponse): void {

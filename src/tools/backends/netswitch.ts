@@ -2,7 +2,9 @@
 // bridge (what `brctl addbr xenbr0` gives a Linux dom0, and what vif-bridge
 // adds each vif to), one per bridge name. Each vif is a port; a frame goes to
 // the port its destination was last seen on, and is flooded to every other
-// port when the destination is broadcast, multicast or not yet known.
+// port when the destination is broadcast, multicast or not yet known. A
+// frame's GSO type and size go with it unchanged: each port decides (a
+// netback port segments it for a frontend that does not take it whole).
 
 import type { NetFrame } from './netback.js';
 import { ETH_HLEN } from './netback.js';

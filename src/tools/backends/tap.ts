@@ -5,8 +5,11 @@
 // guest. It is opened with the virtio-net header (IFF_VNET_HDR) and checksum
 // offload (TUN_F_CSUM), so a checksum left blank crosses as CHECKSUM_PARTIAL
 // either way, as netback hands such packets to the bridge, instead of being
-// summed here. Closing the descriptor removes the device (no IFF_PERSIST):
-// nothing outlives the vif, not even a killed process's.
+// summed here; and TCP segmentation offload (TUN_F_TSO4/6, while the guest's
+// netfront takes GSO), so a 64 KiB TCP frame crosses whole either way with
+// its GSO type and size in the header. Closing the descriptor removes the
+// device (no IFF_PERSIST): nothing outlives the vif, not even a killed
+// process's.
 //
 // Reads never block: one thread (tap_poll.ts) polls every tap of the process
 // and says which are readable; each is read dry here, a bounded number of
@@ -15,6 +18,7 @@
 import { Worker } from 'node:worker_threads';
 import * as libc from '../../kvm/libc.js';
 import { ETH_HLEN, type NetFrame } from './netback.js';
+import { gsoHeaders, segmentTcp, setPartialCsum, XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6, type GsoInfo } from './gso.js';
 
 export class TapError extends Error {
   constructor(message: string, readonly errno?: number) {
@@ -31,6 +35,8 @@ const IFF_TAP = 0x0002;
 const IFF_NO_PI = 0x1000;
 const IFF_VNET_HDR = 0x4000;
 const TUN_F_CSUM = 0x01;
+const TUN_F_TSO4 = 0x02;
+const TUN_F_TSO6 = 0x04;
 const SIOCGIFFLAGS = 0x8913;
 const SIOCSIFFLAGS = 0x8914;
 const SIOCSIFMTU = 0x8922;
@@ -42,15 +48,24 @@ const ARPHRD_ETHER = 1;
 const AF_INET = 2;
 const SOCK_DGRAM = 2;
 const IFREQ_SIZE = 40;
-/** struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset */
+/** struct virtio_net_hdr: flags (u8) at 0, gso_type (u8) at 1, hdr_len at 2, gso_size at 4, csum_start at 6, csum_offset at 8 (u16, the host's order) */
 export const VNET_HDR_LEN = 10;
 const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
 const VIRTIO_NET_HDR_F_DATA_VALID = 2;
+/** linux/virtio_net.h: gso_type */
+const VIRTIO_NET_HDR_GSO_NONE = 0;
+const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
+const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
+const VIRTIO_NET_HDR_GSO_ECN = 0x80;
+/** the TCP header's checksum field */
+const TCP_CSUM_OFFSET = 16;
 const EPERM = 1, ENOENT = 2, ENODEV = 19, EACCES = 13, EOPNOTSUPP = 95, EBUSY = 16;
 /** Linux's IFNAMSIZ less its NUL */
 export const IFNAME_MAX = 15;
 /** The largest frame either way: netif's 64 KiB */
 const FRAME_MAX = 65_535;
+/** Room to read a GSO frame larger than that (an IP packet of 64 KiB behind its Ethernet header) */
+const READ_MAX = FRAME_MAX + 64;
 /** Frames read from one tap before the others (and the event loop) get a turn */
 const READ_BUDGET = 64;
 /** How soon a tap whose guest had no room is looked at again */
@@ -135,6 +150,46 @@ export function fillCsum(d: Uint8Array, start: number, offset: number): boolean 
   return true;
 }
 
+/**
+ * A frame as a tap's read gives it (a virtio_net_hdr, then the frame; `n` the length read, which tun makes
+ * the frame's whole length even when it did not fit), as the frames to pass on, or null (counted, dropped):
+ * - no GSO: the frame, its checksum blank when the host left it partial where the guest's netfront will
+ *   look (skb_checksum_setup), summed here when elsewhere;
+ * - TCPv4 or TCPv6 GSO: the frame whole with its GSO type and size (its checksum partial, made so when the
+ *   header did not say NEEDS_CSUM); with the ECN bit, which netif cannot carry, its segments instead;
+ * - UDP (UFO, USO) or any other type, a GSO frame that is not TCP of its type, a frame too short or too
+ *   long: null.
+ */
+export function vnetFrames(b: Uint8Array, n: number): { frames: NetFrame[]; gso: 'none' | 'whole' | 'segmented' } | null {
+  if (n < VNET_HDR_LEN + ETH_HLEN || n > b.length) return null;
+  const h = new DataView(b.buffer, b.byteOffset, VNET_HDR_LEN);
+  const flags = h.getUint8(0), gsoType = h.getUint8(1);
+  const data = b.slice(VNET_HDR_LEN, n);
+  if (gsoType !== VIRTIO_NET_HDR_GSO_NONE) {
+    const base = gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
+    const type = base === VIRTIO_NET_HDR_GSO_TCPV4 ? XEN_NETIF_GSO_TYPE_TCPV4 : base === VIRTIO_NET_HDR_GSO_TCPV6 ? XEN_NETIF_GSO_TYPE_TCPV6 : 0;
+    const g: GsoInfo = { type, size: h.getUint16(4, true) };
+    const hd = type ? gsoHeaders(data, g) : null;
+    if (!hd) return null;
+    if (!(flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)) setPartialCsum(data, hd);
+    if (gsoType & VIRTIO_NET_HDR_GSO_ECN) return { frames: segmentTcp(data, hd, g.size, false).map((d) => ({ data: d, csumBlank: true })), gso: 'segmented' };
+    // whole even when larger than netif carries (an IP packet of 64 KiB behind its Ethernet header): netback cuts that
+    return { frames: [{ data, csumBlank: true, gso: g }], gso: 'whole' };
+  }
+  if (data.length > FRAME_MAX) return null;
+  const f: NetFrame = { data };
+  if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+    const start = h.getUint16(6, true), offset = h.getUint16(8, true);
+    const p = csumPlace(data);
+    // the guest's netfront finds the place itself (skb_checksum_setup); where it would not, it is summed here
+    if (p && p.start === start && p.offset === offset) f.csumBlank = true;
+    else if (!fillCsum(data, start, offset)) return null;
+  } else if (flags & VIRTIO_NET_HDR_F_DATA_VALID) {
+    f.dataValidated = true;
+  }
+  return { frames: [f], gso: 'none' };
+}
+
 export interface TapOptions {
   /** the interface's name (vif<domid>.<devid>) */
   name: string;
@@ -153,17 +208,20 @@ export interface TapStats {
   /** frames read from the tap (for the guest) and their bytes */
   read: number;
   readBytes: number;
-  /** frames read that could not be passed on (a GSO frame, which is never offered, or a bad header) */
+  /** frames read that could not be passed on (a GSO type not handled, a GSO frame that is not TCP, a bad header) */
   readDropped: number;
+  /** GSO frames written whole, read whole, and read and cut into segments here (a type netif cannot carry: ECN) */
+  writtenGso: number;
+  readGso: number;
+  readSegmented: number;
 }
 
 export class TapDevice {
-  readonly stats: TapStats = { written: 0, writtenBytes: 0, writeDropped: 0, read: 0, readBytes: 0, readDropped: 0 };
+  readonly stats: TapStats = { written: 0, writtenBytes: 0, writeDropped: 0, read: 0, readBytes: 0, readDropped: 0, writtenGso: 0, readGso: 0, readSegmented: 0 };
   private closed = false;
   private readonly wbuf = new Uint8Array(VNET_HDR_LEN + FRAME_MAX);
-  private readonly rbuf = new Uint8Array(VNET_HDR_LEN + FRAME_MAX);
+  private readonly rbuf = new Uint8Array(VNET_HDR_LEN + READ_MAX);
   private readonly wview = new DataView(this.wbuf.buffer);
-  private readonly rview = new DataView(this.rbuf.buffer);
   private slot = -1;
   private retry: NodeJS.Timeout | null = null;
 
@@ -234,6 +292,18 @@ export class TapDevice {
     }, `tap ${this.name}: address ${mac}`);
   }
 
+  /**
+   * Which large TCP frames the host's stack may hand the tap whole (TUNSETOFFLOAD TUN_F_TSO4/6, with
+   * TUN_F_CSUM always): those the guest's netfront takes; the stack segments the others itself. The
+   * reason, when the tun driver refused.
+   */
+  setTso(v4: boolean, v6: boolean): string | null {
+    if (this.closed) return null;
+    const flags = TUN_F_CSUM | (v4 ? TUN_F_TSO4 : 0) | (v6 ? TUN_F_TSO6 : 0);
+    // refused, the tap keeps checksum offload alone and the host's stack segments everything: slower, not wrong
+    return libc.ioctlInt(this.fd, TUNSETOFFLOAD, flags) < 0 ? `tap ${this.name}: TUNSETOFFLOAD ${flags}: ${libc.strerror(libc.errno())}` : null;
+  }
+
   /** Carrier on while the guest's netfront is connected (netback's netif_carrier_on/off): the bridge forwards to it only then. */
   setCarrier(on: boolean): void {
     if (this.closed) return; // the descriptor's number may be another file's by now
@@ -264,7 +334,17 @@ export class TapDevice {
     if (len < ETH_HLEN || len > FRAME_MAX) { this.stats.writeDropped++; return false; }
     const h = this.wview;
     for (let i = 0; i < VNET_HDR_LEN; i++) this.wbuf[i] = 0;
-    if (f.csumBlank) {
+    if (f.gso) {
+      // netback checked it (gsoHeaders); a frame from elsewhere is checked here
+      const g = gsoHeaders(d, f.gso);
+      if (!g) { this.stats.writeDropped++; return false; }
+      h.setUint8(0, VIRTIO_NET_HDR_F_NEEDS_CSUM);
+      h.setUint8(1, f.gso.type === XEN_NETIF_GSO_TYPE_TCPV4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6);
+      h.setUint16(2, g.hlen, true);
+      h.setUint16(4, f.gso.size, true);
+      h.setUint16(6, g.l4, true);
+      h.setUint16(8, TCP_CSUM_OFFSET, true);
+    } else if (f.csumBlank) {
       const p = csumPlace(d);
       if (!p) { this.stats.writeDropped++; return false; }
       h.setUint8(0, VIRTIO_NET_HDR_F_NEEDS_CSUM);
@@ -275,6 +355,7 @@ export class TapDevice {
     }
     this.wbuf.set(d, VNET_HDR_LEN);
     if (libc.write(this.fd, this.wbuf, VNET_HDR_LEN + len) < 0) { this.stats.writeDropped++; return false; }
+    if (f.gso) this.stats.writtenGso++;
     this.stats.written++;
     this.stats.writtenBytes += len;
     return true;
@@ -298,23 +379,13 @@ export class TapDevice {
   }
 
   private frame(n: number): void {
-    const h = this.rview;
-    const flags = h.getUint8(0), gso = h.getUint8(1);
-    if (n < VNET_HDR_LEN + ETH_HLEN || gso !== 0) { this.stats.readDropped++; return; }
-    const data = this.rbuf.slice(VNET_HDR_LEN, n);
-    const f: NetFrame = { data };
-    if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
-      const start = h.getUint16(6, true), offset = h.getUint16(8, true);
-      const p = csumPlace(data);
-      // the guest's netfront finds the place itself (skb_checksum_setup); where it would not, it is summed here
-      if (p && p.start === start && p.offset === offset) f.csumBlank = true;
-      else if (!fillCsum(data, start, offset)) { this.stats.readDropped++; return; }
-    } else if (flags & VIRTIO_NET_HDR_F_DATA_VALID) {
-      f.dataValidated = true;
-    }
+    const r = vnetFrames(this.rbuf, n);
+    if (!r) { this.stats.readDropped++; return; }
     this.stats.read++;
-    this.stats.readBytes += data.length;
-    this.o.onFrame(f);
+    this.stats.readBytes += n - VNET_HDR_LEN;
+    if (r.gso === 'whole') this.stats.readGso++;
+    if (r.gso === 'segmented') this.stats.readSegmented++;
+    for (const f of r.frames) this.o.onFrame(f);
   }
 
   get isClosed(): boolean { return this.closed; }

@@ -11,7 +11,8 @@
 
 import type { GrantMapping, XenDevices } from '../libs/devices.js';
 import { NetifRxBackRing, NetifTxBackRing, PAGE_SIZE } from './netif.js';
-import { NetifService, newNetifStats, parseRateNode, RX_QUEUE_MAX, type NetFrame, type NetifStats } from './netback.js';
+import { gsoBit, NetifService, newNetifStats, parseRateNode, type NetFrame, type NetifStats } from './netback.js';
+import { XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6 } from './gso.js';
 import type { NetSwitches, SwitchPort } from './netswitch.js';
 import type { TapDevice } from './tap.js';
 import { XenbusBackend, XenbusState } from './xenbus.js';
@@ -48,7 +49,7 @@ export class VifBackend extends XenbusBackend {
   /** what the vif moved, over every connection */
   readonly stats: NetifStats = newNetifStats();
   /** the transport of the last connection */
-  lastConnection: { splitEventChannels: boolean; sg: boolean } | null = null;
+  lastConnection: { splitEventChannels: boolean; sg: boolean; gsoTcpv4: boolean; gsoTcpv6: boolean } | null = null;
 
   private constructor(private readonly o: VifBackendOptions) {
     super(o.devices, o.path, 'vif', o.log);
@@ -71,17 +72,18 @@ export class VifBackend extends XenbusBackend {
       name: this.ifName, bridge: this.bridge, mtu: Number.isInteger(mtu) && mtu >= 68 ? mtu : 1500, required: this.o.hostBridge,
       onFrame: (f) => this.conn?.service.send(f),
       // while no frontend is connected, frames are read and dropped, as a carrier-less netdev's would be
-      room: () => !this.conn || this.conn.service.queued < RX_QUEUE_MAX,
+      room: () => !this.conn || this.conn.service.hasRoom,
     });
     this.tapDev = tap;
     this.log?.(line);
     // netback_probe: what a frontend reads before it connects. Scatter-gather both ways; checksums passed
-    // on as the sender left them (the other end is a netfront too, which fills in a blank one); no GSO,
-    // no multicast control, one queue.
+    // on as the sender left them (the other end is a netfront too, which fills in a blank one); TCP
+    // segmentation offload for IPv4 and IPv6 (a packet of up to 64 KiB with a GSO extra); no multicast
+    // control, one queue.
     await this.offer([
       ['feature-sg', '1'],
-      ['feature-gso-tcpv4', '0'],
-      ['feature-gso-tcpv6', '0'],
+      ['feature-gso-tcpv4', '1'],
+      ['feature-gso-tcpv6', '1'],
       ['feature-ipv6-csum-offload', '1'],
       ['feature-rx-copy', '1'],
       ['feature-rx-flip', '0'],
@@ -104,6 +106,10 @@ export class VifBackend extends XenbusBackend {
     if ((await num('request-rx-copy')) !== 1) return this.fatal('the frontend does not support rx-copy (request-rx-copy is not 1)');
     if ((await num('feature-rx-notify')) !== 1) return this.fatal('feature-rx-notify is mandatory');
     const sg = (await num('feature-sg')) === 1;
+    // read_xenbus_vif_flags: the GSO types the frontend takes on its receive ring (Linux's netback reads
+    // no -prefix variant since it retired the GSO prefix: such a frontend gets segments)
+    const gsoTcpv4 = ((await num('feature-gso-tcpv4')) ?? 0) > 0, gsoTcpv6 = ((await num('feature-gso-tcpv6')) ?? 0) > 0;
+    const rxGso = (gsoTcpv4 ? gsoBit(XEN_NETIF_GSO_TYPE_TCPV4) : 0) | (gsoTcpv6 ? gsoBit(XEN_NETIF_GSO_TYPE_TCPV6) : 0);
     const txRef = await num('tx-ring-ref'), rxRef = await num('rx-ring-ref');
     if (typeof txRef !== 'number' || typeof rxRef !== 'number') return this.fatal(`reading ${f}/tx-ring-ref and rx-ring-ref: not grant references`);
     const single = await num('event-channel');
@@ -152,13 +158,17 @@ export class VifBackend extends XenbusBackend {
     const txRate = parseRateNode(await this.devices.xenstore.tryRead(`${this.path}/rate`));
     service = new NetifService({
       devices: this.devices, frontDomid: this.frontDomid, tx: new NetifTxBackRing(maps[0]!.page), rx: new NetifRxBackRing(maps[1]!.page),
-      txPort: ports[0]!, rxPort: ports[ports.length - 1]!, rxSg: sg, stats: this.stats, log: this.log, txRate,
+      txPort: ports[0]!, rxPort: ports[ports.length - 1]!, rxSg: sg, rxGso, stats: this.stats, log: this.log, txRate,
       deliver: tap ? (fr) => tap.send(fr) : (fr) => sw?.input(port!, fr),
     });
     if (port) sw = this.o.switches.attach(this.bridge, port);
+    // the host's stack hands the tap 64 KiB TCP frames of the types this frontend takes whole, and cuts the
+    // others itself (xenvif_fix_features takes TSO off the vif's netdev for a frontend without them)
+    const tsoRefused = tap?.setTso(sg && gsoTcpv4, sg && gsoTcpv6);
+    if (tsoRefused) this.log?.(`${tsoRefused}; the host's stack segments what it sends the guest`);
     tap?.setCarrier(true);
     this.conn = { tx: maps[0]!, rx: maps[1]!, ports, service, port };
-    this.lastConnection = { splitEventChannels: ports.length === 2, sg };
+    this.lastConnection = { splitEventChannels: ports.length === 2, sg, gsoTcpv4, gsoTcpv6 };
     await this.switchState(XenbusState.Connected);
     // packets and buffers the frontend put there before the ports were bound
     service.kickTx();
