@@ -4,8 +4,9 @@
 // a tap there (vif<domid>.0) joined to br0. The guest pings the host end of
 // the bridge, downloads 1 MiB over HTTP from a server in the namespace (the
 // host's TCP leaves its checksums to the tap's offload, the guest's netfront
-// takes them as blank), and the host pings the guest; when the guest powers
-// off, xenode exits and the tap is gone with the vif.
+// takes them as blank), sends it back under the vif's rate limit, and the
+// host pings the guest; when the guest powers off, xenode exits and the tap
+// is gone with the vif.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -39,6 +40,9 @@ echo "net: ping begins"
 ping -c 3 -W 5 10.77.1.1
 echo "net: ping done"
 busybox wget -q -O /tmp/data http://10.77.1.1:8077/data && echo "net: got $(wc -c < /tmp/data) $(md5sum < /tmp/data | cut -c1-32)"
+# the same MiB back up: the vif's rate= holds the guest's transmissions to 8 Mbit/s
+nc 10.77.1.1 7001 < /tmp/data
+echo "net: uploaded"
 echo "net: ready"
 # the host pings, then says goodbye on port 7000
 nc -l -p 7000 > /tmp/bye
@@ -65,10 +69,16 @@ test('a Linux guest on a host bridge through its tap: it pings 10.77.1.1 on br0 
     let serverOut = '';
     server.stdout!.on('data', (b: Buffer) => { serverOut += b.toString(); });
     await until('the HTTP server to listen', () => serverOut.includes('serving'), 10_000, 20);
+    // the upload's receiver: the bytes, their md5, and the time from the first to the last
+    const sink = ns.spawn(process.execPath, ['-e', `const c=require('crypto');require('net').createServer((s)=>{const h=c.createHash('md5');let n=0,t0=0;s.on('data',(b)=>{if(!n)t0=Date.now();n+=b.length;h.update(b);if(n>=${MIB}){console.log('upload '+n+' '+h.digest('hex')+' '+(Date.now()-t0));s.end()}})}).listen(7001,'10.77.1.1',()=>console.log('sinking'))`]);
+    procs.push(sink);
+    let sinkOut = '';
+    sink.stdout!.on('data', (b: Buffer) => { sinkOut += b.toString(); });
+    await until('the upload sink to listen', () => sinkOut.includes('sinking'), 10_000, 20);
 
     const initrd = path.join(dir, 'initrd.gz');
     writeFileSync(initrd, busyboxInitramfs({ init: INIT, files: { 'xen-netfront.ko': readFileSync(netfront) } }));
-    const xenode = ns.spawn(process.execPath, [xenodeJs, 'run', linuxBzImage, '--ramdisk', initrd, '--memory', '256', '--cmdline', 'console=hvc0', '--vif', 'mac=00:16:3e:00:00:09,bridge=br0']);
+    const xenode = ns.spawn(process.execPath, [xenodeJs, 'run', linuxBzImage, '--ramdisk', initrd, '--memory', '256', '--cmdline', 'console=hvc0', '--vif', 'mac=00:16:3e:00:00:09,bridge=br0,rate=8Mb/s@20ms']);
     procs.push(xenode);
     let out = '', err = '';
     xenode.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
@@ -86,6 +96,12 @@ test('a Linux guest on a host bridge through its tap: it pings 10.77.1.1 on br0 
     assert.ok(ping, consoles());
     assert.match(ping[1]!, /3 packets transmitted, 3 packets received, 0% packet loss/, ping[1]);
     assert.match(out, new RegExp(`net: got ${MIB} ${md5}`), consoles());
+    // 1 MiB at 8 Mbit/s (20000 bytes a 20 ms window) takes at least 1 s less the first window, however fast the host
+    const up = /upload (\d+) ([0-9a-f]{32}) (\d+)/.exec(sinkOut);
+    assert.ok(up, `the upload arrived: ${sinkOut}; ${consoles()}`);
+    assert.deepEqual([Number(up[1]), up[2]], [MIB, md5], 'what the guest sent is what it got');
+    assert.ok(Number(up[3]) >= 950, `1 MiB under rate=8Mb/s must take at least 950 ms; it took ${up[3]} ms`);
+    t.diagnostic(`1 MiB upload under rate=8Mb/s@20ms: ${up[3]} ms`);
 
     // the host's side: ping the guest from the namespace
     const hostPing = ns.exec(busyboxPath, ['ping', '-c', '3', '-W', '5', '10.77.1.2'], 30_000);
