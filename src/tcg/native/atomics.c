@@ -74,7 +74,7 @@ static inline uint32_t *cflags_of(void *s)
 
 #define PARALLEL(s, call)                               \
     do {                                                \
-        if (serial) {                    \
+        if (serial) {                                   \
             call;                                       \
             break;                                      \
         }                                               \
