@@ -78,7 +78,7 @@ test('a Linux guest on a host bridge through its tap: it pings 10.77.1.1 on br0 
 
     const initrd = path.join(dir, 'initrd.gz');
     writeFileSync(initrd, busyboxInitramfs({ init: INIT, files: { 'xen-netfront.ko': readFileSync(netfront) } }));
-    const xenode = ns.spawn(process.execPath, [xenodeJs, 'run', linuxBzImage, '--ramdisk', initrd, '--memory', '256', '--cmdline', 'console=hvc0', '--vif', 'mac=00:16:3e:00:00:09,bridge=br0,rate=8Mb/s@20ms']);
+    const xenode = ns.spawn(process.execPath, [xenodeJs, 'run', linuxBzImage, '--ramdisk', initrd, '--memory', '256', '--cmdline', 'console=hvc0', '--vif', 'mac=00:16:3e:00:00:09,bridge=br0,rate=8Mb/s@20ms,vifname=web0']);
     procs.push(xenode);
     let out = '', err = '';
     xenode.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
@@ -87,7 +87,8 @@ test('a Linux guest on a host bridge through its tap: it pings 10.77.1.1 on br0 
     const consoles = () => `console:\n${out.slice(-3000)}\nstderr:\n${err.slice(-2000)}`;
     const fail = (e: Error) => { throw new Error(`${e.message}; ${consoles()}`); };
 
-    const tapName = await until('the vif\'s tap', () => /tap (vif\d+\.0) on host bridge br0/.exec(err)?.[1], 60_000, 50).catch(fail);
+    const tapName = await until('the vif\'s tap', () => /tap (\S+) on host bridge br0/.exec(err)?.[1], 60_000, 50).catch(fail);
+    assert.equal(tapName, 'web0', 'named as vifname= asks, as vif-bridge renames it');
     assert.equal(ns.link(tapName)?.['master'], 'br0', 'the tap is on br0');
     await until('the guest to be ready', () => out.includes('net: ready'), BOOT_MS - 20_000, 200).catch(fail);
     assert.doesNotMatch(out, /insmod failed/, consoles());

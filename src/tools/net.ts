@@ -37,6 +37,8 @@ export interface NicSpec {
   hostBridge?: boolean;
   /** what the guest may transmit per interval (`rate=`); unlimited when absent */
   rate?: VifRate | null;
+  /** the host-side interface's name (`vifname=`); vif<domid>.<devid> when absent */
+  vifname?: string | null;
 }
 
 export interface NicDevice {
@@ -59,7 +61,7 @@ export function nicSpecOf(v: VifSpec): NicSpec {
   const refuse = (why: string) => new NicError(`vif ${v.devid ?? ''}: ${why}`);
   if (v.backend !== DEFAULT_VIF_BACKEND && v.backend !== 'Domain-0') throw refuse(`backend '${v.backend}': only the control domain serves vifs (driver domains are not available)`);
   if (v.script !== undefined && v.script !== 'vif-bridge' && v.script !== VIF_SCRIPT) throw refuse(`script ${v.script}: vif hotplug scripts are not run; vif-bridge's work is built in (a tap on the host's bridge, or the in-process switch)`);
-  return { mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu, trusted: v.trusted, hostBridge: v.script !== undefined, rate: v.rate ? parseVifRate(v.rate) : null };
+  return { mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu, trusted: v.trusted, hostBridge: v.script !== undefined, rate: v.rate ? parseVifRate(v.rate) : null, vifname: v.vifname ?? null };
 }
 
 /** Each spec with its devid, MAC and bridge settled; a repeated devid or a bad MAC is refused before anything is written. */
@@ -76,7 +78,7 @@ export function settleNics(specs: NicSpec[], random?: (n: number) => Uint8Array)
     } catch (e) {
       throw new NicError(`vif ${devid}: ${(e as Error).message}`);
     }
-    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU, trusted: s.trusted ?? true, hostBridge: s.hostBridge ?? false, rate: s.rate ?? null };
+    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU, trusted: s.trusted ?? true, hostBridge: s.hostBridge ?? false, rate: s.rate ?? null, vifname: s.vifname ?? null };
   });
 }
 
@@ -107,6 +109,7 @@ export async function writeVifNodes(c: XsClientBase, domid: number, backendDomid
       w(`${be}/mtu`, String(n.mtu));
       // libxl__device_nic_add's "<bytes>,<usecs>", which netback reads at connect
       if (n.rate) w(`${be}/rate`, `${n.rate.bytes},${n.rate.usec}`);
+      if (n.vifname) w(`${be}/vifname`, n.vifname);
       w(fe, '');
       pending.push(c.setPerms(fe, fePerms, tx));
       w(`${fe}/backend`, be);

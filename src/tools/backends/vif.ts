@@ -18,6 +18,9 @@ import type { TapDevice } from './tap.js';
 import { XenbusBackend, XenbusState } from './xenbus.js';
 import { vifBridgeOnline, vifName } from '../vif_bridge.js';
 
+/** An interface name Linux takes: IFNAMSIZ - 1 bytes, no '/', ':' or white space. */
+const IFNAME = /^[^\s/:]{1,15}$/;
+
 export interface VifBackendOptions {
   devices: XenDevices;
   /** the backend directory, /local/domain/<backend>/backend/vif/<frontend>/<devid> */
@@ -43,6 +46,8 @@ const DEFAULT_BRIDGE = 'xenbr0';
 
 export class VifBackend extends XenbusBackend {
   private bridge = DEFAULT_BRIDGE;
+  /** the `vifname` the toolstack wrote (vif-bridge renames the interface to it), or null */
+  private vifname: string | null = null;
   private conn: Connection | null = null;
   /** the vif's interface on the host, made at setup and kept until close (netback's vif netdev) */
   private tapDev: TapDevice | null = null;
@@ -66,6 +71,9 @@ export class VifBackend extends XenbusBackend {
     await this.readFrontend();
     const xs = this.devices.xenstore;
     this.bridge = (await xs.tryRead(`${this.path}/bridge`)) || DEFAULT_BRIDGE;
+    // vif-common.sh: a vifname that is a usable interface name replaces netback's
+    const asked = await xs.tryRead(`${this.path}/vifname`);
+    this.vifname = asked && IFNAME.test(asked) ? asked : null;
     const mtu = Number((await xs.tryRead(`${this.path}/mtu`)) ?? 1500);
     // the hotplug script's part, before hotplug-status says connected
     const { tap, line } = vifBridgeOnline({
@@ -194,8 +202,8 @@ export class VifBackend extends XenbusBackend {
   /** The bridge the vif is (or will be) on. */
   get bridgeName(): string { return this.bridge; }
 
-  /** The interface's name (vif<domid>.<devid>), the tap's when it has one. */
-  get ifName(): string { return vifName(this.frontDomid, Number(this.o.path.split('/').pop())); }
+  /** The interface's name (the vifname asked for, else vif<domid>.<devid>), the tap's when it has one. */
+  get ifName(): string { return this.vifname ?? vifName(this.frontDomid, Number(this.o.path.split('/').pop())); }
 
   /** The vif's tap on the host's bridge, or null when it is on the in-process switch. */
   get tap(): TapDevice | null { return this.tapDev; }
