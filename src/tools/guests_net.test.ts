@@ -84,7 +84,7 @@ async function onToolstack(t: TestContext, accel: 'tcg' | 'kvm'): Promise<void> 
     const sw = ts.switches.attach('xenbr0', st);
     const send = (f: Uint8Array) => sw.input(st, { data: f });
     const t0 = performance.now();
-    const d = await ts.create({ name: 'netfront', kernel: readFileSync(NETFRONT), memoryMiB: 8, vcpus: 1, cmdline: 'ip=10.0.0.2 pings=3 idle_ms=30000' },
+    const d = await ts.create({ name: 'netfront', kernel: readFileSync(NETFRONT), memoryMiB: 8, vcpus: 1, cmdline: 'ip=10.0.0.2 pings=3 idle_ms=30000 look_ms=5000' },
       (b) => append(Buffer.from(b).toString('latin1')), { vifs: [{ mac: '00:16:3e:00:00:21', bridge: 'xenbr0' }] });
     const fail = (e: Error): never => { throw new Error(`${e.message}; console:\n${out.slice(-3000)}`); };
     await until('the netfront to connect', () => /netfront: connected/.test(out) || undefined, 30_000, 5).catch(fail);
@@ -135,6 +135,10 @@ async function onToolstack(t: TestContext, accel: 'tcg' | 'kvm'): Promise<void> 
       assert.equal(hex(r), hex(icmpFrame(0, ST_MAC, GUEST_MAC, GUEST_IP, ST_IP, 0x4242, seq, payload, 100 + seq)), `echo reply ${seq}`);
     }
     assert.equal(st.got.length, 4, 'nothing else came');
+    // between its 5 s looks at xenstore only the event channel wakes the guest: a reply within 2 s means
+    // netback notified it of the request (rsp_event armed by RING_FINAL_CHECK_FOR_RESPONSES), and it
+    // notified netback of the reply (RING_PUSH_REQUESTS_AND_CHECK_NOTIFY against req_event)
+    for (const ms of [arpMs, ...rtts]) assert.ok(ms < 2000, `answered in ${ms.toFixed(0)} ms`);
     await until('the guest to power off', () => down.has(d.domid) || undefined, 30_000, 5).catch(fail);
     const tDone = performance.now();
     assert.equal(down.get(d.domid), 0, out);
@@ -192,5 +196,40 @@ test('the netfront sample on a host bridge: `xenode run --vif bridge=br0` in a n
   } finally {
     for (const p of procs) if (p.exitCode === null) p.kill();
     ns.delete();
+  }
+});
+
+test('the netfront sample closes its vif when asked: on control/shutdown, and when xl network-detach closes the backend', needsTcg(), async () => {
+  const ts = await Toolstack.start({ pcpus: 1, accel: 'tcg', log: () => {} });
+  try {
+    const down = new Map<number, number>();
+    ts.hv.on('shutdown', (domid: number, reason: number) => down.set(domid, reason));
+    const text = new Map<number, string>();
+    ts.hv.on('console', (domid: number, _src: string, s: string, eol: boolean) => text.set(domid, (text.get(domid) ?? '') + (eol ? `${s}\n` : s)));
+    for (const how of ['control/shutdown', 'network-detach'] as const) {
+      const d = await ts.create({ name: `netfront-${how.replace('/', '-')}`, kernel: readFileSync(NETFRONT), memoryMiB: 8, vcpus: 1, cmdline: 'pings=0 idle_ms=30000 look_ms=20' },
+        () => {}, { vifs: [{ bridge: 'xenbr0' }] });
+      const out = () => text.get(d.domid) ?? '';
+      const fail = (e: Error): never => { throw new Error(`${how}: ${e.message}; console:\n${out().slice(-3000)}`); };
+      await until('the netfront to connect', () => /netfront: connected/.test(out()) || undefined, 30_000, 5).catch(fail);
+      const v = d.vifs[0]!;
+      if (how === 'control/shutdown') {
+        await ts.client.write(`/local/domain/${d.domid}/control/shutdown`, 'poweroff');
+      } else {
+        await ts.detachVif(d.domid, '0');
+        assert.equal(await ts.client.tryRead(`${v.frontendPath}/state`), undefined, 'the device removed once its frontend closed');
+      }
+      await until('the guest to power off', () => down.has(d.domid) || undefined, 30_000, 5).catch(fail);
+      assert.equal(down.get(d.domid), 0, out());
+      assert.match(out(), how === 'control/shutdown' ? /netfront: control\/shutdown poweroff/ : /netfront: the backend is closing \(5\)/);
+      assert.match(out(), /netfront: answered 0 pings \((shutdown|backend)\)/);
+      assert.match(out(), /^PASS netfront-rings-revoked-after-close$/m);
+      assert.match(out(), /RESULT: \d+ passed, 0 failed/, out());
+      if (how === 'control/shutdown') assert.deepEqual([await ts.client.read(`${v.frontendPath}/state`), await ts.client.read(`${v.backendPath}/state`)], ['6', '6']);
+      assert.equal(ts.hv.gntdev.maptrack.inUse, 0, 'the rings unmapped');
+      await ts.destroy(d.domid);
+    }
+  } finally {
+    await ts.shutdown();
   }
 });
