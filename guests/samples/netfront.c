@@ -215,8 +215,8 @@ static void tx_gc(void)
             netif_tx_response_t r = *RING_GET_RESPONSE(&txf, i);
             if (r.status == NETIF_RSP_NULL)
                 continue;           /* an extra-info slot's (none are sent) */
-            if (r.id >= NTX) {
-                st.tx_errors++;
+            if (r.id >= NTX || tx_nfree >= NTX) {
+                st.tx_errors++;     /* not an id on the ring, or answered twice */
                 continue;
             }
             if (r.status != NETIF_RSP_OKAY)
@@ -383,7 +383,12 @@ static unsigned int rx_poll(void)
             } else {
                 st.rx_errors++;
             }
-            rx_post(r.id);          /* the reply was copied out: the buffer can go back */
+            /* the reply was copied out: the buffer can go back, unless the backend answered more
+             * requests than were posted (a request slot must never be overwritten) */
+            if (rxf.req_prod_pvt - (i + 1) < RING_SIZE(&rxf))
+                rx_post(r.id);
+            else
+                st.rx_errors++;
         }
         rxf.rsp_cons = rp;
         RING_FINAL_CHECK_FOR_RESPONSES(&rxf, more);
@@ -468,7 +473,7 @@ int main(void)
     uint64_t t0 = now();
 
     snprintf(fe, sizeof(fe), "device/vif/0");
-    if ((rc = xs_read_wait("device/vif/0/backend", be, sizeof(be), 10000)) <= 0)
+    if ((rc = xs_read_wait("device/vif/0/backend", be, sizeof(be), 10000)) <= 0 || rc >= (long)sizeof(be))
         fail("netfront-read-backend", rc);
     uint64_t bid;
     if ((rc = xs_read_u64("device/vif/0/backend-id", &bid)) || bid >= DOMID_FIRST_RESERVED)
