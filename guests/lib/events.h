@@ -1,6 +1,6 @@
 /*
- * Event channels as a PVH guest receives them (2-level ABI), and a small
- * xenstore client over the store ring.
+ * Event channels as a PVH guest receives them (2-level ABI).
+ * (The xenstore client is in xenstore.h.)
  *
  * Delivery: HVM_PARAM_CALLBACK_IRQ = (HVM_PARAM_CALLBACK_TYPE_VECTOR << 56) |
  * EVTCHN_UPCALL_VECTOR (public/hvm/params.h).  Xen injects that vector while
@@ -108,22 +108,10 @@ enum wait_mode { WAIT_HLT, WAIT_BLOCK };
 extern enum wait_mode wait_mode;
 void wait_for_event(void);
 
-/* ---------------------------------------------------------- xenstore */
-/* Finds the ring and port (HVM_PARAM_STORE_PFN/EVTCHN); 0 or -errno. */
-long xs_init(void);
-/* A request; the reply payload (NUL-terminated when it fits) in reply.
- * Returns the payload length, or -errno from an XS_ERROR reply. */
-long xs_request(uint32_t type, const char *const *parts, unsigned int nparts,
-                char *reply, size_t size);
-long xs_read(const char *path, char *buf, size_t size);
-long xs_write(const char *path, const char *value);
-/* perms: "n0", "r5", ... (owner first), see docs/misc/xenstore.txt. */
-long xs_set_perms(const char *path, const char *const *perms, unsigned int n);
-long xs_rm(const char *path);
-/* Reads a decimal node; waits (yielding) until it exists or timeout_ms passes. */
-long xs_read_u64_wait(const char *path, uint64_t *value, uint64_t timeout_ms);
-/* The caller's /local/domain/<id>. */
-long xs_domain_path(char *buf, size_t size);
-extern volatile uint64_t xs_events;   /* store-port events seen */
+/* True once evtchn_init() has set up the upcall (the xenstore client sleeps on its port then). */
+int evtchn_is_ready(void);
+
+/* The xenstore client (xenstore.h) came with this header first; samples still find it here. */
+#include "xenstore.h"
 
 #endif

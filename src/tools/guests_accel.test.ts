@@ -34,6 +34,9 @@ const CASES: Case[] = [
   { elf: 'spin', args: ['--cmdline', 'rounds=1'], code: 0, checks: true },
   // without exclusive_ms every exclusivity command is -EPERM (the granted checks: guests_exclusive.test.ts)
   { elf: 'exclusive', args: ['--cmdline', 'granted=0'], code: 0, checks: true },
+  // the netif handshake with nothing to answer on the in-process switch, idle, then Closing and Closed
+  // (the pings: guests_net.test.ts)
+  { elf: 'netfront', args: ['--vif', 'bridge=xenode-nf0', '--cmdline', 'pings=0 idle_ms=300'], code: 0, checks: true, out: /netfront: connected/ },
   { elf: 'shutdown-reboot', code: 10 },
   { elf: 'crash', code: 12 },
 ];

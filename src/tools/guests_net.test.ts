@@ -1,0 +1,235 @@
+// The netfront sample (guests/samples/netfront.c), a netif frontend of our
+// own that answers ARP and ICMP echo, on netback without Linux: on the
+// toolstack, a station on the in-process switch sends it ARP and echo
+// requests built here and checks each reply byte by byte (software CPU and
+// KVM); and on a host bridge in a network namespace of the test's own, where
+// the namespace's ping reaches it through the vif's tap.
+
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { Toolstack } from './toolstack.js';
+import type { NetFrame } from './backends/netback.js';
+import type { SwitchPort } from './backends/netswitch.js';
+import { needsTcg } from '../testing/accel.js';
+import { needsKvm } from '../kvm/testing.js';
+import { until, within } from '../testing/wait.js';
+import { guest, xenodeJs } from '../testing/xenode.js';
+import { busyboxPath } from '../testing/initramfs.js';
+import { havePeer } from '../testing/peers.js';
+import { haveNetAdmin, Netns } from '../testing/netns.js';
+
+const NETFRONT = guest('netfront');
+
+const mac = (s: string): Uint8Array => Uint8Array.from(s.split(':').map((h) => parseInt(h, 16)));
+const ip4 = (s: string): Uint8Array => Uint8Array.from(s.split('.').map(Number));
+
+/** RFC 1071: the one's complement of the one's complement sum of the 16-bit words (0 over a block holding its right checksum). */
+function csum(d: Uint8Array): number {
+  let s = 0;
+  for (let i = 0; i + 1 < d.length; i += 2) s += (d[i]! << 8) | d[i + 1]!;
+  if (d.length & 1) s += d[d.length - 1]! << 8;
+  while (s >> 16) s = (s & 0xffff) + (s >>> 16);
+  return ~s & 0xffff;
+}
+
+const put16 = (d: Uint8Array, at: number, v: number) => { d[at] = v >>> 8; d[at + 1] = v & 0xff; };
+
+/** An Ethernet/IPv4 ARP frame (RFC 826): 14 + 28 bytes. */
+function arpFrame(op: 1 | 2, dst: Uint8Array, sha: Uint8Array, spa: Uint8Array, tha: Uint8Array, tpa: Uint8Array): Uint8Array {
+  const f = new Uint8Array(42);
+  f.set(dst, 0); f.set(sha, 6); put16(f, 12, 0x0806);
+  put16(f, 14, 1); put16(f, 16, 0x0800); f[18] = 6; f[19] = 4; put16(f, 20, op);
+  f.set(sha, 22); f.set(spa, 28); f.set(tha, 32); f.set(tpa, 38);
+  return f;
+}
+
+/** An ICMP echo request or reply (type 8 or 0) in an IPv4 packet without options, checksums right. */
+function icmpFrame(type: 0 | 8, dst: Uint8Array, src: Uint8Array, sip: Uint8Array, dip: Uint8Array, id: number, seq: number, payload: Uint8Array, ipId: number): Uint8Array {
+  const f = new Uint8Array(14 + 20 + 8 + payload.length);
+  f.set(dst, 0); f.set(src, 6); put16(f, 12, 0x0800);
+  const ip = f.subarray(14, 34);
+  ip[0] = 0x45; put16(ip, 2, 20 + 8 + payload.length); put16(ip, 4, ipId); put16(ip, 6, 0x4000); ip[8] = 64; ip[9] = 1;
+  ip.set(sip, 12); ip.set(dip, 16);
+  put16(ip, 10, csum(ip));
+  const icmp = f.subarray(34);
+  icmp[0] = type; put16(icmp, 4, id); put16(icmp, 6, seq); icmp.set(payload, 8);
+  put16(icmp, 2, csum(icmp));
+  return f;
+}
+
+const hex = (d: Uint8Array): string => Buffer.from(d).toString('hex');
+
+/** A station on the switch: what it receives, in order. */
+function station(name: string): SwitchPort & { got: Uint8Array[] } {
+  const got: Uint8Array[] = [];
+  return { name, got, receive(f: NetFrame) { got.push(Uint8Array.from(f.data)); } };
+}
+
+const GUEST_MAC = mac('00:16:3e:00:00:21'), GUEST_IP = ip4('10.0.0.2');
+const ST_MAC = mac('00:16:3e:7f:00:01'), ST_IP = ip4('10.0.0.1');
+const BCAST = mac('ff:ff:ff:ff:ff:ff'), ZERO = new Uint8Array(6);
+
+async function onToolstack(t: TestContext, accel: 'tcg' | 'kvm'): Promise<void> {
+  const ts = await Toolstack.start({ pcpus: 1, accel, log: () => {} });
+  try {
+    let out = '';
+    const append = (s: string) => { out += s; };
+    const onConsole = (_d: number, _src: string, s: string, eol: boolean) => append(eol ? `${s}\n` : s);
+    ts.hv.on('console', onConsole);
+    const down = new Map<number, number>();
+    ts.hv.on('shutdown', (domid: number, reason: number) => down.set(domid, reason));
+    const st = station('test-station');
+    const sw = ts.switches.attach('xenbr0', st);
+    const send = (f: Uint8Array) => sw.input(st, { data: f });
+    const t0 = performance.now();
+    const d = await ts.create({ name: 'netfront', kernel: readFileSync(NETFRONT), memoryMiB: 8, vcpus: 1, cmdline: 'ip=10.0.0.2 pings=3 idle_ms=30000 look_ms=5000' },
+      (b) => append(Buffer.from(b).toString('latin1')), { vifs: [{ mac: '00:16:3e:00:00:21', bridge: 'xenbr0' }] });
+    const fail = (e: Error): never => { throw new Error(`${e.message}; console:\n${out.slice(-3000)}`); };
+    await until('the netfront to connect', () => /netfront: connected/.test(out) || undefined, 30_000, 5).catch(fail);
+    const tConnected = performance.now();
+    assert.match(out, /netfront: mac 00:16:3e:00:00:21 backend \/local\/domain\/0\/backend\/vif\/\d+\/0 \(d0\) ip 10\.0\.0\.2/);
+    // the handshake as Linux's netfront does it, and both ends Connected
+    const v = d.vifs[0]!, fe = v.frontendPath, be = v.backendPath;
+    assert.deepEqual([await ts.client.read(`${fe}/state`), await ts.client.read(`${be}/state`)], ['4', '4']);
+    for (const [k, want] of [['request-rx-copy', '1'], ['feature-rx-notify', '1'], ['feature-sg', '0'], ['tx-ring-ref', '8'], ['rx-ring-ref', '9']]) {
+      assert.equal(await ts.client.read(`${fe}/${k}`), want, k);
+    }
+    assert.match(await ts.client.read(`${fe}/event-channel`), /^\d+$/);
+    assert.deepEqual(v.backend.lastConnection, { splitEventChannels: false, sg: false, gsoTcpv4: false, gsoTcpv6: false });
+
+    const next = async (what: string): Promise<Uint8Array> => {
+      const n = st.got.length;
+      await until(what, () => st.got.length > n || undefined, 10_000, 1).catch(fail);
+      return st.got[n]!;
+    };
+    // ARP: a request for another address is not answered (the reply that comes is to the second one)
+    send(arpFrame(1, BCAST, ST_MAC, ST_IP, ZERO, ip4('10.0.0.99')));
+    let at = performance.now();
+    send(arpFrame(1, BCAST, ST_MAC, ST_IP, ZERO, GUEST_IP));
+    const arp = await next('the ARP reply');
+    const arpMs = performance.now() - at;
+    assert.equal(hex(arp), hex(arpFrame(2, ST_MAC, GUEST_MAC, GUEST_IP, ST_MAC, ST_IP)), 'the ARP reply: to the asker, opcode 2, our addresses, the asker\'s as target');
+    assert.equal(st.got.length, 1);
+
+    // ICMP: one with a bad checksum and one to another address are not answered; three good ones are
+    const bad = icmpFrame(8, GUEST_MAC, ST_MAC, ST_IP, GUEST_IP, 0x4242, 99, new Uint8Array(8), 1);
+    bad[bad.length - 1] ^= 0xff;
+    send(bad);
+    send(icmpFrame(8, GUEST_MAC, ST_MAC, ST_IP, ip4('10.0.0.98'), 0x4242, 98, new Uint8Array(8), 2));
+    const rtts: number[] = [];
+    for (const [seq, size] of [[1, 56], [2, 1000], [3, 1472]] as const) {
+      const payload = Uint8Array.from({ length: size }, (_, i) => (i * 7 + seq) & 0xff);
+      const req = icmpFrame(8, GUEST_MAC, ST_MAC, ST_IP, GUEST_IP, 0x4242, seq, payload, 100 + seq);
+      at = performance.now();
+      send(req);
+      const r = await next(`the echo reply ${seq}`);
+      rtts.push(performance.now() - at);
+      // MACs and addresses swapped, type 0, the same id, sequence and payload, both checksums right
+      assert.equal(r.length, req.length);
+      assert.equal(hex(r.subarray(0, 6)), hex(ST_MAC));
+      assert.equal(hex(r.subarray(6, 12)), hex(GUEST_MAC));
+      assert.equal(csum(r.subarray(14, 34)), 0, 'the IPv4 header checksum');
+      assert.equal(csum(r.subarray(34)), 0, 'the ICMP checksum');
+      assert.equal(hex(r), hex(icmpFrame(0, ST_MAC, GUEST_MAC, GUEST_IP, ST_IP, 0x4242, seq, payload, 100 + seq)), `echo reply ${seq}`);
+    }
+    assert.equal(st.got.length, 4, 'nothing else came');
+    // between its 5 s looks at xenstore only the event channel wakes the guest: a reply within 2 s means
+    // netback notified it of the request (rsp_event armed by RING_FINAL_CHECK_FOR_RESPONSES), and it
+    // notified netback of the reply (RING_PUSH_REQUESTS_AND_CHECK_NOTIFY against req_event)
+    for (const ms of [arpMs, ...rtts]) assert.ok(ms < 2000, `answered in ${ms.toFixed(0)} ms`);
+    await until('the guest to power off', () => down.has(d.domid) || undefined, 30_000, 5).catch(fail);
+    const tDone = performance.now();
+    assert.equal(down.get(d.domid), 0, out);
+    assert.match(out, /netfront: answered 3 pings \(count\), 1 ARP requests; rx 7 frames \(0 errors, 2 ignored, 1 bad checksums\), tx 4 frames \(0 errors, 0 dropped\)/, out);
+    assert.match(out, /RESULT: \d+ passed, 0 failed/, out);
+    assert.match(out, /^PASS netfront-rings-revoked-after-close$/m);
+    // netback counted them; the guest closed its vif and the backend followed (rings unmapped)
+    const s = v.backend.stats;
+    assert.deepEqual([s.rxPackets, s.txPackets, s.txErrors, s.rxDropped], [7, 4, 0, 0], JSON.stringify(s));
+    assert.equal(s.txBytes, 42 + 98 + 1042 + 1514);
+    assert.deepEqual([await ts.client.read(`${fe}/state`), await ts.client.read(`${be}/state`)], ['6', '6']);
+    assert.equal(ts.hv.gntdev.maptrack.inUse, 0, 'the rings unmapped');
+    ts.hv.off('console', onConsole);
+    t.diagnostic(`${accel}: connected ${(tConnected - t0).toFixed(0)} ms after create; ARP reply ${arpMs.toFixed(1)} ms; echo replies ${rtts.map((x) => x.toFixed(1)).join(', ')} ms; powered off ${(tDone - t0).toFixed(0)} ms after create`);
+    await ts.destroy(d.domid);
+  } finally {
+    await ts.shutdown();
+  }
+}
+
+for (const accel of ['tcg', 'kvm'] as const) {
+  test(`the netfront sample on netback (${accel === 'tcg' ? 'software CPU' : 'KVM'}): a station on the switch gets byte-exact ARP and echo replies, three pings end it, and it closes its vif`,
+    { ...(accel === 'tcg' ? needsTcg() : needsKvm()), timeout: 120_000 }, (t) => onToolstack(t, accel));
+}
+
+test('the netfront sample on a host bridge: `xenode run --vif bridge=br0` in a network namespace, whose ping gets 3 of 3 answers through the tap', { timeout: 120_000 }, async (t) => {
+  if (!havePeer(t, existsSync(busyboxPath), "busybox (its ping) in .cache/linux", 'scripts/fetch-linux.sh')) return;
+  if (!haveNetAdmin(t)) return;
+  const ns = Netns.create('xenode-nfront');
+  const procs: ChildProcess[] = [];
+  try {
+    ns.ip('link', 'add', 'br0', 'type', 'bridge');
+    ns.ip('addr', 'add', '10.77.3.1/24', 'dev', 'br0');
+    ns.ip('link', 'set', 'br0', 'up');
+    const t0 = performance.now();
+    const xenode = ns.spawn(process.execPath, [xenodeJs, 'run', NETFRONT, '--cmdline', 'ip=10.77.3.2 pings=3 idle_ms=60000', '--vif', 'mac=00:16:3e:00:00:22,bridge=br0']);
+    procs.push(xenode);
+    let out = '', err = '';
+    xenode.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
+    xenode.stderr!.on('data', (b: Buffer) => { err += b.toString('latin1'); });
+    const exited = new Promise<number | null>((r) => xenode.on('exit', (code) => r(code)));
+    const fail = (e: Error): never => { throw new Error(`${e.message}; console:\n${out.slice(-3000)}\nstderr:\n${err.slice(-2000)}`); };
+    const tapName = await until('the vif\'s tap', () => /tap (vif\d+\.0) on host bridge br0/.exec(err)?.[1], 30_000, 20).catch(fail);
+    assert.equal(ns.link(tapName)?.['master'], 'br0', 'the tap is on br0');
+    await until('the netfront to connect', () => /netfront: connected/.test(out) || undefined, 30_000, 10).catch(fail);
+    const tConnected = performance.now();
+    const ping = ns.exec(busyboxPath, ['ping', '-c', '3', '-W', '5', '10.77.3.2'], 30_000);
+    assert.match(ping, /3 packets transmitted, 3 packets received, 0% packet loss/, ping);
+    const code = await within('xenode to exit after the guest powered off', exited, 30_000).catch(fail);
+    assert.equal(code, 0, `${out}\n${err}`);
+    assert.match(out, /netfront: answered 3 pings \(count\)/);
+    assert.match(out, /RESULT: \d+ passed, 0 failed/);
+    assert.equal(ns.link(tapName), null, 'the tap went with the domain');
+    t.diagnostic(`connected ${(tConnected - t0).toFixed(0)} ms after start; ${ping.trim().split('\n').slice(-1)[0]!}`);
+  } finally {
+    for (const p of procs) if (p.exitCode === null) p.kill();
+    ns.delete();
+  }
+});
+
+test('the netfront sample closes its vif when asked: on control/shutdown, and when xl network-detach closes the backend', needsTcg(), async () => {
+  const ts = await Toolstack.start({ pcpus: 1, accel: 'tcg', log: () => {} });
+  try {
+    const down = new Map<number, number>();
+    ts.hv.on('shutdown', (domid: number, reason: number) => down.set(domid, reason));
+    const text = new Map<number, string>();
+    ts.hv.on('console', (domid: number, _src: string, s: string, eol: boolean) => text.set(domid, (text.get(domid) ?? '') + (eol ? `${s}\n` : s)));
+    for (const how of ['control/shutdown', 'network-detach'] as const) {
+      const d = await ts.create({ name: `netfront-${how.replace('/', '-')}`, kernel: readFileSync(NETFRONT), memoryMiB: 8, vcpus: 1, cmdline: 'pings=0 idle_ms=30000 look_ms=20' },
+        () => {}, { vifs: [{ bridge: 'xenbr0' }] });
+      const out = () => text.get(d.domid) ?? '';
+      const fail = (e: Error): never => { throw new Error(`${how}: ${e.message}; console:\n${out().slice(-3000)}`); };
+      await until('the netfront to connect', () => /netfront: connected/.test(out()) || undefined, 30_000, 5).catch(fail);
+      const v = d.vifs[0]!;
+      if (how === 'control/shutdown') {
+        await ts.client.write(`/local/domain/${d.domid}/control/shutdown`, 'poweroff');
+      } else {
+        await ts.detachVif(d.domid, '0');
+        assert.equal(await ts.client.tryRead(`${v.frontendPath}/state`), undefined, 'the device removed once its frontend closed');
+      }
+      await until('the guest to power off', () => down.has(d.domid) || undefined, 30_000, 5).catch(fail);
+      assert.equal(down.get(d.domid), 0, out());
+      assert.match(out(), how === 'control/shutdown' ? /netfront: control\/shutdown poweroff/ : /netfront: the backend is closing \(5\)/);
+      assert.match(out(), /netfront: answered 0 pings \((shutdown|backend)\)/);
+      assert.match(out(), /^PASS netfront-rings-revoked-after-close$/m);
+      assert.match(out(), /RESULT: \d+ passed, 0 failed/, out());
+      if (how === 'control/shutdown') assert.deepEqual([await ts.client.read(`${v.frontendPath}/state`), await ts.client.read(`${v.backendPath}/state`)], ['6', '6']);
+      assert.equal(ts.hv.gntdev.maptrack.inUse, 0, 'the rings unmapped');
+      await ts.destroy(d.domid);
+    }
+  } finally {
+    await ts.shutdown();
+  }
+});
