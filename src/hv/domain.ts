@@ -17,7 +17,7 @@ import { vcpuInfoOffset, type EvtchnDomain, type VirqBindings } from './evtchn_c
 import { PAGE_SIZE, SharedInfo, VcpuTimeInfo, XEN_PVCLOCK_TSC_STABLE_BIT, VcpuInfo } from './abi/xen.js';
 import { scaleDelta, systemTimeNs, TimeBase, TscScale, tscScale } from './time.js';
 import { GrantTable, attachByFd } from './grant_table.js';
-import { Vlapic } from './x86/vlapic.js';
+import { Vlapic, type VlapicState } from './x86/vlapic.js';
 import type { Hcall } from './hypercall.js';
 import { exclusiveAllows } from './sched/exclusive.js';
 
@@ -82,6 +82,20 @@ export interface VcpuTimer {
   periodicNext: bigint;
 }
 
+/** A vCPU's worker-local state, as one worker hands it to another (structured-clone data). */
+export interface VcpuHandoff {
+  online: boolean;
+  blocked: boolean;
+  nmiPending: boolean;
+  timer: VcpuTimer;
+  pollPorts: number[] | null;
+  pollTimeout: bigint;
+  runstateTime: bigint[];
+  runstateEntry: bigint;
+  runstateState: number;
+  lapic: VlapicState | null;
+}
+
 export class VCpu {
   /** Blocked waiting for an event (HLT / SCHEDOP_block / SCHEDOP_poll). */
   blocked = false;
@@ -106,23 +120,60 @@ export class VCpu {
   runstateEntry = 0n;
   runstateState: number;
   /** The vCPU's local APIC, on the worker that runs it (elsewhere its page is reached through the shared view). */
-  readonly lapic: Vlapic | null;
+  lapic: Vlapic | null;
+  /** The pCPU it is to move to once it is off this one (-1: staying; see Pcpu.moveOut). */
+  moveTo = -1;
 
   /**
    * `local`: this worker runs the vCPU. A domain's vCPUs may be spread over
-   * workers; each worker holds the whole domain but runs only its local ones.
+   * workers; each worker holds the whole domain but runs only its local ones,
+   * and a vCPU moved between workers stops being local on one and becomes so
+   * on the other (moveOut / moveIn).
    */
-  constructor(readonly dom: Domain, readonly id: number, readonly hw: AccelVcpu, readonly local = true) {
+  constructor(readonly dom: Domain, readonly id: number, readonly hw: AccelVcpu, public local = true) {
     this.online = id === 0 && local;
     this.runstateState = this.online ? RUNSTATE.runnable : RUNSTATE.offline;
-    this.lapic = local && dom.shared ? new Vlapic({
-      vcpuId: id, x2apic: true, tscDeadline: true, shared: dom.shared.lapicView(id),
+    this.lapic = local ? this.makeLapic() : null;
+  }
+
+  /** Its local APIC for the worker that runs it, over the APIC page every worker shares (`existing`: as another worker left it). */
+  makeLapic(existing = false): Vlapic | null {
+    const dom = this.dom, id = this.id, hw = this.hw;
+    return dom.shared ? new Vlapic({
+      vcpuId: id, x2apic: true, tscDeadline: true, shared: dom.shared.lapicView(id), existing,
       clock: { now: () => dom.now(), guestTsc: () => hw.getMsr(IA32_TSC), tscKhz: dom.tscKhz },
       upcallOnEnable: () => {
         const vec = dom.shared.vcpu(id, 'upcallVector');
         return vec && dom.isUpcallPending(this) ? vec : 0;
       },
     }) : null;
+  }
+
+  /** What a worker hands another with the vCPU: everything about it that is not in shared memory or KVM. */
+  saveLocal(now: bigint): VcpuHandoff {
+    return {
+      online: this.online, blocked: this.blocked, nmiPending: this.nmiPending,
+      timer: { ...this.timer }, pollPorts: this.pollPorts ? [...this.pollPorts] : null, pollTimeout: this.pollTimeout,
+      runstateTime: [...this.runstateTime], runstateEntry: this.runstateEntry, runstateState: this.runstateState,
+      lapic: this.lapic?.save(now) ?? null,
+    };
+  }
+
+  /** Takes a handed-off vCPU as this worker's own (saveLocal's other half). */
+  restoreLocal(s: VcpuHandoff, now: bigint): void {
+    this.local = true;
+    this.online = s.online;
+    this.blocked = s.blocked;
+    this.nmiPending = s.nmiPending;
+    this.timer = { ...s.timer };
+    this.pollPorts = s.pollPorts;
+    this.pollTimeout = s.pollTimeout;
+    this.runstateTime = [...s.runstateTime];
+    this.runstateEntry = s.runstateEntry;
+    this.runstateState = s.runstateState;
+    this.yielded = false;
+    this.lapic = this.makeLapic(true);
+    if (s.lapic) this.lapic?.takeOver(s.lapic, now);
   }
 
   /** An interrupt waits in the local APIC (HLT and SCHEDOP_block return for it). */

@@ -214,6 +214,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   /** physmap-query answers awaited, by domid */
   private readonly physmapQueries = new Map<number, ((segments: Segment[]) => void)[]>();
   /** regs-query answers awaited, by domid */
+  /** vCPU moves under way, by "domid.vcpu": what the worker said, passed to moveVcpu's wait */
+  private readonly moves = new Map<string, (m: Extract<WorkerToMain, { type: 'vcpu-moved' | 'vcpu-moved-in' }>) => void>();
   private readonly regsQueries = new Map<number, ((m: Extract<WorkerToMain, { type: 'regs-report' }>) => void)[]>();
 
   /** What each pCPU's host threads last got (pinning, priority, refusals); null until asked. */
@@ -343,6 +345,10 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       }
       case 'adopted':
         if (m.error) this.emit('log', 'error', `d${m.domid}: could not start: ${m.error}`);
+        return;
+      case 'vcpu-moved':
+      case 'vcpu-moved-in':
+        this.moves.get(`${m.domid}.${m.vcpu}`)?.(m);
         return;
       case 'host-sched-done': {
         const { type: _t, ...r } = m;
@@ -559,6 +565,59 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       if (!this.domains.has(id)) return id;
     }
     throw new Error('no free domain id');
+  }
+
+  /**
+   * Moves vCPU `v` of a running KVM domain to pCPU `to` (vcpu-pin to a pCPU
+   * it is not on, as Xen migrates a vCPU whose hard affinity no longer has its
+   * pCPU): its worker lets it go at the end of its slice, hands over what it
+   * kept of it, and `to` runs it from then on, holding the domain from then on
+   * if it did not. A software-CPU domain's vCPUs all run beside its one
+   * memory map on one worker, so they are not moved.
+   */
+  async moveVcpu(domid: number, v: number, to: number): Promise<void> {
+    const r = this.record(domid);
+    if (!Number.isInteger(v) || v < 0 || v >= r.shared.nrVcpus) throw new RangeError(`domain ${domid} has no vCPU ${v}`);
+    if (!Number.isInteger(to) || to < 0 || to >= this.nrPcpus) throw new RangeError(`no pCPU ${to}`);
+    if (r.pcpu < 0 || !r.spec) throw new Error(`domain ${domid} is not running on any pCPU yet`);
+    if (r.spec.accel !== 'kvm' || r.spec.software) throw new Error(`domain ${domid} runs on the software CPU, whose vCPUs share one worker: they are not moved`);
+    if (!this.cpupools.get(r.pool).cpus.has(to)) throw new RangeError(`pCPU ${to} is not in the domain's cpupool '${this.cpupools.get(r.pool).name}'`);
+    const key = `${domid}.${v}`;
+    if (this.moves.has(key)) throw new Error(`vCPU ${v} of domain ${domid} is being moved already`);
+    const from = r.placement[v]!;
+    if (from === to) return;
+    const ask = <T extends 'vcpu-moved' | 'vcpu-moved-in'>(pcpu: number, m: MainToWorker, type: T) =>
+      new Promise<Extract<WorkerToMain, { type: T }>>((resolve, reject) => {
+        const t = setTimeout(() => { this.moves.delete(key); reject(new Error(`pCPU ${pcpu} did not answer the move of vCPU ${v} of d${domid} within 5 s`)); }, 5000);
+        this.moves.set(key, (a) => {
+          if (a.type !== type) return;
+          clearTimeout(t);
+          this.moves.delete(key);
+          resolve(a as Extract<WorkerToMain, { type: T }>);
+        });
+        this.send(pcpu, m);
+      });
+    // Out of its worker: a vCPU waiting for a call the home performs, or for the machine, is asked again shortly.
+    let out: Extract<WorkerToMain, { type: 'vcpu-moved' }>;
+    for (let tries = 0; ; tries++) {
+      out = await ask(from, { type: 'vcpu-move', domid, vcpu: v, to }, 'vcpu-moved');
+      if (!out.busy) break;
+      if (tries >= 100) throw new Error(`vCPU ${v} of domain ${domid} stayed busy on pCPU ${from}`);
+      await new Promise((res) => setTimeout(res, 10));
+    }
+    if (out.error || !out.state) throw new Error(out.error ?? 'no state handed over');
+    if (!this.domains.has(domid)) return; // destroyed meanwhile
+    // The new worker holds the domain before it hears of the vCPU (an adopt after the others' relays start
+    // reaching it, so it reads the published map no older than they are).
+    if (!r.hosts.includes(to)) {
+      r.hosts.push(to);
+      r.releasing++;
+      this.send(to, { type: 'adopt', spec: { ...r.spec, placement: [...r.placement] }, late: true });
+    }
+    r.placement[v] = to;
+    const done = await ask(to, { type: 'vcpu-move-in', domid, vcpu: v, state: out.state }, 'vcpu-moved-in');
+    if (done.error) throw new Error(done.error);
+    r.spec.placement = [...r.placement];
   }
 
   pause(domid: number): void {
@@ -994,7 +1053,24 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   }
 
   /** Per-vCPU state (xl vcpu-list): run state, the pCPU it is placed on, time run, whether it is up. */
-  /** The pCPU whose worker holds vCPU `v` of a placed domain (-1: not placed yet). A placed vCPU stays there. */
+  /**
+   * Where vCPU `v` would go within hard affinity `hard`: its pCPU when that is in it, else the pCPU of the
+   * domain's cpupool in it with the fewest vCPUs placed (null: none; -1: the domain is not placed yet).
+   * `movable`: whether moveVcpu can take it there (a KVM domain; not one on the software CPU).
+   */
+  vcpuTarget(domid: number, v: number, hard: number[]): { pcpu: number | null; movable: boolean } {
+    const r = this.record(domid);
+    const movable = !!r.spec && r.spec.accel === 'kvm' && !r.spec.software;
+    if (r.pcpu < 0) return { pcpu: -1, movable };
+    const at = r.placement[v]!;
+    if (hard.includes(at)) return { pcpu: at, movable };
+    const load = new Array<number>(this.nrPcpus).fill(0);
+    for (const d of this.domains.values()) for (const p of d.placement) load[p]!++;
+    const cpus = [...this.cpupools.get(r.pool).cpus].filter((c) => hard.includes(c)).sort((a, b) => load[a]! - load[b]! || a - b);
+    return { pcpu: cpus[0] ?? null, movable };
+  }
+
+  /** The pCPU whose worker holds vCPU `v` of a placed domain (-1: not placed yet). */
   vcpuPlacement(domid: number, v: number): number {
     const r = this.domains.get(domid);
     return r && r.pcpu >= 0 ? r.placement[v] ?? -1 : -1;

@@ -2,7 +2,7 @@
 // They carry control operations only; nothing on a guest's hot path waits
 // for one.
 
-import type { DomainSpec } from './domain.js';
+import type { DomainSpec, VcpuHandoff } from './domain.js';
 import type { CallerContext } from './hypercall.js';
 import type { PhysmapLayout, Segment } from './physmap.js';
 import type { Arinc653Schedule } from './sched/arinc653.js';
@@ -34,7 +34,12 @@ export type Relay =
   | { type: 'vcpu-up' | 'vcpu-down'; domid: number; vcpu: number };
 
 export type MainToWorker =
-  | { type: 'adopt'; spec: DomainSpec }
+  /** `late`: the domain runs already (a vCPU moves here): its map is read from the home's published copy */
+  | { type: 'adopt'; spec: DomainSpec; late?: boolean }
+  /** Move a vCPU run here to another pCPU: it leaves at the end of its slice and is handed back (vcpu-moved) */
+  | { type: 'vcpu-move'; domid: number; vcpu: number; to: number }
+  /** A vCPU handed over from another worker: this one runs it from now on */
+  | { type: 'vcpu-move-in'; domid: number; vcpu: number; state: VcpuHandoff }
   | { type: 'pause'; domid: number }
   | { type: 'unpause'; domid: number }
   | { type: 'destroy'; domid: number }
@@ -66,6 +71,9 @@ export type MainToWorker =
 export type WorkerToMain =
   | { type: 'ready'; pcpu: number; tid: number }
   | { type: 'adopted'; domid: number; error?: string }
+  /** A vCPU left this worker (its state for the next one), or could not (`busy`: try again; `error`: no) */
+  | { type: 'vcpu-moved'; domid: number; vcpu: number; to: number; state?: VcpuHandoff; busy?: boolean; error?: string }
+  | { type: 'vcpu-moved-in'; domid: number; vcpu: number; error?: string }
   | { type: 'console'; domid: number; source: 'console_io' | 'debugport'; text: string; eol: boolean }
   | { type: 'shutdown'; domid: number; reason: number; detail: string }
   | { type: 'destroyed'; domid: number; pcpu: number }

@@ -16,7 +16,7 @@ import { kick } from '../kvm/kick.js';
 import { REG } from '../accel/vcpu.js';
 import { kvmLayoutRegisters } from './x86/vcpu_state.js';
 import { prepareVcpuThread, consumeKick, KickTimer } from '../kvm/kick.js';
-import { Domain, DomainSpec, VCpu, type TcgHost } from './domain.js';
+import { Domain, DomainSpec, VCpu, type TcgHost, type VcpuHandoff } from './domain.js';
 import { domainCpu } from './accel.js';
 import { HostShared, DomainShared, DOMSTATE, RUNSTATE } from './shared.js';
 import { beginHypercall, runHypercall, endHypercall, Hcall } from './hypercall.js';
@@ -32,7 +32,7 @@ import { updateRunstateArea } from './vcpu_op.js';
 import { VCPU_FLAG_WAKE } from './shared.js';
 import { setConsoleSink, emitConsoleBytes, flushConsole } from './console.js';
 import { GrantTable, setGrantHost, attachByFd } from './grant_table.js';
-import { layoutBases, mirrorLookup, type PhysmapLayout } from './physmap.js';
+import { layoutBases, mirrorLookup, mirrorSegments, type PhysmapLayout } from './physmap.js';
 import type { TimeBase } from './time.js';
 import type { SchedulerPolicy } from './sched/scheduler.js';
 import { createScheduler, DEFAULT_SCHEDULER } from './sched/schedulers.js';
@@ -319,8 +319,9 @@ class Pcpu {
 
   // --- domain lifecycle ---------------------------------------------------
 
-  adopt(spec: DomainSpec): void {
+  adopt(spec: DomainSpec, late = false): void {
     const d = new Domain(this.kvm, spec, this.host, this.init.pcpu, spec.accel === 'tcg' || spec.software ? this.tcgHost() : undefined);
+    if (late) d.physmap.load(mirrorSegments(d.mem.bytes, d.physmap.mirrorBase));
     for (const v of d.vcpus) {
       if (!v.local) continue;
       if (v.hw instanceof KvmVcpu) v.hw.setSignalMask(this.runMask);
@@ -344,6 +345,54 @@ class Pcpu {
       this.runstate(v, RUNSTATE.runnable, d.now());
       this.sched.insert(v, d.now());
     }
+  }
+
+  /**
+   * Hands a local vCPU that is not running to pCPU `to`: KVM's side of it
+   * settled (an exit completed, registers written back: the next worker's
+   * KVM_RUN starts from the same state), what this worker kept of it sent to
+   * the main thread, which passes it on. Nothing of it stays here.
+   */
+  private moveOut(v: VCpu, to: number): void {
+    const d = v.dom;
+    const now = d.now();
+    v.moveTo = -1;
+    if (v.online && v.runstateState === RUNSTATE.running) this.runstate(v, v.blocked ? RUNSTATE.blocked : RUNSTATE.runnable, now);
+    this.sched.remove(v);
+    try {
+      if (v.hw instanceof KvmVcpu) v.hw.handOff();
+    } catch (e) {
+      this.post({ type: 'vcpu-moved', domid: d.domid, vcpu: v.id, to, error: `settling KVM's state: ${e instanceof Error ? e.message : String(e)}` });
+      if (v.online && !v.blocked) this.sched.insert(v, now);
+      return;
+    }
+    const state = v.saveLocal(now);
+    v.local = false;
+    v.lapic = null;
+    v.online = false;
+    v.blocked = false;
+    v.pollPorts = null;
+    v.timer = { singleshot: 0n, period: 0n, periodicNext: 0n };
+    v.hcall = null;
+    this.timersDirty = true;
+    this.post({ type: 'vcpu-moved', domid: d.domid, vcpu: v.id, to, state });
+  }
+
+  /** Runs a vCPU another worker handed over (moveOut's other half): from its state, on the runqueue if it can run. */
+  private moveIn(v: VCpu, s: VcpuHandoff): void {
+    const d = v.dom;
+    const now = d.now();
+    v.restoreLocal(s, now);
+    if (v.hw instanceof KvmVcpu) {
+      v.hw.takeOver();
+      v.hw.setSignalMask(this.runMask);
+    }
+    d.shared.setVcpu(v.id, 'pcpu', this.init.pcpu);
+    this.timersDirty = true;
+    if (!v.online) return;
+    // an event sent while it was between workers rang the old one: look now
+    if (v.blocked && (d.shared.clearVcpuFlag(v.id, VCPU_FLAG_WAKE) || this.canUnblock(v))) this.unblock(v);
+    else if (!v.blocked && d.isRunnable()) this.sched.insert(v, now);
   }
 
   /** The first instruction of a vCPU that KVM could not run (and the software CPU did) is logged; the rest are counted. */
@@ -558,7 +607,7 @@ class Pcpu {
     switch (m.type) {
       case 'adopt':
         try {
-          this.adopt(m.spec);
+          this.adopt(m.spec, m.late);
           this.post({ type: 'adopted', domid: m.spec.domid });
         } catch (e) {
           this.post({ type: 'adopted', domid: m.spec.domid, error: e instanceof Error ? e.stack ?? e.message : String(e) });
@@ -576,6 +625,31 @@ class Pcpu {
       case 'destroy':
         this.destroy(m.domid);
         return;
+      case 'vcpu-move': {
+        const v = this.domains.get(m.domid)?.vcpus[m.vcpu];
+        if (!v?.local) this.post({ type: 'vcpu-moved', domid: m.domid, vcpu: m.vcpu, to: m.to, error: `vCPU ${m.vcpu} of d${m.domid} is not on pCPU ${this.init.pcpu}` });
+        // a call the home worker performs for it, or a wait for the machine, finishes here first
+        else if (v.awaitingHome || v.exclusiveWait) this.post({ type: 'vcpu-moved', domid: m.domid, vcpu: m.vcpu, to: m.to, busy: true });
+        else if (v === this.current) v.moveTo = m.to; // leaves at the end of this slice (endSlice)
+        else this.moveOut(v, m.to);
+        return;
+      }
+      case 'vcpu-move-in': {
+        const d = this.domains.get(m.domid);
+        const v = d?.vcpus[m.vcpu];
+        if (!d || !v || v.local) {
+          this.post({ type: 'vcpu-moved-in', domid: m.domid, vcpu: m.vcpu, error: `pCPU ${this.init.pcpu} cannot take vCPU ${m.vcpu} of d${m.domid}` });
+          return;
+        }
+        try {
+          this.moveIn(v, m.state);
+          this.post({ type: 'vcpu-moved-in', domid: m.domid, vcpu: m.vcpu });
+        } catch (e) {
+          this.bug(d, `taking vCPU ${m.vcpu} over`, e);
+          this.post({ type: 'vcpu-moved-in', domid: m.domid, vcpu: m.vcpu, error: e instanceof Error ? e.message : String(e) });
+        }
+        return;
+      }
       case 'nmi': {
         // Xen's sendtrigger NMI: nmi_pending set and the vCPU kicked; a halted vCPU wakes for it
         const v = this.domains.get(m.domid)?.vcpus[m.vcpu];
@@ -767,7 +841,7 @@ class Pcpu {
   private pick(): VCpu | null {
     // A vCPU of a paused domain is dropped here; the unpause message re-queues it.
     for (let v = this.sched.pick(this.nowSys()); v; v = this.sched.pick(this.nowSys())) {
-      if (v.dom.isRunnable() && v.online && !v.blocked && !v.awaitingHome) return v;
+      if (v.local && v.dom.isRunnable() && v.online && !v.blocked && !v.awaitingHome) return v;
     }
     return null;
   }
@@ -790,7 +864,7 @@ class Pcpu {
       this.armPreemption(v, start, nextTimer);
       this.host.setRunning(this.init.pcpu, true);
       for (;;) {
-        if (!d.isRunnable() || v.blocked || !v.online || v.awaitingHome) break;
+        if (!d.isRunnable() || v.blocked || !v.online || v.awaitingHome || v.moveTo >= 0) break;
         // Mail that came after the last drain but before we were marked running
         // got no kick: look now, or KVM_RUN could sit on it for a whole slice
         // (or forever, for a guest spinning at CPL3 with no timer).
@@ -829,10 +903,15 @@ class Pcpu {
     if (this.exclAckDue) this.exclusiveAck();
   }
 
-  /** After a slice: the vCPU's runstate, and back on the runqueue if it can run. */
+  /** After a slice: the vCPU's runstate, and back on the runqueue if it can run (or off to another pCPU). */
   private endSlice(v: VCpu): void {
     const d = v.dom;
     const now = d.now();
+    if (v.moveTo >= 0) {
+      this.sched.descheduled(v, now, false);
+      this.moveOut(v, v.moveTo);
+      return;
+    }
     const runnable = !d.stopping && v.online && d.state === DOMSTATE.running && !v.awaitingHome && !v.blocked && !v.exclusiveWait;
     this.sched.descheduled(v, now, runnable && d.isRunnable());
     if (v.blocked) this.trace?.record('block', now, d.domid, v.id);

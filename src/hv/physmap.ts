@@ -460,6 +460,27 @@ export class Physmap {
 }
 
 /**
+ * The plain segments of a domain's published map, read consistently (a
+ * worker that starts holding a running domain follows its map from there;
+ * another domain's pages mapped in it are left out, as a copy never
+ * translates them).
+ */
+export function mirrorSegments(mem: Uint8Array, mirrorBase: number): Segment[] {
+  const m = new Int32Array(mem.buffer, mem.byteOffset + mirrorBase * PAGE_SIZE, P2M_MIRROR_PAGES * PAGE_SIZE / 4);
+  for (;;) {
+    const seq = Atomics.load(m, 0);
+    if (seq & 1) continue;
+    const n = Math.min(Atomics.load(m, 1), MIRROR_MAX_SEGS);
+    const out: Segment[] = [];
+    for (let i = 0; i < n; i++) {
+      const b = MIRROR_HDR_WORDS + i * MIRROR_SEG_WORDS;
+      if (!(m[b + 3]! & MIRROR_FOREIGN)) out.push({ gfn: m[b]!, count: m[b + 1]!, hostPage: m[b + 2]!, slot: -1 });
+    }
+    if (Atomics.load(m, 0) === seq) return out;
+  }
+}
+
+/**
  * Translates `gfn` through a domain's published map (its memfd `mem`, the
  * mirror at host page `mirrorBase`), from any thread: the host page, or -1
  * for a hole or a foreign page. Retries while the owner is writing it.

@@ -808,6 +808,27 @@ export class Vcpu implements AccelVcpu {
     libc.check(libc.ioctlPtr(this.fd, KVM_INTERRUPT, b), 'KVM_INTERRUPT');
   }
 
+  /**
+   * Leaves the vCPU to another thread's Vcpu on the same fd: the last exit
+   * completed, and the registers written here marked dirty in kvm_run (the
+   * page both map), so that object's first KVM_RUN loads them.
+   */
+  handOff(): void {
+    this.settle();
+    if (this.dirty) {
+      const run = this.runPage;
+      run.setBigUint64(RUN.kvm_dirty_regs, run.getBigUint64(RUN.kvm_dirty_regs, true) | BigInt(this.dirty), true);
+      this.dirty = 0;
+    }
+    this.known = null;
+  }
+
+  /** Takes the vCPU over from another thread's Vcpu (its handOff): what this object remembered of KVM's state may be old. */
+  takeOver(): void {
+    this.known = null;
+    this.exit.kind = 'interrupted';
+  }
+
   /** Queues an NMI (KVM_NMI): KVM delivers it at the next entry where NMIs are not blocked. */
   nmi(): void {
     libc.check(libc.ioctlInt(this.fd, KVM_NMI, 0), 'KVM_NMI');

@@ -328,6 +328,8 @@ export interface VlapicConfig {
    * an upcall that came while the APIC was reset or disabled is not lost.
    */
   upcallOnEnable?: () => number;
+  /** The shared page already holds this vCPU's LAPIC (another worker ran it): no power-on reset of it; see takeOver. */
+  existing?: boolean;
 }
 
 /** The outcome of an MSR access: #GP, or the value read and any IPI a write caused. */
@@ -385,7 +387,7 @@ export class Vlapic {
     this.canX2apic = cfg.x2apic;
     this.canTdt = cfg.tscDeadline;
     this.upcallOnEnable = cfg.upcallOnEnable ?? null;
-    this.reset();
+    if (!cfg.existing) this.reset();
   }
 
   // --- state --------------------------------------------------------------
@@ -952,6 +954,19 @@ export class Vlapic {
     Atomics.store(this.shared, W_PENDING_ESR, s.pendingEsr | 0);
     this.setBase(b);
     this.divisor = tdcrDivisor(tdcr);
+    this.tdtMsr = s.tdtMsr;
+    this.timerStart = s.timerElapsedNs < 0n ? null : now - s.timerElapsedNs;
+    this.timerDeadline = s.timerDueInNs === null ? null : now + s.timerDueInNs;
+  }
+
+  /**
+   * Takes over the LAPIC of a vCPU another worker ran (same shared page): the
+   * state kept outside that page comes from `s`; the page is left as it is, so
+   * an interrupt another thread raised in it meanwhile is not lost.
+   */
+  takeOver(s: VlapicState, now: bigint): void {
+    this.setBase(s.apicBase);
+    this.divisor = tdcrDivisor(this.get(APIC.TDCR));
     this.tdtMsr = s.tdtMsr;
     this.timerStart = s.timerElapsedNs < 0n ? null : now - s.timerElapsedNs;
     this.timerDeadline = s.timerDueInNs === null ? null : now + s.timerDueInNs;

@@ -393,11 +393,11 @@ function makeHandlers(daemon: () => Daemon): Handlers {
       return D().vcpuList(one(a));
     },
 
-    'vcpu.pin': (a) => {
+    'vcpu.pin': async (a) => {
       const d = one(a);
       const vcpu = a.vcpu === 'all' ? 'all' : a.vcpu;
       if (vcpu !== 'all' && (typeof vcpu !== 'number' || !Number.isInteger(vcpu))) throw einval("vcpu must be a vCPU number or 'all'");
-      D().pin(d, vcpu as number | 'all', cpus(a.hard, 'hard'), a.soft === undefined ? undefined : cpus(a.soft, 'soft'));
+      await D().pin(d, vcpu as number | 'all', cpus(a.hard, 'hard'), a.soft === undefined ? undefined : cpus(a.soft, 'soft'));
       return null;
     },
 

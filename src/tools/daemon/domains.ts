@@ -670,7 +670,12 @@ export class DomainManager extends EventEmitter<Events> {
     this.ts.hv.sendNmi(d.domid, vcpu);
   }
 
-  pin(d: Domain, vcpu: number | 'all', hard: number[] | null, soft: number[] | null | undefined): void {
+  /**
+   * libxl_set_vcpuaffinity: a placed vCPU whose pCPU the new hard affinity leaves out is moved into it, as
+   * Xen migrates it (a KVM domain's; a software-CPU domain's vCPUs share one worker and are not moved, so
+   * that is refused, as is an affinity with no pCPU of the domain's pool). Nothing is set until all can be.
+   */
+  async pin(d: Domain, vcpu: number | 'all', hard: number[] | null, soft: number[] | null | undefined): Promise<void> {
     const n = d.config.vcpus;
     const ids = vcpu === 'all' ? [...Array(n).keys()] : [vcpu];
     for (const v of ids) {
@@ -679,20 +684,33 @@ export class DomainManager extends EventEmitter<Events> {
     for (const c of [...(hard ?? []), ...(soft ?? [])]) {
       if (!Number.isInteger(c) || c < 0 || c >= this.ts.hv.nrPcpus) throw einval(`no pCPU ${c} (this host has ${this.ts.hv.nrPcpus})`);
     }
-    // A placed vCPU stays on its pCPU's worker: a hard affinity that leaves it out cannot be honoured,
-    // so it is refused, for every vCPU named, before anything is set.
+    const moves: [number, number][] = [];
     if (hard) {
       for (const v of ids) {
         const at = this.ts.hv.vcpuPlacement(d.domid, v);
-        if (at >= 0 && !hard.includes(at)) {
-          throw new ApiFailure('EBUSY', `vCPU ${v} of domain ${d.domid} runs on pCPU ${at}, which the hard affinity ${hard.join(',')} leaves out: xenode does not move a running vCPU to another pCPU`);
+        if (at < 0 || hard.includes(at)) continue;
+        const t = this.ts.hv.vcpuTarget(d.domid, v, hard);
+        if (t.pcpu === null) throw new ApiFailure('EINVAL', `vCPU ${v} of domain ${d.domid}: no pCPU of its cpupool is in the hard affinity ${hard.join(',')}`);
+        if (!t.movable) {
+          throw new ApiFailure('EBUSY', `vCPU ${v} of domain ${d.domid} runs on pCPU ${at}, which the hard affinity ${hard.join(',')} leaves out: a software-CPU domain's vCPUs share one worker and are not moved`);
         }
+        moves.push([v, t.pcpu]);
       }
     }
-    for (const v of ids) {
+    const set = (v: number) => {
       const cur = d.pins[v] ?? { hard: d.config.cpus, soft: d.config.cpusSoft };
       d.pins[v] = { hard, soft: soft === undefined ? cur.soft : soft };
+    };
+    for (const [v, to] of moves) {
+      try {
+        await this.ts.hv.moveVcpu(d.domid, v, to);
+      } catch (e) {
+        throw new ApiFailure('EBUSY', `moving vCPU ${v} of domain ${d.domid} to pCPU ${to}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      set(v); // where it is now is true of it, whatever happens to the next
+      this.log(`${d.name}: vCPU ${v} of domain ${d.domid} moved to pCPU ${to}`);
     }
+    for (const v of ids) set(v);
     this.log(`${d.name}: vCPU ${vcpu} affinity set to hard ${hard ? hard.join(',') : 'all'}`);
   }
 

@@ -259,16 +259,24 @@ describe('xl against a running daemon', needsKvm(), () => {
     const [head, row] = vl.out.trimEnd().split('\n');
     assert.equal(head, 'Name                                ID  VCPU   CPU State   Time(s) Affinity (Hard / Soft)');
     assert.match(row!, /^e2e-v\s+\d+\s+0\s+\d+\s+[r-][b-]-\s+[\d.]+ {2}all \/ all$/);
-    // a hard affinity that keeps the pCPU the vCPU is on is set; one that leaves it out is refused (it is not moved)
+    // a hard affinity that keeps the pCPU the vCPU is on is set; one that leaves it out moves a KVM vCPU into
+    // it and is refused for a software-CPU one (its domain's vCPUs share a worker)
     const at = Number(/^e2e-v\s+\d+\s+0\s+(\d+)\s/m.exec(vl.out)![1]);
     assert.equal((await xl('vcpu-pin', 'e2e-v', '0', String(at))).code, 0);
     assert.match((await xl('vcpu-list', 'e2e-v')).out, new RegExp(` {2}${at} \\/ all\\n$`));
     const nrCpus = Number(/^nr_cpus\s+: (\d+)$/m.exec((await xl('info')).out)![1]);
     if (nrCpus > 1) {
-      const away = await xl('vcpu-pin', 'e2e-v', '0', String((at + 1) % nrCpus));
-      assert.equal(away.code, 1);
-      assert.match(away.err, new RegExp(`vCPU 0 of domain \\d+ runs on pCPU ${at}, which the hard affinity ${(at + 1) % nrCpus} leaves out: xenode does not move a running vCPU to another pCPU\\nCould not set affinity for vcpu \`0'\\.\\n$`));
-      assert.match((await xl('vcpu-list', 'e2e-v')).out, new RegExp(` {2}${at} \\/ all\\n$`), 'unchanged');
+      const other = (at + 1) % nrCpus;
+      const accel = (JSON.parse((await xl('list', '-l', 'e2e-v')).out) as { xenode_accel: string }[])[0]!.xenode_accel;
+      const away = await xl('vcpu-pin', 'e2e-v', '0', String(other));
+      if (/^kvm\b/.test(accel) && !/tcg/.test(accel)) {
+        assert.equal(away.code, 0, away.err);
+        assert.match((await xl('vcpu-list', 'e2e-v')).out, new RegExp(`^e2e-v\\s+\\d+\\s+0\\s+${other}\\s.* {2}${other} \\/ all\\n$`, 'm'), 'moved there');
+      } else {
+        assert.equal(away.code, 1);
+        assert.match(away.err, new RegExp(`vCPU 0 of domain \\d+ runs on pCPU ${at}, which the hard affinity ${other} leaves out: a software-CPU domain's vCPUs share one worker and are not moved\\nCould not set affinity for vcpu \`0'\\.\\n$`));
+        assert.match((await xl('vcpu-list', 'e2e-v')).out, new RegExp(` {2}${at} \\/ all\\n$`), 'unchanged');
+      }
     }
     const badPin = await xl('vcpu-pin', 'e2e-v', '0', '99');
     assert.equal(badPin.code, 1);

@@ -1,0 +1,74 @@
+// A running vCPU moved between pCPUs (Hypervisor.moveVcpu, which xl vcpu-pin
+// uses when the new hard affinity leaves its pCPU out): a KVM spin guest
+// computing at CPL3 keeps computing on the other pCPU, and back; a worker
+// that starts holding the domain for it lets it go again at destroy.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { needsKvm } from '../kvm/testing.js';
+import { guest } from '../testing/xenode.js';
+import { within } from '../testing/wait.js';
+
+async function waitFor<T>(what: string, ms: number, f: () => T | undefined | null | false): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+test('a running KVM vCPU moved to the other pCPU goes on computing there, and back; the domain is destroyed from both', needsKvm(), async () => {
+  const { Toolstack } = await import('./toolstack.js');
+  const ts = await Toolstack.start({ pcpus: 2, accel: 'kvm', log: () => {} });
+  let lines = 0;
+  ts.hv.on('console', (_d, _s, text, eol) => { if (eol && /round/.test(text)) lines++; });
+  ts.hv.setSchedTrace(true);
+  try {
+    const d = await ts.create({ name: 'mover', kernel: readFileSync(guest('spin')), memoryMiB: 8, vcpus: 1, cmdline: 'round_bits=18' }, () => {});
+    const vcpu = () => ts.hv.vcpus(d.domid)[0]!;
+    // (pCPU + 1: a pCPU of 0 is a value found)
+    const p0 = (await waitFor('the spinner to compute', 60_000, () => lines >= 2 && vcpu().pcpu >= 0 && vcpu().pcpu + 1)) - 1;
+    for (const to of [1 - p0, p0]) {
+      const cpu0 = vcpu().cpuTimeUs, lines0 = lines;
+      const since = ts.hv.readSchedTrace(to).next;
+      await within(`moving vCPU 0 to pCPU ${to}`, ts.hv.moveVcpu(d.domid, 0, to), 10_000);
+      assert.equal(ts.hv.vcpuPlacement(d.domid, 0), to, 'placed there');
+      assert.equal(vcpu().pcpu, to, 'the vCPU says it runs there');
+      await waitFor(`rounds computed on pCPU ${to}`, 30_000, () => lines >= lines0 + 3 && vcpu().cpuTimeUs > cpu0);
+      assert.equal(vcpu().pcpu, to, 'and stays');
+      // the pCPU's own trace: it switched to the vCPU (its worker ran it)
+      assert.ok(ts.hv.readSchedTrace(to, since).records.some((r) => r.event === 'switch' && r.domid === d.domid), `pCPU ${to} ran it`);
+    }
+    await assert.rejects(ts.hv.moveVcpu(d.domid, 0, 7), /no pCPU 7/);
+    await assert.rejects(ts.hv.moveVcpu(d.domid, 1, 0), /has no vCPU 1/);
+    await within('destroying the domain held by both workers', ts.destroy(d.domid), 10_000);
+    assert.deepEqual(ts.hv.list().map((x) => x.domid).filter((x) => x === d.domid), []);
+  } finally {
+    await ts.shutdown();
+  }
+});
+
+test('a vCPU moved onto a pCPU that already holds the domain (its other vCPU is placed there) runs there', needsKvm(), async () => {
+  const { Toolstack } = await import('./toolstack.js');
+  const ts = await Toolstack.start({ pcpus: 2, accel: 'kvm', log: () => {} });
+  let lines = 0;
+  ts.hv.on('console', (_d, _s, text, eol) => { if (eol && /round/.test(text)) lines++; });
+  try {
+    // spin computes on vCPU 0; vCPU 1 stays down, placed on the other pCPU
+    const d = await ts.create({ name: 'mover2', kernel: readFileSync(guest('spin')), memoryMiB: 8, vcpus: 2, cmdline: 'round_bits=18' }, () => {});
+    await waitFor('the spinner to compute', 60_000, () => lines >= 2);
+    const [p0, p1] = [ts.hv.vcpuPlacement(d.domid, 0), ts.hv.vcpuPlacement(d.domid, 1)];
+    assert.notEqual(p0, p1, 'its vCPUs spread over both pCPUs');
+    const lines0 = lines;
+    await within('moving vCPU 0 beside vCPU 1', ts.hv.moveVcpu(d.domid, 0, p1), 10_000);
+    assert.equal(ts.hv.vcpus(d.domid)[0]!.pcpu, p1);
+    await waitFor(`rounds computed on pCPU ${p1}`, 30_000, () => lines >= lines0 + 3);
+    await within('destroying it', ts.destroy(d.domid), 10_000);
+  } finally {
+    await ts.shutdown();
+  }
+});
