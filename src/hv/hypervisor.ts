@@ -575,13 +575,14 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
    * if it did not. A software-CPU domain's vCPUs all run beside its one
    * memory map on one worker, so they are not moved.
    */
-  async moveVcpu(domid: number, v: number, to: number): Promise<void> {
+  async moveVcpu(domid: number, v: number, to: number, poolId?: number): Promise<void> {
     const r = this.record(domid);
+    const pool = this.cpupools.get(poolId ?? r.pool);
     if (!Number.isInteger(v) || v < 0 || v >= r.shared.nrVcpus) throw new RangeError(`domain ${domid} has no vCPU ${v}`);
     if (!Number.isInteger(to) || to < 0 || to >= this.nrPcpus) throw new RangeError(`no pCPU ${to}`);
     if (r.pcpu < 0 || !r.spec) throw new Error(`domain ${domid} is not running on any pCPU yet`);
     if (r.spec.accel !== 'kvm' || r.spec.software) throw new Error(`domain ${domid} runs on the software CPU, whose vCPUs share one worker: they are not moved`);
-    if (!this.cpupools.get(r.pool).cpus.has(to)) throw new RangeError(`pCPU ${to} is not in the domain's cpupool '${this.cpupools.get(r.pool).name}'`);
+    if (!pool.cpus.has(to)) throw new RangeError(`pCPU ${to} is not in cpupool '${pool.name}'`);
     const key = `${domid}.${v}`;
     if (this.moves.has(key)) throw new Error(`vCPU ${v} of domain ${domid} is being moved already`);
     const from = r.placement[v]!;
@@ -886,11 +887,30 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     if (pool.host.pin || pool.host.rtPriority) this.hostSchedPcpu(cpu, pool.host).catch((e: Error) => this.emit('log', 'error', e.message));
   }
 
-  /** The pCPU leaves the pool, free; refused while vCPUs are placed on it (they are not moved between pCPUs). */
-  cpupoolCpuRemove(id: number, cpu: number): void {
-    const on = [...this.domains.values()].filter((r) => r.placement.includes(cpu)).map((r) => `d${r.domid}`);
+  /**
+   * The pCPU leaves the pool, free. The vCPUs of KVM domains placed on it move first to the pool's other
+   * pCPUs within their hard affinity, as Xen's cpu_disable_scheduler moves them; vCPUs that cannot move
+   * (a software-CPU domain's, or with nowhere else to go) keep it in the pool, with the reason.
+   */
+  async cpupoolCpuRemove(id: number, cpu: number): Promise<void> {
     const pool = this.cpupools.get(id);
-    this.cpupools.removeCpu(id, cpu, on.length ? `vCPUs of ${on.join(', ')} (xenode does not move a placed vCPU)` : null, this.poolDomains(id).length);
+    if (pool.cpus.has(cpu)) {
+      for (const r of [...this.domains.values()]) {
+        if (!r.spec || r.spec.accel !== 'kvm' || r.spec.software) continue;
+        for (let v = 0; v < r.placement.length; v++) {
+          if (r.placement[v] !== cpu || r.pool !== id) continue;
+          const to = this.leastLoaded([...pool.cpus].filter((c) => c !== cpu && (!r.hard[v] || r.hard[v]!.includes(c))));
+          if (to === null) continue;
+          try {
+            await this.moveVcpu(r.domid, v, to);
+          } catch (e) {
+            throw new CpupoolError('EBUSY', `moving vCPU ${v} of d${r.domid} off pCPU ${cpu}: ${e instanceof Error ? e.message : String(e)}`);
+          }
+        }
+      }
+    }
+    const on = [...this.domains.values()].filter((r) => r.placement.includes(cpu)).map((r) => `d${r.domid}`);
+    this.cpupools.removeCpu(id, cpu, on.length ? `vCPUs of ${on.join(', ')} (a software-CPU domain's vCPUs are not moved, nor one whose hard affinity has no other pCPU of the pool)` : null, this.poolDomains(id).length);
     // A free pCPU goes back to running anywhere at the normal priority.
     if (pool.host.pin || pool.host.rtPriority) this.hostSchedPcpu(cpu, { pin: false, rtPriority: 0 }).catch((e: Error) => this.emit('log', 'error', e.message));
   }
@@ -924,14 +944,31 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     });
   }
 
-  /** xl cpupool-migrate: a domain not yet placed on pCPUs changes pool (a running one would need its vCPUs moved). */
-  cpupoolMigrate(domid: number, id: number): void {
+  /** Of `cpus`, the one with the fewest vCPUs placed (the lowest on a tie); null for none. */
+  private leastLoaded(cpus: number[]): number | null {
+    const load = new Array<number>(this.nrPcpus).fill(0);
+    for (const d of this.domains.values()) for (const p of d.placement) load[p]!++;
+    return [...cpus].sort((a, b) => load[a]! - load[b]! || a - b)[0] ?? null;
+  }
+
+  /**
+   * xl cpupool-migrate (sched_move_domain): the domain changes pool, a running KVM domain's vCPUs moving to
+   * the new pool's pCPUs (each to the least loaded in its hard affinity); the new pool's scheduler takes it
+   * with its defaults. A running software-CPU domain is not moved (its vCPUs share one worker).
+   */
+  async cpupoolMigrate(domid: number, id: number): Promise<void> {
     const r = this.domains.get(domid);
     if (!r) throw new RangeError(`no domain ${domid}`);
     const pool = this.cpupools.get(id);
     if (r.pool === id) return;
-    if (r.pcpu >= 0) throw new CpupoolError('EBUSY', `d${domid} is running on pCPUs of cpupool '${this.cpupools.get(r.pool).name}': xenode does not move a placed vCPU`);
     for (let v = 0; v < r.shared.nrVcpus; v++) this.candidates(pool, r.hard[v] ?? null, v);
+    if (r.pcpu >= 0) {
+      if (!r.spec || r.spec.accel !== 'kvm' || r.spec.software) {
+        throw new CpupoolError('EBUSY', `d${domid} is running on pCPUs of cpupool '${this.cpupools.get(r.pool).name}' on the software CPU, whose vCPUs share one worker: they are not moved`);
+      }
+      for (let v = 0; v < r.shared.nrVcpus; v++) await this.moveVcpu(domid, v, this.leastLoaded(this.candidates(pool, r.hard[v] ?? null, v))!, id);
+      this.cpupools.get(r.pool).shadow.removeDomain(domid);
+    }
     r.pool = id;
   }
 

@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { needsKvm } from '../kvm/testing.js';
 import { guest } from '../testing/xenode.js';
 import { within } from '../testing/wait.js';
+import type { Toolstack } from './toolstack.js';
 
 async function waitFor<T>(what: string, ms: number, f: () => T | undefined | null | false): Promise<T> {
   const end = Date.now() + ms;
@@ -19,6 +20,11 @@ async function waitFor<T>(what: string, ms: number, f: () => T | undefined | nul
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await sleep(5);
   }
+}
+
+/** Waits until pCPU `pcpu`'s trace, from `since`, shows it switched to the domain (its worker ran a vCPU of it). */
+async function switchedTo(ts: Toolstack, pcpu: number, domid: number, since: number): Promise<void> {
+  await waitFor(`pCPU ${pcpu} to switch to d${domid}`, 30_000, () => ts.hv.readSchedTrace(pcpu, since).records.some((r) => r.event === 'switch' && r.domid === domid));
 }
 
 test('a running KVM vCPU moved to the other pCPU goes on computing there, and back; the domain is destroyed from both', needsKvm(), async () => {
@@ -33,15 +39,16 @@ test('a running KVM vCPU moved to the other pCPU goes on computing there, and ba
     // (pCPU + 1: a pCPU of 0 is a value found)
     const p0 = (await waitFor('the spinner to compute', 60_000, () => lines >= 2 && vcpu().pcpu >= 0 && vcpu().pcpu + 1)) - 1;
     for (const to of [1 - p0, p0]) {
-      const cpu0 = vcpu().cpuTimeUs, lines0 = lines;
       const since = ts.hv.readSchedTrace(to).next;
       await within(`moving vCPU 0 to pCPU ${to}`, ts.hv.moveVcpu(d.domid, 0, to), 10_000);
       assert.equal(ts.hv.vcpuPlacement(d.domid, 0), to, 'placed there');
       assert.equal(vcpu().pcpu, to, 'the vCPU says it runs there');
+      // the pCPU's own trace: it switched to the vCPU (its worker runs it) ...
+      await switchedTo(ts, to, d.domid, since);
+      // ... and the guest computes there: rounds printed and CPU time counted from now on
+      const cpu0 = vcpu().cpuTimeUs, lines0 = lines;
       await waitFor(`rounds computed on pCPU ${to}`, 30_000, () => lines >= lines0 + 3 && vcpu().cpuTimeUs > cpu0);
       assert.equal(vcpu().pcpu, to, 'and stays');
-      // the pCPU's own trace: it switched to the vCPU (its worker ran it)
-      assert.ok(ts.hv.readSchedTrace(to, since).records.some((r) => r.event === 'switch' && r.domid === d.domid), `pCPU ${to} ran it`);
     }
     await assert.rejects(ts.hv.moveVcpu(d.domid, 0, 7), /no pCPU 7/);
     await assert.rejects(ts.hv.moveVcpu(d.domid, 1, 0), /has no vCPU 1/);
@@ -57,16 +64,55 @@ test('a vCPU moved onto a pCPU that already holds the domain (its other vCPU is 
   const ts = await Toolstack.start({ pcpus: 2, accel: 'kvm', log: () => {} });
   let lines = 0;
   ts.hv.on('console', (_d, _s, text, eol) => { if (eol && /round/.test(text)) lines++; });
+  ts.hv.setSchedTrace(true);
   try {
     // spin computes on vCPU 0; vCPU 1 stays down, placed on the other pCPU
     const d = await ts.create({ name: 'mover2', kernel: readFileSync(guest('spin')), memoryMiB: 8, vcpus: 2, cmdline: 'round_bits=18' }, () => {});
     await waitFor('the spinner to compute', 60_000, () => lines >= 2);
     const [p0, p1] = [ts.hv.vcpuPlacement(d.domid, 0), ts.hv.vcpuPlacement(d.domid, 1)];
     assert.notEqual(p0, p1, 'its vCPUs spread over both pCPUs');
-    const lines0 = lines;
+    const since = ts.hv.readSchedTrace(p1).next;
     await within('moving vCPU 0 beside vCPU 1', ts.hv.moveVcpu(d.domid, 0, p1), 10_000);
     assert.equal(ts.hv.vcpus(d.domid)[0]!.pcpu, p1);
+    await switchedTo(ts, p1, d.domid, since);
+    const lines0 = lines;
     await waitFor(`rounds computed on pCPU ${p1}`, 30_000, () => lines >= lines0 + 3);
+    await within('destroying it', ts.destroy(d.domid), 10_000);
+  } finally {
+    await ts.shutdown();
+  }
+});
+
+test('cpupools with running KVM guests: a pCPU leaving its pool takes its vCPUs to the pool\'s others first; cpupool-migrate moves a running domain onto the new pool\'s pCPUs', needsKvm(), async () => {
+  const { Toolstack } = await import('./toolstack.js');
+  const ts = await Toolstack.start({ pcpus: 2, accel: 'kvm', log: () => {} });
+  let lines = 0;
+  ts.hv.on('console', (_d, _s, text, eol) => { if (eol && /round/.test(text)) lines++; });
+  ts.hv.setSchedTrace(true);
+  /** runs on `pcpu` from `since` on (its trace), and prints rounds after that */
+  const computesOn = async (domid: number, pcpu: number, since: number) => {
+    await switchedTo(ts, pcpu, domid, since);
+    const l0 = lines;
+    await waitFor(`rounds on pCPU ${pcpu}`, 30_000, () => lines >= l0 + 3);
+  };
+  try {
+    const d = await ts.create({ name: 'pooled', kernel: readFileSync(guest('spin')), memoryMiB: 8, vcpus: 1, cmdline: 'round_bits=18' }, () => {});
+    await waitFor('the spinner to compute', 60_000, () => lines >= 2);
+    await within('moving it to pCPU 1', ts.hv.moveVcpu(d.domid, 0, 1), 10_000);
+    // pCPU 1 leaves Pool-0: the vCPU goes to pCPU 0 first
+    let since = ts.hv.readSchedTrace(0).next;
+    await within('removing pCPU 1 from Pool-0', ts.hv.cpupoolCpuRemove(0, 1), 10_000);
+    assert.equal(ts.hv.vcpuPlacement(d.domid, 0), 0);
+    assert.deepEqual([...ts.hv.cpupools.get(0).cpus], [0]);
+    await computesOn(d.domid, 0, since);
+    // a pool of its own on pCPU 1, and the running domain into it
+    const id = ts.hv.cpupoolCreate('p1', 'credit');
+    ts.hv.cpupoolCpuAdd(id, 1);
+    since = ts.hv.readSchedTrace(1).next;
+    await within('cpupool-migrate', ts.hv.cpupoolMigrate(d.domid, id), 10_000);
+    assert.equal(ts.hv.domainPool(d.domid), id);
+    assert.equal(ts.hv.vcpuPlacement(d.domid, 0), 1);
+    await computesOn(d.domid, 1, since);
     await within('destroying it', ts.destroy(d.domid), 10_000);
   } finally {
     await ts.shutdown();

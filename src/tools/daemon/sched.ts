@@ -94,7 +94,7 @@ export function cpupoolCreate(hv: Hypervisor, a: { name?: unknown; sched?: unkno
   return { poolid: id };
 }
 
-export function cpupoolOp(hv: Hypervisor, op: 'destroy' | 'rename' | 'cpu-add' | 'cpu-remove', a: { pool?: unknown; name?: unknown; cpus?: unknown }): { done: number[]; failed: { cpu: number; message: string }[] } | null {
+export async function cpupoolOp(hv: Hypervisor, op: 'destroy' | 'rename' | 'cpu-add' | 'cpu-remove', a: { pool?: unknown; name?: unknown; cpus?: unknown }): Promise<{ done: number[]; failed: { cpu: number; message: string }[] } | null> {
   const id = poolId(hv, a.pool);
   if (op === 'destroy') return wrap(() => { hv.cpupoolDestroy(id); return null; });
   if (op === 'rename') {
@@ -108,7 +108,7 @@ export function cpupoolOp(hv: Hypervisor, op: 'destroy' | 'rename' | 'cpu-add' |
   for (const c of a.cpus as number[]) {
     try {
       if (op === 'cpu-add') hv.cpupoolCpuAdd(id, c);
-      else hv.cpupoolCpuRemove(id, c);
+      else await hv.cpupoolCpuRemove(id, c);
       done.push(c);
     } catch (e) {
       if (!(e instanceof CpupoolError)) throw e;
@@ -118,9 +118,14 @@ export function cpupoolOp(hv: Hypervisor, op: 'destroy' | 'rename' | 'cpu-add' |
   return { done, failed };
 }
 
-export function cpupoolMigrate(hv: Hypervisor, domid: number, pool: unknown): null {
+export async function cpupoolMigrate(hv: Hypervisor, domid: number, pool: unknown): Promise<null> {
   const id = poolId(hv, pool);
-  return wrap(() => { hv.cpupoolMigrate(domid, id); return null; });
+  try {
+    await hv.cpupoolMigrate(domid, id);
+  } catch (e) {
+    throw apiError(e);
+  }
+  return null;
 }
 
 /** libxl_domain_sched_params_get: the domain's scheduler and parameters (and with `vcpus`, each vCPU's, for rtds). */
@@ -227,10 +232,10 @@ export function schedHandlers(hv: () => Hypervisor, domid: (a: Record<string, un
   return {
     'cpupool.list': () => cpupoolList(hv()),
     'cpupool.create': (a) => cpupoolCreate(hv(), a),
-    'cpupool.destroy': (a) => { cpupoolOp(hv(), 'destroy', a); return null; },
-    'cpupool.rename': (a) => { cpupoolOp(hv(), 'rename', a); return null; },
-    'cpupool.cpu-add': (a) => cpupoolOp(hv(), 'cpu-add', a)!,
-    'cpupool.cpu-remove': (a) => cpupoolOp(hv(), 'cpu-remove', a)!,
+    'cpupool.destroy': async (a) => { await cpupoolOp(hv(), 'destroy', a); return null; },
+    'cpupool.rename': async (a) => { await cpupoolOp(hv(), 'rename', a); return null; },
+    'cpupool.cpu-add': async (a) => (await cpupoolOp(hv(), 'cpu-add', a))!,
+    'cpupool.cpu-remove': async (a) => (await cpupoolOp(hv(), 'cpu-remove', a))!,
     'cpupool.migrate': (a) => cpupoolMigrate(hv(), domid(a), a.pool),
     'sched.get': (a) => schedGet(hv(), domid(a), a.vcpus),
     'sched.set': (a) => schedSet(hv(), domid(a), a),
