@@ -607,7 +607,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       await new Promise((res) => setTimeout(res, 10));
     }
     if (out.error || !out.state) throw new Error(out.error ?? 'no state handed over');
-    if (!this.domains.has(domid)) return; // destroyed meanwhile
+    // destroyed, or being destroyed, meanwhile: no new worker is to hold it (its destroy went to the others)
+    if (!this.domains.has(domid) || r.destroyed) return;
     // The new worker holds the domain before it hears of the vCPU (an adopt after the others' relays start
     // reaching it, so it reads the published map no older than they are).
     if (!r.hosts.includes(to)) {
