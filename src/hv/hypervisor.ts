@@ -214,6 +214,9 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   /** physmap-query answers awaited, by domid */
   private readonly physmapQueries = new Map<number, ((segments: Segment[]) => void)[]>();
   /** regs-query answers awaited, by domid */
+  /** The load balancer's timer (null: off), and whether a pass is under way. */
+  private balancer: NodeJS.Timeout | null = null;
+  private balancing = false;
   /** vCPU moves under way, by "domid.vcpu": what the worker said, passed to moveVcpu's wait */
   private readonly moves = new Map<string, (m: Extract<WorkerToMain, { type: 'vcpu-moved' | 'vcpu-moved-in' }>) => void>();
   private readonly regsQueries = new Map<number, ((m: Extract<WorkerToMain, { type: 'regs-report' }>) => void)[]>();
@@ -1108,6 +1111,71 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     return { pcpu: cpus[0] ?? null, movable };
   }
 
+  /** vCPU `v`'s hard and soft affinity as the toolstack set them last (xl vcpu-pin): what placement, moves and the balancer honour. */
+  setVcpuAffinity(domid: number, v: number, hard: number[] | null, soft: number[] | null): void {
+    const r = this.record(domid);
+    if (!Number.isInteger(v) || v < 0 || v >= r.shared.nrVcpus) throw new RangeError(`domain ${domid} has no vCPU ${v}`);
+    r.hard[v] = hard ? [...hard] : null;
+    r.soft[v] = soft ? [...soft] : null;
+  }
+
+  /**
+   * Load balancing between the pCPUs of each cpupool, as credit2 balances its
+   * runqueues: every `periodMs`, where one pCPU of a pool has two or more
+   * vCPUs running or waiting to run than another, one KVM vCPU there whose
+   * hard affinity allows the other pCPU moves to it (one move a pass; a
+   * difference of one stays, so nothing bounces). Off until started.
+   */
+  startLoadBalancing(periodMs = 100): void {
+    if (this.balancer) return;
+    this.balancer = setInterval(() => { void this.balanceOnce(); }, periodMs);
+    this.balancer.unref();
+  }
+
+  stopLoadBalancing(): void {
+    if (this.balancer) clearInterval(this.balancer);
+    this.balancer = null;
+  }
+
+  /** One balancing pass: the move it made, or null. */
+  async balanceOnce(): Promise<{ domid: number; vcpu: number; from: number; to: number } | null> {
+    if (this.balancing) return null;
+    this.balancing = true;
+    try {
+      for (const info of this.cpupools.list()) {
+        const cpus = [...this.cpupools.get(info.id).cpus];
+        if (cpus.length < 2) continue;
+        const load = new Map(cpus.map((c) => [c, 0]));
+        const candidates: { domid: number; vcpu: number; at: number; hard: number[] | null }[] = [];
+        for (const r of this.domains.values()) {
+          if (r.pcpu < 0 || r.pool !== info.id || r.destroyed) continue;
+          const movable = r.spec?.accel === 'kvm' && !r.spec.software && r.shared.get('pauseCount') === 0;
+          for (let v = 0; v < r.placement.length; v++) {
+            const st = r.shared.vcpu(v, 'state');
+            const at = r.placement[v]!;
+            if ((st !== RUNSTATE.running && st !== RUNSTATE.runnable) || !load.has(at)) continue;
+            load.set(at, load.get(at)! + 1);
+            if (movable && !this.moves.has(`${r.domid}.${v}`)) candidates.push({ domid: r.domid, vcpu: v, at, hard: r.hard[v] ?? null });
+          }
+        }
+        cpus.sort((a, b) => load.get(b)! - load.get(a)! || a - b);
+        const busiest = cpus[0]!, idlest = cpus[cpus.length - 1]!;
+        if (load.get(busiest)! - load.get(idlest)! < 2) continue;
+        const c = candidates.find((x) => x.at === busiest && (!x.hard || x.hard.includes(idlest)));
+        if (!c) continue;
+        await this.moveVcpu(c.domid, c.vcpu, idlest);
+        this.emit('log', 'info', `d${c.domid}v${c.vcpu}: moved from pCPU ${busiest} (${load.get(busiest)} runnable) to ${idlest} (${load.get(idlest)}) to balance cpupool '${info.name}'`);
+        return { domid: c.domid, vcpu: c.vcpu, from: busiest, to: idlest };
+      }
+      return null;
+    } catch (e) {
+      this.emit('log', 'warn', `load balancing: ${e instanceof Error ? e.message : String(e)}`);
+      return null;
+    } finally {
+      this.balancing = false;
+    }
+  }
+
   /** The pCPU whose worker holds vCPU `v` of a placed domain (-1: not placed yet). */
   vcpuPlacement(domid: number, v: number): number {
     const r = this.domains.get(domid);
@@ -1246,6 +1314,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
 
   /** Stops every worker (destroying their domains). */
   async shutdownAll(): Promise<void> {
+    this.stopLoadBalancing();
     const ids = [...this.domains.keys()];
     await Promise.all(ids.map((d) => this.destroy(d)));
     this.stopping = true;

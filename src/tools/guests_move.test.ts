@@ -118,3 +118,27 @@ test('cpupools with running KVM guests: a pCPU leaving its pool takes its vCPUs 
     await ts.shutdown();
   }
 });
+
+test('the load balancer parts two spinners put on one pCPU, once, and leaves pinned ones where their affinity keeps them', needsKvm(), async () => {
+  const { Toolstack } = await import('./toolstack.js');
+  const ts = await Toolstack.start({ pcpus: 2, accel: 'kvm', log: () => {} });
+  try {
+    const ds: { domid: number }[] = [];
+    for (const name of ['lb-a', 'lb-b']) ds.push(await ts.create({ name, kernel: readFileSync(guest('spin')), memoryMiB: 8, vcpus: 1, cmdline: 'round_bits=18' }, () => {}));
+    const at = () => ds.map((d) => ts.hv.vcpuPlacement(d.domid, 0));
+    for (const d of ds) await within('moving it to pCPU 0', ts.hv.moveVcpu(d.domid, 0, 0), 10_000);
+    assert.deepEqual(at(), [0, 0]);
+    // pinned to pCPU 0, neither may go: a pass moves nothing
+    for (const d of ds) ts.hv.setVcpuAffinity(d.domid, 0, [0], null);
+    await waitFor('both spinners runnable or running', 30_000, () => ds.every((d) => ts.hv.vcpus(d.domid)[0]!.state <= 1));
+    assert.equal(await ts.hv.balanceOnce(), null, 'nothing may move');
+    // unpinned: the balancer parts them, and then stays
+    for (const d of ds) ts.hv.setVcpuAffinity(d.domid, 0, null, null);
+    ts.hv.startLoadBalancing(20);
+    await waitFor('one of them moved to pCPU 1', 30_000, () => at().includes(1) && at().includes(0));
+    await sleep(500);
+    assert.deepEqual([...at()].sort(), [0, 1], 'one per pCPU, and no bouncing');
+  } finally {
+    await ts.shutdown();
+  }
+});

@@ -700,6 +700,8 @@ export class DomainManager extends EventEmitter<Events> {
     const set = (v: number) => {
       const cur = d.pins[v] ?? { hard: d.config.cpus, soft: d.config.cpusSoft };
       d.pins[v] = { hard, soft: soft === undefined ? cur.soft : soft };
+      // the hypervisor honours it from now on (later moves, the load balancer)
+      if (this.ts.hv.vcpuPlacement(d.domid, v) >= 0) this.ts.hv.setVcpuAffinity(d.domid, v, d.pins[v]!.hard, d.pins[v]!.soft);
     };
     for (const [v, to] of moves) {
       try {

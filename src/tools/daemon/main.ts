@@ -28,6 +28,8 @@ console backends, and the API on a Unix socket (docs/api.md).
                        CPU this process may use); docs/scheduling.md, "The host side of real time"
   --rt-priority N      run Pool-0's pCPU workers at SCHED_FIFO priority N (1..99) where the host
                        permits it (CAP_SYS_NICE or RLIMIT_RTPRIO); a refusal is logged, not fatal
+  --load-balance       move KVM vCPUs between the pCPUs of a pool as their loads part (credit2's
+                       runqueue balancing; docs/scheduling.md); off by default
   --verbose            copy the daemon log to stderr`;
 
 function intOpt(v: string | undefined, name: string, min: number): number | undefined {
@@ -54,6 +56,7 @@ export async function main(argv: string[]): Promise<number> {
         verbose: { type: 'boolean', short: 'v', default: false },
         'pin-pcpus': { type: 'boolean', default: false },
         'rt-priority': { type: 'string' },
+        'load-balance': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));
@@ -84,6 +87,7 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`xenode daemon: ${e instanceof DaemonStartError ? e.message : e instanceof Error ? e.message : String(e)}`);
     return 1;
   }
+  if (values['load-balance']) daemon.ts.hv.startLoadBalancing();
   process.stderr.write(`xenode daemon: listening on ${socketPath} (pid ${process.pid}, state ${stateDir})\n`);
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
