@@ -1,4 +1,4 @@
-// A Debian Linux guest, with Debian's own xen-netfront, on a Linux bridge of
+// A Debian Linux guest (2 vCPUs, so its xen-netfront uses two queues) on a Linux bridge of
 // the host: `xenode run --vif bridge=br0` is started inside a network
 // namespace of the test's own that holds br0 with 10.77.1.1, so its vif gets
 // a tap there (vif<domid>.0) joined to br0. The guest pings the host end of
@@ -33,6 +33,7 @@ mount -t devtmpfs devtmpfs /dev
 insmod /xen-netfront.ko || echo "net: insmod failed"
 for i in $(seq 1 200); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
 echo "net: mac $(cat /sys/class/net/eth0/address)"
+echo "net: queues $(ls -d /sys/class/net/eth0/queues/tx-* | wc -l)"
 ifconfig lo 127.0.0.1 up
 ifconfig eth0 10.77.1.2 netmask 255.255.255.0 up && echo "net: up"
 for i in $(seq 1 60); do ping -c 1 -W 1 10.77.1.1 >/dev/null 2>&1 && break; done
@@ -78,7 +79,7 @@ test('a Linux guest on a host bridge through its tap: it pings 10.77.1.1 on br0 
 
     const initrd = path.join(dir, 'initrd.gz');
     writeFileSync(initrd, busyboxInitramfs({ init: INIT, files: { 'xen-netfront.ko': readFileSync(netfront) } }));
-    const xenode = ns.spawn(process.execPath, [xenodeJs, 'run', linuxBzImage, '--ramdisk', initrd, '--memory', '256', '--cmdline', 'console=hvc0', '--vif', 'mac=00:16:3e:00:00:09,bridge=br0,rate=8Mb/s@20ms,vifname=web0']);
+    const xenode = ns.spawn(process.execPath, [xenodeJs, 'run', linuxBzImage, '--ramdisk', initrd, '--memory', '256', '--vcpus', '2', '--cmdline', 'console=hvc0', '--vif', 'mac=00:16:3e:00:00:09,bridge=br0,rate=8Mb/s@20ms,vifname=web0']);
     procs.push(xenode);
     let out = '', err = '';
     xenode.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
@@ -93,6 +94,7 @@ test('a Linux guest on a host bridge through its tap: it pings 10.77.1.1 on br0 
     await until('the guest to be ready', () => out.includes('net: ready'), BOOT_MS - 20_000, 200).catch(fail);
     assert.doesNotMatch(out, /insmod failed/, consoles());
     assert.match(out, /net: mac 00:16:3e:00:00:09/, consoles());
+    assert.match(out, /net: queues 2\b/, 'netfront took a queue a vCPU (multi-queue-num-queues 2)');
     const ping = /net: ping begins([^]*)net: ping done/.exec(out);
     assert.ok(ping, consoles());
     assert.match(ping[1]!, /3 packets transmitted, 3 packets received, 0% packet loss/, ping[1]);

@@ -84,7 +84,11 @@ export class BlkifService {
     if (this.broken) return;
     if (this.running) { this.again = true; return; }
     this.running = true;
-    this.pass = this.serve().finally(() => { this.running = false; });
+    // a kick after the pass's last look but before its promise settled set `again` and found it running: run again
+    this.pass = this.serve().finally(() => {
+      this.running = false;
+      if (this.again) this.kick();
+    });
   }
 
   private async until(cond: () => boolean): Promise<void> {

@@ -163,7 +163,11 @@ export class NetifService {
     if (this.broken) return;
     if (this.txRunning) { this.txAgain = true; return; }
     this.txRunning = true;
-    this.txPass = this.serveTx().catch((e: unknown) => this.fail(`transmit: ${(e as Error).message}`)).finally(() => { this.txRunning = false; });
+    // a kick after the pass's last look but before its promise settled set txAgain and found it running: run again
+    this.txPass = this.serveTx().catch((e: unknown) => this.fail(`transmit: ${(e as Error).message}`)).finally(() => {
+      this.txRunning = false;
+      if (this.txAgain) this.kickTx();
+    });
   }
 
   /** The frontend posted receive buffers (or notified on its only port). */
@@ -171,7 +175,10 @@ export class NetifService {
     if (this.broken) return;
     if (this.rxRunning) { this.rxAgain = true; return; }
     this.rxRunning = true;
-    this.rxPass = this.serveRx().catch((e: unknown) => this.fail(`receive: ${(e as Error).message}`)).finally(() => { this.rxRunning = false; });
+    this.rxPass = this.serveRx().catch((e: unknown) => this.fail(`receive: ${(e as Error).message}`)).finally(() => {
+      this.rxRunning = false;
+      if (this.rxAgain) this.kickRx();
+    });
   }
 
   /** A frame for the frontend: queued (or dropped when the queue is full) and sent once it has buffers. */

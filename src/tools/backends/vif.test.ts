@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Xenstored, LocalClient } from '../xenstored/index.js';
 import type { XenDevices, GrantCopySide } from '../libs/devices.js';
 import { settleNics, writeVifNodes } from '../net.js';
-import { VifBackend } from './vif.js';
+import { flowQueue, MAX_QUEUES, VifBackend } from './vif.js';
 import { NetSwitches } from './netswitch.js';
 import { NetifRxFrontRing, NetifTxFrontRing, NETIF_RSP_OKAY, PAGE_SIZE } from './netif.js';
 
@@ -122,7 +122,7 @@ test("the backend offers its features and waits in InitWait; libxl's nodes on bo
     assert.equal(await r(`${be(7)}/state`), '2');
     assert.deepEqual(await Promise.all(['feature-rx-copy', 'feature-sg', 'feature-gso-tcpv4', 'feature-gso-tcpv6', 'feature-split-event-channels', 'hotplug-status'].map((k) => r(`${be(7)}/${k}`))),
       ['1', '1', '1', '1', '1', 'connected']);
-    assert.equal(await s.dom0.tryRead(`${be(7)}/multi-queue-max-queues`), undefined, 'one queue: nothing offered');
+    assert.equal(await r(`${be(7)}/multi-queue-max-queues`), String(MAX_QUEUES), 'queues offered');
     assert.deepEqual(await Promise.all(['frontend', 'frontend-id', 'online', 'mac', 'bridge', 'handle', 'type', 'script', 'mtu'].map((k) => r(`${be(7)}/${k}`))),
       [fe(7), '7', '1', '00:16:3e:00:00:01', 'xenbr0', '0', 'vif', '/etc/xen/scripts/vif-bridge', '1500']);
     assert.deepEqual(await Promise.all(['backend', 'backend-id', 'state', 'handle', 'mac', 'mtu', 'trusted'].map((k) => r(`${fe(7)}/${k}`))), [be(7), '0', '1', '0', '00:16:3e:00:00:01', '1500', '1']);
@@ -141,8 +141,8 @@ test('two vifs on one bridge: each connects (one port, or split ones), a frame o
     await connect(a.front, 7);
     await connect(b.front, 8, { split: true, omit: 'feature-gso-tcpv6' });
     await until('both connected', async () => (await s.dom0.read(`${be(7)}/state`)) === '4' && (await s.dom0.read(`${be(8)}/state`)) === '4');
-    assert.deepEqual(a.backend.lastConnection, { splitEventChannels: false, sg: true, gsoTcpv4: true, gsoTcpv6: true });
-    assert.deepEqual(b.backend.lastConnection, { splitEventChannels: true, sg: true, gsoTcpv4: true, gsoTcpv6: false }, 'the GSO types the frontend said');
+    assert.deepEqual(a.backend.lastConnection, { splitEventChannels: false, sg: true, gsoTcpv4: true, gsoTcpv6: true, queues: 1 });
+    assert.deepEqual(b.backend.lastConnection, { splitEventChannels: true, sg: true, gsoTcpv4: true, gsoTcpv6: false, queues: 1 }, 'the GSO types the frontend said');
     assert.equal(s.mapped.size, 4);
     assert.deepEqual(s.bound.map((x) => [x.domid, x.remote]), [[7, 5], [8, 5], [8, 6]]);
     assert.equal(s.switches.get('xenbr0')?.portCount, 2);
@@ -182,11 +182,75 @@ test('two vifs on one bridge: each connects (one port, or split ones), a frame o
   }
 });
 
+test('two queues (multi-queue-num-queues, each queue\'s rings and ports under queue-N/): both connect; the frames of one flow go on one queue, another flow\'s may go on the other', async () => {
+  const s = await setup([7]);
+  try {
+    const front = s.guests[0]!.front;
+    await front.transaction(async (tx) => {
+      const w = (k: string, v: string) => front.write(`${fe(7)}/${k}`, v, tx);
+      await w('multi-queue-num-queues', '2');
+      for (const [q, tx0, rx0, port] of [[0, 0, 1, 5], [1, 2, 3, 6]] as const) {
+        await w(`queue-${q}/tx-ring-ref`, String(tx0));
+        await w(`queue-${q}/rx-ring-ref`, String(rx0));
+        await w(`queue-${q}/event-channel`, String(port));
+      }
+      for (const k of ['request-rx-copy', 'feature-rx-notify', 'feature-sg']) await w(k, '1');
+    });
+    await front.write(`${fe(7)}/state`, '4');
+    await until('connected', async () => (await s.dom0.read(`${be(7)}/state`)) === '4');
+    const b = s.guests[0]!.backend;
+    assert.equal(b.lastConnection?.queues, 2);
+    assert.equal(s.mapped.size, 4, 'two rings a queue');
+    assert.deepEqual(s.bound.map((x) => x.remote), [5, 6], 'a port a queue');
+    // frames of UDP flows from another station on the switch: each flow always hashes to one queue
+    const flow = (sport: number) => {
+      const f = new Uint8Array(60);
+      f.set([0, 0x16, 0x3e, 0, 0, 1, 0, 0x16, 0x3e, 0, 0, 9, 0x08, 0x00, 0x45]);
+      f[23] = 17;
+      f.set([10, 0, 0, 9, 10, 0, 0, 1], 26);
+      f[34] = sport >> 8; f[35] = sport & 0xff; f[37] = 53;
+      return f;
+    };
+    const seen = new Set<number>();
+    for (let p = 1000; p < 1040; p++) {
+      const q = flowQueue(flow(p), 2);
+      assert.equal(flowQueue(flow(p), 2), q, 'the same flow, the same queue');
+      seen.add(q);
+    }
+    assert.deepEqual([...seen].sort(), [0, 1], '40 flows use both queues');
+    assert.equal(flowQueue(new Uint8Array(60), 2), 0, 'not IP: queue 0');
+    // a frame delivered to queue 1's posted buffer arrives there
+    const other = { name: 'station', receive: () => {} };
+    const sw = s.switches.get('xenbr0')!;
+    sw.attach(other);
+    const p1 = Array.from({ length: 40 }, (_, i) => 1000 + i).find((p) => flowQueue(flow(p), 2) === 1)!;
+    const rx1 = new NetifRxFrontRing(s.grants.get('7:3')!);
+    rx1.put({ id: 5, gref: 4 });
+    rx1.push();
+    s.bound.find((x) => x.remote === 6)!.onEvent();
+    sw.input(other, { data: flow(p1) });
+    const rsp = await until('queue 1 to receive', async () => { const r = rx1.responses(); return r.length ? r : undefined; });
+    assert.deepEqual(rsp, [{ id: 5, offset: 0, flags: 0, status: 60 }]);
+    assert.deepEqual(Buffer.from(s.grants.get('7:4')!.subarray(0, 60)), Buffer.from(flow(p1)));
+    sw.detach(other);
+    await front.write(`${fe(7)}/state`, '5');
+    await until('Closing', async () => (await s.dom0.read(`${be(7)}/state`)) === '5');
+    await front.write(`${fe(7)}/state`, '6');
+    await until('Closed', async () => (await s.dom0.read(`${be(7)}/state`)) === '6');
+    assert.equal(s.mapped.size, 0, 'every queue\'s rings unmapped');
+    assert.equal(s.bound.length, 0, 'every queue\'s port unbound');
+  } finally {
+    await s.close();
+  }
+});
+
 test('each bad frontend value closes the device with the reason in error, holding no ring and no port', async () => {
   const cases: [string, Parameters<typeof connect>[2], RegExp][] = [
     ['no rx-copy', { set: { 'request-rx-copy': '0' } }, /does not support rx-copy/],
     ['no rx-notify', { omit: 'feature-rx-notify' }, /feature-rx-notify is mandatory/],
-    ['two queues', { set: { 'multi-queue-num-queues': '2' } }, /2 queues, but multi-queue is not offered/],
+    ['more queues than offered', { set: { 'multi-queue-num-queues': String(MAX_QUEUES + 1) } }, new RegExp(`${MAX_QUEUES + 1} queues, exceeding the maximum of ${MAX_QUEUES}`)],
+    ['no queues', { set: { 'multi-queue-num-queues': '0' } }, /0 queues, exceeding/],
+    ['a queue without its rings', { set: { 'multi-queue-num-queues': '2' } }, /queue-0\/tx-ring-ref and rx-ring-ref: not grant references/],
     ['a ring ref that is not a number', { set: { 'tx-ring-ref': 'x' } }, /not grant references/],
     ['a ring not granted', { set: { 'rx-ring-ref': '99' } }, /GNTST -3/],
     ['a port that cannot be bound', { set: { 'event-channel': '77' } }, /binding event-channel 77/],

@@ -31,14 +31,47 @@ export interface VifBackendOptions {
   log?: (line: string) => void;
 }
 
-interface Connection {
+/** One queue of a connected vif: its two rings and the service on them. */
+interface Queue {
   tx: GrantMapping;
   rx: GrantMapping;
   /** local ports: one, or the transmit and receive ones of split event channels */
   ports: number[];
   service: NetifService;
+}
+
+interface Connection {
+  queues: Queue[];
   /** the switch port, when the vif has no tap */
   port: SwitchPort | null;
+}
+
+/** Queues offered (multi-queue-max-queues; Linux's netback offers one a CPU): a frontend uses up to one a vCPU. */
+export const MAX_QUEUES = 4;
+
+/**
+ * The queue a frame to the guest goes on: a hash of its IPv4/IPv6 addresses and, unfragmented, its TCP/UDP
+ * ports, so one flow keeps its order on one queue (xenvif_select_queue's skb_get_hash when the frontend set
+ * no hash algorithm); anything else goes on queue 0.
+ */
+export function flowQueue(d: Uint8Array, queues: number): number {
+  if (queues <= 1 || d.length < 14) return 0;
+  const type = (d[12]! << 8) | d[13]!;
+  let from: number, to: number, proto: number, l4: number;
+  if (type === 0x0800 && d.length >= 34) {
+    [from, to, proto, l4] = [26, 34, d[23]!, 14 + (d[14]! & 15) * 4];
+    if ((d[20]! & 0x3f) | d[21]!) proto = -1; // a fragment: only its first has the ports
+  } else if (type === 0x86dd && d.length >= 54) {
+    [from, to, proto, l4] = [22, 54, d[20]!, 54];
+  } else {
+    return 0;
+  }
+  // FNV-1a
+  let h = 0x811c9dc5;
+  const mix = (b: number) => { h = Math.imul(h ^ b, 0x01000193) >>> 0; };
+  for (let i = from; i < to; i++) mix(d[i]!);
+  if ((proto === 6 || proto === 17) && d.length >= l4 + 4) for (let i = l4; i < l4 + 4; i++) mix(d[i]!);
+  return h % queues;
 }
 
 /** The default bridge (xl-network-configuration(5)) */
@@ -54,7 +87,7 @@ export class VifBackend extends XenbusBackend {
   /** what the vif moved, over every connection */
   readonly stats: NetifStats = newNetifStats();
   /** the transport of the last connection */
-  lastConnection: { splitEventChannels: boolean; sg: boolean; gsoTcpv4: boolean; gsoTcpv6: boolean } | null = null;
+  lastConnection: { splitEventChannels: boolean; sg: boolean; gsoTcpv4: boolean; gsoTcpv6: boolean; queues: number } | null = null;
 
   private constructor(private readonly o: VifBackendOptions) {
     super(o.devices, o.path, 'vif', o.log);
@@ -78,17 +111,18 @@ export class VifBackend extends XenbusBackend {
     // the hotplug script's part, before hotplug-status says connected
     const { tap, line } = vifBridgeOnline({
       name: this.ifName, bridge: this.bridge, mtu: Number.isInteger(mtu) && mtu >= 68 ? mtu : 1500, required: this.o.hostBridge,
-      onFrame: (f) => this.conn?.service.send(f),
+      onFrame: (f) => this.toGuest(f),
       // while no frontend is connected, frames are read and dropped, as a carrier-less netdev's would be
-      room: () => !this.conn || this.conn.service.hasRoom,
+      room: () => !this.conn || this.conn.queues.every((q) => q.service.hasRoom),
     });
     this.tapDev = tap;
     this.log?.(line);
     // netback_probe: what a frontend reads before it connects. Scatter-gather both ways; checksums passed
     // on as the sender left them (the other end is a netfront too, which fills in a blank one); TCP
     // segmentation offload for IPv4 and IPv6 (a packet of up to 64 KiB with a GSO extra); no multicast
-    // control, one queue.
+    // control; up to MAX_QUEUES queues.
     await this.offer([
+      ['multi-queue-max-queues', String(MAX_QUEUES)],
       ['feature-sg', '1'],
       ['feature-gso-tcpv4', '1'],
       ['feature-gso-tcpv6', '1'],
@@ -101,33 +135,85 @@ export class VifBackend extends XenbusBackend {
 
   protected get connected(): boolean { return this.conn !== null; }
 
-  /** connect and connect_data_rings in xen-netback/xenbus.c */
+  /** A frame for the guest, on the queue of its flow. */
+  private toGuest(f: NetFrame): void {
+    const qs = this.conn?.queues;
+    if (qs?.length) qs[flowQueue(f.data, qs.length)]!.service.send(f);
+  }
+
+  /** connect and connect_data_rings in xen-netback/xenbus.c: the frontend's features, then each queue's rings. */
   protected async connect(): Promise<void> {
     const xs = this.devices.xenstore, f = this.frontPath;
-    const num = async (name: string): Promise<number | undefined | null> => {
-      const t = await xs.tryRead(`${f}/${name}`);
+    const num = async (dir: string, name: string): Promise<number | undefined | null> => {
+      const t = await xs.tryRead(`${dir}/${name}`);
       if (t === undefined) return undefined;
       return /^\d{1,10}$/.test(t.trim()) ? Number(t.trim()) : null;
     };
-    const nq = await num('multi-queue-num-queues');
-    if (nq !== undefined && nq !== 1) return this.fatal(`guest requested ${nq ?? 'an unreadable number of'} queues, but multi-queue is not offered`);
-    if ((await num('request-rx-copy')) !== 1) return this.fatal('the frontend does not support rx-copy (request-rx-copy is not 1)');
-    if ((await num('feature-rx-notify')) !== 1) return this.fatal('feature-rx-notify is mandatory');
-    const sg = (await num('feature-sg')) === 1;
+    // one queue: its nodes in the frontend's directory; several: in queue-<n>/ each
+    const nq = await num(f, 'multi-queue-num-queues');
+    if (nq === null || (nq !== undefined && (nq < 1 || nq > MAX_QUEUES))) return this.fatal(`guest requested ${nq ?? 'an unreadable number of'} queues, exceeding the maximum of ${MAX_QUEUES}`);
+    const dirs = nq === undefined ? [f] : Array.from({ length: nq }, (_, i) => `${f}/queue-${i}`);
+    if ((await num(f, 'request-rx-copy')) !== 1) return this.fatal('the frontend does not support rx-copy (request-rx-copy is not 1)');
+    if ((await num(f, 'feature-rx-notify')) !== 1) return this.fatal('feature-rx-notify is mandatory');
+    const sg = (await num(f, 'feature-sg')) === 1;
     // read_xenbus_vif_flags: the GSO types the frontend takes on its receive ring (Linux's netback reads
     // no -prefix variant since it retired the GSO prefix: such a frontend gets segments)
-    const gsoTcpv4 = ((await num('feature-gso-tcpv4')) ?? 0) > 0, gsoTcpv6 = ((await num('feature-gso-tcpv6')) ?? 0) > 0;
+    const gsoTcpv4 = ((await num(f, 'feature-gso-tcpv4')) ?? 0) > 0, gsoTcpv6 = ((await num(f, 'feature-gso-tcpv6')) ?? 0) > 0;
     const rxGso = (gsoTcpv4 ? gsoBit(XEN_NETIF_GSO_TYPE_TCPV4) : 0) | (gsoTcpv6 ? gsoBit(XEN_NETIF_GSO_TYPE_TCPV6) : 0);
-    const txRef = await num('tx-ring-ref'), rxRef = await num('rx-ring-ref');
-    if (typeof txRef !== 'number' || typeof rxRef !== 'number') return this.fatal(`reading ${f}/tx-ring-ref and rx-ring-ref: not grant references`);
-    const single = await num('event-channel');
+    const tap = this.tapDev;
+    let sw: ReturnType<NetSwitches['attach']> | null = null;
+    const port: SwitchPort | null = tap ? null : { name: this.ifName, receive: (fr: NetFrame) => this.toGuest(fr) };
+    // the toolstack's rate limit, read at each connection as Linux's netback does (xen_net_read_rate)
+    const txRate = parseRateNode(await this.devices.xenstore.tryRead(`${this.path}/rate`));
+    const queues: Queue[] = [];
+    const release = async () => {
+      for (const q of queues) {
+        await q.service.stop();
+        for (const p of q.ports) this.devices.evtchn.unbind(p);
+        await this.devices.gnttab.unmap(q.tx.handle);
+        await this.devices.gnttab.unmap(q.rx.handle);
+      }
+    };
+    for (const dir of dirs) {
+      const q = await this.connectQueue(dir, num, {
+        sg, rxGso, txRate,
+        deliver: tap ? (fr) => tap.send(fr) : (fr) => sw?.input(port!, fr),
+      });
+      if (typeof q === 'string') {
+        await release();
+        return this.fatal(q);
+      }
+      queues.push(q);
+    }
+    if (port) sw = this.o.switches.attach(this.bridge, port);
+    // the host's stack hands the tap 64 KiB TCP frames of the types this frontend takes whole, and cuts the
+    // others itself (xenvif_fix_features takes TSO off the vif's netdev for a frontend without them)
+    const tsoRefused = tap?.setTso(sg && gsoTcpv4, sg && gsoTcpv6);
+    if (tsoRefused) this.log?.(`${tsoRefused}; the host's stack segments what it sends the guest`);
+    tap?.setCarrier(true);
+    this.conn = { queues, port };
+    this.lastConnection = { splitEventChannels: queues[0]!.ports.length === 2, sg, gsoTcpv4, gsoTcpv6, queues: queues.length };
+    await this.switchState(XenbusState.Connected);
+    // packets and buffers the frontend put there before the ports were bound
+    for (const q of queues) {
+      q.service.kickTx();
+      q.service.kickRx();
+    }
+  }
+
+  /** One queue's rings and event channels (connect_data_rings), read from `dir`; the reason as a string when they cannot be. */
+  private async connectQueue(dir: string, num: (dir: string, name: string) => Promise<number | undefined | null>,
+    o: { sg: boolean; rxGso: number; txRate: ReturnType<typeof parseRateNode>; deliver: (f: NetFrame) => void }): Promise<Queue | string> {
+    const txRef = await num(dir, 'tx-ring-ref'), rxRef = await num(dir, 'rx-ring-ref');
+    if (typeof txRef !== 'number' || typeof rxRef !== 'number') return `reading ${dir}/tx-ring-ref and rx-ring-ref: not grant references`;
+    const single = await num(dir, 'event-channel');
     let remote: number[];
     if (single !== undefined) {
-      if (single === null) return this.fatal(`reading ${f}/event-channel: not a port`);
+      if (single === null) return `reading ${dir}/event-channel: not a port`;
       remote = [single];
     } else {
-      const txp = await num('event-channel-tx'), rxp = await num('event-channel-rx');
-      if (typeof txp !== 'number' || typeof rxp !== 'number') return this.fatal(`reading ${f}/event-channel(-tx, -rx): not ports`);
+      const txp = await num(dir, 'event-channel-tx'), rxp = await num(dir, 'event-channel-rx');
+      if (typeof txp !== 'number' || typeof rxp !== 'number') return `reading ${dir}/event-channel(-tx, -rx): not ports`;
       remote = [txp, rxp];
     }
     const gnttab = this.devices.gnttab;
@@ -137,12 +223,12 @@ export class VifBackend extends XenbusBackend {
       const m = await gnttab.map(this.frontDomid, ref, false);
       if (typeof m === 'number') {
         await unmapAll();
-        return this.fatal(`mapping tx-ring-ref ${txRef} rx-ring-ref ${rxRef}: GNTST ${m}`);
+        return `mapping tx-ring-ref ${txRef} rx-ring-ref ${rxRef}: GNTST ${m}`;
       }
       maps.push(m);
       if (m.page.length < PAGE_SIZE) {
         await unmapAll();
-        return this.fatal(`ring-ref ${ref}: short page`);
+        return `ring-ref ${ref}: short page`;
       }
     }
     let service: NetifService | null = null;
@@ -157,30 +243,14 @@ export class VifBackend extends XenbusBackend {
     } catch (e) {
       for (const p of ports) this.devices.evtchn.unbind(p);
       await unmapAll();
-      return this.fatal(`binding event-channel ${remote.join(',')}: ${(e as Error).message}`);
+      return `binding event-channel ${remote.join(',')}: ${(e as Error).message}`;
     }
-    const tap = this.tapDev;
-    let sw: ReturnType<NetSwitches['attach']> | null = null;
-    const port: SwitchPort | null = tap ? null : { name: this.ifName, receive: (fr: NetFrame) => service?.send(fr) };
-    // the toolstack's rate limit, read at each connection as Linux's netback does (xen_net_read_rate)
-    const txRate = parseRateNode(await this.devices.xenstore.tryRead(`${this.path}/rate`));
     service = new NetifService({
       devices: this.devices, frontDomid: this.frontDomid, tx: new NetifTxBackRing(maps[0]!.page), rx: new NetifRxBackRing(maps[1]!.page),
-      txPort: ports[0]!, rxPort: ports[ports.length - 1]!, rxSg: sg, rxGso, stats: this.stats, log: this.log, txRate,
-      deliver: tap ? (fr) => tap.send(fr) : (fr) => sw?.input(port!, fr),
+      txPort: ports[0]!, rxPort: ports[ports.length - 1]!, rxSg: o.sg, rxGso: o.rxGso, stats: this.stats, log: this.log, txRate: o.txRate,
+      deliver: o.deliver,
     });
-    if (port) sw = this.o.switches.attach(this.bridge, port);
-    // the host's stack hands the tap 64 KiB TCP frames of the types this frontend takes whole, and cuts the
-    // others itself (xenvif_fix_features takes TSO off the vif's netdev for a frontend without them)
-    const tsoRefused = tap?.setTso(sg && gsoTcpv4, sg && gsoTcpv6);
-    if (tsoRefused) this.log?.(`${tsoRefused}; the host's stack segments what it sends the guest`);
-    tap?.setCarrier(true);
-    this.conn = { tx: maps[0]!, rx: maps[1]!, ports, service, port };
-    this.lastConnection = { splitEventChannels: ports.length === 2, sg, gsoTcpv4, gsoTcpv6 };
-    await this.switchState(XenbusState.Connected);
-    // packets and buffers the frontend put there before the ports were bound
-    service.kickTx();
-    service.kickRx();
+    return { tx: maps[0]!, rx: maps[1]!, ports, service };
   }
 
   protected async disconnect(): Promise<void> {
@@ -189,10 +259,12 @@ export class VifBackend extends XenbusBackend {
     this.conn = null;
     if (c.port) this.o.switches.detach(this.bridge, c.port);
     this.tapDev?.setCarrier(false);
-    await c.service.stop();
-    for (const p of c.ports) this.devices.evtchn.unbind(p);
-    await this.devices.gnttab.unmap(c.tx.handle);
-    await this.devices.gnttab.unmap(c.rx.handle);
+    for (const q of c.queues) {
+      await q.service.stop();
+      for (const p of q.ports) this.devices.evtchn.unbind(p);
+      await this.devices.gnttab.unmap(q.tx.handle);
+      await this.devices.gnttab.unmap(q.rx.handle);
+    }
   }
 
   protected override async closeDevice(): Promise<void> {
