@@ -97,7 +97,7 @@ async function onToolstack(t: TestContext, accel: 'tcg' | 'kvm'): Promise<void> 
       assert.equal(await ts.client.read(`${fe}/${k}`), want, k);
     }
     assert.match(await ts.client.read(`${fe}/event-channel`), /^\d+$/);
-    assert.deepEqual(v.backend.lastConnection, { splitEventChannels: false, sg: false, gsoTcpv4: false, gsoTcpv6: false });
+    assert.deepEqual(v.backend.lastConnection, { splitEventChannels: false, sg: false, gsoTcpv4: false, gsoTcpv6: false, queues: 1 });
 
     const next = async (what: string): Promise<Uint8Array> => {
       const n = st.got.length;

@@ -149,10 +149,11 @@ export class VifBackend extends XenbusBackend {
       if (t === undefined) return undefined;
       return /^\d{1,10}$/.test(t.trim()) ? Number(t.trim()) : null;
     };
-    // one queue: its nodes in the frontend's directory; several: in queue-<n>/ each
-    const nq = await num(f, 'multi-queue-num-queues');
-    if (nq === null || (nq !== undefined && (nq < 1 || nq > MAX_QUEUES))) return this.fatal(`guest requested ${nq ?? 'an unreadable number of'} queues, exceeding the maximum of ${MAX_QUEUES}`);
-    const dirs = nq === undefined ? [f] : Array.from({ length: nq }, (_, i) => `${f}/queue-${i}`);
+    // one queue (no multi-queue-num-queues, or 1, as Linux's netfront writes it when offered): its nodes in
+    // the frontend's directory; several: in queue-<n>/ each (connect_data_rings)
+    const nq = (await num(f, 'multi-queue-num-queues')) ?? 1;
+    if (nq === null || nq < 1 || nq > MAX_QUEUES) return this.fatal(`guest requested ${nq ?? 'an unreadable number of'} queues, exceeding the maximum of ${MAX_QUEUES}`);
+    const dirs = nq === 1 ? [f] : Array.from({ length: nq }, (_, i) => `${f}/queue-${i}`);
     if ((await num(f, 'request-rx-copy')) !== 1) return this.fatal('the frontend does not support rx-copy (request-rx-copy is not 1)');
     if ((await num(f, 'feature-rx-notify')) !== 1) return this.fatal('feature-rx-notify is mandatory');
     const sg = (await num(f, 'feature-sg')) === 1;
