@@ -171,8 +171,11 @@ describe('xl with Debian\'s kernel: a busybox shell on the console, sysrq, an NM
   test('xl mem-set: Linux\'s xen-balloon gives pages back down to the target and takes them again up to it; xl list follows', { timeout: 150_000 }, async (t) => {
     if (!guard(t)) return;
     const con = await consoleAtShell();
+    // each question tagged, so an answer is never taken for a later question's
+    let asked = 0;
     const memTotalKiB = async (): Promise<number> => {
-      const m = await shellAnswers(con, `echo mt:$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2):${Date.now() % 100000}`, new RegExp(`\\nmt:(\\d+):${Date.now() % 100000}\\r*\\n`));
+      const tag = ++asked;
+      const m = await shellAnswers(con, `echo mt:$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2):${tag}`, new RegExp(`\\nmt:(\\d+):${tag}\\r*\\n`));
       return Number(m[1]);
     };
     const listMiB = async (): Promise<number> => Number(/^linux\s+\d+\s+(\d+)/m.exec((await xl('list', 'linux')).out)?.[1]);
