@@ -211,14 +211,17 @@ export class HybridVcpu implements AccelVcpu {
   }
 
   interrupt(vector: number): void {
-    // The handler is kernel code: let the software CPU deliver and run it.
-    if (this.policy.kernelInSoftware && this.cur === this.kvm) this.move(this.soft, 'user');
-    this.cur.interrupt(vector);
+    this.toHandlerCpu().interrupt(vector);
   }
 
   nmi(): void {
+    this.toHandlerCpu().nmi();
+  }
+
+  /** The CPU an event's handler runs on: it is kernel code, so the software CPU where that runs kernel code. */
+  private toHandlerCpu(): AccelVcpu {
     if (this.policy.kernelInSoftware && this.cur === this.kvm) this.move(this.soft, 'user');
-    this.cur.nmi();
+    return this.cur;
   }
 
   getFpu(): FpuState { return this.cur.getFpu(); }

@@ -149,17 +149,29 @@ export class VCpu {
     }) : null;
   }
 
-  /** What a worker hands another with the vCPU: everything about it that is not in shared memory or KVM. */
-  saveLocal(now: bigint): VcpuHandoff {
-    return {
+  /**
+   * What a worker hands another with the vCPU: everything about it that is not in shared memory or KVM.
+   * Nothing of it stays here: no longer local, no timers, no poll, no APIC, no call in hand.
+   */
+  handOffLocal(now: bigint): VcpuHandoff {
+    const s: VcpuHandoff = {
       online: this.online, blocked: this.blocked, nmiPending: this.nmiPending,
       timer: { ...this.timer }, pollPorts: this.pollPorts ? [...this.pollPorts] : null, pollTimeout: this.pollTimeout,
       runstateTime: [...this.runstateTime], runstateEntry: this.runstateEntry, runstateState: this.runstateState,
       lapic: this.lapic?.save(now) ?? null,
     };
+    this.local = false;
+    this.lapic = null;
+    this.online = false;
+    this.blocked = false;
+    this.nmiPending = false;
+    this.pollPorts = null;
+    this.timer = { singleshot: 0n, period: 0n, periodicNext: 0n };
+    this.hcall = null;
+    return s;
   }
 
-  /** Takes a handed-off vCPU as this worker's own (saveLocal's other half). */
+  /** Takes a handed-off vCPU as this worker's own (handOffLocal's other half). */
   restoreLocal(s: VcpuHandoff, now: bigint): void {
     this.local = true;
     this.online = s.online;

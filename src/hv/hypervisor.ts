@@ -213,12 +213,12 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   readonly evtchnHost: core.EvtchnHost;
   /** physmap-query answers awaited, by domid */
   private readonly physmapQueries = new Map<number, ((segments: Segment[]) => void)[]>();
-  /** regs-query answers awaited, by domid */
   /** The load balancer's timer (null: off), and whether a pass is under way. */
   private balancer: NodeJS.Timeout | null = null;
   private balancing = false;
   /** vCPU moves under way, by "domid.vcpu": what the worker said, passed to moveVcpu's wait */
   private readonly moves = new Map<string, (m: Extract<WorkerToMain, { type: 'vcpu-moved' | 'vcpu-moved-in' }>) => void>();
+  /** regs-query answers awaited, by domid */
   private readonly regsQueries = new Map<number, ((m: Extract<WorkerToMain, { type: 'regs-report' }>) => void)[]>();
 
   /** What each pCPU's host threads last got (pinning, priority, refusals); null until asked. */
@@ -544,8 +544,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
    * parallel when there are pCPUs for them.
    */
   private place(rec: DomainRecord): number[] {
-    const load = new Array<number>(this.nrPcpus).fill(0);
-    for (const r of this.domains.values()) for (const p of r.placement) load[p]!++;
+    const load = this.placedLoad();
     const pool = this.cpupools.get(rec.pool);
     const out: number[] = [];
     for (let v = 0; v < rec.shared.nrVcpus; v++) {
@@ -584,7 +583,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     if (!Number.isInteger(v) || v < 0 || v >= r.shared.nrVcpus) throw new RangeError(`domain ${domid} has no vCPU ${v}`);
     if (!Number.isInteger(to) || to < 0 || to >= this.nrPcpus) throw new RangeError(`no pCPU ${to}`);
     if (r.pcpu < 0 || !r.spec) throw new Error(`domain ${domid} is not running on any pCPU yet`);
-    if (r.spec.accel !== 'kvm' || r.spec.software) throw new Error(`domain ${domid} runs on the software CPU, whose vCPUs share one worker: they are not moved`);
+    if (!this.movable(r)) throw new Error(`domain ${domid} runs on the software CPU, whose vCPUs share one worker: they are not moved`);
     if (!pool.cpus.has(to)) throw new RangeError(`pCPU ${to} is not in cpupool '${pool.name}'`);
     const key = `${domid}.${v}`;
     if (this.moves.has(key)) throw new Error(`vCPU ${v} of domain ${domid} is being moved already`);
@@ -900,7 +899,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     const pool = this.cpupools.get(id);
     if (pool.cpus.has(cpu)) {
       for (const r of [...this.domains.values()]) {
-        if (!r.spec || r.spec.accel !== 'kvm' || r.spec.software) continue;
+        if (!this.movable(r)) continue;
         for (let v = 0; v < r.placement.length; v++) {
           if (r.placement[v] !== cpu || r.pool !== id) continue;
           const to = this.leastLoaded([...pool.cpus].filter((c) => c !== cpu && (!r.hard[v] || r.hard[v]!.includes(c))));
@@ -948,11 +947,22 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     });
   }
 
+  /** The vCPUs placed on each pCPU, every domain's. */
+  private placedLoad(): number[] {
+    const load = new Array<number>(this.nrPcpus).fill(0);
+    for (const r of this.domains.values()) for (const p of r.placement) load[p]!++;
+    return load;
+  }
+
   /** Of `cpus`, the one with the fewest vCPUs placed (the lowest on a tie); null for none. */
   private leastLoaded(cpus: number[]): number | null {
-    const load = new Array<number>(this.nrPcpus).fill(0);
-    for (const d of this.domains.values()) for (const p of d.placement) load[p]!++;
+    const load = this.placedLoad();
     return [...cpus].sort((a, b) => load[a]! - load[b]! || a - b)[0] ?? null;
+  }
+
+  /** A running domain's vCPUs can move between pCPUs: a KVM domain's (a software-CPU domain's share one worker). */
+  private movable(r: DomainRecord): boolean {
+    return r.pcpu >= 0 && !!r.spec && r.spec.accel === 'kvm' && !r.spec.software;
   }
 
   /**
@@ -967,7 +977,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     if (r.pool === id) return;
     for (let v = 0; v < r.shared.nrVcpus; v++) this.candidates(pool, r.hard[v] ?? null, v);
     if (r.pcpu >= 0) {
-      if (!r.spec || r.spec.accel !== 'kvm' || r.spec.software) {
+      if (!this.movable(r)) {
         throw new CpupoolError('EBUSY', `d${domid} is running on pCPUs of cpupool '${this.cpupools.get(r.pool).name}' on the software CPU, whose vCPUs share one worker: they are not moved`);
       }
       for (let v = 0; v < r.shared.nrVcpus; v++) await this.moveVcpu(domid, v, this.leastLoaded(this.candidates(pool, r.hard[v] ?? null, v))!, id);
@@ -1093,7 +1103,6 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     return r.shared.vcpu(v, 'state') !== RUNSTATE.offline;
   }
 
-  /** Per-vCPU state (xl vcpu-list): run state, the pCPU it is placed on, time run, whether it is up. */
   /**
    * Where vCPU `v` would go within hard affinity `hard`: its pCPU when that is in it, else the pCPU of the
    * domain's cpupool in it with the fewest vCPUs placed (null: none; -1: the domain is not placed yet).
@@ -1101,14 +1110,11 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
    */
   vcpuTarget(domid: number, v: number, hard: number[]): { pcpu: number | null; movable: boolean } {
     const r = this.record(domid);
-    const movable = !!r.spec && r.spec.accel === 'kvm' && !r.spec.software;
+    const movable = this.movable(r);
     if (r.pcpu < 0) return { pcpu: -1, movable };
     const at = r.placement[v]!;
     if (hard.includes(at)) return { pcpu: at, movable };
-    const load = new Array<number>(this.nrPcpus).fill(0);
-    for (const d of this.domains.values()) for (const p of d.placement) load[p]!++;
-    const cpus = [...this.cpupools.get(r.pool).cpus].filter((c) => hard.includes(c)).sort((a, b) => load[a]! - load[b]! || a - b);
-    return { pcpu: cpus[0] ?? null, movable };
+    return { pcpu: this.leastLoaded([...this.cpupools.get(r.pool).cpus].filter((c) => hard.includes(c))), movable };
   }
 
   /** vCPU `v`'s hard and soft affinity as the toolstack set them last (xl vcpu-pin): what placement, moves and the balancer honour. */
@@ -1149,7 +1155,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
         const candidates: { domid: number; vcpu: number; at: number; hard: number[] | null }[] = [];
         for (const r of this.domains.values()) {
           if (r.pcpu < 0 || r.pool !== info.id || r.destroyed) continue;
-          const movable = r.spec?.accel === 'kvm' && !r.spec.software && r.shared.get('pauseCount') === 0;
+          const movable = this.movable(r) && r.shared.get('pauseCount') === 0;
           for (let v = 0; v < r.placement.length; v++) {
             const st = r.shared.vcpu(v, 'state');
             const at = r.placement[v]!;
@@ -1182,6 +1188,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     return r && r.pcpu >= 0 ? r.placement[v] ?? -1 : -1;
   }
 
+  /** Per-vCPU state (xl vcpu-list): run state, the pCPU it is placed on, time run, whether it is up. */
   vcpus(domid: number): VcpuInfoSummary[] {
     const r = this.domains.get(domid);
     if (!r) return [];

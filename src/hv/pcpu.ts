@@ -304,6 +304,11 @@ class Pcpu {
     return d.upcallDeliverable(v) || v.lapicPending || v.nmiPending;
   }
 
+  /** A blocked vCPU another thread asked to look (VCPU_FLAG_WAKE), or with an event it can take, wakes. */
+  private wakeIfDue(v: VCpu): void {
+    if (v.dom.shared.clearVcpuFlag(v.id, VCPU_FLAG_WAKE) || this.canUnblock(v)) this.unblock(v);
+  }
+
   private unblock(v: VCpu): void {
     v.blocked = false;
     if (this.current && this.current !== v) this.wokeDuringSlice = true;
@@ -366,14 +371,7 @@ class Pcpu {
       if (v.online && !v.blocked) this.sched.insert(v, now);
       return;
     }
-    const state = v.saveLocal(now);
-    v.local = false;
-    v.lapic = null;
-    v.online = false;
-    v.blocked = false;
-    v.pollPorts = null;
-    v.timer = { singleshot: 0n, period: 0n, periodicNext: 0n };
-    v.hcall = null;
+    const state = v.handOffLocal(now);
     this.timersDirty = true;
     this.post({ type: 'vcpu-moved', domid: d.domid, vcpu: v.id, to, state });
   }
@@ -391,8 +389,8 @@ class Pcpu {
     this.timersDirty = true;
     if (!v.online) return;
     // an event sent while it was between workers rang the old one: look now
-    if (v.blocked && (d.shared.clearVcpuFlag(v.id, VCPU_FLAG_WAKE) || this.canUnblock(v))) this.unblock(v);
-    else if (!v.blocked && d.isRunnable()) this.sched.insert(v, now);
+    if (v.blocked) this.wakeIfDue(v);
+    else if (d.isRunnable()) this.sched.insert(v, now);
   }
 
   /** The first instruction of a vCPU that KVM could not run (and the software CPU did) is logged; the rest are counted. */
@@ -802,7 +800,7 @@ class Pcpu {
         if (v.pollTimeout <= now) this.unblock(v);
         else earliest(v.pollTimeout);
       }
-      if (v.blocked && (d.shared.clearVcpuFlag(v.id, VCPU_FLAG_WAKE) || this.canUnblock(v))) this.unblock(v);
+      if (v.blocked) this.wakeIfDue(v);
     }
   }
 

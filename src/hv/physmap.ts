@@ -460,51 +460,49 @@ export class Physmap {
 }
 
 /**
- * The plain segments of a domain's published map, read consistently (a
- * worker that starts holding a running domain follows its map from there;
- * another domain's pages mapped in it are left out, as a copy never
- * translates them).
+ * Reads a domain's published map (its memfd `mem`, the mirror at host page
+ * `mirrorBase`) from any thread: `read` gets the mirror and its segment
+ * count, and runs again while the owner is writing it (the sequence count).
  */
-export function mirrorSegments(mem: Uint8Array, mirrorBase: number): Segment[] {
+function readMirror<T>(mem: Uint8Array, mirrorBase: number, read: (m: Int32Array, n: number) => T): T {
   const m = new Int32Array(mem.buffer, mem.byteOffset + mirrorBase * PAGE_SIZE, P2M_MIRROR_PAGES * PAGE_SIZE / 4);
   for (;;) {
     const seq = Atomics.load(m, 0);
     if (seq & 1) continue;
-    const n = Math.min(Atomics.load(m, 1), MIRROR_MAX_SEGS);
+    const v = read(m, Math.min(Atomics.load(m, 1), MIRROR_MAX_SEGS));
+    if (Atomics.load(m, 0) === seq) return v;
+  }
+}
+
+/**
+ * The plain segments of a domain's published map (a worker that starts
+ * holding a running domain follows its map from there; another domain's
+ * pages mapped in it are left out, as a copy never translates them).
+ */
+export function mirrorSegments(mem: Uint8Array, mirrorBase: number): Segment[] {
+  return readMirror(mem, mirrorBase, (m, n) => {
     const out: Segment[] = [];
     for (let i = 0; i < n; i++) {
       const b = MIRROR_HDR_WORDS + i * MIRROR_SEG_WORDS;
       if (!(m[b + 3]! & MIRROR_FOREIGN)) out.push({ gfn: m[b]!, count: m[b + 1]!, hostPage: m[b + 2]!, slot: -1 });
     }
-    if (Atomics.load(m, 0) === seq) return out;
-  }
+    return out;
+  });
 }
 
-/**
- * Translates `gfn` through a domain's published map (its memfd `mem`, the
- * mirror at host page `mirrorBase`), from any thread: the host page, or -1
- * for a hole or a foreign page. Retries while the owner is writing it.
- */
+/** Translates `gfn` through a domain's published map: the host page, or -1 for a hole or a foreign page. */
 export function mirrorLookup(mem: Uint8Array, mirrorBase: number, gfn: number): number {
-  const m = new Int32Array(mem.buffer, mem.byteOffset + mirrorBase * PAGE_SIZE, P2M_MIRROR_PAGES * PAGE_SIZE / 4);
-  for (;;) {
-    const seq = Atomics.load(m, 0);
-    if (seq & 1) continue;
-    const n = Atomics.load(m, 1);
+  return readMirror(mem, mirrorBase, (m, n) => {
     let lo = 0;
-    let hi = Math.min(n, MIRROR_MAX_SEGS) - 1;
-    let hp = -1;
+    let hi = n - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >> 1;
       const b = MIRROR_HDR_WORDS + mid * MIRROR_SEG_WORDS;
       const g = m[b]!;
       if (gfn < g) hi = mid - 1;
       else if (gfn >= g + m[b + 1]!) lo = mid + 1;
-      else {
-        hp = m[b + 3]! & MIRROR_FOREIGN ? -1 : m[b + 2]! + (gfn - g);
-        break;
-      }
+      else return m[b + 3]! & MIRROR_FOREIGN ? -1 : m[b + 2]! + (gfn - g);
     }
-    if (Atomics.load(m, 0) === seq) return hp;
-  }
+    return -1;
+  });
 }

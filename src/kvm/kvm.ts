@@ -364,15 +364,9 @@ export class Vcpu implements AccelVcpu {
    * hypervisor's result, or its continuation's RIP, goes in through the registers like any other.
    */
   private completeXenHypercall(): void {
-    const run = this.runPage;
-    run.setBigUint64(RUN.exit + RUN_XEN.result, this.reg(REG.rax), true);
-    run.setUint8(RUN.immediate_exit, 1);
-    try {
-      const r = this.enter();
-      if (r !== EXIT_INTERRUPTED) throw new KvmError(`KVM_RUN with immediate_exit after KVM_EXIT_XEN returned exit ${EXIT_NAMES[r] ?? r}`);
-    } finally {
-      run.setUint8(RUN.immediate_exit, 0);
-    }
+    this.runPage.setBigUint64(RUN.exit + RUN_XEN.result, this.reg(REG.rax), true);
+    const r = this.enterImmediate();
+    if (r !== EXIT_INTERRUPTED) throw new KvmError(`KVM_RUN with immediate_exit after KVM_EXIT_XEN returned exit ${EXIT_NAMES[r] ?? r}`);
   }
 
   /** The hypervisor's answer to an MSR exit goes into kvm_run before the next KVM_RUN. */
@@ -395,13 +389,18 @@ export class Vcpu implements AccelVcpu {
     const k = this.exit.kind;
     if (this.synced && k !== 'io' && k !== 'mmio' && k !== 'rdmsr' && k !== 'wrmsr') return;
     this.answerMsr();
+    this.enterImmediate();
+    this.exit.kind = 'interrupted';
+  }
+
+  /** KVM_RUN with immediate_exit: KVM completes the last exit and applies the registers, running no guest code. */
+  private enterImmediate(): number {
     this.runPage.setUint8(RUN.immediate_exit, 1);
     try {
-      this.enter();
+      return this.enter();
     } finally {
       this.runPage.setUint8(RUN.immediate_exit, 0);
     }
-    this.exit.kind = 'interrupted';
   }
 
   /** The sync area holds KVM's registers (a KVM_RUN has filled it since setInitialState). */

@@ -16,6 +16,19 @@ export const linuxBzImage = path.join(linuxDir, 'vmlinuz');
 export const linuxElf = path.join(linuxDir, 'vmlinux');
 export const busyboxPath = path.join(linuxDir, 'busybox');
 
+/** Debian's xen-netfront module, for an initramfs that loads it. */
+export const netfrontModule = path.join(linuxDir, 'modules', 'xen-netfront.ko');
+
+/** The start of a network test's /init: the file systems, xen-netfront loaded from the initramfs, eth0 waited for (20 s) and its MAC said. */
+export const NETFRONT_INIT = `
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+insmod /xen-netfront.ko || echo "net: insmod failed"
+for i in $(seq 1 200); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
+echo "net: mac $(cat /sys/class/net/eth0/address)"
+`;
+
 /** Whether the kernel and busybox are there (in CI: fails the test when not; elsewhere skips loudly). */
 export function haveLinux(t: TestContext): boolean {
   return havePeer(t, existsSync(linuxElf) && existsSync(linuxBzImage) && existsSync(busyboxPath),

@@ -10,8 +10,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import { busyboxInitramfs, haveLinux, linuxBzImage, linuxDir } from '../testing/initramfs.js';
+import { busyboxInitramfs, haveLinux, linuxBzImage, NETFRONT_INIT, netfrontModule } from '../testing/initramfs.js';
 import { havePeer } from '../testing/peers.js';
 import { until } from '../testing/wait.js';
 import type { Toolstack, ToolstackDomain } from './toolstack.js';
@@ -20,16 +19,9 @@ import type { SwitchPort } from './backends/netswitch.js';
 
 /** A boot under the software CPU on a loaded 2-CPU host: ~60-90 s to /init. */
 const BOOT_MS = 200_000;
-const netfront = path.join(linuxDir, 'modules', 'xen-netfront.ko');
+const netfront = netfrontModule;
 
-const up = (ip: string) => `
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-insmod /xen-netfront.ko || echo "net: insmod failed"
-for i in $(seq 1 200); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
-echo "net: mac $(cat /sys/class/net/eth0/address)"
-ifconfig lo 127.0.0.1 up
+const up = (ip: string) => `${NETFRONT_INIT}ifconfig lo 127.0.0.1 up
 ifconfig eth0 ${ip} netmask 255.255.255.0 up && echo "net: up ${ip}"
 `;
 

@@ -15,7 +15,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { createHash, randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
-import { busyboxInitramfs, busyboxPath, haveLinux, linuxBzImage, linuxDir } from '../testing/initramfs.js';
+import { busyboxInitramfs, busyboxPath, haveLinux, linuxBzImage, NETFRONT_INIT, netfrontModule } from '../testing/initramfs.js';
 import { havePeer } from '../testing/peers.js';
 import { haveNetAdmin, Netns } from '../testing/netns.js';
 import { until, within } from '../testing/wait.js';
@@ -23,17 +23,10 @@ import { xenodeJs } from '../testing/xenode.js';
 
 /** A boot under the software CPU on a loaded 2-CPU host: ~60-90 s to /init. */
 const BOOT_MS = 200_000;
-const netfront = path.join(linuxDir, 'modules', 'xen-netfront.ko');
+const netfront = netfrontModule;
 const MIB = 1 << 20;
 
-const INIT = `
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-insmod /xen-netfront.ko || echo "net: insmod failed"
-for i in $(seq 1 200); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
-echo "net: mac $(cat /sys/class/net/eth0/address)"
-echo "net: queues $(ls -d /sys/class/net/eth0/queues/tx-* | wc -l)"
+const INIT = `${NETFRONT_INIT}echo "net: queues $(ls -d /sys/class/net/eth0/queues/tx-* | wc -l)"
 ifconfig lo 127.0.0.1 up
 ifconfig eth0 10.77.1.2 netmask 255.255.255.0 up && echo "net: up"
 for i in $(seq 1 60); do ping -c 1 -W 1 10.77.1.1 >/dev/null 2>&1 && break; done

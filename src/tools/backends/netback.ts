@@ -247,7 +247,10 @@ export class NetifService {
         if (n < 0) return this.fail('frontend produced more transmit requests than its ring holds');
         if (n === 0 && !r.waitFor(1)) break;
         // over its rate: the packet stays on the ring until the credit timer refills the window
-        if (this.o.txRate && this.remainingCredit < r.peekSize() && this.txCreditExceeded(r.peekSize())) break;
+        if (this.o.txRate) {
+          const size = r.peekSize();
+          if (this.remainingCredit < size && this.txCreditExceeded(size)) break;
+        }
         await this.txPacket();
       }
     } while (this.txAgain);

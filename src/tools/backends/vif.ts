@@ -167,21 +167,13 @@ export class VifBackend extends XenbusBackend {
     // the toolstack's rate limit, read at each connection as Linux's netback does (xen_net_read_rate)
     const txRate = parseRateNode(await this.devices.xenstore.tryRead(`${this.path}/rate`));
     const queues: Queue[] = [];
-    const release = async () => {
-      for (const q of queues) {
-        await q.service.stop();
-        for (const p of q.ports) this.devices.evtchn.unbind(p);
-        await this.devices.gnttab.unmap(q.tx.handle);
-        await this.devices.gnttab.unmap(q.rx.handle);
-      }
-    };
     for (const dir of dirs) {
       const q = await this.connectQueue(dir, num, {
         sg, rxGso, txRate,
         deliver: tap ? (fr) => tap.send(fr) : (fr) => sw?.input(port!, fr),
       });
       if (typeof q === 'string') {
-        await release();
+        await this.releaseQueues(queues);
         return this.fatal(q);
       }
       queues.push(q);
@@ -260,7 +252,12 @@ export class VifBackend extends XenbusBackend {
     this.conn = null;
     if (c.port) this.o.switches.detach(this.bridge, c.port);
     this.tapDev?.setCarrier(false);
-    for (const q of c.queues) {
+    await this.releaseQueues(c.queues);
+  }
+
+  /** Each queue's service stopped, its ports unbound, its rings unmapped. */
+  private async releaseQueues(queues: Queue[]): Promise<void> {
+    for (const q of queues) {
       await q.service.stop();
       for (const p of q.ports) this.devices.evtchn.unbind(p);
       await this.devices.gnttab.unmap(q.tx.handle);
