@@ -350,9 +350,16 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
         if (m.error) this.emit('log', 'error', `d${m.domid}: could not start: ${m.error}`);
         return;
       case 'vcpu-moved':
-      case 'vcpu-moved-in':
-        this.moves.get(`${m.domid}.${m.vcpu}`)?.(m);
+      case 'vcpu-moved-in': {
+        const waiter = this.moves.get(`${m.domid}.${m.vcpu}`);
+        if (waiter) waiter(m);
+        else if (m.type === 'vcpu-moved' && m.state) {
+          // let go after its move was given up (its worker answered too late): back where it was placed
+          const r = this.domains.get(m.domid);
+          if (r && !r.destroyed) this.send(r.placement[m.vcpu]!, { type: 'vcpu-move-in', domid: m.domid, vcpu: m.vcpu, state: m.state });
+        }
         return;
+      }
       case 'host-sched-done': {
         const { type: _t, ...r } = m;
         this.pcpuHost[m.pcpu] = r;
