@@ -914,6 +914,8 @@ export interface GntdevMapping {
   readonly: boolean;
   /** the granted page; it stays valid until unmapped, even after the granter dies */
   page: Uint8Array;
+  /** the page's index in the granter's memory file (what a process mapping that file needs) */
+  hostPage: number;
 }
 
 /**
@@ -945,7 +947,7 @@ export class Gntdev {
     }
     const mem = t.retain();
     this.maptrack.set(handle, { ref, flags: GNTMAP_host_map | (readonly ? GNTMAP_readonly : 0), domid, granter: t, hp: p.hp, gfn: -1, mem });
-    return { handle, domid, ref, readonly, page: mem.bytes.subarray(p.hp * PAGE_SIZE, (p.hp + 1) * PAGE_SIZE) };
+    return { handle, domid, ref, readonly, page: mem.bytes.subarray(p.hp * PAGE_SIZE, (p.hp + 1) * PAGE_SIZE), hostPage: p.hp };
   }
 
   /** Unmaps a handle map() gave: GNTST_okay, or bad_handle for one not in use. */

@@ -25,10 +25,13 @@ import type { CpuidEntry, InitialState } from '../accel/vcpu.js';
 import { localTimeBase, systemTimeNs } from './time.js';
 import { EVTCHN_FIFO_NR_CHANNELS } from './abi/event_channel.js';
 import * as core from './evtchn_core.js';
+import { PrivcmdServer } from './privcmd.js';
+import type { Duplex } from 'node:stream';
+import { ProcessDomain, dispatch2l, type PortHandler, type ProcessDomainInfo } from './process_domain.js';
 import type { DomainSpec } from './domain.js';
 import type { MainToWorker, WorkerToMain, Relay, PcpuHostSched } from './messages.js';
 import { getAffinity, fifoPriorityMax } from '../kvm/host_sched.js';
-import { PAGE_SIZE, SharedInfo, VcpuInfo } from './abi/xen.js';
+import { PAGE_SIZE } from './abi/xen.js';
 import type { PvhEntryState } from './x86/pvh.js';
 import { isSchedulerName, DEFAULT_SCHEDULER, SCHEDULERS, type SchedulerName } from './sched/schedulers.js';
 import type { SchedParams } from './sched/scheduler.js';
@@ -171,12 +174,6 @@ export type HypervisorEvents = {
 };
 
 const DOM0_PORTS = 4095;
-/** Where the control domain's upcall handler looks, in its shared_info-shaped page (64-bit layout, vcpu_info[0]). */
-const DOM0_LAYOUT = {
-  selOff: VcpuInfo.x64.offsetOf('evtchn_pending_sel'),
-  pendingOff: SharedInfo.x64.offsetOf('evtchn_pending'),
-  maskOff: SharedInfo.x64.offsetOf('evtchn_mask'),
-};
 /** Pool pages beyond maxmem, so a guest can repopulate frames it gave back while shared_info or grant frames sit over RAM. */
 const POOL_SLACK_PAGES = 64;
 
@@ -205,7 +202,9 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   readonly dom0Shared = DomainShared.create(0, 1, DOM0_PORTS);
   readonly dom0Mem = new SharedArrayBuffer(PAGE_SIZE);
   readonly dom0: core.EvtchnDomain = { shared: this.dom0Shared, mem: new Uint8Array(this.dom0Mem) };
-  private readonly dom0Handlers = new Map<number, (port: number) => void>();
+  private readonly dom0Handlers = new Map<number, PortHandler>();
+  /** Process domains (driver domains beside the control domain), by domid. */
+  private readonly processDomains = new Map<number, ProcessDomain>();
   /** The control domain's VIRQ bindings (DOM_EXC: a domain shut down or died). */
   private readonly dom0Virqs = new Map<number, number>();
   private readonly dom0Doorbell = new Int32Array(this.dom0Mem, DOM0_DOORBELL, 1);
@@ -255,14 +254,14 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     this.evtchnHost = {
       lookup: (domid) => (domid === 0 ? this.dom0 : this.evtchnDomain(domid)),
       upcall: (d, vcpu) => {
-        if (d === this.dom0) { queueMicrotask(() => this.dispatchDom0()); return; }
+        if (d === this.dom0 || this.processDomains.get(d.shared.domid)?.ev === d) { queueMicrotask(() => this.dispatchDom0()); return; }
         const vec = d.shared.vcpu(vcpu, 'upcallVector');
         if (vec) setIrq(d.shared.lapicView(vcpu), vec); // through the vCPU's local APIC (edge)
         this.wake(d.shared.domid, vcpu);
       },
       exclusiveTrigger: (d) => exclusiveTriggered(this.host, d.shared, systemTimeNs(this.timeBase)),
       wakePollers: (d) => {
-        if (d === this.dom0) return;
+        if (d === this.dom0 || this.processDomains.get(d.shared.domid)?.ev === d) return;
         for (let v = 0; v < d.shared.nrVcpus; v++) if (d.shared.vcpu(v, 'pollMask')) this.wake(d.shared.domid, v);
       },
     };
@@ -571,7 +570,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     for (let tries = 0; tries < 0x7fef; tries++) {
       const id = this.nextDomid;
       this.nextDomid = this.nextDomid >= 0x7fef ? 1 : this.nextDomid + 1;
-      if (!this.domains.has(id)) return id;
+      if (!this.domains.has(id) && !this.processDomains.has(id)) return id;
     }
     throw new Error('no free domain id');
   }
@@ -1239,7 +1238,71 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
 
   evtchnDomain(domid: number): core.EvtchnDomain | null {
     if (domid === 0) return this.dom0;
-    return this.domains.get(domid)?.evtchn ?? null;
+    return this.domains.get(domid)?.evtchn ?? this.processDomains.get(domid)?.ev ?? null;
+  }
+
+  // --- process domains --------------------------------------------------------
+
+  /**
+   * A domain for a host process (XEN_DOMCTL_createdomain for a domain the
+   * toolstack runs as a process: a driver domain). `domid` asks for that id
+   * (a restarted driver domain takes its old one, so the ports its guests
+   * left unbound toward it can be bound again); taken ids are refused.
+   */
+  createProcessDomain(o: { name: string; domid?: number; privileged?: boolean }): ProcessDomainInfo {
+    let domid = o.domid;
+    if (domid === undefined) domid = this.allocDomid();
+    else if (!Number.isInteger(domid) || domid < 1 || domid >= 0x7ff0) throw new RangeError(`domid ${domid}: not a domain id a domain may have`);
+    else if (this.domains.has(domid) || this.processDomains.has(domid)) throw new Error(`domid ${domid} is in use`);
+    const pd = new ProcessDomain({ domid, name: o.name, privileged: o.privileged ?? false }, this.evtchnHost, (id) => this.grantTable(id));
+    this.processDomains.set(domid, pd);
+    this.host.setDomainExists(domid, true);
+    for (const w of this.workers) w.postMessage({ type: 'known-process', domid, sharedSab: pd.shared.sab, memSab: pd.mem } satisfies MainToWorker);
+    this.emit('log', 'info', `d${domid}: process domain '${o.name}' created`);
+    return pd.info;
+  }
+
+  /** The process domain `domid` (throws when there is none): its ports and grant device. */
+  processDomain(domid: number): ProcessDomain {
+    const pd = this.processDomains.get(domid);
+    if (!pd) throw new Error(`no process domain ${domid}`);
+    return pd;
+  }
+
+  /** Serves process domain `domid`'s privileged interface (privcmd.ts) on `stream`; `mayMap` false leaves it grant copy only. */
+  servePrivcmd(domid: number, stream: Duplex, o: { mayMap: boolean } = { mayMap: true }): PrivcmdServer {
+    return new PrivcmdServer(this.processDomain(domid), stream, {
+      evtchnDomain: (id) => this.evtchnDomain(id),
+      memoryFile: (id) => {
+        const r = this.domains.get(id);
+        return r ? { fd: r.mem.fd, size: r.mem.size } : null;
+      },
+      log: (line) => this.emit('log', 'warn', line),
+    }, o);
+  }
+
+  processDomainList(): ProcessDomainInfo[] {
+    return [...this.processDomains.values()].map((p) => p.info);
+  }
+
+  /**
+   * The process behind a process domain is gone (it exited or was killed):
+   * its ports are closed toward their peers and its grant mappings dropped,
+   * and the domid is free again.
+   */
+  destroyProcessDomain(domid: number): void {
+    const pd = this.processDomains.get(domid);
+    if (!pd) return;
+    try {
+      pd.destroy();
+    } catch (e) {
+      this.emit('log', 'error', `d${domid}: closing the process domain's ports: ${e instanceof Error ? e.stack : String(e)}`);
+    }
+    this.processDomains.delete(domid);
+    this.host.setDomainExists(domid, false);
+    for (const w of this.workers) w.postMessage({ type: 'forget', domid } satisfies MainToWorker);
+    this.emit('log', 'info', `d${domid}: process domain '${pd.info.name}' destroyed`);
+    this.raiseDomExc();
   }
 
   /** An unbound port in domain `domid` for `remote` (the builder's alloc_unbound). */
@@ -1284,32 +1347,11 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     try { core.close(this.evtchnHost, this.dom0, port, this.dom0Virqs); } catch { /* already closed */ }
   }
 
-  /** The control domain's upcall handler: scan pending & ~mask as a guest would. */
+  /** The main thread's upcall: the control domain's pending ports, then each process domain's, as a guest scans them. */
   private dispatchDom0(): void {
-    const m = this.dom0.mem;
-    Atomics.store(m, 0, 0); // vcpu_info[0].evtchn_upcall_pending
-    const { selOff, pendingOff, maskOff } = DOM0_LAYOUT;
-    for (let byte = 0; byte < 8; byte++) {
-      let sel = Atomics.exchange(m, selOff + byte, 0);
-      while (sel) {
-        const bit = 31 - Math.clz32(sel & -sel);
-        sel &= sel - 1;
-        const word = byte * 8 + bit; // 64-port word index
-        for (let b = 0; b < 8; b++) {
-          const pOff = pendingOff + word * 8 + b;
-          const pend = Atomics.load(m, pOff) & ~Atomics.load(m, maskOff + word * 8 + b);
-          if (!pend) continue;
-          Atomics.and(m, pOff, ~pend & 0xff);
-          for (let k = 0; k < 8; k++) {
-            if (!(pend & (1 << k))) continue;
-            const port = word * 64 + b * 8 + k;
-            const h = this.dom0Handlers.get(port);
-            if (h) {
-              try { h(port); } catch (e) { this.emit('log', 'error', `dom0 port ${port} handler: ${e instanceof Error ? e.stack : e}`); }
-            }
-          }
-        }
-      }
+    dispatch2l(this.dom0.mem, this.dom0Handlers, (port, e) => this.emit('log', 'error', `dom0 port ${port} handler: ${e instanceof Error ? e.stack : e}`));
+    for (const pd of this.processDomains.values()) {
+      pd.dispatch((port, e) => this.emit('log', 'error', `d${pd.domid} port ${port} handler: ${e instanceof Error ? e.stack : e}`));
     }
   }
 
@@ -1331,6 +1373,7 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     this.stopLoadBalancing();
     const ids = [...this.domains.keys()];
     await Promise.all(ids.map((d) => this.destroy(d)));
+    for (const id of [...this.processDomains.keys()]) this.destroyProcessDomain(id);
     this.stopping = true;
     Atomics.add(this.dom0Doorbell, 0, 1);
     Atomics.notify(this.dom0Doorbell, 0);

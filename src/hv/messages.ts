@@ -50,6 +50,8 @@ export type MainToWorker =
   | { type: 'nmi'; domid: number; vcpu: number }
   /** A domain exists (on whichever worker): enough to deliver events to it from this one. */
   | { type: 'known'; domid: number; sharedSab: SharedArrayBuffer; memFd: number; bytes: number; layout: PhysmapLayout }
+  /** A process domain exists (process_domain.ts): its port table and shared_info-shaped page. */
+  | { type: 'known-process'; domid: number; sharedSab: SharedArrayBuffer; memSab: SharedArrayBuffer }
   | { type: 'forget'; domid: number }
   /** XEN_DOMCTL_SCHEDOP_putinfo, checked by the main thread already. */
   | { type: 'sched-adjust'; domid: number; params: Record<string, number>; vcpu?: number }

@@ -113,6 +113,9 @@ class Pcpu {
   private timersDirty = false;
   /** Domains that run elsewhere, as far as delivering events to them goes (memory mapped on first use). */
   private readonly remote = new Map<number, { sharedSab: SharedArrayBuffer; memFd: number; bytes: number; layout: PhysmapLayout; ev?: core.EvtchnDomain; mem?: SharedMemory; grant?: GrantTable }>();
+  /** Process domains (process_domain.ts): their ports are raised from here, their upcall is the main thread's. */
+  private readonly processes = new Map<number, core.EvtchnDomain>();
+  private readonly processEvs = new Set<core.EvtchnDomain>();
   /** Control messages read early (while looking for a 'known'), handled at the next drain. */
   private readonly deferred: MainToWorker[] = [];
   private readonly doorbell: number;
@@ -148,8 +151,8 @@ class Pcpu {
     setEvtchnHost({
       lookup: (domid) => this.lookupEvtchn(domid),
       upcall: (d, vcpu) => {
-        if (d === this.dom0) {
-          // The control domain's "upcall": wake the main thread's event loop.
+        if (d === this.dom0 || this.processEvs.has(d)) {
+          // The control domain's and process domains' "upcall": wake the main thread's event loop.
           Atomics.add(this.dom0Doorbell, 0, 1);
           Atomics.notify(this.dom0Doorbell, 0);
           return;
@@ -205,7 +208,11 @@ class Pcpu {
     if (domid === 0) return this.dom0;
     const local = this.domains.get(domid);
     if (local) return local.evtchn;
-    return this.remoteDomain(domid)?.ev ?? null;
+    const pd = this.processes.get(domid);
+    if (pd) return pd;
+    const r = this.remoteDomain(domid);
+    // remoteDomain read the mailbox ahead: a process domain's 'known-process' may have come with it
+    return r ? r.ev ?? null : this.processes.get(domid) ?? null;
   }
 
   /**
@@ -597,7 +604,17 @@ class Pcpu {
       if (!m) return;
       const msg = m.message as MainToWorker;
       if (msg.type === 'known') this.remote.set(msg.domid, { sharedSab: msg.sharedSab, memFd: msg.memFd, bytes: msg.bytes, layout: msg.layout });
-      else this.deferred.push(msg);
+      else if (msg.type === 'known-process') {
+        const ev = { shared: new DomainShared(msg.sharedSab), mem: new Uint8Array(msg.memSab) };
+        this.processes.set(msg.domid, ev);
+        this.processEvs.add(ev);
+      } else if (msg.type === 'forget' && this.processes.has(msg.domid)) {
+        // in order with 'known-process': a process domain started again with its domid comes right after
+        // its forget, and must not be forgotten by it (nothing of it is mapped here, so this is safe at once)
+        this.processEvs.delete(this.processes.get(msg.domid)!);
+        this.processes.delete(msg.domid);
+        this.deferred.push(msg);
+      } else this.deferred.push(msg);
     }
   }
 
@@ -666,6 +683,7 @@ class Pcpu {
         this.stopped = true;
         return;
       case 'known':
+      case 'known-process':
         return; // taken in readMail
       case 'wake':
       case 'hcall':

@@ -2,8 +2,9 @@
 // libxl__device_disk_setdefault and the generic device code): the frontend
 // directory in the guest's home and the backend directory in the backend
 // domain's, written in one transaction before the guest runs, then the
-// backend started on them. Only the control domain serves disks here;
-// other backends wait for driver domains.
+// backend started on them: in the control domain, or in the driver domain
+// a disk's backend= names (driver_domains.ts), whose own xenbus finds the
+// directory and serves it.
 
 import path from 'node:path';
 import type { XsClientBase } from './xenstored/client.js';
@@ -33,6 +34,8 @@ export interface VbdSpec {
   cdrom?: boolean;
   /** xl's discard / no-discard; unset: on for a writable disk (libxl__device_disk_setdefault) */
   discard?: boolean;
+  /** the driver domain that serves it, by name (xl's backend=); unset: the control domain */
+  backend?: string;
 }
 
 export interface VbdDevice {
@@ -44,18 +47,20 @@ export interface VbdDevice {
 }
 
 /**
- * A `disk=` entry as the control domain's blkback serves it: an image file
- * (raw, or a format qemu-nbd reads for it) or a block device, from the
- * control domain, without a hotplug script. Anything else is refused, naming
- * the disk and why.
+ * A `disk=` entry as blkback serves it, in the control domain or in the
+ * driver domain its backend= names: an image file (raw, or a format
+ * qemu-nbd reads for it) or a block device, without a hotplug script.
+ * Anything else is refused, naming the disk and why.
  */
 export function vbdSpecOf(d: DiskSpec): VbdSpec {
   const refuse = (why: string) => new DiskError(`disk ${d.vdev}: ${why}`);
-  if (d.backend !== DEFAULT_DISK_BACKEND && d.backend !== 'Domain-0') throw refuse(`backend '${d.backend}': only the control domain serves disks (driver domains are not available)`);
+  const control = d.backend === DEFAULT_DISK_BACKEND || d.backend === 'Domain-0';
+  if (!control && !/^[A-Za-z0-9_.-]{1,64}$/.test(d.backend)) throw refuse(`backend '${d.backend}': not a driver domain name (letters, digits, '.', '_', '-')`);
+  if (!control && /^\d+$/.test(d.backend)) throw refuse(`backend '${d.backend}': name the driver domain (a domid is only known once it runs)`);
   if (d.script !== undefined) throw refuse(`script ${d.script}: block hotplug scripts are not run; give the image or device itself`);
   if (d.target === '') throw refuse('no target (an empty CD-ROM drive is not supported)');
   if (!path.isAbsolute(d.target)) throw refuse(`target '${d.target}' must be an absolute path: the daemon opens it, not xl`);
-  return { target: d.target, format: d.format, vdev: d.vdev, readOnly: d.access === 'r', cdrom: d.devtype === 'cdrom', discard: d.discard };
+  return { target: d.target, format: d.format, vdev: d.vdev, readOnly: d.access === 'r', cdrom: d.devtype === 'cdrom', discard: d.discard, ...(control ? {} : { backend: d.backend }) };
 }
 
 /** The device number of each spec, refusing a bad or repeated vdev before anything is written. */
@@ -139,4 +144,47 @@ export async function addVbds(devices: XenDevices, domid: number, specs: VbdSpec
     throw e;
   }
   return started;
+}
+
+/** How long a driver domain has to take a new device up (libxl waits for hotplug-status the same way). */
+export const DRIVER_DISK_TIMEOUT_MS = 10_000;
+
+/** A disk a driver domain serves: its nodes, written by the control domain; the backend is the driver domain's. */
+export interface DriverVbd {
+  devid: number;
+  vdev: string;
+  backendPath: string;
+  frontendPath: string;
+  /** the driver domain's name and domid */
+  driver: string;
+  driverDomid: number;
+}
+
+/**
+ * Adds `specs` (all served by driver domain `driverDomid`) to `domid`: the
+ * nodes written, then each device waited for until its backend says
+ * hotplug-status connected, or error (its hotplug-error is the message).
+ * A failure removes every directory it wrote.
+ */
+export async function addDriverVbds(c: XsClientBase, domid: number, driver: { name: string; domid: number }, specs: VbdSpec[], timeoutMs = DRIVER_DISK_TIMEOUT_MS): Promise<DriverVbd[]> {
+  const nodes = await writeVbdNodes(c, domid, driver.domid, specs);
+  try {
+    for (const [i, n] of nodes.entries()) {
+      const end = Date.now() + timeoutMs;
+      for (;;) {
+        const st = await c.tryRead(`${n.backendPath}/hotplug-status`);
+        if (st === 'connected') break;
+        if (st === 'error') {
+          const why = (await c.tryRead(`${n.backendPath}/hotplug-error`)) ?? 'no reason given';
+          throw new DiskError(`disk ${specs[i]!.vdev} (${specs[i]!.target}): driver domain '${driver.name}': ${why}`);
+        }
+        if (Date.now() > end) throw new DiskError(`disk ${specs[i]!.vdev} (${specs[i]!.target}): driver domain '${driver.name}' did not take the device up within ${timeoutMs / 1000} s`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+  } catch (e) {
+    for (const n of nodes) for (const p of [n.frontendPath, n.backendPath]) await c.rm(p).catch(() => {});
+    throw e;
+  }
+  return nodes.map((n, i) => ({ ...n, vdev: specs[i]!.vdev, driver: driver.name, driverDomid: driver.domid }));
 }

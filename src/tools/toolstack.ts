@@ -9,7 +9,8 @@ import { Xenstored, LocalClient } from './xenstored/index.js';
 import { buildPvhDomain, startBuiltDomain, specialPageOffset, BuiltDomain, BuildConfig } from './builder.js';
 import { XenstoreRings, connectServices, removeDomainNodes, DomainServices } from './services.js';
 import { localDevices, type XenDevices } from './libs/devices.js';
-import { addVbds, vbdDevids, DiskError, type VbdDevice, type VbdSpec } from './disk.js';
+import { addVbds, addDriverVbds, vbdDevids, DiskError, type DriverVbd, type VbdDevice, type VbdSpec } from './disk.js';
+import { DriverDomains } from './driver_domains.js';
 import { addVifs, NicError, settleNics, type NicDevice, type NicSpec } from './net.js';
 import { NetSwitches } from './backends/netswitch.js';
 import { XenbusState } from './backends/xenbus.js';
@@ -58,7 +59,7 @@ export interface CreateOptions {
   timings?: CreateTimings;
   /** scheduling parameters under the domain's pool's scheduler (weight, cap; period, budget, extratime) */
   sched?: Record<string, number>;
-  /** virtual disks, served by the control domain's blkback */
+  /** virtual disks, served by the control domain's blkback or by the driver domain a spec names */
   disks?: VbdSpec[];
   /** virtual network interfaces, served by the control domain's netback, each on its bridge's switch */
   vifs?: NicSpec[];
@@ -80,6 +81,8 @@ export interface ToolstackDomain {
   built: BuiltDomain;
   services: DomainServices;
   disks: VbdDevice[];
+  /** disks driver domains serve */
+  driverDisks: DriverVbd[];
   vifs: NicDevice[];
 }
 
@@ -99,10 +102,13 @@ export class Toolstack {
   /** the host's Ethernet switches, by bridge name: the vifs on one reach each other */
   readonly switches = new NetSwitches();
   private readonly backendClient: LocalClient;
+  /** driver domains, started on first use of their name (a disk's backend=) and again when they die */
+  readonly driverDomains: DriverDomains;
 
   private constructor(readonly hv: Hypervisor, readonly xs: Xenstored, readonly client: LocalClient, private readonly builds: Map<number, BuiltDomain>, private readonly log: (line: string) => void) {
     this.backendClient = new LocalClient(xs);
     this.devices = localDevices(hv, this.backendClient);
+    this.driverDomains = new DriverDomains(hv, xs, client, this.log);
     hv.on('shutdown', (domid) => {
       this.live.get(domid)?.services.console.drain();
       xs.domainDied(domid);
@@ -148,24 +154,28 @@ export class Toolstack {
     const t1 = performance.now();
     let services: DomainServices | undefined;
     let disks: VbdDevice[] = [];
+    const driverDisks: DriverVbd[] = [];
     let vifs: NicDevice[] = [];
     try {
       services = await this.serialized(() => connectServices(this.hv, this.xs, this.client, built, {
         name: cfg.name, uuid, vcpus: Math.max(cfg.vcpus, cfg.maxVcpus ?? 0), onlineVcpus: cfg.vcpus, memoryKiB: cfg.memoryMiB * 1024, maxMemKiB: (cfg.maxMemMiB ?? cfg.memoryMiB) * 1024, output,
       }));
       // the guest finds its disks' frontend directories from its first instruction (GRUB lists device/vbd at once)
-      if (opts.disks?.length) disks = await addVbds(this.devices, built.domid, opts.disks, this.log);
+      const local = opts.disks?.filter((s) => s.backend === undefined) ?? [];
+      if (local.length) disks = await addVbds(this.devices, built.domid, local, this.log);
+      for (const s of opts.disks ?? []) if (s.backend !== undefined) driverDisks.push(...await this.addDriverDisk(built.domid, s));
       if (opts.vifs?.length) vifs = await addVifs(this.devices, this.switches, built.domid, opts.vifs, this.log);
     } catch (e) {
       services?.close();
       for (const v of disks) await v.backend.close();
+      await this.serialized(() => this.removeDriverDisks(driverDisks));
       this.builds.delete(built.domid);
       await this.hv.destroy(built.domid);
       await this.serialized(() => removeDomainNodes(this.client, built.domid, uuid));
       throw e;
     }
     const t2 = performance.now();
-    const d: ToolstackDomain = { domid: built.domid, name: cfg.name, uuid, built, services, disks, vifs };
+    const d: ToolstackDomain = { domid: built.domid, name: cfg.name, uuid, built, services, disks, driverDisks, vifs };
     this.live.set(d.domid, d);
     if (!opts.paused) this.hv.unpause(d.domid);
     if (opts.timings) Object.assign(opts.timings, { build: t1 - t0, xenstore: t2 - t1, unpause: performance.now() - t2 });
@@ -177,25 +187,67 @@ export class Toolstack {
    * its backend started as at create; the guest's xenbus sees the new
    * frontend directory and probes it.
    */
-  async attachDisk(domid: number, spec: VbdSpec): Promise<VbdDevice> {
+  async attachDisk(domid: number, spec: VbdSpec): Promise<VbdDevice | DriverVbd> {
     const d = this.live.get(domid);
     if (!d) throw new DiskError(`domain ${domid} is not running here`);
     const [devid] = vbdDevids([spec]);
-    const other = d.disks.find((x) => x.devid === devid);
+    const other = [...d.disks, ...d.driverDisks].find((x) => x.devid === devid);
     if (other) throw new DiskError(`disk ${spec.target}: vdev '${spec.vdev}' is the same device as '${other.vdev}', already attached`);
+    if (spec.backend !== undefined) {
+      const [v] = await this.addDriverDisk(domid, spec);
+      d.driverDisks.push(v!);
+      return v!;
+    }
     const [v] = await addVbds(this.devices, domid, [spec], this.log);
     d.disks.push(v!);
     return v!;
   }
 
+  /** A disk served by the driver domain its spec names (started if it is not running). */
+  private async addDriverDisk(domid: number, spec: VbdSpec): Promise<DriverVbd[]> {
+    let dd;
+    try {
+      dd = await this.driverDomains.ensure(spec.backend!);
+    } catch (e) {
+      throw new DiskError(`disk ${spec.vdev} (${spec.target}): ${(e as Error).message}`);
+    }
+    return this.serialized(() => addDriverVbds(this.client, domid, dd, [spec]));
+  }
+
+  private async removeDriverDisks(vs: DriverVbd[]): Promise<void> {
+    for (const v of vs) for (const p of [v.frontendPath, v.backendPath]) await this.client.rm(p).catch(() => {});
+  }
+
   /** Removes a disk from a running domain (xl block-detach, as removeDevice does it): `dev` is a vdev or a device number. */
-  async detachDisk(domid: number, dev: string): Promise<VbdDevice> {
+  async detachDisk(domid: number, dev: string): Promise<VbdDevice | DriverVbd> {
     const d = this.live.get(domid);
-    const v = d?.disks.find((x) => x.vdev === dev || String(x.devid) === dev);
+    const named = (x: { vdev: string; devid: number }) => x.vdev === dev || String(x.devid) === dev;
+    const dv = d?.driverDisks.find(named);
+    if (d && dv) {
+      await this.removeDevice(domid, `disk ${dv.vdev}`, { ...dv, backend: this.remoteBackend(dv.backendPath) });
+      d.driverDisks.splice(d.driverDisks.indexOf(dv), 1);
+      return dv;
+    }
+    const v = d?.disks.find(named);
     if (!d || !v) throw new DiskError(`Device ${dev} not connected`);
     await this.removeDevice(domid, `disk ${v.vdev}`, v);
     d.disks.splice(d.disks.indexOf(v), 1);
     return v;
+  }
+
+  /**
+   * A device in a driver domain as libxl removes it: the control domain
+   * writes online 0 and Closing into the backend directory, and the driver
+   * domain's backend lets go once the directory is removed.
+   */
+  private remoteBackend(backendPath: string): RemovableDevice['backend'] {
+    return {
+      requestClose: () => this.serialized(() => this.client.transaction(async (tx) => {
+        await this.client.write(`${backendPath}/online`, '0', tx);
+        await this.client.write(`${backendPath}/state`, String(XenbusState.Closing), tx);
+      })),
+      close: async () => {},
+    };
   }
 
   /**
@@ -263,11 +315,16 @@ export class Toolstack {
     for (const v of d?.vifs ?? []) await v.backend.close();
     this.builds.delete(domid);
     await this.hv.destroy(domid);
+    // the driver domains' backends let go when their directories go
+    await this.serialized(async () => {
+      for (const dd of new Set(d?.driverDisks.map((v) => v.driverDomid))) await this.client.rm(`/local/domain/${dd}/backend/vbd/${domid}`).catch(() => {});
+    });
     await this.serialized(() => removeDomainNodes(this.client, domid, d && !o.keepVm ? d.uuid : null));
   }
 
   async shutdown(): Promise<void> {
     for (const id of [...this.live.keys()]) await this.destroy(id);
+    await this.driverDomains.stopAll();
     this.devices.close();
     this.backendClient.close();
     this.client.close();

@@ -6,6 +6,7 @@ type Main = (argv: string[]) => Promise<number>;
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Main> }> = {
   daemon: { summary: 'run the host daemon (domains, xenstored, consoles, the API socket)', load: async () => (await import('./daemon/main.js')).main },
+  'driver-domain': { summary: 'serve device backends as a driver domain (started by the toolstack)', load: async () => (await import('./driver_domain/main.js')).main },
   demo: { summary: 'boot the sample guests together (the built-in demo system)', load: async () => (await import('./demo.js')).main },
   run: { summary: 'boot one domain in the foreground and stream its console', load: async () => (await import('./run.js')).main },
   arinc653: { summary: "read or set a cpupool's ARINC 653 schedule (through the daemon)", load: async () => (await import('./arinc653.js')).main },

@@ -65,6 +65,8 @@ export class BlkifService {
   private broken = false;
   private readonly slots: Slot[] = [];
   private inflight = 0;
+  /** requests taken and not yet answered, in ring order (their status once done) */
+  private readonly answers: { req: BlkifRequest; status: number | null }[] = [];
   /** woken when a request completes (a slot is free, or the ring drained) */
   private waiters: (() => void)[] = [];
   readonly stats: BlkifStats;
@@ -101,17 +103,32 @@ export class BlkifService {
     return { buf: this.o.devices.gnttab.allocBuffer(MAX_INDIRECT_SEGMENTS * PAGE_SIZE), indirect: this.o.devices.gnttab.allocBuffer(MAX_INDIRECT_PAGES * PAGE_SIZE) };
   }
 
-  /** Serves one request in the background: its response goes out when it completes, whatever the order. */
+  /**
+   * Serves one request in the background. Responses go out in the order the
+   * requests were taken, a finished request waiting for those before it: then
+   * rsp_prod always counts a prefix of the ring's requests, all answered,
+   * and a backend that takes the ring over after this one died (a restarted
+   * driver domain) serves exactly the requests from rsp_prod on. The requests
+   * still run side by side; only their answers wait.
+   */
   private start(req: BlkifRequest): Promise<void> {
     const slot = this.takeSlot();
     this.inflight++;
+    const entry: { req: BlkifRequest; status: number | null } = { req, status: null };
+    this.answers.push(entry);
     return this.dispatch(req, slot).catch(() => BLKIF_RSP_ERROR).then((status) => {
       if (status !== BLKIF_RSP_OKAY) this.stats.errReq++;
+      entry.status = status;
       const r = this.o.ring;
-      // an indirect request is answered with the operation it carried (Linux's blkfront checks)
-      r.putResponse(req.id, req.operation === BLKIF_OP_INDIRECT ? req.indirectOp! : req.operation, status);
+      let put = false;
+      while (this.answers.length && this.answers[0]!.status !== null) {
+        const { req: q, status: st } = this.answers.shift()!;
+        // an indirect request is answered with the operation it carried (Linux's blkfront checks)
+        r.putResponse(q.id, q.operation === BLKIF_OP_INDIRECT ? q.indirectOp! : q.operation, st!);
+        put = true;
+      }
       // RING_PUSH_RESPONSES_AND_CHECK_NOTIFY: the frontend set rsp_event before its last look
-      if (r.pushResponses()) this.o.devices.evtchn.notify(this.o.port);
+      if (put && r.pushResponses()) this.o.devices.evtchn.notify(this.o.port);
       this.slots.push(slot);
       this.inflight--;
       const w = this.waiters;

@@ -135,6 +135,9 @@ export class BlkifBackRing {
     this.l = LAYOUTS[protocol];
     this.a = new RingArea(Array.isArray(pages) ? pages : [pages]);
     this.size = ringSize(this.a.length, this.l.slot);
+    // BACK_RING_ATTACH at the published rsp_prod (Linux's blkback does the same): a fresh ring starts at 0,
+    // and a ring a backend before this one served goes on from the first request it left unanswered
+    this.rspProdPvt = this.reqCons = Atomics.load(this.a.idx, RSP_PROD);
   }
 
   get reqProd(): number { return Atomics.load(this.a.idx, REQ_PROD); }

@@ -40,6 +40,8 @@ interface Queue {
   ring: GrantMapping[];
   port: number;
   service: BlkifService;
+  /** the ring had answers already: a backend before this one served it (a driver domain restarted) */
+  takenOver: boolean;
 }
 
 /**
@@ -141,8 +143,12 @@ export class VbdBackend extends XenbusBackend {
     this.conn = queues;
     this.lastConnection = { protocol, queues: queues.length, ringPages: order === null ? 1 : 1 << order };
     await this.switchState(XenbusState.Connected);
-    // requests queued before the event channels were bound
-    for (const q of queues) q.service.kick();
+    // requests queued before the event channels were bound; a frontend whose last answers went out
+    // just before the previous backend died may not have been told of them
+    for (const q of queues) {
+      q.service.kick();
+      if (q.takenOver) this.devices.evtchn.notify(q.port);
+    }
   }
 
   /** read_per_ring_refs: one queue's ring mapped (each of its pages) and port bound, or why not. */
@@ -179,11 +185,12 @@ export class VbdBackend extends XenbusBackend {
       await unmapAll();
       return `binding event-channel ${portText}: ${(e as Error).message}`;
     }
+    const back = new BlkifBackRing(ring.map((m) => m.page), protocol);
     service = new BlkifService({
-      devices: this.devices, frontDomid: this.frontDomid, ring: new BlkifBackRing(ring.map((m) => m.page), protocol), port,
+      devices: this.devices, frontDomid: this.frontDomid, ring: back, port,
       image: this.image!, sectors: this.sectors, readOnly: this.readOnly, discard: this.discard, stats: this.stats, log: this.log,
     });
-    return { ring, port, service };
+    return { ring, port, service, takenOver: back.rspProdPvt !== 0 };
   }
 
   /** xen_blkif_disconnect: no request in flight, the rings unmapped, the ports closed */

@@ -264,6 +264,11 @@ export class SocketClient extends XsClientBase {
     sock.on('close', () => this.failAll(new Error('connection closed')));
   }
 
+  /** A client on a stream already connected (a process domain's, handed over by its toolstack). */
+  static over(sock: net.Socket): SocketClient {
+    return new SocketClient(sock);
+  }
+
   static connect(path: string): Promise<SocketClient> {
     return new Promise((resolve, reject) => {
       const s = net.createConnection(path);

@@ -74,7 +74,8 @@ export class SocketConn extends Conn {
   onClosed: () => void = () => {};
 
   constructor(private readonly sock: Socket, caller: Caller) {
-    super(0, caller);
+    // the caller's domain: 0 on xenstored's socket, a process domain's own on its stream
+    super(caller.domid, caller);
     sock.setNoDelay?.(true);
     sock.on('data', (chunk: Buffer) => {
       this.reader.push(chunk);

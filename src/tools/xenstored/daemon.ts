@@ -193,6 +193,19 @@ export class Xenstored {
   }
 
   /**
+   * A stream the toolstack opened for process domain `domid` (a driver
+   * domain it started): xenstore's wire protocol as on the socket, but the
+   * connection is that domain's, unprivileged, with its permissions and
+   * quota. Its watches and transactions end with the stream.
+   */
+  attachDomainStream(s: net.Socket, domid: number): void {
+    const c = new SocketConn(s, this.callerFor(domid));
+    c.onInput = () => this.socketInput(c);
+    c.onClosed = () => this.dropConn(c);
+    this.conns.add(c);
+  }
+
+  /**
    * The toolstack's handle: an in-process client with async read/write/
    * mkdir/rm/directory/setPerms/watch/transaction/introduce/release/...
    * (domid 0 is privileged; another domid acts as that guest).

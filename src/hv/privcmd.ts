@@ -1,0 +1,214 @@
+// The privileged interface a process domain reaches the hypervisor through:
+// what Linux's /dev/xen/evtchn and /dev/xen/gntdev give a driver domain
+// (tools/libs/evtchn, tools/libs/gnttab), over a stream the toolstack hands
+// the process when it starts it. Every call is made as the process domain
+// at the other end, with the checks Xen makes for that domid: a grant names
+// the domain it is for, an unbound port the domain that may bind it.
+//
+// Frames: u32 length of what follows, u32 length of the JSON header, the
+// header, then raw bytes (the data of a grant copy's local sides, in the
+// order of its operations). Requests carrying an `id` are answered with the
+// same id; notify and unbind are not answered (their errors are the
+// caller's bug, logged here). Events come unasked: { op: 'event', port }.
+
+import type { Duplex } from 'node:stream';
+import { GNTST } from './abi/grant_table.js';
+import { PAGE_SIZE } from './abi/xen.js';
+import { XenError, EINVAL, ESRCH, ENOSYS } from './errno.js';
+import type { ProcessDomain } from './process_domain.js';
+import type { GntdevCopySide } from './grant_table.js';
+
+/** A frame's header may not exceed this (a batch of copy operations included). */
+export const PRIVCMD_MAX_HEADER = 1 << 20;
+/** Nor its data (a batch's local bytes). */
+export const PRIVCMD_MAX_DATA = 8 << 20;
+
+/** One side of a copy on the wire: a grant, or the caller's own bytes (carried in the frame's data). */
+export type WireCopySide = { domid: number; ref: number; offset: number } | { local: true };
+export interface WireCopyOp { source: WireCopySide; dest: WireCopySide; len: number }
+
+export type PrivcmdRequest =
+  | { op: 'bind'; id: number; domid: number; port: number }
+  | { op: 'unbind'; port: number }
+  | { op: 'notify'; port: number }
+  | { op: 'map'; id: number; domid: number; ref: number; readonly: boolean }
+  | { op: 'unmap'; id: number; handle: number }
+  | { op: 'copy'; id: number; ops: WireCopyOp[] };
+
+export type PrivcmdReply =
+  | { op: 'event'; port: number }
+  | { id: number; error: string; errno?: number }
+  | { id: number; port: number }
+  | { id: number; status: number }
+  /** a mapping: the granter's memory file, open in process `pid` as `fd`, `size` bytes, the page at `hostPage` */
+  | { id: number; handle: number; pid: number; fd: number; size: number; hostPage: number }
+  | { id: number; statuses: number[] };
+
+export function encodeFrame(header: object, data?: Uint8Array): Buffer {
+  const h = Buffer.from(JSON.stringify(header));
+  const n = data?.length ?? 0;
+  const f = Buffer.allocUnsafe(8 + h.length + n);
+  f.writeUInt32LE(4 + h.length + n, 0);
+  f.writeUInt32LE(h.length, 4);
+  h.copy(f, 8);
+  if (data) f.set(data, 8 + h.length);
+  return f;
+}
+
+/** Splits a byte stream into frames; a frame over the limits or with a broken header is an error (the stream is dropped). */
+export class FrameSplitter {
+  private buf: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): void {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+  }
+
+  /** The next whole frame, null when more bytes are needed; throws on a malformed one. */
+  next(): { header: Record<string, unknown>; data: Buffer } | null {
+    if (this.buf.length < 8) return null;
+    const len = this.buf.readUInt32LE(0), hlen = this.buf.readUInt32LE(4);
+    if (hlen > PRIVCMD_MAX_HEADER || len < 4 + hlen || len - 4 - hlen > PRIVCMD_MAX_DATA) throw new Error(`bad frame: ${len} bytes, header ${hlen}`);
+    if (this.buf.length < 4 + len) return null;
+    const header = JSON.parse(this.buf.subarray(8, 8 + hlen).toString()) as unknown;
+    if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new Error('bad frame: the header is not an object');
+    const data = this.buf.subarray(8 + hlen, 4 + len);
+    this.buf = this.buf.subarray(4 + len);
+    return { header: header as Record<string, unknown>, data };
+  }
+}
+
+const isInt = (v: unknown): v is number => Number.isInteger(v);
+
+export interface PrivcmdHost {
+  /** the event-channel endpoint of a domain (guest or process), null when there is none */
+  evtchnDomain(domid: number): import('./evtchn_core.js').EvtchnDomain | null;
+  /** the memory file of guest `domid`: its fd in this process and its size */
+  memoryFile(domid: number): { fd: number; size: number } | null;
+  log(line: string): void;
+}
+
+/**
+ * Serves one process domain's stream. Ends (leaving the domain to its
+ * owner to destroy) when the stream closes or sends a malformed frame.
+ */
+export class PrivcmdServer {
+  private readonly frames = new FrameSplitter();
+  private closed = false;
+  /** its mappings' handles: only it may unmap them */
+  private readonly handles = new Set<number>();
+
+  constructor(private readonly pd: ProcessDomain, private readonly stream: Duplex, private readonly host: PrivcmdHost, private readonly opts: { mayMap: boolean }) {
+    stream.on('data', (chunk: Buffer) => this.input(chunk));
+    stream.on('error', () => {});
+    stream.on('close', () => { this.closed = true; });
+  }
+
+  private send(header: PrivcmdReply, data?: Uint8Array): void {
+    if (!this.closed) this.stream.write(encodeFrame(header, data));
+  }
+
+  private input(chunk: Buffer): void {
+    this.frames.push(chunk);
+    for (;;) {
+      let f;
+      try {
+        f = this.frames.next();
+      } catch (e) {
+        this.host.log(`d${this.pd.domid}: privcmd: ${(e as Error).message}; connection dropped`);
+        this.stream.destroy();
+        return;
+      }
+      if (!f) return;
+      this.request(f.header, f.data);
+    }
+  }
+
+  private request(h: Record<string, unknown>, data: Buffer): void {
+    const id = isInt(h.id) ? h.id : -1;
+    try {
+      switch (h.op) {
+        case 'bind': {
+          if (!isInt(h.domid) || !isInt(h.port)) throw new XenError(EINVAL, 'bind: domid and port must be integers');
+          const rd = this.host.evtchnDomain(h.domid);
+          if (!rd) throw new XenError(ESRCH, `no domain ${h.domid}`);
+          const port = this.pd.bindInterdomain(rd, h.port, (p) => this.send({ op: 'event', port: p }));
+          this.send({ id, port });
+          return;
+        }
+        case 'unbind':
+          if (isInt(h.port)) this.pd.close(h.port);
+          return;
+        case 'notify':
+          if (isInt(h.port)) this.pd.send(h.port);
+          return;
+        case 'map': {
+          if (!isInt(h.domid) || !isInt(h.ref)) return this.send({ id, status: GNTST.general_error });
+          if (!this.opts.mayMap) return this.send({ id, status: GNTST.permission_denied });
+          const file = this.host.memoryFile(h.domid);
+          if (!file) return this.send({ id, status: GNTST.bad_domain });
+          const m = this.pd.gntdev.map(h.domid, h.ref, h.readonly === true);
+          if (typeof m === 'number') return this.send({ id, status: m });
+          this.handles.add(m.handle);
+          this.send({ id, handle: m.handle, pid: process.pid, fd: file.fd, size: file.size, hostPage: m.hostPage });
+          return;
+        }
+        case 'unmap': {
+          if (!isInt(h.handle) || !this.handles.delete(h.handle)) return this.send({ id, status: GNTST.bad_handle });
+          this.send({ id, status: this.pd.gntdev.unmap(h.handle) });
+          return;
+        }
+        case 'copy':
+          return this.copy(id, h.ops, data);
+        default:
+          throw new XenError(ENOSYS, `unknown operation '${String(h.op)}'`);
+      }
+    } catch (e) {
+      const errno = e instanceof XenError ? e.errno : undefined;
+      if (id >= 0) this.send({ id, error: (e as Error).message, errno });
+      else this.host.log(`d${this.pd.domid}: privcmd ${String(h.op)}: ${(e as Error).message}`);
+    }
+  }
+
+  /** GNTTABOP_copy as the process domain: local sources come in the frame's data, local destinations go back in the reply's. */
+  private copy(id: number, raw: unknown, data: Buffer): void {
+    if (!Array.isArray(raw)) return this.send({ id, error: 'copy: ops must be a list' });
+    let at = 0; // where the next local source's bytes start in `data`
+    const side = (s: unknown, len: number, src: boolean): GntdevCopySide | number => {
+      if (typeof s !== 'object' || s === null) return GNTST.bad_copy_arg;
+      const o = s as Record<string, unknown>;
+      if (o.local === true) {
+        if (!src) return { buf: new Uint8Array(len), offset: 0 };
+        if (at + len > data.length) return GNTST.bad_copy_arg;
+        const buf = data.subarray(at, at + len);
+        at += len;
+        return { buf, offset: 0 };
+      }
+      if (!isInt(o.domid) || !isInt(o.ref) || !isInt(o.offset)) return GNTST.bad_copy_arg;
+      return { domid: o.domid, ref: o.ref, offset: o.offset };
+    };
+    const statuses: number[] = [];
+    const out: Uint8Array[] = [];
+    for (const op of raw as unknown[]) {
+      const o = (typeof op === 'object' && op !== null ? op : {}) as Record<string, unknown>;
+      const len = o.len;
+      if (!isInt(len) || len < 0 || len > PAGE_SIZE) {
+        statuses.push(GNTST.bad_copy_arg);
+        continue;
+      }
+      const source = side(o.source, len, true), dest = side(o.dest, len, false);
+      if (typeof source === 'number' || typeof dest === 'number') {
+        statuses.push(typeof source === 'number' ? source : dest as number);
+        continue;
+      }
+      const [st] = this.pd.gntdev.copy([{ source, dest, len }]);
+      statuses.push(st!);
+      if (st === GNTST.okay && 'buf' in dest) out.push(dest.buf);
+    }
+    this.send({ id, statuses }, out.length ? Buffer.concat(out) : undefined);
+  }
+
+  /** The process is gone: its mappings go with its domain (ProcessDomain.destroy). */
+  get ended(): boolean {
+    return this.closed;
+  }
+}

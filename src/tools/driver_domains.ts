@@ -1,0 +1,163 @@
+// The control domain's driver domains: each a process (`xenode
+// driver-domain`) that is a domain of its own, reaching the hypervisor only
+// through its privileged stream and xenstore only as itself. The toolstack
+// starts one on first use of its name (a disk's backend=<name>), gives it
+// its xenstore home as libxl does a driver domain's, and starts it again
+// with the same domid when it dies: the devices in its backend directory
+// are still there, and so are the frontends' rings, grants and ports
+// (unbound toward it now), so the new process takes each device up where
+// its frontend is.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import type { Hypervisor } from '../hv/hypervisor.js';
+import type { Xenstored, LocalClient } from './xenstored/index.js';
+
+const XENODE_JS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'xenode.js');
+
+/** Restarts within this window count toward the limit; past it the driver domain is left down, and said so. */
+const RESTART_WINDOW_MS = 60_000;
+const MAX_RESTARTS = 5;
+
+export interface DriverDomain {
+  name: string;
+  domid: number;
+  /** the process serving it now (null between a death and its restart) */
+  pid: number | null;
+  /** how many times it was started (1 for a domain that never died) */
+  starts: number;
+}
+
+interface Running extends DriverDomain {
+  child: ChildProcess | null;
+  /** resolves once the process has said it is up */
+  ready: Promise<void>;
+  deaths: number[];
+  stopping: boolean;
+  exited: Promise<void>;
+}
+
+export class DriverDomains {
+  private readonly byName = new Map<string, Running>();
+
+  constructor(private readonly hv: Hypervisor, private readonly xs: Xenstored, private readonly client: LocalClient, private readonly log: (line: string) => void) {}
+
+  list(): DriverDomain[] {
+    return [...this.byName.values()].map(({ name, domid, pid, starts }) => ({ name, domid, pid, starts }));
+  }
+
+  get(name: string): DriverDomain | undefined {
+    return this.byName.get(name);
+  }
+
+  /** The driver domain called `name`, started if it is not running yet. */
+  async ensure(name: string): Promise<DriverDomain> {
+    const have = this.byName.get(name);
+    if (have) {
+      await have.ready;
+      return have;
+    }
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new Error(`driver domain name '${name}': letters, digits, '.', '_' and '-' only`);
+    const info = this.hv.createProcessDomain({ name });
+    const r: Running = { name, domid: info.domid, pid: null, starts: 0, child: null, ready: Promise.resolve(), deaths: [], stopping: false, exited: Promise.resolve() };
+    this.byName.set(name, r);
+    try {
+      await this.writeHome(r);
+      this.launch(r);
+      await r.ready;
+    } catch (e) {
+      this.byName.delete(name);
+      r.stopping = true;
+      r.child?.kill('SIGKILL');
+      this.hv.destroyProcessDomain(r.domid);
+      await this.client.rm(`/local/domain/${r.domid}`).catch(() => {});
+      throw e;
+    }
+    return r;
+  }
+
+  /** libxl's home for a domain: /local/domain/<id> the control domain's, readable by the domain, name and domid. */
+  private async writeHome(r: Running): Promise<void> {
+    const home = `/local/domain/${r.domid}`;
+    await this.client.transaction(async (tx) => {
+      await this.client.write(home, '', tx);
+      await this.client.setPerms(home, ['n0', `r${r.domid}`], tx);
+      await this.client.write(`${home}/name`, r.name, tx);
+      await this.client.write(`${home}/domid`, String(r.domid), tx);
+    });
+  }
+
+  private launch(r: Running): void {
+    const child = spawn(process.execPath, [XENODE_JS, 'driver-domain', '--domid', String(r.domid), '--name', r.name], {
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
+    });
+    r.child = child;
+    r.pid = child.pid ?? null;
+    r.starts++;
+    const priv = child.stdio[3] as net.Socket, store = child.stdio[4] as net.Socket;
+    this.hv.servePrivcmd(r.domid, priv);
+    this.xs.attachDomainStream(store, r.domid);
+    let up!: () => void, failed!: (e: Error) => void;
+    r.ready = new Promise<void>((res, rej) => { up = res; failed = rej; });
+    r.ready.catch(() => {});
+    let said = '';
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (text: string) => {
+      said += text;
+      for (let nl = said.indexOf('\n'); nl >= 0; nl = said.indexOf('\n')) {
+        const line = said.slice(0, nl);
+        said = said.slice(nl + 1);
+        this.log(line);
+        if (/driver domain up/.test(line)) up();
+      }
+    });
+    r.exited = new Promise<void>((res) => {
+      child.once('exit', (code, signal) => {
+        const how = signal ? `killed by ${signal}` : `exited with ${code}`;
+        failed(new Error(`driver domain '${r.name}' ${how} before it was up${said ? `: ${said.trim()}` : ''}`));
+        priv.destroy();
+        store.destroy();
+        r.child = null;
+        r.pid = null;
+        // its ports go back to unbound toward its domid and its grant mappings are dropped, as Xen's domain_kill
+        this.hv.destroyProcessDomain(r.domid);
+        res();
+        if (r.stopping) return;
+        this.log(`d${r.domid} (${r.name}): driver domain ${how}`);
+        this.restart(r);
+      });
+    });
+  }
+
+  private restart(r: Running): void {
+    const now = Date.now();
+    r.deaths = r.deaths.filter((t) => now - t < RESTART_WINDOW_MS);
+    r.deaths.push(now);
+    if (r.deaths.length > MAX_RESTARTS) {
+      this.log(`d${r.domid} (${r.name}): died ${r.deaths.length} times within ${RESTART_WINDOW_MS / 1000} s; left down (its devices wait for it)`);
+      return;
+    }
+    try {
+      this.hv.createProcessDomain({ name: r.name, domid: r.domid });
+      this.launch(r);
+      this.log(`d${r.domid} (${r.name}): driver domain started again (pid ${r.pid})`);
+    } catch (e) {
+      this.log(`d${r.domid} (${r.name}): cannot start it again: ${(e as Error).message}`);
+    }
+  }
+
+  /** Stops every driver domain (SIGTERM, then SIGKILL) and removes their homes. */
+  async stopAll(): Promise<void> {
+    for (const r of this.byName.values()) {
+      r.stopping = true;
+      r.child?.kill('SIGTERM');
+      const t = setTimeout(() => r.child?.kill('SIGKILL'), 3000);
+      await r.exited;
+      clearTimeout(t);
+      await this.client.rm(`/local/domain/${r.domid}`).catch(() => {});
+    }
+    this.byName.clear();
+  }
+}

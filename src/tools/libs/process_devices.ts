@@ -1,0 +1,175 @@
+// A process domain's devices (libs/devices.ts) over the privileged stream
+// its toolstack gave it (hv/privcmd.ts): event channels and grants as that
+// domain, each call a frame to the hypervisor's process. Grant copies carry
+// the local side's bytes in the frames, so the process never sees a guest
+// page it was not granted; a grant map (for rings) maps the granter's memory
+// file, which only a process domain trusted with maps is told of.
+
+import fs from 'node:fs';
+import type { Duplex } from 'node:stream';
+import { SharedMemory } from '../../kvm/memory.js';
+import { GNTST } from '../../hv/abi/grant_table.js';
+import { PAGE_SIZE } from '../../hv/abi/xen.js';
+import { encodeFrame, FrameSplitter, type PrivcmdReply, type WireCopyOp } from '../../hv/privcmd.js';
+import type { GrantCopyOp, GrantMapping, XenDevices } from './devices.js';
+import type { XsClientBase } from '../xenstored/client.js';
+
+/** A granter's memory file mapped here, shared by the grants of it mapped at once. */
+interface MappedFile { key: string; fd: number; mem: SharedMemory; users: number }
+
+export class PrivcmdError extends Error {
+  constructor(message: string, readonly errno?: number) {
+    super(message);
+    this.name = 'PrivcmdError';
+  }
+}
+
+/** The devices of process domain `domid`, its calls going over `stream`. */
+export function processDevices(domid: number, stream: Duplex, xenstore: XsClientBase): XenDevices & { closed: Promise<void> } {
+  const frames = new FrameSplitter();
+  const waiting = new Map<number, { resolve: (r: { header: PrivcmdReply; data: Buffer }) => void; reject: (e: Error) => void }>();
+  const handlers = new Map<number, () => void>();
+  const files = new Map<string, MappedFile>();
+  const mappings = new Map<number, MappedFile>();
+  let nextId = 1;
+  let gone: Error | null = null;
+  let markClosed!: () => void;
+  const closed = new Promise<void>((r) => { markClosed = r; });
+
+  const fail = (e: Error) => {
+    if (gone) return;
+    gone = e;
+    for (const w of waiting.values()) w.reject(e);
+    waiting.clear();
+    markClosed();
+  };
+  stream.on('data', (chunk: Buffer) => {
+    frames.push(chunk);
+    for (;;) {
+      let f;
+      try { f = frames.next(); } catch (e) { stream.destroy(e as Error); return; }
+      if (!f) return;
+      const h = f.header as PrivcmdReply;
+      if ('op' in h) {
+        handlers.get(h.port)?.();
+        continue;
+      }
+      const w = waiting.get(h.id);
+      waiting.delete(h.id);
+      w?.resolve({ header: h, data: f.data });
+    }
+  });
+  stream.on('error', (e) => fail(e));
+  stream.on('close', () => fail(new PrivcmdError('the hypervisor closed the privileged interface')));
+
+  const call = (header: Record<string, unknown>, data?: Uint8Array): Promise<{ header: PrivcmdReply; data: Buffer }> => {
+    if (gone) return Promise.reject(gone);
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      waiting.set(id, { resolve, reject });
+      stream.write(encodeFrame({ ...header, id }, data));
+    });
+  };
+  const tell = (header: Record<string, unknown>) => {
+    if (!gone) stream.write(encodeFrame(header));
+  };
+  const failed = (h: PrivcmdReply): PrivcmdError | null => ('error' in h ? new PrivcmdError(h.error, h.errno) : null);
+
+  const release = (f: MappedFile) => {
+    if (--f.users > 0) return;
+    files.delete(f.key);
+    f.mem.close();
+    fs.closeSync(f.fd);
+  };
+
+  return {
+    domid,
+    xenstore,
+    closed,
+    evtchn: {
+      bindInterdomain: async (remoteDomid, remotePort, onEvent) => {
+        const { header } = await call({ op: 'bind', domid: remoteDomid, port: remotePort });
+        const err = failed(header);
+        if (err) throw err;
+        const port = (header as { port: number }).port;
+        handlers.set(port, onEvent);
+        return port;
+      },
+      notify: (port) => tell({ op: 'notify', port }),
+      unbind: (port) => {
+        handlers.delete(port);
+        tell({ op: 'unbind', port });
+      },
+    },
+    gnttab: {
+      copy: async (ops: GrantCopyOp[]) => {
+        const wire: WireCopyOp[] = [];
+        const out: Uint8Array[] = [];
+        for (const op of ops) {
+          const s = op.source, d = op.dest;
+          if ('buf' in s) out.push(s.buf.subarray(s.offset, s.offset + op.len));
+          wire.push({ source: 'buf' in s ? { local: true } : s, dest: 'buf' in d ? { local: true } : d, len: op.len });
+        }
+        const { header, data } = await call({ op: 'copy', ops: wire }, out.length ? Buffer.concat(out) : undefined);
+        const err = failed(header);
+        if (err) throw err;
+        const statuses = (header as { statuses: number[] }).statuses;
+        let at = 0;
+        ops.forEach((op, i) => {
+          const d = op.dest;
+          if (statuses[i] !== GNTST.okay || !('buf' in d)) return;
+          d.buf.set(data.subarray(at, at + op.len), d.offset);
+          at += op.len;
+        });
+        return statuses;
+      },
+      map: async (granter, ref, readonly): Promise<GrantMapping | number> => {
+        const { header } = await call({ op: 'map', domid: granter, ref, readonly });
+        const err = failed(header);
+        if (err) throw err;
+        if ('status' in header) return header.status;
+        const m = header as { handle: number; pid: number; fd: number; size: number; hostPage: number };
+        const key = `${m.pid}:${m.fd}:${granter}`;
+        let f = files.get(key);
+        try {
+          if (!f) {
+            // the hypervisor's open file, reached through its process (same user): the guest's memory as it maps it
+            const fd = fs.openSync(`/proc/${m.pid}/fd/${m.fd}`, 'r+');
+            try {
+              f = { key, fd, mem: SharedMemory.attach(fd, m.size), users: 0 };
+            } catch (e) {
+              fs.closeSync(fd);
+              throw e;
+            }
+            files.set(key, f);
+          }
+        } catch {
+          await call({ op: 'unmap', handle: m.handle }).catch(() => {});
+          return GNTST.bad_domain;
+        }
+        f.users++;
+        mappings.set(m.handle, f);
+        return { handle: m.handle, domid: granter, ref, readonly, page: f.mem.bytes.subarray(m.hostPage * PAGE_SIZE, (m.hostPage + 1) * PAGE_SIZE) };
+      },
+      unmap: async (handle) => {
+        const { header } = await call({ op: 'unmap', handle });
+        const err = failed(header);
+        if (err) throw err;
+        const f = mappings.get(handle);
+        mappings.delete(handle);
+        if (f) release(f);
+        return (header as { status: number }).status;
+      },
+      allocBuffer: (bytes) => new Uint8Array(bytes),
+    },
+    close: () => {
+      for (const f of [...files.values()]) {
+        f.users = 1;
+        release(f);
+      }
+      mappings.clear();
+      handlers.clear();
+      stream.end();
+    },
+  };
+}
