@@ -59,50 +59,57 @@ function grubImage(dir: string, script: string): string {
   return img;
 }
 
-test("GRUB's xendisk reads a file from an ext2 disk served by blkback and writes its environment block back", needsGuestCpu(), async (t) => {
-  if (!havePeer(t, haveGrub, 'grub-mkimage -O i386-xen_pvh', 'apt-get install grub-xen-bin grub-common')) return;
-  if (!havePeer(t, mke2fs !== null, 'mke2fs', 'apt-get install e2fsprogs')) return;
-  const dir = mkdtempSync(path.join(tmpdir(), 'xenode-vbd-grub-'));
-  const disk = ext2Image(dir, { 'hello.txt': 'hello from the disk\n', grubenv: emptyEnvBlock() });
-  const kernel = grubImage(dir, [
-    'ls',
-    'cat (xen/xvda)/hello.txt',
-    'set xenode_wrote=through-blkback',
-    'save_env -f (xen/xvda)/grubenv xenode_wrote',
-    'echo saved',
-    'halt',
-    '',
-  ].join('\n'));
-  const ts = await start();
-  try {
-    let out = '';
-    const down = new Map<number, number>();
-    ts.hv.on('shutdown', (domid: number, reason: number) => down.set(domid, reason));
-    const d = await ts.create({ name: 'grub-disk', kernel: readFileSync(kernel), memoryMiB: 32, vcpus: 1 }, (b) => { out += Buffer.from(b).toString('latin1'); },
-      { disks: [{ target: disk, vdev: 'xvda' }] });
-    const fe = `/local/domain/${d.domid}/device/vbd/51712`, be = `/local/domain/0/backend/vbd/${d.domid}/51712`;
-    assert.deepEqual(d.disks.map((x) => [x.devid, x.frontendPath, x.backendPath]), [[51712, fe, be]]);
-    assert.equal(await ts.client.read(`${be}/sectors`), String(4 * 1024 * 2));
-    assert.equal(await ts.client.read(`${be}/sector-size`), '512');
-    await waitFor('GRUB to power off', 120_000, () => down.has(d.domid)).catch((e: Error) => { throw new Error(`${e.message}; console:\n${out}`); });
-    assert.equal(down.get(d.domid), 0, `poweroff:\n${out}`);
-    assert.match(out, /\(xen\/xvda\)/, `ls lists the disk:\n${out}`);
-    assert.match(out, /hello from the disk/, out);
-    assert.doesNotMatch(out, /error/i, out);
-    // GRUB spoke the 32-bit layout; halting, it leaves the device connected (only a kernel hand-over closes it)
-    assert.equal(await ts.client.read(`${fe}/protocol`), 'x86_32-abi');
-    assert.deepEqual([await ts.client.read(`${fe}/state`), await ts.client.read(`${be}/state`)], ['3', '4']);
-    assert.equal(ts.hv.gntdev.maptrack.inUse, 1, 'the ring is mapped');
-    const env = readFileSync(disk).toString('latin1');
-    assert.match(env, /# GRUB Environment Block\nxenode_wrote=through-blkback\n/, 'the write reached the image');
-    // destroyed: the backend lets go of the ring and its directory goes with the domain's
-    await ts.destroy(d.domid);
-    assert.equal(ts.hv.gntdev.maptrack.inUse, 0, 'the ring unmapped');
-    assert.deepEqual(await ts.client.directory('/local/domain/0/backend/vbd'), []);
-  } finally {
-    await ts.shutdown();
-  }
-});
+for (const driver of [undefined, 'storage'] as const) {
+  const where = driver ? `a driver domain's blkback (backend=${driver})` : "the control domain's blkback";
+  test(`GRUB's xendisk reads a file from an ext2 disk served by ${where} and writes its environment block back`, needsGuestCpu(), async (t) => {
+    if (!havePeer(t, haveGrub, 'grub-mkimage -O i386-xen_pvh', 'apt-get install grub-xen-bin grub-common')) return;
+    if (!havePeer(t, mke2fs !== null, 'mke2fs', 'apt-get install e2fsprogs')) return;
+    const dir = mkdtempSync(path.join(tmpdir(), 'xenode-vbd-grub-'));
+    const disk = ext2Image(dir, { 'hello.txt': 'hello from the disk\n', grubenv: emptyEnvBlock() });
+    const kernel = grubImage(dir, [
+      'ls',
+      'cat (xen/xvda)/hello.txt',
+      'set xenode_wrote=through-blkback',
+      'save_env -f (xen/xvda)/grubenv xenode_wrote',
+      'echo saved',
+      'halt',
+      '',
+    ].join('\n'));
+    const ts = await start();
+    try {
+      let out = '';
+      const down = new Map<number, number>();
+      ts.hv.on('shutdown', (domid: number, reason: number) => down.set(domid, reason));
+      const d = await ts.create({ name: 'grub-disk', kernel: readFileSync(kernel), memoryMiB: 32, vcpus: 1 }, (b) => { out += Buffer.from(b).toString('latin1'); },
+        { disks: [{ target: disk, vdev: 'xvda', backend: driver }] });
+      const bd = driver ? ts.driverDomains.get(driver)!.domid : 0;
+      // the grants a backend holds: the control domain's gntdev, or the driver domain's
+      const maps = () => (driver ? ts.hv.processDomain(bd).gntdev : ts.hv.gntdev).maptrack.inUse;
+      const fe = `/local/domain/${d.domid}/device/vbd/51712`, be = `/local/domain/${bd}/backend/vbd/${d.domid}/51712`;
+      assert.deepEqual([...d.disks, ...d.driverDisks].map((x) => [x.devid, x.frontendPath, x.backendPath]), [[51712, fe, be]]);
+      assert.equal(await ts.client.read(`${fe}/backend-id`), String(bd));
+      assert.equal(await ts.client.read(`${be}/sectors`), String(4 * 1024 * 2));
+      assert.equal(await ts.client.read(`${be}/sector-size`), '512');
+      await waitFor('GRUB to power off', 120_000, () => down.has(d.domid)).catch((e: Error) => { throw new Error(`${e.message}; console:\n${out}`); });
+      assert.equal(down.get(d.domid), 0, `poweroff:\n${out}`);
+      assert.match(out, /\(xen\/xvda\)/, `ls lists the disk:\n${out}`);
+      assert.match(out, /hello from the disk/, out);
+      assert.doesNotMatch(out, /error/i, out);
+      // GRUB spoke the 32-bit layout; halting, it leaves the device connected (only a kernel hand-over closes it)
+      assert.equal(await ts.client.read(`${fe}/protocol`), 'x86_32-abi');
+      assert.deepEqual([await ts.client.read(`${fe}/state`), await ts.client.read(`${be}/state`)], ['3', '4']);
+      assert.equal(maps(), 1, 'the ring is mapped');
+      const env = readFileSync(disk).toString('latin1');
+      assert.match(env, /# GRUB Environment Block\nxenode_wrote=through-blkback\n/, 'the write reached the image');
+      // destroyed: the backend lets go of the ring and its directory goes with the domain's
+      await ts.destroy(d.domid);
+      await waitFor('the backend to unmap the ring', 5000, () => maps() === 0);
+      assert.deepEqual(await ts.client.directory(`/local/domain/${bd}/backend/vbd`), []);
+    } finally {
+      await ts.shutdown();
+    }
+  });
+}
 
 test('xenode run --disk: a read-only disk named relative to the current directory; GRUB reads it, its write is refused', needsGuestCpu(), async (t) => {
   if (!havePeer(t, haveGrub, 'grub-mkimage -O i386-xen_pvh', 'apt-get install grub-xen-bin grub-common')) return;

@@ -239,6 +239,22 @@ export class Daemon {
     };
   }
 
+  /**
+   * Driver domains' rows in `xl list`, as Xen lists its driver domains:
+   * each a process, its memory that process's resident set, its time the
+   * process's CPU time; blocked (it waits for events) while its process
+   * runs, dying between a death and its restart.
+   */
+  driverDomainSummaries(): DomainSummary[] {
+    return this.ts.driverDomains.list().map((dd) => ({
+      domid: dd.domid, name: dd.name, uuid: '00000000-0000-0000-0000-000000000000',
+      memory: dd.pid ? processRssKiB(dd.pid) : 0, maxmem: 0,
+      vcpus: 1, onlineVcpus: 1, running: false, blocked: dd.pid !== null, paused: false, shutdown: false, crashed: false, dying: dd.pid === null,
+      shutdownReason: -1, cpuTime: dd.pid ? threadCpuSeconds(dd.pid, '/proc') ?? 0 : 0, startTime: 0, seclabel: '', cpupool: this.ts.hv.cpupools.get(0).name,
+      accel: 'none (a driver domain is a process; it runs no guest code)',
+    }));
+  }
+
   /** Domain-0's vCPU in `xl vcpu-list`: running (it is answering), on no pCPU worker. */
   dom0Vcpus(): VcpuSummary[] {
     return [{ domid: 0, name: 'Domain-0', vcpu: 0, pcpu: -1, state: 'running', cpuTime: mainThreadCpuSeconds(), hard: null, soft: null }];
@@ -283,7 +299,7 @@ function makeHandlers(daemon: () => Daemon): Handlers {
       return { domid: r.domid, name: r.name, timings: r.timings };
     },
 
-    'domain.list': () => [daemon().dom0Summary(), ...D().all().map((d) => D().summary(d))],
+    'domain.list': () => [daemon().dom0Summary(), ...daemon().driverDomainSummaries(), ...D().all().map((d) => D().summary(d))].sort((a, b) => a.domid - b.domid),
 
     'domain.config': (a) => {
       const d = one(a);
@@ -408,14 +424,23 @@ function makeHandlers(daemon: () => Daemon): Handlers {
 }
 
 /** The thread's CPU time from /proc (utime + stime in USER_HZ ticks, 100 on x86 Linux). */
-function threadCpuSeconds(tid: number): number | undefined {
+function threadCpuSeconds(tid: number, proc = '/proc/self/task'): number | undefined {
   try {
-    const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'latin1');
+    const stat = fs.readFileSync(`${proc}/${tid}/stat`, 'latin1');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // fields 14 and 15 of stat(5); f[0] is field 3
     return (Number(f[11]) + Number(f[12])) / 100;
   } catch {
     return undefined;
+  }
+}
+
+/** A process's resident memory in KiB (statm's second field, in pages). */
+function processRssKiB(pid: number): number {
+  try {
+    return Number(fs.readFileSync(`/proc/${pid}/statm`, 'latin1').split(' ')[1]) * 4;
+  } catch {
+    return 0;
   }
 }
 
@@ -543,8 +568,8 @@ function hostInfo(d: Daemon): Record<string, string | number> {
     xenode_exclusive: exclusiveLine(hv),
     daemon_pid: process.pid,
     daemon_uptime: Math.floor(d.domains.nsSinceBoot / 1e9),
-    // as many as `xl list` shows: Domain-0 and the guests
-    nr_domains: d.domains.all().length + 1,
+    // as many as `xl list` shows: Domain-0, the driver domains and the guests
+    nr_domains: d.domains.all().length + 1 + d.ts.driverDomains.list().length,
     xenstored_socket: d.xenstoredSocket,
   };
   return info;

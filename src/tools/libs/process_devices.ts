@@ -29,6 +29,8 @@ export function processDevices(domid: number, stream: Duplex, xenstore: XsClient
   const frames = new FrameSplitter();
   const waiting = new Map<number, { resolve: (r: { header: PrivcmdReply; data: Buffer }) => void; reject: (e: Error) => void }>();
   const handlers = new Map<number, () => void>();
+  /** events for a port whose bind's answer is still on its way to its caller (they come in the same read) */
+  const early = new Set<number>();
   const files = new Map<string, MappedFile>();
   const mappings = new Map<number, MappedFile>();
   let nextId = 1;
@@ -51,7 +53,9 @@ export function processDevices(domid: number, stream: Duplex, xenstore: XsClient
       if (!f) return;
       const h = f.header as PrivcmdReply;
       if ('op' in h) {
-        handlers.get(h.port)?.();
+        const f = handlers.get(h.port);
+        if (f) f();
+        else early.add(h.port);
         continue;
       }
       const w = waiting.get(h.id);
@@ -93,11 +97,14 @@ export function processDevices(domid: number, stream: Duplex, xenstore: XsClient
         if (err) throw err;
         const port = (header as { port: number }).port;
         handlers.set(port, onEvent);
+        // a new port starts pending (an event may have been sent before the bind): its event may have come first
+        if (early.delete(port)) queueMicrotask(onEvent);
         return port;
       },
       notify: (port) => tell({ op: 'notify', port }),
       unbind: (port) => {
         handlers.delete(port);
+        early.delete(port);
         tell({ op: 'unbind', port });
       },
     },

@@ -253,6 +253,14 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
     assert.equal(dup.code, 1);
     assert.match(dup.err, /vdev 'xvdc' is the same device as 'xvdc', already attached\nlibxl_device_disk_add failed\.\n$/);
     assert.deepEqual(await run('block-detach', 'fv-disk', 'xvdc'), { code: 0, signal: null, out: '', err: '' });
+    // backend=<name>: a driver domain of that name, started for it, serves the disk from its own backend directory
+    assert.deepEqual(await run('block-attach', 'fv-disk', `format=raw, vdev=xvdd, backend=storage, target=${img}`), { code: 0, signal: null, out: '', err: '' });
+    const storage = Number((await run('domid', 'storage')).out);
+    assert.ok(storage > 0 && storage !== id, `the driver domain has a domid of its own (${storage})`);
+    assert.match((await run('block-list', 'fv-disk')).out, new RegExp(`\n51760 +${storage} +${id} +1 .* /local/domain/${storage}/backend/vbd/${id}/51760`));
+    assert.equal((await run('xenstore-read', `/local/domain/${storage}/backend/vbd/${id}/51760/hotplug-status`)).out, 'connected\n');
+    assert.deepEqual(await run('block-detach', 'fv-disk', 'xvdd'), { code: 0, signal: null, out: '', err: '' });
+    assert.equal((await run('xenstore-exists', `/local/domain/${storage}/backend/vbd/${id}/51760`)).code, 1, 'the driver domain\'s backend directory went');
     assert.deepEqual(await run('block-detach', 'fv-disk', '51712'), { code: 0, signal: null, out: '', err: '' });
     assert.equal((await run('block-list', 'fv-disk')).out, `${'Vdev  BE  handle state evt-ch ring-ref BE-path'.padEnd(69)}\n${row(51728)}\n`);
     assert.deepEqual(await run('block-detach', 'fv-disk', 'xvdc'), { code: 1, signal: null, out: '', err: 'Error: Device xvdc not connected.\n' });
@@ -262,7 +270,9 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
     for (const [spec, why] of [
       [`${img},qcow2,xvda,rw`, /disk xvda \(.*fv-disk\.img\): qemu-nbd exited/],
       ['fv-disk.img,raw,xvda,rw', /disk xvda: target 'fv-disk.img' must be an absolute path/],
-      [`format=raw, vdev=xvda, backend=storage, target=${img}`, /disk xvda: backend 'storage': only the control domain serves disks/],
+      [`format=raw, vdev=xvda, backend=no/such, target=${img}`, /disk xvda: backend 'no\/such': not a driver domain name/],
+      [`format=raw, vdev=xvda, backend=7, target=${img}`, /disk xvda: backend '7': name the driver domain/],
+      ['format=raw, vdev=xvda, backend=storage, target=/no/such.img', /disk xvda \(\/no\/such\.img\): driver domain 'storage': ENOENT/],
       ['/no/such.img,raw,xvda,rw', /disk xvda \(\/no\/such\.img\): ENOENT/],
     ] as const) {
       const bad = await run('create', cfg('fv-baddisk', `disk = [ '${spec}' ]\n`));
