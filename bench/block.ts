@@ -9,8 +9,13 @@
 // resolution): from before to after
 //   dd if=<disk> of=/dev/null bs=1M count=<mib> iflag=direct       (read)
 //   dd if=/dev/zero of=<disk> bs=1M count=<mib> oflag=direct conv=fsync  (write, flushed)
-// on xenode's /dev/xvda (`xenode run --disk <img>,raw,xvda,rw`) and on QEMU's
-// /dev/vda (-drive file=<img>,format=raw,if=none -device virtio-blk-device).
+// on xenode's /dev/xvda (`xenode run --disk <img>,raw,xvda,rw`), served by the
+// control domain's blkback and, in a second kind, by a driver domain's
+// (backend=blkdd: a process of its own, every request's data through grant
+// copies over its privileged stream), and on QEMU's /dev/vda (-drive
+// file=<img>,format=raw,if=none -device virtio-blk-device). The host runs
+// the same two dd commands on an image file of its own (raw only), timed by
+// its clock (date +%s.%N): the native figure the guests are held against.
 // Both images are sparse files on the same host filesystem, both through the
 // host's page cache; with --format qcow2 both are qcow2 (made by qemu-img),
 // which xenode serves through qemu-nbd and QEMU reads itself. Booting is not
@@ -31,8 +36,9 @@ const USAGE = `
 usage: node dist/bench/block.js [--n N] [--mib M] [--format raw|qcow2] [--no-qemu] [--json FILE]
 
 Debian's cloud kernel (scripts/fetch-linux.sh) reads and writes M MiB of a raw
-disk with O_DIRECT dd, timed by the guest: xenode's xen-blkfront/blkback
-against QEMU microvm's virtio-blk (-accel tcg), interleaved, medians over N rounds.
+disk with O_DIRECT dd, timed by the guest: xenode's xen-blkfront/blkback (in the
+control domain and in a driver domain) against QEMU microvm's virtio-blk
+(-accel tcg) and the host's own dd on a file, interleaved, medians over N rounds.
 
   --n N          rounds (default 3)
   --mib M        MiB read and written per round (default 256)
@@ -126,9 +132,22 @@ async function main(): Promise<void> {
     return f;
   };
   const xenImg = image('xen.img'), qemuImg = image('qemu.img');
+  const xenRun = (disk: string) => [XENODE_JS, 'run', linuxBzImage, '--memory', '256', '--ramdisk', xenInitrd, '--cmdline', 'console=hvc0', '--disk', disk, '--quiet'];
   const kinds: { name: string; cmd: string; args: string[] }[] = [
-    { name: 'xenode: xen-blkfront -> blkback', cmd: process.execPath, args: [XENODE_JS, 'run', linuxBzImage, '--memory', '256', '--ramdisk', xenInitrd, '--cmdline', 'console=hvc0', '--disk', `${xenImg},${format},xvda,rw`, '--quiet'] },
+    { name: 'xenode: xen-blkfront -> blkback', cmd: process.execPath, args: xenRun(`${xenImg},${format},xvda,rw`) },
+    { name: 'xenode: xen-blkfront -> driver domain', cmd: process.execPath, args: xenRun(`format=${format}, vdev=xvda, access=rw, backend=blkdd, target=${xenImg}`) },
   ];
+  if (format === 'raw') {
+    const hostImg = image('host.img');
+    const now = 'date +%s.%N';
+    kinds.push({
+      name: 'host: dd on an image file', cmd: 'sh',
+      args: ['-c', [
+        `t0=$(${now}); dd if=${hostImg} of=/dev/null bs=1M count=${mib} iflag=direct 2>/dev/null; t1=$(${now}); echo "bench: read $t0 $t1"`,
+        `t0=$(${now}); dd if=/dev/zero of=${hostImg} bs=1M count=${mib} oflag=direct conv=fsync,notrunc 2>/dev/null; t1=$(${now}); echo "bench: write $t0 $t1"`,
+      ].join('; ')],
+    });
+  }
   if (haveQemu) {
     kinds.push({
       name: 'qemu microvm -accel tcg: virtio-blk', cmd: QEMU,
@@ -165,6 +184,15 @@ async function main(): Promise<void> {
     ratios.read = rs[x]!.median / rs[q]!.median;
     ratios.write = ws[x]!.median / ws[q]!.median;
     console.log(`\nratio xenode / QEMU (medians, higher is faster): read ${fmt(ratios.read)}x, write ${fmt(ratios.write)}x`);
+  }
+  const dd = 'xenode: xen-blkfront -> driver domain', h = 'host: dd on an image file';
+  ratios.driverDomainRead = rs[dd]!.median / rs[kinds[0]!.name]!.median;
+  ratios.driverDomainWrite = ws[dd]!.median / ws[kinds[0]!.name]!.median;
+  console.log(`ratio driver domain / control domain blkback (medians): read ${fmt(ratios.driverDomainRead)}x, write ${fmt(ratios.driverDomainWrite)}x`);
+  if (rs[h]) {
+    ratios.hostRead = rs[kinds[0]!.name]!.median / rs[h]!.median;
+    ratios.hostWrite = ws[kinds[0]!.name]!.median / ws[h]!.median;
+    console.log(`ratio xenode (control domain) / host dd (medians): read ${fmt(ratios.hostRead)}x, write ${fmt(ratios.hostWrite)}x`);
   }
   fs.rmSync(tmp, { recursive: true, force: true });
   writeJson(values.json, { bench: 'block', machine: m, kernel: version, qemu: qemuVersion, n: N, mib, format, readMiBs: rs, writeMiBs: ws, ratios });

@@ -1269,8 +1269,12 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     return pd;
   }
 
-  /** Serves process domain `domid`'s privileged interface (privcmd.ts) on `stream`; `mayMap` false leaves it grant copy only. */
-  servePrivcmd(domid: number, stream: Duplex, o: { mayMap: boolean } = { mayMap: true }): PrivcmdServer {
+  /**
+   * Serves process domain `domid`'s privileged interface (privcmd.ts) on
+   * `stream`; `mayMap` false leaves it grant copy only; `peerPid`, the
+   * process at the other end, lets it register copy buffers of its own.
+   */
+  servePrivcmd(domid: number, stream: Duplex, o: { mayMap: boolean; peerPid?: number } = { mayMap: true }): PrivcmdServer {
     return new PrivcmdServer(this.processDomain(domid), stream, {
       evtchnDomain: (id) => this.evtchnDomain(id),
       memoryFile: (id) => {

@@ -7,11 +7,16 @@
 //
 // Frames: u32 length of what follows, u32 length of the JSON header, the
 // header, then raw bytes (the data of a grant copy's local sides, in the
-// order of its operations). Requests carrying an `id` are answered with the
+// order of its operations). A process may instead register memory files
+// of its own as copy buffers ('buffer': a memfd it holds, which the
+// hypervisor maps): then a copy's local side names a buffer and an offset,
+// and only the operations cross the stream. Requests carrying an `id` are answered with the
 // same id; notify and unbind are not answered (their errors are the
 // caller's bug, logged here). Events come unasked: { op: 'event', port }.
 
+import fs from 'node:fs';
 import type { Duplex } from 'node:stream';
+import { SharedMemory } from '../kvm/memory.js';
 import { GNTST } from './abi/grant_table.js';
 import { PAGE_SIZE } from './abi/xen.js';
 import { XenError, EINVAL, ESRCH, ENOSYS } from './errno.js';
@@ -23,8 +28,13 @@ export const PRIVCMD_MAX_HEADER = 1 << 20;
 /** Nor its data (a batch's local bytes). */
 export const PRIVCMD_MAX_DATA = 8 << 20;
 
-/** One side of a copy on the wire: a grant, or the caller's own bytes (carried in the frame's data). */
-export type WireCopySide = { domid: number; ref: number; offset: number } | { local: true };
+/** A registered copy buffer may not exceed this (blkback's largest: a request's 256 segments). */
+export const PRIVCMD_MAX_BUFFER = 4 << 20;
+/** Nor may a process register more than this many. */
+export const PRIVCMD_MAX_BUFFERS = 1024;
+
+/** One side of a copy on the wire: a grant, the caller's own bytes (carried in the frame's data), or bytes of a registered buffer. */
+export type WireCopySide = { domid: number; ref: number; offset: number } | { local: true } | { buffer: number; offset: number };
 export interface WireCopyOp { source: WireCopySide; dest: WireCopySide; len: number }
 
 export type PrivcmdRequest =
@@ -33,7 +43,9 @@ export type PrivcmdRequest =
   | { op: 'notify'; port: number }
   | { op: 'map'; id: number; domid: number; ref: number; readonly: boolean }
   | { op: 'unmap'; id: number; handle: number }
-  | { op: 'copy'; id: number; ops: WireCopyOp[] };
+  | { op: 'copy'; id: number; ops: WireCopyOp[] }
+  /** a memfd of the caller's, open in it as `fd`, `size` bytes, to be copy buffer `buffer` */
+  | { op: 'buffer'; buffer: number; fd: number; size: number };
 
 export type PrivcmdReply =
   | { op: 'event'; port: number }
@@ -96,11 +108,39 @@ export class PrivcmdServer {
   private closed = false;
   /** its mappings' handles: only it may unmap them */
   private readonly handles = new Set<number>();
+  /** its registered copy buffers, mapped here */
+  private readonly buffers = new Map<number, { fd: number; mem: SharedMemory }>();
 
-  constructor(private readonly pd: ProcessDomain, private readonly stream: Duplex, private readonly host: PrivcmdHost, private readonly opts: { mayMap: boolean }) {
+  /** `peerPid`: the process at the other end (its memory files are opened through /proc/<pid>/fd); without it, no buffers */
+  constructor(private readonly pd: ProcessDomain, private readonly stream: Duplex, private readonly host: PrivcmdHost, private readonly opts: { mayMap: boolean; peerPid?: number }) {
     stream.on('data', (chunk: Buffer) => this.input(chunk));
     stream.on('error', () => {});
-    stream.on('close', () => { this.closed = true; });
+    stream.on('close', () => {
+      this.closed = true;
+      for (const b of this.buffers.values()) {
+        b.mem.close();
+        fs.closeSync(b.fd);
+      }
+      this.buffers.clear();
+    });
+  }
+
+  /** 'buffer': maps the peer's memfd (nothing else: not another process's, not a file) as copy buffer `id`. */
+  private addBuffer(id: unknown, fd: unknown, size: unknown): void {
+    const pid = this.opts.peerPid;
+    if (pid === undefined) throw new XenError(EINVAL, 'buffer: this process domain may not register buffers');
+    if (!isInt(id) || this.buffers.has(id) || this.buffers.size >= PRIVCMD_MAX_BUFFERS) throw new XenError(EINVAL, `buffer ${String(id)}: not a new buffer id, or too many`);
+    if (!isInt(fd) || !isInt(size) || size <= 0 || size > PRIVCMD_MAX_BUFFER || size % PAGE_SIZE) throw new XenError(EINVAL, `buffer ${id}: bad fd or size`);
+    const path = `/proc/${pid}/fd/${fd}`;
+    if (!fs.readlinkSync(path).startsWith('/memfd:')) throw new XenError(EINVAL, `buffer ${id}: fd ${fd} is not a memory file`);
+    const local = fs.openSync(path, 'r+');
+    try {
+      if (fs.fstatSync(local).size < size) throw new XenError(EINVAL, `buffer ${id}: the memory file is smaller than ${size}`);
+      this.buffers.set(id, { fd: local, mem: SharedMemory.attach(local, size) });
+    } catch (e) {
+      fs.closeSync(local);
+      throw e;
+    }
   }
 
   private send(header: PrivcmdReply, data?: Uint8Array): void {
@@ -159,6 +199,8 @@ export class PrivcmdServer {
         }
         case 'copy':
           return this.copy(id, h.ops, data);
+        case 'buffer':
+          return this.addBuffer(h.buffer, h.fd, h.size);
         default:
           throw new XenError(ENOSYS, `unknown operation '${String(h.op)}'`);
       }
@@ -176,6 +218,12 @@ export class PrivcmdServer {
     const side = (s: unknown, len: number, src: boolean): GntdevCopySide | number => {
       if (typeof s !== 'object' || s === null) return GNTST.bad_copy_arg;
       const o = s as Record<string, unknown>;
+      if (o.buffer !== undefined) {
+        // a registered buffer: the copy reads or writes it in place
+        const b = isInt(o.buffer) ? this.buffers.get(o.buffer) : undefined;
+        if (!b || !isInt(o.offset) || o.offset < 0 || o.offset + len > b.mem.size) return GNTST.bad_copy_arg;
+        return { buf: b.mem.bytes.subarray(o.offset, o.offset + len), offset: 0 };
+      }
       if (o.local === true) {
         if (!src) return { buf: new Uint8Array(len), offset: 0 };
         if (at + len > data.length) return GNTST.bad_copy_arg;
@@ -202,7 +250,7 @@ export class PrivcmdServer {
       }
       const [st] = this.pd.gntdev.copy([{ source, dest, len }]);
       statuses.push(st!);
-      if (st === GNTST.okay && 'buf' in dest) out.push(dest.buf);
+      if (st === GNTST.okay && 'buf' in dest && (o.dest as Record<string, unknown>).local === true) out.push(dest.buf);
     }
     this.send({ id, statuses }, out.length ? Buffer.concat(out) : undefined);
   }

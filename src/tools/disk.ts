@@ -14,6 +14,7 @@ import type { XenDevices } from './libs/devices.js';
 import { VbdBackend } from './backends/vbd.js';
 import type { ImageFormat } from './backends/image.js';
 import { XenbusState, vbdDevid } from './backends/xenbus.js';
+import { awaitHotplug, driverNameProblem } from './driver_domains.js';
 
 /** A disk that cannot be added: the message names it. */
 export class DiskError extends Error {
@@ -55,8 +56,8 @@ export interface VbdDevice {
 export function vbdSpecOf(d: DiskSpec): VbdSpec {
   const refuse = (why: string) => new DiskError(`disk ${d.vdev}: ${why}`);
   const control = d.backend === DEFAULT_DISK_BACKEND || d.backend === 'Domain-0';
-  if (!control && !/^[A-Za-z0-9_.-]{1,64}$/.test(d.backend)) throw refuse(`backend '${d.backend}': not a driver domain name (letters, digits, '.', '_', '-')`);
-  if (!control && /^\d+$/.test(d.backend)) throw refuse(`backend '${d.backend}': name the driver domain (a domid is only known once it runs)`);
+  const bad = control ? null : driverNameProblem(d.backend);
+  if (bad) throw refuse(bad);
   if (d.script !== undefined) throw refuse(`script ${d.script}: block hotplug scripts are not run; give the image or device itself`);
   if (d.target === '') throw refuse('no target (an empty CD-ROM drive is not supported)');
   if (!path.isAbsolute(d.target)) throw refuse(`target '${d.target}' must be an absolute path: the daemon opens it, not xl`);
@@ -146,9 +147,6 @@ export async function addVbds(devices: XenDevices, domid: number, specs: VbdSpec
   return started;
 }
 
-/** How long a driver domain has to take a new device up (libxl waits for hotplug-status the same way). */
-export const DRIVER_DISK_TIMEOUT_MS = 10_000;
-
 /** A disk a driver domain serves: its nodes, written by the control domain; the backend is the driver domain's. */
 export interface DriverVbd {
   devid: number;
@@ -166,20 +164,14 @@ export interface DriverVbd {
  * hotplug-status connected, or error (its hotplug-error is the message).
  * A failure removes every directory it wrote.
  */
-export async function addDriverVbds(c: XsClientBase, domid: number, driver: { name: string; domid: number }, specs: VbdSpec[], timeoutMs = DRIVER_DISK_TIMEOUT_MS): Promise<DriverVbd[]> {
+export async function addDriverVbds(c: XsClientBase, domid: number, driver: { name: string; domid: number }, specs: VbdSpec[], timeoutMs?: number): Promise<DriverVbd[]> {
   const nodes = await writeVbdNodes(c, domid, driver.domid, specs);
   try {
     for (const [i, n] of nodes.entries()) {
-      const end = Date.now() + timeoutMs;
-      for (;;) {
-        const st = await c.tryRead(`${n.backendPath}/hotplug-status`);
-        if (st === 'connected') break;
-        if (st === 'error') {
-          const why = (await c.tryRead(`${n.backendPath}/hotplug-error`)) ?? 'no reason given';
-          throw new DiskError(`disk ${specs[i]!.vdev} (${specs[i]!.target}): driver domain '${driver.name}': ${why}`);
-        }
-        if (Date.now() > end) throw new DiskError(`disk ${specs[i]!.vdev} (${specs[i]!.target}): driver domain '${driver.name}' did not take the device up within ${timeoutMs / 1000} s`);
-        await new Promise((r) => setTimeout(r, 10));
+      try {
+        await awaitHotplug(c, n.backendPath, driver.name, timeoutMs);
+      } catch (e) {
+        throw new DiskError(`disk ${specs[i]!.vdev} (${specs[i]!.target}): ${(e as Error).message}`);
       }
     }
   } catch (e) {

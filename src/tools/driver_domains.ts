@@ -13,13 +13,39 @@ import path from 'node:path';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Hypervisor } from '../hv/hypervisor.js';
-import type { Xenstored, LocalClient } from './xenstored/index.js';
+import type { Xenstored, LocalClient, XsClientBase } from './xenstored/index.js';
 
 const XENODE_JS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'xenode.js');
 
 /** Restarts within this window count toward the limit; past it the driver domain is left down, and said so. */
 const RESTART_WINDOW_MS = 60_000;
 const MAX_RESTARTS = 5;
+
+/** How long a driver domain has to take a new device up (libxl waits for hotplug-status the same way). */
+export const DRIVER_DEVICE_TIMEOUT_MS = 10_000;
+
+/**
+ * libxl__wait_device_connection for a device a driver domain serves: until
+ * its backend says hotplug-status connected; its error (hotplug-error) or
+ * the timeout is thrown.
+ */
+export async function awaitHotplug(c: XsClientBase, backendPath: string, driver: string, timeoutMs = DRIVER_DEVICE_TIMEOUT_MS): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const st = await c.tryRead(`${backendPath}/hotplug-status`);
+    if (st === 'connected') return;
+    if (st === 'error') throw new Error(`driver domain '${driver}': ${(await c.tryRead(`${backendPath}/hotplug-error`)) ?? 'no reason given'}`);
+    if (Date.now() > end) throw new Error(`driver domain '${driver}' did not take the device up within ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** A driver domain's name as a device's backend= gives it, or why it is not one (a domid is only known once it runs). */
+export function driverNameProblem(name: string): string | null {
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) return `backend '${name}': not a driver domain name (letters, digits, '.', '_', '-')`;
+  if (/^\d+$/.test(name)) return `backend '${name}': name the driver domain (a domid is only known once it runs)`;
+  return null;
+}
 
 export interface DriverDomain {
   name: string;
@@ -59,7 +85,8 @@ export class DriverDomains {
       await have.ready;
       return have;
     }
-    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new Error(`driver domain name '${name}': letters, digits, '.', '_' and '-' only`);
+    const bad = driverNameProblem(name);
+    if (bad) throw new Error(bad);
     const info = this.hv.createProcessDomain({ name });
     const r: Running = { name, domid: info.domid, pid: null, starts: 0, child: null, ready: Promise.resolve(), deaths: [], stopping: false, exited: Promise.resolve() };
     this.byName.set(name, r);
@@ -97,7 +124,8 @@ export class DriverDomains {
     r.pid = child.pid ?? null;
     r.starts++;
     const priv = child.stdio[3] as net.Socket, store = child.stdio[4] as net.Socket;
-    this.hv.servePrivcmd(r.domid, priv);
+    // a trusted driver domain: it maps its frontends' rings; its copy buffers are memory files of its process
+    this.hv.servePrivcmd(r.domid, priv, { mayMap: true, peerPid: child.pid });
     this.xs.attachDomainStream(store, r.domid);
     let up!: () => void, failed!: (e: Error) => void;
     r.ready = new Promise<void>((res, rej) => { up = res; failed = rej; });

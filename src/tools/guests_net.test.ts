@@ -8,7 +8,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { Toolstack } from './toolstack.js';
 import type { NetFrame } from './backends/netback.js';
 import type { SwitchPort } from './backends/netswitch.js';
@@ -195,6 +195,63 @@ test('the netfront sample on a host bridge: `xenode run --vif bridge=br0` in a n
     t.diagnostic(`connected ${(tConnected - t0).toFixed(0)} ms after start; ${ping.trim().split('\n').slice(-1)[0]!}`);
   } finally {
     for (const p of procs) if (p.exitCode === null) p.kill();
+    ns.delete();
+  }
+});
+
+/** The pid of the driver domain process called `name` (whatever started it), or undefined. */
+function driverDomainPid(name: string): number | undefined {
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const argv = readFileSync(`/proc/${e}/cmdline`, 'latin1').split('\0');
+      if (argv.includes('driver-domain') && argv[argv.indexOf('--name') + 1] === name) return Number(e);
+    } catch { /* gone meanwhile */ }
+  }
+  return undefined;
+}
+
+test('netback in a driver domain: `--vif ...,backend=<name>` puts the vif\'s tap on the host bridge from the driver domain; killed with SIGKILL, it is started again and the ping goes on', { timeout: 150_000 }, async (t) => {
+  if (!havePeer(t, existsSync(busyboxPath), "busybox (its ping) in .cache/linux", 'scripts/fetch-linux.sh')) return;
+  if (!haveNetAdmin(t)) return;
+  const ns = Netns.create('xenode-netdd');
+  const procs: ChildProcess[] = [];
+  const name = `netdd${process.pid}`;
+  try {
+    ns.ip('link', 'add', 'br0', 'type', 'bridge');
+    ns.ip('addr', 'add', '10.77.4.1/24', 'dev', 'br0');
+    ns.ip('link', 'set', 'br0', 'up');
+    const xenode = ns.spawn(process.execPath, [xenodeJs, 'run', NETFRONT, '--cmdline', 'ip=10.77.4.2 pings=6 idle_ms=60000', '--vif', `mac=00:16:3e:00:00:23,bridge=br0,backend=${name}`]);
+    procs.push(xenode);
+    let out = '', err = '';
+    xenode.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
+    xenode.stderr!.on('data', (b: Buffer) => { err += b.toString('latin1'); });
+    const exited = new Promise<number | null>((r) => xenode.on('exit', (code) => r(code)));
+    const fail = (e: Error): never => { throw new Error(`${e.message}; console:\n${out.slice(-3000)}\nstderr:\n${err.slice(-3000)}`); };
+    // the tap is the driver domain's: its log line comes through the toolstack with its domid and name
+    const tapName = await until('the vif\'s tap', () => new RegExp(`d\\d+ \\(${name}\\): .*tap (vif\\d+\\.0) on host bridge br0`).exec(err)?.[1], 30_000, 20).catch(fail);
+    assert.equal(ns.link(tapName)?.['master'], 'br0', 'the tap is on br0');
+    await until('the netfront to connect', () => /netfront: connected/.test(out) || undefined, 30_000, 10).catch(fail);
+    assert.match(out, /netfront: mac 00:16:3e:00:00:23 backend \/local\/domain\/(\d+)\/backend\/vif\/\d+\/0 \(d\1\)/, 'the frontend names the driver domain as its backend');
+    const first = ns.exec(busyboxPath, ['ping', '-c', '3', '-W', '5', '10.77.4.2'], 30_000);
+    assert.match(first, /3 packets transmitted, 3 packets received, 0% packet loss/, first);
+    const pid = driverDomainPid(name);
+    assert.ok(pid, 'the driver domain is a process of its own');
+    process.kill(pid, 'SIGKILL');
+    await until('the driver domain to be started again', () => /driver domain started again/.test(err) || undefined, 20_000, 20).catch(fail);
+    await until('its tap back on br0', () => (ns.link(tapName)?.['master'] === 'br0' && driverDomainPid(name) !== pid) || undefined, 20_000, 20).catch(fail);
+    // the frontend never saw its backend go: the new netback took up its rings where the old one left them
+    const second = ns.exec(busyboxPath, ['ping', '-c', '3', '-W', '5', '10.77.4.2'], 30_000);
+    assert.match(second, /3 packets transmitted, 3 packets received, 0% packet loss/, `${second}\n${err.slice(-2000)}`);
+    const code = await within('xenode to exit after the guest powered off', exited, 30_000).catch(fail);
+    assert.equal(code, 0, `${out}\n${err}`);
+    assert.match(out, /netfront: answered 6 pings \(count\)/);
+    assert.equal(ns.link(tapName), null, 'the tap went with the domain');
+    assert.equal(driverDomainPid(name), undefined, 'the driver domain stopped with the toolstack');
+  } finally {
+    for (const p of procs) if (p.exitCode === null) p.kill();
+    const left = driverDomainPid(name);
+    if (left) process.kill(left, 'SIGKILL');
     ns.delete();
   }
 });

@@ -4,7 +4,8 @@
 // domain's, written in one transaction before the guest runs, then the
 // backend started on them and joined to its bridge: the host's, through a tap
 // (vif_bridge.ts does vif-bridge's work), or else xenode's in-process switch
-// of that name. Only the control domain serves vifs; no hotplug script is run.
+// of that name; or by the driver domain the vif's backend= names, whose
+// xenbus finds the directory and does the same there. No hotplug script is run.
 
 import type { XsClientBase } from './xenstored/client.js';
 import type { VifSpec } from './xl/config.js';
@@ -13,6 +14,7 @@ import type { XenDevices } from './libs/devices.js';
 import { VifBackend } from './backends/vif.js';
 import type { NetSwitches } from './backends/netswitch.js';
 import { XenbusState } from './backends/xenbus.js';
+import { awaitHotplug, driverNameProblem } from './driver_domains.js';
 
 /** A vif that cannot be added: the message names it. */
 export class NicError extends Error {
@@ -39,6 +41,8 @@ export interface NicSpec {
   rate?: VifRate | null;
   /** the host-side interface's name (`vifname=`); vif<domid>.<devid> when absent */
   vifname?: string | null;
+  /** the driver domain that serves it, by name (xl's backend=); unset: the control domain */
+  backend?: string;
 }
 
 export interface NicDevice {
@@ -56,16 +60,19 @@ export interface NicDevice {
 const VIF_SCRIPT = '/etc/xen/scripts/vif-bridge';
 const DEFAULT_MTU = 1500;
 
-/** A `vif=` entry as the control domain's netback serves it; anything else is refused, naming the vif and why. */
+/** A `vif=` entry as netback serves it (the control domain's, or a driver domain's); anything else is refused, naming the vif and why. */
 export function nicSpecOf(v: VifSpec): NicSpec {
   const refuse = (why: string) => new NicError(`vif ${v.devid ?? ''}: ${why}`);
-  if (v.backend !== DEFAULT_VIF_BACKEND && v.backend !== 'Domain-0') throw refuse(`backend '${v.backend}': only the control domain serves vifs (driver domains are not available)`);
+  const control = v.backend === DEFAULT_VIF_BACKEND || v.backend === 'Domain-0';
+  const bad = control ? null : driverNameProblem(v.backend);
+  if (bad) throw refuse(bad);
+  if (!control && v.script !== undefined) throw refuse(`script ${v.script}: a driver domain puts its vifs on the host's bridge when there is one, else on its own switch`);
   if (v.script !== undefined && v.script !== 'vif-bridge' && v.script !== VIF_SCRIPT) throw refuse(`script ${v.script}: vif hotplug scripts are not run; vif-bridge's work is built in (a tap on the host's bridge, or the in-process switch)`);
-  return { mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu, trusted: v.trusted, hostBridge: v.script !== undefined, rate: v.rate ? parseVifRate(v.rate) : null, vifname: v.vifname ?? null };
+  return { mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu, trusted: v.trusted, hostBridge: v.script !== undefined, rate: v.rate ? parseVifRate(v.rate) : null, vifname: v.vifname ?? null, ...(control ? {} : { backend: v.backend }) };
 }
 
 /** Each spec with its devid, MAC and bridge settled; a repeated devid or a bad MAC is refused before anything is written. */
-export function settleNics(specs: NicSpec[], random?: (n: number) => Uint8Array): Required<NicSpec>[] {
+export function settleNics(specs: NicSpec[], random?: (n: number) => Uint8Array): (Required<Omit<NicSpec, 'backend'>> & Pick<NicSpec, 'backend'>)[] {
   const seen = new Set<number>();
   return specs.map((s, i) => {
     const devid = s.devid ?? i;
@@ -78,12 +85,12 @@ export function settleNics(specs: NicSpec[], random?: (n: number) => Uint8Array)
     } catch (e) {
       throw new NicError(`vif ${devid}: ${(e as Error).message}`);
     }
-    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU, trusted: s.trusted ?? true, hostBridge: s.hostBridge ?? false, rate: s.rate ?? null, vifname: s.vifname ?? null };
+    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU, trusted: s.trusted ?? true, hostBridge: s.hostBridge ?? false, rate: s.rate ?? null, vifname: s.vifname ?? null, backend: s.backend };
   });
 }
 
 /** Writes the frontend and backend nodes of every vif of `domid` (libxl__device_nic_add's xenstore part). */
-export async function writeVifNodes(c: XsClientBase, domid: number, backendDomid: number, nics: Required<NicSpec>[]): Promise<{ backendPath: string; frontendPath: string }[]> {
+export async function writeVifNodes(c: XsClientBase, domid: number, backendDomid: number, nics: ReturnType<typeof settleNics>): Promise<{ backendPath: string; frontendPath: string }[]> {
   const out = nics.map((n) => ({
     frontendPath: `/local/domain/${domid}/device/vif/${n.devid}`,
     backendPath: `/local/domain/${backendDomid}/backend/vif/${domid}/${n.devid}`,
@@ -146,4 +153,37 @@ export async function addVifs(devices: XenDevices, switches: NetSwitches, domid:
     throw e;
   }
   return started;
+}
+
+/** A vif a driver domain serves: its nodes, written by the control domain; the backend (and its tap) are the driver domain's. */
+export interface DriverNic {
+  devid: number;
+  mac: string;
+  bridge: string;
+  backendPath: string;
+  frontendPath: string;
+  driver: string;
+  driverDomid: number;
+}
+
+/**
+ * Adds settled `nics` (all served by driver domain `driver`) to `domid`:
+ * the nodes written, then each waited for until its backend says
+ * hotplug-status connected; a failure removes every directory written.
+ */
+export async function addDriverVifs(c: XsClientBase, domid: number, driver: { name: string; domid: number }, nics: ReturnType<typeof settleNics>, timeoutMs?: number): Promise<DriverNic[]> {
+  const nodes = await writeVifNodes(c, domid, driver.domid, nics);
+  try {
+    for (const [i, n] of nodes.entries()) {
+      try {
+        await awaitHotplug(c, n.backendPath, driver.name, timeoutMs);
+      } catch (e) {
+        throw new NicError(`vif ${nics[i]!.devid}: ${(e as Error).message}`);
+      }
+    }
+  } catch (e) {
+    for (const n of nodes) for (const p of [n.frontendPath, n.backendPath]) await c.rm(p).catch(() => {});
+    throw e;
+  }
+  return nodes.map((n, i) => ({ ...n, devid: nics[i]!.devid, mac: nics[i]!.mac, bridge: nics[i]!.bridge, driver: driver.name, driverDomid: driver.domid }));
 }

@@ -11,7 +11,7 @@ import { XenstoreRings, connectServices, removeDomainNodes, DomainServices } fro
 import { localDevices, type XenDevices } from './libs/devices.js';
 import { addVbds, addDriverVbds, vbdDevids, DiskError, type DriverVbd, type VbdDevice, type VbdSpec } from './disk.js';
 import { DriverDomains } from './driver_domains.js';
-import { addVifs, NicError, settleNics, type NicDevice, type NicSpec } from './net.js';
+import { addVifs, addDriverVifs, NicError, settleNics, type DriverNic, type NicDevice, type NicSpec } from './net.js';
 import { NetSwitches } from './backends/netswitch.js';
 import { XenbusState } from './backends/xenbus.js';
 
@@ -84,6 +84,8 @@ export interface ToolstackDomain {
   /** disks driver domains serve */
   driverDisks: DriverVbd[];
   vifs: NicDevice[];
+  /** vifs driver domains serve */
+  driverVifs: DriverNic[];
 }
 
 export class Toolstack {
@@ -156,6 +158,7 @@ export class Toolstack {
     let disks: VbdDevice[] = [];
     const driverDisks: DriverVbd[] = [];
     let vifs: NicDevice[] = [];
+    const driverVifs: DriverNic[] = [];
     try {
       services = await this.serialized(() => connectServices(this.hv, this.xs, this.client, built, {
         name: cfg.name, uuid, vcpus: Math.max(cfg.vcpus, cfg.maxVcpus ?? 0), onlineVcpus: cfg.vcpus, memoryKiB: cfg.memoryMiB * 1024, maxMemKiB: (cfg.maxMemMiB ?? cfg.memoryMiB) * 1024, output,
@@ -164,18 +167,23 @@ export class Toolstack {
       const local = opts.disks?.filter((s) => s.backend === undefined) ?? [];
       if (local.length) disks = await addVbds(this.devices, built.domid, local, this.log);
       for (const s of opts.disks ?? []) if (s.backend !== undefined) driverDisks.push(...await this.addDriverDisk(built.domid, s));
-      if (opts.vifs?.length) vifs = await addVifs(this.devices, this.switches, built.domid, opts.vifs, this.log);
+      // devids and MACs settled over the whole list, then each vif to the domain that serves it
+      const nics = opts.vifs?.length ? settleNics(opts.vifs) : [];
+      const localNics = nics.filter((n) => n.backend === undefined);
+      if (localNics.length) vifs = await addVifs(this.devices, this.switches, built.domid, localNics, this.log);
+      for (const n of nics) if (n.backend !== undefined) driverVifs.push(...await this.addDriverVif(built.domid, n));
     } catch (e) {
       services?.close();
       for (const v of disks) await v.backend.close();
-      await this.serialized(() => this.removeDriverDisks(driverDisks));
+      for (const v of vifs) await v.backend.close();
+      await this.serialized(() => this.removeDriverDevices([...driverDisks, ...driverVifs]));
       this.builds.delete(built.domid);
       await this.hv.destroy(built.domid);
       await this.serialized(() => removeDomainNodes(this.client, built.domid, uuid));
       throw e;
     }
     const t2 = performance.now();
-    const d: ToolstackDomain = { domid: built.domid, name: cfg.name, uuid, built, services, disks, driverDisks, vifs };
+    const d: ToolstackDomain = { domid: built.domid, name: cfg.name, uuid, built, services, disks, driverDisks, vifs, driverVifs };
     this.live.set(d.domid, d);
     if (!opts.paused) this.hv.unpause(d.domid);
     if (opts.timings) Object.assign(opts.timings, { build: t1 - t0, xenstore: t2 - t1, unpause: performance.now() - t2 });
@@ -214,7 +222,19 @@ export class Toolstack {
     return this.serialized(() => addDriverVbds(this.client, domid, dd, [spec]));
   }
 
-  private async removeDriverDisks(vs: DriverVbd[]): Promise<void> {
+  /** A settled vif served by the driver domain it names (started if it is not running). */
+  private async addDriverVif(domid: number, nic: ReturnType<typeof settleNics>[number]): Promise<DriverNic[]> {
+    let dd;
+    try {
+      dd = await this.driverDomains.ensure(nic.backend!);
+    } catch (e) {
+      throw new NicError(`vif ${nic.devid}: ${(e as Error).message}`);
+    }
+    return this.serialized(() => addDriverVifs(this.client, domid, dd, [nic]));
+  }
+
+  /** A driver domain's device directories removed: its backend lets go of the device when it sees them go. */
+  private async removeDriverDevices(vs: { frontendPath: string; backendPath: string }[]): Promise<void> {
     for (const v of vs) for (const p of [v.frontendPath, v.backendPath]) await this.client.rm(p).catch(() => {});
   }
 
@@ -255,21 +275,34 @@ export class Toolstack {
    * unless the spec names one (libxl__device_nextid), its nodes and backend
    * as at create; the guest's netfront probes the new device.
    */
-  async attachVif(domid: number, spec: NicSpec): Promise<NicDevice> {
+  async attachVif(domid: number, spec: NicSpec): Promise<NicDevice | DriverNic> {
     const d = this.live.get(domid);
     if (!d) throw new NicError(`domain ${domid} is not running here`);
-    const devid = spec.devid ?? d.vifs.reduce((n, v) => Math.max(n, v.devid + 1), 0);
-    if (d.vifs.some((v) => v.devid === devid)) throw new NicError(`vif ${devid}: devid ${devid} is already used`);
+    const all = [...d.vifs, ...d.driverVifs];
+    const devid = spec.devid ?? all.reduce((n, v) => Math.max(n, v.devid + 1), 0);
+    if (all.some((v) => v.devid === devid)) throw new NicError(`vif ${devid}: devid ${devid} is already used`);
+    if (spec.backend !== undefined) {
+      const [v] = await this.addDriverVif(domid, settleNics([{ ...spec, devid }])[0]!);
+      d.driverVifs.push(v!);
+      return v!;
+    }
     const [v] = await addVifs(this.devices, this.switches, domid, [{ ...spec, devid }], this.log);
     d.vifs.push(v!);
     return v!;
   }
 
   /** Removes a vif (xl network-detach; libxl_device_nic_remove): `dev` its devid or its MAC. */
-  async detachVif(domid: number, dev: string): Promise<NicDevice> {
+  async detachVif(domid: number, dev: string): Promise<NicDevice | DriverNic> {
     const d = this.live.get(domid);
     const mac = dev.toLowerCase();
-    const v = d?.vifs.find((x) => (dev.includes(':') ? x.mac === mac : String(x.devid) === dev));
+    const named = (x: { mac: string; devid: number }) => (dev.includes(':') ? x.mac === mac : String(x.devid) === dev);
+    const dv = d?.driverVifs.find(named);
+    if (d && dv) {
+      await this.removeDevice(domid, `vif ${dv.devid}`, { ...dv, backend: this.remoteBackend(dv.backendPath) });
+      d.driverVifs.splice(d.driverVifs.indexOf(dv), 1);
+      return dv;
+    }
+    const v = d?.vifs.find(named);
     if (!d || !v) throw new NicError(`Unknown device ${dev}`);
     await this.removeDevice(domid, `vif ${v.devid}`, v);
     d.vifs.splice(d.vifs.indexOf(v), 1);
@@ -317,7 +350,9 @@ export class Toolstack {
     await this.hv.destroy(domid);
     // the driver domains' backends let go when their directories go
     await this.serialized(async () => {
-      for (const dd of new Set(d?.driverDisks.map((v) => v.driverDomid))) await this.client.rm(`/local/domain/${dd}/backend/vbd/${domid}`).catch(() => {});
+      for (const [type, devs] of [['vbd', d?.driverDisks ?? []], ['vif', d?.driverVifs ?? []]] as const) {
+        for (const dd of new Set(devs.map((v) => v.driverDomid))) await this.client.rm(`/local/domain/${dd}/backend/${type}/${domid}`).catch(() => {});
+      }
     });
     await this.serialized(() => removeDomainNodes(this.client, domid, d && !o.keepVm ? d.uuid : null));
   }

@@ -94,7 +94,12 @@ abstract class BackRing {
   protected readonly r: RingPage;
   reqCons = 0;
   rspProdPvt = 0;
-  constructor(page: Uint8Array, slot: number) { this.r = new RingPage(page, slot); }
+  constructor(page: Uint8Array, slot: number) {
+    this.r = new RingPage(page, slot);
+    // BACK_RING_ATTACH at the published rsp_prod: 0 on a fresh ring; on one a backend before this one served
+    // (a restarted driver domain), the requests it left unanswered are served again (a frame sent twice at worst)
+    this.reqCons = this.rspProdPvt = Atomics.load(this.r.idx, RSP_PROD);
+  }
   get size(): number { return this.r.size; }
   get reqProd(): number { return Atomics.load(this.r.idx, REQ_PROD); }
 

@@ -571,7 +571,8 @@ export class DomainManager extends EventEmitter<Events> {
       throw e;
     }
     d.config = { ...d.config, vifs: [...d.config.vifs, { ...vif, devid: nic.devid, mac: nic.mac }] };
-    this.log(`${d.name}: vif ${nic.devid} (${nic.mac}) attached on bridge ${nic.bridge}${nic.tap ? ` as ${nic.tap}` : ''}`);
+    const where = 'driver' in nic ? `, served by driver domain '${nic.driver}'` : nic.tap ? ` as ${nic.tap}` : '';
+    this.log(`${d.name}: vif ${nic.devid} (${nic.mac}) attached on bridge ${nic.bridge}${where}`);
     return { devid: nic.devid, mac: nic.mac };
   }
 

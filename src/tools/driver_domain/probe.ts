@@ -7,13 +7,17 @@
 
 import type { XenDevices } from '../libs/devices.js';
 import { VbdBackend } from '../backends/vbd.js';
+import { VifBackend } from '../backends/vif.js';
+import { NetSwitches } from '../backends/netswitch.js';
 
 /** A served device: what the probe needs to stop it. */
 interface Served { close(): Promise<void> }
 
 /** The device types a driver domain serves, and how to start a backend on a directory. */
-const TYPES: Record<string, (devices: XenDevices, path: string, log: (line: string) => void) => Promise<Served>> = {
+const TYPES: Record<string, (devices: XenDevices, path: string, log: (line: string) => void, switches: NetSwitches) => Promise<Served>> = {
   vbd: (devices, path, log) => VbdBackend.start({ devices, path, log }),
+  // on the host's bridge of that name when there is one (a tap of this process's), else on this domain's own switch
+  vif: (devices, path, log, switches) => VifBackend.start({ devices, path, switches, log }),
 };
 
 export class BackendProbe {
@@ -22,6 +26,8 @@ export class BackendProbe {
   private readonly token: string;
   private chain: Promise<void> = Promise.resolve();
   private stopped = false;
+  /** the switches of this domain's vifs that are on no host bridge */
+  private readonly switches = new NetSwitches();
   private readonly onWatch = (ev: { token: string }) => {
     if (ev.token === this.token) this.rescan();
   };
@@ -66,7 +72,7 @@ export class BackendProbe {
           if ((await xs.tryRead(`${path}/state`)) === undefined) continue;
           this.served.set(path, 'starting');
           try {
-            this.served.set(path, await TYPES[type]!(this.devices, path, this.log));
+            this.served.set(path, await TYPES[type]!(this.devices, path, this.log, this.switches));
             this.log(`serving ${path}`);
           } catch (e) {
             this.served.set(path, 'failed');

@@ -40,7 +40,7 @@ async function processDomain(ts: Toolstack, dir: string, name: string, domid?: n
   const client = net.createConnection(sock);
   const serverSide = await accepted;
   server.close();
-  ts.hv.servePrivcmd(info.domid, serverSide);
+  ts.hv.servePrivcmd(info.domid, serverSide, { mayMap: true, peerPid: process.pid });
   const xs = new LocalClient(ts.xs, info.domid);
   const devices = processDevices(info.domid, client, xs);
   /** the process is gone: its stream closes and the toolstack destroys its domain */
@@ -79,6 +79,10 @@ test('a process domain backs the grant sample through the privileged interface: 
     // copies (GNTTABOP_copy as the process domain)
     assert.equal(await copy1(devices, { source: { domid: G, ref: REF_RW, offset: 0 }, dest: { buf: local, offset: 4096 }, len: 64 }), GNTST.okay);
     assert.deepEqual([...local.subarray(4096, 4096 + 64)], Array.from({ length: 64 }, (_, i) => 0xa0 + i), 'the pattern, into the local buffer at its offset');
+    // bytes that are not in a buffer from allocBuffer travel in the frames instead
+    const plain = new Uint8Array(100);
+    assert.equal(await copy1(devices, { source: { domid: G, ref: REF_RW, offset: 2 }, dest: { buf: plain, offset: 36 }, len: 64 - 2 }), GNTST.okay);
+    assert.deepEqual([...plain.subarray(36, 36 + 62)], Array.from({ length: 62 }, (_, i) => 0xa2 + i), 'the pattern, into a plain array');
     local[5000] = 'C'.charCodeAt(0);
     assert.equal(await copy1(devices, { source: { buf: local, offset: 5000 }, dest: { domid: G, ref: REF_RW, offset: OFF_COPIED }, len: 1 }), GNTST.okay);
     const batch = await devices.gnttab.copy([

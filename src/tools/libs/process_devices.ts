@@ -1,16 +1,19 @@
 // A process domain's devices (libs/devices.ts) over the privileged stream
 // its toolstack gave it (hv/privcmd.ts): event channels and grants as that
-// domain, each call a frame to the hypervisor's process. Grant copies carry
-// the local side's bytes in the frames, so the process never sees a guest
-// page it was not granted; a grant map (for rings) maps the granter's memory
-// file, which only a process domain trusted with maps is told of.
+// domain, each call a frame to the hypervisor's process. A grant copy's
+// local side is a buffer from allocBuffer: a memory file of this process's
+// that the hypervisor maps too (registered once), so only the operations
+// cross the stream; bytes from anywhere else travel in the frame. Either way
+// the process never sees a guest page it was not granted. A grant map (for
+// rings) maps the granter's memory file, which only a process domain
+// trusted with maps is told of.
 
 import fs from 'node:fs';
 import type { Duplex } from 'node:stream';
 import { SharedMemory } from '../../kvm/memory.js';
 import { GNTST } from '../../hv/abi/grant_table.js';
 import { PAGE_SIZE } from '../../hv/abi/xen.js';
-import { encodeFrame, FrameSplitter, type PrivcmdReply, type WireCopyOp } from '../../hv/privcmd.js';
+import { encodeFrame, FrameSplitter, PRIVCMD_MAX_BUFFER, PRIVCMD_MAX_BUFFERS, type PrivcmdReply, type WireCopyOp } from '../../hv/privcmd.js';
 import type { GrantCopyOp, GrantMapping, XenDevices } from './devices.js';
 import type { XsClientBase } from '../xenstored/client.js';
 
@@ -26,6 +29,14 @@ export class PrivcmdError extends Error {
 
 /** The devices of process domain `domid`, its calls going over `stream`. */
 export function processDevices(domid: number, stream: Duplex, xenstore: XsClientBase): XenDevices & { closed: Promise<void> } {
+  /** copy buffers registered with the hypervisor: where each lies in the ArrayBuffer its bytes view */
+  const buffers: { id: number; mem: SharedMemory; buffer: ArrayBufferLike; start: number; end: number }[] = [];
+  /** the registered buffer and offset of a local side, if its bytes are in one */
+  const inBuffer = (buf: Uint8Array, offset: number, len: number): { buffer: number; offset: number } | null => {
+    const at = buf.byteOffset + offset;
+    const b = buffers.find((x) => x.buffer === buf.buffer && at >= x.start && at + len <= x.end);
+    return b ? { buffer: b.id, offset: at - b.start } : null;
+  };
   const frames = new FrameSplitter();
   const waiting = new Map<number, { resolve: (r: { header: PrivcmdReply; data: Buffer }) => void; reject: (e: Error) => void }>();
   const handlers = new Map<number, () => void>();
@@ -112,10 +123,13 @@ export function processDevices(domid: number, stream: Duplex, xenstore: XsClient
       copy: async (ops: GrantCopyOp[]) => {
         const wire: WireCopyOp[] = [];
         const out: Uint8Array[] = [];
+        const inline: boolean[] = [];
         for (const op of ops) {
           const s = op.source, d = op.dest;
-          if ('buf' in s) out.push(s.buf.subarray(s.offset, s.offset + op.len));
-          wire.push({ source: 'buf' in s ? { local: true } : s, dest: 'buf' in d ? { local: true } : d, len: op.len });
+          const sb = 'buf' in s ? inBuffer(s.buf, s.offset, op.len) : null, db = 'buf' in d ? inBuffer(d.buf, d.offset, op.len) : null;
+          if ('buf' in s && !sb) out.push(s.buf.subarray(s.offset, s.offset + op.len));
+          inline.push('buf' in d && !db);
+          wire.push({ source: 'buf' in s ? sb ?? { local: true } : s, dest: 'buf' in d ? db ?? { local: true } : d, len: op.len });
         }
         const { header, data } = await call({ op: 'copy', ops: wire }, out.length ? Buffer.concat(out) : undefined);
         const err = failed(header);
@@ -124,7 +138,8 @@ export function processDevices(domid: number, stream: Duplex, xenstore: XsClient
         let at = 0;
         ops.forEach((op, i) => {
           const d = op.dest;
-          if (statuses[i] !== GNTST.okay || !('buf' in d)) return;
+          // a registered buffer was written in place; bytes for anywhere else came back in the frame
+          if (statuses[i] !== GNTST.okay || !('buf' in d) || !inline[i]) return;
           d.buf.set(data.subarray(at, at + op.len), d.offset);
           at += op.len;
         });
@@ -167,7 +182,16 @@ export function processDevices(domid: number, stream: Duplex, xenstore: XsClient
         if (f) release(f);
         return (header as { status: number }).status;
       },
-      allocBuffer: (bytes) => new Uint8Array(bytes),
+      allocBuffer: (bytes) => {
+        const size = Math.ceil(Math.max(bytes, 1) / PAGE_SIZE) * PAGE_SIZE;
+        if (size > PRIVCMD_MAX_BUFFER || buffers.length >= PRIVCMD_MAX_BUFFERS || gone) return new Uint8Array(bytes);
+        const mem = SharedMemory.create('privcmd-copy-buffer', size);
+        const id = buffers.length + 1;
+        buffers.push({ id, mem, buffer: mem.bytes.buffer, start: mem.bytes.byteOffset, end: mem.bytes.byteOffset + size });
+        // in order with the copies that use it: the stream carries frames in order
+        tell({ op: 'buffer', buffer: id, fd: mem.fd, size });
+        return mem.bytes.subarray(0, bytes);
+      },
     },
     close: () => {
       for (const f of [...files.values()]) {
@@ -177,6 +201,7 @@ export function processDevices(domid: number, stream: Duplex, xenstore: XsClient
       mappings.clear();
       handlers.clear();
       stream.end();
+      for (const b of buffers.splice(0)) b.mem.close();
     },
   };
 }
