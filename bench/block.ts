@@ -16,6 +16,10 @@
 // file=<img>,format=raw,if=none -device virtio-blk-device). The host runs
 // the same two dd commands on an image file of its own (raw only), timed by
 // its clock (date +%s.%N): the native figure the guests are held against.
+// Then 4 KiB random reads and writes, O_DIRECT, one at a time (bench/randio.c,
+// built static here and put in each initramfs; the host runs the same
+// binary on its file): IOPS and each request's latency, p50 and p99, timed
+// around each pread/pwrite by the guest's CLOCK_MONOTONIC.
 // Both images are sparse files on the same host filesystem, both through the
 // host's page cache; with --format qcow2 both are qcow2 (made by qemu-img),
 // which xenode serves through qemu-nbd and QEMU reads itself. Booting is not
@@ -47,7 +51,14 @@ control domain and in a driver domain) against QEMU microvm's virtio-blk
   --json FILE    also write the figures as JSON
 `;
 
-function guestScript(mib: number, dev: string, modules: string[]): string {
+/** 4 KiB random requests per direction and round */
+const RANDOM_OPS = 2000;
+
+function randomIo(cmd: string, dev: string, mib: number): string[] {
+  return [`${cmd} read ${dev} ${RANDOM_OPS} ${mib}`, `${cmd} write ${dev} ${RANDOM_OPS} ${mib}`];
+}
+
+function guestScript(mib: number, dev: string, modules: string[], randio: boolean): string {
   const up = 'cut -d" " -f1 /proc/uptime';
   return [
     'mount -t proc proc /proc', 'mount -t sysfs sysfs /sys', 'mount -t devtmpfs devtmpfs /dev',
@@ -56,11 +67,18 @@ function guestScript(mib: number, dev: string, modules: string[]): string {
     `[ -b ${dev} ] || echo "bench: no ${dev}"`,
     `t0=$(${up}); dd if=${dev} of=/dev/null bs=1M count=${mib} iflag=direct 2>/dev/null; t1=$(${up}); echo "bench: read $t0 $t1"`,
     `t0=$(${up}); dd if=/dev/zero of=${dev} bs=1M count=${mib} oflag=direct conv=fsync 2>/dev/null; t1=$(${up}); echo "bench: write $t0 $t1"`,
+    ...(randio ? ['chmod +x /randio', ...randomIo('/randio', dev, mib)] : []),
     'poweroff -f', '',
   ].join('\n');
 }
 
-interface Sample { readS: number; writeS: number; out: string }
+interface Random { iops: number; p50Us: number; p99Us: number }
+interface Sample { readS: number; writeS: number; randRead: Random | null; randWrite: Random | null; out: string }
+
+function randomOf(out: string, mode: 'read' | 'write'): Random | null {
+  const m = new RegExp(`randio: ${mode} ops=\\d+ secs=[\\d.]+ iops=(\\d+) p50_us=([\\d.]+) p99_us=([\\d.]+)`).exec(out);
+  return m ? { iops: Number(m[1]), p50Us: Number(m[2]), p99Us: Number(m[3]) } : null;
+}
 
 function runGuest(cmd: string, args: string[], timeoutMs: number): Promise<Sample> {
   return new Promise((resolve, reject) => {
@@ -76,7 +94,7 @@ function runGuest(cmd: string, args: string[], timeoutMs: number): Promise<Sampl
         const m = new RegExp(`bench: ${what} ([\\d.]+) ([\\d.]+)`).exec(out);
         return m ? Number(m[2]) - Number(m[1]) : NaN;
       };
-      resolve({ readS: span('read'), writeS: span('write'), out });
+      resolve({ readS: span('read'), writeS: span('write'), randRead: randomOf(out, 'read'), randWrite: randomOf(out, 'write'), out });
     });
   });
 }
@@ -115,11 +133,16 @@ async function main(): Promise<void> {
   console.log(`xenode's CPU: ${chooseAccel('auto').why}`);
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-block-'));
+  const randio = path.join(tmp, 'randio');
+  const cc = spawnSync('gcc', ['-static', '-O2', '-o', randio, path.join(REPO_ROOT, 'bench', 'randio.c')], { encoding: 'utf8' });
+  const haveRandio = cc.status === 0;
+  if (!haveRandio) console.log('\n' + '!'.repeat(78) + `\n!!! bench/randio.c does not build static (${(cc.stderr || cc.error?.message || '').trim().split('\n')[0]}): NO RANDOM I/O FIGURES\n` + '!'.repeat(78) + '\n');
   const mod = (names: string[]) => Object.fromEntries(names.map((n) => [`${n}.ko`, fs.readFileSync(path.join(MODULES, `${n}.ko`))]));
   const xenMods = ['xen-blkfront'], virtioMods = ['virtio_ring', 'virtio', 'virtio_mmio', 'virtio_blk'];
   const xenInitrd = path.join(tmp, 'xen.gz'), virtioInitrd = path.join(tmp, 'virtio.gz');
-  fs.writeFileSync(xenInitrd, busyboxInitramfs({ init: guestScript(mib, '/dev/xvda', xenMods), files: mod(xenMods) }));
-  fs.writeFileSync(virtioInitrd, busyboxInitramfs({ init: guestScript(mib, '/dev/vda', virtioMods), files: mod(virtioMods) }));
+  const extra: Record<string, Uint8Array> = haveRandio ? { randio: fs.readFileSync(randio) } : {};
+  fs.writeFileSync(xenInitrd, busyboxInitramfs({ init: guestScript(mib, '/dev/xvda', xenMods, haveRandio), files: { ...mod(xenMods), ...extra } }));
+  fs.writeFileSync(virtioInitrd, busyboxInitramfs({ init: guestScript(mib, '/dev/vda', virtioMods, haveRandio), files: { ...mod(virtioMods), ...extra } }));
   const image = (name: string) => {
     const f = path.join(tmp, name);
     if (format === 'qcow2') {
@@ -145,6 +168,7 @@ async function main(): Promise<void> {
       args: ['-c', [
         `t0=$(${now}); dd if=${hostImg} of=/dev/null bs=1M count=${mib} iflag=direct 2>/dev/null; t1=$(${now}); echo "bench: read $t0 $t1"`,
         `t0=$(${now}); dd if=/dev/zero of=${hostImg} bs=1M count=${mib} oflag=direct conv=fsync,notrunc 2>/dev/null; t1=$(${now}); echo "bench: write $t0 $t1"`,
+        ...(haveRandio ? randomIo(randio, hostImg, mib) : []),
       ].join('; ')],
     });
   }
@@ -157,6 +181,7 @@ async function main(): Promise<void> {
     });
   }
   const rd: Record<string, number[]> = Object.fromEntries(kinds.map((k) => [k.name, []]));
+  const rnd: Record<string, { read: Random[]; write: Random[] }> = Object.fromEntries(kinds.map((k) => [k.name, { read: [], write: [] }]));
   const wr: Record<string, number[]> = Object.fromEntries(kinds.map((k) => [k.name, []]));
   console.log(`\n${N} rounds of ${mib} MiB, ${format} images, interleaved: ${kinds.map((k) => k.name).join(' | ')}`);
   for (let i = 0; i < N; i++) {
@@ -169,7 +194,10 @@ async function main(): Promise<void> {
       }
       rd[k.name]!.push(mib / s.readS);
       wr[k.name]!.push(mib / s.writeS);
-      console.log(`  round ${i + 1}: ${k.name}: read ${fmt(mib / s.readS, 1)} MiB/s, write ${fmt(mib / s.writeS, 1)} MiB/s`);
+      if (s.randRead) rnd[k.name]!.read.push(s.randRead);
+      if (s.randWrite) rnd[k.name]!.write.push(s.randWrite);
+      const r = s.randRead && s.randWrite ? `; 4k random read ${s.randRead.iops} / write ${s.randWrite.iops} IOPS` : '';
+      console.log(`  round ${i + 1}: ${k.name}: read ${fmt(mib / s.readS, 1)} MiB/s, write ${fmt(mib / s.writeS, 1)} MiB/s${r}`);
     }
   }
   const st = (x: Record<string, number[]>): Record<string, Stats> => Object.fromEntries(kinds.map((k) => [k.name, stats(x[k.name]!)]));
@@ -178,6 +206,17 @@ async function main(): Promise<void> {
   table(STATS_HEADERS('MiB/s'), kinds.map((k) => statsRow(k.name, rs[k.name]!, 1)));
   console.log(`\nO_DIRECT dd write + fsync, ${mib} MiB, bs=1M, ${format} images, timed by the guest (MiB/s)`);
   table(STATS_HEADERS('MiB/s'), kinds.map((k) => statsRow(k.name, ws[k.name]!, 1)));
+  const randomStats: Record<string, Record<string, Stats>> = {};
+  if (haveRandio) {
+    for (const mode of ['read', 'write'] as const) {
+      for (const [what, f] of [['IOPS', (r: Random) => r.iops], ['p50 latency us', (r: Random) => r.p50Us], ['p99 latency us', (r: Random) => r.p99Us]] as const) {
+        const key = `${mode} ${what}`;
+        randomStats[key] = Object.fromEntries(kinds.map((k) => [k.name, stats(rnd[k.name]![mode].map(f))]));
+        console.log(`\n4 KiB random ${mode}, O_DIRECT, queue depth 1, ${RANDOM_OPS} requests over ${mib} MiB (${what}, per round)`);
+        table(STATS_HEADERS(what), kinds.map((k) => statsRow(k.name, randomStats[key]![k.name]!, 1)));
+      }
+    }
+  }
   const ratios: Record<string, number> = {};
   if (haveQemu) {
     const q = 'qemu microvm -accel tcg: virtio-blk', x = kinds[0]!.name;
@@ -193,9 +232,17 @@ async function main(): Promise<void> {
     ratios.hostRead = rs[kinds[0]!.name]!.median / rs[h]!.median;
     ratios.hostWrite = ws[kinds[0]!.name]!.median / ws[h]!.median;
     console.log(`ratio xenode (control domain) / host dd (medians): read ${fmt(ratios.hostRead)}x, write ${fmt(ratios.hostWrite)}x`);
+    if (haveRandio) {
+      for (const mode of ['read', 'write'] as const) {
+        const iops = randomStats[`${mode} IOPS`]!;
+        ratios[`random${mode === 'read' ? 'Read' : 'Write'}Host`] = iops[kinds[0]!.name]!.median / iops[h]!.median;
+        ratios[`random${mode === 'read' ? 'Read' : 'Write'}DriverDomain`] = iops[dd]!.median / iops[kinds[0]!.name]!.median;
+      }
+      console.log(`ratio 4k random IOPS, xenode (control domain) / host: read ${fmt(ratios.randomReadHost!)}x, write ${fmt(ratios.randomWriteHost!)}x; driver domain / control domain: read ${fmt(ratios.randomReadDriverDomain!)}x, write ${fmt(ratios.randomWriteDriverDomain!)}x`);
+    }
   }
   fs.rmSync(tmp, { recursive: true, force: true });
-  writeJson(values.json, { bench: 'block', machine: m, kernel: version, qemu: qemuVersion, n: N, mib, format, readMiBs: rs, writeMiBs: ws, ratios });
+  writeJson(values.json, { bench: 'block', machine: m, kernel: version, qemu: qemuVersion, n: N, mib, format, readMiBs: rs, writeMiBs: ws, random: randomStats, ratios });
 }
 
 await main();

@@ -256,6 +256,34 @@ test('netback in a driver domain: `--vif ...,backend=<name>` puts the vif\'s tap
   }
 });
 
+test('ip= on the vif: netback drops the IPv4 the guest sends from another address (vif-bridge\'s anti-spoofing); its ARP still goes out', needsTcg(), async () => {
+  const ts = await Toolstack.start({ pcpus: 1, accel: 'tcg', log: () => {} });
+  try {
+    let out = '';
+    ts.hv.on('console', (_d: number, _src: string, s: string, eol: boolean) => { out += eol ? `${s}\n` : s; });
+    const st = station('spoof-station');
+    const sw = ts.switches.attach('xenbr0', st);
+    // the guest uses 10.0.0.2; the toolstack says it has 10.0.0.9
+    const d = await ts.create({ name: 'netfront-ip', kernel: readFileSync(NETFRONT), memoryMiB: 8, vcpus: 1, cmdline: 'ip=10.0.0.2 pings=1 idle_ms=30000 look_ms=5000' },
+      (b) => { out += Buffer.from(b).toString('latin1'); }, { vifs: [{ mac: '00:16:3e:00:00:21', bridge: 'xenbr0', ip: '10.0.0.9' }] });
+    const fail = (e: Error): never => { throw new Error(`${e.message}; console:\n${out.slice(-3000)}`); };
+    const v = d.vifs[0]!;
+    assert.equal(await ts.client.read(`${v.backendPath}/ip`), '10.0.0.9', 'libxl\'s ip node, for the hotplug script\'s rules');
+    await until('the netfront to connect', () => /netfront: connected/.test(out) || undefined, 30_000, 5).catch(fail);
+    sw.input(st, { data: arpFrame(1, BCAST, ST_MAC, ST_IP, ZERO, GUEST_IP) });
+    await until('the ARP reply (ARP is not filtered)', () => st.got.length > 0 || undefined, 10_000, 1).catch(fail);
+    assert.equal(hex(st.got[0]!), hex(arpFrame(2, ST_MAC, GUEST_MAC, GUEST_IP, ST_MAC, ST_IP)));
+    sw.input(st, { data: icmpFrame(8, GUEST_MAC, ST_MAC, ST_IP, GUEST_IP, 0x4242, 1, new Uint8Array(56), 7) });
+    // the guest answers (it says so), and netback drops the answer: its source is not the vif's
+    await until('the guest to answer its ping', () => /netfront: answered 1 pings/.test(out) || undefined, 10_000, 5).catch(fail);
+    await until('netback to drop the answer', () => v.backend.stats.txSpoofed > 0 || undefined, 5000, 5).catch(fail);
+    assert.equal(st.got.length, 1, 'no echo reply reached the switch');
+    assert.equal(v.backend.stats.txSpoofed, 1, JSON.stringify(v.backend.stats));
+  } finally {
+    await ts.shutdown();
+  }
+});
+
 test('the netfront sample closes its vif when asked: on control/shutdown, and when xl network-detach closes the backend', needsTcg(), async () => {
   const ts = await Toolstack.start({ pcpus: 1, accel: 'tcg', log: () => {} });
   try {

@@ -43,6 +43,8 @@ export interface NicSpec {
   vifname?: string | null;
   /** the driver domain that serves it, by name (xl's backend=); unset: the control domain */
   backend?: string;
+  /** the guest's addresses (xl's ip=, space-separated): netback drops IPv4 it sends from any other */
+  ip?: string | null;
 }
 
 export interface NicDevice {
@@ -68,7 +70,7 @@ export function nicSpecOf(v: VifSpec): NicSpec {
   if (bad) throw refuse(bad);
   if (!control && v.script !== undefined) throw refuse(`script ${v.script}: a driver domain puts its vifs on the host's bridge when there is one, else on its own switch`);
   if (v.script !== undefined && v.script !== 'vif-bridge' && v.script !== VIF_SCRIPT) throw refuse(`script ${v.script}: vif hotplug scripts are not run; vif-bridge's work is built in (a tap on the host's bridge, or the in-process switch)`);
-  return { mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu, trusted: v.trusted, hostBridge: v.script !== undefined, rate: v.rate ? parseVifRate(v.rate) : null, vifname: v.vifname ?? null, ...(control ? {} : { backend: v.backend }) };
+  return { mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu, trusted: v.trusted, hostBridge: v.script !== undefined, rate: v.rate ? parseVifRate(v.rate) : null, vifname: v.vifname ?? null, ip: v.ip ?? null, ...(control ? {} : { backend: v.backend }) };
 }
 
 /** Each spec with its devid, MAC and bridge settled; a repeated devid or a bad MAC is refused before anything is written. */
@@ -85,7 +87,7 @@ export function settleNics(specs: NicSpec[], random?: (n: number) => Uint8Array)
     } catch (e) {
       throw new NicError(`vif ${devid}: ${(e as Error).message}`);
     }
-    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU, trusted: s.trusted ?? true, hostBridge: s.hostBridge ?? false, rate: s.rate ?? null, vifname: s.vifname ?? null, backend: s.backend };
+    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU, trusted: s.trusted ?? true, hostBridge: s.hostBridge ?? false, rate: s.rate ?? null, vifname: s.vifname ?? null, ip: s.ip ?? null, backend: s.backend };
   });
 }
 
@@ -117,6 +119,8 @@ export async function writeVifNodes(c: XsClientBase, domid: number, backendDomid
       // libxl__device_nic_add's "<bytes>,<usecs>", which netback reads at connect
       if (n.rate) w(`${be}/rate`, `${n.rate.bytes},${n.rate.usec}`);
       if (n.vifname) w(`${be}/vifname`, n.vifname);
+      // libxl__device_nic_add writes the addresses for the hotplug script (vif-bridge's anti-spoofing)
+      if (n.ip) w(`${be}/ip`, n.ip);
       w(fe, '');
       pending.push(c.setPerms(fe, fePerms, tx));
       w(`${fe}/backend`, be);

@@ -54,7 +54,7 @@ function testDevices(grants: Map<number, Uint8Array>, notified: number[]): XenDe
   };
 }
 
-function setup(o: { rxSg?: boolean; rxGso?: number; rxDrainMs?: number; txRate?: TxRate } = {}) {
+function setup(o: { rxSg?: boolean; rxGso?: number; rxDrainMs?: number; txRate?: TxRate; txFilter?: (f: Uint8Array) => boolean } = {}) {
   const txPage = new Uint8Array(PAGE_SIZE), rxPage = new Uint8Array(PAGE_SIZE);
   const grants = new Map<number, Uint8Array>();
   const notified: number[] = [];
@@ -62,7 +62,7 @@ function setup(o: { rxSg?: boolean; rxGso?: number; rxDrainMs?: number; txRate?:
   const logs: string[] = [];
   const svc = new NetifService({
     devices: testDevices(grants, notified), frontDomid: FRONT, tx: new NetifTxBackRing(txPage), rx: new NetifRxBackRing(rxPage),
-    txPort: 3, rxPort: 4, rxSg: o.rxSg ?? false, rxGso: o.rxGso, rxDrainMs: o.rxDrainMs, txRate: o.txRate, deliver: (f) => delivered.push(f), log: (l) => logs.push(l),
+    txPort: 3, rxPort: 4, rxSg: o.rxSg ?? false, rxGso: o.rxGso, rxDrainMs: o.rxDrainMs, txRate: o.txRate, txFilter: o.txFilter, deliver: (f) => delivered.push(f), log: (l) => logs.push(l),
   });
   const tx = new NetifTxFrontRing(txPage), rx = new NetifRxFrontRing(rxPage);
   const grant = (ref: number, bytes?: Uint8Array, at = 0) => {
@@ -178,7 +178,20 @@ test('transmit: one slot, several slots at offsets, an extra-info slot answered 
   assert.deepEqual(Buffer.from(s.delivered[1]!.data), Buffer.from(f2));
   assert.equal(s.delivered[1]!.csumBlank, false);
   assert.equal(s.delivered[1]!.dataValidated, false);
-  assert.deepEqual(s.svc.stats, { txPackets: 2, txBytes: f1.length + 5000, txErrors: 0, rxPackets: 0, rxBytes: 0, rxDropped: 0, txMaxSlots: 4, rxMaxSlots: 0, txGsoPackets: 0, rxGsoPackets: 0, rxGsoSegmented: 0 });
+  assert.deepEqual(s.svc.stats, { txPackets: 2, txBytes: f1.length + 5000, txErrors: 0, txSpoofed: 0, rxPackets: 0, rxBytes: 0, rxDropped: 0, txMaxSlots: 4, rxMaxSlots: 0, txGsoPackets: 0, rxGsoPackets: 0, rxGsoSegmented: 0 });
+});
+
+test('transmit with the vif\'s anti-spoofing: a packet its filter refuses is answered okay and not delivered, and counted', async () => {
+  // the filter sees the frame as the switch would get it: here, anything whose first payload byte is odd is refused
+  const s = setup({ txFilter: (f) => (f[14]! & 1) === 0 });
+  const good = frame('00:16:3e:00:00:02', '00:16:3e:00:00:01', 100, 0), bad = frame('00:16:3e:00:00:02', '00:16:3e:00:00:01', 100, 1);
+  s.grant(10, good);
+  s.grant(11, bad);
+  s.tx.put({ gref: 10, offset: 0, flags: 0, id: 1, size: good.length });
+  s.tx.put({ gref: 11, offset: 0, flags: 0, id: 2, size: bad.length });
+  assert.deepEqual(await s.transmit(), [{ id: 1, status: NETIF_RSP_OKAY }, { id: 2, status: NETIF_RSP_OKAY }]);
+  assert.deepEqual(s.delivered.map((d) => d.data[14]), [0]);
+  assert.deepEqual([s.svc.stats.txPackets, s.svc.stats.txSpoofed, s.svc.stats.txErrors], [2, 1, 0]);
 });
 
 test('transmit refusals: each bad packet answered NETIF_RSP_ERROR in every slot it took, nothing delivered, the ring still served', async () => {
@@ -261,7 +274,7 @@ test('receive: frames wait for buffers; each fills one from offset 0 with its le
   ]);
   assert.deepEqual(Buffer.concat([pages[1]!, pages[2]!, pages[3]!.subarray(0, 9000 - 8192)]), Buffer.from(big));
   assert.deepEqual(s.notified, [4, 4], 'told on the receive port');
-  assert.deepEqual(s.svc.stats, { txPackets: 0, txBytes: 0, txErrors: 0, rxPackets: 2, rxBytes: small.length + 9000, rxDropped: 0, txMaxSlots: 0, rxMaxSlots: 3, txGsoPackets: 0, rxGsoPackets: 0, rxGsoSegmented: 0 });
+  assert.deepEqual(s.svc.stats, { txPackets: 0, txBytes: 0, txErrors: 0, txSpoofed: 0, rxPackets: 2, rxBytes: small.length + 9000, rxDropped: 0, txMaxSlots: 0, rxMaxSlots: 3, txGsoPackets: 0, rxGsoPackets: 0, rxGsoSegmented: 0 });
 });
 
 test('receive limits: a frame larger than a page without feature-sg is dropped, the queue is bounded in frames and bytes, an ungranted buffer is answered with an error', async () => {

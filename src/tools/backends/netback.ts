@@ -75,6 +75,8 @@ export interface NetifStats {
   txBytes: number;
   /** transmitted packets answered with an error */
   txErrors: number;
+  /** transmitted IPv4 packets dropped for a source the vif's `ip` does not name (answered okay, as a bridge's filter drops them) */
+  txSpoofed: number;
   rxPackets: number;
   rxBytes: number;
   /** frames dropped: queue full, waited too long, too large for the frontend, or a failed copy */
@@ -91,7 +93,7 @@ export interface NetifStats {
 }
 
 export function newNetifStats(): NetifStats {
-  return { txPackets: 0, txBytes: 0, txErrors: 0, rxPackets: 0, rxBytes: 0, rxDropped: 0, txMaxSlots: 0, rxMaxSlots: 0, txGsoPackets: 0, rxGsoPackets: 0, rxGsoSegmented: 0 };
+  return { txPackets: 0, txBytes: 0, txErrors: 0, txSpoofed: 0, rxPackets: 0, rxBytes: 0, rxDropped: 0, txMaxSlots: 0, rxMaxSlots: 0, txGsoPackets: 0, rxGsoPackets: 0, rxGsoSegmented: 0 };
 }
 
 export interface NetifServiceOptions {
@@ -108,6 +110,8 @@ export interface NetifServiceOptions {
   rxGso?: number;
   /** each frame the frontend transmitted */
   deliver: (f: NetFrame) => void;
+  /** whether a transmitted frame may go on (the vif's anti-spoofing, antispoof.ts); all may when absent */
+  txFilter?: ((frame: Uint8Array) => boolean) | null;
   stats?: NetifStats;
   log?: (line: string) => void;
   /** how long a frame may wait for a buffer (default RX_DRAIN_MS) */
@@ -342,7 +346,8 @@ export class NetifService {
       this.stats.txBytes += f.data.length;
       if (f.gso) this.stats.txGsoPackets++;
       this.stats.txMaxSlots = Math.max(this.stats.txMaxSlots, 1 + extras + frags.length);
-      this.o.deliver(f);
+      if (!this.o.txFilter || this.o.txFilter(f.data)) this.o.deliver(f);
+      else this.stats.txSpoofed++;
     } else {
       this.stats.txErrors++;
     }

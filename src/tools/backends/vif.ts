@@ -10,6 +10,7 @@
 // `error` node; nothing it writes throws out of here.
 
 import type { GrantMapping, XenDevices } from '../libs/devices.js';
+import { antispoofFilter } from './antispoof.js';
 import { NetifRxBackRing, NetifTxBackRing, PAGE_SIZE } from './netif.js';
 import { gsoBit, NetifService, newNetifStats, parseRateNode, type NetFrame, type NetifStats } from './netback.js';
 import { XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6 } from './gso.js';
@@ -166,10 +167,12 @@ export class VifBackend extends XenbusBackend {
     const port: SwitchPort | null = tap ? null : { name: this.ifName, receive: (fr: NetFrame) => this.toGuest(fr) };
     // the toolstack's rate limit, read at each connection as Linux's netback does (xen_net_read_rate)
     const txRate = parseRateNode(await this.devices.xenstore.tryRead(`${this.path}/rate`));
+    // vif-bridge's anti-spoofing when the toolstack named the guest's addresses (`ip`)
+    const txFilter = antispoofFilter(await this.devices.xenstore.tryRead(`${this.path}/ip`));
     const queues: Queue[] = [];
     for (const dir of dirs) {
       const q = await this.connectQueue(dir, num, {
-        sg, rxGso, txRate,
+        sg, rxGso, txRate, txFilter,
         deliver: tap ? (fr) => tap.send(fr) : (fr) => sw?.input(port!, fr),
       });
       if (typeof q === 'string') {
@@ -196,7 +199,7 @@ export class VifBackend extends XenbusBackend {
 
   /** One queue's rings and event channels (connect_data_rings), read from `dir`; the reason as a string when they cannot be. */
   private async connectQueue(dir: string, num: (dir: string, name: string) => Promise<number | undefined | null>,
-    o: { sg: boolean; rxGso: number; txRate: ReturnType<typeof parseRateNode>; deliver: (f: NetFrame) => void }): Promise<Queue | string> {
+    o: { sg: boolean; rxGso: number; txRate: ReturnType<typeof parseRateNode>; txFilter: ReturnType<typeof antispoofFilter>; deliver: (f: NetFrame) => void }): Promise<Queue | string> {
     const txRef = await num(dir, 'tx-ring-ref'), rxRef = await num(dir, 'rx-ring-ref');
     if (typeof txRef !== 'number' || typeof rxRef !== 'number') return `reading ${dir}/tx-ring-ref and rx-ring-ref: not grant references`;
     const single = await num(dir, 'event-channel');
@@ -240,7 +243,7 @@ export class VifBackend extends XenbusBackend {
     }
     service = new NetifService({
       devices: this.devices, frontDomid: this.frontDomid, tx: new NetifTxBackRing(maps[0]!.page), rx: new NetifRxBackRing(maps[1]!.page),
-      txPort: ports[0]!, rxPort: ports[ports.length - 1]!, rxSg: o.sg, rxGso: o.rxGso, stats: this.stats, log: this.log, txRate: o.txRate,
+      txPort: ports[0]!, rxPort: ports[ports.length - 1]!, rxSg: o.sg, rxGso: o.rxGso, stats: this.stats, log: this.log, txRate: o.txRate, txFilter: o.txFilter,
       deliver: o.deliver,
     });
     return { tx: maps[0]!, rx: maps[1]!, ports, service };
