@@ -456,13 +456,17 @@ test('stops from another thread at any point never run an instruction twice nor 
     Atomics.wait(stop, 1, 0, 1);
   }
   let interrupted = 0;
-  for (let x = r.v.run(); x.kind !== 'hlt'; x = r.v.run()) {
-    assert.equal(x.kind, 'interrupted');
-    // a replayed MMIO write would end its run again and again
-    assert.ok(++interrupted <= 4 * n, `${interrupted} runs for ${n} passes`);
+  try {
+    for (let x = r.v.run(); x.kind !== 'hlt'; x = r.v.run()) {
+      assert.equal(x.kind, 'interrupted', `run ${interrupted + 1} ended '${x.kind}'${x.detail ? ` (${x.detail})` : ''} at RIP 0x${r.v.rip.toString(16)}, pass ${r.dv.getUint32(0x2000, true)}`);
+      // a replayed MMIO write would end its run again and again
+      assert.ok(++interrupted <= 4 * n, `${interrupted} runs for ${n} passes`);
+    }
+  } finally {
+    // the kicking thread stops whatever happened: left running, it would stop every later test's vCPU too
+    Atomics.store(stop, 0, 1);
+    await w.terminate();
   }
-  Atomics.store(stop, 0, 1);
-  await w.terminate();
   assert.equal(r.dv.getUint32(0x2000, true), n, 'the RAM counter counted each pass once');
   assert.equal(r.io.filter((i) => i.port === 0x80).length, n, 'each OUT was seen once');
   assert.equal(r.mmio.filter((m) => m.write && m.gpa === 0xfee00300n).length, n, 'each MMIO write was seen once');
