@@ -199,6 +199,40 @@ test('the netfront sample on a host bridge: `xenode run --vif bridge=br0` in a n
   }
 });
 
+test('script=vif-route: the vif\'s tap is routed, not bridged (the host\'s address, proxy ARP, a route to ip=); the namespace\'s ping reaches the guest; the route goes with the tap', { timeout: 120_000 }, async (t) => {
+  if (!havePeer(t, existsSync(busyboxPath), "busybox (its ping) in .cache/linux", 'scripts/fetch-linux.sh')) return;
+  if (!haveNetAdmin(t)) return;
+  const ns = Netns.create('xenode-vroute');
+  const procs: ChildProcess[] = [];
+  try {
+    // the host's side: an interface with the address the routed tap takes (vif-route's gatewaydev)
+    ns.ip('link', 'add', 'gw0', 'type', 'bridge'); // any interface with an address will do (no dummy driver everywhere)
+    ns.ip('addr', 'add', '10.77.6.1/24', 'dev', 'gw0');
+    ns.ip('link', 'set', 'gw0', 'up');
+    const xenode = ns.spawn(process.execPath, [xenodeJs, 'run', NETFRONT, '--cmdline', 'ip=10.77.6.2 pings=3 idle_ms=60000', '--vif', 'mac=00:16:3e:00:00:24,script=vif-route,ip=10.77.6.2,gatewaydev=gw0']);
+    procs.push(xenode);
+    let out = '', err = '';
+    xenode.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
+    xenode.stderr!.on('data', (b: Buffer) => { err += b.toString('latin1'); });
+    const exited = new Promise<number | null>((r) => xenode.on('exit', (code) => r(code)));
+    const fail = (e: Error): never => { throw new Error(`${e.message}; console:\n${out.slice(-3000)}\nstderr:\n${err.slice(-2000)}`); };
+    const tapName = await until('the routed tap', () => /tap (vif\d+\.0) routed: 10\.77\.6\.2 via 10\.77\.6\.1 \(gw0\)/.exec(err)?.[1], 30_000, 20).catch(fail);
+    assert.equal(ns.link(tapName)?.['master'], undefined, 'on no bridge');
+    assert.match(ns.ip('route', 'show', '10.77.6.2'), new RegExp(`^10\\.77\\.6\\.2 dev ${tapName.replace('.', '\\.')} scope link src 10\\.77\\.6\\.1`));
+    assert.equal(ns.exec('cat', [`/proc/sys/net/ipv4/conf/${tapName}/proxy_arp`]).trim(), '1');
+    await until('the netfront to connect', () => /netfront: connected/.test(out) || undefined, 30_000, 10).catch(fail);
+    const ping = ns.exec(busyboxPath, ['ping', '-c', '3', '-W', '5', '10.77.6.2'], 30_000);
+    assert.match(ping, /3 packets transmitted, 3 packets received, 0% packet loss/, ping);
+    const code = await within('xenode to exit after the guest powered off', exited, 30_000).catch(fail);
+    assert.equal(code, 0, `${out}\n${err}`);
+    assert.equal(ns.link(tapName), null, 'the tap went with the domain');
+    assert.equal(ns.ip('route', 'show', '10.77.6.2').trim(), '', 'and its route with it');
+  } finally {
+    for (const p of procs) if (p.exitCode === null) p.kill();
+    ns.delete();
+  }
+});
+
 /** The pid of the driver domain process called `name` (whatever started it), or undefined. */
 function driverDomainPid(name: string): number | undefined {
   for (const e of readdirSync('/proc')) {

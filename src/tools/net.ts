@@ -45,6 +45,10 @@ export interface NicSpec {
   backend?: string;
   /** the guest's addresses (xl's ip=, space-separated): netback drops IPv4 it sends from any other */
   ip?: string | null;
+  /** script=vif-route: the tap is routed to the guest's ip= addresses instead of bridged (vif_route.ts) */
+  route?: boolean;
+  /** the host interface whose address a routed vif's tap takes (xl's gatewaydev=) */
+  gatewaydev?: string | null;
 }
 
 export interface NicDevice {
@@ -60,6 +64,8 @@ export interface NicDevice {
 
 /** libxl's default vif hotplug script (written for fidelity; vif_bridge.ts does its work) */
 const VIF_SCRIPT = '/etc/xen/scripts/vif-bridge';
+/** the routing one (vif_route.ts does its work) */
+const VIF_ROUTE_SCRIPT = '/etc/xen/scripts/vif-route';
 const DEFAULT_MTU = 1500;
 
 /** A `vif=` entry as netback serves it (the control domain's, or a driver domain's); anything else is refused, naming the vif and why. */
@@ -68,9 +74,16 @@ export function nicSpecOf(v: VifSpec): NicSpec {
   const control = v.backend === DEFAULT_VIF_BACKEND || v.backend === 'Domain-0';
   const bad = control ? null : driverNameProblem(v.backend);
   if (bad) throw refuse(bad);
-  if (!control && v.script !== undefined) throw refuse(`script ${v.script}: a driver domain puts its vifs on the host's bridge when there is one, else on its own switch`);
-  if (v.script !== undefined && v.script !== 'vif-bridge' && v.script !== VIF_SCRIPT) throw refuse(`script ${v.script}: vif hotplug scripts are not run; vif-bridge's work is built in (a tap on the host's bridge, or the in-process switch)`);
-  return { mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu, trusted: v.trusted, hostBridge: v.script !== undefined, rate: v.rate ? parseVifRate(v.rate) : null, vifname: v.vifname ?? null, ip: v.ip ?? null, ...(control ? {} : { backend: v.backend }) };
+  const route = v.script === 'vif-route' || v.script === VIF_ROUTE_SCRIPT;
+  if (!control && v.script !== undefined && !route) throw refuse(`script ${v.script}: a driver domain puts its vifs on the host's bridge when there is one, else on its own switch`);
+  if (v.script !== undefined && !route && v.script !== 'vif-bridge' && v.script !== VIF_SCRIPT) {
+    throw refuse(`script ${v.script}: vif hotplug scripts are not run; vif-bridge's and vif-route's work is built in (a tap on the host's bridge or routed, or the in-process switch)`);
+  }
+  if (route && !v.ip) throw refuse('script vif-route: ip= must name the guest\'s addresses, which it routes to the vif');
+  return {
+    mac: v.mac || undefined, bridge: v.bridge, devid: v.devid, mtu: v.mtu, trusted: v.trusted, hostBridge: v.script !== undefined && !route, rate: v.rate ? parseVifRate(v.rate) : null,
+    vifname: v.vifname ?? null, ip: v.ip ?? null, route, gatewaydev: v.gatewaydev ?? null, ...(control ? {} : { backend: v.backend }),
+  };
 }
 
 /** Each spec with its devid, MAC and bridge settled; a repeated devid or a bad MAC is refused before anything is written. */
@@ -87,7 +100,7 @@ export function settleNics(specs: NicSpec[], random?: (n: number) => Uint8Array)
     } catch (e) {
       throw new NicError(`vif ${devid}: ${(e as Error).message}`);
     }
-    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU, trusted: s.trusted ?? true, hostBridge: s.hostBridge ?? false, rate: s.rate ?? null, vifname: s.vifname ?? null, ip: s.ip ?? null, backend: s.backend };
+    return { devid, mac, bridge: s.bridge || DEFAULT_BRIDGE, mtu: s.mtu ?? DEFAULT_MTU, trusted: s.trusted ?? true, hostBridge: s.hostBridge ?? false, rate: s.rate ?? null, vifname: s.vifname ?? null, ip: s.ip ?? null, route: s.route ?? false, gatewaydev: s.gatewaydev ?? null, backend: s.backend };
   });
 }
 
@@ -110,7 +123,7 @@ export async function writeVifNodes(c: XsClientBase, domid: number, backendDomid
       w(`${be}/frontend-id`, String(domid));
       w(`${be}/online`, '1');
       w(`${be}/state`, String(XenbusState.Initialising));
-      w(`${be}/script`, VIF_SCRIPT);
+      w(`${be}/script`, n.route ? VIF_ROUTE_SCRIPT : VIF_SCRIPT);
       w(`${be}/mac`, n.mac);
       w(`${be}/bridge`, n.bridge);
       w(`${be}/handle`, String(n.devid));
@@ -121,6 +134,7 @@ export async function writeVifNodes(c: XsClientBase, domid: number, backendDomid
       if (n.vifname) w(`${be}/vifname`, n.vifname);
       // libxl__device_nic_add writes the addresses for the hotplug script (vif-bridge's anti-spoofing)
       if (n.ip) w(`${be}/ip`, n.ip);
+      if (n.gatewaydev) w(`${be}/gatewaydev`, n.gatewaydev);
       w(fe, '');
       pending.push(c.setPerms(fe, fePerms, tx));
       w(`${fe}/backend`, be);

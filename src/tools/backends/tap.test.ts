@@ -143,6 +143,16 @@ test('a vif\'s tap in a namespace: vif7.0 on bridge br0, up, MTU and address as 
   }
 });
 
+test('vif-route\'s spec: it needs ip=; a routed vif is not a bridged one; in a driver domain too; other scripts refused', () => {
+  const spec = { mac: '', bridge: 'xenbr0', backend: '0', trusted: true };
+  assert.throws(() => nicSpecOf({ ...spec, script: 'vif-route' }), /script vif-route: ip= must name the guest's addresses/);
+  const r = nicSpecOf({ ...spec, script: '/etc/xen/scripts/vif-route', ip: '10.0.0.2', gatewaydev: 'eth1' });
+  assert.deepEqual([r.route, r.hostBridge, r.ip, r.gatewaydev], [true, false, '10.0.0.2', 'eth1']);
+  assert.equal(nicSpecOf({ ...spec, backend: 'netdd', script: 'vif-route', ip: '10.0.0.2' }).backend, 'netdd');
+  assert.throws(() => nicSpecOf({ ...spec, backend: 'netdd', script: 'vif-bridge' }), /a driver domain puts its vifs on the host's bridge when there is one/);
+  assert.throws(() => nicSpecOf({ ...spec, script: 'vif-nat', ip: '10.0.0.2' }), /script vif-nat: vif hotplug scripts are not run/);
+});
+
 test('vif-bridge\'s refusals: a missing bridge names itself and how to make it; an interface that is not a bridge; without script=vif-bridge a missing bridge means the in-process switch', { timeout: 30_000 }, (t) => {
   // the vif asks for the host's bridge by naming the script, as xl.cfg writes it
   const spec = { mac: '', bridge: 'nobr0', backend: '0', trusted: true };

@@ -18,6 +18,7 @@ import type { NetSwitches, SwitchPort } from './netswitch.js';
 import type { TapDevice } from './tap.js';
 import { XenbusBackend, XenbusState } from './xenbus.js';
 import { vifBridgeOnline, vifName } from '../vif_bridge.js';
+import { vifRouteOnline } from '../vif_route.js';
 
 /** An interface name Linux takes: IFNAMSIZ - 1 bytes, no '/', ':' or white space. */
 const IFNAME = /^[^\s/:]{1,15}$/;
@@ -109,13 +110,17 @@ export class VifBackend extends XenbusBackend {
     const asked = await xs.tryRead(`${this.path}/vifname`);
     this.vifname = asked && IFNAME.test(asked) ? asked : null;
     const mtu = Number((await xs.tryRead(`${this.path}/mtu`)) ?? 1500);
-    // the hotplug script's part, before hotplug-status says connected
-    const { tap, line } = vifBridgeOnline({
-      name: this.ifName, bridge: this.bridge, mtu: Number.isInteger(mtu) && mtu >= 68 ? mtu : 1500, required: this.o.hostBridge,
-      onFrame: (f) => this.toGuest(f),
+    // the hotplug script's part, before hotplug-status says connected: vif-route's when the toolstack named it, else vif-bridge's
+    const script = (await xs.tryRead(`${this.path}/script`)) ?? '';
+    const tapOptions = {
+      name: this.ifName, mtu: Number.isInteger(mtu) && mtu >= 68 ? mtu : 1500,
+      onFrame: (f: NetFrame) => this.toGuest(f),
       // while no frontend is connected, frames are read and dropped, as a carrier-less netdev's would be
       room: () => !this.conn || this.conn.queues.every((q) => q.service.hasRoom),
-    });
+    };
+    const { tap, line } = /(^|\/)vif-route$/.test(script)
+      ? vifRouteOnline({ ...tapOptions, ip: await xs.tryRead(`${this.path}/ip`), gatewaydev: await xs.tryRead(`${this.path}/gatewaydev`) })
+      : vifBridgeOnline({ ...tapOptions, bridge: this.bridge, required: this.o.hostBridge });
     this.tapDev = tap;
     this.log?.(line);
     // netback_probe: what a frontend reads before it connects. Scatter-gather both ways; checksums passed
