@@ -16,14 +16,14 @@ import { RUNSTATE } from '../../hv/shared.js';
 import { PAGE_SIZE, XEN_MAJOR, XEN_MINOR } from '../../hv/abi/xen.js';
 import { CAPABILITIES, CHANGESET, COMPILE_INFO, EXTRAVERSION } from '../../hv/version.js';
 import { writeCore } from '../core_dump.js';
-import type { DomainConfig, ShutdownAction } from '../xl/config.js';
+import type { DiskSpec, DomainConfig, ShutdownAction, VifSpec } from '../xl/config.js';
 import type { DomainChange, DomainSummary, VcpuSummary } from './protocol.js';
 import { DomainConsole, consoleLogPath } from './consoles.js';
 import type { StateDir } from './state.js';
 import { ApiFailure, checkName, einval } from './validate.js';
 import { createSettings } from './sched.js';
-import { DiskError, vbdSpecOf } from '../disk.js';
-import { NicError, nicSpecOf } from '../net.js';
+import { DiskError, vbdSpecOf, type VbdSpec } from '../disk.js';
+import { NicError, nicSpecOf, type NicSpec } from '../net.js';
 import { DiskSpecError, parseDiskSpec } from '../xl/disk.js';
 import { parseVifSpec, VifSpecError } from '../xl/vif.js';
 
@@ -33,6 +33,10 @@ export interface DomainPolicy {
   /** restarts allowed within restartWindowMs before the domain is left shut down */
   restartLimit: number;
   restartWindowMs: number;
+  /** the driver domain serving disks whose spec names no other backend (unset: the control domain) */
+  diskBackend?: string;
+  /** the same for vifs */
+  vifBackend?: string;
 }
 
 /** libxl's LIBXL_MAXMEM_CONSTANT: the slack (KiB) libxl leaves between a target and Xen's limit. */
@@ -191,7 +195,7 @@ export class DomainManager extends EventEmitter<Events> {
       const timings = {} as CreateTimings;
       let td;
       try {
-        td = await this.ts.create(bc, (b) => console.write(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), { uuid: config.uuid, paused: o.paused, timings, sched, disks: config.disks.map(vbdSpecOf), vifs: config.vifs.map(nicSpecOf) });
+        td = await this.ts.create(bc, (b) => console.write(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), { uuid: config.uuid, paused: o.paused, timings, sched, disks: config.disks.map((x) => this.diskSpec(x)), vifs: config.vifs.map((x) => this.vifSpec(x)) });
       } catch (e) {
         if (e instanceof PvhLoadError) throw einval(`${config.kernel}: ${e.message}`);
         if (e instanceof DiskError || e instanceof NicError) throw einval(e.message);
@@ -524,6 +528,19 @@ export class DomainManager extends EventEmitter<Events> {
    * restart (libxl_userdata_store of "xl"); the running domain is unchanged.
    * The domain keeps its name and uuid across that restart.
    */
+  /** A disk= entry as the toolstack takes it: served by the daemon's default driver domain when it names the control domain (the default). */
+  private diskSpec(d: DiskSpec): VbdSpec {
+    const s = vbdSpecOf(d);
+    return s.backend === undefined && this.policy.diskBackend ? { ...s, backend: this.policy.diskBackend } : s;
+  }
+
+  /** The same for a vif= entry. */
+  private vifSpec(v: VifSpec): NicSpec {
+    const s = nicSpecOf(v);
+    // a vif that named vif-bridge asked for the control domain's host bridge: it stays there
+    return s.backend === undefined && !s.hostBridge && this.policy.vifBackend ? { ...s, backend: this.policy.vifBackend } : s;
+  }
+
   /**
    * xl block-attach (libxl_device_disk_add on a running domain): the disk is
    * served at once and kept in the domain's configuration, so it is there
@@ -535,7 +552,7 @@ export class DomainManager extends EventEmitter<Events> {
     let disk;
     try {
       disk = parseDiskSpec(spec);
-      await this.ts.attachDisk(d.domid, vbdSpecOf(disk));
+      await this.ts.attachDisk(d.domid, this.diskSpec(disk));
     } catch (e) {
       if (e instanceof DiskSpecError || e instanceof DiskError) throw einval(e.message);
       throw e;
@@ -565,7 +582,7 @@ export class DomainManager extends EventEmitter<Events> {
     let vif, nic;
     try {
       vif = parseVifSpec(spec, {});
-      nic = await this.ts.attachVif(d.domid, nicSpecOf(vif));
+      nic = await this.ts.attachVif(d.domid, this.vifSpec(vif));
     } catch (e) {
       if (e instanceof VifSpecError || e instanceof NicError) throw einval(e.message);
       throw e;

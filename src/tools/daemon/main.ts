@@ -2,12 +2,13 @@
 // manager expects). SIGTERM/SIGINT destroy the domains and exit 0.
 
 import { parseArgs } from 'node:util';
+import { driverNameProblem } from '../driver_domains.js';
 import { defaultSocketPath, defaultStateDir } from './client.js';
 import { Daemon, DaemonStartError } from './daemon.js';
 import { ACCEL_MODES, type AccelMode } from '../../hv/accel.js';
 
 const USAGE = `usage: xenode daemon [--socket PATH] [--state-dir DIR] [--pcpus N] [--sched NAME] [--restart-delay MS]
-                     [--restart-limit N] [--verbose]
+                     [--restart-limit N] [--disk-backend NAME] [--vif-backend NAME] [--verbose]
 
 Runs the xenode host daemon: the hypervisor's pCPU workers, xenstored, the
 console backends, and the API on a Unix socket (docs/api.md).
@@ -30,6 +31,9 @@ console backends, and the API on a Unix socket (docs/api.md).
                        permits it (CAP_SYS_NICE or RLIMIT_RTPRIO); a refusal is logged, not fatal
   --load-balance       move KVM vCPUs between the pCPUs of a pool as their loads part (credit2's
                        runqueue balancing; docs/scheduling.md); off by default
+  --disk-backend NAME  serve disks that name no other backend from the driver domain NAME
+                       (started on first use, restarted when it dies; docs/driver-domains.md)
+  --vif-backend NAME   the same for vifs (a vif with script=vif-bridge stays with the daemon)
   --verbose            copy the daemon log to stderr`;
 
 function intOpt(v: string | undefined, name: string, min: number): number | undefined {
@@ -57,6 +61,8 @@ export async function main(argv: string[]): Promise<number> {
         'pin-pcpus': { type: 'boolean', default: false },
         'rt-priority': { type: 'string' },
         'load-balance': { type: 'boolean', default: false },
+        'disk-backend': { type: 'string' },
+        'vif-backend': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));
@@ -65,6 +71,10 @@ export async function main(argv: string[]): Promise<number> {
     restartLimit = intOpt(values['restart-limit'], 'restart-limit', 0);
     rtPriority = intOpt(values['rt-priority'], 'rt-priority', 1);
     if (rtPriority !== undefined && rtPriority > 99) throw new Error(`--rt-priority must be 1..99, got '${rtPriority}'`);
+    for (const k of ['disk-backend', 'vif-backend'] as const) {
+      const bad = values[k] === undefined ? null : driverNameProblem(values[k]);
+      if (bad) throw new Error(`--${k}: ${bad}`);
+    }
     if (!ACCEL_MODES.includes(values.accel as AccelMode)) throw new Error(`--accel must be auto, kvm, tcg or kvm+tcg, got '${values.accel}'`);
   } catch (e) {
     console.error(`xenode daemon: ${(e as Error).message}\n${USAGE}`);
@@ -80,7 +90,10 @@ export async function main(argv: string[]): Promise<number> {
     daemon = await Daemon.start({
       socketPath, stateDir, pcpus, accel: values.accel as AccelMode, sched: values.sched,
       hostSched: values['pin-pcpus'] || rtPriority ? { pin: values['pin-pcpus'] ?? false, rtPriority: rtPriority ?? 0 } : undefined,
-      policy: { ...(restartDelayMs !== undefined && { restartDelayMs }), ...(restartLimit !== undefined && { restartLimit }) },
+      policy: {
+        ...(restartDelayMs !== undefined && { restartDelayMs }), ...(restartLimit !== undefined && { restartLimit }),
+        ...(values['disk-backend'] !== undefined && { diskBackend: values['disk-backend'] }), ...(values['vif-backend'] !== undefined && { vifBackend: values['vif-backend'] }),
+      },
       echo: values.verbose ? (l) => process.stderr.write(`xenode daemon: ${l}\n`) : undefined,
     });
   } catch (e) {
