@@ -312,7 +312,9 @@ describe('xl fidelity against a running daemon', needsKvm(), () => {
     assert.equal((await run('destroy', 'fv-vif')).code, 0);
     assert.equal((await run('xenstore-exists', `/local/domain/0/backend/vif/${id}`)).code, 1, 'the backend directory went with the domain');
     for (const [spec, why] of [
-      ['backend=netdom', /vif 0: backend 'netdom': only the control domain serves vifs/],
+      ['backend=3', /vif 0: backend '3': name the driver domain/],
+      ['backend=netdom, script=vif-bridge', /vif 0: script vif-bridge: a driver domain puts its vifs on the host's bridge when there is one/],
+      ['script=vif-route', /vif 0: script vif-route: ip= must name the guest's addresses/],
       ['script=/etc/xen/scripts/vif-nat', /vif 0: script \/etc\/xen\/scripts\/vif-nat: vif hotplug scripts are not run/],
     ] as const) {
       const bad = await run('create', cfg('fv-badvif', `vif = [ '${spec}' ]\n`));
