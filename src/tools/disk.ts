@@ -14,7 +14,7 @@ import type { XenDevices } from './libs/devices.js';
 import { VbdBackend } from './backends/vbd.js';
 import type { ImageFormat } from './backends/image.js';
 import { XenbusState, vbdDevid } from './backends/xenbus.js';
-import { awaitHotplug, driverNameProblem } from './driver_domains.js';
+import { awaitDriverDevices, driverNameProblem } from './driver_domains.js';
 
 /** A disk that cannot be added: the message names it. */
 export class DiskError extends Error {
@@ -166,17 +166,6 @@ export interface DriverVbd {
  */
 export async function addDriverVbds(c: XsClientBase, domid: number, driver: { name: string; domid: number }, specs: VbdSpec[], timeoutMs?: number): Promise<DriverVbd[]> {
   const nodes = await writeVbdNodes(c, domid, driver.domid, specs);
-  try {
-    for (const [i, n] of nodes.entries()) {
-      try {
-        await awaitHotplug(c, n.backendPath, driver.name, timeoutMs);
-      } catch (e) {
-        throw new DiskError(`disk ${specs[i]!.vdev} (${specs[i]!.target}): ${(e as Error).message}`);
-      }
-    }
-  } catch (e) {
-    for (const n of nodes) for (const p of [n.frontendPath, n.backendPath]) await c.rm(p).catch(() => {});
-    throw e;
-  }
+  await awaitDriverDevices(c, nodes, driver.name, (i, why) => new DiskError(`disk ${specs[i]!.vdev} (${specs[i]!.target}): ${why}`), timeoutMs);
   return nodes.map((n, i) => ({ ...n, vdev: specs[i]!.vdev, driver: driver.name, driverDomid: driver.domid }));
 }

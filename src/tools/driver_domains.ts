@@ -40,6 +40,26 @@ export async function awaitHotplug(c: XsClientBase, backendPath: string, driver:
   }
 }
 
+/**
+ * Waits for each of the devices whose nodes the toolstack just wrote for
+ * driver domain `driver` (awaitHotplug); the first failure, made into the
+ * caller's error by `fail(i, why)`, removes every device's directories.
+ */
+export async function awaitDriverDevices(c: XsClientBase, nodes: { frontendPath: string; backendPath: string }[], driver: string, fail: (i: number, why: string) => Error, timeoutMs?: number): Promise<void> {
+  try {
+    for (const [i, n] of nodes.entries()) {
+      try {
+        await awaitHotplug(c, n.backendPath, driver, timeoutMs);
+      } catch (e) {
+        throw fail(i, (e as Error).message);
+      }
+    }
+  } catch (e) {
+    for (const n of nodes) for (const p of [n.frontendPath, n.backendPath]) await c.rm(p).catch(() => {});
+    throw e;
+  }
+}
+
 /** A driver domain's name as a device's backend= gives it, or why it is not one (a domid is only known once it runs). */
 export function driverNameProblem(name: string): string | null {
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) return `backend '${name}': not a driver domain name (letters, digits, '.', '_', '-')`;

@@ -67,6 +67,20 @@ function station(name: string): SwitchPort & { got: Uint8Array[] } {
   return { name, got, receive(f: NetFrame) { got.push(Uint8Array.from(f.data)); } };
 }
 
+/** `xenode run` of the netfront sample inside `ns` (put in `procs` to be killed), its console and log kept; `fail` says both. */
+function netfrontInNetns(ns: Netns, procs: ChildProcess[], cmdline: string, vif: string) {
+  const p = ns.spawn(process.execPath, [xenodeJs, 'run', NETFRONT, '--cmdline', cmdline, '--vif', vif]);
+  procs.push(p);
+  const x = {
+    out: '', err: '',
+    exited: new Promise<number | null>((r) => p.on('exit', (code) => r(code))),
+    fail: (e: Error): never => { throw new Error(`${e.message}; console:\n${x.out.slice(-3000)}\nstderr:\n${x.err.slice(-3000)}`); },
+  };
+  p.stdout!.on('data', (b: Buffer) => { x.out += b.toString('latin1'); });
+  p.stderr!.on('data', (b: Buffer) => { x.err += b.toString('latin1'); });
+  return x;
+}
+
 const GUEST_MAC = mac('00:16:3e:00:00:21'), GUEST_IP = ip4('10.0.0.2');
 const ST_MAC = mac('00:16:3e:7f:00:01'), ST_IP = ip4('10.0.0.1');
 const BCAST = mac('ff:ff:ff:ff:ff:ff'), ZERO = new Uint8Array(6);
@@ -174,23 +188,18 @@ test('the netfront sample on a host bridge: `xenode run --vif bridge=br0` in a n
     ns.ip('addr', 'add', '10.77.3.1/24', 'dev', 'br0');
     ns.ip('link', 'set', 'br0', 'up');
     const t0 = performance.now();
-    const xenode = ns.spawn(process.execPath, [xenodeJs, 'run', NETFRONT, '--cmdline', 'ip=10.77.3.2 pings=3 idle_ms=60000', '--vif', 'mac=00:16:3e:00:00:22,bridge=br0']);
-    procs.push(xenode);
-    let out = '', err = '';
-    xenode.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
-    xenode.stderr!.on('data', (b: Buffer) => { err += b.toString('latin1'); });
-    const exited = new Promise<number | null>((r) => xenode.on('exit', (code) => r(code)));
-    const fail = (e: Error): never => { throw new Error(`${e.message}; console:\n${out.slice(-3000)}\nstderr:\n${err.slice(-2000)}`); };
-    const tapName = await until('the vif\'s tap', () => /tap (vif\d+\.0) on host bridge br0/.exec(err)?.[1], 30_000, 20).catch(fail);
+    const x = netfrontInNetns(ns, procs, 'ip=10.77.3.2 pings=3 idle_ms=60000', 'mac=00:16:3e:00:00:22,bridge=br0');
+    const { exited, fail } = x;
+    const tapName = await until('the vif\'s tap', () => /tap (vif\d+\.0) on host bridge br0/.exec(x.err)?.[1], 30_000, 20).catch(fail);
     assert.equal(ns.link(tapName)?.['master'], 'br0', 'the tap is on br0');
-    await until('the netfront to connect', () => /netfront: connected/.test(out) || undefined, 30_000, 10).catch(fail);
+    await until('the netfront to connect', () => /netfront: connected/.test(x.out) || undefined, 30_000, 10).catch(fail);
     const tConnected = performance.now();
     const ping = ns.exec(busyboxPath, ['ping', '-c', '3', '-W', '5', '10.77.3.2'], 30_000);
     assert.match(ping, /3 packets transmitted, 3 packets received, 0% packet loss/, ping);
     const code = await within('xenode to exit after the guest powered off', exited, 30_000).catch(fail);
-    assert.equal(code, 0, `${out}\n${err}`);
-    assert.match(out, /netfront: answered 3 pings \(count\)/);
-    assert.match(out, /RESULT: \d+ passed, 0 failed/);
+    assert.equal(code, 0, `${x.out}\n${x.err}`);
+    assert.match(x.out, /netfront: answered 3 pings \(count\)/);
+    assert.match(x.out, /RESULT: \d+ passed, 0 failed/);
     assert.equal(ns.link(tapName), null, 'the tap went with the domain');
     t.diagnostic(`connected ${(tConnected - t0).toFixed(0)} ms after start; ${ping.trim().split('\n').slice(-1)[0]!}`);
   } finally {
@@ -209,22 +218,17 @@ test('script=vif-route: the vif\'s tap is routed, not bridged (the host\'s addre
     ns.ip('link', 'add', 'gw0', 'type', 'bridge'); // any interface with an address will do (no dummy driver everywhere)
     ns.ip('addr', 'add', '10.77.6.1/24', 'dev', 'gw0');
     ns.ip('link', 'set', 'gw0', 'up');
-    const xenode = ns.spawn(process.execPath, [xenodeJs, 'run', NETFRONT, '--cmdline', 'ip=10.77.6.2 pings=3 idle_ms=60000', '--vif', 'mac=00:16:3e:00:00:24,script=vif-route,ip=10.77.6.2,gatewaydev=gw0']);
-    procs.push(xenode);
-    let out = '', err = '';
-    xenode.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
-    xenode.stderr!.on('data', (b: Buffer) => { err += b.toString('latin1'); });
-    const exited = new Promise<number | null>((r) => xenode.on('exit', (code) => r(code)));
-    const fail = (e: Error): never => { throw new Error(`${e.message}; console:\n${out.slice(-3000)}\nstderr:\n${err.slice(-2000)}`); };
-    const tapName = await until('the routed tap', () => /tap (vif\d+\.0) routed: 10\.77\.6\.2 via 10\.77\.6\.1 \(gw0\)/.exec(err)?.[1], 30_000, 20).catch(fail);
+    const x = netfrontInNetns(ns, procs, 'ip=10.77.6.2 pings=3 idle_ms=60000', 'mac=00:16:3e:00:00:24,script=vif-route,ip=10.77.6.2,gatewaydev=gw0');
+    const { exited, fail } = x;
+    const tapName = await until('the routed tap', () => /tap (vif\d+\.0) routed: 10\.77\.6\.2 via 10\.77\.6\.1 \(gw0\)/.exec(x.err)?.[1], 30_000, 20).catch(fail);
     assert.equal(ns.link(tapName)?.['master'], undefined, 'on no bridge');
     assert.match(ns.ip('route', 'show', '10.77.6.2'), new RegExp(`^10\\.77\\.6\\.2 dev ${tapName.replace('.', '\\.')} scope link src 10\\.77\\.6\\.1`));
     assert.equal(ns.exec('cat', [`/proc/sys/net/ipv4/conf/${tapName}/proxy_arp`]).trim(), '1');
-    await until('the netfront to connect', () => /netfront: connected/.test(out) || undefined, 30_000, 10).catch(fail);
+    await until('the netfront to connect', () => /netfront: connected/.test(x.out) || undefined, 30_000, 10).catch(fail);
     const ping = ns.exec(busyboxPath, ['ping', '-c', '3', '-W', '5', '10.77.6.2'], 30_000);
     assert.match(ping, /3 packets transmitted, 3 packets received, 0% packet loss/, ping);
     const code = await within('xenode to exit after the guest powered off', exited, 30_000).catch(fail);
-    assert.equal(code, 0, `${out}\n${err}`);
+    assert.equal(code, 0, `${x.out}\n${x.err}`);
     assert.equal(ns.link(tapName), null, 'the tap went with the domain');
     assert.equal(ns.ip('route', 'show', '10.77.6.2').trim(), '', 'and its route with it');
   } finally {
@@ -255,31 +259,26 @@ test('netback in a driver domain: `--vif ...,backend=<name>` puts the vif\'s tap
     ns.ip('link', 'add', 'br0', 'type', 'bridge');
     ns.ip('addr', 'add', '10.77.4.1/24', 'dev', 'br0');
     ns.ip('link', 'set', 'br0', 'up');
-    const xenode = ns.spawn(process.execPath, [xenodeJs, 'run', NETFRONT, '--cmdline', 'ip=10.77.4.2 pings=6 idle_ms=60000', '--vif', `mac=00:16:3e:00:00:23,bridge=br0,backend=${name}`]);
-    procs.push(xenode);
-    let out = '', err = '';
-    xenode.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
-    xenode.stderr!.on('data', (b: Buffer) => { err += b.toString('latin1'); });
-    const exited = new Promise<number | null>((r) => xenode.on('exit', (code) => r(code)));
-    const fail = (e: Error): never => { throw new Error(`${e.message}; console:\n${out.slice(-3000)}\nstderr:\n${err.slice(-3000)}`); };
+    const x = netfrontInNetns(ns, procs, 'ip=10.77.4.2 pings=6 idle_ms=60000', `mac=00:16:3e:00:00:23,bridge=br0,backend=${name}`);
+    const { exited, fail } = x;
     // the tap is the driver domain's: its log line comes through the toolstack with its domid and name
-    const tapName = await until('the vif\'s tap', () => new RegExp(`d\\d+ \\(${name}\\): .*tap (vif\\d+\\.0) on host bridge br0`).exec(err)?.[1], 30_000, 20).catch(fail);
+    const tapName = await until('the vif\'s tap', () => new RegExp(`d\\d+ \\(${name}\\): .*tap (vif\\d+\\.0) on host bridge br0`).exec(x.err)?.[1], 30_000, 20).catch(fail);
     assert.equal(ns.link(tapName)?.['master'], 'br0', 'the tap is on br0');
-    await until('the netfront to connect', () => /netfront: connected/.test(out) || undefined, 30_000, 10).catch(fail);
-    assert.match(out, /netfront: mac 00:16:3e:00:00:23 backend \/local\/domain\/(\d+)\/backend\/vif\/\d+\/0 \(d\1\)/, 'the frontend names the driver domain as its backend');
+    await until('the netfront to connect', () => /netfront: connected/.test(x.out) || undefined, 30_000, 10).catch(fail);
+    assert.match(x.out, /netfront: mac 00:16:3e:00:00:23 backend \/local\/domain\/(\d+)\/backend\/vif\/\d+\/0 \(d\1\)/, 'the frontend names the driver domain as its backend');
     const first = ns.exec(busyboxPath, ['ping', '-c', '3', '-W', '5', '10.77.4.2'], 30_000);
     assert.match(first, /3 packets transmitted, 3 packets received, 0% packet loss/, first);
     const pid = driverDomainPid(name);
     assert.ok(pid, 'the driver domain is a process of its own');
     process.kill(pid, 'SIGKILL');
-    await until('the driver domain to be started again', () => /driver domain started again/.test(err) || undefined, 20_000, 20).catch(fail);
+    await until('the driver domain to be started again', () => /driver domain started again/.test(x.err) || undefined, 20_000, 20).catch(fail);
     await until('its tap back on br0', () => (ns.link(tapName)?.['master'] === 'br0' && driverDomainPid(name) !== pid) || undefined, 20_000, 20).catch(fail);
     // the frontend never saw its backend go: the new netback took up its rings where the old one left them
     const second = ns.exec(busyboxPath, ['ping', '-c', '3', '-W', '5', '10.77.4.2'], 30_000);
-    assert.match(second, /3 packets transmitted, 3 packets received, 0% packet loss/, `${second}\n${err.slice(-2000)}`);
+    assert.match(second, /3 packets transmitted, 3 packets received, 0% packet loss/, `${second}\n${x.err.slice(-2000)}`);
     const code = await within('xenode to exit after the guest powered off', exited, 30_000).catch(fail);
-    assert.equal(code, 0, `${out}\n${err}`);
-    assert.match(out, /netfront: answered 6 pings \(count\)/);
+    assert.equal(code, 0, `${x.out}\n${x.err}`);
+    assert.match(x.out, /netfront: answered 6 pings \(count\)/);
     assert.equal(ns.link(tapName), null, 'the tap went with the domain');
     assert.equal(driverDomainPid(name), undefined, 'the driver domain stopped with the toolstack');
   } finally {

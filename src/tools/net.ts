@@ -14,7 +14,7 @@ import type { XenDevices } from './libs/devices.js';
 import { VifBackend } from './backends/vif.js';
 import type { NetSwitches } from './backends/netswitch.js';
 import { XenbusState } from './backends/xenbus.js';
-import { awaitHotplug, driverNameProblem } from './driver_domains.js';
+import { awaitDriverDevices, driverNameProblem } from './driver_domains.js';
 
 /** A vif that cannot be added: the message names it. */
 export class NicError extends Error {
@@ -191,17 +191,6 @@ export interface DriverNic {
  */
 export async function addDriverVifs(c: XsClientBase, domid: number, driver: { name: string; domid: number }, nics: ReturnType<typeof settleNics>, timeoutMs?: number): Promise<DriverNic[]> {
   const nodes = await writeVifNodes(c, domid, driver.domid, nics);
-  try {
-    for (const [i, n] of nodes.entries()) {
-      try {
-        await awaitHotplug(c, n.backendPath, driver.name, timeoutMs);
-      } catch (e) {
-        throw new NicError(`vif ${nics[i]!.devid}: ${(e as Error).message}`);
-      }
-    }
-  } catch (e) {
-    for (const n of nodes) for (const p of [n.frontendPath, n.backendPath]) await c.rm(p).catch(() => {});
-    throw e;
-  }
+  await awaitDriverDevices(c, nodes, driver.name, (i, why) => new NicError(`vif ${nics[i]!.devid}: ${why}`), timeoutMs);
   return nodes.map((n, i) => ({ ...n, devid: nics[i]!.devid, mac: nics[i]!.mac, bridge: nics[i]!.bridge, driver: driver.name, driverDomid: driver.domid }));
 }

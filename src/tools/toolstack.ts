@@ -242,16 +242,22 @@ export class Toolstack {
   async detachDisk(domid: number, dev: string): Promise<VbdDevice | DriverVbd> {
     const d = this.live.get(domid);
     const named = (x: { vdev: string; devid: number }) => x.vdev === dev || String(x.devid) === dev;
-    const dv = d?.driverDisks.find(named);
-    if (d && dv) {
-      await this.removeDevice(domid, `disk ${dv.vdev}`, { ...dv, backend: this.remoteBackend(dv.backendPath) });
-      d.driverDisks.splice(d.driverDisks.indexOf(dv), 1);
+    return this.detach(domid, d?.disks, d?.driverDisks, named, (x) => `disk ${x.vdev}`, () => new DiskError(`Device ${dev} not connected`));
+  }
+
+  /** The device `named` picks, among the control domain's or the driver domains', removed (removeDevice) and forgotten. */
+  private async detach<L extends RemovableDevice, R extends { frontendPath: string; backendPath: string }>(domid: number, local: L[] | undefined, remote: R[] | undefined,
+    named: (x: L | R) => boolean, what: (x: L | R) => string, missing: () => Error): Promise<L | R> {
+    const dv = remote?.find(named);
+    if (dv) {
+      await this.removeDevice(domid, what(dv), { ...dv, backend: this.remoteBackend(dv.backendPath) });
+      remote!.splice(remote!.indexOf(dv), 1);
       return dv;
     }
-    const v = d?.disks.find(named);
-    if (!d || !v) throw new DiskError(`Device ${dev} not connected`);
-    await this.removeDevice(domid, `disk ${v.vdev}`, v);
-    d.disks.splice(d.disks.indexOf(v), 1);
+    const v = local?.find(named);
+    if (!v) throw missing();
+    await this.removeDevice(domid, what(v), v);
+    local!.splice(local!.indexOf(v), 1);
     return v;
   }
 
@@ -296,17 +302,7 @@ export class Toolstack {
     const d = this.live.get(domid);
     const mac = dev.toLowerCase();
     const named = (x: { mac: string; devid: number }) => (dev.includes(':') ? x.mac === mac : String(x.devid) === dev);
-    const dv = d?.driverVifs.find(named);
-    if (d && dv) {
-      await this.removeDevice(domid, `vif ${dv.devid}`, { ...dv, backend: this.remoteBackend(dv.backendPath) });
-      d.driverVifs.splice(d.driverVifs.indexOf(dv), 1);
-      return dv;
-    }
-    const v = d?.vifs.find(named);
-    if (!d || !v) throw new NicError(`Unknown device ${dev}`);
-    await this.removeDevice(domid, `vif ${v.devid}`, v);
-    d.vifs.splice(d.vifs.indexOf(v), 1);
-    return v;
+    return this.detach(domid, d?.vifs, d?.driverVifs, named, (x) => `vif ${x.devid}`, () => new NicError(`Unknown device ${dev}`));
   }
 
   /**
