@@ -1,12 +1,14 @@
 // blkback's request path (Linux's drivers/block/xen-blkback/blkback.c):
 // requests taken off a frontend's blkif ring, data moved with grant copy
-// only (so the same code serves from a de-privileged driver domain), host
+// (so the same code serves from a de-privileged driver domain), or through
+// the frontend's persistent grants mapped once (persistent_grants.ts), host
 // I/O on a raw image through async fs, one response per request with the
 // request's id. A request the ring or the disk cannot honour is answered
 // BLKIF_RSP_ERROR; a ring whose producer runs past its size stops being
 // served. Nothing a frontend writes can throw out of here.
 
 import type { BlockImage } from './image.js';
+import type { PersistentGrants } from './persistent_grants.js';
 import type { XenDevices, GrantCopyOp } from '../libs/devices.js';
 import {
   BlkifBackRing, BlkifRequest, BlkifSegment, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_DISCARD,
@@ -28,10 +30,12 @@ export interface BlkifStats {
   wrSect: number;
   /** requests answered with an error status */
   errReq: number;
+  /** segments (data and indirect pages) that went through a persistent grant's mapping instead of a grant copy */
+  persistentSegs: number;
 }
 
 export function newBlkifStats(): BlkifStats {
-  return { rdReq: 0, wrReq: 0, fReq: 0, dsReq: 0, indirectReq: 0, maxSegments: 0, rdSect: 0, wrSect: 0, errReq: 0 };
+  return { rdReq: 0, wrReq: 0, fReq: 0, dsReq: 0, indirectReq: 0, maxSegments: 0, rdSect: 0, wrSect: 0, errReq: 0, persistentSegs: 0 };
 }
 
 export interface BlkifServiceOptions {
@@ -51,6 +55,8 @@ export interface BlkifServiceOptions {
   stats?: BlkifStats;
   /** a broken ring is said here */
   log?: (line: string) => void;
+  /** the ring's persistent grants, when both ends said feature-persistent */
+  persistent?: PersistentGrants | null;
 }
 
 /** Requests of one ring served at once: the host's I/O for one runs while the next is copied. */
@@ -190,11 +196,15 @@ export class BlkifService {
     if (n === 0 || n > MAX_INDIRECT_SEGMENTS) return BLKIF_RSP_ERROR;
     const pages = Math.ceil(n / SEGS_PER_INDIRECT_FRAME);
     const ops: GrantCopyOp[] = [];
+    const mapped = await this.persistentPages(req.indirectGrefs!.slice(0, pages));
     for (let i = 0; i < pages; i++) {
       const len = Math.min(n - i * SEGS_PER_INDIRECT_FRAME, SEGS_PER_INDIRECT_FRAME) * 8;
-      ops.push({ source: { domid: this.o.frontDomid, ref: req.indirectGrefs![i]!, offset: 0 }, dest: { buf: slot.indirect.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), offset: 0 }, len });
+      const into = slot.indirect.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
+      // copied out either way: the frontend may change its page while the request is served
+      if (mapped[i]) into.set(mapped[i]!.subarray(0, len));
+      else ops.push({ source: { domid: this.o.frontDomid, ref: req.indirectGrefs![i]!, offset: 0 }, dest: { buf: into, offset: 0 }, len });
     }
-    if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
+    if (ops.length && (await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
     const v = new DataView(slot.indirect.buffer, slot.indirect.byteOffset, slot.indirect.byteLength);
     const segments: BlkifSegment[] = [];
     for (let i = 0; i < n; i++) segments.push(readSegment(v, i * 8));
@@ -223,31 +233,50 @@ export class BlkifService {
     return BLKIF_RSP_OKAY;
   }
 
-  /** The data of a read or write: the segments checked, the disk's bounds and mode, grant copy and the image. */
+  /** Each grant's persistent mapping, or null where it has none (no feature-persistent, the ring's limit, or a grant not writable). */
+  private async persistentPages(refs: number[]): Promise<(Uint8Array | null)[]> {
+    const pg = this.o.persistent;
+    if (!pg) return refs.map(() => null);
+    const pages = await Promise.all(refs.map((r) => pg.page(r)));
+    this.stats.persistentSegs += pages.filter(Boolean).length;
+    return pages;
+  }
+
+  /** The data of a read or write: the segments checked, the disk's bounds and mode, grant copy (or persistent mappings) and the image. */
   private async rw(slot: Slot, write: boolean, flush: boolean, sector: bigint, segments: BlkifSegment[]): Promise<number> {
     if (write && this.o.readOnly) return BLKIF_RSP_ERROR;
     // io/blkif.h: each segment covers sectors first_sect..last_sect of one page (0..7); they follow one another on the disk
     let total = 0;
-    const ops: GrantCopyOp[] = [];
+    const at: { page: Uint8Array | null; off: number; len: number; into: number }[] = [];
     for (const s of segments) {
       if (s.lastSect >= PAGE_SIZE / SECTOR_SIZE || s.firstSect > s.lastSect) return BLKIF_RSP_ERROR;
       const len = (s.lastSect - s.firstSect + 1) * SECTOR_SIZE;
-      const grant = { domid: this.o.frontDomid, ref: s.gref, offset: s.firstSect * SECTOR_SIZE };
-      const local = { buf: slot.buf.subarray(total, total + PAGE_SIZE), offset: 0 };
-      ops.push(write ? { source: grant, dest: local, len } : { source: local, dest: grant, len });
+      at.push({ page: null, off: s.firstSect * SECTOR_SIZE, len, into: total });
       total += len;
     }
     const end = sector + BigInt(total / SECTOR_SIZE);
     if (end > this.o.sectors) return BLKIF_RSP_ERROR;
+    const pages = await this.persistentPages(segments.map((s) => s.gref));
+    const ops: GrantCopyOp[] = [];
+    at.forEach((a, i) => {
+      a.page = pages[i]!;
+      if (a.page) return;
+      const grant = { domid: this.o.frontDomid, ref: segments[i]!.gref, offset: a.off };
+      const local = { buf: slot.buf.subarray(a.into, a.into + PAGE_SIZE), offset: 0 };
+      ops.push(write ? { source: grant, dest: local, len: a.len } : { source: local, dest: grant, len: a.len });
+    });
+    const copied = async () => !ops.length || (await this.o.devices.gnttab.copy(ops)).every((st) => st === 0);
     const pos = Number(sector) * SECTOR_SIZE;
     if (write) {
-      if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
+      for (const a of at) if (a.page) slot.buf.set(a.page.subarray(a.off, a.off + a.len), a.into);
+      if (!(await copied())) return BLKIF_RSP_ERROR;
       if (flush) await this.o.image.flush();
       await this.o.image.write(slot.buf.subarray(0, total), pos);
       if (flush) await this.o.image.flush();
     } else {
       await this.o.image.read(slot.buf.subarray(0, total), pos);
-      if ((await this.o.devices.gnttab.copy(ops)).some((st) => st !== 0)) return BLKIF_RSP_ERROR;
+      for (const a of at) if (a.page) a.page.set(slot.buf.subarray(a.into, a.into + a.len), a.off);
+      if (!(await copied())) return BLKIF_RSP_ERROR;
     }
     const st = this.stats;
     if (flush) st.fReq++;

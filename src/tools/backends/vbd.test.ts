@@ -12,7 +12,7 @@ import { Xenstored, LocalClient } from '../xenstored/index.js';
 import type { XenDevices, GrantCopySide } from '../libs/devices.js';
 import { writeVbdNodes } from '../disk.js';
 import { VbdBackend } from './vbd.js';
-import { BlkifFrontRing, BLKIF_OP_READ, BLKIF_RSP_OKAY, PAGE_SIZE, VDISK_READONLY } from './blkif.js';
+import { BlkifFrontRing, BLKIF_OP_READ, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, PAGE_SIZE, VDISK_READONLY } from './blkif.js';
 
 const FRONT = 7;
 const FE = `/local/domain/${FRONT}/device/vbd/51712`;
@@ -168,6 +168,42 @@ test('Initialised: the ring is mapped, the port bound, Connected; requests are s
   }
 });
 
+test('feature-persistent: each grant a request names is mapped once and kept; the data moves through the mapping; a grant that cannot be mapped goes by copy; Closing unmaps them', async () => {
+  const s = await setup();
+  try {
+    assert.equal(await s.dom0.read(`${BE}/feature-persistent`), '1', 'offered');
+    await s.front.write(`${FE}/feature-persistent`, '1');
+    await publish(s.front, '0', '5', 'x86_64-abi');
+    await until('Connected', async () => (await s.state(BE)) === '4');
+    assert.equal(s.backend.lastConnection?.persistent, true);
+    const ring = new BlkifFrontRing(s.grants.get(0)!, 'x86_64-abi');
+    const serve = async (id: bigint) => {
+      ring.push();
+      s.bound[0]!.onEvent();
+      return until(`response ${id}`, async () => { const r = ring.responses(); return r.length ? r : undefined; });
+    };
+    // a read into grants 1 and 2 (sectors 4 and 5): both mapped, the ring's mapping besides
+    ring.put({ operation: BLKIF_OP_READ, nrSegments: 2, handle: 0, id: 1n, sectorNumber: 4n, segments: [{ gref: 1, firstSect: 0, lastSect: 0 }, { gref: 2, firstSect: 3, lastSect: 3 }] });
+    assert.deepEqual(await serve(1n), [{ id: 1n, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY }]);
+    assert.deepEqual([s.grants.get(1)![0], s.grants.get(2)![3 * 512]], [0x44, 0x45]);
+    assert.equal(s.mapped.size, 3);
+    // the same grants again: no new mapping; grant 40 was never given, so that segment fails as with copy
+    ring.put({ operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 2n, sectorNumber: 9n, segments: [{ gref: 2, firstSect: 0, lastSect: 0 }] });
+    assert.deepEqual(await serve(2n), [{ id: 2n, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY }]);
+    assert.equal(s.grants.get(2)![0], 0x49);
+    assert.equal(s.mapped.size, 3);
+    ring.put({ operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 3n, sectorNumber: 0n, segments: [{ gref: 40, firstSect: 0, lastSect: 0 }] });
+    assert.deepEqual(await serve(3n), [{ id: 3n, operation: BLKIF_OP_READ, status: BLKIF_RSP_ERROR }]);
+    assert.equal(s.backend.stats.persistentSegs, 3);
+    // the frontend closes: every persistent mapping goes with the ring's
+    await s.front.write(`${FE}/state`, '5');
+    await until('Closing', async () => (await s.state(BE)) === '5');
+    assert.deepEqual([s.bound.length, s.mapped.size], [0, 0]);
+  } finally {
+    await s.close();
+  }
+});
+
 for (const [what, ref, port, protocol, reason] of [
   ['a ring-ref that is not a number', 'x', '5', undefined, /ring-ref: 'x' is not a grant reference/],
   ['a ring-ref the frontend did not grant', '99', '5', undefined, /mapping ring-ref 99 port 5: GNTST -3/],
@@ -290,7 +326,7 @@ test('multi-page rings: ring-page-order and ring-ref0.. map every page as one ri
     s.bound[1]!.onEvent();
     await until('queue 1\'s response', async () => q1.responses().length === 1);
     assert.equal(s.grants.get(9)![0], 0x45);
-    assert.deepEqual(s.backend.lastConnection, { protocol: 'x86_64-abi', queues: 2, ringPages: 2 });
+    assert.deepEqual(s.backend.lastConnection, { protocol: 'x86_64-abi', queues: 2, ringPages: 2, persistent: false });
     assert.equal(s.backend.stats.rdReq, 42);
   } finally {
     await s.close();

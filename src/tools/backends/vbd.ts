@@ -13,6 +13,7 @@ import { availableParallelism } from 'node:os';
 import type { GrantMapping, XenDevices } from '../libs/devices.js';
 import { BlkifBackRing, type BlkifProtocol, MAX_INDIRECT_SEGMENTS, MAX_RING_PAGE_ORDER, PAGE_SIZE, SECTOR_SIZE, VDISK_CDROM, VDISK_READONLY } from './blkif.js';
 import { BlkifService, newBlkifStats, type BlkifStats } from './blkback.js';
+import { PersistentGrants } from './persistent_grants.js';
 import { openImage, type BlockImage, type ImageFormat } from './image.js';
 import { XenbusBackend, XenbusState } from './xenbus.js';
 
@@ -42,6 +43,8 @@ interface Queue {
   service: BlkifService;
   /** the ring had answers already: a backend before this one served it (a driver domain restarted) */
   takenOver: boolean;
+  /** its persistent grants, when the frontend said feature-persistent */
+  persistent: PersistentGrants | null;
 }
 
 /**
@@ -62,7 +65,7 @@ export class VbdBackend extends XenbusBackend {
   /** what the device's queues served, over every connection */
   readonly stats: BlkifStats = newBlkifStats();
   /** the transport of the last connection: its layout, queues and pages per ring */
-  lastConnection: { protocol: BlkifProtocol; queues: number; ringPages: number } | null = null;
+  lastConnection: { protocol: BlkifProtocol; queues: number; ringPages: number; persistent: boolean } | null = null;
 
   private constructor(o: VbdBackendOptions) {
     super(o.devices, o.path, 'vbd', o.log);
@@ -102,6 +105,7 @@ export class VbdBackend extends XenbusBackend {
       ['info', String(info)],
       ['feature-flush-cache', '1'],
       ['feature-barrier', '0'],
+      ['feature-persistent', '1'],
       ['feature-max-indirect-segments', String(MAX_INDIRECT_SEGMENTS)],
       ['multi-queue-max-queues', String(this.maxQueues)],
       ['max-ring-page-order', String(MAX_RING_PAGE_ORDER)],
@@ -131,9 +135,11 @@ export class VbdBackend extends XenbusBackend {
     }
     // io/blkif.h: one queue keeps the flat nodes; more have theirs under queue-N
     const dirs = nq === 1 ? [f] : Array.from({ length: nq }, (_, i) => `${f}/queue-${i}`);
+    // feature-persistent both ways (connect_ring): the frontend keeps its granted pages, each ring maps them once
+    const persistent = (await xs.tryRead(`${f}/feature-persistent`))?.trim() === '1';
     const queues: Queue[] = [];
     for (const dir of dirs) {
-      const q = await this.connectQueue(dir, protocol, order);
+      const q = await this.connectQueue(dir, protocol, order, persistent);
       if (typeof q === 'string') {
         await this.releaseQueues(queues);
         return this.fatal(q);
@@ -141,7 +147,7 @@ export class VbdBackend extends XenbusBackend {
       queues.push(q);
     }
     this.conn = queues;
-    this.lastConnection = { protocol, queues: queues.length, ringPages: order === null ? 1 : 1 << order };
+    this.lastConnection = { protocol, queues: queues.length, ringPages: order === null ? 1 : 1 << order, persistent };
     await this.switchState(XenbusState.Connected);
     // requests queued before the event channels were bound; a frontend whose last answers went out
     // just before the previous backend died may not have been told of them
@@ -152,7 +158,7 @@ export class VbdBackend extends XenbusBackend {
   }
 
   /** read_per_ring_refs: one queue's ring mapped (each of its pages) and port bound, or why not. */
-  private async connectQueue(dir: string, protocol: BlkifProtocol, order: number | null): Promise<Queue | string> {
+  private async connectQueue(dir: string, protocol: BlkifProtocol, order: number | null, persistentGrants: boolean): Promise<Queue | string> {
     const xs = this.devices.xenstore, gnttab = this.devices.gnttab;
     const portText = await xs.tryRead(`${dir}/event-channel`);
     if (portText === undefined || !/^\d+$/.test(portText)) return `reading ${dir}/event-channel: '${portText ?? ''}' is not a port`;
@@ -186,11 +192,12 @@ export class VbdBackend extends XenbusBackend {
       return `binding event-channel ${portText}: ${(e as Error).message}`;
     }
     const back = new BlkifBackRing(ring.map((m) => m.page), protocol);
+    const persistent = persistentGrants ? new PersistentGrants(gnttab, this.frontDomid) : null;
     service = new BlkifService({
-      devices: this.devices, frontDomid: this.frontDomid, ring: back, port,
+      devices: this.devices, frontDomid: this.frontDomid, ring: back, port, persistent,
       image: this.image!, sectors: this.sectors, readOnly: this.readOnly, discard: this.discard, stats: this.stats, log: this.log,
     });
-    return { ring, port, service, takenOver: back.rspProdPvt !== 0 };
+    return { ring, port, service, takenOver: back.rspProdPvt !== 0, persistent };
   }
 
   /** xen_blkif_disconnect: no request in flight, the rings unmapped, the ports closed */
@@ -204,6 +211,7 @@ export class VbdBackend extends XenbusBackend {
   private async releaseQueues(queues: Queue[]): Promise<void> {
     for (const q of queues) {
       await q.service.stop();
+      await q.persistent?.close();
       this.devices.evtchn.unbind(q.port);
       for (const m of q.ring) await this.devices.gnttab.unmap(m.handle);
     }
