@@ -1285,18 +1285,15 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     }, o);
   }
 
-  processDomainList(): ProcessDomainInfo[] {
-    return [...this.processDomains.values()].map((p) => p.info);
-  }
-
   /**
    * The process behind a process domain is gone (it exited or was killed):
    * its ports are closed toward their peers and its grant mappings dropped,
-   * and the domid is free again.
+   * and the domid is free again. With `which`, only that life of the domid
+   * (createProcessDomain's answer) is destroyed, not one made since.
    */
-  destroyProcessDomain(domid: number): void {
+  destroyProcessDomain(domid: number, which?: ProcessDomainInfo): void {
     const pd = this.processDomains.get(domid);
-    if (!pd) return;
+    if (!pd || (which && pd.info !== which)) return;
     try {
       pd.destroy();
     } catch (e) {

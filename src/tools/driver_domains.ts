@@ -13,6 +13,7 @@ import path from 'node:path';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Hypervisor } from '../hv/hypervisor.js';
+import type { ProcessDomainInfo } from '../hv/process_domain.js';
 import type { Xenstored, LocalClient, XsClientBase } from './xenstored/index.js';
 
 const XENODE_JS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'xenode.js');
@@ -20,6 +21,8 @@ const XENODE_JS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'xenod
 /** Restarts within this window count toward the limit; past it the driver domain is left down, and said so. */
 const RESTART_WINDOW_MS = 60_000;
 const MAX_RESTARTS = 5;
+/** How long a driver domain's process has to say it is up (node's start and its backends' first scan). */
+const START_TIMEOUT_MS = 20_000;
 
 /** How long a driver domain has to take a new device up (libxl waits for hotplug-status the same way). */
 export const DRIVER_DEVICE_TIMEOUT_MS = 10_000;
@@ -77,6 +80,8 @@ export interface DriverDomain {
 }
 
 interface Running extends DriverDomain {
+  /** the hypervisor's record of its current life (a late exit must not destroy a later one's) */
+  info: ProcessDomainInfo;
   child: ChildProcess | null;
   /** resolves once the process has said it is up */
   ready: Promise<void>;
@@ -108,7 +113,7 @@ export class DriverDomains {
     const bad = driverNameProblem(name);
     if (bad) throw new Error(bad);
     const info = this.hv.createProcessDomain({ name });
-    const r: Running = { name, domid: info.domid, pid: null, starts: 0, child: null, ready: Promise.resolve(), deaths: [], stopping: false, exited: Promise.resolve() };
+    const r: Running = { name, domid: info.domid, info, pid: null, starts: 0, child: null, ready: Promise.resolve(), deaths: [], stopping: false, exited: Promise.resolve() };
     this.byName.set(name, r);
     try {
       await this.writeHome(r);
@@ -118,7 +123,8 @@ export class DriverDomains {
       this.byName.delete(name);
       r.stopping = true;
       r.child?.kill('SIGKILL');
-      this.hv.destroyProcessDomain(r.domid);
+      await r.exited;
+      this.hv.destroyProcessDomain(r.domid, r.info);
       await this.client.rm(`/local/domain/${r.domid}`).catch(() => {});
       throw e;
     }
@@ -150,7 +156,13 @@ export class DriverDomains {
     let up!: () => void, failed!: (e: Error) => void;
     r.ready = new Promise<void>((res, rej) => { up = res; failed = rej; });
     r.ready.catch(() => {});
-    let said = '';
+    // a process that neither comes up nor dies is killed, and its exit says why
+    const late = setTimeout(() => {
+      failed(new Error(`driver domain '${r.name}' did not come up within ${START_TIMEOUT_MS / 1000} s`));
+      child.kill('SIGKILL');
+    }, START_TIMEOUT_MS);
+    r.ready.then(() => clearTimeout(late), () => clearTimeout(late));
+    let said = '', wasUp = false;
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (text: string) => {
       said += text;
@@ -158,7 +170,10 @@ export class DriverDomains {
         const line = said.slice(0, nl);
         said = said.slice(nl + 1);
         this.log(line);
-        if (/driver domain up/.test(line)) up();
+        if (/driver domain up/.test(line)) {
+          wasUp = true;
+          up();
+        }
       }
     });
     r.exited = new Promise<void>((res) => {
@@ -170,9 +185,10 @@ export class DriverDomains {
         r.child = null;
         r.pid = null;
         // its ports go back to unbound toward its domid and its grant mappings are dropped, as Xen's domain_kill
-        this.hv.destroyProcessDomain(r.domid);
+        this.hv.destroyProcessDomain(r.domid, r.info);
         res();
-        if (r.stopping) return;
+        // a first life that never came up fails the device that asked for it (ensure), rather than looping
+        if (r.stopping || (!wasUp && r.starts === 1)) return;
         this.log(`d${r.domid} (${r.name}): driver domain ${how}`);
         this.restart(r);
       });
@@ -188,7 +204,7 @@ export class DriverDomains {
       return;
     }
     try {
-      this.hv.createProcessDomain({ name: r.name, domid: r.domid });
+      r.info = this.hv.createProcessDomain({ name: r.name, domid: r.domid });
       this.launch(r);
       this.log(`d${r.domid} (${r.name}): driver domain started again (pid ${r.pid})`);
     } catch (e) {
