@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -45,4 +46,16 @@ export function verdict(r: Result): { fails: string[]; passed: number; failed: n
   const m = /RESULT: (\d+) passed, (\d+) failed/.exec(r.stdout);
   assert.ok(m, `the guest printed its RESULT line:\n${r.stdout}\n${r.stderr}`);
   return { fails: r.stdout.split('\n').filter((l) => l.startsWith('FAIL')), passed: Number(m[1]), failed: Number(m[2]) };
+}
+
+/** The pid of the driver domain process called `name` (`xenode driver-domain ... --name <name>`, whoever started it), or undefined. */
+export function driverDomainPid(name: string): number | undefined {
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const argv = readFileSync(`/proc/${e}/cmdline`, 'latin1').split('\0');
+      if (argv.includes('driver-domain') && argv[argv.indexOf('--name') + 1] === name) return Number(e);
+    } catch { /* gone meanwhile */ }
+  }
+  return undefined;
 }

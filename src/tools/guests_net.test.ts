@@ -8,14 +8,14 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Toolstack } from './toolstack.js';
 import type { NetFrame } from './backends/netback.js';
 import type { SwitchPort } from './backends/netswitch.js';
 import { needsTcg } from '../testing/accel.js';
 import { needsKvm } from '../kvm/testing.js';
 import { until, within } from '../testing/wait.js';
-import { guest, xenodeJs } from '../testing/xenode.js';
+import { driverDomainPid, guest, xenodeJs } from '../testing/xenode.js';
 import { busyboxPath } from '../testing/initramfs.js';
 import { havePeer } from '../testing/peers.js';
 import { haveNetAdmin, Netns } from '../testing/netns.js';
@@ -237,17 +237,6 @@ test('script=vif-route: the vif\'s tap is routed, not bridged (the host\'s addre
   }
 });
 
-/** The pid of the driver domain process called `name` (whatever started it), or undefined. */
-function driverDomainPid(name: string): number | undefined {
-  for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const argv = readFileSync(`/proc/${e}/cmdline`, 'latin1').split('\0');
-      if (argv.includes('driver-domain') && argv[argv.indexOf('--name') + 1] === name) return Number(e);
-    } catch { /* gone meanwhile */ }
-  }
-  return undefined;
-}
 
 test('netback in a driver domain: `--vif ...,backend=<name>` puts the vif\'s tap on the host bridge from the driver domain; killed with SIGKILL, it is started again and the ping goes on', { timeout: 150_000 }, async (t) => {
   if (!havePeer(t, existsSync(busyboxPath), "busybox (its ping) in .cache/linux", 'scripts/fetch-linux.sh')) return;

@@ -19,7 +19,7 @@ import { busyboxInitramfs, busyboxPath, haveLinux, linuxBzImage, NETFRONT_INIT, 
 import { havePeer } from '../testing/peers.js';
 import { haveNetAdmin, Netns } from '../testing/netns.js';
 import { until, within } from '../testing/wait.js';
-import { xenodeJs } from '../testing/xenode.js';
+import { driverDomainPid, xenodeJs } from '../testing/xenode.js';
 
 /** A boot under the software CPU on a loaded 2-CPU host: ~60-90 s to /init. */
 const BOOT_MS = 200_000;
@@ -108,6 +108,68 @@ test('a Linux guest on a host bridge through its tap: it pings 10.77.1.1 on br0 
     assert.match(out, /net: bye done/, consoles());
     assert.equal(ns.link(tapName), null, 'the tap went with the domain');
     t.diagnostic(hostPing.trim().split('\n').slice(-1)[0]!);
+  } finally {
+    for (const p of procs) if (p.exitCode === null) p.kill();
+    ns.delete();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The download the driver domain dies in the middle of: big enough to take seconds through the software CPU. */
+const BIG = 8 * MIB;
+
+const INIT_DD = `${NETFRONT_INIT}ifconfig lo 127.0.0.1 up
+ifconfig eth0 10.77.2.2 netmask 255.255.255.0 up && echo "net: up"
+for i in $(seq 1 60); do ping -c 1 -W 1 10.77.2.1 >/dev/null 2>&1 && break; done
+echo "net: downloading"
+busybox wget -q -O /tmp/data http://10.77.2.1:8078/big && echo "net: got $(wc -c < /tmp/data) $(md5sum < /tmp/data | cut -c1-32)"
+poweroff -f
+`;
+
+test('netback in a driver domain killed with SIGKILL in the middle of a Linux guest\'s TCP download: it is started again, the guest\'s netfront never notices, and the download completes intact', { timeout: BOOT_MS + 90_000 }, async (t) => {
+  if (!haveLinux(t)) return;
+  if (!havePeer(t, existsSync(netfront), "xen-netfront.ko from Debian's kernel package", 'scripts/fetch-linux.sh')) return;
+  if (!haveNetAdmin(t)) return;
+  const ns = Netns.create('xenode-lnetdd');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'xenode-lnetdd-'));
+  const procs: ChildProcess[] = [];
+  const name = `lnetdd${process.pid}`;
+  try {
+    ns.ip('link', 'add', 'br0', 'type', 'bridge');
+    ns.ip('addr', 'add', '10.77.2.1/24', 'dev', 'br0');
+    ns.ip('link', 'set', 'br0', 'up');
+    const data = randomBytes(BIG);
+    writeFileSync(path.join(dir, 'big'), data);
+    const md5 = createHash('md5').update(data).digest('hex');
+    // the server says how far it got: 64 KiB at a time, as fast as TCP takes them
+    const server = ns.spawn(process.execPath, ['-e', `const d=require('fs').readFileSync(${JSON.stringify(path.join(dir, 'big'))});require('http').createServer((q,r)=>{r.writeHead(200,{'content-length':d.length});let at=0;const next=()=>{if(at>=d.length)return r.end();const c=d.subarray(at,at+65536);at+=c.length;console.log('sent '+at);r.write(c,next)};next()}).listen(8078,'10.77.2.1',()=>console.log('serving'))`]);
+    procs.push(server);
+    let served = '';
+    server.stdout!.on('data', (b: Buffer) => { served += b.toString(); });
+    await until('the HTTP server to listen', () => served.includes('serving'), 10_000, 20);
+    const sent = () => Math.max(0, ...[...served.matchAll(/sent (\d+)/g)].map((m) => Number(m[1])));
+
+    const initrd = path.join(dir, 'initrd.gz');
+    writeFileSync(initrd, busyboxInitramfs({ init: INIT_DD, files: { 'xen-netfront.ko': readFileSync(netfront) } }));
+    const xenode = ns.spawn(process.execPath, [xenodeJs, 'run', linuxBzImage, '--ramdisk', initrd, '--memory', '256', '--vcpus', '1', '--cmdline', 'console=hvc0', '--vif', `mac=00:16:3e:00:00:0a,bridge=br0,backend=${name}`]);
+    procs.push(xenode);
+    let out = '', err = '';
+    xenode.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
+    xenode.stderr!.on('data', (b: Buffer) => { err += b.toString('latin1'); });
+    const exited = new Promise<number | null>((r) => xenode.on('exit', (code) => r(code)));
+    const consoles = () => `console:\n${out.slice(-3000)}\nstderr:\n${err.slice(-2000)}\nserver: ${sent()} bytes sent`;
+    const fail = (e: Error) => { throw new Error(`${e.message}; ${consoles()}`); };
+    await until('the download to be a quarter through', () => sent() >= BIG / 4 || undefined, BOOT_MS - 20_000, 20).catch(fail);
+    const pid = driverDomainPid(name);
+    assert.ok(pid, 'the driver domain is a process of its own');
+    const at = sent();
+    process.kill(pid, 'SIGKILL');
+    await until('the driver domain to be started again', () => /driver domain started again/.test(err) || undefined, 20_000, 20).catch(fail);
+    const code = await within('the guest to finish its download and power off', exited, BOOT_MS).catch(fail);
+    assert.equal(code, 0, consoles());
+    assert.match(out, new RegExp(`net: got ${BIG} ${md5}`), `the whole download, intact; ${consoles()}`);
+    assert.ok(at < BIG, `killed mid-transfer (${at} of ${BIG} bytes sent)`);
+    t.diagnostic(`driver domain pid ${pid} killed with ${at} of ${BIG} bytes sent`);
   } finally {
     for (const p of procs) if (p.exitCode === null) p.kill();
     ns.delete();
