@@ -10,7 +10,10 @@
 // veth pair (10.77.3.1) whose other end is namespace B's (10.77.3.2). From A:
 // busybox ping (-i 0.2) to each peer, and a node TCP sender that writes
 // --mib MiB and times connect to the peer's close after the last byte (the
-// guest's sink is busybox nc, B's a node server). Root only.
+// guest's sink is busybox nc, B's a node server). A second guest (10.77.2.3)
+// has its vif served by a driver domain (`--vif bridge=br0,backend=netdd`:
+// netback in a process of its own, its tap on br0), measured the same way:
+// the cost of the split. Root only.
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -36,14 +39,14 @@ Needs root (namespaces, bridge, tap) and scripts/fetch-linux.sh's kernel.
   --json FILE  also write the figures as JSON
 `;
 
-const GUEST_INIT = `
+const guestInit = (addr: string) => `
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 insmod /xen-netfront.ko
 for i in $(seq 1 200); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
 ifconfig lo 127.0.0.1 up
-ifconfig eth0 10.77.2.2 netmask 255.255.255.0 up
+ifconfig eth0 ${addr} netmask 255.255.255.0 up
 echo "bench: up"
 while true; do nc -l -p 5001 > /dev/null; done
 `;
@@ -106,25 +109,36 @@ async function main(): Promise<void> {
     procs.push(sink);
     await new Promise<void>((r) => sink.stdout!.once('data', () => r()));
 
-    const initrd = path.join(tmp, 'initrd.gz');
-    fs.writeFileSync(initrd, busyboxInitramfs({ init: GUEST_INIT, files: { 'xen-netfront.ko': fs.readFileSync(netfront) } }));
-    const xenode = spawn('ip', ['netns', 'exec', A, process.execPath, XENODE_JS, 'run', linuxBzImage, '--ramdisk', initrd, '--memory', '256', '--cmdline', 'console=hvc0', '--quiet', '--vif', 'bridge=br0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    procs.push(xenode);
-    let out = '';
-    xenode.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
-    xenode.stderr!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
-    const t0 = performance.now();
-    while (!out.includes('bench: up')) {
-      if (performance.now() - t0 > 300_000 || xenode.exitCode !== null) throw new Error(`the guest did not come up; its output:\n${out.slice(-3000)}`);
-      await sleep(100);
-    }
-    const tap = /tap (vif\d+\.\d+) on host bridge br0/.exec(out)?.[1] ?? '(none?)';
-    console.log(`guest up with ${tap} on br0 after ${fmt((performance.now() - t0) / 1000)} s`);
-    // the first pings also settle ARP on both paths
-    pingRound(A, '10.77.2.2', 3);
-    pingRound(A, '10.77.3.2', 3);
+    /** A guest at `addr` with its vif on br0 (`vif` the rest of its spec): up, and the name of its tap. */
+    const startGuest = async (addr: string, vif: string): Promise<string> => {
+      const initrd = path.join(tmp, `initrd-${addr}.gz`);
+      fs.writeFileSync(initrd, busyboxInitramfs({ init: guestInit(addr), files: { 'xen-netfront.ko': fs.readFileSync(netfront) } }));
+      // --quiet keeps the guest's console out; the driver domain's log lines (its tap) still come on stderr
+      const xenode = spawn('ip', ['netns', 'exec', A, process.execPath, XENODE_JS, 'run', linuxBzImage, '--ramdisk', initrd, '--memory', '256', '--cmdline', 'console=hvc0', '--quiet', '--vif', `bridge=br0${vif}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+      procs.push(xenode);
+      let out = '';
+      xenode.stdout!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
+      xenode.stderr!.on('data', (b: Buffer) => { out += b.toString('latin1'); });
+      const t0 = performance.now();
+      while (!out.includes('bench: up')) {
+        if (performance.now() - t0 > 300_000 || xenode.exitCode !== null) throw new Error(`the guest ${addr} did not come up; its output:\n${out.slice(-3000)}`);
+        await sleep(100);
+      }
+      const tap = /tap (vif\S+) on host bridge br0/.exec(out)?.[1] ?? '(none?)';
+      console.log(`guest ${addr} up with ${tap} on br0 after ${fmt((performance.now() - t0) / 1000)} s`);
+      return tap;
+    };
+    const tap = await startGuest('10.77.2.2', '');
+    // its own xenode run numbers its guest 1 too: a tap name of its own
+    const ddTap = await startGuest('10.77.2.3', ',backend=netdd,vifname=vifdd.0');
+    // the first pings also settle ARP on every path
+    for (const to of ['10.77.2.2', '10.77.2.3', '10.77.3.2']) pingRound(A, to, 3);
 
-    const paths = [{ name: `tap ${tap} -> Linux guest (netback)`, to: '10.77.2.2' }, { name: 'veth -> namespace', to: '10.77.3.2' }];
+    const paths = [
+      { name: `tap ${tap} -> Linux guest (netback)`, to: '10.77.2.2' },
+      { name: `tap ${ddTap} -> Linux guest (netback in a driver domain)`, to: '10.77.2.3' },
+      { name: 'veth -> namespace', to: '10.77.3.2' },
+    ];
     const rtt: Record<string, number[]> = {}, mbps: Record<string, number[]> = {};
     for (const p of paths) { rtt[p.name] = []; mbps[p.name] = []; }
     for (let i = 0; i < N; i++) {
@@ -142,6 +156,8 @@ async function main(): Promise<void> {
     table(STATS_HEADERS('us'), paths.map((p) => statsRow(p.name, rs[p.name]!, 0)));
     console.log(`\nhost -> peer TCP, ${mib} MiB a round (Mbit/s)`);
     table(STATS_HEADERS('Mbit/s'), paths.map((p) => statsRow(p.name, ts[p.name]!, 0)));
+    const [cd, dd] = [paths[0]!.name, paths[1]!.name];
+    console.log(`\nratio driver domain / control domain netback (medians): TCP ${fmt(ts[dd]!.median / ts[cd]!.median)}x, ping ${fmt(rs[dd]!.median / rs[cd]!.median)}x`);
     writeJson(values.json, { bench: 'net', machine: m, n: N, pings, mib, tap, rttUs: rs, tcpMbps: ts });
   } finally {
     for (const p of procs) if (p.exitCode === null) p.kill();

@@ -10,13 +10,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { GRANT_ELF } from '../../testing/grant.js';
 import { needsGuestCpu } from '../../testing/accel.js';
 import { until, within } from '../../testing/wait.js';
 import { GNTST } from '../../hv/abi/grant_table.js';
+import { encodeFrame, FrameSplitter } from '../../hv/privcmd.js';
 import { ECS, portInfo, send } from '../../hv/evtchn_core.js';
 import { LocalClient } from '../xenstored/index.js';
 import { processDevices } from './process_devices.js';
@@ -168,6 +169,18 @@ test('the privileged interface drops a stream that sends a malformed frame; bad 
     await assert.rejects(pd.devices.evtchn.bindInterdomain(ok.domid, 99999, () => {}), /bad remote port/);
     assert.equal(await pd.devices.gnttab.map(ok.domid, 1, false), GNTST.bad_domain, 'a process domain has no grants to map');
     assert.deepEqual(await pd.devices.gnttab.copy([{ source: { domid: 0x7fef, ref: 1, offset: 0 }, dest: { buf: new Uint8Array(8), offset: 0 }, len: 8 }]), [GNTST.bad_domain]);
+    // a copy buffer must be a memory file of the peer's: a plain file is refused, and a copy naming it too
+    const file = openSync(path.join(dir, 'not-memory'), 'w+');
+    ftruncateSync(file, 4096);
+    const replies = new FrameSplitter();
+    const answered = new Promise<Record<string, unknown>>((resolve) => pd.stream.on('data', (b: Buffer) => {
+      replies.push(b);
+      for (let f = replies.next(); f; f = replies.next()) if (f.header.id === 999_999) resolve(f.header);
+    }));
+    pd.stream.write(encodeFrame({ op: 'buffer', buffer: 77, fd: file, size: 4096 }));
+    pd.stream.write(encodeFrame({ op: 'copy', id: 999_999, ops: [{ source: { domid: 0x7fef, ref: 1, offset: 0 }, dest: { buffer: 77, offset: 0 }, len: 8 }] }));
+    assert.deepEqual((await within('the copy\'s answer', answered, 5000)).statuses, [GNTST.bad_copy_arg]);
+    closeSync(file);
     // a frame whose header claims more than the limit: that stream is dropped
     const bad = Buffer.alloc(8);
     bad.writeUInt32LE(4 + (2 << 20), 0);
