@@ -33,8 +33,12 @@ export const PRIVCMD_MAX_BUFFER = 4 << 20;
 /** Nor may a process register more than this many. */
 export const PRIVCMD_MAX_BUFFERS = 1024;
 
-/** One side of a copy on the wire: a grant, the caller's own bytes (carried in the frame's data), or bytes of a registered buffer. */
-export type WireCopySide = { domid: number; ref: number; offset: number } | { local: true } | { buffer: number; offset: number };
+/**
+ * One side of a copy on the wire: a grant, the caller's own bytes (carried in
+ * the frame's data: a source says how many it put there, which are taken
+ * whatever becomes of the op), or bytes of a registered buffer.
+ */
+export type WireCopySide = { domid: number; ref: number; offset: number } | { local: true; bytes?: number } | { buffer: number; offset: number };
 export interface WireCopyOp { source: WireCopySide; dest: WireCopySide; len: number }
 
 export type PrivcmdRequest =
@@ -226,18 +230,22 @@ export class PrivcmdServer {
       }
       if (o.local === true) {
         if (!src) return { buf: new Uint8Array(len), offset: 0 };
-        if (at + len > data.length) return GNTST.bad_copy_arg;
-        const buf = data.subarray(at, at + len);
-        at += len;
-        return { buf, offset: 0 };
+        const buf = inline!;
+        return buf.length === len ? { buf, offset: 0 } : GNTST.bad_copy_arg;
       }
       if (!isInt(o.domid) || !isInt(o.ref) || !isInt(o.offset)) return GNTST.bad_copy_arg;
       return { domid: o.domid, ref: o.ref, offset: o.offset };
     };
     const statuses: number[] = [];
     const out: Uint8Array[] = [];
+    let inline: Buffer | null = null;
     for (const op of raw as unknown[]) {
       const o = (typeof op === 'object' && op !== null ? op : {}) as Record<string, unknown>;
+      // an inline source's bytes are taken first, so a bad op cannot shift the ones after it
+      const src = (typeof o.source === 'object' && o.source !== null ? o.source : {}) as Record<string, unknown>;
+      const bytes = src.local === true && isInt(src.bytes) && src.bytes >= 0 ? src.bytes : 0;
+      inline = data.subarray(at, at + bytes);
+      at += bytes;
       const len = o.len;
       if (!isInt(len) || len < 0 || len > PAGE_SIZE) {
         statuses.push(GNTST.bad_copy_arg);

@@ -95,6 +95,15 @@ test('a process domain backs the grant sample through the privileged interface: 
     ]);
     assert.deepEqual(batch, [GNTST.bad_copy_arg, GNTST.bad_gntref, GNTST.general_error, GNTST.okay, GNTST.bad_domain], 'one status each, the batch going on after a failure');
     assert.equal(local[100], 0x5c, 'the read-only page, read');
+    // bytes travelling in the frame: a refused op's bytes do not shift the next op's
+    const big = new Uint8Array(6000).fill(0xee), mark = Uint8Array.of(0x77);
+    assert.deepEqual(await devices.gnttab.copy([
+      { source: { buf: big, offset: 0 }, dest: { domid: G, ref: REF_RW, offset: 300 }, len: 5000 },
+      { source: { buf: mark, offset: 0 }, dest: { domid: G, ref: REF_RW, offset: 300 }, len: 1 },
+    ]), [GNTST.bad_copy_arg, GNTST.okay]);
+    const back = new Uint8Array(2);
+    assert.equal(await copy1(devices, { source: { domid: G, ref: REF_RW, offset: 300 }, dest: { buf: back, offset: 0 }, len: 2 }), GNTST.okay);
+    assert.deepEqual([...back], [0x77, 0], 'the second op\'s byte, not the first op\'s');
 
     // maps: the granted page itself, shared with the guest
     const m = await devices.gnttab.map(G, REF_RW, false);

@@ -64,8 +64,8 @@ export function processDevices(domid: number, stream: Duplex, xenstore: XsClient
       if (!f) return;
       const h = f.header as PrivcmdReply;
       if ('op' in h) {
-        const f = handlers.get(h.port);
-        if (f) f();
+        const handler = handlers.get(h.port);
+        if (handler) handler();
         else early.add(h.port);
         continue;
       }
@@ -127,9 +127,10 @@ export function processDevices(domid: number, stream: Duplex, xenstore: XsClient
         for (const op of ops) {
           const s = op.source, d = op.dest;
           const sb = 'buf' in s ? inBuffer(s.buf, s.offset, op.len) : null, db = 'buf' in d ? inBuffer(d.buf, d.offset, op.len) : null;
-          if ('buf' in s && !sb) out.push(s.buf.subarray(s.offset, s.offset + op.len));
+          const bytes = 'buf' in s && !sb ? s.buf.subarray(s.offset, s.offset + op.len) : null;
+          if (bytes) out.push(bytes);
           inline.push('buf' in d && !db);
-          wire.push({ source: 'buf' in s ? sb ?? { local: true } : s, dest: 'buf' in d ? db ?? { local: true } : d, len: op.len });
+          wire.push({ source: 'buf' in s ? sb ?? { local: true, bytes: bytes!.length } : s, dest: 'buf' in d ? db ?? { local: true } : d, len: op.len });
         }
         const { header, data } = await call({ op: 'copy', ops: wire }, out.length ? Buffer.concat(out) : undefined);
         const err = failed(header);
