@@ -9,7 +9,11 @@
 //    the one worker; with 2 pCPUs the placement puts them on different workers (checked through
 //    Hypervisor.vcpus(domid).pcpu). Waits: hlt (`sti; hlt`, the upcall through the callback vector),
 //    block (SCHEDOP_block), poll (SCHEDOP_poll on the masked port: no upcall, no handler).
-// 2. Upcall cost: pingpong.elf role=upcall sends --upcall-n events to its own IPI port with the
+// 2. Guest <-> backend: pingpong.elf as ping against an answering backend instead of a pong guest:
+//    in the control domain's process (its event-channel device, the in-process path a backend there
+//    takes) and in a process domain of its own (bench/evtchn_pong.ts over its privileged stream, the
+//    path a driver domain's backend takes). The difference is what the process split adds to an event.
+// 3. Upcall cost: pingpong.elf role=upcall sends --upcall-n events to its own IPI port with the
 //    upcall delivered on each return, then as many with the port masked (the handler's pending-bit
 //    clear done inline): the difference per event is injection + vector entry + handler + iretq.
 
@@ -77,6 +81,60 @@ async function pingPong(pcpus: number): Promise<Config[]> {
   return out;
 }
 
+/** Ping round trips against a backend that answers: in the control domain's process, or a process domain of its own. */
+async function backendPingPong(where: 'control' | 'process'): Promise<Rtt[]> {
+  const { spawn } = await import('node:child_process');
+  const path = await import('node:path');
+  const { fileURLToPath } = await import('node:url');
+  const { parseRtt } = await import('../src/testing/pingpong.js');
+  const ts = await Toolstack.start({ pcpus: 2, log: () => {} });
+  const kernel = readFileSync(PINGPONG_ELF);
+  const out: Rtt[] = [];
+  try {
+    for (let r = 0; r < RUNS; r++) {
+      let text = '', domid = -1;
+      let onShutdown!: (d: number, reason: number) => void;
+      const done = new Promise<number>((resolve) => { onShutdown = (d, reason) => { if (d === domid) resolve(reason); }; ts.hv.on('shutdown', onShutdown); });
+      const onConsole = (d: number, _s: string, t: string, eol: boolean) => { if (d === domid) text += eol ? t + '\n' : t; };
+      ts.hv.on('console', onConsole);
+      let backend = 0;
+      let child: import('node:child_process').ChildProcess | null = null;
+      if (where === 'process') backend = ts.hv.createProcessDomain({ name: `pong-${r}` }).domid;
+      const g = await ts.create({ name: `ping-${where}-${r}`, kernel, memoryMiB: 8, vcpus: 1, cmdline: `role=ping n=${N} peer=${backend}` }, (b) => { text += Buffer.from(b).toString('latin1'); });
+      domid = g.domid;
+      let port: number;
+      if (where === 'control') {
+        port = await ts.devices.evtchn.allocUnbound(domid, () => ts.devices.evtchn.notify(port));
+      } else {
+        const js = path.join(path.dirname(fileURLToPath(import.meta.url)), 'evtchn_pong.js');
+        const c = spawn(process.execPath, [js, String(backend), String(domid)], { stdio: ['ignore', 'pipe', 'inherit', 'pipe'] });
+        child = c;
+        ts.hv.servePrivcmd(backend, c.stdio[3] as import('node:net').Socket, { mayMap: false });
+        port = await new Promise<number>((resolve, reject) => {
+          let said = '';
+          c.stdout!.on('data', (b: Buffer) => { said += b.toString(); const m = /port (\d+)/.exec(said); if (m) resolve(Number(m[1])); });
+          c.once('exit', (code) => reject(new Error(`evtchn_pong exited with ${code}`)));
+        });
+      }
+      // where the ping guest looks for its peer's port, readable by it
+      await ts.client.write(`/local/domain/${backend}/data/port`, String(port));
+      await ts.client.setPerms(`/local/domain/${backend}/data/port`, ['n0', `r${domid}`]);
+      const reason = await done;
+      ts.hv.off('console', onConsole);
+      ts.hv.off('shutdown', onShutdown);
+      await ts.destroy(domid);
+      child?.kill();
+      if (where === 'process') ts.hv.destroyProcessDomain(backend);
+      const rtt = parseRtt(text);
+      if (reason !== 0 || !rtt) throw new Error(`ping against the ${where} backend failed (reason ${reason})\n${text}`);
+      out.push(rtt);
+    }
+  } finally {
+    await ts.shutdown();
+  }
+  return out;
+}
+
 interface Upcall { upcallNs: number; withNs: number; maskedNs: number }
 
 async function upcallCost(): Promise<Upcall[]> {
@@ -125,6 +183,18 @@ for (const c of configs) {
 console.log('round trip (µs): median of the runs\' medians, their range, and the median over runs of each run\'s percentile');
 table(['(µs)', 'median', 'range of medians', 'p10', 'p90', 'p99', 'max', 'runs'], rows);
 
+const backends = { control: await backendPingPong('control'), process: await backendPingPong('process') };
+const brow = (name: string, runs: Rtt[]) => {
+  const med = stats(runs.map((r) => r.median!));
+  const pooled = (k: string) => stats(runs.map((r) => r[k]!)).median;
+  return [name, fmt(med.median), `${fmt(med.min)}-${fmt(med.max)}`, fmt(pooled('p10')), fmt(pooled('p90')), fmt(pooled('p99')), fmt(Math.max(...runs.map((r) => r.max!))), String(runs.length)];
+};
+console.log('\nguest <-> backend round trip (µs), ping wait=hlt, 2 pCPUs: the backend answers each event at once');
+table(['(µs)', 'median', 'range of medians', 'p10', 'p90', 'p99', 'max', 'runs'], [
+  brow('backend in the control domain\'s process', backends.control),
+  brow('backend in a process domain (its stream)', backends.process),
+]);
+
 const up = await upcallCost();
 const s = (k: keyof Upcall) => stats(up.map((u) => u[k] / 1000));
 console.log('\nupcall cost (µs per event)');
@@ -134,4 +204,4 @@ table(['(µs per event)', 'median', 'min', 'max', 'runs'], [
   ['difference: the upcall', fmt(s('upcallNs').median), fmt(s('upcallNs').min), fmt(s('upcallNs').max), String(up.length)],
 ]);
 console.log(`\nload average after: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-writeJson(values.json, { bench: 'evtchn', machine: m, n: N, runs: RUNS, configs, upcall: up });
+writeJson(values.json, { bench: 'evtchn', machine: m, n: N, runs: RUNS, configs, backends, upcall: up });

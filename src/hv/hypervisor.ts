@@ -1323,6 +1323,13 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     return port;
   }
 
+  /** An unbound control-domain port for `remote` to bind (EVTCHNOP_alloc_unbound); `handler` runs on each event. */
+  allocDom0(remote: number, handler: (port: number) => void): number {
+    const port = core.allocUnbound(this.dom0, remote);
+    this.dom0Handlers.set(port, handler);
+    return port;
+  }
+
   /**
    * Binds a global VIRQ of the control domain (EVTCHNOP_bind_virq on vCPU
    * 0): VIRQ_DOM_EXC fires whenever a domain shuts down or is destroyed, as

@@ -43,6 +43,7 @@ export interface WireCopyOp { source: WireCopySide; dest: WireCopySide; len: num
 
 export type PrivcmdRequest =
   | { op: 'bind'; id: number; domid: number; port: number }
+  | { op: 'alloc_unbound'; id: number; remote: number }
   | { op: 'unbind'; port: number }
   | { op: 'notify'; port: number }
   | { op: 'map'; id: number; domid: number; ref: number; readonly: boolean }
@@ -176,6 +177,12 @@ export class PrivcmdServer {
           const rd = this.host.evtchnDomain(h.domid);
           if (!rd) throw new XenError(ESRCH, `no domain ${h.domid}`);
           const port = this.pd.bindInterdomain(rd, h.port, (p) => this.send({ op: 'event', port: p }));
+          this.send({ id, port });
+          return;
+        }
+        case 'alloc_unbound': {
+          if (!isInt(h.remote)) throw new XenError(EINVAL, 'alloc_unbound: remote must be a domid');
+          const port = this.pd.allocUnbound(h.remote, (p) => this.send({ op: 'event', port: p }));
           this.send({ id, port });
           return;
         }

@@ -37,7 +37,7 @@ function testDevices(grants: Map<number, Uint8Array>, notified: number[]): XenDe
   return {
     domid: 0,
     xenstore: null as unknown as XsClientBase,
-    evtchn: { bindInterdomain: async () => 1, notify: (p) => notified.push(p), unbind: () => {} },
+    evtchn: { bindInterdomain: async () => 1, allocUnbound: async () => { throw new Error('a backend binds its frontend\'s ports; it allocates none'); }, notify: (p) => notified.push(p), unbind: () => {} },
     gnttab: {
       copy: async (ops) => ops.map((op) => {
         const s = side(op.source, op.len), d = side(op.dest, op.len);

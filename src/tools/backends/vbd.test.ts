@@ -43,6 +43,7 @@ function fakeDevices(xs: LocalClient, grants: Map<number, Uint8Array>) {
     domid: 0,
     xenstore: xs,
     evtchn: {
+      allocUnbound: async () => { throw new Error('a backend binds its frontend\'s ports; it allocates none'); },
       bindInterdomain: async (domid, remote, onEvent) => {
         // the frontend's unbound ports are 5..8
         if (domid !== FRONT || remote < 5 || remote > 8) throw new Error('EINVAL');

@@ -40,6 +40,7 @@ function fakeDevices(xs: LocalClient, grants: Map<string, Uint8Array>) {
     domid: 0,
     xenstore: xs,
     evtchn: {
+      allocUnbound: async () => { throw new Error('a backend binds its frontend\'s ports; it allocates none'); },
       bindInterdomain: async (domid, remote, onEvent) => {
         if (remote < 5 || remote > 8) throw new Error('EINVAL');
         const local = nextPort++;

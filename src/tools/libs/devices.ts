@@ -39,6 +39,8 @@ export interface GrantMapping {
 export interface XenEvtchn {
   /** EVTCHNOP_bind_interdomain to `remotePort` of `domid`: the local port; `onEvent` runs on each event */
   bindInterdomain(domid: number, remotePort: number, onEvent: () => void): Promise<number>;
+  /** EVTCHNOP_alloc_unbound: a new local port `remoteDomid` may bind to (xenevtchn_bind_unbound_port); `onEvent` runs on each event */
+  allocUnbound(remoteDomid: number, onEvent: () => void): Promise<number>;
   /** EVTCHNOP_send on a local port */
   notify(port: number): void;
   /** EVTCHNOP_close */
@@ -82,6 +84,11 @@ export function localDevices(hv: Hypervisor, xenstore: XsClientBase): XenDevices
     evtchn: {
       bindInterdomain: async (domid, remotePort, onEvent) => {
         const p = hv.bindDom0(domid, remotePort, () => onEvent());
+        ports.add(p);
+        return p;
+      },
+      allocUnbound: async (remote, onEvent) => {
+        const p = hv.allocDom0(remote, () => onEvent());
         ports.add(p);
         return p;
       },

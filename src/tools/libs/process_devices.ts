@@ -112,6 +112,15 @@ export function processDevices(domid: number, stream: Duplex, xenstore: XsClient
         if (early.delete(port)) queueMicrotask(onEvent);
         return port;
       },
+      allocUnbound: async (remote, onEvent) => {
+        const { header } = await call({ op: 'alloc_unbound', remote });
+        const err = failed(header);
+        if (err) throw err;
+        const port = (header as { port: number }).port;
+        handlers.set(port, onEvent);
+        if (early.delete(port)) queueMicrotask(onEvent);
+        return port;
+      },
       notify: (port) => tell({ op: 'notify', port }),
       unbind: (port) => {
         handlers.delete(port);
