@@ -173,6 +173,18 @@ test('the privileged interface drops a stream that sends a malformed frame; bad 
   try {
     const pd = await processDomain(ts, dir, 'hostile');
     const ok = await processDomain(ts, dir, 'fine');
+    // a port one process domain allocates for another, bound by it: events both ways (backends that offer a port do this)
+    let got = 0, back = 0;
+    const offered = await ok.devices.evtchn.allocUnbound(pd.domid, () => { got++; });
+    const bound = await pd.devices.evtchn.bindInterdomain(ok.domid, offered, () => { back++; });
+    await until('the bind\'s own event', () => back > 0 || undefined, 5000, 5);
+    pd.devices.evtchn.notify(bound);
+    await until('the event to the allocating domain', () => got > 0 || undefined, 5000, 5);
+    const before = back;
+    ok.devices.evtchn.notify(offered);
+    await until('the event back', () => back > before || undefined, 5000, 5);
+    const forAnother = await ok.devices.evtchn.allocUnbound(pd.domid + 1000, () => {});
+    await assert.rejects(pd.devices.evtchn.bindInterdomain(ok.domid, forAnother, () => {}), /does not accept domain/, 'a port offered to another domain');
     // calls the hypervisor refuses, each with its reason, the stream staying up
     await assert.rejects(pd.devices.evtchn.bindInterdomain(0x7fef, 1, () => {}), /no domain/);
     await assert.rejects(pd.devices.evtchn.bindInterdomain(ok.domid, 99999, () => {}), /bad remote port/);
