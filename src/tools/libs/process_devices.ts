@@ -97,30 +97,25 @@ export function processDevices(domid: number, stream: Duplex, xenstore: XsClient
     fs.closeSync(f.fd);
   };
 
+  /** A call that answers with a new local port: its handler set before any event for it is lost. */
+  const newPort = async (req: Record<string, unknown>, onEvent: () => void): Promise<number> => {
+    const { header } = await call(req);
+    const err = failed(header);
+    if (err) throw err;
+    const port = (header as { port: number }).port;
+    handlers.set(port, onEvent);
+    // a bound port starts pending (an event may have been sent before the bind): its event may have come first
+    if (early.delete(port)) queueMicrotask(onEvent);
+    return port;
+  };
+
   return {
     domid,
     xenstore,
     closed,
     evtchn: {
-      bindInterdomain: async (remoteDomid, remotePort, onEvent) => {
-        const { header } = await call({ op: 'bind', domid: remoteDomid, port: remotePort });
-        const err = failed(header);
-        if (err) throw err;
-        const port = (header as { port: number }).port;
-        handlers.set(port, onEvent);
-        // a new port starts pending (an event may have been sent before the bind): its event may have come first
-        if (early.delete(port)) queueMicrotask(onEvent);
-        return port;
-      },
-      allocUnbound: async (remote, onEvent) => {
-        const { header } = await call({ op: 'alloc_unbound', remote });
-        const err = failed(header);
-        if (err) throw err;
-        const port = (header as { port: number }).port;
-        handlers.set(port, onEvent);
-        if (early.delete(port)) queueMicrotask(onEvent);
-        return port;
-      },
+      bindInterdomain: (remoteDomid, remotePort, onEvent) => newPort({ op: 'bind', domid: remoteDomid, port: remotePort }, onEvent),
+      allocUnbound: (remote, onEvent) => newPort({ op: 'alloc_unbound', remote }, onEvent),
       notify: (port) => tell({ op: 'notify', port }),
       unbind: (port) => {
         handlers.delete(port);
