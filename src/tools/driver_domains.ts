@@ -7,13 +7,22 @@
 // are still there, and so are the frontends' rings, grants and ports
 // (unbound toward it now), so the new process takes each device up where
 // its frontend is.
+//
+// A driver domain may also be a process the toolstack did not start
+// (`xenode driver-domain --connect <socket>`): it connects to the
+// privileged socket, says its name, and is made a domain with a domid of
+// its own (the one it had before, when a process of that name connected
+// earlier: its devices are still there) and a xenstore connection of its
+// own; it is destroyed when it disconnects, and not restarted.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Hypervisor } from '../hv/hypervisor.js';
 import type { ProcessDomainInfo } from '../hv/process_domain.js';
+import { encodeFrame, FrameSplitter } from '../hv/privcmd.js';
 import type { Xenstored, LocalClient, XsClientBase } from './xenstored/index.js';
 
 const XENODE_JS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'xenode.js');
@@ -73,6 +82,8 @@ export function driverNameProblem(name: string): string | null {
 export interface DriverDomain {
   name: string;
   domid: number;
+  /** started by the toolstack (and restarted), or a process that connected by itself */
+  connected?: boolean;
   /** the process serving it now (null between a death and its restart) */
   pid: number | null;
   /** how many times it was started (1 for a domain that never died) */
@@ -92,19 +103,106 @@ interface Running extends DriverDomain {
 
 export class DriverDomains {
   private readonly byName = new Map<string, Running>();
+  /** processes that connected by themselves, by name; and the domid each name had, kept for its next connection */
+  private readonly joined = new Map<string, { domid: number; pid: number; info: ProcessDomainInfo; sock: net.Socket; gone: () => void }>();
+  private readonly joinedDomids = new Map<string, number>();
+  private server: net.Server | null = null;
 
   constructor(private readonly hv: Hypervisor, private readonly xs: Xenstored, private readonly client: LocalClient, private readonly log: (line: string) => void) {}
 
   list(): DriverDomain[] {
-    return [...this.byName.values()].map(({ name, domid, pid, starts }) => ({ name, domid, pid, starts }));
+    const joined = [...this.joined.entries()].map(([name, j]) => ({ name, domid: j.domid, pid: j.pid, starts: 1, connected: true }));
+    return [...[...this.byName.values()].map(({ name, domid, pid, starts }) => ({ name, domid, pid, starts })), ...joined];
   }
 
   get(name: string): DriverDomain | undefined {
-    return this.byName.get(name);
+    const j = this.joined.get(name);
+    return this.byName.get(name) ?? (j ? { name, domid: j.domid, pid: j.pid, starts: 1, connected: true } : undefined);
   }
 
-  /** The driver domain called `name`, started if it is not running yet. */
+  /**
+   * Serves the privileged socket at `socketPath` (mode 0600: the toolstack's user) for driver domains that
+   * connect by themselves: a hello frame {op: 'hello', name, pid} is answered {op: 'welcome', domid,
+   * xenstore} naming a one-shot socket for its xenstore connection; then the stream is its privileged
+   * interface. A name in use, or a bad one, is refused with {op: 'refused', why} and the stream closed.
+   */
+  async listen(socketPath: string): Promise<void> {
+    try { fs.unlinkSync(socketPath); } catch { /* none there */ }
+    const server = net.createServer((s) => this.accept(s, path.dirname(socketPath)));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(socketPath, () => { server.off('error', reject); resolve(); });
+    });
+    fs.chmodSync(socketPath, 0o600);
+    this.server = server;
+  }
+
+  private accept(s: net.Socket, dir: string): void {
+    const frames = new FrameSplitter();
+    const refuse = (why: string) => {
+      this.log(`driver domain connection refused: ${why}`);
+      s.end(encodeFrame({ op: 'refused', why }));
+    };
+    const onData = (chunk: Buffer) => {
+      frames.push(chunk);
+      let f;
+      try { f = frames.next(); } catch (e) { return refuse((e as Error).message); }
+      if (!f) return;
+      s.off('data', onData);
+      const h = f.header;
+      if (h.op !== 'hello' || typeof h.name !== 'string' || !Number.isInteger(h.pid)) return refuse('the first frame must be {op: "hello", name, pid}');
+      const bad = driverNameProblem(h.name);
+      if (bad) return refuse(bad);
+      if (this.byName.has(h.name) || this.joined.has(h.name)) return refuse(`a driver domain called '${h.name}' is running`);
+      this.join(s, h.name, h.pid as number, dir).catch((e: unknown) => refuse((e as Error).message));
+    };
+    s.on('data', onData);
+    s.on('error', () => {});
+  }
+
+  private async join(s: net.Socket, name: string, pid: number, dir: string): Promise<void> {
+    const info = this.hv.createProcessDomain({ name, domid: this.joinedDomids.get(name) });
+    const domid = info.domid;
+    this.joinedDomids.set(name, domid);
+    let xsServer: net.Server | null = null;
+    const xsPath = path.join(dir, `xenode-xs-d${domid}.sock`);
+    const gone = () => {
+      if (this.joined.get(name)?.info !== info) return;
+      this.joined.delete(name);
+      xsServer?.close();
+      try { fs.unlinkSync(xsPath); } catch { /* taken already */ }
+      this.hv.destroyProcessDomain(domid, info);
+      this.log(`d${domid} (${name}): driver domain disconnected`);
+    };
+    this.joined.set(name, { domid, pid, info, sock: s, gone });
+    s.once('close', gone);
+    try {
+      await this.writeHome({ domid, name });
+      // its xenstore connection: a socket of its own, taken once
+      try { fs.unlinkSync(xsPath); } catch { /* none */ }
+      xsServer = net.createServer((x) => {
+        xsServer?.close();
+        try { fs.unlinkSync(xsPath); } catch { /* gone */ }
+        this.xs.attachDomainStream(x, domid);
+      });
+      await new Promise<void>((resolve) => xsServer!.listen(xsPath, resolve));
+      fs.chmodSync(xsPath, 0o600);
+      this.hv.servePrivcmd(domid, s, { mayMap: true, peerPid: pid });
+      s.write(encodeFrame({ op: 'welcome', domid, xenstore: xsPath }));
+      this.log(`d${domid} (${name}): driver domain connected (pid ${pid})`);
+    } catch (e) {
+      s.destroy();
+      gone();
+      throw e;
+    }
+  }
+
+  /** The driver domain called `name`, started if it is not running yet (one that connected by itself is used as it is). */
   async ensure(name: string): Promise<DriverDomain> {
+    const j = this.get(name);
+    if (j?.connected) return j;
+    // a name a process took by connecting is its own: the toolstack does not start one in its place
+    if (this.joinedDomids.has(name)) throw new Error(`driver domain '${name}' (d${this.joinedDomids.get(name)}) connected by itself and is not connected now: start it again`);
     const have = this.byName.get(name);
     if (have) {
       await have.ready;
@@ -132,7 +230,7 @@ export class DriverDomains {
   }
 
   /** libxl's home for a domain: /local/domain/<id> the control domain's, readable by the domain, name and domid. */
-  private async writeHome(r: Running): Promise<void> {
+  private async writeHome(r: { domid: number; name: string }): Promise<void> {
     const home = `/local/domain/${r.domid}`;
     await this.client.transaction(async (tx) => {
       await this.client.write(home, '', tx);
@@ -212,8 +310,15 @@ export class DriverDomains {
     }
   }
 
-  /** Stops every driver domain (SIGTERM, then SIGKILL) and removes their homes. */
+  /** Stops every driver domain (SIGTERM, then SIGKILL; one that connected by itself is disconnected) and removes their homes. */
   async stopAll(): Promise<void> {
+    this.server?.close();
+    this.server = null;
+    for (const j of [...this.joined.values()]) {
+      j.gone();
+      j.sock.destroy();
+      await this.client.rm(`/local/domain/${j.domid}`).catch(() => {});
+    }
     for (const r of this.byName.values()) {
       r.stopping = true;
       r.child?.kill('SIGTERM');

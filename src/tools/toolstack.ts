@@ -40,6 +40,8 @@ export interface ToolstackOptions {
   backendLog?: (line: string) => void;
   /** also serve xenstored on this Unix socket (for xenstore-* tools, XENSTORED_PATH) */
   xenstoredSocket?: string;
+  /** serve the privileged socket here for driver domains that connect by themselves (`xenode driver-domain --connect`) */
+  privcmdSocket?: string;
   /** KVM VMs kept made ahead for new domains (Hypervisor.start's vmPool; default none) */
   vmPool?: number;
   /** which CPU runs guests (default auto) */
@@ -127,7 +129,9 @@ export class Toolstack {
     const xs = new Xenstored({ hooks: rings, log: o.log, socketPath: o.xenstoredSocket });
     rings.xs = xs;
     await xs.start();
-    return new Toolstack(hv, xs, new LocalClient(xs), builds, o.backendLog ?? o.log ?? ((l) => process.stderr.write(`${l}\n`)));
+    const ts = new Toolstack(hv, xs, new LocalClient(xs), builds, o.backendLog ?? o.log ?? ((l) => process.stderr.write(`${l}\n`)));
+    if (o.privcmdSocket) await ts.driverDomains.listen(o.privcmdSocket);
+    return ts;
   }
 
   /**

@@ -45,6 +45,11 @@ export function xenstoredSocketFor(apiSocket: string): string {
   return apiSocket.replace(/(\.sock)?$/, '-xenstored.sock');
 }
 
+/** The privileged socket for driver domains that connect by themselves: xenode.sock -> xenode-privcmd.sock. */
+export function privcmdSocketFor(apiSocket: string): string {
+  return apiSocket.replace(/(\.sock)?$/, '-privcmd.sock');
+}
+
 export class DaemonStartError extends Error {}
 
 /**
@@ -150,7 +155,7 @@ export class Daemon {
     let ts: Toolstack;
     try {
       // a daemon creates domains on demand: keep two VMs made ahead (vm_pool.ts)
-      ts = await Toolstack.start({ pcpus: opts.pcpus, sched: opts.sched, accel: opts.accel, log: (l) => log(`xenstored: ${l}`), backendLog: (l) => log(l), xenstoredSocket: xsSock, vmPool: 2 });
+      ts = await Toolstack.start({ pcpus: opts.pcpus, sched: opts.sched, accel: opts.accel, log: (l) => log(`xenstored: ${l}`), backendLog: (l) => log(l), xenstoredSocket: xsSock, privcmdSocket: privcmdSocketFor(opts.socketPath), vmPool: 2 });
     } catch (e) {
       state.close();
       if (e instanceof AccelError) throw new DaemonStartError(e.message);

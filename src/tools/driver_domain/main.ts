@@ -4,15 +4,45 @@
 // connection as domain N. It serves the device backends the toolstack puts
 // in its backend directory, and exits when either stream closes (the
 // toolstack then destroys its domain, and may start it again).
+//
+// `xenode driver-domain --connect SOCKET --name NAME`: the same, started by
+// someone else: it connects to the daemon's privileged socket
+// (xenode-privcmd.sock beside its API socket), is given its domid and a
+// socket for its xenstore connection, and serves until it disconnects.
 
 import net from 'node:net';
 import { parseArgs } from 'node:util';
 import { SocketClient } from '../xenstored/client.js';
 import { processDevices } from '../libs/process_devices.js';
 import { BackendProbe } from './probe.js';
+import { encodeFrame, FrameSplitter } from '../../hv/privcmd.js';
 
-const USAGE = `usage: xenode driver-domain --domid N --name NAME
-  started by the toolstack with the privileged interface on fd 3 and xenstore on fd 4`;
+const USAGE = `usage: xenode driver-domain --domid N --name NAME     (started by the toolstack: fds 3 and 4)
+       xenode driver-domain --connect SOCKET --name NAME  (a daemon's privileged socket, xenode-privcmd.sock)`;
+
+/** Says hello on the privileged socket; the domid and the xenstore socket the toolstack gives, or why not. */
+async function connect(socketPath: string, name: string): Promise<{ priv: net.Socket; xsSock: net.Socket; domid: number }> {
+  const priv = net.createConnection(socketPath);
+  await new Promise<void>((resolve, reject) => { priv.once('connect', resolve); priv.once('error', reject); });
+  priv.write(encodeFrame({ op: 'hello', name, pid: process.pid }));
+  const frames = new FrameSplitter();
+  const answer = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    const onData = (b: Buffer) => {
+      frames.push(b);
+      const f = frames.next();
+      if (!f) return;
+      priv.off('data', onData);
+      priv.pause();
+      resolve(f.header);
+    };
+    priv.on('data', onData);
+    priv.once('close', () => reject(new Error('the daemon closed the connection')));
+  });
+  if (answer.op !== 'welcome' || !Number.isInteger(answer.domid) || typeof answer.xenstore !== 'string') throw new Error(`refused: ${String(answer.why ?? JSON.stringify(answer))}`);
+  const xsSock = net.createConnection(answer.xenstore);
+  await new Promise<void>((resolve, reject) => { xsSock.once('connect', resolve); xsSock.once('error', reject); });
+  return { priv, xsSock, domid: answer.domid as number };
+}
 
 export const PRIVCMD_FD = 3;
 export const XENSTORE_FD = 4;
@@ -20,7 +50,7 @@ export const XENSTORE_FD = 4;
 export async function main(argv: string[]): Promise<number> {
   let values;
   try {
-    ({ values } = parseArgs({ args: argv, options: { domid: { type: 'string' }, name: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true }));
+    ({ values } = parseArgs({ args: argv, options: { domid: { type: 'string' }, name: { type: 'string' }, connect: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true }));
   } catch (e) {
     console.error(`driver-domain: ${(e as Error).message}\n${USAGE}`);
     return 2;
@@ -29,21 +59,34 @@ export async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const domid = Number(values.domid);
-  if (!Number.isInteger(domid) || domid < 1 || !values.name) {
-    console.error(`driver-domain: --domid (a domain id) and --name are required\n${USAGE}`);
+  if (!values.name || (values.connect === undefined) === (values.domid === undefined)) {
+    console.error(`driver-domain: --name, and either --domid (started by the toolstack) or --connect, are required\n${USAGE}`);
     return 2;
   }
   const name = values.name;
-  const log = (line: string) => process.stderr.write(`d${domid} (${name}): ${line}\n`);
-  let priv: net.Socket, xsSock: net.Socket;
-  try {
-    priv = new net.Socket({ fd: PRIVCMD_FD, readable: true, writable: true });
-    xsSock = new net.Socket({ fd: XENSTORE_FD, readable: true, writable: true });
-  } catch (e) {
-    console.error(`driver-domain: fds ${PRIVCMD_FD} and ${XENSTORE_FD} are not the streams a toolstack gives a driver domain: ${(e as Error).message}`);
-    return 2;
+  let priv: net.Socket, xsSock: net.Socket, domid: number;
+  if (values.connect !== undefined) {
+    try {
+      ({ priv, xsSock, domid } = await connect(values.connect, name));
+    } catch (e) {
+      console.error(`driver-domain: ${values.connect}: ${(e as Error).message}`);
+      return 1;
+    }
+  } else {
+    domid = Number(values.domid);
+    if (!Number.isInteger(domid) || domid < 1) {
+      console.error(`driver-domain: --domid must be a domain id\n${USAGE}`);
+      return 2;
+    }
+    try {
+      priv = new net.Socket({ fd: PRIVCMD_FD, readable: true, writable: true });
+      xsSock = new net.Socket({ fd: XENSTORE_FD, readable: true, writable: true });
+    } catch (e) {
+      console.error(`driver-domain: fds ${PRIVCMD_FD} and ${XENSTORE_FD} are not the streams a toolstack gives a driver domain: ${(e as Error).message}`);
+      return 2;
+    }
   }
+  const log = (line: string) => process.stderr.write(`d${domid} (${name}): ${line}\n`);
   const xs = SocketClient.over(xsSock);
   const devices = processDevices(domid, priv, xs);
   const probe = new BackendProbe(devices, log);
