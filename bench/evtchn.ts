@@ -11,7 +11,7 @@
 //    block (SCHEDOP_block), poll (SCHEDOP_poll on the masked port: no upcall, no handler).
 // 2. Guest <-> backend: pingpong.elf as ping against an answering backend instead of a pong guest:
 //    in the control domain's process (its event-channel device, the in-process path a backend there
-//    takes) and in a process domain of its own (bench/evtchn_pong.ts over its privileged stream, the
+//    takes) and in a process domain of its own (bench/helpers/evtchn_pong.ts over its privileged stream, the
 //    path a driver domain's backend takes). The difference is what the process split adds to an event.
 // 3. Upcall cost: pingpong.elf role=upcall sends --upcall-n events to its own IPI port with the
 //    upcall delivered on each return, then as many with the port masked (the handler's pending-bit
@@ -106,7 +106,7 @@ async function backendPingPong(where: 'control' | 'process'): Promise<Rtt[]> {
       if (where === 'control') {
         port = await ts.devices.evtchn.allocUnbound(domid, () => ts.devices.evtchn.notify(port));
       } else {
-        const js = path.join(path.dirname(fileURLToPath(import.meta.url)), 'evtchn_pong.js');
+        const js = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'evtchn_pong.js');
         const c = spawn(process.execPath, [js, String(backend), String(domid)], { stdio: ['ignore', 'pipe', 'inherit', 'pipe'] });
         child = c;
         ts.hv.servePrivcmd(backend, c.stdio[3] as import('node:net').Socket, { mayMap: false });

@@ -3,11 +3,11 @@
 // (as a driver domain is), it allocates a port for the guest, says it on
 // stdout, and answers every event with one back until the stream closes.
 //
-//   node dist/bench/evtchn_pong.js <its domid> <the guest's domid>
+//   node dist/bench/helpers/evtchn_pong.js <its domid> <the guest's domid> (bench/evtchn.ts starts it)
 
 import net from 'node:net';
-import { processDevices } from '../src/tools/libs/process_devices.js';
-import type { XsClientBase } from '../src/tools/xenstored/client.js';
+import { processDevices } from '../../src/tools/libs/process_devices.js';
+import type { XsClientBase } from '../../src/tools/xenstored/client.js';
 
 const [domid, guest] = process.argv.slice(2).map(Number);
 const devices = processDevices(domid!, new net.Socket({ fd: 3, readable: true, writable: true }), null as unknown as XsClientBase);
