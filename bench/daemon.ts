@@ -1,7 +1,7 @@
 // The host daemon's side of domain creation, against a `xenode daemon` child
 // on a temporary state directory:
 //
-//   node dist/bench/daemon.js [--n 200] [--rate 320] [--idle 1000] [--pcpus P] [--json FILE]
+//   node dist/bench/daemon.js [--n 200] [--rate 320] [--idle 1000] [--kills 5] [--pcpus P] [--json FILE]
 //
 // 1. latency of guests/build/idle.elf with console=pv (writes "idle: blocking"
 //    to its PV console ring, the domain's console as on Xen, then blocks until
@@ -16,7 +16,11 @@
 // 2. creation rate: `--rate` creates of the minimal guest, 16 in flight.
 // 3. density: `--idle` idle domains (guests/build/idle.elf, memory=4) under
 //    one daemon: its memory per domain (RSS without the guests' shared
-//    memory: RssAnon + RssFile) and domain.list latency.
+//    memory: RssAnon + RssFile) and domain.list latency; the daemon's and its
+//    xenstored's processes counted together.
+// 4. xenstored SIGKILLed K times with those domains introduced: kill -> a new
+//    socket connection's read answered, and kill -> a domain.create through
+//    the toolstack's own (reconnecting) connection done.
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -24,21 +28,23 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { DaemonClient } from '../src/tools/daemon/client.js';
+import { SocketClient } from '../src/tools/xenstored/client.js';
 import type { DomainConfig } from '../src/tools/xl/config.js';
 import type { CreateRecord } from '../src/tools/daemon/protocol.js';
 import { GUESTS, XENODE_JS, benchArgs, fmt, numArg, printMachine, procStatus, stats, statsRow, STATS_HEADERS, table, untilDaemonAnswers, writeJson, sleep } from './common.js';
 
 const USAGE = `
-usage: node dist/bench/daemon.js [--n N] [--rate R] [--idle M] [--pcpus P] [--json FILE]
+usage: node dist/bench/daemon.js [--n N] [--rate R] [--idle M] [--kills K] [--pcpus P] [--json FILE]
 
 Domain creation through a xenode daemon child: create to the guest's first
 PV console output (idle.elf console=pv, "idle: blocking") as the daemon and a
-client see it, creation rate (minimal.elf) with 16 in flight, and M idle
-domains under one daemon.
+client see it, creation rate (minimal.elf) with 16 in flight, M idle
+domains under one daemon, and K kills of its xenstored with them introduced.
 
   --n N        latency samples (default 200)
   --rate R     creates for the rate case (default 320)
   --idle M     idle domains for the density case (default 1000)
+  --kills K    SIGKILLs of xenstored with those domains introduced (default 5)
   --pcpus P    the daemon's pCPU workers (default: one per host CPU)
   --json FILE  also write the figures as JSON
 `;
@@ -48,6 +54,7 @@ const { values } = benchArgs(USAGE, (args) => parseArgs({
     n: { type: 'string', default: '200' },
     rate: { type: 'string', default: '320' },
     idle: { type: 'string', default: '1000' },
+    kills: { type: 'string', default: '5' },
     pcpus: { type: 'string' },
     json: { type: 'string' },
   },
@@ -55,6 +62,7 @@ const { values } = benchArgs(USAGE, (args) => parseArgs({
 const N = numArg(values.n, '--n', USAGE);
 const RATE_N = numArg(values.rate, '--rate', USAGE);
 const IDLE = numArg(values.idle, '--idle', USAGE, 0);
+const RESTARTS = numArg(values.kills, '--kills', USAGE, 0);
 if (values.pcpus !== undefined) numArg(values.pcpus, '--pcpus', USAGE);
 const MINIMAL = path.join(GUESTS, 'minimal.elf');
 const IDLE_ELF = path.join(GUESTS, 'idle.elf');
@@ -167,9 +175,15 @@ async function main(): Promise<void> {
     ]);
     out.rate = { n: RATE_N, perSecond: RATE_N / (el / 1000), roundTripPerSecond: RATE_N / (el2 / 1000) };
 
-    // 3. density
+    // 3. density (the daemon and its xenstored, a process of its own)
     await sleep(300);
-    const before = procStatus(d.pid);
+    const xsPid = Number((await c.call('host.info', {}) as Record<string, unknown>).xenstored_pid);
+    const both = (): Record<string, number> => {
+      const a = procStatus(d.pid), x = procStatus(xsPid);
+      return Object.fromEntries(Object.keys(a).map((k) => [k, a[k]! + (x[k] ?? 0)]));
+    };
+    const xsBefore = procStatus(xsPid).VmRSS ?? 0;
+    const before = both();
     let k = 0;
     const td = performance.now();
     await Promise.all(Array.from({ length: 16 }, async () => {
@@ -177,7 +191,8 @@ async function main(): Promise<void> {
     }));
     const createS = (performance.now() - td) / 1000;
     await sleep(1000);
-    const after = procStatus(d.pid);
+    const after = both();
+    const xsPer = ((procStatus(xsPid).VmRSS ?? 0) - xsBefore) / IDLE;
     const listMs: number[] = [];
     let rows = 0;
     for (let i = 0; i < 30; i++) {
@@ -186,15 +201,47 @@ async function main(): Promise<void> {
       listMs.push(performance.now() - t);
     }
     const per = (f: string) => ((after[f] ?? 0) - (before[f] ?? 0)) / IDLE;
-    console.log(`\n3. ${IDLE} idle domains (idle.elf, memory 4 MiB) under one daemon (created in ${fmt(createS, 1)} s)`);
+    console.log(`\n3. ${IDLE} idle domains (idle.elf, memory 4 MiB) under one daemon (created in ${fmt(createS, 1)} s); the daemon's and xenstored's processes together`);
     table(['per domain (KiB)', 'value'], [
       ['RSS (all)', fmt(per('VmRSS'), 0)],
+      ['  of which xenstored\'s RSS', fmt(xsPer, 0)],
       ['RssAnon (daemon heap, KVM structures)', fmt(per('RssAnon'), 0)],
       ['RssFile', fmt(per('RssFile'), 0)],
       ['RssShmem (guest memory touched)', fmt(per('RssShmem'), 0)],
     ]);
     table(STATS_HEADERS('ms'), [statsRow(`domain.list (${rows} rows)`, stats(listMs), 2)]);
-    out.density = { n: IDLE, createSeconds: createS, perDomainKiB: { rss: per('VmRSS'), anon: per('RssAnon'), file: per('RssFile'), shmem: per('RssShmem') }, list: stats(listMs), rows };
+    out.density = { n: IDLE, createSeconds: createS, perDomainKiB: { rss: per('VmRSS'), xenstoredRss: xsPer, anon: per('RssAnon'), file: per('RssFile'), shmem: per('RssShmem') }, list: stats(listMs), rows };
+
+    // 4. xenstored killed with every idle domain introduced: how long until the store answers again
+    const restart: number[] = [];
+    const toolstack: number[] = [];
+    const xsSocket = String((await c.call('host.info', {}) as Record<string, unknown>).xenstored_socket);
+    for (let i = 0; i < RESTARTS; i++) {
+      const pid = Number((await c.call('host.info', {}) as Record<string, unknown>).xenstored_pid);
+      const t0 = performance.now();
+      process.kill(pid, 'SIGKILL');
+      // a new connection's read answered (xenstore-read's view)
+      for (;;) {
+        try {
+          const x = await SocketClient.connect(xsSocket);
+          const v = await x.read('/local/domain/0/name').finally(() => x.close());
+          if (v === 'Domain-0') break;
+        } catch { /* not back yet */ }
+        await sleep(2);
+      }
+      restart.push(performance.now() - t0);
+      // the toolstack's own connection back: a domain made through it
+      const made = await c.call('domain.create', { config: cfg(`after${i}`, IDLE_ELF) });
+      toolstack.push(performance.now() - t0);
+      await c.call('domain.destroy', { dom: made.domid });
+      await sleep(200);
+    }
+    console.log(`\n4. xenstored killed (SIGKILL) with ${IDLE + 1} domains introduced, ${RESTARTS} times`);
+    table(STATS_HEADERS('ms'), [
+      statsRow('kill -> a new socket connection\'s read answered', stats(restart), 0),
+      statsRow('kill -> a domain.create through the toolstack\'s reconnected client done', stats(toolstack), 0),
+    ]);
+    out.xenstoredRestart = { domains: IDLE + 1, kills: RESTARTS, answered: stats(restart), create: stats(toolstack) };
     const ts = performance.now();
     c.close();
     await d.stop();

@@ -25,7 +25,8 @@ import type { CpuidEntry, InitialState } from '../accel/vcpu.js';
 import { localTimeBase, systemTimeNs } from './time.js';
 import { EVTCHN_FIFO_NR_CHANNELS } from './abi/event_channel.js';
 import * as core from './evtchn_core.js';
-import { PrivcmdServer } from './privcmd.js';
+import { PrivcmdServer, type PrivcmdDomain, type PrivcmdHost } from './privcmd.js';
+import { XenError, EINVAL } from './errno.js';
 import type { Duplex } from 'node:stream';
 import { ProcessDomain, dispatch2l, type PortHandler, type ProcessDomainInfo } from './process_domain.js';
 import type { DomainSpec } from './domain.js';
@@ -154,6 +155,9 @@ interface DomainRecord {
   soft: (number[] | null)[];
   memoryMap: Uint8Array;
   memoryKiB: number;
+  /** settles once its home worker holds it (its physmap published, its grant table reachable from any thread) */
+  homeReady?: Promise<void>;
+  setUp?: (error?: string) => void;
   /** the max_pages the domain was built with: its memory has room for no more */
   maxPages: number;
   spec?: DomainSpec;
@@ -345,9 +349,12 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
         this.raiseDomExc();
         return;
       }
-      case 'adopted':
+      case 'adopted': {
         if (m.error) this.emit('log', 'error', `d${m.domid}: could not start: ${m.error}`);
+        const r = this.domains.get(m.domid);
+        if (r && m.pcpu === r.pcpu) r.setUp?.(m.error);
         return;
+      }
       case 'vcpu-moved':
       case 'vcpu-moved-in': {
         const waiter = this.moves.get(`${m.domid}.${m.vcpu}`);
@@ -522,6 +529,14 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       maxMaptrackFrames: o.maxMaptrackFrames,
     };
     rec.spec = spec;
+    rec.homeReady = new Promise<void>((resolve, reject) => {
+      rec.setUp = (error) => {
+        rec.setUp = undefined;
+        if (error) reject(new Error(`d${b.domid} could not be set up on pCPU ${pcpu}: ${error.split('\n')[0]}`));
+        else resolve();
+      };
+    });
+    rec.homeReady.catch(() => {});
     b.shared.set('maxPages', b.maxPages);
     b.shared.set('totPages', b.physmap.layout.ramPages);
     b.shared.set('pauseCount', start.paused ? 1 : 0);
@@ -1075,6 +1090,17 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
     else if (st === RUNSTATE.blocked) this.send(p, { type: 'wake', domid, vcpu });
   }
 
+  /**
+   * Settles once the domain's home worker holds it: from then on its
+   * physmap is published and a grant of its can be mapped from any thread
+   * (what a xenstored in another process needs before INTRODUCE).
+   */
+  whenSetUp(domid: number): Promise<void> {
+    const r = this.record(domid);
+    if (!r.homeReady) return Promise.reject(new Error(`d${domid} has not started`));
+    return r.homeReady;
+  }
+
   private record(domid: number): DomainRecord {
     const r = this.domains.get(domid);
     if (!r) throw new Error(`no domain ${domid}`);
@@ -1275,14 +1301,55 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
    * process at the other end, lets it register copy buffers of its own.
    */
   servePrivcmd(domid: number, stream: Duplex, o: { mayMap: boolean; peerPid?: number } = { mayMap: true }): PrivcmdServer {
-    return new PrivcmdServer(this.processDomain(domid), stream, {
-      evtchnDomain: (id) => this.evtchnDomain(id),
-      memoryFile: (id) => {
-        const r = this.domains.get(id);
-        return r ? { fd: r.mem.fd, size: r.mem.size } : null;
+    return new PrivcmdServer(this.processDomain(domid), stream, this.privcmdHost, o);
+  }
+
+  private readonly privcmdHost: PrivcmdHost = {
+    evtchnDomain: (id) => this.evtchnDomain(id),
+    memoryFile: (id) => {
+      const r = this.domains.get(id);
+      return r ? { fd: r.mem.fd, size: r.mem.size } : null;
+    },
+    log: (line) => this.emit('log', 'warn', line),
+  };
+
+  /**
+   * Serves a process of the control domain (its xenstored) on `stream`: its
+   * ports are domain 0's, its grant mappings are domain 0's, and both are
+   * closed when the stream ends, as Linux closes a dead process's evtchn
+   * and gntdev files (a guest's port it had bound goes back to unbound
+   * toward domain 0, for the next process to bind).
+   */
+  servePrivcmdDom0(stream: Duplex, o: { mayMap: boolean; peerPid?: number } = { mayMap: true }): PrivcmdServer {
+    const ports = new Set<number>();
+    const gntdev = new Gntdev((id) => this.grantTable(id), 0);
+    const own = (port: number): void => {
+      if (!ports.has(port)) throw new XenError(EINVAL, `port ${port} is not this process's`);
+    };
+    const dom: PrivcmdDomain = {
+      domid: 0,
+      gntdev,
+      bindInterdomain: (rd, remotePort, handler) => {
+        const port = core.bindInterdomain(this.evtchnHost, this.dom0, rd, remotePort);
+        this.dom0Handlers.set(port, handler);
+        ports.add(port);
+        queueMicrotask(() => this.dispatchDom0());
+        return port;
       },
-      log: (line) => this.emit('log', 'warn', line),
-    }, o);
+      allocUnbound: (remote, handler) => {
+        const port = this.allocDom0(remote, handler);
+        ports.add(port);
+        return port;
+      },
+      send: (port) => { own(port); this.notify(port); },
+      close: (port) => { own(port); ports.delete(port); this.closeDom0(port); },
+    };
+    stream.once('close', () => {
+      for (const p of ports) this.closeDom0(p);
+      ports.clear();
+      gntdev.close();
+    });
+    return new PrivcmdServer(dom, stream, this.privcmdHost, o);
   }
 
   /**

@@ -72,7 +72,7 @@ export type MainToWorker =
 
 export type WorkerToMain =
   | { type: 'ready'; pcpu: number; tid: number }
-  | { type: 'adopted'; domid: number; error?: string }
+  | { type: 'adopted'; domid: number; pcpu: number; error?: string }
   /** A vCPU left this worker (its state for the next one), or could not (`busy`: try again; `error`: no) */
   | { type: 'vcpu-moved'; domid: number; vcpu: number; to: number; state?: VcpuHandoff; busy?: boolean; error?: string }
   | { type: 'vcpu-moved-in'; domid: number; vcpu: number; error?: string }

@@ -623,9 +623,9 @@ class Pcpu {
       case 'adopt':
         try {
           this.adopt(m.spec, m.late);
-          this.post({ type: 'adopted', domid: m.spec.domid });
+          this.post({ type: 'adopted', domid: m.spec.domid, pcpu: this.init.pcpu });
         } catch (e) {
-          this.post({ type: 'adopted', domid: m.spec.domid, error: e instanceof Error ? e.stack ?? e.message : String(e) });
+          this.post({ type: 'adopted', domid: m.spec.domid, pcpu: this.init.pcpu, error: e instanceof Error ? e.stack ?? e.message : String(e) });
         }
         return;
       case 'unpause':

@@ -20,8 +20,9 @@ import { SharedMemory } from '../kvm/memory.js';
 import { GNTST } from './abi/grant_table.js';
 import { PAGE_SIZE } from './abi/xen.js';
 import { XenError, EINVAL, ESRCH, ENOSYS } from './errno.js';
-import type { ProcessDomain } from './process_domain.js';
-import type { GntdevCopySide } from './grant_table.js';
+import type { PortHandler } from './process_domain.js';
+import type { Gntdev, GntdevCopySide } from './grant_table.js';
+import type { EvtchnDomain } from './evtchn_core.js';
 
 /** A frame's header may not exceed this (a batch of copy operations included). */
 export const PRIVCMD_MAX_HEADER = 1 << 20;
@@ -96,9 +97,24 @@ export class FrameSplitter {
 
 const isInt = (v: unknown): v is number => Number.isInteger(v);
 
+/**
+ * The domain a privileged stream acts as: a process domain (ProcessDomain),
+ * or one process of the control domain (its ports in domain 0's table, only
+ * its own reachable through the stream, as Linux's evtchn device gives each
+ * opener its own).
+ */
+export interface PrivcmdDomain {
+  readonly domid: number;
+  readonly gntdev: Gntdev;
+  bindInterdomain(rd: EvtchnDomain, remotePort: number, handler: PortHandler): number;
+  allocUnbound(remote: number, handler: PortHandler): number;
+  send(port: number): void;
+  close(port: number): void;
+}
+
 export interface PrivcmdHost {
   /** the event-channel endpoint of a domain (guest or process), null when there is none */
-  evtchnDomain(domid: number): import('./evtchn_core.js').EvtchnDomain | null;
+  evtchnDomain(domid: number): EvtchnDomain | null;
   /** the memory file of guest `domid`: its fd in this process and its size */
   memoryFile(domid: number): { fd: number; size: number } | null;
   log(line: string): void;
@@ -117,7 +133,7 @@ export class PrivcmdServer {
   private readonly buffers = new Map<number, { fd: number; mem: SharedMemory }>();
 
   /** `peerPid`: the process at the other end (its memory files are opened through /proc/<pid>/fd); without it, no buffers */
-  constructor(private readonly pd: ProcessDomain, private readonly stream: Duplex, private readonly host: PrivcmdHost, private readonly opts: { mayMap: boolean; peerPid?: number }) {
+  constructor(private readonly pd: PrivcmdDomain, private readonly stream: Duplex, private readonly host: PrivcmdHost, private readonly opts: { mayMap: boolean; peerPid?: number }) {
     stream.on('data', (chunk: Buffer) => this.input(chunk));
     stream.on('error', () => {});
     stream.on('close', () => {

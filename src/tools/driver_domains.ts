@@ -19,11 +19,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Hypervisor } from '../hv/hypervisor.js';
 import type { ProcessDomainInfo } from '../hv/process_domain.js';
 import { encodeFrame, FrameSplitter } from '../hv/privcmd.js';
-import type { Xenstored, LocalClient, XsClientBase } from './xenstored/index.js';
+import type { XsClientBase } from './xenstored/index.js';
+import type { XenstoredService } from './xenstored_service.js';
 
 const XENODE_JS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'xenode.js');
 
@@ -79,6 +81,29 @@ export function driverNameProblem(name: string): string | null {
   return null;
 }
 
+/**
+ * Two connected Unix sockets: `near` to hand to a child as one of its fds,
+ * `far` paused from the start (pauseOnConnect), so not a byte of it is read
+ * in this process and another process can be given it whole.
+ */
+async function streamPair(): Promise<{ near: net.Socket; far: net.Socket }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xenode-pair-'));
+  const sockPath = path.join(dir, 's');
+  try {
+    const server = net.createServer({ pauseOnConnect: true });
+    await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(sockPath, resolve); });
+    const far = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+    const near = net.createConnection(sockPath);
+    await new Promise<void>((resolve, reject) => { near.once('connect', resolve); near.once('error', reject); });
+    near.pause();
+    const f = await far;
+    server.close();
+    return { near, far: f };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export interface DriverDomain {
   name: string;
   domid: number;
@@ -108,7 +133,7 @@ export class DriverDomains {
   private readonly joinedDomids = new Map<string, number>();
   private server: net.Server | null = null;
 
-  constructor(private readonly hv: Hypervisor, private readonly xs: Xenstored, private readonly client: LocalClient, private readonly log: (line: string) => void) {}
+  constructor(private readonly hv: Hypervisor, private readonly xs: XenstoredService, private readonly client: XsClientBase, private readonly log: (line: string) => void) {}
 
   list(): DriverDomain[] {
     const joined = [...this.joined.entries()].map(([name, j]) => ({ name, domid: j.domid, pid: j.pid, starts: 1, connected: true }));
@@ -180,7 +205,8 @@ export class DriverDomains {
       await this.writeHome({ domid, name });
       // its xenstore connection: a socket of its own, taken once
       try { fs.unlinkSync(xsPath); } catch { /* none */ }
-      xsServer = net.createServer((x) => {
+      // paused: a stream xenstored takes over must not have been read from here
+      xsServer = net.createServer({ pauseOnConnect: true }, (x) => {
         xsServer?.close();
         try { fs.unlinkSync(xsPath); } catch { /* gone */ }
         this.xs.attachDomainStream(x, domid);
@@ -215,7 +241,7 @@ export class DriverDomains {
     this.byName.set(name, r);
     try {
       await this.writeHome(r);
-      this.launch(r);
+      await this.launch(r);
       await r.ready;
     } catch (e) {
       this.byName.delete(name);
@@ -240,14 +266,17 @@ export class DriverDomains {
     });
   }
 
-  private launch(r: Running): void {
+  private async launch(r: Running): Promise<void> {
+    // its xenstore stream: one end its fd 4, the other never read here, so that xenstored (maybe another process) can take it
+    const pair = await streamPair();
     const child = spawn(process.execPath, [XENODE_JS, 'driver-domain', '--domid', String(r.domid), '--name', r.name], {
-      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe', pair.near],
     });
+    pair.near.destroy(); // the child has its own copy
     r.child = child;
     r.pid = child.pid ?? null;
     r.starts++;
-    const priv = child.stdio[3] as net.Socket, store = child.stdio[4] as net.Socket;
+    const priv = child.stdio[3] as net.Socket, store = pair.far;
     // a trusted driver domain: it maps its frontends' rings; its copy buffers are memory files of its process
     this.hv.servePrivcmd(r.domid, priv, { mayMap: true, peerPid: child.pid });
     this.xs.attachDomainStream(store, r.domid);
@@ -301,13 +330,16 @@ export class DriverDomains {
       this.log(`d${r.domid} (${r.name}): died ${r.deaths.length} times within ${RESTART_WINDOW_MS / 1000} s; left down (its devices wait for it)`);
       return;
     }
+    const failed = (e: unknown) => this.log(`d${r.domid} (${r.name}): cannot start it again: ${(e as Error).message}`);
     try {
       r.info = this.hv.createProcessDomain({ name: r.name, domid: r.domid });
-      this.launch(r);
-      this.log(`d${r.domid} (${r.name}): driver domain started again (pid ${r.pid})`);
     } catch (e) {
-      this.log(`d${r.domid} (${r.name}): cannot start it again: ${(e as Error).message}`);
+      return failed(e);
     }
+    this.launch(r).then(() => this.log(`d${r.domid} (${r.name}): driver domain started again (pid ${r.pid})`), (e: unknown) => {
+      this.hv.destroyProcessDomain(r.domid, r.info);
+      failed(e);
+    });
   }
 
   /** Stops every driver domain (SIGTERM, then SIGKILL; one that connected by itself is disconnected) and removes their homes. */

@@ -3,8 +3,8 @@
 // `xenode run` and under the daemon with `xl`, its console on a pty.
 // A boot costs about a minute of the software CPU on the development
 // machines, so one guest goes through the xl steps in order (console,
-// sysrq, an NMI, mem-set down and up, vcpu-set down and up again, reboot, shutdown) and each step is its
-// own test.
+// sysrq, a kill -9 of xenstored, an NMI, mem-set down and up, vcpu-set down and up again, reboot, shutdown)
+// and each step is its own test.
 
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -148,6 +148,28 @@ describe('xl with Debian\'s kernel: a busybox shell on the console, sysrq, an NM
     } finally {
       con.kill();
     }
+  });
+
+  test('kill -9 of the control domain\'s xenstored: it is started again, no committed write is lost, and Linux\'s xenstore connection goes on (its sysrq watch fires on the new xenstored)', { timeout: 90_000 }, async (t) => {
+    if (!guard(t)) return;
+    const pidOf = async (): Promise<number> => Number(/^xenstored_pid\s*:\s*(\d+)/m.exec((await xl('info')).out)?.[1]);
+    const pid = await pidOf();
+    assert.ok(pid > 0 && pid !== daemon!.proc.pid, 'xenstored is a process of its own');
+    assert.deepEqual(await xl('xenstore-write', '/local/domain/0/data/kept', 'committed'), { code: 0, out: '', err: '' });
+    const con = await consoleAtShell();
+    try {
+      process.kill(pid, 'SIGKILL');
+      await until('xenstored to be started again', async () => { const p = await pidOf(); return (p > 0 && p !== pid) || undefined; }, 30_000, 100);
+      assert.deepEqual(await xl('xenstore-read', '/local/domain/0/data/kept'), { code: 0, out: 'committed\n', err: '' });
+      // Linux registered its watch on control/sysrq with the xenstored that died; its ring is served again with the watch
+      await shellAnswers(con, 'echo $((7*6))restarted', /\n42restarted\r*\n/); // what is printed from here on is new
+      assert.deepEqual(await xl('sysrq', 'linux', 's'), { code: 0, out: '', err: '' });
+      await con.waitFor('the sysrq after the restart', /sysrq: Emergency Sync/);
+      assert.equal(await detach(con), 0);
+    } finally {
+      con.kill();
+    }
+    assert.match((await xl('list', 'linux')).out, /^linux\s+\d+\s+\d+\s+2\s/m, 'still listed, with its vCPUs');
   });
 
   test('xl trigger nmi: Linux takes the NMI on the vCPU named and goes on; a vCPU the domain lacks is refused', { timeout: 90_000 }, async (t) => {

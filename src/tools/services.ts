@@ -4,7 +4,7 @@
 // bound by the control domain), and libxl's xenstore skeleton for it.
 
 import type { Hypervisor } from '../hv/hypervisor.js';
-import { Xenstored, LocalClient, type DomainRingPort, type XenstoredHooks } from './xenstored/index.js';
+import type { Xenstored, XsClientBase, DomainRingPort, XenstoredHooks } from './xenstored/index.js';
 import type { BuiltDomain } from './builder.js';
 import { specialPageOffset } from './builder.js';
 import { ConsoleBackend } from './console.js';
@@ -54,7 +54,7 @@ export interface DomainServices {
  * Writes libxl's xenstore skeleton for a domain (xen-abi.md §6): read-only
  * nodes owned by dom0 with read access for the domain, and the writable ones.
  */
-export async function writeSkeleton(c: LocalClient, d: { domid: number; name: string; uuid: string; memoryKiB: number; maxMemKiB?: number; vcpus: number; onlineVcpus?: number; storePort: number; storeGfn: number; consolePort: number; consoleGfn: number }): Promise<void> {
+export async function writeSkeleton(c: XsClientBase, d: { domid: number; name: string; uuid: string; memoryKiB: number; maxMemKiB?: number; vcpus: number; onlineVcpus?: number; storePort: number; storeGfn: number; consolePort: number; consoleGfn: number }): Promise<void> {
   const D = d.domid;
   const dom = `/local/domain/${D}`;
   const ro = ['n0', `r${D}`];
@@ -112,10 +112,12 @@ export async function writeSkeleton(c: LocalClient, d: { domid: number; name: st
 }
 
 /** Connects the console backend and xenstored to a built (not yet started) domain. */
-export async function connectServices(hv: Hypervisor, xs: Xenstored, client: LocalClient, d: BuiltDomain, opts: { name: string; uuid: string; vcpus: number; onlineVcpus?: number; memoryKiB: number; maxMemKiB?: number; output: (b: Uint8Array) => void }): Promise<DomainServices> {
+export async function connectServices(hv: Hypervisor, client: XsClientBase, d: BuiltDomain, opts: { name: string; uuid: string; vcpus: number; onlineVcpus?: number; memoryKiB: number; maxMemKiB?: number; output: (b: Uint8Array) => void }): Promise<DomainServices> {
   const con = new ConsoleBackend(hv, d.domid, specialPageOffset(d.build, d.consoleGfn), d.consolePort, opts.output);
   try {
     await writeSkeleton(client, { domid: d.domid, name: opts.name, uuid: opts.uuid, memoryKiB: opts.memoryKiB, maxMemKiB: opts.maxMemKiB, vcpus: opts.vcpus, onlineVcpus: opts.onlineVcpus, storePort: d.storePort, storeGfn: d.storeGfn, consolePort: d.consolePort, consoleGfn: d.consoleGfn });
+    // a xenstored elsewhere maps the ring through its grant, which needs the domain's physmap
+    await hv.whenSetUp(d.domid);
     await client.introduce(d.domid, d.storeGfn, d.storePort);
   } catch (e) {
     con.close();
@@ -125,13 +127,13 @@ export async function connectServices(hv: Hypervisor, xs: Xenstored, client: Loc
     console: con,
     close: () => {
       con.close();
-      try { xs.release(d.domid); } catch { /* not introduced */ }
+      client.release(d.domid).catch(() => { /* not introduced */ });
     },
   };
 }
 
 /** libxl's tear-down of a domain's xenstore nodes (libxl__destroy_domid); `uuid` null keeps /vm/<uuid>. */
-export async function removeDomainNodes(c: LocalClient, domid: number, uuid: string | null): Promise<void> {
+export async function removeDomainNodes(c: XsClientBase, domid: number, uuid: string | null): Promise<void> {
   const paths = [`/local/domain/${domid}`, `/libxl/${domid}`];
   if (uuid) paths.push(`/vm/${uuid}`);
   // its devices' backend directories in the control domain (backend/<type>/<domid>)

@@ -5,9 +5,10 @@
 import { randomUUID } from 'node:crypto';
 import type { AccelMode } from '../hv/accel.js';
 import { Hypervisor } from '../hv/hypervisor.js';
-import { Xenstored, LocalClient } from './xenstored/index.js';
+import type { XsClientBase } from './xenstored/index.js';
+import { inProcessXenstored, XenstoredProcess, type XenstoredService } from './xenstored_service.js';
 import { buildPvhDomain, startBuiltDomain, specialPageOffset, BuiltDomain, BuildConfig } from './builder.js';
-import { XenstoreRings, connectServices, removeDomainNodes, DomainServices } from './services.js';
+import { connectServices, removeDomainNodes, DomainServices } from './services.js';
 import { localDevices, type XenDevices } from './libs/devices.js';
 import { addVbds, addDriverVbds, vbdDevids, DiskError, type DriverVbd, type VbdDevice, type VbdSpec } from './disk.js';
 import { DriverDomains } from './driver_domains.js';
@@ -40,6 +41,12 @@ export interface ToolstackOptions {
   backendLog?: (line: string) => void;
   /** also serve xenstored on this Unix socket (for xenstore-* tools, XENSTORED_PATH) */
   xenstoredSocket?: string;
+  /**
+   * xenstored as a process of its own on `xenstoredSocket`, its journal and
+   * its domains' connections in these files (the daemon's way: it may be
+   * killed and comes back); without it, xenstored runs in this process
+   */
+  xenstoredProcess?: { dbPath: string; domainsPath: string };
   /** serve the privileged socket here for driver domains that connect by themselves (`xenode driver-domain --connect`) */
   privcmdSocket?: string;
   /** KVM VMs kept made ahead for new domains (Hypervisor.start's vmPool; default none) */
@@ -105,16 +112,17 @@ export class Toolstack {
   readonly devices: XenDevices;
   /** the host's Ethernet switches, by bridge name: the vifs on one reach each other */
   readonly switches = new NetSwitches();
-  private readonly backendClient: LocalClient;
   /** driver domains, started on first use of their name (a disk's backend=) and again when they die */
   readonly driverDomains: DriverDomains;
+  /** domains that shut down and are not destroyed yet (a xenstored started again hears of them) */
+  private readonly dead = new Set<number>();
 
-  private constructor(readonly hv: Hypervisor, readonly xs: Xenstored, readonly client: LocalClient, private readonly builds: Map<number, BuiltDomain>, private readonly log: (line: string) => void) {
-    this.backendClient = new LocalClient(xs);
+  private constructor(readonly hv: Hypervisor, readonly xs: XenstoredService, readonly client: XsClientBase, private readonly backendClient: XsClientBase, private readonly builds: Map<number, BuiltDomain>, private readonly log: (line: string) => void) {
     this.devices = localDevices(hv, this.backendClient);
     this.driverDomains = new DriverDomains(hv, xs, client, this.log);
     hv.on('shutdown', (domid) => {
       this.live.get(domid)?.services.console.drain();
+      this.dead.add(domid);
       xs.domainDied(domid);
     });
   }
@@ -122,14 +130,25 @@ export class Toolstack {
   static async start(o: ToolstackOptions = {}): Promise<Toolstack> {
     const hv = await Hypervisor.start({ pcpus: o.pcpus, vmPool: o.vmPool, accel: o.accel, sched: o.sched, traceRecords: o.traceRecords });
     const builds = new Map<number, BuiltDomain>();
-    const rings = new XenstoreRings(hv, (domid, gfn) => {
-      const b = builds.get(domid);
-      return b && gfn === b.storeGfn ? specialPageOffset(b.build, gfn) : null;
-    });
-    const xs = new Xenstored({ hooks: rings, log: o.log, socketPath: o.xenstoredSocket });
-    rings.xs = xs;
-    await xs.start();
-    const ts = new Toolstack(hv, xs, new LocalClient(xs), builds, o.backendLog ?? o.log ?? ((l) => process.stderr.write(`${l}\n`)));
+    const log = o.log ?? ((l: string) => process.stderr.write(`xenstored: ${l}\n`));
+    let dead = (): Iterable<number> => [];
+    let xs: XenstoredService;
+    try {
+      if (o.xenstoredProcess) {
+        if (!o.xenstoredSocket) throw new Error('xenstored as a process needs its socket (xenstoredSocket)');
+        xs = await XenstoredProcess.start(hv, { socketPath: o.xenstoredSocket, ...o.xenstoredProcess, log, deadDomains: () => dead() });
+      } else {
+        xs = await inProcessXenstored(hv, (domid, gfn) => {
+          const b = builds.get(domid);
+          return b && gfn === b.storeGfn ? specialPageOffset(b.build, gfn) : null;
+        }, { socketPath: o.xenstoredSocket, log: o.log });
+      }
+    } catch (e) {
+      await hv.shutdownAll();
+      throw e;
+    }
+    const ts = new Toolstack(hv, xs, await xs.connect(), await xs.connect(), builds, o.backendLog ?? o.log ?? ((l) => process.stderr.write(`${l}\n`)));
+    dead = () => ts.dead;
     if (o.privcmdSocket) await ts.driverDomains.listen(o.privcmdSocket);
     return ts;
   }
@@ -164,7 +183,7 @@ export class Toolstack {
     let vifs: NicDevice[] = [];
     const driverVifs: DriverNic[] = [];
     try {
-      services = await this.serialized(() => connectServices(this.hv, this.xs, this.client, built, {
+      services = await this.serialized(() => connectServices(this.hv, this.client, built, {
         name: cfg.name, uuid, vcpus: Math.max(cfg.vcpus, cfg.maxVcpus ?? 0), onlineVcpus: cfg.vcpus, memoryKiB: cfg.memoryMiB * 1024, maxMemKiB: (cfg.maxMemMiB ?? cfg.memoryMiB) * 1024, output,
       }));
       // the guest finds its disks' frontend directories from its first instruction (GRUB lists device/vbd at once)
@@ -348,6 +367,7 @@ export class Toolstack {
     for (const v of d?.vifs ?? []) await v.backend.close();
     this.builds.delete(domid);
     await this.hv.destroy(domid);
+    this.dead.delete(domid);
     // the driver domains' backends let go when their directories go
     await this.serialized(async () => {
       for (const [type, devs] of [['vbd', d?.driverDisks ?? []], ['vif', d?.driverVifs ?? []]] as const) {

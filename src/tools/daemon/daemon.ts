@@ -155,7 +155,9 @@ export class Daemon {
     let ts: Toolstack;
     try {
       // a daemon creates domains on demand: keep two VMs made ahead (vm_pool.ts)
-      ts = await Toolstack.start({ pcpus: opts.pcpus, sched: opts.sched, accel: opts.accel, log: (l) => log(`xenstored: ${l}`), backendLog: (l) => log(l), xenstoredSocket: xsSock, privcmdSocket: privcmdSocketFor(opts.socketPath), vmPool: 2 });
+      ts = await Toolstack.start({ pcpus: opts.pcpus, sched: opts.sched, accel: opts.accel, log: (l) => log(`xenstored: ${l}`), backendLog: (l) => log(l), xenstoredSocket: xsSock, privcmdSocket: privcmdSocketFor(opts.socketPath), vmPool: 2,
+        // xenstored, a process of its own that may be killed and comes back (its state beside the daemon's)
+        xenstoredProcess: { dbPath: path.join(opts.stateDir, 'xenstored.journal'), domainsPath: path.join(opts.stateDir, 'xenstored.domains') } });
     } catch (e) {
       state.close();
       if (e instanceof AccelError) throw new DaemonStartError(e.message);
@@ -576,6 +578,9 @@ function hostInfo(d: Daemon): Record<string, string | number> {
     // as many as `xl list` shows: Domain-0, the driver domains and the guests
     nr_domains: d.domains.all().length + 1 + d.ts.driverDomains.list().length,
     xenstored_socket: d.xenstoredSocket,
+    // the control domain's xenstored: its own process (started again when it dies), or the daemon's
+    xenstored_pid: d.ts.xs.pid ?? 'down (being started again)',
+    xenstored_starts: d.ts.xs.starts,
   };
   return info;
 }

@@ -96,7 +96,14 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => resolve('SIGTERM'));
   });
   try {
-    await probe.start();
+    // a stream that closes (or a SIGTERM) while the first scan waits on it ends the process too
+    const early = await Promise.race([probe.start().then(() => null), ended]);
+    if (early !== null) {
+      log(`stopping before it was up: ${early}`);
+      devices.close();
+      xs.close();
+      return 1;
+    }
   } catch (e) {
     log(`cannot start: ${(e as Error).message}`);
     return 1;

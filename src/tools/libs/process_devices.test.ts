@@ -42,7 +42,7 @@ async function processDomain(ts: Toolstack, dir: string, name: string, domid?: n
   const serverSide = await accepted;
   server.close();
   ts.hv.servePrivcmd(info.domid, serverSide, { mayMap: true, peerPid: process.pid });
-  const xs = new LocalClient(ts.xs, info.domid);
+  const xs = new LocalClient(ts.xs.daemon!, info.domid);
   const devices = processDevices(info.domid, client, xs);
   /** the process is gone: its stream closes and the toolstack destroys its domain */
   const kill = () => {

@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import type { LocalConn } from './conn.js';
 import type { Xenstored } from './daemon.js';
-import { FrameReader, OutBuf, XsError, XsType, XS_ERRORS, splitNul, type XsErrno, type XsMessage } from './wire.js';
+import { FrameReader, OutBuf, XsError, XsType, XS_ERRORS, encodeMessage, splitNul, type XsErrno, type XsMessage } from './wire.js';
 
 interface Pending {
   resolve: (m: XsMessage) => void;
@@ -29,6 +29,8 @@ export abstract class XsClientBase extends EventEmitter {
   protected closedErr: Error | null = null;
 
   protected abstract transmit(type: number, reqId: number, txId: number, payload: Buffer): void;
+  /** Ends the connection; requests still waiting fail. */
+  abstract close(): void;
 
   /** Deliver one message from the daemon. */
   protected receive(m: XsMessage): void {
@@ -299,5 +301,179 @@ export class SocketClient extends XsClientBase {
   close(): void {
     this.sock.end();
     this.sock.destroy();
+  }
+}
+
+interface Sent {
+  type: number;
+  reqId: number;
+  txId: number;
+  payload: Buffer;
+  /** a watch registered again after a reconnect: its reply is the client's own, not a caller's */
+  internal?: boolean;
+  /** answered without asking xenstored (a transaction of a dead connection): this reply */
+  synthetic?: XsMessage;
+}
+
+/** How long a reconnecting client waits for xenstored to come back before failing its requests. */
+export const RECONNECT_TIMEOUT_MS = 30_000;
+
+/**
+ * A socket client that outlives its xenstored: when the connection drops
+ * (xenstored killed and started again) it connects again, registers its
+ * watches again (each fires once, so a change made meanwhile is not
+ * missed), and sends again every request that had no answer. A request in a
+ * transaction the dead connection had open is answered EAGAIN, so
+ * `transaction()` starts it over. After RECONNECT_TIMEOUT_MS without a
+ * xenstored, everything fails.
+ */
+export class ReconnectingClient extends XsClientBase {
+  private sock: net.Socket | null = null;
+  private reader = new FrameReader();
+  private sent: Sent[] = [];
+  private queued: Sent[] = [];
+  private readonly watches = new Map<string, Buffer>();
+  private readonly liveTx = new Set<number>();
+  private internalReq = 0x80000000;
+  private closing = false;
+  /** connections made (1 until the first reconnect) */
+  connects = 0;
+
+  private constructor(readonly path: string, private readonly timeoutMs: number) {
+    super();
+  }
+
+  static async connect(path: string, timeoutMs = RECONNECT_TIMEOUT_MS): Promise<ReconnectingClient> {
+    const c = new ReconnectingClient(path, timeoutMs);
+    await c.dial(Date.now() + timeoutMs);
+    return c;
+  }
+
+  private dial(deadline: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const attempt = (): void => {
+        if (this.closing) return reject(new Error('connection closed'));
+        const s = net.createConnection(this.path);
+        s.once('error', (e) => {
+          s.destroy();
+          if (Date.now() > deadline) return reject(new Error(`xenstored at ${this.path} did not come back within ${this.timeoutMs / 1000} s: ${e.message}`));
+          setTimeout(attempt, 50);
+        });
+        s.once('connect', () => {
+          s.removeAllListeners('error');
+          this.attach(s);
+          resolve();
+        });
+      };
+      attempt();
+    });
+  }
+
+  private attach(s: net.Socket): void {
+    this.sock = s;
+    this.connects++;
+    s.setNoDelay(true);
+    s.on('data', (chunk: Buffer) => {
+      this.reader.push(chunk);
+      for (;;) {
+        const r = this.reader.next();
+        if (r === 'need-more') break;
+        if (r === 'oversize') {
+          s.destroy(new Error('oversize reply'));
+          break;
+        }
+        this.fromServer(r);
+      }
+    });
+    s.on('error', () => {});
+    s.on('close', () => this.dropped(s));
+    if (this.connects > 1) {
+      // its watches first, then what had no answer, in the order it was asked
+      const old = this.sent;
+      this.sent = [];
+      for (const payload of this.watches.values()) this.send({ type: XsType.WATCH, reqId: this.internalReq++ >>> 0, txId: 0, payload, internal: true });
+      for (const f of old) {
+        if (f.internal) continue;
+        if (!f.synthetic) {
+          this.send(f);
+          continue;
+        }
+        this.sent.push(f); // answered already, in its turn
+        this.deliverSynthetic();
+      }
+    }
+    const q = this.queued;
+    this.queued = [];
+    for (const f of q) this.send(f);
+    this.emit('connected', this.connects);
+  }
+
+  private dropped(s: net.Socket): void {
+    if (this.sock !== s) return;
+    this.sock = null;
+    this.reader = new FrameReader();
+    this.liveTx.clear();
+    if (this.closing) return this.failAll(new Error('connection closed'));
+    this.emit('disconnected');
+    this.dial(Date.now() + this.timeoutMs).catch((e: Error) => {
+      this.sent = [];
+      this.queued = [];
+      this.failAll(e);
+    });
+  }
+
+  private send(f: Sent): void {
+    if (f.txId !== 0 && !this.liveTx.has(f.txId)) {
+      f.synthetic = { type: XsType.ERROR, reqId: f.reqId, txId: f.txId, payload: Buffer.from('EAGAIN\0', 'latin1') };
+      this.sent.push(f);
+      this.deliverSynthetic();
+      return;
+    }
+    this.sent.push(f);
+    this.sock!.write(encodeMessage(f.type, f.reqId, f.txId, f.payload));
+  }
+
+  private fromServer(m: XsMessage): void {
+    if (m.type === XsType.WATCH_EVENT) return this.receive(m);
+    const f = this.sent.shift();
+    if (!f) return;
+    if (!f.internal) this.answer(f, m);
+    this.deliverSynthetic();
+  }
+
+  private answer(f: Sent, m: XsMessage): void {
+    if (f.type === XsType.TRANSACTION_START && m.type !== XsType.ERROR) this.liveTx.add(Number(m.payload.toString('latin1').replace(/\0.*$/s, '')));
+    if (f.type === XsType.TRANSACTION_END) this.liveTx.delete(f.txId);
+    this.receive(m);
+  }
+
+  private deliverSynthetic(): void {
+    while (this.sent.length && this.sent[0]!.synthetic) {
+      const f = this.sent.shift()!;
+      this.receive(f.synthetic!);
+    }
+  }
+
+  protected transmit(type: number, reqId: number, txId: number, payload: Buffer): void {
+    if (type === XsType.WATCH || type === XsType.UNWATCH) {
+      const [p = '', token = ''] = splitNul(payload);
+      if (type === XsType.WATCH) this.watches.set(`${p}\0${token}`, payload);
+      else this.watches.delete(`${p}\0${token}`);
+    } else if (type === XsType.RESET_WATCHES) {
+      this.watches.clear();
+    }
+    const f: Sent = { type, reqId, txId, payload };
+    if (this.sock) this.send(f);
+    else this.queued.push(f);
+  }
+
+  close(): void {
+    this.closing = true;
+    if (this.sock) {
+      this.sock.end();
+      this.sock.destroy();
+    } else {
+      this.failAll(new Error('connection closed'));
+    }
   }
 }

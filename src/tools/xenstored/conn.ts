@@ -8,7 +8,7 @@ import {
   FrameReader, HEADER_SIZE, OutBuf, RING_CONNECTION, RING_ERROR, RING_REQ, RING_REQ_CONS, RING_REQ_PROD, RING_RSP,
   RING_RSP_CONS, RING_RSP_PROD, RING_SERVER_FEATURES, XENSTORE_CONNECTED, XENSTORE_ERROR_NONE, XENSTORE_ERROR_PROTO,
   XENSTORE_ERROR_RINGIDX, XENSTORE_RECONNECT, XENSTORE_RING_SIZE, XENSTORE_PAYLOAD_MAX, RING_PAGE_SIZE,
-  type XsMessage, encodeMessage,
+  type XsMessage, XsType, encodeMessage,
 } from './wire.js';
 
 export interface Watch {
@@ -37,6 +37,10 @@ export abstract class Conn {
   readonly watches = new Map<string, Watch>();
   readonly txs = new Map<number, Tx>();
   nextTxId = 1;
+  /** transaction ids below this were a previous xenstored's: a request in one gets EAGAIN, so the client starts it again */
+  staleTxBelow = 0;
+  /** set while a request of its waits for the hypervisor (INTRODUCE mapping a ring): nothing more is read from it */
+  held = false;
   closed = false;
   /** Set while the connection is in the daemon's ready queue. */
   queued = false;
@@ -91,6 +95,7 @@ export class SocketConn extends Conn {
       this.closed = true;
       this.onClosed();
     });
+    sock.resume(); // a stream handed over paused (pauseOnConnect) starts only when asked to
   }
 
   /**
@@ -214,12 +219,25 @@ export class LocalConn extends Conn {
 export class RingConn extends Conn {
   private reader = new FrameReader();
   private outq: Buffer[] = [];
+  /** per queued message, the request index its last byte acknowledges (-1: a watch event, nothing) */
+  private outAck: number[] = [];
   private outOff = 0;
   private outBytes = 0;
   private view: DataView;
+  /**
+   * The request ring's consumer index is moved only past requests whose
+   * replies are in the response ring: a xenstored that dies before it
+   * answers leaves them in the ring, and the one restarted from its state
+   * reads and answers them. `rcons` is how far bytes were copied out, `reqEnd`
+   * where the last request handed out by next() ends.
+   */
+  private rcons: number;
+  private reqEnd: number;
   broken = false;
   /** Messages dropped because the guest did not consume its events. */
   droppedEvents = 0;
+  /** How long the daemon waits before looking at the ring again by itself (needsPoll), 0 when it need not. */
+  pollDelay = 0;
   /** Max messages queued before we stop taking requests (quota "outstanding"). */
   outstanding = 20;
   log: (line: string) => void = () => {};
@@ -229,6 +247,7 @@ export class RingConn extends Conn {
   constructor(domid: number, public port: DomainRingPort, caller: Caller) {
     super(domid, caller);
     this.view = RingConn.viewOf(port.page);
+    this.rcons = this.reqEnd = this.view.getUint32(RING_REQ_CONS, true);
   }
 
   private static viewOf(page: Uint8Array): DataView {
@@ -258,6 +277,8 @@ export class RingConn extends Conn {
     if (this.view.getUint32(RING_CONNECTION, true) !== XENSTORE_RECONNECT) return false;
     this.reader = new FrameReader();
     this.outq = [];
+    this.outAck = [];
+    this.rcons = this.reqEnd = 0;
     this.outOff = 0;
     this.outBytes = 0;
     this.broken = false;
@@ -273,17 +294,18 @@ export class RingConn extends Conn {
     return true;
   }
 
-  /** Copy request bytes out of the ring (at most what completes one message). */
+  /** Copy the request bytes not read yet out of the ring. */
   private pull(): void {
     const v = this.view;
-    const cons = v.getUint32(RING_REQ_CONS, true);
+    const acked = v.getUint32(RING_REQ_CONS, true);
     const prod = v.getUint32(RING_REQ_PROD, true);
-    const avail = (prod - cons) >>> 0;
-    if (avail === 0) return;
-    if (avail > XENSTORE_RING_SIZE) {
-      this.fail(XENSTORE_ERROR_RINGIDX, `bad request ring indexes cons=${cons} prod=${prod}`);
+    if (((prod - acked) >>> 0) > XENSTORE_RING_SIZE) {
+      this.fail(XENSTORE_ERROR_RINGIDX, `bad request ring indexes cons=${acked} prod=${prod}`);
       return;
     }
+    const cons = this.rcons;
+    const avail = (prod - cons) >>> 0;
+    if (avail === 0 || avail > XENSTORE_RING_SIZE) return;
     const chunk = Buffer.allocUnsafe(avail);
     const page = this.port.page;
     const start = cons & (XENSTORE_RING_SIZE - 1);
@@ -291,8 +313,15 @@ export class RingConn extends Conn {
     chunk.set(page.subarray(RING_REQ + start, RING_REQ + start + first), 0);
     if (first < avail) chunk.set(page.subarray(RING_REQ, RING_REQ + avail - first), first);
     this.reader.push(chunk);
-    v.setUint32(RING_REQ_CONS, (cons + avail) >>> 0, true);
-    this.port.notify();
+    this.rcons = (cons + avail) >>> 0;
+  }
+
+  /** Moves the request consumer index forward to `idx` (never back); true if it moved. */
+  private ackTo(idx: number): boolean {
+    const cur = this.view.getUint32(RING_REQ_CONS, true);
+    if (((idx - cur) | 0) <= 0) return false;
+    this.view.setUint32(RING_REQ_CONS, idx >>> 0, true);
+    return true;
   }
 
   next(): NextResult {
@@ -303,26 +332,43 @@ export class RingConn extends Conn {
       this.pull();
       if (this.broken) return 'broken';
       r = this.reader.next();
+      // a request longer than the ring arrives only as its start is consumed
+      if (r === 'need-more' && this.reader.buffered >= XENSTORE_RING_SIZE && this.ackTo(this.rcons)) this.port.notify();
     }
     if (r === 'need-more') return 'none';
     if (r === 'oversize') {
       this.fail(XENSTORE_ERROR_PROTO, `request payload over ${XENSTORE_PAYLOAD_MAX} bytes`);
       return 'oversize';
     }
+    this.reqEnd = (this.reqEnd + HEADER_SIZE + r.payload.length) >>> 0;
     return r;
   }
 
   /** True if request bytes are waiting in the ring or in our reassembly buffer. */
   hasInput(): boolean {
     if (this.broken || this.closed) return false;
-    if (this.reader.buffered >= HEADER_SIZE) return true;
-    return this.view.getUint32(RING_REQ_PROD, true) !== this.view.getUint32(RING_REQ_CONS, true);
+    if (this.reader.complete) return true;
+    return this.view.getUint32(RING_REQ_PROD, true) !== this.rcons;
+  }
+
+  /**
+   * True when the guest may write more without an event: Linux's xb_write
+   * signals only a ring it finds consumed (req_prod <= req_cons), so while
+   * the consumer index stays behind a request that is not whole yet, and no
+   * reply is on its way to make the guest signal, the daemon has to look
+   * again by itself.
+   */
+  needsPoll(): boolean {
+    if (this.broken || this.closed || this.outq.length > 0) return false;
+    return this.view.getUint32(RING_REQ_CONS, true) !== this.view.getUint32(RING_REQ_PROD, true);
   }
 
   send(type: number, reqId: number, txId: number, payload: Buffer | string): void {
     if (this.closed) return;
     const b = encodeMessage(type, reqId, txId, payload);
     this.outq.push(b);
+    // anything but an event answers the request next() handed out last
+    this.outAck.push(type === XsType.WATCH_EVENT ? -1 : this.reqEnd);
     this.outBytes += b.length;
   }
 
@@ -339,6 +385,7 @@ export class RingConn extends Conn {
     let space = XENSTORE_RING_SIZE - used;
     let p = prod;
     const page = this.port.page;
+    let ack = -1;
     while (space > 0 && this.outq.length > 0) {
       const m = this.outq[0]!;
       const n = Math.min(space, m.length - this.outOff);
@@ -355,13 +402,15 @@ export class RingConn extends Conn {
       this.outBytes -= n;
       if (this.outOff === m.length) {
         this.outq.shift();
+        const a = this.outAck.shift()!;
+        if (a >= 0) ack = a;
         this.outOff = 0;
       }
     }
-    if (p !== prod) {
-      v.setUint32(RING_RSP_PROD, p, true);
-      this.port.notify();
-    }
+    if (p !== prod) v.setUint32(RING_RSP_PROD, p, true);
+    // the replies are in the ring before their requests leave it: a crash between the two repeats a reply, never loses one
+    const moved = ack >= 0 && this.ackTo(ack);
+    if (p !== prod || moved) this.port.notify();
   }
 
   blocked(): boolean {

@@ -20,8 +20,13 @@ import {
 export type { DomainRingPort } from './conn.js';
 
 export interface XenstoredHooks {
-  /** Map a guest's ring page on INTRODUCE (null makes INTRODUCE fail with EINVAL). */
-  mapDomainRing?(domid: number, gfn: number, port: number): DomainRingPort | null;
+  /**
+   * Map a guest's ring page on INTRODUCE (null makes INTRODUCE fail with
+   * EINVAL). A promise (the ring reached through another process's
+   * hypervisor interface) holds that connection's later requests until it
+   * settles.
+   */
+  mapDomainRing?(domid: number, gfn: number, port: number): DomainRingPort | null | Promise<DomainRingPort | null>;
   /** Called when a domain is released (unmap its page, unbind its port). */
   unmapDomainRing?(domid: number, ring: DomainRingPort): void;
 }
@@ -31,6 +36,14 @@ export interface XenstoredOptions {
   socketPath?: string;
   /** Journal file; absent for a memory-only store. */
   dbPath?: string;
+  /**
+   * The introduced domains' connections (ring, port, features, target,
+   * watches), rewritten before any reply that changed them leaves. At start,
+   * a xenstored that finds it maps each ring again and takes its connection
+   * up where the last one stopped (its requests still in the ring are
+   * answered, each watch fires once).
+   */
+  domainsPath?: string;
   /** fdatasync the journal on every commit group (default true). */
   fsync?: boolean;
   hooks?: XenstoredHooks;
@@ -58,6 +71,36 @@ interface Domain {
   shutdown: boolean;
   target: number;
 }
+
+/** What `domainsPath` keeps of a domain's connection. */
+interface DomainRecord {
+  domid: number;
+  gfn: number;
+  port: number;
+  features: number;
+  target: number;
+  shutdown: boolean;
+  quotaOverride: Partial<Quota>;
+  nextTxId: number;
+  watches: { path: string; token: string; relative: boolean; depth: number }[];
+}
+const DOMAINS_VERSION = 1;
+
+function isDomainRecord(r: unknown): r is DomainRecord {
+  if (typeof r !== 'object' || r === null) return false;
+  const o = r as Record<string, unknown>;
+  const int = (v: unknown) => Number.isInteger(v);
+  return int(o.domid) && (o.domid as number) > 0 && (o.domid as number) < DOMID_FIRST_RESERVED && int(o.gfn) && int(o.port) && int(o.features)
+    && int(o.target) && typeof o.shutdown === 'boolean' && typeof o.quotaOverride === 'object' && o.quotaOverride !== null && int(o.nextTxId)
+    && Array.isArray(o.watches) && o.watches.every((w: unknown) => {
+      const x = w as Record<string, unknown>;
+      return typeof x === 'object' && x !== null && typeof x.path === 'string' && typeof x.token === 'string' && typeof x.relative === 'boolean' && int(x.depth);
+    });
+}
+
+/** Requests after which the domains' connection state is saved again: a guest's on its ring, the toolstack's about domains. */
+const RING_STATE_OPS = new Set<number>([XsType.WATCH, XsType.UNWATCH, XsType.RESET_WATCHES]);
+const DOMAIN_STATE_OPS = new Set<number>([XsType.INTRODUCE, XsType.RELEASE, XsType.RESUME, XsType.SET_TARGET, XsType.SET_FEATURE, XsType.SET_QUOTA]);
 
 function isDigits(s: string): boolean {
   if (s.length === 0 || s.length > 20) return false;
@@ -143,6 +186,7 @@ export class Xenstored {
     }
     this.store.initDefaults();
     this.flushPersist();
+    if (this.opts.domainsPath) await this.restoreDomains(this.opts.domainsPath);
     if (this.opts.socketPath) await this.listen(this.opts.socketPath);
   }
 
@@ -239,6 +283,10 @@ export class Xenstored {
 
   private dropConn(c: Conn): void {
     if (!this.conns.delete(c)) return;
+    if (c instanceof RingConn) {
+      clearTimeout(this.polls.get(c));
+      this.polls.delete(c);
+    }
     this.watchCount -= c.watches.size;
     c.watches.clear();
     c.txs.clear();
@@ -302,7 +350,7 @@ export class Xenstored {
     this.ready = [];
     for (const c of work) {
       c.queued = false;
-      if (c.closed) continue;
+      if (c.closed || c.held) continue;
       if (c instanceof RingConn) {
         c.checkReconnect();
         this.markDirty(c); // the guest may have consumed responses
@@ -321,7 +369,10 @@ export class Xenstored {
         this.handle(c, r);
       }
       if (n === this.budget && !c.closed) this.kick(c);
-      if (n > 0) this.markDirty(c);
+      if (n > 0) {
+        this.markDirty(c);
+        if (c instanceof RingConn) c.pollDelay = 0;
+      }
     }
     this.inTurn = false;
     if (this.persist?.dirty) {
@@ -331,6 +382,7 @@ export class Xenstored {
       }
       this.flushPersist();
     }
+    if (this.domainsDirty) this.saveDomains();
     const dirty = this.dirtyList;
     this.dirtyList = [];
     for (const c of dirty) {
@@ -338,8 +390,22 @@ export class Xenstored {
       c.flush();
       // A ring whose guest is waiting on an unblocked queue gets another pass.
       if (c instanceof RingConn && !c.blocked() && c.hasInput()) this.kick(c);
+      else if (c instanceof RingConn && c.needsPoll()) this.poll(c);
     }
   }
+
+  /** Looks at a ring again soon, then less and less often, while the rest of a request may come without an event. */
+  private poll(c: RingConn): void {
+    if (this.polls.has(c)) return;
+    const delay = Math.min(100, (c.pollDelay = c.pollDelay ? c.pollDelay * 2 : 1));
+    this.polls.set(c, setTimeout(() => {
+      this.polls.delete(c);
+      if (c.closed) return;
+      if (!c.needsPoll()) c.pollDelay = 0;
+      this.kick(c);
+    }, delay));
+  }
+  private readonly polls = new Map<RingConn, NodeJS.Timeout>();
 
   private flushPersist(): void {
     if (!this.persist) return;
@@ -363,14 +429,20 @@ export class Xenstored {
     this.stats.requests++;
     if (this.trace) this.log(`IN  ${c.describe()} ${typeName(m.type)} ${m.reqId} tx=${m.txId} ${traceStr(m.payload)}`);
     try {
+      if (m.txId !== 0 && m.txId < c.staleTxBelow && !c.txs.has(m.txId)) throw new XsError('EAGAIN', 'transaction of a previous xenstored');
       this.dispatch(c, m);
+      if (this.domainsPath && (c instanceof RingConn ? RING_STATE_OPS : DOMAIN_STATE_OPS).has(m.type)) this.domainsDirty = true;
     } catch (e) {
-      let errno = 'EIO';
-      if (e instanceof XsError) errno = e.errno;
-      else this.log(`internal error on ${typeName(m.type)} from ${c.describe()}: ${(e as Error).stack ?? e}`);
-      if (this.trace) this.log(`OUT ${c.describe()} ERROR ${m.reqId} ${errno}`);
-      c.send(XsType.ERROR, m.reqId, m.txId, `${errno}\0`);
+      this.replyError(c, m, e);
     }
+  }
+
+  private replyError(c: Conn, m: XsMessage, e: unknown): void {
+    let errno = 'EIO';
+    if (e instanceof XsError) errno = e.errno;
+    else this.log(`internal error on ${typeName(m.type)} from ${c.describe()}: ${(e as Error).stack ?? e}`);
+    if (this.trace) this.log(`OUT ${c.describe()} ERROR ${m.reqId} ${errno}`);
+    c.send(XsType.ERROR, m.reqId, m.txId, `${errno}\0`);
   }
 
   private txOf(c: Conn, id: number): Tx | null {
@@ -587,7 +659,17 @@ export class Xenstored {
         if (!/^-?[0-9]{1,20}$/.test(gs)) throw new XsError('EINVAL', 'bad gfn');
         const gfn = Number(gs);
         const port = parseUint(a[2]);
-        this.introduce(domid, gfn, port);
+        const done = this.introduce(domid, gfn, port);
+        if (done instanceof Promise) {
+          c.held = true;
+          done.then(() => this.reply(c, m, OK), (e: unknown) => this.replyError(c, m, e)).finally(() => {
+            c.held = false;
+            this.domainsDirty = this.domainsPath !== undefined;
+            this.markDirty(c);
+            this.kick(c);
+          });
+          return;
+        }
         this.reply(c, m, OK);
         return;
       }
@@ -761,16 +843,26 @@ export class Xenstored {
 
   // ---- domains ----
 
-  /** INTRODUCE: map the guest's ring and start serving it. */
-  introduce(domid: number, gfn: number, port: number): void {
-    const existing = this.domains.get(domid);
-    let ring: DomainRingPort | null = null;
+  /** INTRODUCE: map the guest's ring and start serving it (a promise while the hook's mapping is on its way). */
+  introduce(domid: number, gfn: number, port: number): void | Promise<void> {
+    let ring: DomainRingPort | null | Promise<DomainRingPort | null> = null;
     try {
       ring = this.hooks.mapDomainRing ? this.hooks.mapDomainRing(domid, gfn, port) : null;
     } catch (e) {
       this.log(`INTRODUCE ${domid}: mapping gfn ${gfn} port ${port} failed: ${(e as Error).message}`);
     }
+    if (ring instanceof Promise) {
+      return ring.then((r) => this.introduced(domid, gfn, port, r), (e: unknown) => {
+        this.log(`INTRODUCE ${domid}: mapping gfn ${gfn} port ${port} failed: ${(e as Error).message}`);
+        this.introduced(domid, gfn, port, null);
+      });
+    }
+    this.introduced(domid, gfn, port, ring);
+  }
+
+  private introduced(domid: number, gfn: number, port: number, ring: DomainRingPort | null, restored?: DomainRecord): void {
     if (!ring || !(ring.page instanceof Uint8Array) || ring.page.length < 4096) throw new XsError('EINVAL', 'cannot map the ring');
+    const existing = this.domains.get(domid);
     if (existing) {
       // Re-introduction rebinds the event channel (and page) but keeps the connection state.
       existing.gfn = gfn;
@@ -781,8 +873,9 @@ export class Xenstored {
       return;
     }
     const d: Domain = {
-      domid, conn: null as unknown as RingConn, gfn, port, features: SERVER_FEATURES, quotaOverride: {},
-      quota: this.quota, shutdown: false, target: -1,
+      domid, conn: null as unknown as RingConn, gfn, port, features: restored?.features ?? SERVER_FEATURES,
+      quotaOverride: { ...restored?.quotaOverride }, quota: { ...this.quota, ...restored?.quotaOverride },
+      shutdown: restored?.shutdown ?? false, target: restored?.target ?? -1,
     };
     this.domains.set(domid, d);
     const conn = new RingConn(domid, ring, this.callerFor(domid));
@@ -792,12 +885,82 @@ export class Xenstored {
       this.watchCount -= conn.watches.size;
       conn.watches.clear();
       conn.txs.clear();
+      if (this.domainsPath) this.domainsDirty = true;
     };
     d.conn = conn;
     conn.setFeatures(d.features);
     this.conns.add(conn);
-    this.fireSpecial('@introduceDomain', domid);
+    if (restored) {
+      // ids the last xenstored gave out (and a margin for those it gave since it last saved) are stale
+      conn.nextTxId = conn.staleTxBelow = ((restored.nextTxId >>> 0) + 0x10000) >>> 0 || 1;
+      for (const w of restored.watches) {
+        conn.watches.set(`${w.path}\0${w.token}`, { path: w.path, token: w.token, relative: w.relative, depth: w.depth });
+        this.watchCount++;
+        // an event may have been lost with the last xenstored: each watch fires once, as on registration
+        this.sendEvent(conn, w.relative ? this.eventPath(conn, w, w.path) : w.path, w.token);
+      }
+    } else {
+      this.fireSpecial('@introduceDomain', domid);
+    }
     this.kick(conn);
+  }
+
+  // ---- the domains' connections across restarts ----
+
+  private get domainsPath(): string | undefined {
+    return this.opts.domainsPath;
+  }
+  private domainsDirty = false;
+
+  private saveDomains(): void {
+    this.domainsDirty = false;
+    const file = this.domainsPath;
+    if (!file) return;
+    const domains: DomainRecord[] = [...this.domains.values()].map((d) => ({
+      domid: d.domid, gfn: d.gfn, port: d.port, features: d.features, target: d.target, shutdown: d.shutdown,
+      quotaOverride: d.quotaOverride, nextTxId: d.conn.nextTxId,
+      watches: [...d.conn.watches.values()].map((w) => ({ path: w.path, token: w.token, relative: w.relative, depth: w.depth })),
+    }));
+    const tmp = `${file}.tmp`;
+    const fd = fs.openSync(tmp, 'w', 0o600);
+    try {
+      fs.writeSync(fd, JSON.stringify({ version: DOMAINS_VERSION, domains }));
+      if (this.opts.fsync ?? true) fs.fdatasyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+  }
+
+  /** Takes up the connections a previous xenstored left in `file`; one whose ring cannot be mapped again is dropped, and said so. */
+  private async restoreDomains(file: string): Promise<void> {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch {
+      return; // a first start
+    }
+    let recs: DomainRecord[];
+    try {
+      const o = JSON.parse(text) as { version?: unknown; domains?: unknown };
+      if (o.version !== DOMAINS_VERSION || !Array.isArray(o.domains)) throw new Error(`not a version ${DOMAINS_VERSION} domain list`);
+      recs = o.domains.filter(isDomainRecord);
+      if (recs.length !== o.domains.length) this.log(`${file}: ${o.domains.length - recs.length} malformed domain record(s) ignored`);
+    } catch (e) {
+      this.log(`${file}: ${(e as Error).message}; no connections restored`);
+      return;
+    }
+    for (const r of recs) {
+      try {
+        const ring = await this.hooks.mapDomainRing?.(r.domid, r.gfn, r.port);
+        this.introduced(r.domid, r.gfn, r.port, ring ?? null, r);
+        this.log(`domain ${r.domid}: connection restored (${r.watches.length} watch(es))`);
+      } catch (e) {
+        this.log(`domain ${r.domid}: its connection cannot be restored: ${(e as Error).message}`);
+      }
+    }
+    this.domainsDirty = true;
+    this.kickFlush();
   }
 
   /** RELEASE: forget the domain, drop its connection and the nodes it owns, fire @releaseDomain. */
@@ -832,6 +995,7 @@ export class Xenstored {
     if (d) {
       if (d.shutdown) return;
       d.shutdown = true;
+      if (this.domainsPath) this.domainsDirty = true;
     }
     this.fireSpecial('@releaseDomain', domid);
     this.kickFlush();

@@ -36,9 +36,12 @@ export class RingGuest extends XsClientBase {
   readonly port: DomainRingPort;
   /** When false the guest stops consuming responses (to test back-pressure). */
   consuming = true;
+  /** Signal new requests only when the ring was consumed up to them, as Linux's xb_write does. */
+  linuxSignals = false;
   messages: XsMessage[] = [];
 
-  constructor(private readonly daemon: Xenstored, readonly domid: number) {
+  /** `daemon`: whom the guest's notifications reach (a test moves it to a restarted xenstored) */
+  constructor(public daemon: Pick<Xenstored, 'ringNotified'>, readonly domid: number) {
     super();
     this.port = {
       page: this.page,
@@ -71,8 +74,9 @@ export class RingGuest extends XsClientBase {
     }
     this.pendingReq = this.pendingReq.subarray(n);
     if (n > 0) {
+      const before = this.view.getUint32(RING_REQ_PROD, true);
       this.view.setUint32(RING_REQ_PROD, prod, true);
-      this.daemon.ringNotified(this.domid);
+      if (!this.linuxSignals || ((before - this.view.getUint32(RING_REQ_CONS, true)) | 0) <= 0) this.daemon.ringNotified(this.domid);
     }
   }
 
@@ -108,6 +112,10 @@ export class RingGuest extends XsClientBase {
 
   field(offset: number): number {
     return this.view.getUint32(offset, true);
+  }
+
+  close(): void {
+    this.failAll(new Error('connection closed'));
   }
 }
 

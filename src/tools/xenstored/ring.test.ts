@@ -41,6 +41,28 @@ test('messages larger than the ring wrap around in both directions', async () =>
   await f.dom0.release(2);
 });
 
+test('a guest that signals only a consumed ring (Linux\'s xb_write) gets its answer when it writes a request\'s header and payload apart', async () => {
+  const g = await f.guest(6);
+  g.linuxSignals = true;
+  await f.dom0.mkdir('/local/domain/6');
+  await f.dom0.setPerms('/local/domain/6', ['n6']);
+  const m = encodeMessage(XsType.WRITE, 77, 0, 'split\0value');
+  const answered = new Promise<void>((resolve) => {
+    const pump = g.pump.bind(g);
+    g.pump = () => {
+      pump();
+      if (g.messages.some((x) => x.reqId === 77)) resolve();
+    };
+  });
+  g.sendBytes(m.subarray(0, 16)); // signalled: the ring was empty
+  await settle();
+  g.sendBytes(m.subarray(16)); // not signalled: the header is read but not consumed yet
+  await Promise.race([answered, new Promise((_, rej) => setTimeout(() => rej(new Error('no answer to a request whose payload came without an event')), 2000))]);
+  assert.equal(await f.dom0.read('/local/domain/6/split'), 'value');
+  assert.equal(g.field(RING_REQ_CONS), g.field(RING_REQ_PROD), 'consumed once answered');
+  await f.dom0.release(6);
+});
+
 test('requests written before INTRODUCE are answered after it', async () => {
   const d = f.d;
   const g = new RingGuest(d, 3);

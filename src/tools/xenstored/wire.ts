@@ -161,6 +161,14 @@ export class FrameReader {
     this.off = 0;
   }
 
+  /** True when a whole frame (or an oversize header) is waiting: next() will not say 'need-more'. */
+  get complete(): boolean {
+    const avail = this.buf.length - this.off;
+    if (avail < HEADER_SIZE) return false;
+    const len = this.buf.readUInt32LE(this.off + 12);
+    return len > XENSTORE_PAYLOAD_MAX || avail >= HEADER_SIZE + len;
+  }
+
   /**
    * Take the next complete frame. The payload is a view into the receive
    * buffer: callers that keep it past the next push() must copy it.

@@ -1,0 +1,112 @@
+// A xenstored that dies and is started again (kill -9 of its process, here a
+// Xenstored abandoned mid-run): it comes back from its journal and its
+// domains' connection state, and a guest's ring connection goes on as if
+// nothing happened, bar a transaction it had open (EAGAIN: start it again).
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { Xenstored } from './daemon.js';
+import { RingGuest, tmpDir } from './helpers.js';
+import { RING_REQ_CONS, RING_RSP_CONS, RING_RSP_PROD, XENSTORE_RING_SIZE, XsError } from './wire.js';
+
+const DOMID = 5;
+
+function start(dir: string, guests: Map<number, RingGuest>): Promise<Xenstored> {
+  const d = new Xenstored({
+    dbPath: path.join(dir, 'xs.journal'),
+    domainsPath: path.join(dir, 'xs.domains'),
+    log: () => {},
+    // as over the hypervisor's interface: the ring arrives after a turn of the event loop
+    hooks: { mapDomainRing: async (domid) => guests.get(domid)?.port ?? null },
+  });
+  return d.start().then(() => d);
+}
+
+const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
+  Promise.race([p, new Promise<T>((_, rej) => setTimeout(() => rej(new Error(`${what}: not within ${ms} ms`)), ms))]);
+
+test('a restarted xenstored takes a guest connection up where the last one died: committed writes, watches, a request left in the ring', async () => {
+  const dir = tmpDir();
+  const guests = new Map<number, RingGuest>();
+  const d1 = await start(dir, guests);
+  const g = new RingGuest(d1, DOMID);
+  guests.set(DOMID, g);
+  const dom0 = d1.openClient();
+  await dom0.introduce(DOMID, 0xfeffc, 7);
+  await dom0.write(`/local/domain/${DOMID}`, '');
+  await dom0.setPerms(`/local/domain/${DOMID}`, [`n${DOMID}`]);
+  await g.write('data/before', 'kept');
+  const first = g.waitWatch('shut', undefined, 2000);
+  await g.watch('control/shutdown', 'shut');
+  await first; // fired on registration
+  const oldTx = await g.transactionStart();
+
+  // a request the xenstored carries out but cannot answer yet (the guest's response ring looks full)...
+  const rspCons = g.field(RING_RSP_CONS);
+  g.consuming = false;
+  g.view.setUint32(RING_RSP_CONS, (g.field(RING_RSP_PROD) - XENSTORE_RING_SIZE) >>> 0, true);
+  const reqCons = g.field(RING_REQ_CONS);
+  const pending = g.write('data/during', 'asked before the crash');
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(g.field(RING_REQ_CONS), reqCons, 'a request whose reply is not in the ring stays in the ring');
+  // ...and then it dies: nothing answers the guest any more, and the guest goes on
+  g.daemon = { ringNotified: () => {} };
+  g.view.setUint32(RING_RSP_CONS, rspCons, true);
+  g.consuming = true;
+  const pending2 = g.write('data/after', 'asked while down');
+
+  const d2 = await start(dir, guests);
+  g.daemon = d2;
+  const fired = g.waitWatch('shut', undefined, 2000);
+  d2.ringNotified(DOMID);
+  await within(pending, 2000, 'the request left in the ring being answered');
+  await within(pending2, 2000, 'the request written while no xenstored ran being answered');
+  await fired; // the restored watch fires once: an event lost with the old xenstored is not missed
+  const admin = d2.openClient();
+  assert.equal(await admin.read(`/local/domain/${DOMID}/data/before`), 'kept');
+  assert.equal(await admin.read(`/local/domain/${DOMID}/data/during`), 'asked before the crash');
+  assert.equal(await admin.read(`/local/domain/${DOMID}/data/after`), 'asked while down');
+
+  // the watch is still registered on the restored connection
+  const shutdown = g.waitWatch('shut', undefined, 2000);
+  await admin.write(`/local/domain/${DOMID}/control/shutdown`, 'poweroff');
+  assert.equal((await shutdown).path, 'control/shutdown');
+  // a transaction of the dead xenstored's is refused as a conflict, so the guest starts it again
+  await assert.rejects(g.write('data/tx', 'x', oldTx), (e: unknown) => e instanceof XsError && e.errno === 'EAGAIN');
+  const tx = await g.transactionStart();
+  assert.notEqual(tx, oldTx);
+  await g.write('data/tx', 'y', tx);
+  await g.transactionEnd(tx);
+  assert.equal(await admin.read(`/local/domain/${DOMID}/data/tx`), 'y');
+  assert.equal(await admin.isDomainIntroduced(DOMID), true);
+
+  // release forgets it for good: a third xenstored does not bring it back
+  await admin.release(DOMID);
+  await d2.stop();
+  const d3 = await start(dir, guests);
+  assert.equal(await d3.openClient().isDomainIntroduced(DOMID), false);
+  await d3.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('a domain whose ring cannot be mapped again is dropped at restart, and a damaged state file restores nothing', async () => {
+  const dir = tmpDir();
+  const guests = new Map<number, RingGuest>();
+  const d1 = await start(dir, guests);
+  const g = new RingGuest(d1, DOMID);
+  guests.set(DOMID, g);
+  await d1.openClient().introduce(DOMID, 1, 1);
+  await d1.stop();
+  guests.delete(DOMID); // the domain went while no xenstored ran
+  const d2 = await start(dir, guests);
+  assert.equal(await d2.openClient().isDomainIntroduced(DOMID), false);
+  await d2.stop();
+  fs.writeFileSync(path.join(dir, 'xs.domains'), '{"version":1,"domains":[{"domid":"five"}]');
+  guests.set(DOMID, g);
+  const d3 = await start(dir, guests);
+  assert.equal(await d3.openClient().isDomainIntroduced(DOMID), false);
+  await d3.openClient().write('/still', 'serving');
+  await d3.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
