@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import type { LocalConn } from './conn.js';
 import type { Xenstored } from './daemon.js';
-import { FrameReader, OutBuf, XsError, XsType, XS_ERRORS, encodeMessage, splitNul, type XsErrno, type XsMessage } from './wire.js';
+import { FrameReader, OutBuf, XsError, XsType, XS_ERRORS, splitNul, type XsErrno, type XsMessage } from './wire.js';
 
 interface Pending {
   resolve: (m: XsMessage) => void;
@@ -412,6 +412,7 @@ export class ReconnectingClient extends XsClientBase {
     if (this.sock !== s) return;
     this.sock = null;
     this.reader = new FrameReader();
+    this.out = new OutBuf(4096); // its frames are in `sent`, to go again
     this.liveTx.clear();
     if (this.closing) return this.failAll(new Error('connection closed'));
     this.emit('disconnected');
@@ -430,8 +431,18 @@ export class ReconnectingClient extends XsClientBase {
       return;
     }
     this.sent.push(f);
-    this.sock!.write(encodeMessage(f.type, f.reqId, f.txId, f.payload));
+    // the requests of one turn of the event loop leave in one write, as SocketClient's do
+    this.out.message(f.type, f.reqId, f.txId, f.payload);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      queueMicrotask(() => {
+        this.scheduled = false;
+        if (this.out.length && this.sock) this.sock.write(this.out.take());
+      });
+    }
   }
+  private out = new OutBuf(4096);
+  private scheduled = false;
 
   private fromServer(m: XsMessage): void {
     if (m.type === XsType.WATCH_EVENT) return this.receive(m);
