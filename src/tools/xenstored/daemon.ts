@@ -397,13 +397,15 @@ export class Xenstored {
   /** Looks at a ring again soon, then less and less often, while the rest of a request may come without an event. */
   private poll(c: RingConn): void {
     if (this.polls.has(c)) return;
-    const delay = Math.min(100, (c.pollDelay = c.pollDelay ? c.pollDelay * 2 : 1));
-    this.polls.set(c, setTimeout(() => {
+    c.pollDelay = Math.min(100, c.pollDelay ? c.pollDelay * 2 : 1);
+    const t = setTimeout(() => {
       this.polls.delete(c);
       if (c.closed) return;
       if (!c.needsPoll()) c.pollDelay = 0;
       this.kick(c);
-    }, delay));
+    }, c.pollDelay);
+    t.unref?.();
+    this.polls.set(c, t);
   }
   private readonly polls = new Map<RingConn, NodeJS.Timeout>();
 
