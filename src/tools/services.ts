@@ -5,6 +5,7 @@
 
 import type { Hypervisor } from '../hv/hypervisor.js';
 import type { Xenstored, XsClientBase, DomainRingPort, XenstoredHooks } from './xenstored/index.js';
+import type { XenstoredService } from './xenstored_service.js';
 import type { BuiltDomain } from './builder.js';
 import { specialPageOffset } from './builder.js';
 import { ConsoleBackend } from './console.js';
@@ -112,7 +113,7 @@ export async function writeSkeleton(c: XsClientBase, d: { domid: number; name: s
 }
 
 /** Connects the console backend and xenstored to a built (not yet started) domain. */
-export async function connectServices(hv: Hypervisor, client: XsClientBase, d: BuiltDomain, opts: { name: string; uuid: string; vcpus: number; onlineVcpus?: number; memoryKiB: number; maxMemKiB?: number; output: (b: Uint8Array) => void }): Promise<DomainServices> {
+export async function connectServices(hv: Hypervisor, xs: XenstoredService, client: XsClientBase, d: BuiltDomain, opts: { name: string; uuid: string; vcpus: number; onlineVcpus?: number; memoryKiB: number; maxMemKiB?: number; output: (b: Uint8Array) => void }): Promise<DomainServices> {
   const con = new ConsoleBackend(hv, d.domid, specialPageOffset(d.build, d.consoleGfn), d.consolePort, opts.output);
   try {
     await writeSkeleton(client, { domid: d.domid, name: opts.name, uuid: opts.uuid, memoryKiB: opts.memoryKiB, maxMemKiB: opts.maxMemKiB, vcpus: opts.vcpus, onlineVcpus: opts.onlineVcpus, storePort: d.storePort, storeGfn: d.storeGfn, consolePort: d.consolePort, consoleGfn: d.consoleGfn });
@@ -127,7 +128,7 @@ export async function connectServices(hv: Hypervisor, client: XsClientBase, d: B
     console: con,
     close: () => {
       con.close();
-      client.release(d.domid).catch(() => { /* not introduced */ });
+      xs.release(d.domid);
     },
   };
 }

@@ -183,7 +183,7 @@ export class Toolstack {
     let vifs: NicDevice[] = [];
     const driverVifs: DriverNic[] = [];
     try {
-      services = await this.serialized(() => connectServices(this.hv, this.client, built, {
+      services = await this.serialized(() => connectServices(this.hv, this.xs, this.client, built, {
         name: cfg.name, uuid, vcpus: Math.max(cfg.vcpus, cfg.maxVcpus ?? 0), onlineVcpus: cfg.vcpus, memoryKiB: cfg.memoryMiB * 1024, maxMemKiB: (cfg.maxMemMiB ?? cfg.memoryMiB) * 1024, output,
       }));
       // the guest finds its disks' frontend directories from its first instruction (GRUB lists device/vbd at once)

@@ -43,6 +43,12 @@ export interface XenstoredService {
   attachDomainStream(s: net.Socket, domid: number): void;
   /** the hypervisor says domain `domid` shut down or died (@releaseDomain) */
   domainDied(domid: number): void;
+  /**
+   * XS_RELEASE of a domain about to be destroyed. In this process it is done
+   * before this returns: the store must let go of the ring (guest memory)
+   * and the port before the hypervisor frees them.
+   */
+  release(domid: number): void;
   stop(): Promise<void>;
 }
 
@@ -60,6 +66,9 @@ export async function inProcessXenstored(hv: Hypervisor, ringOffset: (domid: num
     connect: async () => new LocalClient(xs),
     attachDomainStream: (s, domid) => xs.attachDomainStream(s, domid),
     domainDied: (domid) => xs.domainDied(domid),
+    release: (domid) => {
+      try { xs.release(domid); } catch { /* not introduced */ }
+    },
     stop: () => xs.stop(),
   };
 }
@@ -85,6 +94,8 @@ export class XenstoredProcess implements XenstoredService {
   private stopping = false;
   private deaths: number[] = [];
   private exited: Promise<void> = Promise.resolve();
+  /** the toolstack's connection for RELEASE (the other process maps the ring itself: it outlives the domain's memory) */
+  private admin: XsClientBase | null = null;
   starts = 0;
 
   private constructor(private readonly hv: Hypervisor, private readonly o: XenstoredProcessOptions) {}
@@ -97,6 +108,12 @@ export class XenstoredProcess implements XenstoredService {
     for (const f of [o.dbPath, o.domainsPath, `${o.domainsPath}.tmp`]) fs.rmSync(f, { force: true });
     const x = new XenstoredProcess(hv, o);
     await x.launch();
+    try {
+      x.admin = await x.connect();
+    } catch (e) {
+      await x.stop();
+      throw e;
+    }
     return x;
   }
 
@@ -197,8 +214,13 @@ export class XenstoredProcess implements XenstoredService {
     this.tell({ op: 'died', domid });
   }
 
+  release(domid: number): void {
+    this.admin?.release(domid).catch(() => { /* not introduced */ });
+  }
+
   async stop(): Promise<void> {
     this.stopping = true;
+    this.admin?.close();
     for (const b of this.backlog) b.handle?.destroy();
     this.backlog = [];
     const child = this.child;
