@@ -133,7 +133,30 @@ export class DriverDomains {
   private readonly joinedDomids = new Map<string, number>();
   private server: net.Server | null = null;
 
-  constructor(private readonly hv: Hypervisor, private readonly xs: XenstoredService, private readonly client: XsClientBase, private readonly log: (line: string) => void) {}
+  constructor(private readonly hv: Hypervisor, private readonly xs: XenstoredService, private readonly client: XsClientBase, private readonly log: (line: string) => void) {
+    // a xenstored started again has none of their connections: each driver domain it started gets a new stream
+    xs.onRestart(() => {
+      for (const r of this.byName.values()) if (r.child?.connected) void this.newXenstoreStream(r);
+    });
+  }
+
+  private async newXenstoreStream(r: Running): Promise<void> {
+    const child = r.child;
+    try {
+      const pair = await streamPair();
+      if (r.child !== child || !child?.connected) {
+        pair.near.destroy();
+        pair.far.destroy();
+        return;
+      }
+      this.xs.attachDomainStream(pair.far, r.domid);
+      child.send({ op: 'xenstore' }, pair.near, (e) => {
+        if (e) this.log(`d${r.domid} (${r.name}): its new xenstore stream could not be handed over: ${e.message}`);
+      });
+    } catch (e) {
+      this.log(`d${r.domid} (${r.name}): no new xenstore stream: ${(e as Error).message}`);
+    }
+  }
 
   list(): DriverDomain[] {
     const joined = [...this.joined.entries()].map(([name, j]) => ({ name, domid: j.domid, pid: j.pid, starts: 1, connected: true }));
@@ -270,7 +293,8 @@ export class DriverDomains {
     // its xenstore stream: one end its fd 4, the other never read here, so that xenstored (maybe another process) can take it
     const pair = await streamPair();
     const child = spawn(process.execPath, [XENODE_JS, 'driver-domain', '--domid', String(r.domid), '--name', r.name], {
-      stdio: ['ignore', 'ignore', 'pipe', 'pipe', pair.near],
+      // fd 5: the IPC channel a new xenstore stream comes over when xenstored is started again
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe', pair.near, 'ipc'],
     });
     pair.near.destroy(); // the child has its own copy
     r.child = child;

@@ -49,6 +49,8 @@ export interface XenstoredService {
    * and the port before the hypervisor frees them.
    */
   release(domid: number): void;
+  /** `f` runs each time xenstored has been started again and is up (its old connections are gone) */
+  onRestart(f: () => void): void;
   stop(): Promise<void>;
 }
 
@@ -69,6 +71,7 @@ export async function inProcessXenstored(hv: Hypervisor, ringOffset: (domid: num
     release: (domid) => {
       try { xs.release(domid); } catch { /* not introduced */ }
     },
+    onRestart: () => { /* it lives and dies with this process */ },
     stop: () => xs.stop(),
   };
 }
@@ -151,6 +154,11 @@ export class XenstoredProcess implements XenstoredService {
         const q = this.backlog;
         this.backlog = [];
         for (const b of q) this.tell(b.m, b.handle);
+        if (this.starts > 1) {
+          for (const f of this.restartListeners) {
+            try { f(); } catch (e) { this.o.log(`after xenstored's restart: ${(e as Error).message}`); }
+          }
+        }
         resolve();
       });
       child.once('exit', (code, signal) => {
@@ -216,6 +224,11 @@ export class XenstoredProcess implements XenstoredService {
 
   release(domid: number): void {
     this.admin?.release(domid).catch(() => { /* not introduced */ });
+  }
+
+  private readonly restartListeners: (() => void)[] = [];
+  onRestart(f: () => void): void {
+    this.restartListeners.push(f);
   }
 
   async stop(): Promise<void> {

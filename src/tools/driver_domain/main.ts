@@ -1,8 +1,10 @@
 // `xenode driver-domain --domid N --name NAME`: a driver domain's process.
 // The toolstack that starts it hands it two streams: fd 3, the hypervisor's
 // privileged interface as domain N (hv/privcmd.ts), and fd 4, its xenstore
-// connection as domain N. It serves the device backends the toolstack puts
-// in its backend directory, and exits when either stream closes (the
+// connection as domain N; and an IPC channel (fd 5) on which a new xenstore
+// stream comes when xenstored was killed and started again. It serves the
+// device backends the toolstack puts in its backend directory, and exits
+// when the privileged stream closes or xenstore is gone for good (the
 // toolstack then destroys its domain, and may start it again).
 //
 // `xenode driver-domain --connect SOCKET --name NAME`: the same, started by
@@ -12,12 +14,12 @@
 
 import net from 'node:net';
 import { parseArgs } from 'node:util';
-import { SocketClient } from '../xenstored/client.js';
+import { ReconnectingClient, SocketClient, type XsClientBase } from '../xenstored/client.js';
 import { processDevices } from '../libs/process_devices.js';
 import { BackendProbe } from './probe.js';
 import { encodeFrame, FrameSplitter } from '../../hv/privcmd.js';
 
-const USAGE = `usage: xenode driver-domain --domid N --name NAME     (started by the toolstack: fds 3 and 4)
+const USAGE = `usage: xenode driver-domain --domid N --name NAME     (started by the toolstack: fds 3, 4 and 5)
        xenode driver-domain --connect SOCKET --name NAME  (a daemon's privileged socket, xenode-privcmd.sock)`;
 
 /** Says hello on the privileged socket; the domid and the xenstore socket the toolstack gives, or why not. */
@@ -87,12 +89,27 @@ export async function main(argv: string[]): Promise<number> {
     }
   }
   const log = (line: string) => process.stderr.write(`d${domid} (${name}): ${line}\n`);
-  const xs = SocketClient.over(xsSock);
+  // started by a toolstack with an IPC channel: when xenstored is started again, the toolstack hands over a
+  // new stream there, and the connection goes on (its watches again, unanswered requests sent again)
+  const launched = values.connect === undefined && typeof process.send === 'function';
+  let xs: XsClientBase;
+  let xsLost: Promise<string>;
+  if (launched) {
+    const streams = toolstackStreams(xsSock);
+    const rc = await ReconnectingClient.over(streams, 'xenstored (a new stream from the toolstack)');
+    rc.on('disconnected', () => log('xenstore connection lost; waiting for the toolstack\'s next stream'));
+    rc.on('connected', (n: number) => { if (n > 1) log('xenstore connection back'); });
+    xs = rc;
+    xsLost = new Promise((resolve) => rc.once('failed', (e: Error) => resolve(`xenstore gone: ${e.message}`)));
+  } else {
+    xs = SocketClient.over(xsSock);
+    xsLost = new Promise((resolve) => xsSock.once('close', () => resolve('xenstore closed')));
+  }
   const devices = processDevices(domid, priv, xs);
   const probe = new BackendProbe(devices, log);
   const ended = new Promise<string>((resolve) => {
     devices.closed.then(() => resolve('the privileged interface closed'));
-    xsSock.once('close', () => resolve('xenstore closed'));
+    void xsLost.then(resolve);
     process.once('SIGTERM', () => resolve('SIGTERM'));
   });
   try {
@@ -114,5 +131,32 @@ export async function main(argv: string[]): Promise<number> {
   await Promise.race([probe.stop(), new Promise((r) => setTimeout(r, 2000))]);
   devices.close();
   xs.close();
+  if (launched) process.disconnect();
   return 0;
+}
+
+/** The first xenstore stream (fd 4), then each one the toolstack sends over the IPC channel ({op: 'xenstore'} with a socket). */
+function toolstackStreams(first: net.Socket): () => Promise<net.Socket> {
+  let initial: net.Socket | null = first;
+  const arrived: net.Socket[] = [];
+  let wake: (() => void) | null = null;
+  process.on('message', (m: { op?: string }, handle?: unknown) => {
+    if (m?.op !== 'xenstore' || !(handle instanceof net.Socket)) return;
+    arrived.push(handle);
+    wake?.();
+  });
+  return async () => {
+    if (initial) {
+      const s = initial;
+      initial = null;
+      return s;
+    }
+    if (!arrived.length) {
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => { wake = null; reject(new Error('no stream from the toolstack yet')); }, 1000);
+        wake = () => { clearTimeout(t); wake = null; resolve(); };
+      });
+    }
+    return arrived.shift()!;
+  };
 }

@@ -339,34 +339,50 @@ export class ReconnectingClient extends XsClientBase {
   /** connections made (1 until the first reconnect) */
   connects = 0;
 
-  private constructor(readonly path: string, private readonly timeoutMs: number) {
+  /** `stream()`: a new connection to xenstored, or a rejection to try again after a pause */
+  private constructor(private readonly stream: () => Promise<net.Socket>, private readonly what: string, private readonly timeoutMs: number) {
     super();
   }
 
-  static async connect(path: string, timeoutMs = RECONNECT_TIMEOUT_MS): Promise<ReconnectingClient> {
-    const c = new ReconnectingClient(path, timeoutMs);
+  /** A client of the xenstored on the Unix socket `path`. */
+  static connect(path: string, timeoutMs = RECONNECT_TIMEOUT_MS): Promise<ReconnectingClient> {
+    return ReconnectingClient.over(() => new Promise<net.Socket>((resolve, reject) => {
+      const s = net.createConnection(path);
+      s.once('error', (e) => {
+        s.destroy();
+        reject(e);
+      });
+      s.once('connect', () => {
+        s.removeAllListeners('error');
+        resolve(s);
+      });
+    }), `xenstored at ${path}`, timeoutMs);
+  }
+
+  /** A client whose connections come from `stream` (a process domain's, handed to it by its toolstack each time). */
+  static async over(stream: () => Promise<net.Socket>, what = 'xenstored', timeoutMs = RECONNECT_TIMEOUT_MS): Promise<ReconnectingClient> {
+    const c = new ReconnectingClient(stream, what, timeoutMs);
     await c.dial(Date.now() + timeoutMs);
     return c;
   }
 
-  private dial(deadline: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const attempt = (): void => {
-        if (this.closing) return reject(new Error('connection closed'));
-        const s = net.createConnection(this.path);
-        s.once('error', (e) => {
+  private async dial(deadline: number): Promise<void> {
+    for (;;) {
+      if (this.closing) throw new Error('connection closed');
+      try {
+        const s = await this.stream();
+        if (this.closing) {
           s.destroy();
-          if (Date.now() > deadline) return reject(new Error(`xenstored at ${this.path} did not come back within ${this.timeoutMs / 1000} s: ${e.message}`));
-          setTimeout(attempt, 50);
-        });
-        s.once('connect', () => {
-          s.removeAllListeners('error');
-          this.attach(s);
-          resolve();
-        });
-      };
-      attempt();
-    });
+          throw new Error('connection closed');
+        }
+        this.attach(s);
+        return;
+      } catch (e) {
+        if (this.closing) throw e;
+        if (Date.now() > deadline) throw new Error(`${this.what} did not come back within ${this.timeoutMs / 1000} s: ${(e as Error).message}`, { cause: e });
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
   }
 
   private attach(s: net.Socket): void {
@@ -420,6 +436,7 @@ export class ReconnectingClient extends XsClientBase {
       this.sent = [];
       this.queued = [];
       this.failAll(e);
+      this.emit('failed', e);
     });
   }
 
