@@ -148,7 +148,11 @@ export abstract class XsClientBase extends EventEmitter {
   async transactionEnd(tx: number, commit = true): Promise<void> {
     await this.request(XsType.TRANSACTION_END, commit ? 'T\0' : 'F\0', tx);
   }
-  /** Run fn in a transaction, retrying on EAGAIN (up to `retries` times). */
+  /**
+   * Run fn in a transaction, retrying on EAGAIN (up to `retries` times): at
+   * commit (a conflict), or inside it (the transaction died with the
+   * xenstored that gave it out).
+   */
   async transaction<T>(fn: (tx: number) => Promise<T>, retries = 100): Promise<T> {
     for (let i = 0; ; i++) {
       const tx = await this.transactionStart();
@@ -157,6 +161,7 @@ export abstract class XsClientBase extends EventEmitter {
         r = await fn(tx);
       } catch (e) {
         await this.transactionEnd(tx, false).catch(() => {});
+        if (e instanceof XsError && e.errno === 'EAGAIN' && i < retries) continue;
         throw e;
       }
       try {

@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { Xenstored } from './daemon.js';
-import { RingGuest, tmpDir } from './helpers.js';
+import { RingGuest, spawnDaemon, tmpDir } from './helpers.js';
+import { ReconnectingClient } from './client.js';
 import { RING_REQ_CONS, RING_RSP_CONS, RING_RSP_PROD, XENSTORE_RING_SIZE, XsError } from './wire.js';
 
 const DOMID = 5;
@@ -109,4 +110,47 @@ test('a domain whose ring cannot be mapped again is dropped at restart, and a da
   await d3.openClient().write('/still', 'serving');
   await d3.stop();
   fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('a ReconnectingClient writing through two kill -9s of its xenstored sees no error, loses no acknowledged write, and its watch fires after each restart', async () => {
+  const dir = tmpDir();
+  const sock = path.join(dir, 'socket');
+  const db = path.join(dir, 'journal');
+  let x = await spawnDaemon(sock, ['--db', db, '--no-fsync']);
+  const c = await ReconnectingClient.connect(sock, 20_000);
+  try {
+    await c.write('/w', '');
+    let fired = 0;
+    c.on('watch', (e: { token: string }) => { if (e.token === 'tk') fired++; });
+    await c.watch('/w', 'tk');
+    const acked: number[] = [];
+    let stop = false;
+    const writer = (async () => {
+      for (let i = 0; !stop; i++) {
+        await c.write(`/w/k${i}`, String(i));
+        acked.push(i);
+        if (i % 5 === 0) await c.transaction(async (tx) => { await c.write(`/w/t${i}`, String(i), tx); });
+      }
+    })();
+    for (let k = 0; k < 2; k++) {
+      await new Promise((r) => setTimeout(r, 150));
+      const firedBefore = fired;
+      await x.stop('SIGKILL');
+      x = await spawnDaemon(sock, ['--db', db, '--no-fsync']);
+      const t0 = Date.now();
+      while (fired === firedBefore && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(fired > firedBefore, 'the watch fired again on the new xenstored');
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    stop = true;
+    await writer; // no write failed
+    assert.ok(acked.length > 10, `writes went on: ${acked.length}`);
+    assert.ok(c.connects >= 3, `it connected again after each kill: ${c.connects}`);
+    const values = await Promise.all(acked.map((i) => c.tryRead(`/w/k${i}`)));
+    assert.deepEqual(acked.filter((i, n) => values[n] !== String(i)), [], 'every acknowledged write is there');
+  } finally {
+    c.close();
+    await x.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
