@@ -1330,10 +1330,8 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
       domid: 0,
       gntdev,
       bindInterdomain: (rd, remotePort, handler) => {
-        const port = core.bindInterdomain(this.evtchnHost, this.dom0, rd, remotePort);
-        this.dom0Handlers.set(port, handler);
+        const port = this.bindDom0To(rd, remotePort, handler);
         ports.add(port);
-        queueMicrotask(() => this.dispatchDom0());
         return port;
       },
       allocUnbound: (remote, handler) => {
@@ -1384,8 +1382,13 @@ export class Hypervisor extends EventEmitter<HypervisorEvents> {
   bindDom0(domid: number, remotePort: number, handler: (port: number) => void): number {
     const rd = this.evtchnDomain(domid);
     if (!rd) throw new Error(`no domain ${domid}`);
+    return this.bindDom0To(rd, remotePort, handler);
+  }
+
+  private bindDom0To(rd: core.EvtchnDomain, remotePort: number, handler: (port: number) => void): number {
     const port = core.bindInterdomain(this.evtchnHost, this.dom0, rd, remotePort);
     this.dom0Handlers.set(port, handler);
+    // whatever is already pending on it is handled without waiting for the next event
     queueMicrotask(() => this.dispatchDom0());
     return port;
   }

@@ -19,21 +19,16 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
-import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Hypervisor } from '../hv/hypervisor.js';
 import type { ProcessDomainInfo } from '../hv/process_domain.js';
 import { encodeFrame, FrameSplitter } from '../hv/privcmd.js';
 import type { XsClientBase } from './xenstored/index.js';
 import type { XenstoredService } from './xenstored_service.js';
+import { RestartBudget, START_TIMEOUT_MS, eachLine, streamPair } from './supervise.js';
 
 const XENODE_JS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'xenode.js');
 
-/** Restarts within this window count toward the limit; past it the driver domain is left down, and said so. */
-const RESTART_WINDOW_MS = 60_000;
-const MAX_RESTARTS = 5;
-/** How long a driver domain's process has to say it is up (node's start and its backends' first scan). */
-const START_TIMEOUT_MS = 20_000;
 
 /** How long a driver domain has to take a new device up (libxl waits for hotplug-status the same way). */
 export const DRIVER_DEVICE_TIMEOUT_MS = 10_000;
@@ -81,29 +76,6 @@ export function driverNameProblem(name: string): string | null {
   return null;
 }
 
-/**
- * Two connected Unix sockets: `near` to hand to a child as one of its fds,
- * `far` paused from the start (pauseOnConnect), so not a byte of it is read
- * in this process and another process can be given it whole.
- */
-async function streamPair(): Promise<{ near: net.Socket; far: net.Socket }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xenode-pair-'));
-  const sockPath = path.join(dir, 's');
-  try {
-    const server = net.createServer({ pauseOnConnect: true });
-    await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(sockPath, resolve); });
-    const far = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-    const near = net.createConnection(sockPath);
-    await new Promise<void>((resolve, reject) => { near.once('connect', resolve); near.once('error', reject); });
-    near.pause();
-    const f = await far;
-    server.close();
-    return { near, far: f };
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
-
 export interface DriverDomain {
   name: string;
   domid: number;
@@ -121,7 +93,7 @@ interface Running extends DriverDomain {
   child: ChildProcess | null;
   /** resolves once the process has said it is up */
   ready: Promise<void>;
-  deaths: number[];
+  deaths: RestartBudget;
   stopping: boolean;
   exited: Promise<void>;
 }
@@ -260,7 +232,7 @@ export class DriverDomains {
     const bad = driverNameProblem(name);
     if (bad) throw new Error(bad);
     const info = this.hv.createProcessDomain({ name });
-    const r: Running = { name, domid: info.domid, info, pid: null, starts: 0, child: null, ready: Promise.resolve(), deaths: [], stopping: false, exited: Promise.resolve() };
+    const r: Running = { name, domid: info.domid, info, pid: null, starts: 0, child: null, ready: Promise.resolve(), deaths: new RestartBudget(), stopping: false, exited: Promise.resolve() };
     this.byName.set(name, r);
     try {
       await this.writeHome(r);
@@ -313,24 +285,18 @@ export class DriverDomains {
       child.kill('SIGKILL');
     }, START_TIMEOUT_MS);
     r.ready.then(() => clearTimeout(late), () => clearTimeout(late));
-    let said = '', wasUp = false;
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (text: string) => {
-      said += text;
-      for (let nl = said.indexOf('\n'); nl >= 0; nl = said.indexOf('\n')) {
-        const line = said.slice(0, nl);
-        said = said.slice(nl + 1);
-        this.log(line);
-        if (/driver domain up/.test(line)) {
-          wasUp = true;
-          up();
-        }
+    let wasUp = false;
+    const said = eachLine(child.stderr!, (line) => {
+      this.log(line);
+      if (/driver domain up/.test(line)) {
+        wasUp = true;
+        up();
       }
     });
     r.exited = new Promise<void>((res) => {
       child.once('exit', (code, signal) => {
         const how = signal ? `killed by ${signal}` : `exited with ${code}`;
-        failed(new Error(`driver domain '${r.name}' ${how} before it was up${said ? `: ${said.trim()}` : ''}`));
+        failed(new Error(`driver domain '${r.name}' ${how} before it was up${said() ? `: ${said().trim()}` : ''}`));
         priv.destroy();
         store.destroy();
         r.child = null;
@@ -347,11 +313,8 @@ export class DriverDomains {
   }
 
   private restart(r: Running): void {
-    const now = Date.now();
-    r.deaths = r.deaths.filter((t) => now - t < RESTART_WINDOW_MS);
-    r.deaths.push(now);
-    if (r.deaths.length > MAX_RESTARTS) {
-      this.log(`d${r.domid} (${r.name}): died ${r.deaths.length} times within ${RESTART_WINDOW_MS / 1000} s; left down (its devices wait for it)`);
+    if (!r.deaths.died()) {
+      this.log(`d${r.domid} (${r.name}): ${r.deaths.why}; left down (its devices wait for it)`);
       return;
     }
     const failed = (e: unknown) => this.log(`d${r.domid} (${r.name}): cannot start it again: ${(e as Error).message}`);

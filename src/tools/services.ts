@@ -117,8 +117,8 @@ export async function connectServices(hv: Hypervisor, xs: XenstoredService, clie
   const con = new ConsoleBackend(hv, d.domid, specialPageOffset(d.build, d.consoleGfn), d.consolePort, opts.output);
   try {
     await writeSkeleton(client, { domid: d.domid, name: opts.name, uuid: opts.uuid, memoryKiB: opts.memoryKiB, maxMemKiB: opts.maxMemKiB, vcpus: opts.vcpus, onlineVcpus: opts.onlineVcpus, storePort: d.storePort, storeGfn: d.storeGfn, consolePort: d.consolePort, consoleGfn: d.consoleGfn });
-    // a xenstored elsewhere maps the ring through its grant, which needs the domain's physmap
-    await hv.whenSetUp(d.domid);
+    // a xenstored in another process maps the ring through its grant, which needs the domain's physmap
+    if (xs.kind === 'process') await hv.whenSetUp(d.domid);
     await client.introduce(d.domid, d.storeGfn, d.storePort);
   } catch (e) {
     con.close();

@@ -19,14 +19,10 @@ import type { Hypervisor } from '../hv/hypervisor.js';
 import { Xenstored, LocalClient, ReconnectingClient, type XsClientBase } from './xenstored/index.js';
 import type { XenstoredCommand } from './xenstored/main.js';
 import { XenstoreRings } from './services.js';
+import { RestartBudget, START_TIMEOUT_MS, eachLine } from './supervise.js';
 
 const XENODE_JS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'xenode.js');
 
-/** Restarts within this window count toward the limit; past it xenstored is left down, and said so. */
-const RESTART_WINDOW_MS = 60_000;
-const MAX_RESTARTS = 5;
-/** How long a xenstored process has to say it is up (node's start, its journal, its rings mapped again). */
-const START_TIMEOUT_MS = 20_000;
 
 export interface XenstoredService {
   /** 'process' when xenstored is a process of its own */
@@ -92,10 +88,10 @@ export class XenstoredProcess implements XenstoredService {
   readonly daemon = null;
   private child: ChildProcess | null = null;
   private up = false;
-  /** what waits for a xenstored that is up (streams, deaths said while it was down) */
+  /** the driver domains' streams that wait for a xenstored that is up (deaths are said to each one that starts: deadDomains) */
   private backlog: { m: XenstoredCommand; handle?: net.Socket }[] = [];
   private stopping = false;
-  private deaths: number[] = [];
+  private readonly deaths = new RestartBudget();
   private exited: Promise<void> = Promise.resolve();
   /** the toolstack's connection for RELEASE (the other process maps the ring itself: it outlives the domain's memory) */
   private admin: XsClientBase | null = null;
@@ -131,15 +127,7 @@ export class XenstoredProcess implements XenstoredService {
     this.starts++;
     const priv = child.stdio[3] as net.Socket;
     this.hv.servePrivcmdDom0(priv, { mayMap: true, peerPid: child.pid });
-    let said = '';
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (text: string) => {
-      said += text;
-      for (let nl = said.indexOf('\n'); nl >= 0; nl = said.indexOf('\n')) {
-        this.o.log(said.slice(0, nl).replace(/^xenstored: /, '')); // the caller's log names it already
-        said = said.slice(nl + 1);
-      }
-    });
+    const said = eachLine(child.stderr!, (line) => this.o.log(line.replace(/^xenstored: /, ''))); // the caller's log names it already
     const ready = new Promise<void>((resolve, reject) => {
       const late = setTimeout(() => {
         reject(new Error(`xenstored (pid ${child.pid}) did not come up within ${START_TIMEOUT_MS / 1000} s`));
@@ -163,7 +151,7 @@ export class XenstoredProcess implements XenstoredService {
       });
       child.once('exit', (code, signal) => {
         clearTimeout(late);
-        reject(new Error(`xenstored ${signal ? `was killed by ${signal}` : `exited with ${code}`} before it was up${said ? `: ${said.trim()}` : ''}`));
+        reject(new Error(`xenstored ${signal ? `was killed by ${signal}` : `exited with ${code}`} before it was up${said() ? `: ${said().trim()}` : ''}`));
       });
     });
     this.exited = new Promise<void>((res) => {
@@ -185,11 +173,8 @@ export class XenstoredProcess implements XenstoredService {
   }
 
   private restart(): void {
-    const now = Date.now();
-    this.deaths = this.deaths.filter((t) => now - t < RESTART_WINDOW_MS);
-    this.deaths.push(now);
-    if (this.deaths.length > MAX_RESTARTS) {
-      this.o.log(`xenstored died ${this.deaths.length} times within ${RESTART_WINDOW_MS / 1000} s; left down (guests' xenstore requests wait in their rings)`);
+    if (!this.deaths.died()) {
+      this.o.log(`xenstored ${this.deaths.why}; left down (guests' xenstore requests wait in their rings)`);
       return;
     }
     this.launch().then(

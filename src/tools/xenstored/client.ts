@@ -246,27 +246,70 @@ export class LocalClient extends XsClientBase {
   }
 }
 
-/** A client over the daemon's Unix socket. */
-export class SocketClient extends XsClientBase {
-  private readonly reader = new FrameReader();
+/** A connection to the Unix socket at `path`. */
+function connectUnix(path: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.createConnection(path);
+    s.once('error', (e) => {
+      s.destroy();
+      reject(e);
+    });
+    s.once('connect', () => {
+      s.removeAllListeners('error');
+      resolve(s);
+    });
+  });
+}
+
+/** Hands each message `sock` brings to `each`, in order; an oversize one ends the socket. */
+function onMessages(sock: net.Socket, each: (m: XsMessage) => void): void {
+  const reader = new FrameReader();
+  sock.on('data', (chunk: Buffer) => {
+    reader.push(chunk);
+    for (;;) {
+      const r = reader.next();
+      if (r === 'need-more') break;
+      if (r === 'oversize') {
+        sock.destroy(new Error('oversize reply'));
+        break;
+      }
+      each(r);
+    }
+  });
+}
+
+/** Requests framed as they are made and written once a turn of the event loop, to whichever socket is there then. */
+class WriteBatch {
   private out = new OutBuf(4096);
   private scheduled = false;
+
+  constructor(private readonly sock: () => net.Socket | null) {}
+
+  message(type: number, reqId: number, txId: number, payload: Buffer): void {
+    this.out.message(type, reqId, txId, payload);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      const s = this.sock();
+      if (this.out.length && s) s.write(this.out.take());
+    });
+  }
+
+  /** Forgets what was not written yet. */
+  drop(): void {
+    this.out = new OutBuf(4096);
+  }
+}
+
+/** A client over the daemon's Unix socket. */
+export class SocketClient extends XsClientBase {
+  private readonly batch = new WriteBatch(() => this.sock);
 
   private constructor(readonly sock: net.Socket) {
     super();
     sock.setNoDelay(true);
-    sock.on('data', (chunk: Buffer) => {
-      this.reader.push(chunk);
-      for (;;) {
-        const r = this.reader.next();
-        if (r === 'need-more') break;
-        if (r === 'oversize') {
-          sock.destroy(new Error('oversize reply'));
-          break;
-        }
-        this.receive(r);
-      }
-    });
+    onMessages(sock, (m) => this.receive(m));
     sock.on('error', (e) => this.failAll(e));
     sock.on('close', () => this.failAll(new Error('connection closed')));
   }
@@ -276,26 +319,12 @@ export class SocketClient extends XsClientBase {
     return new SocketClient(sock);
   }
 
-  static connect(path: string): Promise<SocketClient> {
-    return new Promise((resolve, reject) => {
-      const s = net.createConnection(path);
-      s.once('error', reject);
-      s.once('connect', () => {
-        s.off('error', reject);
-        resolve(new SocketClient(s));
-      });
-    });
+  static async connect(path: string): Promise<SocketClient> {
+    return new SocketClient(await connectUnix(path));
   }
 
   protected transmit(type: number, reqId: number, txId: number, payload: Buffer): void {
-    this.out.message(type, reqId, txId, payload);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      queueMicrotask(() => {
-        this.scheduled = false;
-        if (this.out.length) this.sock.write(this.out.take());
-      });
-    }
+    this.batch.message(type, reqId, txId, payload);
   }
 
   /** Write raw bytes (tests: malformed input). */
@@ -334,7 +363,7 @@ export const RECONNECT_TIMEOUT_MS = 30_000;
  */
 export class ReconnectingClient extends XsClientBase {
   private sock: net.Socket | null = null;
-  private reader = new FrameReader();
+  private readonly batch = new WriteBatch(() => this.sock);
   private sent: Sent[] = [];
   private queued: Sent[] = [];
   private readonly watches = new Map<string, Buffer>();
@@ -351,17 +380,7 @@ export class ReconnectingClient extends XsClientBase {
 
   /** A client of the xenstored on the Unix socket `path`. */
   static connect(path: string, timeoutMs = RECONNECT_TIMEOUT_MS): Promise<ReconnectingClient> {
-    return ReconnectingClient.over(() => new Promise<net.Socket>((resolve, reject) => {
-      const s = net.createConnection(path);
-      s.once('error', (e) => {
-        s.destroy();
-        reject(e);
-      });
-      s.once('connect', () => {
-        s.removeAllListeners('error');
-        resolve(s);
-      });
-    }), `xenstored at ${path}`, timeoutMs);
+    return ReconnectingClient.over(() => connectUnix(path), `xenstored at ${path}`, timeoutMs);
   }
 
   /** A client whose connections come from `stream` (a process domain's, handed to it by its toolstack each time). */
@@ -394,18 +413,7 @@ export class ReconnectingClient extends XsClientBase {
     this.sock = s;
     this.connects++;
     s.setNoDelay(true);
-    s.on('data', (chunk: Buffer) => {
-      this.reader.push(chunk);
-      for (;;) {
-        const r = this.reader.next();
-        if (r === 'need-more') break;
-        if (r === 'oversize') {
-          s.destroy(new Error('oversize reply'));
-          break;
-        }
-        this.fromServer(r);
-      }
-    });
+    onMessages(s, (m) => this.fromServer(m));
     s.on('error', () => {});
     s.on('close', () => this.dropped(s));
     if (this.connects > 1) {
@@ -432,8 +440,7 @@ export class ReconnectingClient extends XsClientBase {
   private dropped(s: net.Socket): void {
     if (this.sock !== s) return;
     this.sock = null;
-    this.reader = new FrameReader();
-    this.out = new OutBuf(4096); // its frames are in `sent`, to go again
+    this.batch.drop(); // its frames are in `sent`, to go again
     this.liveTx.clear();
     if (this.closing) return this.failAll(new Error('connection closed'));
     this.emit('disconnected');
@@ -453,18 +460,8 @@ export class ReconnectingClient extends XsClientBase {
       return;
     }
     this.sent.push(f);
-    // the requests of one turn of the event loop leave in one write, as SocketClient's do
-    this.out.message(f.type, f.reqId, f.txId, f.payload);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      queueMicrotask(() => {
-        this.scheduled = false;
-        if (this.out.length && this.sock) this.sock.write(this.out.take());
-      });
-    }
+    this.batch.message(f.type, f.reqId, f.txId, f.payload);
   }
-  private out = new OutBuf(4096);
-  private scheduled = false;
 
   private fromServer(m: XsMessage): void {
     if (m.type === XsType.WATCH_EVENT) return this.receive(m);

@@ -218,9 +218,8 @@ export class LocalConn extends Conn {
  */
 export class RingConn extends Conn {
   private reader = new FrameReader();
-  private outq: Buffer[] = [];
-  /** per queued message, the request index its last byte acknowledges (-1: a watch event, nothing) */
-  private outAck: number[] = [];
+  /** queued messages, each with the request index its last byte acknowledges (-1: a watch event, nothing) */
+  private outq: { bytes: Buffer; ack: number }[] = [];
   private outOff = 0;
   private outBytes = 0;
   private view: DataView;
@@ -228,10 +227,9 @@ export class RingConn extends Conn {
    * The request ring's consumer index is moved only past requests whose
    * replies are in the response ring: a xenstored that dies before it
    * answers leaves them in the ring, and the one restarted from its state
-   * reads and answers them. `rcons` is how far bytes were copied out, `reqEnd`
-   * where the last request handed out by next() ends.
+   * reads and answers them. `reqEnd` is where the last request handed out by
+   * next() ends; the bytes after it that were copied out are in `reader`.
    */
-  private rcons: number;
   private reqEnd: number;
   broken = false;
   /** Messages dropped because the guest did not consume its events. */
@@ -247,7 +245,12 @@ export class RingConn extends Conn {
   constructor(domid: number, public port: DomainRingPort, caller: Caller) {
     super(domid, caller);
     this.view = RingConn.viewOf(port.page);
-    this.rcons = this.reqEnd = this.view.getUint32(RING_REQ_CONS, true);
+    this.reqEnd = this.view.getUint32(RING_REQ_CONS, true);
+  }
+
+  /** How far request bytes were copied out of the ring. */
+  private get rcons(): number {
+    return (this.reqEnd + this.reader.buffered) >>> 0;
   }
 
   private static viewOf(page: Uint8Array): DataView {
@@ -277,8 +280,7 @@ export class RingConn extends Conn {
     if (this.view.getUint32(RING_CONNECTION, true) !== XENSTORE_RECONNECT) return false;
     this.reader = new FrameReader();
     this.outq = [];
-    this.outAck = [];
-    this.rcons = this.reqEnd = 0;
+    this.reqEnd = 0;
     this.outOff = 0;
     this.outBytes = 0;
     this.broken = false;
@@ -305,7 +307,12 @@ export class RingConn extends Conn {
     }
     const cons = this.rcons;
     const avail = (prod - cons) >>> 0;
-    if (avail === 0 || avail > XENSTORE_RING_SIZE) return;
+    if (avail > XENSTORE_RING_SIZE) {
+      // the guest moved its producer back, or the consumer index past what was read
+      this.fail(XENSTORE_ERROR_RINGIDX, `bad request ring indexes cons=${acked} prod=${prod} (read up to ${cons})`);
+      return;
+    }
+    if (avail === 0) return;
     const chunk = Buffer.allocUnsafe(avail);
     const page = this.port.page;
     const start = cons & (XENSTORE_RING_SIZE - 1);
@@ -313,7 +320,6 @@ export class RingConn extends Conn {
     chunk.set(page.subarray(RING_REQ + start, RING_REQ + start + first), 0);
     if (first < avail) chunk.set(page.subarray(RING_REQ, RING_REQ + avail - first), first);
     this.reader.push(chunk);
-    this.rcons = (cons + avail) >>> 0;
   }
 
   /** Moves the request consumer index forward to `idx` (never back); true if it moved. */
@@ -365,11 +371,10 @@ export class RingConn extends Conn {
 
   send(type: number, reqId: number, txId: number, payload: Buffer | string): void {
     if (this.closed) return;
-    const b = encodeMessage(type, reqId, txId, payload);
-    this.outq.push(b);
+    const bytes = encodeMessage(type, reqId, txId, payload);
     // anything but an event answers the request next() handed out last
-    this.outAck.push(type === XsType.WATCH_EVENT ? -1 : this.reqEnd);
-    this.outBytes += b.length;
+    this.outq.push({ bytes, ack: type === XsType.WATCH_EVENT ? -1 : this.reqEnd });
+    this.outBytes += bytes.length;
   }
 
   flush(): void {
@@ -387,7 +392,7 @@ export class RingConn extends Conn {
     const page = this.port.page;
     let ack = -1;
     while (space > 0 && this.outq.length > 0) {
-      const m = this.outq[0]!;
+      const { bytes: m, ack: a } = this.outq[0]!;
       const n = Math.min(space, m.length - this.outOff);
       let done = 0;
       while (done < n) {
@@ -402,7 +407,6 @@ export class RingConn extends Conn {
       this.outBytes -= n;
       if (this.outOff === m.length) {
         this.outq.shift();
-        const a = this.outAck.shift()!;
         if (a >= 0) ack = a;
         this.outOff = 0;
       }

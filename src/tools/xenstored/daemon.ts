@@ -433,7 +433,7 @@ export class Xenstored {
     try {
       if (m.txId !== 0 && m.txId < c.staleTxBelow && !c.txs.has(m.txId)) throw new XsError('EAGAIN', 'transaction of a previous xenstored');
       this.dispatch(c, m);
-      if (this.domainsPath && (c instanceof RingConn ? RING_STATE_OPS : DOMAIN_STATE_OPS).has(m.type)) this.domainsDirty = true;
+      if ((c instanceof RingConn ? RING_STATE_OPS : DOMAIN_STATE_OPS).has(m.type)) this.domainsChanged();
     } catch (e) {
       this.replyError(c, m, e);
     }
@@ -666,7 +666,7 @@ export class Xenstored {
           c.held = true;
           done.then(() => this.reply(c, m, OK), (e: unknown) => this.replyError(c, m, e)).finally(() => {
             c.held = false;
-            this.domainsDirty = this.domainsPath !== undefined;
+            this.domainsChanged();
             this.markDirty(c);
             this.kick(c);
           });
@@ -887,7 +887,7 @@ export class Xenstored {
       this.watchCount -= conn.watches.size;
       conn.watches.clear();
       conn.txs.clear();
-      if (this.domainsPath) this.domainsDirty = true;
+      this.domainsChanged();
     };
     d.conn = conn;
     conn.setFeatures(d.features);
@@ -899,7 +899,7 @@ export class Xenstored {
         conn.watches.set(`${w.path}\0${w.token}`, { path: w.path, token: w.token, relative: w.relative, depth: w.depth });
         this.watchCount++;
         // an event may have been lost with the last xenstored: each watch fires once, as on registration
-        this.sendEvent(conn, w.relative ? this.eventPath(conn, w, w.path) : w.path, w.token);
+        this.sendEvent(conn, this.eventPath(conn, w, w.path), w.token);
       }
     } else {
       this.fireSpecial('@introduceDomain', domid);
@@ -909,14 +909,15 @@ export class Xenstored {
 
   // ---- the domains' connections across restarts ----
 
-  private get domainsPath(): string | undefined {
-    return this.opts.domainsPath;
-  }
   private domainsDirty = false;
+  /** The domain file is written again at the end of this turn (when there is one). */
+  private domainsChanged(): void {
+    if (this.opts.domainsPath) this.domainsDirty = true;
+  }
 
   private saveDomains(): void {
     this.domainsDirty = false;
-    const file = this.domainsPath;
+    const file = this.opts.domainsPath;
     if (!file) return;
     const domains: DomainRecord[] = [...this.domains.values()].map((d) => ({
       domid: d.domid, gfn: d.gfn, port: d.port, features: d.features, target: d.target, shutdown: d.shutdown,
@@ -997,7 +998,7 @@ export class Xenstored {
     if (d) {
       if (d.shutdown) return;
       d.shutdown = true;
-      if (this.domainsPath) this.domainsDirty = true;
+      this.domainsChanged();
     }
     this.fireSpecial('@releaseDomain', domid);
     this.kickFlush();

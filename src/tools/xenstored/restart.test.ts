@@ -24,17 +24,23 @@ function start(dir: string, guests: Map<number, RingGuest>): Promise<Xenstored> 
   return d.start().then(() => d);
 }
 
-const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
-  Promise.race([p, new Promise<T>((_, rej) => setTimeout(() => rej(new Error(`${what}: not within ${ms} ms`)), ms))]);
-
-test('a restarted xenstored takes a guest connection up where the last one died: committed writes, watches, a request left in the ring', async () => {
+/** A first xenstored with the guest DOMID's ring in a plain buffer introduced. */
+async function firstLife(gfn: number, port: number): Promise<{ dir: string; guests: Map<number, RingGuest>; d1: Xenstored; g: RingGuest }> {
   const dir = tmpDir();
   const guests = new Map<number, RingGuest>();
   const d1 = await start(dir, guests);
   const g = new RingGuest(d1, DOMID);
   guests.set(DOMID, g);
+  await d1.openClient().introduce(DOMID, gfn, port);
+  return { dir, guests, d1, g };
+}
+
+const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
+  Promise.race([p, new Promise<T>((_, rej) => setTimeout(() => rej(new Error(`${what}: not within ${ms} ms`)), ms))]);
+
+test('a restarted xenstored takes a guest connection up where the last one died: committed writes, watches, a request left in the ring', async () => {
+  const { dir, guests, d1, g } = await firstLife(0xfeffc, 7);
   const dom0 = d1.openClient();
-  await dom0.introduce(DOMID, 0xfeffc, 7);
   await dom0.write(`/local/domain/${DOMID}`, '');
   await dom0.setPerms(`/local/domain/${DOMID}`, [`n${DOMID}`]);
   await g.write('data/before', 'kept');
@@ -92,12 +98,7 @@ test('a restarted xenstored takes a guest connection up where the last one died:
 });
 
 test('a domain whose ring cannot be mapped again is dropped at restart, and a damaged state file restores nothing', async () => {
-  const dir = tmpDir();
-  const guests = new Map<number, RingGuest>();
-  const d1 = await start(dir, guests);
-  const g = new RingGuest(d1, DOMID);
-  guests.set(DOMID, g);
-  await d1.openClient().introduce(DOMID, 1, 1);
+  const { dir, guests, d1, g } = await firstLife(1, 1);
   await d1.stop();
   guests.delete(DOMID); // the domain went while no xenstored ran
   const d2 = await start(dir, guests);

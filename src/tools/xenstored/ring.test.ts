@@ -103,6 +103,19 @@ test('a bad ring index sets error=RINGIDX and stops only that ring', async () =>
   await f.dom0.release(5);
 });
 
+test('a producer index moved back behind what xenstored already read sets error=RINGIDX', async () => {
+  const g = await f.guest(8);
+  g.sendBytes(Buffer.alloc(8)); // half a header: read, not consumed
+  await settle();
+  assert.equal(g.field(RING_REQ_CONS), 0);
+  g.view.setUint32(RING_REQ_PROD, 4, true);
+  f.d.ringNotified(8);
+  await settle();
+  assert.equal(g.field(RING_ERROR), 2);
+  assert.ok(f.logs.some((l) => l.includes('domain 8') && l.includes('read up to 8')));
+  await f.dom0.release(8);
+});
+
 test('an oversized request sets error=PROTO and logs', async () => {
   const g = await f.guest(6);
   const h = Buffer.alloc(16);
